@@ -1,0 +1,24 @@
+//! `upgraderd completions SHELL`: prints a completion script generated from the clap definitions.
+
+use anyhow::Result;
+use clap::CommandFactory;
+use clap_complete::Shell as Generator;
+
+use crate::cli::{Cli, CompletionsArgs, Shell};
+use crate::exit::Exit;
+
+pub fn run(args: &CompletionsArgs) -> Result<Exit> {
+    let mut out = std::io::stdout();
+    clap_complete::generate(generator(args.shell), &mut Cli::command(), "upgraderd", &mut out);
+    Ok(Exit::Success)
+}
+
+pub fn generator(shell: Shell) -> Generator {
+    match shell {
+        Shell::Bash => Generator::Bash,
+        Shell::Zsh => Generator::Zsh,
+        Shell::Fish => Generator::Fish,
+        Shell::Elvish => Generator::Elvish,
+        Shell::Powershell => Generator::PowerShell,
+    }
+}

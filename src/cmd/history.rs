@@ -1,0 +1,76 @@
+//! `upgraderd history [--limit N]`: past upgrades, newest first.
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::HistoryArgs;
+use crate::cmd::Ctx;
+use crate::exit::Exit;
+use crate::store::db::{Db, UpgradeRecord};
+
+pub fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<Exit> {
+    let history = match Db::open_read_only(&ctx.config.db_path())? {
+        Some(db) => db.history(args.limit)?,
+        None => Vec::new(),
+    };
+    if ctx.ui.json() {
+        ctx.ui.data(&json!({"history": history, "count": history.len()}));
+        return Ok(Exit::Success);
+    }
+    if history.is_empty() {
+        ctx.ui.info(format!("no upgrades recorded yet in {}", ctx.config.db_path().display()));
+        return Ok(Exit::Success);
+    }
+    let rows: Vec<Vec<String>> = history.iter().map(row).collect();
+    ctx.ui.table(&["ID", "STATUS", "FROM", "TO", "STRATEGY", "STARTED", "DURATION", "BY", "ERROR"], &rows);
+    Ok(Exit::Success)
+}
+
+fn row(record: &UpgradeRecord) -> Vec<String> {
+    vec![
+        record.id.clone(),
+        record.status.clone(),
+        version_cell(record.from_version.as_deref(), record.previous_commit.as_deref()),
+        version_cell(record.to_version.as_deref(), record.target_commit.as_deref()),
+        record.strategy.clone(),
+        format_time(record.started_at),
+        record.completed_at.map(|end| format_duration(end - record.started_at)).unwrap_or_else(|| "-".into()),
+        record.initiated_by.clone().unwrap_or_else(|| "-".into()),
+        record.error_message.as_deref().map(first_line).unwrap_or_else(|| "-".into()),
+    ]
+}
+
+/// A version, with the short commit for rebuild upgrades.
+fn version_cell(version: Option<&str>, commit: Option<&str>) -> String {
+    match (version, commit) {
+        (Some(v), Some(c)) => format!("{v} ({})", &c[..c.len().min(8)]),
+        (Some(v), None) => v.to_string(),
+        (None, Some(c)) => c[..c.len().min(8)].to_string(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > 60 {
+        format!("{}…", line.chars().take(59).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+/// Local time for people: `2025-01-07 14:30:22`.
+pub fn format_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn format_duration(ms: i64) -> String {
+    let secs = ms.max(0) as f64 / 1000.0;
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m{:02}s", (secs / 60.0) as i64, (secs % 60.0) as i64)
+    }
+}

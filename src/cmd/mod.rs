@@ -1,0 +1,65 @@
+//! One module per subcommand. Each turns the [`Config`] and its arguments into
+//! calls to `store`, `ops` and (later) `engine`; none builds a child process.
+
+mod backup;
+mod completions;
+mod config;
+mod history;
+mod status;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, Env, Layers};
+use crate::exit::Exit;
+use crate::ops::docker::Docker;
+use crate::ops::process::Runner;
+use crate::store::files;
+use crate::ui::Ui;
+
+/// What every command works with.
+pub struct Ctx<'a> {
+    pub config: Config,
+    pub layers: Layers,
+    pub ui: &'a Ui,
+    pub runner: Runner,
+}
+
+impl Ctx<'_> {
+    pub fn docker(&self) -> Docker {
+        Docker::new(&self.config.docker, self.runner.clone())
+    }
+
+    /// Creates the state directory (0700) for commands that write state.
+    pub fn ensure_state_dir(&self) -> Result<()> {
+        use anyhow::Context;
+        files::ensure_private_dir(&self.config.state_dir).with_context(|| {
+            format!(
+                "cannot create the state directory {}; create it or pass --state-dir",
+                self.config.state_dir.display()
+            )
+        })
+    }
+}
+
+/// Dispatches a parsed command line.
+pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
+    if let Command::Completions(args) = &cli.command {
+        return completions::run(args);
+    }
+    let (config, layers) =
+        crate::config::load(cli.config_file.as_deref(), cli.state_dir.as_deref(), &cli.settings.given(), env)?;
+    if let Some(file) = &layers.file {
+        for (line, name) in &file.unknown {
+            ui.warn(format!("{}:{line}: unknown key {name} (ignored)", file.path.display()));
+        }
+    }
+    let ctx = Ctx { config, layers, ui, runner: Runner::new(false) };
+    match &cli.command {
+        Command::Backup(command) => backup::run(&ctx, command),
+        Command::History(args) => history::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
+        Command::Config => config::run(&ctx),
+        Command::Completions(_) => unreachable!("handled before configuration is read"),
+    }
+}

@@ -1,0 +1,48 @@
+//! Exit codes of the command contract, and the typed errors that select them.
+
+use std::fmt;
+
+/// The exit codes promised in the command contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Success = 0,
+    /// The operation failed (an upgrade that was rolled back counts as failed).
+    Failed = 1,
+    /// Bad usage or configuration.
+    Usage = 2,
+    /// Another upgrade holds the lock.
+    Locked = 3,
+    /// `check-version --exit-code` found an allowed update.
+    UpdateAvailable = 10,
+}
+
+/// Bad usage or configuration: the user must change a flag, a variable or a file.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand for returning a [`UsageError`] through `anyhow`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.into()))
+}
+
+/// Maps an error to its exit code by the typed errors anywhere in its chain.
+pub fn classify(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.is::<UsageError>() {
+            return Exit::Usage;
+        }
+        if cause.is::<crate::store::lock::LockBusy>() {
+            return Exit::Locked;
+        }
+    }
+    Exit::Failed
+}

@@ -1,0 +1,7 @@
+//! Thin wrappers over the outside world (child processes, docker, compose,
+//! git, HTTP, the filesystem's free space). No policy lives here: callers
+//! decide what a result means.
+
+pub mod disk;
+pub mod docker;
+pub mod process;

@@ -1,0 +1,158 @@
+//! Safe file handling: atomic writes (temp file, fsync, rename, fsync of the
+//! directory) and reads that never follow a symlink, for state and for the
+//! directory shared with the less trusted app.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically: a fresh temp file created with
+/// `O_EXCL|O_NOFOLLOW` in the same directory, fsync, rename over `path`, fsync
+/// of the directory. A symlink planted at `path` is replaced, never followed.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
+    for attempt in 0..16u32 {
+        let tmp = dir.join(format!(".{}.{}.{attempt}.tmp", name.to_string_lossy(), std::process::id()));
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        };
+        let result = (|| {
+            file.write_all(bytes)?;
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+            file.sync_all()?;
+            fs::rename(&tmp, path)?;
+            sync_dir(dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        return result;
+    }
+    Err(io::Error::other(format!("could not create a temporary file in {}", dir.display())))
+}
+
+/// Renames `from` to `to` and makes the rename durable.
+pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    sync_dir(parent_dir(to))
+}
+
+/// fsyncs a directory so that renames and creations in it survive a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Why a guarded read refused a file.
+#[derive(Debug)]
+pub enum ReadRefusal {
+    Missing,
+    Symlink,
+    NotRegular,
+    TooLarge(u64),
+    Io(io::Error),
+}
+
+/// Reads a file the app may have planted: never through a symlink, only a
+/// regular file, at most `max` bytes (checked on the open descriptor).
+pub fn read_guarded(path: &Path, max: u64) -> Result<Vec<u8>, ReadRefusal> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => ReadRefusal::Symlink,
+            _ if e.kind() == io::ErrorKind::NotFound => ReadRefusal::Missing,
+            _ => ReadRefusal::Io(e),
+        })?;
+    let meta = file.metadata().map_err(ReadRefusal::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadRefusal::NotRegular);
+    }
+    if meta.len() > max {
+        return Err(ReadRefusal::TooLarge(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes).map_err(ReadRefusal::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadRefusal::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Creates `dir` (and parents) and gives it mode 0700 when upgraderd created it.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// A path next to `path` with a unique suffix, for staging.
+pub fn sibling(path: &Path, tag: &str) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    parent_dir(path).join(format!(".{name}.{tag}.{}", unique_suffix()))
+}
+
+/// A short suffix unlikely to repeat: pid and nanoseconds.
+pub fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}-{nanos:08x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn atomic_write_replaces_a_planted_symlink_without_touching_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, "keep").unwrap();
+        let status = dir.path().join("status.json");
+        symlink(&target, &status).unwrap();
+        write_atomic(&status, b"{}", 0o644).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert!(!fs::symlink_metadata(&status).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_to_string(&status).unwrap(), "{}");
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp")).collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn guarded_read_refuses_links_fifos_and_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::write(&real, "x").unwrap();
+        let link = dir.path().join("link");
+        symlink(&real, &link).unwrap();
+        assert!(matches!(read_guarded(&link, 10), Err(ReadRefusal::Symlink)));
+        assert!(matches!(read_guarded(&dir.path().join("nope"), 10), Err(ReadRefusal::Missing)));
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'a'; 100]).unwrap();
+        assert!(matches!(read_guarded(&big, 10), Err(ReadRefusal::TooLarge(100))));
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(read_guarded(&fifo, 10), Err(ReadRefusal::NotRegular)));
+        assert_eq!(read_guarded(&real, 10).unwrap(), b"x");
+    }
+}

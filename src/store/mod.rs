@@ -1,0 +1,7 @@
+//! Everything upgraderd keeps on disk: the state database, the lock, backup
+//! archives and the files it shares with the app.
+
+pub mod backup;
+pub mod db;
+pub mod files;
+pub mod lock;
