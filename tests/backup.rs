@@ -1,0 +1,347 @@
+//! `upgraderd backup …` against real files: round trips, live SQLite writers,
+//! hostile and damaged archives, full disks and unwritable directories.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::{can_mount, tree, Mounted, Sandbox};
+use flate2::write::GzEncoder;
+use rusqlite::Connection;
+
+fn sandbox_with_data() -> (Sandbox, PathBuf) {
+    let mut sb = Sandbox::new();
+    let data = sb.path().join("data");
+    fs::create_dir_all(data.join("config/nested")).unwrap();
+    fs::write(data.join("config/app.yml"), "port: 3001\n").unwrap();
+    fs::write(data.join("config/nested/secret"), "s3cret").unwrap();
+    fs::set_permissions(data.join("config/nested/secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(data.join("config/nested"), fs::Permissions::from_mode(0o750)).unwrap();
+    symlink("config/app.yml", data.join("current.yml")).unwrap();
+    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    fs::File::options().write(true).open(data.join("config/app.yml")).unwrap().set_modified(old).unwrap();
+    let db = Connection::open(data.join("app.db")).unwrap();
+    db.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE nodes(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO nodes(name) VALUES ('a'),('b');").unwrap();
+    drop(db);
+    sb.env("UPGRADERD_DATA_DIR", data.display().to_string());
+    (sb, data)
+}
+
+fn only_archive(sb: &Sandbox) -> PathBuf {
+    let archives: Vec<_> = fs::read_dir(sb.backups()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    archives[0].clone()
+}
+
+fn count_rows(db: &Path) -> i64 {
+    Connection::open(db).unwrap().query_row("SELECT count(*) FROM nodes", [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn create_verify_restore_round_trip_keeps_modes_times_and_links() {
+    let (sb, data) = sandbox_with_data();
+    let before = tree(&data);
+    let mtime_before = fs::metadata(data.join("config/app.yml")).unwrap().mtime();
+    sb.run(&["backup", "create"]).success().stdout_has("created backup").stderr_has("backing_up");
+
+    let archive = only_archive(&sb);
+    assert_eq!(fs::metadata(&archive).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(fs::metadata(sb.backups()).unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(fs::read_dir(sb.backups()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("partial")));
+
+    let listed = sb.run(&["--json", "backup", "list"]).success().json();
+    let id = listed["backups"][0]["id"].as_str().unwrap().to_string();
+    sb.run(&["backup", "verify", &id]).success().stdout_has("every sha256 match");
+    sb.run(&["backup", "verify", archive.to_str().unwrap()]).success();
+
+    // Damage the data every way an upgrade might, then restore.
+    fs::write(data.join("config/app.yml"), "port: 9999\n").unwrap();
+    fs::remove_file(data.join("current.yml")).unwrap();
+    fs::write(data.join("junk-from-new-version"), "x").unwrap();
+    Connection::open(data.join("app.db")).unwrap().execute_batch("DROP TABLE nodes; CREATE TABLE v2(x);").unwrap();
+
+    sb.run(&["backup", "restore", &id]).success().stdout_has("restored");
+    let mut after = tree(&data);
+    let mut before = before;
+    // The database is compared by content below; its bytes may differ (WAL folded in).
+    before.remove("app.db");
+    after.remove("app.db");
+    assert_eq!(after, before);
+    assert_eq!(count_rows(&data.join("app.db")), 2);
+    assert_eq!(fs::metadata(data.join("config/app.yml")).unwrap().mtime(), mtime_before);
+    let leftovers: Vec<_> = fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with(".upgraderd")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn restore_to_another_directory_leaves_the_original_alone() {
+    let (sb, data) = sandbox_with_data();
+    sb.run(&["backup", "create"]).success();
+    fs::write(data.join("config/app.yml"), "changed").unwrap();
+    let elsewhere = sb.path().join("inspect");
+    let archive = only_archive(&sb);
+    sb.run(&["backup", "restore", archive.to_str().unwrap(), "--to", elsewhere.to_str().unwrap()]).success();
+    assert_eq!(fs::read_to_string(elsewhere.join("config/app.yml")).unwrap(), "port: 3001\n");
+    assert_eq!(fs::read_to_string(data.join("config/app.yml")).unwrap(), "changed");
+}
+
+#[test]
+fn a_database_written_during_the_backup_restores_whole_and_consistent() {
+    let (sb, data) = sandbox_with_data();
+    let db_path = data.join("app.db");
+    // A big enough database that the backup takes a while.
+    {
+        let db = Connection::open(&db_path).unwrap();
+        db.execute_batch("BEGIN").unwrap();
+        for i in 0..20_000 {
+            db.execute("INSERT INTO nodes(name) VALUES (?1)", [format!("seed-{i}-{}", "x".repeat(100))]).unwrap();
+        }
+        db.execute_batch("COMMIT").unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicI64::new(0));
+    let writer = {
+        let (stop, committed, db_path) = (stop.clone(), committed.clone(), db_path.clone());
+        std::thread::spawn(move || {
+            let db = Connection::open(&db_path).unwrap();
+            db.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                db.execute("INSERT INTO nodes(name) VALUES (?1)", [format!("live-{n}")]).unwrap();
+                n += 1;
+                committed.store(count_rows(&db_path), Ordering::SeqCst);
+            }
+            n
+        })
+    };
+    while committed.load(Ordering::SeqCst) < 20_050 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before_backup = committed.load(Ordering::SeqCst);
+    sb.run(&["backup", "create"]).success();
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert!(written > 50, "the writer kept writing during the backup");
+
+    let restored = sb.path().join("restored");
+    sb.run(&["backup", "restore", only_archive(&sb).to_str().unwrap(), "--to", restored.to_str().unwrap()]).success();
+    let copy = Connection::open(restored.join("app.db")).unwrap();
+    let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    let rows = count_rows(&restored.join("app.db"));
+    assert!(rows >= before_backup, "restored {rows} rows, {before_backup} were committed before the backup began");
+    assert!(!restored.join("app.db-wal").exists() || fs::metadata(restored.join("app.db-wal")).unwrap().len() == 0);
+}
+
+/// Writes a gzip'd tar with the given raw members (name, type, body, link).
+fn hostile_archive(path: &Path, members: &[(&str, tar::EntryType, &[u8], Option<&str>)], with_meta: bool) {
+    let file = fs::File::create(path).unwrap();
+    let mut builder = tar::Builder::new(GzEncoder::new(file, flate2::Compression::default()));
+    let mut append = |name: &str, kind: tar::EntryType, body: &[u8], link: Option<&str>| {
+        let mut header = tar::Header::new_old();
+        {
+            // Write the raw name bytes: the tar crate would refuse `..` and absolute paths.
+            let raw = header.as_old_mut();
+            raw.name[..name.len()].copy_from_slice(name.as_bytes());
+            if let Some(link) = link {
+                raw.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+        }
+        header.set_entry_type(kind);
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append(&header, body).unwrap();
+    };
+    let target = path.parent().unwrap().join("victim");
+    if with_meta {
+        let meta = serde_json::json!({"format":1,"id":"x","createdAt":"now","roots":[{"index":0,"path":target,"isDir":true}],"totalBytes":1,"fileCount":1});
+        append("upgraderd-backup.json", tar::EntryType::Regular, meta.to_string().as_bytes(), None);
+    }
+    for (name, kind, body, link) in members {
+        append(name, *kind, body, *link);
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn hostile_archives_are_refused_and_touch_nothing() {
+    let sb = Sandbox::new();
+    let victim = sb.path().join("victim");
+    fs::create_dir_all(&victim).unwrap();
+    fs::write(victim.join("keep"), "original").unwrap();
+    let outside = sb.path().join("outside");
+    let cases: Vec<(&str, Vec<(&str, tar::EntryType, &[u8], Option<&str>)>, &str)> = vec![
+        ("absolute", vec![("data/0", tar::EntryType::Directory, b"", None), ("/tmp/upgraderd-evil", tar::EntryType::Regular, b"x", None)], "absolute path"),
+        ("dotdot", vec![("data/0", tar::EntryType::Directory, b"", None), ("data/0/../../outside", tar::EntryType::Regular, b"x", None)], "`..`"),
+        ("link-out", vec![("data/0", tar::EntryType::Directory, b"", None), ("data/0/l", tar::EntryType::Symlink, b"", Some("../../outside"))], "leaves its data directory"),
+        ("link-abs", vec![("data/0", tar::EntryType::Directory, b"", None), ("data/0/l", tar::EntryType::Symlink, b"", Some("/etc/shadow"))], "absolute path /etc/shadow"),
+        ("device", vec![("data/0", tar::EntryType::Directory, b"", None), ("data/0/dev", tar::EntryType::Char, b"", None)], "never writes"),
+    ];
+    for (name, members, expected) in cases {
+        let archive = sb.path().join(format!("{name}.tar.gz"));
+        hostile_archive(&archive, &members, true);
+        sb.run(&["backup", "restore", archive.to_str().unwrap()]).code(1).stderr_has(expected);
+        assert_eq!(fs::read_to_string(victim.join("keep")).unwrap(), "original", "{name}");
+        assert_eq!(fs::read_dir(&victim).unwrap().count(), 1, "{name}: staging left behind");
+        assert!(!outside.exists(), "{name}");
+        assert!(!Path::new("/tmp/upgraderd-evil").exists());
+    }
+}
+
+#[test]
+fn damaged_archives_name_what_is_wrong() {
+    let (sb, data) = sandbox_with_data();
+    fs::write(data.join("big.bin"), (0..400_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+    sb.run(&["backup", "create"]).success();
+    let good = fs::read(only_archive(&sb)).unwrap();
+    let dir = sb.path().join("bad");
+    fs::create_dir_all(&dir).unwrap();
+
+    let truncated = dir.join("truncated.tar.gz");
+    fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    sb.run(&["backup", "verify", truncated.to_str().unwrap()]).code(1).stderr_has("truncated");
+
+    let flipped = dir.join("flipped.tar.gz");
+    let mut bytes = good.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&flipped, &bytes).unwrap();
+    let run = sb.run(&["backup", "verify", flipped.to_str().unwrap()]).code(1);
+    assert!(run.stderr.contains("corrupt") || run.stderr.contains("damaged"), "{}", run.stderr);
+
+    let plain = dir.join("plain.tar.gz");
+    fs::write(&plain, "this is not gzip at all").unwrap();
+    sb.run(&["backup", "verify", plain.to_str().unwrap()]).code(1).stderr_has("not a gzip file");
+
+    let no_manifest = dir.join("nomanifest.tar.gz");
+    hostile_archive(&no_manifest, &[("data/0", tar::EntryType::Directory, b"", None)], true);
+    sb.run(&["backup", "verify", no_manifest.to_str().unwrap()]).code(1).stderr_has("has no manifest.json");
+
+    let foreign = dir.join("foreign.tar.gz");
+    hostile_archive(&foreign, &[("etc/passwd", tar::EntryType::Regular, b"root", None)], false);
+    sb.run(&["backup", "verify", foreign.to_str().unwrap()]).code(1).stderr_has("not an upgraderd backup");
+
+    // A restore from a damaged archive leaves the data as it was.
+    let before = tree(&data);
+    sb.run(&["backup", "restore", truncated.to_str().unwrap()]).code(1).stderr_has("left as it was");
+    assert_eq!(tree(&data), before);
+    sb.run(&["backup", "verify", "no-such-backup"]).code(1).stderr_has("no backup `no-such-backup`");
+}
+
+#[test]
+fn a_member_that_does_not_match_its_manifest_is_named() {
+    let (sb, _data) = sandbox_with_data();
+    sb.run(&["backup", "create"]).success();
+    let archive = only_archive(&sb);
+    // Rewrite the archive with one member's content changed but the manifest kept.
+    let mut input = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(&archive).unwrap()));
+    let tampered = sb.path().join("tampered.tar.gz");
+    let mut output = tar::Builder::new(GzEncoder::new(fs::File::create(&tampered).unwrap(), flate2::Compression::default()));
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut header = entry.header().clone();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut body).unwrap();
+        if entry.path().unwrap().ends_with("config/app.yml") {
+            body = b"port: 6666\n".to_vec();
+            header.set_size(body.len() as u64);
+            header.set_cksum();
+        }
+        output.append(&header, body.as_slice()).unwrap();
+    }
+    output.into_inner().unwrap().finish().unwrap().flush().unwrap();
+    sb.run(&["backup", "verify", tampered.to_str().unwrap()]).code(1).stderr_has("member `data/0/config/app.yml` does not match its manifest");
+}
+
+#[test]
+fn missing_data_and_unwritable_backup_dirs_are_clear_errors() {
+    let mut sb = Sandbox::new();
+    sb.env("UPGRADERD_DATA_DIR", sb.path().join("nope").display().to_string());
+    sb.run(&["backup", "create"]).code(1).stderr_has("does not exist; fix UPGRADERD_DATA_DIR");
+
+    let (mut sb, _data) = sandbox_with_data();
+    let file = sb.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    sb.env("UPGRADERD_BACKUP_DIR", file.join("backups").display().to_string());
+    sb.run(&["backup", "create"]).code(1).stderr_has("cannot create the backup directory");
+
+    sb.unset("UPGRADERD_DATA_DIR");
+    sb.run(&["backup", "create"]).code(2).stderr_has("set UPGRADERD_DATA_DIR");
+}
+
+#[test]
+fn a_read_only_backup_dir_is_reported() {
+    if !can_mount() {
+        eprintln!("SKIP: cannot mount here; read-only backup dir not exercised");
+        return;
+    }
+    let (mut sb, _data) = sandbox_with_data();
+    let source = sb.path().join("ro-source");
+    fs::create_dir_all(&source).unwrap();
+    let ro = Mounted::read_only_bind(&source, &sb.path().join("ro"));
+    sb.env("UPGRADERD_BACKUP_DIR", ro.0.display().to_string());
+    sb.run(&["backup", "create"]).code(1).stderr_has("is the backup directory writable?");
+}
+
+#[test]
+fn a_full_disk_leaves_no_partial_and_says_how_much_was_needed() {
+    if !can_mount() {
+        eprintln!("SKIP: cannot mount here; disk-full backup not exercised");
+        return;
+    }
+    let (mut sb, data) = sandbox_with_data();
+    // Incompressible data, larger than the disk.
+    let mut noise = vec![0u8; 3 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(data.join("noise.bin"), &noise).unwrap();
+    let full = Mounted::tmpfs(&sb.path().join("small"), "1m");
+    sb.env("UPGRADERD_BACKUP_DIR", full.0.display().to_string());
+    sb.run(&["backup", "create"]).code(1).stderr_has("is full: the backup needed up to 3.0 MiB");
+    let left: Vec<_> = fs::read_dir(&full.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn prune_keeps_the_newest_and_the_last_complete_upgrades_backup() {
+    let (sb, _data) = sandbox_with_data();
+    for _ in 0..4 {
+        sb.run(&["backup", "create"]).success();
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let mut all: Vec<PathBuf> = fs::read_dir(sb.backups()).unwrap().map(|e| e.unwrap().path()).collect();
+    all.sort();
+    // The oldest belongs to the last complete upgrade.
+    let db = upgraderd::store::db::Db::open(&sb.state().join("upgraderd.db")).unwrap();
+    db.insert_upgrade(&upgraderd::store::db::UpgradeRecord {
+        id: "u1".into(),
+        status: "complete".into(),
+        deployment_method: "docker-compose".into(),
+        strategy: "pull".into(),
+        started_at: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    db.set_fields("u1", &[("backupPath", all[0].display().to_string().into())]).unwrap();
+    fs::write(sb.backups().join("upgrade-backup-20200101_000000-dead00.tar.gz.partial"), "x").unwrap();
+
+    sb.run(&["backup", "prune", "--keep", "2"]).success().stdout_has("deleted 1");
+    let mut left: Vec<PathBuf> = fs::read_dir(sb.backups()).unwrap().map(|e| e.unwrap().path()).collect();
+    left.sort();
+    assert_eq!(left, vec![all[0].clone(), all[2].clone(), all[3].clone()]);
+}
