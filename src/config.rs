@@ -61,13 +61,23 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_COMPOSE_CMD", None, None, "compose command (auto: `docker compose`, else `docker-compose`)"),
     key("UPGRADERD_DOCKER", None, Some("docker"), "docker program"),
     key("UPGRADERD_GIT", None, Some("git"), "git program"),
-    key("UPGRADERD_DATA_DIR", Some("DATA_DIR"), None, "data paths to back up, comma separated (default: the container's writable mounts)"),
+    key(
+        "UPGRADERD_DATA_DIR",
+        Some("DATA_DIR"),
+        None,
+        "data paths to back up, comma separated (default: the container's writable mounts)",
+    ),
     key("UPGRADERD_BACKUP_DIR", None, None, "backup directory (default: <state dir>/backups)"),
     key("UPGRADERD_BACKUP_KEEP", None, Some("5"), "backups kept by prune"),
     key("UPGRADERD_TRIGGER_DIR", None, None, "directory shared with the app"),
     key("UPGRADERD_TRIGGER_FILE", None, Some(".upgrade-trigger"), "trigger file name"),
     key("UPGRADERD_STATUS_FILE", None, Some(".upgrade-status.json"), "status file name"),
-    key("UPGRADERD_POLL_INTERVAL", Some("CHECK_INTERVAL"), Some("5s"), "trigger poll interval when inotify is unavailable"),
+    key(
+        "UPGRADERD_POLL_INTERVAL",
+        Some("CHECK_INTERVAL"),
+        Some("5s"),
+        "trigger poll interval when inotify is unavailable",
+    ),
     key("UPGRADERD_ENABLED", Some("AUTO_UPGRADE_ENABLED"), Some("true"), "honour triggers"),
     key("UPGRADERD_HEALTH_URL", None, Some("http://127.0.0.1:3001/api/health"), "HTTP health probe"),
     key("UPGRADERD_HEALTH_TIMEOUT", None, Some("120s"), "how long the new version has to become healthy"),
@@ -88,7 +98,10 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_POLICY", None, Some("minor"), "patch | minor | major: cap of automatic upgrades"),
     key("UPGRADERD_ALLOW_PRERELEASE", None, Some("false"), "consider prereleases"),
     key("UPGRADERD_ALLOW_DOWNGRADE", None, Some("false"), "allow a lower target version"),
-    KeySpec { secret: Secret::Url, ..key("UPGRADERD_NOTIFY_URL", None, None, "URL that terminal states are POSTed to") },
+    KeySpec {
+        secret: Secret::Url,
+        ..key("UPGRADERD_NOTIFY_URL", None, None, "URL that terminal states are POSTed to")
+    },
     key("UPGRADERD_PRE_UPGRADE_CMD", None, None, "command that can veto an upgrade"),
     key("UPGRADERD_POST_UPGRADE_CMD", None, None, "command run after a terminal state"),
     key("UPGRADERD_STALE_AFTER", None, Some("30m"), "age after which an unfinished upgrade is recovered"),
@@ -132,9 +145,7 @@ pub struct Env(pub HashMap<String, String>);
 
 impl Env {
     pub fn from_process() -> Self {
-        Env(std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect())
+        Env(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect())
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -192,7 +203,7 @@ impl EnvFile {
             {
                 return Err(at(&format!("`{name}` is not a variable name")));
             }
-            let value = unquote(value.trim()).map_err(|what| at(what))?;
+            let value = unquote(value.trim()).map_err(at)?;
             if !is_known_name(name) {
                 file.unknown.push((line_no, name.to_string()));
             }
@@ -442,10 +453,7 @@ impl Parser<'_> {
             return Ok(None);
         }
         f(text).map(Some).map_err(|why| {
-            usage(format!(
-                "invalid {name}={text:?} (from {}): {why}; for example {name}={example}",
-                value.source
-            ))
+            usage(format!("invalid {name}={text:?} (from {}): {why}; for example {name}={example}", value.source))
         })
     }
 
@@ -615,7 +623,12 @@ fn mask_url(url: &str) -> String {
 }
 
 /// Loads the configuration for a command: file, environment and flags.
-pub fn load(config_file: Option<&Path>, state_dir: Option<&Path>, flags: &[(&'static str, String)], env: &Env) -> Result<(Config, Layers)> {
+pub fn load(
+    config_file: Option<&Path>,
+    state_dir: Option<&Path>,
+    flags: &[(&'static str, String)],
+    env: &Env,
+) -> Result<(Config, Layers)> {
     let file = read_file(config_file, env).context("reading configuration")?;
     let mut flags = flags.to_vec();
     if let Some(dir) = state_dir {
@@ -650,7 +663,10 @@ mod tests {
         assert_eq!(config.container.as_deref(), Some("from-flag"));
         assert_eq!(config.backup_keep, 9);
         assert_eq!(config.health_timeout, Duration::from_secs(300));
-        assert_eq!(layers.get("UPGRADERD_HEALTH_TIMEOUT").unwrap().source.to_string(), "/etc/u.env:3 (UPGRADERD_HEALTH_TIMEOUT)");
+        assert_eq!(
+            layers.get("UPGRADERD_HEALTH_TIMEOUT").unwrap().source.to_string(),
+            "/etc/u.env:3 (UPGRADERD_HEALTH_TIMEOUT)"
+        );
         assert_eq!(layers.get("UPGRADERD_STALE_AFTER").unwrap().source, Source::Default);
     }
 
@@ -699,11 +715,9 @@ mod tests {
         assert_eq!(file.entries["UPGRADERD_GIT_REMOTE"].value, "up stream");
         assert_eq!(file.unknown, vec![(4, "MY_APP_SETTING".to_string())]);
 
-        for (text, why) in [
-            ("UPGRADERD_X\n", "no `=`"),
-            ("BAD-NAME=1\n", "not a variable name"),
-            ("A=\"open\n", "unterminated quote"),
-        ] {
+        for (text, why) in
+            [("UPGRADERD_X\n", "no `=`"), ("BAD-NAME=1\n", "not a variable name"), ("A=\"open\n", "unterminated quote")]
+        {
             let err = EnvFile::parse(Path::new("/c.env"), text).unwrap_err().to_string();
             assert!(err.contains("/c.env:1") && err.contains(why), "{err}");
         }

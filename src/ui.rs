@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let text = render_table(&["ID", "STATUS"], &[vec!["a".into(), "complete".into()], vec!["long-id".into(), "x".into()]]);
+        let text =
+            render_table(&["ID", "STATUS"], &[vec!["a".into(), "complete".into()], vec!["long-id".into(), "x".into()]]);
         assert_eq!(text, "ID       STATUS\na        complete\nlong-id  x");
     }
 

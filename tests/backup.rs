@@ -75,7 +75,11 @@ fn create_verify_restore_round_trip_keeps_modes_times_and_links() {
     assert_eq!(after, before);
     assert_eq!(count_rows(&data.join("app.db")), 2);
     assert_eq!(fs::metadata(data.join("config/app.yml")).unwrap().mtime(), mtime_before);
-    let leftovers: Vec<_> = fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with(".upgraderd")).collect();
+    let leftovers: Vec<_> = fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".upgraderd"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -139,8 +143,11 @@ fn a_database_written_during_the_backup_restores_whole_and_consistent() {
     assert!(!restored.join("app.db-wal").exists() || fs::metadata(restored.join("app.db-wal")).unwrap().len() == 0);
 }
 
-/// Writes a gzip'd tar with the given raw members (name, type, body, link).
-fn hostile_archive(path: &Path, members: &[(&str, tar::EntryType, &[u8], Option<&str>)], with_meta: bool) {
+/// A raw tar member: name, type, body, link target.
+type RawMember<'a> = (&'a str, tar::EntryType, &'a [u8], Option<&'a str>);
+
+/// Writes a gzip'd tar with the given raw members.
+fn hostile_archive(path: &Path, members: &[RawMember], with_meta: bool) {
     let file = fs::File::create(path).unwrap();
     let mut builder = tar::Builder::new(GzEncoder::new(file, flate2::Compression::default()));
     let mut append = |name: &str, kind: tar::EntryType, body: &[u8], link: Option<&str>| {
@@ -180,12 +187,44 @@ fn hostile_archives_are_refused_and_touch_nothing() {
     fs::create_dir_all(&victim).unwrap();
     fs::write(victim.join("keep"), "original").unwrap();
     let outside = sb.path().join("outside");
-    let cases: Vec<(&str, Vec<(&str, tar::EntryType, &[u8], Option<&str>)>, &str)> = vec![
-        ("absolute", vec![("data/0", tar::EntryType::Directory, b"", None), ("/tmp/upgraderd-evil", tar::EntryType::Regular, b"x", None)], "absolute path"),
-        ("dotdot", vec![("data/0", tar::EntryType::Directory, b"", None), ("data/0/../../outside", tar::EntryType::Regular, b"x", None)], "`..`"),
-        ("link-out", vec![("data/0", tar::EntryType::Directory, b"", None), ("data/0/l", tar::EntryType::Symlink, b"", Some("../../outside"))], "leaves its data directory"),
-        ("link-abs", vec![("data/0", tar::EntryType::Directory, b"", None), ("data/0/l", tar::EntryType::Symlink, b"", Some("/etc/shadow"))], "absolute path /etc/shadow"),
-        ("device", vec![("data/0", tar::EntryType::Directory, b"", None), ("data/0/dev", tar::EntryType::Char, b"", None)], "never writes"),
+    let cases: Vec<(&str, Vec<RawMember>, &str)> = vec![
+        (
+            "absolute",
+            vec![
+                ("data/0", tar::EntryType::Directory, b"", None),
+                ("/tmp/upgraderd-evil", tar::EntryType::Regular, b"x", None),
+            ],
+            "absolute path",
+        ),
+        (
+            "dotdot",
+            vec![
+                ("data/0", tar::EntryType::Directory, b"", None),
+                ("data/0/../../outside", tar::EntryType::Regular, b"x", None),
+            ],
+            "`..`",
+        ),
+        (
+            "link-out",
+            vec![
+                ("data/0", tar::EntryType::Directory, b"", None),
+                ("data/0/l", tar::EntryType::Symlink, b"", Some("../../outside")),
+            ],
+            "leaves its data directory",
+        ),
+        (
+            "link-abs",
+            vec![
+                ("data/0", tar::EntryType::Directory, b"", None),
+                ("data/0/l", tar::EntryType::Symlink, b"", Some("/etc/shadow")),
+            ],
+            "absolute path /etc/shadow",
+        ),
+        (
+            "device",
+            vec![("data/0", tar::EntryType::Directory, b"", None), ("data/0/dev", tar::EntryType::Char, b"", None)],
+            "never writes",
+        ),
     ];
     for (name, members, expected) in cases {
         let archive = sb.path().join(format!("{name}.tar.gz"));
@@ -246,7 +285,8 @@ fn a_member_that_does_not_match_its_manifest_is_named() {
     // Rewrite the archive with one member's content changed but the manifest kept.
     let mut input = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(&archive).unwrap()));
     let tampered = sb.path().join("tampered.tar.gz");
-    let mut output = tar::Builder::new(GzEncoder::new(fs::File::create(&tampered).unwrap(), flate2::Compression::default()));
+    let mut output =
+        tar::Builder::new(GzEncoder::new(fs::File::create(&tampered).unwrap(), flate2::Compression::default()));
     for entry in input.entries().unwrap() {
         let mut entry = entry.unwrap();
         let mut header = entry.header().clone();
@@ -260,7 +300,9 @@ fn a_member_that_does_not_match_its_manifest_is_named() {
         output.append(&header, body.as_slice()).unwrap();
     }
     output.into_inner().unwrap().finish().unwrap().flush().unwrap();
-    sb.run(&["backup", "verify", tampered.to_str().unwrap()]).code(1).stderr_has("member `data/0/config/app.yml` does not match its manifest");
+    sb.run(&["backup", "verify", tampered.to_str().unwrap()])
+        .code(1)
+        .stderr_has("member `data/0/config/app.yml` does not match its manifest");
 }
 
 #[test]

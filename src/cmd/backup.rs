@@ -50,7 +50,7 @@ fn take_lock(ctx: &Ctx, what: &str) -> Result<Lock> {
 /// A progress printer for long archive steps: `[ 40%] backing_up: 400.0 MiB of 1.0 GiB`.
 pub fn progress_printer<'a>(ui: &'a Ui, phase: &'a str) -> impl FnMut(Progress) + 'a {
     move |p: Progress| {
-        let percent = if p.total == 0 { 100 } else { (p.done * 100 / p.total).min(100) as u8 };
+        let percent = (p.done * 100).checked_div(p.total).map_or(100, |v| v.min(100) as u8);
         ui.step(percent, phase, &format!("{} of {}", human_bytes(p.done), human_bytes(p.total)));
     }
 }
@@ -63,7 +63,12 @@ fn create(ctx: &Ctx) -> Result<Exit> {
         roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
         ctx.config.backup_dir.display()
     ));
-    let created = backup::create(&roots, &ctx.config.backup_dir, backup::Reason::default(), &mut progress_printer(ctx.ui, "backing_up"))?;
+    let created = backup::create(
+        &roots,
+        &ctx.config.backup_dir,
+        backup::Reason::default(),
+        &mut progress_printer(ctx.ui, "backing_up"),
+    )?;
     for warning in &created.warnings {
         ctx.ui.warn(warning);
     }

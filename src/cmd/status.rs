@@ -47,7 +47,13 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<Exit> {
     lines.push(String::new());
     lines.push("journal:".into());
     for event in &events {
-        lines.push(format!("  {}  [{:>3}%] {:<12} {}", format_time(event.at), event.progress, event.status, event.message));
+        lines.push(format!(
+            "  {}  [{:>3}%] {:<12} {}",
+            format_time(event.at),
+            event.progress,
+            event.status,
+            event.message
+        ));
     }
     ctx.ui.print(lines.join("\n"));
     Ok(Exit::Success)
@@ -55,7 +61,10 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<Exit> {
 
 fn no_upgrade(ctx: &Ctx, args: &StatusArgs) -> Result<Exit> {
     match &args.upgrade_id {
-        Some(id) => Err(anyhow!("no upgrade with id {id} in {} (`upgraderd history` lists them)", ctx.config.db_path().display())),
+        Some(id) => Err(anyhow!(
+            "no upgrade with id {id} in {} (`upgraderd history` lists them)",
+            ctx.config.db_path().display()
+        )),
         None => {
             if ctx.ui.json() {
                 ctx.ui.data(&json!({"upgrade": null, "events": []}));

@@ -120,7 +120,9 @@ impl Docker {
         let out = self.runner.run(&self.cmd(["container", "inspect", "--", name])).map_err(|e| {
             let not_found = e.output().is_some_and(|o| o.stderr.to_lowercase().contains("no such"));
             if not_found {
-                anyhow!("container `{name}` does not exist; check UPGRADERD_CONTAINER (`docker ps -a` lists containers)")
+                anyhow!(
+                    "container `{name}` does not exist; check UPGRADERD_CONTAINER (`docker ps -a` lists containers)"
+                )
             } else {
                 anyhow::Error::new(e).context(format!("inspecting container `{name}`"))
             }

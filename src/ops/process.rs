@@ -122,14 +122,17 @@ impl Cmd {
 
     /// The command line as a shell would need it typed, for logs and errors.
     pub fn display(&self) -> String {
-        std::iter::once(&self.program).chain(&self.args).map(|a| shell_quote(&a.to_string_lossy())).collect::<Vec<_>>().join(" ")
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| shell_quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
 /// Quotes a word for display when it has characters a shell would treat specially.
 pub fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
     if plain {
         word.to_string()
     } else {
@@ -246,7 +249,11 @@ impl fmt::Display for ProcessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.failure {
             Failure::Spawn(err) if err.kind() == io::ErrorKind::NotFound => {
-                write!(f, "`{}` could not be started: program not found (check the path in the configuration)", self.command)
+                write!(
+                    f,
+                    "`{}` could not be started: program not found (check the path in the configuration)",
+                    self.command
+                )
             }
             Failure::Spawn(err) => write!(f, "`{}` could not be started: {err}", self.command),
             Failure::StdoutTooLarge => {
@@ -319,7 +326,12 @@ impl Runner {
             if let Ok(mut planned) = self.planned.lock() {
                 planned.push(cmd.display());
             }
-            return Ok(Output { stdout: Vec::new(), stderr: String::new(), ended: Ended::Code(0), elapsed: Duration::ZERO });
+            return Ok(Output {
+                stdout: Vec::new(),
+                stderr: String::new(),
+                ended: Ended::Code(0),
+                elapsed: Duration::ZERO,
+            });
         }
         let sink = if cmd.stream { self.sink.clone() } else { None };
         execute(cmd, sink).map_err(|failure| ProcessError { command: cmd.display(), failure })
@@ -374,8 +386,20 @@ fn execute(cmd: &Cmd, sink: Option<LineSink>) -> Result<Output, Failure> {
     let stdout: Shared = Shared::default();
     let stderr: Shared = Shared::default();
     let streaming = sink.is_some();
-    spawn_reader(child.stdout.take().expect("stdout is piped"), tx.clone(), streaming, stdout.clone(), Keep::Head(STDOUT_MAX_BYTES));
-    spawn_reader(child.stderr.take().expect("stderr is piped"), tx.clone(), streaming, stderr.clone(), Keep::Tail(STDERR_TAIL_BYTES));
+    spawn_reader(
+        child.stdout.take().expect("stdout is piped"),
+        tx.clone(),
+        streaming,
+        stdout.clone(),
+        Keep::Head(STDOUT_MAX_BYTES),
+    );
+    spawn_reader(
+        child.stderr.take().expect("stderr is piped"),
+        tx.clone(),
+        streaming,
+        stderr.clone(),
+        Keep::Tail(STDERR_TAIL_BYTES),
+    );
     let waiter_tx = tx.clone();
     thread::spawn(move || {
         if let Ok(status) = child.wait() {
@@ -444,7 +468,13 @@ enum Keep {
 
 /// Reads a pipe to its end on a thread, streaming lines when asked and
 /// keeping what `keep` says in `shared`.
-fn spawn_reader(mut pipe: impl Read + Send + 'static, tx: mpsc::Sender<Event>, stream_lines: bool, shared: Shared, keep: Keep) {
+fn spawn_reader(
+    mut pipe: impl Read + Send + 'static,
+    tx: mpsc::Sender<Event>,
+    stream_lines: bool,
+    shared: Shared,
+    keep: Keep,
+) {
     thread::spawn(move || {
         let mut partial: Vec<u8> = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
@@ -561,7 +591,8 @@ mod tests {
     fn streams_lines_as_they_come() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink_seen = seen.clone();
-        let runner = Runner::default().with_sink(Arc::new(move |_, line| sink_seen.lock().unwrap().push(line.to_string())));
+        let runner =
+            Runner::default().with_sink(Arc::new(move |_, line| sink_seen.lock().unwrap().push(line.to_string())));
         runner.run(&sh("echo one; echo two >&2; printf 'a\\rb'").streamed()).unwrap();
         let mut lines = seen.lock().unwrap().clone();
         lines.sort();

@@ -125,8 +125,9 @@ pub fn create(roots: &[PathBuf], dir: &Path, reason: Reason, progress: &mut dyn 
         bail!("no data paths to back up");
     }
     let plan = scan(roots)?;
-    files::ensure_private_dir(dir)
-        .with_context(|| format!("cannot create the backup directory {}; create it or set UPGRADERD_BACKUP_DIR", dir.display()))?;
+    files::ensure_private_dir(dir).with_context(|| {
+        format!("cannot create the backup directory {}; create it or set UPGRADERD_BACKUP_DIR", dir.display())
+    })?;
     let id = new_backup_id();
     let final_path = dir.join(format!("{ARCHIVE_PREFIX}{id}{ARCHIVE_SUFFIX}"));
     let partial = dir.join(format!("{ARCHIVE_PREFIX}{id}{ARCHIVE_SUFFIX}.partial"));
@@ -161,7 +162,8 @@ pub fn create(roots: &[PathBuf], dir: &Path, reason: Reason, progress: &mut dyn 
 }
 
 fn explain_write_error(err: anyhow::Error, dir: &Path, partial: &Path, needed: u64) -> anyhow::Error {
-    let disk_full = err.chain().any(|c| c.downcast_ref::<io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::ENOSPC));
+    let disk_full =
+        err.chain().any(|c| c.downcast_ref::<io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::ENOSPC));
     if disk_full {
         let free = disk::free_bytes(dir).map(human_bytes).unwrap_or_else(|_| "unknown".into());
         return anyhow!(
@@ -340,7 +342,8 @@ impl ArchiveWriter<'_> {
             builder.append_data(&mut header, &item.member, io::empty())?;
         } else if kind.is_symlink() {
             entry.kind = Kind::Symlink;
-            let target = fs::read_link(&item.source).with_context(|| format!("cannot read link {}", item.source.display()))?;
+            let target =
+                fs::read_link(&item.source).with_context(|| format!("cannot read link {}", item.source.display()))?;
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_size(0);
             builder.append_link(&mut header, &item.member, &target)?;
@@ -348,7 +351,8 @@ impl ArchiveWriter<'_> {
             let (file, sqlite_snapshot) = if item.sqlite {
                 (self.snapshot(&item.source)?, true)
             } else {
-                let file = File::open(&item.source).with_context(|| format!("cannot read {}", item.source.display()))?;
+                let file =
+                    File::open(&item.source).with_context(|| format!("cannot read {}", item.source.display()))?;
                 (file, false)
             };
             let size = file.metadata()?.len();
@@ -359,7 +363,8 @@ impl ArchiveWriter<'_> {
                 .append_data(&mut header, &item.member, &mut reader)
                 .with_context(|| format!("cannot back up {}", item.source.display()))?;
             if reader.short {
-                self.warnings.push(format!("{} shrank while it was backed up; its copy is padded", item.source.display()));
+                self.warnings
+                    .push(format!("{} shrank while it was backed up; its copy is padded", item.source.display()));
             }
             entry.size = size;
             entry.sha256 = Some(reader.hex());
@@ -372,7 +377,8 @@ impl ArchiveWriter<'_> {
     fn snapshot(&mut self, source: &Path) -> Result<File> {
         let target = self.dir.join(format!("{OWN_PREFIX}snapshot-{}.db", files::unique_suffix()));
         self.snapshots.push(target.clone());
-        snapshot_sqlite(source, &target).with_context(|| format!("cannot snapshot SQLite database {}", source.display()))?;
+        snapshot_sqlite(source, &target)
+            .with_context(|| format!("cannot snapshot SQLite database {}", source.display()))?;
         Ok(File::open(&target)?)
     }
 }
@@ -487,7 +493,10 @@ pub fn read_meta(path: &Path) -> Result<Meta> {
     };
     let name = first.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     if name != META_MEMBER {
-        bail!("{} is not an upgraderd backup: it does not start with {META_MEMBER} (first member: {name})", path.display());
+        bail!(
+            "{} is not an upgraderd backup: it does not start with {META_MEMBER} (first member: {name})",
+            path.display()
+        );
     }
     let mut text = String::new();
     first.read_to_string(&mut text).map_err(|e| damaged(path, Some(META_MEMBER), e))?;
@@ -506,9 +515,16 @@ fn describe_read_error(err: &io::Error) -> String {
     let text = err.to_string();
     if text.contains("invalid gzip header") {
         "not a gzip file".into()
-    } else if err.kind() == io::ErrorKind::UnexpectedEof || text.contains("unexpected EOF") || text.contains("failed to fill whole buffer") {
+    } else if err.kind() == io::ErrorKind::UnexpectedEof
+        || text.contains("unexpected EOF")
+        || text.contains("failed to fill whole buffer")
+    {
         format!("the archive is truncated ({text})")
-    } else if text.contains("corrupt deflate stream") || text.contains("invalid") || text.contains("CRC") || text.contains("checksum") {
+    } else if text.contains("corrupt deflate stream")
+        || text.contains("invalid")
+        || text.contains("CRC")
+        || text.contains("checksum")
+    {
         format!("the compressed data is corrupt ({text})")
     } else {
         text
@@ -557,7 +573,13 @@ fn check_against_manifest(path: &Path, seen: &[SeenMember], manifest: &Manifest)
             bail!("backup {} has member `{}` that its manifest does not list", path.display(), member.path);
         };
         if entry.kind != member.kind {
-            bail!("backup {}: member `{}` is a {:?} but the manifest says {:?}", path.display(), member.path, member.kind, entry.kind);
+            bail!(
+                "backup {}: member `{}` is a {:?} but the manifest says {:?}",
+                path.display(),
+                member.path,
+                member.kind,
+                entry.kind
+            );
         }
         if entry.kind == Kind::File && (entry.sha256 != member.sha256 || entry.size != member.size) {
             bail!(
@@ -600,7 +622,8 @@ fn read_archive(path: &Path, on_member: &mut MemberHandler<'_>) -> Result<(Meta,
                 let mut text = String::new();
                 entry.read_to_string(&mut text).map_err(|e| damaged(path, Some(&name), e))?;
                 manifest = Some(
-                    serde_json::from_str(&text).with_context(|| format!("backup {} has an unreadable manifest", path.display()))?,
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("backup {} has an unreadable manifest", path.display()))?,
                 );
                 continue;
             }
@@ -612,12 +635,16 @@ fn read_archive(path: &Path, on_member: &mut MemberHandler<'_>) -> Result<(Meta,
                 tar::EntryType::Regular => Kind::File,
                 tar::EntryType::Directory => Kind::Dir,
                 tar::EntryType::Symlink => Kind::Symlink,
-                other => bail!("backup {} has member `{name}` of type {other:?}, which upgraderd never writes", path.display()),
+                other => bail!(
+                    "backup {} has member `{name}` of type {other:?}, which upgraderd never writes",
+                    path.display()
+                ),
             };
-            let (sha256, size) = on_member(&name, &header, &mut entry).map_err(|e| match e.downcast::<io::Error>() {
-                Ok(io_err) => damaged(path, Some(&name), io_err),
-                Err(other) => other,
-            })?;
+            let (sha256, size) =
+                on_member(&name, &header, &mut entry).map_err(|e| match e.downcast::<io::Error>() {
+                    Ok(io_err) => damaged(path, Some(&name), io_err),
+                    Err(other) => other,
+                })?;
             let sha256 = (kind == Kind::File).then_some(sha256);
             seen.push(SeenMember { path: name, kind, sha256, size });
         }
@@ -691,7 +718,8 @@ fn targets_for(meta: &Meta, destination: &Destination) -> Result<Vec<PathBuf>> {
             .roots
             .iter()
             .map(|r| {
-                let name = r.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+                let name =
+                    r.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
                 dir.join(format!("{}-{name}", r.index))
             })
             .collect()),
@@ -744,7 +772,14 @@ fn stage_all(
             fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
             (files::sibling(target, "upgraderd-staging"), PathBuf::new())
         };
-        stages.push(Stage { root: root.clone(), target: target.clone(), staging, old, root_entry: None, dir_fixups: Vec::new() });
+        stages.push(Stage {
+            root: root.clone(),
+            target: target.clone(),
+            staging,
+            old,
+            root_entry: None,
+            dir_fixups: Vec::new(),
+        });
     }
 
     let (mut files, mut bytes) = (0u64, 0u64);
@@ -775,7 +810,8 @@ fn stage_all(
             tar::EntryType::Symlink => {
                 let link = header.link_name()?.ok_or_else(|| anyhow!("symlink member `{name}` has no target"))?;
                 check_link_stays_inside(name, &relative, &link)?;
-                std::os::unix::fs::symlink(&link, &dest).with_context(|| format!("cannot create link {}", dest.display()))?;
+                std::os::unix::fs::symlink(&link, &dest)
+                    .with_context(|| format!("cannot create link {}", dest.display()))?;
                 (Kind::Symlink, (String::new(), 0))
             }
             other => bail!("member `{name}` has type {other:?}; refusing to restore it"),
@@ -805,18 +841,17 @@ fn stage_all(
 fn locate(name: &str, stages: &[Stage]) -> Result<(usize, PathBuf)> {
     let path = Path::new(name);
     let mut components = path.components();
-    let hostile = || anyhow!("member `{name}` has an absolute path, `..` or lies outside data/: refusing to restore this archive");
+    let hostile = || {
+        anyhow!("member `{name}` has an absolute path, `..` or lies outside data/: refusing to restore this archive")
+    };
     if path.components().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(hostile());
     }
     if components.next() != Some(Component::Normal("data".as_ref())) {
         return Err(hostile());
     }
-    let index: usize = components
-        .next()
-        .and_then(|c| c.as_os_str().to_str())
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(hostile)?;
+    let index: usize =
+        components.next().and_then(|c| c.as_os_str().to_str()).and_then(|s| s.parse().ok()).ok_or_else(hostile)?;
     let stage = stages.iter().position(|s| s.root.index == index).ok_or_else(hostile)?;
     Ok((stage, components.as_path().to_path_buf()))
 }
@@ -833,7 +868,8 @@ fn staged_path(stage: &Stage, relative: &Path) -> Result<PathBuf> {
     let parents: Vec<_> = relative.parent().map(|p| p.components().collect()).unwrap_or_default();
     for part in parents {
         dir.push(part);
-        let meta = fs::symlink_metadata(&dir).with_context(|| format!("member's parent {} was not restored first", dir.display()))?;
+        let meta = fs::symlink_metadata(&dir)
+            .with_context(|| format!("member's parent {} was not restored first", dir.display()))?;
         if !meta.is_dir() {
             bail!("refusing to write through {}, which is not a real directory", dir.display());
         }
@@ -855,7 +891,10 @@ fn check_link_stays_inside(name: &str, relative: &Path, link: &Path) -> Result<(
             _ => depth = -1,
         }
         if depth < 0 {
-            bail!("member `{name}` is a symlink to {} that leaves its data directory: refusing to restore this archive", link.display());
+            bail!(
+                "member `{name}` is a symlink to {} that leaves its data directory: refusing to restore this archive",
+                link.display()
+            );
         }
     }
     Ok(())
@@ -866,7 +905,8 @@ fn apply_metadata(dest: &Path, kind: Kind, header: &tar::Header, stage: &mut Sta
     let mtime = header.mtime()? as i64;
     if unsafe { libc::geteuid() } == 0 {
         let (uid, gid) = (header.uid()? as u32, header.gid()? as u32);
-        std::os::unix::fs::lchown(dest, Some(uid), Some(gid)).with_context(|| format!("cannot chown {}", dest.display()))?;
+        std::os::unix::fs::lchown(dest, Some(uid), Some(gid))
+            .with_context(|| format!("cannot chown {}", dest.display()))?;
     }
     match kind {
         Kind::Symlink => {}
@@ -900,7 +940,9 @@ fn swap_all(stages: &[Stage]) -> Result<()> {
                 for (_, moves) in done.iter().rev() {
                     undo(moves);
                 }
-                return Err(err.context(format!("restoring {} failed; the data was left as it was", stage.target.display())));
+                return Err(
+                    err.context(format!("restoring {} failed; the data was left as it was", stage.target.display()))
+                );
             }
         }
     }

@@ -205,8 +205,9 @@ impl Db {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| explain(path, e))?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| explain(path, e))?;
         let db = Db { conn, path: path.to_path_buf() };
         let version = db.user_version()?;
         if version > schema_version() {
@@ -231,7 +232,9 @@ impl Db {
             self.conn
                 .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
                 .map_err(|e| explain(&self.path, e))?;
-            self.conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;").map_err(|e| explain(&self.path, e))?;
+            self.conn
+                .execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+                .map_err(|e| explain(&self.path, e))?;
         }
         Ok(())
     }
@@ -358,7 +361,8 @@ impl Db {
         for (column, _) in fields {
             debug_assert!(RECORD_COLUMNS.split(", ").any(|c| c.trim() == *column), "unknown column {column}");
         }
-        let assignments: Vec<String> = fields.iter().enumerate().map(|(i, (c, _))| format!("{c} = ?{}", i + 2)).collect();
+        let assignments: Vec<String> =
+            fields.iter().enumerate().map(|(i, (c, _))| format!("{c} = ?{}", i + 2)).collect();
         let sql = format!("UPDATE upgrade_history SET {} WHERE id = ?1", assignments.join(", "));
         let mut values: Vec<rusqlite::types::Value> = vec![upgrade_id.to_string().into()];
         values.extend(fields.iter().map(|(_, v)| v.clone()));

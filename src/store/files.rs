@@ -113,7 +113,8 @@ pub fn sibling(path: &Path, tag: &str) -> PathBuf {
 
 /// A short suffix unlikely to repeat: pid and nanoseconds.
 pub fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{}-{nanos:08x}", std::process::id())
 }
 
@@ -133,7 +134,10 @@ mod tests {
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
         assert!(!fs::symlink_metadata(&status).unwrap().file_type().is_symlink());
         assert_eq!(fs::read_to_string(&status).unwrap(), "{}");
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp")).collect();
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
         assert!(leftovers.is_empty());
     }
 

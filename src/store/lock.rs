@@ -34,7 +34,13 @@ impl fmt::Display for LockBusy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.holder {
             Some(h) => {
-                write!(f, "another upgraderd holds the lock {}: pid {} running `{}`", self.path.display(), h.pid, h.command)?;
+                write!(
+                    f,
+                    "another upgraderd holds the lock {}: pid {} running `{}`",
+                    self.path.display(),
+                    h.pid,
+                    h.command
+                )?;
                 if let Some(id) = &h.upgrade_id {
                     write!(f, " for upgrade {id}")?;
                 }

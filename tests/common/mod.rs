@@ -144,7 +144,11 @@ pub struct Mounted(pub PathBuf);
 impl Mounted {
     pub fn tmpfs(path: &Path, size: &str) -> Mounted {
         fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
         assert!(status.success(), "mount tmpfs on {}", path.display());
         Mounted(path.to_path_buf())
     }
@@ -179,7 +183,10 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
                 walk(root, &path, out);
             } else {
                 let bytes = fs::read(&path).unwrap();
-                out.insert(rel, format!("{:o} {}", meta.permissions().mode() & 0o7777, String::from_utf8_lossy(&bytes)));
+                out.insert(
+                    rel,
+                    format!("{:o} {}", meta.permissions().mode() & 0o7777, String::from_utf8_lossy(&bytes)),
+                );
             }
         }
     }

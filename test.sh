@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, and every test, the
+# end-to-end ones against the local Docker engine included.
+#
+# Installs what the end-to-end tests need (Debian's docker-registry,
+# busybox-static, sqlite3) when it can. Without a Docker engine the e2e tests
+# say so and skip; with UPGRADERD_E2E_REQUIRED=1 (set by CI) a missing engine
+# fails the run instead.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+[ -x /bin/busybox ] || command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+command -v mount >/dev/null 2>&1 || need+=(mount)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "warning: missing ${need[*]}; install them (apt-get install -y ${need[*]}) for the e2e tests" >&2
+  fi
+fi
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked "$@"
