@@ -92,6 +92,10 @@ impl SettingFlags {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Upgrade the service: back up, fetch, switch, health-check, roll back on failure
+    Upgrade(UpgradeArgs),
+    /// Put back the version before an upgrade (default: the last complete one) and its data
+    Rollback(RollbackArgs),
     /// Create, list, verify, restore and prune data backups
     #[command(subcommand)]
     Backup(BackupCommand),
@@ -103,6 +107,38 @@ pub enum Command {
     Config,
     /// Print a shell completion script
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Target version tag, or `latest`
+    #[arg(long, value_name = "VERSION|latest")]
+    pub to: String,
+    /// pull (image) or rebuild (git + compose build) [default: UPGRADERD_STRATEGY]
+    #[arg(long, value_name = "STRATEGY")]
+    pub strategy: Option<String>,
+    /// Skip the data backup (a rollback then cannot restore data)
+    #[arg(long)]
+    pub no_backup: bool,
+    /// Upgrade even to the running version or to an older one
+    #[arg(long)]
+    pub force: bool,
+    /// Run the pre-flight checks and print the commands that would run; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The upgrade to undo [default: the last complete upgrade]
+    #[arg(value_name = "UPGRADE_ID")]
+    pub upgrade_id: Option<String>,
+    /// Keep the current data instead of restoring the upgrade's backup
+    #[arg(long)]
+    pub no_restore_data: bool,
+    /// Print what would be done; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod engine;
 pub mod exit;
 pub mod ops;
 pub mod store;

@@ -5,7 +5,9 @@ mod backup;
 mod completions;
 mod config;
 mod history;
+mod rollback;
 mod status;
+mod upgrade;
 
 use anyhow::Result;
 
@@ -56,6 +58,8 @@ pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
     }
     let ctx = Ctx { config, layers, ui, runner: Runner::new(false) };
     match &cli.command {
+        Command::Upgrade(args) => upgrade::run(&ctx, args),
+        Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Backup(command) => backup::run(&ctx, command),
         Command::History(args) => history::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),

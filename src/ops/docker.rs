@@ -133,9 +133,179 @@ impl Docker {
     }
 }
 
+/// An image reference split into repository and tag (`repo[:tag]`, digests kept in the repository).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    pub repository: String,
+    pub tag: String,
+}
+
+impl ImageRef {
+    pub fn parse(reference: &str) -> ImageRef {
+        let last_slash = reference.rfind('/').map_or(0, |i| i + 1);
+        match reference[last_slash..].rfind(':') {
+            Some(colon) if !reference.contains('@') => ImageRef {
+                repository: reference[..last_slash + colon].to_string(),
+                tag: reference[last_slash + colon + 1..].to_string(),
+            },
+            _ => ImageRef { repository: reference.to_string(), tag: "latest".to_string() },
+        }
+    }
+
+    pub fn with_tag(&self, tag: &str) -> String {
+        format!("{}:{tag}", self.repository)
+    }
+
+    /// The registry host, when the repository names one (`host:port/…`, `host.tld/…`, `localhost/…`).
+    pub fn registry(&self) -> Option<&str> {
+        let first = self.repository.split('/').next()?;
+        let names_host = self.repository.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+        names_host.then_some(first)
+    }
+
+    /// Loopback registries speak plain HTTP, as the Docker engine allows by default.
+    pub fn registry_is_loopback(&self) -> bool {
+        self.registry().is_some_and(|host| {
+            let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            name == "localhost" || name.starts_with("127.") || name == "[::1]"
+        })
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.repository, self.tag)
+    }
+}
+
+impl Docker {
+    /// The engine's data root; fails when the engine cannot be reached.
+    pub fn root_dir(&self) -> Result<PathBuf> {
+        let out = self
+            .runner
+            .run(&self.cmd(["info", "--format", "{{.DockerRootDir}}"]).timeout(Duration::from_secs(30)))
+            .context("the Docker engine cannot be reached (`docker info` failed); is it running, and may upgraderd use its socket?")?;
+        let dir = out.stdout_text().trim().to_string();
+        if dir.is_empty() {
+            return Err(anyhow!("`docker info` did not report the engine's root dir; is the engine running?"));
+        }
+        Ok(PathBuf::from(dir))
+    }
+
+    /// The id of a local image, `None` when there is no such image.
+    pub fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        let out = self.runner.output(&self.cmd(["image", "inspect", "--format", "{{.Id}}", "--", reference]))?;
+        if out.ended.success() {
+            return Ok(Some(out.stdout_text().trim().to_string()));
+        }
+        if out.stderr.to_lowercase().contains("no such image") {
+            return Ok(None);
+        }
+        Err(anyhow!("`docker image inspect {reference}` failed: {}", out.stderr_tail(3)))
+    }
+
+    /// An image's `org.opencontainers.image.version` label.
+    pub fn image_version_label(&self, reference: &str) -> Result<Option<String>> {
+        let format = r#"{{index .Config.Labels "org.opencontainers.image.version"}}"#;
+        let out = self.runner.output(&self.cmd(["image", "inspect", "--format", format, "--", reference]))?;
+        let text = out.stdout_text().trim().to_string();
+        Ok((out.ended.success() && !text.is_empty() && text != "<no value>").then_some(text))
+    }
+
+    /// The registry digest an image was pulled by (`repo@sha256:…`), if any.
+    pub fn repo_digest(&self, reference: &str) -> Result<Option<String>> {
+        let out = self.runner.output(&self.cmd(["image", "inspect", "--format", "{{json .RepoDigests}}", "--", reference]))?;
+        if !out.ended.success() {
+            return Ok(None);
+        }
+        let digests: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let repository = ImageRef::parse(reference).repository;
+        Ok(digests.iter().find(|d| d.starts_with(&format!("{repository}@"))).or(digests.first()).cloned())
+    }
+
+    /// Whether the registry has this reference, without pulling it.
+    pub fn manifest_exists(&self, image: &ImageRef) -> Result<bool> {
+        let mut args = vec!["manifest".to_string(), "inspect".to_string()];
+        if image.registry_is_loopback() {
+            args.push("--insecure".to_string());
+        }
+        args.push(image.to_string());
+        let out = self.runner.output(&self.cmd(args))?;
+        if out.ended.success() {
+            return Ok(true);
+        }
+        let stderr = out.stderr.to_lowercase();
+        if stderr.contains("no such manifest") || stderr.contains("manifest unknown") || stderr.contains("not found") {
+            return Ok(false);
+        }
+        Err(anyhow!("cannot ask the registry about {image}: {}", out.stderr_tail(3)))
+    }
+
+    /// `docker pull`, its progress streamed.
+    pub fn pull(&self, reference: &str) -> Cmd {
+        self.cmd(["pull", reference]).timeout(Duration::from_secs(1800)).streamed().mutating()
+    }
+
+    /// `docker tag SOURCE TARGET`.
+    pub fn tag(&self, source: &str, target: &str) -> Cmd {
+        self.cmd(["tag", source, target]).mutating()
+    }
+
+    /// Removes one tag (`docker image rm` of a tag only untags while other tags remain).
+    pub fn untag(&self, reference: &str) -> Cmd {
+        self.cmd(["image", "rm", reference]).mutating()
+    }
+
+    /// The tags of `repository` that start with `prefix`, newest image first.
+    pub fn tags_with_prefix(&self, repository: &str, prefix: &str) -> Result<Vec<String>> {
+        let out = self.runner.run(&self.cmd(["image", "ls", "--format", "{{.Tag}}", repository]))?;
+        Ok(out.stdout_text().lines().filter(|t| t.starts_with(prefix)).map(str::to_string).collect())
+    }
+
+    /// The container compose runs for a service, by its labels.
+    pub fn service_container(&self, project: &str, service: &str) -> Result<Option<String>> {
+        let out = self.runner.run(&self.cmd([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+            "--format",
+            "{{.ID}}",
+        ]))?;
+        Ok(out.stdout_text().lines().next().map(str::to_string))
+    }
+
+    /// The last lines a container logged, for failure messages.
+    pub fn logs_tail(&self, container: &str, lines: usize) -> String {
+        let cmd = self.cmd(["logs", "--tail", &lines.to_string(), container]).timeout(Duration::from_secs(20));
+        match self.runner.output(&cmd) {
+            Ok(out) => {
+                let mut text = out.stdout_text();
+                text.push_str(&out.stderr);
+                text.trim().to_string()
+            }
+            Err(_) => String::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_split_into_repository_and_tag() {
+        let r = ImageRef::parse("127.0.0.1:5000/team/app:2.0.0");
+        assert_eq!((r.repository.as_str(), r.tag.as_str()), ("127.0.0.1:5000/team/app", "2.0.0"));
+        assert!(r.registry_is_loopback());
+        let r = ImageRef::parse("ghcr.io/yeraze/meshmonitor");
+        assert_eq!(r.to_string(), "ghcr.io/yeraze/meshmonitor:latest");
+        assert!(!r.registry_is_loopback());
+        assert_eq!(ImageRef::parse("nginx:1.25").registry(), None);
+        assert_eq!(ImageRef::parse("localhost:5000/x").with_tag("v1"), "localhost:5000/x:v1");
+    }
 
     #[test]
     fn data_paths_are_writable_mounts_without_the_socket() {

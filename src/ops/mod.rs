@@ -2,6 +2,9 @@
 //! git, HTTP, the filesystem's free space). No policy lives here: callers
 //! decide what a result means.
 
+pub mod compose;
 pub mod disk;
 pub mod docker;
+pub mod health;
+pub mod notify;
 pub mod process;

@@ -1,0 +1,58 @@
+//! `upgraderd upgrade --to VERSION|latest`: one upgrade attempt, to its terminal state.
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::UpgradeArgs;
+use crate::cmd::Ctx;
+use crate::config::Strategy;
+use crate::engine::{pipeline, Outcome, Request, Terminal};
+use crate::exit::{usage, Exit};
+
+pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
+    let strategy = match args.strategy.as_deref() {
+        None => ctx.config.strategy,
+        Some("pull") => Strategy::Pull,
+        Some("rebuild") => Strategy::Rebuild,
+        Some(other) => return Err(usage(format!("unknown --strategy {other}: use pull or rebuild"))),
+    };
+    if strategy == Strategy::Rebuild {
+        return Err(usage("the rebuild strategy is not available in this build yet; use --strategy pull"));
+    }
+    let request = Request {
+        target: args.to.clone(),
+        backup: !args.no_backup,
+        force: args.force,
+        dry_run: args.dry_run,
+        initiated_by: "cli".into(),
+        upgrade_id: None,
+    };
+    let outcome = pipeline::run(&ctx.config, ctx.ui, &request)?;
+    report(ctx, &outcome);
+    Ok(if outcome.terminal == Terminal::Complete { Exit::Success } else { Exit::Failed })
+}
+
+pub fn report(ctx: &Ctx, outcome: &Outcome) {
+    if ctx.ui.json() {
+        ctx.ui.emit(&json!({
+            "event": "result",
+            "upgradeId": outcome.upgrade_id,
+            "status": outcome.terminal.as_str(),
+            "fromVersion": outcome.from_version,
+            "toVersion": outcome.to_version,
+            "error": outcome.error,
+            "backupPath": outcome.backup,
+        }));
+        return;
+    }
+    let versions = format!("{} -> {}", outcome.from_version.as_deref().unwrap_or("?"), outcome.to_version);
+    match (&outcome.terminal, &outcome.error) {
+        (Terminal::Complete, _) => ctx.ui.print(format!("complete: {versions} (upgrade {})", outcome.upgrade_id)),
+        (terminal, error) => {
+            ctx.ui.print(format!("{}: {versions} (upgrade {})", terminal.as_str(), outcome.upgrade_id));
+            if let Some(error) = error {
+                ctx.ui.info(format!("reason: {error}"));
+            }
+        }
+    }
+}

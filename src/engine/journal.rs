@@ -1,0 +1,96 @@
+//! The journal of one upgrade: each transition goes to the database first,
+//! then to the status file the app reads, then to the terminal.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::store::db::{now_ms, Db};
+use crate::store::files;
+use crate::ui::Ui;
+
+/// How many log lines the status file carries.
+const STATUS_LOG_LINES: usize = 20;
+
+pub struct Journal<'a> {
+    pub db: Db,
+    pub upgrade_id: String,
+    pub ui: &'a Ui,
+    status_file: Option<PathBuf>,
+    from_version: Option<String>,
+    to_version: String,
+    started_at: i64,
+    logs: Vec<String>,
+}
+
+impl<'a> Journal<'a> {
+    pub fn new(db: Db, upgrade_id: &str, ui: &'a Ui, status_file: Option<PathBuf>, to_version: &str) -> Journal<'a> {
+        Journal {
+            db,
+            upgrade_id: upgrade_id.to_string(),
+            ui,
+            status_file,
+            from_version: None,
+            to_version: to_version.to_string(),
+            started_at: now_ms(),
+            logs: Vec::new(),
+        }
+    }
+
+    pub fn set_versions(&mut self, from: Option<&str>, to: &str) {
+        self.from_version = from.map(str::to_string);
+        self.to_version = to.to_string();
+    }
+
+    /// Records a transition before the step that follows it runs.
+    pub fn step(&mut self, status: &str, progress: u8, message: &str) -> Result<()> {
+        self.db.transition(&self.upgrade_id, status, progress as i64, message)?;
+        self.logs.push(message.to_string());
+        self.write_status(status, progress, message, None);
+        self.ui.step(progress, status, message);
+        Ok(())
+    }
+
+    /// A log line that is not a transition: history logs, status file, terminal.
+    pub fn log(&mut self, message: &str) {
+        let _ = self.db.conn().execute(
+            "UPDATE upgrade_history SET logs = json_insert(logs, '$[#]', ?2), updatedAt = ?3 WHERE id = ?1",
+            rusqlite::params![self.upgrade_id, message, now_ms()],
+        );
+        self.logs.push(message.to_string());
+        self.ui.info(format!("       {message}"));
+    }
+
+    /// Records the terminal state.
+    pub fn finish(&mut self, status: &str, message: &str, error: Option<&str>) -> Result<()> {
+        self.db.finish(&self.upgrade_id, status, message, error)?;
+        self.logs.push(message.to_string());
+        self.write_status(status, 100, message, error);
+        self.ui.step(100, status, message);
+        Ok(())
+    }
+
+    /// The status file is the app's view; failing to write it must not fail the upgrade.
+    fn write_status(&self, status: &str, progress: u8, step: &str, error: Option<&str>) {
+        let Some(path) = &self.status_file else { return };
+        let iso = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let logs = &self.logs[self.logs.len().saturating_sub(STATUS_LOG_LINES)..];
+        let body = json!({
+            "upgradeId": self.upgrade_id,
+            "status": status,
+            "progress": progress,
+            "currentStep": step,
+            "fromVersion": self.from_version,
+            "toVersion": self.to_version,
+            "startedAt": iso(self.started_at),
+            "updatedAt": iso(now_ms()),
+            "logs": logs,
+            "error": error,
+        });
+        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        if let Err(e) = files::write_atomic(path, &bytes, 0o644) {
+            self.ui.warn(format!("cannot write the status file {}: {e}", path.display()));
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The image-pull strategy: `docker pull IMAGE:VERSION`, keep the running
+//! image under `IMAGE:upgraderd-rollback-<id>`, point the service's moving tag
+//! at the new image and recreate the service through compose with the
+//! project's own files.
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::engine::journal::Journal;
+use crate::engine::strategy::Strategy;
+use crate::ops::compose::{locate_image_line, Compose, Project};
+use crate::ops::docker::{Container, Docker, ImageRef};
+use crate::store::db::Db;
+
+pub const ROLLBACK_TAG_PREFIX: &str = "upgraderd-rollback-";
+
+pub struct Pull {
+    pub docker: Docker,
+    pub compose: Compose,
+    pub project: Project,
+    /// The reference the service runs (`IMAGE:latest`): the tag that is moved.
+    pub service_ref: ImageRef,
+    /// The image id running before the upgrade.
+    pub previous_image_id: String,
+    pub current_version: Option<String>,
+    pub upgrade_id: String,
+    target: Option<ImageRef>,
+    fetched_version: Option<String>,
+}
+
+impl Pull {
+    pub fn new(docker: Docker, compose: Compose, project: Project, container: &Container, configured_image: Option<&str>, current_version: Option<String>, upgrade_id: &str) -> Pull {
+        let mut service_ref = ImageRef::parse(&container.config.image);
+        if let Some(image) = configured_image {
+            // IMAGE_NAME names the repository; the tag the service runs stays the one that moves.
+            service_ref.repository = ImageRef::parse(image).repository;
+        }
+        Pull {
+            docker,
+            compose,
+            project,
+            service_ref,
+            previous_image_id: container.image.clone(),
+            current_version,
+            upgrade_id: upgrade_id.to_string(),
+            target: None,
+            fetched_version: None,
+        }
+    }
+
+    fn rollback_tag(&self) -> String {
+        self.service_ref.with_tag(&format!("{ROLLBACK_TAG_PREFIX}{}", self.upgrade_id))
+    }
+
+    fn run(&self, journal: &mut Journal, cmd: &crate::ops::process::Cmd) -> Result<()> {
+        journal.log(&format!("$ {}", cmd.display()));
+        self.docker.runner().run(cmd)?;
+        Ok(())
+    }
+}
+
+/// A tag that names a release rather than a channel.
+fn looks_like_version(tag: &str) -> bool {
+    let tag = tag.strip_prefix('v').unwrap_or(tag);
+    tag.chars().next().is_some_and(|c| c.is_ascii_digit())
+}
+
+impl Strategy for Pull {
+    fn name(&self) -> &'static str {
+        "pull"
+    }
+
+    fn project_and_service(&self) -> (&str, &str) {
+        (&self.project.name, &self.project.service)
+    }
+
+    fn current_version(&self) -> Option<String> {
+        self.current_version.clone()
+    }
+
+    fn preflight(&mut self, target: &str, force: bool, problems: &mut Vec<String>) {
+        for file in &self.project.files {
+            if !file.is_file() {
+                problems.push(format!("compose file {} does not exist (from the container's labels or UPGRADERD_COMPOSE_FILES)", file.display()));
+            }
+        }
+        let target_ref = ImageRef { repository: self.service_ref.repository.clone(), tag: target.to_string() };
+        match self.compose.service_image(&self.project) {
+            Err(e) => problems.push(format!("the compose configuration does not render: {e:#}")),
+            Ok(rendered) => {
+                let rendered_ref = ImageRef::parse(&rendered);
+                let pinned = rendered_ref != self.service_ref
+                    || (looks_like_version(&rendered_ref.tag) && rendered_ref.tag != target);
+                if pinned {
+                    let place = locate_image_line(&self.project.files, &rendered)
+                        .map(|(file, line)| format!("{}:{line}", file.display()))
+                        .unwrap_or_else(|| "the compose files".to_string());
+                    problems.push(format!(
+                        "{place} sets the image of service {} to {rendered}, but the upgrade moves the tag {} that the container runs; \
+                         recreating would not start the new version. Change that line to `image: {}`",
+                        self.project.service, self.service_ref, self.service_ref
+                    ));
+                }
+            }
+        }
+        match self.docker.manifest_exists(&target_ref) {
+            Ok(true) => {}
+            Ok(false) => problems.push(format!("{target_ref} does not exist in the registry; check the version")),
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+        if !force && target_ref.tag == self.service_ref.tag && target != "latest" {
+            problems.push(format!("the service already runs {target_ref}; use --force to recreate it anyway"));
+        }
+        self.target = Some(target_ref);
+    }
+
+    fn fetch(&mut self, journal: &mut Journal) -> Result<()> {
+        let target = self.target.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
+        let tag = self.rollback_tag();
+        // Tagged first: from now on nothing prunes the image the service runs.
+        self.run(journal, &self.docker.tag(&self.previous_image_id, &tag))?;
+        journal.db.set_fields(&journal.upgrade_id.clone(), &[("previousImageId", self.previous_image_id.clone().into()), ("rollbackTag", tag.clone().into()), ("imageRef", self.service_ref.to_string().into())])?;
+        self.run(journal, &self.docker.pull(&target.to_string())).with_context(|| format!("pulling {target}"))?;
+        if self.docker.runner().dry_run() {
+            return Ok(());
+        }
+        let new_id = self.docker.image_id(&target.to_string())?.ok_or_else(|| anyhow!("{target} is not present after the pull"))?;
+        let digest = self.docker.repo_digest(&target.to_string())?;
+        self.fetched_version = self.docker.image_version_label(&target.to_string())?;
+        journal.db.set_fields(&journal.upgrade_id.clone(), &[("newImageId", new_id.clone().into()), ("newDigest", digest.clone().into())])?;
+        journal.log(&format!("Pulled {target} ({})", digest.unwrap_or(new_id)));
+        Ok(())
+    }
+
+    fn fetched_version(&self) -> Option<String> {
+        self.fetched_version.clone()
+    }
+
+    fn switch(&mut self, journal: &mut Journal) -> Result<()> {
+        let target = self.target.clone().ok_or_else(|| anyhow!("switch before preflight"))?;
+        if target != self.service_ref {
+            self.run(journal, &self.docker.tag(&target.to_string(), &self.service_ref.to_string()))?;
+        }
+        self.run(journal, &self.compose.up(&self.project)).context("recreating the service")
+    }
+
+    fn stop(&mut self, journal: &mut Journal) -> Result<()> {
+        self.run(journal, &self.compose.stop(&self.project)).context("stopping the new version")
+    }
+
+    fn revert(&mut self, journal: &mut Journal) -> Result<()> {
+        self.run(journal, &self.docker.tag(&self.previous_image_id, &self.service_ref.to_string()))?;
+        self.run(journal, &self.compose.up(&self.project)).context("recreating the service with the previous image")
+    }
+
+    fn cleanup(&mut self, journal: &mut Journal, keep: usize) {
+        let tags = match self.docker.tags_with_prefix(&self.service_ref.repository, ROLLBACK_TAG_PREFIX) {
+            Ok(tags) => tags,
+            Err(e) => return journal.log(&format!("could not list rollback tags: {e}")),
+        };
+        let protected = protected_rollback_tags(&journal.db, keep);
+        for tag in tags {
+            let id = tag.trim_start_matches(ROLLBACK_TAG_PREFIX);
+            if id == self.upgrade_id || protected.iter().any(|p| p == id) {
+                continue;
+            }
+            let reference = self.service_ref.with_tag(&tag);
+            if let Err(e) = self.docker.runner().run(&self.docker.untag(&reference)) {
+                journal.log(&format!("could not remove {reference}: {e}"));
+            }
+        }
+    }
+}
+
+/// Upgrade ids whose rollback images retention keeps: the newest `keep` upgrades.
+fn protected_rollback_tags(db: &Db, keep: usize) -> Vec<String> {
+    db.history(keep).map(|rows| rows.into_iter().map(|r| r.id).collect()).unwrap_or_default()
+}

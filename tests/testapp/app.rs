@@ -1,0 +1,124 @@
+//! The app the end-to-end tests deploy and upgrade. It keeps its data in
+//! SQLite under `$APP_DATA`, serves `GET /api/health` with its version and
+//! `POST /api/items?name=…` to add data, and misbehaves on demand through
+//! `$APP_BEHAVIOR`, baked into each test image:
+//!
+//! - `good`: serves; with `APP_SCHEMA=2` it first migrates the schema 1 → 2;
+//! - `crash`: exits 1 at start;
+//! - `hang`: never listens;
+//! - `http500`: health answers 500;
+//! - `wrong-version`: reports `APP_REPORTED_VERSION` instead of its own;
+//! - `migrate-crash`: migrates the schema to 2, then exits 1.
+//!
+//! Every version refuses to start on a schema newer than it knows, which is
+//! why a rollback must restore the data for the old version to come back.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn main() {
+    let version = env("APP_VERSION", "0.0.0");
+    let behavior = env("APP_BEHAVIOR", "good");
+    let schema: i64 = env("APP_SCHEMA", "1").parse().unwrap_or(1);
+    let data = env("APP_DATA", "/data");
+    eprintln!("testapp {version} ({behavior}, schema {schema}) starting");
+
+    if behavior == "crash" {
+        eprintln!("crashing at start");
+        std::process::exit(1);
+    }
+    if behavior == "hang" {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let target_schema = if behavior == "migrate-crash" { 2 } else { schema };
+    let db = match open(&format!("{data}/app.db"), target_schema) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("cannot open database: {e}");
+            std::process::exit(2);
+        }
+    };
+    if behavior == "migrate-crash" {
+        eprintln!("migrated, now crashing");
+        std::process::exit(1);
+    }
+    let reported = if behavior == "wrong-version" { env("APP_REPORTED_VERSION", "0.0.1") } else { version.clone() };
+    let listener = TcpListener::bind(("0.0.0.0", env("APP_PORT", "3001").parse().unwrap_or(3001))).expect("bind");
+    eprintln!("listening");
+    for stream in listener.incoming().flatten() {
+        let _ = serve(stream, &db, &behavior, &reported);
+    }
+}
+
+fn open(path: &str, schema: i64) -> rusqlite::Result<Connection> {
+    let db = Connection::open(path)?;
+    db.busy_timeout(Duration::from_secs(5))?;
+    db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))?;
+    let current: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > schema {
+        eprintln!("database schema {current} is newer than this version understands ({schema}); refusing to start");
+        std::process::exit(3);
+    }
+    if current < 1 {
+        db.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL); PRAGMA user_version = 1;")?;
+    }
+    if current < 2 && schema >= 2 {
+        db.execute_batch(
+            "BEGIN; ALTER TABLE items ADD COLUMN created TEXT NOT NULL DEFAULT 'migrated';
+             UPDATE items SET name = upper(name); PRAGMA user_version = 2; COMMIT;",
+        )?;
+    }
+    Ok(db)
+}
+
+fn serve(mut stream: TcpStream, db: &Connection, behavior: &str, version: &str) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (status, body) = match (method, path) {
+        ("GET", "/api/health") if behavior == "http500" => (500, r#"{"status":"broken"}"#.to_string()),
+        ("GET", "/api/health") => {
+            let greeting = env("GREETING", "");
+            let overlay = env("OVERLAY", "");
+            (200, format!(r#"{{"status":"ok","version":"{version}","greeting":"{greeting}","overlay":"{overlay}"}}"#))
+        }
+        ("POST", "/api/items") => {
+            let name = query.strip_prefix("name=").unwrap_or("item");
+            match db.execute("INSERT INTO items(name) VALUES (?1)", [name]) {
+                Ok(_) => (201, r#"{"ok":true}"#.to_string()),
+                Err(e) => (500, format!(r#"{{"error":"{e}"}}"#)),
+            }
+        }
+        _ => (404, r#"{"error":"not found"}"#.to_string()),
+    };
+    let reason = match status {
+        200 => "OK",
+        201 => "Created",
+        404 => "Not Found",
+        _ => "Internal Server Error",
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
