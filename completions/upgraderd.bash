@@ -31,8 +31,14 @@ _upgraderd() {
             upgraderd,history)
                 cmd="upgraderd__subcmd__history"
                 ;;
+            upgraderd,rollback)
+                cmd="upgraderd__subcmd__rollback"
+                ;;
             upgraderd,status)
                 cmd="upgraderd__subcmd__status"
+                ;;
+            upgraderd,upgrade)
+                cmd="upgraderd__subcmd__upgrade"
                 ;;
             upgraderd__subcmd__backup,create)
                 cmd="upgraderd__subcmd__backup__subcmd__create"
@@ -85,8 +91,14 @@ _upgraderd() {
             upgraderd__subcmd__help,history)
                 cmd="upgraderd__subcmd__help__subcmd__history"
                 ;;
+            upgraderd__subcmd__help,rollback)
+                cmd="upgraderd__subcmd__help__subcmd__rollback"
+                ;;
             upgraderd__subcmd__help,status)
                 cmd="upgraderd__subcmd__help__subcmd__status"
+                ;;
+            upgraderd__subcmd__help,upgrade)
+                cmd="upgraderd__subcmd__help__subcmd__upgrade"
                 ;;
             upgraderd__subcmd__help__subcmd__backup,create)
                 cmd="upgraderd__subcmd__help__subcmd__backup__subcmd__create"
@@ -110,7 +122,7 @@ _upgraderd() {
 
     case "${cmd}" in
         upgraderd)
-            opts="-c -v -q -h -V --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version backup history status config completions help"
+            opts="-c -v -q -h -V --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version upgrade rollback backup history status config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -666,7 +678,7 @@ _upgraderd() {
             return 0
             ;;
         upgraderd__subcmd__help)
-            opts="backup history status config completions help"
+            opts="upgrade rollback backup history status config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -819,7 +831,35 @@ _upgraderd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        upgraderd__subcmd__help__subcmd__rollback)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         upgraderd__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        upgraderd__subcmd__help__subcmd__upgrade)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -887,6 +927,56 @@ _upgraderd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        upgraderd__subcmd__rollback)
+            opts="-c -v -q -h -V --no-restore-data --dry-run --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --docker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         upgraderd__subcmd__status)
             opts="-c -v -q -h -V --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -894,6 +984,64 @@ _upgraderd() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --docker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        upgraderd__subcmd__upgrade)
+            opts="-c -v -q -h -V --to --strategy --no-backup --force --dry-run --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --strategy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

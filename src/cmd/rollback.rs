@@ -10,7 +10,8 @@ use crate::exit::Exit;
 use crate::store::db::Db;
 
 pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
-    let db = Db::open_read_only(&ctx.config.db_path())?.ok_or_else(|| anyhow!("no upgrades recorded yet: nothing to roll back"))?;
+    let db = Db::open_read_only(&ctx.config.db_path())?
+        .ok_or_else(|| anyhow!("no upgrades recorded yet: nothing to roll back"))?;
     let record = match &args.upgrade_id {
         Some(id) => db.get(id)?.ok_or_else(|| anyhow!("no upgrade with id {id} (`upgraderd history` lists them)"))?,
         None => db.latest_with_status("complete")?.ok_or_else(|| anyhow!("no complete upgrade to roll back"))?,

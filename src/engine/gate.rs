@@ -80,30 +80,38 @@ fn check_once(
         return Check::Fatal(with_logs(
             docker,
             &id,
-            format!("the container is crash-looping (restarted {} times)", container.restart_count - *restarts_at_start),
+            format!(
+                "the container is crash-looping (restarted {} times)",
+                container.restart_count - *restarts_at_start
+            ),
         ));
     }
     if !state.running {
         return Check::NotYet(format!("the container is {}", state.status));
     }
     match state.health.as_ref().map(|h| h.status.as_str()) {
-        Some("unhealthy") => return Check::Fatal(with_logs(docker, &id, "the container's HEALTHCHECK reports unhealthy".into())),
+        Some("unhealthy") => {
+            return Check::Fatal(with_logs(docker, &id, "the container's HEALTHCHECK reports unhealthy".into()))
+        }
         Some("healthy") | None => {}
         Some(other) => return Check::NotYet(format!("the container's HEALTHCHECK is {other}")),
     }
     match probe_http(&spec.url, Duration::from_secs(2)) {
         Probe::NoAnswer(why) => Check::NotYet(format!("{} did not answer: {why}", spec.url)),
-        Probe::Answered { status, body } if !(200..300).contains(&status) => {
-            Check::NotYet(format!("{} answered HTTP {status}: {}", spec.url, body.chars().take(200).collect::<String>()))
-        }
+        Probe::Answered { status, body } if !(200..300).contains(&status) => Check::NotYet(format!(
+            "{} answered HTTP {status}: {}",
+            spec.url,
+            body.chars().take(200).collect::<String>()
+        )),
         Probe::Answered { body, .. } => match &spec.expect_version {
             None => Check::Healthy,
             Some((pointer, expected)) => match json_pointer(&body, pointer) {
-                Some(reported) if reported == *expected || reported.strip_prefix('v') == Some(expected) => Check::Healthy,
-                Some(reported) => Check::Fatal(format!(
-                    "{} reports version {reported} at {pointer}, expected {expected}",
-                    spec.url
-                )),
+                Some(reported) if reported == *expected || reported.strip_prefix('v') == Some(expected) => {
+                    Check::Healthy
+                }
+                Some(reported) => {
+                    Check::Fatal(format!("{} reports version {reported} at {pointer}, expected {expected}", spec.url))
+                }
                 None => Check::NotYet(format!("{} has no version at {pointer}", spec.url)),
             },
         },

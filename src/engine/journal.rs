@@ -74,7 +74,9 @@ impl<'a> Journal<'a> {
     /// The status file is the app's view; failing to write it must not fail the upgrade.
     fn write_status(&self, status: &str, progress: u8, step: &str, error: Option<&str>) {
         let Some(path) = &self.status_file else { return };
-        let iso = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let iso = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        };
         let logs = &self.logs[self.logs.len().saturating_sub(STATUS_LOG_LINES)..];
         let body = json!({
             "upgradeId": self.upgrade_id,

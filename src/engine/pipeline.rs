@@ -37,17 +37,16 @@ pub struct Deployment {
 /// Finds the container, its compose project and the compose tool.
 pub fn discover(config: &Config, runner: &Runner) -> Result<Deployment> {
     let docker = Docker::new(&config.docker, runner.clone());
-    let name = match (&config.container, &config.compose_project, &config.service) {
-        (Some(name), _, _) => name.clone(),
-        (None, Some(project), Some(service)) => docker
-            .service_container(project, service)?
-            .ok_or_else(|| anyhow!("no container for service {service} of compose project {project}"))?,
-        _ => {
-            return Err(usage(
+    let name =
+        match (&config.container, &config.compose_project, &config.service) {
+            (Some(name), _, _) => name.clone(),
+            (None, Some(project), Some(service)) => docker
+                .service_container(project, service)?
+                .ok_or_else(|| anyhow!("no container for service {service} of compose project {project}"))?,
+            _ => return Err(usage(
                 "no service to upgrade: set UPGRADERD_CONTAINER (or UPGRADERD_COMPOSE_PROJECT and UPGRADERD_SERVICE)",
-            ))
-        }
-    };
+            )),
+        };
     let container = docker.inspect_container(&name)?;
     let overrides = ProjectOverrides {
         name: config.compose_project.clone(),
@@ -109,14 +108,23 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
         ..UpgradeRecord::default()
     })?;
     journal.step("pending", 0, &format!("Upgrade to {} initiated by {}", request.target, request.initiated_by))?;
-    let outcome = Attempt { config, request, runner, journal: &mut journal, data: Vec::new(), backup: None, from_version: None }.run();
+    let outcome =
+        Attempt { config, request, runner, journal: &mut journal, data: Vec::new(), backup: None, from_version: None }
+            .run();
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(err) => {
             // A failure of upgraderd's own bookkeeping: record it if the journal still can.
             let message = format!("{err:#}");
             let _ = journal.finish("failed", "Upgrade failed", Some(&message));
-            Outcome { upgrade_id: upgrade_id.clone(), terminal: Terminal::Failed, from_version: None, to_version: request.target.clone(), error: Some(message), backup: None }
+            Outcome {
+                upgrade_id: upgrade_id.clone(),
+                terminal: Terminal::Failed,
+                from_version: None,
+                to_version: request.target.clone(),
+                error: Some(message),
+                backup: None,
+            }
         }
     };
     if !request.dry_run {
@@ -130,6 +138,9 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
 fn scratch_db() -> Result<PathBuf> {
     Ok(std::env::temp_dir().join(format!("upgraderd-dry-run-{}.db", files::unique_suffix())))
 }
+
+/// The strategy preflight built (none when discovery failed) and every problem it found.
+type Checked = (Option<Box<dyn Strategy>>, Vec<String>);
 
 struct Attempt<'a, 'j> {
     config: &'a Config,
@@ -158,7 +169,7 @@ impl Attempt<'_, '_> {
         }
         if self.request.backup {
             self.journal.step("backing_up", 20, "Creating backup")?;
-            if let Err(err) = self.back_up(strategy.as_ref()) {
+            if let Err(err) = self.back_up() {
                 return self.end(Terminal::Failed, "Backup failed; nothing was changed", Some(format!("{err:#}")));
             }
         } else {
@@ -166,16 +177,27 @@ impl Attempt<'_, '_> {
         }
         self.journal.step("downloading", 40, "Downloading new version")?;
         if let Err(err) = strategy.fetch(self.journal) {
-            return self.end(Terminal::Failed, "Download failed; the running version was not touched", Some(format!("{err:#}")));
+            return self.end(
+                Terminal::Failed,
+                "Download failed; the running version was not touched",
+                Some(format!("{err:#}")),
+            );
         }
-        let to_version = strategy.fetched_version().filter(|_| self.request.target == "latest").unwrap_or_else(|| self.request.target.clone());
+        let to_version = strategy
+            .fetched_version()
+            .filter(|_| self.request.target == "latest")
+            .unwrap_or_else(|| self.request.target.clone());
         self.journal.set_versions(self.from_version.as_deref(), &to_version);
-        self.journal.db.set_fields(&self.journal.upgrade_id.clone(), &[("toVersion", to_version.clone().into()), ("switched", true.into())])?;
+        self.journal.db.set_fields(
+            &self.journal.upgrade_id.clone(),
+            &[("toVersion", to_version.clone().into()), ("switched", true.into())],
+        )?;
         self.journal.step("restarting", 60, "Restarting services")?;
         let switched = strategy.switch(self.journal).map_err(|e| format!("{e:#}"));
         let health = switched.and_then(|()| {
             self.journal.step("health_check", 80, "Running health checks").map_err(|e| format!("{e:#}"))?;
-            let expect = (self.request.target != "latest" || strategy.fetched_version().is_some()).then_some(to_version.clone());
+            let expect =
+                (self.request.target != "latest" || strategy.fetched_version().is_some()).then_some(to_version.clone());
             let (project, service) = strategy.project_and_service();
             wait_healthy(&Docker::new(&self.config.docker, self.runner.clone()), project, service, &self.gate(expect))
         });
@@ -190,14 +212,16 @@ impl Attempt<'_, '_> {
         }
     }
 
-    fn preflight(&mut self) -> Result<(Option<Box<dyn Strategy>>, Vec<String>)> {
+    fn preflight(&mut self) -> Result<Checked> {
         let mut problems = Vec::new();
         let deployment = match discover(self.config, &self.runner) {
             Ok(d) => d,
             Err(err) if err.chain().any(|c| c.is::<crate::exit::UsageError>()) => return Err(err),
             Err(err) => return Ok((None, vec![format!("{err:#}")])),
         };
-        if let Err(e) = deployment.docker.root_dir().and_then(|root| check_free(&root, self.config.min_free, "Docker's root dir")) {
+        if let Err(e) =
+            deployment.docker.root_dir().and_then(|root| check_free(&root, self.config.min_free, "Docker's root dir"))
+        {
             problems.push(format!("{e:#}"));
         }
         let current = current_version(self.config, &deployment, &self.journal.db);
@@ -205,7 +229,9 @@ impl Attempt<'_, '_> {
         let target = &self.request.target;
         if let (Some(current), false) = (&current, self.request.force || self.config.allow_downgrade) {
             if compare_versions(target, current) == Some(std::cmp::Ordering::Less) {
-                problems.push(format!("{target} is older than the running {current}; set UPGRADERD_ALLOW_DOWNGRADE=true or use --force"));
+                problems.push(format!(
+                    "{target} is older than the running {current}; set UPGRADERD_ALLOW_DOWNGRADE=true or use --force"
+                ));
             }
             if !self.request.force && compare_versions(target, current) == Some(std::cmp::Ordering::Equal) {
                 problems.push(format!("the service already runs {current}; use --force to upgrade anyway"));
@@ -249,7 +275,9 @@ impl Attempt<'_, '_> {
     fn check_backup_target(&mut self, deployment: &Deployment, problems: &mut Vec<String>) {
         let paths = self.data_paths(deployment.container.data_paths());
         if paths.is_empty() {
-            problems.push("the container has no writable mounts to back up; set UPGRADERD_DATA_DIR or use --no-backup".into());
+            problems.push(
+                "the container has no writable mounts to back up; set UPGRADERD_DATA_DIR or use --no-backup".into(),
+            );
         }
         for path in &paths {
             if !path.exists() {
@@ -276,7 +304,7 @@ impl Attempt<'_, '_> {
         self.data = paths;
     }
 
-    fn back_up(&mut self, _strategy: &dyn Strategy) -> Result<()> {
+    fn back_up(&mut self) -> Result<()> {
         let reason = backup::Reason {
             upgrade_id: Some(self.journal.upgrade_id.clone()),
             from_version: self.from_version.clone(),
@@ -286,7 +314,11 @@ impl Attempt<'_, '_> {
         let ui = self.journal.ui;
         let mut progress = |p: Progress| {
             let share = (p.done * 100).checked_div(p.total).unwrap_or(100);
-            ui.step(20 + (share / 5) as u8, "backing_up", &format!("{} of {}", human_bytes(p.done), human_bytes(p.total)));
+            ui.step(
+                20 + (share / 5) as u8,
+                "backing_up",
+                &format!("{} of {}", human_bytes(p.done), human_bytes(p.total)),
+            );
         };
         let created = backup::create(&self.data, &self.config.backup_dir, reason, &mut progress)?;
         for warning in &created.warnings {
@@ -296,7 +328,11 @@ impl Attempt<'_, '_> {
             &self.journal.upgrade_id.clone(),
             &[("backupPath", created.path.display().to_string().into()), ("rollbackAvailable", true.into())],
         )?;
-        self.journal.log(&format!("Backup created: {} ({})", created.path.display(), human_bytes(created.archive_bytes)));
+        self.journal.log(&format!(
+            "Backup created: {} ({})",
+            created.path.display(),
+            human_bytes(created.archive_bytes)
+        ));
         self.backup = Some(created.path);
         Ok(())
     }
@@ -319,7 +355,10 @@ impl Attempt<'_, '_> {
         if let Some(archive) = self.backup.clone() {
             self.journal.log(&format!("Restoring data from {}", archive.display()));
             if let Err(e) = backup::restore(&archive, &Destination::Original, &mut |_| {}) {
-                let error = format!("{reason}\nrollback failed: restoring data: {e:#}; the backup {} is intact", archive.display());
+                let error = format!(
+                    "{reason}\nrollback failed: restoring data: {e:#}; the backup {} is intact",
+                    archive.display()
+                );
                 return self.end(Terminal::Failed, "Rollback failed", Some(error));
             }
         }
@@ -341,7 +380,8 @@ impl Attempt<'_, '_> {
     fn pre_upgrade_hook(&mut self) -> Result<Option<String>> {
         let Some(command) = &self.config.pre_upgrade_cmd else { return Ok(None) };
         self.journal.log(&format!("Running UPGRADERD_PRE_UPGRADE_CMD: {command}"));
-        let cmd = hook(command, &self.journal.upgrade_id, self.from_version.as_deref(), &self.request.target, "pending");
+        let cmd =
+            hook(command, &self.journal.upgrade_id, self.from_version.as_deref(), &self.request.target, "pending");
         match self.runner.run(&cmd) {
             Ok(_) => Ok(None),
             Err(e) => Ok(Some(format!("the pre-upgrade command refused the upgrade: {e}"))),
@@ -362,7 +402,11 @@ impl Attempt<'_, '_> {
         for line in self.runner.planned() {
             self.journal.ui.print(line);
         }
-        self.journal.ui.print(format!("# wait until {} is healthy for {}s", self.config.health_url, self.config.health_stable.as_secs()));
+        self.journal.ui.print(format!(
+            "# wait until {} is healthy for {}s",
+            self.config.health_url,
+            self.config.health_stable.as_secs()
+        ));
         self.end(Terminal::Complete, "Dry run: nothing was changed", None)
     }
 
@@ -437,7 +481,13 @@ fn after_terminal(config: &Config, ui: &Ui, outcome: &Outcome) {
         }
     }
     if let Some(command) = &config.post_upgrade_cmd {
-        let cmd = hook(command, &outcome.upgrade_id, outcome.from_version.as_deref(), &outcome.to_version, outcome.terminal.as_str());
+        let cmd = hook(
+            command,
+            &outcome.upgrade_id,
+            outcome.from_version.as_deref(),
+            &outcome.to_version,
+            outcome.terminal.as_str(),
+        );
         if let Err(e) = Runner::new(false).run(&cmd) {
             ui.warn(format!("UPGRADERD_POST_UPGRADE_CMD failed: {e}"));
         }
@@ -447,20 +497,35 @@ fn after_terminal(config: &Config, ui: &Ui, outcome: &Outcome) {
 /// Undoes a recorded upgrade: stop the service, restore the upgrade's backup,
 /// point the service's tag at the image it replaced, recreate, health-check.
 /// Recorded as an upgrade of its own (initiated by `rollback`).
-pub fn manual_rollback(config: &Config, ui: &Ui, record: &UpgradeRecord, restore_data: bool, dry_run: bool) -> Result<Outcome> {
+pub fn manual_rollback(
+    config: &Config,
+    ui: &Ui,
+    record: &UpgradeRecord,
+    restore_data: bool,
+    dry_run: bool,
+) -> Result<Outcome> {
     let previous_image = record.previous_image_id.clone().ok_or_else(|| {
-        anyhow!("upgrade {} recorded no previous image (it never got past its download); nothing to roll back to", record.id)
+        anyhow!(
+            "upgrade {} recorded no previous image (it never got past its download); nothing to roll back to",
+            record.id
+        )
     })?;
-    let service_ref = record.image_ref.clone().ok_or_else(|| anyhow!("upgrade {} recorded no image reference", record.id))?;
+    let service_ref =
+        record.image_ref.clone().ok_or_else(|| anyhow!("upgrade {} recorded no image reference", record.id))?;
     let backup = match (restore_data, &record.backup_path) {
         (true, Some(path)) => Some(PathBuf::from(path)),
-        (true, None) => return Err(anyhow!("upgrade {} has no backup; use --no-restore-data to roll back the image only", record.id)),
+        (true, None) => {
+            return Err(anyhow!(
+                "upgrade {} has no backup; use --no-restore-data to roll back the image only",
+                record.id
+            ))
+        }
         (false, _) => None,
     };
     let lock = Lock::acquire(&config.lock_path(), &format!("rollback {}", record.id))?;
     let runner = Runner::new(dry_run);
     let deployment = discover(config, &runner)?;
-    let mut db = if dry_run { Db::open(&scratch_db()?)? } else { Db::open(&config.db_path())? };
+    let db = if dry_run { Db::open(&scratch_db()?)? } else { Db::open(&config.db_path())? };
     let upgrade_id = new_upgrade_id();
     let mut lock = lock;
     lock.set_upgrade(&upgrade_id)?;
@@ -520,7 +585,11 @@ pub fn manual_rollback(config: &Config, ui: &Ui, record: &UpgradeRecord, restore
         Ok(()) => (Terminal::Complete, None),
         Err(why) => (Terminal::Failed, Some(why)),
     };
-    journal.finish(terminal.as_str(), if error.is_none() { "Rollback complete" } else { "Rollback failed" }, error.as_deref())?;
+    journal.finish(
+        terminal.as_str(),
+        if error.is_none() { "Rollback complete" } else { "Rollback failed" },
+        error.as_deref(),
+    )?;
     let outcome = Outcome { upgrade_id, terminal, from_version: record.to_version.clone(), to_version, error, backup };
     if !dry_run {
         after_terminal(config, ui, &outcome);

@@ -48,9 +48,16 @@ impl Project {
                 container.name.trim_start_matches('/')
             )
         };
-        let name = overrides.name.clone().or_else(|| label("project")).ok_or_else(|| missing("project", "UPGRADERD_COMPOSE_PROJECT"))?;
-        let service =
-            overrides.service.clone().or_else(|| label("service")).ok_or_else(|| missing("service", "UPGRADERD_SERVICE"))?;
+        let name = overrides
+            .name
+            .clone()
+            .or_else(|| label("project"))
+            .ok_or_else(|| missing("project", "UPGRADERD_COMPOSE_PROJECT"))?;
+        let service = overrides
+            .service
+            .clone()
+            .or_else(|| label("service"))
+            .ok_or_else(|| missing("service", "UPGRADERD_SERVICE"))?;
         let working_dir = overrides
             .working_dir
             .clone()
@@ -130,14 +137,19 @@ impl Compose {
         if self.v2 {
             cmd = cmd.args(["--format", "json"]);
         }
-        let out = self.runner.run(&cmd.timeout(Duration::from_secs(60))).context("rendering the compose configuration")?;
+        let out =
+            self.runner.run(&cmd.timeout(Duration::from_secs(60))).context("rendering the compose configuration")?;
         Ok(out.stdout_text())
     }
 
     /// The image reference the rendered configuration gives the service.
     pub fn service_image(&self, project: &Project) -> Result<String> {
         let rendered = self.config(project)?;
-        let image = if self.v2 { image_from_json(&rendered, &project.service)? } else { image_from_yaml(&rendered, &project.service) };
+        let image = if self.v2 {
+            image_from_json(&rendered, &project.service)?
+        } else {
+            image_from_yaml(&rendered, &project.service)
+        };
         image.ok_or_else(|| anyhow!("the compose configuration gives service `{}` no image", project.service))
     }
 

@@ -159,7 +159,8 @@ impl ImageRef {
     /// The registry host, when the repository names one (`host:port/…`, `host.tld/…`, `localhost/…`).
     pub fn registry(&self) -> Option<&str> {
         let first = self.repository.split('/').next()?;
-        let names_host = self.repository.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+        let names_host =
+            self.repository.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
         names_host.then_some(first)
     }
 
@@ -214,7 +215,14 @@ impl Docker {
 
     /// The registry digest an image was pulled by (`repo@sha256:…`), if any.
     pub fn repo_digest(&self, reference: &str) -> Result<Option<String>> {
-        let out = self.runner.output(&self.cmd(["image", "inspect", "--format", "{{json .RepoDigests}}", "--", reference]))?;
+        let out = self.runner.output(&self.cmd([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            "--",
+            reference,
+        ]))?;
         if !out.ended.success() {
             return Ok(None);
         }

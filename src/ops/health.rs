@@ -49,7 +49,10 @@ mod tests {
     #[test]
     fn versions_are_read_by_pointer() {
         assert_eq!(json_pointer(r#"{"version":"2.0.0"}"#, "/version").as_deref(), Some("2.0.0"));
-        assert_eq!(json_pointer(r#"{"opentrace":{"version":"1.1.5"}}"#, "/opentrace/version").as_deref(), Some("1.1.5"));
+        assert_eq!(
+            json_pointer(r#"{"opentrace":{"version":"1.1.5"}}"#, "/opentrace/version").as_deref(),
+            Some("1.1.5")
+        );
         assert_eq!(json_pointer("<html>", "/version"), None);
     }
 

@@ -28,7 +28,15 @@ pub struct Pull {
 }
 
 impl Pull {
-    pub fn new(docker: Docker, compose: Compose, project: Project, container: &Container, configured_image: Option<&str>, current_version: Option<String>, upgrade_id: &str) -> Pull {
+    pub fn new(
+        docker: Docker,
+        compose: Compose,
+        project: Project,
+        container: &Container,
+        configured_image: Option<&str>,
+        current_version: Option<String>,
+        upgrade_id: &str,
+    ) -> Pull {
         let mut service_ref = ImageRef::parse(&container.config.image);
         if let Some(image) = configured_image {
             // IMAGE_NAME names the repository; the tag the service runs stays the one that moves.
@@ -80,7 +88,10 @@ impl Strategy for Pull {
     fn preflight(&mut self, target: &str, force: bool, problems: &mut Vec<String>) {
         for file in &self.project.files {
             if !file.is_file() {
-                problems.push(format!("compose file {} does not exist (from the container's labels or UPGRADERD_COMPOSE_FILES)", file.display()));
+                problems.push(format!(
+                    "compose file {} does not exist (from the container's labels or UPGRADERD_COMPOSE_FILES)",
+                    file.display()
+                ));
             }
         }
         let target_ref = ImageRef { repository: self.service_ref.repository.clone(), tag: target.to_string() };
@@ -118,15 +129,28 @@ impl Strategy for Pull {
         let tag = self.rollback_tag();
         // Tagged first: from now on nothing prunes the image the service runs.
         self.run(journal, &self.docker.tag(&self.previous_image_id, &tag))?;
-        journal.db.set_fields(&journal.upgrade_id.clone(), &[("previousImageId", self.previous_image_id.clone().into()), ("rollbackTag", tag.clone().into()), ("imageRef", self.service_ref.to_string().into())])?;
+        journal.db.set_fields(
+            &journal.upgrade_id.clone(),
+            &[
+                ("previousImageId", self.previous_image_id.clone().into()),
+                ("rollbackTag", tag.clone().into()),
+                ("imageRef", self.service_ref.to_string().into()),
+            ],
+        )?;
         self.run(journal, &self.docker.pull(&target.to_string())).with_context(|| format!("pulling {target}"))?;
         if self.docker.runner().dry_run() {
             return Ok(());
         }
-        let new_id = self.docker.image_id(&target.to_string())?.ok_or_else(|| anyhow!("{target} is not present after the pull"))?;
+        let new_id = self
+            .docker
+            .image_id(&target.to_string())?
+            .ok_or_else(|| anyhow!("{target} is not present after the pull"))?;
         let digest = self.docker.repo_digest(&target.to_string())?;
         self.fetched_version = self.docker.image_version_label(&target.to_string())?;
-        journal.db.set_fields(&journal.upgrade_id.clone(), &[("newImageId", new_id.clone().into()), ("newDigest", digest.clone().into())])?;
+        journal.db.set_fields(
+            &journal.upgrade_id.clone(),
+            &[("newImageId", new_id.clone().into()), ("newDigest", digest.clone().into())],
+        )?;
         journal.log(&format!("Pulled {target} ({})", digest.unwrap_or(new_id)));
         Ok(())
     }

@@ -1,0 +1,450 @@
+//! End-to-end upgrades against the real Docker engine: a local registry on
+//! 127.0.0.1 (Debian's `docker-registry`), test images built FROM scratch
+//! around `examples/testapp`, compose v1 projects, and the real binary.
+//!
+//! Without an engine these tests print SKIP and pass, unless
+//! `UPGRADERD_E2E_REQUIRED=1` (CI), which makes a missing engine a failure.
+//! Everything they create carries `upgraderd-e2e-<pid>`; leftovers of earlier
+//! runs are removed first, and a watcher removes this run's when it exits.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::Sandbox;
+use serde_json::Value;
+
+struct World {
+    registry: String,
+    prefix: String,
+}
+
+/// Each test image: its version tag and how it behaves.
+const VARIANTS: &[(&str, &str, &str)] = &[
+    ("1.0.0", "good", "1"),
+    ("2.0.0", "good", "2"),
+    ("2.0.1", "crash", "2"),
+    ("2.0.2", "hang", "2"),
+    ("2.0.3", "http500", "2"),
+    ("2.0.4", "wrong-version", "2"),
+    ("2.0.5", "migrate-crash", "2"),
+];
+
+fn sh(args: &[&str]) -> (bool, String) {
+    let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().expect("spawn");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[track_caller]
+fn must(args: &[&str]) -> String {
+    let (ok, text) = sh(args);
+    assert!(ok, "`{}` failed:\n{text}", args.join(" "));
+    text
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn world() -> Option<&'static World> {
+    static WORLD: OnceLock<Option<World>> = OnceLock::new();
+    WORLD.get_or_init(set_up).as_ref()
+}
+
+fn set_up() -> Option<World> {
+    let required = std::env::var("UPGRADERD_E2E_REQUIRED").is_ok_and(|v| v == "1");
+    let engine = sh(&["docker", "info", "--format", "{{.ServerVersion}}"]);
+    let tools = sh(&["docker-compose", "version"]).0 && sh(&["sh", "-c", "command -v docker-registry"]).0;
+    if !engine.0 || !tools {
+        let why = if engine.0 { "docker-compose or docker-registry is missing" } else { "no Docker engine answers" };
+        assert!(!required, "UPGRADERD_E2E_REQUIRED=1 but {why}: {}", engine.1);
+        eprintln!("SKIP e2e: {why}; end-to-end upgrades were NOT exercised");
+        return None;
+    }
+    remove_leftovers("upgraderd-e2e-");
+    let prefix = format!("upgraderd-e2e-{}", std::process::id());
+    let port = free_port();
+    let registry = format!("127.0.0.1:{port}");
+    let storage = tempfile::Builder::new().prefix("upgraderd-e2e-registry-").tempdir().unwrap().keep();
+    let config = storage.join("config.yml");
+    fs::write(
+        &config,
+        format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {registry}\n", storage.join("data").display()),
+    )
+    .unwrap();
+    // The registry lives as long as this test process; then the watcher cleans up after it.
+    let watcher = format!(
+        "docker-registry serve {cfg} >/dev/null 2>&1 & reg=$!; \
+         while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $reg; \
+         docker ps -aq --filter label=upgraderd-e2e={prefix} | xargs -r docker rm -f >/dev/null 2>&1; \
+         docker volume ls -q --filter label=upgraderd-e2e={prefix} | xargs -r docker volume rm >/dev/null 2>&1; \
+         docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -F '{prefix}' | xargs -r docker rmi -f >/dev/null 2>&1; \
+         rm -rf {storage}",
+        cfg = config.display(),
+        pid = std::process::id(),
+        storage = storage.display(),
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &watcher])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&registry).is_err() {
+        assert!(Instant::now() < deadline, "the local registry did not start on {registry}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    build_images(&prefix);
+    Some(World { registry, prefix })
+}
+
+fn remove_leftovers(marker: &str) {
+    let mine = format!("{marker}{}", std::process::id());
+    let (_, containers) = sh(&["docker", "ps", "-a", "--format", "{{.ID}} {{.Labels}}"]);
+    for line in containers.lines().filter(|l| l.contains(marker) && !l.contains(&mine)) {
+        let _ = sh(&["docker", "rm", "-f", line.split_whitespace().next().unwrap()]);
+    }
+    let (_, volumes) = sh(&["docker", "volume", "ls", "-q"]);
+    for volume in volumes.lines().filter(|v| v.contains(marker) && !v.contains(&mine)) {
+        let _ = sh(&["docker", "volume", "rm", "-f", volume]);
+    }
+    let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    for image in images.lines().filter(|i| i.contains(marker) && !i.contains(&mine)) {
+        let _ = sh(&["docker", "rmi", "-f", image]);
+    }
+}
+
+fn testapp_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples/testapp");
+    assert!(path.is_file(), "{} missing: `cargo test` builds it", path.display());
+    path
+}
+
+fn build_images(prefix: &str) {
+    let context = tempfile::tempdir().unwrap();
+    fs::copy(testapp_binary(), context.path().join("testapp")).unwrap();
+    for (version, behavior, schema) in VARIANTS {
+        let dockerfile = format!(
+            "FROM scratch\nCOPY testapp /testapp\nENV APP_VERSION={version} APP_BEHAVIOR={behavior} APP_SCHEMA={schema} APP_REPORTED_VERSION=1.9.9\n\
+             LABEL org.opencontainers.image.version={version} upgraderd-e2e={prefix}\nENTRYPOINT [\"/testapp\"]\n"
+        );
+        fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
+        must(&["docker", "build", "-q", "-t", &format!("{prefix}-build:{version}"), context.path().to_str().unwrap()]);
+    }
+}
+
+/// One deployment of the test app in its own compose project, registry repository and volume.
+struct Scenario {
+    world: &'static World,
+    name: String,
+    repo: String,
+    dir: PathBuf,
+    port: u16,
+    sandbox: Sandbox,
+}
+
+impl Scenario {
+    /// Pushes `versions` for this scenario and starts 1.0.0 as `repo:latest`.
+    fn start(test: &str, versions: &[&str]) -> Option<Scenario> {
+        let world = world()?;
+        let name = format!("{}-{test}", world.prefix);
+        let repo = format!("{}/{name}/app", world.registry);
+        for version in versions {
+            must(&["docker", "tag", &format!("{}-build:{version}", world.prefix), &format!("{repo}:{version}")]);
+            must(&["docker", "push", &format!("{repo}:{version}")]);
+        }
+        must(&["docker", "tag", &format!("{repo}:1.0.0"), &format!("{repo}:latest")]);
+        // Only what the service runs stays local: the upgrade must pull its target.
+        for version in versions.iter().filter(|v| **v != "1.0.0") {
+            must(&["docker", "rmi", &format!("{repo}:{version}")]);
+        }
+        let sandbox = Sandbox::new();
+        let dir = sandbox.path().join("deploy");
+        fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        fs::write(
+            dir.join("docker-compose.yml"),
+            format!(
+                "version: '3.7'\nservices:\n  app:\n    image: {repo}:latest\n    restart: unless-stopped\n    ports:\n      - \"127.0.0.1:{port}:3001\"\n    \
+                 volumes:\n      - appdata:/data\n    env_file: app.env\n    labels:\n      upgraderd-e2e: {prefix}\nvolumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n",
+                prefix = world.prefix
+            ),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("docker-compose.prod.yml"),
+            "version: '3.7'\nservices:\n  app:\n    environment:\n      OVERLAY: from-overlay\n",
+        )
+        .unwrap();
+        fs::write(dir.join("app.env"), "GREETING=hello-from-env-file\n").unwrap();
+        let scenario = Scenario { world, name, repo, dir, port, sandbox };
+        scenario.compose(&["up", "-d"]);
+        scenario.wait_version("1.0.0");
+        for item in ["alpha", "beta", "gamma"] {
+            let url = format!("http://127.0.0.1:{}/api/items?name={item}", scenario.port);
+            ureq::post(&url).call().expect("seed data");
+        }
+        Some(scenario)
+    }
+
+    fn compose(&self, args: &[&str]) -> String {
+        let mut argv =
+            vec!["docker-compose", "-p", &self.name, "-f", "docker-compose.yml", "-f", "docker-compose.prod.yml"];
+        argv.extend_from_slice(args);
+        let out = Command::new(argv[0]).args(&argv[1..]).current_dir(&self.dir).output().unwrap();
+        assert!(out.status.success(), "compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn container(&self) -> String {
+        let out =
+            must(&["docker", "ps", "-aq", "--filter", &format!("label=com.docker.compose.project={}", self.name)]);
+        out.lines().next().expect("the service has a container").to_string()
+    }
+
+    fn health(&self) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}/api/health", self.port);
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+        agent.get(&url).call().ok()?.into_json().ok()
+    }
+
+    fn wait_version(&self, version: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(health) = self.health().filter(|h| h["version"] == version) {
+                return health;
+            }
+            assert!(Instant::now() < deadline, "{version} never answered; last: {:?}", self.health());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A consistent dump of the app's data: schema version and every row.
+    fn dump(&self) -> String {
+        let volume = format!("{}_appdata", self.name);
+        let mountpoint = must(&["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", &volume]);
+        let db = rusqlite::Connection::open_with_flags(
+            Path::new(mountpoint.trim()).join("app.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let mut stmt = db.prepare("SELECT * FROM items ORDER BY id").unwrap();
+        let columns = stmt.column_count();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| {
+                Ok((0..columns)
+                    .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        format!("schema {version}\n{}", rows.join("\n"))
+    }
+
+    fn upgraderd(&self, args: &[&str]) -> common::Run {
+        let mut sb_args = vec!["--state-dir", self.sandbox.state().to_str().unwrap().to_string().leak() as &str];
+        sb_args.extend_from_slice(args);
+        let mut cmd = self.sandbox.command(&sb_args);
+        cmd.env("UPGRADERD_CONTAINER", self.container())
+            .env("UPGRADERD_HEALTH_URL", format!("http://127.0.0.1:{}/api/health", self.port))
+            .env("UPGRADERD_HEALTH_TIMEOUT", "20s")
+            .env("UPGRADERD_HEALTH_STABLE", "1s")
+            .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
+            .env("UPGRADERD_MIN_FREE", "1MB")
+            .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path());
+        let out = cmd.output().unwrap();
+        common::Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn status_file(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.sandbox.path().join(".upgrade-status.json")).unwrap()).unwrap()
+    }
+
+    fn last_history(&self) -> Value {
+        let run = self.sandbox.run(&[
+            "--state-dir",
+            self.sandbox.state().to_str().unwrap(),
+            "--json",
+            "history",
+            "--limit",
+            "1",
+        ]);
+        run.success().json()["history"][0].clone()
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose")
+            .args([
+                "-p",
+                &self.name,
+                "-f",
+                "docker-compose.yml",
+                "-f",
+                "docker-compose.prod.yml",
+                "down",
+                "-v",
+                "-t",
+                "1",
+            ])
+            .current_dir(&self.dir)
+            .output();
+        let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", &self.repo]);
+        for image in images.lines() {
+            let _ = sh(&["docker", "rmi", "-f", image]);
+        }
+    }
+}
+
+#[test]
+fn happy_path_keeps_settings_and_migrates_data() {
+    let Some(s) = Scenario::start("happy", &["1.0.0", "2.0.0"]) else { return };
+    let before = s.dump();
+    assert!(before.starts_with("schema 1"), "{before}");
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("[ 40%] downloading"), "{}", run.stderr);
+    let health = s.wait_version("2.0.0");
+    assert_eq!(health["greeting"], "hello-from-env-file");
+    assert_eq!(health["overlay"], "from-overlay");
+    let after = s.dump();
+    assert!(after.starts_with("schema 2") && after.contains("ALPHA"), "{after}");
+    let row = s.last_history();
+    assert_eq!(row["status"], "complete");
+    assert_eq!((row["fromVersion"].as_str(), row["toVersion"].as_str()), (Some("1.0.0"), Some("2.0.0")));
+    assert!(Path::new(row["backupPath"].as_str().unwrap()).is_file());
+    let status = s.status_file();
+    assert_eq!((status["status"].as_str(), status["progress"].as_i64()), (Some("complete"), Some(100)));
+    assert_eq!(status["upgradeId"], row["upgradeId"]);
+
+    // Manual rollback puts 1.0.0 and its data back.
+    let run = s.upgraderd(&["rollback"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before);
+}
+
+fn bad_version_rolls_back(test: &str, version: &str, reason: &str) {
+    let Some(s) = Scenario::start(test, &["1.0.0", version]) else { return };
+    let before = s.dump();
+    let run = s.upgraderd(&["upgrade", "--to", version]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before, "data must be restored byte for byte in content");
+    let row = s.last_history();
+    assert_eq!(row["status"], "rolled_back", "{row}");
+    let error = row["errorMessage"].as_str().unwrap();
+    assert!(error.contains(reason), "expected {reason:?} in {error}");
+    assert_eq!(s.status_file()["status"], "rolled_back");
+}
+
+#[test]
+fn a_version_that_crashes_at_start_is_rolled_back_without_waiting_for_the_timeout() {
+    // The reason names the exit or the crash loop, not the timeout: the gate failed fast.
+    let Some(_) = world() else { return };
+    bad_version_rolls_back("crash", "2.0.1", "the container");
+}
+
+#[test]
+fn a_version_that_never_listens_is_rolled_back() {
+    bad_version_rolls_back("hang", "2.0.2", "not healthy after 20s");
+}
+
+#[test]
+fn a_version_whose_health_answers_500_is_rolled_back() {
+    bad_version_rolls_back("http500", "2.0.3", "answered HTTP 500");
+}
+
+#[test]
+fn a_version_reporting_the_wrong_version_is_rolled_back() {
+    bad_version_rolls_back("wrongver", "2.0.4", "reports version 1.9.9 at /version, expected 2.0.4");
+}
+
+#[test]
+fn a_version_that_migrates_then_crashes_is_rolled_back_with_its_data() {
+    bad_version_rolls_back("migcrash", "2.0.5", "the container");
+}
+
+#[test]
+fn a_target_missing_from_the_registry_is_refused_before_anything_changes() {
+    let Some(s) = Scenario::start("absent", &["1.0.0"]) else { return };
+    let container = s.container();
+    let run = s.upgraderd(&["upgrade", "--to", "9.9.9"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("does not exist in the registry"), "{}", run.stderr);
+    assert_eq!(s.container(), container, "the container was not recreated");
+    let row = s.last_history();
+    assert_eq!(row["status"], "failed");
+    assert!(row["errorMessage"].as_str().unwrap().contains("refused in preflight"));
+    assert!(row["backupPath"].is_null());
+}
+
+#[test]
+fn a_compose_file_pinning_another_tag_is_refused_naming_the_file() {
+    let Some(s) = Scenario::start("pinned", &["1.0.0", "2.0.0"]) else { return };
+    let container = s.container();
+    fs::write(
+        s.dir.join("docker-compose.prod.yml"),
+        format!(
+            "version: '3.7'\nservices:\n  app:\n    image: {}:1.0.0\n    environment:\n      OVERLAY: from-overlay\n",
+            s.repo
+        ),
+    )
+    .unwrap();
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("docker-compose.prod.yml:4 sets the image"), "{}", run.stderr);
+    assert_eq!(s.container(), container);
+    s.wait_version("1.0.0");
+}
+
+#[test]
+fn a_second_upgrade_while_one_runs_exits_3() {
+    let Some(s) = Scenario::start("twice", &["1.0.0", "2.0.2"]) else { return };
+    let first = {
+        let mut args = vec!["--state-dir".to_string(), s.sandbox.state().display().to_string()];
+        args.extend(["upgrade", "--to", "2.0.2"].map(String::from));
+        let mut cmd = s.sandbox.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        cmd.env("UPGRADERD_CONTAINER", s.container())
+            .env("UPGRADERD_HEALTH_URL", format!("http://127.0.0.1:{}/api/health", s.port))
+            .env("UPGRADERD_HEALTH_TIMEOUT", "20s")
+            .env("UPGRADERD_MIN_FREE", "1MB");
+        cmd.spawn().unwrap()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let second = s.upgraderd(&["upgrade", "--to", "2.0.2"]);
+    assert_eq!(second.code, 3, "{}", second.stderr);
+    assert!(second.stderr.contains("another upgraderd holds the lock"), "{}", second.stderr);
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    s.wait_version("1.0.0");
+}
+
+#[test]
+fn dry_run_prints_the_commands_and_changes_nothing() {
+    let Some(s) = Scenario::start("dryrun", &["1.0.0", "2.0.0"]) else { return };
+    let container = s.container();
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.0", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&format!("pull {}:2.0.0", s.repo)), "{}", run.stdout);
+    assert!(run.stdout.contains("up -d --no-deps --force-recreate app"), "{}", run.stdout);
+    assert_eq!(s.container(), container);
+    assert!(!s.sandbox.state().join("upgraderd.db").exists() || s.last_history().is_null());
+}
