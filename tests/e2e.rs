@@ -90,13 +90,15 @@ fn set_up() -> Option<World> {
         pid = std::process::id(),
         storage = storage.display(),
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &watcher])
+    // `setsid -f` forks the watcher off and returns at once.
+    let started = Command::new("setsid")
+        .args(["-f", "sh", "-c", &watcher])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .unwrap();
+    assert!(started.success(), "cannot start the registry watcher");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(&registry).is_err() {
         assert!(Instant::now() < deadline, "the local registry did not start on {registry}");
@@ -144,7 +146,6 @@ fn build_images(prefix: &str) {
 
 /// One deployment of the test app in its own compose project, registry repository and volume.
 struct Scenario {
-    world: &'static World,
     name: String,
     repo: String,
     dir: PathBuf,
@@ -186,7 +187,7 @@ impl Scenario {
         )
         .unwrap();
         fs::write(dir.join("app.env"), "GREETING=hello-from-env-file\n").unwrap();
-        let scenario = Scenario { world, name, repo, dir, port, sandbox };
+        let scenario = Scenario { name, repo, dir, port, sandbox };
         scenario.compose(&["up", "-d"]);
         scenario.wait_version("1.0.0");
         for item in ["alpha", "beta", "gamma"] {
