@@ -28,6 +28,10 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
         upgrade_id: None,
     };
     let outcome = pipeline::run(&ctx.config, ctx.ui, &request)?;
+    if args.dry_run && outcome.terminal == Terminal::Complete {
+        ctx.ui.print("dry run: nothing was changed");
+        return Ok(Exit::Success);
+    }
     report(ctx, &outcome);
     Ok(if outcome.terminal == Terminal::Complete { Exit::Success } else { Exit::Failed })
 }
