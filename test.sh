@@ -26,4 +26,13 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's last line is the empty doc-test run).
+sum() { grep -Eo "[0-9]+ $1" "$log" | awk '{n += $1} END {print n + 0}'; }
+echo "tests: $(sum passed) passed, $(sum failed) failed"
+exit "$status"

@@ -38,15 +38,9 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
 
 pub fn report(ctx: &Ctx, outcome: &Outcome) {
     if ctx.ui.json() {
-        ctx.ui.emit(&json!({
-            "event": "result",
-            "upgradeId": outcome.upgrade_id,
-            "status": outcome.terminal.as_str(),
-            "fromVersion": outcome.from_version,
-            "toVersion": outcome.to_version,
-            "error": outcome.error,
-            "backupPath": outcome.backup,
-        }));
+        let mut result = outcome.to_json();
+        result["event"] = json!("result");
+        ctx.ui.emit(&result);
         return;
     }
     let versions = format!("{} -> {}", outcome.from_version.as_deref().unwrap_or("?"), outcome.to_version);

@@ -52,6 +52,20 @@ pub struct Outcome {
     pub backup: Option<PathBuf>,
 }
 
+impl Outcome {
+    /// The outcome as the app, notifications and `--json` see it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "upgradeId": self.upgrade_id,
+            "status": self.terminal.as_str(),
+            "fromVersion": self.from_version,
+            "toVersion": self.to_version,
+            "error": self.error,
+            "backupPath": self.backup,
+        })
+    }
+}
+
 /// Checks a requested version against the strict tag grammar before it goes
 /// near an argv: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 pub fn validate_version(version: &str) -> Result<(), String> {

@@ -467,15 +467,9 @@ fn hook(command: &str, upgrade_id: &str, from: Option<&str>, to: &str, status: &
 /// Notification and post-upgrade hook, after the terminal state is recorded.
 fn after_terminal(config: &Config, ui: &Ui, outcome: &Outcome) {
     if let Some(url) = &config.notify_url {
-        let body = json!({
-            "upgradeId": outcome.upgrade_id,
-            "status": outcome.terminal.as_str(),
-            "fromVersion": outcome.from_version,
-            "toVersion": outcome.to_version,
-            "error": outcome.error,
-            "backupPath": outcome.backup,
-            "host": std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
-        });
+        let mut body = outcome.to_json();
+        body["host"] =
+            json!(std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default());
         if let Err(e) = notify::post_json(url, &body) {
             ui.warn(format!("{e:#}"));
         }
