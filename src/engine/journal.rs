@@ -2,12 +2,12 @@
 //! then to the status file the app reads, then to the terminal.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
-use serde_json::json;
 
+use crate::engine::status::{Heartbeat, Snapshot, StatusFile, HEARTBEAT_EVERY};
 use crate::store::db::{now_ms, Db};
-use crate::store::files;
 use crate::ui::Ui;
 
 /// How many log lines the status file carries.
@@ -17,7 +17,8 @@ pub struct Journal<'a> {
     pub db: Db,
     pub upgrade_id: String,
     pub ui: &'a Ui,
-    status_file: Option<PathBuf>,
+    status_file: Option<Arc<StatusFile>>,
+    _heartbeat: Option<Heartbeat>,
     from_version: Option<String>,
     to_version: String,
     started_at: i64,
@@ -26,18 +27,20 @@ pub struct Journal<'a> {
 
 impl<'a> Journal<'a> {
     pub fn new(db: Db, upgrade_id: &str, ui: &'a Ui, status_file: Option<PathBuf>, to_version: &str) -> Journal<'a> {
+        let status_file = status_file.map(StatusFile::new);
+        let heartbeat = status_file.as_ref().map(|file| file.heartbeat(HEARTBEAT_EVERY));
         Journal {
             db,
             upgrade_id: upgrade_id.to_string(),
             ui,
             status_file,
+            _heartbeat: heartbeat,
             from_version: None,
             to_version: to_version.to_string(),
             started_at: now_ms(),
             logs: Vec::new(),
         }
     }
-
     pub fn set_versions(&mut self, from: Option<&str>, to: &str) {
         self.from_version = from.map(str::to_string);
         self.to_version = to.to_string();
@@ -59,7 +62,14 @@ impl<'a> Journal<'a> {
             rusqlite::params![self.upgrade_id, message, now_ms()],
         );
         self.logs.push(message.to_string());
+        if let Some(file) = &self.status_file {
+            let _ = file.set_logs(self.recent_logs());
+        }
         self.ui.info(format!("       {message}"));
+    }
+
+    fn recent_logs(&self) -> Vec<String> {
+        self.logs[self.logs.len().saturating_sub(STATUS_LOG_LINES)..].to_vec()
     }
 
     /// Records the terminal state.
@@ -73,26 +83,20 @@ impl<'a> Journal<'a> {
 
     /// The status file is the app's view; failing to write it must not fail the upgrade.
     fn write_status(&self, status: &str, progress: u8, step: &str, error: Option<&str>) {
-        let Some(path) = &self.status_file else { return };
-        let iso = |ms: i64| {
-            chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        let Some(file) = &self.status_file else { return };
+        let snapshot = Snapshot {
+            upgrade_id: self.upgrade_id.clone(),
+            status: status.to_string(),
+            progress,
+            current_step: step.to_string(),
+            from_version: self.from_version.clone(),
+            to_version: Some(self.to_version.clone()),
+            started_at: self.started_at,
+            logs: self.recent_logs(),
+            error: error.map(str::to_string),
         };
-        let logs = &self.logs[self.logs.len().saturating_sub(STATUS_LOG_LINES)..];
-        let body = json!({
-            "upgradeId": self.upgrade_id,
-            "status": status,
-            "progress": progress,
-            "currentStep": step,
-            "fromVersion": self.from_version,
-            "toVersion": self.to_version,
-            "startedAt": iso(self.started_at),
-            "updatedAt": iso(now_ms()),
-            "logs": logs,
-            "error": error,
-        });
-        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
-        if let Err(e) = files::write_atomic(path, &bytes, 0o644) {
-            self.ui.warn(format!("cannot write the status file {}: {e}", path.display()));
+        if let Err(e) = file.write(snapshot) {
+            self.ui.warn(format!("cannot write the status file {}: {e}", file.path().display()));
         }
     }
 }

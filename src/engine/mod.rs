@@ -5,6 +5,7 @@
 pub mod gate;
 pub mod journal;
 pub mod pipeline;
+pub mod status;
 pub mod strategy;
 
 use std::path::PathBuf;

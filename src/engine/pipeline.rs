@@ -356,7 +356,7 @@ impl Attempt<'_, '_> {
             self.journal.log(&format!("Restoring data from {}", archive.display()));
             if let Err(e) = backup::restore(&archive, &Destination::Original, &mut |_| {}) {
                 let error = format!(
-                    "{reason}\nrollback failed: restoring data: {e:#}; the backup {} is intact",
+                    "{reason}\nrollback failed: restoring data from {}: {e:#}; the data was left as the new version wrote it",
                     archive.display()
                 );
                 return self.end(Terminal::Failed, "Rollback failed", Some(error));

@@ -1,0 +1,157 @@
+//! The status file the app reads (`.upgrade-status.json` in the trigger dir):
+//! its JSON shape, atomic writes that never follow a planted symlink, and a
+//! heartbeat that refreshes `updatedAt` during long steps so the app can tell
+//! a slow upgrade from a dead watcher.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::store::db::now_ms;
+use crate::store::files;
+
+/// How often a running upgrade rewrites its status file when nothing else happens.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// One snapshot of an upgrade as the app sees it (the reference API's status shape).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub upgrade_id: String,
+    pub status: String,
+    pub progress: u8,
+    pub current_step: String,
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+    pub started_at: i64,
+    pub logs: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl Snapshot {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "upgradeId": self.upgrade_id,
+            "status": self.status,
+            "progress": self.progress,
+            "currentStep": self.current_step,
+            "fromVersion": self.from_version,
+            "toVersion": self.to_version,
+            "startedAt": iso(self.started_at),
+            "updatedAt": iso(now_ms()),
+            "logs": self.logs,
+            "error": self.error,
+        })
+    }
+}
+
+pub fn iso(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// The status file, shared by the journal and its heartbeat.
+#[derive(Debug)]
+pub struct StatusFile {
+    path: PathBuf,
+    last: Mutex<Option<Snapshot>>,
+}
+
+impl StatusFile {
+    pub fn new(path: PathBuf) -> Arc<StatusFile> {
+        Arc::new(StatusFile { path, last: Mutex::new(None) })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Replaces the file atomically; a planted symlink is replaced, never followed.
+    pub fn write(&self, snapshot: Snapshot) -> std::io::Result<()> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.write_snapshot(&snapshot);
+        *last = Some(snapshot);
+        result
+    }
+
+    /// Replaces the log lines of the last snapshot and rewrites it.
+    pub fn set_logs(&self, logs: Vec<String>) -> std::io::Result<()> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match last.as_mut() {
+            Some(snapshot) => {
+                snapshot.logs = logs;
+                self.write_snapshot(snapshot)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Rewrites the last snapshot with a fresh `updatedAt`.
+    fn refresh(&self) {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(snapshot) = last.as_ref() {
+            let _ = self.write_snapshot(snapshot);
+        }
+    }
+
+    fn write_snapshot(&self, snapshot: &Snapshot) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(&snapshot.to_json()).unwrap_or_default();
+        files::write_atomic(&self.path, &bytes, 0o644)
+    }
+
+    /// Starts refreshing the file every `every` until the returned guard is dropped.
+    pub fn heartbeat(self: &Arc<Self>, every: Duration) -> Heartbeat {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let file = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("status-heartbeat".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    file.refresh();
+                }
+            })
+            .ok();
+        Heartbeat { stop: Some(stop), thread }
+    }
+}
+
+/// Stops the heartbeat thread when dropped.
+pub struct Heartbeat {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_refreshes_updated_at_and_stops_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StatusFile::new(dir.path().join("status.json"));
+        file.write(Snapshot { upgrade_id: "u1".into(), status: "downloading".into(), ..Snapshot::default() }).unwrap();
+        let read =
+            || -> Value { serde_json::from_slice(&std::fs::read(dir.path().join("status.json")).unwrap()).unwrap() };
+        let first = read()["updatedAt"].clone();
+        let beat = file.heartbeat(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(120));
+        drop(beat);
+        let after = read();
+        assert_eq!(after["status"], "downloading");
+        assert_ne!(after["updatedAt"], first);
+        let settled = std::fs::read(dir.path().join("status.json")).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(std::fs::read(dir.path().join("status.json")).unwrap(), settled, "no write after the drop");
+    }
+}
