@@ -40,6 +40,9 @@ _upgraderd() {
             upgraderd,upgrade)
                 cmd="upgraderd__subcmd__upgrade"
                 ;;
+            upgraderd,watch)
+                cmd="upgraderd__subcmd__watch"
+                ;;
             upgraderd__subcmd__backup,create)
                 cmd="upgraderd__subcmd__backup__subcmd__create"
                 ;;
@@ -100,6 +103,9 @@ _upgraderd() {
             upgraderd__subcmd__help,upgrade)
                 cmd="upgraderd__subcmd__help__subcmd__upgrade"
                 ;;
+            upgraderd__subcmd__help,watch)
+                cmd="upgraderd__subcmd__help__subcmd__watch"
+                ;;
             upgraderd__subcmd__help__subcmd__backup,create)
                 cmd="upgraderd__subcmd__help__subcmd__backup__subcmd__create"
                 ;;
@@ -122,7 +128,7 @@ _upgraderd() {
 
     case "${cmd}" in
         upgraderd)
-            opts="-c -v -q -h -V --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version upgrade rollback backup history status config completions help"
+            opts="-c -v -q -h -V --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version watch upgrade rollback backup history status config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -678,7 +684,7 @@ _upgraderd() {
             return 0
             ;;
         upgraderd__subcmd__help)
-            opts="upgrade rollback backup history status config completions help"
+            opts="watch upgrade rollback backup history status config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -873,6 +879,20 @@ _upgraderd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        upgraderd__subcmd__help__subcmd__watch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         upgraderd__subcmd__history)
             opts="-c -v -q -h -V --limit --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1042,6 +1062,56 @@ _upgraderd() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --docker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        upgraderd__subcmd__watch)
+            opts="-c -v -q -h -V --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -92,6 +92,8 @@ impl SettingFlags {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: turn the app's triggers into upgrades, recover interrupted ones
+    Watch,
     /// Upgrade the service: back up, fetch, switch, health-check, roll back on failure
     Upgrade(UpgradeArgs),
     /// Put back the version before an upgrade (default: the last complete one) and its data

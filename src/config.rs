@@ -151,6 +151,10 @@ impl Env {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
+
+    pub fn from_pairs<K: Into<String>>(pairs: impl IntoIterator<Item = (K, String)>) -> Self {
+        Env(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
+    }
 }
 
 /// One `KEY=VALUE` line of an env-style file.

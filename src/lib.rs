@@ -8,10 +8,13 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod exit;
 pub mod ops;
+pub mod signals;
 pub mod store;
+pub mod trigger;
 pub mod ui;
 
 use std::ffi::OsString;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 /// Printer for one run of the program.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Ui {
     json: bool,
     verbosity: i8,

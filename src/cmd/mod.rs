@@ -8,6 +8,7 @@ mod history;
 mod rollback;
 mod status;
 mod upgrade;
+mod watch;
 
 use anyhow::Result;
 
@@ -58,6 +59,7 @@ pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
     }
     let ctx = Ctx { config, layers, ui, runner: Runner::new(false) };
     match &cli.command {
+        Command::Watch => watch::run(&ctx, env),
         Command::Upgrade(args) => upgrade::run(&ctx, args),
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Backup(command) => backup::run(&ctx, command),

@@ -26,6 +26,7 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
         dry_run: args.dry_run,
         initiated_by: "cli".into(),
         upgrade_id: None,
+        shutdown: (!args.dry_run).then(crate::signals::install),
     };
     let outcome = pipeline::run(&ctx.config, ctx.ui, &request)?;
     if args.dry_run && outcome.terminal == Terminal::Complete {

@@ -5,6 +5,7 @@
 pub mod gate;
 pub mod journal;
 pub mod pipeline;
+pub mod recover;
 pub mod status;
 pub mod strategy;
 
@@ -22,6 +23,8 @@ pub struct Request {
     pub initiated_by: String,
     /// Given by the app's trigger; generated otherwise.
     pub upgrade_id: Option<String>,
+    /// A stop request: before the switch it abandons the upgrade and ends interruptible children.
+    pub shutdown: Option<crate::signals::Shutdown>,
 }
 
 /// How an upgrade ended: one of the invariant's three states.

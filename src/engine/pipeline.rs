@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::engine::gate::{wait_healthy, GateSpec};
 use crate::engine::journal::Journal;
+use crate::engine::recover;
 use crate::engine::strategy::pull::Pull;
 use crate::engine::strategy::Strategy;
 use crate::engine::{compare_versions, new_upgrade_id, validate_version, Outcome, Request, Terminal};
@@ -87,10 +88,17 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
     if !request.dry_run {
         lock.set_upgrade(&upgrade_id)?;
     }
-    let runner = Runner::new(request.dry_run).with_sink({
+    let mut runner = Runner::new(request.dry_run).with_sink({
         let json = ui.json();
         std::sync::Arc::new(move |source: &str, line: &str| Ui::new(json, 0).stream_line(source, line))
     });
+    if let Some(shutdown) = &request.shutdown {
+        runner = runner.with_stop_flag(shutdown.requested.clone());
+    }
+    if !request.dry_run {
+        // Holding the lock, any unfinished upgrade in the journal is an orphan: put it right first.
+        recover::reconcile(config, ui, None)?;
+    }
     let db_path = if request.dry_run { scratch_db()? } else { config.db_path() };
     let db = Db::open(&db_path)?;
     let status_file = config.trigger_dir.as_ref().filter(|_| !request.dry_run).map(|d| d.join(&config.status_file));
@@ -164,6 +172,9 @@ impl Attempt<'_, '_> {
         if self.request.dry_run {
             return self.dry_run(strategy.as_mut());
         }
+        if self.interrupted() {
+            return self.abandon("preflight");
+        }
         if let Some(veto) = self.pre_upgrade_hook()? {
             return self.end(Terminal::Failed, "Vetoed by UPGRADERD_PRE_UPGRADE_CMD", Some(veto));
         }
@@ -175,8 +186,14 @@ impl Attempt<'_, '_> {
         } else {
             self.journal.log("Backup skipped as requested; a rollback cannot restore data");
         }
+        if self.interrupted() {
+            return self.abandon("the backup");
+        }
         self.journal.step("downloading", 40, "Downloading new version")?;
         if let Err(err) = strategy.fetch(self.journal) {
+            if self.interrupted() {
+                return self.abandon("the download");
+            }
             return self.end(
                 Terminal::Failed,
                 "Download failed; the running version was not touched",
@@ -187,7 +204,11 @@ impl Attempt<'_, '_> {
             .fetched_version()
             .filter(|_| self.request.target == "latest")
             .unwrap_or_else(|| self.request.target.clone());
+        if self.interrupted() {
+            return self.abandon("the download");
+        }
         self.journal.set_versions(self.from_version.as_deref(), &to_version);
+        // From here on an interruption is finished (gate or rollback), never abandoned half-switched.
         self.journal.db.set_fields(
             &self.journal.upgrade_id.clone(),
             &[("toVersion", to_version.clone().into()), ("switched", true.into())],
@@ -338,43 +359,35 @@ impl Attempt<'_, '_> {
     }
 
     fn gate(&self, expect: Option<String>) -> GateSpec {
-        GateSpec {
-            url: self.config.health_url.clone(),
-            timeout: self.config.health_timeout,
-            stable: self.config.health_stable,
-            expect_version: self.config.health_version_pointer.clone().zip(expect),
-        }
+        gate_spec(self.config, expect)
     }
 
     /// Puts the previous version and its data back; `failed` if even that does not come up healthy.
     fn roll_back(&mut self, strategy: &mut dyn Strategy, reason: String) -> Result<Outcome> {
         self.journal.step("rolling_back", 90, &format!("Rolling back: {}", first_line(&reason)))?;
-        if let Err(e) = strategy.stop(self.journal) {
-            self.journal.log(&format!("Stopping the new version failed: {e:#}"));
-        }
-        if let Some(archive) = self.backup.clone() {
-            self.journal.log(&format!("Restoring data from {}", archive.display()));
-            if let Err(e) = backup::restore(&archive, &Destination::Original, &mut |_| {}) {
-                let error = format!(
-                    "{reason}\nrollback failed: restoring data from {}: {e:#}; the data was left as the new version wrote it",
-                    archive.display()
-                );
-                return self.end(Terminal::Failed, "Rollback failed", Some(error));
-            }
-        }
-        if let Err(e) = strategy.revert(self.journal) {
-            let error = format!("{reason}\nrollback failed: {e:#}");
-            return self.end(Terminal::Failed, "Rollback failed", Some(error));
-        }
-        let (project, service) = strategy.project_and_service();
-        let docker = Docker::new(&self.config.docker, self.runner.clone());
-        match wait_healthy(&docker, project, service, &self.gate(self.from_version.clone())) {
-            Ok(_) => self.end(Terminal::RolledBack, "Rolled back to the previous version", Some(reason)),
-            Err(why) => {
-                let error = format!("{reason}\nrollback failed: the previous version is not healthy either: {why}");
-                self.end(Terminal::Failed, "Rollback failed", Some(error))
-            }
-        }
+        let backup = self.backup.clone();
+        let (terminal, message, error) = restore_previous(
+            self.config,
+            &self.runner,
+            self.journal,
+            strategy,
+            backup.as_deref(),
+            self.from_version.clone(),
+            reason,
+        );
+        self.end(terminal, message, Some(error))
+    }
+
+    /// Whether a stop was asked for; before the switch that abandons the upgrade.
+    fn interrupted(&self) -> bool {
+        self.request.shutdown.as_ref().is_some_and(|s| s.is_requested())
+    }
+
+    fn abandon(&mut self, during: &str) -> Result<Outcome> {
+        let error = format!(
+            "upgraderd was asked to stop during {during}, before the switch; the running version and its data were not touched"
+        );
+        self.end(Terminal::Failed, "Interrupted before the switch; nothing was changed", Some(error))
     }
 
     fn pre_upgrade_hook(&mut self) -> Result<Option<String>> {
@@ -435,6 +448,56 @@ impl Attempt<'_, '_> {
     }
 }
 
+/// Stops the new version, restores the backup, starts the previous version and
+/// gates it. Shared by an attempt's rollback and the recovery of an interrupted one.
+pub(crate) fn restore_previous(
+    config: &Config,
+    runner: &Runner,
+    journal: &mut Journal,
+    strategy: &mut dyn Strategy,
+    backup: Option<&Path>,
+    from_version: Option<String>,
+    reason: String,
+) -> (Terminal, &'static str, String) {
+    if let Err(e) = strategy.stop(journal) {
+        journal.log(&format!("Stopping the new version failed: {e:#}"));
+    }
+    if let Some(archive) = backup {
+        journal.log(&format!("Restoring data from {}", archive.display()));
+        if let Err(e) = backup::restore(archive, &Destination::Original, &mut |_| {}) {
+            let error = format!(
+                "{reason}\nrollback failed: restoring data from {}: {e:#}; the data was left as the new version wrote it",
+                archive.display()
+            );
+            return (Terminal::Failed, "Rollback failed", error);
+        }
+    }
+    if let Err(e) = strategy.revert(journal) {
+        return (Terminal::Failed, "Rollback failed", format!("{reason}\nrollback failed: {e:#}"));
+    }
+    let (project, service) = strategy.project_and_service();
+    let docker = Docker::new(&config.docker, runner.clone());
+    let spec = gate_spec(config, from_version);
+    match wait_healthy(&docker, project, service, &spec) {
+        Ok(_) => (Terminal::RolledBack, "Rolled back to the previous version", reason),
+        Err(why) => (
+            Terminal::Failed,
+            "Rollback failed",
+            format!("{reason}\nrollback failed: the previous version is not healthy either: {why}"),
+        ),
+    }
+}
+
+/// The health gate for this deployment, expecting `version` when a version pointer is configured.
+pub(crate) fn gate_spec(config: &Config, version: Option<String>) -> GateSpec {
+    GateSpec {
+        url: config.health_url.clone(),
+        timeout: config.health_timeout,
+        stable: config.health_stable,
+        expect_version: config.health_version_pointer.clone().zip(version),
+    }
+}
+
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
@@ -465,7 +528,7 @@ fn hook(command: &str, upgrade_id: &str, from: Option<&str>, to: &str, status: &
 }
 
 /// Notification and post-upgrade hook, after the terminal state is recorded.
-fn after_terminal(config: &Config, ui: &Ui, outcome: &Outcome) {
+pub(crate) fn after_terminal(config: &Config, ui: &Ui, outcome: &Outcome) {
     if let Some(url) = &config.notify_url {
         let mut body = outcome.to_json();
         body["host"] =
@@ -561,12 +624,7 @@ pub fn manual_rollback(
         Ok(()) if dry_run => Ok(()),
         Ok(()) => {
             journal.step("health_check", 80, "Running health checks")?;
-            let spec = GateSpec {
-                url: config.health_url.clone(),
-                timeout: config.health_timeout,
-                stable: config.health_stable,
-                expect_version: config.health_version_pointer.clone().zip(record.from_version.clone()),
-            };
+            let spec = gate_spec(config, record.from_version.clone());
             wait_healthy(&deployment.docker, &deployment.project.name, &deployment.project.service, &spec).map(|_| ())
         }
     };

@@ -6,5 +6,7 @@ pub mod compose;
 pub mod disk;
 pub mod docker;
 pub mod health;
+pub mod inotify;
 pub mod notify;
 pub mod process;
+pub mod systemd;

@@ -8,6 +8,11 @@
 //! [`ProcessError`] carrying the command line, how the child ended and the tail
 //! of its stderr: the record that goes into history. `--dry-run` is decided
 //! here and nowhere else: a mutating command is printed instead of run.
+//!
+//! Children die with upgraderd (`PR_SET_PDEATHSIG`), so a killed upgrader
+//! never leaves a `compose up` racing the recovery that follows it. A command
+//! marked interruptible is stopped early when the runner's stop flag is set
+//! (a shutdown asked for before the switch).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -15,6 +20,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
@@ -39,6 +45,7 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     stream: bool,
     mutates: bool,
+    interruptible: bool,
 }
 
 impl Cmd {
@@ -53,6 +60,7 @@ impl Cmd {
             stdin: None,
             stream: false,
             mutates: false,
+            interruptible: false,
         }
     }
 
@@ -108,6 +116,12 @@ impl Cmd {
         self
     }
 
+    /// Lets a stop request end the child early (SIGTERM, then SIGKILL after the grace period).
+    pub fn interruptible(mut self) -> Cmd {
+        self.interruptible = true;
+        self
+    }
+
     pub fn is_mutating(&self) -> bool {
         self.mutates
     }
@@ -149,6 +163,8 @@ pub enum Ended {
     Signal(i32),
     /// It outlived its timeout; `killed` when SIGTERM was not enough and SIGKILL was sent.
     TimedOut { after: Duration, killed: bool },
+    /// upgraderd was asked to stop and ended it.
+    Interrupted,
 }
 
 impl Ended {
@@ -176,6 +192,7 @@ impl fmt::Display for Ended {
             Ended::TimedOut { after, killed: true } => {
                 write!(f, "timed out after {:.1}s, ignored SIGTERM and was killed with SIGKILL", after.as_secs_f64())
             }
+            Ended::Interrupted => write!(f, "was stopped because upgraderd was asked to stop"),
         }
     }
 }
@@ -283,6 +300,8 @@ pub struct Runner {
     sink: Option<LineSink>,
     /// Dry-run: the command lines that would have been run.
     planned: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Set when upgraderd is asked to stop; ends interruptible children.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl fmt::Debug for Runner {
@@ -298,6 +317,11 @@ impl Runner {
 
     pub fn with_sink(mut self, sink: LineSink) -> Runner {
         self.sink = Some(sink);
+        self
+    }
+
+    pub fn with_stop_flag(mut self, stop: Arc<AtomicBool>) -> Runner {
+        self.stop = Some(stop);
         self
     }
 
@@ -334,7 +358,8 @@ impl Runner {
             });
         }
         let sink = if cmd.stream { self.sink.clone() } else { None };
-        execute(cmd, sink).map_err(|failure| ProcessError { command: cmd.display(), failure })
+        let stop = self.stop.clone().filter(|_| cmd.interruptible);
+        execute(cmd, sink, stop).map_err(|failure| ProcessError { command: cmd.display(), failure })
     }
 }
 
@@ -359,7 +384,10 @@ fn take(shared: &Shared) -> Captured {
     shared.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
 }
 
-fn execute(cmd: &Cmd, sink: Option<LineSink>) -> Result<Output, Failure> {
+/// How often an interruptible child's stop flag is looked at.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+fn execute(cmd: &Cmd, sink: Option<LineSink>, stop: Option<Arc<AtomicBool>>) -> Result<Output, Failure> {
     let started = Instant::now();
     let mut command = Command::new(&cmd.program);
     command
@@ -370,6 +398,14 @@ fn execute(cmd: &Cmd, sink: Option<LineSink>) -> Result<Output, Failure> {
         .stderr(Stdio::piped())
         // Its own group, so a timeout reaches grandchildren (compose runs docker).
         .process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            // Dies with the thread that spawned it, which waits for it: never an orphan racing recovery.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     if let Some(dir) = &cmd.cwd {
         command.current_dir(dir);
     }
@@ -411,6 +447,7 @@ fn execute(cmd: &Cmd, sink: Option<LineSink>) -> Result<Output, Failure> {
     let mut deadline = cmd.timeout.map(|t| started + t);
     let mut terminated = false;
     let mut killed = false;
+    let mut interrupted = false;
     let mut status = None;
     let mut open_pipes = 2;
     let mut linger_until = None;
@@ -420,7 +457,16 @@ fn execute(cmd: &Cmd, sink: Option<LineSink>) -> Result<Output, Failure> {
             (false, Some(d)) => d,
             (false, None) => Instant::now() + Duration::from_secs(3600),
         };
-        match rx.recv_timeout(wait_until.saturating_duration_since(Instant::now())) {
+        if !terminated && stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            signal_group(pid, libc::SIGTERM);
+            (terminated, interrupted) = (true, true);
+            deadline = Some(Instant::now() + cmd.grace);
+        }
+        let mut wait = wait_until.saturating_duration_since(Instant::now());
+        if stop.is_some() && !terminated {
+            wait = wait.min(STOP_POLL);
+        }
+        match rx.recv_timeout(wait) {
             Ok(Event::Line(line)) => {
                 if let Some(sink) = &sink {
                     sink(&label, &line);
@@ -429,6 +475,7 @@ fn execute(cmd: &Cmd, sink: Option<LineSink>) -> Result<Output, Failure> {
             Ok(Event::Exited(s)) => status = Some(s),
             Ok(Event::Closed) => open_pipes -= 1,
             Err(RecvTimeoutError::Timeout) if status.is_some() => break,
+            Err(RecvTimeoutError::Timeout) if Instant::now() < wait_until => {}
             Err(RecvTimeoutError::Timeout) if !terminated => {
                 signal_group(pid, libc::SIGTERM);
                 terminated = true;
@@ -452,6 +499,7 @@ fn execute(cmd: &Cmd, sink: Option<LineSink>) -> Result<Output, Failure> {
     let stderr = take(&stderr).bytes;
     let stderr = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(STDERR_TAIL_BYTES)..]).into_owned();
     let ended = match (terminated, cmd.timeout) {
+        _ if interrupted => Ended::Interrupted,
         (true, Some(timeout)) => Ended::TimedOut { after: timeout, killed },
         _ => Ended::from_status(status),
     };
@@ -545,6 +593,25 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("`sh -c 'echo boom >&2; exit 3'` exited with code 3"), "{text}");
         assert!(text.ends_with("stderr:\nboom"), "{text}");
+    }
+
+    #[test]
+    fn a_stop_request_ends_only_interruptible_children() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runner = Runner::default().with_stop_flag(stop.clone());
+        let flag = stop.clone();
+        let setter = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(200));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let started = Instant::now();
+        let err = runner.run(&sh("sleep 30").interruptible()).unwrap_err();
+        setter.join().unwrap();
+        assert_eq!(err.output().unwrap().ended, Ended::Interrupted);
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(err.to_string().contains("asked to stop"), "{err}");
+        // A command that is not interruptible runs to its end even with the flag set.
+        assert!(runner.run(&sh("sleep 0.3; echo done")).unwrap().stdout_text().contains("done"));
     }
 
     #[test]

@@ -1022,6 +1022,19 @@ pub struct Listed {
     pub problem: Option<String>,
 }
 
+/// Archives left `.partial` by a writer that was killed.
+pub fn partial_archives(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.starts_with(ARCHIVE_PREFIX) && name.ends_with(".partial")
+        })
+        .collect()
+}
+
 /// The archives in `dir`, newest first.
 pub fn list(dir: &Path) -> Result<Vec<Listed>> {
     let mut found = Vec::new();

@@ -2,6 +2,8 @@
 //! environment, optional fake executables on PATH, and its own state dir.
 #![allow(dead_code)]
 
+pub mod fake_engine;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -9,7 +9,7 @@ use crate::engine::journal::Journal;
 use crate::engine::strategy::Strategy;
 use crate::ops::compose::{locate_image_line, Compose, Project};
 use crate::ops::docker::{Container, Docker, ImageRef};
-use crate::store::db::Db;
+use crate::store::db::{Db, UpgradeRecord};
 
 pub const ROLLBACK_TAG_PREFIX: &str = "upgraderd-rollback-";
 
@@ -53,6 +53,23 @@ impl Pull {
             target: None,
             fetched_version: None,
         }
+    }
+
+    /// The strategy of an interrupted upgrade, rebuilt from its journal row to put it back.
+    pub fn resume(docker: Docker, compose: Compose, project: Project, record: &UpgradeRecord) -> Result<Pull> {
+        let missing =
+            |what: &str| anyhow!("upgrade {} recorded no {what}; it cannot be put back automatically", record.id);
+        Ok(Pull {
+            docker,
+            compose,
+            project,
+            service_ref: ImageRef::parse(record.image_ref.as_deref().ok_or_else(|| missing("image reference"))?),
+            previous_image_id: record.previous_image_id.clone().ok_or_else(|| missing("previous image"))?,
+            current_version: record.from_version.clone(),
+            upgrade_id: record.id.clone(),
+            target: None,
+            fetched_version: None,
+        })
     }
 
     fn rollback_tag(&self) -> String {
@@ -137,7 +154,8 @@ impl Strategy for Pull {
                 ("imageRef", self.service_ref.to_string().into()),
             ],
         )?;
-        self.run(journal, &self.docker.pull(&target.to_string())).with_context(|| format!("pulling {target}"))?;
+        self.run(journal, &self.docker.pull(&target.to_string()).interruptible())
+            .with_context(|| format!("pulling {target}"))?;
         if self.docker.runner().dry_run() {
             return Ok(());
         }

@@ -1,0 +1,469 @@
+//! The `watch` daemon: turns the app's triggers into upgrades, one at a time.
+//!
+//! The main thread never blocks on an upgrade: it waits in `poll(2)` on the
+//! trigger directory's inotify descriptor and a wake-up pipe (signals, a
+//! finished upgrade), so triggers written during an upgrade are claimed and
+//! queued in the database at once, the systemd watchdog keeps being fed and a
+//! stop request is seen immediately. Upgrades run on a worker thread through
+//! the same pipeline as `upgraderd upgrade`. Without inotify the directory is
+//! polled every `UPGRADERD_POLL_INTERVAL`.
+//!
+//! [`run`] is the whole daemon; tests call it in-process with a
+//! [`Shutdown`] they trigger themselves.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::config::{Config, Env};
+use crate::engine::status::{Snapshot, StatusFile};
+use crate::engine::{new_upgrade_id, pipeline, recover, Outcome, Request};
+use crate::exit::usage;
+use crate::ops::inotify::DirWatch;
+use crate::ops::systemd::Notifier;
+use crate::signals::{Shutdown, Waker};
+use crate::store::db::{now_ms, Db, QueuedRequest};
+use crate::store::files;
+use crate::store::lock::LockBusy;
+use crate::trigger::{self, Found, Parsed, TriggerDir};
+use crate::ui::Ui;
+
+/// A plainly written trigger must be unchanged this long before it is read.
+const SETTLE: Duration = Duration::from_millis(150);
+/// How long JSON that ends early may take to be completed by its writer.
+const INCOMPLETE_GRACE: Duration = Duration::from_secs(2);
+/// How often unfinished upgrades without a live upgrader are looked for.
+const RECOVERY_EVERY: Duration = Duration::from_secs(60);
+/// How long to wait before retrying a request another upgrader's lock held up.
+const LOCK_RETRY: Duration = Duration::from_secs(5);
+
+/// Runs the daemon until `shutdown` is requested and no upgrade is in flight.
+pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()> {
+    let dir = config.trigger_dir.clone().ok_or_else(|| {
+        usage("watch needs UPGRADERD_TRIGGER_DIR (or --trigger-dir): the directory the app shares with the host")
+    })?;
+    if !dir.is_dir() {
+        return Err(usage(format!(
+            "the trigger directory {} does not exist; create it (the app's shared data dir) or fix UPGRADERD_TRIGGER_DIR",
+            dir.display()
+        )));
+    }
+    files::ensure_private_dir(&config.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
+    let waker = Waker::new().context("cannot create the daemon's wake-up pipe")?;
+    shutdown.notify(waker.clone());
+    let mut daemon = Daemon {
+        config: config.clone(),
+        ui: ui.clone(),
+        db: Db::open(&config.db_path())?,
+        trigger: TriggerDir::new(&dir, &config.trigger_file),
+        status: StatusFile::new(dir.join(&config.status_file)),
+        notifier: Notifier::from_env(env),
+        shutdown,
+        waker,
+        watch: None,
+        worker: None,
+        intake_at: Some(Instant::now()),
+        intake_complete: false,
+        incomplete_since: None,
+        start_after: Instant::now(),
+    };
+    daemon.start()?;
+    daemon.serve();
+    Ok(())
+}
+
+struct Daemon {
+    config: Config,
+    ui: Ui,
+    db: Db,
+    trigger: TriggerDir,
+    status: Arc<StatusFile>,
+    notifier: Notifier,
+    shutdown: Shutdown,
+    waker: Arc<Waker>,
+    watch: Option<DirWatch>,
+    worker: Option<Worker>,
+    /// When to look at the trigger next (`None`: on the next event).
+    intake_at: Option<Instant>,
+    /// The last event said the trigger was renamed into place or closed.
+    intake_complete: bool,
+    /// Since when the claimed trigger has been JSON that ends early.
+    incomplete_since: Option<Instant>,
+    /// Queued upgrades wait until then (another upgrader held the lock).
+    start_after: Instant,
+}
+
+/// The upgrade running on its own thread.
+struct Worker {
+    upgrade_id: String,
+    result: Arc<Mutex<Option<Result<Outcome, anyhow::Error>>>>,
+    thread: JoinHandle<()>,
+}
+
+impl Daemon {
+    fn start(&mut self) -> Result<()> {
+        self.ui.info(format!(
+            "watching {} (state {}, pid {})",
+            self.trigger.path().display(),
+            self.config.state_dir.display(),
+            std::process::id()
+        ));
+        if !self.config.enabled {
+            self.ui.warn("UPGRADERD_ENABLED=false: triggers are rejected with that reason");
+        }
+        self.recover(None);
+        self.requeue_interrupted_requests()?;
+        self.open_watch();
+        self.notifier.ready(&self.idle_status());
+        Ok(())
+    }
+
+    fn serve(&mut self) {
+        let mut next_recovery = Instant::now() + RECOVERY_EVERY;
+        let mut next_watchdog = self.notifier.watchdog_every().map(|every| Instant::now() + every);
+        loop {
+            self.reap_worker();
+            if self.shutdown.is_requested() {
+                if self.worker.is_none() {
+                    self.notifier.stopping("stopping");
+                    self.ui.info("stopped");
+                    return;
+                }
+                self.notifier.status("stop requested; finishing the running upgrade safely");
+            } else {
+                if self.intake_at.is_some_and(|at| at <= Instant::now()) {
+                    self.intake();
+                }
+                self.start_next();
+                if self.worker.is_none() && Instant::now() >= next_recovery {
+                    self.recover(Some(self.config.stale_after));
+                    next_recovery = Instant::now() + RECOVERY_EVERY;
+                }
+            }
+            if let Some(at) = next_watchdog.filter(|at| *at <= Instant::now()) {
+                self.notifier.watchdog();
+                next_watchdog = self.notifier.watchdog_every().map(|every| at.max(Instant::now()) + every);
+            }
+            let mut deadlines = vec![next_watchdog, Some(next_recovery)];
+            if !self.shutdown.is_requested() {
+                deadlines.push(self.intake_at);
+                if self.worker.is_none() && self.start_after > Instant::now() {
+                    deadlines.push(Some(self.start_after));
+                }
+            }
+            self.wait(deadlines.into_iter().flatten().min());
+        }
+    }
+
+    /// Blocks until an inotify event, a wake-up, or the deadline.
+    fn wait(&mut self, deadline: Option<Instant>) {
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(at) => at.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
+        };
+        let mut fds = vec![libc::pollfd { fd: self.waker.fd(), events: libc::POLLIN, revents: 0 }];
+        if let Some(watch) = &self.watch {
+            fds.push(libc::pollfd { fd: watch.fd(), events: libc::POLLIN, revents: 0 });
+        }
+        // SAFETY: `fds` is a valid array of pollfd for the length given.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if ready <= 0 {
+            return;
+        }
+        if fds[0].revents != 0 {
+            self.waker.drain();
+        }
+        if fds.len() > 1 && fds[1].revents != 0 {
+            self.read_events();
+        }
+    }
+
+    fn read_events(&mut self) {
+        let Some(watch) = &self.watch else { return };
+        match watch.read(&self.trigger.name) {
+            Ok(seen) => {
+                if seen.watch_gone {
+                    self.ui.warn(format!(
+                        "the trigger directory {} was removed or moved; polling until it is back",
+                        self.trigger.dir.display()
+                    ));
+                    self.watch = None;
+                }
+                if seen.complete || seen.touched || seen.rescan {
+                    self.intake_complete |= seen.complete;
+                    self.intake_at = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                self.ui.warn(format!("reading inotify events failed ({e}); polling instead"));
+                self.watch = None;
+                self.intake_at = Some(Instant::now());
+            }
+        }
+    }
+
+    /// inotify when the kernel allows it, else polling.
+    fn open_watch(&mut self) {
+        match DirWatch::new(&self.trigger.dir) {
+            Ok(watch) => self.watch = Some(watch),
+            Err(e) => self.ui.warn(format!(
+                "inotify is unavailable for {} ({e}); polling every {}s",
+                self.trigger.dir.display(),
+                self.poll_interval().as_secs_f64()
+            )),
+        }
+    }
+
+    fn poll_interval(&self) -> Duration {
+        if self.config.poll_interval.is_zero() {
+            Duration::from_secs(5)
+        } else {
+            self.config.poll_interval
+        }
+    }
+
+    /// Looks at the trigger (and a claim left over), recording or rejecting what it finds.
+    fn intake(&mut self) {
+        let complete = std::mem::take(&mut self.intake_complete);
+        self.intake_at = None;
+        if self.watch.is_none() {
+            if self.trigger.dir.is_dir() {
+                self.open_watch();
+            }
+            self.intake_at = Some(Instant::now() + self.poll_interval());
+        }
+        if self.trigger.has_claim() && !self.process_claimed() {
+            return;
+        }
+        match self.trigger.look() {
+            Ok(Found::Nothing) => {}
+            Ok(Found::File { age }) if !complete && age < SETTLE => {
+                // Written in place and maybe still being written: look again once it has settled.
+                self.retry_intake_in(SETTLE - age);
+            }
+            Ok(_) => match self.trigger.claim() {
+                Ok(true) => {
+                    self.process_claimed();
+                }
+                Ok(false) => {}
+                Err(e) => self.ui.warn(format!("cannot claim the trigger {}: {e}", self.trigger.path().display())),
+            },
+            Err(e) => self.ui.warn(format!("cannot look at the trigger {}: {e}", self.trigger.path().display())),
+        }
+    }
+
+    fn retry_intake_in(&mut self, delay: Duration) {
+        let at = Instant::now() + delay;
+        self.intake_at = Some(self.intake_at.map_or(at, |current| current.min(at)));
+    }
+
+    /// Reads, records or rejects the claimed trigger; `false` while it waits for its writer.
+    fn process_claimed(&mut self) -> bool {
+        let bytes = match self.trigger.read_claimed() {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                self.reject(&reason, None, None);
+                return true;
+            }
+        };
+        let raw = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+        match trigger::parse(&bytes) {
+            Parsed::Incomplete => {
+                let since = *self.incomplete_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < INCOMPLETE_GRACE {
+                    self.retry_intake_in(Duration::from_millis(100));
+                    return false;
+                }
+                self.reject("the trigger is JSON that ends early and was not completed within 2s", Some(raw), None);
+            }
+            Parsed::Rejected(reason) => self.reject(&reason, Some(raw), None),
+            Parsed::Request(request) if !self.config.enabled => {
+                let reason = "upgrades from the app are disabled on this host (UPGRADERD_ENABLED=false)";
+                self.reject(reason, Some(raw), request.upgrade_id.as_deref());
+            }
+            Parsed::Request(request) => {
+                let queued = QueuedRequest {
+                    upgrade_id: request.upgrade_id.clone().unwrap_or_else(new_upgrade_id),
+                    version: request.version,
+                    backup: request.backup,
+                    force: request.force,
+                    source: "trigger".into(),
+                    raw: Some(raw),
+                    received_at: now_ms(),
+                    state: "queued".into(),
+                    reason: None,
+                };
+                self.record(queued);
+            }
+        }
+        self.incomplete_since = None;
+        true
+    }
+
+    /// Records the request before the trigger is removed, so it is never lost.
+    fn record(&mut self, queued: QueuedRequest) {
+        match self.db.insert_request(&queued) {
+            Ok(true) => self.ui.info(format!(
+                "trigger: upgrade {} to {} queued{}",
+                queued.upgrade_id,
+                queued.version,
+                if self.worker.is_some() { " behind the running upgrade" } else { "" }
+            )),
+            Ok(false) => {
+                self.ui.info(format!("trigger: upgrade {} was already requested; duplicate ignored", queued.upgrade_id))
+            }
+            Err(e) => {
+                // Leave the claim in place: the next intake tries again, nothing is lost.
+                self.ui.warn(format!("cannot record the trigger's request ({e:#}); retrying"));
+                self.retry_intake_in(Duration::from_secs(1));
+                return;
+            }
+        }
+        if let Err(e) = self.trigger.release() {
+            self.ui.warn(format!("cannot remove the claimed trigger: {e}"));
+        }
+    }
+
+    fn reject(&mut self, reason: &str, raw: Option<String>, upgrade_id: Option<&str>) {
+        let upgrade_id = upgrade_id.map(str::to_string).unwrap_or_else(new_upgrade_id);
+        self.ui.warn(format!("trigger rejected: {reason}"));
+        let record = QueuedRequest {
+            upgrade_id: upgrade_id.clone(),
+            version: String::new(),
+            source: "trigger".into(),
+            raw,
+            received_at: now_ms(),
+            state: "rejected".into(),
+            reason: Some(reason.to_string()),
+            ..QueuedRequest::default()
+        };
+        if let Err(e) = self.db.insert_request(&record) {
+            self.ui.warn(format!("cannot record the rejection: {e:#}"));
+        }
+        if let Err(e) = self.trigger.reject() {
+            self.ui.warn(format!("cannot move the rejected trigger aside: {e}"));
+        }
+        // While an upgrade runs, the status file is its own; the rejection stays in the request log.
+        if self.worker.is_none() {
+            self.write_status(&upgrade_id, "failed", "Trigger rejected", Some(reason));
+        }
+    }
+
+    fn write_status(&self, upgrade_id: &str, status: &str, step: &str, error: Option<&str>) {
+        let snapshot = Snapshot {
+            upgrade_id: upgrade_id.to_string(),
+            status: status.to_string(),
+            progress: if status == "failed" { 100 } else { 0 },
+            current_step: step.to_string(),
+            started_at: now_ms(),
+            logs: vec![step.to_string()],
+            error: error.map(str::to_string),
+            ..Snapshot::default()
+        };
+        if let Err(e) = self.status.write(snapshot) {
+            self.ui.warn(format!("cannot write the status file {}: {e}", self.status.path().display()));
+        }
+    }
+
+    /// Starts the oldest queued request when nothing runs.
+    fn start_next(&mut self) {
+        if self.worker.is_some() || Instant::now() < self.start_after {
+            return;
+        }
+        let queued = match self.db.next_queued() {
+            Ok(Some(queued)) => queued,
+            Ok(None) => return,
+            Err(e) => return self.ui.warn(format!("cannot read the request queue: {e:#}")),
+        };
+        if let Err(e) = self.db.set_request_state(&queued.upgrade_id, "running", None) {
+            return self.ui.warn(format!("cannot update the request queue: {e:#}"));
+        }
+        let request = Request {
+            target: queued.version.clone(),
+            backup: queued.backup,
+            force: queued.force,
+            dry_run: false,
+            initiated_by: queued.source.clone(),
+            upgrade_id: Some(queued.upgrade_id.clone()),
+            shutdown: Some(self.shutdown.clone()),
+        };
+        self.notifier.status(&format!("upgrading to {} (upgrade {})", queued.version, queued.upgrade_id));
+        let result = Arc::new(Mutex::new(None));
+        let (config, ui, waker, slot) = (self.config.clone(), self.ui.clone(), self.waker.clone(), result.clone());
+        let thread = std::thread::Builder::new()
+            .name("upgrade".into())
+            .spawn(move || {
+                let outcome = pipeline::run(&config, &ui, &request);
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                waker.wake();
+            })
+            .expect("spawning the upgrade thread");
+        self.worker = Some(Worker { upgrade_id: queued.upgrade_id, result, thread });
+    }
+
+    /// Collects a finished upgrade and records what became of its request.
+    fn reap_worker(&mut self) {
+        let finished = self.worker.as_ref().is_some_and(|w| w.result.lock().map(|r| r.is_some()).unwrap_or(true));
+        if !finished {
+            return;
+        }
+        let worker = self.worker.take().expect("checked above");
+        let _ = worker.thread.join();
+        let result = worker.result.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let id = worker.upgrade_id;
+        let (state, reason) = match result {
+            Some(Ok(outcome)) => {
+                self.ui.info(format!("upgrade {id} ended {}", outcome.terminal.as_str()));
+                ("done", Some(outcome.terminal.as_str().to_string()))
+            }
+            Some(Err(e)) if e.chain().any(|c| c.is::<LockBusy>()) => {
+                self.ui.info(format!("another upgrader holds the lock; upgrade {id} waits ({e})"));
+                self.start_after = Instant::now() + LOCK_RETRY;
+                ("queued", None)
+            }
+            Some(Err(e)) => {
+                let reason = format!("{e:#}");
+                self.ui.warn(format!("upgrade {id} could not run: {reason}"));
+                self.write_status(&id, "failed", "Upgrade could not start", Some(&reason));
+                ("done", Some(reason))
+            }
+            None => ("done", Some("the upgrade thread ended without a result".into())),
+        };
+        if let Err(e) = self.db.set_request_state(&id, state, reason.as_deref()) {
+            self.ui.warn(format!("cannot update the request queue: {e:#}"));
+        }
+        self.notifier.status(&self.idle_status());
+    }
+
+    /// Requests a killed daemon left `running`: done when their upgrade is in
+    /// history (recovery has reconciled it), queued again when it never started.
+    fn requeue_interrupted_requests(&mut self) -> Result<()> {
+        for request in self.db.requests()?.into_iter().filter(|r| r.state == "running") {
+            if self.db.get(&request.upgrade_id)?.is_some() {
+                self.db.set_request_state(&request.upgrade_id, "done", Some("interrupted; see its history row"))?;
+            } else {
+                self.db.set_request_state(&request.upgrade_id, "queued", None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn recover(&mut self, stale_after: Option<Duration>) {
+        match recover::reconcile_if_unlocked(&self.config, &self.ui, stale_after) {
+            Ok(Some(outcomes)) => {
+                for outcome in outcomes {
+                    self.ui.info(format!("recovered upgrade {}: {}", outcome.upgrade_id, outcome.terminal.as_str()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.ui.warn(format!("recovery failed: {e:#}")),
+        }
+    }
+
+    fn idle_status(&self) -> String {
+        format!("idle; watching {}", self.trigger.path().display())
+    }
+}

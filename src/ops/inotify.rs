@@ -1,0 +1,128 @@
+//! Watches the trigger directory with inotify: which events concern the
+//! trigger's name, and whether the watch must fall back to a rescan (queue
+//! overflow, the directory itself removed or moved).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// What a batch of events says about the trigger.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The trigger was renamed into place or closed after writing: complete.
+    pub complete: bool,
+    /// The trigger's name was created or changed without being closed yet.
+    pub touched: bool,
+    /// Events were lost or the directory went away: look again from scratch.
+    pub rescan: bool,
+    /// The watch ended (directory removed or moved); a new one is needed.
+    pub watch_gone: bool,
+}
+
+pub struct DirWatch {
+    fd: OwnedFd,
+}
+
+const MASK: u32 = libc::IN_CLOSE_WRITE
+    | libc::IN_MOVED_TO
+    | libc::IN_CREATE
+    | libc::IN_MODIFY
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_ONLYDIR;
+
+impl DirWatch {
+    pub fn new(dir: &Path) -> io::Result<DirWatch> {
+        // SAFETY: inotify_init1 returns a new descriptor or -1.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let path = CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), MASK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(DirWatch { fd })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Reads every pending event and sums up what they say about `name`.
+    pub fn read(&self, name: &str) -> io::Result<Seen> {
+        let mut seen = Seen::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: reads into a buffer we own, of the length given.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                return match err.kind() {
+                    io::ErrorKind::WouldBlock => Ok(seen),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(err),
+                };
+            }
+            if n == 0 {
+                return Ok(seen);
+            }
+            summarize(&buf[..n as usize], name, &mut seen);
+        }
+    }
+}
+
+fn summarize(mut bytes: &[u8], name: &str, seen: &mut Seen) {
+    const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
+    while bytes.len() >= HEADER {
+        // SAFETY: the kernel writes whole events; the header is read unaligned from the buffer.
+        let event: libc::inotify_event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let len = event.len as usize;
+        let raw_name = &bytes[HEADER..(HEADER + len).min(bytes.len())];
+        let event_name = raw_name.split(|b| *b == 0).next().unwrap_or_default();
+        let mask = event.mask;
+        if mask & libc::IN_Q_OVERFLOW != 0 {
+            seen.rescan = true;
+        }
+        if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED) != 0 {
+            seen.rescan = true;
+            seen.watch_gone = true;
+        }
+        if event_name == name.as_bytes() {
+            if mask & (libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO) != 0 {
+                seen.complete = true;
+            } else {
+                seen.touched = true;
+            }
+        }
+        bytes = &bytes[(HEADER + len).min(bytes.len())..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sees_an_atomic_rename_and_a_plain_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = DirWatch::new(dir.path()).unwrap();
+        assert_eq!(watch.read(".upgrade-trigger").unwrap(), Seen::default());
+        std::fs::write(dir.path().join("tmp"), "{}").unwrap();
+        std::fs::rename(dir.path().join("tmp"), dir.path().join(".upgrade-trigger")).unwrap();
+        let seen = watch.read(".upgrade-trigger").unwrap();
+        assert!(seen.complete && !seen.rescan, "{seen:?}");
+        std::fs::write(dir.path().join("other"), "x").unwrap();
+        assert_eq!(watch.read(".upgrade-trigger").unwrap(), Seen::default(), "other names are ignored");
+        std::fs::remove_file(dir.path().join(".upgrade-trigger")).unwrap();
+        std::fs::remove_file(dir.path().join("other")).unwrap();
+        std::fs::remove_file(dir.path().join("tmp")).ok();
+        std::fs::remove_dir(dir.path()).unwrap();
+        assert!(watch.read(".upgrade-trigger").unwrap().watch_gone);
+    }
+}

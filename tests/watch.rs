@@ -1,0 +1,347 @@
+//! The `watch` daemon against the fake engine: triggers in both forms, the
+//! status file, a hostile trigger directory, a burst of triggers, stop
+//! signals before and after the switch, and recovery of an upgrader killed
+//! mid-upgrade.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fake_engine::Deployment;
+use serde_json::Value;
+
+/// A running `upgraderd watch`, stopped (SIGKILL) when dropped.
+struct Watcher {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Watcher {
+    fn start(d: &Deployment) -> Watcher {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log = d.sb.path().join(format!("watch-{n}.log"));
+        let child =
+            d.sb.command(&["watch"])
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("watch starts");
+        let w = Watcher { child, log };
+        w.wait_for_log("watching ");
+        w
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    #[track_caller]
+    fn wait_for_log(&self, needle: &str) {
+        wait_for(&format!("{needle:?} in the daemon's log"), || self.log().contains(needle).then_some(()), &|| {
+            self.log()
+        });
+    }
+
+    fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// SIGTERM, then the exit code (within `within`).
+    #[track_caller]
+    fn stop(mut self, within: Duration) -> i32 {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "watch did not stop within {within:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[track_caller]
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>, context: &dyn Fn() -> String) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn trigger_dir(d: &Deployment) -> PathBuf {
+    d.sb.path().join("trigger")
+}
+
+/// Writes the trigger the way the app should: a temp file renamed into place.
+fn write_trigger(d: &Deployment, bytes: &[u8]) {
+    let tmp = trigger_dir(d).join(".upgrade-trigger.tmp");
+    fs::write(&tmp, bytes).unwrap();
+    fs::rename(&tmp, trigger_dir(d).join(".upgrade-trigger")).unwrap();
+}
+
+fn status(d: &Deployment) -> Option<Value> {
+    serde_json::from_slice(&fs::read(trigger_dir(d).join(".upgrade-status.json")).ok()?).ok()
+}
+
+/// Waits until the status file shows `upgrade_id` in `state`.
+#[track_caller]
+fn wait_status(d: &Deployment, w: &Watcher, upgrade_id: Option<&str>, state: &str) -> Value {
+    wait_for(
+        &format!("status {state} for {upgrade_id:?}"),
+        || status(d).filter(|s| s["status"] == state && upgrade_id.is_none_or(|id| s["upgradeId"] == id)),
+        &|| format!("status: {:?}\nlog:\n{}", status(d), w.log()),
+    )
+}
+
+fn requests(d: &Deployment) -> Vec<(String, String, Option<String>)> {
+    let db = rusqlite::Connection::open(d.sb.path().join("state-dir/upgraderd.db")).unwrap();
+    let mut stmt = db.prepare("SELECT upgradeId, state, reason FROM requests ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn a_meshmonitor_trigger_becomes_an_upgrade_and_the_status_file_follows_it() {
+    let d = Deployment::new();
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"ui-42","version":"2.0.0","backup":true,"timestamp":1736000000000}"#);
+    let done = wait_status(&d, &w, Some("ui-42"), "complete");
+    assert_eq!(done["fromVersion"], "1.0.0");
+    assert_eq!(done["toVersion"], "2.0.0");
+    assert_eq!(done["progress"], 100);
+    assert!(!trigger_dir(&d).join(".upgrade-trigger").exists(), "the trigger was consumed");
+    let row = d.last_history();
+    assert_eq!((row["upgradeId"].as_str(), row["initiatedBy"].as_str()), (Some("ui-42"), Some("trigger")));
+    assert_eq!(d.running_version(), "2.0.0");
+    assert_eq!(requests(&d), vec![("ui-42".into(), "done".into(), Some("complete".into()))]);
+    assert_eq!(w.stop(Duration::from_secs(5)), 0, "an idle daemon exits 0 on SIGTERM");
+}
+
+#[test]
+fn an_opentrace_plain_trigger_upgrades_to_the_latest_version() {
+    let d = Deployment::new();
+    // Written in place, not renamed: the daemon waits for it to settle.
+    fs::write(trigger_dir(&d).join(".upgrade-trigger"), "update_requested\n").unwrap();
+    let w = Watcher::start(&d);
+    let done = wait_status(&d, &w, None, "complete");
+    assert_eq!(done["toVersion"], "2.0.0", "latest resolved through the image's version label");
+    assert_eq!(d.running_version(), "2.0.0");
+}
+
+#[test]
+fn hostile_triggers_are_rejected_without_being_followed_and_the_daemon_carries_on() {
+    let d = Deployment::new();
+    let dir = trigger_dir(&d);
+    let secret = d.sb.path().join("root-only");
+    fs::write(&secret, "SECRET").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    // The app plants the status file as a symlink to a file it wants upgraderd to overwrite.
+    let victim = d.sb.path().join("victim");
+    fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join(".upgrade-status.json")).unwrap();
+    let w = Watcher::start(&d);
+
+    let expect_rejection = |plant: &dyn Fn(&Path), reason: &str| {
+        plant(&dir.join(".upgrade-trigger"));
+        w.wait_for_log(reason);
+        wait_for(
+            "the rejected trigger moved aside",
+            || (!dir.join(".upgrade-trigger").exists()).then_some(()),
+            &|| w.log(),
+        );
+        let s = wait_status(&d, &w, None, "failed");
+        assert!(s["error"].as_str().unwrap_or_default().contains(reason) || w.log().contains(reason), "{s}");
+    };
+    expect_rejection(&|p| std::os::unix::fs::symlink(&secret, p).unwrap(), "the trigger is a symlink");
+    expect_rejection(
+        &|p| {
+            let c = std::ffi::CString::new(p.as_os_str().to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        },
+        "not a regular file",
+    );
+    expect_rejection(&|p| fs::write(p, vec![b' '; 10 * 1024 * 1024]).unwrap(), "more than the 65536 bytes");
+    for version in ["../x", "--help", "$(reboot)", "2.\u{ff10}.0"] {
+        let body = serde_json::json!({ "version": version }).to_string();
+        expect_rejection(&|p| fs::write(p, &body).unwrap(), "not a valid version tag");
+    }
+    expect_rejection(&|p| fs::write(p, "{\"version\": 2").unwrap(), "ends early");
+
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "SECRET");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious", "the planted symlink was not written through");
+    assert!(fs::symlink_metadata(dir.join(".upgrade-status.json")).unwrap().file_type().is_file());
+    assert!(dir.join(".upgrade-trigger.rejected").exists());
+    assert!(!w.log().contains("SECRET"));
+    let rejected = requests(&d).into_iter().filter(|r| r.1 == "rejected").count();
+    assert_eq!(rejected, 8);
+    // Still responsive: a good trigger after all that upgrades.
+    write_trigger(&d, br#"{"upgradeId":"after-abuse","version":"2.0.0"}"#);
+    wait_status(&d, &w, Some("after-abuse"), "complete");
+    assert_eq!(d.running_version(), "2.0.0");
+}
+
+#[test]
+fn disabled_upgrades_reject_triggers_with_the_reason() {
+    let d = Deployment::new().with("UPGRADERD_ENABLED", "false");
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"no-1","version":"2.0.0"}"#);
+    let s = wait_status(&d, &w, Some("no-1"), "failed");
+    assert!(s["error"].as_str().unwrap().contains("UPGRADERD_ENABLED=false"), "{s}");
+    assert_eq!(d.running_version(), "1.0.0");
+    assert!(d.actions().is_empty());
+}
+
+#[test]
+fn a_burst_of_a_thousand_triggers_is_all_recorded_or_rejected() {
+    let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "0");
+    let w = Watcher::start(&d);
+    let trigger = trigger_dir(&d).join(".upgrade-trigger");
+    let mut valid = Vec::new();
+    for i in 0..1000 {
+        // The app's side: wait until the previous trigger was taken, then write the next.
+        wait_for("the previous trigger to be claimed", || (!trigger.exists()).then_some(()), &|| w.log());
+        match i % 10 {
+            // Valid requests for a tag the registry lacks: each is recorded and fails its preflight.
+            0 => {
+                let id = format!("burst-{i}");
+                write_trigger(&d, format!(r#"{{"upgradeId":"{id}","version":"9.9.{i}"}}"#).as_bytes());
+                valid.push(id);
+            }
+            // A repeat of a request already taken is recognised by its id.
+            1 => write_trigger(&d, format!(r#"{{"upgradeId":"burst-{}","version":"9.9.0"}}"#, i - 1).as_bytes()),
+            2..=5 => write_trigger(&d, format!(r#"{{"version":"../{i}"}}"#).as_bytes()),
+            _ => write_trigger(&d, format!("{{\"version\": {i}}}").as_bytes()),
+        }
+    }
+    wait_for("the last trigger to be claimed", || (!trigger.exists()).then_some(()), &|| w.log());
+    let settled = || {
+        let r = requests(&d);
+        (r.len() == 900 && r.iter().all(|(_, state, _)| state == "done" || state == "rejected")).then_some(r)
+    };
+    let all = wait_for("every request recorded and every upgrade finished", settled, &|| {
+        format!("{} requests\n{}", requests(&d).len(), w.log())
+    });
+    let done: Vec<&String> = all.iter().filter(|r| r.1 == "done").map(|r| &r.0).collect();
+    assert_eq!(done, valid.iter().collect::<Vec<_>>(), "queued requests ran in the order they came");
+    assert_eq!(all.iter().filter(|r| r.1 == "rejected").count(), 800);
+    assert_eq!(w.log().matches("duplicate ignored").count(), 100);
+    // Responsive after the burst.
+    write_trigger(&d, br#"{"upgradeId":"after-burst","version":"2.0.0"}"#);
+    wait_status(&d, &w, Some("after-burst"), "complete");
+}
+
+#[test]
+fn a_trigger_written_during_an_upgrade_runs_after_it() {
+    let d = Deployment::new().with("SLOW_PULL", "2");
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"first","version":"2.0.0"}"#);
+    wait_status(&d, &w, Some("first"), "downloading");
+    write_trigger(&d, br#"{"upgradeId":"second","version":"2.0.0","force":true}"#);
+    w.wait_for_log("upgrade second to 2.0.0 queued behind the running upgrade");
+    wait_status(&d, &w, Some("second"), "complete");
+    let history = d.sb.run(&["--json", "history"]).success().json();
+    let ids: Vec<&str> =
+        history["history"].as_array().unwrap().iter().map(|r| r["upgradeId"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["second", "first"]);
+}
+
+#[test]
+fn sigterm_before_the_switch_abandons_the_upgrade_and_changes_nothing() {
+    let d = Deployment::new().with("SLOW_PULL", "30");
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"stop-early","version":"2.0.0"}"#);
+    wait_status(&d, &w, Some("stop-early"), "downloading");
+    let code = w.stop(Duration::from_secs(15));
+    assert_eq!(code, 0);
+    let s = status(&d).unwrap();
+    assert_eq!(s["status"], "failed");
+    assert!(s["error"].as_str().unwrap().contains("before the switch"), "{s}");
+    assert_eq!(d.running_version(), "1.0.0");
+    assert!(!d.actions().iter().any(|a| a == "up"), "{:?}", d.actions());
+}
+
+#[test]
+fn sigterm_after_the_switch_lets_the_health_gate_finish() {
+    let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "2s");
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"stop-late","version":"2.0.0"}"#);
+    wait_status(&d, &w, Some("stop-late"), "health_check");
+    assert_eq!(w.stop(Duration::from_secs(20)), 0);
+    assert_eq!(status(&d).unwrap()["status"], "complete");
+    assert_eq!(d.running_version(), "2.0.0");
+}
+
+/// Runs `upgrade` and SIGKILLs it once the status file shows `step`.
+fn kill_upgrade_at(d: &Deployment, step: &str) {
+    let mut child = d.sb.command(&["upgrade", "--to", "2.0.0"]).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(
+        &format!("the upgrade to reach {step}"),
+        || status(d).filter(|s| s["status"] == step).map(|_| ()),
+        &|| format!("{:?}", status(d)),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!d.last_history()["status"].as_str().is_some_and(|s| ["complete", "rolled_back", "failed"].contains(&s)));
+}
+
+#[test]
+fn an_upgrader_killed_before_the_switch_is_recorded_failed_on_restart() {
+    let d = Deployment::new().with("SLOW_PULL", "30");
+    let before = d.data();
+    kill_upgrade_at(&d, "downloading");
+    let w = Watcher::start(&d);
+    w.wait_for_log("recovered upgrade");
+    let row = d.last_history();
+    assert_eq!(row["status"], "failed");
+    assert!(row["errorMessage"].as_str().unwrap().contains("before the new version was started"));
+    assert_eq!(status(&d).unwrap()["status"], "failed");
+    assert_eq!(d.running_version(), "1.0.0");
+    assert_eq!(d.data(), before);
+}
+
+#[test]
+fn an_upgrader_killed_after_the_switch_is_rolled_back_with_its_data_on_restart() {
+    let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "30s");
+    let before = d.data();
+    kill_upgrade_at(&d, "health_check");
+    assert_eq!(d.running_version(), "2.0.0");
+    assert_ne!(d.data(), before, "the new version migrated the data");
+    let d = d.with("UPGRADERD_HEALTH_STABLE", "300ms");
+    let w = Watcher::start(&d);
+    w.wait_for_log("recovered upgrade");
+    let row = d.last_history();
+    assert_eq!(row["status"], "rolled_back", "{row}");
+    assert_eq!(status(&d).unwrap()["status"], "rolled_back");
+    assert_eq!(d.running_version(), "1.0.0");
+    assert_eq!(d.data(), before);
+}
+
+#[test]
+fn the_next_cli_upgrade_recovers_an_orphan_first() {
+    let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "30s");
+    kill_upgrade_at(&d, "health_check");
+    let orphan = d.last_history()["upgradeId"].as_str().unwrap().to_string();
+    let out =
+        d.sb.command(&["upgrade", "--to", "2.0.0", "--force"]).env("UPGRADERD_HEALTH_STABLE", "0").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("upgrade {orphan} was interrupted during health_check")), "{stderr}");
+    let history = d.sb.run(&["--json", "history"]).success().json();
+    let orphan_row = history["history"].as_array().unwrap().iter().find(|r| r["upgradeId"] == orphan.as_str()).unwrap();
+    assert_eq!(orphan_row["status"], "rolled_back");
+}
