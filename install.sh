@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and installs upgraderd: the static binary, man pages, completions,
-# an example configuration (never overwriting one that exists) and the state
-# directory (0700).
+# the systemd unit (upgraderd.service), an example configuration (never
+# overwriting one that exists) and the state directory (0700). Idempotent.
 #
 #   ./install.sh                      build with cargo and install under /usr/local
 #   ./install.sh --binary PATH        install a prebuilt binary instead of building
@@ -33,9 +33,11 @@ zshdir="$DESTDIR$PREFIX/share/zsh/site-functions"
 fishdir="$DESTDIR$PREFIX/share/fish/vendor_completions.d"
 confdir="$DESTDIR$SYSCONFDIR/upgraderd"
 statedir="$DESTDIR$STATEDIR"
+unitdir="$DESTDIR${UNITDIR:-$SYSCONFDIR/systemd/system}"
 
 if [ "$action" = uninstall ]; then
-  rm -f "$bindir/upgraderd" "$bashdir/upgraderd" "$zshdir/_upgraderd" "$fishdir/upgraderd.fish"
+  rm -f "$bindir/upgraderd" "$bashdir/upgraderd" "$zshdir/_upgraderd" "$fishdir/upgraderd.fish" \
+    "$unitdir/upgraderd.service"
   for page in "$here"/man/*.1; do rm -f "$mandir/$(basename "$page")"; done
   echo "upgraderd removed; configuration in $confdir and state in $statedir were kept"
   exit 0
@@ -58,6 +60,10 @@ install -m 0644 "$here"/man/*.1 "$mandir/"
 install -m 0644 "$here/completions/upgraderd.bash" "$bashdir/upgraderd"
 install -m 0644 "$here/completions/_upgraderd" "$zshdir/_upgraderd"
 install -m 0644 "$here/completions/upgraderd.fish" "$fishdir/upgraderd.fish"
+install -d -m 0755 "$unitdir"
+sed "s|/usr/local/bin/upgraderd|$PREFIX/bin/upgraderd|" "$here/updater.service" > "$unitdir/upgraderd.service.tmp"
+chmod 0644 "$unitdir/upgraderd.service.tmp"
+mv "$unitdir/upgraderd.service.tmp" "$unitdir/upgraderd.service"
 install -d -m 0755 "$confdir"
 if [ -e "$confdir/upgraderd.env" ]; then
   echo "kept existing $confdir/upgraderd.env"
@@ -67,3 +73,4 @@ fi
 install -d -m 0700 "$statedir"
 chmod 0700 "$statedir"
 echo "installed $bindir/upgraderd ($("$bindir/upgraderd" --version))"
+echo "next: edit $SYSCONFDIR/upgraderd/upgraderd.env, then: systemctl daemon-reload && systemctl enable --now upgraderd"

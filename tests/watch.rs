@@ -345,3 +345,43 @@ fn the_next_cli_upgrade_recovers_an_orphan_first() {
     let orphan_row = history["history"].as_array().unwrap().iter().find(|r| r["upgradeId"] == orphan.as_str()).unwrap();
     assert_eq!(orphan_row["status"], "rolled_back");
 }
+
+#[test]
+fn the_app_side_examples_request_an_upgrade_and_follow_it() {
+    let d = Deployment::new();
+    let w = Watcher::start(&d);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/app-side");
+    let out = std::process::Command::new(examples.join("request-upgrade.sh"))
+        .arg(trigger_dir(&d))
+        .arg("2.0.0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("status: complete"), "{text}\n{}", w.log());
+    assert_eq!(d.running_version(), "2.0.0");
+
+    let python = format!(
+        r#"
+import sys, time
+sys.path.insert(0, {examples:?})
+from upgrade_client import request_upgrade, read_status
+upgrade_id = request_upgrade({dir:?}, "latest")
+for _ in range(300):
+    status = read_status({dir:?}, upgrade_id)
+    if status["status"] in ("complete", "rolled_back", "failed"):
+        print(status["status"])
+        break
+    time.sleep(0.1)
+"#,
+        examples = examples.display().to_string(),
+        dir = trigger_dir(&d).display().to_string()
+    );
+    let out = std::process::Command::new("python3").args(["-c", &python]).output();
+    match out {
+        Err(_) => eprintln!("SKIP: python3 not installed; the Python client was not exercised"),
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(text.trim(), "complete", "{}\n{}", String::from_utf8_lossy(&out.stderr), w.log());
+        }
+    }
+}
