@@ -438,14 +438,22 @@ impl Daemon {
         self.notifier.status(&self.idle_status());
     }
 
-    /// Requests a killed daemon left `running`: done when their upgrade is in
-    /// history (recovery has reconciled it), queued again when it never started.
+    /// Requests a killed daemon left `running`: done when their upgrade got past
+    /// its switch (recovery has rolled it back), queued again when it had changed nothing.
     fn requeue_interrupted_requests(&mut self) -> Result<()> {
         for request in self.db.requests()?.into_iter().filter(|r| r.state == "running") {
-            if self.db.get(&request.upgrade_id)?.is_some() {
-                self.db.set_request_state(&request.upgrade_id, "done", Some("interrupted; see its history row"))?;
-            } else {
-                self.db.set_request_state(&request.upgrade_id, "queued", None)?;
+            match self.db.get(&request.upgrade_id)? {
+                Some(row) if row.switched => {
+                    self.db.set_request_state(&request.upgrade_id, "done", Some(&row.status))?;
+                }
+                // Interrupted before its switch (nothing changed) or before it began: the app still wants it.
+                _ => {
+                    self.ui.info(format!(
+                        "upgrade {} was interrupted before its switch; running it again",
+                        request.upgrade_id
+                    ));
+                    self.db.set_request_state(&request.upgrade_id, "queued", None)?;
+                }
             }
         }
         Ok(())

@@ -254,8 +254,10 @@ impl Scenario {
         format!("schema {version}\n{}", rows.join("\n"))
     }
 
-    fn upgraderd(&self, args: &[&str]) -> common::Run {
-        let mut sb_args = vec!["--state-dir", self.sandbox.state().to_str().unwrap().to_string().leak() as &str];
+    /// upgraderd configured for this scenario's deployment, its trigger dir the sandbox.
+    fn upgraderd_command(&self, args: &[&str]) -> Command {
+        let state = self.sandbox.state().display().to_string();
+        let mut sb_args = vec!["--state-dir", state.as_str()];
         sb_args.extend_from_slice(args);
         let mut cmd = self.sandbox.command(&sb_args);
         cmd.env("UPGRADERD_CONTAINER", self.container())
@@ -265,12 +267,20 @@ impl Scenario {
             .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
             .env("UPGRADERD_MIN_FREE", "1MB")
             .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path());
-        let out = cmd.output().unwrap();
+        cmd
+    }
+
+    fn upgraderd(&self, args: &[&str]) -> common::Run {
+        let out = self.upgraderd_command(args).output().unwrap();
         common::Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    fn try_status_file(&self) -> Option<Value> {
+        serde_json::from_slice(&fs::read(self.sandbox.path().join(".upgrade-status.json")).ok()?).ok()
     }
 
     fn status_file(&self) -> Value {
@@ -448,4 +458,78 @@ fn dry_run_prints_the_commands_and_changes_nothing() {
     assert!(run.stdout.contains("up -d --no-deps --force-recreate app"), "{}", run.stdout);
     assert_eq!(s.container(), container);
     assert!(!s.sandbox.state().join("upgraderd.db").exists() || s.last_history().is_null());
+}
+
+const STEPS: &[&str] = &["preflight", "backing_up", "downloading", "restarting", "health_check"];
+const TERMINAL: &[&str] = &["complete", "rolled_back", "failed"];
+
+/// SIGKILLs `watch` once the upgrade reaches each step in turn, restarts it,
+/// and checks the upgrade still ends `complete` or `rolled_back` with the data intact.
+fn kill_the_daemon_at_every_step(test: &str, version: &str) {
+    let mut hit = Vec::new();
+    for (i, step) in STEPS.iter().enumerate() {
+        let Some(s) = Scenario::start(&format!("{test}{i}"), &["1.0.0", version]) else { return };
+        let before = s.dump();
+        let id = format!("kill-{test}-{i}");
+        let spawn = || s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut daemon = spawn();
+        let trigger = s.sandbox.path().join(".upgrade-trigger");
+        fs::write(s.sandbox.path().join(".trigger.tmp"), format!(r#"{{"upgradeId":"{id}","version":"{version}"}}"#))
+            .unwrap();
+        fs::rename(s.sandbox.path().join(".trigger.tmp"), &trigger).unwrap();
+        // Kill at this step, or at the first later one when this one passed too fast to catch.
+        let later: Vec<&str> = STEPS[i..].iter().chain(TERMINAL).copied().collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let seen = loop {
+            if let Some(status) = s.try_status_file().filter(|st| st["upgradeId"] == id.as_str()) {
+                let state = status["status"].as_str().unwrap_or_default().to_string();
+                if later.contains(&state.as_str()) {
+                    break state;
+                }
+            }
+            assert!(Instant::now() < deadline, "{id} never reached {step}: {:?}", s.try_status_file());
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        hit.push(seen.clone());
+
+        let mut daemon = spawn();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let end = loop {
+            let status = s.try_status_file().filter(|st| st["upgradeId"] == id.as_str());
+            if let Some(state) = status.as_ref().and_then(|st| st["status"].as_str()) {
+                if TERMINAL.contains(&state) && s.last_history()["status"] == state {
+                    break state.to_string();
+                }
+            }
+            assert!(Instant::now() < deadline, "{id} (killed at {seen}) never ended: {status:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        daemon.wait().unwrap();
+        match end.as_str() {
+            "complete" => {
+                s.wait_version(version);
+                assert!(s.dump().starts_with("schema 2"), "killed at {seen}: {}", s.dump());
+            }
+            "rolled_back" => {
+                s.wait_version("1.0.0");
+                assert_eq!(s.dump(), before, "killed at {seen}: data restored");
+            }
+            other => panic!("killed at {seen}, {id} ended {other}: {}", s.last_history()),
+        }
+        eprintln!("{test}: killed at {seen}, ended {end}");
+    }
+    eprintln!("{test}: steps hit: {hit:?}");
+}
+
+#[test]
+fn killing_the_daemon_at_any_step_of_a_good_upgrade_ends_complete_or_rolled_back() {
+    kill_the_daemon_at_every_step("killgood", "2.0.0");
+}
+
+#[test]
+fn killing_the_daemon_at_any_step_of_a_bad_upgrade_ends_rolled_back() {
+    kill_the_daemon_at_every_step("killbad", "2.0.5");
 }

@@ -385,3 +385,21 @@ for _ in range(300):
         }
     }
 }
+
+#[test]
+fn a_request_whose_daemon_was_killed_before_the_switch_runs_again_under_its_id() {
+    let d = Deployment::new().with("SLOW_PULL", "30");
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"again-1","version":"2.0.0"}"#);
+    wait_status(&d, &w, Some("again-1"), "downloading");
+    w.signal(libc::SIGKILL);
+    drop(w);
+    let d = d.with("SLOW_PULL", "0");
+    let w = Watcher::start(&d);
+    wait_status(&d, &w, Some("again-1"), "complete");
+    assert_eq!(d.running_version(), "2.0.0");
+    let row = d.last_history();
+    assert_eq!((row["upgradeId"].as_str(), row["status"].as_str()), (Some("again-1"), Some("complete")));
+    let journal = d.sb.run(&["--json", "status", "again-1"]).success().json();
+    assert!(journal.to_string().contains("Interrupted before the switch"), "{journal}");
+}

@@ -103,18 +103,34 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
     let db = Db::open(&db_path)?;
     let status_file = config.trigger_dir.as_ref().filter(|_| !request.dry_run).map(|d| d.join(&config.status_file));
     let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &request.target);
-    journal.db.insert_upgrade(&UpgradeRecord {
-        id: upgrade_id.clone(),
-        to_version: Some(request.target.clone()),
-        deployment_method: "docker-compose".into(),
-        status: "pending".into(),
-        started_at: now_ms(),
-        initiated_by: Some(request.initiated_by.clone()),
-        strategy: "pull".into(),
-        pid: Some(std::process::id() as i64),
-        container: config.container.clone(),
-        ..UpgradeRecord::default()
-    })?;
+    match journal.db.get(&upgrade_id)? {
+        None => {}
+        Some(existing) if existing.is_terminal() && !existing.switched => {
+            // A request interrupted before its switch changed nothing: it runs again under its id.
+            journal.db.reopen_upgrade(&upgrade_id, std::process::id() as i64)?;
+            journal.log("Running again: the previous attempt was interrupted before the switch");
+        }
+        Some(existing) => {
+            return Err(usage(format!(
+                "upgrade id {upgrade_id} was already used (status {}); use a new id",
+                existing.status
+            )))
+        }
+    }
+    if journal.db.get(&upgrade_id)?.is_none() {
+        journal.db.insert_upgrade(&UpgradeRecord {
+            id: upgrade_id.clone(),
+            to_version: Some(request.target.clone()),
+            deployment_method: "docker-compose".into(),
+            status: "pending".into(),
+            started_at: now_ms(),
+            initiated_by: Some(request.initiated_by.clone()),
+            strategy: "pull".into(),
+            pid: Some(std::process::id() as i64),
+            container: config.container.clone(),
+            ..UpgradeRecord::default()
+        })?;
+    }
     journal.step("pending", 0, &format!("Upgrade to {} initiated by {}", request.target, request.initiated_by))?;
     let outcome =
         Attempt { config, request, runner, journal: &mut journal, data: Vec::new(), backup: None, from_version: None }

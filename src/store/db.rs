@@ -371,6 +371,19 @@ impl Db {
         Ok(())
     }
 
+    /// Reopens an upgrade that was interrupted before its switch, to run it again
+    /// under the same id (its events keep the interruption).
+    pub fn reopen_upgrade(&self, upgrade_id: &str, pid: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE upgrade_history SET status = 'pending', progress = 0, completedAt = NULL, errorMessage = NULL, \
+                 pid = ?2, updatedAt = ?3 WHERE id = ?1 AND switched = 0",
+                params![upgrade_id, pid, now_ms()],
+            )
+            .map_err(|e| explain(&self.path, e))?;
+        Ok(())
+    }
+
     /// Journals a transition: the event and the row's status, in one transaction.
     pub fn transition(&mut self, upgrade_id: &str, status: &str, progress: i64, message: &str) -> Result<()> {
         let now = now_ms();
