@@ -101,6 +101,8 @@ pub enum Command {
     /// Create, list, verify, restore and prune data backups
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Ask the version source for a newer version; optionally trigger or run the upgrade
+    CheckVersion(CheckVersionArgs),
     /// Show past upgrades, newest first
     History(HistoryArgs),
     /// Show one upgrade (default: the latest) with its journal
@@ -178,6 +180,19 @@ pub struct PruneArgs {
     /// Archives to keep [default: UPGRADERD_BACKUP_KEEP]
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckVersionArgs {
+    /// Exit 10 when an update the policy allows exists (for cron and scripts)
+    #[arg(long)]
+    pub exit_code: bool,
+    /// Write a trigger for the running `watch` when an allowed update exists
+    #[arg(long, conflicts_with = "upgrade")]
+    pub trigger: bool,
+    /// Run the upgrade here when an allowed update exists (cron without a daemon; takes the lock)
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 
 use crate::config::{Config, Env};
 use crate::engine::status::{Snapshot, StatusFile};
-use crate::engine::{new_upgrade_id, pipeline, recover, Outcome, Request};
+use crate::engine::{check, new_upgrade_id, pipeline, recover, Outcome, Request};
 use crate::exit::usage;
 use crate::ops::inotify::DirWatch;
 use crate::ops::systemd::Notifier;
@@ -36,6 +36,8 @@ const SETTLE: Duration = Duration::from_millis(150);
 const INCOMPLETE_GRACE: Duration = Duration::from_secs(2);
 /// How often unfinished upgrades without a live upgrader are looked for.
 const RECOVERY_EVERY: Duration = Duration::from_secs(60);
+/// The first version check comes this soon after start (or after `UPGRADERD_CHECK_EVERY`, if shorter).
+const FIRST_CHECK_AFTER: Duration = Duration::from_secs(60);
 /// How long to wait before retrying a request another upgrader's lock held up.
 const LOCK_RETRY: Duration = Duration::from_secs(5);
 
@@ -124,6 +126,8 @@ impl Daemon {
     fn serve(&mut self) {
         let mut next_recovery = Instant::now() + RECOVERY_EVERY;
         let mut next_watchdog = self.notifier.watchdog_every().map(|every| Instant::now() + every);
+        let checks = !self.config.check_every.is_zero() && !self.config.version_check_disabled;
+        let mut next_check = checks.then(|| Instant::now() + FIRST_CHECK_AFTER.min(self.config.check_every));
         loop {
             self.reap_worker();
             if self.shutdown.is_requested() {
@@ -142,12 +146,17 @@ impl Daemon {
                     self.recover(Some(self.config.stale_after));
                     next_recovery = Instant::now() + RECOVERY_EVERY;
                 }
+                if next_check.is_some_and(|at| at <= Instant::now()) {
+                    self.check_version();
+                    next_check = Some(Instant::now() + self.config.check_every);
+                    self.start_next();
+                }
             }
             if let Some(at) = next_watchdog.filter(|at| *at <= Instant::now()) {
                 self.notifier.watchdog();
                 next_watchdog = self.notifier.watchdog_every().map(|every| at.max(Instant::now()) + every);
             }
-            let mut deadlines = vec![next_watchdog, Some(next_recovery)];
+            let mut deadlines = vec![next_watchdog, Some(next_recovery), next_check];
             if !self.shutdown.is_requested() {
                 deadlines.push(self.intake_at);
                 if self.worker.is_none() && self.start_after > Instant::now() {
@@ -303,28 +312,36 @@ impl Daemon {
         true
     }
 
-    /// Records the request before the trigger is removed, so it is never lost.
+    /// Records the trigger's request before the trigger is removed, so it is never lost.
     fn record(&mut self, queued: QueuedRequest) {
-        match self.db.insert_request(&queued) {
-            Ok(true) => self.ui.info(format!(
-                "trigger: upgrade {} to {} queued{}",
-                queued.upgrade_id,
-                queued.version,
-                if self.worker.is_some() { " behind the running upgrade" } else { "" }
-            )),
-            Ok(false) => {
-                self.ui.info(format!("trigger: upgrade {} was already requested; duplicate ignored", queued.upgrade_id))
-            }
-            Err(e) => {
-                // Leave the claim in place: the next intake tries again, nothing is lost.
-                self.ui.warn(format!("cannot record the trigger's request ({e:#}); retrying"));
-                self.retry_intake_in(Duration::from_secs(1));
-                return;
-            }
+        if let Err(e) = self.queue(&queued) {
+            // Leave the claim in place: the next intake tries again, nothing is lost.
+            self.ui.warn(format!("cannot record the trigger's request ({e:#}); retrying"));
+            self.retry_intake_in(Duration::from_secs(1));
+            return;
         }
         if let Err(e) = self.trigger.release() {
             self.ui.warn(format!("cannot remove the claimed trigger: {e}"));
         }
+    }
+
+    /// Adds a request to the queue; a repeated upgrade id is a duplicate, not an error.
+    fn queue(&mut self, queued: &QueuedRequest) -> Result<()> {
+        if self.db.insert_request(queued)? {
+            self.ui.info(format!(
+                "{}: upgrade {} to {} queued{}",
+                queued.source,
+                queued.upgrade_id,
+                queued.version,
+                if self.worker.is_some() { " behind the running upgrade" } else { "" }
+            ));
+        } else {
+            self.ui.info(format!(
+                "{}: upgrade {} was already requested; duplicate ignored",
+                queued.source, queued.upgrade_id
+            ));
+        }
+        Ok(())
     }
 
     fn reject(&mut self, reason: &str, raw: Option<String>, upgrade_id: Option<&str>) {
@@ -457,6 +474,41 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// The periodic version check: the banner file, and with
+    /// `UPGRADERD_AUTO_UPGRADE=true` a request for the allowed update.
+    fn check_version(&mut self) {
+        let report = match check::run(&self.config) {
+            Ok(report) => report,
+            Err(e) => return self.ui.warn(format!("version check failed: {e:#}")),
+        };
+        if let Err(e) = check::write_banner(&self.config, &report) {
+            self.ui.warn(format!("{e:#}"));
+        }
+        let Some(version) = report.allowed_version else {
+            return self.ui.detail(format!("version check: running {}, nothing to do", report.current_version));
+        };
+        if !self.config.auto_upgrade {
+            return self.ui.info(format!(
+                "version check: {version} is available (set UPGRADERD_AUTO_UPGRADE=true to take it automatically)"
+            ));
+        }
+        if self.db.has_pending_request().unwrap_or(true) {
+            return;
+        }
+        let request = QueuedRequest {
+            upgrade_id: new_upgrade_id(),
+            version,
+            backup: true,
+            source: "check-version".into(),
+            received_at: now_ms(),
+            state: "queued".into(),
+            ..QueuedRequest::default()
+        };
+        if let Err(e) = self.queue(&request) {
+            self.ui.warn(format!("cannot queue the automatic upgrade: {e:#}"));
+        }
     }
 
     fn recover(&mut self, stale_after: Option<Duration>) {

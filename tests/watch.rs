@@ -157,16 +157,20 @@ fn hostile_triggers_are_rejected_without_being_followed_and_the_daemon_carries_o
     std::os::unix::fs::symlink(&victim, dir.join(".upgrade-status.json")).unwrap();
     let w = Watcher::start(&d);
 
+    let rejected_so_far = std::cell::Cell::new(0);
     let expect_rejection = |plant: &dyn Fn(&Path), reason: &str| {
         plant(&dir.join(".upgrade-trigger"));
-        w.wait_for_log(reason);
-        wait_for(
-            "the rejected trigger moved aside",
-            || (!dir.join(".upgrade-trigger").exists()).then_some(()),
-            &|| w.log(),
-        );
-        let s = wait_status(&d, &w, None, "failed");
-        assert!(s["error"].as_str().unwrap_or_default().contains(reason) || w.log().contains(reason), "{s}");
+        rejected_so_far.set(rejected_so_far.get() + 1);
+        let rejected = || {
+            let rows: Vec<_> = requests(&d).into_iter().filter(|r| r.1 == "rejected").collect();
+            (rows.len() == rejected_so_far.get()).then(|| rows.last().and_then(|r| r.2.clone()).unwrap_or_default())
+        };
+        let recorded = wait_for(&format!("rejection for {reason:?}"), rejected, &|| w.log());
+        assert!(recorded.contains(reason), "recorded {recorded:?}, expected {reason:?}");
+        let reported = || {
+            status(&d).filter(|s| s["status"] == "failed" && s["error"].as_str().is_some_and(|e| e.contains(reason)))
+        };
+        wait_for(&format!("the status file to report {reason:?}"), reported, &|| format!("{:?}", status(&d)));
     };
     expect_rejection(&|p| std::os::unix::fs::symlink(&secret, p).unwrap(), "the trigger is a symlink");
     expect_rejection(

@@ -2,12 +2,13 @@
 //! calls to `store`, `ops` and (later) `engine`; none builds a child process.
 
 mod backup;
+mod check_version;
 mod completions;
 mod config;
 mod history;
 mod rollback;
 mod status;
-mod upgrade;
+pub(crate) mod upgrade;
 mod watch;
 
 use anyhow::Result;
@@ -63,6 +64,7 @@ pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
         Command::Upgrade(args) => upgrade::run(&ctx, args),
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Backup(command) => backup::run(&ctx, command),
+        Command::CheckVersion(args) => check_version::run(&ctx, args),
         Command::History(args) => history::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
         Command::Config => config::run(&ctx),

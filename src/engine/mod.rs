@@ -2,6 +2,7 @@
 //! rollback. Every transition is journaled before its side effect, so an
 //! interrupted upgrade can always be told apart from a finished one.
 
+pub mod check;
 pub mod gate;
 pub mod journal;
 pub mod pipeline;

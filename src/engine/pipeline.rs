@@ -62,14 +62,14 @@ pub fn discover(config: &Config, runner: &Runner) -> Result<Deployment> {
 
 /// The version the service runs: configured, else the image's label, else the
 /// last complete upgrade, else the tag when it names a version.
-fn current_version(config: &Config, deployment: &Deployment, db: &Db) -> Option<String> {
+pub(crate) fn current_version(config: &Config, deployment: &Deployment, db: Option<&Db>) -> Option<String> {
     if let Some(v) = &config.current_version {
         return Some(v.clone());
     }
     if let Ok(Some(label)) = deployment.docker.image_version_label(&deployment.container.image) {
         return Some(label);
     }
-    if let Ok(Some(last)) = db.latest_with_status("complete") {
+    if let Some(Ok(Some(last))) = db.map(|db| db.latest_with_status("complete")) {
         if let Some(v) = last.to_version {
             return Some(v);
         }
@@ -261,7 +261,7 @@ impl Attempt<'_, '_> {
         {
             problems.push(format!("{e:#}"));
         }
-        let current = current_version(self.config, &deployment, &self.journal.db);
+        let current = current_version(self.config, &deployment, Some(&self.journal.db));
         self.from_version = current.clone();
         let target = &self.request.target;
         if let (Some(current), false) = (&current, self.request.force || self.config.allow_downgrade) {

@@ -10,3 +10,4 @@ pub mod inotify;
 pub mod notify;
 pub mod process;
 pub mod systemd;
+pub mod versions;

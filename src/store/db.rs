@@ -468,6 +468,13 @@ impl Db {
             .map_err(|e| explain(&self.path, e))
     }
 
+    /// Whether a request is waiting or running.
+    pub fn has_pending_request(&self) -> Result<bool> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM requests WHERE state IN ('queued', 'running'))", [], |r| r.get(0))
+            .map_err(|e| explain(&self.path, e))
+    }
+
     /// Every request, oldest first (for `status` and tests).
     pub fn requests(&self) -> Result<Vec<QueuedRequest>> {
         let mut stmt = self

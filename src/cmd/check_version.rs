@@ -1,0 +1,100 @@
+//! `upgraderd check-version [--exit-code] [--trigger | --upgrade]`: is there a
+//! newer version, may an automatic upgrade take it, and (optionally) ask the
+//! daemon for it or run it here.
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::cli::CheckVersionArgs;
+use crate::cmd::Ctx;
+use crate::engine::check::{self, Report};
+use crate::engine::{new_upgrade_id, pipeline, Request, Terminal};
+use crate::exit::{usage, Exit};
+use crate::store::files;
+
+pub fn run(ctx: &Ctx, args: &CheckVersionArgs) -> Result<Exit> {
+    if ctx.config.version_check_disabled {
+        // No network call at all, and the banner is left as it is.
+        if ctx.ui.json() {
+            ctx.ui.data(&json!({"disabled": true}));
+        } else {
+            ctx.ui.print("version checks are disabled (UPGRADERD_VERSION_CHECK_DISABLED=true); nothing was asked");
+        }
+        return Ok(Exit::Success);
+    }
+    if args.trigger && ctx.config.trigger_dir.is_none() {
+        return Err(usage("--trigger needs UPGRADERD_TRIGGER_DIR: the directory the running `watch` reads"));
+    }
+    let report = check::run(&ctx.config)?;
+    match check::write_banner(&ctx.config, &report) {
+        Ok(Some(path)) => ctx.ui.detail(format!("wrote {}", path.display())),
+        Ok(None) => {}
+        Err(e) => ctx.ui.warn(format!("{e:#}")),
+    }
+    print(ctx, &report);
+    let Some(target) = report.allowed_version.clone() else { return Ok(Exit::Success) };
+    if args.trigger {
+        let id = write_trigger(ctx, &target)?;
+        ctx.ui.info(format!("wrote a trigger for {target} (upgrade {id}); the running watch takes it from here"));
+    }
+    if args.upgrade {
+        let request = Request {
+            target,
+            backup: true,
+            force: false,
+            dry_run: false,
+            initiated_by: "check-version".into(),
+            upgrade_id: None,
+            shutdown: Some(crate::signals::install()),
+        };
+        let outcome = pipeline::run(&ctx.config, ctx.ui, &request)?;
+        crate::cmd::upgrade::report(ctx, &outcome);
+        return Ok(if outcome.terminal == Terminal::Complete { Exit::Success } else { Exit::Failed });
+    }
+    Ok(if args.exit_code { Exit::UpdateAvailable } else { Exit::Success })
+}
+
+fn print(ctx: &Ctx, report: &Report) {
+    if ctx.ui.json() {
+        ctx.ui.data(report);
+        return;
+    }
+    let latest = report.latest_version.as_deref().unwrap_or("none");
+    let line = match (&report.allowed_version, report.update_available) {
+        (Some(allowed), _) => format!(
+            "update available: {} -> {allowed}{}",
+            report.current_version,
+            report.release_url.as_deref().map(|u| format!(" ({u})")).unwrap_or_default()
+        ),
+        (None, true) => {
+            format!("{latest} is available but not for automatic upgrades; running {}", report.current_version)
+        }
+        (None, false) => format!("up to date: {} (latest {latest}, from {})", report.current_version, report.source),
+    };
+    ctx.ui.print(line);
+    for reason in &report.held_back {
+        ctx.ui.info(format!("held back: {reason}"));
+    }
+}
+
+/// Writes the trigger the way an app should: atomically, in the watched directory.
+fn write_trigger(ctx: &Ctx, version: &str) -> Result<String> {
+    let dir = ctx.config.trigger_dir.as_ref().expect("checked before the network call");
+    let id = new_upgrade_id();
+    let body = json!({
+        "upgradeId": id,
+        "version": version,
+        "backup": true,
+        "timestamp": crate::store::db::now_ms(),
+    });
+    let path = dir.join(&ctx.config.trigger_file);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Err(anyhow::anyhow!(
+            "a trigger is already waiting at {}; it was left for the running watch",
+            path.display()
+        ));
+    }
+    files::write_atomic(&path, &serde_json::to_vec(&body)?, 0o644)
+        .with_context(|| format!("cannot write the trigger {}", path.display()))?;
+    Ok(id)
+}
