@@ -19,6 +19,9 @@ _upgraderd() {
             upgraderd,backup)
                 cmd="upgraderd__subcmd__backup"
                 ;;
+            upgraderd,check-version)
+                cmd="upgraderd__subcmd__check__subcmd__version"
+                ;;
             upgraderd,completions)
                 cmd="upgraderd__subcmd__completions"
                 ;;
@@ -82,6 +85,9 @@ _upgraderd() {
             upgraderd__subcmd__help,backup)
                 cmd="upgraderd__subcmd__help__subcmd__backup"
                 ;;
+            upgraderd__subcmd__help,check-version)
+                cmd="upgraderd__subcmd__help__subcmd__check__subcmd__version"
+                ;;
             upgraderd__subcmd__help,completions)
                 cmd="upgraderd__subcmd__help__subcmd__completions"
                 ;;
@@ -128,7 +134,7 @@ _upgraderd() {
 
     case "${cmd}" in
         upgraderd)
-            opts="-c -v -q -h -V --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version watch upgrade rollback backup history status config completions help"
+            opts="-c -v -q -h -V --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version watch upgrade rollback backup check-version history status config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -583,6 +589,56 @@ _upgraderd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        upgraderd__subcmd__check__subcmd__version)
+            opts="-c -v -q -h -V --exit-code --trigger --upgrade --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --docker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         upgraderd__subcmd__completions)
             opts="-c -v -q -h -V --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version bash zsh fish elvish powershell"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -684,7 +740,7 @@ _upgraderd() {
             return 0
             ;;
         upgraderd__subcmd__help)
-            opts="watch upgrade rollback backup history status config completions help"
+            opts="watch upgrade rollback backup check-version history status config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -770,6 +826,20 @@ _upgraderd() {
         upgraderd__subcmd__help__subcmd__backup__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        upgraderd__subcmd__help__subcmd__check__subcmd__version)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -41,6 +41,7 @@ complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "watch" -d 'Run 
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "upgrade" -d 'Upgrade the service: back up, fetch, switch, health-check, roll back on failure'
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "rollback" -d 'Put back the version before an upgrade (default: the last complete one) and its data'
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "backup" -d 'Create, list, verify, restore and prune data backups'
+complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "check-version" -d 'Ask the version source for a newer version; optionally trigger or run the upgrade'
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "history" -d 'Show past upgrades, newest first'
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "status" -d 'Show one upgrade (default: the latest) with its journal'
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "config" -d 'Print the effective configuration and where each value came from'
@@ -184,6 +185,22 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_s
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from help" -f -a "restore" -d 'Restore an archive over the data paths it was taken from (or into --to DIR)'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Delete old archives, keeping the newest N and the last complete upgrade\'s'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l data-dir -d 'Data paths to back up, comma separated [UPGRADERD_DATA_DIR]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l backup-dir -d 'Where backups are written [UPGRADERD_BACKUP_DIR]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l backup-keep -d 'How many backups to keep [UPGRADERD_BACKUP_KEEP]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l trigger-dir -d 'Directory shared with the app: trigger and status files [UPGRADERD_TRIGGER_DIR]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l docker -d 'Path of the docker program [UPGRADERD_DOCKER]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l exit-code -d 'Exit 10 when an update the policy allows exists (for cron and scripts)'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l trigger -d 'Write a trigger for the running `watch` when an allowed update exists'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l upgrade -d 'Run the upgrade here when an allowed update exists (cron without a daemon; takes the lock)'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l json -d 'Print machine-readable JSON on stdout (JSON lines for progress)'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -s q -l quiet -d 'Only errors on stderr'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -s h -l help -d 'Print help'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -s V -l version -d 'Print version'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -l limit -d 'Show at most N upgrades' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
@@ -237,15 +254,16 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand completions" -s v -l
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand completions" -s q -l quiet -d 'Only errors on stderr'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup history status config completions help" -f -a "watch" -d 'Run the daemon: turn the app\'s triggers into upgrades, recover interrupted ones'
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup history status config completions help" -f -a "upgrade" -d 'Upgrade the service: back up, fetch, switch, health-check, roll back on failure'
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup history status config completions help" -f -a "rollback" -d 'Put back the version before an upgrade (default: the last complete one) and its data'
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup history status config completions help" -f -a "backup" -d 'Create, list, verify, restore and prune data backups'
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup history status config completions help" -f -a "history" -d 'Show past upgrades, newest first'
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup history status config completions help" -f -a "status" -d 'Show one upgrade (default: the latest) with its journal'
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup history status config completions help" -f -a "config" -d 'Print the effective configuration and where each value came from'
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup history status config completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup history status config completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "watch" -d 'Run the daemon: turn the app\'s triggers into upgrades, recover interrupted ones'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "upgrade" -d 'Upgrade the service: back up, fetch, switch, health-check, roll back on failure'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "rollback" -d 'Put back the version before an upgrade (default: the last complete one) and its data'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "backup" -d 'Create, list, verify, restore and prune data backups'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "check-version" -d 'Ask the version source for a newer version; optionally trigger or run the upgrade'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "history" -d 'Show past upgrades, newest first'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "status" -d 'Show one upgrade (default: the latest) with its journal'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "config" -d 'Print the effective configuration and where each value came from'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and not __fish_seen_subcommand_from watch upgrade rollback backup check-version history status config completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and __fish_seen_subcommand_from backup" -f -a "create" -d 'Back up the data paths into a new archive'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and __fish_seen_subcommand_from backup" -f -a "list" -d 'List the archives in the backup directory'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand help; and __fish_seen_subcommand_from backup" -f -a "verify" -d 'Check an archive: gzip CRC, every member\'s sha256 against the manifest'

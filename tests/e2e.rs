@@ -533,3 +533,26 @@ fn killing_the_daemon_at_any_step_of_a_good_upgrade_ends_complete_or_rolled_back
 fn killing_the_daemon_at_any_step_of_a_bad_upgrade_ends_rolled_back() {
     kill_the_daemon_at_every_step("killbad", "2.0.5");
 }
+
+#[test]
+fn check_version_reads_the_real_registry_tags_and_upgrades() {
+    let Some(s) = Scenario::start("tags", &["1.0.0", "2.0.0", "2.0.1"]) else { return };
+    let json = s.upgraderd(&["--json", "check-version"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["source"], "registry");
+    assert_eq!(report["currentVersion"], "1.0.0", "from the image's version label");
+    assert_eq!(report["latestVersion"], "2.0.1");
+    assert_eq!(report["allowedVersion"], Value::Null, "2.x is beyond the default minor policy");
+    let run = s.upgraderd_command(&["check-version", "--upgrade"]).env("UPGRADERD_POLICY", "major").output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    // 2.0.1 crashes at start: the automatic upgrade is rolled back, and 2.0.1 is quarantined.
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    s.wait_version("1.0.0");
+    let report: Value = serde_json::from_slice(
+        &s.upgraderd_command(&["--json", "check-version"]).env("UPGRADERD_POLICY", "major").output().unwrap().stdout,
+    )
+    .unwrap();
+    assert_eq!(report["allowedVersion"], "2.0.0", "{report}");
+    assert!(report["heldBack"][0].as_str().unwrap().contains("rolled back on this host"), "{report}");
+}

@@ -407,3 +407,41 @@ fn a_request_whose_daemon_was_killed_before_the_switch_runs_again_under_its_id()
     let journal = d.sb.run(&["--json", "status", "again-1"]).success().json();
     assert!(journal.to_string().contains("Interrupted before the switch"), "{journal}");
 }
+
+#[test]
+fn the_periodic_check_writes_the_banner_and_upgrades_when_allowed_to() {
+    let server = common::http::Server::start(|_| common::http::Reply::json(200, r#"{"version": "2.0.0"}"#));
+    let d = Deployment::new()
+        .with("UPGRADERD_VERSION_URL", &server.url("/version.json"))
+        .with("UPGRADERD_POLICY", "major")
+        .with("UPGRADERD_CHECK_EVERY", "1s")
+        .with("UPGRADERD_AUTO_UPGRADE", "true");
+    let w = Watcher::start(&d);
+    let done = wait_status(&d, &w, None, "complete");
+    assert_eq!(done["toVersion"], "2.0.0");
+    assert_eq!(d.last_history()["initiatedBy"], "check-version");
+    let banner: Value =
+        serde_json::from_slice(&fs::read(trigger_dir(&d).join(".upgrade-available.json")).unwrap()).unwrap();
+    assert_eq!((banner["currentVersion"].as_str(), banner["latestVersion"].as_str()), (Some("1.0.0"), Some("2.0.0")));
+    // The next checks find nothing newer and queue nothing.
+    wait_for(
+        "a check after the upgrade",
+        || {
+            let b: Value =
+                serde_json::from_slice(&fs::read(trigger_dir(&d).join(".upgrade-available.json")).ok()?).ok()?;
+            (b["currentVersion"] == "2.0.0").then_some(())
+        },
+        &|| w.log(),
+    );
+    assert_eq!(requests(&d).len(), 1);
+}
+
+#[test]
+fn check_version_upgrade_runs_the_upgrade_in_process() {
+    let server = common::http::Server::start(|_| common::http::Reply::json(200, r#"{"version": "2.0.0"}"#));
+    let d = Deployment::new().with("UPGRADERD_VERSION_URL", &server.url("/v")).with("UPGRADERD_POLICY", "major");
+    d.sb.run(&["check-version", "--upgrade"]).success().stdout_has("complete: 1.0.0 -> 2.0.0");
+    assert_eq!(d.running_version(), "2.0.0");
+    assert_eq!(d.last_history()["initiatedBy"], "check-version");
+    d.sb.run(&["check-version", "--exit-code"]).code(0).stdout_has("up to date: 2.0.0");
+}

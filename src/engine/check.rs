@@ -52,7 +52,9 @@ pub fn run(config: &Config) -> Result<Report> {
     let source = source_name(config)?;
     let db = open_db(config)?;
     let current = current_version(config, db.as_ref())?;
-    let http = Http::new(Some(config.state_dir.join("http-cache.json")).filter(|_| config.state_dir.is_dir()));
+    // The ETag cache lives in the state dir; without one (not writable) every check asks in full.
+    let cache = files::ensure_private_dir(&config.state_dir).ok().map(|()| config.state_dir.join("http-cache.json"));
+    let http = Http::new(cache);
     let releases = match source {
         "url" => versions::from_url(
             &http,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_engine;
+pub mod http;
 
 use std::collections::BTreeMap;
 use std::fs;
