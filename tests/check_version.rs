@@ -138,12 +138,8 @@ fn bad_answers_are_errors_naming_the_source() {
         ),
         ("/garbage", Reply::json(200, "not json at all"), "did not answer JSON"),
     ];
-    let replies: Vec<(String, u16, Vec<(String, String)>, Vec<u8>)> =
-        cases.iter().map(|(p, r, _)| (p.to_string(), r.status, r.headers.clone(), r.body.clone())).collect();
-    let server = Server::start(move |seen| {
-        let (_, status, headers, body) = replies.iter().find(|(p, ..)| *p == seen.path).unwrap();
-        Reply { status: *status, headers: headers.clone(), body: body.clone() }
-    });
+    let replies: Vec<(String, Reply)> = cases.iter().map(|(p, r, _)| (p.to_string(), r.clone())).collect();
+    let server = Server::start(move |seen| replies.iter().find(|(p, _)| *p == seen.path).unwrap().1.clone());
     let mut sb = sandbox();
     for (path, _, expected) in cases {
         sb.env("UPGRADERD_VERSION_URL", server.url(path));

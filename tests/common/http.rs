@@ -15,6 +15,7 @@ pub struct Seen {
 }
 
 /// What to answer.
+#[derive(Clone)]
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
