@@ -293,6 +293,15 @@ pub enum Strategy {
     Rebuild,
 }
 
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Pull => "pull",
+            Strategy::Rebuild => "rebuild",
+        }
+    }
+}
+
 /// How far an automatic upgrade may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Policy {

@@ -404,6 +404,7 @@ impl Daemon {
             force: queued.force,
             dry_run: false,
             initiated_by: queued.source.clone(),
+            strategy: self.config.strategy,
             upgrade_id: Some(queued.upgrade_id.clone()),
             shutdown: Some(self.shutdown.clone()),
         };

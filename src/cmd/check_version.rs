@@ -44,6 +44,7 @@ pub fn run(ctx: &Ctx, args: &CheckVersionArgs) -> Result<Exit> {
             force: false,
             dry_run: false,
             initiated_by: "check-version".into(),
+            strategy: ctx.config.strategy,
             upgrade_id: None,
             shutdown: Some(crate::signals::install()),
         };

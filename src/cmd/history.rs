@@ -30,8 +30,14 @@ fn row(record: &UpgradeRecord) -> Vec<String> {
     vec![
         record.id.clone(),
         record.status.clone(),
-        version_cell(record.from_version.as_deref(), record.previous_commit.as_deref()),
-        version_cell(record.to_version.as_deref(), record.target_commit.as_deref()),
+        version_cell(
+            record.from_version.as_deref(),
+            record.previous_subject.as_deref().or(record.previous_commit.as_deref()),
+        ),
+        version_cell(
+            record.to_version.as_deref(),
+            record.target_subject.as_deref().or(record.target_commit.as_deref()),
+        ),
         record.strategy.clone(),
         format_time(record.started_at),
         record.completed_at.map(|end| format_duration(end - record.started_at)).unwrap_or_else(|| "-".into()),
@@ -40,12 +46,13 @@ fn row(record: &UpgradeRecord) -> Vec<String> {
     ]
 }
 
-/// A version, with the short commit for rebuild upgrades.
+/// A version, with the commit (short sha and subject) for rebuild upgrades.
 fn version_cell(version: Option<&str>, commit: Option<&str>) -> String {
+    let commit = commit.map(|c| if c.contains(' ') { first_line(c) } else { c.chars().take(8).collect() });
     match (version, commit) {
-        (Some(v), Some(c)) => format!("{v} ({})", &c[..c.len().min(8)]),
+        (Some(v), Some(c)) => format!("{v} ({c})"),
         (Some(v), None) => v.to_string(),
-        (None, Some(c)) => c[..c.len().min(8)].to_string(),
+        (None, Some(c)) => c,
         (None, None) => "-".into(),
     }
 }

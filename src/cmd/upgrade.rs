@@ -16,15 +16,13 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
         Some("rebuild") => Strategy::Rebuild,
         Some(other) => return Err(usage(format!("unknown --strategy {other}: use pull or rebuild"))),
     };
-    if strategy == Strategy::Rebuild {
-        return Err(usage("the rebuild strategy is not available in this build yet; use --strategy pull"));
-    }
     let request = Request {
         target: args.to.clone(),
         backup: !args.no_backup,
         force: args.force,
         dry_run: args.dry_run,
         initiated_by: "cli".into(),
+        strategy,
         upgrade_id: None,
         shutdown: (!args.dry_run).then(crate::signals::install),
     };

@@ -22,6 +22,7 @@ pub struct Request {
     pub dry_run: bool,
     /// `cli`, `trigger`, `check-version`, …
     pub initiated_by: String,
+    pub strategy: crate::config::Strategy,
     /// Given by the app's trigger; generated otherwise.
     pub upgrade_id: Option<String>,
     /// A stop request: before the switch it abandons the upgrade and ends interruptible children.

@@ -9,16 +9,18 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, Strategy as StrategyKind};
 use crate::engine::gate::{wait_healthy, GateSpec};
 use crate::engine::journal::Journal;
 use crate::engine::recover;
 use crate::engine::strategy::pull::Pull;
+use crate::engine::strategy::rebuild::Rebuild;
 use crate::engine::strategy::Strategy;
 use crate::engine::{compare_versions, new_upgrade_id, validate_version, Outcome, Request, Terminal};
 use crate::exit::usage;
 use crate::ops::compose::{Compose, Project, ProjectOverrides};
 use crate::ops::docker::{Container, Docker, ImageRef};
+use crate::ops::git::Git;
 use crate::ops::process::{Cmd, Runner};
 use crate::ops::{disk, notify};
 use crate::store::backup::{self, Destination, Progress};
@@ -125,7 +127,7 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
             status: "pending".into(),
             started_at: now_ms(),
             initiated_by: Some(request.initiated_by.clone()),
-            strategy: "pull".into(),
+            strategy: request.strategy.as_str().into(),
             pid: Some(std::process::id() as i64),
             container: config.container.clone(),
             ..UpgradeRecord::default()
@@ -261,7 +263,11 @@ impl Attempt<'_, '_> {
         {
             problems.push(format!("{e:#}"));
         }
-        let current = current_version(self.config, &deployment, Some(&self.journal.db));
+        let git = git_for(self.config, &deployment.project, &self.runner);
+        let mut current = current_version(self.config, &deployment, Some(&self.journal.db));
+        if self.request.strategy == StrategyKind::Rebuild && current.is_none() {
+            current = git.describe();
+        }
         self.from_version = current.clone();
         let target = &self.request.target;
         if let (Some(current), false) = (&current, self.request.force || self.config.allow_downgrade) {
@@ -288,15 +294,27 @@ impl Attempt<'_, '_> {
             ],
         )?;
         let upgrade_id = self.journal.upgrade_id.clone();
-        let mut strategy: Box<dyn Strategy> = Box::new(Pull::new(
-            deployment.docker,
-            deployment.compose,
-            deployment.project,
-            &deployment.container,
-            self.config.image.as_deref(),
-            current,
-            &upgrade_id,
-        ));
+        let mut strategy: Box<dyn Strategy> = match self.request.strategy {
+            StrategyKind::Pull => Box::new(Pull::new(
+                deployment.docker,
+                deployment.compose,
+                deployment.project,
+                &deployment.container,
+                self.config.image.as_deref(),
+                current,
+                &upgrade_id,
+            )),
+            StrategyKind::Rebuild => Box::new(Rebuild::new(
+                deployment.docker,
+                deployment.compose,
+                deployment.project,
+                git,
+                &self.config.git_remote,
+                &self.config.git_branch,
+                current,
+                &upgrade_id,
+            )),
+        };
         strategy.preflight(target, self.request.force, &mut problems);
         Ok((Some(strategy), problems))
     }
@@ -504,6 +522,24 @@ pub(crate) fn restore_previous(
     }
 }
 
+/// git in the app's checkout: `UPGRADERD_GIT_DIR`, else the compose working dir.
+pub(crate) fn git_for(config: &Config, project: &Project, runner: &Runner) -> Git {
+    let dir = config.git_dir.clone().unwrap_or_else(|| project.working_dir.clone());
+    Git::new(&config.git, &dir, runner.clone())
+}
+
+/// The strategy of a recorded upgrade, rebuilt from its row to put the previous version back.
+pub(crate) fn resume_strategy(config: &Config, runner: &Runner, record: &UpgradeRecord) -> Result<Box<dyn Strategy>> {
+    let deployment = discover(config, runner)?;
+    Ok(match record.strategy.as_str() {
+        "rebuild" => {
+            let git = git_for(config, &deployment.project, runner);
+            Box::new(Rebuild::resume(deployment.docker, deployment.compose, deployment.project, git, record)?)
+        }
+        _ => Box::new(Pull::resume(deployment.docker, deployment.compose, deployment.project, record)?),
+    })
+}
+
 /// The health gate for this deployment, expecting `version` when a version pointer is configured.
 pub(crate) fn gate_spec(config: &Config, version: Option<String>) -> GateSpec {
     GateSpec {
@@ -567,9 +603,9 @@ pub(crate) fn after_terminal(config: &Config, ui: &Ui, outcome: &Outcome) {
     }
 }
 
-/// Undoes a recorded upgrade: stop the service, restore the upgrade's backup,
-/// point the service's tag at the image it replaced, recreate, health-check.
-/// Recorded as an upgrade of its own (initiated by `rollback`).
+/// Undoes a recorded upgrade: stop the new version, restore the upgrade's
+/// backup, put back the image (or commit and images) it replaced, recreate,
+/// health-check. Recorded as an upgrade of its own (initiated by `rollback`).
 pub fn manual_rollback(
     config: &Config,
     ui: &Ui,
@@ -577,14 +613,9 @@ pub fn manual_rollback(
     restore_data: bool,
     dry_run: bool,
 ) -> Result<Outcome> {
-    let previous_image = record.previous_image_id.clone().ok_or_else(|| {
-        anyhow!(
-            "upgrade {} recorded no previous image (it never got past its download); nothing to roll back to",
-            record.id
-        )
-    })?;
-    let service_ref =
-        record.image_ref.clone().ok_or_else(|| anyhow!("upgrade {} recorded no image reference", record.id))?;
+    if !record.switched && record.previous_image_id.is_none() && record.previous_commit.is_none() {
+        return Err(anyhow!("upgrade {} never switched versions; there is nothing to roll back", record.id));
+    }
     let backup = match (restore_data, &record.backup_path) {
         (true, Some(path)) => Some(PathBuf::from(path)),
         (true, None) => {
@@ -595,13 +626,14 @@ pub fn manual_rollback(
         }
         (false, _) => None,
     };
-    let lock = Lock::acquire(&config.lock_path(), &format!("rollback {}", record.id))?;
+    let mut lock = Lock::acquire(&config.lock_path(), &format!("rollback {}", record.id))?;
     let runner = Runner::new(dry_run);
-    let deployment = discover(config, &runner)?;
+    let mut strategy = resume_strategy(config, &runner, record)?;
     let db = if dry_run { Db::open(&scratch_db()?)? } else { Db::open(&config.db_path())? };
     let upgrade_id = new_upgrade_id();
-    let mut lock = lock;
-    lock.set_upgrade(&upgrade_id)?;
+    if !dry_run {
+        lock.set_upgrade(&upgrade_id)?;
+    }
     db.insert_upgrade(&UpgradeRecord {
         id: upgrade_id.clone(),
         from_version: record.to_version.clone(),
@@ -618,40 +650,31 @@ pub fn manual_rollback(
     let to_version = record.from_version.clone().unwrap_or_else(|| "previous".into());
     let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &to_version);
     journal.set_versions(record.to_version.as_deref(), &to_version);
-    let result = (|| -> Result<()> {
-        journal.step("restarting", 30, &format!("Rolling back upgrade {}", record.id))?;
-        let stop = deployment.compose.stop(&deployment.project);
-        journal.log(&format!("$ {}", stop.display()));
-        runner.run(&stop)?;
+    journal.step("restarting", 30, &format!("Rolling back upgrade {}", record.id))?;
+    let reason = format!("rollback of upgrade {} asked for", record.id);
+    let (terminal, error) = if dry_run {
+        strategy.stop(&mut journal)?;
         if let Some(archive) = &backup {
-            journal.step("restarting", 50, &format!("Restoring data from {}", archive.display()))?;
-            if !dry_run {
-                backup::restore(archive, &Destination::Original, &mut |_| {})?;
-            }
+            runner.plan(format!("# restore data from {}", archive.display()));
         }
-        for cmd in [deployment.docker.tag(&previous_image, &service_ref), deployment.compose.up(&deployment.project)] {
-            journal.log(&format!("$ {}", cmd.display()));
-            runner.run(&cmd)?;
-        }
-        Ok(())
-    })();
-    let terminal = match result {
-        Err(e) => Err(format!("{e:#}")),
-        Ok(()) if dry_run => Ok(()),
-        Ok(()) => {
-            journal.step("health_check", 80, "Running health checks")?;
-            let spec = gate_spec(config, record.from_version.clone());
-            wait_healthy(&deployment.docker, &deployment.project.name, &deployment.project.service, &spec).map(|_| ())
-        }
-    };
-    if dry_run {
+        strategy.revert(&mut journal)?;
         for line in runner.planned() {
             ui.print(line);
         }
-    }
-    let (terminal, error) = match terminal {
-        Ok(()) => (Terminal::Complete, None),
-        Err(why) => (Terminal::Failed, Some(why)),
+        (Terminal::Complete, None)
+    } else {
+        match restore_previous(
+            config,
+            &runner,
+            &mut journal,
+            strategy.as_mut(),
+            backup.as_deref(),
+            record.from_version.clone(),
+            reason,
+        ) {
+            (Terminal::RolledBack, _, _) => (Terminal::Complete, None),
+            (terminal, _, error) => (terminal, Some(error)),
+        }
     };
     journal.finish(
         terminal.as_str(),

@@ -11,8 +11,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::engine::journal::Journal;
-use crate::engine::pipeline::{after_terminal, discover, restore_previous};
-use crate::engine::strategy::pull::Pull;
+use crate::engine::pipeline::{self, after_terminal, restore_previous};
 use crate::engine::{Outcome, Terminal};
 use crate::ops::process::Runner;
 use crate::store::backup;
@@ -75,7 +74,7 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
         journal.step("rolling_back", 90, "Recovering an interrupted upgrade: putting the previous version back")?;
         let reason = format!("upgraderd stopped during {} after the switch", record.status);
         let runner = Runner::new(false);
-        match resume_strategy(config, &runner, record) {
+        match pipeline::resume_strategy(config, &runner, record) {
             Ok(mut strategy) => restore_previous(
                 config,
                 &runner,
@@ -105,15 +104,6 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
         error: Some(error),
         backup: backup_path,
     })
-}
-
-fn resume_strategy(
-    config: &Config,
-    runner: &Runner,
-    record: &UpgradeRecord,
-) -> Result<Box<dyn crate::engine::strategy::Strategy>> {
-    let deployment = discover(config, runner)?;
-    Ok(Box::new(Pull::resume(deployment.docker, deployment.compose, deployment.project, record)?))
 }
 
 /// A backup cut off mid-write is never used; remove it so it does not fill the disk.

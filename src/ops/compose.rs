@@ -163,6 +163,34 @@ impl Compose {
         cmd.arg(&project.service).timeout(Duration::from_secs(600)).streamed().mutating()
     }
 
+    /// The services whose image the project builds (`build:` in the rendered configuration).
+    pub fn built_services(&self, project: &Project) -> Result<Vec<String>> {
+        let rendered = self.config(project)?;
+        if self.v2 {
+            let value: serde_json::Value =
+                serde_json::from_str(&rendered).context("parsing `compose config --format json`")?;
+            let services = value["services"].as_object().cloned().unwrap_or_default();
+            Ok(services.iter().filter(|(_, s)| s.get("build").is_some()).map(|(name, _)| name.clone()).collect())
+        } else {
+            Ok(built_from_yaml(&rendered))
+        }
+    }
+
+    /// Builds every service with a `build:` section, its output streamed.
+    pub fn build(&self, project: &Project) -> Cmd {
+        self.base(project).arg("build").timeout(Duration::from_secs(3600)).streamed().mutating().interruptible()
+    }
+
+    /// Starts the whole project with the images as they are (never building or pulling).
+    pub fn up_all(&self, project: &Project) -> Cmd {
+        self.base(project).args(["up", "-d", "--no-build"]).timeout(Duration::from_secs(600)).streamed().mutating()
+    }
+
+    /// Stops every service of the project.
+    pub fn stop_all(&self, project: &Project) -> Cmd {
+        self.base(project).args(["stop", "-t", "10"]).timeout(Duration::from_secs(300)).streamed().mutating()
+    }
+
     /// Stops the service's container.
     pub fn stop(&self, project: &Project) -> Cmd {
         self.base(project)
@@ -205,6 +233,28 @@ fn image_from_yaml(rendered: &str, service: &str) -> Option<String> {
     None
 }
 
+/// The services with a `build:` key in compose v1's normalised YAML.
+fn built_from_yaml(rendered: &str) -> Vec<String> {
+    let mut in_services = false;
+    let mut current: Option<String> = None;
+    let mut built = Vec::new();
+    for line in rendered.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if indent == 0 {
+            in_services = text == "services:";
+            current = None;
+        } else if in_services && indent == 2 && text.ends_with(':') {
+            current = Some(text.trim_end_matches(':').trim_matches(['\'', '"']).to_string());
+        } else if in_services && indent == 4 && (text == "build:" || text.starts_with("build:")) {
+            if let Some(service) = current.take() {
+                built.push(service);
+            }
+        }
+    }
+    built
+}
+
 /// Finds the line of a compose file that sets `image:` to `reference`, for messages.
 pub fn locate_image_line(files: &[PathBuf], reference: &str) -> Option<(PathBuf, usize)> {
     for file in files {
@@ -231,6 +281,12 @@ mod tests {
         assert_eq!(image_from_yaml(yaml, "app").as_deref(), Some("127.0.0.1:5000/app:latest"));
         assert_eq!(image_from_yaml(yaml, "db").as_deref(), Some("postgres:16"));
         assert_eq!(image_from_yaml(yaml, "web"), None);
+    }
+
+    #[test]
+    fn built_services_from_v1_yaml() {
+        let yaml = "services:\n  app:\n    build:\n      context: /srv/app\n    image: app\n  db:\n    image: postgres:16\n  worker:\n    build: /srv/worker\nversion: '3.9'\n";
+        assert_eq!(built_from_yaml(yaml), vec!["app".to_string(), "worker".to_string()]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod compose;
 pub mod disk;
 pub mod docker;
+pub mod git;
 pub mod health;
 pub mod inotify;
 pub mod notify;

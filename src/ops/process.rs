@@ -329,6 +329,13 @@ impl Runner {
         self.dry_run
     }
 
+    /// Adds a note to a dry run's plan (a step that is not a command, like a data restore).
+    pub fn plan(&self, note: String) {
+        if let Ok(mut planned) = self.planned.lock() {
+            planned.push(note);
+        }
+    }
+
     /// The mutating command lines a dry run skipped, in order.
     pub fn planned(&self) -> Vec<String> {
         self.planned.lock().map(|p| p.clone()).unwrap_or_default()

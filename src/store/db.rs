@@ -73,6 +73,12 @@ const MIGRATIONS: &[&str] = &[
         reason      TEXT
     );
     "#,
+    // 2: rebuild upgrades: the images kept for rollback, and commit subjects for history.
+    r#"
+    ALTER TABLE upgrade_history ADD COLUMN rollbackImages TEXT;
+    ALTER TABLE upgrade_history ADD COLUMN previousSubject TEXT;
+    ALTER TABLE upgrade_history ADD COLUMN targetSubject TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -160,12 +166,16 @@ pub struct UpgradeRecord {
     pub new_digest: Option<String>,
     pub previous_commit: Option<String>,
     pub target_commit: Option<String>,
+    /// Rebuild: JSON list of `{name, id}`, the images the services ran before.
+    pub rollback_images: Option<String>,
+    pub previous_subject: Option<String>,
+    pub target_subject: Option<String>,
 }
 
 const RECORD_COLUMNS: &str = "id, fromVersion, toVersion, deploymentMethod, status, progress, currentStep, logs, \
     backupPath, startedAt, completedAt, initiatedBy, errorMessage, rollbackAvailable, strategy, updatedAt, pid, \
     switched, container, service, composeProject, imageRef, previousImageId, previousDigest, rollbackTag, \
-    newImageId, newDigest, previousCommit, targetCommit";
+    newImageId, newDigest, previousCommit, targetCommit, rollbackImages, previousSubject, targetSubject";
 
 impl UpgradeRecord {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<UpgradeRecord> {
@@ -200,6 +210,9 @@ impl UpgradeRecord {
             new_digest: row.get(26)?,
             previous_commit: row.get(27)?,
             target_commit: row.get(28)?,
+            rollback_images: row.get(29)?,
+            previous_subject: row.get(30)?,
+            target_subject: row.get(31)?,
         })
     }
 

@@ -6,12 +6,10 @@
 use anyhow::{anyhow, Context, Result};
 
 use crate::engine::journal::Journal;
-use crate::engine::strategy::Strategy;
+use crate::engine::strategy::{prune_rollback_tags, Strategy, ROLLBACK_TAG_PREFIX};
 use crate::ops::compose::{locate_image_line, Compose, Project};
 use crate::ops::docker::{Container, Docker, ImageRef};
-use crate::store::db::{Db, UpgradeRecord};
-
-pub const ROLLBACK_TAG_PREFIX: &str = "upgraderd-rollback-";
+use crate::store::db::UpgradeRecord;
 
 pub struct Pull {
     pub docker: Docker,
@@ -195,25 +193,6 @@ impl Strategy for Pull {
     }
 
     fn cleanup(&mut self, journal: &mut Journal, keep: usize) {
-        let tags = match self.docker.tags_with_prefix(&self.service_ref.repository, ROLLBACK_TAG_PREFIX) {
-            Ok(tags) => tags,
-            Err(e) => return journal.log(&format!("could not list rollback tags: {e}")),
-        };
-        let protected = protected_rollback_tags(&journal.db, keep);
-        for tag in tags {
-            let id = tag.trim_start_matches(ROLLBACK_TAG_PREFIX);
-            if id == self.upgrade_id || protected.iter().any(|p| p == id) {
-                continue;
-            }
-            let reference = self.service_ref.with_tag(&tag);
-            if let Err(e) = self.docker.runner().run(&self.docker.untag(&reference)) {
-                journal.log(&format!("could not remove {reference}: {e}"));
-            }
-        }
+        prune_rollback_tags(&self.docker, &self.service_ref.repository, &self.upgrade_id, keep, journal);
     }
-}
-
-/// Upgrade ids whose rollback images retention keeps: the newest `keep` upgrades.
-fn protected_rollback_tags(db: &Db, keep: usize) -> Vec<String> {
-    db.history(keep).map(|rows| rows.into_iter().map(|r| r.id).collect()).unwrap_or_default()
 }
