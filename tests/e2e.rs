@@ -736,3 +736,38 @@ fn rebuild_refuses_what_it_cannot_do_safely_before_anything_running_changes() {
     assert_eq!(row["status"], "failed");
     assert_eq!(row["switched"], false);
 }
+
+#[test]
+fn a_rebuild_upgrader_killed_after_the_switch_is_put_back_by_the_next_watch() {
+    let Some((s, commits)) = Scenario::start_rebuild("rbkill") else { return };
+    let before = s.dump();
+    let mut upgrade = s
+        .upgraderd_command(&["upgrade", "--strategy", "rebuild", "--to", "2.0.0"])
+        .env("UPGRADERD_HEALTH_STABLE", "120s")
+        .env("UPGRADERD_HEALTH_TIMEOUT", "180s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s.try_status_file().is_none_or(|st| st["status"] != "health_check") {
+        assert!(Instant::now() < deadline, "never reached health_check: {:?}", s.try_status_file());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    upgrade.kill().unwrap();
+    upgrade.wait().unwrap();
+    s.wait_version("2.0.0");
+    assert_eq!(s.head(), commits[1]);
+
+    let mut daemon = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s.last_history()["status"] != "rolled_back" {
+        assert!(Instant::now() < deadline, "not recovered: {}", s.last_history());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    s.wait_version("1.0.0");
+    assert_eq!(s.head(), commits[0], "the checkout is back at the recorded commit");
+    assert_eq!(s.dump(), before);
+}

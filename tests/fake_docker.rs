@@ -255,3 +255,28 @@ fn hostile_versions_never_reach_an_argv() {
     }
     assert!(d.argv().is_empty(), "{:?}", d.argv());
 }
+
+#[test]
+fn manual_rollback_plans_then_puts_back_the_image_and_the_data() {
+    let d = Deployment::new();
+    let before = d.data();
+    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    let upgraded = d.last_history()["upgradeId"].as_str().unwrap().to_string();
+    assert_ne!(d.data(), before);
+
+    let plan = d.sb.run(&["rollback", "--dry-run"]).success();
+    let lines: Vec<&str> = plan.stdout.lines().collect();
+    assert!(lines[0].starts_with("docker compose -p demo") && lines[0].contains(" stop -t 10 app"), "{lines:?}");
+    assert!(lines[1].starts_with("# restore data from ") && lines[1].contains("upgrade-backup-"), "{lines:?}");
+    assert_eq!(lines[2], "docker tag sha256:v-1.0.0 registry.example/demo/app:latest");
+    assert!(lines[3].contains(" up -d --no-deps --force-recreate --pull never app"), "{lines:?}");
+    assert_eq!(d.running_version(), "2.0.0", "a dry run changes nothing");
+
+    d.sb.run(&["rollback"]).success();
+    assert_eq!(d.running_version(), "1.0.0");
+    assert_eq!(d.data(), before);
+    let row = d.last_history();
+    assert_eq!(row["status"], "complete");
+    assert_eq!(row["initiatedBy"], format!("rollback of {upgraded}").as_str());
+    assert_eq!((row["fromVersion"].as_str(), row["toVersion"].as_str()), (Some("2.0.0"), Some("1.0.0")));
+}
