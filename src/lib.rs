@@ -2,8 +2,10 @@
 //!
 //! The crate is laid out as `../DESIGN.md` describes: `cli` parses, `config`
 //! resolves one validated [`config::Config`], `cmd` holds one module per
-//! subcommand, `ops` wraps the outside world, `store` owns everything on disk
-//! and `ui` is the one place that prints.
+//! subcommand, `engine` is the upgrade transaction (pipeline, strategies,
+//! health gate, recovery, version checks), `daemon` is `watch`, `trigger` the
+//! protocol with the app, `signals` the stop request, `ops` wraps the outside
+//! world, `store` owns everything on disk and `ui` is the one place that prints.
 
 pub mod cli;
 pub mod cmd;

@@ -192,3 +192,21 @@ fn completions_are_printed_for_each_shell() {
     }
     sb.run(&["completions", "tcsh"]).code(2);
 }
+
+#[test]
+fn every_example_env_file_names_only_known_keys_with_valid_values() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for example in ["upgraderd.env", "meshmonitor/upgraderd.env", "opentrace/upgraderd.env"] {
+        let text = fs::read_to_string(root.join(example)).unwrap();
+        // Every commented-out setting, switched on.
+        let enabled: String = text
+            .lines()
+            .map(|l| l.strip_prefix('#').filter(|rest| rest.starts_with("UPGRADERD_")).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let sb = Sandbox::new();
+        sb.config_file(&enabled);
+        let run = sb.run(&["config"]).success();
+        assert!(!run.stderr.contains("unknown key"), "{example}:\n{}", run.stderr);
+    }
+}

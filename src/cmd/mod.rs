@@ -1,5 +1,5 @@
 //! One module per subcommand. Each turns the [`Config`] and its arguments into
-//! calls to `store`, `ops` and (later) `engine`; none builds a child process.
+//! calls to `engine`, `store` and `ops`; none builds a child process.
 
 mod backup;
 mod check_version;
