@@ -495,8 +495,10 @@ impl Daemon {
                 "version check: {version} is available (set UPGRADERD_AUTO_UPGRADE=true to take it automatically)"
             ));
         }
-        if self.db.has_pending_request().unwrap_or(true) {
-            return;
+        match self.db.has_pending_request() {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => return self.ui.warn(format!("cannot read the request queue: {e:#}")),
         }
         let request = QueuedRequest {
             upgrade_id: new_upgrade_id(),

@@ -200,7 +200,7 @@ impl TriggerDir {
 
     /// Removes the claimed trigger once its request is recorded.
     pub fn release(&self) -> io::Result<()> {
-        remove_entry(&self.claimed_path())?;
+        files::remove_any(&self.claimed_path())?;
         files::sync_dir(&self.dir)
     }
 
@@ -209,20 +209,10 @@ impl TriggerDir {
         let rejected = self.rejected_path();
         if std::fs::rename(self.claimed_path(), &rejected).is_err() {
             // An earlier rejected directory cannot be renamed over; replace it.
-            remove_entry(&rejected)?;
+            files::remove_any(&rejected)?;
             std::fs::rename(self.claimed_path(), &rejected)?;
         }
         files::sync_dir(&self.dir)
-    }
-}
-
-/// Removes a file, symlink, FIFO or directory the app planted, never following a link.
-fn remove_entry(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
     }
 }
 

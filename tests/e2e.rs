@@ -782,3 +782,36 @@ fn a_rebuild_upgrader_killed_after_the_switch_is_put_back_by_the_next_watch() {
     assert_eq!(s.head(), commits[0], "the checkout is back at the recorded commit");
     assert_eq!(s.dump(), before);
 }
+
+#[test]
+fn a_rebuild_upgrader_killed_after_moving_the_checkout_gets_the_checkout_back() {
+    let Some((s, commits)) = Scenario::start_rebuild("rbmoved") else { return };
+    let before = s.dump();
+    let mut upgrade = s
+        .upgraderd_command(&["upgrade", "--strategy", "rebuild", "--to", "2.0.0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the checkout has moved: while the build runs, before the switch.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s.head() == commits[0] {
+        assert!(Instant::now() < deadline, "the checkout never moved: {:?}", s.try_status_file());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    upgrade.kill().unwrap();
+    upgrade.wait().unwrap();
+
+    let mut daemon = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !["failed", "rolled_back"].contains(&s.last_history()["status"].as_str().unwrap_or_default()) {
+        assert!(Instant::now() < deadline, "not recovered: {}", s.last_history());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    assert_eq!(s.head(), commits[0], "the checkout is back where the running version was built from");
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before);
+    eprintln!("rbmoved: recovered as {}", s.last_history()["status"]);
+}

@@ -89,13 +89,13 @@ fn write_trigger(ctx: &Ctx, version: &str) -> Result<String> {
         "timestamp": crate::store::db::now_ms(),
     });
     let path = dir.join(&ctx.config.trigger_file);
-    if std::fs::symlink_metadata(&path).is_ok() {
-        return Err(anyhow::anyhow!(
+    // Never replace a trigger the app wrote and the daemon has not taken yet.
+    match files::write_atomic_new(&path, &serde_json::to_vec(&body)?, 0o644) {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(anyhow::anyhow!(
             "a trigger is already waiting at {}; it was left for the running watch",
             path.display()
-        ));
+        )),
+        Err(e) => Err(e).with_context(|| format!("cannot write the trigger {}", path.display())),
     }
-    files::write_atomic(&path, &serde_json::to_vec(&body)?, 0o644)
-        .with_context(|| format!("cannot write the trigger {}", path.display()))?;
-    Ok(id)
 }

@@ -50,7 +50,7 @@ pub struct Rules {
 /// Runs the check against the configured source.
 pub fn run(config: &Config) -> Result<Report> {
     let source = source_name(config)?;
-    let db = open_db(config)?;
+    let db = Db::open_read_only(&config.db_path())?;
     let current = current_version(config, db.as_ref())?;
     // The ETag cache lives in the state dir; without one (not writable) every check asks in full.
     let cache = files::ensure_private_dir(&config.state_dir).ok().map(|()| config.state_dir.join("http-cache.json"));
@@ -95,10 +95,6 @@ fn source_name(config: &Config) -> Result<&'static str> {
         None if config.github_repo.is_some() => "github",
         None => "registry",
     })
-}
-
-fn open_db(config: &Config) -> Result<Option<Db>> {
-    Db::open_read_only(&config.db_path())
 }
 
 /// The running version: configured, else the container's image label, else the last complete upgrade.

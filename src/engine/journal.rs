@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::engine::status::{Heartbeat, Snapshot, StatusFile, HEARTBEAT_EVERY};
+use crate::ops::process::{Cmd, Runner};
 use crate::store::db::{now_ms, Db};
 use crate::ui::Ui;
 
@@ -66,6 +67,13 @@ impl<'a> Journal<'a> {
             let _ = file.set_logs(self.recent_logs());
         }
         self.ui.info(format!("       {message}"));
+    }
+
+    /// Logs a command line, then runs it: the history shows what was done, in order.
+    pub fn run(&mut self, runner: &Runner, cmd: &Cmd) -> Result<()> {
+        self.log(&format!("$ {}", cmd.display()));
+        runner.run(cmd)?;
+        Ok(())
     }
 
     fn recent_logs(&self) -> Vec<String> {

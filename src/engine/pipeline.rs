@@ -106,7 +106,18 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
     let status_file = config.trigger_dir.as_ref().filter(|_| !request.dry_run).map(|d| d.join(&config.status_file));
     let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &request.target);
     match journal.db.get(&upgrade_id)? {
-        None => {}
+        None => journal.db.insert_upgrade(&UpgradeRecord {
+            id: upgrade_id.clone(),
+            to_version: Some(request.target.clone()),
+            deployment_method: "docker-compose".into(),
+            status: "pending".into(),
+            started_at: now_ms(),
+            initiated_by: Some(request.initiated_by.clone()),
+            strategy: request.strategy.as_str().into(),
+            pid: Some(std::process::id() as i64),
+            container: config.container.clone(),
+            ..UpgradeRecord::default()
+        })?,
         Some(existing) if existing.is_terminal() && !existing.switched => {
             // A request interrupted before its switch changed nothing: it runs again under its id.
             journal.db.reopen_upgrade(&upgrade_id, std::process::id() as i64)?;
@@ -118,20 +129,6 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
                 existing.status
             )))
         }
-    }
-    if journal.db.get(&upgrade_id)?.is_none() {
-        journal.db.insert_upgrade(&UpgradeRecord {
-            id: upgrade_id.clone(),
-            to_version: Some(request.target.clone()),
-            deployment_method: "docker-compose".into(),
-            status: "pending".into(),
-            started_at: now_ms(),
-            initiated_by: Some(request.initiated_by.clone()),
-            strategy: request.strategy.as_str().into(),
-            pid: Some(std::process::id() as i64),
-            container: config.container.clone(),
-            ..UpgradeRecord::default()
-        })?;
     }
     journal.step("pending", 0, &format!("Upgrade to {} initiated by {}", request.target, request.initiated_by))?;
     let outcome =
@@ -223,6 +220,11 @@ impl Attempt<'_, '_> {
             .filter(|_| self.request.target == "latest")
             .unwrap_or_else(|| self.request.target.clone());
         if self.interrupted() {
+            if let Err(e) = strategy.undo_fetch(self.journal) {
+                let error =
+                    format!("upgraderd was asked to stop before the switch, but undoing the download failed: {e:#}");
+                return self.end(Terminal::Failed, "Interrupted before the switch", Some(error));
+            }
             return self.abandon("the download");
         }
         self.journal.set_versions(self.from_version.as_deref(), &to_version);

@@ -62,14 +62,19 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     let backup_path = record.backup_path.as_ref().map(PathBuf::from);
     let (terminal, message, error) = if !record.switched {
         remove_partial_backups(config, &mut journal);
-        (
-            Terminal::Failed,
-            "Interrupted before the switch; nothing was changed",
-            format!(
-                "upgraderd stopped during {} before the new version was started; the running version and its data were not touched",
-                record.status
+        let reason = format!("upgraderd stopped during {} before the new version was started", record.status);
+        match undo_fetch(config, record, &mut journal) {
+            Ok(()) => (
+                Terminal::Failed,
+                "Interrupted before the switch; nothing was changed",
+                format!("{reason}; the running version and its data were not touched"),
             ),
-        )
+            Err(e) => (
+                Terminal::Failed,
+                "Interrupted before the switch; undoing the download failed",
+                format!("{reason}; the running version was not touched, but {e:#}"),
+            ),
+        }
     } else {
         journal.step("rolling_back", 90, "Recovering an interrupted upgrade: putting the previous version back")?;
         let reason = format!("upgraderd stopped during {} after the switch", record.status);
@@ -104,6 +109,17 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
         error: Some(error),
         backup: backup_path,
     })
+}
+
+/// A rebuild may have moved its checkout before it was killed: move it back.
+fn undo_fetch(config: &Config, record: &UpgradeRecord, journal: &mut Journal) -> Result<()> {
+    if record.previous_commit.is_none() {
+        // Nothing but images was fetched (pull), or the fetch never began.
+        return Ok(());
+    }
+    let runner = Runner::new(false);
+    let mut strategy = pipeline::resume_strategy(config, &runner, record)?;
+    strategy.undo_fetch(journal)
 }
 
 /// A backup cut off mid-write is never used; remove it so it does not fill the disk.

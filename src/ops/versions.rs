@@ -116,10 +116,15 @@ fn parse_json(what: &str, url: &str, body: &[u8]) -> Result<Value> {
 
 fn expect_ok(what: &str, url: &str, answer: &Answer) -> Result<()> {
     if answer.status == 200 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(status_error(what, url, answer))
     }
+}
+
+fn status_error(what: &str, url: &str, answer: &Answer) -> anyhow::Error {
     let text = String::from_utf8_lossy(&answer.body);
-    bail!("{what}: {url} answered HTTP {}: {}", answer.status, text.trim().chars().take(200).collect::<String>())
+    anyhow!("{what}: {url} answered HTTP {}: {}", answer.status, text.trim().chars().take(200).collect::<String>())
 }
 
 /// Strips a leading `v` and requires semver.
@@ -181,10 +186,7 @@ pub fn from_github(
         }
         403 | 429 if rate_limited(&answer) => bail!("{what}: {}", rate_limit_message(&answer, token.is_some())),
         404 => bail!("{what}: {url} answered 404: no such repository, or it has no release yet"),
-        _ => {
-            expect_ok(what, &url, &answer)?;
-            unreachable!("expect_ok fails on anything but 200")
-        }
+        _ => return Err(status_error(what, &url, &answer)),
     };
     let json = parse_json(what, &url, &body)?;
     let items = match json {

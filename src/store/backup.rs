@@ -741,17 +741,8 @@ struct Stage {
 
 impl Stage {
     fn cleanup(&self) {
-        let _ = remove_any(&self.staging);
-        let _ = remove_any(&self.old);
-    }
-}
-
-fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+        let _ = files::remove_any(&self.staging);
+        let _ = files::remove_any(&self.old);
     }
 }
 

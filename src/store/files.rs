@@ -11,6 +11,24 @@ use std::path::{Path, PathBuf};
 /// `O_EXCL|O_NOFOLLOW` in the same directory, fsync, rename over `path`, fsync
 /// of the directory. A symlink planted at `path` is replaced, never followed.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_via_temp(path, bytes, mode, |tmp, path| fs::rename(tmp, path))
+}
+
+/// Like [`write_atomic`], but fails with `AlreadyExists` instead of replacing
+/// anything at `path` (the temp file is hard-linked into place, which never clobbers).
+pub fn write_atomic_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_via_temp(path, bytes, mode, |tmp, path| {
+        fs::hard_link(tmp, path)?;
+        fs::remove_file(tmp)
+    })
+}
+
+fn write_via_temp(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    place: impl Fn(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
     for attempt in 0..16u32 {
@@ -30,7 +48,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             file.write_all(bytes)?;
             file.set_permissions(fs::Permissions::from_mode(mode))?;
             file.sync_all()?;
-            fs::rename(&tmp, path)?;
+            place(&tmp, path)?;
             sync_dir(dir)
         })();
         if result.is_err() {
@@ -39,6 +57,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         return result;
     }
     Err(io::Error::other(format!("could not create a temporary file in {}", dir.display())))
+}
+
+/// Removes a file, symlink, FIFO or directory tree, never following a link; missing is fine.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Renames `from` to `to` and makes the rename durable.

@@ -24,6 +24,11 @@ pub trait Strategy {
     fn preflight(&mut self, target: &str, force: bool, problems: &mut Vec<String>);
     /// Downloads or builds the target and keeps the running version restorable.
     fn fetch(&mut self, journal: &mut Journal) -> Result<()>;
+    /// Before the switch, puts back what `fetch` changed besides images (the
+    /// rebuild checkout), so an abandoned upgrade leaves the host as it was.
+    fn undo_fetch(&mut self, _journal: &mut Journal) -> Result<()> {
+        Ok(())
+    }
     /// The version the fetched target reports, when it says (image label).
     fn fetched_version(&self) -> Option<String>;
     /// Replaces the running version with the fetched one.

@@ -73,12 +73,6 @@ impl Pull {
     fn rollback_tag(&self) -> String {
         self.service_ref.with_tag(&format!("{ROLLBACK_TAG_PREFIX}{}", self.upgrade_id))
     }
-
-    fn run(&self, journal: &mut Journal, cmd: &crate::ops::process::Cmd) -> Result<()> {
-        journal.log(&format!("$ {}", cmd.display()));
-        self.docker.runner().run(cmd)?;
-        Ok(())
-    }
 }
 
 /// A tag that names a release rather than a channel.
@@ -143,7 +137,7 @@ impl Strategy for Pull {
         let target = self.target.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
         let tag = self.rollback_tag();
         // Tagged first: from now on nothing prunes the image the service runs.
-        self.run(journal, &self.docker.tag(&self.previous_image_id, &tag))?;
+        journal.run(self.docker.runner(), &self.docker.tag(&self.previous_image_id, &tag))?;
         journal.db.set_fields(
             &journal.upgrade_id.clone(),
             &[
@@ -152,7 +146,8 @@ impl Strategy for Pull {
                 ("imageRef", self.service_ref.to_string().into()),
             ],
         )?;
-        self.run(journal, &self.docker.pull(&target.to_string()).interruptible())
+        journal
+            .run(self.docker.runner(), &self.docker.pull(&target.to_string()).interruptible())
             .with_context(|| format!("pulling {target}"))?;
         if self.docker.runner().dry_run() {
             return Ok(());
@@ -178,18 +173,20 @@ impl Strategy for Pull {
     fn switch(&mut self, journal: &mut Journal) -> Result<()> {
         let target = self.target.clone().ok_or_else(|| anyhow!("switch before preflight"))?;
         if target != self.service_ref {
-            self.run(journal, &self.docker.tag(&target.to_string(), &self.service_ref.to_string()))?;
+            journal.run(self.docker.runner(), &self.docker.tag(&target.to_string(), &self.service_ref.to_string()))?;
         }
-        self.run(journal, &self.compose.up(&self.project)).context("recreating the service")
+        journal.run(self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
     }
 
     fn stop(&mut self, journal: &mut Journal) -> Result<()> {
-        self.run(journal, &self.compose.stop(&self.project)).context("stopping the new version")
+        journal.run(self.docker.runner(), &self.compose.stop(&self.project)).context("stopping the new version")
     }
 
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {
-        self.run(journal, &self.docker.tag(&self.previous_image_id, &self.service_ref.to_string()))?;
-        self.run(journal, &self.compose.up(&self.project)).context("recreating the service with the previous image")
+        journal.run(self.docker.runner(), &self.docker.tag(&self.previous_image_id, &self.service_ref.to_string()))?;
+        journal
+            .run(self.docker.runner(), &self.compose.up(&self.project))
+            .context("recreating the service with the previous image")
     }
 
     fn cleanup(&mut self, journal: &mut Journal, keep: usize) {

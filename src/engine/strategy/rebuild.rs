@@ -12,7 +12,6 @@ use crate::engine::strategy::{prune_rollback_tags, Strategy, ROLLBACK_TAG_PREFIX
 use crate::ops::compose::{Compose, Project};
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::git::Git;
-use crate::ops::process::Cmd;
 use crate::store::db::UpgradeRecord;
 
 /// An image a built service ran before the upgrade.
@@ -86,12 +85,6 @@ impl Rebuild {
         rebuild.target_commit = record.target_commit.clone();
         rebuild.kept = kept;
         Ok(rebuild)
-    }
-
-    fn run(&self, journal: &mut Journal, cmd: &Cmd) -> Result<()> {
-        journal.log(&format!("$ {}", cmd.display()));
-        self.docker.runner().run(cmd)?;
-        Ok(())
     }
 
     fn rollback_tag(&self, image: &KeptImage) -> String {
@@ -200,7 +193,7 @@ impl Strategy for Rebuild {
         let target = self.target_commit.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
         for image in self.kept.clone() {
             // Tagged first: from now on nothing prunes the images the services run.
-            self.run(journal, &self.docker.tag(&image.id, &self.rollback_tag(&image)))?;
+            journal.run(self.docker.runner(), &self.docker.tag(&image.id, &self.rollback_tag(&image)))?;
         }
         let id = journal.upgrade_id.clone();
         journal.db.set_fields(
@@ -213,11 +206,13 @@ impl Strategy for Rebuild {
                 ("rollbackImages", serde_json::to_string(&self.kept)?.into()),
             ],
         )?;
-        self.run(journal, &self.git.move_to(&target)).context("moving the checkout to the target commit")?;
+        journal
+            .run(self.docker.runner(), &self.git.move_to(&target))
+            .context("moving the checkout to the target commit")?;
         journal.log(&format!("Building {}", self.git.summary(&target)));
-        if let Err(build) = self.run(journal, &self.compose.build(&self.project)) {
+        if let Err(build) = journal.run(self.docker.runner(), &self.compose.build(&self.project)) {
             // A failed build changed nothing that runs; put the checkout back too.
-            let back = self.run(journal, &self.git.move_to(&previous));
+            let back = journal.run(self.docker.runner(), &self.git.move_to(&previous));
             return Err(build.context(match back {
                 Ok(()) => "building the new version failed; the checkout is back at the previous commit".to_string(),
                 Err(e) => format!("building the new version failed, and moving the checkout back failed too: {e:#}"),
@@ -227,25 +222,35 @@ impl Strategy for Rebuild {
         Ok(())
     }
 
+    fn undo_fetch(&mut self, journal: &mut Journal) -> Result<()> {
+        let previous = self.previous_commit.clone().ok_or_else(|| anyhow!("no previous commit recorded"))?;
+        if self.git.head()? != previous {
+            journal.run(self.docker.runner(), &self.git.move_to(&previous)).context("moving the checkout back")?;
+        }
+        Ok(())
+    }
+
     fn fetched_version(&self) -> Option<String> {
         self.fetched_version.clone()
     }
 
     fn switch(&mut self, journal: &mut Journal) -> Result<()> {
-        self.run(journal, &self.compose.up_all(&self.project)).context("starting the rebuilt services")
+        journal.run(self.docker.runner(), &self.compose.up_all(&self.project)).context("starting the rebuilt services")
     }
 
     fn stop(&mut self, journal: &mut Journal) -> Result<()> {
-        self.run(journal, &self.compose.stop_all(&self.project)).context("stopping the new version")
+        journal.run(self.docker.runner(), &self.compose.stop_all(&self.project)).context("stopping the new version")
     }
 
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {
         let previous = self.previous_commit.clone().ok_or_else(|| anyhow!("no previous commit recorded"))?;
-        self.run(journal, &self.git.move_to(&previous)).context("moving the checkout back")?;
+        journal.run(self.docker.runner(), &self.git.move_to(&previous)).context("moving the checkout back")?;
         for image in self.kept.clone() {
-            self.run(journal, &self.docker.tag(&image.id, &image.name))?;
+            journal.run(self.docker.runner(), &self.docker.tag(&image.id, &image.name))?;
         }
-        self.run(journal, &self.compose.up_all(&self.project)).context("starting the previous version's images")
+        journal
+            .run(self.docker.runner(), &self.compose.up_all(&self.project))
+            .context("starting the previous version's images")
     }
 
     fn cleanup(&mut self, journal: &mut Journal, keep: usize) {
