@@ -286,21 +286,7 @@ fn resolve_one(spec: &KeySpec, flags: &[(&'static str, String)], env: &Env, file
     spec.default.map(|d| Value { text: d.to_string(), source: Source::Default })
 }
 
-/// Which upgrade strategy a deployment uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    Pull,
-    Rebuild,
-}
-
-impl Strategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Pull => "pull",
-            Strategy::Rebuild => "rebuild",
-        }
-    }
-}
+pub use crate::states::Strategy;
 
 /// How far an automatic upgrade may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -382,10 +368,8 @@ impl Config {
         let state_dir = p.path("UPGRADERD_STATE_DIR")?.expect("has a default");
         let backup_dir = p.path("UPGRADERD_BACKUP_DIR")?.unwrap_or_else(|| state_dir.join("backups"));
         Ok(Config {
-            strategy: p.parse("UPGRADERD_STRATEGY", "pull", |t| match t {
-                "pull" => Ok(Strategy::Pull),
-                "rebuild" => Ok(Strategy::Rebuild),
-                _ => Err("expected pull or rebuild".into()),
+            strategy: p.parse("UPGRADERD_STRATEGY", "pull", |t| {
+                Strategy::parse(t).ok_or_else(|| format!("expected {}", Strategy::choices()))
             })?,
             container: p.text("UPGRADERD_CONTAINER"),
             service: p.text("UPGRADERD_SERVICE"),

@@ -24,6 +24,7 @@ use crate::exit::usage;
 use crate::ops::inotify::DirWatch;
 use crate::ops::systemd::Notifier;
 use crate::signals::{Shutdown, Waker};
+use crate::states::{RequestState, Status};
 use crate::store::db::{now_ms, Db, QueuedRequest};
 use crate::store::files;
 use crate::store::lock::LockBusy;
@@ -62,7 +63,7 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         db: Db::open(&config.db_path())?,
         trigger: TriggerDir::new(&dir, &config.trigger_file),
         status: StatusFile::new(dir.join(&config.status_file)),
-        notifier: Notifier::from_env(env),
+        notifier: Notifier::from_env(|name| env.get(name).map(str::to_string)),
         shutdown,
         waker,
         watch: None,
@@ -302,7 +303,7 @@ impl Daemon {
                     source: "trigger".into(),
                     raw: Some(raw),
                     received_at: now_ms(),
-                    state: "queued".into(),
+                    state: RequestState::Queued,
                     reason: None,
                 };
                 self.record(queued);
@@ -353,7 +354,7 @@ impl Daemon {
             source: "trigger".into(),
             raw,
             received_at: now_ms(),
-            state: "rejected".into(),
+            state: RequestState::Rejected,
             reason: Some(reason.to_string()),
             ..QueuedRequest::default()
         };
@@ -365,15 +366,15 @@ impl Daemon {
         }
         // While an upgrade runs, the status file is its own; the rejection stays in the request log.
         if self.worker.is_none() {
-            self.write_status(&upgrade_id, "failed", "Trigger rejected", Some(reason));
+            self.write_status(&upgrade_id, Status::Failed, "Trigger rejected", Some(reason));
         }
     }
 
-    fn write_status(&self, upgrade_id: &str, status: &str, step: &str, error: Option<&str>) {
+    fn write_status(&self, upgrade_id: &str, status: Status, step: &str, error: Option<&str>) {
         let snapshot = Snapshot {
             upgrade_id: upgrade_id.to_string(),
-            status: status.to_string(),
-            progress: if status == "failed" { 100 } else { 0 },
+            status,
+            progress: status.progress(),
             current_step: step.to_string(),
             started_at: now_ms(),
             logs: vec![step.to_string()],
@@ -395,7 +396,7 @@ impl Daemon {
             Ok(None) => return,
             Err(e) => return self.ui.warn(format!("cannot read the request queue: {e:#}")),
         };
-        if let Err(e) = self.db.set_request_state(&queued.upgrade_id, "running", None) {
+        if let Err(e) = self.db.set_request_state(&queued.upgrade_id, RequestState::Running, None) {
             return self.ui.warn(format!("cannot update the request queue: {e:#}"));
         }
         let request = Request {
@@ -435,20 +436,20 @@ impl Daemon {
         let (state, reason) = match result {
             Some(Ok(outcome)) => {
                 self.ui.info(format!("upgrade {id} ended {}", outcome.terminal.as_str()));
-                ("done", Some(outcome.terminal.as_str().to_string()))
+                (RequestState::Done, Some(outcome.terminal.as_str().to_string()))
             }
             Some(Err(e)) if e.chain().any(|c| c.is::<LockBusy>()) => {
                 self.ui.info(format!("another upgrader holds the lock; upgrade {id} waits ({e})"));
                 self.start_after = Instant::now() + LOCK_RETRY;
-                ("queued", None)
+                (RequestState::Queued, None)
             }
             Some(Err(e)) => {
                 let reason = format!("{e:#}");
                 self.ui.warn(format!("upgrade {id} could not run: {reason}"));
-                self.write_status(&id, "failed", "Upgrade could not start", Some(&reason));
-                ("done", Some(reason))
+                self.write_status(&id, Status::Failed, "Upgrade could not start", Some(&reason));
+                (RequestState::Done, Some(reason))
             }
-            None => ("done", Some("the upgrade thread ended without a result".into())),
+            None => (RequestState::Done, Some("the upgrade thread ended without a result".into())),
         };
         if let Err(e) = self.db.set_request_state(&id, state, reason.as_deref()) {
             self.ui.warn(format!("cannot update the request queue: {e:#}"));
@@ -459,10 +460,10 @@ impl Daemon {
     /// Requests a killed daemon left `running`: done when their upgrade got past
     /// its switch (recovery has rolled it back), queued again when it had changed nothing.
     fn requeue_interrupted_requests(&mut self) -> Result<()> {
-        for request in self.db.requests()?.into_iter().filter(|r| r.state == "running") {
+        for request in self.db.requests()?.into_iter().filter(|r| r.state == RequestState::Running) {
             match self.db.get(&request.upgrade_id)? {
                 Some(row) if row.switched => {
-                    self.db.set_request_state(&request.upgrade_id, "done", Some(&row.status))?;
+                    self.db.set_request_state(&request.upgrade_id, RequestState::Done, Some(row.status.as_str()))?;
                 }
                 // Interrupted before its switch (nothing changed) or before it began: the app still wants it.
                 _ => {
@@ -470,7 +471,7 @@ impl Daemon {
                         "upgrade {} was interrupted before its switch; running it again",
                         request.upgrade_id
                     ));
-                    self.db.set_request_state(&request.upgrade_id, "queued", None)?;
+                    self.db.set_request_state(&request.upgrade_id, RequestState::Queued, None)?;
                 }
             }
         }
@@ -506,7 +507,7 @@ impl Daemon {
             backup: true,
             source: "check-version".into(),
             received_at: now_ms(),
-            state: "queued".into(),
+            state: RequestState::Queued,
             ..QueuedRequest::default()
         };
         if let Err(e) = self.queue(&request) {

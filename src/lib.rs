@@ -15,9 +15,11 @@ pub mod engine;
 pub mod exit;
 pub mod ops;
 pub mod signals;
+pub mod states;
 pub mod store;
 pub mod trigger;
 pub mod ui;
+pub mod version;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

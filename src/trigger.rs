@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::engine::validate_version;
 use crate::store::files::{self, ReadRefusal};
+use crate::version::validate_version;
 
 /// The largest trigger read; a bigger file is rejected unread.
 pub const MAX_TRIGGER_BYTES: u64 = 64 * 1024;

@@ -372,14 +372,14 @@ fn prune_keeps_the_newest_and_the_last_complete_upgrades_backup() {
     let db = upgraderd::store::db::Db::open(&sb.state().join("upgraderd.db")).unwrap();
     db.insert_upgrade(&upgraderd::store::db::UpgradeRecord {
         id: "u1".into(),
-        status: "complete".into(),
+        status: upgraderd::states::Status::Complete,
         deployment_method: "docker-compose".into(),
-        strategy: "pull".into(),
+        strategy: upgraderd::states::Strategy::Pull,
         started_at: 1,
         ..Default::default()
     })
     .unwrap();
-    db.set_fields("u1", &[("backupPath", all[0].display().to_string().into())]).unwrap();
+    db.record_backup("u1", &all[0]).unwrap();
     fs::write(sb.backups().join("upgrade-backup-20200101_000000-dead00.tar.gz.partial"), "x").unwrap();
 
     sb.run(&["backup", "prune", "--keep", "2"]).success().stdout_has("deleted 1");

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use common::{can_mount, Mounted, Sandbox};
+use upgraderd::states::{Status, Strategy, Terminal};
 use upgraderd::store::db::{Db, UpgradeRecord};
 
 #[test]
@@ -68,21 +69,22 @@ fn bad_configuration_is_exit_2_naming_key_source_and_example() {
 fn seed(sb: &Sandbox) {
     fs::create_dir_all(sb.state()).unwrap();
     let mut db = Db::open(&sb.state().join("upgraderd.db")).unwrap();
-    for (id, started, status) in [("older", 1_000, "complete"), ("newer", 2_000, "rolled_back")] {
+    for (id, started, terminal) in [("older", 1_000, Terminal::Complete), ("newer", 2_000, Terminal::RolledBack)] {
         db.insert_upgrade(&UpgradeRecord {
             id: id.into(),
             from_version: Some("1.0.0".into()),
             to_version: Some("2.0.0".into()),
             deployment_method: "docker-compose".into(),
-            status: "pending".into(),
+            status: Status::Pending,
             started_at: started,
-            strategy: "pull".into(),
+            strategy: Strategy::Pull,
             initiated_by: Some("cli".into()),
             ..Default::default()
         })
         .unwrap();
-        db.transition(id, "backing_up", 20, "Creating backup").unwrap();
-        db.finish(id, status, "done", (status == "rolled_back").then_some("health check failed: HTTP 500")).unwrap();
+        db.transition(id, Status::BackingUp, "Creating backup").unwrap();
+        let error = (terminal == Terminal::RolledBack).then_some("health check failed: HTTP 500");
+        db.finish(id, terminal, "done", error).unwrap();
     }
 }
 
@@ -174,12 +176,11 @@ fn the_first_schema_keeps_opening_after_every_migration() {
     let copy = dir.path().join("upgraderd.db");
     fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v1.db"), &copy).unwrap();
     let db = Db::open(&copy).unwrap();
-    let version: i64 = db.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, upgraderd::store::db::schema_version());
+    assert_eq!(db.user_version().unwrap(), upgraderd::store::db::schema_version());
     let history = db.history(10).unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].id, "fixture-upgrade");
-    assert_eq!(history[0].status, "complete");
+    assert_eq!(history[0].status, Status::Complete);
     assert_eq!(db.events("fixture-upgrade").unwrap().len(), 2);
 }
 

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::cli::{BackupCommand, BackupRef, PruneArgs, RestoreArgs};
 use crate::cmd::Ctx;
+use crate::engine::discover;
 use crate::exit::{usage, Exit};
 use crate::store::backup::{self, Destination, Progress};
 use crate::store::db::Db;
@@ -23,20 +24,19 @@ pub fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
     }
 }
 
-/// The data paths to back up: configured, else the container's writable mounts.
+/// The data paths to back up: the same discovery an upgrade uses.
 pub fn data_paths(ctx: &Ctx) -> Result<Vec<PathBuf>> {
     if !ctx.config.data_dirs.is_empty() {
         return Ok(ctx.config.data_dirs.clone());
     }
-    let Some(container) = &ctx.config.container else {
-        return Err(usage(
-            "no data paths: set UPGRADERD_DATA_DIR (comma separated) or UPGRADERD_CONTAINER to back up its writable mounts",
-        ));
-    };
-    let paths = ctx.docker().inspect_container(container)?.data_paths();
+    let container = discover::find_container(&ctx.config, &ctx.docker()).context(
+        "no data paths: set UPGRADERD_DATA_DIR (comma separated), or the container whose writable mounts to back up",
+    )?;
+    let paths = discover::data_paths(&ctx.config, &container);
     if paths.is_empty() {
         return Err(usage(format!(
-            "container `{container}` has no writable volume or bind mount; set UPGRADERD_DATA_DIR to its data paths"
+            "container `{}` has no writable volume or bind mount; set UPGRADERD_DATA_DIR to its data paths",
+            container.name.trim_start_matches('/')
         )));
     }
     Ok(paths)

@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<Exit> {
 fn row(record: &UpgradeRecord) -> Vec<String> {
     vec![
         record.id.clone(),
-        record.status.clone(),
+        record.status.to_string(),
         version_cell(
             record.from_version.as_deref(),
             record.previous_subject.as_deref().or(record.previous_commit.as_deref()),
@@ -38,7 +38,7 @@ fn row(record: &UpgradeRecord) -> Vec<String> {
             record.to_version.as_deref(),
             record.target_subject.as_deref().or(record.target_commit.as_deref()),
         ),
-        record.strategy.clone(),
+        record.strategy.to_string(),
         format_time(record.started_at),
         record.completed_at.map(|end| format_duration(end - record.started_at)).unwrap_or_else(|| "-".into()),
         record.initiated_by.clone().unwrap_or_else(|| "-".into()),

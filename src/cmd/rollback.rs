@@ -5,8 +5,9 @@ use anyhow::{anyhow, Result};
 use crate::cli::RollbackArgs;
 use crate::cmd::upgrade::report;
 use crate::cmd::Ctx;
-use crate::engine::{pipeline, Terminal};
+use crate::engine::{rollback, Terminal};
 use crate::exit::Exit;
+use crate::states::Status;
 use crate::store::db::Db;
 
 pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
@@ -14,10 +15,10 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
         .ok_or_else(|| anyhow!("no upgrades recorded yet: nothing to roll back"))?;
     let record = match &args.upgrade_id {
         Some(id) => db.get(id)?.ok_or_else(|| anyhow!("no upgrade with id {id} (`upgraderd history` lists them)"))?,
-        None => db.latest_with_status("complete")?.ok_or_else(|| anyhow!("no complete upgrade to roll back"))?,
+        None => db.latest_with_status(Status::Complete)?.ok_or_else(|| anyhow!("no complete upgrade to roll back"))?,
     };
     drop(db);
-    let outcome = pipeline::manual_rollback(&ctx.config, ctx.ui, &record, !args.no_restore_data, args.dry_run)?;
+    let outcome = rollback::manual_rollback(&ctx.config, ctx.ui, &record, !args.no_restore_data, args.dry_run)?;
     report(ctx, &outcome);
     Ok(if outcome.terminal == Terminal::Complete { Exit::Success } else { Exit::Failed })
 }

@@ -5,16 +5,15 @@ use serde_json::json;
 
 use crate::cli::UpgradeArgs;
 use crate::cmd::Ctx;
-use crate::config::Strategy;
 use crate::engine::{pipeline, Outcome, Request, Terminal};
 use crate::exit::{usage, Exit};
+use crate::states::Strategy;
 
 pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
     let strategy = match args.strategy.as_deref() {
         None => ctx.config.strategy,
-        Some("pull") => Strategy::Pull,
-        Some("rebuild") => Strategy::Rebuild,
-        Some(other) => return Err(usage(format!("unknown --strategy {other}: use pull or rebuild"))),
+        Some(name) => Strategy::parse(name)
+            .ok_or_else(|| usage(format!("unknown --strategy {name}: use {}", Strategy::choices())))?,
     };
     let request = Request {
         target: args.to.clone(),

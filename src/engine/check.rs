@@ -13,10 +13,11 @@ use semver::Version;
 use serde::Serialize;
 
 use crate::config::{Config, Policy};
-use crate::engine::pipeline;
-use crate::ops::docker::ImageRef;
+use crate::engine::discover;
+use crate::exit::usage;
+use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::process::Runner;
-use crate::ops::versions::{self, Http, Release};
+use crate::ops::versions::{self, EtagCache, Http, Release};
 use crate::store::db::{now_ms, Db};
 use crate::store::files;
 
@@ -53,7 +54,9 @@ pub fn run(config: &Config) -> Result<Report> {
     let db = Db::open_read_only(&config.db_path())?;
     let current = current_version(config, db.as_ref())?;
     // The ETag cache lives in the state dir; without one (not writable) every check asks in full.
-    let cache = files::ensure_private_dir(&config.state_dir).ok().map(|()| config.state_dir.join("http-cache.json"));
+    let cache = files::ensure_private_dir(&config.state_dir)
+        .ok()
+        .map(|()| Box::new(FileCache(config.state_dir.join("http-cache.json"))) as Box<dyn EtagCache>);
     let http = Http::new(cache);
     let releases = match source {
         "url" => versions::from_url(
@@ -61,7 +64,7 @@ pub fn run(config: &Config) -> Result<Report> {
             config
                 .version_url
                 .as_deref()
-                .ok_or_else(|| anyhow!("UPGRADERD_VERSION_SOURCE=url needs UPGRADERD_VERSION_URL"))?,
+                .ok_or_else(|| usage("UPGRADERD_VERSION_SOURCE=url needs UPGRADERD_VERSION_URL"))?,
             &config.version_pointer,
         )?,
         "github" => versions::from_github(
@@ -70,7 +73,7 @@ pub fn run(config: &Config) -> Result<Report> {
             config
                 .github_repo
                 .as_deref()
-                .ok_or_else(|| anyhow!("UPGRADERD_VERSION_SOURCE=github needs UPGRADERD_GITHUB_REPO"))?,
+                .ok_or_else(|| usage("UPGRADERD_VERSION_SOURCE=github needs UPGRADERD_GITHUB_REPO"))?,
             config.github_token.as_deref(),
             config.allow_prerelease,
         )?,
@@ -80,9 +83,36 @@ pub fn run(config: &Config) -> Result<Report> {
         policy: config.policy,
         allow_prerelease: config.allow_prerelease,
         min_age: config.min_release_age,
-        quarantined: db.as_ref().map(quarantined).transpose()?.unwrap_or_default(),
+        quarantined: db.as_ref().map(Db::quarantined_versions).transpose()?.unwrap_or_default(),
     };
     Ok(decide(&current, &releases, &rules, now_ms(), source))
+}
+
+/// The ETag cache as one JSON file in the state dir, `{url: {etag, body}}`, written atomically.
+struct FileCache(PathBuf);
+
+impl FileCache {
+    fn read(&self) -> serde_json::Value {
+        std::fs::read(&self.0)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}))
+    }
+}
+
+impl EtagCache for FileCache {
+    fn get(&self, url: &str) -> Option<(String, Vec<u8>)> {
+        let cache = self.read();
+        let entry = cache.get(url)?;
+        Some((entry["etag"].as_str()?.to_string(), entry["body"].as_str()?.as_bytes().to_vec()))
+    }
+
+    fn put(&self, url: &str, etag: &str, body: &[u8]) {
+        let mut cache = self.read();
+        cache[url] = serde_json::json!({"etag": etag, "body": String::from_utf8_lossy(body)});
+        let _ = files::write_atomic(&self.0, &serde_json::to_vec(&cache).unwrap_or_default(), 0o600);
+    }
 }
 
 /// `url`, `github` or `registry`: configured, else the first one configured.
@@ -102,10 +132,11 @@ fn current_version(config: &Config, db: Option<&Db>) -> Result<String> {
     if let Some(version) = &config.current_version {
         return Ok(version.clone());
     }
-    let deployment = pipeline::discover(config, &Runner::new(false)).map_err(|e| {
-        anyhow!("cannot tell the running version: {e:#}; set UPGRADERD_CURRENT_VERSION or UPGRADERD_CONTAINER")
+    let docker = Docker::new(&config.docker, Runner::new(false));
+    let container = discover::find_container(config, &docker).map_err(|e| {
+        e.context("cannot tell the running version; set UPGRADERD_CURRENT_VERSION or UPGRADERD_CONTAINER")
     })?;
-    let version = pipeline::current_version(config, &deployment, db);
+    let version = discover::current_version(config, &docker, &container, db);
     version.ok_or_else(|| {
         anyhow!(
             "cannot tell the running version: the image has no org.opencontainers.image.version label and no upgrade \
@@ -119,20 +150,10 @@ fn image(config: &Config) -> Result<ImageRef> {
     if let Some(image) = &config.image {
         return Ok(ImageRef::parse(image));
     }
-    let deployment = pipeline::discover(config, &Runner::new(false))
-        .map_err(|e| anyhow!("cannot tell which image's tags to read: {e:#}; set UPGRADERD_IMAGE"))?;
-    Ok(ImageRef::parse(&deployment.container.config.image))
-}
-
-/// Versions rolled back on this host with no complete upgrade to them since.
-fn quarantined(db: &Db) -> Result<Vec<String>> {
-    let mut stmt = db.conn().prepare(
-        "SELECT DISTINCT r.toVersion FROM upgrade_history r WHERE r.status = 'rolled_back' AND r.toVersion IS NOT NULL \
-         AND NOT EXISTS (SELECT 1 FROM upgrade_history c WHERE c.status = 'complete' AND c.toVersion = r.toVersion \
-         AND c.startedAt > r.startedAt)",
-    )?;
-    let versions = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(versions.into_iter().map(|v| v.strip_prefix('v').unwrap_or(&v).to_string()).collect())
+    let docker = Docker::new(&config.docker, Runner::new(false));
+    let container = discover::find_container(config, &docker)
+        .map_err(|e| e.context("cannot tell which image's tags to read; set UPGRADERD_IMAGE"))?;
+    Ok(ImageRef::parse(&container.config.image))
 }
 
 /// Decides with semver ordering; pure, so every rule is tested without a network.

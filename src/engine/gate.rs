@@ -3,10 +3,14 @@
 //! HTTP probe with 2xx (and the expected version when asked), and stay so for
 //! the stable period. A container that exits or restarts fails the gate at
 //! once rather than at the timeout.
+//!
+//! The verdicts are pure functions of what was observed (container state,
+//! HTTP answer, the clock), so each rule is unit-tested without an engine;
+//! `wait_healthy` only gathers observations and sleeps between them.
 
 use std::time::{Duration, Instant};
 
-use crate::ops::docker::Docker;
+use crate::ops::docker::{Container, Docker};
 use crate::ops::health::{json_pointer, probe_http, Probe};
 
 /// What healthy means for this deployment.
@@ -21,46 +25,79 @@ pub struct GateSpec {
 
 const INTERVAL: Duration = Duration::from_millis(250);
 
+/// One look at the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Healthy,
+    /// Not healthy yet; the reason is shown if the timeout comes first.
+    NotYet(String),
+    /// Will not become healthy: fail now.
+    Fatal(String),
+}
+
 /// Waits until the service is healthy; the error says why it is not.
 pub fn wait_healthy(docker: &Docker, project: &str, service: &str, spec: &GateSpec) -> Result<Duration, String> {
     let started = Instant::now();
-    let deadline = started + spec.timeout;
-    let mut baseline_restarts: Option<(String, i64)> = None;
-    let mut healthy_since: Option<Instant> = None;
-    let mut last = String::from("no probe yet");
+    let mut gate = Gate::new(started, spec);
+    let mut restarts_at_start: Option<i64> = None;
     loop {
-        match check_once(docker, project, service, spec, &mut baseline_restarts) {
-            Check::Fatal(reason) => return Err(reason),
-            Check::Healthy => {
-                let since = *healthy_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= spec.stable {
-                    return Ok(started.elapsed());
-                }
-            }
-            Check::NotYet(why) => {
-                healthy_since = None;
-                last = why;
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("not healthy after {}s; last check: {last}", spec.timeout.as_secs()));
+        let check = observe(docker, project, service, spec, &mut restarts_at_start);
+        if let Some(verdict) = gate.after(check, Instant::now()) {
+            return verdict;
         }
         std::thread::sleep(INTERVAL);
     }
 }
 
-enum Check {
-    Healthy,
-    NotYet(String),
-    Fatal(String),
+/// The gate's memory between looks: since when it has been healthy, and the last reason it was not.
+#[derive(Debug)]
+pub struct Gate {
+    started: Instant,
+    deadline: Instant,
+    stable: Duration,
+    timeout: Duration,
+    healthy_since: Option<Instant>,
+    last: String,
 }
 
-fn check_once(
+impl Gate {
+    pub fn new(started: Instant, spec: &GateSpec) -> Gate {
+        Gate {
+            started,
+            deadline: started + spec.timeout,
+            stable: spec.stable,
+            timeout: spec.timeout,
+            healthy_since: None,
+            last: String::from("no probe yet"),
+        }
+    }
+
+    /// The verdict after one look at `now`: `None` to look again.
+    pub fn after(&mut self, check: Check, now: Instant) -> Option<Result<Duration, String>> {
+        match check {
+            Check::Fatal(reason) => return Some(Err(reason)),
+            Check::Healthy => {
+                let since = *self.healthy_since.get_or_insert(now);
+                if now.duration_since(since) >= self.stable {
+                    return Some(Ok(now.duration_since(self.started)));
+                }
+            }
+            Check::NotYet(why) => {
+                self.healthy_since = None;
+                self.last = why;
+            }
+        }
+        (now >= self.deadline)
+            .then(|| Err(format!("not healthy after {}s; last check: {}", self.timeout.as_secs(), self.last)))
+    }
+}
+
+fn observe(
     docker: &Docker,
     project: &str,
     service: &str,
     spec: &GateSpec,
-    baseline: &mut Option<(String, i64)>,
+    restarts_at_start: &mut Option<i64>,
 ) -> Check {
     let id = match docker.service_container(project, service) {
         Ok(Some(id)) => id,
@@ -71,48 +108,55 @@ fn check_once(
         Ok(c) => c,
         Err(e) => return Check::NotYet(format!("cannot inspect the container: {e:#}")),
     };
-    let state = &container.state;
-    let (_, restarts_at_start) = baseline.get_or_insert_with(|| (container.id.clone(), container.restart_count));
-    if state.status == "exited" || state.status == "dead" {
-        return Check::Fatal(with_logs(docker, &id, format!("the container exited with code {}", state.exit_code)));
+    let baseline = *restarts_at_start.get_or_insert(container.restart_count);
+    match container_verdict(&container, baseline) {
+        Check::Healthy => {
+            http_verdict(&spec.url, &probe_http(&spec.url, Duration::from_secs(2)), spec.expect_version.as_ref())
+        }
+        Check::Fatal(reason) => Check::Fatal(with_logs(docker, &id, reason)),
+        not_yet => not_yet,
     }
-    if state.restarting || container.restart_count > *restarts_at_start {
-        return Check::Fatal(with_logs(
-            docker,
-            &id,
-            format!(
-                "the container is crash-looping (restarted {} times)",
-                container.restart_count - *restarts_at_start
-            ),
+}
+
+/// The container's side of the verdict: running, not restarting, HEALTHCHECK not failing.
+pub fn container_verdict(container: &Container, restarts_at_start: i64) -> Check {
+    let state = &container.state;
+    if state.status == "exited" || state.status == "dead" {
+        return Check::Fatal(format!("the container exited with code {}", state.exit_code));
+    }
+    if state.restarting || container.restart_count > restarts_at_start {
+        return Check::Fatal(format!(
+            "the container is crash-looping (restarted {} times)",
+            container.restart_count - restarts_at_start
         ));
     }
     if !state.running {
         return Check::NotYet(format!("the container is {}", state.status));
     }
     match state.health.as_ref().map(|h| h.status.as_str()) {
-        Some("unhealthy") => {
-            return Check::Fatal(with_logs(docker, &id, "the container's HEALTHCHECK reports unhealthy".into()))
-        }
-        Some("healthy") | None => {}
-        Some(other) => return Check::NotYet(format!("the container's HEALTHCHECK is {other}")),
+        Some("unhealthy") => Check::Fatal("the container's HEALTHCHECK reports unhealthy".into()),
+        Some("healthy") | None => Check::Healthy,
+        Some(other) => Check::NotYet(format!("the container's HEALTHCHECK is {other}")),
     }
-    match probe_http(&spec.url, Duration::from_secs(2)) {
-        Probe::NoAnswer(why) => Check::NotYet(format!("{} did not answer: {why}", spec.url)),
-        Probe::Answered { status, body } if !(200..300).contains(&status) => Check::NotYet(format!(
-            "{} answered HTTP {status}: {}",
-            spec.url,
-            body.chars().take(200).collect::<String>()
-        )),
-        Probe::Answered { body, .. } => match &spec.expect_version {
+}
+
+/// The HTTP side of the verdict: 2xx, and the expected version at the pointer when one is asked for.
+pub fn http_verdict(url: &str, probe: &Probe, expect_version: Option<&(String, String)>) -> Check {
+    match probe {
+        Probe::NoAnswer(why) => Check::NotYet(format!("{url} did not answer: {why}")),
+        Probe::Answered { status, body } if !(200..300).contains(status) => {
+            Check::NotYet(format!("{url} answered HTTP {status}: {}", body.chars().take(200).collect::<String>()))
+        }
+        Probe::Answered { body, .. } => match expect_version {
             None => Check::Healthy,
-            Some((pointer, expected)) => match json_pointer(&body, pointer) {
+            Some((pointer, expected)) => match json_pointer(body, pointer) {
                 Some(reported) if reported == *expected || reported.strip_prefix('v') == Some(expected) => {
                     Check::Healthy
                 }
                 Some(reported) => {
-                    Check::Fatal(format!("{} reports version {reported} at {pointer}, expected {expected}", spec.url))
+                    Check::Fatal(format!("{url} reports version {reported} at {pointer}, expected {expected}"))
                 }
-                None => Check::NotYet(format!("{} has no version at {pointer}", spec.url)),
+                None => Check::NotYet(format!("{url} has no version at {pointer}")),
             },
         },
     }
@@ -124,5 +168,98 @@ fn with_logs(docker: &Docker, id: &str, reason: String) -> String {
         reason
     } else {
         format!("{reason}; its last log lines:\n{logs}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(status: &str, running: bool, restarting: bool, restarts: i64, health: Option<&str>) -> Container {
+        let health = health.map(|h| format!(r#","Health":{{"Status":"{h}"}}"#)).unwrap_or_default();
+        let json = format!(
+            r#"{{"Id":"c1","Name":"/app","Image":"sha256:1","RestartCount":{restarts},
+            "Config":{{"Image":"app:1"}},
+            "State":{{"Status":"{status}","Running":{running},"Restarting":{restarting},"ExitCode":3{health}}}}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn an_exited_or_restarting_container_fails_at_once() {
+        let exited = container_verdict(&container("exited", false, false, 0, None), 0);
+        assert_eq!(exited, Check::Fatal("the container exited with code 3".into()));
+        let looping = container_verdict(&container("running", true, false, 2, None), 0);
+        assert!(
+            matches!(looping, Check::Fatal(ref r) if r.contains("crash-looping (restarted 2 times)")),
+            "{looping:?}"
+        );
+        let restarting = container_verdict(&container("restarting", false, true, 0, None), 0);
+        assert!(matches!(restarting, Check::Fatal(_)));
+    }
+
+    #[test]
+    fn the_healthcheck_decides_when_the_image_has_one() {
+        assert_eq!(container_verdict(&container("running", true, false, 1, None), 1), Check::Healthy);
+        assert_eq!(container_verdict(&container("running", true, false, 0, Some("healthy")), 0), Check::Healthy);
+        assert!(matches!(
+            container_verdict(&container("running", true, false, 0, Some("starting")), 0),
+            Check::NotYet(_)
+        ));
+        assert!(matches!(
+            container_verdict(&container("running", true, false, 0, Some("unhealthy")), 0),
+            Check::Fatal(_)
+        ));
+        assert!(matches!(container_verdict(&container("created", false, false, 0, None), 0), Check::NotYet(_)));
+    }
+
+    #[test]
+    fn http_needs_2xx_and_the_expected_version() {
+        let url = "http://127.0.0.1:1/health";
+        let ok = |body: &str| Probe::Answered { status: 200, body: body.into() };
+        assert!(matches!(http_verdict(url, &Probe::NoAnswer("refused".into()), None), Check::NotYet(_)));
+        let failing = Probe::Answered { status: 500, body: "oops".into() };
+        assert!(matches!(http_verdict(url, &failing, None), Check::NotYet(ref r) if r.contains("HTTP 500: oops")));
+        assert_eq!(http_verdict(url, &ok("{}"), None), Check::Healthy);
+        let expect = ("/version".to_string(), "2.0.0".to_string());
+        assert_eq!(http_verdict(url, &ok(r#"{"version":"v2.0.0"}"#), Some(&expect)), Check::Healthy);
+        let wrong = http_verdict(url, &ok(r#"{"version":"1.0.0"}"#), Some(&expect));
+        assert!(matches!(wrong, Check::Fatal(ref r) if r.contains("reports version 1.0.0")), "{wrong:?}");
+        assert!(matches!(http_verdict(url, &ok("{}"), Some(&expect)), Check::NotYet(_)));
+    }
+
+    #[test]
+    fn healthy_must_last_the_stable_period_and_a_relapse_starts_it_again() {
+        let spec = GateSpec {
+            url: String::new(),
+            timeout: Duration::from_secs(60),
+            stable: Duration::from_secs(3),
+            expect_version: None,
+        };
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut gate = Gate::new(t0, &spec);
+        assert_eq!(gate.after(Check::Healthy, at(1)), None);
+        assert_eq!(gate.after(Check::NotYet("blip".into()), at(2)), None);
+        assert_eq!(gate.after(Check::Healthy, at(3)), None);
+        assert_eq!(gate.after(Check::Healthy, at(5)), None);
+        assert_eq!(gate.after(Check::Healthy, at(6)), Some(Ok(Duration::from_secs(6))));
+    }
+
+    #[test]
+    fn the_timeout_reports_the_last_reason_and_fatal_wins_at_once() {
+        let spec = GateSpec {
+            url: String::new(),
+            timeout: Duration::from_secs(10),
+            stable: Duration::from_secs(3),
+            expect_version: None,
+        };
+        let t0 = Instant::now();
+        let mut gate = Gate::new(t0, &spec);
+        assert_eq!(gate.after(Check::NotYet("HTTP 503".into()), t0 + Duration::from_secs(5)), None);
+        let timed_out = gate.after(Check::NotYet("HTTP 503".into()), t0 + Duration::from_secs(10));
+        assert_eq!(timed_out, Some(Err("not healthy after 10s; last check: HTTP 503".into())));
+        let mut gate = Gate::new(t0, &spec);
+        assert_eq!(gate.after(Check::Fatal("exited".into()), t0), Some(Err("exited".into())));
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use crate::engine::status::{Heartbeat, Snapshot, StatusFile, HEARTBEAT_EVERY};
 use crate::ops::process::{Cmd, Runner};
+use crate::states::{Status, Terminal};
 use crate::store::db::{now_ms, Db};
 use crate::ui::Ui;
 
@@ -48,20 +49,18 @@ impl<'a> Journal<'a> {
     }
 
     /// Records a transition before the step that follows it runs.
-    pub fn step(&mut self, status: &str, progress: u8, message: &str) -> Result<()> {
-        self.db.transition(&self.upgrade_id, status, progress as i64, message)?;
+    pub fn step(&mut self, status: Status, message: &str) -> Result<()> {
+        self.db.transition(&self.upgrade_id, status, message)?;
         self.logs.push(message.to_string());
-        self.write_status(status, progress, message, None);
-        self.ui.step(progress, status, message);
+        self.write_status(status, message, None);
+        self.ui.step(status.progress(), status.as_str(), message);
         Ok(())
     }
 
     /// A log line that is not a transition: history logs, status file, terminal.
     pub fn log(&mut self, message: &str) {
-        let _ = self.db.conn().execute(
-            "UPDATE upgrade_history SET logs = json_insert(logs, '$[#]', ?2), updatedAt = ?3 WHERE id = ?1",
-            rusqlite::params![self.upgrade_id, message, now_ms()],
-        );
+        // A log line the database cannot take still reaches the status file and the terminal.
+        let _ = self.db.append_log(&self.upgrade_id, message);
         self.logs.push(message.to_string());
         if let Some(file) = &self.status_file {
             let _ = file.set_logs(self.recent_logs());
@@ -81,21 +80,21 @@ impl<'a> Journal<'a> {
     }
 
     /// Records the terminal state.
-    pub fn finish(&mut self, status: &str, message: &str, error: Option<&str>) -> Result<()> {
-        self.db.finish(&self.upgrade_id, status, message, error)?;
+    pub fn finish(&mut self, terminal: Terminal, message: &str, error: Option<&str>) -> Result<()> {
+        self.db.finish(&self.upgrade_id, terminal, message, error)?;
         self.logs.push(message.to_string());
-        self.write_status(status, 100, message, error);
-        self.ui.step(100, status, message);
+        self.write_status(terminal.status(), message, error);
+        self.ui.step(100, terminal.as_str(), message);
         Ok(())
     }
 
     /// The status file is the app's view; failing to write it must not fail the upgrade.
-    fn write_status(&self, status: &str, progress: u8, step: &str, error: Option<&str>) {
+    fn write_status(&self, status: Status, step: &str, error: Option<&str>) {
         let Some(file) = &self.status_file else { return };
         let snapshot = Snapshot {
             upgrade_id: self.upgrade_id.clone(),
-            status: status.to_string(),
-            progress,
+            status,
+            progress: status.progress(),
             current_step: step.to_string(),
             from_version: self.from_version.clone(),
             to_version: Some(self.to_version.clone()),

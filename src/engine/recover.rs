@@ -1,8 +1,9 @@
 //! Reconciles upgrades the journal shows unfinished while nobody holds the
 //! lock: their upgrader was killed. Before the switch nothing running was
-//! changed, so the row is marked `failed` and partial files are removed.
-//! After the switch the previous image (or commit) and the backup are put
-//! back and gated, ending `rolled_back`, or `failed` when even that fails.
+//! changed, so the row is marked `failed`, partial files are removed and a
+//! moved checkout is moved back. After the switch the previous image (or
+//! commit) and the backup are put back and gated, ending `rolled_back`, or
+//! `failed` when even that fails. The plan is a pure function of the row.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,14 +11,36 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::config::Config;
+use crate::engine::announce::after_terminal;
 use crate::engine::journal::Journal;
-use crate::engine::pipeline::{self, after_terminal, restore_previous};
-use crate::engine::{Outcome, Terminal};
+use crate::engine::rollback::{restore_previous, Restored};
+use crate::engine::{strategy, Outcome};
 use crate::ops::process::Runner;
+use crate::states::{Status, Terminal};
 use crate::store::backup;
 use crate::store::db::{now_ms, Db, UpgradeRecord};
 use crate::store::lock::Lock;
 use crate::ui::Ui;
+
+/// What to do about one interrupted upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Interrupted before the switch: nothing running changed. Mark it failed,
+    /// after moving a rebuild's checkout back when it may have moved.
+    MarkFailed { undo_checkout: bool },
+    /// Interrupted after the switch: put the previous version and its data back.
+    PutBack { backup: Option<PathBuf> },
+}
+
+/// The recovery of an interrupted upgrade, from its journal row alone.
+pub fn plan(record: &UpgradeRecord) -> Plan {
+    if record.switched {
+        Plan::PutBack { backup: record.backup_path.as_ref().map(PathBuf::from) }
+    } else {
+        // A recorded previous commit means the fetch got far enough to move the checkout.
+        Plan::MarkFailed { undo_checkout: record.previous_commit.is_some() }
+    }
+}
 
 /// Takes the lock (when free) and reconciles the unfinished upgrades last
 /// touched more than `stale_after` ago; `None` when another upgrader holds it.
@@ -59,67 +82,69 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     let to_version = record.to_version.clone().unwrap_or_else(|| "latest".into());
     let mut journal = Journal::new(Db::open(&config.db_path())?, &record.id, ui, status_file, &to_version);
     journal.set_versions(record.from_version.as_deref(), &to_version);
-    let backup_path = record.backup_path.as_ref().map(PathBuf::from);
-    let (terminal, message, error) = if !record.switched {
-        remove_partial_backups(config, &mut journal);
-        let reason = format!("upgraderd stopped during {} before the new version was started", record.status);
-        match undo_fetch(config, record, &mut journal) {
-            Ok(()) => (
-                Terminal::Failed,
-                "Interrupted before the switch; nothing was changed",
-                format!("{reason}; the running version and its data were not touched"),
-            ),
-            Err(e) => (
-                Terminal::Failed,
-                "Interrupted before the switch; undoing the download failed",
-                format!("{reason}; the running version was not touched, but {e:#}"),
-            ),
-        }
-    } else {
-        journal.step("rolling_back", 90, "Recovering an interrupted upgrade: putting the previous version back")?;
-        let reason = format!("upgraderd stopped during {} after the switch", record.status);
-        let runner = Runner::new(false);
-        match pipeline::resume_strategy(config, &runner, record) {
-            Ok(mut strategy) => restore_previous(
-                config,
-                &runner,
-                &mut journal,
-                strategy.as_mut(),
-                backup_path.as_deref(),
-                record.from_version.clone(),
-                reason,
-            ),
-            Err(e) => (
-                Terminal::Failed,
-                "Recovery failed",
-                format!(
-                    "{reason}\nrecovery failed: {e:#}; the backup {} is intact: run `upgraderd rollback {}`",
-                    backup_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into()),
-                    record.id
-                ),
-            ),
-        }
+    let plan = plan(record);
+    let (terminal, message, error) = match &plan {
+        Plan::MarkFailed { undo_checkout } => mark_failed(config, record, *undo_checkout, &mut journal),
+        Plan::PutBack { backup } => put_back(config, record, backup.as_deref(), &mut journal)?,
     };
-    journal.finish(terminal.as_str(), message, Some(&error))?;
+    journal.finish(terminal, message, Some(&error))?;
+    let backup = record.backup_path.as_ref().map(PathBuf::from);
     Ok(Outcome {
         upgrade_id: record.id.clone(),
         terminal,
         from_version: record.from_version.clone(),
         to_version,
         error: Some(error),
-        backup: backup_path,
+        backup,
     })
 }
 
-/// A rebuild may have moved its checkout before it was killed: move it back.
-fn undo_fetch(config: &Config, record: &UpgradeRecord, journal: &mut Journal) -> Result<()> {
-    if record.previous_commit.is_none() {
-        // Nothing but images was fetched (pull), or the fetch never began.
-        return Ok(());
+fn mark_failed(config: &Config, record: &UpgradeRecord, undo_checkout: bool, journal: &mut Journal) -> Restored {
+    remove_partial_backups(config, journal);
+    let reason = format!("upgraderd stopped during {} before the new version was started", record.status);
+    let undone = if undo_checkout {
+        let runner = Runner::new(false);
+        strategy::resume(config, &runner, record).and_then(|mut strategy| strategy.undo_fetch(journal))
+    } else {
+        Ok(())
+    };
+    match undone {
+        Ok(()) => (
+            Terminal::Failed,
+            "Interrupted before the switch; nothing was changed",
+            format!("{reason}; the running version and its data were not touched"),
+        ),
+        Err(e) => (
+            Terminal::Failed,
+            "Interrupted before the switch; undoing the download failed",
+            format!("{reason}; the running version was not touched, but {e:#}"),
+        ),
     }
+}
+
+fn put_back(
+    config: &Config,
+    record: &UpgradeRecord,
+    backup: Option<&std::path::Path>,
+    journal: &mut Journal,
+) -> Result<Restored> {
+    journal.step(Status::RollingBack, "Recovering an interrupted upgrade: putting the previous version back")?;
+    let reason = format!("upgraderd stopped during {} after the switch", record.status);
     let runner = Runner::new(false);
-    let mut strategy = pipeline::resume_strategy(config, &runner, record)?;
-    strategy.undo_fetch(journal)
+    Ok(match strategy::resume(config, &runner, record) {
+        Ok(mut strategy) => {
+            restore_previous(config, &runner, journal, strategy.as_mut(), backup, record.from_version.clone(), reason)
+        }
+        Err(e) => (
+            Terminal::Failed,
+            "Recovery failed",
+            format!(
+                "{reason}\nrecovery failed: {e:#}; the backup {} is intact: run `upgraderd rollback {}`",
+                backup.map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into()),
+                record.id
+            ),
+        ),
+    })
 }
 
 /// A backup cut off mid-write is never used; remove it so it does not fill the disk.
@@ -129,5 +154,31 @@ fn remove_partial_backups(config: &Config, journal: &mut Journal) {
             Ok(()) => journal.log(&format!("Removed the unfinished backup {}", path.display())),
             Err(e) => journal.log(&format!("Could not remove the unfinished backup {}: {e}", path.display())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_the_switch_nothing_is_put_back_and_a_moved_checkout_is_undone() {
+        let pull = UpgradeRecord { status: Status::Downloading, ..Default::default() };
+        assert_eq!(plan(&pull), Plan::MarkFailed { undo_checkout: false });
+        let rebuild = UpgradeRecord { previous_commit: Some("abc".into()), ..pull };
+        assert_eq!(plan(&rebuild), Plan::MarkFailed { undo_checkout: true });
+    }
+
+    #[test]
+    fn after_the_switch_the_previous_version_and_the_backup_go_back() {
+        let switched = UpgradeRecord {
+            status: Status::HealthCheck,
+            switched: true,
+            backup_path: Some("/b/u.tar.gz".into()),
+            ..Default::default()
+        };
+        assert_eq!(plan(&switched), Plan::PutBack { backup: Some(PathBuf::from("/b/u.tar.gz")) });
+        let no_backup = UpgradeRecord { backup_path: None, ..switched };
+        assert_eq!(plan(&no_backup), Plan::PutBack { backup: None });
     }
 }

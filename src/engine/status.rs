@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::states::Status;
 use crate::store::db::now_ms;
 use crate::store::files;
 
@@ -21,7 +22,7 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub upgrade_id: String,
-    pub status: String,
+    pub status: Status,
     pub progress: u8,
     pub current_step: String,
     pub from_version: Option<String>,
@@ -35,7 +36,7 @@ impl Snapshot {
     pub fn to_json(&self) -> Value {
         json!({
             "upgradeId": self.upgrade_id,
-            "status": self.status,
+            "status": self.status.as_str(),
             "progress": self.progress,
             "currentStep": self.current_step,
             "fromVersion": self.from_version,
@@ -140,7 +141,7 @@ mod tests {
     fn the_heartbeat_refreshes_updated_at_and_stops_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let file = StatusFile::new(dir.path().join("status.json"));
-        file.write(Snapshot { upgrade_id: "u1".into(), status: "downloading".into(), ..Snapshot::default() }).unwrap();
+        file.write(Snapshot { upgrade_id: "u1".into(), status: Status::Downloading, ..Snapshot::default() }).unwrap();
         let read =
             || -> Value { serde_json::from_slice(&std::fs::read(dir.path().join("status.json")).unwrap()).unwrap() };
         let first = read()["updatedAt"].clone();

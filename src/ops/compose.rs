@@ -3,10 +3,10 @@
 //! its container's labels, and build the `config`, `up` and `stop` commands
 //! with the project's own files, directory and env file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use crate::ops::docker::Container;
 use crate::ops::process::{Cmd, Runner};
@@ -29,89 +29,57 @@ pub struct Project {
     pub service: String,
 }
 
-/// Explicit settings that win over what the container's labels say.
-#[derive(Debug, Clone, Default)]
-pub struct ProjectOverrides {
+/// What compose recorded about a container's project in its labels
+/// (`com.docker.compose.*`); any of them may be missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectLabels {
     pub name: Option<String>,
-    pub working_dir: Option<PathBuf>,
-    pub files: Vec<PathBuf>,
     pub service: Option<String>,
+    pub working_dir: Option<PathBuf>,
+    /// As recorded: compose v1 writes them relative to the working dir.
+    pub files: Vec<PathBuf>,
+    pub env_file: Option<PathBuf>,
 }
 
-impl Project {
-    /// Reads the project from the compose labels of a running container.
-    pub fn discover(container: &Container, overrides: &ProjectOverrides) -> Result<Project> {
-        let label = |key: &str| container.label(&format!("com.docker.compose.{key}")).map(str::to_string);
-        let missing = |what: &str, key: &str| {
-            anyhow!(
-                "container {} has no compose label com.docker.compose.{what} (was it started by compose?); set {key}",
-                container.name.trim_start_matches('/')
-            )
+impl ProjectLabels {
+    pub fn read(container: &Container) -> ProjectLabels {
+        let label = |key: &str| {
+            container.label(&format!("com.docker.compose.{key}")).filter(|v| !v.is_empty()).map(str::to_string)
         };
-        let name = overrides
-            .name
-            .clone()
-            .or_else(|| label("project"))
-            .ok_or_else(|| missing("project", "UPGRADERD_COMPOSE_PROJECT"))?;
-        let service = overrides
-            .service
-            .clone()
-            .or_else(|| label("service"))
-            .ok_or_else(|| missing("service", "UPGRADERD_SERVICE"))?;
-        let working_dir = overrides
-            .working_dir
-            .clone()
-            .or_else(|| label("project.working_dir").map(PathBuf::from))
-            .ok_or_else(|| missing("project.working_dir", "UPGRADERD_COMPOSE_DIR"))?;
-        let files: Vec<PathBuf> = if overrides.files.is_empty() {
-            label("project.config_files")
-                .ok_or_else(|| missing("project.config_files", "UPGRADERD_COMPOSE_FILES"))?
-                .split(',')
-                .filter(|f| !f.is_empty())
-                .map(PathBuf::from)
-                .collect()
-        } else {
-            overrides.files.clone()
-        };
-        // compose v1 records paths as given on its command line: relative to the working dir.
-        let absolute = |p: PathBuf| if p.is_absolute() { p } else { working_dir.join(p) };
-        let files = files.into_iter().map(absolute).collect();
-        let env_file = label("project.environment_file").filter(|f| !f.is_empty()).map(PathBuf::from).map(absolute);
-        Ok(Project { name, working_dir, files, env_file, service })
+        ProjectLabels {
+            name: label("project"),
+            service: label("service"),
+            working_dir: label("project.working_dir").map(PathBuf::from),
+            files: label("project.config_files")
+                .map(|files| files.split(',').filter(|f| !f.is_empty()).map(PathBuf::from).collect())
+                .unwrap_or_default(),
+            env_file: label("project.environment_file").map(PathBuf::from),
+        }
     }
 }
 
 impl Compose {
-    /// Uses the configured command, else `docker compose` when the plugin answers, else `docker-compose`.
-    pub fn detect(configured: Option<&[String]>, docker: &Path, runner: &Runner) -> Result<Compose> {
-        if let Some(argv) = configured {
-            if argv.is_empty() {
-                bail!("UPGRADERD_COMPOSE_CMD is empty; set it to `docker compose` or `docker-compose`");
+    /// The first of `candidates` (argv prefixes, in order of preference) whose
+    /// `version` answers; a candidate whose second word is `compose` (the
+    /// plugin) or that reports `v2.` speaks compose v2.
+    pub fn detect(candidates: &[Vec<String>], runner: &Runner) -> Result<Compose> {
+        let mut failures = Vec::new();
+        for argv in candidates.iter().filter(|argv| !argv.is_empty()) {
+            let probe = Cmd::new(&argv[0]).args(&argv[1..]).arg("version").timeout(Duration::from_secs(20));
+            match runner.run(&probe) {
+                Ok(out) => {
+                    let v2 = argv.get(1).is_some_and(|w| w == "compose") || out.stdout_text().contains("v2.");
+                    return Ok(Compose { argv: argv.clone(), v2, runner: runner.clone() });
+                }
+                Err(e) => failures.push(format!("`{} version`: {e}", argv.join(" "))),
             }
-            let v2 = argv.len() >= 2 && argv[1] == "compose" || Self::reports_v2(argv, runner);
-            return Ok(Compose { argv: argv.to_vec(), v2, runner: runner.clone() });
         }
-        let plugin = vec![docker.display().to_string(), "compose".to_string()];
-        let probe = Cmd::new(&plugin[0]).args(["compose", "version"]).timeout(Duration::from_secs(20));
-        if runner.run(&probe).is_ok() {
-            return Ok(Compose { argv: plugin, v2: true, runner: runner.clone() });
-        }
-        let standalone = vec!["docker-compose".to_string()];
-        let probe = Cmd::new("docker-compose").arg("version").timeout(Duration::from_secs(20));
-        match runner.run(&probe) {
-            Ok(out) => {
-                let v2 = out.stdout_text().contains("v2.");
-                Ok(Compose { argv: standalone, v2, runner: runner.clone() })
-            }
-            Err(e) => Err(anyhow!(
-                "no Docker Compose found: `docker compose version` failed and {e}; install compose or set UPGRADERD_COMPOSE_CMD"
-            )),
-        }
+        Err(anyhow!("no Docker Compose answers: {}", failures.join("; ")))
     }
 
-    fn reports_v2(argv: &[String], runner: &Runner) -> bool {
-        let probe = Cmd::new(&argv[0]).args(&argv[1..]).arg("version").timeout(Duration::from_secs(20));
-        runner.run(&probe).is_ok_and(|o| o.stdout_text().contains("v2."))
+    /// A compose command known to speak v2 (or not) without asking it: for configured commands.
+    pub fn assume(argv: Vec<String>, v2: bool, runner: &Runner) -> Compose {
+        Compose { argv, v2, runner: runner.clone() }
     }
 
     pub fn is_v2(&self) -> bool {

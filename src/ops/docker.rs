@@ -2,7 +2,7 @@
 //! registry manifests, engine info. Parsing only; callers decide what it means.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -80,21 +80,6 @@ impl Container {
     pub fn label(&self, key: &str) -> Option<&str> {
         self.config.labels.as_ref()?.get(key).map(String::as_str)
     }
-
-    /// Host paths of the container's writable volumes and bind mounts: its data.
-    /// The Docker socket is a control channel, never data.
-    pub fn data_paths(&self) -> Vec<PathBuf> {
-        self.mounts
-            .iter()
-            .filter(|m| m.rw && (m.kind == "volume" || m.kind == "bind"))
-            .filter(|m| !is_docker_socket(&m.source))
-            .map(|m| m.source.clone())
-            .collect()
-    }
-}
-
-fn is_docker_socket(path: &Path) -> bool {
-    path.file_name().is_some_and(|n| n == "docker.sock")
 }
 
 impl Docker {
@@ -120,9 +105,7 @@ impl Docker {
         let out = self.runner.run(&self.cmd(["container", "inspect", "--", name])).map_err(|e| {
             let not_found = e.output().is_some_and(|o| o.stderr.to_lowercase().contains("no such"));
             if not_found {
-                anyhow!(
-                    "container `{name}` does not exist; check UPGRADERD_CONTAINER (`docker ps -a` lists containers)"
-                )
+                anyhow!("container `{name}` does not exist (`docker ps -a` lists containers)")
             } else {
                 anyhow::Error::new(e).context(format!("inspecting container `{name}`"))
             }
@@ -231,10 +214,11 @@ impl Docker {
         Ok(digests.iter().find(|d| d.starts_with(&format!("{repository}@"))).or(digests.first()).cloned())
     }
 
-    /// Whether the registry has this reference, without pulling it.
-    pub fn manifest_exists(&self, image: &ImageRef) -> Result<bool> {
+    /// Whether the registry has this reference, without pulling it; `insecure`
+    /// lets the client speak plain HTTP to the registry.
+    pub fn manifest_exists(&self, image: &ImageRef, insecure: bool) -> Result<bool> {
         let mut args = vec!["manifest".to_string(), "inspect".to_string()];
-        if image.registry_is_loopback() {
+        if insecure {
             args.push("--insecure".to_string());
         }
         args.push(image.to_string());
@@ -313,21 +297,5 @@ mod tests {
         assert!(!r.registry_is_loopback());
         assert_eq!(ImageRef::parse("nginx:1.25").registry(), None);
         assert_eq!(ImageRef::parse("localhost:5000/x").with_tag("v1"), "localhost:5000/x:v1");
-    }
-
-    #[test]
-    fn data_paths_are_writable_mounts_without_the_socket() {
-        let json = r#"[{"Id":"abc","Name":"/app","Image":"sha256:1","RestartCount":0,
-            "Config":{"Image":"app:1","Labels":{"com.docker.compose.service":"app"}},
-            "State":{"Status":"running","Running":true,"ExitCode":0},
-            "Mounts":[
-              {"Type":"volume","Name":"data","Source":"/var/lib/docker/volumes/data/_data","Destination":"/data","RW":true},
-              {"Type":"bind","Source":"/srv/conf","Destination":"/conf","RW":false},
-              {"Type":"bind","Source":"/var/run/docker.sock","Destination":"/var/run/docker.sock","RW":true},
-              {"Type":"tmpfs","Source":"","Destination":"/tmp","RW":true}]}]"#;
-        let containers: Vec<Container> = serde_json::from_str(json).unwrap();
-        let c = &containers[0];
-        assert_eq!(c.data_paths(), vec![PathBuf::from("/var/lib/docker/volumes/data/_data")]);
-        assert_eq!(c.label("com.docker.compose.service"), Some("app"));
     }
 }

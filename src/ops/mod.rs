@@ -7,6 +7,7 @@ pub mod disk;
 pub mod docker;
 pub mod git;
 pub mod health;
+pub mod hooks;
 pub mod inotify;
 pub mod notify;
 pub mod process;

@@ -7,25 +7,23 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
-use crate::config::Env;
-
 pub struct Notifier {
     socket: Option<(UnixDatagram, SocketAddr)>,
     watchdog: Option<Duration>,
 }
 
 impl Notifier {
-    pub fn from_env(env: &Env) -> Notifier {
-        let socket = env.get("NOTIFY_SOCKET").and_then(|path| {
+    /// From the process environment systemd set up, read through `var` so tests can pass their own.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Notifier {
+        let socket = var("NOTIFY_SOCKET").and_then(|path| {
             let addr = match path.strip_prefix('@') {
                 Some(name) => SocketAddr::from_abstract_name(name.as_bytes()).ok()?,
                 None => SocketAddr::from_pathname(path).ok()?,
             };
             Some((UnixDatagram::unbound().ok()?, addr))
         });
-        let for_us = env.get("WATCHDOG_PID").is_none_or(|pid| pid.parse() == Ok(std::process::id()));
-        let watchdog = env
-            .get("WATCHDOG_USEC")
+        let for_us = var("WATCHDOG_PID").is_none_or(|pid| pid.parse() == Ok(std::process::id()));
+        let watchdog = var("WATCHDOG_USEC")
             .and_then(|usec| usec.parse::<u64>().ok())
             .filter(|usec| *usec > 0 && for_us)
             .map(|usec| Duration::from_micros(usec / 2));
@@ -64,18 +62,19 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn speaks_the_notify_protocol_to_the_socket() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let listener = UnixDatagram::bind(&path).unwrap();
-        let env = Env::from_pairs([
+        let env = HashMap::from([
             ("NOTIFY_SOCKET", path.display().to_string()),
             ("WATCHDOG_USEC", "4000000".to_string()),
             ("WATCHDOG_PID", std::process::id().to_string()),
         ]);
-        let notifier = Notifier::from_env(&env);
+        let notifier = Notifier::from_env(|name| env.get(name).cloned());
         assert_eq!(notifier.watchdog_every(), Some(Duration::from_secs(2)));
         notifier.ready("idle");
         notifier.watchdog();
@@ -84,7 +83,11 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=idle");
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"WATCHDOG=1");
-        let other = Env::from_pairs([("WATCHDOG_USEC", "4000000".to_string()), ("WATCHDOG_PID", "1".to_string())]);
-        assert_eq!(Notifier::from_env(&other).watchdog_every(), None, "the watchdog is for another pid");
+        let other = HashMap::from([("WATCHDOG_USEC", "4000000".to_string()), ("WATCHDOG_PID", "1".to_string())]);
+        assert_eq!(
+            Notifier::from_env(|name| other.get(name).cloned()).watchdog_every(),
+            None,
+            "the watchdog is for another pid"
+        );
     }
 }

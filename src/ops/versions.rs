@@ -7,14 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::ops::docker::ImageRef;
-use crate::store::files;
 
 /// The most of an answer read; a bigger one is an error, not a silent cut.
 pub const BODY_CAP: usize = 1024 * 1024;
@@ -34,10 +32,18 @@ pub struct Release {
     pub prerelease: bool,
 }
 
-/// HTTP for version sources: bounded times and sizes, and an ETag cache on disk.
+/// Where ETag-validated answers are kept between checks (the caller decides where).
+pub trait EtagCache {
+    /// The ETag and body remembered for `url`.
+    fn get(&self, url: &str) -> Option<(String, Vec<u8>)>;
+    /// Remembers an answer; failing to is not an error (the next check asks in full).
+    fn put(&self, url: &str, etag: &str, body: &[u8]);
+}
+
+/// HTTP for version sources: bounded times and sizes, and an optional ETag cache.
 pub struct Http {
     agent: ureq::Agent,
-    cache: Option<PathBuf>,
+    cache: Option<Box<dyn EtagCache>>,
 }
 
 struct Answer {
@@ -47,7 +53,7 @@ struct Answer {
 }
 
 impl Http {
-    pub fn new(cache: Option<PathBuf>) -> Http {
+    pub fn new(cache: Option<Box<dyn EtagCache>>) -> Http {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout(TOTAL_TIMEOUT)
@@ -87,20 +93,13 @@ impl Http {
     }
 
     fn cached(&self, url: &str) -> Option<(String, Vec<u8>)> {
-        let cache: Value = serde_json::from_slice(&std::fs::read(self.cache.as_ref()?).ok()?).ok()?;
-        let entry = cache.get(url)?;
-        Some((entry["etag"].as_str()?.to_string(), entry["body"].as_str()?.as_bytes().to_vec()))
+        self.cache.as_ref()?.get(url)
     }
 
     fn remember(&self, url: &str, etag: &str, body: &[u8]) {
-        let Some(path) = &self.cache else { return };
-        let mut cache: Value = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(Value::is_object)
-            .unwrap_or_else(|| serde_json::json!({}));
-        cache[url] = serde_json::json!({"etag": etag, "body": String::from_utf8_lossy(body)});
-        let _ = files::write_atomic(path, &serde_json::to_vec(&cache).unwrap_or_default(), 0o600);
+        if let Some(cache) = &self.cache {
+            cache.put(url, etag, body);
+        }
     }
 }
 

@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use serde::Serialize;
+
+use crate::states::{RequestState, Status, Strategy, Terminal};
 
 /// Forward-only migrations; index + 1 is the schema version they produce.
 /// Never edit a released entry: add a new one.
@@ -111,8 +114,7 @@ pub struct QueuedRequest {
     /// The trigger's text (capped), for the record.
     pub raw: Option<String>,
     pub received_at: i64,
-    /// `queued`, `running`, `done` or `rejected`.
-    pub state: String,
+    pub state: RequestState,
     pub reason: Option<String>,
 }
 
@@ -141,7 +143,7 @@ pub struct UpgradeRecord {
     pub from_version: Option<String>,
     pub to_version: Option<String>,
     pub deployment_method: String,
-    pub status: String,
+    pub status: Status,
     pub progress: i64,
     pub current_step: Option<String>,
     pub logs: Vec<String>,
@@ -151,7 +153,7 @@ pub struct UpgradeRecord {
     pub initiated_by: Option<String>,
     pub error_message: Option<String>,
     pub rollback_available: bool,
-    pub strategy: String,
+    pub strategy: Strategy,
     pub updated_at: Option<i64>,
     pub pid: Option<i64>,
     pub switched: bool,
@@ -218,7 +220,7 @@ impl UpgradeRecord {
 
     /// Whether the upgrade reached one of the three terminal states.
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "complete" | "rolled_back" | "failed")
+        self.status.is_terminal()
     }
 }
 
@@ -228,7 +230,7 @@ impl UpgradeRecord {
 pub struct Event {
     pub seq: i64,
     pub at: i64,
-    pub status: String,
+    pub status: Status,
     pub progress: i64,
     pub message: String,
 }
@@ -243,6 +245,15 @@ impl Db {
         .map_err(|e| explain(path, e))?;
         let mut db = Db { conn, path: path.to_path_buf() };
         db.configure(false)?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// A database that lives only as long as the value: what a dry run journals into, so it leaves nothing behind.
+    pub fn in_memory() -> Result<Db> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| explain(&path, e))?;
+        let mut db = Db { conn, path };
         db.migrate()?;
         Ok(db)
     }
@@ -286,7 +297,8 @@ impl Db {
         Ok(())
     }
 
-    fn user_version(&self) -> Result<i64> {
+    /// The schema version the file is at.
+    pub fn user_version(&self) -> Result<i64> {
         self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| explain(&self.path, e))
     }
 
@@ -319,7 +331,7 @@ impl Db {
     }
 
     /// The newest upgrade with this status.
-    pub fn latest_with_status(&self, status: &str) -> Result<Option<UpgradeRecord>> {
+    pub fn latest_with_status(&self, status: Status) -> Result<Option<UpgradeRecord>> {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE status = ?1 ORDER BY startedAt DESC, rowid DESC LIMIT 1"
         );
@@ -328,10 +340,27 @@ impl Db {
 
     /// Upgrades not in a terminal state (interrupted or still running).
     pub fn unfinished(&self) -> Result<Vec<UpgradeRecord>> {
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE status NOT IN ('complete','rolled_back','failed') ORDER BY startedAt"
-        );
-        self.query_records(&sql, [])
+        let sql =
+            format!("SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE status NOT IN (?1, ?2, ?3) ORDER BY startedAt");
+        self.query_records(&sql, params![Status::Complete, Status::RolledBack, Status::Failed])
+    }
+
+    /// Versions rolled back on this host with no complete upgrade to them since
+    /// (a leading `v` dropped): an automatic upgrade skips them.
+    pub fn quarantined_versions(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT r.toVersion FROM upgrade_history r WHERE r.status = ?1 AND r.toVersion IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM upgrade_history c WHERE c.status = ?2 AND c.toVersion = r.toVersion \
+                 AND c.startedAt > r.startedAt)",
+            )
+            .map_err(|e| explain(&self.path, e))?;
+        let versions = stmt
+            .query_map(params![Status::RolledBack, Status::Complete], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| explain(&self.path, e))?;
+        Ok(versions.into_iter().map(|v| v.strip_prefix('v').unwrap_or(&v).to_string()).collect())
     }
 
     fn query_records(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<UpgradeRecord>> {
@@ -389,17 +418,18 @@ impl Db {
     pub fn reopen_upgrade(&self, upgrade_id: &str, pid: i64) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE upgrade_history SET status = 'pending', progress = 0, completedAt = NULL, errorMessage = NULL, \
+                "UPDATE upgrade_history SET status = ?4, progress = 0, completedAt = NULL, errorMessage = NULL, \
                  pid = ?2, updatedAt = ?3 WHERE id = ?1 AND switched = 0",
-                params![upgrade_id, pid, now_ms()],
+                params![upgrade_id, pid, now_ms(), Status::Pending],
             )
             .map_err(|e| explain(&self.path, e))?;
         Ok(())
     }
 
     /// Journals a transition: the event and the row's status, in one transaction.
-    pub fn transition(&mut self, upgrade_id: &str, status: &str, progress: i64, message: &str) -> Result<()> {
+    pub fn transition(&mut self, upgrade_id: &str, status: Status, message: &str) -> Result<()> {
         let now = now_ms();
+        let progress = status.progress();
         let tx = self.conn.transaction().map_err(|e| explain(&self.path, e))?;
         tx.execute(
             "INSERT INTO upgrade_events (upgradeId, at, status, progress, message) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -416,8 +446,85 @@ impl Db {
         .map_err(|e| explain(&self.path, e))
     }
 
+    /// What preflight found: the running version and where it runs.
+    pub fn record_deployment(&self, upgrade_id: &str, deployment: &DeploymentRecord) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[
+                ("fromVersion", deployment.from_version.clone().into()),
+                ("container", deployment.container.clone().into()),
+                ("service", deployment.service.clone().into()),
+                ("composeProject", deployment.compose_project.clone().into()),
+            ],
+        )
+    }
+
+    /// The backup a rollback restores.
+    pub fn record_backup(&self, upgrade_id: &str, path: &Path) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[("backupPath", path.display().to_string().into()), ("rollbackAvailable", true.into())],
+        )
+    }
+
+    /// Pull: the image the service ran, kept under the rollback tag, and the reference that moves.
+    pub fn record_previous_image(
+        &self,
+        upgrade_id: &str,
+        image_id: &str,
+        rollback_tag: &str,
+        image_ref: &str,
+    ) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[
+                ("previousImageId", image_id.to_string().into()),
+                ("rollbackTag", rollback_tag.to_string().into()),
+                ("imageRef", image_ref.to_string().into()),
+            ],
+        )
+    }
+
+    /// Pull: the image the upgrade fetched.
+    pub fn record_new_image(&self, upgrade_id: &str, image_id: &str, digest: Option<&str>) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[("newImageId", image_id.to_string().into()), ("newDigest", digest.map(str::to_string).into())],
+        )
+    }
+
+    /// Rebuild: the commits moved between and the images kept for a rollback.
+    pub fn record_commits(&self, upgrade_id: &str, commits: &CommitsRecord) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[
+                ("previousCommit", commits.previous.clone().into()),
+                ("targetCommit", commits.target.clone().into()),
+                ("previousSubject", commits.previous_subject.clone().into()),
+                ("targetSubject", commits.target_subject.clone().into()),
+                ("rollbackImages", commits.rollback_images_json.clone().into()),
+            ],
+        )
+    }
+
+    /// Written before the switch: from here on an interruption is rolled back, never abandoned.
+    pub fn mark_switched(&self, upgrade_id: &str, to_version: &str) -> Result<()> {
+        self.set_fields(upgrade_id, &[("toVersion", to_version.to_string().into()), ("switched", true.into())])
+    }
+
+    /// A log line that is not a transition.
+    pub fn append_log(&self, upgrade_id: &str, message: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE upgrade_history SET logs = json_insert(logs, '$[#]', ?2), updatedAt = ?3 WHERE id = ?1",
+                params![upgrade_id, message, now_ms()],
+            )
+            .map_err(|e| explain(&self.path, e))?;
+        Ok(())
+    }
+
     /// Sets named columns of an upgrade row (names come from code, never from input).
-    pub fn set_fields(&self, upgrade_id: &str, fields: &[(&'static str, rusqlite::types::Value)]) -> Result<()> {
+    fn set_fields(&self, upgrade_id: &str, fields: &[(&'static str, rusqlite::types::Value)]) -> Result<()> {
         for (column, _) in fields {
             debug_assert!(RECORD_COLUMNS.split(", ").any(|c| c.trim() == *column), "unknown column {column}");
         }
@@ -431,9 +538,8 @@ impl Db {
     }
 
     /// Marks an upgrade terminal: status, completion time, error.
-    pub fn finish(&mut self, upgrade_id: &str, status: &str, message: &str, error: Option<&str>) -> Result<()> {
-        let progress = 100;
-        self.transition(upgrade_id, status, progress, message)?;
+    pub fn finish(&mut self, upgrade_id: &str, terminal: Terminal, message: &str, error: Option<&str>) -> Result<()> {
+        self.transition(upgrade_id, terminal.status(), message)?;
         self.set_fields(
             upgrade_id,
             &[("completedAt", now_ms().into()), ("errorMessage", error.map(str::to_string).into())],
@@ -473,8 +579,8 @@ impl Db {
         self.conn
             .query_row(
                 "SELECT upgradeId, version, backup, force, source, raw, receivedAt, state, reason FROM requests \
-                 WHERE state = 'queued' ORDER BY id LIMIT 1",
-                [],
+                 WHERE state = ?1 ORDER BY id LIMIT 1",
+                [RequestState::Queued],
                 QueuedRequest::from_row,
             )
             .optional()
@@ -484,7 +590,11 @@ impl Db {
     /// Whether a request is waiting or running.
     pub fn has_pending_request(&self) -> Result<bool> {
         self.conn
-            .query_row("SELECT EXISTS (SELECT 1 FROM requests WHERE state IN ('queued', 'running'))", [], |r| r.get(0))
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM requests WHERE state IN (?1, ?2))",
+                [RequestState::Queued, RequestState::Running],
+                |r| r.get(0),
+            )
             .map_err(|e| explain(&self.path, e))
     }
 
@@ -501,7 +611,7 @@ impl Db {
     }
 
     /// Moves a request along: `queued` → `running` → `done` (or back to `queued`).
-    pub fn set_request_state(&self, upgrade_id: &str, state: &str, reason: Option<&str>) -> Result<()> {
+    pub fn set_request_state(&self, upgrade_id: &str, state: RequestState, reason: Option<&str>) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE requests SET state = ?2, reason = ?3 WHERE upgradeId = ?1",
@@ -511,24 +621,60 @@ impl Db {
         Ok(())
     }
 
-    /// The raw connection, for the modules that own their own tables' queries.
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
     /// The backup of the last complete upgrade, which retention never deletes.
     pub fn protected_backup(&self) -> Result<Option<String>> {
         self.conn
             .query_row(
-                "SELECT backupPath FROM upgrade_history WHERE status = 'complete' AND backupPath IS NOT NULL \
+                "SELECT backupPath FROM upgrade_history WHERE status = ?1 AND backupPath IS NOT NULL \
                  ORDER BY startedAt DESC, rowid DESC LIMIT 1",
-                [],
+                [Status::Complete],
                 |r| r.get(0),
             )
             .optional()
             .map_err(|e| explain(&self.path, e))
     }
 }
+
+/// What preflight records about the deployment an upgrade works on.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentRecord {
+    pub from_version: Option<String>,
+    pub container: Option<String>,
+    pub service: Option<String>,
+    pub compose_project: Option<String>,
+}
+
+/// What a rebuild records before it moves the checkout.
+#[derive(Debug, Clone, Default)]
+pub struct CommitsRecord {
+    pub previous: String,
+    pub target: String,
+    pub previous_subject: String,
+    pub target_subject: String,
+    /// JSON list of `{name, id}`: the images the built services ran.
+    pub rollback_images_json: String,
+}
+
+/// The states are stored by their wire names.
+macro_rules! stored_by_name {
+    ($($state:ty),*) => {$(
+        impl ToSql for $state {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl FromSql for $state {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let text = value.as_str()?;
+                <$state>::parse(text).ok_or_else(|| {
+                    FromSqlError::Other(format!("unknown {} `{text}`", stringify!($state).to_lowercase()).into())
+                })
+            }
+        }
+    )*};
+}
+
+stored_by_name!(Status, RequestState, Strategy);
 
 fn newer_schema(path: &Path, version: i64) -> anyhow::Error {
     anyhow!(
@@ -572,9 +718,9 @@ mod tests {
             from_version: Some("1.0.0".into()),
             to_version: Some("2.0.0".into()),
             deployment_method: "docker-compose".into(),
-            status: "pending".into(),
+            status: Status::Pending,
             started_at,
-            strategy: "pull".into(),
+            strategy: Strategy::Pull,
             ..UpgradeRecord::default()
         }
     }
@@ -584,15 +730,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("s.db")).unwrap();
         db.insert_upgrade(&record("u1", 1)).unwrap();
-        db.transition("u1", "backing_up", 20, "Creating backup").unwrap();
-        db.finish("u1", "complete", "Upgrade complete", None).unwrap();
+        db.transition("u1", Status::BackingUp, "Creating backup").unwrap();
+        db.finish("u1", Terminal::Complete, "Upgrade complete", None).unwrap();
         let row = db.get("u1").unwrap().unwrap();
-        assert_eq!(row.status, "complete");
+        assert_eq!(row.status, Status::Complete);
         assert_eq!(row.progress, 100);
         assert_eq!(row.logs, vec!["Creating backup", "Upgrade complete"]);
         assert!(row.completed_at.is_some());
         let events = db.events("u1").unwrap();
-        assert_eq!(events.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(), vec!["backing_up", "complete"]);
+        assert_eq!(events.iter().map(|e| e.status).collect::<Vec<_>>(), vec![Status::BackingUp, Status::Complete]);
     }
 
     #[test]
@@ -601,11 +747,11 @@ mod tests {
         let mut db = Db::open(&dir.path().join("s.db")).unwrap();
         db.insert_upgrade(&record("old", 1)).unwrap();
         db.insert_upgrade(&record("new", 2)).unwrap();
-        db.finish("old", "complete", "done", None).unwrap();
+        db.finish("old", Terminal::Complete, "done", None).unwrap();
         let ids: Vec<_> = db.history(10).unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(ids, vec!["new", "old"]);
         assert_eq!(db.unfinished().unwrap().len(), 1);
-        assert_eq!(db.latest_with_status("complete").unwrap().unwrap().id, "old");
+        assert_eq!(db.latest_with_status(Status::Complete).unwrap().unwrap().id, "old");
     }
 
     #[test]

@@ -1,38 +1,60 @@
 //! How a new version is fetched and switched to, and how the old one is put
 //! back. The pipeline owns the order, the journal and the data; a strategy
 //! owns the images (and, for rebuild, the checkout).
+//!
+//! A strategy's `fetch` returns a [`Fetched`] value that only a strategy can
+//! make and that `switch` consumes: there is nothing to switch to before a
+//! fetch succeeded, and the type says so.
 
 pub mod pull;
 pub mod rebuild;
 
 use anyhow::Result;
 
+use crate::config::Config;
+use crate::engine::discover::{discover, git_for, Deployment};
 use crate::engine::journal::Journal;
+use crate::engine::preflight::Problem;
+use crate::ops::compose::Project;
 use crate::ops::docker::{Docker, ImageRef};
+use crate::ops::process::Runner;
+use crate::states::Strategy as Kind;
+use crate::store::db::UpgradeRecord;
 
 /// The tag that keeps an image an upgrade replaced: `REPOSITORY:upgraderd-rollback-<upgrade id>`.
 pub const ROLLBACK_TAG_PREFIX: &str = "upgraderd-rollback-";
 
+/// What a fetch brought in, ready to switch to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// What the switch moves to: an image reference (pull) or a commit (rebuild).
+    pub target: String,
+    /// The version the fetched target says it is (image label, tag at the commit), when it says.
+    pub version: Option<String>,
+}
+
+impl Fetched {
+    /// Only strategies fetch.
+    fn new(target: impl Into<String>, version: Option<String>) -> Fetched {
+        Fetched { target: target.into(), version }
+    }
+}
+
 pub trait Strategy {
-    /// `pull` or `rebuild`, as recorded in history.
-    fn name(&self) -> &'static str;
-    /// The compose project and service the gate watches.
-    fn project_and_service(&self) -> (&str, &str);
-    /// The running version, when it can be told.
-    fn current_version(&self) -> Option<String>;
-    /// Strategy-specific preflight checks; every problem is pushed, none returned early.
-    fn preflight(&mut self, target: &str, force: bool, problems: &mut Vec<String>);
+    fn kind(&self) -> Kind;
+    /// The compose project, and the service the gate watches.
+    fn project(&self) -> &Project;
+    /// Strategy-specific preflight checks; every problem is returned, none stops the others.
+    fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem>;
     /// Downloads or builds the target and keeps the running version restorable.
-    fn fetch(&mut self, journal: &mut Journal) -> Result<()>;
+    fn fetch(&mut self, journal: &mut Journal) -> Result<Fetched>;
     /// Before the switch, puts back what `fetch` changed besides images (the
     /// rebuild checkout), so an abandoned upgrade leaves the host as it was.
     fn undo_fetch(&mut self, _journal: &mut Journal) -> Result<()> {
         Ok(())
     }
-    /// The version the fetched target reports, when it says (image label).
-    fn fetched_version(&self) -> Option<String>;
     /// Replaces the running version with the fetched one.
-    fn switch(&mut self, journal: &mut Journal) -> Result<()>;
+    fn switch(&mut self, fetched: Fetched, journal: &mut Journal) -> Result<()>;
     /// Stops the new version so its data can be restored.
     fn stop(&mut self, journal: &mut Journal) -> Result<()>;
     /// Starts the previous version again.
@@ -60,4 +82,47 @@ pub fn prune_rollback_tags(docker: &Docker, repository: &str, upgrade_id: &str, 
             journal.log(&format!("could not remove {reference}: {e}"));
         }
     }
+}
+
+/// The strategy for a new upgrade of this deployment.
+pub fn for_upgrade(
+    config: &Config,
+    kind: Kind,
+    deployment: Deployment,
+    upgrade_id: &str,
+    runner: &Runner,
+) -> Box<dyn Strategy> {
+    match kind {
+        Kind::Pull => Box::new(pull::Pull::new(
+            deployment.docker,
+            deployment.compose,
+            deployment.project,
+            &deployment.container,
+            config.image.as_deref(),
+            upgrade_id,
+        )),
+        Kind::Rebuild => {
+            let git = git_for(config, &deployment.project, runner);
+            Box::new(rebuild::Rebuild::new(
+                deployment.docker,
+                deployment.compose,
+                deployment.project,
+                git,
+                (&config.git_remote, &config.git_branch),
+                upgrade_id,
+            ))
+        }
+    }
+}
+
+/// The strategy of a recorded upgrade, rebuilt from its journal row to put the previous version back.
+pub fn resume(config: &Config, runner: &Runner, record: &UpgradeRecord) -> Result<Box<dyn Strategy>> {
+    let deployment = discover(config, runner)?;
+    Ok(match record.strategy {
+        Kind::Rebuild => {
+            let git = git_for(config, &deployment.project, runner);
+            Box::new(rebuild::Rebuild::resume(deployment.docker, deployment.compose, deployment.project, git, record)?)
+        }
+        Kind::Pull => Box::new(pull::Pull::resume(deployment.docker, deployment.compose, deployment.project, record)?),
+    })
 }

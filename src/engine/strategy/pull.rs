@@ -5,8 +5,10 @@
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::engine::discover::registry_may_be_insecure;
 use crate::engine::journal::Journal;
-use crate::engine::strategy::{prune_rollback_tags, Strategy, ROLLBACK_TAG_PREFIX};
+use crate::engine::preflight::Problem;
+use crate::engine::strategy::{prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX};
 use crate::ops::compose::{locate_image_line, Compose, Project};
 use crate::ops::docker::{Container, Docker, ImageRef};
 use crate::store::db::UpgradeRecord;
@@ -19,10 +21,9 @@ pub struct Pull {
     pub service_ref: ImageRef,
     /// The image id running before the upgrade.
     pub previous_image_id: String,
-    pub current_version: Option<String>,
     pub upgrade_id: String,
+    /// Set by preflight: the reference to pull.
     target: Option<ImageRef>,
-    fetched_version: Option<String>,
 }
 
 impl Pull {
@@ -32,7 +33,6 @@ impl Pull {
         project: Project,
         container: &Container,
         configured_image: Option<&str>,
-        current_version: Option<String>,
         upgrade_id: &str,
     ) -> Pull {
         let mut service_ref = ImageRef::parse(&container.config.image);
@@ -46,10 +46,8 @@ impl Pull {
             project,
             service_ref,
             previous_image_id: container.image.clone(),
-            current_version,
             upgrade_id: upgrade_id.to_string(),
             target: None,
-            fetched_version: None,
         }
     }
 
@@ -63,10 +61,8 @@ impl Pull {
             project,
             service_ref: ImageRef::parse(record.image_ref.as_deref().ok_or_else(|| missing("image reference"))?),
             previous_image_id: record.previous_image_id.clone().ok_or_else(|| missing("previous image"))?,
-            current_version: record.from_version.clone(),
             upgrade_id: record.id.clone(),
             target: None,
-            fetched_version: None,
         })
     }
 
@@ -81,99 +77,117 @@ fn looks_like_version(tag: &str) -> bool {
     tag.chars().next().is_some_and(|c| c.is_ascii_digit())
 }
 
+impl Pull {
+    fn compose_files_exist(&self) -> Vec<Problem> {
+        self.project
+            .files
+            .iter()
+            .filter(|file| !file.is_file())
+            .map(|file| {
+                Problem::new(
+                    "compose",
+                    format!(
+                        "compose file {} does not exist (from the container's labels or UPGRADERD_COMPOSE_FILES)",
+                        file.display()
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Recreating must start what the moved tag points to: a compose file that pins another tag would not.
+    fn compose_runs_the_moved_tag(&self, target: &str) -> Vec<Problem> {
+        let rendered = match self.compose.service_image(&self.project) {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                return vec![Problem::new("compose", format!("the compose configuration does not render: {e:#}"))]
+            }
+        };
+        let rendered_ref = ImageRef::parse(&rendered);
+        let pinned =
+            rendered_ref != self.service_ref || (looks_like_version(&rendered_ref.tag) && rendered_ref.tag != target);
+        if !pinned {
+            return Vec::new();
+        }
+        let place = locate_image_line(&self.project.files, &rendered)
+            .map(|(file, line)| format!("{}:{line}", file.display()))
+            .unwrap_or_else(|| "the compose files".to_string());
+        vec![Problem::new(
+            "compose",
+            format!(
+                "{place} sets the image of service {} to {rendered}, but the upgrade moves the tag {} that the container runs; \
+                 recreating would not start the new version. Change that line to `image: {}`",
+                self.project.service, self.service_ref, self.service_ref
+            ),
+        )]
+    }
+
+    fn target_exists(&self, target: &ImageRef) -> Vec<Problem> {
+        match self.docker.manifest_exists(target, registry_may_be_insecure(target)) {
+            Ok(true) => Vec::new(),
+            Ok(false) => {
+                vec![Problem::new("registry", format!("{target} does not exist in the registry; check the version"))]
+            }
+            Err(e) => vec![Problem::from_error("registry", &e)],
+        }
+    }
+}
+
 impl Strategy for Pull {
-    fn name(&self) -> &'static str {
-        "pull"
+    fn kind(&self) -> Kind {
+        Kind::Pull
     }
 
-    fn project_and_service(&self) -> (&str, &str) {
-        (&self.project.name, &self.project.service)
+    fn project(&self) -> &Project {
+        &self.project
     }
 
-    fn current_version(&self) -> Option<String> {
-        self.current_version.clone()
-    }
-
-    fn preflight(&mut self, target: &str, force: bool, problems: &mut Vec<String>) {
-        for file in &self.project.files {
-            if !file.is_file() {
-                problems.push(format!(
-                    "compose file {} does not exist (from the container's labels or UPGRADERD_COMPOSE_FILES)",
-                    file.display()
-                ));
-            }
-        }
+    fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem> {
         let target_ref = ImageRef { repository: self.service_ref.repository.clone(), tag: target.to_string() };
-        match self.compose.service_image(&self.project) {
-            Err(e) => problems.push(format!("the compose configuration does not render: {e:#}")),
-            Ok(rendered) => {
-                let rendered_ref = ImageRef::parse(&rendered);
-                let pinned = rendered_ref != self.service_ref
-                    || (looks_like_version(&rendered_ref.tag) && rendered_ref.tag != target);
-                if pinned {
-                    let place = locate_image_line(&self.project.files, &rendered)
-                        .map(|(file, line)| format!("{}:{line}", file.display()))
-                        .unwrap_or_else(|| "the compose files".to_string());
-                    problems.push(format!(
-                        "{place} sets the image of service {} to {rendered}, but the upgrade moves the tag {} that the container runs; \
-                         recreating would not start the new version. Change that line to `image: {}`",
-                        self.project.service, self.service_ref, self.service_ref
-                    ));
-                }
-            }
-        }
-        match self.docker.manifest_exists(&target_ref) {
-            Ok(true) => {}
-            Ok(false) => problems.push(format!("{target_ref} does not exist in the registry; check the version")),
-            Err(e) => problems.push(format!("{e:#}")),
-        }
+        let mut problems = self.compose_files_exist();
+        problems.extend(self.compose_runs_the_moved_tag(target));
+        problems.extend(self.target_exists(&target_ref));
         if !force && target_ref.tag == self.service_ref.tag && target != "latest" {
-            problems.push(format!("the service already runs {target_ref}; use --force to recreate it anyway"));
+            problems.push(Problem::new(
+                "version",
+                format!("the service already runs {target_ref}; use --force to recreate it anyway"),
+            ));
         }
         self.target = Some(target_ref);
+        problems
     }
 
-    fn fetch(&mut self, journal: &mut Journal) -> Result<()> {
+    fn fetch(&mut self, journal: &mut Journal) -> Result<Fetched> {
         let target = self.target.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
         let tag = self.rollback_tag();
         // Tagged first: from now on nothing prunes the image the service runs.
         journal.run(self.docker.runner(), &self.docker.tag(&self.previous_image_id, &tag))?;
-        journal.db.set_fields(
-            &journal.upgrade_id.clone(),
-            &[
-                ("previousImageId", self.previous_image_id.clone().into()),
-                ("rollbackTag", tag.clone().into()),
-                ("imageRef", self.service_ref.to_string().into()),
-            ],
+        journal.db.record_previous_image(
+            &journal.upgrade_id,
+            &self.previous_image_id,
+            &tag,
+            &self.service_ref.to_string(),
         )?;
         journal
             .run(self.docker.runner(), &self.docker.pull(&target.to_string()).interruptible())
             .with_context(|| format!("pulling {target}"))?;
         if self.docker.runner().dry_run() {
-            return Ok(());
+            return Ok(Fetched::new(target.to_string(), None));
         }
         let new_id = self
             .docker
             .image_id(&target.to_string())?
             .ok_or_else(|| anyhow!("{target} is not present after the pull"))?;
         let digest = self.docker.repo_digest(&target.to_string())?;
-        self.fetched_version = self.docker.image_version_label(&target.to_string())?;
-        journal.db.set_fields(
-            &journal.upgrade_id.clone(),
-            &[("newImageId", new_id.clone().into()), ("newDigest", digest.clone().into())],
-        )?;
+        let version = self.docker.image_version_label(&target.to_string())?;
+        journal.db.record_new_image(&journal.upgrade_id, &new_id, digest.as_deref())?;
         journal.log(&format!("Pulled {target} ({})", digest.unwrap_or(new_id)));
-        Ok(())
+        Ok(Fetched::new(target.to_string(), version))
     }
 
-    fn fetched_version(&self) -> Option<String> {
-        self.fetched_version.clone()
-    }
-
-    fn switch(&mut self, journal: &mut Journal) -> Result<()> {
-        let target = self.target.clone().ok_or_else(|| anyhow!("switch before preflight"))?;
-        if target != self.service_ref {
-            journal.run(self.docker.runner(), &self.docker.tag(&target.to_string(), &self.service_ref.to_string()))?;
+    fn switch(&mut self, fetched: Fetched, journal: &mut Journal) -> Result<()> {
+        if fetched.target != self.service_ref.to_string() {
+            journal.run(self.docker.runner(), &self.docker.tag(&fetched.target, &self.service_ref.to_string()))?;
         }
         journal.run(self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
     }

@@ -8,11 +8,12 @@ use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::journal::Journal;
-use crate::engine::strategy::{prune_rollback_tags, Strategy, ROLLBACK_TAG_PREFIX};
+use crate::engine::preflight::Problem;
+use crate::engine::strategy::{prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX};
 use crate::ops::compose::{Compose, Project};
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::git::Git;
-use crate::store::db::UpgradeRecord;
+use crate::store::db::{CommitsRecord, UpgradeRecord};
 
 /// An image a built service ran before the upgrade.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,23 +31,18 @@ pub struct Rebuild {
     pub remote: String,
     pub branch: String,
     pub upgrade_id: String,
-    pub current_version: Option<String>,
     previous_commit: Option<String>,
     target_commit: Option<String>,
     kept: Vec<KeptImage>,
-    fetched_version: Option<String>,
 }
 
 impl Rebuild {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         docker: Docker,
         compose: Compose,
         project: Project,
         git: Git,
-        remote: &str,
-        branch: &str,
-        current_version: Option<String>,
+        (remote, branch): (&str, &str),
         upgrade_id: &str,
     ) -> Rebuild {
         Rebuild {
@@ -57,11 +53,9 @@ impl Rebuild {
             remote: remote.to_string(),
             branch: branch.to_string(),
             upgrade_id: upgrade_id.to_string(),
-            current_version,
             previous_commit: None,
             target_commit: None,
             kept: Vec::new(),
-            fetched_version: None,
         }
     }
 
@@ -80,7 +74,7 @@ impl Rebuild {
             Some(json) => serde_json::from_str(json).context("reading the recorded rollback images")?,
             None => Vec::new(),
         };
-        let mut rebuild = Rebuild::new(docker, compose, project, git, "", "", record.from_version.clone(), &record.id);
+        let mut rebuild = Rebuild::new(docker, compose, project, git, ("", ""), &record.id);
         rebuild.previous_commit = Some(previous);
         rebuild.target_commit = record.target_commit.clone();
         rebuild.kept = kept;
@@ -92,11 +86,11 @@ impl Rebuild {
     }
 
     /// The image each built service's container runs now.
-    fn images_in_use(&self, problems: &mut Vec<String>) -> Vec<KeptImage> {
+    fn images_in_use(&self, problems: &mut Vec<Problem>) -> Vec<KeptImage> {
         let services = match self.compose.built_services(&self.project) {
             Ok(services) => services,
             Err(e) => {
-                problems.push(format!("the compose configuration does not render: {e:#}"));
+                problems.push(Problem::new("compose", format!("the compose configuration does not render: {e:#}")));
                 return Vec::new();
             }
         };
@@ -109,102 +103,108 @@ impl Rebuild {
                 .and_then(|id| self.docker.inspect_container(&id));
             match container {
                 Ok(c) => kept.push(KeptImage { name: c.config.image.clone(), id: c.image.clone() }),
-                Err(e) => problems.push(format!(
-                    "service {service} is built by compose but its running image cannot be found ({e:#}); \
-                     start the deployment first so a rollback has images to go back to"
+                Err(e) => problems.push(Problem::new(
+                    "images",
+                    format!(
+                        "service {service} is built by compose but its running image cannot be found ({e:#}); \
+                         start the deployment first so a rollback has images to go back to"
+                    ),
                 )),
             }
         }
         kept
     }
-}
 
-impl Strategy for Rebuild {
-    fn name(&self) -> &'static str {
-        "rebuild"
-    }
-
-    fn project_and_service(&self) -> (&str, &str) {
-        (&self.project.name, &self.project.service)
-    }
-
-    fn current_version(&self) -> Option<String> {
-        self.current_version.clone()
-    }
-
-    fn preflight(&mut self, target: &str, force: bool, problems: &mut Vec<String>) {
+    /// The checkout can move: a clean work tree on the expected branch, the
+    /// remote reachable, the target a fast-forward (or forced).
+    fn check_checkout(&mut self, target: &str, force: bool, problems: &mut Vec<Problem>) {
         let dir = self.git.dir().display().to_string();
+        let mut problem = |message: String| problems.push(Problem::new("git", message));
         if !self.git.is_work_tree() {
-            problems.push(format!("{dir} is not a git checkout; set UPGRADERD_GIT_DIR to the app's repository"));
-            return;
+            return problem(format!("{dir} is not a git checkout; set UPGRADERD_GIT_DIR to the app's repository"));
         }
         match self.git.branch() {
             Ok(Some(branch)) if branch == self.branch => {}
-            Ok(Some(branch)) => problems.push(format!(
+            Ok(Some(branch)) => problem(format!(
                 "{dir} is on branch {branch}, not {} (UPGRADERD_GIT_BRANCH); check out {} or change the setting",
                 self.branch, self.branch
             )),
-            Ok(None) => problems.push(format!("{dir} has a detached HEAD; check out {}", self.branch)),
-            Err(e) => problems.push(format!("{e:#}")),
+            Ok(None) => problem(format!("{dir} has a detached HEAD; check out {}", self.branch)),
+            Err(e) => problem(format!("{e:#}")),
         }
         match self.git.modified_files() {
             Ok(files) if files.is_empty() => {}
-            Ok(files) => problems.push(format!(
+            Ok(files) => problem(format!(
                 "{dir} has local modifications to tracked files: {}. Commit them, `git stash` them, or move \
                  host-specific settings into a file git ignores (an .env or a compose override) so upgrades \
                  can move the checkout",
                 files.join(", ")
             )),
-            Err(e) => problems.push(format!("{e:#}")),
+            Err(e) => problem(format!("{e:#}")),
         }
         let head = match self.git.head() {
             Ok(head) => head,
-            Err(e) => return problems.push(format!("{e:#}")),
+            Err(e) => return problem(format!("{e:#}")),
         };
         self.previous_commit = Some(head.clone());
         if let Err(e) = self.git.fetch(&self.remote, &self.branch) {
-            return problems.push(format!("the remote {} cannot be reached: {e:#}", self.remote));
+            return problem(format!("the remote {} cannot be reached: {e:#}", self.remote));
         }
         let target_commit = match self.git.resolve(&self.remote, &self.branch, target) {
             Ok(commit) => commit,
-            Err(e) => return problems.push(format!("{e:#}")),
+            Err(e) => return problem(format!("{e:#}")),
         };
         if target_commit == head && !force {
-            problems.push(format!("{dir} is already at {}; use --force to rebuild anyway", self.git.summary(&head)));
+            problem(format!("{dir} is already at {}; use --force to rebuild anyway", self.git.summary(&head)));
         }
         match self.git.is_ancestor(&head, &target_commit) {
             Ok(true) => {}
             Ok(false) if force => {}
-            Ok(false) => problems.push(format!(
+            Ok(false) => problem(format!(
                 "{} is not a fast-forward of the checkout: {} has commits that {} lacks (a diverged branch or an older \
                  release); push or drop the local commits, or use --force to move anyway",
                 self.git.summary(&target_commit),
                 self.git.summary(&head),
                 self.git.summary(&target_commit)
             )),
-            Err(e) => problems.push(format!("{e:#}")),
+            Err(e) => problem(format!("{e:#}")),
         }
         self.target_commit = Some(target_commit);
-        self.kept = self.images_in_use(problems);
+    }
+}
+
+impl Strategy for Rebuild {
+    fn kind(&self) -> Kind {
+        Kind::Rebuild
     }
 
-    fn fetch(&mut self, journal: &mut Journal) -> Result<()> {
+    fn project(&self) -> &Project {
+        &self.project
+    }
+
+    fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        self.check_checkout(target, force, &mut problems);
+        self.kept = self.images_in_use(&mut problems);
+        problems
+    }
+
+    fn fetch(&mut self, journal: &mut Journal) -> Result<Fetched> {
         let previous = self.previous_commit.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
         let target = self.target_commit.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
         for image in self.kept.clone() {
             // Tagged first: from now on nothing prunes the images the services run.
             journal.run(self.docker.runner(), &self.docker.tag(&image.id, &self.rollback_tag(&image)))?;
         }
-        let id = journal.upgrade_id.clone();
-        journal.db.set_fields(
-            &id,
-            &[
-                ("previousCommit", previous.clone().into()),
-                ("targetCommit", target.clone().into()),
-                ("previousSubject", self.git.summary(&previous).into()),
-                ("targetSubject", self.git.summary(&target).into()),
-                ("rollbackImages", serde_json::to_string(&self.kept)?.into()),
-            ],
+        journal.db.record_commits(
+            &journal.upgrade_id,
+            &CommitsRecord {
+                previous: previous.clone(),
+                target: target.clone(),
+                previous_subject: self.git.summary(&previous),
+                target_subject: self.git.summary(&target),
+                rollback_images_json: serde_json::to_string(&self.kept)?,
+            },
         )?;
         journal
             .run(self.docker.runner(), &self.git.move_to(&target))
@@ -218,8 +218,8 @@ impl Strategy for Rebuild {
                 Err(e) => format!("building the new version failed, and moving the checkout back failed too: {e:#}"),
             }));
         }
-        self.fetched_version = self.git.version_at(&target);
-        Ok(())
+        let version = self.git.version_at(&target);
+        Ok(Fetched::new(target, version))
     }
 
     fn undo_fetch(&mut self, journal: &mut Journal) -> Result<()> {
@@ -230,11 +230,7 @@ impl Strategy for Rebuild {
         Ok(())
     }
 
-    fn fetched_version(&self) -> Option<String> {
-        self.fetched_version.clone()
-    }
-
-    fn switch(&mut self, journal: &mut Journal) -> Result<()> {
+    fn switch(&mut self, _fetched: Fetched, journal: &mut Journal) -> Result<()> {
         journal.run(self.docker.runner(), &self.compose.up_all(&self.project)).context("starting the rebuilt services")
     }
 

@@ -1,0 +1,230 @@
+//! The deployment as it runs: which container, which compose project and
+//! tool, which version, which data. One way to find it, used by `upgrade`,
+//! `rollback`, `backup`, `check-version`, `watch` and recovery alike.
+//!
+//! This is where host configuration meets what Docker reports: a configured
+//! value always wins over a container label, and messages name the setting
+//! that would fix a gap.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::config::Config;
+use crate::exit::usage;
+use crate::ops::compose::{Compose, Project, ProjectLabels};
+use crate::ops::docker::{Container, Docker, ImageRef, Mount};
+use crate::ops::git::Git;
+use crate::ops::process::Runner;
+use crate::states::Status;
+use crate::store::db::Db;
+
+/// The running service as discovered from Docker.
+pub struct Deployment {
+    pub docker: Docker,
+    pub compose: Compose,
+    pub container: Container,
+    pub project: Project,
+}
+
+/// Finds the container, its compose project and the compose tool.
+pub fn discover(config: &Config, runner: &Runner) -> Result<Deployment> {
+    let docker = Docker::new(&config.docker, runner.clone());
+    let container = find_container(config, &docker)?;
+    let project = project_of(config, &container)?;
+    let compose = compose_tool(config, runner)?;
+    Ok(Deployment { docker, compose, container, project })
+}
+
+/// The container to upgrade: `UPGRADERD_CONTAINER`, else the one compose runs for the configured service.
+pub fn find_container(config: &Config, docker: &Docker) -> Result<Container> {
+    let name =
+        match (&config.container, &config.compose_project, &config.service) {
+            (Some(name), _, _) => name.clone(),
+            (None, Some(project), Some(service)) => docker.service_container(project, service)?.ok_or_else(|| {
+                anyhow!(
+                    "no container for service {service} of compose project {project}; start the project, or set \
+                 UPGRADERD_CONTAINER"
+                )
+            })?,
+            _ => return Err(usage(
+                "no service to upgrade: set UPGRADERD_CONTAINER (or UPGRADERD_COMPOSE_PROJECT and UPGRADERD_SERVICE)",
+            )),
+        };
+    docker
+        .inspect_container(&name)
+        .with_context(|| format!("finding the container named by UPGRADERD_CONTAINER={name}"))
+}
+
+/// The compose project: configured values win over the container's labels.
+pub fn project_of(config: &Config, container: &Container) -> Result<Project> {
+    let labels = ProjectLabels::read(container);
+    let missing = |what: &str, key: &str| {
+        anyhow!(
+            "container {} has no compose label com.docker.compose.{what} (was it started by compose?); set {key}",
+            container.name.trim_start_matches('/')
+        )
+    };
+    let name = config
+        .compose_project
+        .clone()
+        .or(labels.name)
+        .ok_or_else(|| missing("project", "UPGRADERD_COMPOSE_PROJECT"))?;
+    let service = config.service.clone().or(labels.service).ok_or_else(|| missing("service", "UPGRADERD_SERVICE"))?;
+    let working_dir = config
+        .compose_dir
+        .clone()
+        .or(labels.working_dir)
+        .ok_or_else(|| missing("project.working_dir", "UPGRADERD_COMPOSE_DIR"))?;
+    let files = if config.compose_files.is_empty() {
+        if labels.files.is_empty() {
+            return Err(missing("project.config_files", "UPGRADERD_COMPOSE_FILES"));
+        }
+        labels.files
+    } else {
+        config.compose_files.clone()
+    };
+    // compose v1 records paths as given on its command line: relative to the working dir.
+    let absolute = |p: PathBuf| if p.is_absolute() { p } else { working_dir.join(p) };
+    let files = files.into_iter().map(absolute).collect();
+    let env_file = labels.env_file.map(absolute);
+    Ok(Project { name, working_dir, files, env_file, service })
+}
+
+/// The compose tool: `UPGRADERD_COMPOSE_CMD`, else the `docker compose` plugin, else `docker-compose`.
+pub fn compose_tool(config: &Config, runner: &Runner) -> Result<Compose> {
+    if let Some(argv) = &config.compose_cmd {
+        if argv.is_empty() {
+            return Err(usage("UPGRADERD_COMPOSE_CMD is empty; set it to `docker compose` or `docker-compose`"));
+        }
+        if argv.get(1).is_some_and(|w| w == "compose") {
+            return Ok(Compose::assume(argv.clone(), true, runner));
+        }
+        return Compose::detect(std::slice::from_ref(argv), runner)
+            .context("UPGRADERD_COMPOSE_CMD does not answer `version`; check the command");
+    }
+    let plugin = vec![config.docker.display().to_string(), "compose".to_string()];
+    let standalone = vec!["docker-compose".to_string()];
+    Compose::detect(&[plugin, standalone], runner)
+        .context("install Docker Compose (the v2 plugin or docker-compose), or set UPGRADERD_COMPOSE_CMD")
+}
+
+/// The version the service runs: configured, else the image's label, else the
+/// last complete upgrade, else the tag when it names a version.
+pub fn current_version(config: &Config, docker: &Docker, container: &Container, db: Option<&Db>) -> Option<String> {
+    if let Some(v) = &config.current_version {
+        return Some(v.clone());
+    }
+    if let Ok(Some(label)) = docker.image_version_label(&container.image) {
+        return Some(label);
+    }
+    if let Some(Ok(Some(last))) = db.map(|db| db.latest_with_status(Status::Complete)) {
+        if let Some(v) = last.to_version {
+            return Some(v);
+        }
+    }
+    let tag = ImageRef::parse(&container.config.image).tag;
+    tag.starts_with(|c: char| c.is_ascii_digit()).then_some(tag)
+}
+
+/// The data to back up: `UPGRADERD_DATA_DIR`, else the container's writable volumes and bind mounts.
+pub fn data_paths(config: &Config, container: &Container) -> Vec<PathBuf> {
+    if config.data_dirs.is_empty() {
+        writable_mounts(&container.mounts)
+    } else {
+        config.data_dirs.clone()
+    }
+}
+
+/// Host paths of writable volumes and bind mounts: the data. The Docker
+/// socket is a control channel, never data; tmpfs and read-only mounts hold
+/// nothing to restore.
+pub fn writable_mounts(mounts: &[Mount]) -> Vec<PathBuf> {
+    mounts
+        .iter()
+        .filter(|m| m.rw && (m.kind == "volume" || m.kind == "bind"))
+        .filter(|m| !is_docker_socket(&m.source))
+        .map(|m| m.source.clone())
+        .collect()
+}
+
+fn is_docker_socket(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "docker.sock")
+}
+
+/// git in the app's checkout: `UPGRADERD_GIT_DIR`, else the compose working dir.
+pub fn git_for(config: &Config, project: &Project, runner: &Runner) -> Git {
+    let dir = config.git_dir.clone().unwrap_or_else(|| project.working_dir.clone());
+    Git::new(&config.git, &dir, runner.clone())
+}
+
+/// Plain HTTP to a registry only on loopback: anything else must speak TLS.
+pub fn registry_may_be_insecure(image: &ImageRef) -> bool {
+    image.registry_is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(json: &str) -> Container {
+        let mut parsed: Vec<Container> = serde_json::from_str(json).unwrap();
+        parsed.pop().unwrap()
+    }
+
+    const APP: &str = r#"[{"Id":"abc","Name":"/app","Image":"sha256:1","RestartCount":0,
+        "Config":{"Image":"app:1","Labels":{"com.docker.compose.service":"app",
+            "com.docker.compose.project":"shop","com.docker.compose.project.working_dir":"/srv/shop",
+            "com.docker.compose.project.config_files":"docker-compose.yml,/etc/shop/override.yml",
+            "com.docker.compose.project.environment_file":".env"}},
+        "State":{"Status":"running","Running":true,"ExitCode":0},
+        "Mounts":[
+          {"Type":"volume","Name":"data","Source":"/var/lib/docker/volumes/data/_data","Destination":"/data","RW":true},
+          {"Type":"bind","Source":"/srv/conf","Destination":"/conf","RW":false},
+          {"Type":"bind","Source":"/var/run/docker.sock","Destination":"/var/run/docker.sock","RW":true},
+          {"Type":"tmpfs","Source":"","Destination":"/tmp","RW":true}]}]"#;
+
+    fn config() -> Config {
+        let layers = crate::config::Layers::resolve(&[], &crate::config::Env::default(), None);
+        Config::from_layers(&layers).unwrap()
+    }
+
+    #[test]
+    fn data_is_writable_mounts_without_the_socket_unless_configured() {
+        let c = container(APP);
+        let mut config = config();
+        assert_eq!(data_paths(&config, &c), vec![PathBuf::from("/var/lib/docker/volumes/data/_data")]);
+        config.data_dirs = vec![PathBuf::from("/srv/data")];
+        assert_eq!(data_paths(&config, &c), vec![PathBuf::from("/srv/data")]);
+    }
+
+    #[test]
+    fn the_project_comes_from_labels_with_relative_v1_paths_made_absolute() {
+        let project = project_of(&config(), &container(APP)).unwrap();
+        assert_eq!(project.name, "shop");
+        assert_eq!(project.service, "app");
+        assert_eq!(
+            project.files,
+            vec![PathBuf::from("/srv/shop/docker-compose.yml"), PathBuf::from("/etc/shop/override.yml")]
+        );
+        assert_eq!(project.env_file, Some(PathBuf::from("/srv/shop/.env")));
+    }
+
+    #[test]
+    fn configured_values_win_over_labels() {
+        let mut config = config();
+        config.compose_project = Some("other".into());
+        config.compose_dir = Some(PathBuf::from("/opt/other"));
+        config.compose_files = vec![PathBuf::from("prod.yml")];
+        let project = project_of(&config, &container(APP)).unwrap();
+        assert_eq!(project.name, "other");
+        assert_eq!(project.files, vec![PathBuf::from("/opt/other/prod.yml")]);
+    }
+
+    #[test]
+    fn a_container_without_compose_labels_names_the_setting_to_add() {
+        let bare = APP.replace("com.docker.compose.project\"", "unrelated\"");
+        let err = project_of(&config(), &container(&bare)).unwrap_err().to_string();
+        assert!(err.contains("UPGRADERD_COMPOSE_PROJECT"), "{err}");
+    }
+}

@@ -1,0 +1,176 @@
+//! Pre-flight: named checks that run before anything changes. Each check
+//! returns the problems it found, each saying what to do; every check runs
+//! (none stops at the first problem), so the operator fixes everything in one
+//! go. Strategies contribute their own checks the same way.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::ops::disk;
+use crate::store::files;
+use crate::ui::human_bytes;
+use crate::version::compare_versions;
+
+/// Something that must be put right before the upgrade may start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Which check found it (`free-space`, `version`, `registry`, …).
+    pub check: &'static str,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(check: &'static str, message: impl Into<String>) -> Problem {
+        Problem { check, message: message.into() }
+    }
+
+    /// A problem whose message is an error's full chain.
+    pub fn from_error(check: &'static str, err: &anyhow::Error) -> Problem {
+        Problem::new(check, format!("{err:#}"))
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The recorded reason of a refusal: the first problem on the first line (what `history` shows), all below.
+pub fn refusal(problems: &[Problem]) -> String {
+    let all: Vec<String> = problems.iter().map(|p| format!("- {p}")).collect();
+    match problems {
+        [] => "refused in preflight, nothing was changed".to_string(),
+        [only] => format!("refused in preflight, nothing was changed: {only}"),
+        [first, ..] => format!(
+            "refused in preflight, nothing was changed: {first} (and {} more)\n{}",
+            problems.len() - 1,
+            all.join("\n")
+        ),
+    }
+}
+
+/// Downgrade protection and the already-there check, as a pure decision.
+pub fn version_direction(target: &str, current: Option<&str>, force: bool, allow_downgrade: bool) -> Vec<Problem> {
+    let Some(current) = current else { return Vec::new() };
+    match compare_versions(target, current) {
+        Some(Ordering::Less) if !(force || allow_downgrade) => vec![Problem::new(
+            "version",
+            format!("{target} is older than the running {current}; set UPGRADERD_ALLOW_DOWNGRADE=true or use --force"),
+        )],
+        Some(Ordering::Equal) if !force => {
+            vec![Problem::new("version", format!("the service already runs {current}; use --force to upgrade anyway"))]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// At least `UPGRADERD_MIN_FREE` free where `what` lives.
+pub fn free_space(path: &Path, needed: u64, what: &str) -> Option<Problem> {
+    let free = match disk::free_bytes(path) {
+        Ok(free) => free,
+        Err(e) => {
+            return Some(Problem::new("free-space", format!("cannot read free space of {}: {e:#}", path.display())))
+        }
+    };
+    (free < needed).then(|| {
+        Problem::new(
+            "free-space",
+            format!(
+                "{what} ({}) has {} free, less than UPGRADERD_MIN_FREE={}; free some space or lower the setting",
+                path.display(),
+                human_bytes(free),
+                human_bytes(needed)
+            ),
+        )
+    })
+}
+
+/// The data exists, and the backup directory is writable with room to spare.
+pub fn backup_target(config: &Config, data: &[PathBuf]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if data.is_empty() {
+        problems.push(Problem::new(
+            "backup",
+            "the container has no writable mounts to back up; set UPGRADERD_DATA_DIR or use --no-backup",
+        ));
+    }
+    for path in data {
+        if !path.exists() {
+            problems.push(Problem::new(
+                "backup",
+                format!(
+                    "data path {} does not exist; check UPGRADERD_DATA_DIR or the container's mounts",
+                    path.display()
+                ),
+            ));
+        } else {
+            problems.extend(free_space(path, config.min_free, "the data filesystem"));
+        }
+    }
+    let dir = &config.backup_dir;
+    match probe_writable(dir) {
+        Err(e) => problems.push(Problem::new(
+            "backup",
+            format!(
+                "the backup directory {} is not writable: {e}; fix its permissions or set UPGRADERD_BACKUP_DIR",
+                dir.display()
+            ),
+        )),
+        Ok(()) => problems.extend(free_space(dir, config.min_free, "the backup directory")),
+    }
+    problems
+}
+
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    files::ensure_private_dir(dir)?;
+    let probe = dir.join(format!(".upgraderd-probe-{}", files::unique_suffix()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downgrades_and_reinstalls_need_a_reason() {
+        assert!(version_direction("2.0.0", Some("1.0.0"), false, false).is_empty());
+        assert!(version_direction("2.0.0", None, false, false).is_empty());
+        assert!(version_direction("latest", Some("1.0.0"), false, false).is_empty());
+        let down = version_direction("1.0.0", Some("2.0.0"), false, false);
+        assert!(down[0].message.contains("older than the running 2.0.0"), "{down:?}");
+        assert!(version_direction("1.0.0", Some("2.0.0"), true, false).is_empty());
+        assert!(version_direction("1.0.0", Some("2.0.0"), false, true).is_empty());
+        let same = version_direction("v2.0.0", Some("2.0.0"), false, true);
+        assert!(same[0].message.contains("already runs"), "{same:?}");
+        assert!(version_direction("2.0.0", Some("2.0.0"), true, false).is_empty());
+    }
+
+    #[test]
+    fn a_refusal_leads_with_its_first_problem() {
+        let one = refusal(&[Problem::new("version", "too old")]);
+        assert_eq!(one, "refused in preflight, nothing was changed: too old");
+        let two = refusal(&[Problem::new("a", "first"), Problem::new("b", "second")]);
+        assert!(two.starts_with("refused in preflight, nothing was changed: first (and 1 more)\n"), "{two}");
+        assert!(two.ends_with("- first\n- second"), "{two}");
+    }
+
+    #[test]
+    fn a_missing_data_path_and_an_unwritable_backup_dir_are_both_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let layers = crate::config::Layers::resolve(&[], &crate::config::Env::default(), None);
+        let mut config = Config::from_layers(&layers).unwrap();
+        config.min_free = 0;
+        config.backup_dir = blocker.join("backups");
+        let problems = backup_target(&config, &[dir.path().join("missing")]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].message.contains("does not exist"));
+        assert!(problems[1].message.contains("not writable"));
+    }
+}

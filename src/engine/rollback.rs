@@ -1,0 +1,201 @@
+//! Putting the previous version back, in one place: the rollback after a
+//! failed gate, the recovery of an upgrade whose upgrader was killed after
+//! the switch, and the operator's `rollback [ID]` all run
+//! [`restore_previous`]: stop the new version, restore the backup, start the
+//! previous version, gate it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+
+use crate::config::Config;
+use crate::engine::announce::after_terminal;
+use crate::engine::gate::{wait_healthy, GateSpec};
+use crate::engine::journal::Journal;
+use crate::engine::strategy::{self, Strategy};
+use crate::engine::{new_upgrade_id, Outcome};
+use crate::ops::docker::Docker;
+use crate::ops::process::Runner;
+use crate::states::{Status, Terminal};
+use crate::store::backup::{self, Destination};
+use crate::store::db::{now_ms, Db, UpgradeRecord};
+use crate::store::lock::Lock;
+use crate::ui::Ui;
+
+/// How putting the previous version back ended, with the message and the recorded reason.
+pub type Restored = (Terminal, &'static str, String);
+
+/// Stops the new version, restores the backup, starts the previous version and
+/// gates it. `rolled_back` when the previous version is healthy again.
+pub fn restore_previous(
+    config: &Config,
+    runner: &Runner,
+    journal: &mut Journal,
+    strategy: &mut dyn Strategy,
+    backup: Option<&Path>,
+    from_version: Option<String>,
+    reason: String,
+) -> Restored {
+    if let Err(e) = strategy.stop(journal) {
+        journal.log(&format!("Stopping the new version failed: {e:#}"));
+    }
+    if let Some(archive) = backup {
+        journal.log(&format!("Restoring data from {}", archive.display()));
+        if let Err(e) = backup::restore(archive, &Destination::Original, &mut |_| {}) {
+            let error = format!(
+                "{reason}\nrollback failed: restoring data from {}: {e:#}; the data was left as the new version wrote it",
+                archive.display()
+            );
+            return (Terminal::Failed, "Rollback failed", error);
+        }
+    }
+    if let Err(e) = strategy.revert(journal) {
+        return (Terminal::Failed, "Rollback failed", format!("{reason}\nrollback failed: {e:#}"));
+    }
+    let project = strategy.project();
+    let docker = Docker::new(&config.docker, runner.clone());
+    match wait_healthy(&docker, &project.name, &project.service, &gate_spec(config, from_version)) {
+        Ok(_) => (Terminal::RolledBack, "Rolled back to the previous version", reason),
+        Err(why) => (
+            Terminal::Failed,
+            "Rollback failed",
+            format!("{reason}\nrollback failed: the previous version is not healthy either: {why}"),
+        ),
+    }
+}
+
+/// The health gate for this deployment, expecting `version` when a version pointer is configured.
+pub fn gate_spec(config: &Config, version: Option<String>) -> GateSpec {
+    GateSpec {
+        url: config.health_url.clone(),
+        timeout: config.health_timeout,
+        stable: config.health_stable,
+        expect_version: config.health_version_pointer.clone().zip(version),
+    }
+}
+
+/// What the operator's `rollback` of a recorded upgrade would put back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualPlan {
+    /// The backup to restore, when data is restored.
+    pub backup: Option<PathBuf>,
+}
+
+/// Decides whether a recorded upgrade can be rolled back, and with which data.
+pub fn manual_plan(record: &UpgradeRecord, restore_data: bool) -> Result<ManualPlan> {
+    if !record.switched && record.previous_image_id.is_none() && record.previous_commit.is_none() {
+        return Err(anyhow!("upgrade {} never switched versions; there is nothing to roll back", record.id));
+    }
+    let backup = match (restore_data, &record.backup_path) {
+        (true, Some(path)) => Some(PathBuf::from(path)),
+        (true, None) => {
+            return Err(anyhow!(
+                "upgrade {} has no backup; use --no-restore-data to roll back the image only",
+                record.id
+            ))
+        }
+        (false, _) => None,
+    };
+    Ok(ManualPlan { backup })
+}
+
+/// Undoes a recorded upgrade: stop the new version, restore the upgrade's
+/// backup, put back the image (or commit and images) it replaced, recreate,
+/// health-check. Recorded as an upgrade of its own (initiated by `rollback`).
+pub fn manual_rollback(
+    config: &Config,
+    ui: &Ui,
+    record: &UpgradeRecord,
+    restore_data: bool,
+    dry_run: bool,
+) -> Result<Outcome> {
+    let ManualPlan { backup } = manual_plan(record, restore_data)?;
+    let mut lock = Lock::acquire(&config.lock_path(), &format!("rollback {}", record.id))?;
+    let runner = Runner::new(dry_run);
+    let mut strategy = strategy::resume(config, &runner, record)?;
+    let db = if dry_run { Db::in_memory()? } else { Db::open(&config.db_path())? };
+    let upgrade_id = new_upgrade_id();
+    if !dry_run {
+        lock.set_upgrade(&upgrade_id)?;
+    }
+    db.insert_upgrade(&UpgradeRecord {
+        id: upgrade_id.clone(),
+        from_version: record.to_version.clone(),
+        to_version: record.from_version.clone(),
+        deployment_method: "docker-compose".into(),
+        status: Status::Pending,
+        started_at: now_ms(),
+        initiated_by: Some(format!("rollback of {}", record.id)),
+        strategy: record.strategy,
+        pid: Some(std::process::id() as i64),
+        ..UpgradeRecord::default()
+    })?;
+    let status_file = config.trigger_dir.as_ref().filter(|_| !dry_run).map(|d| d.join(&config.status_file));
+    let to_version = record.from_version.clone().unwrap_or_else(|| "previous".into());
+    let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &to_version);
+    journal.set_versions(record.to_version.as_deref(), &to_version);
+    journal.step(Status::Restarting, &format!("Rolling back upgrade {}", record.id))?;
+    let (terminal, error) = if dry_run {
+        print_plan(ui, &runner, &mut journal, strategy.as_mut(), backup.as_deref())?;
+        (Terminal::Complete, None)
+    } else {
+        let reason = format!("rollback of upgrade {} asked for", record.id);
+        let from = record.from_version.clone();
+        match restore_previous(config, &runner, &mut journal, strategy.as_mut(), backup.as_deref(), from, reason) {
+            (Terminal::RolledBack, _, _) => (Terminal::Complete, None),
+            (terminal, _, error) => (terminal, Some(error)),
+        }
+    };
+    let message = if error.is_none() { "Rollback complete" } else { "Rollback failed" };
+    journal.finish(terminal, message, error.as_deref())?;
+    let outcome = Outcome { upgrade_id, terminal, from_version: record.to_version.clone(), to_version, error, backup };
+    if !dry_run {
+        after_terminal(config, ui, &outcome);
+    }
+    Ok(outcome)
+}
+
+/// `rollback --dry-run`: the commands the rollback would run, in order.
+fn print_plan(
+    ui: &Ui,
+    runner: &Runner,
+    journal: &mut Journal,
+    strategy: &mut dyn Strategy,
+    backup: Option<&Path>,
+) -> Result<()> {
+    strategy.stop(journal)?;
+    if let Some(archive) = backup {
+        runner.plan(format!("# restore data from {}", archive.display()));
+    }
+    strategy.revert(journal)?;
+    for line in runner.planned() {
+        ui.print(line);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> UpgradeRecord {
+        UpgradeRecord { id: "u1".into(), switched: true, backup_path: Some("/b/x.tar.gz".into()), ..Default::default() }
+    }
+
+    #[test]
+    fn a_manual_rollback_restores_the_upgrades_backup_unless_told_not_to() {
+        assert_eq!(manual_plan(&record(), true).unwrap().backup, Some(PathBuf::from("/b/x.tar.gz")));
+        assert_eq!(manual_plan(&record(), false).unwrap().backup, None);
+        let no_backup = UpgradeRecord { backup_path: None, ..record() };
+        let err = manual_plan(&no_backup, true).unwrap_err().to_string();
+        assert!(err.contains("--no-restore-data"), "{err}");
+    }
+
+    #[test]
+    fn an_upgrade_that_never_switched_has_nothing_to_roll_back() {
+        let unswitched = UpgradeRecord { switched: false, ..record() };
+        assert!(manual_plan(&unswitched, true).unwrap_err().to_string().contains("never switched"));
+        let fetched = UpgradeRecord { previous_image_id: Some("sha256:1".into()), ..unswitched };
+        assert!(manual_plan(&fetched, true).is_ok());
+    }
+}

@@ -1,0 +1,240 @@
+//! Every state upgraderd records, writes for the app or reads from the
+//! operator, as an enum with its wire name: the upgrade status (and the
+//! progress that goes with it), the three terminal states, the state of a
+//! queued request and the strategy. These names are part of the contract
+//! (the status file, the history columns, `--json`), so they are spelled
+//! here and nowhere else.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Where an upgrade is, as the history, the status file and `--json` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Pending,
+    Preflight,
+    BackingUp,
+    Downloading,
+    Restarting,
+    HealthCheck,
+    RollingBack,
+    Complete,
+    RolledBack,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 10] = [
+        Status::Pending,
+        Status::Preflight,
+        Status::BackingUp,
+        Status::Downloading,
+        Status::Restarting,
+        Status::HealthCheck,
+        Status::RollingBack,
+        Status::Complete,
+        Status::RolledBack,
+        Status::Failed,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Preflight => "preflight",
+            Status::BackingUp => "backing_up",
+            Status::Downloading => "downloading",
+            Status::Restarting => "restarting",
+            Status::HealthCheck => "health_check",
+            Status::RollingBack => "rolling_back",
+            Status::Complete => "complete",
+            Status::RolledBack => "rolled_back",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// The percentage the app shows for this status: one value per status, wherever it is entered.
+    pub const fn progress(self) -> u8 {
+        match self {
+            Status::Pending => 0,
+            Status::Preflight => 5,
+            Status::BackingUp => 20,
+            Status::Downloading => 40,
+            Status::Restarting => 60,
+            Status::HealthCheck => 80,
+            Status::RollingBack => 90,
+            Status::Complete | Status::RolledBack | Status::Failed => 100,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// One of the invariant's three end states.
+    pub const fn terminal(self) -> Option<Terminal> {
+        match self {
+            Status::Complete => Some(Terminal::Complete),
+            Status::RolledBack => Some(Terminal::RolledBack),
+            Status::Failed => Some(Terminal::Failed),
+            _ => None,
+        }
+    }
+
+    pub const fn is_terminal(self) -> bool {
+        self.terminal().is_some()
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an upgrade ended: one of the invariant's three states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Terminal {
+    Complete,
+    RolledBack,
+    Failed,
+}
+
+impl Terminal {
+    pub const fn status(self) -> Status {
+        match self {
+            Terminal::Complete => Status::Complete,
+            Terminal::RolledBack => Status::RolledBack,
+            Terminal::Failed => Status::Failed,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.status().as_str()
+    }
+}
+
+impl fmt::Display for Terminal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of a request recorded from a trigger or a version check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Waiting for its upgrade.
+    #[default]
+    Queued,
+    /// Its upgrade is running.
+    Running,
+    /// Its upgrade ended (the reason says how) or could not start.
+    Done,
+    /// Refused before it became an upgrade.
+    Rejected,
+}
+
+impl RequestState {
+    pub const ALL: [RequestState; 4] =
+        [RequestState::Queued, RequestState::Running, RequestState::Done, RequestState::Rejected];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Queued => "queued",
+            RequestState::Running => "running",
+            RequestState::Done => "done",
+            RequestState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RequestState> {
+        RequestState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for RequestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a deployment gets its new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// `docker pull IMAGE:VERSION`, retag, recreate through compose.
+    #[default]
+    Pull,
+    /// `git` checkout of the version, `compose build`, recreate.
+    Rebuild,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 2] = [Strategy::Pull, Strategy::Rebuild];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Pull => "pull",
+            Strategy::Rebuild => "rebuild",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// For messages: `pull or rebuild`.
+    pub fn choices() -> String {
+        Strategy::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_round_trip_and_match_serde() {
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for state in RequestState::ALL {
+            assert_eq!(RequestState::parse(state.as_str()), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+        for strategy in Strategy::ALL {
+            assert_eq!(Strategy::parse(strategy.as_str()), Some(strategy));
+            assert_eq!(serde_json::to_value(strategy).unwrap(), strategy.as_str());
+        }
+        assert_eq!(Status::parse("ready"), None);
+    }
+
+    #[test]
+    fn progress_only_grows_along_the_runbook_and_ends_at_100() {
+        let runbook = [
+            Status::Pending,
+            Status::Preflight,
+            Status::BackingUp,
+            Status::Downloading,
+            Status::Restarting,
+            Status::HealthCheck,
+            Status::RollingBack,
+        ];
+        assert!(runbook.windows(2).all(|w| w[0].progress() < w[1].progress()));
+        for terminal in [Terminal::Complete, Terminal::RolledBack, Terminal::Failed] {
+            assert_eq!(terminal.status().progress(), 100);
+            assert_eq!(terminal.status().terminal(), Some(terminal));
+        }
+        assert!(!Status::RollingBack.is_terminal());
+    }
+}
