@@ -24,8 +24,8 @@ use crate::exit::usage;
 use crate::ops::inotify::DirWatch;
 use crate::ops::systemd::Notifier;
 use crate::signals::{Shutdown, Waker};
-use crate::states::{RequestState, Status};
-use crate::store::db::{now_ms, Db, QueuedRequest};
+use crate::states::{RequestState, Status, Terminal};
+use crate::store::db::{now_ms, Db, QueuedRequest, UpgradeRecord};
 use crate::store::files;
 use crate::store::lock::LockBusy;
 use crate::trigger::{self, Found, Parsed, TriggerDir};
@@ -433,24 +433,19 @@ impl Daemon {
         let _ = worker.thread.join();
         let result = worker.result.lock().unwrap_or_else(|e| e.into_inner()).take();
         let id = worker.upgrade_id;
-        let (state, reason) = match result {
-            Some(Ok(outcome)) => {
-                self.ui.info(format!("upgrade {id} ended {}", outcome.terminal.as_str()));
-                (RequestState::Done, Some(outcome.terminal.as_str().to_string()))
-            }
-            Some(Err(e)) if e.chain().any(|c| c.is::<LockBusy>()) => {
-                self.ui.info(format!("another upgrader holds the lock; upgrade {id} waits ({e})"));
+        let settled = settle(result);
+        match &settled {
+            Settled::Ended(terminal) => self.ui.info(format!("upgrade {id} ended {terminal}")),
+            Settled::WaitForLock(why) => {
+                self.ui.info(format!("another upgrader holds the lock; upgrade {id} waits ({why})"));
                 self.start_after = Instant::now() + LOCK_RETRY;
-                (RequestState::Queued, None)
             }
-            Some(Err(e)) => {
-                let reason = format!("{e:#}");
+            Settled::CouldNotRun(reason) => {
                 self.ui.warn(format!("upgrade {id} could not run: {reason}"));
-                self.write_status(&id, Status::Failed, "Upgrade could not start", Some(&reason));
-                (RequestState::Done, Some(reason))
+                self.write_status(&id, Status::Failed, "Upgrade could not start", Some(reason));
             }
-            None => (RequestState::Done, Some("the upgrade thread ended without a result".into())),
-        };
+        }
+        let (state, reason) = settled.request_state();
         if let Err(e) = self.db.set_request_state(&id, state, reason.as_deref()) {
             self.ui.warn(format!("cannot update the request queue: {e:#}"));
         }
@@ -461,19 +456,15 @@ impl Daemon {
     /// its switch (recovery has rolled it back), queued again when it had changed nothing.
     fn requeue_interrupted_requests(&mut self) -> Result<()> {
         for request in self.db.requests()?.into_iter().filter(|r| r.state == RequestState::Running) {
-            match self.db.get(&request.upgrade_id)? {
-                Some(row) if row.switched => {
-                    self.db.set_request_state(&request.upgrade_id, RequestState::Done, Some(row.status.as_str()))?;
-                }
-                // Interrupted before its switch (nothing changed) or before it began: the app still wants it.
-                _ => {
-                    self.ui.info(format!(
-                        "upgrade {} was interrupted before its switch; running it again",
-                        request.upgrade_id
-                    ));
-                    self.db.set_request_state(&request.upgrade_id, RequestState::Queued, None)?;
-                }
+            let row = self.db.get(&request.upgrade_id)?;
+            let (state, reason) = after_restart(row.as_ref());
+            if state == RequestState::Queued {
+                self.ui.info(format!(
+                    "upgrade {} was interrupted before its switch; running it again",
+                    request.upgrade_id
+                ));
             }
+            self.db.set_request_state(&request.upgrade_id, state, reason.as_deref())?;
         }
         Ok(())
     }
@@ -529,5 +520,87 @@ impl Daemon {
 
     fn idle_status(&self) -> String {
         format!("idle; watching {}", self.trigger.path().display())
+    }
+}
+
+/// How a worker's upgrade ended, as far as its request is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Settled {
+    /// It reached a terminal state.
+    Ended(Terminal),
+    /// Another upgrader held the lock: the request waits and is tried again.
+    WaitForLock(String),
+    /// It could not start (bad configuration, unreadable state): the reason ends the request.
+    CouldNotRun(String),
+}
+
+impl Settled {
+    fn request_state(&self) -> (RequestState, Option<String>) {
+        match self {
+            Settled::Ended(terminal) => (RequestState::Done, Some(terminal.as_str().to_string())),
+            Settled::WaitForLock(_) => (RequestState::Queued, None),
+            Settled::CouldNotRun(reason) => (RequestState::Done, Some(reason.clone())),
+        }
+    }
+}
+
+fn settle(result: Option<Result<Outcome>>) -> Settled {
+    match result {
+        Some(Ok(outcome)) => Settled::Ended(outcome.terminal),
+        Some(Err(e)) if e.chain().any(|c| c.is::<LockBusy>()) => Settled::WaitForLock(e.to_string()),
+        Some(Err(e)) => Settled::CouldNotRun(format!("{e:#}")),
+        None => Settled::CouldNotRun("the upgrade thread ended without a result".into()),
+    }
+}
+
+/// A request a killed daemon left `running`: done when its upgrade got past its
+/// switch (recovery puts that right), queued again when it had changed nothing.
+fn after_restart(row: Option<&UpgradeRecord>) -> (RequestState, Option<String>) {
+    match row {
+        Some(row) if row.switched => (RequestState::Done, Some(row.status.as_str().to_string())),
+        // Interrupted before its switch (nothing changed) or before it began: the app still wants it.
+        _ => (RequestState::Queued, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(terminal: Terminal) -> Outcome {
+        Outcome {
+            upgrade_id: "u1".into(),
+            terminal,
+            from_version: None,
+            to_version: "2.0.0".into(),
+            error: None,
+            backup: None,
+        }
+    }
+
+    #[test]
+    fn a_finished_upgrade_ends_its_request_with_the_terminal_state() {
+        let settled = settle(Some(Ok(outcome(Terminal::RolledBack))));
+        assert_eq!(settled, Settled::Ended(Terminal::RolledBack));
+        assert_eq!(settled.request_state(), (RequestState::Done, Some("rolled_back".into())));
+    }
+
+    #[test]
+    fn a_held_lock_requeues_and_other_errors_end_the_request_with_their_reason() {
+        let busy =
+            anyhow::Error::new(LockBusy { path: "/s/upgraderd.lock".into(), holder: None }).context("taking the lock");
+        assert_eq!(settle(Some(Err(busy))).request_state(), (RequestState::Queued, None));
+        let broken = settle(Some(Err(anyhow::anyhow!("state database is read-only"))));
+        assert_eq!(broken.request_state(), (RequestState::Done, Some("state database is read-only".into())));
+        assert!(matches!(settle(None), Settled::CouldNotRun(_)));
+    }
+
+    #[test]
+    fn after_a_restart_only_unswitched_requests_run_again() {
+        let switched = UpgradeRecord { switched: true, status: Status::RollingBack, ..Default::default() };
+        assert_eq!(after_restart(Some(&switched)), (RequestState::Done, Some("rolling_back".into())));
+        let unswitched = UpgradeRecord { status: Status::Downloading, ..Default::default() };
+        assert_eq!(after_restart(Some(&unswitched)), (RequestState::Queued, None));
+        assert_eq!(after_restart(None), (RequestState::Queued, None));
     }
 }

@@ -17,7 +17,7 @@ use crate::engine::discover;
 use crate::exit::usage;
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::process::Runner;
-use crate::ops::versions::{self, EtagCache, Http, Release};
+use crate::ops::versions::{self, EtagCache, Http, Naming, Release};
 use crate::store::db::{now_ms, Db};
 use crate::store::files;
 
@@ -61,6 +61,10 @@ pub fn run(config: &Config) -> Result<Report> {
     let releases = match source {
         "url" => versions::from_url(
             &http,
+            Naming {
+                source: "version URL (UPGRADERD_VERSION_URL)",
+                fix: "set UPGRADERD_VERSION_POINTER to where the version is",
+            },
             config
                 .version_url
                 .as_deref()
@@ -69,6 +73,10 @@ pub fn run(config: &Config) -> Result<Report> {
         )?,
         "github" => versions::from_github(
             &http,
+            Naming {
+                source: "GitHub releases (UPGRADERD_GITHUB_REPO)",
+                fix: "set UPGRADERD_GITHUB_TOKEN for a higher limit",
+            },
             &config.github_api,
             config
                 .github_repo

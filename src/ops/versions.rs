@@ -132,9 +132,18 @@ pub fn normalize(tag: &str) -> Option<String> {
     semver::Version::parse(version).ok().map(|_| version.to_string())
 }
 
+/// How the caller names a source in messages, and what it tells the operator to change.
+#[derive(Debug, Clone, Copy)]
+pub struct Naming<'a> {
+    /// The source as the operator configured it: `version URL (UPGRADERD_VERSION_URL)`.
+    pub source: &'a str,
+    /// The setting that fixes a wrong pointer (url) or raises the rate limit (GitHub).
+    pub fix: &'a str,
+}
+
 /// A version.json URL: the version at `pointer` (OpenTrace: `/opentrace/version`).
-pub fn from_url(http: &Http, url: &str, pointer: &str) -> Result<Vec<Release>> {
-    let what = "version URL (UPGRADERD_VERSION_URL)";
+pub fn from_url(http: &Http, naming: Naming, url: &str, pointer: &str) -> Result<Vec<Release>> {
+    let what = naming.source;
     let answer = http.get(what, url, &[])?;
     expect_ok(what, url, &answer)?;
     let json = parse_json(what, url, &answer.body)?;
@@ -142,7 +151,7 @@ pub fn from_url(http: &Http, url: &str, pointer: &str) -> Result<Vec<Release>> {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         Some(other) => bail!("{what}: {url} has {other} at {pointer}, not a version string"),
-        None => bail!("{what}: {url} has nothing at {pointer}; set UPGRADERD_VERSION_POINTER to where the version is"),
+        None => bail!("{what}: {url} has nothing at {pointer}; {}", naming.fix),
     };
     let version = normalize(&raw)
         .ok_or_else(|| anyhow!("{what}: {url} gives `{raw}` at {pointer}, which is not a semver version"))?;
@@ -153,12 +162,13 @@ pub fn from_url(http: &Http, url: &str, pointer: &str) -> Result<Vec<Release>> {
 /// GitHub releases of `owner/name`: the latest release, or every recent one when prereleases count.
 pub fn from_github(
     http: &Http,
+    naming: Naming,
     api: &str,
     repo: &str,
     token: Option<&str>,
     with_prereleases: bool,
 ) -> Result<Vec<Release>> {
-    let what = "GitHub releases (UPGRADERD_GITHUB_REPO)";
+    let what = naming.source;
     let api = api.trim_end_matches('/');
     let url = if with_prereleases {
         format!("{api}/repos/{repo}/releases?per_page=30")
@@ -183,7 +193,10 @@ pub fn from_github(
             }
             answer.body
         }
-        403 | 429 if rate_limited(&answer) => bail!("{what}: {}", rate_limit_message(&answer, token.is_some())),
+        403 | 429 if rate_limited(&answer) => {
+            let hint = if token.is_some() { String::new() } else { format!("; {}", naming.fix) };
+            bail!("{what}: {}{hint}", rate_limit_message(&answer))
+        }
         404 => bail!("{what}: {url} answered 404: no such repository, or it has no release yet"),
         _ => return Err(status_error(what, &url, &answer)),
     };
@@ -219,7 +232,7 @@ fn rate_limited(answer: &Answer) -> bool {
         || answer.header.contains_key("retry-after")
 }
 
-fn rate_limit_message(answer: &Answer, has_token: bool) -> String {
+fn rate_limit_message(answer: &Answer) -> String {
     let when = if let Some(reset) = answer.header.get("x-ratelimit-reset").and_then(|r| r.parse::<i64>().ok()) {
         chrono::DateTime::from_timestamp(reset, 0)
             .map(|t| format!("after {}", t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S %Z")))
@@ -229,8 +242,7 @@ fn rate_limit_message(answer: &Answer, has_token: bool) -> String {
     } else {
         "later".into()
     };
-    let hint = if has_token { "" } else { "; set UPGRADERD_GITHUB_TOKEN for a higher limit" };
-    format!("GitHub's API rate limit is exhausted; retry {when}{hint}")
+    format!("GitHub's API rate limit is exhausted; retry {when}")
 }
 
 /// The semver tags of `image`'s repository in its registry.

@@ -207,3 +207,78 @@ impl Strategy for Pull {
         prune_rollback_tags(&self.docker, &self.service_ref.repository, &self.upgrade_id, keep, journal);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::ops::process::Runner;
+    use crate::store::db::Db;
+    use crate::ui::Ui;
+
+    fn pull(runner: &Runner) -> Pull {
+        let container: Container = serde_json::from_str(
+            r#"{"Id":"c1","Name":"/shop-app-1","Image":"sha256:old","Config":{"Image":"127.0.0.1:5000/app:latest"},
+                "State":{"Status":"running","Running":true}}"#,
+        )
+        .unwrap();
+        let project = Project {
+            name: "shop".into(),
+            working_dir: PathBuf::from("/srv/shop"),
+            files: vec![PathBuf::from("/srv/shop/docker-compose.yml")],
+            env_file: None,
+            service: "app".into(),
+        };
+        let compose = Compose::assume(vec!["docker".into(), "compose".into()], true, runner);
+        Pull::new(Docker::new("docker", runner.clone()), compose, project, &container, None, "u1")
+    }
+
+    fn journal(ui: &Ui) -> Journal<'_> {
+        Journal::new(Db::in_memory().unwrap(), "u1", ui, None, "2.0.0")
+    }
+
+    #[test]
+    fn the_runbook_keeps_the_old_image_first_then_pulls_then_moves_the_tag_and_recreates() {
+        let runner = Runner::new(true);
+        let ui = Ui::new(false, -1);
+        let mut journal = journal(&ui);
+        let mut strategy = pull(&runner);
+        strategy.target = Some(ImageRef::parse("127.0.0.1:5000/app:2.0.0"));
+        let fetched = strategy.fetch(&mut journal).unwrap();
+        assert_eq!(fetched.target, "127.0.0.1:5000/app:2.0.0");
+        strategy.switch(fetched, &mut journal).unwrap();
+        strategy.stop(&mut journal).unwrap();
+        strategy.revert(&mut journal).unwrap();
+        let compose = "docker compose -p shop --project-directory /srv/shop -f /srv/shop/docker-compose.yml";
+        assert_eq!(
+            runner.planned(),
+            vec![
+                "docker tag sha256:old 127.0.0.1:5000/app:upgraderd-rollback-u1".to_string(),
+                "docker pull 127.0.0.1:5000/app:2.0.0".to_string(),
+                "docker tag 127.0.0.1:5000/app:2.0.0 127.0.0.1:5000/app:latest".to_string(),
+                format!("{compose} up -d --no-deps --force-recreate --pull never app"),
+                format!("{compose} stop -t 10 app"),
+                "docker tag sha256:old 127.0.0.1:5000/app:latest".to_string(),
+                format!("{compose} up -d --no-deps --force-recreate --pull never app"),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_is_fetched_before_preflight_chose_a_target() {
+        let runner = Runner::new(true);
+        let ui = Ui::new(false, -1);
+        let err = pull(&runner).fetch(&mut journal(&ui)).unwrap_err();
+        assert!(err.to_string().contains("fetch before preflight"), "{err}");
+        assert!(runner.planned().is_empty());
+    }
+
+    #[test]
+    fn release_tags_are_told_from_channels() {
+        assert!(looks_like_version("2.0.0"));
+        assert!(looks_like_version("v1.2"));
+        assert!(!looks_like_version("latest"));
+        assert!(!looks_like_version("stable"));
+    }
+}
