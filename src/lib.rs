@@ -1,6 +1,6 @@
 //! upgraderd: safe upgrades for Docker Compose deployments.
 //!
-//! The crate is laid out as `../DESIGN.md` describes: `cli` parses, `config`
+//! The crate is laid out as `docs/ARCHITECTURE.md` describes: `cli` parses, `config`
 //! resolves one validated [`config::Config`], `cmd` holds one module per
 //! subcommand, `engine` is the upgrade transaction (pipeline, strategies,
 //! health gate, recovery, version checks), `daemon` is `watch`, `trigger` the

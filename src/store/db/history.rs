@@ -1,0 +1,380 @@
+//! `upgrade_history` and `upgrade_events`: one row per upgrade attempt with
+//! what a rollback needs, and the journal of its transitions. Named methods
+//! for each thing the engine records; the column names stay here.
+
+use std::path::Path;
+
+use anyhow::Result;
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{explain, now_ms, Db};
+use crate::states::{Status, Strategy, Terminal};
+
+/// One row of `upgrade_history`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeRecord {
+    #[serde(rename = "upgradeId")]
+    pub id: String,
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+    pub deployment_method: String,
+    pub status: Status,
+    pub progress: i64,
+    pub current_step: Option<String>,
+    pub logs: Vec<String>,
+    pub backup_path: Option<String>,
+    pub started_at: i64,
+    pub completed_at: Option<i64>,
+    pub initiated_by: Option<String>,
+    pub error_message: Option<String>,
+    pub rollback_available: bool,
+    pub strategy: Strategy,
+    pub updated_at: Option<i64>,
+    pub pid: Option<i64>,
+    pub switched: bool,
+    pub container: Option<String>,
+    pub service: Option<String>,
+    pub compose_project: Option<String>,
+    pub image_ref: Option<String>,
+    pub previous_image_id: Option<String>,
+    pub previous_digest: Option<String>,
+    pub rollback_tag: Option<String>,
+    pub new_image_id: Option<String>,
+    pub new_digest: Option<String>,
+    pub previous_commit: Option<String>,
+    pub target_commit: Option<String>,
+    /// Rebuild: JSON list of `{name, id}`, the images the services ran before.
+    pub rollback_images: Option<String>,
+    pub previous_subject: Option<String>,
+    pub target_subject: Option<String>,
+}
+
+const RECORD_COLUMNS: &str = "id, fromVersion, toVersion, deploymentMethod, status, progress, currentStep, logs, \
+    backupPath, startedAt, completedAt, initiatedBy, errorMessage, rollbackAvailable, strategy, updatedAt, pid, \
+    switched, container, service, composeProject, imageRef, previousImageId, previousDigest, rollbackTag, \
+    newImageId, newDigest, previousCommit, targetCommit, rollbackImages, previousSubject, targetSubject";
+
+impl UpgradeRecord {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<UpgradeRecord> {
+        let logs: String = row.get(7)?;
+        Ok(UpgradeRecord {
+            id: row.get(0)?,
+            from_version: row.get(1)?,
+            to_version: row.get(2)?,
+            deployment_method: row.get(3)?,
+            status: row.get(4)?,
+            progress: row.get(5)?,
+            current_step: row.get(6)?,
+            logs: serde_json::from_str(&logs).unwrap_or_else(|_| vec![logs]),
+            backup_path: row.get(8)?,
+            started_at: row.get(9)?,
+            completed_at: row.get(10)?,
+            initiated_by: row.get(11)?,
+            error_message: row.get(12)?,
+            rollback_available: row.get(13)?,
+            strategy: row.get(14)?,
+            updated_at: row.get(15)?,
+            pid: row.get(16)?,
+            switched: row.get(17)?,
+            container: row.get(18)?,
+            service: row.get(19)?,
+            compose_project: row.get(20)?,
+            image_ref: row.get(21)?,
+            previous_image_id: row.get(22)?,
+            previous_digest: row.get(23)?,
+            rollback_tag: row.get(24)?,
+            new_image_id: row.get(25)?,
+            new_digest: row.get(26)?,
+            previous_commit: row.get(27)?,
+            target_commit: row.get(28)?,
+            rollback_images: row.get(29)?,
+            previous_subject: row.get(30)?,
+            target_subject: row.get(31)?,
+        })
+    }
+
+    /// Whether the upgrade reached one of the three terminal states.
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_terminal()
+    }
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub seq: i64,
+    pub at: i64,
+    pub status: Status,
+    pub progress: i64,
+    pub message: String,
+}
+
+/// What preflight records about the deployment an upgrade works on.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentRecord {
+    pub from_version: Option<String>,
+    pub container: Option<String>,
+    pub service: Option<String>,
+    pub compose_project: Option<String>,
+}
+
+/// What a rebuild records before it moves the checkout.
+#[derive(Debug, Clone, Default)]
+pub struct CommitsRecord {
+    pub previous: String,
+    pub target: String,
+    pub previous_subject: String,
+    pub target_subject: String,
+    /// JSON list of `{name, id}`: the images the built services ran.
+    pub rollback_images_json: String,
+}
+
+impl Db {
+    /// Upgrades, newest first.
+    pub fn history(&self, limit: usize) -> Result<Vec<UpgradeRecord>> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM upgrade_history ORDER BY startedAt DESC, rowid DESC LIMIT ?1");
+        self.query_records(&sql, params![limit as i64])
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<UpgradeRecord>> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE id = ?1");
+        Ok(self.query_records(&sql, params![id])?.pop())
+    }
+
+    /// The newest upgrade with this status.
+    pub fn latest_with_status(&self, status: Status) -> Result<Option<UpgradeRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE status = ?1 ORDER BY startedAt DESC, rowid DESC LIMIT 1"
+        );
+        Ok(self.query_records(&sql, params![status])?.pop())
+    }
+
+    /// Upgrades not in a terminal state (interrupted or still running).
+    pub fn unfinished(&self) -> Result<Vec<UpgradeRecord>> {
+        let sql =
+            format!("SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE status NOT IN (?1, ?2, ?3) ORDER BY startedAt");
+        self.query_records(&sql, params![Status::Complete, Status::RolledBack, Status::Failed])
+    }
+
+    /// Versions rolled back on this host with no complete upgrade to them since
+    /// (a leading `v` dropped): an automatic upgrade skips them.
+    pub fn quarantined_versions(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT r.toVersion FROM upgrade_history r WHERE r.status = ?1 AND r.toVersion IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM upgrade_history c WHERE c.status = ?2 AND c.toVersion = r.toVersion \
+                 AND c.startedAt > r.startedAt)",
+            )
+            .map_err(|e| explain(&self.path, e))?;
+        let versions = stmt
+            .query_map(params![Status::RolledBack, Status::Complete], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| explain(&self.path, e))?;
+        Ok(versions.into_iter().map(|v| v.strip_prefix('v').unwrap_or(&v).to_string()).collect())
+    }
+
+    fn query_records(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<UpgradeRecord>> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| explain(&self.path, e))?;
+        let rows = stmt.query_map(params, UpgradeRecord::from_row).map_err(|e| explain(&self.path, e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| explain(&self.path, e))
+    }
+
+    /// The journal of one upgrade, oldest first.
+    pub fn events(&self, upgrade_id: &str) -> Result<Vec<Event>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, status, progress, message FROM upgrade_events WHERE upgradeId = ?1 ORDER BY seq")
+            .map_err(|e| explain(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![upgrade_id], |r| {
+                Ok(Event { seq: r.get(0)?, at: r.get(1)?, status: r.get(2)?, progress: r.get(3)?, message: r.get(4)? })
+            })
+            .map_err(|e| explain(&self.path, e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| explain(&self.path, e))
+    }
+
+    /// Inserts a new upgrade row.
+    pub fn insert_upgrade(&self, record: &UpgradeRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO upgrade_history (id, fromVersion, toVersion, deploymentMethod, status, progress, currentStep, \
+                 logs, startedAt, initiatedBy, strategy, updatedAt, pid, container, service, composeProject, imageRef) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?9, ?12, ?13, ?14, ?15, ?16)",
+                params![
+                    record.id,
+                    record.from_version,
+                    record.to_version,
+                    record.deployment_method,
+                    record.status,
+                    record.progress,
+                    record.current_step,
+                    serde_json::to_string(&record.logs)?,
+                    record.started_at,
+                    record.initiated_by,
+                    record.strategy,
+                    record.pid,
+                    record.container,
+                    record.service,
+                    record.compose_project,
+                    record.image_ref,
+                ],
+            )
+            .map_err(|e| explain(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Reopens an upgrade that was interrupted before its switch, to run it again
+    /// under the same id (its events keep the interruption).
+    pub fn reopen_upgrade(&self, upgrade_id: &str, pid: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE upgrade_history SET status = ?4, progress = 0, completedAt = NULL, errorMessage = NULL, \
+                 pid = ?2, updatedAt = ?3 WHERE id = ?1 AND switched = 0",
+                params![upgrade_id, pid, now_ms(), Status::Pending],
+            )
+            .map_err(|e| explain(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Journals a transition: the event and the row's status, in one transaction.
+    pub fn transition(&mut self, upgrade_id: &str, status: Status, message: &str) -> Result<()> {
+        let now = now_ms();
+        let progress = status.progress();
+        let tx = self.conn.transaction().map_err(|e| explain(&self.path, e))?;
+        tx.execute(
+            "INSERT INTO upgrade_events (upgradeId, at, status, progress, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![upgrade_id, now, status, progress, message],
+        )
+        .and_then(|_| {
+            tx.execute(
+                "UPDATE upgrade_history SET status = ?2, progress = ?3, currentStep = ?4, updatedAt = ?5, \
+                 logs = json_insert(logs, '$[#]', ?4) WHERE id = ?1",
+                params![upgrade_id, status, progress, message, now],
+            )
+        })
+        .and_then(|_| tx.commit())
+        .map_err(|e| explain(&self.path, e))
+    }
+
+    /// What preflight found: the running version and where it runs.
+    pub fn record_deployment(&self, upgrade_id: &str, deployment: &DeploymentRecord) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[
+                ("fromVersion", deployment.from_version.clone().into()),
+                ("container", deployment.container.clone().into()),
+                ("service", deployment.service.clone().into()),
+                ("composeProject", deployment.compose_project.clone().into()),
+            ],
+        )
+    }
+
+    /// The backup a rollback restores.
+    pub fn record_backup(&self, upgrade_id: &str, path: &Path) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[("backupPath", path.display().to_string().into()), ("rollbackAvailable", true.into())],
+        )
+    }
+
+    /// Pull: the image the service ran, kept under the rollback tag, and the reference that moves.
+    pub fn record_previous_image(
+        &self,
+        upgrade_id: &str,
+        image_id: &str,
+        rollback_tag: &str,
+        image_ref: &str,
+    ) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[
+                ("previousImageId", image_id.to_string().into()),
+                ("rollbackTag", rollback_tag.to_string().into()),
+                ("imageRef", image_ref.to_string().into()),
+            ],
+        )
+    }
+
+    /// Pull: the image the upgrade fetched.
+    pub fn record_new_image(&self, upgrade_id: &str, image_id: &str, digest: Option<&str>) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[("newImageId", image_id.to_string().into()), ("newDigest", digest.map(str::to_string).into())],
+        )
+    }
+
+    /// Rebuild: the commits moved between and the images kept for a rollback.
+    pub fn record_commits(&self, upgrade_id: &str, commits: &CommitsRecord) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[
+                ("previousCommit", commits.previous.clone().into()),
+                ("targetCommit", commits.target.clone().into()),
+                ("previousSubject", commits.previous_subject.clone().into()),
+                ("targetSubject", commits.target_subject.clone().into()),
+                ("rollbackImages", commits.rollback_images_json.clone().into()),
+            ],
+        )
+    }
+
+    /// Written before the switch: from here on an interruption is rolled back, never abandoned.
+    pub fn mark_switched(&self, upgrade_id: &str, to_version: &str) -> Result<()> {
+        self.set_fields(upgrade_id, &[("toVersion", to_version.to_string().into()), ("switched", true.into())])
+    }
+
+    /// A log line that is not a transition.
+    pub fn append_log(&self, upgrade_id: &str, message: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE upgrade_history SET logs = json_insert(logs, '$[#]', ?2), updatedAt = ?3 WHERE id = ?1",
+                params![upgrade_id, message, now_ms()],
+            )
+            .map_err(|e| explain(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Sets named columns of an upgrade row (names come from code, never from input).
+    fn set_fields(&self, upgrade_id: &str, fields: &[(&'static str, rusqlite::types::Value)]) -> Result<()> {
+        for (column, _) in fields {
+            debug_assert!(RECORD_COLUMNS.split(", ").any(|c| c.trim() == *column), "unknown column {column}");
+        }
+        let assignments: Vec<String> =
+            fields.iter().enumerate().map(|(i, (c, _))| format!("{c} = ?{}", i + 2)).collect();
+        let sql = format!("UPDATE upgrade_history SET {} WHERE id = ?1", assignments.join(", "));
+        let mut values: Vec<rusqlite::types::Value> = vec![upgrade_id.to_string().into()];
+        values.extend(fields.iter().map(|(_, v)| v.clone()));
+        self.conn.execute(&sql, rusqlite::params_from_iter(values)).map_err(|e| explain(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Marks an upgrade terminal: status, completion time, error.
+    pub fn finish(&mut self, upgrade_id: &str, terminal: Terminal, message: &str, error: Option<&str>) -> Result<()> {
+        self.transition(upgrade_id, terminal.status(), message)?;
+        self.set_fields(
+            upgrade_id,
+            &[("completedAt", now_ms().into()), ("errorMessage", error.map(str::to_string).into())],
+        )
+    }
+
+    /// Updates the heartbeat of a running upgrade.
+    pub fn heartbeat(&self, upgrade_id: &str) -> Result<()> {
+        self.set_fields(upgrade_id, &[("updatedAt", now_ms().into())])
+    }
+
+    /// The backup of the last complete upgrade, which retention never deletes.
+    pub fn protected_backup(&self) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT backupPath FROM upgrade_history WHERE status = ?1 AND backupPath IS NOT NULL \
+                 ORDER BY startedAt DESC, rowid DESC LIMIT 1",
+                [Status::Complete],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| explain(&self.path, e))
+    }
+}
