@@ -5,7 +5,8 @@
 //! subcommand, `engine` is the upgrade transaction (pipeline, strategies,
 //! health gate, recovery, version checks), `daemon` is `watch`, `trigger` the
 //! protocol with the app, `signals` the stop request, `ops` wraps the outside
-//! world, `store` owns everything on disk and `ui` is the one place that prints.
+//! world, `store` owns everything on disk, `ui` is the one place that prints and
+//! `units` formats sizes for people (a leaf, usable from any layer).
 
 pub mod cli;
 pub mod cmd;
@@ -19,6 +20,7 @@ pub mod states;
 pub mod store;
 pub mod trigger;
 pub mod ui;
+pub mod units;
 pub mod version;
 
 use std::ffi::OsString;

@@ -129,21 +129,8 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
-/// Formats a byte count for people: `1.5 GiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+/// Byte counts for people; lives in the leaf module `units` so that lower layers need not import `ui`.
+pub use crate::units::human_bytes;
 
 #[cfg(test)]
 mod tests {
@@ -154,12 +141,5 @@ mod tests {
         let text =
             render_table(&["ID", "STATUS"], &[vec!["a".into(), "complete".into()], vec!["long-id".into(), "x".into()]]);
         assert_eq!(text, "ID       STATUS\na        complete\nlong-id  x");
-    }
-
-    #[test]
-    fn bytes_for_people() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

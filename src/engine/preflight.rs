@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::ops::disk;
 use crate::store::files;
-use crate::ui::human_bytes;
+use crate::units::human_bytes;
 use crate::version::compare_versions;
 
 /// Something that must be put right before the upgrade may start.

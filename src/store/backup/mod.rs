@@ -1,0 +1,108 @@
+//! Backup archives: create, list, verify, restore, prune.
+//!
+//! An archive is a `.tar.gz` holding, in order: `upgraderd-backup.json` (what
+//! was backed up, for `list` to read cheaply), `data/<i>/...` for each data
+//! path `i`, and `manifest.json` (every member with its sha256, written last
+//! because the hashes are computed while writing). SQLite databases go in as a
+//! snapshot taken through SQLite's online backup API, never as raw bytes of a
+//! live file. Archives are written as `.partial`, fsynced and renamed; restore
+//! stages on the same filesystem, checks every hash and only then swaps.
+//!
+//! This module holds the public types and re-exports; the work is split by concern:
+//! - [`format`]: metadata, manifest, member names, hashing, reading and verifying an archive;
+//! - [`create`](mod@create): scanning the data and writing an archive;
+//! - [`restore`](mod@restore): staging an archive next to its targets and swapping it in;
+//! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
+
+mod catalog;
+mod create;
+mod format;
+mod restore;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use self::catalog::{find, list, partial_archives, prune};
+pub use self::create::{create, snapshot_sqlite};
+pub use self::format::{read_meta, verify, Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
+pub use self::restore::restore;
+
+/// Why a backup is taken, recorded in its metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Reason {
+    pub upgrade_id: Option<String>,
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+    pub image_id: Option<String>,
+    pub commit: Option<String>,
+}
+
+/// Progress of a long backup or restore step.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A finished archive.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    pub path: PathBuf,
+    pub meta: Meta,
+    pub archive_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+/// What `verify` found in a good archive.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verified {
+    pub path: PathBuf,
+    pub meta: Meta,
+    pub members: usize,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Where `restore` puts the data.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// Back over the paths the backup was taken from.
+    Original,
+    /// Into this directory (one root: the directory itself; several: `<i>-<name>` inside).
+    Into(PathBuf),
+}
+
+/// What `restore` did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Restored {
+    pub archive: PathBuf,
+    pub targets: Vec<PathBuf>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// One archive in the backup directory, as `list` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listed {
+    pub id: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Meta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// What `prune` removed and kept.
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Pruned {
+    pub deleted: Vec<PathBuf>,
+    pub kept: Vec<PathBuf>,
+    pub leftovers: Vec<PathBuf>,
+}
