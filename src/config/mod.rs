@@ -24,7 +24,7 @@ pub use keys::{display_value, spec, KeySpec, Secret, KEYS};
 pub use layers::{Env, Layers, Source, Value};
 pub use values::{parse_bool, parse_duration, parse_size};
 
-use values::{parse_count, parse_github_repo, Parser};
+use values::{as_path, as_text, parse_count, parse_github_repo, parse_pointer, parse_url, Parser};
 
 /// The default configuration file, read when present and no `-c` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/upgraderd/upgraderd.env";
@@ -122,7 +122,7 @@ impl Config {
     /// Types and validates every resolved value.
     pub fn from_layers(layers: &Layers) -> Result<Config> {
         let p = Parser { layers };
-        let state_dir = p.path("UPGRADERD_STATE_DIR")?.expect("has a default");
+        let state_dir = p.required("UPGRADERD_STATE_DIR", as_path)?;
         let backup_dir = p.path("UPGRADERD_BACKUP_DIR")?.unwrap_or_else(|| state_dir.join("backups"));
         Ok(Config {
             strategy: p.parse("UPGRADERD_STRATEGY", "pull", |t| match t {
@@ -137,8 +137,8 @@ impl Config {
             compose_files: p.list("UPGRADERD_COMPOSE_FILES").into_iter().map(PathBuf::from).collect(),
             image: p.text("UPGRADERD_IMAGE"),
             compose_cmd: p.text("UPGRADERD_COMPOSE_CMD").map(|t| t.split_whitespace().map(String::from).collect()),
-            docker: p.path("UPGRADERD_DOCKER")?.expect("has a default"),
-            git: p.path("UPGRADERD_GIT")?.expect("has a default"),
+            docker: p.required("UPGRADERD_DOCKER", as_path)?,
+            git: p.required("UPGRADERD_GIT", as_path)?,
             data_dirs: p.paths("UPGRADERD_DATA_DIR")?,
             backup_keep: p.parse("UPGRADERD_BACKUP_KEEP", "5", parse_count)?,
             trigger_dir: p.path("UPGRADERD_TRIGGER_DIR")?,
@@ -146,23 +146,23 @@ impl Config {
             status_file: p.file_name("UPGRADERD_STATUS_FILE")?,
             poll_interval: p.duration("UPGRADERD_POLL_INTERVAL", true)?,
             enabled: p.bool("UPGRADERD_ENABLED")?,
-            health_url: p.url("UPGRADERD_HEALTH_URL")?.expect("has a default"),
+            health_url: p.required("UPGRADERD_HEALTH_URL", parse_url)?,
             health_timeout: p.duration("UPGRADERD_HEALTH_TIMEOUT", false)?,
             health_stable: p.duration("UPGRADERD_HEALTH_STABLE", false)?,
             health_version_pointer: p.pointer("UPGRADERD_HEALTH_VERSION_POINTER")?,
             min_free: p.parse("UPGRADERD_MIN_FREE", "500MB", parse_size)?,
             git_dir: p.path("UPGRADERD_GIT_DIR")?,
-            git_remote: p.text("UPGRADERD_GIT_REMOTE").expect("has a default"),
-            git_branch: p.text("UPGRADERD_GIT_BRANCH").expect("has a default"),
+            git_remote: p.required("UPGRADERD_GIT_REMOTE", as_text)?,
+            git_branch: p.required("UPGRADERD_GIT_BRANCH", as_text)?,
             version_url: p.url("UPGRADERD_VERSION_URL")?,
-            version_pointer: p.pointer("UPGRADERD_VERSION_POINTER")?.expect("has a default"),
+            version_pointer: p.required("UPGRADERD_VERSION_POINTER", parse_pointer)?,
             github_repo: p.parse_opt("UPGRADERD_GITHUB_REPO", "owner/name", parse_github_repo)?,
             github_token: p.text("UPGRADERD_GITHUB_TOKEN"),
             version_source: p.parse_opt("UPGRADERD_VERSION_SOURCE", "github", |t| match t {
                 "url" | "github" | "registry" => Ok(t.to_string()),
                 _ => Err("expected url, github or registry".into()),
             })?,
-            github_api: p.url("UPGRADERD_GITHUB_API")?.expect("has a default"),
+            github_api: p.required("UPGRADERD_GITHUB_API", parse_url)?,
             min_release_age: p.duration("UPGRADERD_MIN_RELEASE_AGE", false)?,
             auto_upgrade: p.bool("UPGRADERD_AUTO_UPGRADE")?,
             current_version: p.text("UPGRADERD_CURRENT_VERSION"),

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 
 use super::keys::spec;
 use super::layers::{Layers, Source};
@@ -17,53 +17,62 @@ pub(super) struct Parser<'a> {
     pub layers: &'a Layers,
 }
 
+type Parse<T> = std::result::Result<T, String>;
+
 impl Parser<'_> {
     pub fn text(&self, name: &str) -> Option<String> {
         self.layers.get(name).map(|v| v.text.trim().to_string()).filter(|t| !t.is_empty())
     }
 
-    pub fn parse_opt<T>(
-        &self,
-        name: &str,
-        example: &str,
-        f: impl Fn(&str) -> std::result::Result<T, String>,
-    ) -> Result<Option<T>> {
+    /// A key without a default: unset or empty is `None`.
+    pub fn parse_opt<T>(&self, name: &str, example: &str, f: impl Fn(&str) -> Parse<T>) -> Result<Option<T>> {
         let Some(value) = self.layers.get(name) else { return Ok(None) };
         let text = value.text.trim();
         if text.is_empty() {
             return Ok(None);
         }
-        f(text).map(Some).map_err(|why| {
-            usage(format!("invalid {name}={text:?} (from {}): {why}; for example {name}={example}", value.source))
-        })
+        f(text).map(Some).map_err(|why| invalid(name, text, &value.source, &why, example))
     }
 
-    pub fn parse<T>(&self, name: &str, example: &str, f: impl Fn(&str) -> std::result::Result<T, String>) -> Result<T> {
+    /// A key with a default that an empty value also selects.
+    pub fn parse<T>(&self, name: &str, example: &str, f: impl Fn(&str) -> Parse<T>) -> Result<T> {
         match self.parse_opt(name, example, &f)? {
             Some(v) => Ok(v),
-            None => {
-                let default = spec(name).and_then(|s| s.default).expect("key with a default");
-                Ok(f(default).expect("defaults are valid"))
-            }
+            None => default_of(name, f),
         }
     }
 
+    /// A key with a default whose value, when given, cannot be empty: an
+    /// empty program path, URL or branch has no meaning to fall back from.
+    pub fn required<T>(&self, name: &str, f: impl Fn(&str) -> Parse<T>) -> Result<T> {
+        let example = spec(name).and_then(|s| s.default).unwrap_or("VALUE");
+        let Some(value) = self.layers.get(name) else { return default_of(name, f) };
+        let text = value.text.trim();
+        if text.is_empty() {
+            return Err(usage(format!(
+                "{name} is empty (from {}): it needs a value; for example {name}={example}, \
+                 or remove the setting to use the default",
+                value.source
+            )));
+        }
+        f(text).map_err(|why| invalid(name, text, &value.source, &why, example))
+    }
+
     pub fn path(&self, name: &str) -> Result<Option<PathBuf>> {
-        self.parse_opt(name, "/srv/app/data", |t| Ok(PathBuf::from(t)))
+        self.parse_opt(name, "/srv/app/data", as_path)
     }
 
     pub fn list(&self, name: &str) -> Vec<String> {
-        self.text(name)
-            .map(|t| t.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
-            .unwrap_or_default()
+        self.layers.get(name).map(|v| split_list(&v.text)).unwrap_or_default()
     }
 
     pub fn paths(&self, name: &str) -> Result<Vec<PathBuf>> {
-        let paths: Vec<PathBuf> = self.list(name).into_iter().map(PathBuf::from).collect();
+        let Some(value) = self.layers.get(name) else { return Ok(Vec::new()) };
+        let paths: Vec<PathBuf> = split_list(&value.text).into_iter().map(PathBuf::from).collect();
         if let Some(relative) = paths.iter().find(|p| p.is_relative()) {
-            let source = &self.layers.get(name).expect("non-empty list has a value").source;
             return Err(usage(format!(
-                "invalid {name} (from {source}): {} is not an absolute path; for example {name}=/srv/app/data,/srv/app/config",
+                "invalid {name} (from {}): {} is not an absolute path; for example {name}=/srv/app/data,/srv/app/config",
+                value.source,
                 relative.display()
             )));
         }
@@ -86,23 +95,11 @@ impl Parser<'_> {
     }
 
     pub fn url(&self, name: &str) -> Result<Option<String>> {
-        self.parse_opt(name, "http://127.0.0.1:3001/api/health", |t| {
-            if (t.starts_with("http://") || t.starts_with("https://")) && t.len() > "https://".len() {
-                Ok(t.to_string())
-            } else {
-                Err("expected an http:// or https:// URL".into())
-            }
-        })
+        self.parse_opt(name, "http://127.0.0.1:3001/api/health", parse_url)
     }
 
     pub fn pointer(&self, name: &str) -> Result<Option<String>> {
-        self.parse_opt(name, "/version", |t| {
-            if t.starts_with('/') {
-                Ok(t.to_string())
-            } else {
-                Err("a JSON pointer starts with `/`".into())
-            }
-        })
+        self.parse_opt(name, "/version", parse_pointer)
     }
 
     pub fn file_name(&self, name: &str) -> Result<String> {
@@ -113,6 +110,47 @@ impl Parser<'_> {
                 Ok(t.to_string())
             }
         })
+    }
+}
+
+fn invalid(name: &str, text: &str, source: &Source, why: &str, example: &str) -> anyhow::Error {
+    usage(format!("invalid {name}={text:?} (from {source}): {why}; for example {name}={example}"))
+}
+
+/// The key's default, typed. Failing here is a fault in the key table, not in the input.
+fn default_of<T>(name: &str, f: impl Fn(&str) -> Parse<T>) -> Result<T> {
+    let default = spec(name)
+        .and_then(|s| s.default)
+        .ok_or_else(|| anyhow!("configuration key {name} has no default; please report this upgraderd bug"))?;
+    f(default)
+        .map_err(|why| anyhow!("the default {name}={default} is invalid ({why}); please report this upgraderd bug"))
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+pub(super) fn as_path(text: &str) -> Parse<PathBuf> {
+    Ok(PathBuf::from(text))
+}
+
+pub(super) fn as_text(text: &str) -> Parse<String> {
+    Ok(text.to_string())
+}
+
+pub(super) fn parse_url(text: &str) -> Parse<String> {
+    if (text.starts_with("http://") || text.starts_with("https://")) && text.len() > "https://".len() {
+        Ok(text.to_string())
+    } else {
+        Err("expected an http:// or https:// URL".into())
+    }
+}
+
+pub(super) fn parse_pointer(text: &str) -> Parse<String> {
+    if text.starts_with('/') {
+        Ok(text.to_string())
+    } else {
+        Err("a JSON pointer starts with `/`".into())
     }
 }
 
@@ -221,5 +259,22 @@ mod tests {
         let layers = Layers::resolve(&[("UPGRADERD_DATA_DIR", "/ok,data".into())], &Env::default(), None);
         let err = Config::from_layers(&layers).unwrap_err().to_string();
         assert!(err.contains("data is not an absolute path"), "{err}");
+    }
+
+    #[test]
+    fn defaults_alone_give_a_valid_configuration() {
+        let config = Config::from_layers(&Layers::resolve(&[], &Env::default(), None)).unwrap();
+        assert_eq!(config.docker, PathBuf::from("docker"));
+        assert_eq!(config.github_api, "https://api.github.com");
+    }
+
+    #[test]
+    fn an_empty_value_for_a_key_that_needs_one_is_a_usage_error() {
+        let layers = Layers::resolve(&[], &Env::from_pairs([("UPGRADERD_GIT_BRANCH", " ".to_string())]), None);
+        let err = Config::from_layers(&layers).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("UPGRADERD_GIT_BRANCH is empty (from env UPGRADERD_GIT_BRANCH)"), "{text}");
+        assert!(text.contains("for example UPGRADERD_GIT_BRANCH=main"), "{text}");
+        assert_eq!(crate::exit::classify(&err), crate::exit::Exit::Usage);
     }
 }
