@@ -1,0 +1,146 @@
+//! The configuration keys: every name upgraderd reads, the older name it
+//! accepts for the same setting, its default, whether it is secret, and how a
+//! value is shown with its secrets masked.
+
+/// A configuration key: its name, fallback, default and how it is shown.
+#[derive(Debug)]
+pub struct KeySpec {
+    pub name: &'static str,
+    /// The reference systems' name for the same setting.
+    pub fallback: Option<&'static str>,
+    /// Default as text; `None` means unset (or derived at run time).
+    pub default: Option<&'static str>,
+    pub secret: Secret,
+    pub help: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secret {
+    No,
+    /// The whole value is hidden.
+    Whole,
+    /// A URL whose password and query string are hidden.
+    Url,
+}
+
+const fn key(
+    name: &'static str,
+    fallback: Option<&'static str>,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> KeySpec {
+    KeySpec { name, fallback, default, secret: Secret::No, help }
+}
+
+/// Every configuration key, in the order `upgraderd config` prints them.
+pub static KEYS: &[KeySpec] = &[
+    key("UPGRADERD_STATE_DIR", None, Some("/var/lib/upgraderd"), "state database, lock, default backup dir"),
+    key("UPGRADERD_STRATEGY", None, Some("pull"), "pull | rebuild"),
+    key("UPGRADERD_CONTAINER", Some("CONTAINER_NAME"), None, "container of the service to upgrade"),
+    key("UPGRADERD_SERVICE", None, None, "compose service (derived from the container)"),
+    key("UPGRADERD_COMPOSE_PROJECT", Some("COMPOSE_PROJECT_NAME"), None, "compose project (derived)"),
+    key("UPGRADERD_COMPOSE_DIR", Some("COMPOSE_PROJECT_DIR"), None, "compose working dir (derived)"),
+    key("UPGRADERD_COMPOSE_FILES", None, None, "compose files, comma separated (derived)"),
+    key("UPGRADERD_IMAGE", Some("IMAGE_NAME"), None, "image repository (derived from the container)"),
+    key("UPGRADERD_COMPOSE_CMD", None, None, "compose command (auto: `docker compose`, else `docker-compose`)"),
+    key("UPGRADERD_DOCKER", None, Some("docker"), "docker program"),
+    key("UPGRADERD_GIT", None, Some("git"), "git program"),
+    key(
+        "UPGRADERD_DATA_DIR",
+        Some("DATA_DIR"),
+        None,
+        "data paths to back up, comma separated (default: the container's writable mounts)",
+    ),
+    key("UPGRADERD_BACKUP_DIR", None, None, "backup directory (default: <state dir>/backups)"),
+    key("UPGRADERD_BACKUP_KEEP", None, Some("5"), "backups kept by prune"),
+    key("UPGRADERD_TRIGGER_DIR", None, None, "directory shared with the app"),
+    key("UPGRADERD_TRIGGER_FILE", None, Some(".upgrade-trigger"), "trigger file name"),
+    key("UPGRADERD_STATUS_FILE", None, Some(".upgrade-status.json"), "status file name"),
+    key(
+        "UPGRADERD_POLL_INTERVAL",
+        Some("CHECK_INTERVAL"),
+        Some("5s"),
+        "trigger poll interval when inotify is unavailable",
+    ),
+    key("UPGRADERD_ENABLED", Some("AUTO_UPGRADE_ENABLED"), Some("true"), "honour triggers"),
+    key("UPGRADERD_HEALTH_URL", None, Some("http://127.0.0.1:3001/api/health"), "HTTP health probe"),
+    key("UPGRADERD_HEALTH_TIMEOUT", None, Some("120s"), "how long the new version has to become healthy"),
+    key("UPGRADERD_HEALTH_STABLE", None, Some("3s"), "how long it must stay healthy"),
+    key("UPGRADERD_HEALTH_VERSION_POINTER", None, None, "JSON pointer to the version in the health body"),
+    key("UPGRADERD_MIN_FREE", None, Some("500MB"), "free space required before an upgrade"),
+    key("UPGRADERD_GIT_DIR", None, None, "git checkout (default: the compose dir)"),
+    key("UPGRADERD_GIT_REMOTE", None, Some("origin"), "git remote"),
+    key("UPGRADERD_GIT_BRANCH", None, Some("main"), "git branch"),
+    key("UPGRADERD_VERSION_URL", None, None, "version.json URL"),
+    key("UPGRADERD_VERSION_POINTER", None, Some("/version"), "JSON pointer to the version in version.json"),
+    key("UPGRADERD_GITHUB_REPO", None, None, "owner/name whose releases are versions"),
+    KeySpec { secret: Secret::Whole, ..key("UPGRADERD_GITHUB_TOKEN", None, None, "GitHub token") },
+    key("UPGRADERD_VERSION_SOURCE", None, None, "version source: url | github | registry"),
+    key("UPGRADERD_GITHUB_API", None, Some("https://api.github.com"), "GitHub API base (GitHub Enterprise)"),
+    key("UPGRADERD_MIN_RELEASE_AGE", None, Some("0"), "GitHub releases younger than this are not offered"),
+    key("UPGRADERD_CURRENT_VERSION", None, None, "current version (derived)"),
+    key("UPGRADERD_CHECK_EVERY", None, Some("4h"), "version check period of watch (0 = off)"),
+    key("UPGRADERD_AUTO_UPGRADE", None, Some("false"), "watch upgrades to an allowed update on its own"),
+    key("UPGRADERD_VERSION_CHECK_DISABLED", Some("VERSION_CHECK_DISABLED"), Some("false"), "no version checks at all"),
+    key("UPGRADERD_POLICY", None, Some("minor"), "patch | minor | major: cap of automatic upgrades"),
+    key("UPGRADERD_ALLOW_PRERELEASE", None, Some("false"), "consider prereleases"),
+    key("UPGRADERD_ALLOW_DOWNGRADE", None, Some("false"), "allow a lower target version"),
+    KeySpec {
+        secret: Secret::Url,
+        ..key("UPGRADERD_NOTIFY_URL", None, None, "URL that terminal states are POSTed to")
+    },
+    key("UPGRADERD_PRE_UPGRADE_CMD", None, None, "command that can veto an upgrade"),
+    key("UPGRADERD_POST_UPGRADE_CMD", None, None, "command run after a terminal state"),
+    key("UPGRADERD_STALE_AFTER", None, Some("30m"), "age after which an unfinished upgrade is recovered"),
+];
+
+/// Looks a key up by its `UPGRADERD_*` name.
+pub fn spec(name: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+pub(super) fn is_known_name(name: &str) -> bool {
+    KEYS.iter().any(|k| k.name == name || k.fallback == Some(name)) || name == "UPGRADERD_CONFIG"
+}
+
+/// Masks secrets for display.
+pub fn display_value(spec: &KeySpec, text: &str) -> String {
+    match spec.secret {
+        Secret::No => text.to_string(),
+        Secret::Whole => "********".to_string(),
+        Secret::Url => mask_url(text),
+    }
+}
+
+fn mask_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((a, _)) => (a, "?********"),
+        None => (rest, ""),
+    };
+    let masked = match authority_and_path.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{user}:********@{host}")
+        }
+        None => authority_and_path.to_string(),
+    };
+    format!("{scheme}://{masked}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked() {
+        let token = spec("UPGRADERD_GITHUB_TOKEN").unwrap();
+        assert_eq!(display_value(token, "ghp_secret"), "********");
+        let url = spec("UPGRADERD_NOTIFY_URL").unwrap();
+        assert_eq!(
+            display_value(url, "https://bot:pw@hooks.local/x?token=abc"),
+            "https://bot:********@hooks.local/x?********"
+        );
+        assert_eq!(display_value(url, "http://127.0.0.1/n"), "http://127.0.0.1/n");
+    }
+}

@@ -1,0 +1,246 @@
+//! One validated [`Config`] from flags > `UPGRADERD_*` environment > env-style
+//! file > defaults, remembering where every value came from.
+//!
+//! The names used by the systems upgraderd replaces (`DATA_DIR`,
+//! `CONTAINER_NAME`, ...) are accepted as fallbacks, after the `UPGRADERD_*`
+//! name in the same source. A value that does not parse is a usage error naming
+//! the key, its source and a valid example.
+//!
+//! Inside: `keys` is the table of keys, `layers` resolves each key to its raw
+//! text and source, `envfile` reads the file, `values` types the text.
+
+mod envfile;
+mod keys;
+mod layers;
+mod values;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+pub use envfile::{EnvFile, FileEntry};
+pub use keys::{display_value, spec, KeySpec, Secret, KEYS};
+pub use layers::{Env, Layers, Source, Value};
+pub use values::{parse_bool, parse_duration, parse_size};
+
+use values::{as_path, as_text, parse_count, parse_github_repo, parse_pointer, parse_url, Parser};
+
+/// The default configuration file, read when present and no `-c` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/upgraderd/upgraderd.env";
+
+pub use crate::states::Strategy;
+
+/// How far an automatic upgrade may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Policy {
+    Patch,
+    Minor,
+    Major,
+}
+
+/// The validated configuration every command works from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub strategy: Strategy,
+    pub container: Option<String>,
+    pub service: Option<String>,
+    pub compose_project: Option<String>,
+    pub compose_dir: Option<PathBuf>,
+    pub compose_files: Vec<PathBuf>,
+    pub image: Option<String>,
+    pub compose_cmd: Option<Vec<String>>,
+    pub docker: PathBuf,
+    pub git: PathBuf,
+    pub data_dirs: Vec<PathBuf>,
+    pub backup_dir: PathBuf,
+    pub backup_keep: usize,
+    pub trigger_dir: Option<PathBuf>,
+    pub trigger_file: String,
+    pub status_file: String,
+    pub poll_interval: Duration,
+    pub enabled: bool,
+    pub health_url: String,
+    pub health_timeout: Duration,
+    pub health_stable: Duration,
+    pub health_version_pointer: Option<String>,
+    pub min_free: u64,
+    pub git_dir: Option<PathBuf>,
+    pub git_remote: String,
+    pub git_branch: String,
+    pub version_url: Option<String>,
+    pub version_pointer: String,
+    pub github_repo: Option<String>,
+    pub github_token: Option<String>,
+    pub version_source: Option<String>,
+    pub github_api: String,
+    pub min_release_age: Duration,
+    pub auto_upgrade: bool,
+    pub current_version: Option<String>,
+    pub check_every: Duration,
+    pub version_check_disabled: bool,
+    pub policy: Policy,
+    pub allow_prerelease: bool,
+    pub allow_downgrade: bool,
+    pub notify_url: Option<String>,
+    pub pre_upgrade_cmd: Option<String>,
+    pub post_upgrade_cmd: Option<String>,
+    pub stale_after: Duration,
+}
+
+/// Reads the configuration file chosen by `-c`, `UPGRADERD_CONFIG` or the default location.
+pub fn read_file(explicit: Option<&Path>, env: &Env) -> Result<Option<EnvFile>> {
+    if let Some(path) = explicit {
+        return EnvFile::read(path).map(Some);
+    }
+    if let Some(path) = env.get("UPGRADERD_CONFIG") {
+        return EnvFile::read(Path::new(path)).map(Some);
+    }
+    let default = Path::new(DEFAULT_CONFIG_FILE);
+    if default.exists() {
+        return EnvFile::read(default).map(Some);
+    }
+    Ok(None)
+}
+
+impl Config {
+    /// Types and validates every resolved value.
+    pub fn from_layers(layers: &Layers) -> Result<Config> {
+        let p = Parser { layers };
+        let state_dir = p.required("UPGRADERD_STATE_DIR", as_path)?;
+        let backup_dir = p.path("UPGRADERD_BACKUP_DIR")?.unwrap_or_else(|| state_dir.join("backups"));
+        Ok(Config {
+            strategy: p.parse("UPGRADERD_STRATEGY", "pull", |t| {
+                Strategy::parse(t).ok_or_else(|| format!("expected {}", Strategy::choices()))
+            })?,
+            container: p.text("UPGRADERD_CONTAINER"),
+            service: p.text("UPGRADERD_SERVICE"),
+            compose_project: p.text("UPGRADERD_COMPOSE_PROJECT"),
+            compose_dir: p.path("UPGRADERD_COMPOSE_DIR")?,
+            compose_files: p.list("UPGRADERD_COMPOSE_FILES").into_iter().map(PathBuf::from).collect(),
+            image: p.text("UPGRADERD_IMAGE"),
+            compose_cmd: p.text("UPGRADERD_COMPOSE_CMD").map(|t| t.split_whitespace().map(String::from).collect()),
+            docker: p.required("UPGRADERD_DOCKER", as_path)?,
+            git: p.required("UPGRADERD_GIT", as_path)?,
+            data_dirs: p.paths("UPGRADERD_DATA_DIR")?,
+            backup_keep: p.parse("UPGRADERD_BACKUP_KEEP", "5", parse_count)?,
+            trigger_dir: p.path("UPGRADERD_TRIGGER_DIR")?,
+            trigger_file: p.file_name("UPGRADERD_TRIGGER_FILE")?,
+            status_file: p.file_name("UPGRADERD_STATUS_FILE")?,
+            poll_interval: p.duration("UPGRADERD_POLL_INTERVAL", true)?,
+            enabled: p.bool("UPGRADERD_ENABLED")?,
+            health_url: p.required("UPGRADERD_HEALTH_URL", parse_url)?,
+            health_timeout: p.duration("UPGRADERD_HEALTH_TIMEOUT", false)?,
+            health_stable: p.duration("UPGRADERD_HEALTH_STABLE", false)?,
+            health_version_pointer: p.pointer("UPGRADERD_HEALTH_VERSION_POINTER")?,
+            min_free: p.parse("UPGRADERD_MIN_FREE", "500MB", parse_size)?,
+            git_dir: p.path("UPGRADERD_GIT_DIR")?,
+            git_remote: p.required("UPGRADERD_GIT_REMOTE", as_text)?,
+            git_branch: p.required("UPGRADERD_GIT_BRANCH", as_text)?,
+            version_url: p.url("UPGRADERD_VERSION_URL")?,
+            version_pointer: p.required("UPGRADERD_VERSION_POINTER", parse_pointer)?,
+            github_repo: p.parse_opt("UPGRADERD_GITHUB_REPO", "owner/name", parse_github_repo)?,
+            github_token: p.text("UPGRADERD_GITHUB_TOKEN"),
+            version_source: p.parse_opt("UPGRADERD_VERSION_SOURCE", "github", |t| match t {
+                "url" | "github" | "registry" => Ok(t.to_string()),
+                _ => Err("expected url, github or registry".into()),
+            })?,
+            github_api: p.required("UPGRADERD_GITHUB_API", parse_url)?,
+            min_release_age: p.duration("UPGRADERD_MIN_RELEASE_AGE", false)?,
+            auto_upgrade: p.bool("UPGRADERD_AUTO_UPGRADE")?,
+            current_version: p.text("UPGRADERD_CURRENT_VERSION"),
+            check_every: p.duration("UPGRADERD_CHECK_EVERY", false)?,
+            version_check_disabled: p.bool("UPGRADERD_VERSION_CHECK_DISABLED")?,
+            policy: p.parse("UPGRADERD_POLICY", "minor", |t| match t {
+                "patch" => Ok(Policy::Patch),
+                "minor" => Ok(Policy::Minor),
+                "major" => Ok(Policy::Major),
+                _ => Err("expected patch, minor or major".into()),
+            })?,
+            allow_prerelease: p.bool("UPGRADERD_ALLOW_PRERELEASE")?,
+            allow_downgrade: p.bool("UPGRADERD_ALLOW_DOWNGRADE")?,
+            notify_url: p.url("UPGRADERD_NOTIFY_URL")?,
+            pre_upgrade_cmd: p.text("UPGRADERD_PRE_UPGRADE_CMD"),
+            post_upgrade_cmd: p.text("UPGRADERD_POST_UPGRADE_CMD"),
+            stale_after: p.duration("UPGRADERD_STALE_AFTER", false)?,
+            state_dir,
+            backup_dir,
+        })
+    }
+
+    /// The path of the state database.
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("upgraderd.db")
+    }
+
+    /// The path of the single-upgrade lock file.
+    pub fn lock_path(&self) -> PathBuf {
+        self.state_dir.join("upgraderd.lock")
+    }
+}
+
+/// Loads the configuration for a command: file, environment and flags.
+pub fn load(
+    config_file: Option<&Path>,
+    state_dir: Option<&Path>,
+    flags: &[(&'static str, String)],
+    env: &Env,
+) -> Result<(Config, Layers)> {
+    let file = read_file(config_file, env).context("reading configuration")?;
+    let mut flags = flags.to_vec();
+    if let Some(dir) = state_dir {
+        flags.push(("UPGRADERD_STATE_DIR", dir.display().to_string()));
+    }
+    let layers = Layers::resolve(&flags, env, file);
+    let config = Config::from_layers(&layers)?;
+    Ok((config, layers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let file = EnvFile::parse(
+            Path::new("/etc/u.env"),
+            "UPGRADERD_BACKUP_KEEP=7\nUPGRADERD_CONTAINER=from-file\nUPGRADERD_HEALTH_TIMEOUT=5m\n",
+        )
+        .unwrap();
+        let layers = Layers::resolve(
+            &[("UPGRADERD_CONTAINER", "from-flag".into())],
+            &env(&[("UPGRADERD_BACKUP_KEEP", "9")]),
+            Some(file),
+        );
+        let config = Config::from_layers(&layers).unwrap();
+        assert_eq!(config.container.as_deref(), Some("from-flag"));
+        assert_eq!(config.backup_keep, 9);
+        assert_eq!(config.health_timeout, Duration::from_secs(300));
+        assert_eq!(
+            layers.get("UPGRADERD_HEALTH_TIMEOUT").unwrap().source.to_string(),
+            "/etc/u.env:3 (UPGRADERD_HEALTH_TIMEOUT)"
+        );
+        assert_eq!(layers.get("UPGRADERD_STALE_AFTER").unwrap().source, Source::Default);
+    }
+
+    #[test]
+    fn fallback_names_are_accepted_after_the_upgraderd_name() {
+        let layers = Layers::resolve(
+            &[],
+            &env(&[("CONTAINER_NAME", "meshmonitor"), ("CHECK_INTERVAL", "7"), ("DATA_DIR", "/data")]),
+            None,
+        );
+        let config = Config::from_layers(&layers).unwrap();
+        assert_eq!(config.container.as_deref(), Some("meshmonitor"));
+        assert_eq!(config.poll_interval, Duration::from_secs(7));
+        assert_eq!(config.data_dirs, vec![PathBuf::from("/data")]);
+
+        let both = Layers::resolve(&[], &env(&[("CONTAINER_NAME", "old"), ("UPGRADERD_CONTAINER", "new")]), None);
+        assert_eq!(Config::from_layers(&both).unwrap().container.as_deref(), Some("new"));
+    }
+}

@@ -1,0 +1,376 @@
+//! The one way upgraderd runs a child process.
+//!
+//! A [`Cmd`] is an argv (never a shell string built from data), a working
+//! directory, extra environment and a timeout. [`Runner::run`] spawns it in its
+//! own process group, reads stdout and stderr on their own threads (stderr
+//! capped to its tail), optionally streams lines as progress, and on timeout
+//! sends SIGTERM to the group, then SIGKILL after a grace period. A failure is a
+//! [`ProcessError`] carrying the command line, how the child ended and the tail
+//! of its stderr: the record that goes into history. `--dry-run` is decided
+//! here and nowhere else: a mutating command is printed instead of run.
+//!
+//! Children die with upgraderd (`PR_SET_PDEATHSIG`), so a killed upgrader
+//! never leaves a `compose up` racing the recovery that follows it. A command
+//! marked interruptible is stopped early when the runner's stop flag is set
+//! (a shutdown asked for before the switch).
+//!
+//! Inside: `child` spawns and drives one run, `phase` is its state machine
+//! (running → terminating → killed → draining → done), `reader` reads the pipes.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod child;
+mod phase;
+mod reader;
+#[cfg(test)]
+mod tests;
+
+/// How much of a child's stderr is kept (the tail).
+pub const STDERR_TAIL_BYTES: usize = 64 * 1024;
+/// How much of a child's stdout is kept; more is an error, not a silent cut.
+pub const STDOUT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// A child process to run.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    cwd: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    timeout: Option<Duration>,
+    grace: Duration,
+    stdin: Option<Vec<u8>>,
+    stream: bool,
+    mutates: bool,
+    interruptible: bool,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Cmd {
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            timeout: None,
+            grace: Duration::from_secs(10),
+            stdin: None,
+            stream: false,
+            mutates: false,
+            interruptible: false,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Cmd {
+        self.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
+        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Ends the child after this long: SIGTERM, then SIGKILL after the grace period.
+    pub fn timeout(mut self, timeout: Duration) -> Cmd {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn grace(mut self, grace: Duration) -> Cmd {
+        self.grace = grace;
+        self
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Streams every output line to the runner's progress sink as it arrives.
+    pub fn streamed(mut self) -> Cmd {
+        self.stream = true;
+        self
+    }
+
+    /// Marks the command as changing the host: `--dry-run` prints it instead of running it.
+    pub fn mutating(mut self) -> Cmd {
+        self.mutates = true;
+        self
+    }
+
+    /// Lets a stop request end the child early (SIGTERM, then SIGKILL after the grace period).
+    pub fn interruptible(mut self) -> Cmd {
+        self.interruptible = true;
+        self
+    }
+
+    pub fn is_mutating(&self) -> bool {
+        self.mutates
+    }
+
+    pub fn program(&self) -> &OsStr {
+        &self.program
+    }
+
+    pub fn arguments(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The command line as a shell would need it typed, for logs and errors.
+    pub fn display(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| shell_quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Quotes a word for display when it has characters a shell would treat specially.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal upgraderd did not send ended it.
+    Signal(i32),
+    /// It outlived its timeout; `killed` when SIGTERM was not enough and SIGKILL was sent.
+    TimedOut { after: Duration, killed: bool },
+    /// upgraderd was asked to stop and ended it.
+    Interrupted,
+}
+
+impl Ended {
+    pub fn success(&self) -> bool {
+        matches!(self, Ended::Code(0))
+    }
+
+    fn from_status(status: ExitStatus) -> Ended {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Ended::Code(code),
+            (None, Some(signal)) => Ended::Signal(signal),
+            (None, None) => Ended::Code(-1),
+        }
+    }
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ended::Code(code) => write!(f, "exited with code {code}"),
+            Ended::Signal(signal) => write!(f, "was killed by signal {signal} ({})", signal_name(*signal)),
+            Ended::TimedOut { after, killed: false } => {
+                write!(f, "timed out after {:.1}s and was stopped with SIGTERM", after.as_secs_f64())
+            }
+            Ended::TimedOut { after, killed: true } => {
+                write!(f, "timed out after {:.1}s, ignored SIGTERM and was killed with SIGKILL", after.as_secs_f64())
+            }
+            Ended::Interrupted => write!(f, "was stopped because upgraderd was asked to stop"),
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGINT => "SIGINT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+/// What a child left behind.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    /// The last [`STDERR_TAIL_BYTES`] of stderr.
+    pub stderr: String,
+    pub ended: Ended,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The last few non-empty stderr lines, for one-line messages.
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        tail_lines(&self.stderr, lines)
+    }
+}
+
+fn tail_lines(text: &str, lines: usize) -> String {
+    let kept: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    kept[kept.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A child that could not be run or did not succeed.
+#[derive(Debug)]
+pub struct ProcessError {
+    pub command: String,
+    pub failure: Failure,
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    Spawn(io::Error),
+    /// The child ran and did not exit with code 0.
+    Ended(Output),
+    /// Its stdout was larger than [`STDOUT_MAX_BYTES`].
+    StdoutTooLarge,
+}
+
+impl ProcessError {
+    /// The output of a child that ran, if it did.
+    pub fn output(&self) -> Option<&Output> {
+        match &self.failure {
+            Failure::Ended(output) => Some(output),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.failure {
+            Failure::Spawn(err) if err.kind() == io::ErrorKind::NotFound => {
+                write!(
+                    f,
+                    "`{}` could not be started: program not found (check the path in the configuration)",
+                    self.command
+                )
+            }
+            Failure::Spawn(err) => write!(f, "`{}` could not be started: {err}", self.command),
+            Failure::StdoutTooLarge => {
+                write!(f, "`{}` printed more than {} MiB on stdout", self.command, STDOUT_MAX_BYTES >> 20)
+            }
+            Failure::Ended(output) => {
+                write!(f, "`{}` {}", self.command, output.ended)?;
+                let tail = output.stderr_tail(8);
+                if !tail.is_empty() {
+                    write!(f, "; stderr:\n{tail}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProcessError {}
+
+/// Receives streamed output lines: (program name, line).
+pub type LineSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Spawns commands; the only place that decides whether `--dry-run` runs them.
+#[derive(Clone, Default)]
+pub struct Runner {
+    dry_run: bool,
+    sink: Option<LineSink>,
+    /// Dry-run: the command lines that would have been run.
+    planned: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Set when upgraderd is asked to stop; ends interruptible children.
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl fmt::Debug for Runner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runner").field("dry_run", &self.dry_run).finish()
+    }
+}
+
+impl Runner {
+    pub fn new(dry_run: bool) -> Runner {
+        Runner { dry_run, ..Runner::default() }
+    }
+
+    pub fn with_sink(mut self, sink: LineSink) -> Runner {
+        self.sink = Some(sink);
+        self
+    }
+
+    pub fn with_stop_flag(mut self, stop: Arc<AtomicBool>) -> Runner {
+        self.stop = Some(stop);
+        self
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Adds a note to a dry run's plan (a step that is not a command, like a data restore).
+    pub fn plan(&self, note: String) {
+        if let Ok(mut planned) = self.planned.lock() {
+            planned.push(note);
+        }
+    }
+
+    /// The mutating command lines a dry run skipped, in order.
+    pub fn planned(&self) -> Vec<String> {
+        self.planned.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Runs the command; anything but exit code 0 is an error.
+    pub fn run(&self, cmd: &Cmd) -> Result<Output, ProcessError> {
+        let output = self.output(cmd)?;
+        if output.ended.success() {
+            Ok(output)
+        } else {
+            Err(ProcessError { command: cmd.display(), failure: Failure::Ended(output) })
+        }
+    }
+
+    /// Runs the command and returns how it ended, whatever the exit code.
+    pub fn output(&self, cmd: &Cmd) -> Result<Output, ProcessError> {
+        if self.dry_run && cmd.mutates {
+            if let Ok(mut planned) = self.planned.lock() {
+                planned.push(cmd.display());
+            }
+            return Ok(Output {
+                stdout: Vec::new(),
+                stderr: String::new(),
+                ended: Ended::Code(0),
+                elapsed: Duration::ZERO,
+            });
+        }
+        let sink = if cmd.stream { self.sink.clone() } else { None };
+        let stop = self.stop.clone().filter(|_| cmd.interruptible);
+        child::execute(cmd, sink, stop).map_err(|failure| ProcessError { command: cmd.display(), failure })
+    }
+}
