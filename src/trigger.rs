@@ -45,11 +45,22 @@ pub enum Parsed {
     Rejected(String),
 }
 
+/// The longest plain-text trigger (OpenTrace writes `update_requested`); longer text is not a note.
+pub const MAX_PLAIN_TRIGGER_BYTES: usize = 1024;
+
 /// Parses a trigger. Never panics, whatever the bytes.
 pub fn parse(bytes: &[u8]) -> Parsed {
-    let text = String::from_utf8_lossy(bytes);
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Parsed::Rejected(
+            "the trigger is not UTF-8 text (UTF-16, or binary?); write JSON like {\"version\": \"2.14.0\"} or a short note"
+                .into(),
+        );
+    };
     let trimmed = text.trim_start_matches('\u{feff}').trim();
     if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        if let Err(reason) = plain_note(trimmed) {
+            return Parsed::Rejected(reason);
+        }
         // OpenTrace's `update_requested`, an empty file, or any other note: the latest version.
         return Parsed::Request(TriggerRequest {
             upgrade_id: None,
@@ -67,6 +78,21 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     match from_json(&value) {
         Ok(request) => Parsed::Request(request),
         Err(reason) => Parsed::Rejected(reason),
+    }
+}
+
+/// A plain trigger is a short printable note; anything else (NUL bytes, control characters, a
+/// large blob) is not something an app wrote on purpose and must not become an upgrade.
+fn plain_note(text: &str) -> Result<(), String> {
+    if text.len() > MAX_PLAIN_TRIGGER_BYTES {
+        return Err(format!(
+            "the trigger is {} bytes of text that is not JSON; a plain trigger is a short note (at most {MAX_PLAIN_TRIGGER_BYTES} bytes)",
+            text.len()
+        ));
+    }
+    match text.chars().find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        Some(c) => Err(format!("the trigger holds the control character {:?}; a plain trigger is printable text", c)),
+        None => Ok(()),
     }
 }
 
@@ -251,10 +277,24 @@ mod tests {
         );
         assert_eq!(request(br#"{"targetVersion":"v3.0.0"}"#).version, "v3.0.0");
         assert_eq!(request(b"{}").version, "latest");
-        for plain in [&b"update_requested\n"[..], b"", b"   \n", b"\xff\xfe garbage"] {
+        for plain in [&b"update_requested\n"[..], b"", b"   \n"] {
             let r = request(plain);
             assert_eq!((r.version.as_str(), r.backup, r.upgrade_id), ("latest", true, None));
         }
+    }
+
+    #[test]
+    fn binary_utf16_and_long_notes_are_not_requests() {
+        assert!(rejected(b"\0\0\0\0update").contains("control character"));
+        let utf16: Vec<u8> = "update_requested".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        assert!(rejected(&utf16).contains("control character"), "UTF-16 of ASCII is valid UTF-8 with NULs");
+        let utf16_bom: Vec<u8> = [0xff, 0xfe].into_iter().chain(utf16).collect();
+        assert!(rejected(&utf16_bom).contains("not UTF-8 text"));
+        assert!(rejected(b"\xc3\x28").contains("not UTF-8 text"));
+        assert!(rejected("x".repeat(MAX_PLAIN_TRIGGER_BYTES + 1).as_bytes()).contains("short note"));
+        assert!(rejected(b"update\x1b[2J").contains("control character"));
+        assert_eq!(request(b"update_requested\r\n").version, "latest");
+        assert_eq!(request("\u{feff}please upgrade\n".as_bytes()).version, "latest");
     }
 
     #[test]
