@@ -153,6 +153,26 @@ fn a_failed_pull_changes_nothing() {
 }
 
 #[test]
+fn an_attempt_that_fails_before_the_switch_leaves_no_rollback_tag() {
+    for fail_on in ["pull:1", "up:1"] {
+        let d = Deployment::new().with("FAIL_ON", fail_on);
+        d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+        let terminal = d.last_history()["status"].clone();
+        let rollback_tags: Vec<String> =
+            d.image_tags().into_iter().filter(|t| t.contains("upgraderd-rollback-")).collect();
+        if fail_on == "pull:1" {
+            assert_eq!(terminal, "failed");
+            assert!(rollback_tags.is_empty(), "a failed pull left {rollback_tags:?}");
+            assert!(d.argv().iter().any(|l| l.starts_with("image rm ") && l.contains("upgraderd-rollback-")));
+        } else {
+            // After the switch the tag is what the rollback went back to; it stays for retention.
+            assert_eq!(terminal, "rolled_back");
+            assert_eq!(rollback_tags.len(), 1, "{rollback_tags:?}");
+        }
+    }
+}
+
+#[test]
 fn a_failed_retag_is_rolled_back() {
     check(Case {
         fail_on: "tag:2",

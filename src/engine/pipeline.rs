@@ -196,8 +196,13 @@ impl Attempt<'_, '_> {
         self.journal.step(Status::Downloading, "Downloading new version")?;
         let fetched = match strategy.fetch(self.journal) {
             Ok(fetched) => fetched,
-            Err(_) if self.stop_requested_at(Step::Fetch) => return self.abandon("the download"),
-            Err(err) => return self.failed(strategy.as_mut(), Step::Fetch, format!("{err:#}")),
+            Err(err) => {
+                strategy.discard(self.journal);
+                if self.stop_requested_at(Step::Fetch) {
+                    return self.abandon("the download");
+                }
+                return self.failed(strategy.as_mut(), Step::Fetch, format!("{err:#}"));
+            }
         };
         if self.stop_requested_at(Step::Fetch) {
             return self.abandon_after_fetch(strategy.as_mut());
@@ -350,6 +355,7 @@ impl Attempt<'_, '_> {
 
     /// A stop request after the fetch: put back what the fetch moved (a rebuild's checkout), then abandon.
     fn abandon_after_fetch(&mut self, strategy: &mut dyn Strategy) -> Result<Outcome> {
+        strategy.discard(self.journal);
         if let Err(e) = strategy.undo_fetch(self.journal) {
             let error =
                 format!("upgraderd was asked to stop before the switch, but undoing the download failed: {e:#}");

@@ -26,8 +26,9 @@ use crate::ui::Ui;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// Interrupted before the switch: nothing running changed. Mark it failed,
-    /// after moving a rebuild's checkout back when it may have moved.
-    MarkFailed { undo_checkout: bool },
+    /// after undoing the fetch when it began: a rebuild's checkout moved back,
+    /// the rollback tags it made removed.
+    MarkFailed { undo_fetch: bool },
     /// Interrupted after the switch: put the previous version and its data back.
     PutBack { backup: Option<PathBuf> },
 }
@@ -37,8 +38,8 @@ pub fn plan(record: &UpgradeRecord) -> Plan {
     if record.switched {
         Plan::PutBack { backup: record.backup_path.as_ref().map(PathBuf::from) }
     } else {
-        // A recorded previous commit means the fetch got far enough to move the checkout.
-        Plan::MarkFailed { undo_checkout: record.previous_commit.is_some() }
+        // What a fetch records before it tags or moves anything: its rollback point.
+        Plan::MarkFailed { undo_fetch: record.previous_commit.is_some() || record.rollback_tag.is_some() }
     }
 }
 
@@ -84,7 +85,7 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     journal.set_versions(record.from_version.as_deref(), &to_version);
     let plan = plan(record);
     let (terminal, message, error) = match &plan {
-        Plan::MarkFailed { undo_checkout } => mark_failed(config, record, *undo_checkout, &mut journal),
+        Plan::MarkFailed { undo_fetch } => mark_failed(config, record, *undo_fetch, &mut journal),
         Plan::PutBack { backup } => put_back(config, record, backup.as_deref(), &mut journal)?,
     };
     journal.finish(terminal, message, Some(&error))?;
@@ -99,12 +100,15 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     })
 }
 
-fn mark_failed(config: &Config, record: &UpgradeRecord, undo_checkout: bool, journal: &mut Journal) -> Restored {
+fn mark_failed(config: &Config, record: &UpgradeRecord, undo_fetch: bool, journal: &mut Journal) -> Restored {
     remove_partial_backups(config, journal);
     let reason = format!("upgraderd stopped during {} before the new version was started", record.status);
-    let undone = if undo_checkout {
+    let undone = if undo_fetch {
         let runner = Runner::new(false);
-        strategy::resume(config, &runner, record).and_then(|mut strategy| strategy.undo_fetch(journal))
+        strategy::resume(config, &runner, record).and_then(|mut strategy| {
+            strategy.discard(journal);
+            strategy.undo_fetch(journal)
+        })
     } else {
         Ok(())
     };
@@ -162,11 +166,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn before_the_switch_nothing_is_put_back_and_a_moved_checkout_is_undone() {
-        let pull = UpgradeRecord { status: Status::Downloading, ..Default::default() };
-        assert_eq!(plan(&pull), Plan::MarkFailed { undo_checkout: false });
-        let rebuild = UpgradeRecord { previous_commit: Some("abc".into()), ..pull };
-        assert_eq!(plan(&rebuild), Plan::MarkFailed { undo_checkout: true });
+    fn before_the_switch_nothing_is_put_back_and_a_begun_fetch_is_undone() {
+        let preflight = UpgradeRecord { status: Status::Preflight, ..Default::default() };
+        assert_eq!(plan(&preflight), Plan::MarkFailed { undo_fetch: false });
+        let pull = UpgradeRecord {
+            status: Status::Downloading,
+            rollback_tag: Some("app:upgraderd-rollback-u".into()),
+            ..Default::default()
+        };
+        assert_eq!(plan(&pull), Plan::MarkFailed { undo_fetch: true });
+        let rebuild =
+            UpgradeRecord { status: Status::Downloading, previous_commit: Some("abc".into()), ..Default::default() };
+        assert_eq!(plan(&rebuild), Plan::MarkFailed { undo_fetch: true });
     }
 
     #[test]

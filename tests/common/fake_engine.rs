@@ -141,6 +141,16 @@ impl Deployment {
         id.trim().trim_start_matches("sha256:v-").to_string()
     }
 
+    /// The image references the fake engine holds, as `repository:tag`.
+    pub fn image_tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = fs::read_dir(self.sb.path().join("images"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().replace("registry.example_demo_app_", "app:"))
+            .collect();
+        tags.sort();
+        tags
+    }
+
     pub fn data(&self) -> std::collections::BTreeMap<String, String> {
         tree(&self.sb.path().join("data"))
     }

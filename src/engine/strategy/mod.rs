@@ -61,6 +61,23 @@ pub trait Strategy {
     fn revert(&mut self, journal: &mut Journal) -> Result<()>;
     /// After success: drop rollback material beyond retention (never a global prune).
     fn cleanup(&mut self, journal: &mut Journal, keep: usize);
+    /// After an attempt that never switched: drop this upgrade's own rollback
+    /// tags, which nothing will ever need. Failures are logged, never raised.
+    fn discard(&mut self, journal: &mut Journal);
+}
+
+/// Removes one rollback tag (never the image a container runs: `docker image rm` without `-f`
+/// only untags it); a tag that was never made is not an error.
+pub fn drop_rollback_tag(docker: &Docker, reference: &str, journal: &mut Journal) {
+    match docker.image_id(reference) {
+        Ok(Some(_)) => {
+            if let Err(e) = journal.run(docker.runner(), &docker.untag(reference)) {
+                journal.log(&format!("could not remove the rollback tag {reference}: {e:#}"));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => journal.log(&format!("could not look up the rollback tag {reference}: {e:#}")),
+    }
 }
 
 /// Removes this repository's rollback tags except the current upgrade's and

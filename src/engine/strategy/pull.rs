@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use crate::engine::discover::registry_may_be_insecure;
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
-use crate::engine::strategy::{prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX};
+use crate::engine::strategy::{drop_rollback_tag, prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX};
 use crate::ops::compose::{locate_image_line, Compose, Project};
 use crate::ops::docker::{Container, Docker, ImageRef};
 use crate::store::db::UpgradeRecord;
@@ -160,14 +160,15 @@ impl Strategy for Pull {
     fn fetch(&mut self, journal: &mut Journal) -> Result<Fetched> {
         let target = self.target.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
         let tag = self.rollback_tag();
-        // Tagged first: from now on nothing prunes the image the service runs.
-        journal.run(self.docker.runner(), &self.docker.tag(&self.previous_image_id, &tag))?;
+        // Journaled before the tag exists, so recovery can always find (and drop) it.
         journal.db.record_previous_image(
             &journal.upgrade_id,
             &self.previous_image_id,
             &tag,
             &self.service_ref.to_string(),
         )?;
+        // Tagged before the pull: from now on nothing prunes the image the service runs.
+        journal.run(self.docker.runner(), &self.docker.tag(&self.previous_image_id, &tag))?;
         journal
             .run(self.docker.runner(), &self.docker.pull(&target.to_string()).interruptible())
             .with_context(|| format!("pulling {target}"))?;
@@ -205,6 +206,10 @@ impl Strategy for Pull {
 
     fn cleanup(&mut self, journal: &mut Journal, keep: usize) {
         prune_rollback_tags(&self.docker, &self.service_ref.repository, &self.upgrade_id, keep, journal);
+    }
+
+    fn discard(&mut self, journal: &mut Journal) {
+        drop_rollback_tag(&self.docker, &self.rollback_tag(), journal);
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
-use crate::engine::strategy::{prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX};
+use crate::engine::strategy::{drop_rollback_tag, prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX};
 use crate::ops::compose::{Compose, Project};
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::git::Git;
@@ -192,10 +192,7 @@ impl Strategy for Rebuild {
     fn fetch(&mut self, journal: &mut Journal) -> Result<Fetched> {
         let previous = self.previous_commit.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
         let target = self.target_commit.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
-        for image in self.kept.clone() {
-            // Tagged first: from now on nothing prunes the images the services run.
-            journal.run(self.docker.runner(), &self.docker.tag(&image.id, &self.rollback_tag(&image)))?;
-        }
+        // Journaled before the tags exist and the checkout moves, so recovery can put both back.
         journal.db.record_commits(
             &journal.upgrade_id,
             &CommitsRecord {
@@ -206,6 +203,10 @@ impl Strategy for Rebuild {
                 rollback_images_json: serde_json::to_string(&self.kept)?,
             },
         )?;
+        for image in self.kept.clone() {
+            // Tagged before the build: from now on nothing prunes the images the services run.
+            journal.run(self.docker.runner(), &self.docker.tag(&image.id, &self.rollback_tag(&image)))?;
+        }
         journal
             .run(self.docker.runner(), &self.git.move_to(&target))
             .context("moving the checkout to the target commit")?;
@@ -253,6 +254,12 @@ impl Strategy for Rebuild {
         for image in self.kept.clone() {
             let repository = ImageRef::parse(&image.name).repository;
             prune_rollback_tags(&self.docker, &repository, &self.upgrade_id, keep, journal);
+        }
+    }
+
+    fn discard(&mut self, journal: &mut Journal) {
+        for image in self.kept.clone() {
+            drop_rollback_tag(&self.docker, &self.rollback_tag(&image), journal);
         }
     }
 }
