@@ -41,6 +41,8 @@ const RECOVERY_EVERY: Duration = Duration::from_secs(60);
 const FIRST_CHECK_AFTER: Duration = Duration::from_secs(60);
 /// How long to wait before retrying a request another upgrader's lock held up.
 const LOCK_RETRY: Duration = Duration::from_secs(5);
+/// The `requests.source` of a request that came from the app's trigger.
+const TRIGGER_SOURCE: &str = "trigger";
 
 /// Runs the daemon until `shutdown` is requested and no upgrade is in flight.
 pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()> {
@@ -300,7 +302,7 @@ impl Daemon {
                     version: request.version,
                     backup: request.backup,
                     force: request.force,
-                    source: "trigger".into(),
+                    source: TRIGGER_SOURCE.into(),
                     raw: Some(raw),
                     received_at: now_ms(),
                     state: RequestState::Queued,
@@ -351,7 +353,7 @@ impl Daemon {
         let record = QueuedRequest {
             upgrade_id: upgrade_id.clone(),
             version: String::new(),
-            source: "trigger".into(),
+            source: TRIGGER_SOURCE.into(),
             raw,
             received_at: now_ms(),
             state: RequestState::Rejected,
@@ -405,6 +407,7 @@ impl Daemon {
             force: queued.force,
             dry_run: false,
             initiated_by: queued.source.clone(),
+            from_app: queued.source == TRIGGER_SOURCE,
             strategy: self.config.strategy,
             upgrade_id: Some(queued.upgrade_id.clone()),
             shutdown: Some(self.shutdown.clone()),

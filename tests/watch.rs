@@ -252,7 +252,8 @@ fn a_burst_of_a_thousand_triggers_is_all_recorded_or_rejected() {
 
 #[test]
 fn a_trigger_written_during_an_upgrade_runs_after_it() {
-    let d = Deployment::new().with("SLOW_PULL", "2");
+    // The second trigger re-installs 2.0.0, which takes a `force` the operator allows.
+    let d = Deployment::new().with("SLOW_PULL", "2").with("UPGRADERD_TRIGGER_MAY_FORCE", "true");
     let w = Watcher::start(&d);
     write_trigger(&d, br#"{"upgradeId":"first","version":"2.0.0"}"#);
     wait_status(&d, &w, Some("first"), "downloading");
@@ -444,4 +445,58 @@ fn check_version_upgrade_runs_the_upgrade_in_process() {
     assert_eq!(d.running_version(), "2.0.0");
     assert_eq!(d.last_history()["initiatedBy"], "check-version");
     d.sb.run(&["check-version", "--exit-code"]).code(0).stdout_has("up to date: 2.0.0");
+}
+
+#[test]
+fn the_apps_trigger_is_bound_by_the_operators_policy_and_cannot_force_past_it() {
+    let d = Deployment::new().with("UPGRADERD_POLICY", "patch");
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"p1","version":"2.0.0"}"#);
+    let refused = wait_status(&d, &w, Some("p1"), "failed");
+    assert!(refused["error"].as_str().unwrap().contains("beyond UPGRADERD_POLICY=patch"), "{refused}");
+    write_trigger(&d, br#"{"upgradeId":"p2","version":"2.0.0","force":true}"#);
+    let forced = wait_status(&d, &w, Some("p2"), "failed");
+    assert!(forced["error"].as_str().unwrap().contains("beyond UPGRADERD_POLICY=patch"), "{forced}");
+    let logs = forced["logs"].to_string();
+    assert!(logs.contains("asked to force the upgrade; ignored (set UPGRADERD_TRIGGER_MAY_FORCE=true"), "{logs}");
+    // `latest` is checked once the download says which version it is.
+    write_trigger(&d, b"update_requested");
+    let latest = wait_for(
+        "the latest request to end",
+        || status(&d).filter(|s| s["status"] == "failed" && s["upgradeId"] != "p2"),
+        &|| w.log(),
+    );
+    assert!(latest["error"].as_str().unwrap().contains("2.0.0: beyond UPGRADERD_POLICY=patch"), "{latest}");
+    assert!(d.image_tags().iter().all(|t| !t.contains("upgraderd-rollback-")), "{:?}", d.image_tags());
+    assert_eq!(d.running_version(), "1.0.0");
+    drop(w);
+    // The operator's own upgrade is not bound by the automatic policy.
+    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    assert_eq!(d.running_version(), "2.0.0");
+}
+
+#[test]
+fn the_apps_trigger_cannot_downgrade_or_skip_the_backup_unless_the_operator_opts_in() {
+    let d = Deployment::new().with("UPGRADERD_CURRENT_VERSION", "3.0.0").with("UPGRADERD_POLICY", "major");
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"d1","version":"2.0.0","force":true,"backup":false}"#);
+    let refused = wait_status(&d, &w, Some("d1"), "failed");
+    assert!(refused["error"].as_str().unwrap().contains("older than the running 3.0.0"), "{refused}");
+    assert_eq!(d.running_version(), "1.0.0");
+    drop(w);
+
+    let d = d.with("UPGRADERD_TRIGGER_MAY_FORCE", "true");
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"d2","version":"2.0.0","force":true,"backup":false}"#);
+    let done = wait_status(&d, &w, Some("d2"), "complete");
+    let logs = done["logs"].to_string();
+    assert!(logs.contains("asked to skip the backup; ignored (set UPGRADERD_TRIGGER_MAY_SKIP_BACKUP=true"), "{logs}");
+    assert!(d.last_history()["backupPath"].is_string(), "the backup was taken anyway");
+    drop(w);
+
+    let d = d.with("UPGRADERD_TRIGGER_MAY_SKIP_BACKUP", "true").with("UPGRADERD_CURRENT_VERSION", "1.0.0");
+    let w = Watcher::start(&d);
+    write_trigger(&d, br#"{"upgradeId":"d3","version":"2.0.0","force":true,"backup":false}"#);
+    wait_status(&d, &w, Some("d3"), "complete");
+    assert!(d.last_history()["backupPath"].is_null(), "the operator allowed the app to skip the backup");
 }

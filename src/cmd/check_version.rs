@@ -44,6 +44,8 @@ pub fn run(ctx: &Ctx, args: &CheckVersionArgs) -> Result<Exit> {
             force: false,
             dry_run: false,
             initiated_by: "check-version".into(),
+            // The check already applied policy, quarantine and release age to this version.
+            from_app: false,
             strategy: ctx.config.strategy,
             upgrade_id: None,
             shutdown: Some(crate::signals::install()),

@@ -21,6 +21,7 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
         force: args.force,
         dry_run: args.dry_run,
         initiated_by: "cli".into(),
+        from_app: false,
         strategy,
         upgrade_id: None,
         shutdown: (!args.dry_run).then(crate::signals::install),

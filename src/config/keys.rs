@@ -85,6 +85,13 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_POLICY", None, Some("minor"), "patch | minor | major: cap of automatic upgrades"),
     key("UPGRADERD_ALLOW_PRERELEASE", None, Some("false"), "consider prereleases"),
     key("UPGRADERD_ALLOW_DOWNGRADE", None, Some("false"), "allow a lower target version"),
+    key(
+        "UPGRADERD_TRIGGER_MAY_FORCE",
+        None,
+        Some("false"),
+        "honour `\"force\": true` in the app's trigger (past policy, downgrade protection, quarantine)",
+    ),
+    key("UPGRADERD_TRIGGER_MAY_SKIP_BACKUP", None, Some("false"), "honour `\"backup\": false` in the app's trigger"),
     KeySpec {
         secret: Secret::Url,
         ..key("UPGRADERD_NOTIFY_URL", None, None, "URL that terminal states are POSTed to")

@@ -83,6 +83,10 @@ pub struct Config {
     pub policy: Policy,
     pub allow_prerelease: bool,
     pub allow_downgrade: bool,
+    /// The app's trigger may force past policy, downgrade protection and quarantine.
+    pub trigger_may_force: bool,
+    /// The app's trigger may skip the backup.
+    pub trigger_may_skip_backup: bool,
     pub notify_url: Option<String>,
     pub pre_upgrade_cmd: Option<String>,
     pub post_upgrade_cmd: Option<String>,
@@ -160,6 +164,8 @@ impl Config {
             })?,
             allow_prerelease: p.bool("UPGRADERD_ALLOW_PRERELEASE")?,
             allow_downgrade: p.bool("UPGRADERD_ALLOW_DOWNGRADE")?,
+            trigger_may_force: p.bool("UPGRADERD_TRIGGER_MAY_FORCE")?,
+            trigger_may_skip_backup: p.bool("UPGRADERD_TRIGGER_MAY_SKIP_BACKUP")?,
             notify_url: p.url("UPGRADERD_NOTIFY_URL")?,
             pre_upgrade_cmd: p.text("UPGRADERD_PRE_UPGRADE_CMD"),
             post_upgrade_cmd: p.text("UPGRADERD_POST_UPGRADE_CMD"),

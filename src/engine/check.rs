@@ -87,13 +87,36 @@ pub fn run(config: &Config) -> Result<Report> {
         )?,
         _ => versions::from_registry(&http, &image(config)?)?,
     };
-    let rules = Rules {
+    let rules = rules(config, db.as_ref())?;
+    Ok(decide(&current, &releases, &rules, now_ms(), source))
+}
+
+/// The operator's rules for versions nobody picked by hand.
+pub fn rules(config: &Config, db: Option<&Db>) -> Result<Rules> {
+    Ok(Rules {
         policy: config.policy,
         allow_prerelease: config.allow_prerelease,
         min_age: config.min_release_age,
-        quarantined: db.as_ref().map(Db::quarantined_versions).transpose()?.unwrap_or_default(),
+        quarantined: db.map(Db::quarantined_versions).transpose()?.unwrap_or_default(),
+    })
+}
+
+/// Why the app may not have `target` (policy, prerelease, quarantine), if it may not.
+/// Downgrade protection is preflight's, for every request alike.
+pub fn app_request_refusal(target: &str, current: Option<&str>, rules: &Rules) -> Option<String> {
+    let parse = |v: &str| Version::parse(v.strip_prefix('v').unwrap_or(v)).ok();
+    let Some(version) = parse(target) else {
+        return Some(format!(
+            "the app asked for `{target}`, which is not a release version, so UPGRADERD_POLICY cannot be checked; \
+             upgrade to it by hand with `upgraderd upgrade --to {target}`"
+        ));
     };
-    Ok(decide(&current, &releases, &rules, now_ms(), source))
+    if !version.pre.is_empty() && !rules.allow_prerelease {
+        return Some(format!("{version} is a prerelease and UPGRADERD_ALLOW_PRERELEASE is false"));
+    }
+    let current = current.and_then(parse);
+    let release = Release { version: version.to_string(), url: None, published_at: None, prerelease: false };
+    refusal(&version, &release, current.as_ref(), rules, now_ms()).map(|why| format!("{version}: {why}"))
 }
 
 /// The ETag cache as one JSON file in the state dir, `{url: {etag, body}}`, written atomically.

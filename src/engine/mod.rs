@@ -28,6 +28,10 @@ pub struct Request {
     pub dry_run: bool,
     /// `cli`, `trigger`, `check-version`, …
     pub initiated_by: String,
+    /// Asked for by the app (a trigger): a request, bound by the operator's
+    /// policy, downgrade protection and quarantine; its `force` and
+    /// `backup: false` count only where the operator opted in.
+    pub from_app: bool,
     pub strategy: crate::states::Strategy,
     /// Given by the app's trigger; generated otherwise.
     pub upgrade_id: Option<String>,

@@ -8,6 +8,7 @@
 //! switch nothing running was touched, so the attempt ends `failed`; from the
 //! switch on, the previous version and its data are put back.
 
+use std::cmp::Ordering;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -20,7 +21,7 @@ use crate::engine::journal::Journal;
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
-use crate::engine::{new_upgrade_id, recover, Outcome, Request};
+use crate::engine::{check, new_upgrade_id, recover, Outcome, Request};
 use crate::exit::usage;
 use crate::ops::docker::Docker;
 use crate::ops::hooks::{hook, HookContext};
@@ -31,7 +32,7 @@ use crate::store::db::{now_ms, Db, DeploymentRecord, UpgradeRecord};
 use crate::store::files;
 use crate::store::lock::Lock;
 use crate::ui::{human_bytes, Ui};
-use crate::version::validate_version;
+use crate::version::{compare_versions, validate_version};
 
 /// The steps of the runbook, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,8 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
         request,
         runner: runner_for(ui, request),
         journal: &mut journal,
+        force: request.force,
+        backup_wanted: request.backup,
         data: Vec::new(),
         backup: None,
         from_version: None,
@@ -158,6 +161,10 @@ struct Attempt<'a, 'j> {
     request: &'a Request,
     runner: Runner,
     journal: &'a mut Journal<'j>,
+    /// `--force`, or the app's `force` where the operator allows it.
+    force: bool,
+    /// Unless `--no-backup`, or the app's `backup: false` where the operator allows it.
+    backup_wanted: bool,
     /// The data paths backed up before the switch.
     data: Vec<PathBuf>,
     backup: Option<PathBuf>,
@@ -167,6 +174,9 @@ struct Attempt<'a, 'j> {
 impl Attempt<'_, '_> {
     fn run(mut self) -> Result<Outcome> {
         self.journal.step(Status::Preflight, "Running pre-flight checks")?;
+        if self.request.from_app {
+            self.bind_app_request();
+        }
         let mut strategy = match self.preflight()? {
             Ok(strategy) => strategy,
             Err(problems) => {
@@ -182,7 +192,7 @@ impl Attempt<'_, '_> {
         if let Some(veto) = self.pre_upgrade_hook() {
             return self.end(Terminal::Failed, "Vetoed by UPGRADERD_PRE_UPGRADE_CMD", Some(veto));
         }
-        if self.request.backup {
+        if self.backup_wanted {
             self.journal.step(Status::BackingUp, "Creating backup")?;
             if let Err(err) = self.back_up() {
                 return self.failed(strategy.as_mut(), Step::Backup, format!("{err:#}"));
@@ -206,6 +216,17 @@ impl Attempt<'_, '_> {
         };
         if self.stop_requested_at(Step::Fetch) {
             return self.abandon_after_fetch(strategy.as_mut());
+        }
+        if let Some(refusal) = self.app_policy_refusal(&fetched) {
+            strategy.discard(self.journal);
+            if let Err(e) = strategy.undo_fetch(self.journal) {
+                self.journal.log(&format!("Moving back what the download changed failed: {e:#}"));
+            }
+            return self.end(
+                Terminal::Failed,
+                "Refused: the fetched version is beyond the operator's rules",
+                Some(refusal),
+            );
         }
         self.switch_and_gate(strategy.as_mut(), fetched)
     }
@@ -239,6 +260,61 @@ impl Attempt<'_, '_> {
         }
     }
 
+    /// The app only requests: its `force` and `backup: false` count where the operator opted in.
+    fn bind_app_request(&mut self) {
+        if self.request.force && !self.config.trigger_may_force {
+            self.force = false;
+            self.journal.log(
+                "The trigger asked to force the upgrade; ignored (set UPGRADERD_TRIGGER_MAY_FORCE=true to allow it)",
+            );
+        }
+        if !self.request.backup && !self.config.trigger_may_skip_backup {
+            self.backup_wanted = true;
+            self.journal.log(
+                "The trigger asked to skip the backup; ignored (set UPGRADERD_TRIGGER_MAY_SKIP_BACKUP=true to allow it)",
+            );
+        }
+    }
+
+    /// The operator's policy and quarantine bind what the app asks for, unless forced where allowed.
+    fn app_policy_problems(&self, current: Option<&str>) -> Vec<Problem> {
+        if !self.request.from_app || self.force || self.request.target == "latest" {
+            // `latest` is checked once the fetch says which version it is.
+            return Vec::new();
+        }
+        let refusal = check::rules(self.config, Some(&self.journal.db))
+            .map(|rules| check::app_request_refusal(&self.request.target, current, &rules));
+        match refusal {
+            Ok(None) => Vec::new(),
+            Ok(Some(why)) => vec![Problem::new("policy", why)],
+            Err(e) => vec![Problem::from_error("policy", &e)],
+        }
+    }
+
+    /// `latest` asked for by the app: the fetched version must be within the operator's rules.
+    fn app_policy_refusal(&mut self, fetched: &Fetched) -> Option<String> {
+        if !self.request.from_app || self.force || self.request.target != "latest" {
+            return None;
+        }
+        let Some(version) = fetched.version.clone() else {
+            self.journal.log("The fetched version does not say which version it is; UPGRADERD_POLICY was not checked");
+            return None;
+        };
+        let rules = match check::rules(self.config, Some(&self.journal.db)) {
+            Ok(rules) => rules,
+            Err(e) => return Some(format!("{e:#}")),
+        };
+        let older =
+            compare_versions(&version, self.from_version.as_deref().unwrap_or_default()) == Some(Ordering::Less);
+        if older && !self.config.allow_downgrade {
+            return Some(format!(
+                "latest is {version}, older than the running {}; set UPGRADERD_ALLOW_DOWNGRADE=true to allow it",
+                self.from_version.as_deref().unwrap_or_default()
+            ));
+        }
+        check::app_request_refusal(&version, self.from_version.as_deref(), &rules)
+    }
+
     /// Finds the deployment, runs every check, and builds the strategy; the problems when any check fails.
     fn preflight(&mut self) -> Result<std::result::Result<Box<dyn Strategy>, Vec<Problem>>> {
         let deployment = match discover(self.config, &self.runner) {
@@ -260,10 +336,11 @@ impl Attempt<'_, '_> {
         problems.extend(preflight::version_direction(
             target,
             current.as_deref(),
-            self.request.force,
+            self.force,
             self.config.allow_downgrade,
         ));
-        if self.request.backup {
+        problems.extend(self.app_policy_problems(current.as_deref()));
+        if self.backup_wanted {
             self.data = discover::data_paths(self.config, &deployment.container);
             problems.extend(preflight::backup_target(self.config, &self.data));
         }
@@ -281,7 +358,7 @@ impl Attempt<'_, '_> {
         let upgrade_id = self.journal.upgrade_id.clone();
         let mut strategy =
             strategy::for_upgrade(self.config, self.request.strategy, deployment, &upgrade_id, &self.runner);
-        problems.extend(strategy.preflight(target, self.request.force));
+        problems.extend(strategy.preflight(target, self.force));
         Ok(if problems.is_empty() { Ok(strategy) } else { Err(problems) })
     }
 
@@ -380,7 +457,7 @@ impl Attempt<'_, '_> {
 
     fn dry_run(&mut self, strategy: &mut dyn Strategy) -> Result<Outcome> {
         self.journal.ui.info("dry run: pre-flight checks passed; these commands would run:");
-        if self.request.backup {
+        if self.backup_wanted {
             self.journal.ui.print(format!(
                 "# back up {} into {}",
                 self.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),

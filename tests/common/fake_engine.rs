@@ -121,7 +121,9 @@ impl Deployment {
             .env("UPGRADERD_HEALTH_URL", format!("http://127.0.0.1:{port}/api/health"))
             .env("UPGRADERD_HEALTH_TIMEOUT", "10s")
             .env("UPGRADERD_HEALTH_STABLE", "300ms")
-            .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version");
+            .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
+            // The app's triggers ask for 1.0.0 -> 2.0.0, a major step: allow it unless a test says otherwise.
+            .env("UPGRADERD_POLICY", "major");
         Deployment { sb }
     }
 
