@@ -28,6 +28,7 @@ use crate::states::{RequestState, Status, Terminal};
 use crate::store::db::{now_ms, Db, QueuedRequest, UpgradeRecord};
 use crate::store::files;
 use crate::store::lock::LockBusy;
+use crate::store::shared_dir::SharedDir;
 use crate::trigger::{self, Found, Parsed, TriggerDir};
 use crate::ui::Ui;
 
@@ -55,6 +56,9 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
             dir.display()
         )));
     }
+    let shared = Arc::new(SharedDir::open(&dir).map_err(|e| {
+        usage(format!("{e}; set UPGRADERD_TRIGGER_DIR to the directory's real path, with no symlink in it"))
+    })?);
     files::ensure_private_dir(&config.state_dir)
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
     let waker = Waker::new().context("cannot create the daemon's wake-up pipe")?;
@@ -63,8 +67,8 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         config: config.clone(),
         ui: ui.clone(),
         db: Db::open(&config.db_path())?,
-        trigger: TriggerDir::new(&dir, &config.trigger_file),
-        status: StatusFile::new(dir.join(&config.status_file)),
+        trigger: TriggerDir::new(shared.clone(), &config.trigger_file),
+        status: StatusFile::new(shared, &config.status_file),
         notifier: Notifier::from_env(|name| env.get(name).map(str::to_string)),
         shutdown,
         waker,
@@ -200,7 +204,7 @@ impl Daemon {
                 if seen.watch_gone {
                     self.ui.warn(format!(
                         "the trigger directory {} was removed or moved; polling until it is back",
-                        self.trigger.dir.display()
+                        self.trigger.dir.path().display()
                     ));
                     self.watch = None;
                 }
@@ -219,11 +223,11 @@ impl Daemon {
 
     /// inotify when the kernel allows it, else polling.
     fn open_watch(&mut self) {
-        match DirWatch::new(&self.trigger.dir) {
+        match DirWatch::new(self.trigger.dir.path()) {
             Ok(watch) => self.watch = Some(watch),
             Err(e) => self.ui.warn(format!(
                 "inotify is unavailable for {} ({e}); polling every {}s",
-                self.trigger.dir.display(),
+                self.trigger.dir.path().display(),
                 self.poll_interval().as_secs_f64()
             )),
         }
@@ -241,10 +245,14 @@ impl Daemon {
     fn intake(&mut self) {
         let complete = std::mem::take(&mut self.intake_complete);
         self.intake_at = None;
+        if let Err(e) = self.trigger.dir.check() {
+            // A trigger directory swapped for a link (or made again by someone else) is never used.
+            self.watch = None;
+            self.intake_at = Some(Instant::now() + self.poll_interval());
+            return self.ui.warn(format!("{e}"));
+        }
         if self.watch.is_none() {
-            if self.trigger.dir.is_dir() {
-                self.open_watch();
-            }
+            self.open_watch();
             self.intake_at = Some(Instant::now() + self.poll_interval());
         }
         if self.trigger.has_claim() && !self.process_claimed() {

@@ -14,11 +14,13 @@
 //! trigger only requests; image, compose files and policy come from the host.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::store::files::{self, ReadRefusal};
+use crate::store::files::ReadRefusal;
+use crate::store::shared_dir::{Entry, SharedDir};
 use crate::version::validate_version;
 
 /// The largest trigger read; a bigger file is rejected unread.
@@ -149,10 +151,10 @@ pub fn validate_upgrade_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// The trigger file's place in the shared directory, and its claimed and rejected names.
+/// The trigger's name in the shared directory (held by a handle), and its claimed and rejected names.
 #[derive(Debug, Clone)]
 pub struct TriggerDir {
-    pub dir: PathBuf,
+    pub dir: Arc<SharedDir>,
     pub name: String,
 }
 
@@ -169,42 +171,39 @@ pub enum Found {
 }
 
 impl TriggerDir {
-    pub fn new(dir: &Path, name: &str) -> TriggerDir {
-        TriggerDir { dir: dir.to_path_buf(), name: name.to_string() }
+    pub fn new(dir: Arc<SharedDir>, name: &str) -> TriggerDir {
+        TriggerDir { dir, name: name.to_string() }
     }
 
+    /// The trigger's path, for messages.
     pub fn path(&self) -> PathBuf {
-        self.dir.join(&self.name)
+        self.dir.path().join(&self.name)
     }
 
-    pub fn claimed_path(&self) -> PathBuf {
-        self.dir.join(format!(".{}.claimed", self.name))
+    fn claimed_name(&self) -> String {
+        format!(".{}.claimed", self.name)
     }
 
-    pub fn rejected_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.rejected", self.name))
+    fn rejected_name(&self) -> String {
+        format!("{}.rejected", self.name)
     }
 
     /// Looks at the trigger's name without opening or following anything.
     pub fn look(&self) -> io::Result<Found> {
-        match std::fs::symlink_metadata(self.path()) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Found::Nothing),
-            Err(e) => Err(e),
-            Ok(meta) if meta.file_type().is_file() => {
-                let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
-                Ok(Found::File { age })
-            }
-            Ok(_) => Ok(Found::NotAFile),
-        }
+        Ok(match self.dir.entry(&self.name)? {
+            Entry::Missing => Found::Nothing,
+            Entry::File { age } => Found::File { age },
+            Entry::Other => Found::NotAFile,
+        })
     }
 
     pub fn has_claim(&self) -> bool {
-        std::fs::symlink_metadata(self.claimed_path()).is_ok()
+        !matches!(self.dir.entry(&self.claimed_name()), Ok(Entry::Missing) | Err(_))
     }
 
     /// Takes the trigger by renaming it; `false` when there was none.
     pub fn claim(&self) -> io::Result<bool> {
-        match std::fs::rename(self.path(), self.claimed_path()) {
+        match self.dir.rename(&self.name, &self.claimed_name()) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
@@ -213,7 +212,7 @@ impl TriggerDir {
 
     /// Reads the claimed trigger with every guard of the protocol.
     pub fn read_claimed(&self) -> Result<Vec<u8>, String> {
-        files::read_guarded(&self.claimed_path(), MAX_TRIGGER_BYTES).map_err(|refusal| match refusal {
+        self.dir.read(&self.claimed_name(), MAX_TRIGGER_BYTES).map_err(|refusal| match refusal {
             ReadRefusal::Missing => "the trigger disappeared before it could be read".to_string(),
             ReadRefusal::Symlink => "the trigger is a symlink; write a regular file instead".to_string(),
             ReadRefusal::NotRegular => "the trigger is not a regular file (a FIFO, directory or device)".to_string(),
@@ -226,19 +225,17 @@ impl TriggerDir {
 
     /// Removes the claimed trigger once its request is recorded.
     pub fn release(&self) -> io::Result<()> {
-        files::remove_any(&self.claimed_path())?;
-        files::sync_dir(&self.dir)
+        self.dir.remove(&self.claimed_name())
     }
 
     /// Moves the claimed trigger aside as `<name>.rejected`, replacing an earlier one.
     pub fn reject(&self) -> io::Result<()> {
-        let rejected = self.rejected_path();
-        if std::fs::rename(self.claimed_path(), &rejected).is_err() {
+        if self.dir.rename(&self.claimed_name(), &self.rejected_name()).is_err() {
             // An earlier rejected directory cannot be renamed over; replace it.
-            files::remove_any(&rejected)?;
-            std::fs::rename(self.claimed_path(), &rejected)?;
+            self.dir.remove(&self.rejected_name())?;
+            self.dir.rename(&self.claimed_name(), &self.rejected_name())?;
         }
-        files::sync_dir(&self.dir)
+        Ok(())
     }
 }
 

@@ -47,6 +47,15 @@ impl Watcher {
         });
     }
 
+    #[track_caller]
+    fn wait_for_log_count(&self, needle: &str, count: usize) {
+        wait_for(
+            &format!("{count} times {needle:?} in the daemon's log"),
+            || (self.log().matches(needle).count() >= count).then_some(()),
+            &|| self.log(),
+        );
+    }
+
     fn signal(&self, signal: i32) {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
@@ -499,4 +508,28 @@ fn the_apps_trigger_cannot_downgrade_or_skip_the_backup_unless_the_operator_opts
     write_trigger(&d, br#"{"upgradeId":"d3","version":"2.0.0","force":true,"backup":false}"#);
     wait_status(&d, &w, Some("d3"), "complete");
     assert!(d.last_history()["backupPath"].is_null(), "the operator allowed the app to skip the backup");
+}
+
+#[test]
+fn a_trigger_directory_swapped_for_a_symlink_is_refused_and_the_host_directory_is_left_alone() {
+    let d = Deployment::new().with("UPGRADERD_POLL_INTERVAL", "1s");
+    let w = Watcher::start(&d);
+    let host = d.sb.path().join("host-dir");
+    fs::create_dir_all(host.join(".upgrade-trigger.rejected")).unwrap();
+    fs::write(host.join(".upgrade-trigger"), br#"{"upgradeId":"via-link","version":"2.0.0"}"#).unwrap();
+    fs::write(host.join(".upgrade-status.json"), "host file").unwrap();
+    let before = common::tree(&host);
+    let moved = d.sb.path().join("trigger-moved");
+    fs::rename(trigger_dir(&d), &moved).unwrap();
+    std::os::unix::fs::symlink(&host, trigger_dir(&d)).unwrap();
+    w.wait_for_log("was replaced by a symlink");
+    // Give the daemon several polls in which it could have claimed, rejected or written.
+    w.wait_for_log_count("was replaced by a symlink", 2);
+    assert_eq!(common::tree(&host), before, "nothing in the host directory was claimed, removed or written");
+    assert_eq!(d.running_version(), "1.0.0");
+    // Put back, the same directory is used again.
+    fs::remove_file(trigger_dir(&d)).unwrap();
+    fs::rename(&moved, trigger_dir(&d)).unwrap();
+    write_trigger(&d, br#"{"upgradeId":"after-link","version":"2.0.0"}"#);
+    wait_status(&d, &w, Some("after-link"), "complete");
 }

@@ -10,7 +10,7 @@ use crate::cmd::Ctx;
 use crate::engine::check::{self, Report};
 use crate::engine::{new_upgrade_id, pipeline, Request, Terminal};
 use crate::exit::{usage, Exit};
-use crate::store::files;
+use crate::store::shared_dir::SharedDir;
 
 pub fn run(ctx: &Ctx, args: &CheckVersionArgs) -> Result<Exit> {
     if ctx.config.version_check_disabled {
@@ -91,8 +91,9 @@ fn write_trigger(ctx: &Ctx, version: &str) -> Result<String> {
         "timestamp": crate::store::db::now_ms(),
     });
     let path = dir.join(&ctx.config.trigger_file);
+    let shared = SharedDir::open(dir).with_context(|| format!("cannot write the trigger {}", path.display()))?;
     // Never replace a trigger the app wrote and the daemon has not taken yet.
-    match files::write_atomic_new(&path, &serde_json::to_vec(&body)?, 0o644) {
+    match shared.write_atomic_new(&ctx.config.trigger_file, &serde_json::to_vec(&body)?, 0o644) {
         Ok(()) => Ok(id),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(anyhow::anyhow!(
             "a trigger is already waiting at {}; it was left for the running watch",

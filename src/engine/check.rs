@@ -20,6 +20,7 @@ use crate::ops::process::Runner;
 use crate::ops::versions::{self, EtagCache, Http, Naming, Release};
 use crate::store::db::{now_ms, Db};
 use crate::store::files;
+use crate::store::shared_dir::SharedDir;
 
 /// The result of one check, as printed, returned by `--json` and written to the banner file.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -259,10 +260,13 @@ fn refusal(version: &Version, release: &Release, current: Option<&Version>, rule
     None
 }
 
+/// The file in the trigger directory that tells the app an update is available.
+pub const BANNER_FILE: &str = ".upgrade-available.json";
+
 /// Writes `.upgrade-available.json` for the app's banner.
 pub fn write_banner(config: &Config, report: &Report) -> Result<Option<PathBuf>> {
     let Some(dir) = &config.trigger_dir else { return Ok(None) };
-    let path = dir.join(".upgrade-available.json");
+    let path = dir.join(BANNER_FILE);
     let body = serde_json::json!({
         "currentVersion": report.current_version,
         "latestVersion": report.latest_version,
@@ -271,7 +275,8 @@ pub fn write_banner(config: &Config, report: &Report) -> Result<Option<PathBuf>>
         "releaseUrl": report.release_url,
         "checkedAt": report.checked_at,
     });
-    files::write_atomic(&path, &serde_json::to_vec_pretty(&body)?, 0o644)
+    SharedDir::open(dir)
+        .and_then(|shared| shared.write_atomic(BANNER_FILE, &serde_json::to_vec_pretty(&body)?, 0o644))
         .map_err(|e| anyhow!("cannot write the banner file {}: {e}", path.display()))?;
     Ok(Some(path))
 }

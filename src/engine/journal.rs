@@ -1,7 +1,6 @@
 //! The journal of one upgrade: each transition goes to the database first,
 //! then to the status file the app reads, then to the terminal.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -28,8 +27,13 @@ pub struct Journal<'a> {
 }
 
 impl<'a> Journal<'a> {
-    pub fn new(db: Db, upgrade_id: &str, ui: &'a Ui, status_file: Option<PathBuf>, to_version: &str) -> Journal<'a> {
-        let status_file = status_file.map(StatusFile::new);
+    pub fn new(
+        db: Db,
+        upgrade_id: &str,
+        ui: &'a Ui,
+        status_file: Option<Arc<StatusFile>>,
+        to_version: &str,
+    ) -> Journal<'a> {
         let heartbeat = status_file.as_ref().map(|file| file.heartbeat(HEARTBEAT_EVERY));
         Journal {
             db,

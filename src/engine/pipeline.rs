@@ -21,7 +21,7 @@ use crate::engine::journal::Journal;
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
-use crate::engine::{check, new_upgrade_id, recover, Outcome, Request};
+use crate::engine::{check, new_upgrade_id, recover, status, Outcome, Request};
 use crate::exit::usage;
 use crate::ops::docker::Docker;
 use crate::ops::hooks::{hook, HookContext};
@@ -83,7 +83,7 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
         recover::reconcile(config, ui, None)?;
     }
     let db = if request.dry_run { Db::in_memory()? } else { Db::open(&config.db_path())? };
-    let status_file = config.trigger_dir.as_ref().filter(|_| !request.dry_run).map(|d| d.join(&config.status_file));
+    let status_file = if request.dry_run { None } else { status::open_status_file(config, ui) };
     let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &request.target);
     open_record(config, request, &mut journal)?;
     journal.step(Status::Pending, &format!("Upgrade to {} initiated by {}", request.target, request.initiated_by))?;

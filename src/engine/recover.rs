@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::engine::announce::after_terminal;
 use crate::engine::journal::Journal;
 use crate::engine::rollback::{restore_previous, Restored};
+use crate::engine::status::open_status_file;
 use crate::engine::{strategy, Outcome};
 use crate::ops::process::Runner;
 use crate::states::{Status, Terminal};
@@ -79,7 +80,7 @@ pub fn reconcile(config: &Config, ui: &Ui, stale_after: Option<Duration>) -> Res
 }
 
 fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outcome> {
-    let status_file = config.trigger_dir.as_ref().map(|d| d.join(&config.status_file));
+    let status_file = open_status_file(config, ui);
     let to_version = record.to_version.clone().unwrap_or_else(|| "latest".into());
     let mut journal = Journal::new(Db::open(&config.db_path())?, &record.id, ui, status_file, &to_version);
     journal.set_versions(record.from_version.as_deref(), &to_version);

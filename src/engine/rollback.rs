@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::engine::announce::after_terminal;
 use crate::engine::gate::{wait_healthy, GateSpec};
 use crate::engine::journal::Journal;
+use crate::engine::status::open_status_file;
 use crate::engine::strategy::{self, Strategy};
 use crate::engine::{new_upgrade_id, Outcome};
 use crate::ops::docker::Docker;
@@ -130,7 +131,7 @@ pub fn manual_rollback(
         pid: Some(std::process::id() as i64),
         ..UpgradeRecord::default()
     })?;
-    let status_file = config.trigger_dir.as_ref().filter(|_| !dry_run).map(|d| d.join(&config.status_file));
+    let status_file = if dry_run { None } else { open_status_file(config, ui) };
     let to_version = record.from_version.clone().unwrap_or_else(|| "previous".into());
     let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &to_version);
     journal.set_versions(record.to_version.as_deref(), &to_version);

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::config::Config;
 use crate::states::Status;
 use crate::store::db::now_ms;
-use crate::store::files;
+use crate::store::shared_dir::SharedDir;
+use crate::ui::Ui;
 
 /// How often a running upgrade rewrites its status file when nothing else happens.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -53,20 +55,36 @@ pub fn iso(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
+/// The status file of the configured trigger directory, when there is one to write.
+/// A trigger directory that cannot be held safely (a symlink the app planted)
+/// is reported and left alone: the upgrade goes on without a status file.
+pub fn open_status_file(config: &Config, ui: &Ui) -> Option<Arc<StatusFile>> {
+    let dir = config.trigger_dir.as_ref()?;
+    match SharedDir::open(dir) {
+        Ok(shared) => Some(StatusFile::new(Arc::new(shared), &config.status_file)),
+        Err(e) => {
+            ui.warn(format!("not writing the status file: {e}"));
+            None
+        }
+    }
+}
+
 /// The status file, shared by the journal and its heartbeat.
 #[derive(Debug)]
 pub struct StatusFile {
-    path: PathBuf,
+    dir: Arc<SharedDir>,
+    name: String,
     last: Mutex<Option<Snapshot>>,
 }
 
 impl StatusFile {
-    pub fn new(path: PathBuf) -> Arc<StatusFile> {
-        Arc::new(StatusFile { path, last: Mutex::new(None) })
+    pub fn new(dir: Arc<SharedDir>, name: &str) -> Arc<StatusFile> {
+        Arc::new(StatusFile { dir, name: name.to_string(), last: Mutex::new(None) })
     }
 
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
+    /// The file's path, for messages.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
     }
 
     /// Replaces the file atomically; a planted symlink is replaced, never followed.
@@ -99,7 +117,8 @@ impl StatusFile {
 
     fn write_snapshot(&self, snapshot: &Snapshot) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(&snapshot.to_json()).unwrap_or_default();
-        files::write_atomic(&self.path, &bytes, 0o644)
+        self.dir.check()?;
+        self.dir.write_atomic(&self.name, &bytes, 0o644)
     }
 
     /// Starts refreshing the file every `every` until the returned guard is dropped.
@@ -140,7 +159,7 @@ mod tests {
     #[test]
     fn the_heartbeat_refreshes_updated_at_and_stops_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StatusFile::new(dir.path().join("status.json"));
+        let file = StatusFile::new(Arc::new(SharedDir::open(dir.path()).unwrap()), "status.json");
         file.write(Snapshot { upgrade_id: "u1".into(), status: Status::Downloading, ..Snapshot::default() }).unwrap();
         let read =
             || -> Value { serde_json::from_slice(&std::fs::read(dir.path().join("status.json")).unwrap()).unwrap() };

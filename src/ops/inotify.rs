@@ -31,7 +31,8 @@ const MASK: u32 = libc::IN_CLOSE_WRITE
     | libc::IN_MODIFY
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF
-    | libc::IN_ONLYDIR;
+    | libc::IN_ONLYDIR
+    | libc::IN_DONT_FOLLOW;
 
 impl DirWatch {
     pub fn new(dir: &Path) -> io::Result<DirWatch> {

@@ -5,3 +5,4 @@ pub mod backup;
 pub mod db;
 pub mod files;
 pub mod lock;
+pub mod shared_dir;
