@@ -29,7 +29,7 @@ use crate::store::db::{now_ms, Db, QueuedRequest, UpgradeRecord};
 use crate::store::files;
 use crate::store::lock::LockBusy;
 use crate::store::shared_dir::SharedDir;
-use crate::trigger::{self, Found, Parsed, TriggerDir};
+use crate::trigger::{self, Found, Parsed, TriggerDir, REJECTED_SUFFIX};
 use crate::ui::Ui;
 
 /// A plainly written trigger must be unchanged this long before it is read.
@@ -68,6 +68,7 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         ui: ui.clone(),
         db: Db::open(&config.db_path())?,
         trigger: TriggerDir::new(shared.clone(), &config.trigger_file),
+        spool: None,
         status: StatusFile::new(shared, &config.status_file),
         notifier: Notifier::from_env(|name| env.get(name).map(str::to_string)),
         shutdown,
@@ -89,6 +90,8 @@ struct Daemon {
     ui: Ui,
     db: Db,
     trigger: TriggerDir,
+    /// The spool directory (`<trigger>.d/`), once the app made it.
+    spool: Option<Arc<SharedDir>>,
     status: Arc<StatusFile>,
     notifier: Notifier,
     shutdown: Shutdown,
@@ -223,6 +226,8 @@ impl Daemon {
 
     /// inotify when the kernel allows it, else polling.
     fn open_watch(&mut self) {
+        // A new watch knows no spool yet: the next intake opens and adds it again.
+        self.spool = None;
         match DirWatch::new(self.trigger.dir.path()) {
             Ok(watch) => self.watch = Some(watch),
             Err(e) => self.ui.warn(format!(
@@ -255,7 +260,8 @@ impl Daemon {
             self.open_watch();
             self.intake_at = Some(Instant::now() + self.poll_interval());
         }
-        if self.trigger.has_claim() && !self.process_claimed() {
+        let trigger = self.trigger.clone();
+        if trigger.has_claim() && !self.process_claimed(&trigger, true) {
             return;
         }
         match self.trigger.look() {
@@ -264,15 +270,65 @@ impl Daemon {
                 // Written in place and maybe still being written: look again once it has settled.
                 self.retry_intake_in(SETTLE - age);
             }
-            Ok(_) => match self.trigger.claim() {
+            Ok(_) => match trigger.claim() {
                 Ok(true) => {
-                    self.process_claimed();
+                    self.process_claimed(&trigger, true);
                 }
                 Ok(false) => {}
                 Err(e) => self.ui.warn(format!("cannot claim the trigger {}: {e}", self.trigger.path().display())),
             },
             Err(e) => self.ui.warn(format!("cannot look at the trigger {}: {e}", self.trigger.path().display())),
         }
+        self.intake_spool();
+    }
+
+    /// The spool form (`<trigger>.d/`, one file per request) loses nothing: every
+    /// file is its own request, taken in name order. A leftover claim of a killed daemon goes first.
+    fn intake_spool(&mut self) {
+        let Some(spool) = self.spool_dir() else { return };
+        let names = match spool.names() {
+            Ok(names) => names,
+            Err(e) => return self.ui.warn(format!("cannot list the spool {}: {e}", spool.path().display())),
+        };
+        let claimed = names.iter().filter_map(|n| n.strip_prefix('.')?.strip_suffix(".claimed"));
+        let waiting = names.iter().filter(|n| !n.starts_with('.') && !n.ends_with(REJECTED_SUFFIX));
+        let pending: Vec<(String, bool)> =
+            claimed.map(|n| (n.to_string(), true)).chain(waiting.map(|n| (n.clone(), false))).collect();
+        for (name, already_claimed) in pending {
+            let request = TriggerDir::new(spool.clone(), &name);
+            if already_claimed || request.claim().unwrap_or(false) {
+                // Spool files are placed by rename, whole: nothing is waited for.
+                self.process_claimed(&request, false);
+            }
+        }
+    }
+
+    /// The spool directory when the app made one; never created by upgraderd (it would be root's).
+    fn spool_dir(&mut self) -> Option<Arc<SharedDir>> {
+        let path = self.trigger.dir.path().join(format!("{}.d", self.trigger.name));
+        if let Some(spool) = &self.spool {
+            match spool.check() {
+                Ok(()) => return Some(spool.clone()),
+                Err(e) => {
+                    self.ui.warn(format!("{e}"));
+                    self.spool = None;
+                    return None;
+                }
+            }
+        }
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+        match SharedDir::open(&path) {
+            Ok(spool) => self.spool = Some(Arc::new(spool)),
+            Err(e) => self.ui.warn(format!("{e}")),
+        }
+        if let (Some(watch), Some(_)) = (&mut self.watch, &self.spool) {
+            if let Err(e) = watch.add_spool(&path) {
+                self.ui.warn(format!("cannot watch the spool {} ({e}); it is polled", path.display()));
+            }
+        }
+        self.spool.clone()
     }
 
     fn retry_intake_in(&mut self, delay: Duration) {
@@ -280,29 +336,32 @@ impl Daemon {
         self.intake_at = Some(self.intake_at.map_or(at, |current| current.min(at)));
     }
 
-    /// Reads, records or rejects the claimed trigger; `false` while it waits for its writer.
-    fn process_claimed(&mut self) -> bool {
-        let bytes = match self.trigger.read_claimed() {
+    /// Reads, records or rejects the claimed trigger; `false` while it waits for its writer
+    /// (only a trigger that may be written in place gets that `grace`).
+    fn process_claimed(&mut self, trigger: &TriggerDir, grace: bool) -> bool {
+        let bytes = match trigger.read_claimed() {
             Ok(bytes) => bytes,
             Err(reason) => {
-                self.reject(&reason, None, None);
+                self.reject(trigger, &reason, None, None);
                 return true;
             }
         };
         let raw = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
         match trigger::parse(&bytes) {
-            Parsed::Incomplete => {
+            Parsed::Incomplete if grace => {
                 let since = *self.incomplete_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < INCOMPLETE_GRACE {
                     self.retry_intake_in(Duration::from_millis(100));
                     return false;
                 }
-                self.reject("the trigger is JSON that ends early and was not completed within 2s", Some(raw), None);
+                let reason = "the trigger is JSON that ends early and was not completed within 2s";
+                self.reject(trigger, reason, Some(raw), None);
             }
-            Parsed::Rejected(reason) => self.reject(&reason, Some(raw), None),
+            Parsed::Incomplete => self.reject(trigger, "the trigger is JSON that ends early", Some(raw), None),
+            Parsed::Rejected(reason) => self.reject(trigger, &reason, Some(raw), None),
             Parsed::Request(request) if !self.config.enabled => {
                 let reason = "upgrades from the app are disabled on this host (UPGRADERD_ENABLED=false)";
-                self.reject(reason, Some(raw), request.upgrade_id.as_deref());
+                self.reject(trigger, reason, Some(raw), request.upgrade_id.as_deref());
             }
             Parsed::Request(request) => {
                 let queued = QueuedRequest {
@@ -316,7 +375,7 @@ impl Daemon {
                     state: RequestState::Queued,
                     reason: None,
                 };
-                self.record(queued);
+                self.record(trigger, queued);
             }
         }
         self.incomplete_since = None;
@@ -324,14 +383,14 @@ impl Daemon {
     }
 
     /// Records the trigger's request before the trigger is removed, so it is never lost.
-    fn record(&mut self, queued: QueuedRequest) {
+    fn record(&mut self, trigger: &TriggerDir, queued: QueuedRequest) {
         if let Err(e) = self.queue(&queued) {
             // Leave the claim in place: the next intake tries again, nothing is lost.
             self.ui.warn(format!("cannot record the trigger's request ({e:#}); retrying"));
             self.retry_intake_in(Duration::from_secs(1));
             return;
         }
-        if let Err(e) = self.trigger.release() {
+        if let Err(e) = trigger.release() {
             self.ui.warn(format!("cannot remove the claimed trigger: {e}"));
         }
     }
@@ -355,7 +414,7 @@ impl Daemon {
         Ok(())
     }
 
-    fn reject(&mut self, reason: &str, raw: Option<String>, upgrade_id: Option<&str>) {
+    fn reject(&mut self, trigger: &TriggerDir, reason: &str, raw: Option<String>, upgrade_id: Option<&str>) {
         let upgrade_id = upgrade_id.map(str::to_string).unwrap_or_else(new_upgrade_id);
         self.ui.warn(format!("trigger rejected: {reason}"));
         let record = QueuedRequest {
@@ -371,7 +430,7 @@ impl Daemon {
         if let Err(e) = self.db.insert_request(&record) {
             self.ui.warn(format!("cannot record the rejection: {e:#}"));
         }
-        if let Err(e) = self.trigger.reject() {
+        if let Err(e) = trigger.reject() {
             self.ui.warn(format!("cannot move the rejected trigger aside: {e}"));
         }
         // While an upgrade runs, the status file is its own; the rejection stays in the request log.

@@ -23,6 +23,9 @@ use crate::store::files::ReadRefusal;
 use crate::store::shared_dir::{Entry, SharedDir};
 use crate::version::validate_version;
 
+/// What a rejected trigger's name gets: `<name>.rejected`.
+pub const REJECTED_SUFFIX: &str = ".rejected";
+
 /// The largest trigger read; a bigger file is rejected unread.
 pub const MAX_TRIGGER_BYTES: u64 = 64 * 1024;
 
@@ -185,7 +188,7 @@ impl TriggerDir {
     }
 
     fn rejected_name(&self) -> String {
-        format!("{}.rejected", self.name)
+        format!("{}{REJECTED_SUFFIX}", self.name)
     }
 
     /// Looks at the trigger's name without opening or following anything.

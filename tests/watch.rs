@@ -533,3 +533,42 @@ fn a_trigger_directory_swapped_for_a_symlink_is_refused_and_the_host_directory_i
     write_trigger(&d, br#"{"upgradeId":"after-link","version":"2.0.0"}"#);
     wait_status(&d, &w, Some("after-link"), "complete");
 }
+
+#[test]
+fn the_spool_form_loses_no_request_of_a_burst_written_without_waiting() {
+    let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "0");
+    let spool = trigger_dir(&d).join(".upgrade-trigger.d");
+    fs::create_dir(&spool).unwrap();
+    let w = Watcher::start(&d);
+    let mut valid = Vec::new();
+    let started = Instant::now();
+    for i in 0..1000 {
+        // The app's side: one file per request, written whole and renamed into the spool, no waiting.
+        let body = if i % 10 == 0 {
+            valid.push(format!("spool-{i:04}"));
+            format!(r#"{{"upgradeId":"spool-{i:04}","version":"9.9.{i}"}}"#)
+        } else {
+            format!(r#"{{"upgradeId":"spool-{i:04}","version":"../{i}"}}"#)
+        };
+        let tmp = spool.join(format!(".spool-{i:04}.tmp"));
+        fs::write(&tmp, body).unwrap();
+        fs::rename(&tmp, spool.join(format!("{i:013}-spool-{i:04}.json"))).unwrap();
+    }
+    eprintln!("wrote 1000 spool requests in {:?}", started.elapsed());
+    let settled = || {
+        let r = requests(&d);
+        (r.len() == 1000 && r.iter().all(|(_, state, _)| state == "done" || state == "rejected")).then_some(r)
+    };
+    let all = wait_for("every spooled request recorded and every upgrade finished", settled, &|| {
+        format!("{} requests\n{}", requests(&d).len(), w.log())
+    });
+    let done: Vec<&String> = all.iter().filter(|r| r.1 == "done").map(|r| &r.0).collect();
+    assert_eq!(done, valid.iter().collect::<Vec<_>>(), "spooled requests ran in name order");
+    assert_eq!(all.iter().filter(|r| r.1 == "rejected").count(), 900);
+    let left: Vec<String> = fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".rejected"))
+        .collect();
+    assert!(left.is_empty(), "every accepted request file was removed once recorded: {left:?}");
+}

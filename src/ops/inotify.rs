@@ -23,6 +23,8 @@ pub struct Seen {
 
 pub struct DirWatch {
     fd: OwnedFd,
+    /// Watch descriptors of spool directories, where any new file counts.
+    spools: Vec<i32>,
 }
 
 const MASK: u32 = libc::IN_CLOSE_WRITE
@@ -48,7 +50,19 @@ impl DirWatch {
         if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), MASK) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(DirWatch { fd })
+        Ok(DirWatch { fd, spools: Vec::new() })
+    }
+
+    /// Also watches `dir`, a spool where every new file counts (not only `name`).
+    pub fn add_spool(&mut self, dir: &Path) -> io::Result<()> {
+        let path = CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), path.as_ptr(), MASK) };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.spools.push(wd);
+        Ok(())
     }
 
     pub fn fd(&self) -> RawFd {
@@ -73,12 +87,12 @@ impl DirWatch {
             if n == 0 {
                 return Ok(seen);
             }
-            summarize(&buf[..n as usize], name, &mut seen);
+            summarize(&buf[..n as usize], name, &self.spools, &mut seen);
         }
     }
 }
 
-fn summarize(mut bytes: &[u8], name: &str, seen: &mut Seen) {
+fn summarize(mut bytes: &[u8], name: &str, spools: &[i32], seen: &mut Seen) {
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
     while bytes.len() >= HEADER {
         // SAFETY: the kernel writes whole events; the header is read unaligned from the buffer.
@@ -90,11 +104,15 @@ fn summarize(mut bytes: &[u8], name: &str, seen: &mut Seen) {
         if mask & libc::IN_Q_OVERFLOW != 0 {
             seen.rescan = true;
         }
+        let in_spool = spools.contains(&event.wd);
         if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED) != 0 {
             seen.rescan = true;
-            seen.watch_gone = true;
+            seen.watch_gone |= !in_spool;
         }
-        if event_name == name.as_bytes() {
+        let spool_made = event_name.strip_suffix(b".d") == Some(name.as_bytes());
+        if in_spool || spool_made {
+            seen.complete |= mask & (libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE) != 0;
+        } else if event_name == name.as_bytes() {
             if mask & (libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO) != 0 {
                 seen.complete = true;
             } else {

@@ -99,6 +99,15 @@ impl SharedDir {
         }
     }
 
+    /// The names in the directory, in byte order; names that are not UTF-8 are left out
+    /// (no name upgraderd reads is).
+    pub fn names(&self) -> io::Result<Vec<String>> {
+        let held = self.lock();
+        let mut names: Vec<String> = list(&held.fd)?.into_iter().filter_map(|name| name.into_string().ok()).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Renames `from` to `to` inside the directory (a symlink is moved as a link, never followed).
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let held = self.lock();
