@@ -36,6 +36,11 @@ export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 cargo test --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# The real PostgreSQL image the database tests run against: built from Debian
+# packages (minutes the first time, then cached) and checked on the engine.
+tests/support/postgres-image.sh --selftest || status=1
+
 # One closing line for the whole run (cargo's last line is the empty doc-test run).
 sum() { grep -Eo "[0-9]+ $1" "$log" | awk '{n += $1} END {print n + 0}'; }
 echo "tests: $(sum passed) passed, $(sum failed) failed"
