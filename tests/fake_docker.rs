@@ -300,3 +300,25 @@ fn manual_rollback_plans_then_puts_back_the_image_and_the_data() {
     assert_eq!(row["initiatedBy"], format!("rollback of {upgraded}").as_str());
     assert_eq!((row["fromVersion"].as_str(), row["toVersion"].as_str()), (Some("2.0.0"), Some("1.0.0")));
 }
+
+#[test]
+fn a_state_disk_that_fills_after_the_switch_still_rolls_back_and_records_it() {
+    if !common::can_mount() {
+        eprintln!("SKIP: cannot mount a tmpfs here; the full state disk was not exercised");
+        return;
+    }
+    let d = Deployment::new().with("CRASH", "2.0.0");
+    let state = d.sb.path().join("state-dir");
+    let _mounted = common::Mounted::tmpfs(&state, "16m");
+    let d = d.with("FILL_DISK", &state.display().to_string());
+    let before = d.data();
+    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    assert!(run.stderr.contains("released upgraderd's reserve"), "{}", run.stderr);
+    assert_eq!(d.running_version(), "1.0.0", "the crashing version was put back first");
+    assert_eq!(d.data(), before);
+    assert_eq!(d.status_file()["status"], "rolled_back");
+    // The outcome reached the state database although the disk was full.
+    std::fs::remove_file(state.join("filler")).unwrap();
+    let row = d.last_history();
+    assert_eq!(row["status"], "rolled_back", "{row}\n{}", run.stderr);
+}

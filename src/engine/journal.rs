@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use crate::config::Config;
 use crate::engine::status::{Heartbeat, Snapshot, StatusFile, HEARTBEAT_EVERY};
 use crate::ops::process::{Cmd, Runner};
 use crate::states::{Status, Terminal};
 use crate::store::db::{now_ms, Db};
+use crate::store::reserve::{Reserve, RESERVE_BYTES};
 use crate::ui::Ui;
 
 /// How many log lines the status file carries.
@@ -24,6 +26,7 @@ pub struct Journal<'a> {
     to_version: String,
     started_at: i64,
     logs: Vec<String>,
+    reserve: Option<Reserve>,
 }
 
 impl<'a> Journal<'a> {
@@ -45,6 +48,7 @@ impl<'a> Journal<'a> {
             to_version: to_version.to_string(),
             started_at: now_ms(),
             logs: Vec::new(),
+            reserve: None,
         }
     }
     pub fn set_versions(&mut self, from: Option<&str>, to: &str) {
@@ -52,13 +56,48 @@ impl<'a> Journal<'a> {
         self.to_version = to.to_string();
     }
 
-    /// Records a transition before the step that follows it runs.
+    /// Room on the state filesystem to give back when the database finds the disk full.
+    pub fn with_reserve(mut self, reserve: Option<Reserve>) -> Self {
+        self.reserve = reserve;
+        self
+    }
+
+    /// Records a transition before the step that follows it runs. Before the
+    /// switch a transition that cannot be recorded stops the upgrade (nothing changed yet).
     pub fn step(&mut self, status: Status, message: &str) -> Result<()> {
-        self.db.transition(&self.upgrade_id, status, message)?;
-        self.logs.push(message.to_string());
-        self.write_status(status, message, None);
-        self.ui.step(status.progress(), status.as_str(), message);
+        self.recorded(|db, id| db.transition(id, status, message))?;
+        self.announce(status, message, None);
         Ok(())
+    }
+
+    /// A transition once the switch began: putting things right must not wait for the
+    /// disk. It is recorded when the database can take it, and shown on every other channel anyway.
+    pub fn report(&mut self, status: Status, message: &str) {
+        if let Err(e) = self.recorded(|db, id| db.transition(id, status, message)) {
+            self.ui.warn(format!("could not record `{status}` in the state database, going on: {e:#}"));
+        }
+        self.announce(status, message, None);
+    }
+
+    /// Runs a database write; on failure gives the reserve back to the filesystem and tries once more.
+    fn recorded(&mut self, write: impl Fn(&mut Db, &str) -> Result<()>) -> Result<()> {
+        match write(&mut self.db, &self.upgrade_id) {
+            Ok(()) => Ok(()),
+            Err(first) => match self.reserve.take() {
+                Some(reserve) if reserve.release() => {
+                    self.ui
+                        .warn(format!("{first:#}; released upgraderd's reserve on the state filesystem to record it"));
+                    write(&mut self.db, &self.upgrade_id)
+                }
+                _ => Err(first),
+            },
+        }
+    }
+
+    fn announce(&mut self, status: Status, message: &str, error: Option<&str>) {
+        self.logs.push(message.to_string());
+        self.write_status(status, message, error);
+        self.ui.step(status.progress(), status.as_str(), message);
     }
 
     /// A log line that is not a transition: history logs, status file, terminal.
@@ -83,13 +122,17 @@ impl<'a> Journal<'a> {
         self.logs[self.logs.len().saturating_sub(STATUS_LOG_LINES)..].to_vec()
     }
 
-    /// Records the terminal state.
-    pub fn finish(&mut self, terminal: Terminal, message: &str, error: Option<&str>) -> Result<()> {
-        self.db.finish(&self.upgrade_id, terminal, message, error)?;
-        self.logs.push(message.to_string());
-        self.write_status(terminal.status(), message, error);
-        self.ui.step(100, terminal.as_str(), message);
-        Ok(())
+    /// Records the terminal state, and shows it on every channel even when the
+    /// database cannot take it (then loudly, with the reason).
+    pub fn finish(&mut self, terminal: Terminal, message: &str, error: Option<&str>) {
+        if let Err(e) = self.recorded(|db, id| db.finish(id, terminal, message, error)) {
+            self.ui.warn(format!(
+                "the outcome `{terminal}` of upgrade {} could not be recorded in the state database: {e:#}; \
+                 the status file and this log carry it",
+                self.upgrade_id
+            ));
+        }
+        self.announce(terminal.status(), message, error);
     }
 
     /// The status file is the app's view; failing to write it must not fail the upgrade.
@@ -108,6 +151,21 @@ impl<'a> Journal<'a> {
         };
         if let Err(e) = file.write(snapshot) {
             self.ui.warn(format!("cannot write the status file {}: {e}", file.path().display()));
+        }
+    }
+}
+
+/// Keeps room on the state filesystem so the outcome can be recorded even if the disk fills meanwhile.
+pub fn keep_room(config: &Config, ui: &Ui) -> Option<Reserve> {
+    match Reserve::ensure(&config.state_dir) {
+        Ok(reserve) => Some(reserve),
+        Err(e) => {
+            ui.warn(format!(
+                "cannot keep {} MiB in reserve in {}: {e}",
+                RESERVE_BYTES >> 20,
+                config.state_dir.display()
+            ));
+            None
         }
     }
 }

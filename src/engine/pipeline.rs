@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::engine::announce::after_terminal;
 use crate::engine::discover::{self, discover};
 use crate::engine::gate::wait_healthy;
-use crate::engine::journal::Journal;
+use crate::engine::journal::{keep_room, Journal};
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
@@ -83,8 +83,9 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
         recover::reconcile(config, ui, None)?;
     }
     let db = if request.dry_run { Db::in_memory()? } else { Db::open(&config.db_path())? };
+    let reserve = (!request.dry_run).then(|| keep_room(config, ui)).flatten();
     let status_file = if request.dry_run { None } else { status::open_status_file(config, ui) };
-    let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &request.target);
+    let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &request.target).with_reserve(reserve);
     open_record(config, request, &mut journal)?;
     journal.step(Status::Pending, &format!("Upgrade to {} initiated by {}", request.target, request.initiated_by))?;
     let attempt = Attempt {
@@ -101,7 +102,7 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
     let outcome = attempt.run().unwrap_or_else(|err| {
         // A failure of upgraderd's own bookkeeping: record it if the journal still can.
         let message = format!("{err:#}");
-        let _ = journal.finish(Terminal::Failed, "Upgrade failed", Some(&message));
+        journal.finish(Terminal::Failed, "Upgrade failed", Some(&message));
         Outcome {
             upgrade_id: upgrade_id.clone(),
             terminal: Terminal::Failed,
@@ -242,11 +243,11 @@ impl Attempt<'_, '_> {
         let expect = (self.request.target != "latest" || fetched.version.is_some()).then(|| to_version.clone());
         self.journal.set_versions(self.from_version.as_deref(), &to_version);
         self.journal.db.mark_switched(&self.journal.upgrade_id, &to_version)?;
-        self.journal.step(Status::Restarting, "Restarting services")?;
+        self.journal.report(Status::Restarting, "Restarting services");
         if let Err(err) = strategy.switch(fetched, self.journal) {
             return self.failed(strategy, Step::Switch, format!("{err:#}"));
         }
-        self.journal.step(Status::HealthCheck, "Running health checks")?;
+        self.journal.report(Status::HealthCheck, "Running health checks");
         let project = strategy.project();
         let docker = Docker::new(&self.config.docker, self.runner.clone());
         match wait_healthy(&docker, &project.name, &project.service, &gate_spec(self.config, expect)) {
@@ -410,7 +411,7 @@ impl Attempt<'_, '_> {
     /// Puts the previous version and its data back; `failed` if even that does not come up healthy.
     fn roll_back(&mut self, strategy: &mut dyn Strategy, reason: String) -> Result<Outcome> {
         let first_line = reason.lines().next().unwrap_or_default().to_string();
-        self.journal.step(Status::RollingBack, &format!("Rolling back: {first_line}"))?;
+        self.journal.report(Status::RollingBack, &format!("Rolling back: {first_line}"));
         let backup = self.backup.clone();
         let from = self.from_version.clone();
         let (terminal, message, error) =
@@ -490,7 +491,7 @@ impl Attempt<'_, '_> {
     }
 
     fn end(&mut self, terminal: Terminal, message: &str, error: Option<String>) -> Result<Outcome> {
-        self.journal.finish(terminal, message, error.as_deref())?;
+        self.journal.finish(terminal, message, error.as_deref());
         Ok(Outcome {
             upgrade_id: self.journal.upgrade_id.clone(),
             terminal,

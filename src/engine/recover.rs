@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::engine::announce::after_terminal;
-use crate::engine::journal::Journal;
+use crate::engine::journal::{keep_room, Journal};
 use crate::engine::rollback::{restore_previous, Restored};
 use crate::engine::status::open_status_file;
 use crate::engine::{strategy, Outcome};
@@ -82,14 +82,15 @@ pub fn reconcile(config: &Config, ui: &Ui, stale_after: Option<Duration>) -> Res
 fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outcome> {
     let status_file = open_status_file(config, ui);
     let to_version = record.to_version.clone().unwrap_or_else(|| "latest".into());
-    let mut journal = Journal::new(Db::open(&config.db_path())?, &record.id, ui, status_file, &to_version);
+    let mut journal = Journal::new(Db::open(&config.db_path())?, &record.id, ui, status_file, &to_version)
+        .with_reserve(keep_room(config, ui));
     journal.set_versions(record.from_version.as_deref(), &to_version);
     let plan = plan(record);
     let (terminal, message, error) = match &plan {
         Plan::MarkFailed { undo_fetch } => mark_failed(config, record, *undo_fetch, &mut journal),
         Plan::PutBack { backup } => put_back(config, record, backup.as_deref(), &mut journal)?,
     };
-    journal.finish(terminal, message, Some(&error))?;
+    journal.finish(terminal, message, Some(&error));
     let backup = record.backup_path.as_ref().map(PathBuf::from);
     Ok(Outcome {
         upgrade_id: record.id.clone(),
@@ -133,7 +134,7 @@ fn put_back(
     backup: Option<&std::path::Path>,
     journal: &mut Journal,
 ) -> Result<Restored> {
-    journal.step(Status::RollingBack, "Recovering an interrupted upgrade: putting the previous version back")?;
+    journal.report(Status::RollingBack, "Recovering an interrupted upgrade: putting the previous version back");
     let reason = format!("upgraderd stopped during {} after the switch", record.status);
     let runner = Runner::new(false);
     Ok(match strategy::resume(config, &runner, record) {

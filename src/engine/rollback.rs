@@ -148,7 +148,7 @@ pub fn manual_rollback(
         }
     };
     let message = if error.is_none() { "Rollback complete" } else { "Rollback failed" };
-    journal.finish(terminal, message, error.as_deref())?;
+    journal.finish(terminal, message, error.as_deref());
     let outcome = Outcome { upgrade_id, terminal, from_version: record.to_version.clone(), to_version, error, backup };
     if !dry_run {
         after_terminal(config, ui, &outcome);

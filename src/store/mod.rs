@@ -5,4 +5,5 @@ pub mod backup;
 pub mod db;
 pub mod files;
 pub mod lock;
+pub mod reserve;
 pub mod shared_dir;

@@ -5,7 +5,8 @@
 //! form `sha256:v-<version>`), the service container's image in `running`
 //! and its state in `state`. A new version "migrates" the data when it starts.
 //! `FAIL_ON="up:2 tag:1"` makes the n-th call of a verb fail; `CRASH=2.0.0`
-//! makes that version exit at start; `SLOW_PULL=5` makes pulls take that long.
+//! makes that version exit at start; `SLOW_PULL=5` makes pulls take that long;
+//! `FILL_DISK=DIR` fills DIR's filesystem when `up` runs.
 //! A health server on loopback answers with the running version.
 
 use std::fs;
@@ -51,6 +52,10 @@ compose_verb() {
       else echo '{"services":{"app":{"image":"registry.example/demo/app:latest"}}}'; fi ;;
     *" up "*)
       count up
+      # Fill the filesystem of the given directory, as a runaway log would, once the switch began.
+      if [ -n "$FILL_DISK" ] && [ ! -e "$S/filled" ]; then
+        touch "$S/filled"; dd if=/dev/zero of="$FILL_DISK/filler" bs=64k 2>/dev/null || true
+      fi
       resolve registry.example/demo/app:latest > "$S/running"
       v=$(version_of registry.example/demo/app:latest)
       [ "$v" = 1.0.0 ] || echo "migrated by $v" >> "$S/data/app.db"

@@ -1,4 +1,4 @@
-//! The state database: SQLite in the state dir, WAL, a busy timeout, and a
+//! The state database: SQLite in the state dir, a rollback journal, a busy timeout, and a
 //! schema versioned by `PRAGMA user_version` with forward-only migrations.
 //!
 //! `upgrade_history` keeps the reference columns plus what rollback needs;
@@ -88,8 +88,11 @@ impl Db {
     fn configure(&mut self, read_only: bool) -> Result<()> {
         self.conn.busy_timeout(Duration::from_secs(5)).map_err(|e| explain(&self.path, e))?;
         if !read_only {
+            // A rollback journal, not WAL: WAL maps a shared-memory file, and touching that
+            // mapping on a full or immutable state filesystem kills the process with SIGBUS
+            // instead of returning an error the engine can act on.
             self.conn
-                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+                .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get::<_, String>(0))
                 .map_err(|e| explain(&self.path, e))?;
             self.conn
                 .execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
