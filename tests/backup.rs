@@ -2,6 +2,8 @@
 //! hostile and damaged archives, full disks and unwritable directories.
 
 mod common;
+#[path = "backup/races.rs"]
+mod races;
 
 use std::fs;
 use std::io::Write;

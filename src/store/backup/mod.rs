@@ -17,16 +17,35 @@
 mod catalog;
 mod create;
 mod format;
+mod fsat;
 mod restore;
+mod scan;
+mod sqlite;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 pub use self::catalog::{find, list, partial_archives, prune};
-pub use self::create::{create, snapshot_sqlite};
+pub use self::create::{create, create_paused};
 pub use self::format::{read_meta, verify, Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
-pub use self::restore::restore;
+pub use self::restore::{restore, restore_paused};
+pub use self::sqlite::snapshot_sqlite;
+
+/// Points inside [`create`] and [`restore`] where tests change the files, to
+/// make a race deterministic instead of timing-based. Not a supported API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum Pause<'a> {
+    /// `create` has scanned the data and is about to copy it.
+    Scanned,
+    /// `create` is about to copy this member.
+    Copying(&'a [u8]),
+    /// `restore` is about to write this member into its staging directory.
+    Staging(&'a [u8]),
+    /// `restore` has staged everything and is about to swap it in.
+    Swapping,
+}
 
 /// Why a backup is taken, recorded in its metadata.
 #[derive(Debug, Clone, Default)]
