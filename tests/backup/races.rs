@@ -188,3 +188,39 @@ fn a_target_child_swapped_for_a_link_before_the_swap_is_moved_aside_not_followed
     assert_eq!(fs::read_to_string(outside.join("keep")).unwrap(), "host file");
     assert_eq!(fs::read_to_string(target.join("sub/deeper/file")).unwrap(), "payload-77");
 }
+
+#[test]
+fn a_file_that_disappears_between_the_scan_and_the_copy_is_skipped_and_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir_all(data.join("logs/old")).unwrap();
+    fs::write(data.join("logs/app.log"), "rotated away").unwrap();
+    fs::write(data.join("logs/old/app.log.1"), "also gone").unwrap();
+    fs::write(data.join("kept"), "kept").unwrap();
+
+    let created = backup::create_paused(
+        std::slice::from_ref(&data),
+        &dir.path().join("backups"),
+        Reason::default(),
+        &mut |_| {},
+        &mut |pause| {
+            if let Pause::Scanned = pause {
+                fs::remove_file(data.join("logs/app.log")).unwrap();
+                fs::remove_dir_all(data.join("logs/old")).unwrap();
+            }
+        },
+    )
+    .expect("a rotated log never aborts a backup");
+
+    let names: Vec<String> = members(&created.path).into_iter().map(|m| m.0).collect();
+    assert!(names.contains(&"data/0/kept".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("app.log") || n.contains("logs/old")), "{names:?}");
+    for gone in ["logs/app.log", "logs/old"] {
+        assert!(
+            created.warnings.iter().any(|w| w.contains(gone) && w.contains("disappeared")),
+            "{gone} not listed: {:?}",
+            created.warnings
+        );
+    }
+    backup::verify(&created.path).unwrap();
+}

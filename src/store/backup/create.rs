@@ -259,6 +259,11 @@ impl Copier<'_> {
     ) -> Result<Option<ManifestEntry>> {
         let found = match fsat::open_entry_at(parent, name) {
             Ok(found) => found,
+            // Live data: a log rotated or a temp file deleted since the scan is not worth an abort.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(format!("{} disappeared during the backup; it is not in the archive", shown.display()));
+                return Ok(None);
+            }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", shown.display())),
         };
         match found {
