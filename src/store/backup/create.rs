@@ -7,7 +7,7 @@
 //! scan goes in as that symlink, never as what it points to.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -347,8 +347,32 @@ fn append_symlink<W: Write>(
 ) -> Result<ManifestEntry> {
     let mut header = header_from(stat, tar::EntryType::Symlink);
     header.set_size(0);
-    builder.append_link(&mut header, member_text(member), Path::new(std::ffi::OsStr::from_bytes(target)))?;
+    set_link_verbatim(builder, &mut header, target)?;
+    builder.append_data(&mut header, member_text(member), io::empty())?;
     Ok(manifest_entry(member, Kind::Symlink, stat))
+}
+
+/// Puts a link target in `header` byte for byte (the tar crate's own setter
+/// would normalise `./a//b` to `a/b`); a target longer than the header's 100
+/// bytes goes first in a GNU long-link entry, as GNU tar writes it.
+fn set_link_verbatim<W: Write>(builder: &mut tar::Builder<W>, header: &mut tar::Header, target: &[u8]) -> Result<()> {
+    const FIELD: usize = 100;
+    if target.len() > FIELD {
+        let mut long = tar::Header::new_gnu();
+        if let Some(gnu) = long.as_gnu_mut() {
+            gnu.name[..13].copy_from_slice(b"././@LongLink");
+        }
+        long.set_mode(0o644);
+        long.set_uid(0);
+        long.set_gid(0);
+        long.set_mtime(0);
+        long.set_size(target.len() as u64 + 1);
+        long.set_entry_type(tar::EntryType::GNULongLink);
+        long.set_cksum();
+        builder.append(&long, target.chain(&[0u8][..]))?;
+    }
+    header.set_link_name_literal(&target[..target.len().min(FIELD)])?;
+    Ok(())
 }
 
 /// The member name as the archive spells it.

@@ -9,7 +9,11 @@
 //! stages on the same filesystem, checks every hash and only then swaps.
 //!
 //! This module holds the public types and re-exports; the work is split by concern:
-//! - [`format`]: metadata, manifest, member names, hashing, reading and verifying an archive;
+//! - [`format`]: metadata, manifest, hashing, names in messages;
+//! - [`members`]: member names and the rules every member passes, the same for verify and restore;
+//! - [`read`]: reading an archive back and verifying it;
+//! - [`scan`] and [`fsat`]: the walk through directory handles that backups and restores rely on;
+//! - [`sqlite`]: consistent snapshots of live SQLite databases;
 //! - [`create`](mod@create): scanning the data and writing an archive;
 //! - [`restore`](mod@restore): staging an archive next to its targets and swapping it in;
 //! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
@@ -18,6 +22,8 @@ mod catalog;
 mod create;
 mod format;
 mod fsat;
+mod members;
+mod read;
 mod restore;
 mod scan;
 mod sqlite;
@@ -28,7 +34,8 @@ use serde::Serialize;
 
 pub use self::catalog::{find, list, partial_archives, prune};
 pub use self::create::{create, create_paused};
-pub use self::format::{read_meta, verify, Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
+pub use self::format::{Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
+pub use self::read::{read_meta, verify};
 pub use self::restore::{restore, restore_paused};
 pub use self::sqlite::snapshot_sqlite;
 

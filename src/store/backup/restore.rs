@@ -11,18 +11,18 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::FileType;
 
-use super::format::{
-    check_against_manifest, read_archive, read_meta, HashingReader, ManifestEntry, Meta, Root, OWN_PREFIX,
-};
+use super::format::{show, HashingReader, Kind, ManifestEntry, Meta, Root, OWN_PREFIX};
 use super::fsat::{self, Cursor};
+use super::members::Member;
+use super::read::{check_against_manifest, read_archive, read_meta};
 use super::{Destination, Pause, Progress, Restored};
 use crate::ops::disk;
 use crate::store::files;
@@ -161,85 +161,63 @@ impl Stage {
     }
 
     /// Writes one member into the staging area; returns a file's sha256 and size.
-    fn write(
-        &mut self,
-        name: &str,
-        relative: &[u8],
-        header: &tar::Header,
-        data: &mut dyn Read,
-    ) -> Result<(String, u64)> {
-        if relative.is_empty() {
-            return self.write_root(name, header, data);
-        }
-        if !self.root.is_dir {
-            bail!("member under file root data/{} is not allowed", self.root.index);
+    fn write(&mut self, member: &Member, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
+        let name = show(&member.name);
+        if member.relative.is_empty() {
+            return self.write_root(member, &name, header, data);
         }
         let Some(staging) = self.staging.as_ref() else {
             bail!("member `{name}` comes before its directory data/{}", self.root.index);
         };
-        let components = fsat::components(relative);
+        let components = fsat::components(&member.relative);
         let Some((leaf, parents)) = components.split_last() else { bail!("member `{name}` has no name") };
-        let parent = self.cursor.open(staging.as_fd(), parents).map_err(|e| parent_refused(name, &e))?;
-        match header.entry_type() {
-            tar::EntryType::Regular => {
+        let parent = self.cursor.open(staging.as_fd(), parents).map_err(|e| parent_refused(&name, &e))?;
+        match (member.kind, &member.link) {
+            (Kind::File, _) => {
                 let file = fsat::create_file_at(parent, leaf).with_context(|| format!("cannot create `{name}`"))?;
                 write_file(file, header, data).with_context(|| format!("cannot restore `{name}`"))
             }
-            tar::EntryType::Directory => {
+            (Kind::Dir, _) => {
                 let handle = fsat::create_dir_at(parent, leaf).with_context(|| format!("cannot create `{name}`"))?;
                 let (mode, mtime) = (header.mode()? & 0o7777, header.mtime()? as i64);
                 set_owner(&handle, header)?;
                 // Writable until its children are in; the real mode comes last.
                 fsat::set_mode(&handle, mode | 0o700)?;
-                self.dir_fixups.push((relative.to_vec(), mode, mtime));
+                self.dir_fixups.push((member.relative.clone(), mode, mtime));
                 self.cursor.adopt(parents, leaf, handle);
                 Ok((String::new(), 0))
             }
-            tar::EntryType::Symlink => {
-                let link = header.link_name()?.ok_or_else(|| anyhow!("symlink member `{name}` has no target"))?;
-                check_link_stays_inside(name, Path::new(std::ffi::OsStr::from_bytes(relative)), &link)?;
-                fsat::symlink_at(link.as_os_str().as_bytes(), parent, leaf)
-                    .with_context(|| format!("cannot create link `{name}`"))?;
-                if is_root() {
-                    fsat::set_owner_at(parent, leaf, header.uid()? as u32, header.gid()? as u32)?;
-                }
-                fsat::set_mtime_at(parent, leaf, header.mtime()? as i64)?;
-                Ok((String::new(), 0))
+            (Kind::Symlink, Some(target)) => {
+                write_symlink(target, parent, leaf, header).with_context(|| format!("cannot create link `{name}`"))
             }
-            other => bail!("member `{name}` has type {other:?}; refusing to restore it"),
+            (kind, _) => bail!("member `{name}` is a {kind:?} without what it needs; refusing to restore it"),
         }
     }
 
     /// The member `data/<i>` itself: the staging directory, or the staged file or link.
-    fn write_root(&mut self, name: &str, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
+    fn write_root(
+        &mut self,
+        member: &Member,
+        name: &str,
+        header: &tar::Header,
+        data: &mut dyn Read,
+    ) -> Result<(String, u64)> {
         let dir = self.dir.as_fd();
-        match (header.entry_type(), self.root.is_dir) {
-            (tar::EntryType::Directory, true) => {
+        match (member.kind, &member.link) {
+            (Kind::Dir, _) => {
                 let staging = fsat::create_dir_at(dir, &self.staging_name)
                     .with_context(|| format!("cannot create a staging directory in {}", self.target.display()))?;
                 self.staging = Some(staging);
                 Ok((String::new(), 0))
             }
-            (tar::EntryType::Regular, false) => {
+            (Kind::File, _) => {
                 let file = fsat::create_file_at(dir, &self.staging_name)
                     .with_context(|| format!("cannot create a staging file beside {}", self.target.display()))?;
                 write_file(file, header, data).with_context(|| format!("cannot restore `{name}`"))
             }
-            (tar::EntryType::Symlink, false) => {
-                let link = header.link_name()?.ok_or_else(|| anyhow!("symlink member `{name}` has no target"))?;
-                fsat::symlink_at(link.as_os_str().as_bytes(), dir, &self.staging_name)
-                    .with_context(|| format!("cannot create link {}", self.target.display()))?;
-                if is_root() {
-                    fsat::set_owner_at(dir, &self.staging_name, header.uid()? as u32, header.gid()? as u32)?;
-                }
-                fsat::set_mtime_at(dir, &self.staging_name, header.mtime()? as i64)?;
-                Ok((String::new(), 0))
-            }
-            (other, _) => bail!(
-                "member `{name}` is a {other:?} but data/{} was backed up as a {}: refusing to restore it",
-                self.root.index,
-                if self.root.is_dir { "directory" } else { "file" }
-            ),
+            (Kind::Symlink, Some(target)) => write_symlink(target, dir, &self.staging_name, header)
+                .with_context(|| format!("cannot create link {}", self.target.display())),
+            (kind, _) => bail!("member `{name}` is a {kind:?} without what it needs; refusing to restore it"),
         }
     }
 
@@ -375,6 +353,16 @@ fn set_owner(fd: impl AsFd, header: &tar::Header) -> Result<()> {
     Ok(())
 }
 
+/// Creates a symlink with its target verbatim (never followed), then its owner and time.
+fn write_symlink(target: &[u8], dir: BorrowedFd<'_>, name: &[u8], header: &tar::Header) -> Result<(String, u64)> {
+    fsat::symlink_at(target, dir, name)?;
+    if is_root() {
+        fsat::set_owner_at(dir, name, header.uid()? as u32, header.gid()? as u32)?;
+    }
+    fsat::set_mtime_at(dir, name, header.mtime()? as i64)?;
+    Ok((String::new(), 0))
+}
+
 /// Writes a regular file's content, then its owner, mode and time; returns its sha256 and size.
 fn write_file(mut file: File, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
     let mut hashing = HashingReader::new(data);
@@ -395,11 +383,10 @@ fn stage_archive(
 ) -> Result<(u64, u64)> {
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut last_report = Instant::now();
-    let (_, manifest, _seen) = read_archive(archive, &mut |name, header, data| {
-        let (index, relative) = locate(name, stages)?;
-        pause(Pause::Staging(name.as_bytes()));
-        let (sha256, size) = stages[index].write(name, relative.as_os_str().as_bytes(), header, data)?;
-        if header.entry_type() == tar::EntryType::Regular {
+    let (_, manifest, _seen) = read_archive(archive, &mut |member, header, data| {
+        pause(Pause::Staging(&member.name));
+        let (sha256, size) = stages[member.root].write(member, header, data)?;
+        if member.kind == Kind::File {
             files += 1;
             bytes += size;
         }
@@ -422,49 +409,6 @@ fn stage_archive(
     Ok((files, bytes))
 }
 
-/// Which root a member belongs to and its path below that root; refuses
-/// absolute paths, `..` and anything outside `data/<i>`.
-fn locate(name: &str, stages: &[Stage]) -> Result<(usize, PathBuf)> {
-    let path = Path::new(name);
-    let mut components = path.components();
-    let hostile = || {
-        anyhow!("member `{name}` has an absolute path, `..` or lies outside data/: refusing to restore this archive")
-    };
-    if path.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(hostile());
-    }
-    if components.next() != Some(Component::Normal("data".as_ref())) {
-        return Err(hostile());
-    }
-    let index: usize =
-        components.next().and_then(|c| c.as_os_str().to_str()).and_then(|s| s.parse().ok()).ok_or_else(hostile)?;
-    let stage = stages.iter().position(|s| s.root.index == index).ok_or_else(hostile)?;
-    Ok((stage, components.as_path().to_path_buf()))
-}
-
-/// A symlink in a backup may point anywhere inside its own root, nowhere else.
-fn check_link_stays_inside(name: &str, relative: &Path, link: &Path) -> Result<()> {
-    if link.is_absolute() {
-        bail!("member `{name}` is a symlink to the absolute path {}: refusing to restore this archive", link.display());
-    }
-    let mut depth: i64 = relative.components().count() as i64 - 1;
-    for component in link.components() {
-        match component {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => depth = -1,
-        }
-        if depth < 0 {
-            bail!(
-                "member `{name}` is a symlink to {} that leaves its data directory: refusing to restore this archive",
-                link.display()
-            );
-        }
-    }
-    Ok(())
-}
-
 /// Swaps every staged root into place; undoes the roots already swapped if one fails.
 fn swap_all(stages: &[Stage]) -> Result<()> {
     let mut done: Vec<(usize, Swapped)> = Vec::new();
@@ -482,18 +426,4 @@ fn swap_all(stages: &[Stage]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn links_must_stay_inside_their_root() {
-        assert!(check_link_stays_inside("m", Path::new("a/b"), Path::new("../c")).is_ok());
-        assert!(check_link_stays_inside("m", Path::new("a/b"), Path::new("../../c")).is_err());
-        assert!(check_link_stays_inside("m", Path::new("a"), Path::new("./x/../y")).is_ok());
-        assert!(check_link_stays_inside("m", Path::new("a"), Path::new("/etc/passwd")).is_err());
-        assert!(check_link_stays_inside("m", Path::new("a"), Path::new("..")).is_err());
-    }
 }
