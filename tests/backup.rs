@@ -2,6 +2,8 @@
 //! hostile and damaged archives, full disks and unwritable directories.
 
 mod common;
+#[path = "backup/fidelity.rs"]
+mod fidelity;
 #[path = "backup/races.rs"]
 mod races;
 

@@ -6,6 +6,8 @@
 //! stores what it finds at that moment: a file swapped for a symlink after the
 //! scan goes in as that symlink, never as what it points to.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,6 +29,7 @@ use super::format::{
 };
 use super::fsat::{self, Cursor, Entry};
 use super::scan::{scan, split_root_file, Item, Plan, Seen};
+use super::sparse;
 use super::sqlite::snapshot_at;
 use super::{Created, Pause, Progress, Reason};
 use crate::ops::disk;
@@ -71,7 +74,7 @@ pub fn create_paused(
         total_bytes: plan.total_bytes,
         file_count: plan.files,
     };
-    let mut copier = Copier { dir, warnings: Vec::new(), snapshots: Vec::new() };
+    let mut copier = Copier { dir, warnings: Vec::new(), snapshots: Vec::new(), linked: HashMap::new() };
     let result = write_archive(&mut copier, &partial, &plan, &meta, progress, pause);
     for snapshot in &copier.snapshots {
         let _ = fs::remove_file(snapshot);
@@ -235,11 +238,14 @@ fn is_below(path: &[u8], dir: &[u8]) -> bool {
     path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
 }
 
-/// What the copy keeps besides the archive: warnings and SQLite snapshots to delete.
+/// What the copy keeps besides the archive: warnings, SQLite snapshots to
+/// delete, and the first member of each multiply-linked inode.
 struct Copier<'a> {
     dir: &'a Path,
     warnings: Vec<String>,
     snapshots: Vec<PathBuf>,
+    /// (data path, device, inode) -> member that holds the content.
+    linked: HashMap<(usize, u64, u64), Vec<u8>>,
 }
 
 impl Copier<'_> {
@@ -275,6 +281,14 @@ impl Copier<'_> {
                 stat.st_size = fsat::stat_of(&snapshot)?.st_size;
                 Ok(Some(self.append_file(builder, member, snapshot, &stat, true, shown)?))
             }
+            Entry::File(file, stat) if stat.st_nlink > 1 => {
+                let key = (item.root, stat.st_dev, stat.st_ino);
+                if let Some(first) = self.linked.get(&key) {
+                    return Ok(Some(append_hard_link(builder, member, first, &stat)?));
+                }
+                self.linked.insert(key, member.to_vec());
+                Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?))
+            }
             Entry::File(file, stat) => Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?)),
             Entry::Symlink(target, stat) => {
                 if item.seen != Seen::Symlink {
@@ -306,11 +320,14 @@ impl Copier<'_> {
         shown: &Path,
     ) -> Result<ManifestEntry> {
         let size = u64::try_from(stat.st_size).unwrap_or(0);
+        if let Some(segments) = sparse::data_segments(&file, size)? {
+            return self.append_sparse(builder, member, file, stat, segments, shown);
+        }
         let mut header = header_from(stat, tar::EntryType::Regular);
         header.set_size(size);
         let mut reader = HashingReader::exact(file, size);
         builder
-            .append_data(&mut header, member_text(member), &mut reader)
+            .append_data(&mut header, member_path(member), &mut reader)
             .with_context(|| format!("cannot back up {}", shown.display()))?;
         if reader.short {
             self.warn(format!("{} shrank while it was backed up; its copy is padded", shown.display()));
@@ -319,6 +336,32 @@ impl Copier<'_> {
         entry.size = size;
         entry.sha256 = Some(reader.hex());
         entry.sqlite_snapshot = sqlite_snapshot;
+        Ok(entry)
+    }
+
+    /// A file with holes: only its data segments are read and stored.
+    fn append_sparse<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        member: &[u8],
+        file: File,
+        stat: &Stat,
+        segments: Vec<sparse::Segment>,
+        shown: &Path,
+    ) -> Result<ManifestEntry> {
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        let mut header = header_from(stat, tar::EntryType::GNUSparse);
+        let extensions = sparse::describe(&mut header, &segments, size);
+        let mut reader = sparse::SparseReader::new(file, segments, size);
+        builder
+            .append_data(&mut header, member_path(member), extensions.as_slice().chain(&mut reader))
+            .with_context(|| format!("cannot back up {}", shown.display()))?;
+        if reader.short {
+            self.warn(format!("{} shrank while it was backed up; its copy is padded", shown.display()));
+        }
+        let mut entry = manifest_entry(member, Kind::File, stat);
+        entry.size = size;
+        entry.sha256 = Some(reader.hex());
         Ok(entry)
     }
 
@@ -335,7 +378,7 @@ impl Copier<'_> {
 fn append_dir<W: Write>(builder: &mut tar::Builder<W>, member: &[u8], stat: &Stat) -> Result<ManifestEntry> {
     let mut header = header_from(stat, tar::EntryType::Directory);
     header.set_size(0);
-    builder.append_data(&mut header, member_text(member), io::empty())?;
+    builder.append_data(&mut header, member_path(member), io::empty())?;
     Ok(manifest_entry(member, Kind::Dir, stat))
 }
 
@@ -348,8 +391,26 @@ fn append_symlink<W: Write>(
     let mut header = header_from(stat, tar::EntryType::Symlink);
     header.set_size(0);
     set_link_verbatim(builder, &mut header, target)?;
-    builder.append_data(&mut header, member_text(member), io::empty())?;
-    Ok(manifest_entry(member, Kind::Symlink, stat))
+    builder.append_data(&mut header, member_path(member), io::empty())?;
+    let mut entry = manifest_entry(member, Kind::Symlink, stat);
+    entry.target = Some(target.to_vec());
+    Ok(entry)
+}
+
+/// Another name for the inode already stored as `first`.
+fn append_hard_link<W: Write>(
+    builder: &mut tar::Builder<W>,
+    member: &[u8],
+    first: &[u8],
+    stat: &Stat,
+) -> Result<ManifestEntry> {
+    let mut header = header_from(stat, tar::EntryType::Link);
+    header.set_size(0);
+    set_link_verbatim(builder, &mut header, first)?;
+    builder.append_data(&mut header, member_path(member), io::empty())?;
+    let mut entry = manifest_entry(member, Kind::Hardlink, stat);
+    entry.target = Some(first.to_vec());
+    Ok(entry)
 }
 
 /// Puts a link target in `header` byte for byte (the tar crate's own setter
@@ -375,9 +436,9 @@ fn set_link_verbatim<W: Write>(builder: &mut tar::Builder<W>, header: &mut tar::
     Ok(())
 }
 
-/// The member name as the archive spells it.
-fn member_text(member: &[u8]) -> String {
-    String::from_utf8_lossy(member).into_owned()
+/// A member name (bytes) as the tar writer takes it.
+fn member_path(member: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(member))
 }
 
 fn header_from(stat: &Stat, kind: tar::EntryType) -> tar::Header {
@@ -392,7 +453,7 @@ fn header_from(stat: &Stat, kind: tar::EntryType) -> tar::Header {
 
 fn manifest_entry(member: &[u8], kind: Kind, stat: &Stat) -> ManifestEntry {
     ManifestEntry {
-        path: member_text(member),
+        path: member.to_vec(),
         kind,
         size: 0,
         sha256: None,
@@ -401,6 +462,7 @@ fn manifest_entry(member: &[u8], kind: Kind, stat: &Stat) -> ManifestEntry {
         gid: u64::from(stat.st_gid),
         mtime: stat.st_mtime,
         sqlite_snapshot: false,
+        target: None,
     }
 }
 

@@ -2,7 +2,9 @@
 //! reader that computes a member's sha256 as it streams, and how names (bytes)
 //! are shown in messages.
 
+use std::ffi::OsString;
 use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -14,11 +16,14 @@ pub(super) const ARCHIVE_PREFIX: &str = "upgrade-backup-";
 pub(super) const ARCHIVE_SUFFIX: &str = ".tar.gz";
 /// Names upgraderd itself creates inside a data dir while restoring; never backed up.
 pub(super) const OWN_PREFIX: &str = ".upgraderd-";
-pub(super) const FORMAT: u32 = 1;
+
+/// 1: the first format. 2: names as bytes (`pathHex`), link targets in the
+/// manifest, hard links and GNU sparse members. Readers take both.
+pub(super) const FORMAT: u32 = 2;
 
 /// One data path of a backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[serde(try_from = "RootWire", into = "RootWire")]
 pub struct Root {
     pub index: usize,
     pub path: PathBuf,
@@ -42,21 +47,23 @@ pub struct Meta {
     pub file_count: u64,
 }
 
-/// One member in the manifest.
+/// One member in the manifest. Names and link targets are bytes: JSON holds
+/// them as text when they are UTF-8, else as `pathHex`/`targetHex` beside a
+/// readable `path`/`target` (manifests of format 1 have text only).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[serde(try_from = "EntryWire", into = "EntryWire")]
 pub struct ManifestEntry {
-    pub path: String,
+    pub path: Vec<u8>,
     pub kind: Kind,
     pub size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
     pub mtime: i64,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sqlite_snapshot: bool,
+    /// A symlink's target, or the member a hard link shares its inode with.
+    pub target: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -65,12 +72,134 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    /// Another name for an earlier file member of the same data path.
+    Hardlink,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
     pub entries: Vec<ManifestEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RootWire {
+    index: usize,
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    is_dir: bool,
+}
+
+impl From<Root> for RootWire {
+    fn from(root: Root) -> RootWire {
+        let (path, path_hex) = bytes_to_json(root.path.as_os_str().as_bytes());
+        RootWire { index: root.index, path, path_hex, is_dir: root.is_dir }
+    }
+}
+
+impl TryFrom<RootWire> for Root {
+    type Error = String;
+    fn try_from(wire: RootWire) -> Result<Root, String> {
+        let path = PathBuf::from(OsString::from_vec(bytes_from_json(wire.path, wire.path_hex)?));
+        Ok(Root { index: wire.index, path, is_dir: wire.is_dir })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryWire {
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    kind: Kind,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sqlite_snapshot: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_hex: Option<String>,
+}
+
+impl From<ManifestEntry> for EntryWire {
+    fn from(entry: ManifestEntry) -> EntryWire {
+        let (path, path_hex) = bytes_to_json(&entry.path);
+        let (target, target_hex) = match entry.target.as_deref().map(bytes_to_json) {
+            Some((text, hex)) => (Some(text), hex),
+            None => (None, None),
+        };
+        EntryWire {
+            path,
+            path_hex,
+            kind: entry.kind,
+            size: entry.size,
+            sha256: entry.sha256,
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            mtime: entry.mtime,
+            sqlite_snapshot: entry.sqlite_snapshot,
+            target,
+            target_hex,
+        }
+    }
+}
+
+impl TryFrom<EntryWire> for ManifestEntry {
+    type Error = String;
+    fn try_from(wire: EntryWire) -> Result<ManifestEntry, String> {
+        let target = match (wire.target, wire.target_hex) {
+            (None, None) => None,
+            (text, hex) => Some(bytes_from_json(text.unwrap_or_default(), hex)?),
+        };
+        Ok(ManifestEntry {
+            path: bytes_from_json(wire.path, wire.path_hex)?,
+            kind: wire.kind,
+            size: wire.size,
+            sha256: wire.sha256,
+            mode: wire.mode,
+            uid: wire.uid,
+            gid: wire.gid,
+            mtime: wire.mtime,
+            sqlite_snapshot: wire.sqlite_snapshot,
+            target,
+        })
+    }
+}
+
+/// Bytes for JSON: the text itself when it is UTF-8; otherwise a readable
+/// text (invalid bytes as `\xNN`) and the exact bytes in hex.
+fn bytes_to_json(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), None),
+        Err(_) => (show(bytes), Some(hex(bytes))),
+    }
+}
+
+/// The bytes [`bytes_to_json`] encoded: the hex when present, else the text.
+fn bytes_from_json(text: String, hex: Option<String>) -> Result<Vec<u8>, String> {
+    let Some(hex) = hex else { return Ok(text.into_bytes()) };
+    let digits = hex.as_bytes();
+    if digits.len() % 2 != 0 {
+        return Err(format!("`{hex}` is not hex: odd length"));
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("`{hex}` is not hex"))
+        })
+        .collect()
 }
 
 /// Hashes what passes through; in `exact` mode yields exactly `size` bytes,
@@ -143,6 +272,31 @@ mod tests {
         reader.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"abc\0\0");
         assert!(reader.short);
+    }
+
+    #[test]
+    fn names_are_bytes_in_json_and_old_manifests_still_read() {
+        let entry = ManifestEntry {
+            path: b"data/0/\xff\xfe-caf\xc3\xa9".to_vec(),
+            kind: Kind::Symlink,
+            size: 0,
+            sha256: None,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+            sqlite_snapshot: false,
+            target: Some(b"../\x80".to_vec()),
+        };
+        let json = serde_json::to_string(&entry).unwrap();
+        assert!(json.contains("\"pathHex\":\"646174612f302ffffe2d636166c3a9\""), "{json}");
+        assert_eq!(serde_json::from_str::<ManifestEntry>(&json).unwrap(), entry);
+        let old = r#"{"path":"data/0/a","kind":"file","size":1,"sha256":"x","mode":420,"uid":0,"gid":0,"mtime":5}"#;
+        let read: ManifestEntry = serde_json::from_str(old).unwrap();
+        assert_eq!((read.path.as_slice(), read.target), (&b"data/0/a"[..], None));
+        let root = Root { index: 0, path: PathBuf::from(OsString::from_vec(b"/srv/\xff".to_vec())), is_dir: true };
+        let json = serde_json::to_string(&root).unwrap();
+        assert_eq!(serde_json::from_str::<Root>(&json).unwrap(), root);
     }
 
     #[test]

@@ -122,6 +122,11 @@ pub fn symlink_at(target: &[u8], dir: BorrowedFd<'_>, name: &[u8]) -> io::Result
     Ok(rustix::fs::symlinkat(target, dir, name)?)
 }
 
+/// Makes `to_dir/to` another name for the inode at `from_dir/from` (a symlink there is linked, not followed).
+pub fn hard_link_at(from_dir: BorrowedFd<'_>, from: &[u8], to_dir: BorrowedFd<'_>, to: &[u8]) -> io::Result<()> {
+    Ok(rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty())?)
+}
+
 /// Renames `from_dir/from` to `to_dir/to`; a symlink is moved, never followed.
 pub fn rename_at(from_dir: BorrowedFd<'_>, from: &[u8], to_dir: BorrowedFd<'_>, to: &[u8]) -> io::Result<()> {
     Ok(rustix::fs::renameat(from_dir, from, to_dir, to)?)

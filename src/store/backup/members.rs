@@ -27,7 +27,7 @@ pub(super) struct Member {
     /// Its path below `data/<i>`, `/`-separated; empty for the data path itself.
     pub relative: Vec<u8>,
     pub kind: Kind,
-    /// A symlink's target, verbatim.
+    /// A symlink's target, verbatim; for a hard link, the member it shares its inode with.
     pub link: Option<Vec<u8>>,
 }
 
@@ -61,6 +61,7 @@ impl<'a> Rules<'a> {
         }
         let link = match kind {
             Kind::Symlink => Some(self.link_target(name, link)?),
+            Kind::Hardlink => Some(self.hard_link_target(name, root, link)?),
             _ => None,
         };
         self.seen.insert(name.to_vec(), kind);
@@ -72,6 +73,7 @@ impl<'a> Rules<'a> {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => Kind::File,
             tar::EntryType::Directory => Kind::Dir,
             tar::EntryType::Symlink => Kind::Symlink,
+            tar::EntryType::Link => Kind::Hardlink,
             other => bail!(
                 "backup {} has member `{}` of type {other:?}, which upgraderd never writes",
                 self.archive.display(),
@@ -142,6 +144,25 @@ impl<'a> Rules<'a> {
     }
 }
 
+impl Rules<'_> {
+    /// A hard link must name an earlier file of the same data path.
+    fn hard_link_target(&self, name: &[u8], root: usize, link: Option<&[u8]>) -> Result<Vec<u8>> {
+        let target = link.unwrap_or_default();
+        let same_root =
+            self.locate(target).is_ok_and(|(target_root, relative)| target_root == root && !relative.is_empty());
+        match self.seen.get(target) {
+            Some(Kind::File | Kind::Hardlink) if same_root => Ok(target.to_vec()),
+            _ => bail!(
+                "backup {}: hard link `{}` names `{}`, which is not an earlier file of the same data directory; \
+                 refusing this archive",
+                self.archive.display(),
+                show(name),
+                show(target)
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +213,20 @@ mod tests {
         assert!(check_all(&[(b"data/1", D, None)]).is_err(), "a directory where a file was backed up");
         assert!(check_all(&[(b"data/1", F, None)]).is_ok());
         assert!(check_all(&[(b"data/0", tar::EntryType::Char, None)]).is_err());
+    }
+
+    #[test]
+    fn hard_links_name_an_earlier_file_of_the_same_data_path() {
+        use tar::EntryType::Link as H;
+        let ok = check_all(&[(b"data/0", D, None), (b"data/0/a", F, None), (b"data/0/b", H, Some(b"data/0/a"))]);
+        assert_eq!(ok.unwrap()[2].link.as_deref(), Some(&b"data/0/a"[..]));
+        for bad in [
+            vec![(&b"data/0"[..], D, None), (b"data/0/b", H, Some(&b"data/0/a"[..])), (b"data/0/a", F, None)],
+            vec![(b"data/0", D, None), (b"data/0/d", D, None), (b"data/0/b", H, Some(b"data/0/d"))],
+            vec![(b"data/0", D, None), (b"data/0/b", H, Some(b"/etc/shadow"))],
+            vec![(b"data/1", F, None), (b"data/0", D, None), (b"data/0/b", H, Some(b"data/1"))],
+        ] {
+            assert!(check_all(&bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -8,12 +8,20 @@
 //! live file. Archives are written as `.partial`, fsynced and renamed; restore
 //! stages on the same filesystem, checks every hash and only then swaps.
 //!
+//! Restore gives back what was there: names as bytes (the manifest encodes
+//! names that are not UTF-8 reversibly), symlinks verbatim wherever they point
+//! (never followed), hard links as hard links, sparse files with their holes,
+//! owners, modes and mtimes (to the second). The members are plain GNU tar
+//! (`tar tzf` lists them). Data the app can write is only ever reached through
+//! directory handles, so a name it swaps for a symlink mid-way cannot make a
+//! backup read, or a restore write, outside the data.
+//!
 //! This module holds the public types and re-exports; the work is split by concern:
 //! - [`format`]: metadata, manifest, hashing, names in messages;
 //! - [`members`]: member names and the rules every member passes, the same for verify and restore;
 //! - [`read`]: reading an archive back and verifying it;
 //! - [`scan`] and [`fsat`]: the walk through directory handles that backups and restores rely on;
-//! - [`sqlite`]: consistent snapshots of live SQLite databases;
+//! - [`sqlite`]: consistent snapshots of live SQLite databases; [`sparse`]: files with holes;
 //! - [`create`](mod@create): scanning the data and writing an archive;
 //! - [`restore`](mod@restore): staging an archive next to its targets and swapping it in;
 //! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
@@ -26,6 +34,7 @@ mod members;
 mod read;
 mod restore;
 mod scan;
+mod sparse;
 mod sqlite;
 
 use std::path::PathBuf;

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use flate2::read::GzDecoder;
 
-use super::format::{show, HashingReader, Kind, Manifest, ManifestEntry, Meta, MANIFEST_MEMBER, META_MEMBER};
+use super::format::{show, HashingReader, Kind, Manifest, ManifestEntry, Meta, FORMAT, MANIFEST_MEMBER, META_MEMBER};
 use super::members::{Member, Rules};
 use super::Verified;
 
@@ -37,7 +37,16 @@ pub fn read_meta(path: &Path) -> Result<Meta> {
     }
     let mut text = String::new();
     first.read_to_string(&mut text).map_err(|e| damaged(path, Some(META_MEMBER), e))?;
-    serde_json::from_str(&text).with_context(|| format!("{} has an unreadable {META_MEMBER}", path.display()))
+    let meta: Meta =
+        serde_json::from_str(&text).with_context(|| format!("{} has an unreadable {META_MEMBER}", path.display()))?;
+    if meta.format > FORMAT {
+        bail!(
+            "{} has format {}, written by a newer upgraderd (this one reads up to {FORMAT}); use that version to read it",
+            path.display(),
+            meta.format
+        );
+    }
+    Ok(meta)
 }
 
 fn damaged(path: &Path, member: Option<&str>, err: io::Error) -> anyhow::Error {
@@ -93,7 +102,7 @@ pub(super) struct SeenMember {
 }
 
 pub(super) fn check_against_manifest(path: &Path, seen: &[SeenMember], manifest: &Manifest) -> Result<()> {
-    let expected: HashMap<&[u8], &ManifestEntry> = manifest.entries.iter().map(|e| (e.path.as_bytes(), e)).collect();
+    let expected: HashMap<&[u8], &ManifestEntry> = manifest.entries.iter().map(|e| (e.path.as_slice(), e)).collect();
     for SeenMember { member, sha256, size } in seen {
         let name = show(&member.name);
         let Some(entry) = expected.get(member.name.as_slice()) else {
@@ -115,10 +124,19 @@ pub(super) fn check_against_manifest(path: &Path, seen: &[SeenMember], manifest:
                 entry.sha256.as_deref().unwrap_or("-")
             );
         }
+        // Format 1 manifests list no link targets; format 2 ones must match the archive.
+        if entry.target.is_some() && entry.target != member.link {
+            bail!(
+                "backup {}: link member `{name}` points at `{}` but the manifest says `{}`; the archive is corrupt",
+                path.display(),
+                show(member.link.as_deref().unwrap_or_default()),
+                show(entry.target.as_deref().unwrap_or_default())
+            );
+        }
     }
     let present: HashSet<&[u8]> = seen.iter().map(|m| m.member.name.as_slice()).collect();
-    if let Some(missing) = manifest.entries.iter().find(|e| !present.contains(e.path.as_bytes())) {
-        bail!("backup {}: member `{}` listed in the manifest is missing", path.display(), missing.path);
+    if let Some(missing) = manifest.entries.iter().find(|e| !present.contains(e.path.as_slice())) {
+        bail!("backup {}: member `{}` listed in the manifest is missing", path.display(), show(&missing.path));
     }
     Ok(())
 }

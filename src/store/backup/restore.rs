@@ -9,6 +9,7 @@
 //! target swapped for a symlink meanwhile can therefore never make the
 //! restore write outside the target.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -23,6 +24,7 @@ use super::format::{show, HashingReader, Kind, ManifestEntry, Meta, Root, OWN_PR
 use super::fsat::{self, Cursor};
 use super::members::Member;
 use super::read::{check_against_manifest, read_archive, read_meta};
+use super::sparse;
 use super::{Destination, Pause, Progress, Restored};
 use crate::ops::disk;
 use crate::store::files;
@@ -74,9 +76,9 @@ fn targets_for(meta: &Meta, destination: &Destination) -> Vec<PathBuf> {
             .roots
             .iter()
             .map(|r| {
-                let name =
-                    r.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
-                dir.join(format!("{}-{name}", r.index))
+                let mut name = OsString::from(format!("{}-", r.index));
+                name.push(r.path.file_name().unwrap_or(OsStr::new("root")));
+                dir.join(name)
             })
             .collect(),
     }
@@ -189,6 +191,20 @@ impl Stage {
             }
             (Kind::Symlink, Some(target)) => {
                 write_symlink(target, parent, leaf, header).with_context(|| format!("cannot create link `{name}`"))
+            }
+            (Kind::Hardlink, Some(first)) => {
+                // The rules made `first` an earlier file of this data path: same prefix, `data/<i>/`.
+                let first_relative = &first[member.name.len() - member.relative.len()..];
+                let first_components = fsat::components(first_relative);
+                let Some((first_leaf, first_parents)) = first_components.split_last() else {
+                    bail!("hard link `{name}` names no file");
+                };
+                let mut lookup = Cursor::default();
+                let first_parent =
+                    lookup.open(staging.as_fd(), first_parents).map_err(|e| parent_refused(&show(first), &e))?;
+                fsat::hard_link_at(first_parent, first_leaf, parent, leaf)
+                    .with_context(|| format!("cannot link `{name}` to `{}`", show(first)))?;
+                Ok((String::new(), 0))
             }
             (kind, _) => bail!("member `{name}` is a {kind:?} without what it needs; refusing to restore it"),
         }
@@ -363,15 +379,21 @@ fn write_symlink(target: &[u8], dir: BorrowedFd<'_>, name: &[u8], header: &tar::
     Ok((String::new(), 0))
 }
 
-/// Writes a regular file's content, then its owner, mode and time; returns its sha256 and size.
+/// Writes a regular file's content (a sparse member's holes as holes), then
+/// its owner, mode and time; returns its sha256 and size.
 fn write_file(mut file: File, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
-    let mut hashing = HashingReader::new(data);
-    let size = io::copy(&mut hashing, &mut file)?;
+    let (sha256, size) = if header.entry_type() == tar::EntryType::GNUSparse {
+        sparse::write_sparse(&file, data)?
+    } else {
+        let mut hashing = HashingReader::new(data);
+        let size = io::copy(&mut hashing, &mut file)?;
+        (hashing.hex(), size)
+    };
     set_owner(&file, header)?;
     fsat::set_mode(&file, header.mode()?)?;
     fsat::set_mtime(&file, header.mtime()? as i64)?;
     file.sync_all()?;
-    Ok((hashing.hex(), size))
+    Ok((sha256, size))
 }
 
 fn stage_archive(
@@ -401,7 +423,7 @@ fn stage_archive(
         Ok((meta, manifest, seen))
     })?;
     for stage in stages.iter_mut() {
-        let root_member = format!("data/{}", stage.root.index);
+        let root_member = format!("data/{}", stage.root.index).into_bytes();
         stage.root_entry = manifest.entries.iter().find(|e| e.path == root_member).cloned();
         stage.fix_directories()?;
     }
