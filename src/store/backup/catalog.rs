@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::format::{read_meta, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, OWN_PREFIX};
+use super::format::{ARCHIVE_PREFIX, ARCHIVE_SUFFIX, OWN_PREFIX};
+use super::read::read_meta;
 use super::{Listed, Pruned};
 
 /// Archives left `.partial` by a writer that was killed.

@@ -1,37 +1,60 @@
 //! Writing an archive: scan the data paths, then stream every member through
 //! gzip into a `.partial` file (SQLite databases through the online backup
 //! API), write the manifest last, fsync and rename.
+//!
+//! The copy reaches every entry through directory handles (see `fsat`) and
+//! stores what it finds at that moment: a file swapped for a symlink after the
+//! scan goes in as that symlink, never as what it points to.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use rustix::fs::{Stat, CWD};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::format::{
-    hex, HashingReader, Kind, Manifest, ManifestEntry, Meta, Root, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, FORMAT,
-    MANIFEST_MEMBER, META_MEMBER, OWN_PREFIX,
+    hex, HashingReader, Kind, Manifest, ManifestEntry, Meta, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, FORMAT, MANIFEST_MEMBER,
+    META_MEMBER, OWN_PREFIX,
 };
-use super::{Created, Progress, Reason};
+use super::fsat::{self, Cursor, Entry};
+use super::scan::{scan, split_root_file, Item, Plan, Seen};
+use super::sparse;
+use super::sqlite::snapshot_at;
+use super::{Created, Pause, Progress, Reason};
 use crate::ops::disk;
 use crate::store::files;
 use crate::units::human_bytes;
 
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
 /// Backs up `roots` into a new archive in `dir`.
 pub fn create(roots: &[PathBuf], dir: &Path, reason: Reason, progress: &mut dyn FnMut(Progress)) -> Result<Created> {
+    create_paused(roots, dir, reason, progress, &mut |_| {})
+}
+
+/// [`create`], calling `pause` at each [`Pause`] point (tests use it to make races deterministic).
+#[doc(hidden)]
+pub fn create_paused(
+    roots: &[PathBuf],
+    dir: &Path,
+    reason: Reason,
+    progress: &mut dyn FnMut(Progress),
+    pause: &mut dyn FnMut(Pause<'_>),
+) -> Result<Created> {
     if roots.is_empty() {
         bail!("no data paths to back up");
     }
     let plan = scan(roots)?;
+    pause(Pause::Scanned);
     files::ensure_private_dir(dir).with_context(|| {
         format!("cannot create the backup directory {}; create it or set UPGRADERD_BACKUP_DIR", dir.display())
     })?;
@@ -51,15 +74,15 @@ pub fn create(roots: &[PathBuf], dir: &Path, reason: Reason, progress: &mut dyn 
         total_bytes: plan.total_bytes,
         file_count: plan.files,
     };
-    let mut writer = ArchiveWriter { dir, partial: &partial, warnings: Vec::new(), snapshots: Vec::new() };
-    let result = writer.write(&plan, &meta, progress);
-    for snapshot in &writer.snapshots {
+    let mut copier = Copier { dir, warnings: Vec::new(), snapshots: Vec::new(), linked: HashMap::new() };
+    let result = write_archive(&mut copier, &partial, &plan, &meta, progress, pause);
+    for snapshot in &copier.snapshots {
         let _ = fs::remove_file(snapshot);
     }
     match result.and_then(|()| files::rename_durable(&partial, &final_path).map_err(Into::into)) {
         Ok(()) => {
             let archive_bytes = fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0);
-            Ok(Created { path: final_path, meta, archive_bytes, warnings: writer.warnings })
+            Ok(Created { path: final_path, meta, archive_bytes, warnings: copier.warnings })
         }
         Err(err) => {
             let _ = fs::remove_file(&partial);
@@ -83,238 +106,364 @@ fn explain_write_error(err: anyhow::Error, dir: &Path, partial: &Path, needed: u
     err.context(format!("writing backup {} failed; the partial archive was removed", partial.display()))
 }
 
-/// What a backup will contain, found before anything is written.
-struct Plan {
-    roots: Vec<Root>,
-    items: Vec<Item>,
-    total_bytes: u64,
-    files: u64,
-}
+fn write_archive(
+    copier: &mut Copier<'_>,
+    partial: &Path,
+    plan: &Plan,
+    meta: &Meta,
+    progress: &mut dyn FnMut(Progress),
+    pause: &mut dyn FnMut(Pause<'_>),
+) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(partial)
+        .with_context(|| format!("cannot create {} (is the backup directory writable?)", partial.display()))?;
+    // Level 1: backups sit on the upgrade's critical path; speed beats a few percent of size.
+    let encoder = GzEncoder::new(BufWriter::with_capacity(1 << 20, file), Compression::fast());
+    let mut builder = tar::Builder::new(encoder);
+    builder.mode(tar::HeaderMode::Complete);
+    append_json(&mut builder, META_MEMBER, meta)?;
 
-struct Item {
-    /// Path on disk.
-    source: PathBuf,
-    /// Member name: `data/<root>/<relative>`.
-    member: String,
-    meta: fs::Metadata,
-    sqlite: bool,
-}
-
-fn scan(roots: &[PathBuf]) -> Result<Plan> {
-    let mut plan = Plan { roots: Vec::new(), items: Vec::new(), total_bytes: 0, files: 0 };
-    for (index, root) in roots.iter().enumerate() {
-        let meta = fs::symlink_metadata(root).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => anyhow!(
-                "data path {} does not exist; fix UPGRADERD_DATA_DIR (or the container's mounts) before backing up",
-                root.display()
-            ),
-            _ => anyhow!("data path {} cannot be read: {e}", root.display()),
-        })?;
-        let is_dir = meta.is_dir();
-        plan.roots.push(Root { index, path: root.clone(), is_dir });
-        let member = format!("data/{index}");
-        plan.items.push(Item { source: root.clone(), member: member.clone(), sqlite: false, meta });
-        if is_dir {
-            walk(root, &member, true, &mut plan)?;
-        }
-    }
-    mark_sqlite(&mut plan)?;
+    let mut walk = Walk::default();
+    let mut entries = Vec::with_capacity(plan.items.len());
+    let mut done = 0u64;
+    let mut last_report = Instant::now();
     for item in &plan.items {
-        if item.meta.is_file() {
-            plan.total_bytes += item.meta.len();
-            plan.files += 1;
-        }
-    }
-    Ok(plan)
-}
-
-fn walk(dir: &Path, member: &str, top: bool, plan: &mut Plan) -> Result<()> {
-    let mut children: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("cannot read data directory {}", dir.display()))?
-        .collect::<io::Result<_>>()
-        .with_context(|| format!("cannot read data directory {}", dir.display()))?;
-    children.sort_by_key(|e| e.file_name());
-    for child in children {
-        let name = child.file_name();
-        let name_text = name.to_string_lossy();
-        if top && name_text.starts_with(OWN_PREFIX) {
-            continue;
-        }
-        let source = child.path();
-        let meta = fs::symlink_metadata(&source).with_context(|| format!("cannot stat {}", source.display()))?;
-        let child_member = format!("{member}/{name_text}");
-        let kind = meta.file_type();
-        if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
-            // Sockets, FIFOs and devices are runtime objects, not data.
-            continue;
-        }
-        plan.items.push(Item { source: source.clone(), member: child_member.clone(), meta, sqlite: false });
-        if kind.is_dir() {
-            walk(&source, &child_member, false, plan)?;
-        }
-    }
-    Ok(())
-}
-
-/// Marks SQLite databases (by header) and drops their `-wal`, `-shm` and
-/// `-journal` companions: the snapshot already holds every committed page.
-fn mark_sqlite(plan: &mut Plan) -> Result<()> {
-    let mut databases = HashSet::new();
-    for item in &mut plan.items {
-        if item.meta.is_file() && item.meta.len() >= 512 && has_sqlite_header(&item.source) {
-            item.sqlite = true;
-            databases.insert(item.source.clone());
-        }
-    }
-    plan.items.retain(|item| {
-        let name = item.source.to_string_lossy();
-        !["-wal", "-shm", "-journal"]
-            .iter()
-            .any(|suffix| name.strip_suffix(suffix).is_some_and(|db| databases.contains(Path::new(db))))
-    });
-    Ok(())
-}
-
-fn has_sqlite_header(path: &Path) -> bool {
-    let mut header = [0u8; 16];
-    File::open(path).and_then(|mut f| f.read_exact(&mut header)).is_ok() && &header == SQLITE_MAGIC
-}
-
-struct ArchiveWriter<'a> {
-    dir: &'a Path,
-    partial: &'a Path,
-    warnings: Vec<String>,
-    snapshots: Vec<PathBuf>,
-}
-
-impl ArchiveWriter<'_> {
-    fn write(&mut self, plan: &Plan, meta: &Meta, progress: &mut dyn FnMut(Progress)) -> Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.partial)
-            .with_context(|| format!("cannot create {} (is the backup directory writable?)", self.partial.display()))?;
-        // Level 1: backups sit on the upgrade's critical path; speed beats a few percent of size.
-        let encoder = GzEncoder::new(BufWriter::with_capacity(1 << 20, file), Compression::fast());
-        let mut builder = tar::Builder::new(encoder);
-        builder.mode(tar::HeaderMode::Complete);
-        append_json(&mut builder, META_MEMBER, meta)?;
-
-        let mut entries = Vec::with_capacity(plan.items.len());
-        let mut done = 0u64;
-        let mut last_report = Instant::now();
-        for item in &plan.items {
-            let entry = self.append_item(&mut builder, item)?;
+        let member = item.member();
+        pause(Pause::Copying(&member));
+        if let Some(entry) = walk.append(copier, &mut builder, plan, item, &member)? {
             done += entry.size;
             entries.push(entry);
-            if last_report.elapsed() > Duration::from_millis(500) {
-                progress(Progress { done, total: plan.total_bytes });
-                last_report = Instant::now();
-            }
         }
-        progress(Progress { done: plan.total_bytes, total: plan.total_bytes });
-        append_json(&mut builder, MANIFEST_MEMBER, &Manifest { format: FORMAT, entries })?;
-        let encoder = builder.into_inner()?;
-        let buffered = encoder.finish()?;
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(())
+        if last_report.elapsed() > Duration::from_millis(500) {
+            progress(Progress { done, total: plan.total_bytes });
+            last_report = Instant::now();
+        }
+    }
+    progress(Progress { done: plan.total_bytes, total: plan.total_bytes });
+    append_json(&mut builder, MANIFEST_MEMBER, &Manifest { format: FORMAT, entries })?;
+    let encoder = builder.into_inner()?;
+    let buffered = encoder.finish()?;
+    let file = buffered.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Where the copy is in the data: the current data path's handle, the open
+/// directories below it, and the directories found replaced or gone.
+#[derive(Default)]
+struct Walk {
+    root: Option<OwnedFd>,
+    cursor: Cursor,
+    gone: Vec<Vec<u8>>,
+}
+
+impl Walk {
+    /// Appends `item` as it is now; `None` when there is nothing left to store.
+    fn append<W: Write>(
+        &mut self,
+        copier: &mut Copier<'_>,
+        builder: &mut tar::Builder<W>,
+        plan: &Plan,
+        item: &Item,
+        member: &[u8],
+    ) -> Result<Option<ManifestEntry>> {
+        let shown = item.shown(&plan.roots);
+        if item.relative.is_empty() {
+            return self.append_root(copier, builder, item, member, &shown);
+        }
+        if self.gone.iter().any(|dir| is_below(&item.relative, dir)) {
+            return Ok(None);
+        }
+        let components = fsat::components(&item.relative);
+        let Some((name, parents)) = components.split_last() else { return Ok(None) };
+        let Some(root) = self.root.as_ref() else { return Ok(None) };
+        let parent = match self.cursor.open(root.as_fd(), parents) {
+            Ok(parent) => parent,
+            Err(e) if fsat::is_replaced_or_gone(&e) => {
+                copier.warn(format!(
+                    "{}: its directory was replaced or removed during the backup; skipped",
+                    shown.display()
+                ));
+                return Ok(None);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot open the directory of {}", shown.display())),
+        };
+        if item.seen != Seen::Dir {
+            return copier.append_found(builder, parent, name, item, member, &shown);
+        }
+        match fsat::open_dir_at(parent, name) {
+            Ok(handle) => {
+                let entry = append_dir(builder, member, &fsat::stat_of(&handle)?)?;
+                self.cursor.adopt(parents, name, handle);
+                Ok(Some(entry))
+            }
+            Err(e) if fsat::is_replaced_or_gone(&e) => {
+                self.gone.push(item.relative.clone());
+                copier.append_found(builder, parent, name, item, member, &shown)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot open data directory {}", shown.display())),
+        }
     }
 
-    fn append_item<W: Write>(&mut self, builder: &mut tar::Builder<W>, item: &Item) -> Result<ManifestEntry> {
-        let meta = &item.meta;
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(meta.mode() & 0o7777);
-        header.set_uid(meta.uid() as u64);
-        header.set_gid(meta.gid() as u64);
-        header.set_mtime(meta.mtime().max(0) as u64);
-        let mut entry = ManifestEntry {
-            path: item.member.clone(),
-            kind: Kind::File,
-            size: 0,
-            sha256: None,
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid() as u64,
-            gid: meta.gid() as u64,
-            mtime: meta.mtime(),
-            sqlite_snapshot: false,
-        };
-        let kind = meta.file_type();
-        if kind.is_dir() {
-            entry.kind = Kind::Dir;
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
-            builder.append_data(&mut header, &item.member, io::empty())?;
-        } else if kind.is_symlink() {
-            entry.kind = Kind::Symlink;
-            let target =
-                fs::read_link(&item.source).with_context(|| format!("cannot read link {}", item.source.display()))?;
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_size(0);
-            builder.append_link(&mut header, &item.member, &target)?;
-        } else {
-            let (file, sqlite_snapshot) = if item.sqlite {
-                (self.snapshot(&item.source)?, true)
-            } else {
-                let file =
-                    File::open(&item.source).with_context(|| format!("cannot read {}", item.source.display()))?;
-                (file, false)
-            };
-            let size = file.metadata()?.len();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(size);
-            let mut reader = HashingReader::exact(file, size);
-            builder
-                .append_data(&mut header, &item.member, &mut reader)
-                .with_context(|| format!("cannot back up {}", item.source.display()))?;
-            if reader.short {
-                self.warnings
-                    .push(format!("{} shrank while it was backed up; its copy is padded", item.source.display()));
-            }
-            entry.size = size;
-            entry.sha256 = Some(reader.hex());
-            entry.sqlite_snapshot = sqlite_snapshot;
+    /// A data path: a directory becomes the base of the walk below it.
+    fn append_root<W: Write>(
+        &mut self,
+        copier: &mut Copier<'_>,
+        builder: &mut tar::Builder<W>,
+        item: &Item,
+        member: &[u8],
+        shown: &Path,
+    ) -> Result<Option<ManifestEntry>> {
+        self.cursor.reset();
+        self.gone.clear();
+        self.root = None;
+        if item.seen == Seen::Dir {
+            let handle = fsat::open_dir_at(CWD, shown.as_os_str().as_bytes())
+                .with_context(|| format!("cannot open data directory {}", shown.display()))?;
+            let entry = append_dir(builder, member, &fsat::stat_of(&handle)?)?;
+            self.root = Some(handle);
+            return Ok(Some(entry));
         }
+        let (parent, name) = split_root_file(shown)?;
+        copier.append_found(builder, parent.as_fd(), name, item, member, shown)
+    }
+}
+
+/// Whether `path` lies below the directory `dir` (both relative, in bytes).
+fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
+}
+
+/// What the copy keeps besides the archive: warnings, SQLite snapshots to
+/// delete, and the first member of each multiply-linked inode.
+struct Copier<'a> {
+    dir: &'a Path,
+    warnings: Vec<String>,
+    snapshots: Vec<PathBuf>,
+    /// (data path, device, inode) -> member that holds the content.
+    linked: HashMap<(usize, u64, u64), Vec<u8>>,
+}
+
+impl Copier<'_> {
+    fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+    }
+
+    /// Appends whatever `name` in `parent` is now, which a race may have changed since the scan.
+    fn append_found<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        item: &Item,
+        member: &[u8],
+        shown: &Path,
+    ) -> Result<Option<ManifestEntry>> {
+        let found = match fsat::open_entry_at(parent, name) {
+            Ok(found) => found,
+            // Live data: a log rotated or a temp file deleted since the scan is not worth an abort.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(format!("{} disappeared during the backup; it is not in the archive", shown.display()));
+                return Ok(None);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", shown.display())),
+        };
+        match found {
+            Entry::File(file, stat) if item.sqlite => {
+                drop(file);
+                let snapshot = self.snapshot(parent, name, shown)?;
+                // The database's owner, mode and time; the snapshot's size.
+                let mut stat = stat;
+                stat.st_size = fsat::stat_of(&snapshot)?.st_size;
+                Ok(Some(self.append_file(builder, member, snapshot, &stat, true, shown)?))
+            }
+            Entry::File(file, stat) if stat.st_nlink > 1 => {
+                let key = (item.root, stat.st_dev, stat.st_ino);
+                if let Some(first) = self.linked.get(&key) {
+                    return Ok(Some(append_hard_link(builder, member, first, &stat)?));
+                }
+                self.linked.insert(key, member.to_vec());
+                Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?))
+            }
+            Entry::File(file, stat) => Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?)),
+            Entry::Symlink(target, stat) => {
+                if item.seen != Seen::Symlink {
+                    self.warn(format!(
+                        "{} was replaced by a symlink during the backup; the link is stored, not followed",
+                        shown.display()
+                    ));
+                }
+                Ok(Some(append_symlink(builder, member, &target, &stat)?))
+            }
+            Entry::Dir => {
+                self.warn(format!("{} became a directory during the backup; skipped", shown.display()));
+                Ok(None)
+            }
+            Entry::Other => {
+                self.warn(format!("{} is no longer a regular file or link; skipped", shown.display()));
+                Ok(None)
+            }
+        }
+    }
+
+    fn append_file<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        member: &[u8],
+        file: File,
+        stat: &Stat,
+        sqlite_snapshot: bool,
+        shown: &Path,
+    ) -> Result<ManifestEntry> {
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        if let Some(segments) = sparse::data_segments(&file, size)? {
+            return self.append_sparse(builder, member, file, stat, segments, shown);
+        }
+        let mut header = header_from(stat, tar::EntryType::Regular);
+        header.set_size(size);
+        let mut reader = HashingReader::exact(file, size);
+        builder
+            .append_data(&mut header, member_path(member), &mut reader)
+            .with_context(|| format!("cannot back up {}", shown.display()))?;
+        if reader.short {
+            self.warn(format!("{} shrank while it was backed up; its copy is padded", shown.display()));
+        }
+        let mut entry = manifest_entry(member, Kind::File, stat);
+        entry.size = size;
+        entry.sha256 = Some(reader.hex());
+        entry.sqlite_snapshot = sqlite_snapshot;
+        Ok(entry)
+    }
+
+    /// A file with holes: only its data segments are read and stored.
+    fn append_sparse<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        member: &[u8],
+        file: File,
+        stat: &Stat,
+        segments: Vec<sparse::Segment>,
+        shown: &Path,
+    ) -> Result<ManifestEntry> {
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        let mut header = header_from(stat, tar::EntryType::GNUSparse);
+        let extensions = sparse::describe(&mut header, &segments, size);
+        let mut reader = sparse::SparseReader::new(file, segments, size);
+        builder
+            .append_data(&mut header, member_path(member), extensions.as_slice().chain(&mut reader))
+            .with_context(|| format!("cannot back up {}", shown.display()))?;
+        if reader.short {
+            self.warn(format!("{} shrank while it was backed up; its copy is padded", shown.display()));
+        }
+        let mut entry = manifest_entry(member, Kind::File, stat);
+        entry.size = size;
+        entry.sha256 = Some(reader.hex());
         Ok(entry)
     }
 
     /// A consistent copy of a live SQLite database, through the online backup API.
-    fn snapshot(&mut self, source: &Path) -> Result<File> {
+    fn snapshot(&mut self, parent: BorrowedFd<'_>, name: &[u8], shown: &Path) -> Result<File> {
         let target = self.dir.join(format!("{OWN_PREFIX}snapshot-{}.db", files::unique_suffix()));
         self.snapshots.push(target.clone());
-        snapshot_sqlite(source, &target)
-            .with_context(|| format!("cannot snapshot SQLite database {}", source.display()))?;
+        snapshot_at(parent, name, &target)
+            .with_context(|| format!("cannot snapshot SQLite database {}", shown.display()))?;
         Ok(File::open(&target)?)
     }
 }
 
-/// Copies a SQLite database page by page under one read transaction, so the
-/// copy holds exactly what was committed when the copy started.
-pub fn snapshot_sqlite(source: &Path, target: &Path) -> Result<()> {
-    use rusqlite::backup::{Backup, StepResult};
-    use rusqlite::{Connection, OpenFlags};
-    let src = Connection::open_with_flags(source, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    src.busy_timeout(Duration::from_secs(30))?;
-    let mut dst = Connection::open(target)?;
-    {
-        let backup = Backup::new(&src, &mut dst)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            // -1: all pages in one step, so a concurrent writer cannot force a restart.
-            match backup.step(-1)? {
-                StepResult::Done => break,
-                StepResult::More => {}
-                StepResult::Busy | StepResult::Locked if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                _ => bail!("the database stayed locked by another process for two minutes"),
-            }
+fn append_dir<W: Write>(builder: &mut tar::Builder<W>, member: &[u8], stat: &Stat) -> Result<ManifestEntry> {
+    let mut header = header_from(stat, tar::EntryType::Directory);
+    header.set_size(0);
+    builder.append_data(&mut header, member_path(member), io::empty())?;
+    Ok(manifest_entry(member, Kind::Dir, stat))
+}
+
+fn append_symlink<W: Write>(
+    builder: &mut tar::Builder<W>,
+    member: &[u8],
+    target: &[u8],
+    stat: &Stat,
+) -> Result<ManifestEntry> {
+    let mut header = header_from(stat, tar::EntryType::Symlink);
+    header.set_size(0);
+    set_link_verbatim(builder, &mut header, target)?;
+    builder.append_data(&mut header, member_path(member), io::empty())?;
+    let mut entry = manifest_entry(member, Kind::Symlink, stat);
+    entry.target = Some(target.to_vec());
+    Ok(entry)
+}
+
+/// Another name for the inode already stored as `first`.
+fn append_hard_link<W: Write>(
+    builder: &mut tar::Builder<W>,
+    member: &[u8],
+    first: &[u8],
+    stat: &Stat,
+) -> Result<ManifestEntry> {
+    let mut header = header_from(stat, tar::EntryType::Link);
+    header.set_size(0);
+    set_link_verbatim(builder, &mut header, first)?;
+    builder.append_data(&mut header, member_path(member), io::empty())?;
+    let mut entry = manifest_entry(member, Kind::Hardlink, stat);
+    entry.target = Some(first.to_vec());
+    Ok(entry)
+}
+
+/// Puts a link target in `header` byte for byte (the tar crate's own setter
+/// would normalise `./a//b` to `a/b`); a target longer than the header's 100
+/// bytes goes first in a GNU long-link entry, as GNU tar writes it.
+fn set_link_verbatim<W: Write>(builder: &mut tar::Builder<W>, header: &mut tar::Header, target: &[u8]) -> Result<()> {
+    const FIELD: usize = 100;
+    if target.len() > FIELD {
+        let mut long = tar::Header::new_gnu();
+        if let Some(gnu) = long.as_gnu_mut() {
+            gnu.name[..13].copy_from_slice(b"././@LongLink");
         }
+        long.set_mode(0o644);
+        long.set_uid(0);
+        long.set_gid(0);
+        long.set_mtime(0);
+        long.set_size(target.len() as u64 + 1);
+        long.set_entry_type(tar::EntryType::GNULongLink);
+        long.set_cksum();
+        builder.append(&long, target.chain(&[0u8][..]))?;
     }
-    dst.close().map_err(|(_, e)| e)?;
+    header.set_link_name_literal(&target[..target.len().min(FIELD)])?;
     Ok(())
+}
+
+/// A member name (bytes) as the tar writer takes it.
+fn member_path(member: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(member))
+}
+
+fn header_from(stat: &Stat, kind: tar::EntryType) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(stat.st_mode & 0o7777);
+    header.set_uid(u64::from(stat.st_uid));
+    header.set_gid(u64::from(stat.st_gid));
+    header.set_mtime(u64::try_from(stat.st_mtime).unwrap_or(0));
+    header
+}
+
+fn manifest_entry(member: &[u8], kind: Kind, stat: &Stat) -> ManifestEntry {
+    ManifestEntry {
+        path: member.to_vec(),
+        kind,
+        size: 0,
+        sha256: None,
+        mode: stat.st_mode & 0o7777,
+        uid: u64::from(stat.st_uid),
+        gid: u64::from(stat.st_gid),
+        mtime: stat.st_mtime,
+        sqlite_snapshot: false,
+        target: None,
+    }
 }
 
 fn append_json<W: Write, T: Serialize>(builder: &mut tar::Builder<W>, name: &str, value: &T) -> Result<()> {

@@ -1,18 +1,14 @@
-//! The archive format: its metadata and manifest, member names, the hashing
-//! reader, and reading an archive back (metadata alone, or every member
-//! checked against the manifest, which is what `verify` does).
+//! The archive format: its constants, metadata and manifest, the hashing
+//! reader that computes a member's sha256 as it streams, and how names (bytes)
+//! are shown in messages.
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
+use std::ffi::OsString;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
-use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use super::Verified;
 
 pub const META_MEMBER: &str = "upgraderd-backup.json";
 pub const MANIFEST_MEMBER: &str = "manifest.json";
@@ -20,11 +16,14 @@ pub(super) const ARCHIVE_PREFIX: &str = "upgrade-backup-";
 pub(super) const ARCHIVE_SUFFIX: &str = ".tar.gz";
 /// Names upgraderd itself creates inside a data dir while restoring; never backed up.
 pub(super) const OWN_PREFIX: &str = ".upgraderd-";
-pub(super) const FORMAT: u32 = 1;
+
+/// 1: the first format. 2: names as bytes (`pathHex`), link targets in the
+/// manifest, hard links and GNU sparse members. Readers take both.
+pub(super) const FORMAT: u32 = 2;
 
 /// One data path of a backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[serde(try_from = "RootWire", into = "RootWire")]
 pub struct Root {
     pub index: usize,
     pub path: PathBuf,
@@ -48,21 +47,23 @@ pub struct Meta {
     pub file_count: u64,
 }
 
-/// One member in the manifest.
+/// One member in the manifest. Names and link targets are bytes: JSON holds
+/// them as text when they are UTF-8, else as `pathHex`/`targetHex` beside a
+/// readable `path`/`target` (manifests of format 1 have text only).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[serde(try_from = "EntryWire", into = "EntryWire")]
 pub struct ManifestEntry {
-    pub path: String,
+    pub path: Vec<u8>,
     pub kind: Kind,
     pub size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
     pub mtime: i64,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sqlite_snapshot: bool,
+    /// A symlink's target, or the member a hard link shares its inode with.
+    pub target: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -71,12 +72,134 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    /// Another name for an earlier file member of the same data path.
+    Hardlink,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
     pub entries: Vec<ManifestEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RootWire {
+    index: usize,
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    is_dir: bool,
+}
+
+impl From<Root> for RootWire {
+    fn from(root: Root) -> RootWire {
+        let (path, path_hex) = bytes_to_json(root.path.as_os_str().as_bytes());
+        RootWire { index: root.index, path, path_hex, is_dir: root.is_dir }
+    }
+}
+
+impl TryFrom<RootWire> for Root {
+    type Error = String;
+    fn try_from(wire: RootWire) -> Result<Root, String> {
+        let path = PathBuf::from(OsString::from_vec(bytes_from_json(wire.path, wire.path_hex)?));
+        Ok(Root { index: wire.index, path, is_dir: wire.is_dir })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryWire {
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    kind: Kind,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sqlite_snapshot: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_hex: Option<String>,
+}
+
+impl From<ManifestEntry> for EntryWire {
+    fn from(entry: ManifestEntry) -> EntryWire {
+        let (path, path_hex) = bytes_to_json(&entry.path);
+        let (target, target_hex) = match entry.target.as_deref().map(bytes_to_json) {
+            Some((text, hex)) => (Some(text), hex),
+            None => (None, None),
+        };
+        EntryWire {
+            path,
+            path_hex,
+            kind: entry.kind,
+            size: entry.size,
+            sha256: entry.sha256,
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            mtime: entry.mtime,
+            sqlite_snapshot: entry.sqlite_snapshot,
+            target,
+            target_hex,
+        }
+    }
+}
+
+impl TryFrom<EntryWire> for ManifestEntry {
+    type Error = String;
+    fn try_from(wire: EntryWire) -> Result<ManifestEntry, String> {
+        let target = match (wire.target, wire.target_hex) {
+            (None, None) => None,
+            (text, hex) => Some(bytes_from_json(text.unwrap_or_default(), hex)?),
+        };
+        Ok(ManifestEntry {
+            path: bytes_from_json(wire.path, wire.path_hex)?,
+            kind: wire.kind,
+            size: wire.size,
+            sha256: wire.sha256,
+            mode: wire.mode,
+            uid: wire.uid,
+            gid: wire.gid,
+            mtime: wire.mtime,
+            sqlite_snapshot: wire.sqlite_snapshot,
+            target,
+        })
+    }
+}
+
+/// Bytes for JSON: the text itself when it is UTF-8; otherwise a readable
+/// text (invalid bytes as `\xNN`) and the exact bytes in hex.
+fn bytes_to_json(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), None),
+        Err(_) => (show(bytes), Some(hex(bytes))),
+    }
+}
+
+/// The bytes [`bytes_to_json`] encoded: the hex when present, else the text.
+fn bytes_from_json(text: String, hex: Option<String>) -> Result<Vec<u8>, String> {
+    let Some(hex) = hex else { return Ok(text.into_bytes()) };
+    let digits = hex.as_bytes();
+    if digits.len() % 2 != 0 {
+        return Err(format!("`{hex}` is not hex: odd length"));
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("`{hex}` is not hex"))
+        })
+        .collect()
 }
 
 /// Hashes what passes through; in `exact` mode yields exactly `size` bytes,
@@ -126,180 +249,16 @@ impl<R: Read> Read for HashingReader<R> {
 pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-/// Opens an archive for reading, explaining a missing or unreadable file.
-fn open_archive(path: &Path) -> Result<tar::Archive<GzDecoder<io::BufReader<File>>>> {
-    let file = File::open(path).with_context(|| format!("cannot open backup {}", path.display()))?;
-    Ok(tar::Archive::new(GzDecoder::new(io::BufReader::with_capacity(1 << 20, file))))
-}
-
-/// Reads an archive's first member, its metadata, without reading the rest.
-pub fn read_meta(path: &Path) -> Result<Meta> {
-    let mut archive = open_archive(path)?;
-    let mut entries = archive.entries().map_err(|e| damaged(path, None, e))?;
-    let mut first = match entries.next() {
-        Some(entry) => entry.map_err(|e| damaged(path, None, e))?,
-        None => bail!("{} is empty: not an upgraderd backup", path.display()),
-    };
-    let name = first.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    if name != META_MEMBER {
-        bail!(
-            "{} is not an upgraderd backup: it does not start with {META_MEMBER} (first member: {name})",
-            path.display()
-        );
-    }
-    let mut text = String::new();
-    first.read_to_string(&mut text).map_err(|e| damaged(path, Some(META_MEMBER), e))?;
-    serde_json::from_str(&text).with_context(|| format!("{} has an unreadable {META_MEMBER}", path.display()))
-}
-
-fn damaged(path: &Path, member: Option<&str>, err: io::Error) -> anyhow::Error {
-    let what = describe_read_error(&err);
-    match member {
-        Some(member) => anyhow!("backup {} is damaged at member `{member}`: {what}", path.display()),
-        None => anyhow!("backup {} is damaged: {what}", path.display()),
-    }
-}
-
-fn describe_read_error(err: &io::Error) -> String {
-    let text = err.to_string();
-    if text.contains("invalid gzip header") {
-        "not a gzip file".into()
-    } else if err.kind() == io::ErrorKind::UnexpectedEof
-        || text.contains("unexpected EOF")
-        || text.contains("failed to fill whole buffer")
-    {
-        format!("the archive is truncated ({text})")
-    } else if text.contains("corrupt deflate stream")
-        || text.contains("invalid")
-        || text.contains("CRC")
-        || text.contains("checksum")
-    {
-        format!("the compressed data is corrupt ({text})")
-    } else {
-        text
-    }
-}
-
-/// Reads the whole archive: the gzip CRC, every member's sha256 against the manifest.
-pub fn verify(path: &Path) -> Result<Verified> {
-    let (meta, manifest, seen) = read_archive(path, &mut |_, _, data| Ok(hash_to_sink(data)?))?;
-    check_against_manifest(path, &seen, &manifest)?;
-    let files = manifest.entries.iter().filter(|e| e.kind == Kind::File).count();
-    let bytes = manifest.entries.iter().map(|e| e.size).sum();
-    Ok(Verified { path: path.to_path_buf(), meta, members: seen.len(), files, bytes })
-}
-
-fn hash_to_sink(entry: &mut dyn Read) -> io::Result<(String, u64)> {
-    let mut reader = HashingReader::new(entry);
-    let size = io::copy(&mut reader, &mut io::sink())?;
-    Ok((reader.hex(), size))
-}
-
-/// A data member as read from the archive.
-#[derive(Debug)]
-pub(super) struct SeenMember {
-    path: String,
-    kind: Kind,
-    sha256: Option<String>,
-    size: u64,
-}
-
-pub(super) fn check_against_manifest(path: &Path, seen: &[SeenMember], manifest: &Manifest) -> Result<()> {
-    let expected: HashMap<&str, &ManifestEntry> = manifest.entries.iter().map(|e| (e.path.as_str(), e)).collect();
-    for member in seen {
-        let Some(entry) = expected.get(member.path.as_str()) else {
-            bail!("backup {} has member `{}` that its manifest does not list", path.display(), member.path);
-        };
-        if entry.kind != member.kind {
-            bail!(
-                "backup {}: member `{}` is a {:?} but the manifest says {:?}",
-                path.display(),
-                member.path,
-                member.kind,
-                entry.kind
-            );
-        }
-        if entry.kind == Kind::File && (entry.sha256 != member.sha256 || entry.size != member.size) {
-            bail!(
-                "backup {}: member `{}` does not match its manifest (sha256 {} vs {}); the archive is corrupt",
-                path.display(),
-                member.path,
-                member.sha256.as_deref().unwrap_or("-"),
-                entry.sha256.as_deref().unwrap_or("-")
-            );
+/// A name for messages: its UTF-8 text, with bytes that are not UTF-8 shown as `\xNN`.
+pub(super) fn show(name: &[u8]) -> String {
+    let mut text = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
         }
     }
-    let present: HashSet<&str> = seen.iter().map(|m| m.path.as_str()).collect();
-    if let Some(missing) = manifest.entries.iter().find(|e| !present.contains(e.path.as_str())) {
-        bail!("backup {}: member `{}` listed in the manifest is missing", path.display(), missing.path);
-    }
-    Ok(())
-}
-
-type MemberHandler<'h> = dyn FnMut(&str, &tar::Header, &mut dyn Read) -> Result<(String, u64)> + 'h;
-
-/// Reads an archive once, in order: its metadata, each data member (handed to
-/// `on_member`, which returns the sha256 and size of a file's content), the
-/// manifest, and the gzip trailer so its CRC is checked.
-pub(super) fn read_archive(
-    path: &Path,
-    on_member: &mut MemberHandler<'_>,
-) -> Result<(Meta, Manifest, Vec<SeenMember>)> {
-    let meta = read_meta(path)?;
-    let mut archive = open_archive(path)?;
-    let mut manifest: Option<Manifest> = None;
-    let mut seen = Vec::new();
-    {
-        let entries = archive.entries().map_err(|e| damaged(path, None, e))?;
-        let mut last_name = String::new();
-        for (position, entry) in entries.enumerate() {
-            let mut entry = entry.map_err(|e| damaged(path, after(&last_name), e))?;
-            let name = entry.path().map_err(|e| damaged(path, after(&last_name), e))?.to_string_lossy().into_owned();
-            last_name = name.clone();
-            if position == 0 {
-                continue; // The metadata, already read.
-            }
-            if name == MANIFEST_MEMBER {
-                let mut text = String::new();
-                entry.read_to_string(&mut text).map_err(|e| damaged(path, Some(&name), e))?;
-                manifest = Some(
-                    serde_json::from_str(&text)
-                        .with_context(|| format!("backup {} has an unreadable manifest", path.display()))?,
-                );
-                continue;
-            }
-            if manifest.is_some() {
-                bail!("backup {} has member `{name}` after its manifest", path.display());
-            }
-            let header = entry.header().clone();
-            let kind = match header.entry_type() {
-                tar::EntryType::Regular => Kind::File,
-                tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Symlink => Kind::Symlink,
-                other => bail!(
-                    "backup {} has member `{name}` of type {other:?}, which upgraderd never writes",
-                    path.display()
-                ),
-            };
-            let (sha256, size) =
-                on_member(&name, &header, &mut entry).map_err(|e| match e.downcast::<io::Error>() {
-                    Ok(io_err) => damaged(path, Some(&name), io_err),
-                    Err(other) => other,
-                })?;
-            let sha256 = (kind == Kind::File).then_some(sha256);
-            seen.push(SeenMember { path: name, kind, sha256, size });
-        }
-    }
-    let Some(manifest) = manifest else {
-        bail!("backup {} has no {MANIFEST_MEMBER}: it is incomplete or not an upgraderd backup", path.display());
-    };
-    let mut decoder = archive.into_inner();
-    io::copy(&mut decoder, &mut io::sink()).map_err(|e| damaged(path, Some("(gzip trailer)"), e))?;
-    Ok((meta, manifest, seen))
-}
-
-fn after(name: &str) -> Option<&str> {
-    (!name.is_empty()).then_some(name)
+    text
 }
 
 #[cfg(test)]
@@ -313,5 +272,35 @@ mod tests {
         reader.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"abc\0\0");
         assert!(reader.short);
+    }
+
+    #[test]
+    fn names_are_bytes_in_json_and_old_manifests_still_read() {
+        let entry = ManifestEntry {
+            path: b"data/0/\xff\xfe-caf\xc3\xa9".to_vec(),
+            kind: Kind::Symlink,
+            size: 0,
+            sha256: None,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+            sqlite_snapshot: false,
+            target: Some(b"../\x80".to_vec()),
+        };
+        let json = serde_json::to_string(&entry).unwrap();
+        assert!(json.contains("\"pathHex\":\"646174612f302ffffe2d636166c3a9\""), "{json}");
+        assert_eq!(serde_json::from_str::<ManifestEntry>(&json).unwrap(), entry);
+        let old = r#"{"path":"data/0/a","kind":"file","size":1,"sha256":"x","mode":420,"uid":0,"gid":0,"mtime":5}"#;
+        let read: ManifestEntry = serde_json::from_str(old).unwrap();
+        assert_eq!((read.path.as_slice(), read.target), (&b"data/0/a"[..], None));
+        let root = Root { index: 0, path: PathBuf::from(OsString::from_vec(b"/srv/\xff".to_vec())), is_dir: true };
+        let json = serde_json::to_string(&root).unwrap();
+        assert_eq!(serde_json::from_str::<Root>(&json).unwrap(), root);
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_shown_escaped() {
+        assert_eq!(show(b"caf\xc3\xa9/\xff"), "caf\u{e9}/\\xff");
     }
 }

@@ -8,8 +8,20 @@
 //! live file. Archives are written as `.partial`, fsynced and renamed; restore
 //! stages on the same filesystem, checks every hash and only then swaps.
 //!
+//! Restore gives back what was there: names as bytes (the manifest encodes
+//! names that are not UTF-8 reversibly), symlinks verbatim wherever they point
+//! (never followed), hard links as hard links, sparse files with their holes,
+//! owners, modes and mtimes (to the second). The members are plain GNU tar
+//! (`tar tzf` lists them). Data the app can write is only ever reached through
+//! directory handles, so a name it swaps for a symlink mid-way cannot make a
+//! backup read, or a restore write, outside the data.
+//!
 //! This module holds the public types and re-exports; the work is split by concern:
-//! - [`format`]: metadata, manifest, member names, hashing, reading and verifying an archive;
+//! - [`format`]: metadata, manifest, hashing, names in messages;
+//! - [`members`]: member names and the rules every member passes, the same for verify and restore;
+//! - [`read`]: reading an archive back and verifying it;
+//! - [`scan`] and [`fsat`]: the walk through directory handles that backups and restores rely on;
+//! - [`sqlite`]: consistent snapshots of live SQLite databases; [`sparse`]: files with holes;
 //! - [`create`](mod@create): scanning the data and writing an archive;
 //! - [`restore`](mod@restore): staging an archive next to its targets and swapping it in;
 //! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
@@ -17,16 +29,39 @@
 mod catalog;
 mod create;
 mod format;
+mod fsat;
+mod members;
+mod read;
 mod restore;
+mod scan;
+mod sparse;
+mod sqlite;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 pub use self::catalog::{find, list, partial_archives, prune};
-pub use self::create::{create, snapshot_sqlite};
-pub use self::format::{read_meta, verify, Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
-pub use self::restore::restore;
+pub use self::create::{create, create_paused};
+pub use self::format::{Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
+pub use self::read::{read_meta, verify};
+pub use self::restore::{restore, restore_paused};
+pub use self::sqlite::snapshot_sqlite;
+
+/// Points inside [`create`] and [`restore`] where tests change the files, to
+/// make a race deterministic instead of timing-based. Not a supported API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum Pause<'a> {
+    /// `create` has scanned the data and is about to copy it.
+    Scanned,
+    /// `create` is about to copy this member.
+    Copying(&'a [u8]),
+    /// `restore` is about to write this member into its staging directory.
+    Staging(&'a [u8]),
+    /// `restore` has staged everything and is about to swap it in.
+    Swapping,
+}
 
 /// Why a backup is taken, recorded in its metadata.
 #[derive(Debug, Clone, Default)]

@@ -1,19 +1,31 @@
 //! Restoring an archive: stage every member next to its target (on the same
 //! filesystem), check every hash against the manifest, then swap the staged
 //! data in, undoing the roots already swapped if one fails.
+//!
+//! Everything below a target is reached through directory handles (see
+//! `fsat`): a member is created relative to its parent's handle with
+//! `O_NOFOLLOW`/`O_EXCL`, a directory is kept open once created, and the swap
+//! renames names between handles. A name in the staging directory or the
+//! target swapped for a symlink meanwhile can therefore never make the
+//! restore write outside the target.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use rustix::fs::FileType;
 
-use super::format::{
-    check_against_manifest, read_archive, read_meta, HashingReader, Kind, ManifestEntry, Meta, Root, OWN_PREFIX,
-};
-use super::{Destination, Progress, Restored};
+use super::format::{show, HashingReader, Kind, ManifestEntry, Meta, Root, OWN_PREFIX};
+use super::fsat::{self, Cursor};
+use super::members::Member;
+use super::read::{check_against_manifest, read_archive, read_meta};
+use super::sparse;
+use super::{Destination, Pause, Progress, Restored};
 use crate::ops::disk;
 use crate::store::files;
 use crate::units::human_bytes;
@@ -21,10 +33,60 @@ use crate::units::human_bytes;
 /// Restores an archive: stage next to each target, check every hash, then swap.
 /// A failure before the swap leaves the targets untouched.
 pub fn restore(archive: &Path, destination: &Destination, progress: &mut dyn FnMut(Progress)) -> Result<Restored> {
+    restore_paused(archive, destination, progress, &mut |_| {})
+}
+
+/// [`restore`], calling `pause` at each [`Pause`] point (tests use it to make races deterministic).
+#[doc(hidden)]
+pub fn restore_paused(
+    archive: &Path,
+    destination: &Destination,
+    progress: &mut dyn FnMut(Progress),
+    pause: &mut dyn FnMut(Pause<'_>),
+) -> Result<Restored> {
     let meta = read_meta(archive)?;
-    let targets = targets_for(&meta, destination)?;
+    let targets = targets_for(&meta, destination);
+    check_space(&meta, &targets)?;
+    let tag = files::unique_suffix();
+    let mut stages: Vec<Stage> = Vec::new();
+    let staged = open_stages(&meta, &targets, &tag, &mut stages)
+        .and_then(|()| stage_archive(archive, &meta, &mut stages, progress, pause));
+    let outcome = staged.and_then(|stats| {
+        pause(Pause::Swapping);
+        swap_all(&stages)?;
+        Ok(stats)
+    });
+    for stage in &stages {
+        stage.cleanup();
+    }
+    let (files, bytes) = outcome?;
+    for stage in &stages {
+        stage
+            .finish()
+            .with_context(|| format!("{} was restored, but its time could not be set", stage.target.display()))?;
+    }
+    Ok(Restored { archive: archive.to_path_buf(), targets, files, bytes })
+}
+
+fn targets_for(meta: &Meta, destination: &Destination) -> Vec<PathBuf> {
+    match destination {
+        Destination::Original => meta.roots.iter().map(|r| r.path.clone()).collect(),
+        Destination::Into(dir) if meta.roots.len() == 1 => vec![dir.clone()],
+        Destination::Into(dir) => meta
+            .roots
+            .iter()
+            .map(|r| {
+                let mut name = OsString::from(format!("{}-", r.index));
+                name.push(r.path.file_name().unwrap_or(OsStr::new("root")));
+                dir.join(name)
+            })
+            .collect(),
+    }
+}
+
+fn check_space(meta: &Meta, targets: &[PathBuf]) -> Result<()> {
     let needed = meta.total_bytes;
-    for target in &targets {
+    for target in targets {
         let free = disk::free_bytes(target).unwrap_or(u64::MAX);
         if free < needed {
             bail!(
@@ -35,239 +97,349 @@ pub fn restore(archive: &Path, destination: &Destination, progress: &mut dyn FnM
             );
         }
     }
-    let mut stages: Vec<Stage> = Vec::new();
-    let result = stage_all(archive, &meta, &targets, &mut stages, progress);
-    let outcome = result.and_then(|stats| {
-        swap_all(&stages)?;
-        Ok(stats)
-    });
-    for stage in &stages {
-        stage.cleanup();
-    }
-    let (files, bytes) = outcome?;
-    Ok(Restored { archive: archive.to_path_buf(), targets, files, bytes })
+    Ok(())
 }
 
-fn targets_for(meta: &Meta, destination: &Destination) -> Result<Vec<PathBuf>> {
-    match destination {
-        Destination::Original => Ok(meta.roots.iter().map(|r| r.path.clone()).collect()),
-        Destination::Into(dir) if meta.roots.len() == 1 => Ok(vec![dir.clone()]),
-        Destination::Into(dir) => Ok(meta
-            .roots
-            .iter()
-            .map(|r| {
-                let name =
-                    r.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
-                dir.join(format!("{}-{name}", r.index))
-            })
-            .collect()),
+fn open_stages(meta: &Meta, targets: &[PathBuf], tag: &str, stages: &mut Vec<Stage>) -> Result<()> {
+    for (root, target) in meta.roots.iter().zip(targets) {
+        stages.push(Stage::open(root, target, tag)?);
     }
+    Ok(())
 }
 
-/// One root being restored: its staging place and final target.
+/// One root being restored: its staging place and final target, all held by handles.
 struct Stage {
     root: Root,
     target: PathBuf,
-    /// Dir roots: a directory inside the target; file roots: a sibling file.
-    staging: PathBuf,
-    /// Dir roots: where the old children wait until the swap has succeeded.
-    old: PathBuf,
+    /// Dir roots: the target directory; file roots: the directory holding the target.
+    dir: OwnedFd,
+    /// File roots: the target's name in `dir`.
+    target_name: Vec<u8>,
+    /// Dir roots: the staging directory in `dir`; file roots: the staged file beside the target.
+    staging_name: Vec<u8>,
+    /// Dir roots: where the target's old children wait in `dir` until the swap has succeeded.
+    old_name: Vec<u8>,
+    /// Dir roots: the staging directory, once the archive's root member created it.
+    staging: Option<OwnedFd>,
+    /// The directories open below `staging`.
+    cursor: Cursor,
     root_entry: Option<ManifestEntry>,
     /// Directories' final mode and mtime, applied once their children are in place.
-    dir_fixups: Vec<(PathBuf, u32, i64)>,
+    dir_fixups: Vec<(Vec<u8>, u32, i64)>,
 }
 
 impl Stage {
+    fn open(root: &Root, target: &Path, tag: &str) -> Result<Stage> {
+        let (dir, target_name, staging_name, old_name) = if root.is_dir {
+            std::fs::create_dir_all(target)
+                .with_context(|| format!("cannot create restore target {}", target.display()))?;
+            let dir = fsat::open_trusted_dir(target)
+                .with_context(|| format!("cannot open restore target {}", target.display()))?;
+            let staging = format!("{OWN_PREFIX}staging-{tag}").into_bytes();
+            (dir, Vec::new(), staging, format!("{OWN_PREFIX}old-{tag}").into_bytes())
+        } else {
+            let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+                bail!("cannot restore a file to {}: it has no file name", target.display());
+            };
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            let dir = fsat::open_trusted_dir(parent).with_context(|| format!("cannot open {}", parent.display()))?;
+            let mut staging = b".".to_vec();
+            staging.extend_from_slice(name.as_bytes());
+            staging.extend_from_slice(format!(".upgraderd-staging.{tag}").as_bytes());
+            (dir, name.as_bytes().to_vec(), staging, Vec::new())
+        };
+        Ok(Stage {
+            root: root.clone(),
+            target: target.to_path_buf(),
+            dir,
+            target_name,
+            staging_name,
+            old_name,
+            staging: None,
+            cursor: Cursor::default(),
+            root_entry: None,
+            dir_fixups: Vec::new(),
+        })
+    }
+
+    /// Writes one member into the staging area; returns a file's sha256 and size.
+    fn write(&mut self, member: &Member, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
+        let name = show(&member.name);
+        if member.relative.is_empty() {
+            return self.write_root(member, &name, header, data);
+        }
+        let Some(staging) = self.staging.as_ref() else {
+            bail!("member `{name}` comes before its directory data/{}", self.root.index);
+        };
+        let components = fsat::components(&member.relative);
+        let Some((leaf, parents)) = components.split_last() else { bail!("member `{name}` has no name") };
+        let parent = self.cursor.open(staging.as_fd(), parents).map_err(|e| parent_refused(&name, &e))?;
+        match (member.kind, &member.link) {
+            (Kind::File, _) => {
+                let file = fsat::create_file_at(parent, leaf).with_context(|| format!("cannot create `{name}`"))?;
+                write_file(file, header, data).with_context(|| format!("cannot restore `{name}`"))
+            }
+            (Kind::Dir, _) => {
+                let handle = fsat::create_dir_at(parent, leaf).with_context(|| format!("cannot create `{name}`"))?;
+                let (mode, mtime) = (header.mode()? & 0o7777, header.mtime()? as i64);
+                set_owner(&handle, header)?;
+                // Writable until its children are in; the real mode comes last.
+                fsat::set_mode(&handle, mode | 0o700)?;
+                self.dir_fixups.push((member.relative.clone(), mode, mtime));
+                self.cursor.adopt(parents, leaf, handle);
+                Ok((String::new(), 0))
+            }
+            (Kind::Symlink, Some(target)) => {
+                write_symlink(target, parent, leaf, header).with_context(|| format!("cannot create link `{name}`"))
+            }
+            (Kind::Hardlink, Some(first)) => {
+                // The rules made `first` an earlier file of this data path: same prefix, `data/<i>/`.
+                let first_relative = &first[member.name.len() - member.relative.len()..];
+                let first_components = fsat::components(first_relative);
+                let Some((first_leaf, first_parents)) = first_components.split_last() else {
+                    bail!("hard link `{name}` names no file");
+                };
+                let mut lookup = Cursor::default();
+                let first_parent =
+                    lookup.open(staging.as_fd(), first_parents).map_err(|e| parent_refused(&show(first), &e))?;
+                fsat::hard_link_at(first_parent, first_leaf, parent, leaf)
+                    .with_context(|| format!("cannot link `{name}` to `{}`", show(first)))?;
+                Ok((String::new(), 0))
+            }
+            (kind, _) => bail!("member `{name}` is a {kind:?} without what it needs; refusing to restore it"),
+        }
+    }
+
+    /// The member `data/<i>` itself: the staging directory, or the staged file or link.
+    fn write_root(
+        &mut self,
+        member: &Member,
+        name: &str,
+        header: &tar::Header,
+        data: &mut dyn Read,
+    ) -> Result<(String, u64)> {
+        let dir = self.dir.as_fd();
+        match (member.kind, &member.link) {
+            (Kind::Dir, _) => {
+                let staging = fsat::create_dir_at(dir, &self.staging_name)
+                    .with_context(|| format!("cannot create a staging directory in {}", self.target.display()))?;
+                self.staging = Some(staging);
+                Ok((String::new(), 0))
+            }
+            (Kind::File, _) => {
+                let file = fsat::create_file_at(dir, &self.staging_name)
+                    .with_context(|| format!("cannot create a staging file beside {}", self.target.display()))?;
+                write_file(file, header, data).with_context(|| format!("cannot restore `{name}`"))
+            }
+            (Kind::Symlink, Some(target)) => write_symlink(target, dir, &self.staging_name, header)
+                .with_context(|| format!("cannot create link {}", self.target.display())),
+            (kind, _) => bail!("member `{name}` is a {kind:?} without what it needs; refusing to restore it"),
+        }
+    }
+
+    /// Gives every staged directory its real mode and time, deepest first.
+    fn fix_directories(&mut self) -> Result<()> {
+        let Some(staging) = self.staging.as_ref() else { return Ok(()) };
+        let mut cursor = Cursor::default();
+        for (relative, mode, mtime) in self.dir_fixups.iter().rev() {
+            let components = fsat::components(relative);
+            let Some((leaf, parents)) = components.split_last() else { continue };
+            let parent = cursor.open(staging.as_fd(), parents)?;
+            let handle = fsat::open_dir_at(parent, leaf)?;
+            fsat::set_mode(&handle, *mode)?;
+            fsat::set_mtime(&handle, *mtime)?;
+        }
+        Ok(())
+    }
+
+    /// Puts the staged data in place of the target's; see [`Swapped`].
+    fn swap(&self) -> Result<Swapped> {
+        if !self.root.is_dir {
+            if let Ok(stat) = fsat::lstat_at(self.dir.as_fd(), &self.target_name) {
+                if fsat::file_type(&stat) == FileType::Directory {
+                    bail!("{} is a directory but the backup holds a file there", self.target.display());
+                }
+            }
+            fsat::rename_at(self.dir.as_fd(), &self.staging_name, self.dir.as_fd(), &self.target_name)?;
+            fsat::sync(&self.dir)?;
+            return Ok(Swapped { old: None, moves: Vec::new() });
+        }
+        let Some(staging) = self.staging.as_ref() else {
+            bail!("the backup holds no directory data/{}", self.root.index);
+        };
+        let old = fsat::create_dir_at(self.dir.as_fd(), &self.old_name)?;
+        let mut swapped = Swapped { old: None, moves: Vec::new() };
+        let result = self.move_children(staging, &old, &mut swapped.moves);
+        swapped.old = Some(old);
+        match result {
+            Ok(()) => Ok(swapped),
+            Err(err) => {
+                self.undo(&swapped);
+                Err(err)
+            }
+        }
+    }
+
+    /// Dir roots swap children (the target itself may be a mountpoint or a
+    /// volume bound into a container, so it is kept).
+    fn move_children(&self, staging: &OwnedFd, old: &OwnedFd, moves: &mut Vec<Move>) -> Result<()> {
+        let dir = self.dir.as_fd();
+        for name in fsat::read_names(dir)? {
+            if name == self.staging_name || name == self.old_name {
+                continue;
+            }
+            fsat::rename_at(dir, &name, old.as_fd(), &name)?;
+            moves.push(Move::Aside(name));
+        }
+        for name in fsat::read_names(staging.as_fd())? {
+            fsat::rename_at(staging.as_fd(), &name, dir, &name)?;
+            moves.push(Move::In(name));
+        }
+        if let Some(entry) = &self.root_entry {
+            if is_root() {
+                fsat::set_owner(dir, entry.uid as u32, entry.gid as u32)?;
+            }
+            fsat::set_mode(dir, entry.mode)?;
+        }
+        Ok(())
+    }
+
+    fn undo(&self, swapped: &Swapped) {
+        let (Some(old), Some(staging)) = (swapped.old.as_ref(), self.staging.as_ref()) else { return };
+        for step in swapped.moves.iter().rev() {
+            let _ = match step {
+                Move::Aside(name) => fsat::rename_at(old.as_fd(), name, self.dir.as_fd(), name),
+                Move::In(name) => fsat::rename_at(self.dir.as_fd(), name, staging.as_fd(), name),
+            };
+        }
+    }
+
     fn cleanup(&self) {
-        let _ = files::remove_any(&self.staging);
-        let _ = files::remove_any(&self.old);
+        let _ = fsat::remove_tree_at(self.dir.as_fd(), &self.staging_name);
+        if !self.old_name.is_empty() {
+            let _ = fsat::remove_tree_at(self.dir.as_fd(), &self.old_name);
+        }
+    }
+
+    /// After the cleanup (which changes the target's time): the target's own time, then fsync.
+    fn finish(&self) -> Result<()> {
+        if self.root.is_dir {
+            if let Some(entry) = &self.root_entry {
+                fsat::set_mtime(&self.dir, entry.mtime)?;
+            }
+        }
+        fsat::sync(&self.dir)?;
+        Ok(())
     }
 }
 
-fn stage_all(
+/// What a swap moved, so that it can be undone.
+struct Swapped {
+    old: Option<OwnedFd>,
+    moves: Vec<Move>,
+}
+
+enum Move {
+    /// An old child of the target, moved into the old directory.
+    Aside(Vec<u8>),
+    /// A staged child, moved into the target.
+    In(Vec<u8>),
+}
+
+fn parent_refused(name: &str, err: &io::Error) -> anyhow::Error {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => anyhow!("member `{name}`: its parent directory was not restored first"),
+        Some(libc::ELOOP | libc::ENOTDIR) => {
+            anyhow!("member `{name}`: refusing to write through a parent that is not a real directory")
+        }
+        _ => anyhow!("member `{name}`: cannot open its parent directory: {err}"),
+    }
+}
+
+/// Whether restored owners can be set (only root may give files away).
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn set_owner(fd: impl AsFd, header: &tar::Header) -> Result<()> {
+    if is_root() {
+        fsat::set_owner(fd, header.uid()? as u32, header.gid()? as u32)?;
+    }
+    Ok(())
+}
+
+/// Creates a symlink with its target verbatim (never followed), then its owner and time.
+fn write_symlink(target: &[u8], dir: BorrowedFd<'_>, name: &[u8], header: &tar::Header) -> Result<(String, u64)> {
+    fsat::symlink_at(target, dir, name)?;
+    if is_root() {
+        fsat::set_owner_at(dir, name, header.uid()? as u32, header.gid()? as u32)?;
+    }
+    fsat::set_mtime_at(dir, name, header.mtime()? as i64)?;
+    Ok((String::new(), 0))
+}
+
+/// Writes a regular file's content (a sparse member's holes as holes), then
+/// its owner, mode and time; returns its sha256 and size.
+fn write_file(mut file: File, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
+    let (sha256, size) = if header.entry_type() == tar::EntryType::GNUSparse {
+        sparse::write_sparse(&file, data)?
+    } else {
+        let mut hashing = HashingReader::new(data);
+        let size = io::copy(&mut hashing, &mut file)?;
+        (hashing.hex(), size)
+    };
+    set_owner(&file, header)?;
+    fsat::set_mode(&file, header.mode()?)?;
+    fsat::set_mtime(&file, header.mtime()? as i64)?;
+    file.sync_all()?;
+    Ok((sha256, size))
+}
+
+fn stage_archive(
     archive: &Path,
     meta: &Meta,
-    targets: &[PathBuf],
-    stages: &mut Vec<Stage>,
+    stages: &mut [Stage],
     progress: &mut dyn FnMut(Progress),
+    pause: &mut dyn FnMut(Pause<'_>),
 ) -> Result<(u64, u64)> {
-    let tag = files::unique_suffix();
-    for (root, target) in meta.roots.iter().zip(targets) {
-        let (staging, old) = if root.is_dir {
-            fs::create_dir_all(target).with_context(|| format!("cannot create restore target {}", target.display()))?;
-            (target.join(format!("{OWN_PREFIX}staging-{tag}")), target.join(format!("{OWN_PREFIX}old-{tag}")))
-        } else {
-            let parent = target.parent().unwrap_or(Path::new("/"));
-            fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-            (files::sibling(target, "upgraderd-staging"), PathBuf::new())
-        };
-        stages.push(Stage {
-            root: root.clone(),
-            target: target.clone(),
-            staging,
-            old,
-            root_entry: None,
-            dir_fixups: Vec::new(),
-        });
-    }
-
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut last_report = Instant::now();
-    let (_, manifest, seen) = read_archive(archive, &mut |name, header, data| {
-        let (stage_index, relative) = locate(name, stages)?;
-        let dest = staged_path(&stages[stage_index], &relative)?;
-        let (kind, result) = match header.entry_type() {
-            tar::EntryType::Regular => {
-                let mut out = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&dest)
-                    .with_context(|| format!("cannot create {}", dest.display()))?;
-                let mut hashing = HashingReader::new(data);
-                let size = io::copy(&mut hashing, &mut out)?;
-                out.sync_all()?;
-                files += 1;
-                bytes += size;
-                (Kind::File, (hashing.hex(), size))
-            }
-            tar::EntryType::Directory => {
-                fs::create_dir(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
-                (Kind::Dir, (String::new(), 0))
-            }
-            tar::EntryType::Symlink => {
-                let link = header.link_name()?.ok_or_else(|| anyhow!("symlink member `{name}` has no target"))?;
-                check_link_stays_inside(name, &relative, &link)?;
-                std::os::unix::fs::symlink(&link, &dest)
-                    .with_context(|| format!("cannot create link {}", dest.display()))?;
-                (Kind::Symlink, (String::new(), 0))
-            }
-            other => bail!("member `{name}` has type {other:?}; refusing to restore it"),
-        };
-        apply_metadata(&dest, kind, header, &mut stages[stage_index])?;
+    let (_, manifest, _seen) = read_archive(archive, &mut |member, header, data| {
+        pause(Pause::Staging(&member.name));
+        let (sha256, size) = stages[member.root].write(member, header, data)?;
+        if member.kind == Kind::File {
+            files += 1;
+            bytes += size;
+        }
         if last_report.elapsed() > Duration::from_millis(500) {
             progress(Progress { done: bytes, total: meta.total_bytes });
             last_report = Instant::now();
         }
-        Ok(result)
+        Ok((sha256, size))
+    })
+    .and_then(|(meta, manifest, seen)| {
+        check_against_manifest(archive, &seen, &manifest)?;
+        Ok((meta, manifest, seen))
     })?;
-    check_against_manifest(archive, &seen, &manifest)?;
     for stage in stages.iter_mut() {
-        let root_member = format!("data/{}", stage.root.index);
+        let root_member = format!("data/{}", stage.root.index).into_bytes();
         stage.root_entry = manifest.entries.iter().find(|e| e.path == root_member).cloned();
-        for (dir, mode, mtime) in stage.dir_fixups.iter().rev() {
-            fs::set_permissions(dir, fs::Permissions::from_mode(*mode))?;
-            set_mtime(dir, *mtime)?;
-        }
+        stage.fix_directories()?;
     }
     progress(Progress { done: meta.total_bytes, total: meta.total_bytes });
     Ok((files, bytes))
 }
 
-/// Which root a member belongs to and its path below that root; refuses
-/// absolute paths, `..` and anything outside `data/<i>`.
-fn locate(name: &str, stages: &[Stage]) -> Result<(usize, PathBuf)> {
-    let path = Path::new(name);
-    let mut components = path.components();
-    let hostile = || {
-        anyhow!("member `{name}` has an absolute path, `..` or lies outside data/: refusing to restore this archive")
-    };
-    if path.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(hostile());
-    }
-    if components.next() != Some(Component::Normal("data".as_ref())) {
-        return Err(hostile());
-    }
-    let index: usize =
-        components.next().and_then(|c| c.as_os_str().to_str()).and_then(|s| s.parse().ok()).ok_or_else(hostile)?;
-    let stage = stages.iter().position(|s| s.root.index == index).ok_or_else(hostile)?;
-    Ok((stage, components.as_path().to_path_buf()))
-}
-
-/// The staging path for a member, refusing to write through anything but real directories.
-fn staged_path(stage: &Stage, relative: &Path) -> Result<PathBuf> {
-    if relative.as_os_str().is_empty() {
-        return Ok(stage.staging.clone());
-    }
-    if !stage.root.is_dir {
-        bail!("member under file root data/{} is not allowed", stage.root.index);
-    }
-    let mut dir = stage.staging.clone();
-    let parents: Vec<_> = relative.parent().map(|p| p.components().collect()).unwrap_or_default();
-    for part in parents {
-        dir.push(part);
-        let meta = fs::symlink_metadata(&dir)
-            .with_context(|| format!("member's parent {} was not restored first", dir.display()))?;
-        if !meta.is_dir() {
-            bail!("refusing to write through {}, which is not a real directory", dir.display());
-        }
-    }
-    Ok(stage.staging.join(relative))
-}
-
-/// A symlink in a backup may point anywhere inside its own root, nowhere else.
-fn check_link_stays_inside(name: &str, relative: &Path, link: &Path) -> Result<()> {
-    if link.is_absolute() {
-        bail!("member `{name}` is a symlink to the absolute path {}: refusing to restore this archive", link.display());
-    }
-    let mut depth: i64 = relative.components().count() as i64 - 1;
-    for component in link.components() {
-        match component {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            _ => depth = -1,
-        }
-        if depth < 0 {
-            bail!(
-                "member `{name}` is a symlink to {} that leaves its data directory: refusing to restore this archive",
-                link.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-fn apply_metadata(dest: &Path, kind: Kind, header: &tar::Header, stage: &mut Stage) -> Result<()> {
-    let mode = header.mode()? & 0o7777;
-    let mtime = header.mtime()? as i64;
-    if unsafe { libc::geteuid() } == 0 {
-        let (uid, gid) = (header.uid()? as u32, header.gid()? as u32);
-        std::os::unix::fs::lchown(dest, Some(uid), Some(gid))
-            .with_context(|| format!("cannot chown {}", dest.display()))?;
-    }
-    match kind {
-        Kind::Symlink => {}
-        Kind::File => {
-            fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
-            set_mtime(dest, mtime)?;
-        }
-        Kind::Dir => {
-            fs::set_permissions(dest, fs::Permissions::from_mode(mode | 0o700))?;
-            // Writable until its children are in; the real mode comes last.
-            stage.dir_fixups.push((dest.to_path_buf(), mode, mtime));
-        }
-    }
-    Ok(())
-}
-
-fn set_mtime(path: &Path, mtime: i64) -> Result<()> {
-    let time = UNIX_EPOCH + Duration::from_secs(mtime.max(0) as u64);
-    let file = File::open(path).with_context(|| format!("cannot open {} to set its time", path.display()))?;
-    file.set_modified(time).with_context(|| format!("cannot set the time of {}", path.display()))?;
-    Ok(())
-}
-
 /// Swaps every staged root into place; undoes the roots already swapped if one fails.
 fn swap_all(stages: &[Stage]) -> Result<()> {
-    let mut done: Vec<(usize, Vec<Move>)> = Vec::new();
+    let mut done: Vec<(usize, Swapped)> = Vec::new();
     for (index, stage) in stages.iter().enumerate() {
-        match swap(stage) {
-            Ok(moves) => done.push((index, moves)),
+        match stage.swap() {
+            Ok(swapped) => done.push((index, swapped)),
             Err(err) => {
-                for (_, moves) in done.iter().rev() {
-                    undo(moves);
+                for (index, swapped) in done.iter().rev() {
+                    stages[*index].undo(swapped);
                 }
                 return Err(
                     err.context(format!("restoring {} failed; the data was left as it was", stage.target.display()))
@@ -275,79 +447,5 @@ fn swap_all(stages: &[Stage]) -> Result<()> {
             }
         }
     }
-    for (index, _) in done {
-        let _ = files::sync_dir(&stages[index].target);
-    }
     Ok(())
-}
-
-struct Move {
-    from: PathBuf,
-    to: PathBuf,
-}
-
-fn undo(moves: &[Move]) {
-    for m in moves.iter().rev() {
-        let _ = fs::rename(&m.to, &m.from);
-    }
-}
-
-/// Dir roots swap children (the target itself may be a mountpoint or a
-/// volume bound into a container, so it is kept); file roots rename over.
-fn swap(stage: &Stage) -> Result<Vec<Move>> {
-    let mut moves = Vec::new();
-    if !stage.root.is_dir {
-        if stage.target.is_dir() {
-            bail!("{} is a directory but the backup holds a file there", stage.target.display());
-        }
-        files::rename_durable(&stage.staging, &stage.target)?;
-        return Ok(moves);
-    }
-    let result = (|| -> Result<()> {
-        fs::create_dir(&stage.old)?;
-        for child in fs::read_dir(&stage.target)? {
-            let child = child?.path();
-            if child == stage.staging || child == stage.old {
-                continue;
-            }
-            let to = stage.old.join(child.file_name().expect("dir entries have names"));
-            fs::rename(&child, &to)?;
-            moves.push(Move { from: child, to });
-        }
-        for child in fs::read_dir(&stage.staging)? {
-            let child = child?.path();
-            let to = stage.target.join(child.file_name().expect("dir entries have names"));
-            fs::rename(&child, &to)?;
-            moves.push(Move { from: child, to });
-        }
-        if let Some(entry) = &stage.root_entry {
-            if unsafe { libc::geteuid() } == 0 {
-                std::os::unix::fs::chown(&stage.target, Some(entry.uid as u32), Some(entry.gid as u32))?;
-            }
-            fs::set_permissions(&stage.target, fs::Permissions::from_mode(entry.mode))?;
-            set_mtime(&stage.target, entry.mtime)?;
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Ok(moves),
-        Err(err) => {
-            undo(&moves);
-            Err(err)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn links_must_stay_inside_their_root() {
-        assert!(check_link_stays_inside("m", Path::new("a/b"), Path::new("../c")).is_ok());
-        assert!(check_link_stays_inside("m", Path::new("a/b"), Path::new("../../c")).is_err());
-        assert!(check_link_stays_inside("m", Path::new("a"), Path::new("./x/../y")).is_ok());
-        assert!(check_link_stays_inside("m", Path::new("a"), Path::new("/etc/passwd")).is_err());
-        assert!(check_link_stays_inside("m", Path::new("a"), Path::new("..")).is_err());
-    }
 }

@@ -1,0 +1,202 @@
+//! Reading an archive back: its metadata alone (cheap, for `list`), or every
+//! member in one pass, each checked by the member [`Rules`] and against the
+//! manifest, which is what `verify` does and what `restore` stages from.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use flate2::read::GzDecoder;
+
+use super::format::{show, HashingReader, Kind, Manifest, ManifestEntry, Meta, FORMAT, MANIFEST_MEMBER, META_MEMBER};
+use super::members::{Member, Rules};
+use super::Verified;
+
+/// Opens an archive for reading, explaining a missing or unreadable file.
+fn open_archive(path: &Path) -> Result<tar::Archive<GzDecoder<io::BufReader<File>>>> {
+    let file = File::open(path).with_context(|| format!("cannot open backup {}", path.display()))?;
+    Ok(tar::Archive::new(GzDecoder::new(io::BufReader::with_capacity(1 << 20, file))))
+}
+
+/// Reads an archive's first member, its metadata, without reading the rest.
+pub fn read_meta(path: &Path) -> Result<Meta> {
+    let mut archive = open_archive(path)?;
+    let mut entries = archive.entries().map_err(|e| damaged(path, None, e))?;
+    let mut first = match entries.next() {
+        Some(entry) => entry.map_err(|e| damaged(path, None, e))?,
+        None => bail!("{} is empty: not an upgraderd backup", path.display()),
+    };
+    let name = first.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    if name != META_MEMBER {
+        bail!(
+            "{} is not an upgraderd backup: it does not start with {META_MEMBER} (first member: {name})",
+            path.display()
+        );
+    }
+    let mut text = String::new();
+    first.read_to_string(&mut text).map_err(|e| damaged(path, Some(META_MEMBER), e))?;
+    let meta: Meta =
+        serde_json::from_str(&text).with_context(|| format!("{} has an unreadable {META_MEMBER}", path.display()))?;
+    if meta.format > FORMAT {
+        bail!(
+            "{} has format {}, written by a newer upgraderd (this one reads up to {FORMAT}); use that version to read it",
+            path.display(),
+            meta.format
+        );
+    }
+    Ok(meta)
+}
+
+fn damaged(path: &Path, member: Option<&str>, err: io::Error) -> anyhow::Error {
+    let what = describe_read_error(&err);
+    match member {
+        Some(member) => anyhow!("backup {} is damaged at member `{member}`: {what}", path.display()),
+        None => anyhow!("backup {} is damaged: {what}", path.display()),
+    }
+}
+
+fn describe_read_error(err: &io::Error) -> String {
+    let text = err.to_string();
+    if text.contains("invalid gzip header") {
+        "not a gzip file".into()
+    } else if err.kind() == io::ErrorKind::UnexpectedEof
+        || text.contains("unexpected EOF")
+        || text.contains("failed to fill whole buffer")
+    {
+        format!("the archive is truncated ({text})")
+    } else if text.contains("corrupt deflate stream")
+        || text.contains("invalid")
+        || text.contains("CRC")
+        || text.contains("checksum")
+    {
+        format!("the compressed data is corrupt ({text})")
+    } else {
+        text
+    }
+}
+
+/// Reads the whole archive: the gzip CRC, every member against the rules
+/// restore applies, every member's sha256 against the manifest.
+pub fn verify(path: &Path) -> Result<Verified> {
+    let (meta, manifest, seen) = read_archive(path, &mut |_, _, data| Ok(hash_to_sink(data)?))?;
+    check_against_manifest(path, &seen, &manifest)?;
+    let files = manifest.entries.iter().filter(|e| e.kind == Kind::File).count();
+    let bytes = manifest.entries.iter().map(|e| e.size).sum();
+    Ok(Verified { path: path.to_path_buf(), meta, members: seen.len(), files, bytes })
+}
+
+fn hash_to_sink(entry: &mut dyn Read) -> io::Result<(String, u64)> {
+    let mut reader = HashingReader::new(entry);
+    let size = io::copy(&mut reader, &mut io::sink())?;
+    Ok((reader.hex(), size))
+}
+
+/// A data member as read from the archive.
+#[derive(Debug)]
+pub(super) struct SeenMember {
+    member: Member,
+    sha256: Option<String>,
+    size: u64,
+}
+
+pub(super) fn check_against_manifest(path: &Path, seen: &[SeenMember], manifest: &Manifest) -> Result<()> {
+    let expected: HashMap<&[u8], &ManifestEntry> = manifest.entries.iter().map(|e| (e.path.as_slice(), e)).collect();
+    for SeenMember { member, sha256, size } in seen {
+        let name = show(&member.name);
+        let Some(entry) = expected.get(member.name.as_slice()) else {
+            bail!("backup {} has member `{name}` that its manifest does not list", path.display());
+        };
+        if entry.kind != member.kind {
+            bail!(
+                "backup {}: member `{name}` is a {:?} but the manifest says {:?}",
+                path.display(),
+                member.kind,
+                entry.kind
+            );
+        }
+        if entry.kind == Kind::File && (entry.sha256 != *sha256 || entry.size != *size) {
+            bail!(
+                "backup {}: member `{name}` does not match its manifest (sha256 {} vs {}); the archive is corrupt",
+                path.display(),
+                sha256.as_deref().unwrap_or("-"),
+                entry.sha256.as_deref().unwrap_or("-")
+            );
+        }
+        // Format 1 manifests list no link targets; format 2 ones must match the archive.
+        if entry.target.is_some() && entry.target != member.link {
+            bail!(
+                "backup {}: link member `{name}` points at `{}` but the manifest says `{}`; the archive is corrupt",
+                path.display(),
+                show(member.link.as_deref().unwrap_or_default()),
+                show(entry.target.as_deref().unwrap_or_default())
+            );
+        }
+    }
+    let present: HashSet<&[u8]> = seen.iter().map(|m| m.member.name.as_slice()).collect();
+    if let Some(missing) = manifest.entries.iter().find(|e| !present.contains(e.path.as_slice())) {
+        bail!("backup {}: member `{}` listed in the manifest is missing", path.display(), show(&missing.path));
+    }
+    Ok(())
+}
+
+type MemberHandler<'h> = dyn FnMut(&Member, &tar::Header, &mut dyn Read) -> Result<(String, u64)> + 'h;
+
+/// Reads an archive once, in order: its metadata, each data member (checked
+/// by the [`Rules`], then handed to `on_member`, which returns the sha256 and
+/// size of a file's content), the manifest, and the gzip trailer so its CRC is checked.
+pub(super) fn read_archive(
+    path: &Path,
+    on_member: &mut MemberHandler<'_>,
+) -> Result<(Meta, Manifest, Vec<SeenMember>)> {
+    let meta = read_meta(path)?;
+    let mut archive = open_archive(path)?;
+    let mut rules = Rules::new(path, &meta.roots);
+    let mut manifest: Option<Manifest> = None;
+    let mut seen = Vec::new();
+    {
+        let entries = archive.entries().map_err(|e| damaged(path, None, e))?;
+        let mut last_name = String::new();
+        for (position, entry) in entries.enumerate() {
+            let mut entry = entry.map_err(|e| damaged(path, after(&last_name), e))?;
+            let raw_name = entry.path_bytes().into_owned();
+            last_name = show(&raw_name);
+            if position == 0 {
+                continue; // The metadata, already read.
+            }
+            if raw_name == MANIFEST_MEMBER.as_bytes() {
+                let mut text = String::new();
+                entry.read_to_string(&mut text).map_err(|e| damaged(path, Some(&last_name), e))?;
+                manifest = Some(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("backup {} has an unreadable manifest", path.display()))?,
+                );
+                continue;
+            }
+            if manifest.is_some() {
+                bail!("backup {} has member `{last_name}` after its manifest", path.display());
+            }
+            let header = entry.header().clone();
+            let link = entry.link_name_bytes().map(|l| l.into_owned());
+            let member = rules.check(&raw_name, header.entry_type(), link.as_deref())?;
+            let (sha256, size) =
+                on_member(&member, &header, &mut entry).map_err(|e| match e.downcast::<io::Error>() {
+                    Ok(io_err) => damaged(path, Some(&last_name), io_err),
+                    Err(other) => other,
+                })?;
+            let sha256 = (member.kind == Kind::File).then_some(sha256);
+            seen.push(SeenMember { member, sha256, size });
+        }
+    }
+    let Some(manifest) = manifest else {
+        bail!("backup {} has no {MANIFEST_MEMBER}: it is incomplete or not an upgraderd backup", path.display());
+    };
+    let mut decoder = archive.into_inner();
+    io::copy(&mut decoder, &mut io::sink()).map_err(|e| damaged(path, Some("(gzip trailer)"), e))?;
+    Ok((meta, manifest, seen))
+}
+
+fn after(name: &str) -> Option<&str> {
+    (!name.is_empty()).then_some(name)
+}

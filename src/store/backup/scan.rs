@@ -1,0 +1,206 @@
+//! The scan before a backup: what each data path holds (directories, regular
+//! files, symlinks; sockets, FIFOs and devices are runtime objects, not data),
+//! which files are SQLite databases, and how many bytes to expect. The walk
+//! goes through directory handles only; the copy that follows opens every
+//! entry again through handles and trusts what it finds then, not this scan.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use rustix::fs::{FileType, CWD};
+
+use super::format::{Root, OWN_PREFIX};
+use super::fsat::{self, Entry};
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// Files SQLite keeps beside a database; the snapshot already holds every committed page.
+const SQLITE_COMPANIONS: [&[u8]; 3] = [b"-wal", b"-shm", b"-journal"];
+
+/// What a backup will contain, found before anything is written.
+pub(super) struct Plan {
+    pub roots: Vec<Root>,
+    pub items: Vec<Item>,
+    pub total_bytes: u64,
+    pub files: u64,
+}
+
+/// What the scan saw at a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// One entry to back up, in walk order (a directory before what it holds).
+pub(super) struct Item {
+    /// Which data path it belongs to.
+    pub root: usize,
+    /// Its path below that data path, `/`-separated bytes; empty for the data path itself.
+    pub relative: Vec<u8>,
+    pub seen: Seen,
+    pub size: u64,
+    pub sqlite: bool,
+}
+
+impl Item {
+    /// Its member name in the archive: `data/<root>[/<relative>]`.
+    pub fn member(&self) -> Vec<u8> {
+        let mut member = format!("data/{}", self.root).into_bytes();
+        if !self.relative.is_empty() {
+            member.push(b'/');
+            member.extend_from_slice(&self.relative);
+        }
+        member
+    }
+
+    /// Where it is on disk, for messages.
+    pub fn shown(&self, roots: &[Root]) -> PathBuf {
+        let root = &roots[self.root].path;
+        if self.relative.is_empty() {
+            root.clone()
+        } else {
+            root.join(OsStr::from_bytes(&self.relative))
+        }
+    }
+}
+
+/// Scans every data path.
+pub(super) fn scan(roots: &[PathBuf]) -> Result<Plan> {
+    let mut plan = Plan { roots: Vec::new(), items: Vec::new(), total_bytes: 0, files: 0 };
+    for (index, root) in roots.iter().enumerate() {
+        scan_root(index, root, &mut plan)?;
+    }
+    drop_sqlite_companions(&mut plan);
+    for item in plan.items.iter().filter(|item| item.seen == Seen::File) {
+        plan.total_bytes += item.size;
+        plan.files += 1;
+    }
+    Ok(plan)
+}
+
+fn scan_root(index: usize, root: &Path, plan: &mut Plan) -> Result<()> {
+    let meta = fs::symlink_metadata(root).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => anyhow!(
+            "data path {} does not exist; fix UPGRADERD_DATA_DIR (or the container's mounts) before backing up",
+            root.display()
+        ),
+        _ => anyhow!("data path {} cannot be read: {e}", root.display()),
+    })?;
+    let is_dir = meta.is_dir();
+    plan.roots.push(Root { index, path: root.to_path_buf(), is_dir });
+    let seen = if is_dir {
+        Seen::Dir
+    } else if meta.file_type().is_symlink() {
+        Seen::Symlink
+    } else {
+        Seen::File
+    };
+    let mut item = Item { root: index, relative: Vec::new(), seen, size: meta.len(), sqlite: false };
+    if is_dir {
+        plan.items.push(item);
+        let handle = fsat::open_dir_at(CWD, root.as_os_str().as_bytes())
+            .with_context(|| format!("cannot open data directory {}", root.display()))?;
+        return scan_dir(handle.as_fd(), index, &[], plan);
+    }
+    if seen == Seen::File {
+        let (parent, name) = split_root_file(root)?;
+        item.sqlite = is_sqlite(parent.as_fd(), name, item.size);
+    }
+    plan.items.push(item);
+    Ok(())
+}
+
+/// A data path that is a file, as its directory's handle and its name.
+pub(super) fn split_root_file(root: &Path) -> Result<(std::os::fd::OwnedFd, &[u8])> {
+    let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
+        return Err(anyhow!("data path {} is not a file name", root.display()));
+    };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let handle =
+        fsat::open_trusted_dir(parent).with_context(|| format!("cannot open the directory of {}", root.display()))?;
+    Ok((handle, name.as_bytes()))
+}
+
+fn scan_dir(dir: BorrowedFd<'_>, root: usize, relative: &[u8], plan: &mut Plan) -> Result<()> {
+    let names = fsat::read_names(dir)
+        .with_context(|| format!("cannot read data directory {}", plan_path(plan, root, relative).display()))?;
+    for name in names {
+        if relative.is_empty() && name.starts_with(OWN_PREFIX.as_bytes()) {
+            continue;
+        }
+        let child = join(relative, &name);
+        let stat = match fsat::lstat_at(dir, &name) {
+            Ok(stat) => stat,
+            // Gone since the directory was read: nothing to back up.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot stat {}", plan_path(plan, root, &child).display()))
+            }
+        };
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        let seen = match fsat::file_type(&stat) {
+            FileType::Directory => Seen::Dir,
+            FileType::RegularFile => Seen::File,
+            FileType::Symlink => Seen::Symlink,
+            _ => continue,
+        };
+        let sqlite = seen == Seen::File && is_sqlite(dir, &name, size);
+        plan.items.push(Item { root, relative: child.clone(), seen, size, sqlite });
+        if seen == Seen::Dir {
+            match fsat::open_dir_at(dir, &name) {
+                Ok(handle) => scan_dir(handle.as_fd(), root, &child, plan)?,
+                // Replaced or gone since its stat: the copy finds out what it is now.
+                Err(e) if fsat::is_replaced_or_gone(&e) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot read data directory {}", plan_path(plan, root, &child).display())
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn plan_path(plan: &Plan, root: usize, relative: &[u8]) -> PathBuf {
+    plan.roots[root].path.join(OsStr::from_bytes(relative))
+}
+
+/// `relative/name`, or `name` at the top.
+pub(super) fn join(relative: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut joined = relative.to_vec();
+    if !joined.is_empty() {
+        joined.push(b'/');
+    }
+    joined.extend_from_slice(name);
+    joined
+}
+
+fn is_sqlite(dir: BorrowedFd<'_>, name: &[u8], size: u64) -> bool {
+    if size < 512 {
+        return false;
+    }
+    let Ok(Entry::File(mut file, _)) = fsat::open_entry_at(dir, name) else { return false };
+    let mut header = [0u8; 16];
+    file.read_exact(&mut header).is_ok() && &header == SQLITE_MAGIC
+}
+
+/// Drops the `-wal`, `-shm` and `-journal` files of the databases found.
+fn drop_sqlite_companions(plan: &mut Plan) {
+    let databases: HashSet<(usize, Vec<u8>)> =
+        plan.items.iter().filter(|item| item.sqlite).map(|item| (item.root, item.relative.clone())).collect();
+    plan.items.retain(|item| {
+        !SQLITE_COMPANIONS.iter().any(|suffix| {
+            item.relative
+                .strip_suffix(*suffix)
+                .is_some_and(|database| databases.contains(&(item.root, database.to_vec())))
+        })
+    });
+}
