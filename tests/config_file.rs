@@ -47,3 +47,48 @@ fn an_empty_flag_is_exit_2_naming_the_key_or_the_flag() {
         .stderr_has("for example UPGRADERD_DOCKER=docker");
     sb.run(&["--state-dir", "", "config"]).code(2).stderr_has("--state-dir");
 }
+
+/// A file systemd's `EnvironmentFile=` accepts is read the way systemd reads it.
+#[test]
+fn the_file_is_read_the_way_systemd_reads_it() {
+    let mut sb = Sandbox::new();
+    sb.unset("UPGRADERD_STATE_DIR");
+    let file = sb.config_file(concat!(
+        "\u{feff}UPGRADERD_BACKUP_KEEP=3\n", // 1: the byte order mark is part of the name
+        "export UPGRADERD_GIT_REMOTE=upstream\n", // 2: `export` is not special
+        "UPGRADERD_GIT_BRANCH=\"rel\"ease\n", // 3: quotes join with what follows
+        "UPGRADERD_CONTAINER=mesh\\\n",      // 4: a continuation
+        "monitor\n",                         // 5
+        "UPGRADERD_IMAGE=ghcr.io/x/app\r\n", // 6: CRLF
+        "UPGRADERD_STRATEGY pull\n",         // 7: no `=`
+        "  ; a comment\n",                   // 8
+        "UPGRADERD_HEALTH_URL = 'http://127.0.0.1:8080/health'  \n", // 9
+        "UPGRADERD_COMPOSE_PROJECT=app\rUPGRADERD_SERVICE=web\n", // 10: a lone CR ends a line
+        "UPGRADERD_STATE_DIR=\"/var/lib/up \\\"graderd\\\"\"\n", // 11: escapes inside double quotes
+        "UPGRADERD_GIT_DIR=\"/srv/app\n",    // 12: a quote left open at the end
+    ));
+    let run = sb.run(&["--json", "config"]).success();
+    let entries = run.json()["config"].as_array().unwrap().clone();
+    let value = |key: &str| entries.iter().find(|e| e["key"] == key).unwrap()["value"].as_str().unwrap().to_string();
+    let source = |key: &str| entries.iter().find(|e| e["key"] == key).unwrap()["source"].as_str().unwrap().to_string();
+    assert_eq!(value("UPGRADERD_BACKUP_KEEP"), "5");
+    assert_eq!(value("UPGRADERD_GIT_REMOTE"), "origin");
+    assert_eq!(value("UPGRADERD_GIT_BRANCH"), "release");
+    assert_eq!(value("UPGRADERD_CONTAINER"), "meshmonitor");
+    assert_eq!(source("UPGRADERD_CONTAINER"), format!("{}:4 (UPGRADERD_CONTAINER)", file.display()));
+    assert_eq!(value("UPGRADERD_IMAGE"), "ghcr.io/x/app");
+    assert_eq!(value("UPGRADERD_STRATEGY"), "pull");
+    assert_eq!(source("UPGRADERD_STRATEGY"), "default");
+    assert_eq!(value("UPGRADERD_HEALTH_URL"), "http://127.0.0.1:8080/health");
+    assert_eq!(value("UPGRADERD_COMPOSE_PROJECT"), "app");
+    assert_eq!(value("UPGRADERD_SERVICE"), "web");
+    assert_eq!(value("UPGRADERD_STATE_DIR"), "/var/lib/up \"graderd\"");
+    assert_eq!(value("UPGRADERD_GIT_DIR"), "/srv/app\n");
+    let warned = |needle: &str| assert!(run.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", run.stderr);
+    warned(&format!("{}:1: ", file.display()));
+    warned("byte order mark");
+    warned(&format!("{}:2: ", file.display()));
+    warned("`export` is not special");
+    warned(&format!("{}:7: ", file.display()));
+    warned("no `=`");
+}

@@ -203,7 +203,23 @@ pub fn load(
     flags: &[(&'static str, String)],
     env: &Env,
 ) -> Result<(Config, Layers)> {
+    load_reporting(config_file, state_dir, flags, env, &mut |_| {})
+}
+
+/// [`load`], handing every warning about the file (lines systemd ignores,
+/// unknown keys) to `warn` before any value is checked, so a bad value does
+/// not hide them.
+pub fn load_reporting(
+    config_file: Option<&Path>,
+    state_dir: Option<&Path>,
+    flags: &[(&'static str, String)],
+    env: &Env,
+    warn: &mut dyn FnMut(String),
+) -> Result<(Config, Layers)> {
     let file = read_file(config_file, env).context("reading configuration")?;
+    for warning in file.iter().flat_map(EnvFile::warnings) {
+        warn(warning);
+    }
     let mut flags = flags.to_vec();
     if let Some(dir) = state_dir {
         flags.push(("UPGRADERD_STATE_DIR", dir.display().to_string()));
