@@ -92,3 +92,16 @@ fn the_file_is_read_the_way_systemd_reads_it() {
     warned(&format!("{}:7: ", file.display()));
     warned("no `=`");
 }
+
+#[test]
+fn unknown_keys_are_warned_about_even_when_a_value_is_bad() {
+    let sb = Sandbox::new();
+    let file = sb.config_file("UPGRADERD_DOKCER=/usr/bin/docker\nUPGRADERD_MIN_FREE=lots\n");
+    sb.run(&["config"])
+        .code(2)
+        .stderr_has(&format!(
+            "{}:1: unknown key UPGRADERD_DOKCER (ignored); did you mean UPGRADERD_DOCKER?",
+            file.display()
+        ))
+        .stderr_has("invalid UPGRADERD_MIN_FREE=\"lots\"");
+}

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::keys::is_known_name;
+use super::keys::{closest_known_name, is_known_name};
 use crate::exit::usage;
 use syntax::{Assignment, Note};
 
@@ -90,7 +90,10 @@ impl EnvFile {
     /// Every warning about the file, in line order: lines ignored, unknown keys.
     pub fn warnings(&self) -> Vec<String> {
         let ignored = self.ignored.iter().map(|(line, why)| (*line, why.clone()));
-        let unknown = self.unknown.iter().map(|(line, name)| (*line, format!("unknown key {name} (ignored)")));
+        let unknown = self.unknown.iter().map(|(line, name)| {
+            let hint = closest_known_name(name).map(|k| format!("; did you mean {k}?")).unwrap_or_default();
+            (*line, format!("unknown key {name} (ignored){hint}"))
+        });
         let mut all: Vec<(usize, String)> = ignored.chain(unknown).collect();
         all.sort();
         all.into_iter().map(|(line, what)| format!("{}:{line}: {what}", self.path.display())).collect()

@@ -114,3 +114,16 @@ fn a_nul_byte_or_a_name_or_value_that_is_not_utf8_refuses_the_file_as_systemd_do
         assert_eq!(crate::exit::classify(&err), crate::exit::Exit::Usage, "{rule}");
     }
 }
+
+#[test]
+fn unknown_keys_are_warned_about_with_the_key_they_resemble() {
+    let file = EnvFile::parse(Path::new("f"), "; comment\nUPGRADERD_DOKCER=/bin/docker\nMY_APP_SETTING=1\n").unwrap();
+    assert_eq!(file.unknown, vec![(2, "UPGRADERD_DOKCER".to_string()), (3, "MY_APP_SETTING".to_string())]);
+    assert_eq!(
+        file.warnings(),
+        vec![
+            "f:2: unknown key UPGRADERD_DOKCER (ignored); did you mean UPGRADERD_DOCKER?",
+            "f:3: unknown key MY_APP_SETTING (ignored)",
+        ]
+    );
+}
