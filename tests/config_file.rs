@@ -105,3 +105,31 @@ fn unknown_keys_are_warned_about_even_when_a_value_is_bad() {
         ))
         .stderr_has("invalid UPGRADERD_MIN_FREE=\"lots\"");
 }
+
+#[test]
+fn a_trigger_named_like_a_file_upgraderd_writes_is_exit_2_naming_both_keys() {
+    let mut sb = Sandbox::new();
+    sb.env("UPGRADERD_TRIGGER_FILE", ".upgrade-status.json");
+    sb.run(&["config"])
+        .code(2)
+        .stderr_has("UPGRADERD_TRIGGER_FILE=.upgrade-status.json (from env UPGRADERD_TRIGGER_FILE)")
+        .stderr_has("UPGRADERD_STATUS_FILE=.upgrade-status.json (from default)");
+
+    sb.unset("UPGRADERD_TRIGGER_FILE");
+    let file = sb.config_file("UPGRADERD_TRIGGER_FILE=state\nUPGRADERD_STATUS_FILE=state.rejected\n");
+    sb.run(&["config"])
+        .code(2)
+        .stderr_has(&format!("UPGRADERD_TRIGGER_FILE=state (from {}:1", file.display()))
+        .stderr_has(&format!("UPGRADERD_STATUS_FILE=state.rejected (from {}:2", file.display()));
+
+    for name in [".upgrade-available.json", ".upgrade-status", ".docker-socket-test-request"] {
+        sb.config_file(&format!("UPGRADERD_TRIGGER_FILE={name}\n"));
+        sb.run(&["config"]).code(2).stderr_has(&format!("UPGRADERD_TRIGGER_FILE={name} (from ")).stderr_has(
+            "which upgraderd writes in the trigger directory; choose another name, for example \
+             UPGRADERD_TRIGGER_FILE=.upgrade-trigger",
+        );
+    }
+
+    sb.config_file("UPGRADERD_TRIGGER_FILE=update_requested\nUPGRADERD_STATUS_FILE=status.json\n");
+    sb.run(&["config"]).success();
+}
