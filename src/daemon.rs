@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::{Config, Env};
+use crate::config::{self, Config, Env};
 use crate::engine::status::{Snapshot, StatusFile};
 use crate::engine::{check, new_upgrade_id, pipeline, recover, Outcome, Request};
 use crate::exit::usage;
@@ -29,7 +29,7 @@ use crate::store::db::{now_ms, Db, QueuedRequest, UpgradeRecord};
 use crate::store::files;
 use crate::store::lock::LockBusy;
 use crate::store::shared_dir::SharedDir;
-use crate::trigger::{self, Found, Parsed, TriggerDir, REJECTED_SUFFIX};
+use crate::trigger::{self, Found, Parsed, TriggerDir};
 use crate::ui::Ui;
 
 /// A plainly written trigger must be unchanged this long before it is read.
@@ -290,8 +290,8 @@ impl Daemon {
             Ok(names) => names,
             Err(e) => return self.ui.warn(format!("cannot list the spool {}: {e}", spool.path().display())),
         };
-        let claimed = names.iter().filter_map(|n| n.strip_prefix('.')?.strip_suffix(".claimed"));
-        let waiting = names.iter().filter(|n| !n.starts_with('.') && !n.ends_with(REJECTED_SUFFIX));
+        let claimed = names.iter().filter_map(|n| config::claimed_trigger(n));
+        let waiting = names.iter().filter(|n| !n.starts_with('.') && !config::is_rejected(n));
         let pending: Vec<(String, bool)> =
             claimed.map(|n| (n.to_string(), true)).chain(waiting.map(|n| (n.clone(), false))).collect();
         for (name, already_claimed) in pending {
@@ -305,7 +305,7 @@ impl Daemon {
 
     /// The spool directory when the app made one; never created by upgraderd (it would be root's).
     fn spool_dir(&mut self) -> Option<Arc<SharedDir>> {
-        let path = self.trigger.dir.path().join(format!("{}.d", self.trigger.name));
+        let path = self.trigger.dir.path().join(config::spool_name(&self.trigger.name));
         if let Some(spool) = &self.spool {
             match spool.check() {
                 Ok(()) => return Some(spool.clone()),

@@ -19,12 +19,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::config as names;
 use crate::store::files::ReadRefusal;
 use crate::store::shared_dir::{Entry, SharedDir};
 use crate::version::validate_version;
-
-/// What a rejected trigger's name gets: `<name>.rejected`.
-pub const REJECTED_SUFFIX: &str = ".rejected";
 
 /// The largest trigger read; a bigger file is rejected unread.
 pub const MAX_TRIGGER_BYTES: u64 = 64 * 1024;
@@ -184,11 +182,11 @@ impl TriggerDir {
     }
 
     fn claimed_name(&self) -> String {
-        format!(".{}.claimed", self.name)
+        names::claimed_name(&self.name)
     }
 
     fn rejected_name(&self) -> String {
-        format!("{}{REJECTED_SUFFIX}", self.name)
+        names::rejected_name(&self.name)
     }
 
     /// Looks at the trigger's name without opening or following anything.

@@ -56,8 +56,8 @@ fn bad_configuration_is_exit_2_naming_key_source_and_example() {
     sb.unset("UPGRADERD_BACKUP_KEEP");
     sb.run(&["--backup-keep=-3", "config"]).code(2).stderr_has("(from flag)");
 
-    let file = sb.config_file("UPGRADERD_STRATEGY pull\n");
-    sb.run(&["config"]).code(2).stderr_has(&format!("config file {}:1: no `=` on this line", file.display()));
+    let file = sb.config_file("UPGRADERD_MIN_FREE=5GB\n\0");
+    sb.run(&["config"]).code(2).stderr_has(&format!("config file {}:2: a NUL byte", file.display()));
 
     sb.run(&["-c", "/nonexistent/upgraderd.env", "config"])
         .code(2)

@@ -51,13 +51,13 @@ pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
     if let Command::Completions(args) = &cli.command {
         return completions::run(args);
     }
-    let (config, layers) =
-        crate::config::load(cli.config_file.as_deref(), cli.state_dir.as_deref(), &cli.settings.given(), env)?;
-    if let Some(file) = &layers.file {
-        for (line, name) in &file.unknown {
-            ui.warn(format!("{}:{line}: unknown key {name} (ignored)", file.path.display()));
-        }
-    }
+    let (config, layers) = crate::config::load_reporting(
+        cli.config_file.as_deref(),
+        cli.state_dir.as_deref(),
+        &cli.settings.given(),
+        env,
+        &mut |warning| ui.warn(warning),
+    )?;
     let ctx = Ctx { config, layers, ui, runner: Runner::new(false) };
     match &cli.command {
         Command::Watch => watch::run(&ctx, env),

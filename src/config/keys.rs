@@ -106,8 +106,40 @@ pub fn spec(name: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|k| k.name == name)
 }
 
+/// Every name upgraderd reads: the keys, their older names and `UPGRADERD_CONFIG`.
+fn known_names() -> impl Iterator<Item = &'static str> {
+    KEYS.iter().flat_map(|k| std::iter::once(k.name).chain(k.fallback)).chain(["UPGRADERD_CONFIG"])
+}
+
 pub(super) fn is_known_name(name: &str) -> bool {
-    KEYS.iter().any(|k| k.name == name || k.fallback == Some(name)) || name == "UPGRADERD_CONFIG"
+    known_names().any(|known| known == name)
+}
+
+/// The known name an unknown one was most likely meant to be: the closest by
+/// edit distance (ignoring case), when it is close enough to be a typo.
+pub(super) fn closest_known_name(name: &str) -> Option<&'static str> {
+    const MAX_TYPOS: usize = 3;
+    let name = name.to_ascii_uppercase();
+    known_names()
+        .map(|known| (edit_distance(&name, known), known))
+        .filter(|(distance, _)| *distance <= MAX_TYPOS)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance between two strings, by character.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// Masks secrets for display.
@@ -149,5 +181,17 @@ mod tests {
             "https://bot:********@hooks.local/x?********"
         );
         assert_eq!(display_value(url, "http://127.0.0.1/n"), "http://127.0.0.1/n");
+    }
+
+    #[test]
+    fn a_typo_is_matched_to_the_key_it_was_meant_to_be() {
+        assert_eq!(closest_known_name("UPGRADERD_DOKCER"), Some("UPGRADERD_DOCKER"));
+        assert_eq!(closest_known_name("upgraderd_backup_keep"), Some("UPGRADERD_BACKUP_KEEP"));
+        assert_eq!(closest_known_name("UPGRADER_HEALTH_URL"), Some("UPGRADERD_HEALTH_URL"));
+        assert_eq!(closest_known_name("DATA_DIRS"), Some("DATA_DIR"));
+        assert_eq!(closest_known_name("MY_APP_SETTING"), None);
+        assert_eq!(closest_known_name("UPGRADERD_TIMEOUT"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

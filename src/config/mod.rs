@@ -7,11 +7,13 @@
 //! the key, its source and a valid example.
 //!
 //! Inside: `keys` is the table of keys, `layers` resolves each key to its raw
-//! text and source, `envfile` reads the file, `values` types the text.
+//! text and source, `envfile` reads the file, `values` types the text,
+//! `shared_dir` owns the names upgraderd writes next to the trigger.
 
 mod envfile;
 mod keys;
 mod layers;
+mod shared_dir;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +24,10 @@ use anyhow::{Context, Result};
 pub use envfile::{EnvFile, FileEntry};
 pub use keys::{display_value, spec, KeySpec, Secret, KEYS};
 pub use layers::{Env, Layers, Source, Value};
+pub use shared_dir::{
+    claimed_name, claimed_trigger, is_rejected, rejected_name, spool_name, BANNER_FILE, LEGACY_STATUS_FILE,
+    SOCKET_TEST_PREFIX,
+};
 pub use values::{parse_bool, parse_duration, parse_size};
 
 use values::{as_path, as_text, parse_count, parse_github_repo, parse_pointer, parse_url, Parser};
@@ -112,6 +118,9 @@ impl Config {
     /// Types and validates every resolved value.
     pub fn from_layers(layers: &Layers) -> Result<Config> {
         let p = Parser { layers };
+        let trigger_file = p.file_name("UPGRADERD_TRIGGER_FILE")?;
+        let status_file = p.file_name("UPGRADERD_STATUS_FILE")?;
+        shared_dir::check_names(layers, &trigger_file, &status_file)?;
         let state_dir = p.required("UPGRADERD_STATE_DIR", as_path)?;
         let backup_dir = p.path("UPGRADERD_BACKUP_DIR")?.unwrap_or_else(|| state_dir.join("backups"));
         Ok(Config {
@@ -130,8 +139,8 @@ impl Config {
             data_dirs: p.paths("UPGRADERD_DATA_DIR")?,
             backup_keep: p.parse("UPGRADERD_BACKUP_KEEP", "5", parse_count)?,
             trigger_dir: p.path("UPGRADERD_TRIGGER_DIR")?,
-            trigger_file: p.file_name("UPGRADERD_TRIGGER_FILE")?,
-            status_file: p.file_name("UPGRADERD_STATUS_FILE")?,
+            trigger_file,
+            status_file,
             poll_interval: p.duration("UPGRADERD_POLL_INTERVAL", true)?,
             enabled: p.bool("UPGRADERD_ENABLED")?,
             health_url: p.required("UPGRADERD_HEALTH_URL", parse_url)?,
@@ -193,7 +202,23 @@ pub fn load(
     flags: &[(&'static str, String)],
     env: &Env,
 ) -> Result<(Config, Layers)> {
+    load_reporting(config_file, state_dir, flags, env, &mut |_| {})
+}
+
+/// [`load`], handing every warning about the file (lines systemd ignores,
+/// unknown keys) to `warn` before any value is checked, so a bad value does
+/// not hide them.
+pub fn load_reporting(
+    config_file: Option<&Path>,
+    state_dir: Option<&Path>,
+    flags: &[(&'static str, String)],
+    env: &Env,
+    warn: &mut dyn FnMut(String),
+) -> Result<(Config, Layers)> {
     let file = read_file(config_file, env).context("reading configuration")?;
+    for warning in file.iter().flat_map(EnvFile::warnings) {
+        warn(warning);
+    }
     let mut flags = flags.to_vec();
     if let Some(dir) = state_dir {
         flags.push(("UPGRADERD_STATE_DIR", dir.display().to_string()));

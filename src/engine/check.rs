@@ -12,7 +12,7 @@ use anyhow::{anyhow, Result};
 use semver::Version;
 use serde::Serialize;
 
-use crate::config::{Config, Policy};
+use crate::config::{Config, Policy, BANNER_FILE};
 use crate::engine::discover;
 use crate::exit::usage;
 use crate::ops::docker::{Docker, ImageRef};
@@ -259,9 +259,6 @@ fn refusal(version: &Version, release: &Release, current: Option<&Version>, rule
     }
     None
 }
-
-/// The file in the trigger directory that tells the app an update is available.
-pub const BANNER_FILE: &str = ".upgrade-available.json";
 
 /// Writes `.upgrade-available.json` for the app's banner.
 pub fn write_banner(config: &Config, report: &Report) -> Result<Option<PathBuf>> {
