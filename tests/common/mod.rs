@@ -4,6 +4,9 @@
 
 pub mod fake_engine;
 pub mod http;
+pub mod wait;
+
+pub use wait::wait;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -4,8 +4,10 @@
 //!
 //! Without an engine these tests print SKIP and pass, unless
 //! `UPGRADERD_E2E_REQUIRED=1` (CI), which makes a missing engine a failure.
-//! Everything they create carries `upgraderd-e2e-<pid>`; leftovers of earlier
-//! runs are removed first, and a watcher removes this run's when it exits.
+//! Everything they create carries the run's marker `upgraderd-e2e-<pid>-<start>`
+//! ([`owner`]); leftovers of runs whose process is gone are removed first,
+//! other live runs' resources are left alone, and a watcher removes this run's
+//! when it exits.
 //! The images are built once per test binary ([`world::world`]) and shared by
 //! every scenario.
 
@@ -13,6 +15,7 @@
 mod common;
 
 mod kill;
+mod owner;
 mod pull;
 mod rebuild;
 mod scenario;

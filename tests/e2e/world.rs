@@ -4,10 +4,13 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::common;
+use crate::owner::{is_leftover, RunId};
 
 pub struct World {
     pub registry: String,
@@ -57,8 +60,9 @@ fn set_up() -> Option<World> {
         eprintln!("SKIP e2e: {why}; end-to-end upgrades were NOT exercised");
         return None;
     }
-    remove_leftovers("upgraderd-e2e-");
-    let prefix = format!("upgraderd-e2e-{}", std::process::id());
+    let me = RunId::current();
+    remove_leftovers(me);
+    let prefix = me.marker();
     let port = free_port();
     let registry = format!("127.0.0.1:{port}");
     let storage = tempfile::Builder::new().prefix("upgraderd-e2e-registry-").tempdir().unwrap().keep();
@@ -68,19 +72,36 @@ fn set_up() -> Option<World> {
         format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {registry}\n", storage.join("data").display()),
     )
     .unwrap();
-    // The registry lives as long as this test process; then the watcher cleans up after it.
+    start_watcher(me, &config, &storage);
+    common::wait(format!("the local registry to listen on {registry}"))
+        .within(Duration::from_secs(20))
+        .every(Duration::from_millis(50))
+        .until_true(|| std::net::TcpStream::connect(&registry).is_ok());
+    build_images(&prefix);
+    Some(World { registry, prefix })
+}
+
+/// Starts the registry and a watcher that outlives this process: once this
+/// run's process is gone (its pid no longer names a process started at the
+/// same time), it stops the registry and removes everything marked with this
+/// run's marker. The trailing `-` keeps `…-12-555` from matching `…-12-5551`.
+fn start_watcher(me: RunId, config: &Path, storage: &Path) {
     let watcher = format!(
         "docker-registry serve {cfg} >/dev/null 2>&1 & reg=$!; \
-         while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $reg; \
+         while [ \"$(sed 's/.*) //' /proc/{pid}/stat 2>/dev/null | cut -d' ' -f20)\" = {started} ]; do sleep 1; done; \
+         kill $reg; \
          docker ps -aq --filter label=upgraderd-e2e={prefix} | xargs -r docker rm -f >/dev/null 2>&1; \
          docker volume ls -q --filter label=upgraderd-e2e={prefix} | xargs -r docker volume rm >/dev/null 2>&1; \
+         docker network ls --format '{{{{.Name}}}}' | grep -F '{prefix}-' | xargs -r docker network rm >/dev/null 2>&1; \
          for pass in 1 2; do \
            docker images -aq --filter label=upgraderd-e2e={prefix} | xargs -r docker rmi -f >/dev/null 2>&1; \
-           docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -F '{prefix}' | xargs -r docker rmi -f >/dev/null 2>&1; \
+           docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' | grep -F '{prefix}-' | xargs -r docker rmi -f >/dev/null 2>&1; \
          done; \
          rm -rf {storage}",
         cfg = config.display(),
-        pid = std::process::id(),
+        pid = me.pid,
+        started = me.started,
+        prefix = me.marker(),
         storage = storage.display(),
     );
     // `setsid -f` forks the watcher off and returns at once.
@@ -92,34 +113,36 @@ fn set_up() -> Option<World> {
         .status()
         .unwrap();
     assert!(started.success(), "cannot start the registry watcher");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&registry).is_err() {
-        assert!(Instant::now() < deadline, "the local registry did not start on {registry}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    build_images(&prefix);
-    Some(World { registry, prefix })
 }
 
-fn remove_leftovers(marker: &str) {
-    let mine = format!("{marker}{}", std::process::id());
-    let (_, containers) = sh(&["docker", "ps", "-a", "--format", "{{.ID}} {{.Labels}}"]);
-    for line in containers.lines().filter(|l| l.contains(marker) && !l.contains(&mine)) {
-        let _ = sh(&["docker", "rm", "-f", line.split_whitespace().next().unwrap()]);
+/// Removes what runs whose process is gone left on the engine (a run killed
+/// with its watcher, a machine restarted mid-run); live runs' resources stay.
+fn remove_leftovers(me: RunId) {
+    let leftovers = |listing: &[&str]| -> Vec<String> {
+        let (_, text) = sh(listing);
+        text.lines()
+            .filter(|line| is_leftover(line, me))
+            .filter_map(|line| line.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    for id in leftovers(&["docker", "ps", "-a", "--format", "{{.ID}} {{.Names}} {{.Labels}}"]) {
+        let _ = sh(&["docker", "rm", "-f", &id]);
     }
-    let (_, volumes) = sh(&["docker", "volume", "ls", "-q"]);
-    for volume in volumes.lines().filter(|v| v.contains(marker) && !v.contains(&mine)) {
-        let _ = sh(&["docker", "volume", "rm", "-f", volume]);
+    for volume in leftovers(&["docker", "volume", "ls", "--format", "{{.Name}} {{.Labels}}"]) {
+        let _ = sh(&["docker", "volume", "rm", "-f", &volume]);
     }
-    let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    for image in images.lines().filter(|i| i.contains(marker) && !i.contains(&mine)) {
-        let _ = sh(&["docker", "rmi", "-f", image]);
+    for network in leftovers(&["docker", "network", "ls", "--format", "{{.ID}} {{.Name}} {{.Labels}}"]) {
+        let _ = sh(&["docker", "network", "rm", &network]);
     }
-    // Untagged images an earlier run built (a rolled-back build, intermediate layers), by their label.
+    for image in leftovers(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"]) {
+        let _ = sh(&["docker", "rmi", "-f", &image]);
+    }
+    // Untagged images a run built (a rolled-back build, intermediate layers), by their label.
     let (_, labelled) = sh(&["docker", "images", "-aq", "--filter", "label=upgraderd-e2e"]);
     for id in labelled.lines() {
         let (_, label) = sh(&["docker", "inspect", "--format", "{{index .Config.Labels \"upgraderd-e2e\"}}", id]);
-        if !label.contains(&mine) {
+        if is_leftover(&label, me) {
             let _ = sh(&["docker", "rmi", "-f", id]);
         }
     }
