@@ -109,7 +109,8 @@ struct Case {
     data_intact: bool,
 }
 
-fn check(case: Case) {
+/// Runs the upgrade with the case's failure and checks how it ended; returns the history row.
+fn check(case: Case) -> Value {
     let d = Deployment::new().with("FAIL_ON", case.fail_on).with("CRASH", case.crash);
     let before = d.data();
     let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
@@ -126,6 +127,7 @@ fn check(case: Case) {
     // The backup is never consumed by a failure.
     let backups = d.sb.run(&["--json", "backup", "list"]).success().json();
     assert_eq!(backups["backups"].as_array().map(Vec::len), Some(1), "{what}\n{backups}");
+    row
 }
 
 #[test]
@@ -190,7 +192,7 @@ fn a_crashing_new_version_is_rolled_back_with_its_data() {
 
 #[test]
 fn a_failed_stop_during_rollback_is_logged_and_the_rollback_goes_on() {
-    check(Case {
+    let row = check(Case {
         fail_on: "stop:1",
         crash: "2.0.0",
         terminal: "rolled_back",
@@ -198,6 +200,14 @@ fn a_failed_stop_during_rollback_is_logged_and_the_rollback_goes_on() {
         running: "1.0.0",
         data_intact: true,
     });
+    let logs: Vec<&str> = row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let stop_failed = logs.iter().position(|l| l.starts_with("Stopping the new version failed"));
+    let restored = logs.iter().position(|l| l.starts_with("Restoring data from"));
+    assert!(
+        stop_failed.is_some_and(|i| logs[i].contains("injected failure of stop #1")),
+        "the history's log says the stop failed, and why: {logs:#?}"
+    );
+    assert!(stop_failed < restored, "logged when it happened, before the restore: {logs:#?}");
 }
 
 #[test]

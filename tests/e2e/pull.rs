@@ -4,12 +4,13 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common;
 use crate::scenario::Scenario;
-use crate::world::world;
 
 #[test]
 fn happy_path_keeps_settings_and_migrates_data() {
@@ -39,6 +40,7 @@ fn happy_path_keeps_settings_and_migrates_data() {
     assert_eq!(s.dump(), before);
 }
 
+/// Upgrades to a bad version and checks the rollback: 1.0.0 back with its data, the reason recorded.
 fn bad_version_rolls_back(test: &str, version: &str, reason: &str) {
     let Some(s) = Scenario::start(test, &["1.0.0", version]) else { return };
     let before = s.dump();
@@ -55,9 +57,23 @@ fn bad_version_rolls_back(test: &str, version: &str, reason: &str) {
 
 #[test]
 fn a_version_that_crashes_at_start_is_rolled_back_without_waiting_for_the_timeout() {
-    // The reason names the exit or the crash loop, not the timeout: the gate failed fast.
-    let Some(_) = world() else { return };
-    bad_version_rolls_back("crash", "2.0.1", "the container");
+    let Some(s) = Scenario::start("crash", &["1.0.0", "2.0.1"]) else { return };
+    let run = common::Run::from_output(
+        s.upgraderd_command(&["upgrade", "--to", "2.0.1"]).env("UPGRADERD_HEALTH_TIMEOUT", "120s").output().unwrap(),
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    s.wait_version("1.0.0");
+    let row = s.last_history();
+    assert_eq!(row["status"], "rolled_back", "{row}");
+    let error = row["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the container exited with code") || error.starts_with("the container is crash-looping"),
+        "the reason names the crash, not the timeout: {error}"
+    );
+    // Generous against a loaded machine, far below the timeout: the gate did not wait for it.
+    let gate = s.gate_time();
+    assert!(gate < Duration::from_secs(60), "the gate ran {gate:?} of its 120 s timeout before failing");
+    eprintln!("crash: the gate failed after {gate:?} of its 120 s timeout");
 }
 
 #[test]
@@ -116,22 +132,24 @@ fn a_compose_file_pinning_another_tag_is_refused_naming_the_file() {
 #[test]
 fn a_second_upgrade_while_one_runs_exits_3() {
     let Some(s) = Scenario::start("twice", &["1.0.0", "2.0.2"]) else { return };
-    let first = {
-        let mut args = vec!["--state-dir".to_string(), s.sandbox.state().display().to_string()];
-        args.extend(["upgrade", "--to", "2.0.2"].map(String::from));
-        let mut cmd = s.sandbox.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        cmd.env("UPGRADERD_CONTAINER", s.container())
-            .env("UPGRADERD_HEALTH_URL", format!("http://127.0.0.1:{}/api/health", s.port))
-            .env("UPGRADERD_HEALTH_TIMEOUT", "20s")
-            .env("UPGRADERD_MIN_FREE", "1MB");
-        cmd.spawn().unwrap()
-    };
-    std::thread::sleep(Duration::from_secs(2));
+    // 2.0.2 never listens: the first upgrade holds the lock through its whole 20 s gate.
+    let first = s
+        .upgraderd_command(&["upgrade", "--to", "2.0.2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    common::wait(format!("the first upgrade (pid {pid}) to hold the lock"))
+        .within(Duration::from_secs(60))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until_true(|| s.lock_holder().is_some_and(|holder| holder["pid"] == pid));
     let second = s.upgraderd(&["upgrade", "--to", "2.0.2"]);
     assert_eq!(second.code, 3, "{}", second.stderr);
     assert!(second.stderr.contains("another upgraderd holds the lock"), "{}", second.stderr);
+    assert!(second.stderr.contains(&format!("pid {pid} ")), "the holder is named: {}", second.stderr);
     let out = first.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     s.wait_version("1.0.0");
 }
 

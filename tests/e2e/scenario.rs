@@ -143,12 +143,7 @@ impl Scenario {
     }
 
     pub fn upgraderd(&self, args: &[&str]) -> common::Run {
-        let out = self.upgraderd_command(args).output().unwrap();
-        common::Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        common::Run::from_output(self.upgraderd_command(args).output().unwrap())
     }
 
     pub fn try_status_file(&self) -> Option<Value> {
@@ -160,15 +155,41 @@ impl Scenario {
     }
 
     pub fn last_history(&self) -> Value {
-        let run = self.sandbox.run(&[
-            "--state-dir",
-            self.sandbox.state().to_str().unwrap(),
-            "--json",
-            "history",
-            "--limit",
-            "1",
-        ]);
-        run.success().json()["history"][0].clone()
+        self.read_only(&["--json", "history", "--limit", "1"])["history"][0].clone()
+    }
+
+    /// The last upgrade's journal (`status --json`): each step with when it began.
+    pub fn last_journal(&self) -> Vec<Value> {
+        self.read_only(&["--json", "status"])["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// How long the last upgrade's health gate ran: from its `health_check` step to the step after it.
+    pub fn gate_time(&self) -> Duration {
+        let journal = self.last_journal();
+        let at = |i: usize| journal[i]["at"].as_u64().unwrap_or_default();
+        let gate = journal.iter().rposition(|e| e["status"] == "health_check");
+        match gate.filter(|i| i + 1 < journal.len()) {
+            Some(i) => Duration::from_millis(at(i + 1).saturating_sub(at(i))),
+            None => panic!("the journal has no step after health_check: {journal:#?}"),
+        }
+    }
+
+    /// The lock file of the scenario's state dir, when a live process holds it: the holder it names.
+    pub fn lock_holder(&self) -> Option<Value> {
+        let path = self.sandbox.state().join("upgraderd.lock");
+        let file = fs::File::open(&path).ok()?;
+        match file.try_lock_shared() {
+            Err(fs::TryLockError::WouldBlock) => serde_json::from_slice(&fs::read(&path).ok()?).ok(),
+            _ => None,
+        }
+    }
+
+    /// A read-only upgraderd command's JSON output.
+    fn read_only(&self, args: &[&str]) -> Value {
+        let state = self.sandbox.state().display().to_string();
+        let mut all = vec!["--state-dir", state.as_str()];
+        all.extend_from_slice(args);
+        self.sandbox.run(&all).success().json()
     }
 }
 

@@ -148,10 +148,22 @@ fn remove_leftovers(me: RunId) {
     }
 }
 
+/// The app the test images run. `cargo test` builds it with every target;
+/// `cargo test --test e2e` does not, so it is built here (a no-op when fresh).
 fn testapp_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples/testapp");
-    assert!(path.is_file(), "{} missing: `cargo test` builds it", path.display());
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--example", "testapp"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|name| name == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().unwrap();
+        assert!(status.success(), "`cargo build --example testapp` failed");
+    }
+    let path = profile_dir.join("examples/testapp");
+    assert!(path.is_file(), "{} missing: `cargo build --example testapp` builds it", path.display());
     path
 }
 
