@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs;
+use std::time::Duration;
 
 use common::fake_engine::Deployment;
 use serde_json::Value;
@@ -81,19 +82,18 @@ fn the_status_file_beats_during_a_long_pull() {
     let mut child = d.sb.command(&["upgrade", "--to", "2.0.0"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     let status_path = d.sb.path().join("trigger/.upgrade-status.json");
     let read = || -> Option<Value> { serde_json::from_slice(&fs::read(&status_path).ok()?).ok() };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let first = loop {
-        match read() {
-            Some(v) if v["status"] == "downloading" => break v,
-            _ if std::time::Instant::now() > deadline => panic!("never saw downloading: {:?}", read()),
-            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
-        }
-    };
-    std::thread::sleep(std::time::Duration::from_millis(3000));
-    let later = read().unwrap();
-    assert_eq!(later["status"], "downloading", "{later}");
-    assert_eq!(later["upgradeId"], first["upgradeId"]);
-    assert_ne!(later["updatedAt"], first["updatedAt"], "no heartbeat while the pull ran");
+    let first = common::wait("the upgrade to start downloading")
+        .within(Duration::from_secs(20))
+        .showing(|| format!("{:?}", read()))
+        .until(|| read().filter(|v| v["status"] == "downloading"));
+    // The pull takes 5 s and the heartbeat comes every 2 s: a newer beat must arrive while it runs.
+    let beat = common::wait("a heartbeat during the pull")
+        .within(Duration::from_secs(4))
+        .showing(|| format!("first {first}\nnow {:?}", read()))
+        .until(|| read().filter(|v| v["updatedAt"] != first["updatedAt"]));
+    assert_eq!(beat["status"], "downloading", "{beat}");
+    assert_eq!(beat["upgradeId"], first["upgradeId"]);
+    assert!(child.try_wait().unwrap().is_none(), "the beat came while the upgrade ran");
     assert!(child.wait().unwrap().success());
     assert_eq!(d.status_file()["status"], "complete");
 }

@@ -4,8 +4,9 @@
 
 use std::fs;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::common;
 use crate::scenario::Scenario;
 
 const STEPS: &[&str] = &["preflight", "backing_up", "downloading", "restarting", "health_check"];
@@ -26,32 +27,28 @@ fn kill_the_daemon_at(test: &str, version: &str, i: usize) {
         .unwrap();
     fs::rename(s.sandbox.path().join(".trigger.tmp"), &trigger).unwrap();
     let later: Vec<&str> = STEPS[i..].iter().chain(TERMINAL).copied().collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let seen = loop {
-        if let Some(status) = s.try_status_file().filter(|st| st["upgradeId"] == id.as_str()) {
-            let state = status["status"].as_str().unwrap_or_default().to_string();
-            if later.contains(&state.as_str()) {
-                break state;
-            }
-        }
-        assert!(Instant::now() < deadline, "{id} never reached {step}: {:?}", s.try_status_file());
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let seen = common::wait(format!("{id} to reach {step}"))
+        .within(Duration::from_secs(60))
+        .every(Duration::from_millis(2))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until(|| {
+            let status = s.try_status_file().filter(|st| st["upgradeId"] == id.as_str())?;
+            let state = status["status"].as_str()?;
+            later.contains(&state).then(|| state.to_string())
+        });
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 
     let mut daemon = spawn();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let end = loop {
-        let status = s.try_status_file().filter(|st| st["upgradeId"] == id.as_str());
-        if let Some(state) = status.as_ref().and_then(|st| st["status"].as_str()) {
-            if TERMINAL.contains(&state) && s.last_history()["status"] == state {
-                break state.to_string();
-            }
-        }
-        assert!(Instant::now() < deadline, "{id} (killed at {seen}) never ended: {status:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let end = common::wait(format!("{id} (killed at {seen}) to end"))
+        .within(Duration::from_secs(120))
+        .every(Duration::from_millis(200))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until(|| {
+            let status = s.try_status_file().filter(|st| st["upgradeId"] == id.as_str())?;
+            let state = status["status"].as_str()?;
+            (TERMINAL.contains(&state) && s.last_history()["status"] == state).then(|| state.to_string())
+        });
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     daemon.wait().unwrap();
     match end.as_str() {

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{self, Sandbox};
 use crate::scenario::Scenario;
@@ -196,22 +196,21 @@ fn a_rebuild_upgrader_killed_after_the_switch_is_put_back_by_the_next_watch() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while s.try_status_file().is_none_or(|st| st["status"] != "health_check") {
-        assert!(Instant::now() < deadline, "never reached health_check: {:?}", s.try_status_file());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait("the upgrade to reach health_check")
+        .within(Duration::from_secs(120))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until_true(|| s.try_status_file().is_some_and(|st| st["status"] == "health_check"));
     upgrade.kill().unwrap();
     upgrade.wait().unwrap();
     s.wait_version("2.0.0");
     assert_eq!(s.head(), commits[1]);
 
     let mut daemon = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while s.last_history()["status"] != "rolled_back" {
-        assert!(Instant::now() < deadline, "not recovered: {}", s.last_history());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait("watch to roll the killed upgrade back")
+        .within(Duration::from_secs(120))
+        .every(Duration::from_millis(200))
+        .showing(|| s.last_history().to_string())
+        .until_true(|| s.last_history()["status"] == "rolled_back");
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     daemon.wait().unwrap();
     s.wait_version("1.0.0");
@@ -230,20 +229,20 @@ fn a_rebuild_upgrader_killed_after_moving_the_checkout_gets_the_checkout_back() 
         .spawn()
         .unwrap();
     // Killed once the checkout has moved: while the build runs, before the switch.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while s.head() == commits[0] {
-        assert!(Instant::now() < deadline, "the checkout never moved: {:?}", s.try_status_file());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait("the checkout to move")
+        .within(Duration::from_secs(120))
+        .every(Duration::from_millis(5))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until_true(|| s.head() != commits[0]);
     upgrade.kill().unwrap();
     upgrade.wait().unwrap();
 
     let mut daemon = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !["failed", "rolled_back"].contains(&s.last_history()["status"].as_str().unwrap_or_default()) {
-        assert!(Instant::now() < deadline, "not recovered: {}", s.last_history());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait("watch to put the killed upgrade right")
+        .within(Duration::from_secs(120))
+        .every(Duration::from_millis(200))
+        .showing(|| s.last_history().to_string())
+        .until_true(|| ["failed", "rolled_back"].contains(&s.last_history()["status"].as_str().unwrap_or_default()));
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     daemon.wait().unwrap();
     assert_eq!(s.head(), commits[0], "the checkout is back where the running version was built from");

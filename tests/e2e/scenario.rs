@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -90,15 +90,12 @@ impl Scenario {
         agent.get(&url).call().ok()?.into_json().ok()
     }
 
+    /// Waits until the app answers its health check with `version`; returns that answer.
     pub fn wait_version(&self, version: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(health) = self.health().filter(|h| h["version"] == version) {
-                return health;
-            }
-            assert!(Instant::now() < deadline, "{version} never answered; last: {:?}", self.health());
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        common::wait(format!("{version} to answer on port {}", self.port))
+            .every(Duration::from_millis(200))
+            .showing(|| format!("last answer: {:?}", self.health()))
+            .until(|| self.health().filter(|h| h["version"] == version))
     }
 
     /// A consistent dump of the app's data: schema version and every row.
