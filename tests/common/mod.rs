@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_engine;
+pub mod fake_git;
 pub mod http;
 pub mod wait;
 
