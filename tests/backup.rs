@@ -128,9 +128,9 @@ fn a_database_written_during_the_backup_restores_whole_and_consistent() {
             n
         })
     };
-    while committed.load(Ordering::SeqCst) < 20_050 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait("the writer to commit 50 rows")
+        .every(Duration::from_millis(5))
+        .until_true(|| committed.load(Ordering::SeqCst) >= 20_050);
     let before_backup = committed.load(Ordering::SeqCst);
     sb.run(&["backup", "create"]).success();
     stop.store(true, Ordering::SeqCst);
@@ -398,9 +398,14 @@ fn a_full_disk_leaves_no_partial_and_says_how_much_was_needed() {
 #[test]
 fn prune_keeps_the_newest_and_the_last_complete_upgrades_backup() {
     let (sb, _data) = sandbox_with_data();
+    let unix_second = || SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
     for _ in 0..4 {
         sb.run(&["backup", "create"]).success();
-        std::thread::sleep(Duration::from_millis(1100));
+        // Archive names carry their time to the second: the next one must sort after this one.
+        let done = unix_second();
+        common::wait("the clock to reach the next second")
+            .every(Duration::from_millis(10))
+            .until_true(|| unix_second() > done);
     }
     let mut all: Vec<PathBuf> = fs::read_dir(sb.backups()).unwrap().map(|e| e.unwrap().path()).collect();
     all.sort();

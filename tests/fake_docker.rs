@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs;
+use std::time::Duration;
 
 use common::fake_engine::Deployment;
 use serde_json::Value;
@@ -81,19 +82,18 @@ fn the_status_file_beats_during_a_long_pull() {
     let mut child = d.sb.command(&["upgrade", "--to", "2.0.0"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     let status_path = d.sb.path().join("trigger/.upgrade-status.json");
     let read = || -> Option<Value> { serde_json::from_slice(&fs::read(&status_path).ok()?).ok() };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let first = loop {
-        match read() {
-            Some(v) if v["status"] == "downloading" => break v,
-            _ if std::time::Instant::now() > deadline => panic!("never saw downloading: {:?}", read()),
-            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
-        }
-    };
-    std::thread::sleep(std::time::Duration::from_millis(3000));
-    let later = read().unwrap();
-    assert_eq!(later["status"], "downloading", "{later}");
-    assert_eq!(later["upgradeId"], first["upgradeId"]);
-    assert_ne!(later["updatedAt"], first["updatedAt"], "no heartbeat while the pull ran");
+    let first = common::wait("the upgrade to start downloading")
+        .within(Duration::from_secs(20))
+        .showing(|| format!("{:?}", read()))
+        .until(|| read().filter(|v| v["status"] == "downloading"));
+    // The pull takes 5 s and the heartbeat comes every 2 s: a newer beat must arrive while it runs.
+    let beat = common::wait("a heartbeat during the pull")
+        .within(Duration::from_secs(4))
+        .showing(|| format!("first {first}\nnow {:?}", read()))
+        .until(|| read().filter(|v| v["updatedAt"] != first["updatedAt"]));
+    assert_eq!(beat["status"], "downloading", "{beat}");
+    assert_eq!(beat["upgradeId"], first["upgradeId"]);
+    assert!(child.try_wait().unwrap().is_none(), "the beat came while the upgrade ran");
     assert!(child.wait().unwrap().success());
     assert_eq!(d.status_file()["status"], "complete");
 }
@@ -109,7 +109,8 @@ struct Case {
     data_intact: bool,
 }
 
-fn check(case: Case) {
+/// Runs the upgrade with the case's failure and checks how it ended; returns the history row.
+fn check(case: Case) -> Value {
     let d = Deployment::new().with("FAIL_ON", case.fail_on).with("CRASH", case.crash);
     let before = d.data();
     let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
@@ -126,6 +127,7 @@ fn check(case: Case) {
     // The backup is never consumed by a failure.
     let backups = d.sb.run(&["--json", "backup", "list"]).success().json();
     assert_eq!(backups["backups"].as_array().map(Vec::len), Some(1), "{what}\n{backups}");
+    row
 }
 
 #[test]
@@ -210,7 +212,7 @@ fn a_crashing_new_version_is_rolled_back_with_its_data() {
 
 #[test]
 fn a_failed_stop_during_rollback_is_logged_and_the_rollback_goes_on() {
-    check(Case {
+    let row = check(Case {
         fail_on: "stop:1",
         crash: "2.0.0",
         terminal: "rolled_back",
@@ -218,6 +220,14 @@ fn a_failed_stop_during_rollback_is_logged_and_the_rollback_goes_on() {
         running: "1.0.0",
         data_intact: true,
     });
+    let logs: Vec<&str> = row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let stop_failed = logs.iter().position(|l| l.starts_with("Stopping the new version failed"));
+    let restored = logs.iter().position(|l| l.starts_with("Restoring data from"));
+    assert!(
+        stop_failed.is_some_and(|i| logs[i].contains("injected failure of stop #1")),
+        "the history's log says the stop failed, and why: {logs:#?}"
+    );
+    assert!(stop_failed < restored, "logged when it happened, before the restore: {logs:#?}");
 }
 
 #[test]

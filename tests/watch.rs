@@ -64,14 +64,14 @@ impl Watcher {
     #[track_caller]
     fn stop(mut self, within: Duration) -> i32 {
         self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "watch did not stop within {within:?}:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.log.clone();
+        let child = &mut self.child;
+        common::wait("watch to stop")
+            .within(within)
+            .showing(|| fs::read_to_string(&log).unwrap_or_default())
+            .until(|| child.try_wait().unwrap())
+            .code()
+            .unwrap_or(-1)
     }
 }
 
@@ -91,17 +91,10 @@ fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>, context: &dyn Fn() 
 fn wait_for_within<T>(
     limit: Duration,
     what: &str,
-    mut probe: impl FnMut() -> Option<T>,
+    probe: impl FnMut() -> Option<T>,
     context: &dyn Fn() -> String,
 ) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::wait(what).within(limit).every(Duration::from_millis(10)).showing(context).until(probe)
 }
 
 fn trigger_dir(d: &Deployment) -> PathBuf {

@@ -8,6 +8,11 @@
 //! makes that version exit at start; `SLOW_PULL=5` makes pulls take that long;
 //! `FILL_DISK=DIR` fills DIR's filesystem when `up` runs.
 //! A health server on loopback answers with the running version.
+//!
+//! For the rebuild strategy (`common::fake_git`) the project's service has a
+//! `build:` section, and `compose build` builds the version the fake
+//! checkout is at: each build a new image id, `sha256:v-<version>+b<n>`.
+//! Every call of either fake is appended, in order, to `runbook.log`.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -21,9 +26,10 @@ use super::{tree, Sandbox};
 pub const FAKE_DOCKER: &str = r#"#!/bin/sh
 S="$FAKE_STATE"
 echo "$*" >> "$S/argv.log"
+echo "docker $*" >> "$S/runbook.log"
 key() { printf '%s' "$1" | tr '/:' '__'; }
 resolve() { if [ -f "$S/images/$(key "$1")" ]; then cat "$S/images/$(key "$1")"; else printf '%s\n' "$1"; fi; }
-version_of() { id=$(resolve "$1"); echo "${id#sha256:v-}"; }
+version_of() { id=$(resolve "$1"); v="${id#sha256:v-}"; echo "${v%%+*}"; }
 # The n-th call of a verb fails when FAIL_ON names it.
 count() {
   n=$(( $(cat "$S/count.$1" 2>/dev/null || echo 0) + 1 )); echo $n > "$S/count.$1"
@@ -48,8 +54,15 @@ EOF
 compose_verb() {
   case "$*" in
     *" config"*)
-      if [ -f "$S/v1" ]; then printf 'services:\n  app:\n    image: registry.example/demo/app:latest\nversion: "3.9"\n'
+      if [ -f "$S/built" ] && [ -f "$S/v1" ]; then printf 'services:\n  app:\n    build:\n      context: %s\n    image: registry.example/demo/app:latest\nversion: "3.9"\n' "$S"
+      elif [ -f "$S/built" ]; then echo '{"services":{"app":{"build":{"context":"'"$S"'"},"image":"registry.example/demo/app:latest"}}}'
+      elif [ -f "$S/v1" ]; then printf 'services:\n  app:\n    image: registry.example/demo/app:latest\nversion: "3.9"\n'
       else echo '{"services":{"app":{"image":"registry.example/demo/app:latest"}}}'; fi ;;
+    *" build")
+      count build
+      head=$(cat "$S/git/HEAD"); v=$(cut -d' ' -f2 "$S/git/commits/$head")
+      echo "Building app at $v"
+      echo "sha256:v-$v+b$(cat "$S/count.build")" > "$S/images/registry.example_demo_app_latest" ;;
     *" up "*)
       count up
       # Fill the filesystem of the given directory, as a runaway log would, once the switch began.
@@ -63,8 +76,11 @@ compose_verb() {
     *" stop "*)
       count stop
       echo exited > "$S/state"; echo 0 > "$S/exit_code"
-      # Damage the backup, as a failing disk would, when asked to.
-      case " $FAIL_ON " in *" backup "*) for f in "$S"/state-dir/backups/*.tar.gz; do printf 'x' | dd of="$f" bs=1 seek=200 conv=notrunc 2>/dev/null; done ;; esac ;;
+      # Damage the backup, as a failing disk would, when asked to: byte 200
+      # becomes `x`, or `y` where it was `x` already (one archive in 256).
+      case " $FAIL_ON " in *" backup "*) for f in "$S"/state-dir/backups/*.tar.gz; do
+        was=$(dd if="$f" bs=1 skip=200 count=1 2>/dev/null); bad=x; [ "$was" != x ] || bad=y
+        printf '%s' "$bad" | dd of="$f" bs=1 seek=200 conv=notrunc 2>/dev/null; done ;; esac ;;
     *) echo "fake compose: unexpected $*" >&2; exit 99 ;;
   esac
 }
@@ -144,8 +160,12 @@ impl Deployment {
     }
 
     pub fn running_version(&self) -> String {
-        let id = fs::read_to_string(self.sb.path().join("running")).unwrap();
-        id.trim().trim_start_matches("sha256:v-").to_string()
+        version_of(&self.running_image())
+    }
+
+    /// The id of the image the service's container runs.
+    pub fn running_image(&self) -> String {
+        fs::read_to_string(self.sb.path().join("running")).unwrap().trim().to_string()
     }
 
     /// The image references the fake engine holds, as `repository:tag`.
@@ -205,7 +225,7 @@ pub fn serve_health(state: &Path) -> u16 {
             let mut buf = [0u8; 2048];
             let _ = stream.read(&mut buf);
             let id = fs::read_to_string(&running).unwrap_or_default();
-            let body = format!(r#"{{"version":"{}"}}"#, id.trim().trim_start_matches("sha256:v-"));
+            let body = format!(r#"{{"version":"{}"}}"#, version_of(id.trim()));
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -214,4 +234,10 @@ pub fn serve_health(state: &Path) -> u16 {
         }
     });
     port
+}
+
+/// The version an image id of the fake stands for: `sha256:v-2.0.0+b1` → `2.0.0`.
+pub fn version_of(image_id: &str) -> String {
+    let version = image_id.trim_start_matches("sha256:v-");
+    version.split('+').next().unwrap_or(version).to_string()
 }

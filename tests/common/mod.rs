@@ -3,7 +3,12 @@
 #![allow(dead_code)]
 
 pub mod fake_engine;
+pub mod fake_git;
 pub mod http;
+pub mod wait;
+
+#[allow(unused_imports)] // Not every test binary waits.
+pub use wait::wait;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,6 +33,15 @@ pub struct Run {
 }
 
 impl Run {
+    /// What a finished command left behind.
+    pub fn from_output(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
@@ -111,12 +125,7 @@ impl Sandbox {
 
     /// Runs upgraderd with these arguments and a clean environment.
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = self.command(args).output().expect("upgraderd runs");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from_output(self.command(args).output().expect("upgraderd runs"))
     }
 
     pub fn command(&self, args: &[&str]) -> Command {

@@ -1,0 +1,22 @@
+//! End-to-end upgrades against the real Docker engine: a local registry on
+//! 127.0.0.1 (Debian's `docker-registry`), test images built FROM scratch
+//! around `examples/testapp`, compose v1 projects, and the real binary.
+//!
+//! Without an engine these tests print SKIP and pass, unless
+//! `UPGRADERD_E2E_REQUIRED=1` (CI), which makes a missing engine a failure.
+//! Everything they create carries the run's marker `upgraderd-e2e-<pid>-<start>`
+//! ([`owner`]); leftovers of runs whose process is gone are removed first,
+//! other live runs' resources are left alone, and a watcher removes this run's
+//! when it exits.
+//! The images are built once per test binary ([`world::world`]) and shared by
+//! every scenario.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod kill;
+mod owner;
+mod pull;
+mod rebuild;
+mod scenario;
+mod world;

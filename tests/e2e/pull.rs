@@ -1,0 +1,189 @@
+//! The pull strategy on the real engine: a good upgrade and manual rollback,
+//! each kind of bad version rolled back, refusals before anything changes, the
+//! lock, the dry run and check-version against the real registry.
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common;
+use crate::scenario::Scenario;
+
+#[test]
+fn happy_path_keeps_settings_and_migrates_data() {
+    let Some(s) = Scenario::start("happy", &["1.0.0", "2.0.0"]) else { return };
+    let before = s.dump();
+    assert!(before.starts_with("schema 1"), "{before}");
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("[ 40%] downloading"), "{}", run.stderr);
+    let health = s.wait_version("2.0.0");
+    assert_eq!(health["greeting"], "hello-from-env-file");
+    assert_eq!(health["overlay"], "from-overlay");
+    let after = s.dump();
+    assert!(after.starts_with("schema 2") && after.contains("ALPHA"), "{after}");
+    let row = s.last_history();
+    assert_eq!(row["status"], "complete");
+    assert_eq!((row["fromVersion"].as_str(), row["toVersion"].as_str()), (Some("1.0.0"), Some("2.0.0")));
+    assert!(Path::new(row["backupPath"].as_str().unwrap()).is_file());
+    let status = s.status_file();
+    assert_eq!((status["status"].as_str(), status["progress"].as_i64()), (Some("complete"), Some(100)));
+    assert_eq!(status["upgradeId"], row["upgradeId"]);
+
+    // Manual rollback puts 1.0.0 and its data back.
+    let run = s.upgraderd(&["rollback"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before);
+}
+
+/// Upgrades to a bad version and checks the rollback: 1.0.0 back with its data, the reason recorded.
+fn bad_version_rolls_back(test: &str, version: &str, reason: &str) {
+    let Some(s) = Scenario::start(test, &["1.0.0", version]) else { return };
+    let before = s.dump();
+    let run = s.upgraderd(&["upgrade", "--to", version]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before, "data must be restored byte for byte in content");
+    let row = s.last_history();
+    assert_eq!(row["status"], "rolled_back", "{row}");
+    let error = row["errorMessage"].as_str().unwrap();
+    assert!(error.contains(reason), "expected {reason:?} in {error}");
+    assert_eq!(s.status_file()["status"], "rolled_back");
+}
+
+#[test]
+fn a_version_that_crashes_at_start_is_rolled_back_without_waiting_for_the_timeout() {
+    let Some(s) = Scenario::start("crash", &["1.0.0", "2.0.1"]) else { return };
+    let run = common::Run::from_output(
+        s.upgraderd_command(&["upgrade", "--to", "2.0.1"]).env("UPGRADERD_HEALTH_TIMEOUT", "120s").output().unwrap(),
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    s.wait_version("1.0.0");
+    let row = s.last_history();
+    assert_eq!(row["status"], "rolled_back", "{row}");
+    let error = row["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the container exited with code") || error.starts_with("the container is crash-looping"),
+        "the reason names the crash, not the timeout: {error}"
+    );
+    // Generous against a loaded machine, far below the timeout: the gate did not wait for it.
+    let gate = s.gate_time();
+    assert!(gate < Duration::from_secs(60), "the gate ran {gate:?} of its 120 s timeout before failing");
+    eprintln!("crash: the gate failed after {gate:?} of its 120 s timeout");
+}
+
+#[test]
+fn a_version_that_never_listens_is_rolled_back() {
+    bad_version_rolls_back("hang", "2.0.2", "not healthy after 20s");
+}
+
+#[test]
+fn a_version_whose_health_answers_500_is_rolled_back() {
+    bad_version_rolls_back("http500", "2.0.3", "answered HTTP 500");
+}
+
+#[test]
+fn a_version_reporting_the_wrong_version_is_rolled_back() {
+    bad_version_rolls_back("wrongver", "2.0.4", "reports version 1.9.9 at /version, expected 2.0.4");
+}
+
+#[test]
+fn a_version_that_migrates_then_crashes_is_rolled_back_with_its_data() {
+    bad_version_rolls_back("migcrash", "2.0.5", "the container");
+}
+
+#[test]
+fn a_target_missing_from_the_registry_is_refused_before_anything_changes() {
+    let Some(s) = Scenario::start("absent", &["1.0.0"]) else { return };
+    let container = s.container();
+    let run = s.upgraderd(&["upgrade", "--to", "9.9.9"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("does not exist in the registry"), "{}", run.stderr);
+    assert_eq!(s.container(), container, "the container was not recreated");
+    let row = s.last_history();
+    assert_eq!(row["status"], "failed");
+    assert!(row["errorMessage"].as_str().unwrap().contains("refused in preflight"));
+    assert!(row["backupPath"].is_null());
+}
+
+#[test]
+fn a_compose_file_pinning_another_tag_is_refused_naming_the_file() {
+    let Some(s) = Scenario::start("pinned", &["1.0.0", "2.0.0"]) else { return };
+    let container = s.container();
+    fs::write(
+        s.dir.join("docker-compose.prod.yml"),
+        format!(
+            "version: '3.7'\nservices:\n  app:\n    image: {}:1.0.0\n    environment:\n      OVERLAY: from-overlay\n",
+            s.repo
+        ),
+    )
+    .unwrap();
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("docker-compose.prod.yml:4 sets the image"), "{}", run.stderr);
+    assert_eq!(s.container(), container);
+    s.wait_version("1.0.0");
+}
+
+#[test]
+fn a_second_upgrade_while_one_runs_exits_3() {
+    let Some(s) = Scenario::start("twice", &["1.0.0", "2.0.2"]) else { return };
+    // 2.0.2 never listens: the first upgrade holds the lock through its whole 20 s gate.
+    let first = s
+        .upgraderd_command(&["upgrade", "--to", "2.0.2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    common::wait(format!("the first upgrade (pid {pid}) to hold the lock"))
+        .within(Duration::from_secs(60))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until_true(|| s.lock_holder().is_some_and(|holder| holder["pid"] == pid));
+    let second = s.upgraderd(&["upgrade", "--to", "2.0.2"]);
+    assert_eq!(second.code, 3, "{}", second.stderr);
+    assert!(second.stderr.contains("another upgraderd holds the lock"), "{}", second.stderr);
+    assert!(second.stderr.contains(&format!("pid {pid} ")), "the holder is named: {}", second.stderr);
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    s.wait_version("1.0.0");
+}
+
+#[test]
+fn dry_run_prints_the_commands_and_changes_nothing() {
+    let Some(s) = Scenario::start("dryrun", &["1.0.0", "2.0.0"]) else { return };
+    let container = s.container();
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.0", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&format!("pull {}:2.0.0", s.repo)), "{}", run.stdout);
+    assert!(run.stdout.contains("up -d --no-deps --force-recreate app"), "{}", run.stdout);
+    assert_eq!(s.container(), container);
+    assert!(!s.sandbox.state().join("upgraderd.db").exists() || s.last_history().is_null());
+}
+
+#[test]
+fn check_version_reads_the_real_registry_tags_and_upgrades() {
+    let Some(s) = Scenario::start("tags", &["1.0.0", "2.0.0", "2.0.1"]) else { return };
+    let json = s.upgraderd(&["--json", "check-version"]);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let report: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["source"], "registry");
+    assert_eq!(report["currentVersion"], "1.0.0", "from the image's version label");
+    assert_eq!(report["latestVersion"], "2.0.1");
+    assert_eq!(report["allowedVersion"], Value::Null, "2.x is beyond the default minor policy");
+    let run = s.upgraderd_command(&["check-version", "--upgrade"]).env("UPGRADERD_POLICY", "major").output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    // 2.0.1 crashes at start: the automatic upgrade is rolled back, and 2.0.1 is quarantined.
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    s.wait_version("1.0.0");
+    let report: Value = serde_json::from_slice(
+        &s.upgraderd_command(&["--json", "check-version"]).env("UPGRADERD_POLICY", "major").output().unwrap().stdout,
+    )
+    .unwrap();
+    assert_eq!(report["allowedVersion"], "2.0.0", "{report}");
+    assert!(report["heldBack"][0].as_str().unwrap().contains("rolled back on this host"), "{report}");
+}

@@ -1,0 +1,208 @@
+//! One deployment of the test app for one test: its compose project,
+//! registry repository, volume and upgraderd sandbox, and what a test asks of it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{self, Sandbox};
+use crate::world::{free_port, must, sh, world};
+
+/// One deployment of the test app in its own compose project, registry repository and volume.
+pub struct Scenario {
+    pub name: String,
+    pub repo: String,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub sandbox: Sandbox,
+    /// The compose files, relative to `dir`.
+    pub files: Vec<&'static str>,
+}
+
+impl Scenario {
+    /// Pushes `versions` for this scenario and starts 1.0.0 as `repo:latest`.
+    pub fn start(test: &str, versions: &[&str]) -> Option<Scenario> {
+        let world = world()?;
+        let name = format!("{}-{test}", world.prefix);
+        let repo = format!("{}/{name}/app", world.registry);
+        for version in versions {
+            must(&["docker", "tag", &format!("{}-build:{version}", world.prefix), &format!("{repo}:{version}")]);
+            must(&["docker", "push", &format!("{repo}:{version}")]);
+        }
+        must(&["docker", "tag", &format!("{repo}:1.0.0"), &format!("{repo}:latest")]);
+        // Only what the service runs stays local: the upgrade must pull its target.
+        for version in versions.iter().filter(|v| **v != "1.0.0") {
+            must(&["docker", "rmi", &format!("{repo}:{version}")]);
+        }
+        let sandbox = Sandbox::new();
+        let dir = sandbox.path().join("deploy");
+        fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        fs::write(
+            dir.join("docker-compose.yml"),
+            format!(
+                "version: '3.7'\nservices:\n  app:\n    image: {repo}:latest\n    restart: unless-stopped\n    ports:\n      - \"127.0.0.1:{port}:3001\"\n    \
+                 volumes:\n      - appdata:/data\n    env_file: app.env\n    labels:\n      upgraderd-e2e: {prefix}\nvolumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n",
+                prefix = world.prefix
+            ),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("docker-compose.prod.yml"),
+            "version: '3.7'\nservices:\n  app:\n    environment:\n      OVERLAY: from-overlay\n",
+        )
+        .unwrap();
+        fs::write(dir.join("app.env"), "GREETING=hello-from-env-file\n").unwrap();
+        let files = vec!["docker-compose.yml", "docker-compose.prod.yml"];
+        let scenario = Scenario { name, repo, dir, port, sandbox, files };
+        scenario.compose(&["up", "-d"]);
+        scenario.wait_version("1.0.0");
+        for item in ["alpha", "beta", "gamma"] {
+            let url = format!("http://127.0.0.1:{}/api/items?name={item}", scenario.port);
+            ureq::post(&url).call().expect("seed data");
+        }
+        Some(scenario)
+    }
+
+    pub fn compose(&self, args: &[&str]) -> String {
+        let mut argv = vec!["docker-compose", "-p", &self.name];
+        for file in &self.files {
+            argv.extend(["-f", file]);
+        }
+        argv.extend_from_slice(args);
+        let out = Command::new(argv[0]).args(&argv[1..]).current_dir(&self.dir).output().unwrap();
+        assert!(out.status.success(), "compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn container(&self) -> String {
+        let out =
+            must(&["docker", "ps", "-aq", "--filter", &format!("label=com.docker.compose.project={}", self.name)]);
+        out.lines().next().expect("the service has a container").to_string()
+    }
+
+    pub fn health(&self) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}/api/health", self.port);
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+        agent.get(&url).call().ok()?.into_json().ok()
+    }
+
+    /// Waits until the app answers its health check with `version`; returns that answer.
+    pub fn wait_version(&self, version: &str) -> Value {
+        common::wait(format!("{version} to answer on port {}", self.port))
+            .every(Duration::from_millis(200))
+            .showing(|| format!("last answer: {:?}", self.health()))
+            .until(|| self.health().filter(|h| h["version"] == version))
+    }
+
+    /// A consistent dump of the app's data: schema version and every row.
+    pub fn dump(&self) -> String {
+        let volume = format!("{}_appdata", self.name);
+        let mountpoint = must(&["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", &volume]);
+        let db = rusqlite::Connection::open_with_flags(
+            Path::new(mountpoint.trim()).join("app.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let mut stmt = db.prepare("SELECT * FROM items ORDER BY id").unwrap();
+        let columns = stmt.column_count();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| {
+                Ok((0..columns)
+                    .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        format!("schema {version}\n{}", rows.join("\n"))
+    }
+
+    /// upgraderd configured for this scenario's deployment, its trigger dir the sandbox.
+    pub fn upgraderd_command(&self, args: &[&str]) -> Command {
+        let state = self.sandbox.state().display().to_string();
+        let mut sb_args = vec!["--state-dir", state.as_str()];
+        sb_args.extend_from_slice(args);
+        let mut cmd = self.sandbox.command(&sb_args);
+        cmd.env("UPGRADERD_CONTAINER", self.container())
+            .env("UPGRADERD_HEALTH_URL", format!("http://127.0.0.1:{}/api/health", self.port))
+            .env("UPGRADERD_HEALTH_TIMEOUT", "20s")
+            .env("UPGRADERD_HEALTH_STABLE", "1s")
+            .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
+            .env("UPGRADERD_MIN_FREE", "1MB")
+            // The app's triggers ask for 1.0.0 -> 2.0.x, a major step: the operator allows it here.
+            .env("UPGRADERD_POLICY", "major")
+            .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path());
+        cmd
+    }
+
+    pub fn upgraderd(&self, args: &[&str]) -> common::Run {
+        common::Run::from_output(self.upgraderd_command(args).output().unwrap())
+    }
+
+    pub fn try_status_file(&self) -> Option<Value> {
+        serde_json::from_slice(&fs::read(self.sandbox.path().join(".upgrade-status.json")).ok()?).ok()
+    }
+
+    pub fn status_file(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.sandbox.path().join(".upgrade-status.json")).unwrap()).unwrap()
+    }
+
+    pub fn last_history(&self) -> Value {
+        self.read_only(&["--json", "history", "--limit", "1"])["history"][0].clone()
+    }
+
+    /// The last upgrade's journal (`status --json`): each step with when it began.
+    pub fn last_journal(&self) -> Vec<Value> {
+        self.read_only(&["--json", "status"])["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// How long the last upgrade's health gate ran: from its `health_check` step to the step after it.
+    pub fn gate_time(&self) -> Duration {
+        let journal = self.last_journal();
+        let at = |i: usize| journal[i]["at"].as_u64().unwrap_or_default();
+        let gate = journal.iter().rposition(|e| e["status"] == "health_check");
+        match gate.filter(|i| i + 1 < journal.len()) {
+            Some(i) => Duration::from_millis(at(i + 1).saturating_sub(at(i))),
+            None => panic!("the journal has no step after health_check: {journal:#?}"),
+        }
+    }
+
+    /// The lock file of the scenario's state dir, when a live process holds it: the holder it names.
+    pub fn lock_holder(&self) -> Option<Value> {
+        let path = self.sandbox.state().join("upgraderd.lock");
+        let file = fs::File::open(&path).ok()?;
+        match file.try_lock_shared() {
+            Err(fs::TryLockError::WouldBlock) => serde_json::from_slice(&fs::read(&path).ok()?).ok(),
+            _ => None,
+        }
+    }
+
+    /// A read-only upgraderd command's JSON output.
+    fn read_only(&self, args: &[&str]) -> Value {
+        let state = self.sandbox.state().display().to_string();
+        let mut all = vec!["--state-dir", state.as_str()];
+        all.extend_from_slice(args);
+        self.sandbox.run(&all).success().json()
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let mut args = vec!["-p".to_string(), self.name.clone()];
+        for file in &self.files {
+            args.extend(["-f".to_string(), file.to_string()]);
+        }
+        args.extend(["down", "-v", "-t", "1"].map(String::from));
+        let _ = Command::new("docker-compose").args(&args).current_dir(&self.dir).output();
+        let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", &self.repo]);
+        for image in images.lines() {
+            let _ = sh(&["docker", "rmi", "-f", image]);
+        }
+    }
+}
