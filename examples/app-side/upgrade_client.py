@@ -4,9 +4,12 @@
     upgrade_id = request_upgrade("/data", "2.14.0")   # the "Upgrade now" handler
     read_status("/data", upgrade_id)                  # what GET /api/upgrade/status/<id> returns
 
-The trigger is written atomically: a temp file in the same directory,
-flushed, then renamed over `.upgrade-trigger`. upgraderd never trusts it
-beyond the request: image, compose files and policy are the host's.
+Each request is its own file in the spool `.upgrade-trigger.d/`: a temp
+file (a name starting with a dot, which upgraderd ignores) flushed and renamed
+to `<nanoseconds>-<id>.json`, so a request never replaces another one still
+waiting (a rename over the single `.upgrade-trigger` file would). upgraderd
+never trusts it beyond the request: image, compose files and policy are the
+host's.
 """
 
 import json
@@ -16,7 +19,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-TRIGGER = ".upgrade-trigger"
+SPOOL = ".upgrade-trigger.d"
 STATUS = ".upgrade-status.json"
 STALE_AFTER_S = 30  # upgraderd refreshes updatedAt every few seconds during an upgrade
 
@@ -29,13 +32,15 @@ def request_upgrade(data_dir, version="latest", backup=True):
         "backup": backup,
         "timestamp": int(time.time() * 1000),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".upgrade-trigger.", dir=data_dir)
+    spool = os.path.join(data_dir, SPOOL)
+    os.makedirs(spool, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=spool)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(body, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(data_dir, TRIGGER))
+        os.rename(tmp, os.path.join(spool, "%d-%s.json" % (time.time_ns(), upgrade_id)))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

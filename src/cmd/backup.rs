@@ -9,6 +9,7 @@ use crate::cli::{BackupCommand, BackupRef, PruneArgs, RestoreArgs};
 use crate::cmd::Ctx;
 use crate::engine::discover;
 use crate::exit::{usage, Exit};
+use crate::states::Status;
 use crate::store::backup::{self, Destination, Progress};
 use crate::store::db::Db;
 use crate::store::lock::Lock;
@@ -67,7 +68,7 @@ fn create(ctx: &Ctx) -> Result<Exit> {
         &roots,
         &ctx.config.backup_dir,
         backup::Reason::default(),
-        &mut progress_printer(ctx.ui, "backing_up"),
+        &mut progress_printer(ctx.ui, Status::BackingUp.as_str()),
     )?;
     for warning in &created.warnings {
         ctx.ui.warn(warning);

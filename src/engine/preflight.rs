@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::ops::disk;
+use crate::store::disk;
 use crate::store::files;
 use crate::units::human_bytes;
 use crate::version::compare_versions;

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod db;
+pub mod disk;
 pub mod files;
 pub mod lock;
 pub mod reserve;

@@ -14,6 +14,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod hardening;
 mod kill;
 mod owner;
 mod pull;

@@ -32,7 +32,7 @@ use super::scan::{scan, split_root_file, Item, Plan, Seen};
 use super::sparse;
 use super::sqlite::snapshot_at;
 use super::{Created, Pause, Progress, Reason};
-use crate::ops::disk;
+use crate::store::disk;
 use crate::store::files;
 use crate::units::human_bytes;
 

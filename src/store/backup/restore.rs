@@ -26,7 +26,7 @@ use super::members::Member;
 use super::read::{check_against_manifest, read_archive, read_meta};
 use super::sparse;
 use super::{Destination, Pause, Progress, Restored};
-use crate::ops::disk;
+use crate::store::disk;
 use crate::store::files;
 use crate::units::human_bytes;
 

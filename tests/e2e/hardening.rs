@@ -1,0 +1,135 @@
+//! What a compromised app, odd data and a full disk can do, on the real
+//! engine: links planted in the volume stay links through a backup and a
+//! rollback (and never bring a host file into the archive), the app's trigger
+//! is bound by the operator's policy, and a state disk that fills during the
+//! health gate still ends `rolled_back`, recorded.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::{self, Mounted};
+use crate::scenario::Scenario;
+use crate::world::must;
+
+impl Scenario {
+    /// The host directory of the app's named volume: what the app itself can write.
+    fn volume_dir(&self) -> PathBuf {
+        let volume = format!("{}_appdata", self.name);
+        PathBuf::from(must(&["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", &volume]).trim())
+    }
+
+    fn write_trigger(&self, body: &str) {
+        let tmp = self.sandbox.path().join(".trigger.tmp");
+        fs::write(&tmp, body).unwrap();
+        fs::rename(&tmp, self.sandbox.path().join(".upgrade-trigger")).unwrap();
+    }
+
+    #[track_caller]
+    fn wait_status(&self, id: &str, state: &str, within: Duration) -> serde_json::Value {
+        common::wait(format!("{id} to be {state}"))
+            .within(within)
+            .every(Duration::from_millis(100))
+            .showing(|| format!("{:?}", self.try_status_file()))
+            .until(|| self.try_status_file().filter(|s| s["upgradeId"] == id && s["status"] == state))
+    }
+}
+
+#[test]
+fn links_the_app_planted_survive_a_rollback_verbatim_and_no_host_file_enters_the_backup() {
+    let Some(s) = Scenario::start("links", &["1.0.0", "2.0.5"]) else { return };
+    let volume = s.volume_dir();
+    symlink("/data/schema", volume.join("current")).unwrap();
+    symlink("/etc/shadow", volume.join("secret")).unwrap();
+    symlink("../../outside", volume.join("up")).unwrap();
+    let before = s.dump();
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.5"]).code(1);
+    assert_eq!(s.last_history()["status"], "rolled_back", "{}", run.stderr);
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before, "the data came back for the old version");
+    for (name, target) in [("current", "/data/schema"), ("secret", "/etc/shadow"), ("up", "../../outside")] {
+        assert_eq!(fs::read_link(volume.join(name)).unwrap(), PathBuf::from(target), "{name} is the same link");
+    }
+    // The archive holds the links as links, and nothing of the host file they name.
+    let archive = s.last_history()["backupPath"].as_str().unwrap().to_string();
+    let listing = must(&["tar", "tvzf", &archive]);
+    assert!(listing.lines().any(|l| l.contains("secret -> /etc/shadow")), "{listing}");
+    let shadow = fs::read("/etc/shadow").unwrap_or_default();
+    if !shadow.is_empty() {
+        let extracted = tempfile::tempdir().unwrap();
+        must(&["tar", "xzf", &archive, "-C", extracted.path().to_str().unwrap()]);
+        for file in common::tree(extracted.path()).values() {
+            assert_ne!(file.as_bytes(), &shadow[..], "a host file's content is in the backup");
+        }
+    }
+}
+
+#[test]
+fn the_apps_trigger_cannot_force_past_the_operators_policy_or_skip_the_backup() {
+    let Some(s) = Scenario::start("policy", &["1.0.0", "2.0.0"]) else { return };
+    let spawn = |policy: &str| {
+        s.upgraderd_command(&["watch"])
+            .env("UPGRADERD_POLICY", policy)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut daemon = spawn("patch");
+    s.write_trigger(r#"{"upgradeId":"forced","version":"2.0.0","force":true,"backup":false}"#);
+    let refused = s.wait_status("forced", "failed", Duration::from_secs(60));
+    assert!(refused["error"].as_str().unwrap().contains("beyond UPGRADERD_POLICY=patch"), "{refused}");
+    assert!(refused["logs"].to_string().contains("UPGRADERD_TRIGGER_MAY_FORCE"), "{refused}");
+    s.wait_version("1.0.0");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    let mut daemon = spawn("major");
+    s.write_trigger(r#"{"upgradeId":"no-backup","version":"2.0.0","backup":false}"#);
+    let done = s.wait_status("no-backup", "complete", Duration::from_secs(120));
+    assert!(done["logs"].to_string().contains("UPGRADERD_TRIGGER_MAY_SKIP_BACKUP"), "{done}");
+    assert!(s.last_history()["backupPath"].is_string(), "the backup was taken although the trigger said not to");
+    s.wait_version("2.0.0");
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+}
+
+#[test]
+fn a_state_disk_that_fills_during_the_gate_still_ends_rolled_back_and_recorded() {
+    if !common::can_mount() {
+        eprintln!("SKIP: cannot mount a tmpfs here; the full state disk was not exercised on the engine");
+        return;
+    }
+    let Some(s) = Scenario::start("fulldisk", &["1.0.0", "2.0.2"]) else { return };
+    let state = s.sandbox.state();
+    let _mounted = Mounted::tmpfs(&state, "64m");
+    let before = s.dump();
+    // 2.0.2 never listens: the gate runs to its timeout, time enough to fill the disk under it.
+    let mut upgrade = s.upgraderd_command(&["upgrade", "--to", "2.0.2"]).stdout(Stdio::null()).spawn().unwrap();
+    s.wait_status_step("health_check");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", state.join("filler").display()))
+        .stderr(Stdio::null())
+        .status();
+    let exit = upgrade.wait().unwrap();
+    assert_eq!(exit.code(), Some(1));
+    assert_eq!(s.status_file()["status"], "rolled_back");
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before);
+    fs::remove_file(state.join("filler")).unwrap();
+    assert_eq!(s.last_history()["status"], "rolled_back", "the outcome was recorded on the full disk");
+}
+
+impl Scenario {
+    #[track_caller]
+    fn wait_status_step(&self, step: &str) {
+        common::wait(format!("the upgrade to reach {step}"))
+            .within(Duration::from_secs(120))
+            .every(Duration::from_millis(50))
+            .showing(|| format!("{:?}", self.try_status_file()))
+            .until_true(|| self.try_status_file().is_some_and(|s| s["status"] == step));
+    }
+}
