@@ -20,8 +20,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config as names;
-use crate::store::files::ReadRefusal;
-use crate::store::shared_dir::{Entry, SharedDir};
+use crate::store::shared_dir::{Entry, ReadRefusal, SharedDir};
 use crate::version::validate_version;
 
 /// The largest trigger read; a bigger file is rejected unread.

@@ -1,9 +1,9 @@
-//! Safe file handling: atomic writes (temp file, fsync, rename, fsync of the
-//! directory) and reads that never follow a symlink, for state and for the
-//! directory shared with the less trusted app.
+//! Safe file handling for upgraderd's own files: atomic writes (temp file,
+//! fsync, rename, fsync of the directory) that never follow a symlink. The
+//! directory shared with the less trusted app goes through `shared_dir`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -87,43 +87,6 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Why a guarded read refused a file.
-#[derive(Debug)]
-pub enum ReadRefusal {
-    Missing,
-    Symlink,
-    NotRegular,
-    TooLarge(u64),
-    Io(io::Error),
-}
-
-/// Reads a file the app may have planted: never through a symlink, only a
-/// regular file, at most `max` bytes (checked on the open descriptor).
-pub fn read_guarded(path: &Path, max: u64) -> Result<Vec<u8>, ReadRefusal> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => ReadRefusal::Symlink,
-            _ if e.kind() == io::ErrorKind::NotFound => ReadRefusal::Missing,
-            _ => ReadRefusal::Io(e),
-        })?;
-    let meta = file.metadata().map_err(ReadRefusal::Io)?;
-    if !meta.file_type().is_file() {
-        return Err(ReadRefusal::NotRegular);
-    }
-    if meta.len() > max {
-        return Err(ReadRefusal::TooLarge(meta.len()));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(max + 1).read_to_end(&mut bytes).map_err(ReadRefusal::Io)?;
-    if bytes.len() as u64 > max {
-        return Err(ReadRefusal::TooLarge(bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
 /// Creates `dir` (and parents) and gives it mode 0700 when upgraderd created it.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
@@ -167,24 +130,5 @@ mod tests {
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
-    }
-
-    #[test]
-    fn guarded_read_refuses_links_fifos_and_large_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real");
-        fs::write(&real, "x").unwrap();
-        let link = dir.path().join("link");
-        symlink(&real, &link).unwrap();
-        assert!(matches!(read_guarded(&link, 10), Err(ReadRefusal::Symlink)));
-        assert!(matches!(read_guarded(&dir.path().join("nope"), 10), Err(ReadRefusal::Missing)));
-        let big = dir.path().join("big");
-        fs::write(&big, vec![b'a'; 100]).unwrap();
-        assert!(matches!(read_guarded(&big, 10), Err(ReadRefusal::TooLarge(100))));
-        let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(matches!(read_guarded(&fifo, 10), Err(ReadRefusal::NotRegular)));
-        assert_eq!(read_guarded(&real, 10).unwrap(), b"x");
     }
 }

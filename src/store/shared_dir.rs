@@ -18,7 +18,17 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::store::files::{unique_suffix, ReadRefusal};
+use crate::store::files::unique_suffix;
+
+/// Why a guarded read refused a file.
+#[derive(Debug)]
+pub enum ReadRefusal {
+    Missing,
+    Symlink,
+    NotRegular,
+    TooLarge(u64),
+    Io(io::Error),
+}
 
 /// What a name in the directory is, looked at without following it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,6 +389,22 @@ mod tests {
         symlink(root.path().join("real"), root.path().join("via")).unwrap();
         let err = SharedDir::open(&root.path().join("via")).unwrap_err().to_string();
         assert!(err.contains("symlink"), "{err}");
+    }
+
+    #[test]
+    fn reads_refuse_links_fifos_and_large_files() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = SharedDir::open(root.path()).unwrap();
+        std::fs::write(root.path().join("real"), "x").unwrap();
+        symlink(root.path().join("real"), root.path().join("link")).unwrap();
+        assert!(matches!(dir.read("link", 10), Err(ReadRefusal::Symlink)));
+        assert!(matches!(dir.read("nope", 10), Err(ReadRefusal::Missing)));
+        std::fs::write(root.path().join("big"), vec![b'a'; 100]).unwrap();
+        assert!(matches!(dir.read("big", 10), Err(ReadRefusal::TooLarge(100))));
+        let fifo = CString::new(root.path().join("fifo").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(matches!(dir.read("fifo", 10), Err(ReadRefusal::NotRegular)));
+        assert_eq!(dir.read("real", 10).unwrap(), b"x");
     }
 
     #[test]

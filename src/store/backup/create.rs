@@ -388,13 +388,7 @@ fn append_symlink<W: Write>(
     target: &[u8],
     stat: &Stat,
 ) -> Result<ManifestEntry> {
-    let mut header = header_from(stat, tar::EntryType::Symlink);
-    header.set_size(0);
-    set_link_verbatim(builder, &mut header, target)?;
-    builder.append_data(&mut header, member_path(member), io::empty())?;
-    let mut entry = manifest_entry(member, Kind::Symlink, stat);
-    entry.target = Some(target.to_vec());
-    Ok(entry)
+    append_link(builder, member, target, stat, Kind::Symlink)
 }
 
 /// Another name for the inode already stored as `first`.
@@ -404,12 +398,24 @@ fn append_hard_link<W: Write>(
     first: &[u8],
     stat: &Stat,
 ) -> Result<ManifestEntry> {
-    let mut header = header_from(stat, tar::EntryType::Link);
+    append_link(builder, member, first, stat, Kind::Hardlink)
+}
+
+/// A member that is a name for something else: a symlink's target, or a hard link's first name.
+fn append_link<W: Write>(
+    builder: &mut tar::Builder<W>,
+    member: &[u8],
+    target: &[u8],
+    stat: &Stat,
+    kind: Kind,
+) -> Result<ManifestEntry> {
+    let entry_type = if kind == Kind::Hardlink { tar::EntryType::Link } else { tar::EntryType::Symlink };
+    let mut header = header_from(stat, entry_type);
     header.set_size(0);
-    set_link_verbatim(builder, &mut header, first)?;
+    set_link_verbatim(builder, &mut header, target)?;
     builder.append_data(&mut header, member_path(member), io::empty())?;
-    let mut entry = manifest_entry(member, Kind::Hardlink, stat);
-    entry.target = Some(first.to_vec());
+    let mut entry = manifest_entry(member, kind, stat);
+    entry.target = Some(target.to_vec());
     Ok(entry)
 }
 
