@@ -153,7 +153,9 @@ fn a_failed_move_of_the_checkout_changes_nothing_running() {
     assert_eq!(row["status"], "failed");
     assert_error(&row, "moving the checkout to the target commit");
     assert_error(&row, "injected failure of reset #1");
-    assert_eq!(steps(&d), concat(&[&preflight(), &fetch()[..2]]), "no build, no up");
+    // A failed fetch drops the rollback tag it made: nothing will ever need it.
+    let untag = ["docker image rm registry.example/demo/app:upgraderd-rollback-<id>".to_string()];
+    assert_eq!(steps(&d), concat(&[&preflight(), &fetch()[..2], &untag]), "no build, no up");
     assert_eq!((d.head().as_str(), d.running_image().as_str()), (C1, "sha256:v-1.0.0"));
     assert_eq!(row["switched"], false);
 }
@@ -163,7 +165,8 @@ fn a_failed_build_puts_the_checkout_back_and_changes_nothing_running() {
     let (d, row) = upgrade("build:1", "");
     assert_eq!(row["status"], "failed");
     assert_error(&row, "building the new version failed; the checkout is back at the previous commit");
-    assert_eq!(steps(&d), concat(&[&preflight(), &fetch(), &[format!("git reset --keep {C1}")]]));
+    let untag = "docker image rm registry.example/demo/app:upgraderd-rollback-<id>".to_string();
+    assert_eq!(steps(&d), concat(&[&preflight(), &fetch(), &[format!("git reset --keep {C1}"), untag]]));
     assert_eq!((d.head().as_str(), d.running_image().as_str()), (C1, "sha256:v-1.0.0"));
     assert_eq!(row["switched"], false);
 }

@@ -38,6 +38,12 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_STRATEGY", None, Some("pull"), "pull | rebuild"),
     key("UPGRADERD_CONTAINER", Some("CONTAINER_NAME"), None, "container of the service to upgrade"),
     key("UPGRADERD_SERVICE", None, None, "compose service (derived from the container)"),
+    key(
+        "UPGRADERD_SERVICES",
+        None,
+        None,
+        "services that move together, comma separated (default: every service on the container's image repository)",
+    ),
     key("UPGRADERD_COMPOSE_PROJECT", Some("COMPOSE_PROJECT_NAME"), None, "compose project (derived)"),
     key("UPGRADERD_COMPOSE_DIR", Some("COMPOSE_PROJECT_DIR"), None, "compose working dir (derived)"),
     key("UPGRADERD_COMPOSE_FILES", None, None, "compose files, comma separated (derived)"),

@@ -52,6 +52,8 @@ pub struct Config {
     pub strategy: Strategy,
     pub container: Option<String>,
     pub service: Option<String>,
+    /// The services that move together; empty: every service on the primary's image repository.
+    pub services: Vec<String>,
     pub compose_project: Option<String>,
     pub compose_dir: Option<PathBuf>,
     pub compose_files: Vec<PathBuf>,
@@ -129,6 +131,7 @@ impl Config {
             })?,
             container: p.text("UPGRADERD_CONTAINER"),
             service: p.text("UPGRADERD_SERVICE"),
+            services: p.list("UPGRADERD_SERVICES"),
             compose_project: p.text("UPGRADERD_COMPOSE_PROJECT"),
             compose_dir: p.path("UPGRADERD_COMPOSE_DIR")?,
             compose_files: p.list("UPGRADERD_COMPOSE_FILES").into_iter().map(PathBuf::from).collect(),

@@ -27,13 +27,68 @@ pub struct Deployment {
     pub project: Project,
 }
 
-/// Finds the container, its compose project and the compose tool.
+/// Finds the container, its compose project and the compose tool, and the services that move together.
 pub fn discover(config: &Config, runner: &Runner) -> Result<Deployment> {
     let docker = Docker::new(&config.docker, runner.clone());
     let container = find_container(config, &docker)?;
-    let project = project_of(config, &container)?;
+    let mut project = project_of(config, &container)?;
     let compose = compose_tool(config, runner)?;
+    project.services = service_set(config, &docker, &compose, &project, &container)?;
     Ok(Deployment { docker, compose, container, project })
+}
+
+/// The services that move together, the primary first: `UPGRADERD_SERVICES`
+/// (each checked against the project), else every service of the project whose
+/// container runs the primary's image repository (a web and a worker on one image).
+pub fn service_set(
+    config: &Config,
+    docker: &Docker,
+    compose: &Compose,
+    project: &Project,
+    primary: &Container,
+) -> Result<Vec<String>> {
+    let containers = docker.project_containers(&project.name)?;
+    let running: Vec<(String, String)> = containers
+        .iter()
+        .filter_map(|c| Some((c.label("com.docker.compose.service")?.to_string(), c.config.image.clone())))
+        .collect();
+    let chosen = if config.services.is_empty() {
+        same_repository(&primary.config.image, &running)
+    } else {
+        let defined = compose.service_names(project)?;
+        named_services(&config.services, &defined, &running, &project.name)?
+    };
+    Ok(std::iter::once(project.service.clone()).chain(chosen.into_iter().filter(|s| *s != project.service)).collect())
+}
+
+/// The services whose containers run `image`'s repository, by name.
+fn same_repository(image: &str, running: &[(String, String)]) -> Vec<String> {
+    let repository = ImageRef::parse(image).repository;
+    let mut services: Vec<String> = running
+        .iter()
+        .filter(|(_, image)| ImageRef::parse(image).repository == repository)
+        .map(|(service, _)| service.clone())
+        .collect();
+    services.sort();
+    services.dedup();
+    services
+}
+
+/// `UPGRADERD_SERVICES`, each a service the project defines (or runs: one in an inactive profile).
+fn named_services(
+    named: &[String],
+    defined: &[String],
+    running: &[(String, String)],
+    project: &str,
+) -> Result<Vec<String>> {
+    let known = |name: &String| defined.contains(name) || running.iter().any(|(service, _)| service == name);
+    match named.iter().find(|name| !known(name)) {
+        Some(unknown) => Err(usage(format!(
+            "UPGRADERD_SERVICES names `{unknown}`, which compose project {project} does not define; its services: {}",
+            defined.join(", ")
+        ))),
+        None => Ok(named.to_vec()),
+    }
 }
 
 /// The container to upgrade: `UPGRADERD_CONTAINER`, else the one compose runs for the configured service.
@@ -70,6 +125,11 @@ pub fn project_of(config: &Config, container: &Container) -> Result<Project> {
         .clone()
         .or(labels.name)
         .ok_or_else(|| missing("project", "UPGRADERD_COMPOSE_PROJECT"))?;
+    if config.service.as_deref().is_some_and(|s| s.contains(',')) {
+        return Err(usage(
+            "UPGRADERD_SERVICE names one service (the primary); list the services that move together in UPGRADERD_SERVICES",
+        ));
+    }
     let service = config.service.clone().or(labels.service).ok_or_else(|| missing("service", "UPGRADERD_SERVICE"))?;
     let working_dir = config
         .compose_dir
@@ -88,7 +148,7 @@ pub fn project_of(config: &Config, container: &Container) -> Result<Project> {
     let absolute = |p: PathBuf| if p.is_absolute() { p } else { working_dir.join(p) };
     let files = files.into_iter().map(absolute).collect();
     let env_file = labels.env_file.map(absolute);
-    Ok(Project { name, working_dir, files, env_file, service })
+    Ok(Project { name, working_dir, files, env_file, services: vec![service.clone()], service })
 }
 
 /// The compose tool: `UPGRADERD_COMPOSE_CMD`, else the `docker compose` plugin, else `docker-compose`.
@@ -219,6 +279,45 @@ mod tests {
         let project = project_of(&config, &container(APP)).unwrap();
         assert_eq!(project.name, "other");
         assert_eq!(project.files, vec![PathBuf::from("/opt/other/prod.yml")]);
+    }
+
+    fn running(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(s, i)| (s.to_string(), i.to_string())).collect()
+    }
+
+    #[test]
+    fn the_set_is_every_service_on_the_primarys_image_repository() {
+        let project = running(&[
+            ("web", "ghcr.io/acme/app:latest"),
+            ("worker", "ghcr.io/acme/app:latest"),
+            ("migrate", "ghcr.io/acme/app:latest"),
+            ("db", "postgres:15"),
+            ("cache", "ghcr.io/acme/app-cache:latest"),
+        ]);
+        assert_eq!(same_repository("ghcr.io/acme/app:latest", &project), vec!["migrate", "web", "worker"]);
+    }
+
+    #[test]
+    fn named_services_must_exist_in_the_project() {
+        let defined = vec!["web".to_string(), "worker".to_string(), "db".to_string()];
+        let profiled = running(&[("admin", "app:latest")]);
+        let named = vec!["worker".to_string(), "admin".to_string()];
+        assert_eq!(named_services(&named, &defined, &profiled, "shop").unwrap(), named);
+        let err = named_services(&["wrker".to_string()], &defined, &profiled, "shop").unwrap_err();
+        assert!(err.chain().any(|c| c.is::<crate::exit::UsageError>()));
+        assert!(
+            err.to_string()
+                .contains("names `wrker`, which compose project shop does not define; its services: web, worker, db"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_service_list_in_the_singular_key_points_to_the_plural_one() {
+        let mut config = config();
+        config.service = Some("web,worker".into());
+        let err = project_of(&config, &container(APP)).unwrap_err().to_string();
+        assert!(err.contains("UPGRADERD_SERVICES"), "{err}");
     }
 
     #[test]

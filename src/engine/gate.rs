@@ -8,8 +8,10 @@
 //! HTTP answer, the clock), so each rule is unit-tested without an engine;
 //! `wait_healthy` only gathers observations and sleeps between them.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::ops::compose::Project;
 use crate::ops::docker::{Container, Docker};
 use crate::ops::health::{json_pointer, probe_http, Probe};
 
@@ -35,18 +37,37 @@ pub enum Check {
     Fatal(String),
 }
 
-/// Waits until the service is healthy; the error says why it is not.
-pub fn wait_healthy(docker: &Docker, project: &str, service: &str, spec: &GateSpec) -> Result<Duration, String> {
+/// Waits until every moved service is healthy (the primary also by HTTP); the error says which is not, and why.
+pub fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Result<Duration, String> {
     let started = Instant::now();
     let mut gate = Gate::new(started, spec);
-    let mut restarts_at_start: Option<i64> = None;
+    let mut restarts_at_start: HashMap<String, i64> = HashMap::new();
     loop {
-        let check = observe(docker, project, service, spec, &mut restarts_at_start);
+        let checks = project.services.iter().map(|service| {
+            let primary = *service == project.service;
+            let check = observe(docker, &project.name, service, primary.then_some(spec), &mut restarts_at_start);
+            (service.as_str(), check)
+        });
+        let check = all_of(checks.collect(), project.services.len() > 1);
         if let Some(verdict) = gate.after(check, Instant::now()) {
             return verdict;
         }
         std::thread::sleep(INTERVAL);
     }
+}
+
+/// The set is as healthy as its least healthy service: a fatal one fails it at once.
+pub fn all_of(checks: Vec<(&str, Check)>, name_them: bool) -> Check {
+    let named = |service: &str, why: String| if name_them { format!("service {service}: {why}") } else { why };
+    let mut waiting = None;
+    for (service, check) in checks {
+        match check {
+            Check::Fatal(why) => return Check::Fatal(named(service, why)),
+            Check::NotYet(why) if waiting.is_none() => waiting = Some(named(service, why)),
+            _ => {}
+        }
+    }
+    waiting.map_or(Check::Healthy, Check::NotYet)
 }
 
 /// The gate's memory between looks: since when it has been healthy, and the last reason it was not.
@@ -92,12 +113,13 @@ impl Gate {
     }
 }
 
+/// One service's state; `http` is the spec to probe for the primary, none for the others.
 fn observe(
     docker: &Docker,
     project: &str,
     service: &str,
-    spec: &GateSpec,
-    restarts_at_start: &mut Option<i64>,
+    http: Option<&GateSpec>,
+    restarts_at_start: &mut HashMap<String, i64>,
 ) -> Check {
     let id = match docker.service_container(project, service) {
         Ok(Some(id)) => id,
@@ -108,14 +130,21 @@ fn observe(
         Ok(c) => c,
         Err(e) => return Check::NotYet(format!("cannot inspect the container: {e:#}")),
     };
-    let baseline = *restarts_at_start.get_or_insert(container.restart_count);
-    match container_verdict(&container, baseline) {
-        Check::Healthy => {
+    let baseline = *restarts_at_start.entry(service.to_string()).or_insert(container.restart_count);
+    match (container_verdict(&container, baseline), http) {
+        (Check::Healthy, Some(spec)) => {
             http_verdict(&spec.url, &probe_http(&spec.url, Duration::from_secs(2)), spec.expect_version.as_ref())
         }
-        Check::Fatal(reason) => Check::Fatal(with_logs(docker, &id, reason)),
-        not_yet => not_yet,
+        (Check::Fatal(_), None) if finished_job(&container) => Check::Healthy,
+        (Check::Fatal(reason), _) => Check::Fatal(with_logs(docker, &id, reason)),
+        (other, _) => other,
     }
+}
+
+/// A one-shot service (no restart policy) that ran to completion: a migration job done.
+pub fn finished_job(container: &Container) -> bool {
+    let policy = container.host_config.restart_policy.name.as_str();
+    (policy.is_empty() || policy == "no") && container.state.status == "exited" && container.state.exit_code == 0
 }
 
 /// The container's side of the verdict: running, not restarting, HEALTHCHECK not failing.
@@ -226,6 +255,33 @@ mod tests {
         let wrong = http_verdict(url, &ok(r#"{"version":"1.0.0"}"#), Some(&expect));
         assert!(matches!(wrong, Check::Fatal(ref r) if r.contains("reports version 1.0.0")), "{wrong:?}");
         assert!(matches!(http_verdict(url, &ok("{}"), Some(&expect)), Check::NotYet(_)));
+    }
+
+    #[test]
+    fn a_set_is_as_healthy_as_its_least_healthy_service() {
+        let healthy = vec![("web", Check::Healthy), ("worker", Check::Healthy)];
+        assert_eq!(all_of(healthy, true), Check::Healthy);
+        let waiting = vec![("web", Check::Healthy), ("worker", Check::NotYet("starting".into()))];
+        assert_eq!(all_of(waiting, true), Check::NotYet("service worker: starting".into()));
+        let dead = vec![("web", Check::NotYet("503".into())), ("worker", Check::Fatal("exited with code 1".into()))];
+        assert_eq!(all_of(dead, true), Check::Fatal("service worker: exited with code 1".into()));
+        assert_eq!(all_of(vec![("web", Check::Fatal("x".into()))], false), Check::Fatal("x".into()));
+    }
+
+    #[test]
+    fn a_one_shot_job_that_exited_0_is_done_and_one_that_failed_is_not() {
+        let job = |code: i64, policy: &str| -> Container {
+            let json = format!(
+                r#"{{"Id":"j","Name":"/migrate","Image":"sha256:1","Config":{{"Image":"app:1"}},
+                "State":{{"Status":"exited","Running":false,"ExitCode":{code}}},
+                "HostConfig":{{"RestartPolicy":{{"Name":"{policy}"}}}}}}"#
+            );
+            serde_json::from_str(&json).unwrap()
+        };
+        assert!(finished_job(&job(0, "no")));
+        assert!(finished_job(&job(0, "")));
+        assert!(!finished_job(&job(1, "no")), "a failed migration fails the gate");
+        assert!(!finished_job(&job(0, "unless-stopped")), "a service meant to run that stopped is not done");
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl Attempt<'_, '_> {
         self.journal.report(Status::HealthCheck, "Running health checks");
         let project = strategy.project();
         let docker = Docker::new(&self.config.docker, self.runner.clone());
-        match wait_healthy(&docker, &project.name, &project.service, &gate_spec(self.config, expect)) {
+        match wait_healthy(&docker, project, &gate_spec(self.config, expect)) {
             Ok(took) => {
                 self.journal.log(&format!("Healthy after {:.1}s", took.as_secs_f64()));
                 strategy.cleanup(self.journal, self.config.backup_keep);
@@ -347,19 +347,23 @@ impl Attempt<'_, '_> {
         }
         self.from_version = current.clone();
         self.journal.set_versions(current.as_deref(), target);
-        self.journal.db.record_deployment(
-            &self.journal.upgrade_id,
-            &DeploymentRecord {
-                from_version: current,
-                container: Some(deployment.container.name.trim_start_matches('/').to_string()),
-                service: Some(deployment.project.service.clone()),
-                compose_project: Some(deployment.project.name.clone()),
-            },
-        )?;
+        let container = deployment.container.name.trim_start_matches('/').to_string();
         let upgrade_id = self.journal.upgrade_id.clone();
         let mut strategy =
             strategy::for_upgrade(self.config, self.request.strategy, deployment, &upgrade_id, &self.runner);
         problems.extend(strategy.preflight(target, self.force));
+        let project = strategy.project();
+        self.journal.log(&format!("Services that move together: {}", project.services.join(", ")));
+        self.journal.db.record_deployment(
+            &self.journal.upgrade_id,
+            &DeploymentRecord {
+                from_version: current,
+                container: Some(container),
+                service: Some(project.service.clone()),
+                services: project.services.clone(),
+                compose_project: Some(project.name.clone()),
+            },
+        )?;
         Ok(if problems.is_empty() { Ok(strategy) } else { Err(problems) })
     }
 

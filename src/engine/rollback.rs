@@ -55,7 +55,7 @@ pub fn restore_previous(
     }
     let project = strategy.project();
     let docker = Docker::new(&config.docker, runner.clone());
-    match wait_healthy(&docker, &project.name, &project.service, &gate_spec(config, from_version)) {
+    match wait_healthy(&docker, project, &gate_spec(config, from_version)) {
         Ok(_) => (Terminal::RolledBack, "Rolled back to the previous version", reason),
         Err(why) => (
             Terminal::Failed,

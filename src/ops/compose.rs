@@ -19,14 +19,18 @@ pub struct Compose {
     runner: Runner,
 }
 
-/// The compose project a service lives in.
+/// The compose project an upgrade works on, and the services it moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Project {
     pub name: String,
     pub working_dir: PathBuf,
     pub files: Vec<PathBuf>,
     pub env_file: Option<PathBuf>,
+    /// The primary service: the one the HTTP health check and the version label speak for.
     pub service: String,
+    /// Every service the upgrade moves, the primary first. Named on the command
+    /// line, which also activates a service that sits in a compose profile.
+    pub services: Vec<String>,
 }
 
 /// What compose recorded about a container's project in its labels
@@ -110,25 +114,40 @@ impl Compose {
         Ok(out.stdout_text())
     }
 
-    /// The image reference the rendered configuration gives the service.
-    pub fn service_image(&self, project: &Project) -> Result<String> {
-        let rendered = self.config(project)?;
-        let image = if self.v2 {
-            image_from_json(&rendered, &project.service)?
-        } else {
-            image_from_yaml(&rendered, &project.service)
-        };
-        image.ok_or_else(|| anyhow!("the compose configuration gives service `{}` no image", project.service))
+    /// The image references the rendered configuration gives the moved services,
+    /// rendered for those services (which also activates the profiles they sit in).
+    pub fn service_images(&self, project: &Project) -> Result<Vec<(String, String)>> {
+        let mut cmd = self.base(project).arg("config");
+        if self.v2 {
+            cmd = cmd.args(["--format", "json"]);
+        }
+        let cmd = cmd.args(&project.services).timeout(Duration::from_secs(60));
+        let rendered = self.runner.run(&cmd).context("rendering the compose configuration")?.stdout_text();
+        let mut images = Vec::new();
+        for service in &project.services {
+            let image =
+                if self.v2 { image_from_json(&rendered, service)? } else { image_from_yaml(&rendered, service) };
+            let image = image.ok_or_else(|| anyhow!("the compose configuration gives service `{service}` no image"))?;
+            images.push((service.clone(), image));
+        }
+        Ok(images)
     }
 
-    /// Recreates only the service, with the image its reference now points to.
+    /// The names of the services the configuration defines (`config --services`).
+    pub fn service_names(&self, project: &Project) -> Result<Vec<String>> {
+        let cmd = self.base(project).args(["config", "--services"]).timeout(Duration::from_secs(60));
+        let out = self.runner.run(&cmd).context("listing the compose services")?;
+        Ok(out.stdout_text().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+    }
+
+    /// Recreates the moved services (compose orders them by `depends_on`), with the image their reference now points to.
     pub fn up(&self, project: &Project) -> Cmd {
         let mut cmd = self.base(project).args(["up", "-d", "--no-deps", "--force-recreate"]);
         if self.v2 {
             // The image was pulled and tagged already; never fetch a moving tag again.
             cmd = cmd.args(["--pull", "never"]);
         }
-        cmd.arg(&project.service).timeout(Duration::from_secs(600)).streamed().mutating()
+        cmd.args(&project.services).timeout(Duration::from_secs(600)).streamed().mutating()
     }
 
     /// The services whose image the project builds (`build:` in the rendered configuration).
@@ -159,11 +178,11 @@ impl Compose {
         self.base(project).args(["stop", "-t", "10"]).timeout(Duration::from_secs(300)).streamed().mutating()
     }
 
-    /// Stops the service's container.
+    /// Stops the moved services' containers.
     pub fn stop(&self, project: &Project) -> Cmd {
         self.base(project)
             .args(["stop", "-t", "10"])
-            .arg(&project.service)
+            .args(&project.services)
             .timeout(Duration::from_secs(120))
             .streamed()
             .mutating()

@@ -31,6 +31,23 @@ pub struct Container {
     pub restart_count: i64,
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub host_config: HostConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostConfig {
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    /// `no` (or empty), `always`, `unless-stopped`, `on-failure`.
+    #[serde(default)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -254,7 +271,7 @@ impl Docker {
         Ok(out.stdout_text().lines().filter(|t| t.starts_with(prefix)).map(str::to_string).collect())
     }
 
-    /// The container compose runs for a service, by its labels.
+    /// The container compose runs for a service, by its labels (never a `compose run` one-off).
     pub fn service_container(&self, project: &str, service: &str) -> Result<Option<String>> {
         let out = self.runner.run(&self.cmd([
             "ps",
@@ -263,10 +280,33 @@ impl Docker {
             &format!("label=com.docker.compose.project={project}"),
             "--filter",
             &format!("label=com.docker.compose.service={service}"),
+            "--filter",
+            "label=com.docker.compose.oneoff=False",
             "--format",
             "{{.ID}}",
         ]))?;
         Ok(out.stdout_text().lines().next().map(str::to_string))
+    }
+
+    /// Every container of a compose project (one-offs of `compose run` left out), inspected.
+    pub fn project_containers(&self, project: &str) -> Result<Vec<Container>> {
+        let out = self.runner.run(&self.cmd([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--filter",
+            "label=com.docker.compose.oneoff=False",
+            "--format",
+            "{{.ID}}",
+        ]))?;
+        let ids: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.runner.run(&self.cmd(["container", "inspect", "--"]).args(&ids))?;
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("unexpected `docker container inspect` output for project {project}"))
     }
 
     /// The last lines a container logged, for failure messages.

@@ -53,6 +53,7 @@ EOF
 }
 compose_verb() {
   case "$*" in
+    *" config --services"*) echo app ;;
     *" config"*)
       if [ -f "$S/built" ] && [ -f "$S/v1" ]; then printf 'services:\n  app:\n    build:\n      context: %s\n    image: registry.example/demo/app:latest\nversion: "3.9"\n' "$S"
       elif [ -f "$S/built" ]; then echo '{"services":{"app":{"build":{"context":"'"$S"'"},"image":"registry.example/demo/app:latest"}}}'

@@ -134,7 +134,11 @@ pub fn for_upgrade(
 
 /// The strategy of a recorded upgrade, rebuilt from its journal row to put the previous version back.
 pub fn resume(config: &Config, runner: &Runner, record: &UpgradeRecord) -> Result<Box<dyn Strategy>> {
-    let deployment = discover(config, runner)?;
+    let mut deployment = discover(config, runner)?;
+    if !record.services.is_empty() {
+        // What moved is what goes back, whatever runs now.
+        deployment.project.services = record.services.clone();
+    }
     Ok(match record.strategy {
         Kind::Rebuild => {
             let git = git_for(config, &deployment.project, runner);

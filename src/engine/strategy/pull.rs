@@ -95,31 +95,36 @@ impl Pull {
             .collect()
     }
 
-    /// Recreating must start what the moved tag points to: a compose file that pins another tag would not.
+    /// Recreating must start what the moved tag points to, for every moved service:
+    /// a compose file that pins another tag would not.
     fn compose_runs_the_moved_tag(&self, target: &str) -> Vec<Problem> {
-        let rendered = match self.compose.service_image(&self.project) {
+        let rendered = match self.compose.service_images(&self.project) {
             Ok(rendered) => rendered,
             Err(e) => {
                 return vec![Problem::new("compose", format!("the compose configuration does not render: {e:#}"))]
             }
         };
-        let rendered_ref = ImageRef::parse(&rendered);
+        rendered.iter().filter_map(|(service, image)| self.pinned_elsewhere(service, image, target)).collect()
+    }
+
+    fn pinned_elsewhere(&self, service: &str, rendered: &str, target: &str) -> Option<Problem> {
+        let rendered_ref = ImageRef::parse(rendered);
         let pinned =
             rendered_ref != self.service_ref || (looks_like_version(&rendered_ref.tag) && rendered_ref.tag != target);
         if !pinned {
-            return Vec::new();
+            return None;
         }
-        let place = locate_image_line(&self.project.files, &rendered)
+        let place = locate_image_line(&self.project.files, rendered)
             .map(|(file, line)| format!("{}:{line}", file.display()))
             .unwrap_or_else(|| "the compose files".to_string());
-        vec![Problem::new(
+        Some(Problem::new(
             "compose",
             format!(
-                "{place} sets the image of service {} to {rendered}, but the upgrade moves the tag {} that the container runs; \
-                 recreating would not start the new version. Change that line to `image: {}`",
-                self.project.service, self.service_ref, self.service_ref
+                "{place} sets the image of service {service} to {rendered}, but the upgrade moves the tag {} that the \
+                 container runs; recreating would not start the new version. Change that line to `image: {}`",
+                self.service_ref, self.service_ref
             ),
-        )]
+        ))
     }
 
     fn target_exists(&self, target: &ImageRef) -> Vec<Problem> {
@@ -234,6 +239,7 @@ mod tests {
             files: vec![PathBuf::from("/srv/shop/docker-compose.yml")],
             env_file: None,
             service: "app".into(),
+            services: vec!["app".into(), "worker".into()],
         };
         let compose = Compose::assume(vec!["docker".into(), "compose".into()], true, runner);
         Pull::new(Docker::new("docker", runner.clone()), compose, project, &container, None, "u1")
@@ -244,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn the_runbook_keeps_the_old_image_first_then_pulls_then_moves_the_tag_and_recreates() {
+    fn the_runbook_keeps_the_old_image_first_then_pulls_then_moves_the_tag_and_recreates_the_whole_set() {
         let runner = Runner::new(true);
         let ui = Ui::new(false, -1);
         let mut journal = journal(&ui);
@@ -262,10 +268,10 @@ mod tests {
                 "docker tag sha256:old 127.0.0.1:5000/app:upgraderd-rollback-u1".to_string(),
                 "docker pull 127.0.0.1:5000/app:2.0.0".to_string(),
                 "docker tag 127.0.0.1:5000/app:2.0.0 127.0.0.1:5000/app:latest".to_string(),
-                format!("{compose} up -d --no-deps --force-recreate --pull never app"),
-                format!("{compose} stop -t 10 app"),
+                format!("{compose} up -d --no-deps --force-recreate --pull never app worker"),
+                format!("{compose} stop -t 10 app worker"),
                 "docker tag sha256:old 127.0.0.1:5000/app:latest".to_string(),
-                format!("{compose} up -d --no-deps --force-recreate --pull never app"),
+                format!("{compose} up -d --no-deps --force-recreate --pull never app worker"),
             ]
         );
     }

@@ -86,19 +86,12 @@ impl Rebuild {
     }
 
     /// The image each built service's container runs now.
-    fn images_in_use(&self, problems: &mut Vec<Problem>) -> Vec<KeptImage> {
-        let services = match self.compose.built_services(&self.project) {
-            Ok(services) => services,
-            Err(e) => {
-                problems.push(Problem::new("compose", format!("the compose configuration does not render: {e:#}")));
-                return Vec::new();
-            }
-        };
+    fn images_in_use(&self, built: &[String], problems: &mut Vec<Problem>) -> Vec<KeptImage> {
         let mut kept = Vec::new();
-        for service in services {
+        for service in built {
             let container = self
                 .docker
-                .service_container(&self.project.name, &service)
+                .service_container(&self.project.name, service)
                 .and_then(|id| id.ok_or_else(|| anyhow!("no container")))
                 .and_then(|id| self.docker.inspect_container(&id));
             match container {
@@ -113,6 +106,15 @@ impl Rebuild {
             }
         }
         kept
+    }
+
+    /// Every service compose builds moves with the primary: the gate and the rollback cover them all.
+    fn move_built_services(&mut self, built: Vec<String>) {
+        for service in built {
+            if !self.project.services.contains(&service) {
+                self.project.services.push(service);
+            }
+        }
     }
 
     /// The checkout can move: a clean work tree on the expected branch, the
@@ -185,7 +187,15 @@ impl Strategy for Rebuild {
     fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem> {
         let mut problems = Vec::new();
         self.check_checkout(target, force, &mut problems);
-        self.kept = self.images_in_use(&mut problems);
+        match self.compose.built_services(&self.project) {
+            Ok(built) => {
+                self.kept = self.images_in_use(&built, &mut problems);
+                self.move_built_services(built);
+            }
+            Err(e) => {
+                problems.push(Problem::new("compose", format!("the compose configuration does not render: {e:#}")))
+            }
+        }
         problems
     }
 

@@ -49,12 +49,14 @@ pub struct UpgradeRecord {
     pub rollback_images: Option<String>,
     pub previous_subject: Option<String>,
     pub target_subject: Option<String>,
+    /// The services the upgrade moved together, the primary first (empty in rows before schema 3).
+    pub services: Vec<String>,
 }
 
 const RECORD_COLUMNS: &str = "id, fromVersion, toVersion, deploymentMethod, status, progress, currentStep, logs, \
     backupPath, startedAt, completedAt, initiatedBy, errorMessage, rollbackAvailable, strategy, updatedAt, pid, \
     switched, container, service, composeProject, imageRef, previousImageId, previousDigest, rollbackTag, \
-    newImageId, newDigest, previousCommit, targetCommit, rollbackImages, previousSubject, targetSubject";
+    newImageId, newDigest, previousCommit, targetCommit, rollbackImages, previousSubject, targetSubject, services";
 
 impl UpgradeRecord {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<UpgradeRecord> {
@@ -92,6 +94,10 @@ impl UpgradeRecord {
             rollback_images: row.get(29)?,
             previous_subject: row.get(30)?,
             target_subject: row.get(31)?,
+            services: row
+                .get::<_, Option<String>>(32)?
+                .and_then(|json| serde_json::from_str(&json).ok())
+                .unwrap_or_default(),
         })
     }
 
@@ -118,6 +124,8 @@ pub struct DeploymentRecord {
     pub from_version: Option<String>,
     pub container: Option<String>,
     pub service: Option<String>,
+    /// Every service the upgrade moves, the primary first.
+    pub services: Vec<String>,
     pub compose_project: Option<String>,
 }
 
@@ -268,6 +276,7 @@ impl Db {
                 ("fromVersion", deployment.from_version.clone().into()),
                 ("container", deployment.container.clone().into()),
                 ("service", deployment.service.clone().into()),
+                ("services", serde_json::to_string(&deployment.services).unwrap_or_default().into()),
                 ("composeProject", deployment.compose_project.clone().into()),
             ],
         )

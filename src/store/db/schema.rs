@@ -65,6 +65,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE upgrade_history ADD COLUMN previousSubject TEXT;
     ALTER TABLE upgrade_history ADD COLUMN targetSubject TEXT;
     "#,
+    // 3: stacks: the services an upgrade moved together (JSON list, the primary first).
+    r#"
+    ALTER TABLE upgrade_history ADD COLUMN services TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.
