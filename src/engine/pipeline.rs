@@ -16,13 +16,14 @@ use anyhow::{Context, Result};
 use crate::config::Config;
 use crate::engine::announce::after_terminal;
 use crate::engine::discover::{self, discover};
-use crate::engine::gate::wait_healthy;
+use crate::engine::gate::{finished_job, wait_healthy};
 use crate::engine::journal::{keep_room, Journal};
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
 use crate::engine::{check, new_upgrade_id, recover, status, Outcome, Request};
 use crate::exit::usage;
+use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
 use crate::ops::hooks::{hook, HookContext};
 use crate::ops::process::Runner;
@@ -252,6 +253,7 @@ impl Attempt<'_, '_> {
         let docker = Docker::new(&self.config.docker, self.runner.clone());
         match wait_healthy(&docker, project, &gate_spec(self.config, expect)) {
             Ok(took) => {
+                self.log_finished_jobs(&docker, project);
                 self.journal.log(&format!("Healthy after {:.1}s", took.as_secs_f64()));
                 strategy.cleanup(self.journal, self.config.backup_keep);
                 self.prune_backups();
@@ -314,6 +316,18 @@ impl Attempt<'_, '_> {
             ));
         }
         check::app_request_refusal(&version, self.from_version.as_deref(), &rules)
+    }
+
+    /// A one-shot service (a migration job) that ran with the new version: its output goes into the upgrade's log.
+    fn log_finished_jobs(&mut self, docker: &Docker, project: &Project) {
+        for service in project.services.iter().filter(|s| **s != project.service) {
+            let Ok(Some(id)) = docker.service_container(&project.name, service) else { continue };
+            let Ok(container) = docker.inspect_container(&id) else { continue };
+            if finished_job(&container) {
+                let output = docker.logs_tail(&id, 20);
+                self.journal.log(&format!("{service} ran to completion (exit 0); its output:\n{output}"));
+            }
+        }
     }
 
     /// Finds the deployment, runs every check, and builds the strategy; the problems when any check fails.
