@@ -5,6 +5,7 @@ pub mod backup;
 pub mod db;
 pub mod disk;
 pub mod files;
+pub mod fsat;
 pub mod lock;
 pub mod reserve;
 pub mod shared_dir;

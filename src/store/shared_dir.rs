@@ -10,15 +10,18 @@
 //! directory the handle holds (device and inode); when it was removed and made
 //! again, the new one is opened the same way and must have the same owner.
 
-use std::ffi::{CString, OsStr};
-use std::fs::File;
+use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
+use rustix::fs::FileType;
+
 use crate::store::files::unique_suffix;
+use crate::store::fsat;
 
 /// Why a guarded read refused a file.
 #[derive(Debug)]
@@ -74,9 +77,9 @@ impl SharedDir {
     /// says what changed: nothing may be done in the directory until it is put right.
     pub fn check(&self) -> io::Result<()> {
         let mut held = self.lock();
-        match lstat(&self.path) {
-            Ok(st) if is_dir(&st) && (st.st_dev, st.st_ino) == (held.dev, held.ino) => Ok(()),
-            Ok(st) if is_link(&st) => Err(refused(&self.path, "was replaced by a symlink")),
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.is_dir() && (meta.dev(), meta.ino()) == (held.dev, held.ino) => Ok(()),
+            Ok(meta) if meta.file_type().is_symlink() => Err(refused(&self.path, "was replaced by a symlink")),
             Ok(_) | Err(_) => {
                 let fresh = open_held(&self.path)?;
                 if fresh.uid != held.uid {
@@ -94,64 +97,61 @@ impl SharedDir {
     /// Looks at `name` without opening or following it.
     pub fn entry(&self, name: &str) -> io::Result<Entry> {
         let held = self.lock();
-        match fstatat(&held.fd, name) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Entry::Missing),
-            Err(e) => Err(e),
-            Ok(st) if (st.st_mode & libc::S_IFMT) == libc::S_IFREG => {
-                let modified = std::time::UNIX_EPOCH
-                    + std::time::Duration::new(
-                        st.st_mtime.max(0) as u64,
-                        st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
-                    );
-                Ok(Entry::File { age: modified.elapsed().unwrap_or_default() })
-            }
-            Ok(_) => Ok(Entry::Other),
+        let stat = match fsat::lstat_at(held.fd.as_fd(), plain(name)?) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Missing),
+            other => other?,
+        };
+        if fsat::file_type(&stat) != FileType::RegularFile {
+            return Ok(Entry::Other);
         }
+        let modified = std::time::UNIX_EPOCH
+            + std::time::Duration::new(stat.st_mtime.max(0) as u64, stat.st_mtime_nsec.clamp(0, 999_999_999) as u32);
+        Ok(Entry::File { age: modified.elapsed().unwrap_or_default() })
     }
 
     /// The names in the directory, in byte order; names that are not UTF-8 are left out
     /// (no name upgraderd reads is).
     pub fn names(&self) -> io::Result<Vec<String>> {
         let held = self.lock();
-        let mut names: Vec<String> = list(&held.fd)?.into_iter().filter_map(|name| name.into_string().ok()).collect();
-        names.sort();
-        Ok(names)
+        let names = fsat::read_names(held.fd.as_fd())?;
+        Ok(names.into_iter().filter_map(|name| String::from_utf8(name).ok()).collect())
     }
 
     /// Renames `from` to `to` inside the directory (a symlink is moved as a link, never followed).
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let held = self.lock();
-        let (from, to) = (c_name(from)?, c_name(to)?);
-        let fd = held.fd.as_raw_fd();
-        cvt(unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) })?;
-        fsync(&held.fd)
+        let dir = held.fd.as_fd();
+        fsat::rename_at(dir, plain(from)?, dir, plain(to)?)?;
+        fsat::sync(dir)
     }
 
     /// Removes `name` (a file, a link, or a directory tree the app put there); missing is fine.
     pub fn remove(&self, name: &str) -> io::Result<()> {
         let held = self.lock();
-        remove_at(&held.fd, &c_name(name)?)?;
-        fsync(&held.fd)
+        fsat::remove_tree_at(held.fd.as_fd(), plain(name)?)?;
+        fsat::sync(held.fd.as_fd())
     }
 
-    /// Reads a regular file of at most `max` bytes, never through a symlink, never blocking on a FIFO.
+    /// Reads a regular file of at most `max` bytes, never through a symlink, never opening a FIFO or device.
     pub fn read(&self, name: &str, max: u64) -> Result<Vec<u8>, ReadRefusal> {
         let held = self.lock();
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-        let fd = openat(&held.fd, name, flags, 0).map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => ReadRefusal::Symlink,
-            _ if e.kind() == io::ErrorKind::NotFound => ReadRefusal::Missing,
-            _ => ReadRefusal::Io(e),
+        let entry = fsat::open_entry_at(held.fd.as_fd(), plain(name).map_err(ReadRefusal::Io)?).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                ReadRefusal::Missing
+            } else {
+                ReadRefusal::Io(e)
+            }
         })?;
-        let file = File::from(fd);
-        let meta = file.metadata().map_err(ReadRefusal::Io)?;
-        if !meta.file_type().is_file() {
-            return Err(ReadRefusal::NotRegular);
+        let (file, stat) = match entry {
+            fsat::Entry::File(file, stat) => (file, stat),
+            fsat::Entry::Symlink(..) => return Err(ReadRefusal::Symlink),
+            fsat::Entry::Dir | fsat::Entry::Other => return Err(ReadRefusal::NotRegular),
+        };
+        let size = stat.st_size.max(0) as u64;
+        if size > max {
+            return Err(ReadRefusal::TooLarge(size));
         }
-        if meta.len() > max {
-            return Err(ReadRefusal::TooLarge(meta.len()));
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        let mut bytes = Vec::with_capacity(size as usize);
         file.take(max + 1).read_to_end(&mut bytes).map_err(ReadRefusal::Io)?;
         if bytes.len() as u64 > max {
             return Err(ReadRefusal::TooLarge(bytes.len() as u64));
@@ -161,18 +161,16 @@ impl SharedDir {
 
     /// Replaces `name` atomically: a fresh temp file (`O_EXCL|O_NOFOLLOW`), fsync,
     /// rename over `name`, fsync of the directory. Whatever the app planted at
-    /// `name`, a symlink included, is replaced, never written through.
+    /// `name`, a symlink or a hard link to a host file included, is replaced, never written through.
     pub fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
-        self.write_via_temp(name, bytes, mode, |dir, tmp, target| {
-            cvt(unsafe { libc::renameat(dir, tmp.as_ptr(), dir, target.as_ptr()) }).map(drop)
-        })
+        self.write_via_temp(name, bytes, mode, |dir, tmp, target| fsat::rename_at(dir, tmp, dir, target))
     }
 
     /// Like [`SharedDir::write_atomic`], but fails with `AlreadyExists` rather than replace anything at `name`.
     pub fn write_atomic_new(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
         self.write_via_temp(name, bytes, mode, |dir, tmp, target| {
-            cvt(unsafe { libc::linkat(dir, tmp.as_ptr(), dir, target.as_ptr(), 0) })?;
-            cvt(unsafe { libc::unlinkat(dir, tmp.as_ptr(), 0) }).map(drop)
+            fsat::hard_link_at(dir, tmp, dir, target)?;
+            fsat::remove_tree_at(dir, tmp)
         })
     }
 
@@ -181,23 +179,23 @@ impl SharedDir {
         name: &str,
         bytes: &[u8],
         mode: u32,
-        place: impl Fn(libc::c_int, &CString, &CString) -> io::Result<()>,
+        place: impl Fn(BorrowedFd<'_>, &[u8], &[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
         let held = self.lock();
-        let target = c_name(name)?;
+        let dir = held.fd.as_fd();
+        let target = plain(name)?;
         let tmp_name = format!(".{name}.{}.tmp", unique_suffix());
-        let tmp = c_name(&tmp_name)?;
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        let mut file = File::from(openat(&held.fd, &tmp_name, flags, mode)?);
+        let tmp = plain(&tmp_name)?;
+        let mut file = fsat::create_file_at(dir, tmp)?;
         let written = (|| {
             file.write_all(bytes)?;
-            cvt(unsafe { libc::fchmod(file.as_raw_fd(), mode) })?;
+            fsat::set_mode(&file, mode)?;
             file.sync_all()?;
-            place(held.fd.as_raw_fd(), &tmp, &target)?;
-            fsync(&held.fd)
+            place(dir, tmp, target)?;
+            fsat::sync(dir)
         })();
         if written.is_err() {
-            unsafe { libc::unlinkat(held.fd.as_raw_fd(), tmp.as_ptr(), 0) };
+            let _ = fsat::remove_tree_at(dir, tmp);
         }
         written
     }
@@ -217,13 +215,9 @@ fn refused(path: &Path, what: &str) -> io::Error {
     )
 }
 
-/// Opens every component of `path` from `/` with `O_NOFOLLOW|O_DIRECTORY`.
+/// Opens every component of `path` from `/` without following a symlink.
 fn open_held(path: &Path) -> io::Result<Held> {
-    if !path.is_absolute() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not an absolute path", path.display())));
-    }
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let mut fd = File::open("/")?.into();
+    let mut fd = fsat::open_trusted_dir(Path::new("/"))?;
     for component in path.components() {
         let name = match component {
             Component::RootDir | Component::CurDir => continue,
@@ -232,103 +226,21 @@ fn open_held(path: &Path) -> io::Result<Held> {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} has `..` in it", path.display())))
             }
         };
-        fd = openat(&fd, name, flags, 0).map_err(|e| match e.raw_os_error() {
+        fd = fsat::open_dir_at(fd.as_fd(), name.as_bytes()).map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) | Some(libc::ENOTDIR) => refused(path, "has a symlink or a non-directory in its path"),
             _ => io::Error::new(e.kind(), format!("cannot open the shared directory {}: {e}", path.display())),
         })?;
     }
-    let st = fstat(&fd)?;
-    Ok(Held { fd, dev: st.st_dev, ino: st.st_ino, uid: st.st_uid })
+    let stat = fsat::stat_of(&fd)?;
+    Ok(Held { fd, dev: stat.st_dev, ino: stat.st_ino, uid: stat.st_uid })
 }
 
-fn c_name(name: impl AsRef<OsStr>) -> io::Result<CString> {
-    let name = name.as_ref();
-    if name.as_bytes().contains(&b'/') || name.is_empty() || name == ".." || name == "." {
+/// A name inside the directory: one component, never `.`, `..` or a path.
+fn plain(name: &str) -> io::Result<&[u8]> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?} is not a plain file name")));
     }
-    CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a file name"))
-}
-
-fn openat(dir: &OwnedFd, name: impl AsRef<OsStr>, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
-    let name = c_name(name)?;
-    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) })?;
-    // SAFETY: openat returned a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn fstatat(dir: &OwnedFd, name: &str) -> io::Result<libc::stat> {
-    let name = c_name(name)?;
-    let mut st = unsafe { std::mem::zeroed::<libc::stat>() };
-    cvt(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
-    Ok(st)
-}
-
-fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
-    let mut st = unsafe { std::mem::zeroed::<libc::stat>() };
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(st)
-}
-
-fn lstat(path: &Path) -> io::Result<libc::stat> {
-    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("a NUL byte in a path"))?;
-    let mut st = unsafe { std::mem::zeroed::<libc::stat>() };
-    cvt(unsafe { libc::lstat(path.as_ptr(), &mut st) })?;
-    Ok(st)
-}
-
-fn is_dir(st: &libc::stat) -> bool {
-    (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
-}
-
-fn is_link(st: &libc::stat) -> bool {
-    (st.st_mode & libc::S_IFMT) == libc::S_IFLNK
-}
-
-fn fsync(fd: &OwnedFd) -> io::Result<()> {
-    cvt(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
-}
-
-/// Removes a name, and a directory's contents first, never following a link.
-fn remove_at(dir: &OwnedFd, name: &CString) -> io::Result<()> {
-    let raw = dir.as_raw_fd();
-    if unsafe { libc::unlinkat(raw, name.as_ptr(), 0) } == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENOENT) => Ok(()),
-        Some(libc::EISDIR) | Some(libc::EPERM) => {
-            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-            let child = cvt(unsafe { libc::openat(raw, name.as_ptr(), flags) })?;
-            // SAFETY: openat returned a fresh descriptor that nothing else owns.
-            let child = unsafe { OwnedFd::from_raw_fd(child) };
-            for entry in list(&child)? {
-                remove_at(&child, &entry)?;
-            }
-            cvt(unsafe { libc::unlinkat(raw, name.as_ptr(), libc::AT_REMOVEDIR) }).map(drop)
-        }
-        _ => Err(err),
-    }
-}
-
-/// The names in a directory held open (not `.` and `..`).
-fn list(dir: &OwnedFd) -> io::Result<Vec<CString>> {
-    // Read through /proc/self/fd so the listing is of the handle, not of a path that could change.
-    let entries = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd()))?;
-    entries
-        .map(|entry| {
-            let entry = entry?;
-            CString::new(entry.file_name().as_bytes()).map_err(|_| io::Error::other("a NUL byte in a file name"))
-        })
-        .collect()
-}
-
-fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
-    if result < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result)
-    }
+    Ok(name.as_bytes())
 }
 
 #[cfg(test)]
@@ -392,6 +304,20 @@ mod tests {
     }
 
     #[test]
+    fn a_hard_link_to_a_host_file_at_a_written_name_is_replaced_never_written_into() {
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let host = root.path().join("host-file");
+        std::fs::write(&host, "host content").unwrap();
+        std::fs::hard_link(&host, shared.join("status.json")).unwrap();
+        let dir = SharedDir::open(&shared).unwrap();
+        dir.write_atomic("status.json", b"{}", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(&host).unwrap(), "host content");
+        assert_eq!(std::fs::read(shared.join("status.json")).unwrap(), b"{}");
+    }
+
+    #[test]
     fn reads_refuse_links_fifos_and_large_files() {
         let root = tempfile::tempdir().unwrap();
         let dir = SharedDir::open(root.path()).unwrap();
@@ -401,7 +327,7 @@ mod tests {
         assert!(matches!(dir.read("nope", 10), Err(ReadRefusal::Missing)));
         std::fs::write(root.path().join("big"), vec![b'a'; 100]).unwrap();
         assert!(matches!(dir.read("big", 10), Err(ReadRefusal::TooLarge(100))));
-        let fifo = CString::new(root.path().join("fifo").to_str().unwrap()).unwrap();
+        let fifo = std::ffi::CString::new(root.path().join("fifo").to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         assert!(matches!(dir.read("fifo", 10), Err(ReadRefusal::NotRegular)));
         assert_eq!(dir.read("real", 10).unwrap(), b"x");

@@ -27,13 +27,13 @@ use super::format::{
     hex, HashingReader, Kind, Manifest, ManifestEntry, Meta, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, FORMAT, MANIFEST_MEMBER,
     META_MEMBER, OWN_PREFIX,
 };
-use super::fsat::{self, Cursor, Entry};
 use super::scan::{scan, split_root_file, Item, Plan, Seen};
 use super::sparse;
 use super::sqlite::snapshot_at;
 use super::{Created, Pause, Progress, Reason};
 use crate::store::disk;
 use crate::store::files;
+use crate::store::fsat::{self, Cursor, Entry};
 use crate::units::human_bytes;
 
 /// Backs up `roots` into a new archive in `dir`.

@@ -20,7 +20,7 @@
 //! - [`format`]: metadata, manifest, hashing, names in messages;
 //! - [`members`]: member names and the rules every member passes, the same for verify and restore;
 //! - [`read`]: reading an archive back and verifying it;
-//! - [`scan`] and [`fsat`]: the walk through directory handles that backups and restores rely on;
+//! - [`scan`] and [`crate::store::fsat`]: the walk through directory handles that backups and restores rely on;
 //! - [`sqlite`]: consistent snapshots of live SQLite databases; [`sparse`]: files with holes;
 //! - [`create`](mod@create): scanning the data and writing an archive;
 //! - [`restore`](mod@restore): staging an archive next to its targets and swapping it in;
@@ -29,7 +29,6 @@
 mod catalog;
 mod create;
 mod format;
-mod fsat;
 mod members;
 mod read;
 mod restore;

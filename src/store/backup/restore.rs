@@ -21,13 +21,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::FileType;
 
 use super::format::{show, HashingReader, Kind, ManifestEntry, Meta, Root, OWN_PREFIX};
-use super::fsat::{self, Cursor};
 use super::members::Member;
 use super::read::{check_against_manifest, read_archive, read_meta};
 use super::sparse;
 use super::{Destination, Pause, Progress, Restored};
 use crate::store::disk;
 use crate::store::files;
+use crate::store::fsat::{self, Cursor};
 use crate::units::human_bytes;
 
 /// Restores an archive: stage next to each target, check every hash, then swap.

@@ -16,7 +16,7 @@ use anyhow::{anyhow, Context, Result};
 use rustix::fs::{FileType, CWD};
 
 use super::format::{Root, OWN_PREFIX};
-use super::fsat::{self, Entry};
+use crate::store::fsat::{self, Entry};
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Files SQLite keeps beside a database; the snapshot already holds every committed page.

@@ -122,7 +122,7 @@ mod tests {
     use std::os::fd::AsFd;
     use std::os::unix::fs::symlink;
 
-    use crate::store::backup::fsat;
+    use crate::store::fsat;
 
     fn database(path: &Path, value: &str) {
         let db = Connection::open(path).unwrap();

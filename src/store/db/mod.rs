@@ -67,8 +67,18 @@ impl Db {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(|e| explain(path, e))?;
-        let db = Db { conn, path: path.to_path_buf() };
-        let version = db.user_version()?;
+        let mut db = Db { conn, path: path.to_path_buf() };
+        db.configure(true)?;
+        let version = match db.user_version_raw() {
+            Ok(version) => version,
+            // A writer killed mid-transaction left a hot journal: only a read-write
+            // connection may roll it back before anything can be read.
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) => {
+                drop(db);
+                return Db::open(path).map(Some);
+            }
+            Err(e) => return Err(explain(path, e)),
+        };
         if version > schema_version() {
             return Err(newer_schema(path, version));
         }
@@ -99,6 +109,10 @@ impl Db {
                 .map_err(|e| explain(&self.path, e))?;
         }
         Ok(())
+    }
+
+    fn user_version_raw(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))
     }
 
     /// The schema version the file is at.
