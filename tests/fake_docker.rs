@@ -68,8 +68,7 @@ fn compose_v1_gets_its_own_command_lines() {
         v1.lines().collect::<Vec<_>>(),
         vec![
             "version".to_string(),
-            // Rendered for the moved services, which also activates a profile they sit in.
-            format!("{base} config app"),
+            format!("{base} config"),
             // v1 has no `--pull never`; it never pulls on `up` when the image is present.
             format!("{base} up -d --no-deps --force-recreate app"),
         ]

@@ -114,14 +114,15 @@ impl Compose {
         Ok(out.stdout_text())
     }
 
-    /// The image references the rendered configuration gives the moved services,
-    /// rendered for those services (which also activates the profiles they sit in).
+    /// The image references the rendered configuration gives the moved services.
+    /// v2 renders for those services by name, which also activates the profiles
+    /// they sit in; v1's `config` takes no service names and shows every profile's.
     pub fn service_images(&self, project: &Project) -> Result<Vec<(String, String)>> {
         let mut cmd = self.base(project).arg("config");
         if self.v2 {
-            cmd = cmd.args(["--format", "json"]);
+            cmd = cmd.args(["--format", "json"]).args(&project.services);
         }
-        let cmd = cmd.args(&project.services).timeout(Duration::from_secs(60));
+        let cmd = cmd.timeout(Duration::from_secs(60));
         let rendered = self.runner.run(&cmd).context("rendering the compose configuration")?.stdout_text();
         let mut images = Vec::new();
         for service in &project.services {
