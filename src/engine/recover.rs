@@ -54,10 +54,17 @@ pub fn reconcile_if_unlocked(config: &Config, ui: &Ui, stale_after: Option<Durat
     reconcile(config, ui, stale_after).map(Some)
 }
 
+/// The last update time (ms since the epoch) of an upgrade idle for at least `age` at `now`.
+/// Saturates: `UPGRADERD_STALE_AFTER` may be any duration the parser accepts (up to
+/// `u64::MAX` ms), and a huge one means "never stale", not an overflow or a wrap to "always".
+fn stale_cutoff(now: i64, age: Duration) -> i64 {
+    now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Reconciles every unfinished upgrade; the caller holds the lock, so each is an orphan.
 pub fn reconcile(config: &Config, ui: &Ui, stale_after: Option<Duration>) -> Result<Vec<Outcome>> {
     let db = Db::open(&config.db_path())?;
-    let cutoff = stale_after.map(|age| now_ms() - age.as_millis() as i64);
+    let cutoff = stale_after.map(|age| stale_cutoff(now_ms(), age));
     let orphans: Vec<UpgradeRecord> = db
         .unfinished()?
         .into_iter()
@@ -166,6 +173,16 @@ fn remove_partial_backups(config: &Config, journal: &mut Journal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_stale_after_never_makes_an_upgrade_stale_and_never_overflows() {
+        let now = 1_800_000_000_000;
+        assert_eq!(stale_cutoff(now, Duration::from_secs(60)), now - 60_000);
+        for huge in [Duration::from_millis(1 << 63), Duration::from_millis(u64::MAX)] {
+            let cutoff = stale_cutoff(now, huge);
+            assert!(cutoff < 0, "{huge:?} gave {cutoff}: every upgrade would count as stale");
+        }
+    }
 
     #[test]
     fn before_the_switch_nothing_is_put_back_and_a_begun_fetch_is_undone() {
