@@ -147,15 +147,18 @@ fn a_failed_fetch_is_refused_in_preflight_and_changes_nothing() {
     assert_eq!(row["switched"], false);
 }
 
+const UNTAG: &str = "docker image rm registry.example/demo/app:upgraderd-rollback-<id>";
+
 #[test]
 fn a_failed_move_of_the_checkout_changes_nothing_running() {
     let (d, row) = upgrade("reset:1", "");
     assert_eq!(row["status"], "failed");
     assert_error(&row, "moving the checkout to the target commit");
     assert_error(&row, "injected failure of reset #1");
-    // A failed fetch drops the rollback tag it made: nothing will ever need it.
-    let untag = ["docker image rm registry.example/demo/app:upgraderd-rollback-<id>".to_string()];
-    assert_eq!(steps(&d), concat(&[&preflight(), &fetch()[..2], &untag]), "no build, no up");
+    // A failed fetch looks where the checkout is (still at the previous commit) and
+    // drops the rollback tag it made: nothing will ever need it.
+    let undo = ["git rev-parse --verify HEAD^{commit}".to_string(), UNTAG.to_string()];
+    assert_eq!(steps(&d), concat(&[&preflight(), &fetch()[..2], &undo]), "no build, no up");
     assert_eq!((d.head().as_str(), d.running_image().as_str()), (C1, "sha256:v-1.0.0"));
     assert_eq!(row["switched"], false);
 }
@@ -165,18 +168,22 @@ fn a_failed_build_puts_the_checkout_back_and_changes_nothing_running() {
     let (d, row) = upgrade("build:1", "");
     assert_eq!(row["status"], "failed");
     assert_error(&row, "building the new version failed; the checkout is back at the previous commit");
-    let untag = "docker image rm registry.example/demo/app:upgraderd-rollback-<id>".to_string();
-    assert_eq!(steps(&d), concat(&[&preflight(), &fetch(), &[format!("git reset --keep {C1}"), untag]]));
+    let back =
+        [format!("git reset --keep {C1}"), "git rev-parse --verify HEAD^{commit}".to_string(), UNTAG.to_string()];
+    assert_eq!(steps(&d), concat(&[&preflight(), &fetch(), &back]));
     assert_eq!((d.head().as_str(), d.running_image().as_str()), (C1, "sha256:v-1.0.0"));
     assert_eq!(row["switched"], false);
 }
 
 #[test]
-fn a_failed_build_whose_checkout_cannot_go_back_says_so() {
+fn a_failed_build_whose_checkout_cannot_go_back_at_once_says_so_and_tries_again() {
     let (d, row) = upgrade("build:1 reset:2", "");
     assert_eq!(row["status"], "failed");
     assert_error(&row, "building the new version failed, and moving the checkout back failed too");
-    assert_eq!(d.head(), C2, "the checkout stays where the failed move left it, and the error says so");
+    // The attempt puts back what its fetch moved before it ends: a second move back succeeds.
+    assert_eq!(steps(&d).last().map(String::as_str), Some(UNTAG));
+    assert!(steps(&d).contains(&format!("git reset --keep {C1}")));
+    assert_eq!(d.head(), C1, "the checkout is back at the previous commit");
     assert_eq!(d.running_image(), "sha256:v-1.0.0");
     assert_eq!(row["switched"], false);
 }

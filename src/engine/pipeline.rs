@@ -209,7 +209,7 @@ impl Attempt<'_, '_> {
         let fetched = match strategy.fetch(self.journal) {
             Ok(fetched) => fetched,
             Err(err) => {
-                strategy.discard(self.journal);
+                self.put_back_fetch(strategy.as_mut());
                 if self.stop_requested_at(Step::Fetch) {
                     return self.abandon("the download");
                 }
@@ -220,10 +220,7 @@ impl Attempt<'_, '_> {
             return self.abandon_after_fetch(strategy.as_mut());
         }
         if let Some(refusal) = self.app_policy_refusal(&fetched) {
-            strategy.discard(self.journal);
-            if let Err(e) = strategy.undo_fetch(self.journal) {
-                self.journal.log(&format!("Moving back what the download changed failed: {e:#}"));
-            }
+            self.put_back_fetch(strategy.as_mut());
             return self.end(
                 Terminal::Failed,
                 "Refused: the fetched version is beyond the operator's rules",
@@ -447,6 +444,15 @@ impl Attempt<'_, '_> {
             "upgraderd was asked to stop during {during}, before the switch; the running version and its data were not touched"
         );
         self.end(Terminal::Failed, "Interrupted before the switch; nothing was changed", Some(error))
+    }
+
+    /// Before the switch: everything the fetch changed goes back (a moved tag, a
+    /// rebuild's checkout), and this upgrade's rollback tags go.
+    fn put_back_fetch(&mut self, strategy: &mut dyn Strategy) {
+        if let Err(e) = strategy.undo_fetch(self.journal) {
+            self.journal.log(&format!("Putting back what the download changed failed: {e:#}"));
+        }
+        strategy.discard(self.journal);
     }
 
     /// A stop request after the fetch: put back what the fetch moved (a rebuild's checkout), then abandon.

@@ -115,8 +115,9 @@ fn mark_failed(config: &Config, record: &UpgradeRecord, undo_fetch: bool, journa
     let undone = if undo_fetch {
         let runner = Runner::new(false);
         strategy::resume(config, &runner, record).and_then(|mut strategy| {
+            let undone = strategy.undo_fetch(journal);
             strategy.discard(journal);
-            strategy.undo_fetch(journal)
+            undone
         })
     } else {
         Ok(())

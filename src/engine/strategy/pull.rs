@@ -191,6 +191,13 @@ impl Strategy for Pull {
         Ok(Fetched::new(target.to_string(), version))
     }
 
+    /// Pulling the service's own moving tag (`latest`) moved it already: point it
+    /// back at the image the service runs, so no later `up` starts what was not switched to.
+    fn undo_fetch(&mut self, journal: &mut Journal) -> Result<()> {
+        let back = self.docker.tag(&self.previous_image_id, &self.service_ref.to_string());
+        journal.run(self.docker.runner(), &back).context("pointing the service's tag back at the running image")
+    }
+
     fn switch(&mut self, fetched: Fetched, journal: &mut Journal) -> Result<()> {
         if fetched.target != self.service_ref.to_string() {
             journal.run(self.docker.runner(), &self.docker.tag(&fetched.target, &self.service_ref.to_string()))?;
