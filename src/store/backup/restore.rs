@@ -128,13 +128,30 @@ struct Stage {
     dir_fixups: Vec<(Vec<u8>, u32, i64)>,
 }
 
+/// Opens a directory the restore replaces the contents of. Its parent is the
+/// operator's path; the directory itself may sit where the app can write, so a
+/// symlink put there (to a host directory) is refused, never followed.
+fn open_target_dir(target: &Path) -> Result<OwnedFd> {
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return fsat::open_trusted_dir(target)
+            .with_context(|| format!("cannot open restore target {}", target.display()));
+    };
+    let parent = fsat::open_trusted_dir(parent).with_context(|| format!("cannot open {}", parent.display()))?;
+    fsat::open_dir_at(parent.as_fd(), name.as_bytes()).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => anyhow!(
+            "restore target {} is not a directory but a symlink or a file (was it replaced?); nothing was restored",
+            target.display()
+        ),
+        _ => anyhow::Error::new(e).context(format!("cannot open restore target {}", target.display())),
+    })
+}
+
 impl Stage {
     fn open(root: &Root, target: &Path, tag: &str) -> Result<Stage> {
         let (dir, target_name, staging_name, old_name) = if root.is_dir {
             std::fs::create_dir_all(target)
                 .with_context(|| format!("cannot create restore target {}", target.display()))?;
-            let dir = fsat::open_trusted_dir(target)
-                .with_context(|| format!("cannot open restore target {}", target.display()))?;
+            let dir = open_target_dir(target)?;
             let staging = format!("{OWN_PREFIX}staging-{tag}").into_bytes();
             (dir, Vec::new(), staging, format!("{OWN_PREFIX}old-{tag}").into_bytes())
         } else {

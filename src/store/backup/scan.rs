@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::{FileType, CWD};
 
 use super::format::{Root, OWN_PREFIX};
@@ -93,6 +93,13 @@ fn scan_root(index: usize, root: &Path, plan: &mut Plan) -> Result<()> {
         ),
         _ => anyhow!("data path {} cannot be read: {e}", root.display()),
     })?;
+    if meta.file_type().is_symlink() {
+        let points_to = fs::read_link(root).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
+        bail!(
+            "data path {} is a symbolic link (to {points_to}); back up the real path: set UPGRADERD_DATA_DIR to it",
+            root.display()
+        );
+    }
     let is_dir = meta.is_dir();
     plan.roots.push(Root { index, path: root.to_path_buf(), is_dir });
     let seen = if is_dir {
