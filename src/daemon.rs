@@ -290,6 +290,11 @@ impl Daemon {
             Ok(names) => names,
             Err(e) => return self.ui.warn(format!("cannot list the spool {}: {e}", spool.path().display())),
         };
+        let (names, odd): (Vec<_>, Vec<_>) = names.into_iter().partition(|n| spool_name_ok(n));
+        for name in odd.iter().filter(|n| !n.starts_with(b".")) {
+            self.reject_spool_name(&spool, name);
+        }
+        let names: Vec<String> = names.into_iter().filter_map(|n| String::from_utf8(n).ok()).collect();
         let claimed = names.iter().filter_map(|n| config::claimed_trigger(n));
         let waiting = names.iter().filter(|n| !n.starts_with('.') && !config::is_rejected(n));
         let pending: Vec<(String, bool)> =
@@ -300,6 +305,20 @@ impl Daemon {
                 // Spool files are placed by rename, whole: nothing is waited for.
                 self.process_claimed(&request, false);
             }
+        }
+    }
+
+    /// A spool file whose name upgraderd cannot claim (not UTF-8, or too long to
+    /// claim) is removed and its rejection recorded: never skipped without a word.
+    fn reject_spool_name(&mut self, spool: &SharedDir, name: &[u8]) {
+        let shown = String::from_utf8_lossy(name).into_owned();
+        let reason = format!(
+            "the spool file name {shown:?} is not UTF-8 or longer than {MAX_SPOOL_NAME} bytes; name requests like \
+             `<nanoseconds>-<id>.json`"
+        );
+        self.record_rejection(&reason, None, None);
+        if let Err(e) = spool.remove_bytes(name) {
+            self.ui.warn(format!("cannot remove the rejected spool file {shown:?}: {e}"));
         }
     }
 
@@ -415,6 +434,14 @@ impl Daemon {
     }
 
     fn reject(&mut self, trigger: &TriggerDir, reason: &str, raw: Option<String>, upgrade_id: Option<&str>) {
+        self.record_rejection(reason, raw, upgrade_id);
+        if let Err(e) = trigger.reject() {
+            self.ui.warn(format!("cannot move the rejected trigger aside: {e}"));
+        }
+    }
+
+    /// The rejection in the request log, the daemon's log and (when no upgrade runs) the status file.
+    fn record_rejection(&mut self, reason: &str, raw: Option<String>, upgrade_id: Option<&str>) {
         let upgrade_id = upgrade_id.map(str::to_string).unwrap_or_else(new_upgrade_id);
         self.ui.warn(format!("trigger rejected: {reason}"));
         let record = QueuedRequest {
@@ -429,9 +456,6 @@ impl Daemon {
         };
         if let Err(e) = self.db.insert_request(&record) {
             self.ui.warn(format!("cannot record the rejection: {e:#}"));
-        }
-        if let Err(e) = trigger.reject() {
-            self.ui.warn(format!("cannot move the rejected trigger aside: {e}"));
         }
         // While an upgrade runs, the status file is its own; the rejection stays in the request log.
         if self.worker.is_none() {
@@ -591,6 +615,14 @@ impl Daemon {
     fn idle_status(&self) -> String {
         format!("idle; watching {}", self.trigger.path().display())
     }
+}
+
+/// The longest spool file name: its claim name (`.<name>.claimed`) must stay within the 255-byte limit.
+const MAX_SPOOL_NAME: usize = 200;
+
+/// Whether upgraderd can claim a spool file by this name.
+fn spool_name_ok(name: &[u8]) -> bool {
+    name.len() <= MAX_SPOOL_NAME && std::str::from_utf8(name).is_ok()
 }
 
 /// How a worker's upgrade ended, as far as its request is concerned.

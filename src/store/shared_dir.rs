@@ -109,12 +109,20 @@ impl SharedDir {
         Ok(Entry::File { age: modified.elapsed().unwrap_or_default() })
     }
 
-    /// The names in the directory, in byte order; names that are not UTF-8 are left out
-    /// (no name upgraderd reads is).
-    pub fn names(&self) -> io::Result<Vec<String>> {
+    /// The names in the directory, as bytes, in byte order.
+    pub fn names(&self) -> io::Result<Vec<Vec<u8>>> {
         let held = self.lock();
-        let names = fsat::read_names(held.fd.as_fd())?;
-        Ok(names.into_iter().filter_map(|name| String::from_utf8(name).ok()).collect())
+        fsat::read_names(held.fd.as_fd())
+    }
+
+    /// Removes a name given as bytes (one the app made that upgraderd cannot otherwise handle).
+    pub fn remove_bytes(&self, name: &[u8]) -> io::Result<()> {
+        let held = self.lock();
+        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"));
+        }
+        fsat::remove_tree_at(held.fd.as_fd(), name)?;
+        fsat::sync(held.fd.as_fd())
     }
 
     /// Renames `from` to `to` inside the directory (a symlink is moved as a link, never followed).
