@@ -10,11 +10,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::common;
+use crate::compose;
 use crate::owner::{is_leftover, RunId};
 
 pub struct World {
     pub registry: String,
     pub prefix: String,
+    /// The DOCKER_CONFIG holding the compose v2 plugin, or why there is none.
+    pub compose_v2: Result<PathBuf, String>,
 }
 
 /// Each test image: its version tag and how it behaves.
@@ -78,7 +81,12 @@ fn set_up() -> Option<World> {
         .every(Duration::from_millis(50))
         .until_true(|| std::net::TcpStream::connect(&registry).is_ok());
     build_images(&prefix);
-    Some(World { registry, prefix })
+    let compose_v2 = compose::find_v2();
+    if let Err(why) = &compose_v2 {
+        assert!(!required, "UPGRADERD_E2E_REQUIRED=1 but {why}");
+        eprintln!("SKIP e2e under compose v2: {why}; those scenarios ran under compose v1 only");
+    }
+    Some(World { registry, prefix, compose_v2 })
 }
 
 /// Starts the registry and a watcher that outlives this process: once this
