@@ -63,6 +63,11 @@ fn set_up() -> Option<World> {
         eprintln!("SKIP e2e: {why}; end-to-end upgrades were NOT exercised");
         return None;
     }
+    let compose_v2 = compose::find_v2();
+    if let Err(why) = &compose_v2 {
+        assert!(!required, "UPGRADERD_E2E_REQUIRED=1 but {why}");
+        eprintln!("SKIP e2e under compose v2: {why}; those scenarios run under compose v1 only");
+    }
     let me = RunId::current();
     remove_leftovers(me);
     let prefix = me.marker();
@@ -81,11 +86,6 @@ fn set_up() -> Option<World> {
         .every(Duration::from_millis(50))
         .until_true(|| std::net::TcpStream::connect(&registry).is_ok());
     build_images(&prefix);
-    let compose_v2 = compose::find_v2();
-    if let Err(why) = &compose_v2 {
-        assert!(!required, "UPGRADERD_E2E_REQUIRED=1 but {why}");
-        eprintln!("SKIP e2e under compose v2: {why}; those scenarios ran under compose v1 only");
-    }
     Some(World { registry, prefix, compose_v2 })
 }
 
