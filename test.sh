@@ -3,9 +3,10 @@
 # end-to-end ones against the local Docker engine included.
 #
 # Installs what the end-to-end tests need (Debian's docker-registry,
-# busybox-static, sqlite3) when it can. Without a Docker engine the e2e tests
-# say so and skip; with UPGRADERD_E2E_REQUIRED=1 (set by CI) a missing engine
-# fails the run instead.
+# busybox-static, sqlite3) when it can, and fetches compose v2 for them
+# (tests/support/compose-v2.sh). Without a Docker engine the e2e tests say so
+# and skip; with UPGRADERD_E2E_REQUIRED=1 (set by CI) a missing engine or a
+# missing compose v2 fails the run instead.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,6 +23,16 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
     echo "warning: missing ${need[*]}; install them (apt-get install -y ${need[*]}) for the e2e tests" >&2
+  fi
+fi
+
+# The e2e tests run under compose v1 (the system's) and v2 (a private plugin
+# from Debian trixie, never installed system-wide; cached in target/).
+if command -v docker >/dev/null 2>&1; then
+  if compose_v2=$(tests/support/compose-v2.sh); then
+    export UPGRADERD_E2E_COMPOSE_V2="$compose_v2"
+  else
+    echo "warning: no compose v2 for the e2e tests; they run under compose v1 only" >&2
   fi
 fi
 

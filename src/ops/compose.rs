@@ -72,7 +72,11 @@ impl Compose {
             let probe = Cmd::new(&argv[0]).args(&argv[1..]).arg("version").timeout(Duration::from_secs(20));
             match runner.run(&probe) {
                 Ok(out) => {
-                    let v2 = argv.get(1).is_some_and(|w| w == "compose") || out.stdout_text().contains("v2.");
+                    // The plugin says `v2.x`; Debian's standalone v2 says `version 2.x` with no `v`.
+                    let text = out.stdout_text();
+                    let v2 = argv.get(1).is_some_and(|w| w == "compose")
+                        || text.contains("v2.")
+                        || text.contains("version 2.");
                     return Ok(Compose { argv: argv.clone(), v2, runner: runner.clone() });
                 }
                 Err(e) => failures.push(format!("`{} version`: {e}", argv.join(" "))),

@@ -11,16 +11,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::{self, Mounted};
+use crate::compose::ComposeVersion;
 use crate::scenario::Scenario;
 use crate::world::must;
 
 impl Scenario {
-    /// The host directory of the app's named volume: what the app itself can write.
-    fn volume_dir(&self) -> PathBuf {
-        let volume = format!("{}_appdata", self.name);
-        PathBuf::from(must(&["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", &volume]).trim())
-    }
-
     fn write_trigger(&self, body: &str) {
         let tmp = self.sandbox.path().join(".trigger.tmp");
         fs::write(&tmp, body).unwrap();
@@ -39,7 +34,7 @@ impl Scenario {
 
 #[test]
 fn links_the_app_planted_survive_a_rollback_verbatim_and_no_host_file_enters_the_backup() {
-    let Some(s) = Scenario::start("links", &["1.0.0", "2.0.5"]) else { return };
+    let Some(s) = Scenario::start("links", &["1.0.0", "2.0.5"], ComposeVersion::V1) else { return };
     let volume = s.volume_dir();
     symlink("/data/schema", volume.join("current")).unwrap();
     symlink("/etc/shadow", volume.join("secret")).unwrap();
@@ -68,7 +63,7 @@ fn links_the_app_planted_survive_a_rollback_verbatim_and_no_host_file_enters_the
 
 #[test]
 fn the_apps_trigger_cannot_force_past_the_operators_policy_or_skip_the_backup() {
-    let Some(s) = Scenario::start("policy", &["1.0.0", "2.0.0"]) else { return };
+    let Some(s) = Scenario::start("policy", &["1.0.0", "2.0.0"], ComposeVersion::V1) else { return };
     let spawn = |policy: &str| {
         s.upgraderd_command(&["watch"])
             .env("UPGRADERD_POLICY", policy)
@@ -102,7 +97,7 @@ fn a_state_disk_that_fills_during_the_gate_still_ends_rolled_back_and_recorded()
         eprintln!("SKIP: cannot mount a tmpfs here; the full state disk was not exercised on the engine");
         return;
     }
-    let Some(s) = Scenario::start("fulldisk", &["1.0.0", "2.0.2"]) else { return };
+    let Some(s) = Scenario::start("fulldisk", &["1.0.0", "2.0.2"], ComposeVersion::V1) else { return };
     let state = s.sandbox.state();
     let _mounted = Mounted::tmpfs(&state, "64m");
     let before = s.dump();

@@ -1,6 +1,9 @@
 //! The pull strategy on the real engine: a good upgrade and manual rollback,
 //! each kind of bad version rolled back, refusals before anything changes, the
-//! lock, the dry run and check-version against the real registry.
+//! lock, the dry run and check-version against the real registry. What goes
+//! through compose (discovery, rendering, recreate, rollback, the printed
+//! commands) runs under compose v1 and v2; the health gate's verdicts, the
+//! lock and the registry checks, which compose does not touch, under v1.
 
 use std::fs;
 use std::path::Path;
@@ -10,11 +13,19 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common;
+use crate::compose::{each_compose, ComposeVersion};
 use crate::scenario::Scenario;
 
-#[test]
-fn happy_path_keeps_settings_and_migrates_data() {
-    let Some(s) = Scenario::start("happy", &["1.0.0", "2.0.0"]) else { return };
+each_compose! {
+    happy_path_keeps_settings_and_migrates_data;
+    a_version_that_migrates_then_crashes_is_rolled_back_with_its_data;
+    a_target_missing_from_the_registry_is_refused_before_anything_changes;
+    a_compose_file_pinning_another_tag_is_refused_naming_the_file;
+    dry_run_prints_the_commands_and_changes_nothing;
+}
+
+fn happy_path_keeps_settings_and_migrates_data(compose: ComposeVersion) {
+    let Some(s) = Scenario::start("happy", &["1.0.0", "2.0.0"], compose) else { return };
     let before = s.dump();
     assert!(before.starts_with("schema 1"), "{before}");
     let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
@@ -32,6 +43,12 @@ fn happy_path_keeps_settings_and_migrates_data() {
     let status = s.status_file();
     assert_eq!((status["status"].as_str(), status["progress"].as_i64()), (Some("complete"), Some(100)));
     assert_eq!(status["upgradeId"], row["upgradeId"]);
+    let recreate = format!("$ {} -p {}", compose.program(), s.name);
+    assert!(
+        row["logs"].as_array().unwrap().iter().any(|l| l.as_str().is_some_and(|l| l.starts_with(&recreate))),
+        "upgraderd ran {}: {row}",
+        compose.program()
+    );
 
     // Manual rollback puts 1.0.0 and its data back.
     let run = s.upgraderd(&["rollback"]);
@@ -41,8 +58,8 @@ fn happy_path_keeps_settings_and_migrates_data() {
 }
 
 /// Upgrades to a bad version and checks the rollback: 1.0.0 back with its data, the reason recorded.
-fn bad_version_rolls_back(test: &str, version: &str, reason: &str) {
-    let Some(s) = Scenario::start(test, &["1.0.0", version]) else { return };
+fn bad_version_rolls_back(test: &str, version: &str, reason: &str, compose: ComposeVersion) {
+    let Some(s) = Scenario::start(test, &["1.0.0", version], compose) else { return };
     let before = s.dump();
     let run = s.upgraderd(&["upgrade", "--to", version]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
@@ -57,7 +74,7 @@ fn bad_version_rolls_back(test: &str, version: &str, reason: &str) {
 
 #[test]
 fn a_version_that_crashes_at_start_is_rolled_back_without_waiting_for_the_timeout() {
-    let Some(s) = Scenario::start("crash", &["1.0.0", "2.0.1"]) else { return };
+    let Some(s) = Scenario::start("crash", &["1.0.0", "2.0.1"], ComposeVersion::V1) else { return };
     let run = common::Run::from_output(
         s.upgraderd_command(&["upgrade", "--to", "2.0.1"]).env("UPGRADERD_HEALTH_TIMEOUT", "120s").output().unwrap(),
     );
@@ -78,27 +95,30 @@ fn a_version_that_crashes_at_start_is_rolled_back_without_waiting_for_the_timeou
 
 #[test]
 fn a_version_that_never_listens_is_rolled_back() {
-    bad_version_rolls_back("hang", "2.0.2", "not healthy after 20s");
+    bad_version_rolls_back("hang", "2.0.2", "not healthy after 20s", ComposeVersion::V1);
 }
 
 #[test]
 fn a_version_whose_health_answers_500_is_rolled_back() {
-    bad_version_rolls_back("http500", "2.0.3", "answered HTTP 500");
+    bad_version_rolls_back("http500", "2.0.3", "answered HTTP 500", ComposeVersion::V1);
 }
 
 #[test]
 fn a_version_reporting_the_wrong_version_is_rolled_back() {
-    bad_version_rolls_back("wrongver", "2.0.4", "reports version 1.9.9 at /version, expected 2.0.4");
+    bad_version_rolls_back(
+        "wrongver",
+        "2.0.4",
+        "reports version 1.9.9 at /version, expected 2.0.4",
+        ComposeVersion::V1,
+    );
 }
 
-#[test]
-fn a_version_that_migrates_then_crashes_is_rolled_back_with_its_data() {
-    bad_version_rolls_back("migcrash", "2.0.5", "the container");
+fn a_version_that_migrates_then_crashes_is_rolled_back_with_its_data(compose: ComposeVersion) {
+    bad_version_rolls_back("migcrash", "2.0.5", "the container", compose);
 }
 
-#[test]
-fn a_target_missing_from_the_registry_is_refused_before_anything_changes() {
-    let Some(s) = Scenario::start("absent", &["1.0.0"]) else { return };
+fn a_target_missing_from_the_registry_is_refused_before_anything_changes(compose: ComposeVersion) {
+    let Some(s) = Scenario::start("absent", &["1.0.0"], compose) else { return };
     let container = s.container();
     let run = s.upgraderd(&["upgrade", "--to", "9.9.9"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
@@ -110,9 +130,8 @@ fn a_target_missing_from_the_registry_is_refused_before_anything_changes() {
     assert!(row["backupPath"].is_null());
 }
 
-#[test]
-fn a_compose_file_pinning_another_tag_is_refused_naming_the_file() {
-    let Some(s) = Scenario::start("pinned", &["1.0.0", "2.0.0"]) else { return };
+fn a_compose_file_pinning_another_tag_is_refused_naming_the_file(compose: ComposeVersion) {
+    let Some(s) = Scenario::start("pinned", &["1.0.0", "2.0.0"], compose) else { return };
     let container = s.container();
     fs::write(
         s.dir.join("docker-compose.prod.yml"),
@@ -131,7 +150,7 @@ fn a_compose_file_pinning_another_tag_is_refused_naming_the_file() {
 
 #[test]
 fn a_second_upgrade_while_one_runs_exits_3() {
-    let Some(s) = Scenario::start("twice", &["1.0.0", "2.0.2"]) else { return };
+    let Some(s) = Scenario::start("twice", &["1.0.0", "2.0.2"], ComposeVersion::V1) else { return };
     // 2.0.2 never listens: the first upgrade holds the lock through its whole 20 s gate.
     let first = s
         .upgraderd_command(&["upgrade", "--to", "2.0.2"])
@@ -153,21 +172,26 @@ fn a_second_upgrade_while_one_runs_exits_3() {
     s.wait_version("1.0.0");
 }
 
-#[test]
-fn dry_run_prints_the_commands_and_changes_nothing() {
-    let Some(s) = Scenario::start("dryrun", &["1.0.0", "2.0.0"]) else { return };
+fn dry_run_prints_the_commands_and_changes_nothing(compose: ComposeVersion) {
+    let Some(s) = Scenario::start("dryrun", &["1.0.0", "2.0.0"], compose) else { return };
     let container = s.container();
     let run = s.upgraderd(&["upgrade", "--to", "2.0.0", "--dry-run"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains(&format!("pull {}:2.0.0", s.repo)), "{}", run.stdout);
-    assert!(run.stdout.contains("up -d --no-deps --force-recreate app"), "{}", run.stdout);
+    let recreate = match compose {
+        ComposeVersion::V1 => "up -d --no-deps --force-recreate app",
+        // v2 is told never to pull: the target was pulled and tagged already.
+        ComposeVersion::V2 => "up -d --no-deps --force-recreate --pull never app",
+    };
+    assert!(run.stdout.contains(&format!("{} -p {}", compose.program(), s.name)), "{}", run.stdout);
+    assert!(run.stdout.contains(recreate), "{}", run.stdout);
     assert_eq!(s.container(), container);
     assert!(!s.sandbox.state().join("upgraderd.db").exists() || s.last_history().is_null());
 }
 
 #[test]
 fn check_version_reads_the_real_registry_tags_and_upgrades() {
-    let Some(s) = Scenario::start("tags", &["1.0.0", "2.0.0", "2.0.1"]) else { return };
+    let Some(s) = Scenario::start("tags", &["1.0.0", "2.0.0", "2.0.1"], ComposeVersion::V1) else { return };
     // The scenario allows major steps for the app's triggers; this check is about the default policy.
     let json = s.upgraderd_command(&["--json", "check-version"]).env("UPGRADERD_POLICY", "minor").output().unwrap();
     let json = common::Run::from_output(json);

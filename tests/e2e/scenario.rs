@@ -2,14 +2,15 @@
 //! registry repository, volume and upgraderd sandbox, and what a test asks of it.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common::{self, Sandbox};
-use crate::world::{free_port, must, sh, world};
+use crate::compose::ComposeVersion;
+use crate::world::{free_port, must, sh, world, World};
 
 /// One deployment of the test app in its own compose project, registry repository and volume.
 pub struct Scenario {
@@ -20,13 +21,28 @@ pub struct Scenario {
     pub sandbox: Sandbox,
     /// The compose files, relative to `dir`.
     pub files: Vec<&'static str>,
+    pub compose_version: ComposeVersion,
+    /// Compose v2's private DOCKER_CONFIG, for the harness's compose commands and upgraderd's.
+    pub docker_config: Option<PathBuf>,
 }
 
 impl Scenario {
-    /// Pushes `versions` for this scenario and starts 1.0.0 as `repo:latest`.
-    pub fn start(test: &str, versions: &[&str]) -> Option<Scenario> {
+    /// The engine, this scenario's project name and the DOCKER_CONFIG `compose`
+    /// needs; `None` (the test skips) without an engine or without compose v2.
+    pub fn enter(test: &str, compose: ComposeVersion) -> Option<(&'static World, String, Option<PathBuf>)> {
         let world = world()?;
-        let name = format!("{}-{test}", world.prefix);
+        let name = format!("{}-{test}{}", world.prefix, compose.suffix());
+        let docker_config = match (compose, &world.compose_v2) {
+            (ComposeVersion::V1, _) => None,
+            (ComposeVersion::V2, Ok(config)) => Some(config.clone()),
+            (ComposeVersion::V2, Err(_)) => return None,
+        };
+        Some((world, name, docker_config))
+    }
+
+    /// Pushes `versions` for this scenario and starts 1.0.0 as `repo:latest` under `compose`.
+    pub fn start(test: &str, versions: &[&str], compose: ComposeVersion) -> Option<Scenario> {
+        let (world, name, docker_config) = Scenario::enter(test, compose)?;
         let repo = format!("{}/{name}/app", world.registry);
         for version in versions {
             must(&["docker", "tag", &format!("{}-build:{version}", world.prefix), &format!("{repo}:{version}")]);
@@ -41,6 +57,7 @@ impl Scenario {
         let dir = sandbox.path().join("deploy");
         fs::create_dir_all(&dir).unwrap();
         let port = free_port();
+        // `version:` keeps compose v1 on the v3 format; compose v2 accepts it (and says it is obsolete).
         fs::write(
             dir.join("docker-compose.yml"),
             format!(
@@ -57,25 +74,40 @@ impl Scenario {
         .unwrap();
         fs::write(dir.join("app.env"), "GREETING=hello-from-env-file\n").unwrap();
         let files = vec!["docker-compose.yml", "docker-compose.prod.yml"];
-        let scenario = Scenario { name, repo, dir, port, sandbox, files };
+        let scenario = Scenario { name, repo, dir, port, sandbox, files, compose_version: compose, docker_config };
         scenario.compose(&["up", "-d"]);
         scenario.wait_version("1.0.0");
-        for item in ["alpha", "beta", "gamma"] {
-            let url = format!("http://127.0.0.1:{}/api/items?name={item}", scenario.port);
-            ureq::post(&url).call().expect("seed data");
-        }
+        scenario.seed();
         Some(scenario)
     }
 
+    /// The data every scenario starts with.
+    pub fn seed(&self) {
+        for item in ["alpha", "beta", "gamma"] {
+            let url = format!("http://127.0.0.1:{}/api/items?name={item}", self.port);
+            ureq::post(&url).call().expect("seed data");
+        }
+    }
+
+    /// Runs this scenario's compose on its project.
     pub fn compose(&self, args: &[&str]) -> String {
-        let mut argv = vec!["docker-compose", "-p", &self.name];
+        let out = self.compose_command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}",
+            self.compose_version.program(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn compose_command(&self, args: &[&str]) -> Command {
+        let mut argv = vec!["-p", &self.name];
         for file in &self.files {
             argv.extend(["-f", file]);
         }
         argv.extend_from_slice(args);
-        let out = Command::new(argv[0]).args(&argv[1..]).current_dir(&self.dir).output().unwrap();
-        assert!(out.status.success(), "compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.compose_version.command(self.docker_config.as_deref(), &self.dir, argv)
     }
 
     pub fn container(&self) -> String {
@@ -98,12 +130,16 @@ impl Scenario {
             .until(|| self.health().filter(|h| h["version"] == version))
     }
 
+    /// The host directory of the app's named volume: what the app itself can write.
+    pub fn volume_dir(&self) -> PathBuf {
+        let volume = format!("{}_appdata", self.name);
+        PathBuf::from(must(&["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", &volume]).trim())
+    }
+
     /// A consistent dump of the app's data: schema version and every row.
     pub fn dump(&self) -> String {
-        let volume = format!("{}_appdata", self.name);
-        let mountpoint = must(&["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", &volume]);
         let db = rusqlite::Connection::open_with_flags(
-            Path::new(mountpoint.trim()).join("app.db"),
+            self.volume_dir().join("app.db"),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .unwrap();
@@ -138,6 +174,10 @@ impl Scenario {
             // The app's triggers ask for 1.0.0 -> 2.0.x, a major step: the operator allows it here.
             .env("UPGRADERD_POLICY", "major")
             .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path());
+        if let Some(config) = &self.docker_config {
+            // upgraderd finds the compose v2 plugin there by itself.
+            cmd.env("DOCKER_CONFIG", config);
+        }
         cmd
     }
 
@@ -194,12 +234,7 @@ impl Scenario {
 
 impl Drop for Scenario {
     fn drop(&mut self) {
-        let mut args = vec!["-p".to_string(), self.name.clone()];
-        for file in &self.files {
-            args.extend(["-f".to_string(), file.to_string()]);
-        }
-        args.extend(["down", "-v", "-t", "1"].map(String::from));
-        let _ = Command::new("docker-compose").args(&args).current_dir(&self.dir).output();
+        let _ = self.compose_command(&["down", "-v", "-t", "1"]).output();
         let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", &self.repo]);
         for image in images.lines() {
             let _ = sh(&["docker", "rmi", "-f", image]);
