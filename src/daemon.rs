@@ -508,6 +508,8 @@ impl Daemon {
         let (config, ui, waker, slot) = (self.config.clone(), self.ui.clone(), self.waker.clone(), result.clone());
         let thread = std::thread::Builder::new()
             .name("upgrade".into())
+            // Room for walking data trees up to their depth limit.
+            .stack_size(16 << 20)
             .spawn(move || {
                 let outcome = pipeline::run(&config, &ui, &request);
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);

@@ -230,11 +230,16 @@ impl TriggerDir {
 
     /// Moves the claimed trigger aside as `<name>.rejected`, replacing an earlier one.
     pub fn reject(&self) -> io::Result<()> {
-        if self.dir.rename(&self.claimed_name(), &self.rejected_name()).is_err() {
-            // An earlier rejected directory cannot be renamed over; replace it.
-            self.dir.remove(&self.rejected_name())?;
-            self.dir.rename(&self.claimed_name(), &self.rejected_name())?;
+        if self.dir.rename(&self.claimed_name(), &self.rejected_name()).is_ok() {
+            return Ok(());
         }
+        // An earlier rejected directory cannot be renamed over: move it out of the way first
+        // (a rename, whatever it holds), so the claim never lingers, then remove it if it can be.
+        let old = format!(".{}.old-{}", self.rejected_name(), crate::store::files::unique_suffix());
+        self.dir.rename(&self.rejected_name(), &old)?;
+        self.dir.rename(&self.claimed_name(), &self.rejected_name())?;
+        // What the app planted there may be too deep to remove; it stays, hidden, in the app's own directory.
+        let _ = self.dir.remove(&old);
         Ok(())
     }
 }

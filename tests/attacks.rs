@@ -235,7 +235,13 @@ fn a_deep_directory_planted_as_a_rejected_trigger_neither_kills_the_daemon_nor_l
         });
     let log = w.log();
     drop(w);
-    remove_deep(&trigger_dir(&d).join(".upgrade-trigger.rejected"));
+    // The planted tree may have been moved aside (hidden) rather than removed: remove every rejected name.
+    for entry in fs::read_dir(trigger_dir(&d)).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().contains(".upgrade-trigger.rejected") {
+            remove_deep(&path);
+        }
+    }
     assert!(alive, "the daemon died:\n{log}");
     assert!(!trigger_dir(&d).join("..upgrade-trigger.claimed").exists(), "the claim lingers:\n{log}");
 }

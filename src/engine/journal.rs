@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::engine::status::{Heartbeat, Snapshot, StatusFile, HEARTBEAT_EVERY};
 use crate::ops::process::{Cmd, Runner};
 use crate::states::{Status, Terminal};
-use crate::store::db::{now_ms, Db};
+use crate::store::db::{now_ms, unrecorded, Db};
 use crate::store::reserve::{Reserve, RESERVE_BYTES};
 use crate::ui::Ui;
 
@@ -126,10 +126,16 @@ impl<'a> Journal<'a> {
     /// database cannot take it (then loudly, with the reason).
     pub fn finish(&mut self, terminal: Terminal, message: &str, error: Option<&str>) {
         if let Err(e) = self.recorded(|db, id| db.finish(id, terminal, message, error)) {
+            // Recovery must never take an unrecorded outcome for an interrupted upgrade
+            // (and roll back a healthy version): leave it where recovery looks first.
+            let kept = unrecorded::keep(self.db.path(), &self.upgrade_id, terminal, message, error);
             self.ui.warn(format!(
-                "the outcome `{terminal}` of upgrade {} could not be recorded in the state database: {e:#}; \
-                 the status file and this log carry it",
-                self.upgrade_id
+                "the outcome `{terminal}` of upgrade {} could not be recorded in the state database: {e:#}; {}",
+                self.upgrade_id,
+                match kept {
+                    Ok(path) => format!("kept in {} until the database takes it", path.display()),
+                    Err(e) => format!("nor kept beside it ({e}); the status file and this log carry it"),
+                }
             ));
         }
         self.announce(terminal.status(), message, error);

@@ -100,19 +100,26 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
         backup: None,
         from_version: None,
     };
-    let outcome = attempt.run().unwrap_or_else(|err| {
-        // A failure of upgraderd's own bookkeeping: record it if the journal still can.
-        let message = format!("{err:#}");
-        journal.finish(Terminal::Failed, "Upgrade failed", Some(&message));
-        Outcome {
-            upgrade_id: upgrade_id.clone(),
-            terminal: Terminal::Failed,
-            from_version: None,
-            to_version: request.target.clone(),
-            error: Some(message),
-            backup: None,
+    let outcome = match attempt.run() {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            // Bad configuration found on the way (exit 2), or a failure of upgraderd's own
+            // bookkeeping: recorded if the journal still can.
+            let message = format!("{err:#}");
+            journal.finish(Terminal::Failed, "Upgrade failed", Some(&message));
+            if err.chain().any(|c| c.is::<crate::exit::UsageError>()) {
+                return Err(err);
+            }
+            Outcome {
+                upgrade_id: upgrade_id.clone(),
+                terminal: Terminal::Failed,
+                from_version: None,
+                to_version: request.target.clone(),
+                error: Some(message),
+                backup: None,
+            }
         }
-    });
+    };
     if !request.dry_run {
         after_terminal(config, ui, &outcome);
     }

@@ -19,7 +19,7 @@ use crate::engine::{strategy, Outcome};
 use crate::ops::process::Runner;
 use crate::states::{Status, Terminal};
 use crate::store::backup;
-use crate::store::db::{now_ms, Db, UpgradeRecord};
+use crate::store::db::{now_ms, unrecorded, Db, UpgradeRecord};
 use crate::store::lock::Lock;
 use crate::ui::Ui;
 
@@ -63,7 +63,14 @@ fn stale_cutoff(now: i64, age: Duration) -> i64 {
 
 /// Reconciles every unfinished upgrade; the caller holds the lock, so each is an orphan.
 pub fn reconcile(config: &Config, ui: &Ui, stale_after: Option<Duration>) -> Result<Vec<Outcome>> {
-    let db = Db::open(&config.db_path())?;
+    let mut db = Db::open(&config.db_path())?;
+    // Outcomes the database could not take when their upgrades ended: those upgrades are not interrupted.
+    for kept in unrecorded::record_kept(&mut db)? {
+        ui.info(format!(
+            "recorded the outcome `{}` of upgrade {} kept while the database could not take it",
+            kept.status, kept.upgrade_id
+        ));
+    }
     let cutoff = stale_after.map(|age| stale_cutoff(now_ms(), age));
     let orphans: Vec<UpgradeRecord> = db
         .unfinished()?

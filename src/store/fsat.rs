@@ -171,9 +171,23 @@ pub fn sync(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(fd)?)
 }
 
+/// How deep a tree upgraderd walks. Each level holds a handle and a stack
+/// frame, and the app controls the depth of its data: a deeper tree is an
+/// error naming the limit, never a crash.
+pub const MAX_DEPTH: usize = 1024;
+
+/// The error for a tree nested deeper than [`MAX_DEPTH`].
+pub fn too_deep() -> io::Error {
+    io::Error::other(format!("the tree is nested deeper than {MAX_DEPTH} directories"))
+}
+
 /// Removes `name` from `dir`: a file or link is unlinked, a directory emptied
 /// depth first through handles and removed. Missing is fine; nothing is followed.
 pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    remove_tree_within(dir, name, MAX_DEPTH)
+}
+
+fn remove_tree_within(dir: BorrowedFd<'_>, name: &[u8], levels_left: usize) -> io::Result<()> {
     let stat = match lstat_at(dir, name) {
         Ok(stat) => stat,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -182,7 +196,10 @@ pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     if file_type(&stat) == FileType::Directory {
         let inner = open_dir_at(dir, name)?;
         for child in read_names(inner.as_fd())? {
-            remove_tree_at(inner.as_fd(), &child)?;
+            if levels_left == 0 {
+                return Err(too_deep());
+            }
+            remove_tree_within(inner.as_fd(), &child, levels_left - 1)?;
         }
         rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
     } else {

@@ -24,4 +24,5 @@ mod owner;
 mod pull;
 mod rebuild;
 mod scenario;
+mod stack;
 mod world;

@@ -42,6 +42,17 @@ impl Scenario {
 
     /// Pushes `versions` for this scenario and starts 1.0.0 as `repo:latest` under `compose`.
     pub fn start(test: &str, versions: &[&str], compose: ComposeVersion) -> Option<Scenario> {
+        Scenario::start_with(test, versions, compose, &single_app, &["up", "-d"])
+    }
+
+    /// Like [`Scenario::start`], with the compose file `layout(repo, port, prefix)` writes and started by `up`.
+    pub fn start_with(
+        test: &str,
+        versions: &[&str],
+        compose: ComposeVersion,
+        layout: &dyn Fn(&str, u16, &str) -> String,
+        up: &[&str],
+    ) -> Option<Scenario> {
         let (world, name, docker_config) = Scenario::enter(test, compose)?;
         let repo = format!("{}/{name}/app", world.registry);
         for version in versions {
@@ -58,15 +69,7 @@ impl Scenario {
         fs::create_dir_all(&dir).unwrap();
         let port = free_port();
         // `version:` keeps compose v1 on the v3 format; compose v2 accepts it (and says it is obsolete).
-        fs::write(
-            dir.join("docker-compose.yml"),
-            format!(
-                "version: '3.7'\nservices:\n  app:\n    image: {repo}:latest\n    restart: unless-stopped\n    ports:\n      - \"127.0.0.1:{port}:3001\"\n    \
-                 volumes:\n      - appdata:/data\n    env_file: app.env\n    labels:\n      upgraderd-e2e: {prefix}\nvolumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n",
-                prefix = world.prefix
-            ),
-        )
-        .unwrap();
+        fs::write(dir.join("docker-compose.yml"), layout(&repo, port, &world.prefix)).unwrap();
         fs::write(
             dir.join("docker-compose.prod.yml"),
             "version: '3.7'\nservices:\n  app:\n    environment:\n      OVERLAY: from-overlay\n",
@@ -75,7 +78,7 @@ impl Scenario {
         fs::write(dir.join("app.env"), "GREETING=hello-from-env-file\n").unwrap();
         let files = vec!["docker-compose.yml", "docker-compose.prod.yml"];
         let scenario = Scenario { name, repo, dir, port, sandbox, files, compose_version: compose, docker_config };
-        scenario.compose(&["up", "-d"]);
+        scenario.compose(up);
         scenario.wait_version("1.0.0");
         scenario.seed();
         Some(scenario)
@@ -110,10 +113,17 @@ impl Scenario {
         self.compose_version.command(self.docker_config.as_deref(), &self.dir, argv)
     }
 
+    /// The primary service's (`app`) container.
     pub fn container(&self) -> String {
-        let out =
-            must(&["docker", "ps", "-aq", "--filter", &format!("label=com.docker.compose.project={}", self.name)]);
-        out.lines().next().expect("the service has a container").to_string()
+        self.service_container("app").expect("the app service has a container")
+    }
+
+    /// The container compose runs for `service`, when there is one.
+    pub fn service_container(&self, service: &str) -> Option<String> {
+        let project = format!("label=com.docker.compose.project={}", self.name);
+        let service = format!("label=com.docker.compose.service={service}");
+        let out = must(&["docker", "ps", "-aq", "--filter", &project, "--filter", &service]);
+        out.lines().next().map(str::to_string)
     }
 
     pub fn health(&self) -> Option<Value> {
@@ -230,6 +240,14 @@ impl Scenario {
         all.extend_from_slice(args);
         self.sandbox.run(&all).success().json()
     }
+}
+
+/// The app alone: one service, its data in a named volume, a port on loopback.
+pub fn single_app(repo: &str, port: u16, prefix: &str) -> String {
+    format!(
+        "version: '3.7'\nservices:\n  app:\n    image: {repo}:latest\n    restart: unless-stopped\n    ports:\n      - \"127.0.0.1:{port}:3001\"\n    \
+         volumes:\n      - appdata:/data\n    env_file: app.env\n    labels:\n      upgraderd-e2e: {prefix}\nvolumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n"
+    )
 }
 
 impl Drop for Scenario {

@@ -10,6 +10,10 @@
 //! - `wrong-version`: reports `APP_REPORTED_VERSION` instead of its own;
 //! - `migrate-crash`: migrates the schema to 2, then exits 1.
 //!
+//! `$APP_ROLE` (set in the compose file) makes the same image a `worker` (opens
+//! the data, serves nothing, runs until stopped) or a one-shot `migrate` job
+//! (opens and migrates the data, exits 0); `web` (the default) serves.
+//!
 //! Every version refuses to start on a schema newer than it knows, which is
 //! why a rollback must restore the data for the old version to come back.
 //! Every version exits at SIGTERM, as a service should: as PID 1 of its
@@ -59,6 +63,21 @@ fn main() {
     if behavior == "migrate-crash" {
         eprintln!("migrated, now crashing");
         std::process::exit(1);
+    }
+    match env("APP_ROLE", "web").as_str() {
+        // A one-shot migration job: the schema is where this version wants it; done.
+        "migrate" => {
+            eprintln!("migrated to schema {target_schema}");
+            std::process::exit(0);
+        }
+        // A worker on the same image and data: no port, runs until stopped.
+        "worker" => {
+            eprintln!("working");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        _ => {}
     }
     let reported = if behavior == "wrong-version" { env("APP_REPORTED_VERSION", "0.0.1") } else { version.clone() };
     let listener = TcpListener::bind(("0.0.0.0", env("APP_PORT", "3001").parse().unwrap_or(3001))).expect("bind");

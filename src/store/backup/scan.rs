@@ -160,6 +160,10 @@ fn scan_dir(dir: BorrowedFd<'_>, root: usize, relative: &[u8], plan: &mut Plan) 
         };
         let sqlite = seen == Seen::File && is_sqlite(dir, &name, size);
         plan.items.push(Item { root, relative: child.clone(), seen, size, sqlite });
+        if seen == Seen::Dir && child.split(|b| *b == b'/').count() > fsat::MAX_DEPTH {
+            return Err(fsat::too_deep())
+                .with_context(|| format!("cannot back up {}", plan_path(plan, root, &child).display()));
+        }
         if seen == Seen::Dir {
             match fsat::open_dir_at(dir, &name) {
                 Ok(handle) => scan_dir(handle.as_fd(), root, &child, plan)?,

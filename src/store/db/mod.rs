@@ -10,6 +10,7 @@
 mod history;
 mod requests;
 mod schema;
+pub mod unrecorded;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
