@@ -415,6 +415,9 @@ fn a_request_whose_daemon_was_killed_before_the_switch_runs_again_under_its_id()
     drop(w);
     let d = d.with("SLOW_PULL", "0");
     let w = Watcher::start(&d);
+    // The request runs again: the app is never told `failed` on the way.
+    let seen = status(&d).unwrap_or_default();
+    assert!(!(seen["upgradeId"] == "again-1" && seen["status"] == "failed"), "{seen}");
     wait_status(&d, &w, Some("again-1"), "complete");
     assert_eq!(d.running_version(), "2.0.0");
     let row = d.last_history();

@@ -17,7 +17,7 @@ use crate::engine::rollback::{restore_previous, Restored};
 use crate::engine::status::open_status_file;
 use crate::engine::{strategy, Outcome};
 use crate::ops::process::Runner;
-use crate::states::{Status, Terminal};
+use crate::states::{RequestState, Status, Terminal};
 use crate::store::backup;
 use crate::store::db::{now_ms, unrecorded, Db, UpgradeRecord};
 use crate::store::lock::Lock;
@@ -94,10 +94,13 @@ pub fn reconcile(config: &Config, ui: &Ui, stale_after: Option<Duration>) -> Res
 }
 
 fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outcome> {
-    let status_file = open_status_file(config, ui);
+    let db = Db::open(&config.db_path())?;
+    // A request from the app interrupted before its switch runs again under its id: telling the
+    // app `failed` in between would read as the end of its upgrade.
+    let runs_again = !record.switched && db.request_state(&record.id)? == Some(RequestState::Running);
+    let status_file = if runs_again { None } else { open_status_file(config, ui) };
     let to_version = record.to_version.clone().unwrap_or_else(|| "latest".into());
-    let mut journal = Journal::new(Db::open(&config.db_path())?, &record.id, ui, status_file, &to_version)
-        .with_reserve(keep_room(config, ui));
+    let mut journal = Journal::new(db, &record.id, ui, status_file, &to_version).with_reserve(keep_room(config, ui));
     journal.set_versions(record.from_version.as_deref(), &to_version);
     let plan = plan(record);
     let (terminal, message, error) = match &plan {

@@ -65,6 +65,14 @@ impl Db {
         Ok(inserted == 1)
     }
 
+    /// The state of the request behind an upgrade, when one (a trigger, a check) asked for it.
+    pub fn request_state(&self, upgrade_id: &str) -> Result<Option<RequestState>> {
+        self.conn
+            .query_row("SELECT state FROM requests WHERE upgradeId = ?1", [upgrade_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| explain(&self.path, e))
+    }
+
     /// The oldest request still waiting for its upgrade.
     pub fn next_queued(&self) -> Result<Option<QueuedRequest>> {
         self.conn
