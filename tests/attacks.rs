@@ -11,74 +11,21 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::fake_engine::Deployment;
+use common::watcher::Watcher;
 use common::Sandbox;
 use serde_json::Value;
-
-/// A running `upgraderd watch`, killed when dropped.
-struct Watcher {
-    child: std::cell::RefCell<Child>,
-    log: PathBuf,
-}
-
-impl Watcher {
-    fn start(d: &Deployment) -> Watcher {
-        let log = d.sb.path().join("watch.log");
-        let child = d.sb.command(&["watch"]).stdout(Stdio::null()).stderr(fs::File::create(&log).unwrap()).spawn();
-        let w = Watcher { child: std::cell::RefCell::new(child.expect("watch starts")), log };
-        w.wait_for_log("watching ");
-        w
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    #[track_caller]
-    fn wait_for_log(&self, needle: &str) {
-        common::wait(format!("{needle:?} in the daemon's log"))
-            .within(Duration::from_secs(60))
-            .showing(|| self.log())
-            .until_true(|| self.log().contains(needle));
-    }
-
-    fn is_alive(&self) -> bool {
-        self.child.borrow_mut().try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let child = self.child.get_mut();
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-fn trigger_dir(d: &Deployment) -> PathBuf {
-    d.sb.path().join("trigger")
-}
-
-fn write_trigger(d: &Deployment, bytes: &[u8]) {
-    let tmp = trigger_dir(d).join(".upgrade-trigger.tmp");
-    fs::write(&tmp, bytes).unwrap();
-    fs::rename(&tmp, trigger_dir(d).join(".upgrade-trigger")).unwrap();
-}
-
-fn status(d: &Deployment) -> Option<Value> {
-    serde_json::from_slice(&fs::read(trigger_dir(d).join(".upgrade-status.json")).ok()?).ok()
-}
 
 #[track_caller]
 fn wait_status(d: &Deployment, w: &Watcher, upgrade_id: &str, states: &[&str]) -> Value {
     common::wait(format!("status {states:?} for {upgrade_id}"))
         .within(Duration::from_secs(60))
-        .showing(|| format!("status: {:?}\nlog:\n{}", status(d), w.log()))
+        .showing(|| format!("status: {:?}\nlog:\n{}", d.status(), w.log()))
         .until(|| {
-            status(d).filter(|s| s["upgradeId"] == upgrade_id && states.iter().any(|state| s["status"] == *state))
+            d.status().filter(|s| s["upgradeId"] == upgrade_id && states.iter().any(|state| s["status"] == *state))
         })
 }
 
@@ -160,7 +107,7 @@ fn a_symlinked_data_path_is_not_backed_up_as_an_empty_archive() {
 fn a_refused_latest_leaves_the_services_tag_on_the_running_image() {
     let d = Deployment::new().with("UPGRADERD_POLICY", "patch");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"latest-1","version":"latest"}"#);
+    d.write_trigger(br#"{"upgradeId":"latest-1","version":"latest"}"#);
     let refused = wait_status(&d, &w, "latest-1", &["failed"]);
     assert!(refused["error"].as_str().unwrap_or_default().contains("beyond UPGRADERD_POLICY=patch"), "{refused}");
     assert_eq!(d.running_version(), "1.0.0");
@@ -194,7 +141,7 @@ impl Drop for Immutable {
 fn an_outcome_the_database_could_not_take_is_never_rolled_back_later() {
     let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "3s");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"imm-1","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"imm-1","version":"2.0.0"}"#);
     wait_status(&d, &w, "imm-1", &["health_check"]);
     let db = d.sb.path().join("state-dir/upgraderd.db");
     let Some(frozen) = Immutable::set(&db) else {
@@ -206,7 +153,7 @@ fn an_outcome_the_database_could_not_take_is_never_rolled_back_later() {
     assert_eq!(done["status"], "complete", "{done}");
     fs::write(d.sb.path().join("data/written-after-the-upgrade"), "the app's new data").unwrap();
     // The next request; the version it asks for does not matter, only what happens to imm-1.
-    write_trigger(&d, br#"{"upgradeId":"imm-2","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"imm-2","version":"2.0.0"}"#);
     w.wait_for_log("upgrade imm-2 ended");
     assert_eq!(d.running_version(), "2.0.0", "the healthy upgrade was rolled back:\n{}", w.log());
     assert!(d.sb.path().join("data/written-after-the-upgrade").exists(), "the app's data since was lost");
@@ -221,29 +168,29 @@ fn an_outcome_the_database_could_not_take_is_never_rolled_back_later() {
 #[test]
 fn a_deep_directory_planted_as_a_rejected_trigger_neither_kills_the_daemon_nor_lingers() {
     let d = Deployment::new();
-    deep_tree(&trigger_dir(&d), ".upgrade-trigger.rejected", 30_000);
-    fs::create_dir(trigger_dir(&d).join(".upgrade-trigger")).unwrap();
+    deep_tree(&d.trigger_dir(), ".upgrade-trigger.rejected", 30_000);
+    fs::create_dir(d.trigger_dir().join(".upgrade-trigger")).unwrap();
     let w = Watcher::start(&d);
     w.wait_for_log("trigger rejected");
-    write_trigger(&d, br#"{"upgradeId":"after-deep","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"after-deep","version":"2.0.0"}"#);
     let alive =
         common::wait("the next trigger to be taken").within(Duration::from_secs(30)).showing(|| w.log()).until(|| {
             if !w.is_alive() {
                 return Some(false);
             }
-            status(&d).is_some_and(|s| s["upgradeId"] == "after-deep").then_some(true)
+            d.status().is_some_and(|s| s["upgradeId"] == "after-deep").then_some(true)
         });
     let log = w.log();
     drop(w);
     // The planted tree may have been moved aside (hidden) rather than removed: remove every rejected name.
-    for entry in fs::read_dir(trigger_dir(&d)).unwrap() {
+    for entry in fs::read_dir(d.trigger_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name().unwrap().to_string_lossy().contains(".upgrade-trigger.rejected") {
             remove_deep(&path);
         }
     }
     assert!(alive, "the daemon died:\n{log}");
-    assert!(!trigger_dir(&d).join("..upgrade-trigger.claimed").exists(), "the claim lingers:\n{log}");
+    assert!(!d.trigger_dir().join("..upgrade-trigger.claimed").exists(), "the claim lingers:\n{log}");
 }
 
 /// "never crash": the new version (the app) makes a deep directory tree in its data
@@ -258,7 +205,7 @@ fn a_deep_tree_made_by_a_failing_version_does_not_abort_its_rollback() {
         .with("UPGRADERD_HEALTH_TIMEOUT", "4s");
     deep_tree(d.sb.path(), "prepared", 5_000);
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"deep-rb","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"deep-rb","version":"2.0.0"}"#);
     wait_status(&d, &w, "deep-rb", &["health_check"]);
     fs::rename(d.sb.path().join("prepared"), d.sb.path().join("data/made-by-2.0.0")).unwrap();
     let ended = common::wait("the rollback to end or the daemon to die")
@@ -268,7 +215,7 @@ fn a_deep_tree_made_by_a_failing_version_does_not_abort_its_rollback() {
             if !w.is_alive() {
                 return Some(None);
             }
-            status(&d).filter(|s| s["status"] == "rolled_back" || s["status"] == "failed").map(Some)
+            d.status().filter(|s| s["status"] == "rolled_back" || s["status"] == "failed").map(Some)
         });
     let log = w.log();
     drop(w);
@@ -286,7 +233,7 @@ fn a_deep_tree_made_by_a_failing_version_does_not_abort_its_rollback() {
 #[test]
 fn a_spool_file_that_cannot_be_claimed_is_rejected_or_reported_never_skipped_silently() {
     let d = Deployment::new();
-    let spool = trigger_dir(&d).join(".upgrade-trigger.d");
+    let spool = d.trigger_dir().join(".upgrade-trigger.d");
     fs::create_dir(&spool).unwrap();
     let long = format!("{}.json", "1".repeat(245));
     fs::write(spool.join(&long), br#"{"upgradeId":"long-name","version":"2.0.0"}"#).unwrap();

@@ -7,80 +7,13 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::fake_engine::Deployment;
+use common::watcher::Watcher;
 use serde_json::Value;
-
-/// A running `upgraderd watch`, stopped (SIGKILL) when dropped.
-struct Watcher {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Watcher {
-    fn start(d: &Deployment) -> Watcher {
-        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let log = d.sb.path().join(format!("watch-{n}.log"));
-        let child =
-            d.sb.command(&["watch"])
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("watch starts");
-        let w = Watcher { child, log };
-        w.wait_for_log("watching ");
-        w
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    #[track_caller]
-    fn wait_for_log(&self, needle: &str) {
-        wait_for(&format!("{needle:?} in the daemon's log"), || self.log().contains(needle).then_some(()), &|| {
-            self.log()
-        });
-    }
-
-    #[track_caller]
-    fn wait_for_log_count(&self, needle: &str, count: usize) {
-        wait_for(
-            &format!("{count} times {needle:?} in the daemon's log"),
-            || (self.log().matches(needle).count() >= count).then_some(()),
-            &|| self.log(),
-        );
-    }
-
-    fn signal(&self, signal: i32) {
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-
-    /// SIGTERM, then the exit code (within `within`).
-    #[track_caller]
-    fn stop(mut self, within: Duration) -> i32 {
-        self.signal(libc::SIGTERM);
-        let log = self.log.clone();
-        let child = &mut self.child;
-        common::wait("watch to stop")
-            .within(within)
-            .showing(|| fs::read_to_string(&log).unwrap_or_default())
-            .until(|| child.try_wait().unwrap())
-            .code()
-            .unwrap_or(-1)
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[track_caller]
 fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>, context: &dyn Fn() -> String) -> T {
@@ -97,28 +30,13 @@ fn wait_for_within<T>(
     common::wait(what).within(limit).every(Duration::from_millis(10)).showing(context).until(probe)
 }
 
-fn trigger_dir(d: &Deployment) -> PathBuf {
-    d.sb.path().join("trigger")
-}
-
-/// Writes the trigger the way the app should: a temp file renamed into place.
-fn write_trigger(d: &Deployment, bytes: &[u8]) {
-    let tmp = trigger_dir(d).join(".upgrade-trigger.tmp");
-    fs::write(&tmp, bytes).unwrap();
-    fs::rename(&tmp, trigger_dir(d).join(".upgrade-trigger")).unwrap();
-}
-
-fn status(d: &Deployment) -> Option<Value> {
-    serde_json::from_slice(&fs::read(trigger_dir(d).join(".upgrade-status.json")).ok()?).ok()
-}
-
 /// Waits until the status file shows `upgrade_id` in `state`.
 #[track_caller]
 fn wait_status(d: &Deployment, w: &Watcher, upgrade_id: Option<&str>, state: &str) -> Value {
     wait_for(
         &format!("status {state} for {upgrade_id:?}"),
-        || status(d).filter(|s| s["status"] == state && upgrade_id.is_none_or(|id| s["upgradeId"] == id)),
-        &|| format!("status: {:?}\nlog:\n{}", status(d), w.log()),
+        || d.status().filter(|s| s["status"] == state && upgrade_id.is_none_or(|id| s["upgradeId"] == id)),
+        &|| format!("status: {:?}\nlog:\n{}", d.status(), w.log()),
     )
 }
 
@@ -134,12 +52,12 @@ fn requests(d: &Deployment) -> Vec<(String, String, Option<String>)> {
 fn a_meshmonitor_trigger_becomes_an_upgrade_and_the_status_file_follows_it() {
     let d = Deployment::new();
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"ui-42","version":"2.0.0","backup":true,"timestamp":1736000000000}"#);
+    d.write_trigger(br#"{"upgradeId":"ui-42","version":"2.0.0","backup":true,"timestamp":1736000000000}"#);
     let done = wait_status(&d, &w, Some("ui-42"), "complete");
     assert_eq!(done["fromVersion"], "1.0.0");
     assert_eq!(done["toVersion"], "2.0.0");
     assert_eq!(done["progress"], 100);
-    assert!(!trigger_dir(&d).join(".upgrade-trigger").exists(), "the trigger was consumed");
+    assert!(!d.trigger_dir().join(".upgrade-trigger").exists(), "the trigger was consumed");
     let row = d.last_history();
     assert_eq!((row["upgradeId"].as_str(), row["initiatedBy"].as_str()), (Some("ui-42"), Some("trigger")));
     assert_eq!(d.running_version(), "2.0.0");
@@ -151,7 +69,7 @@ fn a_meshmonitor_trigger_becomes_an_upgrade_and_the_status_file_follows_it() {
 fn an_opentrace_plain_trigger_upgrades_to_the_latest_version() {
     let d = Deployment::new();
     // Written in place, not renamed: the daemon waits for it to settle.
-    fs::write(trigger_dir(&d).join(".upgrade-trigger"), "update_requested\n").unwrap();
+    fs::write(d.trigger_dir().join(".upgrade-trigger"), "update_requested\n").unwrap();
     let w = Watcher::start(&d);
     let done = wait_status(&d, &w, None, "complete");
     assert_eq!(done["toVersion"], "2.0.0", "latest resolved through the image's version label");
@@ -161,7 +79,7 @@ fn an_opentrace_plain_trigger_upgrades_to_the_latest_version() {
 #[test]
 fn hostile_triggers_are_rejected_without_being_followed_and_the_daemon_carries_on() {
     let d = Deployment::new();
-    let dir = trigger_dir(&d);
+    let dir = d.trigger_dir();
     let secret = d.sb.path().join("root-only");
     fs::write(&secret, "SECRET").unwrap();
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
@@ -182,9 +100,9 @@ fn hostile_triggers_are_rejected_without_being_followed_and_the_daemon_carries_o
         let recorded = wait_for(&format!("rejection for {reason:?}"), rejected, &|| w.log());
         assert!(recorded.contains(reason), "recorded {recorded:?}, expected {reason:?}");
         let reported = || {
-            status(&d).filter(|s| s["status"] == "failed" && s["error"].as_str().is_some_and(|e| e.contains(reason)))
+            d.status().filter(|s| s["status"] == "failed" && s["error"].as_str().is_some_and(|e| e.contains(reason)))
         };
-        wait_for(&format!("the status file to report {reason:?}"), reported, &|| format!("{:?}", status(&d)));
+        wait_for(&format!("the status file to report {reason:?}"), reported, &|| format!("{:?}", d.status()));
     };
     expect_rejection(&|p| std::os::unix::fs::symlink(&secret, p).unwrap(), "the trigger is a symlink");
     expect_rejection(
@@ -209,7 +127,7 @@ fn hostile_triggers_are_rejected_without_being_followed_and_the_daemon_carries_o
     let rejected = requests(&d).into_iter().filter(|r| r.1 == "rejected").count();
     assert_eq!(rejected, 8);
     // Still responsive: a good trigger after all that upgrades.
-    write_trigger(&d, br#"{"upgradeId":"after-abuse","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"after-abuse","version":"2.0.0"}"#);
     wait_status(&d, &w, Some("after-abuse"), "complete");
     assert_eq!(d.running_version(), "2.0.0");
 }
@@ -218,7 +136,7 @@ fn hostile_triggers_are_rejected_without_being_followed_and_the_daemon_carries_o
 fn disabled_upgrades_reject_triggers_with_the_reason() {
     let d = Deployment::new().with("UPGRADERD_ENABLED", "false");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"no-1","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"no-1","version":"2.0.0"}"#);
     let s = wait_status(&d, &w, Some("no-1"), "failed");
     assert!(s["error"].as_str().unwrap().contains("UPGRADERD_ENABLED=false"), "{s}");
     assert_eq!(d.running_version(), "1.0.0");
@@ -229,7 +147,7 @@ fn disabled_upgrades_reject_triggers_with_the_reason() {
 fn a_burst_of_a_thousand_triggers_is_all_recorded_or_rejected() {
     let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "0");
     let w = Watcher::start(&d);
-    let trigger = trigger_dir(&d).join(".upgrade-trigger");
+    let trigger = d.trigger_dir().join(".upgrade-trigger");
     let mut valid = Vec::new();
     for i in 0..1000 {
         // The app's side: wait until the previous trigger was taken, then write the next.
@@ -238,13 +156,13 @@ fn a_burst_of_a_thousand_triggers_is_all_recorded_or_rejected() {
             // Valid requests for a tag the registry lacks: each is recorded and fails its preflight.
             0 => {
                 let id = format!("burst-{i}");
-                write_trigger(&d, format!(r#"{{"upgradeId":"{id}","version":"9.9.{i}"}}"#).as_bytes());
+                d.write_trigger(format!(r#"{{"upgradeId":"{id}","version":"9.9.{i}"}}"#).as_bytes());
                 valid.push(id);
             }
             // A repeat of a request already taken is recognised by its id.
-            1 => write_trigger(&d, format!(r#"{{"upgradeId":"burst-{}","version":"9.9.0"}}"#, i - 1).as_bytes()),
-            2..=5 => write_trigger(&d, format!(r#"{{"version":"../{i}"}}"#).as_bytes()),
-            _ => write_trigger(&d, format!("{{\"version\": {i}}}").as_bytes()),
+            1 => d.write_trigger(format!(r#"{{"upgradeId":"burst-{}","version":"9.9.0"}}"#, i - 1).as_bytes()),
+            2..=5 => d.write_trigger(format!(r#"{{"version":"../{i}"}}"#).as_bytes()),
+            _ => d.write_trigger(format!("{{\"version\": {i}}}").as_bytes()),
         }
     }
     wait_for("the last trigger to be claimed", || (!trigger.exists()).then_some(()), &|| w.log());
@@ -260,7 +178,7 @@ fn a_burst_of_a_thousand_triggers_is_all_recorded_or_rejected() {
     assert_eq!(all.iter().filter(|r| r.1 == "rejected").count(), 800);
     assert_eq!(w.log().matches("duplicate ignored").count(), 100);
     // Responsive after the burst.
-    write_trigger(&d, br#"{"upgradeId":"after-burst","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"after-burst","version":"2.0.0"}"#);
     wait_status(&d, &w, Some("after-burst"), "complete");
 }
 
@@ -269,9 +187,9 @@ fn a_trigger_written_during_an_upgrade_runs_after_it() {
     // The second trigger re-installs 2.0.0, which takes a `force` the operator allows.
     let d = Deployment::new().with("SLOW_PULL", "2").with("UPGRADERD_TRIGGER_MAY_FORCE", "true");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"first","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"first","version":"2.0.0"}"#);
     wait_status(&d, &w, Some("first"), "downloading");
-    write_trigger(&d, br#"{"upgradeId":"second","version":"2.0.0","force":true}"#);
+    d.write_trigger(br#"{"upgradeId":"second","version":"2.0.0","force":true}"#);
     w.wait_for_log("upgrade second to 2.0.0 queued behind the running upgrade");
     wait_status(&d, &w, Some("second"), "complete");
     let history = d.sb.run(&["--json", "history"]).success().json();
@@ -284,11 +202,11 @@ fn a_trigger_written_during_an_upgrade_runs_after_it() {
 fn sigterm_before_the_switch_abandons_the_upgrade_and_changes_nothing() {
     let d = Deployment::new().with("SLOW_PULL", "30");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"stop-early","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"stop-early","version":"2.0.0"}"#);
     wait_status(&d, &w, Some("stop-early"), "downloading");
     let code = w.stop(Duration::from_secs(15));
     assert_eq!(code, 0);
-    let s = status(&d).unwrap();
+    let s = d.status().unwrap();
     assert_eq!(s["status"], "failed");
     assert!(s["error"].as_str().unwrap().contains("before the switch"), "{s}");
     assert_eq!(d.running_version(), "1.0.0");
@@ -299,10 +217,10 @@ fn sigterm_before_the_switch_abandons_the_upgrade_and_changes_nothing() {
 fn sigterm_after_the_switch_lets_the_health_gate_finish() {
     let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "2s");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"stop-late","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"stop-late","version":"2.0.0"}"#);
     wait_status(&d, &w, Some("stop-late"), "health_check");
     assert_eq!(w.stop(Duration::from_secs(20)), 0);
-    assert_eq!(status(&d).unwrap()["status"], "complete");
+    assert_eq!(d.status().unwrap()["status"], "complete");
     assert_eq!(d.running_version(), "2.0.0");
 }
 
@@ -311,8 +229,8 @@ fn kill_upgrade_at(d: &Deployment, step: &str) {
     let mut child = d.sb.command(&["upgrade", "--to", "2.0.0"]).stderr(Stdio::null()).spawn().unwrap();
     wait_for(
         &format!("the upgrade to reach {step}"),
-        || status(d).filter(|s| s["status"] == step).map(|_| ()),
-        &|| format!("{:?}", status(d)),
+        || d.status().filter(|s| s["status"] == step).map(|_| ()),
+        &|| format!("{:?}", d.status()),
     );
     child.kill().unwrap();
     child.wait().unwrap();
@@ -329,7 +247,7 @@ fn an_upgrader_killed_before_the_switch_is_recorded_failed_on_restart() {
     let row = d.last_history();
     assert_eq!(row["status"], "failed");
     assert!(row["errorMessage"].as_str().unwrap().contains("before the new version was started"));
-    assert_eq!(status(&d).unwrap()["status"], "failed");
+    assert_eq!(d.status().unwrap()["status"], "failed");
     assert_eq!(d.running_version(), "1.0.0");
     assert_eq!(d.data(), before);
 }
@@ -346,7 +264,7 @@ fn an_upgrader_killed_after_the_switch_is_rolled_back_with_its_data_on_restart()
     w.wait_for_log("recovered upgrade");
     let row = d.last_history();
     assert_eq!(row["status"], "rolled_back", "{row}");
-    assert_eq!(status(&d).unwrap()["status"], "rolled_back");
+    assert_eq!(d.status().unwrap()["status"], "rolled_back");
     assert_eq!(d.running_version(), "1.0.0");
     assert_eq!(d.data(), before);
 }
@@ -371,7 +289,7 @@ fn the_app_side_examples_request_an_upgrade_and_follow_it() {
     let w = Watcher::start(&d);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/app-side");
     let out = std::process::Command::new(examples.join("request-upgrade.sh"))
-        .arg(trigger_dir(&d))
+        .arg(d.trigger_dir())
         .arg("2.0.0")
         .output()
         .unwrap();
@@ -393,7 +311,7 @@ for _ in range(300):
     time.sleep(0.1)
 "#,
         examples = examples.display().to_string(),
-        dir = trigger_dir(&d).display().to_string()
+        dir = d.trigger_dir().display().to_string()
     );
     let out = std::process::Command::new("python3").args(["-c", &python]).output();
     match out {
@@ -409,14 +327,14 @@ for _ in range(300):
 fn a_request_whose_daemon_was_killed_before_the_switch_runs_again_under_its_id() {
     let d = Deployment::new().with("SLOW_PULL", "30");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"again-1","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"again-1","version":"2.0.0"}"#);
     wait_status(&d, &w, Some("again-1"), "downloading");
     w.signal(libc::SIGKILL);
     drop(w);
     let d = d.with("SLOW_PULL", "0");
     let w = Watcher::start(&d);
     // The request runs again: the app is never told `failed` on the way.
-    let seen = status(&d).unwrap_or_default();
+    let seen = d.status().unwrap_or_default();
     assert!(!(seen["upgradeId"] == "again-1" && seen["status"] == "failed"), "{seen}");
     wait_status(&d, &w, Some("again-1"), "complete");
     assert_eq!(d.running_version(), "2.0.0");
@@ -439,7 +357,7 @@ fn the_periodic_check_writes_the_banner_and_upgrades_when_allowed_to() {
     assert_eq!(done["toVersion"], "2.0.0");
     assert_eq!(d.last_history()["initiatedBy"], "check-version");
     let banner: Value =
-        serde_json::from_slice(&fs::read(trigger_dir(&d).join(".upgrade-available.json")).unwrap()).unwrap();
+        serde_json::from_slice(&fs::read(d.trigger_dir().join(".upgrade-available.json")).unwrap()).unwrap();
     // Checks run every second, so the banner may already be a later check's; the upgrade's row
     // keeps what the first check saw: 1.0.0 running, 2.0.0 offered.
     assert_eq!(banner["latestVersion"], "2.0.0");
@@ -449,7 +367,7 @@ fn the_periodic_check_writes_the_banner_and_upgrades_when_allowed_to() {
         "a check after the upgrade",
         || {
             let b: Value =
-                serde_json::from_slice(&fs::read(trigger_dir(&d).join(".upgrade-available.json")).ok()?).ok()?;
+                serde_json::from_slice(&fs::read(d.trigger_dir().join(".upgrade-available.json")).ok()?).ok()?;
             (b["currentVersion"] == "2.0.0").then_some(())
         },
         &|| w.log(),
@@ -471,19 +389,19 @@ fn check_version_upgrade_runs_the_upgrade_in_process() {
 fn the_apps_trigger_is_bound_by_the_operators_policy_and_cannot_force_past_it() {
     let d = Deployment::new().with("UPGRADERD_POLICY", "patch");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"p1","version":"2.0.0"}"#);
+    d.write_trigger(br#"{"upgradeId":"p1","version":"2.0.0"}"#);
     let refused = wait_status(&d, &w, Some("p1"), "failed");
     assert!(refused["error"].as_str().unwrap().contains("beyond UPGRADERD_POLICY=patch"), "{refused}");
-    write_trigger(&d, br#"{"upgradeId":"p2","version":"2.0.0","force":true}"#);
+    d.write_trigger(br#"{"upgradeId":"p2","version":"2.0.0","force":true}"#);
     let forced = wait_status(&d, &w, Some("p2"), "failed");
     assert!(forced["error"].as_str().unwrap().contains("beyond UPGRADERD_POLICY=patch"), "{forced}");
     let logs = forced["logs"].to_string();
     assert!(logs.contains("asked to force the upgrade; ignored (set UPGRADERD_TRIGGER_MAY_FORCE=true"), "{logs}");
     // `latest` is checked once the download says which version it is.
-    write_trigger(&d, b"update_requested");
+    d.write_trigger(b"update_requested");
     let latest = wait_for(
         "the latest request to end",
-        || status(&d).filter(|s| s["status"] == "failed" && s["upgradeId"] != "p2"),
+        || d.status().filter(|s| s["status"] == "failed" && s["upgradeId"] != "p2"),
         &|| w.log(),
     );
     assert!(latest["error"].as_str().unwrap().contains("2.0.0: beyond UPGRADERD_POLICY=patch"), "{latest}");
@@ -499,7 +417,7 @@ fn the_apps_trigger_is_bound_by_the_operators_policy_and_cannot_force_past_it() 
 fn the_apps_trigger_cannot_downgrade_or_skip_the_backup_unless_the_operator_opts_in() {
     let d = Deployment::new().with("UPGRADERD_CURRENT_VERSION", "3.0.0").with("UPGRADERD_POLICY", "major");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"d1","version":"2.0.0","force":true,"backup":false}"#);
+    d.write_trigger(br#"{"upgradeId":"d1","version":"2.0.0","force":true,"backup":false}"#);
     let refused = wait_status(&d, &w, Some("d1"), "failed");
     assert!(refused["error"].as_str().unwrap().contains("older than the running 3.0.0"), "{refused}");
     assert_eq!(d.running_version(), "1.0.0");
@@ -507,7 +425,7 @@ fn the_apps_trigger_cannot_downgrade_or_skip_the_backup_unless_the_operator_opts
 
     let d = d.with("UPGRADERD_TRIGGER_MAY_FORCE", "true");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"d2","version":"2.0.0","force":true,"backup":false}"#);
+    d.write_trigger(br#"{"upgradeId":"d2","version":"2.0.0","force":true,"backup":false}"#);
     let done = wait_status(&d, &w, Some("d2"), "complete");
     let logs = done["logs"].to_string();
     assert!(logs.contains("asked to skip the backup; ignored (set UPGRADERD_TRIGGER_MAY_SKIP_BACKUP=true"), "{logs}");
@@ -516,7 +434,7 @@ fn the_apps_trigger_cannot_downgrade_or_skip_the_backup_unless_the_operator_opts
 
     let d = d.with("UPGRADERD_TRIGGER_MAY_SKIP_BACKUP", "true").with("UPGRADERD_CURRENT_VERSION", "1.0.0");
     let w = Watcher::start(&d);
-    write_trigger(&d, br#"{"upgradeId":"d3","version":"2.0.0","force":true,"backup":false}"#);
+    d.write_trigger(br#"{"upgradeId":"d3","version":"2.0.0","force":true,"backup":false}"#);
     wait_status(&d, &w, Some("d3"), "complete");
     assert!(d.last_history()["backupPath"].is_null(), "the operator allowed the app to skip the backup");
 }
@@ -531,24 +449,24 @@ fn a_trigger_directory_swapped_for_a_symlink_is_refused_and_the_host_directory_i
     fs::write(host.join(".upgrade-status.json"), "host file").unwrap();
     let before = common::tree(&host);
     let moved = d.sb.path().join("trigger-moved");
-    fs::rename(trigger_dir(&d), &moved).unwrap();
-    std::os::unix::fs::symlink(&host, trigger_dir(&d)).unwrap();
+    fs::rename(d.trigger_dir(), &moved).unwrap();
+    std::os::unix::fs::symlink(&host, d.trigger_dir()).unwrap();
     w.wait_for_log("was replaced by a symlink");
     // Give the daemon several polls in which it could have claimed, rejected or written.
     w.wait_for_log_count("was replaced by a symlink", 2);
     assert_eq!(common::tree(&host), before, "nothing in the host directory was claimed, removed or written");
     assert_eq!(d.running_version(), "1.0.0");
     // Put back, the same directory is used again.
-    fs::remove_file(trigger_dir(&d)).unwrap();
-    fs::rename(&moved, trigger_dir(&d)).unwrap();
-    write_trigger(&d, br#"{"upgradeId":"after-link","version":"2.0.0"}"#);
+    fs::remove_file(d.trigger_dir()).unwrap();
+    fs::rename(&moved, d.trigger_dir()).unwrap();
+    d.write_trigger(br#"{"upgradeId":"after-link","version":"2.0.0"}"#);
     wait_status(&d, &w, Some("after-link"), "complete");
 }
 
 #[test]
 fn the_spool_form_loses_no_request_of_a_burst_written_without_waiting() {
     let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "0");
-    let spool = trigger_dir(&d).join(".upgrade-trigger.d");
+    let spool = d.trigger_dir().join(".upgrade-trigger.d");
     fs::create_dir(&spool).unwrap();
     let w = Watcher::start(&d);
     let mut valid = Vec::new();

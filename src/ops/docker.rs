@@ -273,34 +273,31 @@ impl Docker {
 
     /// The container compose runs for a service, by its labels (never a `compose run` one-off).
     pub fn service_container(&self, project: &str, service: &str) -> Result<Option<String>> {
-        let out = self.runner.run(&self.cmd([
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=com.docker.compose.project={project}"),
-            "--filter",
-            &format!("label=com.docker.compose.service={service}"),
-            "--filter",
-            "label=com.docker.compose.oneoff=False",
-            "--format",
-            "{{.ID}}",
-        ]))?;
-        Ok(out.stdout_text().lines().next().map(str::to_string))
+        let service = format!("label=com.docker.compose.service={service}");
+        Ok(self.project_container_ids(project, Some(&service))?.into_iter().next())
+    }
+
+    /// The ids of a compose project's containers (one-offs of `compose run` left out), with one more filter.
+    fn project_container_ids(&self, project: &str, filter: Option<&str>) -> Result<Vec<String>> {
+        let mut args = vec![
+            "ps".to_string(),
+            "-a".into(),
+            "--filter".into(),
+            format!("label=com.docker.compose.project={project}"),
+            "--filter".into(),
+            "label=com.docker.compose.oneoff=False".into(),
+        ];
+        if let Some(filter) = filter {
+            args.extend(["--filter".to_string(), filter.to_string()]);
+        }
+        args.extend(["--format".to_string(), "{{.ID}}".to_string()]);
+        let out = self.runner.run(&self.cmd(args))?;
+        Ok(out.stdout_text().lines().map(str::to_string).collect())
     }
 
     /// Every container of a compose project (one-offs of `compose run` left out), inspected.
     pub fn project_containers(&self, project: &str) -> Result<Vec<Container>> {
-        let out = self.runner.run(&self.cmd([
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=com.docker.compose.project={project}"),
-            "--filter",
-            "label=com.docker.compose.oneoff=False",
-            "--format",
-            "{{.ID}}",
-        ]))?;
-        let ids: Vec<String> = out.stdout_text().lines().map(str::to_string).collect();
+        let ids = self.project_container_ids(project, None)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }

@@ -211,6 +211,23 @@ impl Deployment {
         self.sb.run(&["--json", "history", "--limit", "1"]).success().json()["history"][0].clone()
     }
 
+    /// The directory the deployment shares with upgraderd (UPGRADERD_TRIGGER_DIR).
+    pub fn trigger_dir(&self) -> std::path::PathBuf {
+        self.sb.path().join("trigger")
+    }
+
+    /// Writes the trigger the way the app should: a temp file renamed into place.
+    pub fn write_trigger(&self, bytes: &[u8]) {
+        let tmp = self.trigger_dir().join(".upgrade-trigger.tmp");
+        fs::write(&tmp, bytes).unwrap();
+        fs::rename(&tmp, self.trigger_dir().join(".upgrade-trigger")).unwrap();
+    }
+
+    /// The status file, when there is one to read.
+    pub fn status(&self) -> Option<Value> {
+        serde_json::from_slice(&fs::read(self.trigger_dir().join(".upgrade-status.json")).ok()?).ok()
+    }
+
     pub fn status_file(&self) -> Value {
         serde_json::from_slice(&fs::read(self.sb.path().join("trigger/.upgrade-status.json")).unwrap()).unwrap()
     }

@@ -6,6 +6,7 @@ pub mod fake_engine;
 pub mod fake_git;
 pub mod http;
 pub mod wait;
+pub mod watcher;
 
 #[allow(unused_imports)] // Not every test binary waits.
 pub use wait::wait;

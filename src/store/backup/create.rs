@@ -284,7 +284,7 @@ impl Copier<'_> {
             Entry::File(file, stat) if stat.st_nlink > 1 => {
                 let key = (item.root, stat.st_dev, stat.st_ino);
                 if let Some(first) = self.linked.get(&key) {
-                    return Ok(Some(append_hard_link(builder, member, first, &stat)?));
+                    return Ok(Some(append_link(builder, member, first, &stat, Kind::Hardlink)?));
                 }
                 self.linked.insert(key, member.to_vec());
                 Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?))
@@ -297,7 +297,7 @@ impl Copier<'_> {
                         shown.display()
                     ));
                 }
-                Ok(Some(append_symlink(builder, member, &target, &stat)?))
+                Ok(Some(append_link(builder, member, &target, &stat, Kind::Symlink)?))
             }
             Entry::Dir => {
                 self.warn(format!("{} became a directory during the backup; skipped", shown.display()));
@@ -380,25 +380,6 @@ fn append_dir<W: Write>(builder: &mut tar::Builder<W>, member: &[u8], stat: &Sta
     header.set_size(0);
     builder.append_data(&mut header, member_path(member), io::empty())?;
     Ok(manifest_entry(member, Kind::Dir, stat))
-}
-
-fn append_symlink<W: Write>(
-    builder: &mut tar::Builder<W>,
-    member: &[u8],
-    target: &[u8],
-    stat: &Stat,
-) -> Result<ManifestEntry> {
-    append_link(builder, member, target, stat, Kind::Symlink)
-}
-
-/// Another name for the inode already stored as `first`.
-fn append_hard_link<W: Write>(
-    builder: &mut tar::Builder<W>,
-    member: &[u8],
-    first: &[u8],
-    stat: &Stat,
-) -> Result<ManifestEntry> {
-    append_link(builder, member, first, stat, Kind::Hardlink)
 }
 
 /// A member that is a name for something else: a symlink's target, or a hard link's first name.
