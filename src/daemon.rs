@@ -69,6 +69,7 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         db: Db::open(&config.db_path())?,
         trigger: TriggerDir::new(shared.clone(), &config.trigger_file),
         spool: None,
+        unrecovered: false,
         status: StatusFile::new(shared, &config.status_file),
         notifier: Notifier::from_env(|name| env.get(name).map(str::to_string)),
         shutdown,
@@ -92,6 +93,8 @@ struct Daemon {
     trigger: TriggerDir,
     /// The spool directory (`<trigger>.d/`), once the app made it.
     spool: Option<Arc<SharedDir>>,
+    /// The startup recovery has not gone through yet: it is tried again soon.
+    unrecovered: bool,
     status: Arc<StatusFile>,
     notifier: Notifier,
     shutdown: Shutdown,
@@ -126,7 +129,7 @@ impl Daemon {
         if !self.config.enabled {
             self.ui.warn("UPGRADERD_ENABLED=false: triggers are rejected with that reason");
         }
-        self.recover(None);
+        self.unrecovered = !self.recover(None);
         self.requeue_interrupted_requests()?;
         self.open_watch();
         self.notifier.ready(&self.idle_status());
@@ -134,7 +137,7 @@ impl Daemon {
     }
 
     fn serve(&mut self) {
-        let mut next_recovery = Instant::now() + RECOVERY_EVERY;
+        let mut next_recovery = Instant::now() + if self.unrecovered { LOCK_RETRY } else { RECOVERY_EVERY };
         let mut next_watchdog = self.notifier.watchdog_every().map(|every| Instant::now() + every);
         let checks = !self.config.check_every.is_zero() && !self.config.version_check_disabled;
         let mut next_check = checks.then(|| Instant::now() + FIRST_CHECK_AFTER.min(self.config.check_every));
@@ -153,8 +156,12 @@ impl Daemon {
                 }
                 self.start_next();
                 if self.worker.is_none() && Instant::now() >= next_recovery {
-                    self.recover(Some(self.config.stale_after));
-                    next_recovery = Instant::now() + RECOVERY_EVERY;
+                    // Until the startup recovery went through (the lock or the database was
+                    // busy), every unfinished upgrade is an orphan to put right, not only stale ones.
+                    let stale_after = (!self.unrecovered).then_some(self.config.stale_after);
+                    let done = self.recover(stale_after);
+                    self.unrecovered &= !done;
+                    next_recovery = Instant::now() + if self.unrecovered { LOCK_RETRY } else { RECOVERY_EVERY };
                 }
                 if next_check.is_some_and(|at| at <= Instant::now()) {
                     self.check_version();
@@ -602,15 +609,20 @@ impl Daemon {
         }
     }
 
-    fn recover(&mut self, stale_after: Option<Duration>) {
+    /// Reconciles unfinished upgrades; `false` when it could not (the lock was held, or it failed).
+    fn recover(&mut self, stale_after: Option<Duration>) -> bool {
         match recover::reconcile_if_unlocked(&self.config, &self.ui, stale_after) {
             Ok(Some(outcomes)) => {
                 for outcome in outcomes {
                     self.ui.info(format!("recovered upgrade {}: {}", outcome.upgrade_id, outcome.terminal.as_str()));
                 }
+                true
             }
-            Ok(None) => {}
-            Err(e) => self.ui.warn(format!("recovery failed: {e:#}")),
+            Ok(None) => false,
+            Err(e) => {
+                self.ui.warn(format!("recovery failed: {e:#}; trying again"));
+                false
+            }
         }
     }
 

@@ -505,3 +505,22 @@ fn the_spool_form_loses_no_request_of_a_burst_written_without_waiting() {
         .collect();
     assert!(left.is_empty(), "every accepted request file was removed once recorded: {left:?}");
 }
+
+#[test]
+fn a_startup_recovery_the_lock_held_up_is_tried_again_soon_not_left_for_the_stale_check() {
+    let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "30s");
+    let before = d.data();
+    kill_upgrade_at(&d, "health_check");
+    let d = d.with("UPGRADERD_HEALTH_STABLE", "300ms");
+    // Something else holds the upgrade lock while the daemon starts (another upgrader finishing).
+    let lock = d.sb.path().join("state-dir/upgraderd.lock");
+    let mut holder = std::process::Command::new("flock").arg(&lock).args(["sleep", "3"]).spawn().unwrap();
+    common::wait("the lock to be held")
+        .until_true(|| fs::File::open(&lock).is_ok_and(|f| matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock))));
+    let w = Watcher::start(&d);
+    holder.wait().unwrap();
+    w.wait_for_log("recovered upgrade");
+    assert_eq!(d.last_history()["status"], "rolled_back");
+    assert_eq!(d.running_version(), "1.0.0");
+    assert_eq!(d.data(), before);
+}

@@ -208,11 +208,13 @@ fn a_rebuild_upgrader_killed_after_the_switch_is_put_back_by_the_next_watch(comp
     s.wait_version("2.0.0");
     assert_eq!(s.head(), commits[1]);
 
-    let mut daemon = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let log = s.sandbox.path().join("watch.log");
+    let stderr = std::fs::File::create(&log).unwrap();
+    let mut daemon = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(stderr).spawn().unwrap();
     common::wait("watch to roll the killed upgrade back")
         .within(Duration::from_secs(120))
         .every(Duration::from_millis(200))
-        .showing(|| s.last_history().to_string())
+        .showing(|| format!("{}\nwatch said:\n{}", s.last_history(), std::fs::read_to_string(&log).unwrap_or_default()))
         .until_true(|| s.last_history()["status"] == "rolled_back");
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     daemon.wait().unwrap();
