@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+mod bookkeeping;
+#[cfg(test)]
+mod tests;
+
+use self::bookkeeping::{after_restart, settle, spool_name_ok, Settled, MAX_SPOOL_NAME};
 use crate::config::{self, Config, Env};
 use crate::engine::status::{Snapshot, StatusFile};
 use crate::engine::{check, new_upgrade_id, pipeline, recover, Outcome, Request};
@@ -24,10 +29,9 @@ use crate::exit::usage;
 use crate::ops::inotify::DirWatch;
 use crate::ops::systemd::Notifier;
 use crate::signals::{Shutdown, Waker};
-use crate::states::{RequestState, Status, Terminal};
-use crate::store::db::{now_ms, Db, QueuedRequest, UpgradeRecord};
+use crate::states::{RequestState, Status};
+use crate::store::db::{now_ms, Db, QueuedRequest};
 use crate::store::files;
-use crate::store::lock::LockBusy;
 use crate::store::shared_dir::SharedDir;
 use crate::trigger::{self, Found, Parsed, TriggerDir};
 use crate::ui::Ui;
@@ -628,95 +632,5 @@ impl Daemon {
 
     fn idle_status(&self) -> String {
         format!("idle; watching {}", self.trigger.path().display())
-    }
-}
-
-/// The longest spool file name: its claim name (`.<name>.claimed`) must stay within the 255-byte limit.
-const MAX_SPOOL_NAME: usize = 200;
-
-/// Whether upgraderd can claim a spool file by this name.
-fn spool_name_ok(name: &[u8]) -> bool {
-    name.len() <= MAX_SPOOL_NAME && std::str::from_utf8(name).is_ok()
-}
-
-/// How a worker's upgrade ended, as far as its request is concerned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Settled {
-    /// It reached a terminal state.
-    Ended(Terminal),
-    /// Another upgrader held the lock: the request waits and is tried again.
-    WaitForLock(String),
-    /// It could not start (bad configuration, unreadable state): the reason ends the request.
-    CouldNotRun(String),
-}
-
-impl Settled {
-    fn request_state(&self) -> (RequestState, Option<String>) {
-        match self {
-            Settled::Ended(terminal) => (RequestState::Done, Some(terminal.as_str().to_string())),
-            Settled::WaitForLock(_) => (RequestState::Queued, None),
-            Settled::CouldNotRun(reason) => (RequestState::Done, Some(reason.clone())),
-        }
-    }
-}
-
-fn settle(result: Option<Result<Outcome>>) -> Settled {
-    match result {
-        Some(Ok(outcome)) => Settled::Ended(outcome.terminal),
-        Some(Err(e)) if e.chain().any(|c| c.is::<LockBusy>()) => Settled::WaitForLock(e.to_string()),
-        Some(Err(e)) => Settled::CouldNotRun(format!("{e:#}")),
-        None => Settled::CouldNotRun("the upgrade thread ended without a result".into()),
-    }
-}
-
-/// A request a killed daemon left `running`: done when its upgrade got past its
-/// switch (recovery puts that right), queued again when it had changed nothing.
-fn after_restart(row: Option<&UpgradeRecord>) -> (RequestState, Option<String>) {
-    match row {
-        Some(row) if row.switched => (RequestState::Done, Some(row.status.as_str().to_string())),
-        // Interrupted before its switch (nothing changed) or before it began: the app still wants it.
-        _ => (RequestState::Queued, None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outcome(terminal: Terminal) -> Outcome {
-        Outcome {
-            upgrade_id: "u1".into(),
-            terminal,
-            from_version: None,
-            to_version: "2.0.0".into(),
-            error: None,
-            backup: None,
-        }
-    }
-
-    #[test]
-    fn a_finished_upgrade_ends_its_request_with_the_terminal_state() {
-        let settled = settle(Some(Ok(outcome(Terminal::RolledBack))));
-        assert_eq!(settled, Settled::Ended(Terminal::RolledBack));
-        assert_eq!(settled.request_state(), (RequestState::Done, Some("rolled_back".into())));
-    }
-
-    #[test]
-    fn a_held_lock_requeues_and_other_errors_end_the_request_with_their_reason() {
-        let busy =
-            anyhow::Error::new(LockBusy { path: "/s/upgraderd.lock".into(), holder: None }).context("taking the lock");
-        assert_eq!(settle(Some(Err(busy))).request_state(), (RequestState::Queued, None));
-        let broken = settle(Some(Err(anyhow::anyhow!("state database is read-only"))));
-        assert_eq!(broken.request_state(), (RequestState::Done, Some("state database is read-only".into())));
-        assert!(matches!(settle(None), Settled::CouldNotRun(_)));
-    }
-
-    #[test]
-    fn after_a_restart_only_unswitched_requests_run_again() {
-        let switched = UpgradeRecord { switched: true, status: Status::RollingBack, ..Default::default() };
-        assert_eq!(after_restart(Some(&switched)), (RequestState::Done, Some("rolling_back".into())));
-        let unswitched = UpgradeRecord { status: Status::Downloading, ..Default::default() };
-        assert_eq!(after_restart(Some(&unswitched)), (RequestState::Queued, None));
-        assert_eq!(after_restart(None), (RequestState::Queued, None));
     }
 }

@@ -1,0 +1,58 @@
+//! The daemon's bookkeeping of requests, as pure decisions: what a worker's
+//! result means for its request, what a restart does with a request a killed
+//! daemon left running, and which spool names can be claimed.
+
+use anyhow::Result;
+
+use crate::engine::Outcome;
+use crate::states::{RequestState, Terminal};
+use crate::store::db::UpgradeRecord;
+use crate::store::lock::LockBusy;
+
+/// The longest spool file name: its claim name (`.<name>.claimed`) must stay within the 255-byte limit.
+pub const MAX_SPOOL_NAME: usize = 200;
+
+/// Whether upgraderd can claim a spool file by this name.
+pub fn spool_name_ok(name: &[u8]) -> bool {
+    name.len() <= MAX_SPOOL_NAME && std::str::from_utf8(name).is_ok()
+}
+
+/// How a worker's upgrade ended, as far as its request is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// It reached a terminal state.
+    Ended(Terminal),
+    /// Another upgrader held the lock: the request waits and is tried again.
+    WaitForLock(String),
+    /// It could not start (bad configuration, unreadable state): the reason ends the request.
+    CouldNotRun(String),
+}
+
+impl Settled {
+    pub fn request_state(&self) -> (RequestState, Option<String>) {
+        match self {
+            Settled::Ended(terminal) => (RequestState::Done, Some(terminal.as_str().to_string())),
+            Settled::WaitForLock(_) => (RequestState::Queued, None),
+            Settled::CouldNotRun(reason) => (RequestState::Done, Some(reason.clone())),
+        }
+    }
+}
+
+pub fn settle(result: Option<Result<Outcome>>) -> Settled {
+    match result {
+        Some(Ok(outcome)) => Settled::Ended(outcome.terminal),
+        Some(Err(e)) if e.chain().any(|c| c.is::<LockBusy>()) => Settled::WaitForLock(e.to_string()),
+        Some(Err(e)) => Settled::CouldNotRun(format!("{e:#}")),
+        None => Settled::CouldNotRun("the upgrade thread ended without a result".into()),
+    }
+}
+
+/// A request a killed daemon left `running`: done when its upgrade got past its
+/// switch (recovery puts that right), queued again when it had changed nothing.
+pub fn after_restart(row: Option<&UpgradeRecord>) -> (RequestState, Option<String>) {
+    match row {
+        Some(row) if row.switched => (RequestState::Done, Some(row.status.as_str().to_string())),
+        // Interrupted before its switch (nothing changed) or before it began: the app still wants it.
+        _ => (RequestState::Queued, None),
+    }
+}
