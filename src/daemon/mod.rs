@@ -312,7 +312,13 @@ impl Daemon {
             claimed.map(|n| (n.to_string(), true)).chain(waiting.map(|n| (n.clone(), false))).collect();
         for (name, already_claimed) in pending {
             let request = TriggerDir::new(spool.clone(), &name);
-            if already_claimed || request.claim().unwrap_or(false) {
+            let claimed = already_claimed
+                || request.claim().unwrap_or_else(|e| {
+                    // Left in place: the next intake tries again.
+                    self.ui.warn(format!("cannot claim the spooled request {}: {e}", request.path().display()));
+                    false
+                });
+            if claimed {
                 // Spool files are placed by rename, whole: nothing is waited for.
                 self.process_claimed(&request, false);
             }

@@ -216,22 +216,32 @@ impl Attempt<'_, '_> {
         let fetched = match strategy.fetch(self.journal) {
             Ok(fetched) => fetched,
             Err(err) => {
-                self.put_back_fetch(strategy.as_mut());
-                if self.stop_requested_at(Step::Fetch) {
+                let not_put_back = self.put_back_fetch(strategy.as_mut());
+                if self.stop_requested_at(Step::Fetch) && not_put_back.is_none() {
                     return self.abandon("the download");
                 }
-                return self.failed(strategy.as_mut(), Step::Fetch, format!("{err:#}"));
+                return self.failed(
+                    strategy.as_mut(),
+                    Step::Fetch,
+                    format!("{err:#}{}", not_put_back.unwrap_or_default()),
+                );
             }
         };
         if self.stop_requested_at(Step::Fetch) {
-            return self.abandon_after_fetch(strategy.as_mut());
+            return match self.put_back_fetch(strategy.as_mut()) {
+                None => self.abandon("the download"),
+                Some(failure) => {
+                    let error = format!("upgraderd was asked to stop before the switch{failure}");
+                    self.end(Terminal::Failed, "Interrupted before the switch", Some(error))
+                }
+            };
         }
         if let Some(refusal) = self.app_policy_refusal(&fetched) {
-            self.put_back_fetch(strategy.as_mut());
+            let not_put_back = self.put_back_fetch(strategy.as_mut()).unwrap_or_default();
             return self.end(
                 Terminal::Failed,
                 "Refused: the fetched version is beyond the operator's rules",
-                Some(refusal),
+                Some(format!("{refusal}{not_put_back}")),
             );
         }
         self.switch_and_gate(strategy.as_mut(), fetched)
@@ -454,23 +464,12 @@ impl Attempt<'_, '_> {
     }
 
     /// Before the switch: everything the fetch changed goes back (a moved tag, a
-    /// rebuild's checkout), and this upgrade's rollback tags go.
-    fn put_back_fetch(&mut self, strategy: &mut dyn Strategy) {
-        if let Err(e) = strategy.undo_fetch(self.journal) {
-            self.journal.log(&format!("Putting back what the download changed failed: {e:#}"));
-        }
+    /// rebuild's checkout), and this upgrade's rollback tags go. When something
+    /// could not be put back, the words to add to the recorded reason.
+    fn put_back_fetch(&mut self, strategy: &mut dyn Strategy) -> Option<String> {
+        let undone = strategy.undo_fetch(self.journal);
         strategy.discard(self.journal);
-    }
-
-    /// A stop request after the fetch: put back what the fetch moved (a rebuild's checkout), then abandon.
-    fn abandon_after_fetch(&mut self, strategy: &mut dyn Strategy) -> Result<Outcome> {
-        strategy.discard(self.journal);
-        if let Err(e) = strategy.undo_fetch(self.journal) {
-            let error =
-                format!("upgraderd was asked to stop before the switch, but undoing the download failed: {e:#}");
-            return self.end(Terminal::Failed, "Interrupted before the switch", Some(error));
-        }
-        self.abandon("the download")
+        undone.err().map(|e| format!("; putting back what the download changed failed too: {e:#}"))
     }
 
     /// The operator's veto: a non-zero exit of `UPGRADERD_PRE_UPGRADE_CMD` refuses the upgrade.
