@@ -60,8 +60,9 @@ impl Status {
         match self {
             Status::Pending => 0,
             Status::Preflight => 5,
-            Status::BackingUp => 20,
-            Status::Downloading => 40,
+            // The new version is fetched while the old one serves, then the data is backed up.
+            Status::Downloading => 20,
+            Status::BackingUp => 35,
             Status::Restarting => 60,
             Status::HealthCheck => 80,
             Status::RollingBack => 90,
@@ -198,6 +199,46 @@ impl fmt::Display for Strategy {
     }
 }
 
+/// How a service's data is kept consistent while it is backed up and restored
+/// (the compose label `upgraderd.backup`, or `UPGRADERD_BACKUP_MODES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupMode {
+    /// Stopped while its data is copied (the final pass) and while it is restored.
+    Stop,
+    /// Copied while it runs; SQLite databases through their backup API.
+    Live,
+    /// Not backed up.
+    Skip,
+}
+
+impl BackupMode {
+    pub const ALL: [BackupMode; 3] = [BackupMode::Stop, BackupMode::Live, BackupMode::Skip];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BackupMode::Stop => "stop",
+            BackupMode::Live => "live",
+            BackupMode::Skip => "skip",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<BackupMode> {
+        BackupMode::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+
+    /// For messages: `stop, live or skip`.
+    pub fn choices() -> &'static str {
+        "stop, live or skip"
+    }
+}
+
+impl fmt::Display for BackupMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +257,10 @@ mod tests {
             assert_eq!(Strategy::parse(strategy.as_str()), Some(strategy));
             assert_eq!(serde_json::to_value(strategy).unwrap(), strategy.as_str());
         }
+        for mode in BackupMode::ALL {
+            assert_eq!(BackupMode::parse(mode.as_str()), Some(mode));
+            assert_eq!(serde_json::to_value(mode).unwrap(), mode.as_str());
+        }
         assert_eq!(Status::parse("ready"), None);
     }
 
@@ -224,8 +269,8 @@ mod tests {
         let runbook = [
             Status::Pending,
             Status::Preflight,
-            Status::BackingUp,
             Status::Downloading,
+            Status::BackingUp,
             Status::Restarting,
             Status::HealthCheck,
             Status::RollingBack,

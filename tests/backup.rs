@@ -4,6 +4,8 @@
 mod common;
 #[path = "backup/fidelity.rs"]
 mod fidelity;
+#[path = "backup/final_pass.rs"]
+mod final_pass;
 #[path = "backup/races.rs"]
 mod races;
 

@@ -1,14 +1,17 @@
 //! `upgraderd backup create | list | verify | restore | prune`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
 use crate::cli::{BackupCommand, BackupRef, PruneArgs, RestoreArgs};
 use crate::cmd::Ctx;
+use crate::engine::data::{self, DataSet};
 use crate::engine::discover;
 use crate::exit::{usage, Exit};
+use crate::ops::docker::Docker;
+use crate::ops::process::Runner;
 use crate::states::Status;
 use crate::store::backup::{self, Destination, Progress};
 use crate::store::db::Db;
@@ -25,22 +28,31 @@ pub fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
     }
 }
 
-/// The data paths to back up: the same discovery an upgrade uses.
-pub fn data_paths(ctx: &Ctx) -> Result<Vec<PathBuf>> {
-    if !ctx.config.data_dirs.is_empty() {
-        return Ok(ctx.config.data_dirs.clone());
+/// What to back up: the same discovery an upgrade uses (every service's data
+/// when the deployment is found), else `UPGRADERD_DATA_DIR` alone.
+pub fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
+    let configured =
+        ctx.config.container.is_some() || (ctx.config.compose_project.is_some() && ctx.config.service.is_some());
+    if !configured {
+        if ctx.config.data_dirs.is_empty() {
+            return Err(usage(
+                "no data to back up: set UPGRADERD_DATA_DIR (comma separated), or UPGRADERD_CONTAINER to back up \
+                 every service's data",
+            ));
+        }
+        let unowned = ctx.config.data_dirs.iter().map(backup::Source::path).collect();
+        return Ok((None, DataSet { unowned, ..DataSet::default() }));
     }
-    let container = discover::find_container(&ctx.config, &ctx.docker()).context(
-        "no data paths: set UPGRADERD_DATA_DIR (comma separated), or the container whose writable mounts to back up",
-    )?;
-    let paths = discover::data_paths(&ctx.config, &container);
-    if paths.is_empty() {
+    let runner = Runner::new(false);
+    let deployment = discover::discover(&ctx.config, &runner)?;
+    let set = data::data_set(&ctx.config, &deployment.docker, &deployment.project)?;
+    if set.sources().is_empty() {
         return Err(usage(format!(
-            "container `{}` has no writable volume or bind mount; set UPGRADERD_DATA_DIR to its data paths",
-            container.name.trim_start_matches('/')
+            "compose project {} has no writable volume or bind mount to back up; set UPGRADERD_DATA_DIR to its data paths",
+            deployment.project.name
         )));
     }
-    Ok(paths)
+    Ok((Some(deployment.docker), set))
 }
 
 fn take_lock(ctx: &Ctx, what: &str) -> Result<Lock> {
@@ -58,18 +70,41 @@ pub fn progress_printer<'a>(ui: &'a Ui, phase: &'a str) -> impl FnMut(Progress) 
 
 fn create(ctx: &Ctx) -> Result<Exit> {
     let _lock = take_lock(ctx, "backup create")?;
-    let roots = data_paths(ctx)?;
+    let (docker, set) = data_set(ctx)?;
     ctx.ui.info(format!(
         "backing up {} into {}",
-        roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
+        set.paths().iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
         ctx.config.backup_dir.display()
     ));
-    let created = backup::create(
-        &roots,
-        &ctx.config.backup_dir,
-        backup::Reason::default(),
-        &mut progress_printer(ctx.ui, Status::BackingUp.as_str()),
-    )?;
+    let created = match docker {
+        Some(docker) => {
+            let target = data::Target {
+                dir: &ctx.config.backup_dir,
+                reason: backup::Reason::default(),
+                start_timeout: ctx.config.health_timeout,
+            };
+            let mut stopped = Vec::new();
+            let mut report = Report { ui: ctx.ui, progress: progress_printer(ctx.ui, Status::BackingUp.as_str()) };
+            let created = data::back_up(&docker, &set, &[], &target, &mut stopped, &mut report);
+            if !stopped.is_empty() {
+                // Only after a failure: what it stopped runs again.
+                let started =
+                    data::start_containers(&docker, &stopped, &set.services, ctx.config.health_timeout, &mut |l| {
+                        ctx.ui.info(l)
+                    });
+                if let Err(e) = started {
+                    ctx.ui.warn(format!("{e:#}; start them with `docker start`"));
+                }
+            }
+            created?
+        }
+        None => backup::create(
+            &set.paths(),
+            &ctx.config.backup_dir,
+            backup::Reason::default(),
+            &mut progress_printer(ctx.ui, Status::BackingUp.as_str()),
+        )?,
+    };
     for warning in &created.warnings {
         ctx.ui.warn(warning);
     }
@@ -86,6 +121,26 @@ fn create(ctx: &Ctx) -> Result<Exit> {
         ));
     }
     Ok(Exit::Success)
+}
+
+/// `backup create`'s report: its lines and progress on the terminal.
+struct Report<'a, P: FnMut(Progress)> {
+    ui: &'a Ui,
+    progress: P,
+}
+
+impl<P: FnMut(Progress)> data::Observer for Report<'_, P> {
+    fn log(&mut self, line: &str) {
+        self.ui.info(line);
+    }
+
+    fn stopped(&mut self, _ids: &[String]) -> Result<()> {
+        Ok(())
+    }
+
+    fn progress(&mut self, progress: Progress) {
+        (self.progress)(progress);
+    }
 }
 
 fn list(ctx: &Ctx) -> Result<Exit> {
@@ -169,8 +224,13 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<Exit> {
         None => Destination::Original,
     };
     ctx.ui.info(format!("restoring {}", path.display()));
-    let restored = backup::restore(&path, &destination, &mut progress_printer(ctx.ui, "restoring"))
-        .with_context(|| format!("restore of {} failed; the data was left as it was", path.display()))?;
+    let owners = data::services_in(&path)?;
+    let restored = if matches!(destination, Destination::Original) && !owners.is_empty() {
+        restore_in_place(ctx, &path, &owners)
+    } else {
+        backup::restore(&path, &destination, &mut progress_printer(ctx.ui, "restoring"))
+    }
+    .with_context(|| format!("restore of {} failed; the data was left as it was", path.display()))?;
     if ctx.ui.json() {
         ctx.ui.data(&restored);
     } else {
@@ -182,6 +242,24 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<Exit> {
         ));
     }
     Ok(Exit::Success)
+}
+
+/// A restore over the data of compose services: they are stopped around it.
+fn restore_in_place(ctx: &Ctx, archive: &Path, owners: &[String]) -> Result<backup::Restored> {
+    let configured =
+        ctx.config.container.is_some() || (ctx.config.compose_project.is_some() && ctx.config.service.is_some());
+    if !configured {
+        return Err(usage(format!(
+            "{} holds the data of services {}, which must be stopped while it is restored: set UPGRADERD_CONTAINER \
+             (or UPGRADERD_COMPOSE_PROJECT and UPGRADERD_SERVICE), or restore elsewhere with --to DIR",
+            archive.display(),
+            owners.join(", ")
+        )));
+    }
+    let deployment = discover::discover(&ctx.config, &Runner::new(false))?;
+    data::restore_with_owners_stopped(&ctx.config, &deployment.docker, &deployment.project, archive, &[], &mut |l| {
+        ctx.ui.info(l)
+    })
 }
 
 fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<Exit> {

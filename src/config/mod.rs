@@ -30,12 +30,12 @@ pub use shared_dir::{
 };
 pub use values::{parse_bool, parse_duration, parse_size};
 
-use values::{as_path, as_text, parse_count, parse_github_repo, parse_pointer, parse_url, Parser};
+use values::{as_path, as_text, parse_backup_modes, parse_count, parse_github_repo, parse_pointer, parse_url, Parser};
 
 /// The default configuration file, read when present and no `-c` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/upgraderd/upgraderd.env";
 
-pub use crate::states::Strategy;
+pub use crate::states::{BackupMode, Strategy};
 
 /// How far an automatic upgrade may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,6 +62,10 @@ pub struct Config {
     pub docker: PathBuf,
     pub git: PathBuf,
     pub data_dirs: Vec<PathBuf>,
+    /// Per service, how its data is kept consistent: wins over its `upgraderd.backup` label.
+    pub backup_modes: Vec<(String, BackupMode)>,
+    /// Host paths never backed up (a mount at or below one is left out).
+    pub backup_exclude: Vec<PathBuf>,
     pub backup_dir: PathBuf,
     pub backup_keep: usize,
     pub trigger_dir: Option<PathBuf>,
@@ -140,6 +144,10 @@ impl Config {
             docker: p.required("UPGRADERD_DOCKER", as_path)?,
             git: p.required("UPGRADERD_GIT", as_path)?,
             data_dirs: p.paths("UPGRADERD_DATA_DIR")?,
+            backup_modes: p
+                .parse_opt("UPGRADERD_BACKUP_MODES", "db=stop,cache=skip", parse_backup_modes)?
+                .unwrap_or_default(),
+            backup_exclude: p.paths("UPGRADERD_BACKUP_EXCLUDE")?,
             backup_keep: p.parse("UPGRADERD_BACKUP_KEEP", "5", parse_count)?,
             trigger_dir: p.path("UPGRADERD_TRIGGER_DIR")?,
             trigger_file,

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::states::BackupMode;
 use anyhow::{anyhow, Result};
 
 use super::keys::spec;
@@ -164,6 +165,27 @@ pub fn parse_bool(text: &str) -> std::result::Result<bool, String> {
 
 pub(super) fn parse_count(text: &str) -> std::result::Result<usize, String> {
     text.parse::<usize>().map_err(|_| "expected a whole number".into())
+}
+
+/// `db=stop,cache=skip`: each service once, each mode one of stop, live or skip.
+pub(super) fn parse_backup_modes(text: &str) -> std::result::Result<Vec<(String, BackupMode)>, String> {
+    let mut modes: Vec<(String, BackupMode)> = Vec::new();
+    for pair in split_list(text) {
+        let Some((service, mode)) = pair.split_once('=') else {
+            return Err(format!("`{pair}` is not SERVICE=MODE"));
+        };
+        let (service, mode) = (service.trim(), mode.trim());
+        let mode = BackupMode::parse(mode)
+            .ok_or_else(|| format!("`{mode}` for service {service} is not a mode: use {}", BackupMode::choices()))?;
+        if service.is_empty() {
+            return Err(format!("`{pair}` names no service"));
+        }
+        if modes.iter().any(|(s, _)| s == service) {
+            return Err(format!("service {service} is named twice"));
+        }
+        modes.push((service.to_string(), mode));
+    }
+    Ok(modes)
 }
 
 pub(super) fn parse_github_repo(text: &str) -> std::result::Result<String, String> {

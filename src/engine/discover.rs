@@ -187,25 +187,10 @@ pub fn current_version(config: &Config, docker: &Docker, container: &Container, 
     tag.starts_with(|c: char| c.is_ascii_digit()).then_some(tag)
 }
 
-/// The data to back up: `UPGRADERD_DATA_DIR`, else the container's writable volumes and bind mounts.
-pub fn data_paths(config: &Config, container: &Container) -> Vec<PathBuf> {
-    if config.data_dirs.is_empty() {
-        writable_mounts(&container.mounts)
-    } else {
-        config.data_dirs.clone()
-    }
-}
-
-/// Host paths of writable volumes and bind mounts: the data. The Docker
-/// socket is a control channel, never data; tmpfs and read-only mounts hold
-/// nothing to restore.
-pub fn writable_mounts(mounts: &[Mount]) -> Vec<PathBuf> {
-    mounts
-        .iter()
-        .filter(|m| m.rw && (m.kind == "volume" || m.kind == "bind"))
-        .filter(|m| !is_docker_socket(&m.source))
-        .map(|m| m.source.clone())
-        .collect()
+/// A writable volume or bind mount: data. The Docker socket is a control
+/// channel, never data; tmpfs and read-only mounts hold nothing to restore.
+pub fn is_data_mount(mount: &Mount) -> bool {
+    mount.rw && (mount.kind == "volume" || mount.kind == "bind") && !is_docker_socket(&mount.source)
 }
 
 fn is_docker_socket(path: &Path) -> bool {
@@ -250,12 +235,10 @@ mod tests {
     }
 
     #[test]
-    fn data_is_writable_mounts_without_the_socket_unless_configured() {
+    fn data_is_writable_volumes_and_binds_without_the_socket() {
         let c = container(APP);
-        let mut config = config();
-        assert_eq!(data_paths(&config, &c), vec![PathBuf::from("/var/lib/docker/volumes/data/_data")]);
-        config.data_dirs = vec![PathBuf::from("/srv/data")];
-        assert_eq!(data_paths(&config, &c), vec![PathBuf::from("/srv/data")]);
+        let data: Vec<&Path> = c.mounts.iter().filter(|m| is_data_mount(m)).map(|m| m.source.as_path()).collect();
+        assert_eq!(data, vec![Path::new("/var/lib/docker/volumes/data/_data")]);
     }
 
     #[test]

@@ -175,3 +175,21 @@ pub fn keep_room(config: &Config, ui: &Ui) -> Option<Reserve> {
         }
     }
 }
+/// A backup during an upgrade: its lines go into the journal, the containers
+/// it stopped into the upgrade's row (recovery starts them again), its progress to the terminal.
+impl crate::engine::data::Observer for Journal<'_> {
+    fn log(&mut self, line: &str) {
+        Journal::log(self, line);
+    }
+
+    fn stopped(&mut self, ids: &[String]) -> anyhow::Result<()> {
+        self.db.record_stopped_containers(&self.upgrade_id, ids)
+    }
+
+    fn progress(&mut self, p: crate::store::backup::Progress) {
+        let share = (p.done * 100).checked_div(p.total).unwrap_or(100).min(100);
+        let progress = Status::BackingUp.progress() + (share / 5) as u8;
+        let text = format!("{} of {}", crate::units::human_bytes(p.done), crate::units::human_bytes(p.total));
+        self.ui.step(progress, Status::BackingUp.as_str(), &text);
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod announce;
 pub mod check;
+pub mod data;
 pub mod discover;
 pub mod gate;
 pub mod journal;

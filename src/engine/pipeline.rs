@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::engine::announce::after_terminal;
+use crate::engine::data::{self, DataSet, ServiceData};
 use crate::engine::discover::{self, discover};
 use crate::engine::gate::{finished_job, wait_healthy};
 use crate::engine::journal::{keep_room, Journal};
@@ -28,7 +29,7 @@ use crate::ops::docker::Docker;
 use crate::ops::hooks::{hook, HookContext};
 use crate::ops::process::Runner;
 use crate::states::{Status, Strategy as StrategyKind, Terminal};
-use crate::store::backup::{self, Progress};
+use crate::store::backup;
 use crate::store::db::{now_ms, Db, DeploymentRecord, UpgradeRecord};
 use crate::store::files;
 use crate::store::lock::Lock;
@@ -96,7 +97,8 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
         journal: &mut journal,
         force: request.force,
         backup_wanted: request.backup,
-        data: Vec::new(),
+        data: DataSet::default(),
+        stopped: Vec::new(),
         backup: None,
         from_version: None,
     };
@@ -174,8 +176,10 @@ struct Attempt<'a, 'j> {
     force: bool,
     /// Unless `--no-backup`, or the app's `backup: false` where the operator allows it.
     backup_wanted: bool,
-    /// The data paths backed up before the switch.
-    data: Vec<PathBuf>,
+    /// What the backup covers, found in preflight.
+    data: DataSet,
+    /// Containers stopped for the backup's final pass, until they run again or the switch replaces them.
+    stopped: Vec<String>,
     backup: Option<PathBuf>,
     from_version: Option<String>,
 }
@@ -200,17 +204,6 @@ impl Attempt<'_, '_> {
         }
         if let Some(veto) = self.pre_upgrade_hook() {
             return self.end(Terminal::Failed, "Vetoed by UPGRADERD_PRE_UPGRADE_CMD", Some(veto));
-        }
-        if self.backup_wanted {
-            self.journal.step(Status::BackingUp, "Creating backup")?;
-            if let Err(err) = self.back_up() {
-                return self.failed(strategy.as_mut(), Step::Backup, format!("{err:#}"));
-            }
-        } else {
-            self.journal.log("Backup skipped as requested; a rollback cannot restore data");
-        }
-        if self.stop_requested_at(Step::Backup) {
-            return self.abandon("the backup");
         }
         self.journal.step(Status::Downloading, "Downloading new version")?;
         let fetched = match strategy.fetch(self.journal) {
@@ -244,6 +237,28 @@ impl Attempt<'_, '_> {
                 Some(format!("{refusal}{not_put_back}")),
             );
         }
+        if self.backup_wanted {
+            // After the fetch: the old version serves while the new one downloads, and the
+            // backup holds every write it commits until it is stopped for the switch.
+            self.journal.step(Status::BackingUp, "Creating backup")?;
+            let backed_up = self.back_up(strategy.project());
+            let interrupted = backed_up.is_ok() && self.stop_requested_at(Step::Backup);
+            if backed_up.is_err() || interrupted {
+                let not_started = self.start_stopped().unwrap_or_default();
+                let not_put_back = self.put_back_fetch(strategy.as_mut()).unwrap_or_default();
+                if let Err(err) = backed_up {
+                    let reason = format!("{err:#}{not_started}{not_put_back}");
+                    return self.failed(strategy.as_mut(), Step::Backup, reason);
+                }
+                if not_started.is_empty() && not_put_back.is_empty() {
+                    return self.abandon("the backup");
+                }
+                let error = format!("upgraderd was asked to stop before the switch{not_started}{not_put_back}");
+                return self.end(Terminal::Failed, "Interrupted before the switch", Some(error));
+            }
+        } else {
+            self.journal.log("Backup skipped as requested; a rollback cannot restore data");
+        }
         self.switch_and_gate(strategy.as_mut(), fetched)
     }
 
@@ -258,6 +273,9 @@ impl Attempt<'_, '_> {
         let expect = (self.request.target != "latest" || fetched.version.is_some()).then(|| to_version.clone());
         self.journal.set_versions(self.from_version.as_deref(), &to_version);
         self.journal.db.mark_switched(&self.journal.upgrade_id, &to_version)?;
+        // The containers stopped for the final pass are the old version's, which the switch replaces.
+        self.stopped.clear();
+        self.journal.db.record_stopped_containers(&self.journal.upgrade_id, &[])?;
         self.journal.report(Status::Restarting, "Restarting services");
         if let Err(err) = strategy.switch(fetched, self.journal) {
             return self.failed(strategy, Step::Switch, format!("{err:#}"));
@@ -370,8 +388,14 @@ impl Attempt<'_, '_> {
         ));
         problems.extend(self.app_policy_problems(current.as_deref()));
         if self.backup_wanted {
-            self.data = discover::data_paths(self.config, &deployment.container);
-            problems.extend(preflight::backup_target(self.config, &self.data));
+            match data::data_set(self.config, &deployment.docker, &deployment.project) {
+                Ok(set) => {
+                    problems.extend(preflight::backup_target(self.config, &set.paths()));
+                    self.data = set;
+                }
+                Err(err) if err.chain().any(|c| c.is::<crate::exit::UsageError>()) => return Err(err),
+                Err(err) => problems.push(Problem::from_error("backup", &err)),
+            }
         }
         self.from_version = current.clone();
         self.journal.set_versions(current.as_deref(), target);
@@ -395,27 +419,23 @@ impl Attempt<'_, '_> {
         Ok(if problems.is_empty() { Ok(strategy) } else { Err(problems) })
     }
 
-    fn back_up(&mut self) -> Result<()> {
-        let reason = backup::Reason {
-            upgrade_id: Some(self.journal.upgrade_id.clone()),
-            from_version: self.from_version.clone(),
-            to_version: Some(self.request.target.clone()),
-            ..backup::Reason::default()
+    /// Backs up the project's data so that it holds every write committed
+    /// until the switch (see [`data::back_up`]). The moved services stay
+    /// stopped: the switch starts their new version.
+    fn back_up(&mut self, project: &Project) -> Result<()> {
+        let docker = Docker::new(&self.config.docker, self.runner.clone());
+        let target = data::Target {
+            dir: &self.config.backup_dir,
+            reason: backup::Reason {
+                upgrade_id: Some(self.journal.upgrade_id.clone()),
+                from_version: self.from_version.clone(),
+                to_version: Some(self.request.target.clone()),
+                ..backup::Reason::default()
+            },
+            start_timeout: self.config.health_timeout,
         };
-        let ui = self.journal.ui;
-        let mut progress = |p: Progress| {
-            let share = (p.done * 100).checked_div(p.total).unwrap_or(100);
-            let progress = Status::BackingUp.progress() + (share / 5) as u8;
-            ui.step(
-                progress,
-                Status::BackingUp.as_str(),
-                &format!("{} of {}", human_bytes(p.done), human_bytes(p.total)),
-            );
-        };
-        let created = backup::create(&self.data, &self.config.backup_dir, reason, &mut progress)?;
-        for warning in &created.warnings {
-            self.journal.log(warning);
-        }
+        let moved: Vec<ServiceData> = self.data.of_services(&project.services).cloned().collect();
+        let created = data::back_up(&docker, &self.data, &moved, &target, &mut self.stopped, &mut *self.journal)?;
         self.journal.db.record_backup(&self.journal.upgrade_id, &created.path)?;
         self.journal.log(&format!(
             "Backup created: {} ({})",
@@ -424,6 +444,22 @@ impl Attempt<'_, '_> {
         ));
         self.backup = Some(created.path);
         Ok(())
+    }
+
+    /// Starts again what the backup stopped; the words to add to the reason when that failed.
+    fn start_stopped(&mut self) -> Option<String> {
+        if self.stopped.is_empty() {
+            return None;
+        }
+        let docker = Docker::new(&self.config.docker, self.runner.clone());
+        let ids = std::mem::take(&mut self.stopped);
+        let journal = &mut *self.journal;
+        let started =
+            data::start_containers(&docker, &ids, &self.data.services, self.config.health_timeout, &mut |l| {
+                journal.log(l)
+            });
+        let _ = self.journal.db.record_stopped_containers(&self.journal.upgrade_id, &[]);
+        started.err().map(|e| format!("; starting the stopped services again failed too: {e:#}"))
     }
 
     /// Ends a failed step the way [`after_failure`] says.
@@ -490,8 +526,9 @@ impl Attempt<'_, '_> {
         self.journal.ui.info("dry run: pre-flight checks passed; these commands would run:");
         if self.backup_wanted {
             self.journal.ui.print(format!(
-                "# back up {} into {}",
-                self.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+                "# back up {} into {}: a first pass while serving, a final pass with the moved and stop-mode \
+                 services stopped",
+                self.data.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
                 self.config.backup_dir.display()
             ));
         }

@@ -12,10 +12,12 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::engine::announce::after_terminal;
+use crate::engine::data;
 use crate::engine::journal::{keep_room, Journal};
 use crate::engine::rollback::{restore_previous, Restored};
 use crate::engine::status::open_status_file;
 use crate::engine::{strategy, Outcome};
+use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
 use crate::states::{RequestState, Status, Terminal};
 use crate::store::backup;
@@ -26,10 +28,11 @@ use crate::ui::Ui;
 /// What to do about one interrupted upgrade.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// Interrupted before the switch: nothing running changed. Mark it failed,
-    /// after undoing the fetch when it began: a rebuild's checkout moved back,
+    /// Interrupted before the switch: nothing running changed for good. Mark
+    /// it failed, after starting again what the backup's final pass stopped
+    /// and undoing the fetch when it began: a rebuild's checkout moved back,
     /// the rollback tags it made removed.
-    MarkFailed { undo_fetch: bool },
+    MarkFailed { undo_fetch: bool, start_again: Vec<String> },
     /// Interrupted after the switch: put the previous version and its data back.
     PutBack { backup: Option<PathBuf> },
 }
@@ -40,7 +43,10 @@ pub fn plan(record: &UpgradeRecord) -> Plan {
         Plan::PutBack { backup: record.backup_path.as_ref().map(PathBuf::from) }
     } else {
         // What a fetch records before it tags or moves anything: its rollback point.
-        Plan::MarkFailed { undo_fetch: record.previous_commit.is_some() || record.rollback_tag.is_some() }
+        Plan::MarkFailed {
+            undo_fetch: record.previous_commit.is_some() || record.rollback_tag.is_some(),
+            start_again: record.stopped_containers.clone(),
+        }
     }
 }
 
@@ -104,7 +110,9 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     journal.set_versions(record.from_version.as_deref(), &to_version);
     let plan = plan(record);
     let (terminal, message, error) = match &plan {
-        Plan::MarkFailed { undo_fetch } => mark_failed(config, record, *undo_fetch, &mut journal),
+        Plan::MarkFailed { undo_fetch, start_again } => {
+            mark_failed(config, record, *undo_fetch, start_again, &mut journal)
+        }
         Plan::PutBack { backup } => put_back(config, record, backup.as_deref(), &mut journal)?,
     };
     journal.finish(terminal, message, Some(&error));
@@ -119,11 +127,30 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     })
 }
 
-fn mark_failed(config: &Config, record: &UpgradeRecord, undo_fetch: bool, journal: &mut Journal) -> Restored {
+fn mark_failed(
+    config: &Config,
+    record: &UpgradeRecord,
+    undo_fetch: bool,
+    start_again: &[String],
+    journal: &mut Journal,
+) -> Restored {
     remove_partial_backups(config, journal);
     let reason = format!("upgraderd stopped during {} before the new version was started", record.status);
+    let runner = Runner::new(false);
+    if !start_again.is_empty() {
+        journal.log("Starting again the services the backup had stopped");
+        let docker = Docker::new(&config.docker, runner.clone());
+        let started = data::start_containers(&docker, start_again, &[], config.health_timeout, &mut |l| journal.log(l));
+        let _ = journal.db.record_stopped_containers(&record.id, &[]);
+        if let Err(e) = started {
+            return (
+                Terminal::Failed,
+                "Interrupted before the switch; starting the stopped services again failed",
+                format!("{reason}; {e:#}; start them with `docker start`"),
+            );
+        }
+    }
     let undone = if undo_fetch {
-        let runner = Runner::new(false);
         strategy::resume(config, &runner, record).and_then(|mut strategy| {
             let undone = strategy.undo_fetch(journal);
             strategy.discard(journal);
@@ -198,16 +225,27 @@ mod tests {
     #[test]
     fn before_the_switch_nothing_is_put_back_and_a_begun_fetch_is_undone() {
         let preflight = UpgradeRecord { status: Status::Preflight, ..Default::default() };
-        assert_eq!(plan(&preflight), Plan::MarkFailed { undo_fetch: false });
+        assert_eq!(plan(&preflight), Plan::MarkFailed { undo_fetch: false, start_again: vec![] });
         let pull = UpgradeRecord {
             status: Status::Downloading,
             rollback_tag: Some("app:upgraderd-rollback-u".into()),
             ..Default::default()
         };
-        assert_eq!(plan(&pull), Plan::MarkFailed { undo_fetch: true });
+        assert_eq!(plan(&pull), Plan::MarkFailed { undo_fetch: true, start_again: vec![] });
         let rebuild =
             UpgradeRecord { status: Status::Downloading, previous_commit: Some("abc".into()), ..Default::default() };
-        assert_eq!(plan(&rebuild), Plan::MarkFailed { undo_fetch: true });
+        assert_eq!(plan(&rebuild), Plan::MarkFailed { undo_fetch: true, start_again: vec![] });
+        let final_pass = UpgradeRecord {
+            status: Status::BackingUp,
+            rollback_tag: Some("app:upgraderd-rollback-u".into()),
+            stopped_containers: vec!["db-id".into(), "web-id".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&final_pass),
+            Plan::MarkFailed { undo_fetch: true, start_again: vec!["db-id".into(), "web-id".into()] },
+            "what the final pass stopped starts again"
+        );
     }
 
     #[test]

@@ -10,15 +10,16 @@ use anyhow::{anyhow, Result};
 
 use crate::config::Config;
 use crate::engine::announce::after_terminal;
+use crate::engine::data;
 use crate::engine::gate::{wait_healthy, GateSpec};
 use crate::engine::journal::Journal;
 use crate::engine::status::open_status_file;
 use crate::engine::strategy::{self, Strategy};
 use crate::engine::{new_upgrade_id, Outcome};
+use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
 use crate::states::{Status, Terminal};
-use crate::store::backup::{self, Destination};
 use crate::store::db::{now_ms, Db, UpgradeRecord};
 use crate::store::lock::Lock;
 use crate::ui::Ui;
@@ -42,7 +43,7 @@ pub fn restore_previous(
     }
     if let Some(archive) = backup {
         journal.log(&format!("Restoring data from {}", archive.display()));
-        if let Err(e) = backup::restore(archive, &Destination::Original, &mut |_| {}) {
+        if let Err(e) = restore_with_owners_stopped(config, runner, journal, strategy.project(), archive) {
             let error = format!(
                 "{reason}\nrollback failed: restoring data from {}: {e:#}; the data was left as the new version wrote it",
                 archive.display()
@@ -63,6 +64,22 @@ pub fn restore_previous(
             format!("{reason}\nrollback failed: the previous version is not healthy either: {why}"),
         ),
     }
+}
+
+/// Restores `archive` with every service whose data it replaces stopped
+/// (the moved services already are), then starts them again.
+fn restore_with_owners_stopped(
+    config: &Config,
+    runner: &Runner,
+    journal: &mut Journal,
+    project: &Project,
+    archive: &Path,
+) -> Result<()> {
+    let docker = Docker::new(&config.docker, runner.clone());
+    data::restore_with_owners_stopped(config, &docker, project, archive, &project.services, &mut |line| {
+        journal.log(line)
+    })
+    .map(drop)
 }
 
 /// The health gate for this deployment, expecting `version` when a version pointer is configured.
@@ -166,7 +183,10 @@ fn print_plan(
 ) -> Result<()> {
     strategy.stop(journal)?;
     if let Some(archive) = backup {
-        runner.plan(format!("# restore data from {}", archive.display()));
+        runner.plan(format!(
+            "# restore data from {}, with the services whose data it replaces stopped, then started again",
+            archive.display()
+        ));
     }
     strategy.revert(journal)?;
     for line in runner.planned() {

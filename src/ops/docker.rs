@@ -306,6 +306,30 @@ impl Docker {
             .with_context(|| format!("unexpected `docker container inspect` output for project {project}"))
     }
 
+    /// An image's labels (empty when it has none).
+    pub fn image_labels(&self, reference: &str) -> Result<BTreeMap<String, String>> {
+        let out =
+            self.runner.run(&self.cmd(["image", "inspect", "--format", "{{json .Config.Labels}}", "--", reference]))?;
+        let text = out.stdout_text();
+        Ok(serde_json::from_str::<Option<BTreeMap<String, String>>>(text.trim()).ok().flatten().unwrap_or_default())
+    }
+
+    /// Stops a container with its own stop signal, killing it after `grace`.
+    pub fn stop(&self, container: &str, grace: Duration) -> Cmd {
+        let seconds = grace.as_secs().to_string();
+        self.cmd(["stop", "-t", &seconds, "--", container]).timeout(grace + Duration::from_secs(30)).mutating()
+    }
+
+    /// Starts a stopped container as it was.
+    pub fn start(&self, container: &str) -> Cmd {
+        self.cmd(["start", "--", container]).mutating()
+    }
+
+    /// Runs `argv` inside a running container (a native dump can take a while).
+    pub fn exec(&self, container: &str, argv: &[String]) -> Cmd {
+        self.cmd(["exec", container]).args(argv).timeout(Duration::from_secs(3600)).streamed().mutating()
+    }
+
     /// The last lines a container logged, for failure messages.
     pub fn logs_tail(&self, container: &str, lines: usize) -> String {
         let cmd = self.cmd(["logs", "--tail", &lines.to_string(), container]).timeout(Duration::from_secs(20));

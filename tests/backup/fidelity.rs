@@ -17,7 +17,7 @@ use upgraderd::store::backup::{self, Destination, Reason};
 
 /// One entry of a listing: everything restore must give back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Listed {
+pub struct Listed {
     kind: &'static str,
     mode: u32,
     uid: u32,
@@ -31,7 +31,7 @@ struct Listed {
 }
 
 /// Every entry below `root` (and `root` itself, as the empty name), names as bytes.
-fn listing(root: &Path) -> BTreeMap<Vec<u8>, Listed> {
+pub fn listing(root: &Path) -> BTreeMap<Vec<u8>, Listed> {
     fn walk(root: &Path, relative: &[u8], out: &mut Vec<(Vec<u8>, fs::Metadata)>) {
         let path = if relative.is_empty() { root.to_path_buf() } else { root.join(OsStr::from_bytes(relative)) };
         let meta = fs::symlink_metadata(&path).unwrap();
@@ -180,7 +180,7 @@ fn sparse_files_stay_sparse_and_hard_links_stay_linked() {
 
 /// A random tree: what to create, in order (parents before children).
 #[derive(Debug, Clone)]
-enum Node {
+pub enum Node {
     Dir { name: Vec<u8>, mode: u32 },
     File { name: Vec<u8>, content: Vec<u8>, mode: u32, hole_before: Option<u32> },
     Symlink { name: Vec<u8>, target: Vec<u8> },
@@ -192,11 +192,11 @@ fn name_bytes() -> impl Strategy<Value = Vec<u8>> {
         .prop_filter("not . or ..", |n| n != b"." && n != b"..")
 }
 
-fn owner() -> impl Strategy<Value = (u32, u32)> {
+pub fn owner() -> impl Strategy<Value = (u32, u32)> {
     prop::sample::select(vec![(0, 0), (1000, 1000), (65534, 65534), (12345, 0)])
 }
 
-fn node() -> impl Strategy<Value = Node> {
+pub fn node() -> impl Strategy<Value = Node> {
     let modes = prop::sample::select(vec![0o644, 0o600, 0o755, 0o400, 0o4755, 0o2750, 0o1777]);
     prop_oneof![
         (name_bytes(), prop::sample::select(vec![0o755, 0o700, 0o500, 0o2775]))
@@ -211,7 +211,7 @@ fn node() -> impl Strategy<Value = Node> {
 }
 
 /// Creates the nodes below `data`: each in the most recent directory at its depth, skipping clashes.
-fn build(data: &Path, nodes: &[(Node, usize, (u32, u32), i64)]) {
+pub fn build(data: &Path, nodes: &[(Node, usize, (u32, u32), i64)]) {
     fs::create_dir_all(data).unwrap();
     let mut dirs: Vec<PathBuf> = vec![data.to_path_buf()];
     let mut files: Vec<PathBuf> = Vec::new();

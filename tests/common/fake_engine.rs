@@ -99,6 +99,9 @@ case "$*" in
     if [ -f "$S/images/$(key "$6")" ]; then cat "$S/images/$(key "$6")"; else echo "Error: No such image: $6" >&2; exit 1; fi ;;
   image\ inspect\ --format\ *org.opencontainers.image.version*) version_of "$6" ;;
   image\ inspect\ --format\ *RepoDigests*) echo '[]' ;;
+  image\ inspect\ --format\ {{json\ .Config.Labels}}\ --\ *) echo null ;;
+  "stop -t "*" -- c0ffee") count dstop; echo exited > "$S/state"; echo 0 > "$S/exit_code" ;;
+  "start -- c0ffee") count dstart; echo running > "$S/state" ;;
   "image ls --format {{.Tag}} "*) prefix="$(key "$5")_"; ls "$S/images" | while read -r f; do case "$f" in "$prefix"*) echo "${f#"$prefix"}";; esac; done ;;
   "image rm "*) rm -f "$S/images/$(key "$3")" ;;
   tag\ *) count tag; resolve "$2" > "$S/images/$(key "$3")" ;;

@@ -6,7 +6,7 @@
 //! stores what it finds at that moment: a file swapped for a symlink after the
 //! scan goes in as that symlink, never as what it points to.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -24,19 +24,19 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::format::{
-    hex, HashingReader, Kind, Manifest, ManifestEntry, Meta, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, FORMAT, MANIFEST_MEMBER,
-    META_MEMBER, OWN_PREFIX,
+    hex, FinalPass, HashingReader, Kind, Manifest, ManifestEntry, Meta, ARCHIVE_PREFIX, ARCHIVE_SUFFIX,
+    FINAL_PASS_MEMBER, FORMAT, MANIFEST_MEMBER, META_MEMBER, OWN_PREFIX,
 };
-use super::scan::{scan, split_root_file, Item, Plan, Seen};
+use super::scan::{scan, split_root_file, wal_of, Fingerprint, Item, Plan, Seen};
 use super::sparse;
 use super::sqlite::snapshot_at;
-use super::{Created, Pause, Progress, Reason};
+use super::{Created, Pause, Progress, Reason, Source};
 use crate::store::disk;
 use crate::store::files;
 use crate::store::fsat::{self, Cursor, Entry};
 use crate::units::human_bytes;
 
-/// Backs up `roots` into a new archive in `dir`.
+/// Backs up `roots` into a new archive in `dir`, in one pass.
 pub fn create(roots: &[PathBuf], dir: &Path, reason: Reason, progress: &mut dyn FnMut(Progress)) -> Result<Created> {
     create_paused(roots, dir, reason, progress, &mut |_| {})
 }
@@ -50,17 +50,33 @@ pub fn create_paused(
     progress: &mut dyn FnMut(Progress),
     pause: &mut dyn FnMut(Pause<'_>),
 ) -> Result<Created> {
-    if roots.is_empty() {
+    let sources: Vec<Source> = roots.iter().map(Source::path).collect();
+    begin_paused(&sources, dir, reason, progress, pause)?.finish()
+}
+
+/// Takes the first pass of a backup of `sources` into a new archive in `dir`,
+/// while the services keep running; [`FirstPass::finish_after_final_pass`]
+/// adds what changed until they were stopped.
+pub fn begin(sources: &[Source], dir: &Path, reason: Reason, progress: &mut dyn FnMut(Progress)) -> Result<FirstPass> {
+    begin_paused(sources, dir, reason, progress, &mut |_| {})
+}
+
+fn begin_paused(
+    sources: &[Source],
+    dir: &Path,
+    reason: Reason,
+    progress: &mut dyn FnMut(Progress),
+    pause: &mut dyn FnMut(Pause<'_>),
+) -> Result<FirstPass> {
+    if sources.is_empty() {
         bail!("no data paths to back up");
     }
-    let plan = scan(roots)?;
+    let plan = scan(sources)?;
     pause(Pause::Scanned);
     files::ensure_private_dir(dir).with_context(|| {
         format!("cannot create the backup directory {}; create it or set UPGRADERD_BACKUP_DIR", dir.display())
     })?;
     let id = new_backup_id();
-    let final_path = dir.join(format!("{ARCHIVE_PREFIX}{id}{ARCHIVE_SUFFIX}"));
-    let partial = dir.join(format!("{ARCHIVE_PREFIX}{id}{ARCHIVE_SUFFIX}.partial"));
     let meta = Meta {
         format: FORMAT,
         id: id.clone(),
@@ -74,19 +90,199 @@ pub fn create_paused(
         total_bytes: plan.total_bytes,
         file_count: plan.files,
     };
-    let mut copier = Copier { dir, warnings: Vec::new(), snapshots: Vec::new(), linked: HashMap::new() };
-    let result = write_archive(&mut copier, &partial, &plan, &meta, progress, pause);
-    for snapshot in &copier.snapshots {
-        let _ = fs::remove_file(snapshot);
+    let mut pass = FirstPass {
+        final_path: dir.join(format!("{ARCHIVE_PREFIX}{id}{ARCHIVE_SUFFIX}")),
+        partial: dir.join(format!("{ARCHIVE_PREFIX}{id}{ARCHIVE_SUFFIX}.partial")),
+        builder: None,
+        copier: Copier::new(dir),
+        entries: Vec::new(),
+        sources: sources.to_vec(),
+        meta,
+        finished: false,
+    };
+    let written = pass.open().and_then(|()| pass.write_first_pass(&plan, progress, pause));
+    match written {
+        Ok(()) => Ok(pass),
+        Err(err) => Err(pass.explain(err, plan.total_bytes)),
     }
-    match result.and_then(|()| files::rename_durable(&partial, &final_path).map_err(Into::into)) {
-        Ok(()) => {
-            let archive_bytes = fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0);
-            Ok(Created { path: final_path, meta, archive_bytes, warnings: copier.warnings })
+}
+
+/// An archive whose first pass is written and whose manifest is not: what
+/// changed since can still be added. Dropped unfinished, it leaves nothing.
+pub struct FirstPass {
+    final_path: PathBuf,
+    partial: PathBuf,
+    builder: Option<tar::Builder<GzEncoder<BufWriter<File>>>>,
+    copier: Copier,
+    /// The manifest so far, in archive order.
+    entries: Vec<ManifestEntry>,
+    sources: Vec<Source>,
+    meta: Meta,
+    finished: bool,
+}
+
+impl FirstPass {
+    /// What the first pass noticed (files that vanished, changed type, shrank).
+    pub fn warnings(&self) -> &[String] {
+        &self.copier.warnings
+    }
+
+    /// Writes the manifest and puts the archive in place, without a final pass.
+    pub fn finish(mut self) -> Result<Created> {
+        self.seal()
+    }
+
+    /// The final pass, with the services stopped: scans the data again and
+    /// adds everything that changed since the first pass (by inode, size,
+    /// times and owner; SQLite databases again through their backup API),
+    /// retiring what changed or went away, then finishes the archive. Unchanged
+    /// files are not read again, so this pass is as short as the changes are.
+    pub fn finish_after_final_pass(mut self, progress: &mut dyn FnMut(Progress)) -> Result<Created> {
+        let total = self.meta.total_bytes;
+        match self.write_final_pass(progress) {
+            Ok(()) => self.seal(),
+            Err(err) => Err(self.explain(err, total)),
         }
-        Err(err) => {
-            let _ = fs::remove_file(&partial);
-            Err(explain_write_error(err, dir, &partial, plan.total_bytes))
+    }
+
+    fn open(&mut self) -> Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.partial)
+            .with_context(|| format!("cannot create {} (is the backup directory writable?)", self.partial.display()))?;
+        // Level 1: backups sit on the upgrade's critical path; speed beats a few percent of size.
+        let encoder = GzEncoder::new(BufWriter::with_capacity(1 << 20, file), Compression::fast());
+        let mut builder = tar::Builder::new(encoder);
+        builder.mode(tar::HeaderMode::Complete);
+        append_json(&mut builder, META_MEMBER, &self.meta)?;
+        self.builder = Some(builder);
+        Ok(())
+    }
+
+    fn builder(&mut self) -> Result<&mut tar::Builder<GzEncoder<BufWriter<File>>>> {
+        self.builder.as_mut().ok_or_else(|| anyhow!("the archive {} is already closed", self.partial.display()))
+    }
+
+    fn write_first_pass(
+        &mut self,
+        plan: &Plan,
+        progress: &mut dyn FnMut(Progress),
+        pause: &mut dyn FnMut(Pause<'_>),
+    ) -> Result<()> {
+        let items: Vec<&Item> = plan.items.iter().collect();
+        self.append_items(plan, &items, progress, pause)
+    }
+
+    /// Appends `items` as they are now, in walk order, reporting bytes done.
+    fn append_items(
+        &mut self,
+        plan: &Plan,
+        items: &[&Item],
+        progress: &mut dyn FnMut(Progress),
+        pause: &mut dyn FnMut(Pause<'_>),
+    ) -> Result<()> {
+        let total: u64 = items.iter().filter(|i| i.seen == Seen::File).map(|i| i.size).sum();
+        let mut walk = Walk::default();
+        let mut done = 0u64;
+        let mut last_report = Instant::now();
+        let mut builder = self.builder.take().ok_or_else(|| anyhow!("the archive is already closed"))?;
+        let result = (|| -> Result<()> {
+            for item in items {
+                let member = item.member();
+                pause(Pause::Copying(&member));
+                if let Some(entry) = walk.append(&mut self.copier, &mut builder, plan, item, &member)? {
+                    done += entry.size;
+                    match self.entries.iter_mut().find(|e| e.path == entry.path) {
+                        // A directory named again by the final pass.
+                        Some(earlier) => *earlier = entry,
+                        None => self.entries.push(entry),
+                    }
+                }
+                if last_report.elapsed() > Duration::from_millis(500) {
+                    progress(Progress { done, total });
+                    last_report = Instant::now();
+                }
+            }
+            Ok(())
+        })();
+        self.builder = Some(builder);
+        result?;
+        progress(Progress { done: total, total });
+        Ok(())
+    }
+
+    fn write_final_pass(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<()> {
+        let plan = scan(&self.sources)?;
+        if let Some((was, now)) = self.meta.roots.iter().zip(&plan.roots).find(|(was, now)| was.is_dir != now.is_dir) {
+            bail!(
+                "data path {} changed from a {} to a {} while its services were stopped",
+                now.path.display(),
+                if was.is_dir { "directory" } else { "file" },
+                if now.is_dir { "directory" } else { "file" }
+            );
+        }
+        let changes = self.copier.changes_since_first_pass(&plan, &self.entries);
+        self.entries.retain(|e| !changes.stale.contains(&e.path));
+        self.copier.forget(&changes.stale);
+        let stale = FinalPass { stale: self.entries_order(&changes.stale) };
+        append_json(self.builder()?, FINAL_PASS_MEMBER, &stale)?;
+        let items: Vec<&Item> = changes.copy.iter().map(|i| &plan.items[*i]).collect();
+        self.append_items(&plan, &items, progress, &mut |_| {})
+    }
+
+    /// The retired members in the order the first pass wrote them.
+    fn entries_order(&self, stale: &HashSet<Vec<u8>>) -> Vec<Vec<u8>> {
+        self.copier.order.iter().filter(|name| stale.contains(*name)).cloned().collect()
+    }
+
+    /// Writes the manifest, finishes the gzip stream, fsyncs and renames into place.
+    fn seal(&mut self) -> Result<Created> {
+        let total = self.meta.total_bytes;
+        let manifest = Manifest { format: FORMAT, entries: std::mem::take(&mut self.entries) };
+        let closed = (|| -> Result<()> {
+            let mut builder = self.builder.take().ok_or_else(|| anyhow!("the archive is already closed"))?;
+            append_json(&mut builder, MANIFEST_MEMBER, &manifest)?;
+            let encoder = builder.into_inner()?;
+            let buffered = encoder.finish()?;
+            let file = buffered.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            files::rename_durable(&self.partial, &self.final_path)?;
+            Ok(())
+        })();
+        if let Err(err) = closed {
+            return Err(self.explain(err, total));
+        }
+        self.finished = true;
+        self.copier.remove_snapshots();
+        let archive_bytes = fs::metadata(&self.final_path).map(|m| m.len()).unwrap_or(0);
+        Ok(Created {
+            path: self.final_path.clone(),
+            meta: self.meta.clone(),
+            archive_bytes,
+            warnings: std::mem::take(&mut self.copier.warnings),
+        })
+    }
+
+    /// Removes the partial archive and says why it failed (a full disk in plain words).
+    fn explain(&mut self, err: anyhow::Error, needed: u64) -> anyhow::Error {
+        self.discard();
+        explain_write_error(err, &self.copier.dir, &self.partial, needed)
+    }
+
+    fn discard(&mut self) {
+        self.builder = None;
+        self.copier.remove_snapshots();
+        let _ = fs::remove_file(&self.partial);
+    }
+}
+
+impl Drop for FirstPass {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.discard();
         }
     }
 }
@@ -106,57 +302,13 @@ fn explain_write_error(err: anyhow::Error, dir: &Path, partial: &Path, needed: u
     err.context(format!("writing backup {} failed; the partial archive was removed", partial.display()))
 }
 
-fn write_archive(
-    copier: &mut Copier<'_>,
-    partial: &Path,
-    plan: &Plan,
-    meta: &Meta,
-    progress: &mut dyn FnMut(Progress),
-    pause: &mut dyn FnMut(Pause<'_>),
-) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(partial)
-        .with_context(|| format!("cannot create {} (is the backup directory writable?)", partial.display()))?;
-    // Level 1: backups sit on the upgrade's critical path; speed beats a few percent of size.
-    let encoder = GzEncoder::new(BufWriter::with_capacity(1 << 20, file), Compression::fast());
-    let mut builder = tar::Builder::new(encoder);
-    builder.mode(tar::HeaderMode::Complete);
-    append_json(&mut builder, META_MEMBER, meta)?;
-
-    let mut walk = Walk::default();
-    let mut entries = Vec::with_capacity(plan.items.len());
-    let mut done = 0u64;
-    let mut last_report = Instant::now();
-    for item in &plan.items {
-        let member = item.member();
-        pause(Pause::Copying(&member));
-        if let Some(entry) = walk.append(copier, &mut builder, plan, item, &member)? {
-            done += entry.size;
-            entries.push(entry);
-        }
-        if last_report.elapsed() > Duration::from_millis(500) {
-            progress(Progress { done, total: plan.total_bytes });
-            last_report = Instant::now();
-        }
-    }
-    progress(Progress { done: plan.total_bytes, total: plan.total_bytes });
-    append_json(&mut builder, MANIFEST_MEMBER, &Manifest { format: FORMAT, entries })?;
-    let encoder = builder.into_inner()?;
-    let buffered = encoder.finish()?;
-    let file = buffered.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    Ok(())
-}
-
 /// Where the copy is in the data: the current data path's handle, the open
 /// directories below it, and the directories found replaced or gone.
 #[derive(Default)]
 struct Walk {
     root: Option<OwnedFd>,
+    /// Which data path `root` is.
+    current: Option<usize>,
     cursor: Cursor,
     gone: Vec<Vec<u8>>,
 }
@@ -165,7 +317,7 @@ impl Walk {
     /// Appends `item` as it is now; `None` when there is nothing left to store.
     fn append<W: Write>(
         &mut self,
-        copier: &mut Copier<'_>,
+        copier: &mut Copier,
         builder: &mut tar::Builder<W>,
         plan: &Plan,
         item: &Item,
@@ -174,6 +326,10 @@ impl Walk {
         let shown = item.shown(&plan.roots);
         if item.relative.is_empty() {
             return self.append_root(copier, builder, item, member, &shown);
+        }
+        if self.current != Some(item.root) {
+            // The final pass copies what changed below a data path it does not copy again.
+            self.enter(item, &plan.roots)?;
         }
         if self.gone.iter().any(|dir| is_below(&item.relative, dir)) {
             return Ok(None);
@@ -195,9 +351,12 @@ impl Walk {
         if item.seen != Seen::Dir {
             return copier.append_found(builder, parent, name, item, member, &shown);
         }
+        let read_at = SystemTime::now();
         match fsat::open_dir_at(parent, name) {
             Ok(handle) => {
-                let entry = append_dir(builder, member, &fsat::stat_of(&handle)?)?;
+                let stat = fsat::stat_of(&handle)?;
+                let entry = append_dir(builder, member, &stat)?;
+                copier.note(member, Seen::Dir, &stat, read_at, None);
                 self.cursor.adopt(parents, name, handle);
                 Ok(Some(entry))
             }
@@ -212,7 +371,7 @@ impl Walk {
     /// A data path: a directory becomes the base of the walk below it.
     fn append_root<W: Write>(
         &mut self,
-        copier: &mut Copier<'_>,
+        copier: &mut Copier,
         builder: &mut tar::Builder<W>,
         item: &Item,
         member: &[u8],
@@ -221,15 +380,33 @@ impl Walk {
         self.cursor.reset();
         self.gone.clear();
         self.root = None;
+        self.current = Some(item.root);
         if item.seen == Seen::Dir {
+            let read_at = SystemTime::now();
             let handle = fsat::open_dir_at(CWD, shown.as_os_str().as_bytes())
                 .with_context(|| format!("cannot open data directory {}", shown.display()))?;
-            let entry = append_dir(builder, member, &fsat::stat_of(&handle)?)?;
+            let stat = fsat::stat_of(&handle)?;
+            let entry = append_dir(builder, member, &stat)?;
+            copier.note(member, Seen::Dir, &stat, read_at, None);
             self.root = Some(handle);
             return Ok(Some(entry));
         }
         let (parent, name) = split_root_file(shown)?;
         copier.append_found(builder, parent.as_fd(), name, item, member, shown)
+    }
+}
+
+impl Walk {
+    /// Makes `item`'s data path the base of the walk without storing it again.
+    fn enter(&mut self, item: &Item, roots: &[super::format::Root]) -> Result<()> {
+        self.cursor.reset();
+        self.gone.clear();
+        self.current = Some(item.root);
+        let path = &roots[item.root].path;
+        let handle = fsat::open_dir_at(CWD, path.as_os_str().as_bytes())
+            .with_context(|| format!("cannot open data directory {}", path.display()))?;
+        self.root = Some(handle);
+        Ok(())
     }
 }
 
@@ -239,18 +416,140 @@ fn is_below(path: &[u8], dir: &[u8]) -> bool {
 }
 
 /// What the copy keeps besides the archive: warnings, SQLite snapshots to
-/// delete, and the first member of each multiply-linked inode.
-struct Copier<'a> {
-    dir: &'a Path,
+/// delete, the first member of each multiply-linked inode, and the state in
+/// which each member was copied, for the final pass to compare against.
+struct Copier {
+    dir: PathBuf,
     warnings: Vec<String>,
     snapshots: Vec<PathBuf>,
     /// (data path, device, inode) -> member that holds the content.
     linked: HashMap<(usize, u64, u64), Vec<u8>>,
+    /// Each member stored, with what it was when it was read.
+    copied: HashMap<Vec<u8>, Copied>,
+    /// The members in the order they were stored.
+    order: Vec<Vec<u8>>,
 }
 
-impl Copier<'_> {
+/// A member as it was when the copy read it.
+struct Copied {
+    seen: Seen,
+    fingerprint: Fingerprint,
+    wal: Option<Fingerprint>,
+    /// Changed so close to the read that a later write might not show: always copied again.
+    racy: bool,
+}
+
+/// What the final pass does: retire these members of the first pass, copy these items of the new scan.
+struct Changes {
+    stale: HashSet<Vec<u8>>,
+    copy: Vec<usize>,
+}
+
+impl Copier {
+    fn new(dir: &Path) -> Copier {
+        Copier {
+            dir: dir.to_path_buf(),
+            warnings: Vec::new(),
+            snapshots: Vec::new(),
+            linked: HashMap::new(),
+            copied: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+
     fn warn(&mut self, warning: String) {
         self.warnings.push(warning);
+    }
+
+    /// Records the state `member` was stored in (its status taken before it was read, at `read_at`).
+    fn note(&mut self, member: &[u8], seen: Seen, stat: &Stat, read_at: SystemTime, wal: Option<Fingerprint>) {
+        let fingerprint = Fingerprint::of(stat);
+        let racy = seen != Seen::Dir && (fingerprint.racy(read_at) || wal.is_some_and(|w| w.racy(read_at)));
+        if !self.copied.contains_key(member) {
+            self.order.push(member.to_vec());
+        }
+        self.copied.insert(member.to_vec(), Copied { seen, fingerprint, wal, racy });
+    }
+
+    /// Compares a new scan with what the first pass stored. A file, link or
+    /// database whose state differs (or was racy) is retired and copied again,
+    /// with every other name of its inode; a directory whose mode, owner or
+    /// time changed is named again; what is new is copied; what is gone is retired.
+    fn changes_since_first_pass(&self, plan: &Plan, entries: &[ManifestEntry]) -> Changes {
+        let stored: HashSet<&[u8]> = entries.iter().map(|e| e.path.as_slice()).collect();
+        let mut stale: HashSet<Vec<u8>> = HashSet::new();
+        let mut copy = Vec::new();
+        let mut present = HashSet::new();
+        for (index, item) in plan.items.iter().enumerate() {
+            let member = item.member();
+            present.insert(member.clone());
+            match self.copied.get(&member).filter(|_| stored.contains(member.as_slice())) {
+                Some(was) if was.seen == Seen::Dir && item.seen == Seen::Dir => {
+                    if was.fingerprint != item.fingerprint {
+                        copy.push(index);
+                    }
+                }
+                Some(was)
+                    if was.seen == item.seen
+                        && !was.racy
+                        && was.fingerprint == item.fingerprint
+                        && was.wal == item.wal => {}
+                Some(_) => {
+                    stale.insert(member);
+                    copy.push(index);
+                }
+                None => copy.push(index),
+            }
+        }
+        for name in &self.order {
+            if stored.contains(name.as_slice()) && !present.contains(name) {
+                stale.insert(name.clone());
+            }
+        }
+        self.with_whole_inodes(plan, &mut stale, &mut copy);
+        copy.sort_unstable();
+        copy.dedup();
+        Changes { stale, copy }
+    }
+
+    /// Hard links share one content: when one name of an inode is retired, every name of it is.
+    fn with_whole_inodes(&self, plan: &Plan, stale: &mut HashSet<Vec<u8>>, copy: &mut Vec<usize>) {
+        let root_of = |name: &[u8]| -> usize {
+            let rest = name.strip_prefix(b"data/").unwrap_or(name);
+            let end = rest.iter().position(|b| *b == b'/').unwrap_or(rest.len());
+            std::str::from_utf8(&rest[..end]).ok().and_then(|i| i.parse().ok()).unwrap_or(usize::MAX)
+        };
+        let inodes: HashSet<(usize, (u64, u64))> = stale
+            .iter()
+            .filter_map(|name| self.copied.get(name).map(|c| (name, c)))
+            .filter(|(_, c)| c.fingerprint.is_linked())
+            .map(|(name, c)| (root_of(name), c.fingerprint.inode()))
+            .collect();
+        if inodes.is_empty() {
+            return;
+        }
+        for name in &self.order {
+            let Some(copied) = self.copied.get(name) else { continue };
+            if copied.seen == Seen::File && inodes.contains(&(root_of(name), copied.fingerprint.inode())) {
+                stale.insert(name.clone());
+            }
+        }
+        for (index, item) in plan.items.iter().enumerate() {
+            if stale.contains(&item.member()) {
+                copy.push(index);
+            }
+        }
+    }
+
+    /// Forgets the retired members, so that a hard link is never made to one of them.
+    fn forget(&mut self, stale: &HashSet<Vec<u8>>) {
+        self.linked.retain(|_, first| !stale.contains(first));
+    }
+
+    fn remove_snapshots(&mut self) {
+        for snapshot in self.snapshots.drain(..) {
+            let _ = fs::remove_file(snapshot);
+        }
     }
 
     /// Appends whatever `name` in `parent` is now, which a race may have changed since the scan.
@@ -263,6 +562,8 @@ impl Copier<'_> {
         member: &[u8],
         shown: &Path,
     ) -> Result<Option<ManifestEntry>> {
+        let read_at = SystemTime::now();
+        let wal = if item.sqlite { wal_of(parent, name) } else { None };
         let found = match fsat::open_entry_at(parent, name) {
             Ok(found) => found,
             // Live data: a log rotated or a temp file deleted since the scan is not worth an abort.
@@ -275,6 +576,7 @@ impl Copier<'_> {
         match found {
             Entry::File(file, stat) if item.sqlite => {
                 drop(file);
+                self.note(member, Seen::File, &stat, read_at, wal);
                 let snapshot = self.snapshot(parent, name, shown)?;
                 // The database's owner, mode and time; the snapshot's size.
                 let mut stat = stat;
@@ -282,6 +584,7 @@ impl Copier<'_> {
                 Ok(Some(self.append_file(builder, member, snapshot, &stat, true, shown)?))
             }
             Entry::File(file, stat) if stat.st_nlink > 1 => {
+                self.note(member, Seen::File, &stat, read_at, None);
                 let key = (item.root, stat.st_dev, stat.st_ino);
                 if let Some(first) = self.linked.get(&key) {
                     return Ok(Some(append_link(builder, member, first, &stat, Kind::Hardlink)?));
@@ -289,8 +592,12 @@ impl Copier<'_> {
                 self.linked.insert(key, member.to_vec());
                 Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?))
             }
-            Entry::File(file, stat) => Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?)),
+            Entry::File(file, stat) => {
+                self.note(member, Seen::File, &stat, read_at, None);
+                Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?))
+            }
             Entry::Symlink(target, stat) => {
+                self.note(member, Seen::Symlink, &stat, read_at, None);
                 if item.seen != Seen::Symlink {
                     self.warn(format!(
                         "{} was replaced by a symlink during the backup; the link is stored, not followed",

@@ -12,14 +12,18 @@ use sha2::{Digest, Sha256};
 
 pub const META_MEMBER: &str = "upgraderd-backup.json";
 pub const MANIFEST_MEMBER: &str = "manifest.json";
+/// Between the first pass and the final pass: the first-pass members the final pass replaces or removes.
+pub const FINAL_PASS_MEMBER: &str = "final-pass.json";
 pub(super) const ARCHIVE_PREFIX: &str = "upgrade-backup-";
 pub(super) const ARCHIVE_SUFFIX: &str = ".tar.gz";
 /// Names upgraderd itself creates inside a data dir while restoring; never backed up.
 pub(super) const OWN_PREFIX: &str = ".upgraderd-";
 
 /// 1: the first format. 2: names as bytes (`pathHex`), link targets in the
-/// manifest, hard links and GNU sparse members. Readers take both.
-pub(super) const FORMAT: u32 = 2;
+/// manifest, hard links and GNU sparse members. 3: the service and mount each
+/// data path came from, and an optional final pass after `final-pass.json`.
+/// Readers take all three.
+pub(super) const FORMAT: u32 = 3;
 
 /// One data path of a backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -28,6 +32,10 @@ pub struct Root {
     pub index: usize,
     pub path: PathBuf,
     pub is_dir: bool,
+    /// The compose service whose mount this is, when known.
+    pub service: Option<String>,
+    /// Where that service mounts it.
+    pub mount: Option<String>,
 }
 
 /// What a backup holds and why it was taken; the first member of the archive.
@@ -82,6 +90,54 @@ pub struct Manifest {
     pub entries: Vec<ManifestEntry>,
 }
 
+/// The final pass's preamble: the first-pass members that changed or went
+/// away while the services were being stopped. A restore drops them before it
+/// reads the final pass's members, which hold what was there at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinalPass {
+    pub stale: Vec<Vec<u8>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FinalPassWire {
+    stale: Vec<NameWire>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NameWire {
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+}
+
+impl Serialize for FinalPass {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let stale = self
+            .stale
+            .iter()
+            .map(|name| {
+                let (path, path_hex) = bytes_to_json(name);
+                NameWire { path, path_hex }
+            })
+            .collect();
+        FinalPassWire { stale }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for FinalPass {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<FinalPass, D::Error> {
+        let wire = FinalPassWire::deserialize(deserializer)?;
+        let stale = wire
+            .stale
+            .into_iter()
+            .map(|n| bytes_from_json(n.path, n.path_hex))
+            .collect::<Result<_, _>>()
+            .map_err(serde::de::Error::custom)?;
+        Ok(FinalPass { stale })
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RootWire {
@@ -90,12 +146,16 @@ struct RootWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     path_hex: Option<String>,
     is_dir: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mount: Option<String>,
 }
 
 impl From<Root> for RootWire {
     fn from(root: Root) -> RootWire {
         let (path, path_hex) = bytes_to_json(root.path.as_os_str().as_bytes());
-        RootWire { index: root.index, path, path_hex, is_dir: root.is_dir }
+        RootWire { index: root.index, path, path_hex, is_dir: root.is_dir, service: root.service, mount: root.mount }
     }
 }
 
@@ -103,7 +163,7 @@ impl TryFrom<RootWire> for Root {
     type Error = String;
     fn try_from(wire: RootWire) -> Result<Root, String> {
         let path = PathBuf::from(OsString::from_vec(bytes_from_json(wire.path, wire.path_hex)?));
-        Ok(Root { index: wire.index, path, is_dir: wire.is_dir })
+        Ok(Root { index: wire.index, path, is_dir: wire.is_dir, service: wire.service, mount: wire.mount })
     }
 }
 
@@ -294,7 +354,8 @@ mod tests {
         let old = r#"{"path":"data/0/a","kind":"file","size":1,"sha256":"x","mode":420,"uid":0,"gid":0,"mtime":5}"#;
         let read: ManifestEntry = serde_json::from_str(old).unwrap();
         assert_eq!((read.path.as_slice(), read.target), (&b"data/0/a"[..], None));
-        let root = Root { index: 0, path: PathBuf::from(OsString::from_vec(b"/srv/\xff".to_vec())), is_dir: true };
+        let path = PathBuf::from(OsString::from_vec(b"/srv/\xff".to_vec()));
+        let root = Root { index: 0, path, is_dir: true, service: Some("db".into()), mount: Some("/var/lib/db".into()) };
         let json = serde_json::to_string(&root).unwrap();
         assert_eq!(serde_json::from_str::<Root>(&json).unwrap(), root);
     }

@@ -7,7 +7,9 @@
 //! anything outside `data/<i>` for a known `i`, a member whose parent is not an
 //! earlier directory member (so nothing is ever written through a symlink),
 //! duplicates, types upgraderd never writes, and hard links to anything but an
-//! earlier file of the same data path. Symlink *targets* are data: any target,
+//! earlier file of the same data path. A final pass ([`Rules::begin_final_pass`])
+//! may name again what it retired, and a directory again to give it its final
+//! mode and time. Symlink *targets* are data: any target,
 //! absolute or relative, dangling or not, is stored and restored verbatim.
 
 use std::collections::HashMap;
@@ -29,6 +31,8 @@ pub(super) struct Member {
     pub kind: Kind,
     /// A symlink's target, verbatim; for a hard link, the member it shares its inode with.
     pub link: Option<Vec<u8>>,
+    /// A directory the final pass names again: only its mode, owner and time are new.
+    pub again: bool,
 }
 
 /// The rules, with what has been seen so far in one archive.
@@ -36,11 +40,43 @@ pub(super) struct Rules<'a> {
     archive: &'a Path,
     roots: &'a [Root],
     seen: HashMap<Vec<u8>, Kind>,
+    final_pass: bool,
 }
 
 impl<'a> Rules<'a> {
     pub fn new(archive: &'a Path, roots: &'a [Root]) -> Rules<'a> {
-        Rules { archive, roots, seen: HashMap::new() }
+        Rules { archive, roots, seen: HashMap::new(), final_pass: false }
+    }
+
+    /// The final pass begins: `stale` members (each one seen, a directory only
+    /// with everything below it) are forgotten, and may come again.
+    pub fn begin_final_pass(&mut self, stale: &[Vec<u8>]) -> Result<()> {
+        if self.final_pass {
+            bail!("backup {} has two final passes; refusing this archive", self.archive.display());
+        }
+        self.final_pass = true;
+        for name in stale {
+            if self.seen.remove(name.as_slice()).is_none() {
+                bail!(
+                    "backup {}: its final pass retires `{}`, which the archive does not hold; refusing this archive",
+                    self.archive.display(),
+                    show(name)
+                );
+            }
+        }
+        let orphan = self.seen.keys().find(|name| {
+            let slash = name.iter().rposition(|b| *b == b'/').unwrap_or(0);
+            name.starts_with(b"data/") && slash > 5 && !self.seen.contains_key(&name[..slash])
+        });
+        if let Some(orphan) = orphan {
+            bail!(
+                "backup {}: its final pass retires the directory of `{}` but not `{}` itself; refusing this archive",
+                self.archive.display(),
+                show(orphan),
+                show(orphan)
+            );
+        }
+        Ok(())
     }
 
     /// Checks one member (its raw name, tar type and link name) and records it.
@@ -51,6 +87,10 @@ impl<'a> Rules<'a> {
             _ => raw_name,
         };
         let (root, relative) = self.locate(name)?;
+        let again = self.final_pass && kind == Kind::Dir && self.seen.get(name) == Some(&Kind::Dir);
+        if again {
+            return Ok(Member { name: name.to_vec(), root, relative: relative.to_vec(), kind, link: None, again });
+        }
         if self.seen.contains_key(name) {
             bail!("backup {}: member `{}` appears twice; refusing this archive", self.archive.display(), show(name));
         }
@@ -65,7 +105,7 @@ impl<'a> Rules<'a> {
             _ => None,
         };
         self.seen.insert(name.to_vec(), kind);
-        Ok(Member { name: name.to_vec(), root, relative: relative.to_vec(), kind, link })
+        Ok(Member { name: name.to_vec(), root, relative: relative.to_vec(), kind, link, again: false })
     }
 
     fn kind_of(&self, name: &[u8], entry_type: tar::EntryType) -> Result<Kind> {
@@ -170,8 +210,8 @@ mod tests {
 
     fn roots() -> Vec<Root> {
         vec![
-            Root { index: 0, path: PathBuf::from("/d"), is_dir: true },
-            Root { index: 1, path: PathBuf::from("/f"), is_dir: false },
+            Root { index: 0, path: PathBuf::from("/d"), is_dir: true, service: None, mount: None },
+            Root { index: 1, path: PathBuf::from("/f"), is_dir: false, service: None, mount: None },
         ]
     }
 
@@ -213,6 +253,30 @@ mod tests {
         assert!(check_all(&[(b"data/1", D, None)]).is_err(), "a directory where a file was backed up");
         assert!(check_all(&[(b"data/1", F, None)]).is_ok());
         assert!(check_all(&[(b"data/0", tar::EntryType::Char, None)]).is_err());
+    }
+
+    #[test]
+    fn a_final_pass_may_name_again_only_what_it_retired_and_directories() {
+        let roots = roots();
+        let mut rules = Rules::new(Path::new("a.tar.gz"), &roots);
+        for (name, kind) in [(&b"data/0"[..], D), (b"data/0/a", F), (b"data/0/d", D), (b"data/0/d/b", F)] {
+            rules.check(name, kind, None).unwrap();
+        }
+        assert!(rules.clone_with(|r| r.begin_final_pass(&[b"data/0/x".to_vec()])).is_err(), "not in the archive");
+        assert!(rules.clone_with(|r| r.begin_final_pass(&[b"data/0/d".to_vec()])).is_err(), "its child stays");
+        rules.begin_final_pass(&[b"data/0/a".to_vec()]).unwrap();
+        rules.check(b"data/0/a", F, None).unwrap();
+        assert!(rules.check(b"data/0/d", D, None).unwrap().again);
+        assert!(rules.check(b"data/0/d/b", F, None).is_err(), "not retired: still a duplicate");
+        assert!(rules.begin_final_pass(&[]).is_err(), "only one final pass");
+    }
+
+    impl Rules<'_> {
+        fn clone_with(&self, f: impl FnOnce(&mut Rules<'_>) -> Result<()>) -> Result<()> {
+            let mut copy =
+                Rules { archive: self.archive, roots: self.roots, seen: self.seen.clone(), final_pass: false };
+            f(&mut copy)
+        }
     }
 
     #[test]

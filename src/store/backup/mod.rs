@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use self::catalog::{find, list, partial_archives, prune};
-pub use self::create::{create, create_paused};
+pub use self::create::{begin, create, create_paused, FirstPass};
 pub use self::format::{Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
 pub use self::read::{read_meta, verify};
 pub use self::restore::{restore, restore_paused};
@@ -60,6 +60,22 @@ pub enum Pause<'a> {
     Staging(&'a [u8]),
     /// `restore` has staged everything and is about to swap it in.
     Swapping,
+}
+
+/// One data path to back up, and the service mount it came from when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub path: PathBuf,
+    pub service: Option<String>,
+    /// Where the service mounts it.
+    pub mount: Option<String>,
+}
+
+impl Source {
+    /// A data path no service is known to own.
+    pub fn path(path: impl Into<PathBuf>) -> Source {
+        Source { path: path.into(), service: None, mount: None }
+    }
 }
 
 /// Why a backup is taken, recorded in its metadata.

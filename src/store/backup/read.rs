@@ -10,7 +10,10 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use flate2::read::GzDecoder;
 
-use super::format::{show, HashingReader, Kind, Manifest, ManifestEntry, Meta, FORMAT, MANIFEST_MEMBER, META_MEMBER};
+use super::format::{
+    show, FinalPass, HashingReader, Kind, Manifest, ManifestEntry, Meta, FINAL_PASS_MEMBER, FORMAT, MANIFEST_MEMBER,
+    META_MEMBER,
+};
 use super::members::{Member, Rules};
 use super::Verified;
 
@@ -80,7 +83,7 @@ fn describe_read_error(err: &io::Error) -> String {
 /// Reads the whole archive: the gzip CRC, every member against the rules
 /// restore applies, every member's sha256 against the manifest.
 pub fn verify(path: &Path) -> Result<Verified> {
-    let (meta, manifest, seen) = read_archive(path, &mut |_, _, data| Ok(hash_to_sink(data)?))?;
+    let (meta, manifest, seen) = read_archive(path, &mut HashOnly)?;
     check_against_manifest(path, &seen, &manifest)?;
     let files = manifest.entries.iter().filter(|e| e.kind == Kind::File).count();
     let bytes = manifest.entries.iter().map(|e| e.size).sum();
@@ -141,15 +144,33 @@ pub(super) fn check_against_manifest(path: &Path, seen: &[SeenMember], manifest:
     Ok(())
 }
 
-type MemberHandler<'h> = dyn FnMut(&Member, &tar::Header, &mut dyn Read) -> Result<(String, u64)> + 'h;
+/// What reads an archive's data members as [`read_archive`] hands them over.
+pub(super) trait Visit {
+    /// One data member that passed the rules: returns the sha256 and size of a file's content.
+    fn member(&mut self, member: &Member, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)>;
+
+    /// The final pass begins: the members it retires are to be forgotten.
+    fn final_pass(&mut self, _final_pass: &FinalPass) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `verify`'s reader: hashes every member, keeps nothing.
+struct HashOnly;
+
+impl Visit for HashOnly {
+    fn member(&mut self, _: &Member, _: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
+        Ok(hash_to_sink(data)?)
+    }
+}
 
 /// Reads an archive once, in order: its metadata, each data member (checked
-/// by the [`Rules`], then handed to `on_member`, which returns the sha256 and
-/// size of a file's content), the manifest, and the gzip trailer so its CRC is checked.
-pub(super) fn read_archive(
-    path: &Path,
-    on_member: &mut MemberHandler<'_>,
-) -> Result<(Meta, Manifest, Vec<SeenMember>)> {
+/// by the [`Rules`], then handed to `visit`, which returns the sha256 and
+/// size of a file's content), the final pass's preamble if there is one
+/// (handed to `visit` before the members that follow it), the
+/// manifest, and the gzip trailer so its CRC is checked. The members returned
+/// are those that hold the final state: none the final pass retired.
+pub(super) fn read_archive(path: &Path, visit: &mut dyn Visit) -> Result<(Meta, Manifest, Vec<SeenMember>)> {
     let meta = read_meta(path)?;
     let mut archive = open_archive(path)?;
     let mut rules = Rules::new(path, &meta.roots);
@@ -177,15 +198,29 @@ pub(super) fn read_archive(
             if manifest.is_some() {
                 bail!("backup {} has member `{last_name}` after its manifest", path.display());
             }
+            if raw_name == FINAL_PASS_MEMBER.as_bytes() {
+                let mut text = String::new();
+                entry.read_to_string(&mut text).map_err(|e| damaged(path, Some(&last_name), e))?;
+                let final_pass: FinalPass = serde_json::from_str(&text)
+                    .with_context(|| format!("backup {} has an unreadable {FINAL_PASS_MEMBER}", path.display()))?;
+                rules.begin_final_pass(&final_pass.stale)?;
+                let stale: HashSet<&[u8]> = final_pass.stale.iter().map(Vec::as_slice).collect();
+                seen.retain(|m: &SeenMember| !stale.contains(m.member.name.as_slice()));
+                visit.final_pass(&final_pass)?;
+                continue;
+            }
             let header = entry.header().clone();
             let link = entry.link_name_bytes().map(|l| l.into_owned());
             let member = rules.check(&raw_name, header.entry_type(), link.as_deref())?;
             let (sha256, size) =
-                on_member(&member, &header, &mut entry).map_err(|e| match e.downcast::<io::Error>() {
+                visit.member(&member, &header, &mut entry).map_err(|e| match e.downcast::<io::Error>() {
                     Ok(io_err) => damaged(path, Some(&last_name), io_err),
                     Err(other) => other,
                 })?;
             let sha256 = (member.kind == Kind::File).then_some(sha256);
+            if member.again {
+                seen.retain(|m: &SeenMember| m.member.name != member.name);
+            }
             seen.push(SeenMember { member, sha256, size });
         }
     }

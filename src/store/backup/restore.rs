@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::FileType;
 
-use super::format::{show, HashingReader, Kind, ManifestEntry, Meta, Root, OWN_PREFIX};
+use super::format::{show, FinalPass, HashingReader, Kind, ManifestEntry, Meta, Root, OWN_PREFIX};
 use super::members::Member;
-use super::read::{check_against_manifest, read_archive, read_meta};
+use super::read::{check_against_manifest, read_archive, read_meta, Visit};
 use super::sparse;
 use super::{Destination, Pause, Progress, Restored};
 use crate::store::disk;
@@ -179,9 +179,51 @@ impl Stage {
         })
     }
 
+    /// Whether `name` is this root's member or lies below it.
+    fn holds(&self, name: &[u8]) -> bool {
+        let root = format!("data/{}", self.root.index).into_bytes();
+        name == root.as_slice() || (name.starts_with(&root) && name.get(root.len()) == Some(&b'/'))
+    }
+
+    /// Removes a member the first pass staged and the final pass retired.
+    fn retire(&mut self, name: &[u8]) -> Result<()> {
+        let root = format!("data/{}", self.root.index).into_bytes();
+        let relative = name.get(root.len() + 1..).unwrap_or_default();
+        if relative.is_empty() {
+            // The data path itself: only a file root is ever retired (and written again).
+            return Ok(fsat::remove_tree_at(self.dir.as_fd(), &self.staging_name)?);
+        }
+        let Some(staging) = self.staging.as_ref() else { bail!("nothing is staged for data/{}", self.root.index) };
+        let components = fsat::components(relative);
+        let Some((leaf, parents)) = components.split_last() else { return Ok(()) };
+        let mut lookup = Cursor::default();
+        let parent = lookup.open(staging.as_fd(), parents).map_err(|e| parent_refused(&show(name), &e))?;
+        fsat::remove_tree_at(parent, leaf)?;
+        self.dir_fixups.retain(|(dir, _, _)| dir.as_slice() != relative);
+        Ok(())
+    }
+
     /// Writes one member into the staging area; returns a file's sha256 and size.
     fn write(&mut self, member: &Member, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
         let name = show(&member.name);
+        if member.again {
+            // A directory the final pass names again: the staged one gets its final mode, owner and
+            // time (the data path's own come from the manifest).
+            if member.relative.is_empty() {
+                return Ok((String::new(), 0));
+            }
+            let (mode, mtime) = (header.mode()? & 0o7777, header.mtime()? as i64);
+            match self.dir_fixups.iter_mut().find(|(dir, _, _)| *dir == member.relative) {
+                Some(fixup) => *fixup = (member.relative.clone(), mode, mtime),
+                None => bail!("member `{name}` names again a directory that was not staged"),
+            }
+            let Some(staging) = self.staging.as_ref() else { bail!("member `{name}` has no staged directory") };
+            let components = fsat::components(&member.relative);
+            let Some((leaf, parents)) = components.split_last() else { bail!("member `{name}` has no name") };
+            let parent = self.cursor.open(staging.as_fd(), parents).map_err(|e| parent_refused(&name, &e))?;
+            set_owner(&fsat::open_dir_at(parent, leaf)?, header)?;
+            return Ok((String::new(), 0));
+        }
         if member.relative.is_empty() {
             return self.write_root(member, &name, header, data);
         }
@@ -420,25 +462,10 @@ fn stage_archive(
     progress: &mut dyn FnMut(Progress),
     pause: &mut dyn FnMut(Pause<'_>),
 ) -> Result<(u64, u64)> {
-    let (mut files, mut bytes) = (0u64, 0u64);
-    let mut last_report = Instant::now();
-    let (_, manifest, _seen) = read_archive(archive, &mut |member, header, data| {
-        pause(Pause::Staging(&member.name));
-        let (sha256, size) = stages[member.root].write(member, header, data)?;
-        if member.kind == Kind::File {
-            files += 1;
-            bytes += size;
-        }
-        if last_report.elapsed() > Duration::from_millis(500) {
-            progress(Progress { done: bytes, total: meta.total_bytes });
-            last_report = Instant::now();
-        }
-        Ok((sha256, size))
-    })
-    .and_then(|(meta, manifest, seen)| {
-        check_against_manifest(archive, &seen, &manifest)?;
-        Ok((meta, manifest, seen))
-    })?;
+    let mut stager = Stager { stages, meta, progress, pause, files: 0, bytes: 0, last_report: Instant::now() };
+    let (_, manifest, seen) = read_archive(archive, &mut stager)?;
+    check_against_manifest(archive, &seen, &manifest)?;
+    let Stager { stages, files, bytes, progress, .. } = stager;
     for stage in stages.iter_mut() {
         let root_member = format!("data/{}", stage.root.index).into_bytes();
         stage.root_entry = manifest.entries.iter().find(|e| e.path == root_member).cloned();
@@ -446,6 +473,47 @@ fn stage_archive(
     }
     progress(Progress { done: meta.total_bytes, total: meta.total_bytes });
     Ok((files, bytes))
+}
+
+/// Writes each member into its root's staging area as the archive is read.
+struct Stager<'s, 'p> {
+    stages: &'s mut [Stage],
+    meta: &'s Meta,
+    progress: &'p mut dyn FnMut(Progress),
+    pause: &'p mut dyn FnMut(Pause<'_>),
+    files: u64,
+    bytes: u64,
+    last_report: Instant,
+}
+
+impl Visit for Stager<'_, '_> {
+    fn member(&mut self, member: &Member, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
+        (self.pause)(Pause::Staging(&member.name));
+        let (sha256, size) = self.stages[member.root].write(member, header, data)?;
+        if member.kind == Kind::File {
+            self.files += 1;
+            self.bytes += size;
+        }
+        if self.last_report.elapsed() > Duration::from_millis(500) {
+            (self.progress)(Progress { done: self.bytes, total: self.meta.total_bytes });
+            self.last_report = Instant::now();
+        }
+        Ok((sha256, size))
+    }
+
+    /// What the first pass staged and the final pass retires goes, deepest first.
+    fn final_pass(&mut self, final_pass: &FinalPass) -> Result<()> {
+        for stage in self.stages.iter_mut() {
+            stage.cursor.reset();
+        }
+        for name in final_pass.stale.iter().rev() {
+            let Some(stage) = self.stages.iter_mut().find(|s| s.holds(name)) else {
+                bail!("the final pass retires `{}`, which no data path holds", show(name));
+            };
+            stage.retire(name).with_context(|| format!("cannot drop the first pass's `{}`", show(name)))?;
+        }
+        Ok(())
+    }
 }
 
 /// Swaps every staged root into place; undoes the roots already swapped if one fails.

@@ -12,10 +12,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use std::time::SystemTime;
+
 use anyhow::{anyhow, bail, Context, Result};
-use rustix::fs::{FileType, CWD};
+use rustix::fs::{FileType, Stat, CWD};
 
 use super::format::{Root, OWN_PREFIX};
+use super::Source;
 use crate::store::fsat::{self, Entry};
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -28,6 +31,56 @@ pub(super) struct Plan {
     pub items: Vec<Item>,
     pub total_bytes: u64,
     pub files: u64,
+}
+
+/// What identifies one state of a file: a later stat that matches it means
+/// the content was not written since (checked together with [`Fingerprint::racy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Fingerprint {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+}
+
+impl Fingerprint {
+    pub fn of(stat: &Stat) -> Fingerprint {
+        Fingerprint {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+            size: stat.st_size,
+            mtime: (stat.st_mtime, stat.st_mtime_nsec as i64),
+            ctime: (stat.st_ctime, stat.st_ctime_nsec as i64),
+            mode: stat.st_mode,
+            uid: stat.st_uid,
+            gid: stat.st_gid,
+            nlink: stat.st_nlink,
+        }
+    }
+
+    /// The inode it describes, to keep hard links together.
+    pub fn inode(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
+    pub fn is_linked(&self) -> bool {
+        self.nlink > 1
+    }
+
+    /// Whether a write right after `read_at` could leave this fingerprint
+    /// unchanged: file times tick coarsely (a scheduler tick, a second or two
+    /// on some file systems), so a change within a second of the read is
+    /// never trusted to show. Such a file is copied again by the final pass.
+    pub fn racy(&self, read_at: SystemTime) -> bool {
+        let changed = SystemTime::UNIX_EPOCH
+            + std::time::Duration::new(self.ctime.0.max(0) as u64, self.ctime.1.clamp(0, 999_999_999) as u32);
+        changed + std::time::Duration::from_secs(1) > read_at
+    }
 }
 
 /// What the scan saw at a name.
@@ -47,6 +100,10 @@ pub(super) struct Item {
     pub seen: Seen,
     pub size: u64,
     pub sqlite: bool,
+    /// Its state when scanned.
+    pub fingerprint: Fingerprint,
+    /// A SQLite database's write-ahead log, whose changes are the database's.
+    pub wal: Option<Fingerprint>,
 }
 
 impl Item {
@@ -72,10 +129,10 @@ impl Item {
 }
 
 /// Scans every data path.
-pub(super) fn scan(roots: &[PathBuf]) -> Result<Plan> {
+pub(super) fn scan(sources: &[Source]) -> Result<Plan> {
     let mut plan = Plan { roots: Vec::new(), items: Vec::new(), total_bytes: 0, files: 0 };
-    for (index, root) in roots.iter().enumerate() {
-        scan_root(index, root, &mut plan)?;
+    for (index, source) in sources.iter().enumerate() {
+        scan_root(index, source, &mut plan)?;
     }
     drop_sqlite_companions(&mut plan);
     for item in plan.items.iter().filter(|item| item.seen == Seen::File) {
@@ -85,7 +142,8 @@ pub(super) fn scan(roots: &[PathBuf]) -> Result<Plan> {
     Ok(plan)
 }
 
-fn scan_root(index: usize, root: &Path, plan: &mut Plan) -> Result<()> {
+fn scan_root(index: usize, source: &Source, plan: &mut Plan) -> Result<()> {
+    let root = source.path.as_path();
     let meta = fs::symlink_metadata(root).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => anyhow!(
             "data path {} does not exist; fix UPGRADERD_DATA_DIR (or the container's mounts) before backing up",
@@ -101,7 +159,15 @@ fn scan_root(index: usize, root: &Path, plan: &mut Plan) -> Result<()> {
         );
     }
     let is_dir = meta.is_dir();
-    plan.roots.push(Root { index, path: root.to_path_buf(), is_dir });
+    let stat = fsat::lstat_at(CWD, root.as_os_str().as_bytes())
+        .with_context(|| format!("cannot stat data path {}", root.display()))?;
+    plan.roots.push(Root {
+        index,
+        path: root.to_path_buf(),
+        is_dir,
+        service: source.service.clone(),
+        mount: source.mount.clone(),
+    });
     let seen = if is_dir {
         Seen::Dir
     } else if meta.file_type().is_symlink() {
@@ -109,7 +175,9 @@ fn scan_root(index: usize, root: &Path, plan: &mut Plan) -> Result<()> {
     } else {
         Seen::File
     };
-    let mut item = Item { root: index, relative: Vec::new(), seen, size: meta.len(), sqlite: false };
+    let fingerprint = Fingerprint::of(&stat);
+    let mut item =
+        Item { root: index, relative: Vec::new(), seen, size: meta.len(), sqlite: false, fingerprint, wal: None };
     if is_dir {
         plan.items.push(item);
         let handle = fsat::open_dir_at(CWD, root.as_os_str().as_bytes())
@@ -119,6 +187,7 @@ fn scan_root(index: usize, root: &Path, plan: &mut Plan) -> Result<()> {
     if seen == Seen::File {
         let (parent, name) = split_root_file(root)?;
         item.sqlite = is_sqlite(parent.as_fd(), name, item.size);
+        item.wal = item.sqlite.then(|| wal_of(parent.as_fd(), name)).flatten();
     }
     plan.items.push(item);
     Ok(())
@@ -159,7 +228,9 @@ fn scan_dir(dir: BorrowedFd<'_>, root: usize, relative: &[u8], plan: &mut Plan) 
             _ => continue,
         };
         let sqlite = seen == Seen::File && is_sqlite(dir, &name, size);
-        plan.items.push(Item { root, relative: child.clone(), seen, size, sqlite });
+        let wal = sqlite.then(|| wal_of(dir, &name)).flatten();
+        let fingerprint = Fingerprint::of(&stat);
+        plan.items.push(Item { root, relative: child.clone(), seen, size, sqlite, fingerprint, wal });
         if seen == Seen::Dir && child.split(|b| *b == b'/').count() > fsat::MAX_DEPTH {
             return Err(fsat::too_deep())
                 .with_context(|| format!("cannot back up {}", plan_path(plan, root, &child).display()));
@@ -201,6 +272,13 @@ fn is_sqlite(dir: BorrowedFd<'_>, name: &[u8], size: u64) -> bool {
     let Ok(Entry::File(mut file, _)) = fsat::open_entry_at(dir, name) else { return false };
     let mut header = [0u8; 16];
     file.read_exact(&mut header).is_ok() && &header == SQLITE_MAGIC
+}
+
+/// The state of a database's write-ahead log, when it has one.
+pub(super) fn wal_of(dir: BorrowedFd<'_>, database: &[u8]) -> Option<Fingerprint> {
+    let mut name = database.to_vec();
+    name.extend_from_slice(b"-wal");
+    fsat::lstat_at(dir, &name).ok().map(|stat| Fingerprint::of(&stat))
 }
 
 /// Drops the `-wal`, `-shm` and `-journal` files of the databases found.

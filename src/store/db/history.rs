@@ -51,12 +51,15 @@ pub struct UpgradeRecord {
     pub target_subject: Option<String>,
     /// The services the upgrade moved together, the primary first (empty in rows before schema 3).
     pub services: Vec<String>,
+    /// Containers stopped for the backup's final pass and not started again yet.
+    pub stopped_containers: Vec<String>,
 }
 
 const RECORD_COLUMNS: &str = "id, fromVersion, toVersion, deploymentMethod, status, progress, currentStep, logs, \
     backupPath, startedAt, completedAt, initiatedBy, errorMessage, rollbackAvailable, strategy, updatedAt, pid, \
     switched, container, service, composeProject, imageRef, previousImageId, previousDigest, rollbackTag, \
-    newImageId, newDigest, previousCommit, targetCommit, rollbackImages, previousSubject, targetSubject, services";
+    newImageId, newDigest, previousCommit, targetCommit, rollbackImages, previousSubject, targetSubject, services, \
+    stoppedContainers";
 
 impl UpgradeRecord {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<UpgradeRecord> {
@@ -94,10 +97,8 @@ impl UpgradeRecord {
             rollback_images: row.get(29)?,
             previous_subject: row.get(30)?,
             target_subject: row.get(31)?,
-            services: row
-                .get::<_, Option<String>>(32)?
-                .and_then(|json| serde_json::from_str(&json).ok())
-                .unwrap_or_default(),
+            services: json_list(row.get(32)?),
+            stopped_containers: json_list(row.get(33)?),
         })
     }
 
@@ -105,6 +106,11 @@ impl UpgradeRecord {
     pub fn is_terminal(&self) -> bool {
         self.status.is_terminal()
     }
+}
+
+/// A JSON list of strings in a column; empty when absent.
+fn json_list(column: Option<String>) -> Vec<String> {
+    column.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default()
 }
 
 /// One journal entry.
@@ -280,6 +286,12 @@ impl Db {
                 ("composeProject", deployment.compose_project.clone().into()),
             ],
         )
+    }
+
+    /// The containers stopped for the final pass of the backup (empty once they run again).
+    pub fn record_stopped_containers(&self, upgrade_id: &str, ids: &[String]) -> Result<()> {
+        let ids = (!ids.is_empty()).then(|| serde_json::to_string(ids).unwrap_or_default());
+        self.set_fields(upgrade_id, &[("stoppedContainers", ids.into())])
     }
 
     /// The backup a rollback restores.

@@ -69,6 +69,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE upgrade_history ADD COLUMN services TEXT;
     "#,
+    // 4: stack data: the containers stopped for the backup's final pass (JSON list of ids),
+    // until they run again, so that an interrupted upgrade starts them again.
+    r#"
+    ALTER TABLE upgrade_history ADD COLUMN stoppedContainers TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

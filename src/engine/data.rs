@@ -1,0 +1,637 @@
+//! The project's data: what every service of the compose project keeps, how
+//! each service's data is kept consistent while it is copied (the label
+//! `upgraderd.backup`: `stop`, `live` or `skip`), the native-dump hooks run
+//! inside a service's container, and the containers stopped around the final
+//! pass of a backup and around a restore, started again in `depends_on` order.
+//!
+//! A label the *image* carries is ignored: labels are the operator's, written
+//! in the compose file, and an image must not choose how its own data is backed up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::config::Config;
+use crate::engine::discover::is_data_mount;
+use crate::exit::usage;
+use crate::ops::compose::Project;
+use crate::ops::docker::{Container, Docker, ImageRef};
+use crate::states::BackupMode;
+use crate::store::backup::{self, Created, Progress, Source};
+
+/// The label choosing a service's backup mode, and its hooks' labels.
+pub const MODE_LABEL: &str = "upgraderd.backup";
+pub const PRE_LABEL: &str = "upgraderd.backup.pre";
+pub const POST_LABEL: &str = "upgraderd.backup.post";
+
+/// Images whose data is a database or store that must be stopped to be
+/// copied consistently, by the last component of their repository
+/// (`postgres`, `bitnami/postgresql`, `docker.io/library/redis`).
+pub const DATABASE_IMAGES: &[&str] = &[
+    "postgres",
+    "postgresql",
+    "postgis",
+    "timescaledb",
+    "mysql",
+    "mariadb",
+    "percona-server",
+    "mongo",
+    "mongodb",
+    "redis",
+    "redis-stack-server",
+    "valkey",
+    "keydb",
+    "clickhouse",
+    "clickhouse-server",
+    "influxdb",
+    "couchdb",
+    "elasticsearch",
+    "opensearch",
+    "cassandra",
+    "neo4j",
+    "etcd",
+    "rabbitmq",
+];
+
+/// One container of the project and the data it keeps.
+#[derive(Debug, Clone)]
+pub struct ServiceData {
+    pub service: String,
+    /// The container's id (what is stopped and started).
+    pub container: String,
+    pub mode: BackupMode,
+    /// Why this mode: the setting, the label, or the image.
+    pub mode_from: String,
+    pub pre: Option<Vec<String>>,
+    pub post: Option<Vec<String>>,
+    /// The services it depends on (compose v2 records them on the container).
+    pub depends_on: Vec<String>,
+    pub has_healthcheck: bool,
+    pub sources: Vec<Source>,
+}
+
+/// Everything a backup of the project covers.
+#[derive(Debug, Clone, Default)]
+pub struct DataSet {
+    pub services: Vec<ServiceData>,
+    /// Configured data paths no service mounts.
+    pub unowned: Vec<Source>,
+    /// What was left out, and why, for the upgrade's log.
+    pub notes: Vec<String>,
+}
+
+impl DataSet {
+    /// Every data path, each once.
+    pub fn sources(&self) -> Vec<Source> {
+        let mut sources: Vec<Source> = Vec::new();
+        for source in self.services.iter().flat_map(|s| &s.sources).chain(&self.unowned) {
+            if !sources.iter().any(|s| s.path == source.path) {
+                sources.push(source.clone());
+            }
+        }
+        sources
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.sources().into_iter().map(|s| s.path).collect()
+    }
+
+    /// The containers of `stop`-mode services that hold data.
+    pub fn stop_mode(&self) -> impl Iterator<Item = &ServiceData> {
+        self.services.iter().filter(|s| s.mode == BackupMode::Stop && !s.sources.is_empty())
+    }
+
+    /// The containers of these services.
+    pub fn of_services<'a>(&'a self, services: &'a [String]) -> impl Iterator<Item = &'a ServiceData> {
+        self.services.iter().filter(move |s| services.contains(&s.service))
+    }
+
+    /// One line per service for the log: `db (stop, image postgres): /var/lib/docker/volumes/…`.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .services
+            .iter()
+            .filter(|s| !s.sources.is_empty())
+            .map(|s| {
+                let paths: Vec<String> = s.sources.iter().map(|p| p.path.display().to_string()).collect();
+                format!("{} ({}, {}): {}", s.service, s.mode, s.mode_from, paths.join(", "))
+            })
+            .collect();
+        lines.extend(self.unowned.iter().map(|s| format!("(no service): {}", s.path.display())));
+        lines.extend(self.notes.iter().cloned());
+        lines
+    }
+}
+
+/// The project's data set: every service's writable volumes and bind mounts
+/// (or `UPGRADERD_DATA_DIR`, attributed to the service that mounts it), each
+/// service with its mode, minus `skip` services and `UPGRADERD_BACKUP_EXCLUDE`.
+pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<DataSet> {
+    let containers = docker.project_containers(&project.name)?;
+    check_configured_modes(config, &containers, &project.name)?;
+    let mut set = DataSet::default();
+    for container in &containers {
+        let Some(service) = container.label("com.docker.compose.service").map(str::to_string) else { continue };
+        let image_labels = docker.image_labels(&container.image).unwrap_or_default();
+        let (mode, mode_from) = mode_of(config, &service, container, &image_labels, &mut set.notes);
+        let own_label = |key: &str| container.label(key).filter(|_| !image_labels.contains_key(key));
+        let pre = own_label(PRE_LABEL).map(|text| hook_argv(&service, PRE_LABEL, text)).transpose()?;
+        let post = own_label(POST_LABEL).map(|text| hook_argv(&service, POST_LABEL, text)).transpose()?;
+        let sources = if mode == BackupMode::Skip {
+            set.notes.push(format!("{service}: not backed up ({mode_from})"));
+            Vec::new()
+        } else {
+            sources_of(config, &service, container, &mut set.notes)
+        };
+        set.services.push(ServiceData {
+            service,
+            container: container.id.clone(),
+            mode,
+            mode_from,
+            pre,
+            post,
+            depends_on: depends_on(container),
+            has_healthcheck: container.state.health.is_some(),
+            sources,
+        });
+    }
+    set.services.sort_by(|a, b| a.service.cmp(&b.service));
+    if !config.data_dirs.is_empty() {
+        set.unowned = config
+            .data_dirs
+            .iter()
+            .filter(|path| !set.services.iter().any(|s| s.sources.iter().any(|src| &src.path == *path)))
+            .map(Source::path)
+            .collect();
+    }
+    Ok(set)
+}
+
+/// `UPGRADERD_BACKUP_MODES` may only name services the project runs.
+fn check_configured_modes(config: &Config, containers: &[Container], project: &str) -> Result<()> {
+    let running: Vec<&str> = containers.iter().filter_map(|c| c.label("com.docker.compose.service")).collect();
+    match config.backup_modes.iter().find(|(service, _)| !running.contains(&service.as_str())) {
+        Some((unknown, _)) => Err(usage(format!(
+            "UPGRADERD_BACKUP_MODES names `{unknown}`, which compose project {project} does not run; its services: {}",
+            running.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The mode of one service, and where it came from.
+fn mode_of(
+    config: &Config,
+    service: &str,
+    container: &Container,
+    image_labels: &BTreeMap<String, String>,
+    notes: &mut Vec<String>,
+) -> (BackupMode, String) {
+    if let Some((_, mode)) = config.backup_modes.iter().find(|(s, _)| s == service) {
+        return (*mode, "UPGRADERD_BACKUP_MODES".into());
+    }
+    if image_labels.contains_key(MODE_LABEL) {
+        notes.push(format!(
+            "{service}: its image sets the label {MODE_LABEL}, which only the compose file may set; ignored"
+        ));
+    } else if let Some(text) = container.label(MODE_LABEL) {
+        match BackupMode::parse(text.trim()) {
+            Some(mode) => return (mode, format!("label {MODE_LABEL}")),
+            None => notes.push(format!(
+                "{service}: label {MODE_LABEL}={text:?} is not a mode (use {}); the default applies",
+                BackupMode::choices()
+            )),
+        }
+    }
+    default_mode(&container.config.image)
+}
+
+/// `stop` for a well-known database or store image, else `live`.
+pub fn default_mode(image: &str) -> (BackupMode, String) {
+    let repository = ImageRef::parse(image).repository;
+    let last = repository.rsplit('/').next().unwrap_or(&repository).to_string();
+    if DATABASE_IMAGES.contains(&last.as_str()) {
+        (BackupMode::Stop, format!("image {last}"))
+    } else {
+        (BackupMode::Live, "default".into())
+    }
+}
+
+/// A service's data paths: its writable mounts minus the excluded, or the
+/// configured data paths that lie in one of its mounts.
+fn sources_of(config: &Config, service: &str, container: &Container, notes: &mut Vec<String>) -> Vec<Source> {
+    let mounts = container.mounts.iter().filter(|m| is_data_mount(m));
+    if !config.data_dirs.is_empty() {
+        let mut sources = Vec::new();
+        for mount in mounts {
+            for path in config.data_dirs.iter().filter(|p| p.starts_with(&mount.source)) {
+                let below = path.strip_prefix(&mount.source).unwrap_or(Path::new(""));
+                let inside = mount.destination.join(below);
+                sources.push(Source {
+                    path: path.clone(),
+                    service: Some(service.to_string()),
+                    mount: Some(inside.display().to_string()),
+                });
+            }
+        }
+        return sources;
+    }
+    let mut sources = Vec::new();
+    for mount in mounts {
+        if let Some(excluded) = config.backup_exclude.iter().find(|e| mount.source.starts_with(e)) {
+            notes.push(format!(
+                "{service}: {} left out (UPGRADERD_BACKUP_EXCLUDE={})",
+                mount.source.display(),
+                excluded.display()
+            ));
+            continue;
+        }
+        sources.push(Source {
+            path: mount.source.clone(),
+            service: Some(service.to_string()),
+            mount: Some(mount.destination.display().to_string()),
+        });
+    }
+    sources
+}
+
+/// The services a container depends on, from compose v2's `com.docker.compose.depends_on`
+/// (`db:service_started:false,cache:service_healthy:true`); compose v1 records none.
+fn depends_on(container: &Container) -> Vec<String> {
+    container
+        .label("com.docker.compose.depends_on")
+        .map(|text| {
+            text.split(',').filter_map(|d| d.split(':').next()).filter(|s| !s.is_empty()).map(str::to_string).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A hook label's command as argv: split like a shell does (quotes and
+/// backslashes), never run by one.
+fn hook_argv(service: &str, label: &str, text: &str) -> Result<Vec<String>> {
+    split_command(text).map_err(|why| usage(format!("service {service}: label {label}={text:?} {why}")))
+}
+
+/// Splits a command line into words: blanks separate, `'…'` is literal,
+/// `"…"` keeps blanks and takes `\` before `"`, `\` or `$`, and `\` outside
+/// quotes escapes the next character. Nothing is expanded.
+pub fn split_command(text: &str) -> std::result::Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err("has an unclosed single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => w.push(c),
+                            Some(c) => {
+                                w.push('\\');
+                                w.push(c);
+                            }
+                            None => return Err("has an unclosed double quote".into()),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err("has an unclosed double quote".into()),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err("ends with a lone backslash".into()),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    if words.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(words)
+}
+
+/// The order to start `services` in: each after the services it depends on
+/// (those in the list); otherwise as given.
+pub fn start_order(services: &[ServiceData]) -> Vec<ServiceData> {
+    let mut left: Vec<ServiceData> = services.to_vec();
+    let mut ordered: Vec<ServiceData> = Vec::new();
+    while !left.is_empty() {
+        let ready = left.iter().position(|s| {
+            s.depends_on.iter().all(|d| !left.iter().any(|other| &other.service == d && other.service != s.service))
+        });
+        // A cycle (compose refuses them) would leave none ready: take the first as given.
+        ordered.push(left.remove(ready.unwrap_or(0)));
+    }
+    ordered
+}
+
+/// Runs a hook in a service's running container.
+pub fn run_hook(docker: &Docker, service: &ServiceData, label: &str, argv: &[String]) -> Result<()> {
+    let cmd = docker.exec(&service.container, argv);
+    docker.runner().run(&cmd).map_err(|e| anyhow!("{} of service {}: {e}", label, service.service))?;
+    Ok(())
+}
+
+/// Stops these containers, dependents first (the reverse of their start
+/// order), adding each one stopped to `stopped` so that the caller can start
+/// them again whatever happens. A failure stops nothing more.
+pub fn stop_containers(
+    docker: &Docker,
+    services: &[ServiceData],
+    stopped: &mut Vec<String>,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    for service in start_order(services).iter().rev() {
+        if stopped.contains(&service.container) {
+            continue;
+        }
+        log(&format!("Stopping {} ({})", service.service, short(&service.container)));
+        let cmd = docker.stop(&service.container, STOP_GRACE);
+        if let Err(e) = docker.runner().run(&cmd) {
+            // Already stopped is what was wanted; anything else ends the copy.
+            if !is_stopped(docker, &service.container) {
+                bail!("stopping {} failed: {e}", service.service);
+            }
+        }
+        stopped.push(service.container.clone());
+    }
+    Ok(())
+}
+
+/// How long a stopped service has to shut down cleanly before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Starts stopped containers again, each after what it depends on, and waits
+/// until each runs (and is healthy, when it has a HEALTHCHECK) within `timeout`.
+pub fn start_containers(
+    docker: &Docker,
+    ids: &[String],
+    services: &[ServiceData],
+    timeout: Duration,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let known: Vec<ServiceData> = start_order(services).into_iter().filter(|s| ids.contains(&s.container)).collect();
+    let unknown = ids.iter().filter(|id| !known.iter().any(|s| &s.container == *id));
+    let mut failures = Vec::new();
+    for service in &known {
+        log(&format!("Starting {} again", service.service));
+        if let Err(e) = start_and_wait(docker, &service.container, timeout) {
+            failures.push(format!("{}: {e:#}", service.service));
+        }
+    }
+    for id in unknown {
+        if let Err(e) = start_and_wait(docker, id, timeout) {
+            failures.push(format!("{}: {e:#}", short(id)));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("starting again failed: {}", failures.join("; "))
+    }
+}
+
+fn start_and_wait(docker: &Docker, id: &str, timeout: Duration) -> Result<()> {
+    docker.runner().run(&docker.start(id))?;
+    if docker.runner().dry_run() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let container = docker.inspect_container(id)?;
+        let health = container.state.health.as_ref().map(|h| h.status.as_str());
+        match (container.state.running, health) {
+            (true, None | Some("healthy")) => return Ok(()),
+            (false, _) if !container.state.restarting => {
+                bail!("it exited ({}): {}", container.state.exit_code, docker.logs_tail(id, 5))
+            }
+            _ if Instant::now() >= deadline => {
+                bail!("not healthy after {}s: {}", timeout.as_secs(), docker.logs_tail(id, 5))
+            }
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+fn is_stopped(docker: &Docker, id: &str) -> bool {
+    docker.inspect_container(id).is_ok_and(|c| !c.state.running)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// What a consistent backup reports as it goes.
+pub trait Observer {
+    fn log(&mut self, line: &str);
+    /// The containers stopped now (after each change), to be started again if upgraderd dies.
+    fn stopped(&mut self, ids: &[String]) -> Result<()>;
+    fn progress(&mut self, progress: Progress);
+}
+
+/// Backs up `set` so that it holds every write committed until the services
+/// were stopped: the `pre` hooks, a first pass while everything serves, then
+/// the `stop`-mode services and `keep_stopped` (an upgrade's moved services)
+/// stopped for a final pass of what changed, then the `stop`-mode services
+/// started again (and waited for) and the `post` hooks of those running.
+/// `stopped` holds what is stopped at any moment, also when this fails;
+/// `keep_stopped` stays stopped on success.
+pub fn back_up(
+    docker: &Docker,
+    set: &DataSet,
+    keep_stopped: &[ServiceData],
+    target: &Target<'_>,
+    stopped: &mut Vec<String>,
+    observer: &mut dyn Observer,
+) -> Result<Created> {
+    for line in set.describe() {
+        observer.log(&format!("Data: {line}"));
+    }
+    run_hooks(docker, set, PRE_LABEL, stopped, observer)?;
+    let began = Instant::now();
+    let first = backup::begin(&set.sources(), target.dir, target.reason.clone(), &mut |p| observer.progress(p))?;
+    for warning in first.warnings() {
+        observer.log(warning);
+    }
+    observer.log(&format!("First pass, while serving: {:.1}s", began.elapsed().as_secs_f64()));
+    let keep: Vec<&str> = keep_stopped.iter().map(|s| s.service.as_str()).collect();
+    let stop_mode: Vec<ServiceData> =
+        set.stop_mode().filter(|s| !keep.contains(&s.service.as_str())).cloned().collect();
+    // The kept ones (the app) last in the list: stopped first, before what they depend on.
+    let to_stop: Vec<ServiceData> = stop_mode.iter().chain(keep_stopped).cloned().collect();
+    let stopping = Instant::now();
+    let halted = stop_containers(docker, &to_stop, stopped, &mut |line| observer.log(line));
+    observer.stopped(stopped)?;
+    halted?;
+    let final_began = Instant::now();
+    let created = first.finish_after_final_pass(&mut |p| observer.progress(p))?;
+    let final_took = final_began.elapsed();
+    for warning in &created.warnings {
+        observer.log(warning);
+    }
+    let again: Vec<String> = stop_mode.iter().map(|s| s.container.clone()).collect();
+    let started = start_containers(docker, &again, &stop_mode, target.start_timeout, &mut |line| observer.log(line));
+    stopped.retain(|id| !again.contains(id) || started.is_err());
+    observer.stopped(stopped)?;
+    started?;
+    let held: Vec<&str> = stop_mode.iter().map(|s| s.service.as_str()).collect();
+    observer.log(&match held.is_empty() {
+        true => format!("Final pass: {:.1}s", final_took.as_secs_f64()),
+        false => format!(
+            "Final pass: {:.1}s; {} stopped for {:.1}s",
+            final_took.as_secs_f64(),
+            held.join(", "),
+            stopping.elapsed().as_secs_f64()
+        ),
+    });
+    run_hooks(docker, set, POST_LABEL, stopped, observer)?;
+    Ok(created)
+}
+
+/// Where a backup goes and how long a restarted service has to come back.
+pub struct Target<'a> {
+    pub dir: &'a Path,
+    pub reason: backup::Reason,
+    pub start_timeout: Duration,
+}
+
+/// Runs `label`'s hook in every running service that has one; a stopped service's is skipped.
+fn run_hooks(
+    docker: &Docker,
+    set: &DataSet,
+    label: &str,
+    stopped: &[String],
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    for service in &set.services {
+        let hook = if label == PRE_LABEL { &service.pre } else { &service.post };
+        let Some(argv) = hook else { continue };
+        if stopped.contains(&service.container) {
+            observer.log(&format!("{label} of {} skipped: it is stopped for the switch", service.service));
+            continue;
+        }
+        observer.log(&format!("Running {label} in {}: {}", service.service, argv.join(" ")));
+        run_hook(docker, service, label, argv)?;
+    }
+    Ok(())
+}
+
+/// Restores `archive` over its data paths with every running service whose
+/// data it replaces stopped (but those in `already_stopped`), then starts them
+/// again, each after what it depends on, and waits for them: nothing is ever
+/// restored under a running container. A failed restore leaves the data as it
+/// was, and the services are started again all the same.
+pub fn restore_with_owners_stopped(
+    config: &Config,
+    docker: &Docker,
+    project: &Project,
+    archive: &Path,
+    already_stopped: &[String],
+    log: &mut dyn FnMut(&str),
+) -> Result<backup::Restored> {
+    let owners = owners_of(config, docker, project, archive, already_stopped)?;
+    let mut stopped = Vec::new();
+    let halted = stop_containers(docker, &owners, &mut stopped, log);
+    let restored = halted.and_then(|()| backup::restore(archive, &backup::Destination::Original, &mut |_| {}));
+    let started = start_containers(docker, &stopped, &owners, config.health_timeout, log);
+    let restored = restored?;
+    started?;
+    Ok(restored)
+}
+
+/// The services, but `except`, whose data `archive` holds.
+fn owners_of(
+    config: &Config,
+    docker: &Docker,
+    project: &Project,
+    archive: &Path,
+    except: &[String],
+) -> Result<Vec<ServiceData>> {
+    let meta = backup::read_meta(archive)?;
+    let named: Vec<String> = meta.roots.iter().filter_map(|r| r.service.clone()).collect();
+    if named.is_empty() {
+        return Ok(Vec::new());
+    }
+    let set = data_set(config, docker, project)
+        .map_err(|e| e.context("finding the services whose data the backup replaces"))?;
+    Ok(set.services.into_iter().filter(|s| named.contains(&s.service) && !except.contains(&s.service)).collect())
+}
+
+/// The services a backup's data came from, as its metadata names them.
+pub fn services_in(archive: &Path) -> Result<Vec<String>> {
+    let meta = backup::read_meta(archive)?;
+    let mut named: Vec<String> = meta.roots.iter().filter_map(|r| r.service.clone()).collect();
+    named.sort();
+    named.dedup();
+    Ok(named)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn databases_are_stopped_by_default_and_everything_else_copied_live() {
+        for image in ["postgres:15", "docker.io/library/mariadb:11", "bitnami/postgresql", "127.0.0.1:5000/x/redis:7"] {
+            assert_eq!(default_mode(image).0, BackupMode::Stop, "{image}");
+        }
+        for image in ["ghcr.io/acme/app:2", "postgres-exporter:1", "nginx"] {
+            assert_eq!(default_mode(image).0, BackupMode::Live, "{image}");
+        }
+    }
+
+    #[test]
+    fn hook_commands_split_like_a_shell_without_one() {
+        let argv = split_command(r#"pg_dumpall -U postgres -f '/var/lib/postgresql/data/dump all.sql'"#).unwrap();
+        assert_eq!(argv, ["pg_dumpall", "-U", "postgres", "-f", "/var/lib/postgresql/data/dump all.sql"]);
+        let argv = split_command(r#"sh -c "echo \"\$HOME\" > /x" a\ b"#).unwrap();
+        assert_eq!(argv, ["sh", "-c", "echo \"$HOME\" > /x", "a b"]);
+        assert_eq!(split_command("x ''").unwrap(), ["x", ""]);
+        for bad in ["'open", "\"open", "trailing\\", "   "] {
+            assert!(split_command(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn service(name: &str, depends_on: &[&str]) -> ServiceData {
+        ServiceData {
+            service: name.into(),
+            container: format!("{name}-id"),
+            mode: BackupMode::Stop,
+            mode_from: "default".into(),
+            pre: None,
+            post: None,
+            depends_on: depends_on.iter().map(|s| s.to_string()).collect(),
+            has_healthcheck: false,
+            sources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn services_start_after_what_they_depend_on() {
+        let set = [service("web", &["db", "cache"]), service("cache", &[]), service("db", &["cache"])];
+        let order: Vec<String> = start_order(&set).into_iter().map(|s| s.service).collect();
+        assert_eq!(order, ["cache", "db", "web"]);
+        let cycle = [service("a", &["b"]), service("b", &["a"])];
+        assert_eq!(start_order(&cycle).len(), 2, "a cycle still starts everything");
+    }
+}
