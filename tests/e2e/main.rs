@@ -18,6 +18,7 @@
 mod common;
 
 mod compose;
+mod database;
 mod hardening;
 mod kill;
 mod owner;

@@ -53,10 +53,23 @@ impl Scenario {
         layout: &dyn Fn(&str, u16, &str) -> String,
         up: &[&str],
     ) -> Option<Scenario> {
+        let build = format!("{}-build", world()?.prefix);
+        Scenario::start_from(&build, test, versions, compose, layout, up)
+    }
+
+    /// Like [`Scenario::start_with`], with the app's versions taken from the local images `build:<version>`.
+    pub fn start_from(
+        build: &str,
+        test: &str,
+        versions: &[&str],
+        compose: ComposeVersion,
+        layout: &dyn Fn(&str, u16, &str) -> String,
+        up: &[&str],
+    ) -> Option<Scenario> {
         let (world, name, docker_config) = Scenario::enter(test, compose)?;
         let repo = format!("{}/{name}/app", world.registry);
         for version in versions {
-            must(&["docker", "tag", &format!("{}-build:{version}", world.prefix), &format!("{repo}:{version}")]);
+            must(&["docker", "tag", &format!("{build}:{version}"), &format!("{repo}:{version}")]);
             must(&["docker", "push", &format!("{repo}:{version}")]);
         }
         must(&["docker", "tag", &format!("{repo}:1.0.0"), &format!("{repo}:latest")]);

@@ -158,7 +158,7 @@ fn remove_leftovers(me: RunId) {
 
 /// The app the test images run. `cargo test` builds it with every target;
 /// `cargo test --test e2e` does not, so it is built here (a no-op when fresh).
-fn testapp_binary() -> PathBuf {
+pub fn testapp_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     if let Some(cargo) = std::env::var_os("CARGO") {
@@ -202,7 +202,7 @@ fn build_images(prefix: &str) {
     });
 }
 
-fn docker_build(context: &Path, dockerfile: &str, tag: &str) {
+pub fn docker_build(context: &Path, dockerfile: &str, tag: &str) {
     fs::write(context.join("Dockerfile"), dockerfile).unwrap();
     must(&["docker", "build", "-q", "-t", tag, context.to_str().unwrap()]);
 }

@@ -14,6 +14,10 @@
 //! the data, serves nothing, runs until stopped) or a one-shot `migrate` job
 //! (opens and migrates the data, exits 0); `web` (the default) serves.
 //!
+//! With `$APP_PG` (a host name), the data is a PostgreSQL database there
+//! instead, reached through `psql` (the image is built on the PostgreSQL
+//! one): the schema is the `payload` column of `items`, which schema 2 adds.
+//!
 //! Every version refuses to start on a schema newer than it knows, which is
 //! why a rollback must restore the data for the old version to come back.
 //! Every version exits at SIGTERM, as a service should: as PID 1 of its
@@ -53,6 +57,9 @@ fn main() {
         }
     }
     let target_schema = if behavior == "migrate-crash" { 2 } else { schema };
+    if let Ok(host) = std::env::var("APP_PG") {
+        return postgres_app(&host, target_schema, &behavior, &version);
+    }
     let db = match open(&format!("{data}/app.db"), target_schema) {
         Ok(db) => db,
         Err(e) => {
@@ -149,4 +156,85 @@ fn serve(mut stream: TcpStream, db: &Connection, behavior: &str, version: &str) 
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+/// The app on PostgreSQL: the same behaviours, the data in `items` on `host`.
+fn postgres_app(host: &str, schema: i64, behavior: &str, version: &str) {
+    let psql = |sql: &str| -> Result<String, String> {
+        let out = std::process::Command::new("psql")
+            .args(["-h", host, "-U", "postgres", "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        match out.status.success() {
+            true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+            false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        }
+    };
+    // The database may still be starting (or restarting after a restore).
+    let mut tries = 0;
+    while let Err(e) = psql("CREATE TABLE IF NOT EXISTS items (id serial PRIMARY KEY, name text NOT NULL)") {
+        tries += 1;
+        if tries > 120 {
+            eprintln!("cannot reach the database: {e}");
+            std::process::exit(2);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let has_payload =
+        psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'payload'")
+            .unwrap_or_default()
+            == "1";
+    if has_payload && schema < 2 {
+        eprintln!("database schema 2 is newer than this version understands ({schema}); refusing to start");
+        std::process::exit(3);
+    }
+    if !has_payload && schema >= 2 {
+        if let Err(e) = psql("BEGIN; ALTER TABLE items ADD COLUMN payload text NOT NULL DEFAULT 'migrated'; UPDATE items SET name = upper(name); COMMIT;") {
+            eprintln!("migration failed: {e}");
+            std::process::exit(2);
+        }
+    }
+    if behavior == "migrate-crash" {
+        eprintln!("migrated, now crashing");
+        std::process::exit(1);
+    }
+    if env("APP_ROLE", "web") == "worker" {
+        eprintln!("working");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let listener = TcpListener::bind(("0.0.0.0", env("APP_PORT", "3001").parse().unwrap_or(3001))).expect("bind");
+    eprintln!("listening");
+    for mut stream in listener.incoming().flatten() {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request_line = String::new();
+        let _ = reader.read_line(&mut request_line);
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                break;
+            }
+        }
+        let (status, body) = if request_line.starts_with("POST /api/items?name=") {
+            let name: String = request_line["POST /api/items?name=".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("item")
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect();
+            match psql(&format!("INSERT INTO items(name) VALUES ('{name}')")) {
+                Ok(_) => (201, r#"{"ok":true}"#.to_string()),
+                Err(e) => (500, format!("{{\"error\":{e:?}}}")),
+            }
+        } else {
+            (200, format!(r#"{{"status":"ok","version":"{version}"}}"#))
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
 }
