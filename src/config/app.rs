@@ -97,7 +97,7 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
 /// the others are entries of a state directory, so an app named like one
 /// would keep its state inside the single instance's.
 fn is_reserved(name: &str) -> bool {
-    const STATE_ENTRIES: &[&str] = &["backups", "unrecorded", "reserve", "reserve.partial", "http-cache.json"];
+    const STATE_ENTRIES: &[&str] = &[super::BACKUPS_DIR, "unrecorded", "reserve", "reserve.partial", "http-cache.json"];
     name == "upgraderd" || name.starts_with("upgraderd.") || STATE_ENTRIES.contains(&name)
 }
 

@@ -37,6 +37,12 @@ use values::{as_path, as_text, parse_count, parse_github_repo, parse_pointer, pa
 
 /// The default configuration file, read when present and no `-c` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/upgraderd/upgraderd.env";
+/// The state database, in the state directory.
+pub const DB_FILE: &str = "upgraderd.db";
+/// The single-upgrade lock, in the state directory: one per state directory, so one per app.
+pub const LOCK_FILE: &str = "upgraderd.lock";
+/// The default backup directory, in the state directory.
+pub const BACKUPS_DIR: &str = "backups";
 
 pub use crate::states::Strategy;
 
@@ -127,7 +133,7 @@ impl Config {
         let status_file = p.file_name("UPGRADERD_STATUS_FILE")?;
         shared_dir::check_names(layers, &trigger_file, &status_file)?;
         let state_dir = p.required("UPGRADERD_STATE_DIR", as_path)?;
-        let backup_dir = p.path("UPGRADERD_BACKUP_DIR")?.unwrap_or_else(|| state_dir.join("backups"));
+        let backup_dir = p.path("UPGRADERD_BACKUP_DIR")?.unwrap_or_else(|| state_dir.join(BACKUPS_DIR));
         Ok(Config {
             strategy: p.parse("UPGRADERD_STRATEGY", "pull", |t| {
                 Strategy::parse(t).ok_or_else(|| format!("expected {}", Strategy::choices()))
@@ -192,12 +198,12 @@ impl Config {
 
     /// The path of the state database.
     pub fn db_path(&self) -> PathBuf {
-        self.state_dir.join("upgraderd.db")
+        self.state_dir.join(DB_FILE)
     }
 
     /// The path of the single-upgrade lock file.
     pub fn lock_path(&self) -> PathBuf {
-        self.state_dir.join("upgraderd.lock")
+        self.state_dir.join(LOCK_FILE)
     }
 }
 
