@@ -1,13 +1,41 @@
 #!/usr/bin/env bash
 # Builds and installs upgraderd: the static binary, man pages, completions,
-# the systemd unit (upgraderd.service), an example configuration (never
-# overwriting one that exists) and the state directory (0700). Idempotent.
-#
-#   ./install.sh                      build with cargo and install under /usr/local
-#   ./install.sh --binary PATH        install a prebuilt binary instead of building
-#   ./install.sh --uninstall          remove what install put there (keeps config and state)
-#   DESTDIR=/tmp/pkg PREFIX=/usr ./install.sh   stage into a package root
+# the systemd units (upgraderd.service, and upgraderd@.service for several
+# apps on one host), an example configuration (never overwriting one that
+# exists) and the state directory (0700). Idempotent. `./install.sh --help`
+# says how to use it.
 set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: ./install.sh [--binary PATH] [--uninstall] [--help]
+
+Builds upgraderd (static, release) and installs it with its man pages, shell
+completions, the systemd units upgraderd.service (one app) and
+upgraderd@.service (one instance per app: upgraderd@NAME reads
+/etc/upgraderd/NAME.env and keeps its state in /var/lib/upgraderd/NAME), an
+example /etc/upgraderd/upgraderd.env (an existing one is kept) and the state
+directory /var/lib/upgraderd (mode 0700). Running it again is harmless.
+
+Options:
+  --binary PATH   install this prebuilt binary instead of building with cargo
+  --uninstall     remove what install put there (configuration and state are kept)
+  -h, --help      print this help
+
+Environment:
+  PREFIX=/usr/local           where bin/ and share/ go
+  DESTDIR=                    stage everything under this root (packaging)
+  SYSCONFDIR=/etc             where upgraderd/ (configuration) and systemd/system/ go
+  UNITDIR=$SYSCONFDIR/systemd/system
+  STATEDIR=/var/lib/upgraderd
+
+Examples:
+  ./install.sh
+  ./install.sh --binary target/x86_64-unknown-linux-gnu/release/upgraderd
+  DESTDIR=/tmp/pkg PREFIX=/usr ./install.sh
+  ./install.sh --uninstall
+USAGE
+}
 
 PREFIX=${PREFIX:-/usr/local}
 DESTDIR=${DESTDIR:-}
@@ -21,7 +49,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary=${2:?--binary needs a path}; shift 2 ;;
     --uninstall) action=uninstall; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -37,7 +65,7 @@ unitdir="$DESTDIR${UNITDIR:-$SYSCONFDIR/systemd/system}"
 
 if [ "$action" = uninstall ]; then
   rm -f "$bindir/upgraderd" "$bashdir/upgraderd" "$zshdir/_upgraderd" "$fishdir/upgraderd.fish" \
-    "$unitdir/upgraderd.service"
+    "$unitdir/upgraderd.service" "$unitdir/upgraderd@.service"
   for page in "$here"/man/*.1; do rm -f "$mandir/$(basename "$page")"; done
   echo "upgraderd removed; configuration in $confdir and state in $statedir were kept"
   exit 0
@@ -61,9 +89,14 @@ install -m 0644 "$here/completions/upgraderd.bash" "$bashdir/upgraderd"
 install -m 0644 "$here/completions/_upgraderd" "$zshdir/_upgraderd"
 install -m 0644 "$here/completions/upgraderd.fish" "$fishdir/upgraderd.fish"
 install -d -m 0755 "$unitdir"
-sed "s|/usr/local/bin/upgraderd|$PREFIX/bin/upgraderd|" "$here/updater.service" > "$unitdir/upgraderd.service.tmp"
-chmod 0644 "$unitdir/upgraderd.service.tmp"
-mv "$unitdir/upgraderd.service.tmp" "$unitdir/upgraderd.service"
+# The units with the binary path of PREFIX, each replaced in one rename.
+install_unit() {
+  sed "s|/usr/local/bin/upgraderd|$PREFIX/bin/upgraderd|" "$here/$1" > "$unitdir/$2.tmp"
+  chmod 0644 "$unitdir/$2.tmp"
+  mv "$unitdir/$2.tmp" "$unitdir/$2"
+}
+install_unit updater.service upgraderd.service
+install_unit upgraderd@.service upgraderd@.service
 install -d -m 0755 "$confdir"
 if [ -e "$confdir/upgraderd.env" ]; then
   echo "kept existing $confdir/upgraderd.env"
@@ -74,3 +107,4 @@ install -d -m 0700 "$statedir"
 chmod 0700 "$statedir"
 echo "installed $bindir/upgraderd ($("$bindir/upgraderd" --version))"
 echo "next: edit $SYSCONFDIR/upgraderd/upgraderd.env, then: systemctl daemon-reload && systemctl enable --now upgraderd"
+echo "several apps: one $SYSCONFDIR/upgraderd/NAME.env each, then: systemctl enable --now upgraderd@NAME"

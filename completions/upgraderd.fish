@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_upgraderd_global_optspecs
-    string join \n c/config= state-dir= json v/verbose q/quiet container= data-dir= backup-dir= backup-keep= trigger-dir= docker= h/help V/version
+    string join \n app= c/config= state-dir= json v/verbose q/quiet container= data-dir= backup-dir= backup-keep= trigger-dir= docker= h/help V/version
 end
 
 function __fish_upgraderd_needs_command
@@ -24,6 +24,7 @@ function __fish_upgraderd_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c upgraderd -n "__fish_upgraderd_needs_command" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -47,6 +48,7 @@ complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "status" -d 'Sho
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "config" -d 'Print the effective configuration and where each value came from'
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c upgraderd -n "__fish_upgraderd_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -62,6 +64,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -s h -l help 
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -s V -l version -d 'Print version'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l to -d 'Target version tag, or `latest`' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l strategy -d 'pull (image) or rebuild (git + compose build) [default: UPGRADERD_STRATEGY]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -78,6 +81,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -s v -l ver
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -s q -l quiet -d 'Only errors on stderr'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -s V -l version -d 'Print version'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand rollback" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand rollback" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand rollback" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand rollback" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -93,6 +97,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand rollback" -s v -l ve
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand rollback" -s q -l quiet -d 'Only errors on stderr'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand rollback" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand rollback" -s V -l version -d 'Print version'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and not __fish_seen_subcommand_from create list verify restore prune help" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and not __fish_seen_subcommand_from create list verify restore prune help" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and not __fish_seen_subcommand_from create list verify restore prune help" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and not __fish_seen_subcommand_from create list verify restore prune help" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -112,6 +117,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and not __fi
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and not __fish_seen_subcommand_from create list verify restore prune help" -f -a "restore" -d 'Restore an archive over the data paths it was taken from (or into --to DIR)'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and not __fish_seen_subcommand_from create list verify restore prune help" -f -a "prune" -d 'Delete old archives, keeping the newest N and the last complete upgrade\'s'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and not __fish_seen_subcommand_from create list verify restore prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from create" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from create" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from create" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from create" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -125,6 +131,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_s
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Only errors on stderr'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from list" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from list" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from list" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from list" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -138,6 +145,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_s
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from verify" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from verify" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from verify" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from verify" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -152,6 +160,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_s
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from restore" -l to -d 'Restore into this directory instead of the original paths' -r -F
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from restore" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from restore" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from restore" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from restore" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -166,6 +175,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_s
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from restore" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from restore" -s V -l version -d 'Print version'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from prune" -l keep -d 'Archives to keep [default: UPGRADERD_BACKUP_KEEP]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from prune" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from prune" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from prune" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from prune" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -185,6 +195,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_s
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from help" -f -a "restore" -d 'Restore an archive over the data paths it was taken from (or into --to DIR)'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Delete old archives, keeping the newest N and the last complete upgrade\'s'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand backup; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -202,6 +213,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -s q 
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand check-version" -s V -l version -d 'Print version'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -l limit -d 'Show at most N upgrades' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -215,6 +227,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -s v -l ver
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -s q -l quiet -d 'Only errors on stderr'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand history" -s V -l version -d 'Print version'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand status" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand status" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand status" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand status" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -228,6 +241,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand status" -s v -l verb
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand status" -s q -l quiet -d 'Only errors on stderr'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand status" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand status" -s V -l version -d 'Print version'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand config" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand config" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand config" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand config" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r
@@ -241,6 +255,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand config" -s v -l verb
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand config" -s q -l quiet -d 'Only errors on stderr'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand config" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand config" -s V -l version -d 'Print version'
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand completions" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand completions" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand completions" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand completions" -l container -d 'Container of the service to upgrade [UPGRADERD_CONTAINER]' -r

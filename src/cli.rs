@@ -11,6 +11,10 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "upgraderd", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
+    /// One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half
+    #[arg(long, value_name = "NAME", global = true)]
+    pub app: Option<String>,
+
     /// Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]
     #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
     pub config_file: Option<PathBuf>,

@@ -17,6 +17,24 @@ pub enum Exit {
     UpdateAvailable = 10,
 }
 
+impl Exit {
+    /// Every exit code, in order.
+    pub const ALL: [Exit; 5] = [Exit::Success, Exit::Failed, Exit::Usage, Exit::Locked, Exit::UpdateAvailable];
+
+    /// What the code means, for people (the man pages' EXIT STATUS).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Success => "Success.",
+            Exit::Failed => "The operation failed; an upgrade that was rolled back counts as failed.",
+            Exit::Usage => "Bad usage or configuration; the message names the flag, key or file and what to change.",
+            Exit::Locked => {
+                "Another upgrade holds the lock of this state directory; the message names its pid, upgrade id and start."
+            }
+            Exit::UpdateAvailable => "check-version --exit-code found an update the policy allows.",
+        }
+    }
+}
+
 /// Bad usage or configuration: the user must change a flag, a variable or a file.
 #[derive(Debug)]
 pub struct UsageError(pub String);

@@ -5,7 +5,8 @@
 //! subcommand, `engine` is the upgrade transaction (pipeline, strategies,
 //! health gate, recovery, version checks), `daemon` is `watch`, `trigger` the
 //! protocol with the app, `signals` the stop request, `ops` wraps the outside
-//! world, `store` owns everything on disk, `ui` is the one place that prints and
+//! world, `store` owns everything on disk, `ui` is the one place that prints,
+//! `manpages` renders the man pages from `cli` and the configuration keys, and
 //! `units` formats sizes for people (a leaf, usable from any layer).
 
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod exit;
+pub mod manpages;
 pub mod ops;
 pub mod signals;
 pub mod states;

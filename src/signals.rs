@@ -87,17 +87,23 @@ pub fn install() -> Shutdown {
             let handler = shutdown.clone();
             let result = ctrlc::set_handler(move || {
                 if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-                    eprintln!("upgraderd: stop requested; finishing safely (signal again to exit now)");
+                    say("upgraderd: stop requested; finishing safely (signal again to exit now)");
                     handler.request();
                 } else {
-                    eprintln!("upgraderd: exiting now; the next start recovers any unfinished upgrade");
+                    say("upgraderd: exiting now; the next start recovers any unfinished upgrade");
                     std::process::exit(Exit::Failed as i32);
                 }
             });
             if let Err(e) = result {
-                eprintln!("upgraderd: cannot handle SIGINT/SIGTERM ({e}); a signal ends upgraderd at once");
+                say(&format!("upgraderd: cannot handle SIGINT/SIGTERM ({e}); a signal ends upgraderd at once"));
             }
             shutdown
         })
         .clone()
+}
+
+/// One line on stderr; a closed stderr must not stop the stop request from being recorded.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "{text}");
 }

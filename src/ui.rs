@@ -1,7 +1,14 @@
 //! The one place that prints: logs and progress on stderr, data (tables or
 //! JSON) on stdout. With `--json`, progress steps become JSON lines on stdout.
+//!
+//! Everything goes through [`Output`]: a reader that went away
+//! (`upgraderd history | head -1`, a closed terminal) ends that output
+//! quietly, never with a panic or an error. The command itself carries on and
+//! exits with its own code: an upgrade is never abandoned half-way because
+//! nobody reads its progress.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -31,20 +38,20 @@ impl Ui {
     /// A normal log line.
     pub fn info(&self, message: impl AsRef<str>) {
         if self.verbosity >= 0 {
-            eprintln!("{}", message.as_ref());
+            Output::Stderr.line(message.as_ref());
         }
     }
 
     /// A detail shown with `-v`.
     pub fn detail(&self, message: impl AsRef<str>) {
         if self.verbosity >= 1 {
-            eprintln!("  {}", message.as_ref());
+            Output::Stderr.line(&format!("  {}", message.as_ref()));
         }
     }
 
     pub fn warn(&self, message: impl AsRef<str>) {
         if self.verbosity >= 0 {
-            eprintln!("warning: {}", message.as_ref());
+            Output::Stderr.line(&format!("warning: {}", message.as_ref()));
         }
     }
 
@@ -54,7 +61,7 @@ impl Ui {
         for cause in err.chain().skip(1) {
             text.push_str(&format!("\n  caused by: {cause}"));
         }
-        eprintln!("{text}");
+        Output::Stderr.line(&text);
     }
 
     /// One progress step: `[ 40%] downloading: Pulling image (12.3s)`.
@@ -66,7 +73,7 @@ impl Ui {
                 "message": message, "elapsedSeconds": (elapsed * 10.0).round() / 10.0,
             }));
         } else if self.verbosity >= 0 {
-            eprintln!("[{percent:>3}%] {phase}: {message} ({elapsed:.1}s)");
+            Output::Stderr.line(&format!("[{percent:>3}%] {phase}: {message} ({elapsed:.1}s)"));
         }
     }
 
@@ -75,33 +82,107 @@ impl Ui {
         if self.json {
             self.emit(&serde_json::json!({"event": "output", "source": source, "line": line}));
         } else if self.verbosity >= 0 {
-            eprintln!("       | {line}");
+            Output::Stderr.line(&format!("       | {line}"));
         }
     }
 
     /// Prints one JSON value on its own line on stdout.
     pub fn emit<T: Serialize>(&self, value: &T) {
-        let mut out = io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, value);
-        let _ = writeln!(out);
+        if let Ok(text) = serde_json::to_string(value) {
+            Output::Stdout.line(&text);
+        }
     }
 
     /// Prints pretty JSON on stdout (a command's final answer).
     pub fn data<T: Serialize>(&self, value: &T) {
-        let mut out = io::stdout().lock();
-        let _ = serde_json::to_writer_pretty(&mut out, value);
-        let _ = writeln!(out);
+        if let Ok(text) = serde_json::to_string_pretty(value) {
+            Output::Stdout.line(&text);
+        }
     }
 
     /// Prints plain text on stdout.
     pub fn print(&self, text: impl AsRef<str>) {
-        let mut out = io::stdout().lock();
-        let _ = writeln!(out, "{}", text.as_ref());
+        Output::Stdout.line(text.as_ref());
     }
 
     /// Prints a table with aligned columns on stdout.
     pub fn table(&self, headers: &[&str], rows: &[Vec<String>]) {
         self.print(render_table(headers, rows));
+    }
+}
+
+/// stdout or stderr, written so that a reader that went away ends the output quietly.
+///
+/// The first `EPIPE` marks the stream closed and every later write is
+/// dropped, reported as written, so nothing downstream (a generator that
+/// panics on a write error, a `?` that turns it into a failure) sees it.
+/// Any other error is returned as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Stderr,
+}
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+
+impl Output {
+    /// Writes `text` and a newline in one write, so lines from several threads never interleave.
+    pub fn line(self, text: &str) {
+        let mut line = String::with_capacity(text.len() + 1);
+        line.push_str(text);
+        line.push('\n');
+        let mut out = self;
+        // Nothing sensible is left to do when the terminal itself fails.
+        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+    }
+
+    /// Whether a reader went away: later output is dropped.
+    pub fn is_closed(self) -> bool {
+        self.closed().load(Ordering::Relaxed)
+    }
+
+    fn closed(self) -> &'static AtomicBool {
+        match self {
+            Output::Stdout => &STDOUT_CLOSED,
+            Output::Stderr => &STDERR_CLOSED,
+        }
+    }
+
+    fn quietly<T>(self, done: T, op: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        if self.is_closed() {
+            return Ok(done);
+        }
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed().store(true, Ordering::Relaxed);
+                Ok(done)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.quietly(buf.len(), || match self {
+            Output::Stdout => io::stdout().lock().write(buf),
+            Output::Stderr => io::stderr().lock().write(buf),
+        })
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.quietly((), || match self {
+            Output::Stdout => io::stdout().lock().write_all(buf),
+            Output::Stderr => io::stderr().lock().write_all(buf),
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.quietly((), || match self {
+            Output::Stdout => io::stdout().lock().flush(),
+            Output::Stderr => io::stderr().lock().flush(),
+        })
     }
 }
 

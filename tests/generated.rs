@@ -1,33 +1,24 @@
 //! The man pages in `man/` and the completions in `completions/` are generated
-//! from the clap definitions and checked in. This test fails when they are
-//! stale; `UPGRADERD_BLESS=1 cargo test --test generated` rewrites them.
+//! from the clap definitions and the configuration key table, and checked in.
+//! This test fails when they are stale; `UPGRADERD_BLESS=1 cargo test --test
+//! generated` rewrites them. It also checks what the pages must say, and that
+//! the README's configuration table names every key.
 
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
 use clap_complete::Shell;
 use upgraderd::cli::Cli;
-
-fn man_pages(cmd: &clap::Command, prefix: &str, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    let name = if prefix.is_empty() { cmd.get_name().to_string() } else { format!("{prefix}-{}", cmd.get_name()) };
-    let page_cmd = cmd.clone().display_name(name.clone());
-    let mut bytes = Vec::new();
-    clap_mangen::Man::new(page_cmd).render(&mut bytes).unwrap();
-    out.push((PathBuf::from(format!("man/{name}.1")), bytes));
-    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        man_pages(sub, &name, out);
-    }
-}
+use upgraderd::config::KEYS;
 
 fn generated() -> Vec<(PathBuf, Vec<u8>)> {
-    let mut cmd = Cli::command();
-    cmd.build();
-    let mut out = Vec::new();
-    man_pages(&cmd, "", &mut out);
+    let mut out: Vec<(PathBuf, Vec<u8>)> = upgraderd::manpages::pages()
+        .into_iter()
+        .map(|(name, text)| (PathBuf::from("man").join(name), text.into_bytes()))
+        .collect();
     for (shell, file) in [(Shell::Bash, "upgraderd.bash"), (Shell::Zsh, "_upgraderd"), (Shell::Fish, "upgraderd.fish")]
     {
         let mut bytes = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "upgraderd", &mut bytes);
+        clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "upgraderd", &mut bytes);
         out.push((PathBuf::from(format!("completions/{file}")), bytes));
     }
     out
@@ -38,16 +29,141 @@ fn man_pages_and_completions_are_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bless = std::env::var_os("UPGRADERD_BLESS").is_some();
     let mut stale = Vec::new();
-    for (path, bytes) in generated() {
-        let full = root.join(&path);
+    let generated = generated();
+    for (path, bytes) in &generated {
+        let full = root.join(path);
         if std::fs::read(&full).ok().as_deref() != Some(bytes.as_slice()) {
             if bless {
                 std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-                std::fs::write(&full, &bytes).unwrap();
+                std::fs::write(&full, bytes).unwrap();
+            } else {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    // A page of a command that is gone is stale too.
+    for entry in std::fs::read_dir(root.join("man")).unwrap() {
+        let path = PathBuf::from("man").join(entry.unwrap().file_name());
+        if !generated.iter().any(|(p, _)| *p == path) {
+            if bless {
+                std::fs::remove_file(root.join(&path)).unwrap();
             } else {
                 stale.push(path.display().to_string());
             }
         }
     }
     assert!(stale.is_empty(), "stale generated files (run `UPGRADERD_BLESS=1 cargo test --test generated`): {stale:?}");
+}
+
+fn page(name: &str) -> String {
+    upgraderd::manpages::pages().into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no page {name}")).1
+}
+
+/// A roff term as clap and the pages write it: `-` escaped.
+fn roff(text: &str) -> String {
+    text.replace('-', "\\-")
+}
+
+#[test]
+fn the_main_page_has_exit_status_environment_files_and_examples() {
+    let main = page("upgraderd.1");
+    let sections: Vec<&str> = main.lines().filter_map(|l| l.strip_prefix(".SH ")).collect();
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "OPTIONS",
+        "SUBCOMMANDS",
+        "\"EXIT STATUS\"",
+        "ENVIRONMENT",
+        "FILES",
+        "EXAMPLES",
+        "\"SEE ALSO\"",
+    ] {
+        assert!(sections.contains(&section), "upgraderd.1 lacks {section}: {sections:?}");
+    }
+    for code in ["0", "1", "2", "3", "10"] {
+        assert!(main.contains(&format!(".TP\n\\fB{code}\\fR\n")), "EXIT STATUS lacks {code}");
+    }
+    // Every key, its older name and its default: from the key table, so a new key cannot be missed.
+    let environment = section(&main, "ENVIRONMENT");
+    for key in KEYS {
+        let mut term = format!("\\fB{}\\fR", roff(key.name));
+        if let Some(older) = key.fallback {
+            term.push_str(&format!(" (older name \\fB{}\\fR)", roff(older)));
+        }
+        assert!(environment.contains(&format!(".TP\n{term}\n")), "ENVIRONMENT lacks {term}");
+        if let Some(default) = key.default {
+            assert!(environment.contains(&format!("Default: {}.", roff(default))), "{} default {default}", key.name);
+        }
+    }
+    for name in ["UPGRADERD_CONFIG", "UPGRADERD_APP_CONFIG_ROOT", "UPGRADERD_APP_STATE_ROOT"] {
+        assert!(environment.contains(&format!("\\fB{}\\fR", roff(name))), "ENVIRONMENT lacks {name}");
+    }
+    let files = section(&main, "FILES");
+    for path in [
+        "/etc/upgraderd/upgraderd.env",
+        "/etc/upgraderd/NAME.env",
+        "/var/lib/upgraderd",
+        "STATE_DIR/upgraderd.db",
+        "STATE_DIR/upgraderd.lock",
+        "STATE_DIR/backups/",
+        "TRIGGER_DIR/.upgrade\\-trigger",
+        "TRIGGER_DIR/.upgrade\\-status.json",
+        "upgraderd@.service",
+    ] {
+        assert!(files.contains(&roff(path).replace("\\\\-", "\\-")), "FILES lacks {path}");
+    }
+    assert!(section(&main, "EXAMPLES").contains("\\-\\-app meshmonitor history"));
+    assert!(!main.contains("upgraderd\\-help"), "there is no upgraderd-help page to point to");
+    assert!(
+        main.contains(".TH upgraderd 1  \"upgraderd 0.1.0\" \"upgraderd manual\""),
+        "{}",
+        main.lines().nth(2).unwrap()
+    );
+}
+
+#[test]
+fn every_page_has_exit_status_examples_and_an_upgraderd_footer() {
+    for (name, text) in upgraderd::manpages::pages() {
+        let title = text.lines().find(|l| l.starts_with(".TH ")).unwrap();
+        assert!(title.contains(&format!("\"upgraderd {}\"", env!("CARGO_PKG_VERSION"))), "{name}: {title}");
+        assert!(text.contains("\n.SH \"EXIT STATUS\"\n"), "{name} lacks EXIT STATUS");
+        assert!(text.contains("\n.SH EXAMPLES\n"), "{name} lacks EXAMPLES");
+        assert!(!text.contains("\\-help(1)"), "{name} points to a help page that does not exist");
+        if name != "upgraderd.1" {
+            assert!(text.contains("\n.SH \"SEE ALSO\"\nupgraderd"), "{name} points back to its parent");
+        }
+    }
+    assert!(!section(&page("upgraderd-check-version.1"), "\"EXIT STATUS\"").is_empty());
+    assert!(section(&page("upgraderd-check-version.1"), "\"EXIT STATUS\"").contains("\\fB10\\fR"));
+    assert!(!section(&page("upgraderd-history.1"), "\"EXIT STATUS\"").contains("\\fB3\\fR"), "history takes no lock");
+}
+
+/// The text of one `.SH` section.
+fn section<'a>(page: &'a str, name: &str) -> &'a str {
+    let start = page.find(&format!("\n.SH {name}\n")).unwrap_or_else(|| panic!("no section {name}")) + 1;
+    let rest = &page[start..];
+    let end = rest[1..].find("\n.SH ").map_or(rest.len(), |i| i + 2);
+    &rest[..end]
+}
+
+#[test]
+fn the_readme_configuration_table_names_every_key() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let table: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `UPGRADERD_")).collect();
+    assert!(!table.is_empty(), "the README has no configuration table");
+    for key in KEYS {
+        let named = table.iter().any(|row| {
+            let first = row.split(" | ").next().unwrap_or("");
+            first.contains(&format!("`{}`", key.name))
+        });
+        assert!(named, "the README's configuration table has no row for {}", key.name);
+        if let Some(older) = key.fallback {
+            assert!(
+                table.iter().any(|row| row.contains(&format!("`{}` (`{older}`)", key.name))),
+                "{} without its older name {older}",
+                key.name
+            );
+        }
+    }
 }

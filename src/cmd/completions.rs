@@ -6,9 +6,11 @@ use clap_complete::Shell as Generator;
 
 use crate::cli::{Cli, CompletionsArgs, Shell};
 use crate::exit::Exit;
+use crate::ui::Output;
 
 pub fn run(args: &CompletionsArgs) -> Result<Exit> {
-    let mut out = std::io::stdout();
+    // The generator panics on a write error: a reader that went away must end it quietly.
+    let mut out = Output::Stdout;
     clap_complete::generate(generator(args.shell), &mut Cli::command(), "upgraderd", &mut out);
     Ok(Exit::Success)
 }

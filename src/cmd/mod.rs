@@ -14,7 +14,7 @@ mod watch;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
-use crate::config::{Config, Env, Layers};
+use crate::config::{Config, Env, Layers, Selection};
 use crate::exit::Exit;
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
@@ -51,13 +51,13 @@ pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
     if let Command::Completions(args) = &cli.command {
         return completions::run(args);
     }
-    let (config, layers) = crate::config::load_reporting(
-        cli.config_file.as_deref(),
-        cli.state_dir.as_deref(),
-        &cli.settings.given(),
-        env,
-        &mut |warning| ui.warn(warning),
-    )?;
+    let selection = Selection {
+        app: cli.app.as_deref(),
+        config_file: cli.config_file.as_deref(),
+        state_dir: cli.state_dir.as_deref(),
+    };
+    let (config, layers) =
+        crate::config::load_reporting(selection, &cli.settings.given(), env, &mut |warning| ui.warn(warning))?;
     let ctx = Ctx { config, layers, ui, runner: Runner::new(false) };
     match &cli.command {
         Command::Watch => watch::run(&ctx, env),

@@ -14,7 +14,13 @@ use super::keys::{KeySpec, KEYS};
 pub enum Source {
     Flag,
     Env(String),
-    File { path: PathBuf, line: usize, name: String },
+    File {
+        path: PathBuf,
+        line: usize,
+        name: String,
+    },
+    /// The state directory `--app NAME` chose.
+    App(String),
     Default,
 }
 
@@ -24,6 +30,7 @@ impl fmt::Display for Source {
             Source::Flag => f.write_str("flag"),
             Source::Env(name) => write!(f, "env {name}"),
             Source::File { path, line, name } => write!(f, "{}:{line} ({name})", path.display()),
+            Source::App(name) => write!(f, "--app {name}"),
             Source::Default => f.write_str("default"),
         }
     }

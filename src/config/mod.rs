@@ -8,8 +8,10 @@
 //!
 //! Inside: `keys` is the table of keys, `layers` resolves each key to its raw
 //! text and source, `envfile` reads the file, `values` types the text,
-//! `shared_dir` owns the names upgraderd writes next to the trigger.
+//! `shared_dir` owns the names upgraderd writes next to the trigger, `app`
+//! turns `--app NAME` into a configuration file and a state directory.
 
+pub mod app;
 mod envfile;
 mod keys;
 mod layers;
@@ -30,10 +32,19 @@ pub use shared_dir::{
 };
 pub use values::{parse_bool, parse_duration, parse_size};
 
-use values::{as_path, as_text, parse_backup_modes, parse_count, parse_github_repo, parse_pointer, parse_url, Parser};
+use app::App;
+use values::{
+    as_path, as_text, parse_backup_modes, parse_count, parse_github_repo, parse_pointer, parse_url, Parser,
+};
 
 /// The default configuration file, read when present and no `-c` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/upgraderd/upgraderd.env";
+/// The state database, in the state directory.
+pub const DB_FILE: &str = "upgraderd.db";
+/// The single-upgrade lock, in the state directory: one per state directory, so one per app.
+pub const LOCK_FILE: &str = "upgraderd.lock";
+/// The default backup directory, in the state directory.
+pub const BACKUPS_DIR: &str = "backups";
 
 pub use crate::states::{BackupMode, Strategy};
 
@@ -128,7 +139,7 @@ impl Config {
         let status_file = p.file_name("UPGRADERD_STATUS_FILE")?;
         shared_dir::check_names(layers, &trigger_file, &status_file)?;
         let state_dir = p.required("UPGRADERD_STATE_DIR", as_path)?;
-        let backup_dir = p.path("UPGRADERD_BACKUP_DIR")?.unwrap_or_else(|| state_dir.join("backups"));
+        let backup_dir = p.path("UPGRADERD_BACKUP_DIR")?.unwrap_or_else(|| state_dir.join(BACKUPS_DIR));
         Ok(Config {
             strategy: p.parse("UPGRADERD_STRATEGY", "pull", |t| {
                 Strategy::parse(t).ok_or_else(|| format!("expected {}", Strategy::choices()))
@@ -197,46 +208,72 @@ impl Config {
 
     /// The path of the state database.
     pub fn db_path(&self) -> PathBuf {
-        self.state_dir.join("upgraderd.db")
+        self.state_dir.join(DB_FILE)
     }
 
     /// The path of the single-upgrade lock file.
     pub fn lock_path(&self) -> PathBuf {
-        self.state_dir.join("upgraderd.lock")
+        self.state_dir.join(LOCK_FILE)
     }
 }
 
+/// Which configuration and state the command line chose: `--app`, `-c`, `--state-dir`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Selection<'a> {
+    pub app: Option<&'a str>,
+    pub config_file: Option<&'a Path>,
+    pub state_dir: Option<&'a Path>,
+}
+
 /// Loads the configuration for a command: file, environment and flags.
-pub fn load(
-    config_file: Option<&Path>,
-    state_dir: Option<&Path>,
-    flags: &[(&'static str, String)],
-    env: &Env,
-) -> Result<(Config, Layers)> {
-    load_reporting(config_file, state_dir, flags, env, &mut |_| {})
+pub fn load(selection: Selection, flags: &[(&'static str, String)], env: &Env) -> Result<(Config, Layers)> {
+    load_reporting(selection, flags, env, &mut |_| {})
 }
 
 /// [`load`], handing every warning about the file (lines systemd ignores,
 /// unknown keys) to `warn` before any value is checked, so a bad value does
 /// not hide them.
 pub fn load_reporting(
-    config_file: Option<&Path>,
-    state_dir: Option<&Path>,
+    selection: Selection,
     flags: &[(&'static str, String)],
     env: &Env,
     warn: &mut dyn FnMut(String),
 ) -> Result<(Config, Layers)> {
-    let file = read_file(config_file, env).context("reading configuration")?;
+    let app = selection.app.map(|name| App::resolve(name, env)).transpose()?;
+    let file = match (selection.config_file, &app) {
+        (None, Some(app)) => Some(app.read_config()?),
+        (explicit, _) => read_file(explicit, env).context("reading configuration")?,
+    };
     for warning in file.iter().flat_map(EnvFile::warnings) {
         warn(warning);
     }
     let mut flags = flags.to_vec();
-    if let Some(dir) = state_dir {
+    if let Some(dir) = selection.state_dir {
         flags.push(("UPGRADERD_STATE_DIR", dir.display().to_string()));
     }
-    let layers = Layers::resolve(&flags, env, file);
+    let mut layers = Layers::resolve(&flags, env, file);
+    if let (Some(app), None) = (&app, selection.state_dir) {
+        pin_app_state_dir(&mut layers, app, warn);
+    }
     let config = Config::from_layers(&layers)?;
     Ok((config, layers))
+}
+
+/// `--app` chooses the state directory as a flag would: an `UPGRADERD_STATE_DIR`
+/// from the environment or the file would put two apps in one state (one
+/// lock, one history), so it is set aside, with a warning when it differed.
+fn pin_app_state_dir(layers: &mut Layers, app: &App, warn: &mut dyn FnMut(String)) {
+    let state_dir = app.state_dir.display().to_string();
+    if let Some(value) = layers.get("UPGRADERD_STATE_DIR") {
+        if value.source != Source::Default && value.text != state_dir {
+            warn(format!(
+                "UPGRADERD_STATE_DIR={} (from {}) is ignored: --app {} keeps its state in {state_dir} \
+                 (pass --state-dir to choose another)",
+                value.text, value.source, app.name
+            ));
+        }
+    }
+    layers.values.insert("UPGRADERD_STATE_DIR", Value { text: state_dir, source: Source::App(app.name.clone()) });
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod apps;
 mod compose;
 mod database;
 mod hardening;
