@@ -8,11 +8,13 @@
 //!
 //! Inside: `keys` is the table of keys, `layers` resolves each key to its raw
 //! text and source, `envfile` reads the file, `values` types the text,
-//! `shared_dir` owns the names upgraderd writes next to the trigger.
+//! `shared_dir` owns the names upgraderd writes next to the trigger, `notify`
+//! the notification URLs and the format each is sent in.
 
 mod envfile;
 mod keys;
 mod layers;
+mod notify;
 mod shared_dir;
 mod values;
 
@@ -24,6 +26,7 @@ use anyhow::{Context, Result};
 pub use envfile::{EnvFile, FileEntry};
 pub use keys::{display_value, spec, KeySpec, Secret, KEYS};
 pub use layers::{Env, Layers, Source, Value};
+pub use notify::NotifyTarget;
 pub use shared_dir::{
     claimed_name, claimed_trigger, is_rejected, rejected_name, spool_name, BANNER_FILE, LEGACY_STATUS_FILE,
     SOCKET_TEST_PREFIX,
@@ -95,7 +98,8 @@ pub struct Config {
     pub trigger_may_force: bool,
     /// The app's trigger may skip the backup.
     pub trigger_may_skip_backup: bool,
-    pub notify_url: Option<String>,
+    /// Where every outcome is announced, each in its own format.
+    pub notify: Vec<NotifyTarget>,
     pub pre_upgrade_cmd: Option<String>,
     pub post_upgrade_cmd: Option<String>,
     pub stale_after: Duration,
@@ -178,7 +182,7 @@ impl Config {
             allow_downgrade: p.bool("UPGRADERD_ALLOW_DOWNGRADE")?,
             trigger_may_force: p.bool("UPGRADERD_TRIGGER_MAY_FORCE")?,
             trigger_may_skip_backup: p.bool("UPGRADERD_TRIGGER_MAY_SKIP_BACKUP")?,
-            notify_url: p.url("UPGRADERD_NOTIFY_URL")?,
+            notify: p.parse_opt("UPGRADERD_NOTIFY_URL", notify::EXAMPLE, notify::parse_list)?.unwrap_or_default(),
             pre_upgrade_cmd: p.text("UPGRADERD_PRE_UPGRADE_CMD"),
             post_upgrade_cmd: p.text("UPGRADERD_POST_UPGRADE_CMD"),
             stale_after: p.duration("UPGRADERD_STALE_AFTER", false)?,
