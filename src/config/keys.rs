@@ -89,6 +89,12 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_CURRENT_VERSION", None, None, "current version (derived)"),
     key("UPGRADERD_CHECK_EVERY", None, Some("4h"), "version check period of watch (0 = off)"),
     key("UPGRADERD_AUTO_UPGRADE", None, Some("false"), "watch upgrades to an allowed update on its own"),
+    key(
+        "UPGRADERD_AUTO_UPGRADE_WINDOW",
+        None,
+        None,
+        "when automatic upgrades may start, host local time, comma separated (`Sun 02:00-05:00`, `Mon-Fri 01:00-03:00`)",
+    ),
     key("UPGRADERD_VERSION_CHECK_DISABLED", Some("VERSION_CHECK_DISABLED"), Some("false"), "no version checks at all"),
     key("UPGRADERD_POLICY", None, Some("minor"), "patch | minor | major: cap of automatic upgrades"),
     key("UPGRADERD_ALLOW_PRERELEASE", None, Some("false"), "consider prereleases"),

@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::window::{self, Windows};
+
 pub use envfile::{EnvFile, FileEntry};
 pub use keys::{display_value, spec, KeySpec, Secret, KEYS};
 pub use layers::{Env, Layers, Source, Value};
@@ -88,6 +90,8 @@ pub struct Config {
     pub github_api: String,
     pub min_release_age: Duration,
     pub auto_upgrade: bool,
+    /// When automatic upgrades may start; unrestricted when none is configured.
+    pub auto_upgrade_window: Windows,
     pub current_version: Option<String>,
     pub check_every: Duration,
     pub version_check_disabled: bool,
@@ -169,6 +173,9 @@ impl Config {
             github_api: p.required("UPGRADERD_GITHUB_API", parse_url)?,
             min_release_age: p.duration("UPGRADERD_MIN_RELEASE_AGE", false)?,
             auto_upgrade: p.bool("UPGRADERD_AUTO_UPGRADE")?,
+            auto_upgrade_window: p
+                .parse_opt("UPGRADERD_AUTO_UPGRADE_WINDOW", window::EXAMPLE, Windows::parse)?
+                .unwrap_or_default(),
             current_version: p.text("UPGRADERD_CURRENT_VERSION"),
             check_every: p.duration("UPGRADERD_CHECK_EVERY", false)?,
             version_check_disabled: p.bool("UPGRADERD_VERSION_CHECK_DISABLED")?,
