@@ -6,8 +6,9 @@
 //! health gate, recovery, version checks), `daemon` is `watch`, `trigger` the
 //! protocol with the app, `signals` the stop request, `ops` wraps the outside
 //! world, `store` owns everything on disk, `ui` is the one place that prints,
-//! `manpages` renders the man pages from `cli` and the configuration keys, and
-//! `units` formats sizes for people (a leaf, usable from any layer).
+//! `manpages` renders the man pages from `cli` and the configuration keys,
+//! `units` formats sizes for people and `window` decides automatic-upgrade
+//! windows (leaves, usable from any layer).
 
 pub mod cli;
 pub mod cmd;
@@ -24,6 +25,7 @@ pub mod trigger;
 pub mod ui;
 pub mod units;
 pub mod version;
+pub mod window;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

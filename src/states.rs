@@ -239,9 +239,60 @@ impl fmt::Display for BackupMode {
     }
 }
 
+/// The body a notification URL is sent in; its wire name is the URL's scheme
+/// prefix that forces it (`discord+https://…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotifyFormat {
+    /// upgraderd's own JSON: the outcome as `--json` shows it.
+    Json,
+    Ntfy,
+    Gotify,
+    Discord,
+    Slack,
+}
+
+impl NotifyFormat {
+    pub const ALL: [NotifyFormat; 5] =
+        [NotifyFormat::Json, NotifyFormat::Ntfy, NotifyFormat::Gotify, NotifyFormat::Discord, NotifyFormat::Slack];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NotifyFormat::Json => "json",
+            NotifyFormat::Ntfy => "ntfy",
+            NotifyFormat::Gotify => "gotify",
+            NotifyFormat::Discord => "discord",
+            NotifyFormat::Slack => "slack",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<NotifyFormat> {
+        NotifyFormat::ALL.into_iter().find(|f| f.as_str() == text)
+    }
+
+    /// For messages: `json, ntfy, gotify, discord or slack`.
+    pub fn choices() -> String {
+        let names: Vec<&str> = NotifyFormat::ALL.iter().map(|f| f.as_str()).collect();
+        format!("{} or {}", names[..names.len() - 1].join(", "), names[names.len() - 1])
+    }
+}
+
+impl fmt::Display for NotifyFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_formats_round_trip() {
+        for format in NotifyFormat::ALL {
+            assert_eq!(NotifyFormat::parse(format.as_str()), Some(format));
+        }
+        assert_eq!(NotifyFormat::choices(), "json, ntfy, gotify, discord or slack");
+    }
 
     #[test]
     fn wire_names_round_trip_and_match_serde() {

@@ -1,6 +1,11 @@
 //! `upgraderd check-version [--exit-code] [--trigger | --upgrade]`: is there a
 //! newer version, may an automatic upgrade take it, and (optionally) ask the
 //! daemon for it or run it here.
+//!
+//! `--trigger` and `--upgrade` are automatic upgrades: outside
+//! `UPGRADERD_AUTO_UPGRADE_WINDOW` they do nothing but say when the window
+//! opens, and exit as a check without them would, so a cron job that runs
+//! again inside the window takes the update then.
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -11,8 +16,9 @@ use crate::engine::check::{self, Report};
 use crate::engine::{new_upgrade_id, pipeline, Request, Terminal};
 use crate::exit::{usage, Exit};
 use crate::store::shared_dir::SharedDir;
+use crate::window::{self, Clock, Verdict};
 
-pub fn run(ctx: &Ctx, args: &CheckVersionArgs) -> Result<Exit> {
+pub fn run(ctx: &Ctx, args: &CheckVersionArgs, clock: &Clock) -> Result<Exit> {
     if ctx.config.version_check_disabled {
         // No network call at all, and the banner is left as it is.
         if ctx.ui.json() {
@@ -31,8 +37,24 @@ pub fn run(ctx: &Ctx, args: &CheckVersionArgs) -> Result<Exit> {
         Ok(None) => {}
         Err(e) => ctx.ui.warn(format!("{e:#}")),
     }
-    print(ctx, &report);
+    let verdict = clock.verdict(&ctx.config.auto_upgrade_window);
+    let waits = wait_for_window(&verdict, report.allowed_version.is_some() && (args.trigger || args.upgrade));
+    print(ctx, &report, &verdict, waits);
     let Some(target) = report.allowed_version.clone() else { return Ok(Exit::Success) };
+    if let Some(opens) = waits {
+        let what = if args.upgrade { format!("upgrading to {target}") } else { format!("asking watch for {target}") };
+        let line = format!(
+            "not {what} now: outside the auto-upgrade window {}; it opens {}",
+            ctx.config.auto_upgrade_window,
+            window::show(&opens)
+        );
+        if ctx.ui.json() {
+            ctx.ui.info(line);
+        } else {
+            ctx.ui.print(line);
+        }
+        return Ok(if args.exit_code { Exit::UpdateAvailable } else { Exit::Success });
+    }
     if args.trigger {
         let id = write_trigger(ctx, &target)?;
         ctx.ui.info(format!("wrote a trigger for {target} (upgrade {id}); the running watch takes it from here"));
@@ -57,9 +79,25 @@ pub fn run(ctx: &Ctx, args: &CheckVersionArgs) -> Result<Exit> {
     Ok(if args.exit_code { Exit::UpdateAvailable } else { Exit::Success })
 }
 
-fn print(ctx: &Ctx, report: &Report) {
+/// When an automatic upgrade that would run now must wait: the window's opening.
+fn wait_for_window(verdict: &Verdict, would_run: bool) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    match verdict {
+        Verdict::Closed { opens } if would_run => Some(*opens),
+        _ => None,
+    }
+}
+
+fn print(ctx: &Ctx, report: &Report, verdict: &Verdict, waits: Option<chrono::DateTime<chrono::FixedOffset>>) {
+    let windows = &ctx.config.auto_upgrade_window;
     if ctx.ui.json() {
-        ctx.ui.data(report);
+        let mut data = serde_json::to_value(report).unwrap_or_default();
+        if !windows.is_unrestricted() {
+            data["autoUpgradeWindow"] = window::to_json(windows, verdict);
+        }
+        if let Some(opens) = waits {
+            data["waitsForWindowUntil"] = json!(opens.to_rfc3339());
+        }
+        ctx.ui.data(&data);
         return;
     }
     let latest = report.latest_version.as_deref().unwrap_or("none");
@@ -75,6 +113,9 @@ fn print(ctx: &Ctx, report: &Report) {
         (None, false) => format!("up to date: {} (latest {latest}, from {})", report.current_version, report.source),
     };
     ctx.ui.print(line);
+    if !windows.is_unrestricted() {
+        ctx.ui.print(window::summary(windows, verdict));
+    }
     for reason in &report.held_back {
         ctx.ui.info(format!("held back: {reason}"));
     }

@@ -20,6 +20,7 @@ use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
 use crate::store::files;
 use crate::ui::Ui;
+use crate::window::Clock;
 
 /// What every command works with.
 pub struct Ctx<'a> {
@@ -46,6 +47,11 @@ impl Ctx<'_> {
     }
 }
 
+/// The host's clock (a debug build may fix it for tests, see `window::TEST_NOW`).
+fn clock(env: &Env) -> Result<Clock> {
+    Clock::from_env(|name| env.get(name).map(str::to_string)).map_err(crate::exit::usage)
+}
+
 /// Dispatches a parsed command line.
 pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
     if let Command::Completions(args) = &cli.command {
@@ -64,10 +70,10 @@ pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
         Command::Upgrade(args) => upgrade::run(&ctx, args),
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Backup(command) => backup::run(&ctx, command),
-        Command::CheckVersion(args) => check_version::run(&ctx, args),
+        Command::CheckVersion(args) => check_version::run(&ctx, args, &clock(env)?),
         Command::History(args) => history::run(&ctx, args),
         Command::Status(args) => status::run(&ctx, args),
-        Command::Config => config::run(&ctx),
+        Command::Config => config::run(&ctx, &clock(env)?),
         Command::Completions(_) => unreachable!("handled before configuration is read"),
     }
 }

@@ -21,6 +21,8 @@ pub enum Secret {
     Whole,
     /// A URL whose password and query string are hidden.
     Url,
+    /// Notification URLs, each with the secrets of its format hidden (see `config::notify`).
+    NotifyUrls,
 }
 
 const fn key(
@@ -94,6 +96,12 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_CURRENT_VERSION", None, None, "current version (derived)"),
     key("UPGRADERD_CHECK_EVERY", None, Some("4h"), "version check period of watch (0 = off)"),
     key("UPGRADERD_AUTO_UPGRADE", None, Some("false"), "watch upgrades to an allowed update on its own"),
+    key(
+        "UPGRADERD_AUTO_UPGRADE_WINDOW",
+        None,
+        None,
+        "when automatic upgrades may start, host local time, comma separated (`Sun 02:00-05:00`, `Mon-Fri 01:00-03:00`)",
+    ),
     key("UPGRADERD_VERSION_CHECK_DISABLED", Some("VERSION_CHECK_DISABLED"), Some("false"), "no version checks at all"),
     key("UPGRADERD_POLICY", None, Some("minor"), "patch | minor | major: cap of automatic upgrades"),
     key("UPGRADERD_ALLOW_PRERELEASE", None, Some("false"), "consider prereleases"),
@@ -106,8 +114,13 @@ pub static KEYS: &[KeySpec] = &[
     ),
     key("UPGRADERD_TRIGGER_MAY_SKIP_BACKUP", None, Some("false"), "honour `\"backup\": false` in the app's trigger"),
     KeySpec {
-        secret: Secret::Url,
-        ..key("UPGRADERD_NOTIFY_URL", None, None, "URL that terminal states are POSTed to")
+        secret: Secret::NotifyUrls,
+        ..key(
+            "UPGRADERD_NOTIFY_URL",
+            None,
+            None,
+            "URLs told every outcome, comma separated: ntfy, Gotify, Discord, Slack or JSON, chosen by the URL",
+        )
     },
     key("UPGRADERD_PRE_UPGRADE_CMD", None, None, "command that can veto an upgrade"),
     key("UPGRADERD_POST_UPGRADE_CMD", None, None, "command run after a terminal state"),
@@ -161,6 +174,7 @@ pub fn display_value(spec: &KeySpec, text: &str) -> String {
         Secret::No => text.to_string(),
         Secret::Whole => "********".to_string(),
         Secret::Url => mask_url(text),
+        Secret::NotifyUrls => super::notify::mask_list(text),
     }
 }
 
@@ -190,10 +204,10 @@ mod tests {
         assert_eq!(display_value(token, "ghp_secret"), "********");
         let url = spec("UPGRADERD_NOTIFY_URL").unwrap();
         assert_eq!(
-            display_value(url, "https://bot:pw@hooks.local/x?token=abc"),
-            "https://bot:********@hooks.local/x?********"
+            display_value(url, "https://bot:pw@hooks.local/x?token=abc,https://discord.com/api/webhooks/1/t"),
+            "https://bot:********@hooks.local/********?********,https://discord.com/api/webhooks/********"
         );
-        assert_eq!(display_value(url, "http://127.0.0.1/n"), "http://127.0.0.1/n");
+        assert_eq!(display_value(url, "http://127.0.0.1/"), "http://127.0.0.1/");
     }
 
     #[test]

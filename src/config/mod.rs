@@ -9,12 +9,14 @@
 //! Inside: `keys` is the table of keys, `layers` resolves each key to its raw
 //! text and source, `envfile` reads the file, `values` types the text,
 //! `shared_dir` owns the names upgraderd writes next to the trigger, `app`
-//! turns `--app NAME` into a configuration file and a state directory.
+//! turns `--app NAME` into a configuration file and a state directory,
+//! `notify` the notification URLs and the format each is sent in.
 
 pub mod app;
 mod envfile;
 mod keys;
 mod layers;
+mod notify;
 mod shared_dir;
 mod values;
 
@@ -23,9 +25,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::window::{self, Windows};
+
 pub use envfile::{EnvFile, FileEntry};
 pub use keys::{display_value, spec, KeySpec, Secret, KEYS};
 pub use layers::{Env, Layers, Source, Value};
+pub use notify::NotifyTarget;
 pub use shared_dir::{
     claimed_name, claimed_trigger, is_rejected, rejected_name, spool_name, BANNER_FILE, LEGACY_STATUS_FILE,
     SOCKET_TEST_PREFIX,
@@ -100,6 +105,8 @@ pub struct Config {
     pub github_api: String,
     pub min_release_age: Duration,
     pub auto_upgrade: bool,
+    /// When automatic upgrades may start; unrestricted when none is configured.
+    pub auto_upgrade_window: Windows,
     pub current_version: Option<String>,
     pub check_every: Duration,
     pub version_check_disabled: bool,
@@ -110,7 +117,8 @@ pub struct Config {
     pub trigger_may_force: bool,
     /// The app's trigger may skip the backup.
     pub trigger_may_skip_backup: bool,
-    pub notify_url: Option<String>,
+    /// Where every outcome is announced, each in its own format.
+    pub notify: Vec<NotifyTarget>,
     pub pre_upgrade_cmd: Option<String>,
     pub post_upgrade_cmd: Option<String>,
     pub stale_after: Duration,
@@ -184,6 +192,9 @@ impl Config {
             github_api: p.required("UPGRADERD_GITHUB_API", parse_url)?,
             min_release_age: p.duration("UPGRADERD_MIN_RELEASE_AGE", false)?,
             auto_upgrade: p.bool("UPGRADERD_AUTO_UPGRADE")?,
+            auto_upgrade_window: p
+                .parse_opt("UPGRADERD_AUTO_UPGRADE_WINDOW", window::EXAMPLE, Windows::parse)?
+                .unwrap_or_default(),
             current_version: p.text("UPGRADERD_CURRENT_VERSION"),
             check_every: p.duration("UPGRADERD_CHECK_EVERY", false)?,
             version_check_disabled: p.bool("UPGRADERD_VERSION_CHECK_DISABLED")?,
@@ -197,7 +208,7 @@ impl Config {
             allow_downgrade: p.bool("UPGRADERD_ALLOW_DOWNGRADE")?,
             trigger_may_force: p.bool("UPGRADERD_TRIGGER_MAY_FORCE")?,
             trigger_may_skip_backup: p.bool("UPGRADERD_TRIGGER_MAY_SKIP_BACKUP")?,
-            notify_url: p.url("UPGRADERD_NOTIFY_URL")?,
+            notify: p.parse_opt("UPGRADERD_NOTIFY_URL", notify::EXAMPLE, notify::parse_list)?.unwrap_or_default(),
             pre_upgrade_cmd: p.text("UPGRADERD_PRE_UPGRADE_CMD"),
             post_upgrade_cmd: p.text("UPGRADERD_POST_UPGRADE_CMD"),
             stale_after: p.duration("UPGRADERD_STALE_AFTER", false)?,

@@ -115,7 +115,9 @@ impl Parser<'_> {
 }
 
 fn invalid(name: &str, text: &str, source: &Source, why: &str, example: &str) -> anyhow::Error {
-    usage(format!("invalid {name}={text:?} (from {source}): {why}; for example {name}={example}"))
+    // A secret never reaches a message: the value is shown as `config` shows it.
+    let shown = spec(name).map(|s| super::keys::display_value(s, text)).unwrap_or_else(|| text.to_string());
+    usage(format!("invalid {name}={shown:?} (from {source}): {why}; for example {name}={example}"))
 }
 
 /// The key's default, typed. Failing here is a fault in the key table, not in the input.

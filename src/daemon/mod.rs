@@ -8,6 +8,11 @@
 //! the same pipeline as `upgraderd upgrade`. Without inotify the directory is
 //! polled every `UPGRADERD_POLL_INTERVAL`.
 //!
+//! The periodic version check runs every `UPGRADERD_CHECK_EVERY`; with
+//! `UPGRADERD_AUTO_UPGRADE` and an `UPGRADERD_AUTO_UPGRADE_WINDOW`, an update
+//! found outside the window is not queued, and a check also runs as the
+//! window opens. The app's triggers are never held back by the window.
+//!
 //! [`run`] is the whole daemon; tests call it in-process with a
 //! [`Shutdown`] they trigger themselves.
 
@@ -35,6 +40,7 @@ use crate::store::files;
 use crate::store::shared_dir::SharedDir;
 use crate::trigger::{self, Found, Parsed, TriggerDir};
 use crate::ui::Ui;
+use crate::window::{self, Clock, Verdict};
 
 /// A plainly written trigger must be unchanged this long before it is read.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -44,6 +50,8 @@ const INCOMPLETE_GRACE: Duration = Duration::from_secs(2);
 const RECOVERY_EVERY: Duration = Duration::from_secs(60);
 /// The first version check comes this soon after start (or after `UPGRADERD_CHECK_EVERY`, if shorter).
 const FIRST_CHECK_AFTER: Duration = Duration::from_secs(60);
+/// A check for an opening window comes this long after it opened, never just before.
+const AFTER_OPENING: Duration = Duration::from_secs(1);
 /// How long to wait before retrying a request another upgrader's lock held up.
 const LOCK_RETRY: Duration = Duration::from_secs(5);
 /// The `requests.source` of a request that came from the app's trigger.
@@ -76,6 +84,7 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         unrecovered: false,
         status: StatusFile::new(shared, &config.status_file),
         notifier: Notifier::from_env(|name| env.get(name).map(str::to_string)),
+        clock: Clock::from_env(|name| env.get(name).map(str::to_string)).map_err(usage)?,
         shutdown,
         waker,
         watch: None,
@@ -101,6 +110,8 @@ struct Daemon {
     unrecovered: bool,
     status: Arc<StatusFile>,
     notifier: Notifier,
+    /// What time it is, for the auto-upgrade window.
+    clock: Clock,
     shutdown: Shutdown,
     waker: Arc<Waker>,
     watch: Option<DirWatch>,
@@ -132,6 +143,9 @@ impl Daemon {
         ));
         if !self.config.enabled {
             self.ui.warn("UPGRADERD_ENABLED=false: triggers are rejected with that reason");
+        }
+        if let Some(verdict) = self.auto_upgrade_window() {
+            self.ui.info(self.window_summary(&verdict));
         }
         self.unrecovered = !self.recover(None);
         self.requeue_interrupted_requests()?;
@@ -169,7 +183,7 @@ impl Daemon {
                 }
                 if next_check.is_some_and(|at| at <= Instant::now()) {
                     self.check_version();
-                    next_check = Some(Instant::now() + self.config.check_every);
+                    next_check = Some(self.next_check());
                     self.start_next();
                 }
             }
@@ -600,6 +614,14 @@ impl Daemon {
                 "version check: {version} is available (set UPGRADERD_AUTO_UPGRADE=true to take it automatically)"
             ));
         }
+        if let Some(Verdict::Closed { opens }) = self.auto_upgrade_window() {
+            return self.ui.info(format!(
+                "version check: {version} is available; automatic upgrades wait for the window {} (host local time), \
+                 which opens {}",
+                self.config.auto_upgrade_window,
+                window::show(&opens)
+            ));
+        }
         match self.db.has_pending_request() {
             Ok(false) => {}
             Ok(true) => return,
@@ -616,6 +638,28 @@ impl Daemon {
         };
         if let Err(e) = self.queue(&request) {
             self.ui.warn(format!("cannot queue the automatic upgrade: {e:#}"));
+        }
+    }
+
+    /// Where now stands in `UPGRADERD_AUTO_UPGRADE_WINDOW`, when automatic upgrades are on and one is set.
+    fn auto_upgrade_window(&self) -> Option<Verdict> {
+        let windows = &self.config.auto_upgrade_window;
+        (self.config.auto_upgrade && !windows.is_unrestricted()).then(|| self.clock.verdict(windows))
+    }
+
+    fn window_summary(&self, verdict: &Verdict) -> String {
+        window::summary(&self.config.auto_upgrade_window, verdict)
+    }
+
+    /// The next periodic check: `UPGRADERD_CHECK_EVERY` from now, or as the auto-upgrade window opens if sooner.
+    fn next_check(&self) -> Instant {
+        let every = Instant::now() + self.config.check_every;
+        match self.auto_upgrade_window() {
+            Some(Verdict::Closed { opens }) => {
+                let until = (opens - self.clock.now()).to_std().unwrap_or_default();
+                every.min(Instant::now() + until + AFTER_OPENING)
+            }
+            _ => every,
         }
     }
 

@@ -2,16 +2,31 @@
 //! and answered by the test's own function.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
     pub path: String,
     /// Header names in lower case.
     pub headers: BTreeMap<String, String>,
+    /// The body, when the request said its length.
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// The body as JSON (panics, showing it, when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{} {}: body is not JSON ({e}): {}", self.method, self.path, self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 /// What to answer.
@@ -55,7 +70,9 @@ impl Server {
                 if reader.read_line(&mut line).is_err() {
                     continue;
                 }
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let mut words = line.split_whitespace();
+                let method = words.next().unwrap_or_default().to_string();
+                let path = words.next().unwrap_or("/").to_string();
                 let mut headers = BTreeMap::new();
                 loop {
                     let mut header = String::new();
@@ -66,7 +83,12 @@ impl Server {
                         headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
                     }
                 }
-                let request = Seen { path, headers };
+                let length = headers.get("content-length").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    body.clear();
+                }
+                let request = Seen { method, path, headers, body };
                 log.lock().unwrap().push(request.clone());
                 let reply = answer(&request);
                 let mut stream = stream;
