@@ -74,7 +74,7 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         trigger: TriggerDir::new(shared.clone(), &config.trigger_file),
         spool: None,
         unrecovered: false,
-        status: StatusFile::new(shared, &config.status_file),
+        status: StatusFile::new(shared.clone(), &config.status_file, config.legacy_status_file.as_deref()),
         notifier: Notifier::from_env(|name| env.get(name).map(str::to_string)),
         shutdown,
         waker,
@@ -492,7 +492,7 @@ impl Daemon {
             ..Snapshot::default()
         };
         if let Err(e) = self.status.write(snapshot) {
-            self.ui.warn(format!("cannot write the status file {}: {e}", self.status.path().display()));
+            self.ui.warn(format!("cannot write the app's status file {e}"));
         }
     }
 
