@@ -20,6 +20,7 @@ mod common;
 mod compose;
 mod hardening;
 mod kill;
+mod meshmonitor;
 mod owner;
 mod pull;
 mod rebuild;
