@@ -228,7 +228,11 @@ fn a_hostile_socket_check_request_is_never_followed_or_opened() {
     assert!(fs::symlink_metadata(dir.join(".docker-socket-test")).unwrap().is_file(), "the planted link was replaced");
     assert!(fs::symlink_metadata(&request).is_err(), "the link was removed");
 
-    fs::create_dir_all(request.join("inside/deeper")).unwrap();
+    // Made elsewhere and moved in whole: upgraderd may take the name as soon as it appears.
+    let tree = d.sb.path().join("tree");
+    fs::create_dir_all(tree.join("inside/deeper")).unwrap();
+    std::os::unix::fs::symlink(&secret, tree.join("inside/link")).unwrap();
+    fs::rename(&tree, &request).unwrap();
     answered(2);
     assert!(fs::read_to_string(dir.join(".docker-socket-test")).unwrap().starts_with("FAIL: "));
     assert!(fs::symlink_metadata(&request).is_err(), "the directory was removed");
