@@ -182,8 +182,10 @@ fn verdict(found: &Found, enabled: bool) -> String {
         }
         Found::Reachable { engine, running, container } => (engine, running, container),
     };
-    let mut facts =
-        format!("the Docker engine {engine} answers upgraderd on the host; `docker ps` lists {running} running");
+    let containers = if *running == 1 { "container" } else { "containers" };
+    let mut facts = format!(
+        "the Docker engine {engine} answers upgraderd on the host; `docker ps` lists {running} running {containers}"
+    );
     let mut problems = Vec::new();
     match container {
         Seen::Inspected { name, state } => facts.push_str(&format!("; container {name} is {state}")),
@@ -236,7 +238,9 @@ mod tests {
     fn pass_needs_the_engine_ps_and_the_configured_container() {
         let pass = verdict(&reachable(inspected()), true);
         assert!(pass.starts_with("PASS: the Docker engine 27.5.1 answers"), "{pass}");
-        assert!(pass.contains("lists 3 running") && pass.contains("container meshmonitor is running"), "{pass}");
+        assert!(pass.contains("lists 3 running containers; container meshmonitor is running"), "{pass}");
+        let one = verdict(&Found::Reachable { engine: "27.5.1".into(), running: 1, container: inspected() }, true);
+        assert!(one.contains("lists 1 running container; "), "{one}");
     }
 
     #[test]
