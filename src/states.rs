@@ -74,6 +74,28 @@ impl Status {
         Status::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
+    /// The one lowercase word the MeshMonitor watchdog protocol's `.upgrade-status`
+    /// carries for this status. Apps written for that watchdog take `complete`
+    /// (and `ready`) as success and `failed` as the end of their upgrade; every
+    /// other word means "still running". So only a complete upgrade says
+    /// `complete`, a rolled-back one says `failed` (the app's upgrade did not
+    /// happen), and `ready`, which that watchdog wrote at every start, is never
+    /// written: a restart in the middle of an upgrade must not read as success.
+    /// Before its first step an upgrade is `pending`, the app's own word for an
+    /// upgrade it asked for and that has not started its steps yet.
+    pub const fn watchdog_token(self) -> &'static str {
+        match self {
+            Status::Pending | Status::Preflight => "pending",
+            Status::BackingUp => "backing_up",
+            Status::Downloading => "downloading",
+            Status::Restarting => "restarting",
+            Status::HealthCheck => "health_check",
+            Status::RollingBack => "rolling_back",
+            Status::Complete => "complete",
+            Status::RolledBack | Status::Failed => "failed",
+        }
+    }
+
     /// One of the invariant's three end states.
     pub const fn terminal(self) -> Option<Terminal> {
         match self {
@@ -313,6 +335,30 @@ mod tests {
             assert_eq!(serde_json::to_value(mode).unwrap(), mode.as_str());
         }
         assert_eq!(Status::parse("ready"), None);
+    }
+
+    #[test]
+    fn watchdog_tokens_say_complete_only_for_a_complete_upgrade_and_never_ready() {
+        // What the MeshMonitor backend and the apps that copied it understand.
+        let in_progress = ["pending", "backing_up", "downloading", "restarting", "health_check", "rolling_back"];
+        for status in Status::ALL {
+            let token = status.watchdog_token();
+            assert!(token.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{status}: {token:?}");
+            assert_ne!(token, "ready", "{status}");
+            assert_eq!(token == "complete", status == Status::Complete, "{status}");
+            match status.terminal() {
+                Some(_) => assert!(["complete", "failed"].contains(&token), "{status}: {token}"),
+                None => assert!(in_progress.contains(&token), "{status}: {token}"),
+            }
+        }
+        assert_eq!(Status::RolledBack.watchdog_token(), "failed", "a rolled-back upgrade did not happen");
+        assert_eq!(Status::Failed.watchdog_token(), "failed");
+        for step in
+            [Status::BackingUp, Status::Downloading, Status::Restarting, Status::HealthCheck, Status::RollingBack]
+        {
+            assert_eq!(step.watchdog_token(), step.as_str(), "the watchdog's own word for {step}");
+        }
+        assert_eq!(Status::Preflight.watchdog_token(), "pending");
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_TRIGGER_FILE", None, Some(".upgrade-trigger"), "trigger file name"),
     key("UPGRADERD_STATUS_FILE", None, Some(".upgrade-status.json"), "status file name"),
     key(
+        "UPGRADERD_LEGACY_STATUS_FILE",
+        None,
+        Some(".upgrade-status"),
+        "one-word status for apps written for the MeshMonitor watchdog (empty: not written)",
+    ),
+    key(
         "UPGRADERD_POLL_INTERVAL",
         Some("CHECK_INTERVAL"),
         Some("5s"),

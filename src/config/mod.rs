@@ -33,7 +33,7 @@ pub use layers::{Env, Layers, Source, Value};
 pub use notify::NotifyTarget;
 pub use shared_dir::{
     claimed_name, claimed_trigger, is_rejected, rejected_name, spool_name, BANNER_FILE, LEGACY_STATUS_FILE,
-    SOCKET_TEST_PREFIX,
+    SOCKET_TEST_ANSWER, SOCKET_TEST_PREFIX, SOCKET_TEST_REQUEST,
 };
 pub use values::{parse_bool, parse_duration, parse_size};
 
@@ -87,6 +87,8 @@ pub struct Config {
     pub trigger_dir: Option<PathBuf>,
     pub trigger_file: String,
     pub status_file: String,
+    /// The one-word status of the MeshMonitor watchdog protocol; `None`: not written.
+    pub legacy_status_file: Option<String>,
     pub poll_interval: Duration,
     pub enabled: bool,
     pub health_url: String,
@@ -145,7 +147,8 @@ impl Config {
         let p = Parser { layers };
         let trigger_file = p.file_name("UPGRADERD_TRIGGER_FILE")?;
         let status_file = p.file_name("UPGRADERD_STATUS_FILE")?;
-        shared_dir::check_names(layers, &trigger_file, &status_file)?;
+        let legacy_status_file = p.file_name_or_off("UPGRADERD_LEGACY_STATUS_FILE")?;
+        shared_dir::check_names(layers, &trigger_file, &status_file, legacy_status_file.as_deref())?;
         let state_dir = p.required("UPGRADERD_STATE_DIR", as_path)?;
         let backup_dir = p.path("UPGRADERD_BACKUP_DIR")?.unwrap_or_else(|| state_dir.join(BACKUPS_DIR));
         Ok(Config {
@@ -171,6 +174,7 @@ impl Config {
             trigger_dir: p.path("UPGRADERD_TRIGGER_DIR")?,
             trigger_file,
             status_file,
+            legacy_status_file,
             poll_interval: p.duration("UPGRADERD_POLL_INTERVAL", true)?,
             enabled: p.bool("UPGRADERD_ENABLED")?,
             health_url: p.required("UPGRADERD_HEALTH_URL", parse_url)?,
@@ -332,5 +336,21 @@ mod tests {
 
         let both = Layers::resolve(&[], &env(&[("CONTAINER_NAME", "old"), ("UPGRADERD_CONTAINER", "new")]), None);
         assert_eq!(Config::from_layers(&both).unwrap().container.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn the_legacy_status_token_defaults_on_and_an_empty_value_turns_it_off() {
+        let config = |pairs: &[(&str, &str)]| Config::from_layers(&Layers::resolve(&[], &env(pairs), None));
+        assert_eq!(config(&[]).unwrap().legacy_status_file.as_deref(), Some(".upgrade-status"));
+        assert_eq!(config(&[("UPGRADERD_LEGACY_STATUS_FILE", "")]).unwrap().legacy_status_file, None);
+        assert_eq!(config(&[("UPGRADERD_LEGACY_STATUS_FILE", " ")]).unwrap().legacy_status_file, None);
+        let named = config(&[("UPGRADERD_LEGACY_STATUS_FILE", "status.word")]).unwrap();
+        assert_eq!(named.legacy_status_file.as_deref(), Some("status.word"));
+        let err = config(&[("UPGRADERD_LEGACY_STATUS_FILE", "../x")]).unwrap_err().to_string();
+        assert!(
+            err.contains("UPGRADERD_LEGACY_STATUS_FILE")
+                && err.contains("for example UPGRADERD_LEGACY_STATUS_FILE=.upgrade-status"),
+            "{err}"
+        );
     }
 }

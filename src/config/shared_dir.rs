@@ -10,10 +10,15 @@ use crate::exit::usage;
 
 /// `.upgrade-available.json`, written by version checks for the app's banner.
 pub const BANNER_FILE: &str = ".upgrade-available.json";
-/// `.upgrade-status`, the one-word status token of the MeshMonitor watchdog protocol.
+/// `.upgrade-status`, the one-word status token of the MeshMonitor watchdog
+/// protocol (the default of `UPGRADERD_LEGACY_STATUS_FILE`).
 pub const LEGACY_STATUS_FILE: &str = ".upgrade-status";
 /// `.docker-socket-test` and `.docker-socket-test-request`, the socket check of that protocol.
 pub const SOCKET_TEST_PREFIX: &str = ".docker-socket-test";
+/// The app asks for the Docker socket check by creating this file.
+pub const SOCKET_TEST_REQUEST: &str = ".docker-socket-test-request";
+/// The answer to the socket check: `PASS: …`, `WARN: …` or `FAIL: …` on its first line.
+pub const SOCKET_TEST_ANSWER: &str = ".docker-socket-test";
 
 /// The name a trigger is renamed to while it is read.
 pub fn claimed_name(trigger_file: &str) -> String {
@@ -67,18 +72,29 @@ fn all_digits(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn written(status_file: &str) -> [Written<'_>; 4] {
-    [
-        Written { what: "the status file", name: status_file, prefix: false, key: Some("UPGRADERD_STATUS_FILE") },
-        Written { what: "the available-update file", name: BANNER_FILE, prefix: false, key: None },
-        Written { what: "the legacy status token", name: LEGACY_STATUS_FILE, prefix: false, key: None },
-        Written { what: "the Docker socket check", name: SOCKET_TEST_PREFIX, prefix: true, key: None },
-    ]
+/// Every file upgraderd writes in the trigger directory; the legacy token only when it is on.
+fn written<'a>(status_file: &'a str, legacy_status_file: Option<&'a str>) -> Vec<Written<'a>> {
+    let status =
+        Written { what: "the status file", name: status_file, prefix: false, key: Some("UPGRADERD_STATUS_FILE") };
+    let banner = Written { what: "the available-update file", name: BANNER_FILE, prefix: false, key: None };
+    let legacy = legacy_status_file.map(|name| Written {
+        what: "the legacy status token",
+        name,
+        prefix: false,
+        key: Some("UPGRADERD_LEGACY_STATUS_FILE"),
+    });
+    let socket = Written { what: "the Docker socket check", name: SOCKET_TEST_PREFIX, prefix: true, key: None };
+    [Some(status), Some(banner), legacy, Some(socket)].into_iter().flatten().collect()
 }
 
 /// Refuses a trigger name that is, or is claimed or rejected under, the name
-/// of a file upgraderd writes, and a status file named like another such file.
-pub(super) fn check_names(layers: &Layers, trigger_file: &str, status_file: &str) -> Result<()> {
+/// of a file upgraderd writes, and a configured file named like another such file.
+pub(super) fn check_names(
+    layers: &Layers,
+    trigger_file: &str,
+    status_file: &str,
+    legacy_status_file: Option<&str>,
+) -> Result<()> {
     let given = |key: &str, value: &str| match layers.get(key) {
         Some(v) => format!("{key}={value} (from {})", v.source),
         None => format!("{key}={value}"),
@@ -90,16 +106,17 @@ pub(super) fn check_names(layers: &Layers, trigger_file: &str, status_file: &str
         ("the name a rejected trigger is moved to", rejected_name(trigger_file)),
         ("the spool directory", spool_name(trigger_file)),
     ];
-    let written = written(status_file);
+    let written = written(status_file, legacy_status_file);
     for (use_, name) in &uses {
         if let Some(file) = written.iter().find(|file| file.covers(name)) {
             let message = match file.key {
                 Some(key) => format!(
-                    "{trigger} clashes with {}: `{name}` would be both {use_} and {}, so upgraderd would consume \
-                     its own file; give them different names, for example UPGRADERD_TRIGGER_FILE=.upgrade-trigger \
-                     and UPGRADERD_STATUS_FILE=.upgrade-status.json",
-                    given(key, status_file),
-                    file.what
+                    "{trigger} clashes with {}: `{name}` would be both {use_} and {}, which upgraderd writes in the \
+                     trigger directory; choose another name, for example UPGRADERD_TRIGGER_FILE=.upgrade-trigger \
+                     and {key}={}",
+                    given(key, file.name),
+                    file.what,
+                    default_of(key)
                 ),
                 None => format!(
                     "{trigger}: `{name}` would be both {use_} and {} (`{}{}`), which upgraderd writes in the trigger \
@@ -112,17 +129,28 @@ pub(super) fn check_names(layers: &Layers, trigger_file: &str, status_file: &str
             return Err(usage(message));
         }
     }
-    if let Some(file) = written[1..].iter().find(|file| file.covers(status_file)) {
-        return Err(usage(format!(
-            "{}: it would also be {} (`{}{}`), which upgraderd writes in the trigger directory; choose another \
-             name, for example UPGRADERD_STATUS_FILE=.upgrade-status.json",
-            given("UPGRADERD_STATUS_FILE", status_file),
-            file.what,
-            file.name,
-            if file.prefix { "*" } else { "" }
-        )));
+    for (i, configured) in written.iter().enumerate() {
+        let Some(key) = configured.key else { continue };
+        let mut others = written.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, other)| other);
+        if let Some(file) = others.find(|other| other.covers(configured.name)) {
+            return Err(usage(format!(
+                "{}: it would also be {} (`{}{}`{}), which upgraderd writes in the trigger directory; choose \
+                 another name, for example {key}={}",
+                given(key, configured.name),
+                file.what,
+                file.name,
+                if file.prefix { "*" } else { "" },
+                file.key.map(|other| format!(", {other}")).unwrap_or_default(),
+                default_of(key)
+            )));
+        }
     }
     Ok(())
+}
+
+/// The default name of a configurable file, for examples in messages.
+fn default_of(key: &str) -> &'static str {
+    super::keys::spec(key).and_then(|spec| spec.default).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -131,8 +159,12 @@ mod tests {
     use crate::config::Env;
 
     fn check(trigger: &str, status: &str) -> std::result::Result<(), String> {
+        check_with_legacy(trigger, status, Some(LEGACY_STATUS_FILE))
+    }
+
+    fn check_with_legacy(trigger: &str, status: &str, legacy: Option<&str>) -> std::result::Result<(), String> {
         let layers = Layers::resolve(&[], &Env::default(), None);
-        check_names(&layers, trigger, status).map_err(|e| e.to_string())
+        check_names(&layers, trigger, status, legacy).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -175,5 +207,20 @@ mod tests {
     fn a_status_file_named_like_another_file_of_the_protocol_is_refused() {
         let err = check(".upgrade-trigger", ".upgrade-available.json").unwrap_err();
         assert!(err.contains("UPGRADERD_STATUS_FILE=.upgrade-available.json") && err.contains("available-update"));
+        let err = check(".upgrade-trigger", ".upgrade-status").unwrap_err();
+        assert!(err.contains("legacy status token") && err.contains("UPGRADERD_LEGACY_STATUS_FILE"), "{err}");
+    }
+
+    #[test]
+    fn the_legacy_token_is_checked_under_its_configured_name_and_not_at_all_when_off() {
+        let err = check_with_legacy(".upgrade-trigger", ".upgrade-status.json", Some(".upgrade-status.json"));
+        let err = err.unwrap_err();
+        assert!(err.contains("UPGRADERD_STATUS_FILE=.upgrade-status.json") && err.contains("legacy status token"));
+        let err = check_with_legacy(".upgrade-trigger", "s.json", Some(".docker-socket-test")).unwrap_err();
+        assert!(err.contains("UPGRADERD_LEGACY_STATUS_FILE=.docker-socket-test") && err.contains("socket check"));
+        let err = check_with_legacy("state", "s.json", Some("state")).unwrap_err();
+        assert!(err.contains("UPGRADERD_TRIGGER_FILE=state") && err.contains("UPGRADERD_LEGACY_STATUS_FILE=state"));
+        assert_eq!(check_with_legacy(".upgrade-status", "s.json", None), Ok(()), "off: the name is free");
+        assert_eq!(check_with_legacy(".upgrade-trigger", "s.json", Some("status.word")), Ok(()));
     }
 }

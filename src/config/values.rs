@@ -104,13 +104,22 @@ impl Parser<'_> {
     }
 
     pub fn file_name(&self, name: &str) -> Result<String> {
-        self.parse(name, ".upgrade-trigger", |t| {
+        let example = spec(name).and_then(|s| s.default).unwrap_or(".upgrade-trigger");
+        self.parse(name, example, |t| {
             if t.contains('/') || t == "." || t == ".." {
                 Err("expected a plain file name, without `/`".into())
             } else {
                 Ok(t.to_string())
             }
         })
+    }
+
+    /// A file name that an empty value turns off (`None`); unset is the default.
+    pub fn file_name_or_off(&self, name: &str) -> Result<Option<String>> {
+        match self.layers.get(name) {
+            Some(value) if value.text.trim().is_empty() => Ok(None),
+            _ => self.file_name(name).map(Some),
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //! `UPGRADERD_AUTO_UPGRADE` and an `UPGRADERD_AUTO_UPGRADE_WINDOW`, an update
 //! found outside the window is not queued, and a check also runs as the
 //! window opens. The app's triggers are never held back by the window.
+//! The Docker socket check of the MeshMonitor watchdog protocol is answered
+//! on a thread of its own (`socket_test`), handed its requests by this loop.
 //!
 //! [`run`] is the whole daemon; tests call it in-process with a
 //! [`Shutdown`] they trigger themselves.
@@ -23,10 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 mod bookkeeping;
+mod socket_test;
 #[cfg(test)]
 mod tests;
 
 use self::bookkeeping::{after_restart, settle, spool_name_ok, Settled, MAX_SPOOL_NAME};
+use self::socket_test::SocketTests;
 use crate::config::{self, Config, Env};
 use crate::engine::status::{Snapshot, StatusFile};
 use crate::engine::{check, new_upgrade_id, pipeline, recover, Outcome, Request};
@@ -54,6 +58,8 @@ const FIRST_CHECK_AFTER: Duration = Duration::from_secs(60);
 const AFTER_OPENING: Duration = Duration::from_secs(1);
 /// How long to wait before retrying a request another upgrader's lock held up.
 const LOCK_RETRY: Duration = Duration::from_secs(5);
+/// Without inotify, how often the Docker socket check's request is looked for (the app waits about 10 s).
+const SOCKET_TEST_POLL: Duration = Duration::from_secs(1);
 /// The `requests.source` of a request that came from the app's trigger.
 const TRIGGER_SOURCE: &str = "trigger";
 
@@ -82,7 +88,8 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         trigger: TriggerDir::new(shared.clone(), &config.trigger_file),
         spool: None,
         unrecovered: false,
-        status: StatusFile::new(shared, &config.status_file),
+        status: StatusFile::new(shared.clone(), &config.status_file, config.legacy_status_file.as_deref()),
+        socket_tests: SocketTests::start(shared, config, ui),
         notifier: Notifier::from_env(|name| env.get(name).map(str::to_string)),
         clock: Clock::from_env(|name| env.get(name).map(str::to_string)).map_err(usage)?,
         shutdown,
@@ -109,6 +116,7 @@ struct Daemon {
     /// The startup recovery has not gone through yet: it is tried again soon.
     unrecovered: bool,
     status: Arc<StatusFile>,
+    socket_tests: SocketTests,
     notifier: Notifier,
     /// What time it is, for the auto-upgrade window.
     clock: Clock,
@@ -150,6 +158,7 @@ impl Daemon {
         self.unrecovered = !self.recover(None);
         self.requeue_interrupted_requests()?;
         self.open_watch();
+        self.take_socket_test_request();
         self.notifier.ready(&self.idle_status());
         Ok(())
     }
@@ -159,8 +168,18 @@ impl Daemon {
         let mut next_watchdog = self.notifier.watchdog_every().map(|every| Instant::now() + every);
         let checks = !self.config.check_every.is_zero() && !self.config.version_check_disabled;
         let mut next_check = checks.then(|| Instant::now() + FIRST_CHECK_AFTER.min(self.config.check_every));
+        let mut next_socket_test_look = None;
         loop {
             self.reap_worker();
+            // inotify tells of a request as it comes; without it, look every second.
+            next_socket_test_look = self.watch.is_none().then(|| {
+                let due = next_socket_test_look.unwrap_or_else(Instant::now);
+                if due > Instant::now() {
+                    return due;
+                }
+                self.take_socket_test_request();
+                Instant::now() + SOCKET_TEST_POLL
+            });
             if self.shutdown.is_requested() {
                 if self.worker.is_none() {
                     self.notifier.stopping("stopping");
@@ -191,7 +210,7 @@ impl Daemon {
                 self.notifier.watchdog();
                 next_watchdog = self.notifier.watchdog_every().map(|every| at.max(Instant::now()) + every);
             }
-            let mut deadlines = vec![next_watchdog, Some(next_recovery), next_check];
+            let mut deadlines = vec![next_watchdog, Some(next_recovery), next_check, next_socket_test_look];
             if !self.shutdown.is_requested() {
                 deadlines.push(self.intake_at);
                 if self.worker.is_none() && self.start_after > Instant::now() {
@@ -227,8 +246,11 @@ impl Daemon {
 
     fn read_events(&mut self) {
         let Some(watch) = &self.watch else { return };
-        match watch.read(&self.trigger.name) {
+        match watch.read(&self.trigger.name, config::SOCKET_TEST_REQUEST) {
             Ok(seen) => {
+                if seen.other || seen.rescan {
+                    self.take_socket_test_request();
+                }
                 if seen.watch_gone {
                     self.ui.warn(format!(
                         "the trigger directory {} was removed or moved; polling until it is back",
@@ -246,6 +268,14 @@ impl Daemon {
                 self.watch = None;
                 self.intake_at = Some(Instant::now());
             }
+        }
+    }
+
+    /// Hands a Docker socket check request waiting in the trigger directory to its thread.
+    fn take_socket_test_request(&self) {
+        // A trigger directory swapped for a link is never used; the intake reports it.
+        if self.trigger.dir.check().is_ok() {
+            self.socket_tests.take_request();
         }
     }
 
@@ -506,7 +536,7 @@ impl Daemon {
             ..Snapshot::default()
         };
         if let Err(e) = self.status.write(snapshot) {
-            self.ui.warn(format!("cannot write the status file {}: {e}", self.status.path().display()));
+            self.ui.warn(format!("cannot write the app's status file {e}"));
         }
     }
 

@@ -156,7 +156,7 @@ impl<'a> Journal<'a> {
             error: error.map(str::to_string),
         };
         if let Err(e) = file.write(snapshot) {
-            self.ui.warn(format!("cannot write the status file {}: {e}", file.path().display()));
+            self.ui.warn(format!("cannot write the app's status file {e}"));
         }
     }
 }

@@ -2,6 +2,12 @@
 //! its JSON shape, atomic writes that never follow a planted symlink, and a
 //! heartbeat that refreshes `updatedAt` during long steps so the app can tell
 //! a slow upgrade from a dead watcher.
+//!
+//! Beside it, for apps written for the MeshMonitor watchdog, the one-word
+//! token file (`.upgrade-status`, `UPGRADERD_LEGACY_STATUS_FILE`): written
+//! with every snapshot, right after the JSON, by the same atomic no-symlink
+//! rules, so both files change at the same transitions wherever the status is
+//! written (an upgrade, recovery, a manual rollback, a rejected trigger).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -61,7 +67,9 @@ pub fn iso(ms: i64) -> Option<String> {
 pub fn open_status_file(config: &Config, ui: &Ui) -> Option<Arc<StatusFile>> {
     let dir = config.trigger_dir.as_ref()?;
     match SharedDir::open(dir) {
-        Ok(shared) => Some(StatusFile::new(Arc::new(shared), &config.status_file)),
+        Ok(shared) => {
+            Some(StatusFile::new(Arc::new(shared), &config.status_file, config.legacy_status_file.as_deref()))
+        }
         Err(e) => {
             ui.warn(format!("not writing the status file: {e}"));
             None
@@ -69,17 +77,19 @@ pub fn open_status_file(config: &Config, ui: &Ui) -> Option<Arc<StatusFile>> {
     }
 }
 
-/// The status file, shared by the journal and its heartbeat.
+/// The status file (and the legacy token beside it), shared by the journal and its heartbeat.
 #[derive(Debug)]
 pub struct StatusFile {
     dir: Arc<SharedDir>,
     name: String,
+    /// The MeshMonitor watchdog's one-word status file, when it is written.
+    legacy: Option<String>,
     last: Mutex<Option<Snapshot>>,
 }
 
 impl StatusFile {
-    pub fn new(dir: Arc<SharedDir>, name: &str) -> Arc<StatusFile> {
-        Arc::new(StatusFile { dir, name: name.to_string(), last: Mutex::new(None) })
+    pub fn new(dir: Arc<SharedDir>, name: &str, legacy: Option<&str>) -> Arc<StatusFile> {
+        Arc::new(StatusFile { dir, name: name.to_string(), legacy: legacy.map(str::to_string), last: Mutex::new(None) })
     }
 
     /// The file's path, for messages.
@@ -87,12 +97,29 @@ impl StatusFile {
         self.dir.path().join(&self.name)
     }
 
-    /// Replaces the file atomically; a planted symlink is replaced, never followed.
+    /// Replaces the file atomically, then the legacy token; a planted symlink
+    /// is replaced, never followed. The error names the file that failed.
     pub fn write(&self, snapshot: Snapshot) -> std::io::Result<()> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.write_snapshot(&snapshot);
+        let json = self.write_snapshot(&snapshot).map_err(|e| self.failed(&self.name, e));
+        // The token comes second: an app that reads `complete` there finds the JSON complete too.
+        let token = self.write_token(snapshot.status);
         *last = Some(snapshot);
-        result
+        json.and(token)
+    }
+
+    /// The MeshMonitor watchdog's one word for `status` (see [`Status::watchdog_token`]).
+    fn write_token(&self, status: Status) -> std::io::Result<()> {
+        let Some(name) = &self.legacy else { return Ok(()) };
+        let line = format!("{}\n", status.watchdog_token());
+        self.dir
+            .check()
+            .and_then(|()| self.dir.write_atomic(name, line.as_bytes(), 0o644))
+            .map_err(|e| self.failed(name, e))
+    }
+
+    fn failed(&self, name: &str, e: std::io::Error) -> std::io::Error {
+        std::io::Error::new(e.kind(), format!("{}: {e}", self.dir.path().join(name).display()))
     }
 
     /// Replaces the log lines of the last snapshot and rewrites it.
@@ -157,9 +184,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_snapshot_writes_the_legacy_token_after_the_json_and_a_planted_link_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".upgrade-status")).unwrap();
+        let file = StatusFile::new(Arc::new(SharedDir::open(dir.path()).unwrap()), "s.json", Some(".upgrade-status"));
+        let token = || std::fs::read_to_string(dir.path().join(".upgrade-status")).unwrap();
+        let json = || -> Value { serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap() };
+        for (status, word) in [
+            (Status::Preflight, "pending\n"),
+            (Status::Downloading, "downloading\n"),
+            (Status::RollingBack, "rolling_back\n"),
+            (Status::RolledBack, "failed\n"),
+            (Status::Complete, "complete\n"),
+        ] {
+            file.write(Snapshot { upgrade_id: "u1".into(), status, ..Snapshot::default() }).unwrap();
+            assert_eq!((token(), json()["status"].clone()), (word.to_string(), Value::from(status.as_str())));
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "the link was replaced, not followed");
+        file.set_logs(vec!["a log line".into()]).unwrap();
+        assert_eq!(token(), "complete\n");
+    }
+
+    #[test]
+    fn without_a_legacy_name_only_the_json_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StatusFile::new(Arc::new(SharedDir::open(dir.path()).unwrap()), "s.json", None);
+        file.write(Snapshot { upgrade_id: "u1".into(), status: Status::Complete, ..Snapshot::default() }).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("s.json")]);
+    }
+
+    #[test]
     fn the_heartbeat_refreshes_updated_at_and_stops_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StatusFile::new(Arc::new(SharedDir::open(dir.path()).unwrap()), "status.json");
+        let file = StatusFile::new(Arc::new(SharedDir::open(dir.path()).unwrap()), "status.json", None);
         file.write(Snapshot { upgrade_id: "u1".into(), status: Status::Downloading, ..Snapshot::default() }).unwrap();
         let read =
             || -> Value { serde_json::from_slice(&std::fs::read(dir.path().join("status.json")).unwrap()).unwrap() };

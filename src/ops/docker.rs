@@ -119,7 +119,13 @@ impl Docker {
 
     /// Inspects a container by name or id.
     pub fn inspect_container(&self, name: &str) -> Result<Container> {
-        let out = self.runner.run(&self.cmd(["container", "inspect", "--", name])).map_err(|e| {
+        self.inspect_container_within(name, Duration::from_secs(60))
+    }
+
+    /// Inspects a container by name or id, giving up after `within`.
+    pub fn inspect_container_within(&self, name: &str, within: Duration) -> Result<Container> {
+        let cmd = self.cmd(["container", "inspect", "--", name]).timeout(within);
+        let out = self.runner.run(&cmd).map_err(|e| {
             let not_found = e.output().is_some_and(|o| o.stderr.to_lowercase().contains("no such"));
             if not_found {
                 anyhow!("container `{name}` does not exist (`docker ps -a` lists containers)")
@@ -191,6 +197,25 @@ impl Docker {
             return Err(anyhow!("`docker info` did not report the engine's root dir; is the engine running?"));
         }
         Ok(PathBuf::from(dir))
+    }
+
+    /// The engine's version (`docker version`); fails when the engine cannot be reached within `within`.
+    pub fn server_version(&self, within: Duration) -> Result<String> {
+        let cmd =
+            self.cmd(["version", "--format", "{{.Server.Version}}"]).timeout(within).grace(Duration::from_secs(1));
+        let out = self.runner.run(&cmd)?;
+        let version = out.stdout_text().trim().to_string();
+        if version.is_empty() {
+            return Err(anyhow!("`docker version` did not report the engine's version; is the engine running?"));
+        }
+        Ok(version)
+    }
+
+    /// The ids of the running containers (`docker ps`), within `within`.
+    pub fn running_containers(&self, within: Duration) -> Result<Vec<String>> {
+        let cmd = self.cmd(["ps", "--quiet"]).timeout(within).grace(Duration::from_secs(1));
+        let out = self.runner.run(&cmd)?;
+        Ok(out.stdout_text().lines().map(str::to_string).collect())
     }
 
     /// The id of a local image, `None` when there is no such image.

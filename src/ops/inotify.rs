@@ -1,6 +1,7 @@
 //! Watches the trigger directory with inotify: which events concern the
-//! trigger's name, and whether the watch must fall back to a rescan (queue
-//! overflow, the directory itself removed or moved).
+//! trigger's name (and one other name the caller asks about), and whether the
+//! watch must fall back to a rescan (queue overflow, the directory itself
+//! removed or moved).
 
 use std::ffi::CString;
 use std::io;
@@ -19,6 +20,8 @@ pub struct Seen {
     pub rescan: bool,
     /// The watch ended (directory removed or moved); a new one is needed.
     pub watch_gone: bool,
+    /// Something was created, written or moved in under the other name asked about.
+    pub other: bool,
 }
 
 pub struct DirWatch {
@@ -69,8 +72,8 @@ impl DirWatch {
         self.fd.as_raw_fd()
     }
 
-    /// Reads every pending event and sums up what they say about `name`.
-    pub fn read(&self, name: &str) -> io::Result<Seen> {
+    /// Reads every pending event and sums up what they say about `name` and `other`.
+    pub fn read(&self, name: &str, other: &str) -> io::Result<Seen> {
         let mut seen = Seen::default();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -87,12 +90,12 @@ impl DirWatch {
             if n == 0 {
                 return Ok(seen);
             }
-            summarize(&buf[..n as usize], name, &self.spools, &mut seen);
+            summarize(&buf[..n as usize], (name, other), &self.spools, &mut seen);
         }
     }
 }
 
-fn summarize(mut bytes: &[u8], name: &str, spools: &[i32], seen: &mut Seen) {
+fn summarize(mut bytes: &[u8], (name, other): (&str, &str), spools: &[i32], seen: &mut Seen) {
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
     while bytes.len() >= HEADER {
         // SAFETY: the kernel writes whole events; the header is read unaligned from the buffer.
@@ -118,6 +121,8 @@ fn summarize(mut bytes: &[u8], name: &str, spools: &[i32], seen: &mut Seen) {
             } else {
                 seen.touched = true;
             }
+        } else if event_name == other.as_bytes() {
+            seen.other |= mask & (libc::IN_CREATE | libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_MODIFY) != 0;
         }
         bytes = &bytes[(HEADER + len).min(bytes.len())..];
     }
@@ -131,17 +136,24 @@ mod tests {
     fn sees_an_atomic_rename_and_a_plain_write() {
         let dir = tempfile::tempdir().unwrap();
         let watch = DirWatch::new(dir.path()).unwrap();
-        assert_eq!(watch.read(".upgrade-trigger").unwrap(), Seen::default());
+        let read = || watch.read(".upgrade-trigger", "request").unwrap();
+        assert_eq!(read(), Seen::default());
         std::fs::write(dir.path().join("tmp"), "{}").unwrap();
         std::fs::rename(dir.path().join("tmp"), dir.path().join(".upgrade-trigger")).unwrap();
-        let seen = watch.read(".upgrade-trigger").unwrap();
-        assert!(seen.complete && !seen.rescan, "{seen:?}");
-        std::fs::write(dir.path().join("other"), "x").unwrap();
-        assert_eq!(watch.read(".upgrade-trigger").unwrap(), Seen::default(), "other names are ignored");
-        std::fs::remove_file(dir.path().join(".upgrade-trigger")).unwrap();
-        std::fs::remove_file(dir.path().join("other")).unwrap();
+        let seen = read();
+        assert!(seen.complete && !seen.rescan && !seen.other, "{seen:?}");
+        std::fs::write(dir.path().join("unrelated"), "x").unwrap();
+        assert_eq!(read(), Seen::default(), "other names are ignored");
+        std::fs::write(dir.path().join("request"), "1736000000000").unwrap();
+        assert_eq!(read(), Seen { other: true, ..Seen::default() }, "the other name asked about");
+        std::os::unix::fs::symlink("/", dir.path().join("link")).unwrap();
+        std::fs::rename(dir.path().join("link"), dir.path().join("request")).unwrap();
+        assert_eq!(read(), Seen { other: true, ..Seen::default() }, "a link moved in counts too");
+        for name in [".upgrade-trigger", "unrelated", "request"] {
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+        }
         std::fs::remove_file(dir.path().join("tmp")).ok();
         std::fs::remove_dir(dir.path()).unwrap();
-        assert!(watch.read(".upgrade-trigger").unwrap().watch_gone);
+        assert!(read().watch_gone);
     }
 }

@@ -91,6 +91,9 @@ case "$*" in
   compose\ *) compose_verb "$@" ;;
   "info --format {{.DockerRootDir}}") echo "$S" ;;
   "container inspect -- demo-app-1"|"container inspect -- c0ffee") container_json ;;
+  container\ inspect\ --\ *) echo "Error: No such container: $4" >&2; exit 1 ;;
+  "version --format {{.Server.Version}}") count version; echo 27.5.1 ;;
+  "ps --quiet") count ps; echo c0ffee ;;
   ps\ -a\ *) echo c0ffee ;;
   logs\ *) echo "app: the last thing it said" ;;
   "manifest inspect registry.example/demo/app:2.0.0"|"manifest inspect registry.example/demo/app:latest") echo '{}' ;;

@@ -5,6 +5,7 @@
 pub mod fake_engine;
 pub mod fake_git;
 pub mod http;
+pub mod meshmonitor_backend;
 pub mod wait;
 pub mod watcher;
 

@@ -22,6 +22,7 @@ mod compose;
 mod database;
 mod hardening;
 mod kill;
+mod meshmonitor;
 mod owner;
 mod pull;
 mod rebuild;
