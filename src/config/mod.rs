@@ -38,9 +38,7 @@ pub use shared_dir::{
 pub use values::{parse_bool, parse_duration, parse_size};
 
 use app::App;
-use values::{
-    as_path, as_text, parse_backup_modes, parse_count, parse_github_repo, parse_pointer, parse_url, Parser,
-};
+use values::{as_path, as_text, parse_backup_modes, parse_count, parse_github_repo, parse_pointer, parse_url, Parser};
 
 /// The default configuration file, read when present and no `-c` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/upgraderd/upgraderd.env";

@@ -216,8 +216,8 @@ fn postgres_app(host: &str, schema: i64, behavior: &str, version: &str) {
                 break;
             }
         }
-        let (status, body) = if request_line.starts_with("POST /api/items?name=") {
-            let name: String = request_line["POST /api/items?name=".len()..]
+        let (status, body) = if let Some(query) = request_line.strip_prefix("POST /api/items?name=") {
+            let name: String = query
                 .split_whitespace()
                 .next()
                 .unwrap_or("item")
