@@ -25,11 +25,12 @@ use super::wait;
 
 /// What the backend reads from `.upgrade-status` that ends its upgrade.
 pub const SUCCESS: &[&str] = &["complete", "ready"];
-/// Every word the watchdog protocol has, and `pending`, the backend's own word for an upgrade not yet started.
+/// Every word the watchdog protocol has, in upgraderd's runbook order (the download comes before the
+/// backup), and `pending`, the backend's own word for an upgrade not yet started.
 pub const TOKENS: &[&str] = &[
     "pending",
-    "backing_up",
     "downloading",
+    "backing_up",
     "restarting",
     "health_check",
     "cleanup",
