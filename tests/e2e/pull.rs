@@ -30,7 +30,7 @@ fn happy_path_keeps_settings_and_migrates_data(compose: ComposeVersion) {
     assert!(before.starts_with("schema 1"), "{before}");
     let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains("[ 40%] downloading"), "{}", run.stderr);
+    assert!(run.stderr.contains("[ 20%] downloading"), "{}", run.stderr);
     let health = s.wait_version("2.0.0");
     assert_eq!(health["greeting"], "hello-from-env-file");
     assert_eq!(health["overlay"], "from-overlay");
