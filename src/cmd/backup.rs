@@ -31,9 +31,7 @@ pub fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
 /// What to back up: the same discovery an upgrade uses (every service's data
 /// when the deployment is found), else `UPGRADERD_DATA_DIR` alone.
 pub fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
-    let configured =
-        ctx.config.container.is_some() || (ctx.config.compose_project.is_some() && ctx.config.service.is_some());
-    if !configured {
+    if !discover::deployment_configured(&ctx.config) {
         if ctx.config.data_dirs.is_empty() {
             return Err(usage(
                 "no data to back up: set UPGRADERD_DATA_DIR (comma separated), or UPGRADERD_CONTAINER to back up \
@@ -246,9 +244,7 @@ fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<Exit> {
 
 /// A restore over the data of compose services: they are stopped around it.
 fn restore_in_place(ctx: &Ctx, archive: &Path, owners: &[String]) -> Result<backup::Restored> {
-    let configured =
-        ctx.config.container.is_some() || (ctx.config.compose_project.is_some() && ctx.config.service.is_some());
-    if !configured {
+    if !discover::deployment_configured(&ctx.config) {
         return Err(usage(format!(
             "{} holds the data of services {}, which must be stopped while it is restored: set UPGRADERD_CONTAINER \
              (or UPGRADERD_COMPOSE_PROJECT and UPGRADERD_SERVICE), or restore elsewhere with --to DIR",

@@ -134,9 +134,19 @@ pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<D
     let mut set = DataSet::default();
     for container in &containers {
         let Some(service) = container.label("com.docker.compose.service").map(str::to_string) else { continue };
-        let image_labels = docker.image_labels(&container.image).unwrap_or_default();
-        let (mode, mode_from) = mode_of(config, &service, container, &image_labels, &mut set.notes);
-        let own_label = |key: &str| container.label(key).filter(|_| !image_labels.contains_key(key));
+        // Unread, the image's labels cannot be told from the compose file's: none is trusted then.
+        let image_labels = match docker.image_labels(&container.image) {
+            Ok(labels) => Some(labels),
+            Err(e) => {
+                set.notes.push(format!(
+                    "{service}: its image's labels could not be read ({e:#}); its upgraderd.backup labels are ignored"
+                ));
+                None
+            }
+        };
+        let (mode, mode_from) = mode_of(config, &service, container, image_labels.as_ref(), &mut set.notes);
+        let own_label =
+            |key: &str| container.label(key).filter(|_| image_labels.as_ref().is_some_and(|l| !l.contains_key(key)));
         let pre = own_label(PRE_LABEL).map(|text| hook_argv(&service, PRE_LABEL, text)).transpose()?;
         let post = own_label(POST_LABEL).map(|text| hook_argv(&service, POST_LABEL, text)).transpose()?;
         let sources = if mode == BackupMode::Skip {
@@ -186,12 +196,13 @@ fn mode_of(
     config: &Config,
     service: &str,
     container: &Container,
-    image_labels: &BTreeMap<String, String>,
+    image_labels: Option<&BTreeMap<String, String>>,
     notes: &mut Vec<String>,
 ) -> (BackupMode, String) {
     if let Some((_, mode)) = config.backup_modes.iter().find(|(s, _)| s == service) {
         return (*mode, "UPGRADERD_BACKUP_MODES".into());
     }
+    let Some(image_labels) = image_labels else { return default_mode(&container.config.image) };
     if image_labels.contains_key(MODE_LABEL) {
         notes.push(format!(
             "{service}: its image sets the label {MODE_LABEL}, which only the compose file may set; ignored"
@@ -467,7 +478,7 @@ pub fn back_up(
     for line in set.describe() {
         observer.log(&format!("Data: {line}"));
     }
-    run_hooks(docker, set, PRE_LABEL, stopped, observer)?;
+    run_hooks(docker, set, PRE_LABEL, |s| &s.pre, stopped, observer)?;
     let began = Instant::now();
     let first = backup::begin(&set.sources(), target.dir, target.reason.clone(), &mut |p| observer.progress(p))?;
     for warning in first.warnings() {
@@ -504,7 +515,7 @@ pub fn back_up(
             stopping.elapsed().as_secs_f64()
         ),
     });
-    run_hooks(docker, set, POST_LABEL, stopped, observer)?;
+    run_hooks(docker, set, POST_LABEL, |s| &s.post, stopped, observer)?;
     Ok(created)
 }
 
@@ -520,12 +531,12 @@ fn run_hooks(
     docker: &Docker,
     set: &DataSet,
     label: &str,
+    hook: fn(&ServiceData) -> &Option<Vec<String>>,
     stopped: &[String],
     observer: &mut dyn Observer,
 ) -> Result<()> {
     for service in &set.services {
-        let hook = if label == PRE_LABEL { &service.pre } else { &service.post };
-        let Some(argv) = hook else { continue };
+        let Some(argv) = hook(service) else { continue };
         if stopped.contains(&service.container) {
             observer.log(&format!("{label} of {} skipped: it is stopped for the switch", service.service));
             continue;
@@ -567,8 +578,7 @@ fn owners_of(
     archive: &Path,
     except: &[String],
 ) -> Result<Vec<ServiceData>> {
-    let meta = backup::read_meta(archive)?;
-    let named: Vec<String> = meta.roots.iter().filter_map(|r| r.service.clone()).collect();
+    let named = services_in(archive)?;
     if named.is_empty() {
         return Ok(Vec::new());
     }

@@ -91,6 +91,11 @@ fn named_services(
     }
 }
 
+/// Whether the configuration names a deployment to find (what [`find_container`] needs).
+pub fn deployment_configured(config: &Config) -> bool {
+    config.container.is_some() || (config.compose_project.is_some() && config.service.is_some())
+}
+
 /// The container to upgrade: `UPGRADERD_CONTAINER`, else the one compose runs for the configured service.
 pub fn find_container(config: &Config, docker: &Docker) -> Result<Container> {
     let name =

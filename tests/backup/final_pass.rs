@@ -178,3 +178,59 @@ proptest! {
         prop_assert_eq!(listing(&target), end);
     }
 }
+
+#[test]
+fn a_file_or_directory_swapped_for_a_symlink_before_the_final_pass_is_stored_as_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    fs::create_dir_all(&host).unwrap();
+    fs::write(host.join("shadow"), "HOST-SECRET").unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    fs::write(data.join("secret.txt"), "app data").unwrap();
+    fs::write(data.join("sub/inner"), "inner").unwrap();
+    let pass = first_pass(&data, &dir.path().join("backups"));
+    // The app plants links to the host where a file and a directory were.
+    fs::remove_file(data.join("secret.txt")).unwrap();
+    std::os::unix::fs::symlink(host.join("shadow"), data.join("secret.txt")).unwrap();
+    fs::remove_dir_all(data.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&host, data.join("sub")).unwrap();
+    let created = pass.finish_after_final_pass(&mut |_| {}).unwrap();
+    backup::verify(&created.path).unwrap();
+    let mut everything = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(&created.path).unwrap()).read_to_end(&mut everything).unwrap();
+    assert!(!everything.windows(11).any(|w| w == b"HOST-SECRET"), "a host file's content is in the backup");
+    let target = dir.path().join("target");
+    backup::restore(&created.path, &Destination::Into(target.clone()), &mut |_| {}).unwrap();
+    assert_eq!(fs::read_link(target.join("secret.txt")).unwrap(), host.join("shadow"));
+    assert_eq!(fs::read_link(target.join("sub")).unwrap(), host);
+    assert_eq!(fs::read_to_string(host.join("shadow")).unwrap(), "HOST-SECRET", "the host file is untouched");
+}
+
+#[test]
+fn a_disk_that_fills_during_the_final_pass_leaves_no_partial_archive() {
+    if !crate::common::can_mount() {
+        eprintln!("SKIP: cannot mount here; a full disk in the final pass not exercised");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("small"), "small").unwrap();
+    let full = crate::common::Mounted::tmpfs(&dir.path().join("small-disk"), "1m");
+    let pass = first_pass(&data, &full.0);
+    // Incompressible data, larger than the disk, written while the first pass waits.
+    let mut noise = vec![0u8; 3 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(data.join("noise.bin"), &noise).unwrap();
+    let err = format!("{:#}", pass.finish_after_final_pass(&mut |_| {}).unwrap_err());
+    assert!(err.contains("is full"), "{err}");
+    let left: Vec<_> = fs::read_dir(&full.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -464,7 +464,7 @@ impl Copier {
     /// Records the state `member` was stored in (its status taken before it was read, at `read_at`).
     fn note(&mut self, member: &[u8], seen: Seen, stat: &Stat, read_at: SystemTime, wal: Option<Fingerprint>) {
         let fingerprint = Fingerprint::of(stat);
-        let racy = seen != Seen::Dir && (fingerprint.racy(read_at) || wal.is_some_and(|w| w.racy(read_at)));
+        let racy = fingerprint.racy(read_at) || wal.is_some_and(|w| w.racy(read_at));
         if !self.copied.contains_key(member) {
             self.order.push(member.to_vec());
         }
@@ -485,7 +485,8 @@ impl Copier {
             present.insert(member.clone());
             match self.copied.get(&member).filter(|_| stored.contains(member.as_slice())) {
                 Some(was) if was.seen == Seen::Dir && item.seen == Seen::Dir => {
-                    if was.fingerprint != item.fingerprint {
+                    // Named again (its mode, owner and time), never retired: what it holds is judged one by one.
+                    if was.racy || was.fingerprint != item.fingerprint {
                         copy.push(index);
                     }
                 }
