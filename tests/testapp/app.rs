@@ -189,7 +189,16 @@ fn postgres_app(host: &str, schema: i64, behavior: &str, version: &str) {
         std::process::exit(3);
     }
     if !has_payload && schema >= 2 {
-        if let Err(e) = psql("BEGIN; ALTER TABLE items ADD COLUMN payload text NOT NULL DEFAULT 'migrated'; UPDATE items SET name = upper(name); COMMIT;") {
+        // The web and the worker start together on the new version: the
+        // migration takes a lock and looks again, as real migration tools do,
+        // so only one of them runs it.
+        if let Err(e) = psql(
+            "BEGIN; SELECT pg_advisory_xact_lock(20); \
+             DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns \
+             WHERE table_name = 'items' AND column_name = 'payload') THEN \
+             ALTER TABLE items ADD COLUMN payload text NOT NULL DEFAULT 'migrated'; \
+             UPDATE items SET name = upper(name); END IF; END $$; COMMIT;",
+        ) {
             eprintln!("migration failed: {e}");
             std::process::exit(2);
         }
