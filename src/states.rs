@@ -193,15 +193,18 @@ pub enum Strategy {
     Pull,
     /// `git` checkout of the version, `compose build`, recreate.
     Rebuild,
+    /// `docker service update --image` of Swarm services, with the data on this node.
+    Swarm,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 2] = [Strategy::Pull, Strategy::Rebuild];
+    pub const ALL: [Strategy; 3] = [Strategy::Pull, Strategy::Rebuild, Strategy::Swarm];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Strategy::Pull => "pull",
             Strategy::Rebuild => "rebuild",
+            Strategy::Swarm => "swarm",
         }
     }
 

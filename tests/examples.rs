@@ -119,3 +119,21 @@ fn which(program: &str) -> Result<PathBuf, ()> {
     let path = std::env::var_os("PATH").ok_or(())?;
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).ok_or(())
 }
+
+/// The Swarm example's configuration loads and names a service its stack defines.
+#[test]
+fn the_swarm_example_configuration_names_a_service_of_its_stack() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/swarm");
+    let sandbox = common::Sandbox::new();
+    let config = dir.join("upgraderd.env");
+    let shown = sandbox.run(&["-c", config.to_str().unwrap(), "--json", "config"]).success().json();
+    let service = shown["config"]
+        .as_array()
+        .and_then(|values| values.iter().find(|v| v["key"] == "UPGRADERD_SWARM_SERVICE"))
+        .map(|v| v["value"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("no UPGRADERD_SWARM_SERVICE in {shown}"));
+    let stack = fs::read_to_string(dir.join("stack.yml")).unwrap();
+    let (name, service) = service.split_once('_').expect("STACK_SERVICE");
+    assert!(stack.contains(&format!("docker stack deploy -c stack.yml {name}")), "the stack is deployed as {name}");
+    assert!(stack.contains(&format!("\n  {service}:\n")), "the stack defines {service}");
+}

@@ -37,7 +37,7 @@ const fn key(
 /// Every configuration key, in the order `upgraderd config` prints them.
 pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_STATE_DIR", None, Some("/var/lib/upgraderd"), "state database, lock, default backup dir"),
-    key("UPGRADERD_STRATEGY", None, Some("pull"), "pull | rebuild"),
+    key("UPGRADERD_STRATEGY", None, Some("pull"), "pull | rebuild | swarm (swarm: chosen by itself for a Swarm service)"),
     key("UPGRADERD_CONTAINER", Some("CONTAINER_NAME"), None, "container of the service to upgrade"),
     key("UPGRADERD_SERVICE", None, None, "compose service (derived from the container)"),
     key(
@@ -45,6 +45,12 @@ pub static KEYS: &[KeySpec] = &[
         None,
         None,
         "services that move together, comma separated (default: every service on the container's image repository)",
+    ),
+    key(
+        "UPGRADERD_SWARM_SERVICE",
+        None,
+        None,
+        "Docker Swarm service to upgrade, STACK_SERVICE (derived from a task container's labels)",
     ),
     key("UPGRADERD_COMPOSE_PROJECT", Some("COMPOSE_PROJECT_NAME"), None, "compose project (derived)"),
     key("UPGRADERD_COMPOSE_DIR", Some("COMPOSE_PROJECT_DIR"), None, "compose working dir (derived)"),

@@ -38,7 +38,10 @@ pub use shared_dir::{
 pub use values::{parse_bool, parse_duration, parse_size};
 
 use app::App;
-use values::{as_path, as_text, parse_backup_modes, parse_count, parse_github_repo, parse_pointer, parse_url, Parser};
+use values::{
+    as_path, as_text, parse_backup_modes, parse_count, parse_github_repo, parse_pointer, parse_swarm_service,
+    parse_url, Parser,
+};
 
 /// The default configuration file, read when present and no `-c` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/upgraderd/upgraderd.env";
@@ -68,6 +71,8 @@ pub struct Config {
     pub service: Option<String>,
     /// The services that move together; empty: every service on the primary's image repository.
     pub services: Vec<String>,
+    /// The Docker Swarm service to upgrade (`STACK_SERVICE`), instead of a compose service.
+    pub swarm_service: Option<String>,
     pub compose_project: Option<String>,
     pub compose_dir: Option<PathBuf>,
     pub compose_files: Vec<PathBuf>,
@@ -156,6 +161,7 @@ impl Config {
             container: p.text("UPGRADERD_CONTAINER"),
             service: p.text("UPGRADERD_SERVICE"),
             services: p.list("UPGRADERD_SERVICES"),
+            swarm_service: p.parse_opt("UPGRADERD_SWARM_SERVICE", "shop_app", parse_swarm_service)?,
             compose_project: p.text("UPGRADERD_COMPOSE_PROJECT"),
             compose_dir: p.path("UPGRADERD_COMPOSE_DIR")?,
             compose_files: p.list("UPGRADERD_COMPOSE_FILES").into_iter().map(PathBuf::from).collect(),

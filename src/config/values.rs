@@ -199,6 +199,17 @@ pub(super) fn parse_backup_modes(text: &str) -> std::result::Result<Vec<(String,
     Ok(modes)
 }
 
+/// A Swarm service name as Docker allows it (`shop_app`): it goes into argv, so never a leading `-`.
+pub(super) fn parse_swarm_service(text: &str) -> std::result::Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    match text.chars().next() {
+        Some(first) if first.is_ascii_alphanumeric() && text.len() <= 63 && text.chars().all(allowed) => {
+            Ok(text.to_string())
+        }
+        _ => Err("expected a service name (letters, digits, `_`, `.`, `-`; starting with a letter or digit)".into()),
+    }
+}
+
 pub(super) fn parse_github_repo(text: &str) -> std::result::Result<String, String> {
     let valid_part = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     match text.split_once('/') {

@@ -15,9 +15,11 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::config::Config;
 use crate::engine::discover::is_data_mount;
+use crate::engine::halt::{self, Halt};
 use crate::exit::usage;
-use crate::ops::compose::Project;
+use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Container, Docker, ImageRef};
+use crate::ops::swarm::{Swarm, STACK_LABEL};
 use crate::states::BackupMode;
 use crate::store::backup::{self, Created, Progress, Source};
 
@@ -59,8 +61,10 @@ pub const DATABASE_IMAGES: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct ServiceData {
     pub service: String,
-    /// The container's id (what is stopped and started).
+    /// The container's id (where hooks run).
     pub container: String,
+    /// What is stopped and started again: the container, or its Swarm service.
+    pub halt: Halt,
     pub mode: BackupMode,
     /// Why this mode: the setting, the label, or the image.
     pub mode_from: String,
@@ -129,11 +133,19 @@ impl DataSet {
 /// (or `UPGRADERD_DATA_DIR`, attributed to the service that mounts it), each
 /// service with its mode, minus `skip` services and `UPGRADERD_BACKUP_EXCLUDE`.
 pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<DataSet> {
-    let containers = docker.project_containers(&project.name)?;
-    check_configured_modes(config, &containers, &project.name)?;
+    let containers = project_containers(docker, project)?;
+    let replicas = swarm_replicas(docker, project)?;
+    check_configured_modes(config, &containers, project)?;
     let mut set = DataSet::default();
     for container in &containers {
-        let Some(service) = container.label("com.docker.compose.service").map(str::to_string) else { continue };
+        let Some(service) = project.service_of(container) else { continue };
+        let halt = match project.orchestrator {
+            Orchestrator::Compose => Halt::Container(container.id.clone()),
+            Orchestrator::Swarm => {
+                let name = project.swarm_service(&service);
+                Halt::SwarmService { replicas: replicas.get(&name).copied().unwrap_or(1), name }
+            }
+        };
         // Unread, the image's labels cannot be told from the compose file's: none is trusted then.
         let image_labels = match docker.image_labels(&container.image) {
             Ok(labels) => Some(labels),
@@ -158,6 +170,7 @@ pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<D
         set.services.push(ServiceData {
             service,
             container: container.id.clone(),
+            halt,
             mode,
             mode_from,
             pre,
@@ -179,12 +192,32 @@ pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<D
     Ok(set)
 }
 
+/// The project's containers: all of a compose project's (stopped ones hold
+/// data too); a stack's running tasks on this node (a stopped task container
+/// is history Swarm keeps, and its volumes are the running task's).
+fn project_containers(docker: &Docker, project: &Project) -> Result<Vec<Container>> {
+    match project.orchestrator {
+        Orchestrator::Compose => docker.project_containers(&project.name),
+        Orchestrator::Swarm => docker.containers_with_label(STACK_LABEL, &project.name, false),
+    }
+}
+
+/// The replicas each of a stack's services runs with (what scaling it back restores).
+fn swarm_replicas(docker: &Docker, project: &Project) -> Result<BTreeMap<String, u64>> {
+    if project.orchestrator != Orchestrator::Swarm {
+        return Ok(BTreeMap::new());
+    }
+    let services = Swarm::new(docker.clone()).stack_services(&project.name)?;
+    Ok(services.iter().filter_map(|s| Some((s.spec.name.clone(), s.replicas()?))).collect())
+}
+
 /// `UPGRADERD_BACKUP_MODES` may only name services the project runs.
-fn check_configured_modes(config: &Config, containers: &[Container], project: &str) -> Result<()> {
-    let running: Vec<&str> = containers.iter().filter_map(|c| c.label("com.docker.compose.service")).collect();
-    match config.backup_modes.iter().find(|(service, _)| !running.contains(&service.as_str())) {
+fn check_configured_modes(config: &Config, containers: &[Container], project: &Project) -> Result<()> {
+    let running: Vec<String> = containers.iter().filter_map(|c| project.service_of(c)).collect();
+    match config.backup_modes.iter().find(|(service, _)| !running.contains(service)) {
         Some((unknown, _)) => Err(usage(format!(
-            "UPGRADERD_BACKUP_MODES names `{unknown}`, which compose project {project} does not run; its services: {}",
+            "UPGRADERD_BACKUP_MODES names `{unknown}`, which project {} does not run; its services: {}",
+            project.name,
             running.join(", ")
         ))),
         None => Ok(()),
@@ -363,9 +396,10 @@ pub fn run_hook(docker: &Docker, service: &ServiceData, label: &str, argv: &[Str
     Ok(())
 }
 
-/// Stops these containers, dependents first (the reverse of their start
-/// order), adding each one stopped to `stopped` so that the caller can start
-/// them again whatever happens. A failure stops nothing more.
+/// Stops these services' containers (or Swarm services), dependents first
+/// (the reverse of their start order), adding each one stopped to `stopped`
+/// (as its [`Halt`] token) so that the caller can start them again whatever
+/// happens. A failure stops nothing more.
 pub fn stop_containers(
     docker: &Docker,
     services: &[ServiceData],
@@ -373,18 +407,14 @@ pub fn stop_containers(
     log: &mut dyn FnMut(&str),
 ) -> Result<()> {
     for service in start_order(services).iter().rev() {
-        if stopped.contains(&service.container) {
+        let token = service.halt.token();
+        if stopped.contains(&token) {
             continue;
         }
-        log(&format!("Stopping {} ({})", service.service, short(&service.container)));
-        let cmd = docker.stop(&service.container, STOP_GRACE);
-        if let Err(e) = docker.runner().run(&cmd) {
-            // Already stopped is what was wanted; anything else ends the copy.
-            if !is_stopped(docker, &service.container) {
-                bail!("stopping {} failed: {e}", service.service);
-            }
-        }
-        stopped.push(service.container.clone());
+        log(&format!("Stopping {} ({})", service.service, service.halt.describe()));
+        halt::stop(docker, &service.halt, STOP_GRACE)
+            .map_err(|e| anyhow!("stopping {} failed: {e:#}", service.service))?;
+        stopped.push(token);
     }
     Ok(())
 }
@@ -392,27 +422,31 @@ pub fn stop_containers(
 /// How long a stopped service has to shut down cleanly before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
-/// Starts stopped containers again, each after what it depends on, and waits
+/// Starts what `tokens` stopped again, each after what it depends on, and waits
 /// until each runs (and is healthy, when it has a HEALTHCHECK) within `timeout`.
 pub fn start_containers(
     docker: &Docker,
-    ids: &[String],
+    tokens: &[String],
     services: &[ServiceData],
     timeout: Duration,
     log: &mut dyn FnMut(&str),
 ) -> Result<()> {
-    let known: Vec<ServiceData> = start_order(services).into_iter().filter(|s| ids.contains(&s.container)).collect();
-    let unknown = ids.iter().filter(|id| !known.iter().any(|s| &s.container == *id));
+    let mut known: Vec<ServiceData> =
+        start_order(services).into_iter().filter(|s| tokens.contains(&s.halt.token())).collect();
+    // Several replicas of one Swarm service share its halt: it is started once.
+    known.dedup_by(|a, b| a.halt == b.halt);
+    let unknown = tokens.iter().filter(|token| !known.iter().any(|s| &s.halt.token() == *token));
     let mut failures = Vec::new();
     for service in &known {
         log(&format!("Starting {} again", service.service));
-        if let Err(e) = start_and_wait(docker, &service.container, timeout) {
+        if let Err(e) = halt::start_and_wait(docker, &service.halt, timeout) {
             failures.push(format!("{}: {e:#}", service.service));
         }
     }
-    for id in unknown {
-        if let Err(e) = start_and_wait(docker, id, timeout) {
-            failures.push(format!("{}: {e:#}", short(id)));
+    for token in unknown {
+        let halt = Halt::from_token(token);
+        if let Err(e) = halt::start_and_wait(docker, &halt, timeout) {
+            failures.push(format!("{}: {e:#}", halt.describe()));
         }
     }
     if failures.is_empty() {
@@ -420,36 +454,6 @@ pub fn start_containers(
     } else {
         bail!("starting again failed: {}", failures.join("; "))
     }
-}
-
-fn start_and_wait(docker: &Docker, id: &str, timeout: Duration) -> Result<()> {
-    docker.runner().run(&docker.start(id))?;
-    if docker.runner().dry_run() {
-        return Ok(());
-    }
-    let deadline = Instant::now() + timeout;
-    loop {
-        let container = docker.inspect_container(id)?;
-        let health = container.state.health.as_ref().map(|h| h.status.as_str());
-        match (container.state.running, health) {
-            (true, None | Some("healthy")) => return Ok(()),
-            (false, _) if !container.state.restarting => {
-                bail!("it exited ({}): {}", container.state.exit_code, docker.logs_tail(id, 5))
-            }
-            _ if Instant::now() >= deadline => {
-                bail!("not healthy after {}s: {}", timeout.as_secs(), docker.logs_tail(id, 5))
-            }
-            _ => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
-
-fn is_stopped(docker: &Docker, id: &str) -> bool {
-    docker.inspect_container(id).is_ok_and(|c| !c.state.running)
-}
-
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }
 
 /// What a consistent backup reports as it goes.
@@ -500,7 +504,7 @@ pub fn back_up(
     for warning in &created.warnings {
         observer.log(warning);
     }
-    let again: Vec<String> = stop_mode.iter().map(|s| s.container.clone()).collect();
+    let again: Vec<String> = stop_mode.iter().map(|s| s.halt.token()).collect();
     let started = start_containers(docker, &again, &stop_mode, target.start_timeout, &mut |line| observer.log(line));
     stopped.retain(|id| !again.contains(id) || started.is_err());
     observer.stopped(stopped)?;
@@ -537,7 +541,7 @@ fn run_hooks(
 ) -> Result<()> {
     for service in &set.services {
         let Some(argv) = hook(service) else { continue };
-        if stopped.contains(&service.container) {
+        if stopped.contains(&service.halt.token()) {
             observer.log(&format!("{label} of {} skipped: it is stopped for the switch", service.service));
             continue;
         }
@@ -626,6 +630,7 @@ mod tests {
         ServiceData {
             service: name.into(),
             container: format!("{name}-id"),
+            halt: Halt::Container(format!("{name}-id")),
             mode: BackupMode::Stop,
             mode_from: "default".into(),
             pre: None,

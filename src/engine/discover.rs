@@ -12,10 +12,11 @@ use anyhow::{anyhow, Context, Result};
 
 use crate::config::Config;
 use crate::exit::usage;
-use crate::ops::compose::{Compose, Project, ProjectLabels};
+use crate::ops::compose::{Compose, Orchestrator, Project, ProjectLabels};
 use crate::ops::docker::{Container, Docker, ImageRef, Mount};
 use crate::ops::git::Git;
 use crate::ops::process::Runner;
+use crate::ops::swarm::{self, Service, Swarm};
 use crate::states::Status;
 use crate::store::db::Db;
 
@@ -27,14 +28,96 @@ pub struct Deployment {
     pub project: Project,
 }
 
-/// Finds the container, its compose project and the compose tool, and the services that move together.
+/// Finds the container, its compose project and the compose tool, and the
+/// services that move together; for a Swarm service (configured, or named by
+/// a task container's labels), its stack instead.
 pub fn discover(config: &Config, runner: &Runner) -> Result<Deployment> {
     let docker = Docker::new(&config.docker, runner.clone());
+    if let Some(service) = &config.swarm_service {
+        return discover_swarm(config, docker, service);
+    }
     let container = find_container(config, &docker)?;
+    if let Some(service) = container.label(swarm::SERVICE_LABEL) {
+        let service = service.to_string();
+        return discover_swarm(config, docker, &service);
+    }
     let mut project = project_of(config, &container)?;
     let compose = compose_tool(config, runner)?;
     project.services = service_set(config, &docker, &compose, &project, &container)?;
     Ok(Deployment { docker, compose, container, project })
+}
+
+/// A Swarm service's stack, as a project: the stack's name, the primary
+/// service by its name in the stack, a task container of it on this node
+/// (for its version and data), and the stack's services that move with it.
+fn discover_swarm(config: &Config, docker: Docker, name: &str) -> Result<Deployment> {
+    let cli = Swarm::new(docker.clone());
+    let service = cli
+        .service(name)
+        .with_context(|| format!("finding the Swarm service named by UPGRADERD_SWARM_SERVICE={name}"))?
+        .ok_or_else(|| {
+            usage(format!(
+                "Swarm service {name} (UPGRADERD_SWARM_SERVICE) does not exist; `docker service ls` lists the services"
+            ))
+        })?;
+    let stack = service.stack().map(str::to_string).ok_or_else(|| {
+        usage(format!(
+            "Swarm service {name} was not deployed by `docker stack deploy` (it has no {} label); upgraderd upgrades \
+             the services of a stack",
+            swarm::STACK_LABEL
+        ))
+    })?;
+    let primary = name.strip_prefix(&format!("{stack}_")).unwrap_or(name).to_string();
+    let container = task_container(&docker, name)?;
+    let mut project = Project {
+        name: stack,
+        working_dir: PathBuf::new(),
+        files: Vec::new(),
+        env_file: None,
+        service: primary.clone(),
+        services: vec![primary],
+        orchestrator: Orchestrator::Swarm,
+    };
+    project.services = stack_service_set(config, &cli, &project, &service)?;
+    // Never run for a stack: Swarm, not compose, changes its services.
+    let compose = Compose::assume(vec![config.docker.display().to_string(), "compose".into()], true, docker.runner());
+    Ok(Deployment { docker, compose, container, project })
+}
+
+/// The container of the service's newest task on this node: a running one if any.
+fn task_container(docker: &Docker, service: &str) -> Result<Container> {
+    let running = docker.containers_with_label(swarm::SERVICE_LABEL, service, false)?;
+    if let Some(container) = running.into_iter().next() {
+        return Ok(container);
+    }
+    // Scaled to 0 by an upgrade that was interrupted: its last task's container still tells the version and data.
+    docker.containers_with_label(swarm::SERVICE_LABEL, service, true)?.into_iter().next().ok_or_else(|| {
+        anyhow!(
+            "no task of Swarm service {service} has run on this node; run upgraderd on the node that runs it, where \
+             its volumes are"
+        )
+    })
+}
+
+/// The stack's services that move with the primary, the primary first:
+/// `UPGRADERD_SERVICES` (names in the stack, each checked), else every
+/// service of the stack on the primary's image repository.
+fn stack_service_set(config: &Config, cli: &Swarm, project: &Project, primary: &Service) -> Result<Vec<String>> {
+    let services = cli.stack_services(&project.name)?;
+    let in_stack: Vec<(String, String)> = services
+        .iter()
+        .map(|s| {
+            let short = s.spec.name.strip_prefix(&format!("{}_", project.name)).unwrap_or(&s.spec.name);
+            (short.to_string(), swarm::without_digest(s.image()).to_string())
+        })
+        .collect();
+    let chosen = if config.services.is_empty() {
+        same_repository(swarm::without_digest(primary.image()), &in_stack)
+    } else {
+        let defined: Vec<String> = in_stack.iter().map(|(s, _)| s.clone()).collect();
+        named_services(&config.services, &defined, &in_stack, &format!("stack {}", project.name))?
+    };
+    Ok(std::iter::once(project.service.clone()).chain(chosen.into_iter().filter(|s| *s != project.service)).collect())
 }
 
 /// The services that move together, the primary first: `UPGRADERD_SERVICES`
@@ -56,7 +139,7 @@ pub fn service_set(
         same_repository(&primary.config.image, &running)
     } else {
         let defined = compose.service_names(project)?;
-        named_services(&config.services, &defined, &running, &project.name)?
+        named_services(&config.services, &defined, &running, &format!("compose project {}", project.name))?
     };
     Ok(std::iter::once(project.service.clone()).chain(chosen.into_iter().filter(|s| *s != project.service)).collect())
 }
@@ -84,7 +167,7 @@ fn named_services(
     let known = |name: &String| defined.contains(name) || running.iter().any(|(service, _)| service == name);
     match named.iter().find(|name| !known(name)) {
         Some(unknown) => Err(usage(format!(
-            "UPGRADERD_SERVICES names `{unknown}`, which compose project {project} does not define; its services: {}",
+            "UPGRADERD_SERVICES names `{unknown}`, which {project} does not define; its services: {}",
             defined.join(", ")
         ))),
         None => Ok(named.to_vec()),
@@ -153,7 +236,15 @@ pub fn project_of(config: &Config, container: &Container) -> Result<Project> {
     let absolute = |p: PathBuf| if p.is_absolute() { p } else { working_dir.join(p) };
     let files = files.into_iter().map(absolute).collect();
     let env_file = labels.env_file.map(absolute);
-    Ok(Project { name, working_dir, files, env_file, services: vec![service.clone()], service })
+    Ok(Project {
+        name,
+        working_dir,
+        files,
+        env_file,
+        services: vec![service.clone()],
+        service,
+        orchestrator: Orchestrator::Compose,
+    })
 }
 
 /// The compose tool: `UPGRADERD_COMPOSE_CMD`, else the `docker compose` plugin, else `docker-compose`.
@@ -290,8 +381,8 @@ mod tests {
         let defined = vec!["web".to_string(), "worker".to_string(), "db".to_string()];
         let profiled = running(&[("admin", "app:latest")]);
         let named = vec!["worker".to_string(), "admin".to_string()];
-        assert_eq!(named_services(&named, &defined, &profiled, "shop").unwrap(), named);
-        let err = named_services(&["wrker".to_string()], &defined, &profiled, "shop").unwrap_err();
+        assert_eq!(named_services(&named, &defined, &profiled, "compose project shop").unwrap(), named);
+        let err = named_services(&["wrker".to_string()], &defined, &profiled, "compose project shop").unwrap_err();
         assert!(err.chain().any(|c| c.is::<crate::exit::UsageError>()));
         assert!(
             err.to_string()

@@ -11,9 +11,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::ops::compose::Project;
+use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Container, Docker};
 use crate::ops::health::{json_pointer, probe_http, Probe};
+use crate::ops::swarm::{without_digest, Service, Swarm, Task};
 
 /// What healthy means for this deployment.
 #[derive(Debug, Clone)]
@@ -42,10 +43,17 @@ pub fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Resu
     let started = Instant::now();
     let mut gate = Gate::new(started, spec);
     let mut restarts_at_start: HashMap<String, i64> = HashMap::new();
+    let mut failed_at_start: HashMap<String, Vec<String>> = HashMap::new();
+    let swarm = Swarm::new(docker.clone());
     loop {
         let checks = project.services.iter().map(|service| {
-            let primary = *service == project.service;
-            let check = observe(docker, &project.name, service, primary.then_some(spec), &mut restarts_at_start);
+            let http = (*service == project.service).then_some(spec);
+            let check = match project.orchestrator {
+                Orchestrator::Compose => observe(docker, &project.name, service, http, &mut restarts_at_start),
+                Orchestrator::Swarm => {
+                    observe_swarm(&swarm, &project.swarm_service(service), http, &mut failed_at_start)
+                }
+            };
             (service.as_str(), check)
         });
         let check = all_of(checks.collect(), project.services.len() > 1);
@@ -138,6 +146,83 @@ fn observe(
         (Check::Fatal(_), None) if finished_job(&container) => Check::Healthy,
         (Check::Fatal(reason), _) => Check::Fatal(with_logs(docker, &id, reason)),
         (other, _) => other,
+    }
+}
+
+/// One Swarm service's state: its tasks (a task that fails after the gate
+/// began fails it), their containers' HEALTHCHECK on this node, and HTTP for the primary.
+fn observe_swarm(
+    swarm: &Swarm,
+    service: &str,
+    http: Option<&GateSpec>,
+    failed_at_start: &mut HashMap<String, Vec<String>>,
+) -> Check {
+    let state = swarm.service(service).and_then(|s| Ok((s, swarm.tasks(service)?)));
+    let (current, tasks) = match state {
+        Ok((Some(current), tasks)) => (current, tasks),
+        Ok((None, _)) => return Check::Fatal(format!("Swarm service {service} does not exist any more")),
+        Err(e) => return Check::NotYet(format!("cannot inspect Swarm service {service}: {e:#}")),
+    };
+    let known = failed_at_start
+        .entry(service.to_string())
+        .or_insert_with(|| tasks.iter().filter(|t| t.failed()).map(|t| t.id.clone()).collect());
+    let docker = swarm.docker();
+    let health = |id: &str| docker.inspect_container(id).ok().and_then(|c| c.state.health.map(|h| h.status));
+    match (tasks_verdict(&current, &tasks, known, &health), http) {
+        (Check::Healthy, Some(spec)) => {
+            http_verdict(&spec.url, &probe_http(&spec.url, Duration::from_secs(2)), spec.expect_version.as_ref())
+        }
+        (Check::Fatal(reason), _) => {
+            let failed = tasks.iter().find(|t| t.failed() && !known.contains(&t.id)).and_then(|t| t.container());
+            Check::Fatal(match failed {
+                Some(id) => with_logs(docker, id, reason),
+                None => reason,
+            })
+        }
+        (other, _) => other,
+    }
+}
+
+/// A Swarm service's side of the verdict: Swarm's own update not paused or
+/// rolled back, no task failed that had not failed before the gate began, and
+/// as many tasks running its current image as it asks for, none failing its
+/// HEALTHCHECK (`health` reads a task container's, when it runs on this node).
+pub fn tasks_verdict(
+    service: &Service,
+    tasks: &[Task],
+    known_failures: &[String],
+    health: &dyn Fn(&str) -> Option<String>,
+) -> Check {
+    let name = &service.spec.name;
+    if let Some(update) = &service.update_status {
+        if matches!(update.state.as_str(), "paused" | "rollback_started" | "rollback_paused" | "rollback_completed") {
+            return Check::Fatal(format!("Swarm's update of {name} is {}: {}", update.state, update.message));
+        }
+    }
+    if let Some(task) = tasks.iter().find(|t| t.failed() && !known_failures.contains(&t.id)) {
+        return Check::Fatal(format!(
+            "a task of {name} {}: {}",
+            task.status.state,
+            task.status.err.as_deref().unwrap_or("no reason given")
+        ));
+    }
+    let current: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.desired_state == "running" && t.status.state == "running")
+        .filter(|t| t.spec.container_spec.image == service.image())
+        .collect();
+    for task in &current {
+        match task.container().and_then(health).as_deref() {
+            Some("unhealthy") => return Check::Fatal(format!("a task of {name} reports unhealthy by its HEALTHCHECK")),
+            Some("healthy") | None => {}
+            Some(other) => return Check::NotYet(format!("a task of {name}: its HEALTHCHECK is {other}")),
+        }
+    }
+    let wanted = service.replicas().unwrap_or(1).max(1);
+    if current.len() as u64 >= wanted {
+        Check::Healthy
+    } else {
+        Check::NotYet(format!("{} of {wanted} tasks of {name} run {}", current.len(), without_digest(service.image())))
     }
 }
 
@@ -317,5 +402,62 @@ mod tests {
         assert_eq!(timed_out, Some(Err("not healthy after 10s; last check: HTTP 503".into())));
         let mut gate = Gate::new(t0, &spec);
         assert_eq!(gate.after(Check::Fatal("exited".into()), t0), Some(Err("exited".into())));
+    }
+
+    fn swarm_service(update: Option<&str>, replicas: u64) -> Service {
+        let update =
+            update.map(|u| format!(r#","UpdateStatus":{{"State":"{u}","Message":"update {u}"}}"#)).unwrap_or_default();
+        serde_json::from_str(&format!(
+            r#"{{"ID":"s1","Spec":{{"Name":"shop_web","TaskTemplate":{{"ContainerSpec":{{"Image":"app:2@sha256:b"}}}},
+                "Mode":{{"Replicated":{{"Replicas":{replicas}}}}}}}{update}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn swarm_task(id: &str, image: &str, desired: &str, state: &str) -> Task {
+        serde_json::from_str(&format!(
+            r#"{{"ID":"{id}","NodeID":"n1","DesiredState":"{desired}","Spec":{{"ContainerSpec":{{"Image":"{image}"}}}},
+                "Status":{{"State":"{state}","Err":"task: non-zero exit (1)","ContainerStatus":{{"ContainerID":"c-{id}"}}}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_swarm_service_is_healthy_when_its_replicas_run_the_current_image() {
+        let no_health = |_: &str| None;
+        let old = swarm_task("t0", "app:1@sha256:a", "shutdown", "shutdown");
+        let new = swarm_task("t1", "app:2@sha256:b", "running", "running");
+        let service = swarm_service(Some("completed"), 1);
+        assert_eq!(tasks_verdict(&service, &[old.clone(), new.clone()], &[], &no_health), Check::Healthy);
+        let starting = swarm_task("t1", "app:2@sha256:b", "running", "starting");
+        assert!(
+            matches!(tasks_verdict(&service, &[old.clone(), starting], &[], &no_health), Check::NotYet(w) if w.contains("0 of 1 tasks"))
+        );
+        let two = swarm_service(Some("completed"), 2);
+        assert!(matches!(tasks_verdict(&two, std::slice::from_ref(&new), &[], &no_health), Check::NotYet(_)));
+        // A task still on the old image does not count for the new spec.
+        let stale = swarm_task("t2", "app:1@sha256:a", "running", "running");
+        assert!(matches!(tasks_verdict(&service, &[stale], &[], &no_health), Check::NotYet(_)));
+        let healthcheck = |_: &str| Some("starting".to_string());
+        assert!(matches!(tasks_verdict(&service, std::slice::from_ref(&new), &[], &healthcheck), Check::NotYet(_)));
+        let unhealthy = |_: &str| Some("unhealthy".to_string());
+        assert!(matches!(tasks_verdict(&service, &[new], &[], &unhealthy), Check::Fatal(_)));
+    }
+
+    #[test]
+    fn a_task_that_fails_after_the_gate_began_or_swarms_own_rollback_fails_the_gate_at_once() {
+        let no_health = |_: &str| None;
+        let failed = swarm_task("t9", "app:2@sha256:b", "shutdown", "failed");
+        let service = swarm_service(Some("completed"), 1);
+        match tasks_verdict(&service, std::slice::from_ref(&failed), &[], &no_health) {
+            Check::Fatal(why) => assert!(why.contains("a task of shop_web failed: task: non-zero exit (1)"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A failure from before the gate began is history, not a verdict.
+        assert!(matches!(tasks_verdict(&service, &[failed], &["t9".to_string()], &no_health), Check::NotYet(_)));
+        for state in ["paused", "rollback_completed"] {
+            let service = swarm_service(Some(state), 1);
+            assert!(matches!(tasks_verdict(&service, &[], &[], &no_health), Check::Fatal(w) if w.contains(state)));
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod check;
 pub mod data;
 pub mod discover;
 pub mod gate;
+pub mod halt;
 pub mod journal;
 pub mod pipeline;
 pub mod preflight;

@@ -402,7 +402,7 @@ impl Attempt<'_, '_> {
         let container = deployment.container.name.trim_start_matches('/').to_string();
         let upgrade_id = self.journal.upgrade_id.clone();
         let mut strategy =
-            strategy::for_upgrade(self.config, self.request.strategy, deployment, &upgrade_id, &self.runner);
+            strategy::for_upgrade(self.config, self.request.strategy, deployment, &upgrade_id, &self.runner)?;
         problems.extend(strategy.preflight(target, self.force));
         let project = strategy.project();
         self.journal.log(&format!("Services that move together: {}", project.services.join(", ")));
@@ -414,6 +414,7 @@ impl Attempt<'_, '_> {
                 service: Some(project.service.clone()),
                 services: project.services.clone(),
                 compose_project: Some(project.name.clone()),
+                strategy: strategy.kind(),
             },
         )?;
         Ok(if problems.is_empty() { Ok(strategy) } else { Err(problems) })

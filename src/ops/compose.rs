@@ -31,6 +31,35 @@ pub struct Project {
     /// Every service the upgrade moves, the primary first. Named on the command
     /// line, which also activates a service that sits in a compose profile.
     pub services: Vec<String>,
+    pub orchestrator: Orchestrator,
+}
+
+/// Who runs a project's containers, which decides the labels that find them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Orchestrator {
+    /// `docker compose` / `docker-compose` on this host.
+    #[default]
+    Compose,
+    /// A Docker Swarm stack (`docker stack deploy`): the project is the stack.
+    Swarm,
+}
+
+impl Project {
+    /// The service of the project a container belongs to, by its labels.
+    pub fn service_of(&self, container: &Container) -> Option<String> {
+        match self.orchestrator {
+            Orchestrator::Compose => container.label("com.docker.compose.service").map(str::to_string),
+            Orchestrator::Swarm => {
+                let full = container.label(crate::ops::swarm::SERVICE_LABEL)?;
+                Some(full.strip_prefix(&format!("{}_", self.name)).unwrap_or(full).to_string())
+            }
+        }
+    }
+
+    /// The Swarm service behind one of the stack's services: `STACK_SERVICE`.
+    pub fn swarm_service(&self, service: &str) -> String {
+        format!("{}_{service}", self.name)
+    }
 }
 
 /// What compose recorded about a container's project in its labels

@@ -331,6 +331,21 @@ impl Docker {
             .with_context(|| format!("unexpected `docker container inspect` output for project {project}"))
     }
 
+    /// The containers carrying `label=value`, inspected: running ones, or all with `all`.
+    pub fn containers_with_label(&self, label: &str, value: &str, all: bool) -> Result<Vec<Container>> {
+        let mut args = vec!["ps".to_string(), "-q".into(), "--filter".into(), format!("label={label}={value}")];
+        if all {
+            args.push("-a".into());
+        }
+        let ids: Vec<String> = self.runner.run(&self.cmd(args))?.stdout_text().lines().map(str::to_string).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.runner.run(&self.cmd(["container", "inspect", "--"]).args(&ids))?;
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("unexpected `docker container inspect` output for {label}={value}"))
+    }
+
     /// An image's labels (empty when it has none).
     pub fn image_labels(&self, reference: &str) -> Result<BTreeMap<String, String>> {
         let out =

@@ -1,5 +1,5 @@
 //! Thin wrappers over the outside world (child processes, docker, compose,
-//! git, HTTP, notifications, inotify, systemd). No policy lives here: callers
+//! git, HTTP, notifications, inotify, systemd, Swarm). No policy lives here: callers
 //! decide what a result means.
 
 pub mod compose;
@@ -10,5 +10,6 @@ pub mod hooks;
 pub mod inotify;
 pub mod notify;
 pub mod process;
+pub mod swarm;
 pub mod systemd;
 pub mod versions;

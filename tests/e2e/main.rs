@@ -28,4 +28,5 @@ mod pull;
 mod rebuild;
 mod scenario;
 mod stack;
+mod swarm;
 mod world;

@@ -8,6 +8,7 @@
 
 pub mod pull;
 pub mod rebuild;
+pub mod swarm;
 
 use anyhow::Result;
 
@@ -15,7 +16,8 @@ use crate::config::Config;
 use crate::engine::discover::{discover, git_for, Deployment};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
-use crate::ops::compose::Project;
+use crate::exit::usage;
+use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::process::Runner;
 use crate::states::Strategy as Kind;
@@ -101,16 +103,32 @@ pub fn prune_rollback_tags(docker: &Docker, repository: &str, upgrade_id: &str, 
     }
 }
 
-/// The strategy for a new upgrade of this deployment.
+/// The strategy for a new upgrade of this deployment: a Swarm service is
+/// always updated through Swarm; `rebuild` (and `swarm` for a compose
+/// deployment) that cannot apply is a configuration error.
 pub fn for_upgrade(
     config: &Config,
     kind: Kind,
     deployment: Deployment,
     upgrade_id: &str,
     runner: &Runner,
-) -> Box<dyn Strategy> {
-    match kind {
-        Kind::Pull => Box::new(pull::Pull::new(
+) -> Result<Box<dyn Strategy>> {
+    let swarm = deployment.project.orchestrator == Orchestrator::Swarm;
+    Ok(match (kind, swarm) {
+        (Kind::Rebuild, true) => {
+            return Err(usage(
+                "the rebuild strategy builds through compose on this host, not for a Swarm service; use the \
+                 default strategy (pull), which updates Swarm services",
+            ))
+        }
+        (Kind::Swarm, false) => {
+            return Err(usage(
+                "UPGRADERD_STRATEGY=swarm needs a Swarm service: set UPGRADERD_SWARM_SERVICE=STACK_SERVICE, or \
+                 UPGRADERD_CONTAINER to one of its task containers",
+            ))
+        }
+        (_, true) => Box::new(swarm::SwarmUpdate::new(deployment.docker, deployment.project, config.health_timeout)),
+        (Kind::Pull, false) => Box::new(pull::Pull::new(
             deployment.docker,
             deployment.compose,
             deployment.project,
@@ -118,7 +136,7 @@ pub fn for_upgrade(
             config.image.as_deref(),
             upgrade_id,
         )),
-        Kind::Rebuild => {
+        (Kind::Rebuild, false) => {
             let git = git_for(config, &deployment.project, runner);
             Box::new(rebuild::Rebuild::new(
                 deployment.docker,
@@ -129,7 +147,7 @@ pub fn for_upgrade(
                 upgrade_id,
             ))
         }
-    }
+    })
 }
 
 /// The strategy of a recorded upgrade, rebuilt from its journal row to put the previous version back.
@@ -145,5 +163,8 @@ pub fn resume(config: &Config, runner: &Runner, record: &UpgradeRecord) -> Resul
             Box::new(rebuild::Rebuild::resume(deployment.docker, deployment.compose, deployment.project, git, record)?)
         }
         Kind::Pull => Box::new(pull::Pull::resume(deployment.docker, deployment.compose, deployment.project, record)?),
+        Kind::Swarm => {
+            Box::new(swarm::SwarmUpdate::resume(deployment.docker, deployment.project, config.health_timeout, record)?)
+        }
     })
 }

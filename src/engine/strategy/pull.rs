@@ -247,6 +247,7 @@ mod tests {
             env_file: None,
             service: "app".into(),
             services: vec!["app".into(), "worker".into()],
+            orchestrator: Default::default(),
         };
         let compose = Compose::assume(vec!["docker".into(), "compose".into()], true, runner);
         Pull::new(Docker::new("docker", runner.clone()), compose, project, &container, None, "u1")

@@ -53,13 +53,15 @@ pub struct UpgradeRecord {
     pub services: Vec<String>,
     /// Containers stopped for the backup's final pass and not started again yet.
     pub stopped_containers: Vec<String>,
+    /// Swarm: the moved services as they ran before the upgrade (JSON, see `record_swarm_services`).
+    pub swarm_services: Option<String>,
 }
 
 const RECORD_COLUMNS: &str = "id, fromVersion, toVersion, deploymentMethod, status, progress, currentStep, logs, \
     backupPath, startedAt, completedAt, initiatedBy, errorMessage, rollbackAvailable, strategy, updatedAt, pid, \
     switched, container, service, composeProject, imageRef, previousImageId, previousDigest, rollbackTag, \
     newImageId, newDigest, previousCommit, targetCommit, rollbackImages, previousSubject, targetSubject, services, \
-    stoppedContainers";
+    stoppedContainers, swarmServices";
 
 impl UpgradeRecord {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<UpgradeRecord> {
@@ -99,6 +101,7 @@ impl UpgradeRecord {
             target_subject: row.get(31)?,
             services: json_list(row.get(32)?),
             stopped_containers: json_list(row.get(33)?),
+            swarm_services: row.get(34)?,
         })
     }
 
@@ -133,6 +136,8 @@ pub struct DeploymentRecord {
     /// Every service the upgrade moves, the primary first.
     pub services: Vec<String>,
     pub compose_project: Option<String>,
+    /// The strategy the deployment takes (a Swarm service takes `swarm` whatever was asked).
+    pub strategy: Strategy,
 }
 
 /// What a rebuild records before it moves the checkout.
@@ -284,6 +289,7 @@ impl Db {
                 ("service", deployment.service.clone().into()),
                 ("services", serde_json::to_string(&deployment.services).unwrap_or_default().into()),
                 ("composeProject", deployment.compose_project.clone().into()),
+                ("strategy", deployment.strategy.as_str().to_string().into()),
             ],
         )
     }
@@ -292,6 +298,11 @@ impl Db {
     pub fn record_stopped_containers(&self, upgrade_id: &str, ids: &[String]) -> Result<()> {
         let ids = (!ids.is_empty()).then(|| serde_json::to_string(ids).unwrap_or_default());
         self.set_fields(upgrade_id, &[("stoppedContainers", ids.into())])
+    }
+
+    /// Swarm: the moved services' specs before the upgrade (written before the first update).
+    pub fn record_swarm_services(&self, upgrade_id: &str, services_json: &str) -> Result<()> {
+        self.set_fields(upgrade_id, &[("swarmServices", services_json.to_string().into())])
     }
 
     /// The backup a rollback restores.

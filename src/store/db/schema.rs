@@ -74,6 +74,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE upgrade_history ADD COLUMN stoppedContainers TEXT;
     "#,
+    // 5: Swarm: each moved service's spec before the upgrade (JSON list of
+    // {service, image, replicas}, the image with its digest), which a rollback updates back to.
+    r#"
+    ALTER TABLE upgrade_history ADD COLUMN swarmServices TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,152 @@
+//! What is stopped to hold a service's data still, and how it runs again: a
+//! compose container is stopped and started; a Swarm service is scaled to 0
+//! and back, because Swarm replaces a task container that is merely stopped.
+//!
+//! A halt is recorded in the journal row as a token (the container id, or
+//! `swarm:SERVICE=REPLICAS`), so that recovery can start again what a killed
+//! upgrader left stopped.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::ops::docker::Docker;
+use crate::ops::swarm::Swarm;
+
+const SWARM_PREFIX: &str = "swarm:";
+
+/// One thing to stop and start again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Halt {
+    /// A container, by id.
+    Container(String),
+    /// A Swarm service and the replicas it runs with.
+    SwarmService { name: String, replicas: u64 },
+}
+
+impl Halt {
+    /// The recorded form: the container id, or `swarm:SERVICE=REPLICAS`.
+    pub fn token(&self) -> String {
+        match self {
+            Halt::Container(id) => id.clone(),
+            Halt::SwarmService { name, replicas } => format!("{SWARM_PREFIX}{name}={replicas}"),
+        }
+    }
+
+    pub fn from_token(token: &str) -> Halt {
+        let swarm = token.strip_prefix(SWARM_PREFIX).and_then(|rest| rest.rsplit_once('='));
+        match swarm.and_then(|(name, n)| Some((name, n.parse().ok()?))) {
+            Some((name, replicas)) => Halt::SwarmService { name: name.to_string(), replicas },
+            None => Halt::Container(token.to_string()),
+        }
+    }
+
+    /// For the log: a short container id, or the service.
+    pub fn describe(&self) -> String {
+        match self {
+            Halt::Container(id) => id[..id.len().min(12)].to_string(),
+            Halt::SwarmService { name, .. } => format!("Swarm service {name}, scaled to 0"),
+        }
+    }
+}
+
+/// Stops it within `grace` (then it is killed); a container already stopped is what was wanted.
+pub fn stop(docker: &Docker, halt: &Halt, grace: Duration) -> Result<()> {
+    match halt {
+        Halt::Container(id) => {
+            if let Err(e) = docker.runner().run(&docker.stop(id, grace)) {
+                if !docker.inspect_container(id).is_ok_and(|c| !c.state.running) {
+                    bail!("{e}");
+                }
+            }
+            Ok(())
+        }
+        Halt::SwarmService { name, .. } => {
+            docker.runner().run(&Swarm::new(docker.clone()).scale(name, 0))?;
+            wait_for_tasks(docker, name, 0, grace + Duration::from_secs(30))
+        }
+    }
+}
+
+/// Starts it again and waits until it runs (and is healthy, when it has a HEALTHCHECK) within `timeout`.
+pub fn start_and_wait(docker: &Docker, halt: &Halt, timeout: Duration) -> Result<()> {
+    match halt {
+        Halt::Container(id) => start_container(docker, id, timeout),
+        Halt::SwarmService { name, replicas } => {
+            docker.runner().run(&Swarm::new(docker.clone()).scale(name, *replicas))?;
+            wait_for_tasks(docker, name, *replicas, timeout)
+        }
+    }
+}
+
+fn start_container(docker: &Docker, id: &str, timeout: Duration) -> Result<()> {
+    docker.runner().run(&docker.start(id))?;
+    if docker.runner().dry_run() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let container = docker.inspect_container(id)?;
+        let health = container.state.health.as_ref().map(|h| h.status.as_str());
+        match (container.state.running, health) {
+            (true, None | Some("healthy")) => return Ok(()),
+            (false, _) if !container.state.restarting => {
+                bail!("it exited ({}): {}", container.state.exit_code, docker.logs_tail(id, 5))
+            }
+            _ if Instant::now() >= deadline => {
+                bail!("not healthy after {}s: {}", timeout.as_secs(), docker.logs_tail(id, 5))
+            }
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// Waits until exactly `replicas` of the service's tasks run, wherever they
+/// are, each healthy by its HEALTHCHECK when its container is on this node
+/// and has one (0: no task runs any more).
+fn wait_for_tasks(docker: &Docker, service: &str, replicas: u64, timeout: Duration) -> Result<()> {
+    if docker.runner().dry_run() {
+        return Ok(());
+    }
+    let swarm = Swarm::new(docker.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let tasks = swarm.tasks(service)?;
+        let running: Vec<_> = tasks.iter().filter(|t| t.status.state == "running").collect();
+        let healthy = |id: &str| {
+            docker.inspect_container(id).map_or(true, |c| c.state.health.is_none_or(|h| h.status == "healthy"))
+        };
+        let ready =
+            running.iter().filter(|t| t.desired_state == "running" && t.container().is_none_or(healthy)).count();
+        let done = if replicas == 0 { running.is_empty() } else { ready as u64 == replicas };
+        if done {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "Swarm service {service} has {} running tasks ({ready} ready) after {}s, not {replicas}",
+                running.len(),
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_halt_is_recorded_as_a_token_and_read_back() {
+        for halt in [
+            Halt::Container("3f2a9c".into()),
+            Halt::SwarmService { name: "shop_db".into(), replicas: 1 },
+            Halt::SwarmService { name: "a=b".into(), replicas: 3 },
+        ] {
+            assert_eq!(Halt::from_token(&halt.token()), halt);
+        }
+        // A token written before Swarm support is a container id.
+        assert_eq!(Halt::from_token("swarm:broken"), Halt::Container("swarm:broken".into()));
+    }
+}

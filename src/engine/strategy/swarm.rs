@@ -1,0 +1,407 @@
+//! The Swarm strategy: every moved service of a stack goes to `REPO:VERSION`
+//! through `docker service update --image … --with-registry-auth`, after its
+//! spec (image digest and replicas) is recorded, and goes back by an update to
+//! that recorded digest. `docker service rollback` is not used: stopping a
+//! service for its backup or restore is itself an update (scale to 0), after
+//! which Swarm's "previous spec" is no longer the version to go back to.
+//!
+//! Only managers change services, and only data on this node can be backed up
+//! or restored: preflight refuses a moved service that keeps data and runs
+//! tasks on another node.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::discover::registry_may_be_insecure;
+use crate::engine::halt::{self, Halt};
+use crate::engine::journal::Journal;
+use crate::engine::preflight::Problem;
+use crate::engine::strategy::{Fetched, Kind, Strategy};
+use crate::ops::compose::Project;
+use crate::ops::docker::{Docker, ImageRef};
+use crate::ops::swarm::{without_digest, Service, Swarm, Task};
+use crate::store::db::UpgradeRecord;
+
+/// One moved service as it ran before the upgrade: what a rollback updates it back to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Before {
+    /// The Swarm service (`STACK_SERVICE`).
+    pub service: String,
+    /// Its image with the digest Swarm pinned (`REPO:TAG@sha256:…`).
+    pub image: String,
+    pub replicas: u64,
+}
+
+pub struct SwarmUpdate {
+    swarm: Swarm,
+    project: Project,
+    /// The repository the versions are tags of (the primary's image).
+    repository: String,
+    /// The moved services before the upgrade: found in preflight, or read from the journal row.
+    before: Vec<Before>,
+    target: Option<ImageRef>,
+    /// How long Swarm may take to roll an update out.
+    settle: Duration,
+}
+
+impl SwarmUpdate {
+    pub fn new(docker: Docker, project: Project, settle: Duration) -> SwarmUpdate {
+        SwarmUpdate {
+            swarm: Swarm::new(docker),
+            project,
+            repository: String::new(),
+            before: Vec::new(),
+            target: None,
+            settle,
+        }
+    }
+
+    /// The strategy of a recorded upgrade, rebuilt from its journal row to put it back.
+    pub fn resume(docker: Docker, project: Project, settle: Duration, record: &UpgradeRecord) -> Result<SwarmUpdate> {
+        let before: Vec<Before> = record
+            .swarm_services
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .context("the recorded Swarm services do not read")?
+            .ok_or_else(|| {
+                anyhow!("upgrade {} recorded no Swarm services; it cannot be put back automatically", record.id)
+            })?;
+        let mut strategy = SwarmUpdate::new(docker, project, settle);
+        strategy.repository =
+            before.first().map(|b| ImageRef::parse(without_digest(&b.image)).repository).unwrap_or_default();
+        strategy.before = before;
+        Ok(strategy)
+    }
+
+    fn docker(&self) -> &Docker {
+        self.swarm.docker()
+    }
+
+    /// The moved services as Swarm knows them now; a problem for each one that is missing.
+    fn moved_services(&self, problems: &mut Vec<Problem>) -> Vec<Service> {
+        let mut found = Vec::new();
+        for service in &self.project.services {
+            let name = self.project.swarm_service(service);
+            match self.swarm.service(&name) {
+                Ok(Some(s)) => found.push(s),
+                Ok(None) => problems.push(Problem::new("swarm", format!("Swarm service {name} does not exist"))),
+                Err(e) => problems.push(Problem::from_error("swarm", &e)),
+            }
+        }
+        found
+    }
+
+    fn target_exists(&self, target: &ImageRef) -> Vec<Problem> {
+        match self.docker().manifest_exists(target, registry_may_be_insecure(target)) {
+            Ok(true) => Vec::new(),
+            Ok(false) => {
+                vec![Problem::new("registry", format!("{target} does not exist in the registry; check the version"))]
+            }
+            Err(e) => vec![Problem::from_error("registry", &e)],
+        }
+    }
+
+    /// Waits until Swarm has rolled out the last update of `service`; its own
+    /// rollback or a paused update is a failure, with Swarm's message.
+    fn settled(&self, service: &str) -> Result<()> {
+        if self.docker().runner().dry_run() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.settle;
+        loop {
+            let state = self.swarm.existing(service)?.update_status.unwrap_or_default();
+            match state.state.as_str() {
+                "" | "completed" => return Ok(()),
+                "paused" | "rollback_started" | "rollback_paused" | "rollback_completed" => {
+                    bail!("Swarm's update of {service} is {}: {}", state.state, state.message)
+                }
+                _ if Instant::now() >= deadline => {
+                    bail!("Swarm's update of {service} is still {} after {}s", state.state, self.settle.as_secs())
+                }
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    /// Updates every moved service to `image_of(before)` with the replicas it ran with, then waits for each.
+    fn update_all(&self, journal: &mut Journal, image_of: &dyn Fn(&Before) -> String) -> Result<()> {
+        for before in &self.before {
+            let update = self.swarm.update(&before.service, &image_of(before), before.replicas);
+            journal.run(self.docker().runner(), &update).with_context(|| format!("updating {}", before.service))?;
+        }
+        for before in &self.before {
+            self.settled(&before.service)?;
+        }
+        Ok(())
+    }
+}
+
+/// What preflight asks of one moved service, from Swarm's own view of it.
+pub fn service_problems(service: &Service, tasks: &[Task], this_node: &str) -> Vec<Problem> {
+    let name = &service.spec.name;
+    let mut problems = Vec::new();
+    if service.replicas().is_none() {
+        problems.push(Problem::new(
+            "swarm",
+            format!(
+                "{name} is a global service; its data is held still by scaling it to 0, which a global service cannot \
+                 be: deploy it with `mode: replicated`"
+            ),
+        ));
+    }
+    if let Some(status) = &service.update_status {
+        if matches!(status.state.as_str(), "updating" | "paused" | "rollback_started" | "rollback_paused") {
+            problems.push(Problem::new(
+                "swarm",
+                format!(
+                    "an update of {name} is {} ({}); let it finish, or `docker service rollback {name}`, first",
+                    status.state, status.message
+                ),
+            ));
+        }
+    }
+    let start_first = service.spec.update_config.as_ref().is_some_and(|c| c.order == "start-first");
+    let host_ports: Vec<u32> = service
+        .spec
+        .endpoint_spec
+        .iter()
+        .flat_map(|e| &e.ports)
+        .filter(|p| p.publish_mode == "host")
+        .map(|p| p.published_port)
+        .collect();
+    if start_first && !host_ports.is_empty() {
+        problems.push(Problem::new(
+            "swarm",
+            format!(
+                "{name} updates start-first but publishes port {} in host mode: a new task cannot bind it while the \
+                 old one runs; set `update_config: order: stop-first`",
+                host_ports[0]
+            ),
+        ));
+    }
+    let elsewhere: Vec<&str> = tasks
+        .iter()
+        .filter(|t| t.desired_state == "running" && !t.node_id.is_empty() && t.node_id != this_node)
+        .map(|t| t.node_id.as_str())
+        .collect();
+    if service.keeps_data() && !elsewhere.is_empty() {
+        problems.push(Problem::new(
+            "swarm",
+            format!(
+                "{name} keeps data in volumes and runs tasks on node {}, not on this node ({this_node}): upgraderd \
+                 backs up and restores only volumes on the node it runs on. Constrain the service to this node \
+                 (`deploy: placement: constraints: [node.id == {this_node}]`) or run upgraderd on that node",
+                elsewhere[0]
+            ),
+        ));
+    }
+    problems
+}
+
+impl Strategy for SwarmUpdate {
+    fn kind(&self) -> Kind {
+        Kind::Swarm
+    }
+
+    fn project(&self) -> &Project {
+        &self.project
+    }
+
+    fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        match self.swarm.is_manager() {
+            Ok(true) => {}
+            Ok(false) => problems.push(Problem::new(
+                "swarm",
+                "this node is not a Swarm manager, and only managers change services: run upgraderd on a manager \
+                 (`docker node ls` lists them)",
+            )),
+            Err(e) => problems.push(Problem::from_error("swarm", &e)),
+        }
+        let this_node = self.swarm.node_id().unwrap_or_default();
+        let services = self.moved_services(&mut problems);
+        self.before.clear();
+        for service in &services {
+            match self.swarm.tasks(&service.spec.name) {
+                Ok(tasks) => problems.extend(service_problems(service, &tasks, &this_node)),
+                Err(e) => problems.push(Problem::from_error("swarm", &e)),
+            }
+            self.before.push(Before {
+                service: service.spec.name.clone(),
+                image: service.image().to_string(),
+                replicas: service.replicas().unwrap_or(0),
+            });
+        }
+        let Some(primary) = services.first() else { return problems };
+        let running = ImageRef::parse(without_digest(primary.image()));
+        self.repository = running.repository.clone();
+        let target_ref = ImageRef { repository: self.repository.clone(), tag: target.to_string() };
+        problems.extend(self.target_exists(&target_ref));
+        if !force && running.tag == target_ref.tag && target != "latest" {
+            problems.push(Problem::new(
+                "version",
+                format!("{} already runs {target_ref}; use --force to update it anyway", primary.spec.name),
+            ));
+        }
+        self.target = Some(target_ref);
+        problems
+    }
+
+    fn fetch(&mut self, journal: &mut Journal) -> Result<Fetched> {
+        let target = self.target.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
+        // Journaled before any service changes, so recovery can always update them back.
+        journal.db.record_swarm_services(&journal.upgrade_id, &serde_json::to_string(&self.before)?)?;
+        // Pulled here too, so the new tasks on this node need not wait for it, and its labels can be read.
+        journal
+            .run(self.docker().runner(), &self.docker().pull(&target.to_string()).interruptible())
+            .with_context(|| format!("pulling {target}"))?;
+        if self.docker().runner().dry_run() {
+            return Ok(Fetched::new(target.to_string(), None));
+        }
+        let new_id = self
+            .docker()
+            .image_id(&target.to_string())?
+            .ok_or_else(|| anyhow!("{target} is not present after the pull"))?;
+        let digest = self.docker().repo_digest(&target.to_string())?;
+        let version = self.docker().image_version_label(&target.to_string())?;
+        journal.db.record_new_image(&journal.upgrade_id, &new_id, digest.as_deref())?;
+        journal.log(&format!("Pulled {target} ({})", digest.clone().unwrap_or(new_id)));
+        // Pinned to the digest, when known, so every node runs exactly the image that was pulled here.
+        let pinned = digest.as_deref().and_then(|d| d.split_once('@')).map(|(_, sha)| format!("{target}@{sha}"));
+        Ok(Fetched::new(pinned.unwrap_or_else(|| target.to_string()), version))
+    }
+
+    fn switch(&mut self, fetched: Fetched, journal: &mut Journal) -> Result<()> {
+        self.update_all(journal, &|_| fetched.target.clone()).context("updating the Swarm services")
+    }
+
+    fn stop(&mut self, journal: &mut Journal) -> Result<()> {
+        for before in &self.before {
+            let halt = Halt::SwarmService { name: before.service.clone(), replicas: before.replicas };
+            journal.log(&format!("Scaling {} to 0", before.service));
+            halt::stop(self.docker(), &halt, crate::engine::data::STOP_GRACE)
+                .with_context(|| format!("stopping {}", before.service))?;
+        }
+        Ok(())
+    }
+
+    fn revert(&mut self, journal: &mut Journal) -> Result<()> {
+        self.update_all(journal, &|before| before.image.clone()).context("updating the Swarm services back")
+    }
+
+    fn cleanup(&mut self, journal: &mut Journal, _keep: usize) {
+        // The previous image stays in its registry under its digest: nothing local to drop.
+        journal.log(&format!("Previous images kept in the registry: {}", self.describe_before()));
+    }
+
+    fn discard(&mut self, _journal: &mut Journal) {}
+}
+
+impl SwarmUpdate {
+    fn describe_before(&self) -> String {
+        self.before.iter().map(|b| format!("{} {}", b.service, b.image)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::compose::Orchestrator;
+    use crate::ops::process::Runner;
+    use crate::store::db::Db;
+    use crate::ui::Ui;
+
+    fn service(json: &str) -> Service {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn web(update: &str, ports: &str) -> Service {
+        service(&format!(
+            r#"{{"ID":"s1","Spec":{{"Name":"shop_web","Labels":{{"com.docker.stack.namespace":"shop"}},
+               "TaskTemplate":{{"ContainerSpec":{{"Image":"reg/app:1@sha256:a",
+                 "Mounts":[{{"Type":"volume","Source":"shop_data","Target":"/data"}}]}}}},
+               "Mode":{{"Replicated":{{"Replicas":1}}}},"UpdateConfig":{update},
+               "EndpointSpec":{{"Ports":{ports}}}}}}}"#
+        ))
+    }
+
+    fn task(node: &str, desired: &str) -> Task {
+        serde_json::from_str(&format!(
+            r#"{{"ID":"t-{node}","NodeID":"{node}","DesiredState":"{desired}",
+                "Spec":{{"ContainerSpec":{{"Image":"reg/app:1@sha256:a"}}}},"Status":{{"State":"{desired}"}}}}"#
+        ))
+        .unwrap()
+    }
+
+    const HOST_PORT: &str = r#"[{"TargetPort":3001,"PublishedPort":8080,"PublishMode":"host"}]"#;
+
+    #[test]
+    fn a_sane_replicated_service_on_this_node_has_no_problem() {
+        let web = web(r#"{"Order":"stop-first","FailureAction":"pause"}"#, HOST_PORT);
+        assert!(service_problems(&web, &[task("n1", "running"), task("n2", "shutdown")], "n1").is_empty());
+    }
+
+    #[test]
+    fn start_first_with_a_host_port_an_update_under_way_and_data_elsewhere_are_refused() {
+        let mut web = web(r#"{"Order":"start-first"}"#, HOST_PORT);
+        web.update_status =
+            Some(crate::ops::swarm::UpdateStatus { state: "paused".into(), message: "update paused".into() });
+        let problems: Vec<String> =
+            service_problems(&web, &[task("n2", "running")], "n1").into_iter().map(|p| p.message).collect();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(problems[0].contains("update of shop_web is paused"), "{}", problems[0]);
+        assert!(problems[1].contains("start-first but publishes port 8080 in host mode"), "{}", problems[1]);
+        assert!(problems[2].contains("runs tasks on node n2, not on this node (n1)"), "{}", problems[2]);
+    }
+
+    #[test]
+    fn a_global_service_is_refused_and_an_ingress_port_with_start_first_is_fine() {
+        let mut web = web(r#"{"Order":"start-first"}"#, r#"[{"PublishedPort":8080,"PublishMode":"ingress"}]"#);
+        web.spec.mode = crate::ops::swarm::ServiceMode { replicated: None, global: Some(serde_json::json!({})) };
+        let problems = service_problems(&web, &[], "n1");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("global service"));
+    }
+
+    #[test]
+    fn the_runbook_records_the_specs_pulls_updates_scales_to_zero_and_updates_back_to_the_digest() {
+        let runner = Runner::new(true);
+        let ui = Ui::new(false, -1);
+        let project = Project {
+            name: "shop".into(),
+            working_dir: Default::default(),
+            files: Vec::new(),
+            env_file: None,
+            service: "web".into(),
+            services: vec!["web".into(), "worker".into()],
+            orchestrator: Orchestrator::Swarm,
+        };
+        let mut strategy = SwarmUpdate::new(Docker::new("docker", runner.clone()), project, Duration::from_secs(60));
+        strategy.before = vec![
+            Before { service: "shop_web".into(), image: "reg/app:1.0.0@sha256:old".into(), replicas: 2 },
+            Before { service: "shop_worker".into(), image: "reg/app:1.0.0@sha256:old".into(), replicas: 1 },
+        ];
+        strategy.target = Some(ImageRef::parse("reg/app:2.0.0"));
+        let mut journal = Journal::new(Db::in_memory().unwrap(), "u1", &ui, None, "2.0.0");
+        let fetched = strategy.fetch(&mut journal).unwrap();
+        strategy.switch(fetched, &mut journal).unwrap();
+        strategy.stop(&mut journal).unwrap();
+        strategy.revert(&mut journal).unwrap();
+        let update = "docker service update --detach --with-registry-auth --image";
+        assert_eq!(
+            runner.planned(),
+            vec![
+                "docker pull reg/app:2.0.0".to_string(),
+                format!("{update} reg/app:2.0.0 --replicas 2 -- shop_web"),
+                format!("{update} reg/app:2.0.0 --replicas 1 -- shop_worker"),
+                "docker service update --detach --replicas 0 -- shop_web".to_string(),
+                "docker service update --detach --replicas 0 -- shop_worker".to_string(),
+                format!("{update} reg/app:1.0.0@sha256:old --replicas 2 -- shop_web"),
+                format!("{update} reg/app:1.0.0@sha256:old --replicas 1 -- shop_worker"),
+            ]
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! Docker Swarm through the `docker` CLI: whether this node manages the
+//! swarm, a service's spec and update status, its tasks, and the
+//! `service update` commands that move it. Parsing only; callers decide what
+//! it means.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde::Deserialize;
+
+use crate::ops::docker::Docker;
+use crate::ops::process::Cmd;
+
+/// The label `docker stack deploy` puts on a stack's services and task containers.
+pub const STACK_LABEL: &str = "com.docker.stack.namespace";
+/// The label Swarm puts on a task's container: the service it belongs to.
+pub const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
+/// The label Swarm puts on a task's container: the task it runs.
+pub const TASK_LABEL: &str = "com.docker.swarm.task.id";
+
+/// The parts of `docker service inspect` upgraderd uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Service {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub spec: ServiceSpec,
+    #[serde(default)]
+    pub update_status: Option<UpdateStatus>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceSpec {
+    pub name: String,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    pub task_template: TaskTemplate,
+    pub mode: ServiceMode,
+    #[serde(default)]
+    pub update_config: Option<UpdateConfig>,
+    #[serde(default)]
+    pub endpoint_spec: Option<EndpointSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskTemplate {
+    pub container_spec: ContainerSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSpec {
+    /// `REPOSITORY:TAG@sha256:…` once Swarm resolved the digest.
+    pub image: String,
+    #[serde(default)]
+    pub mounts: Vec<SpecMount>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SpecMount {
+    /// `volume`, `bind`, `tmpfs`, `npipe`.
+    #[serde(rename = "Type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceMode {
+    #[serde(default)]
+    pub replicated: Option<Replicated>,
+    #[serde(default)]
+    pub global: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Replicated {
+    #[serde(default)]
+    pub replicas: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateConfig {
+    /// `stop-first` (the default) or `start-first`.
+    #[serde(default)]
+    pub order: String,
+    /// `pause` (the default), `continue` or `rollback`.
+    #[serde(default)]
+    pub failure_action: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSpec {
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortConfig {
+    #[serde(default)]
+    pub published_port: u32,
+    /// `ingress` (the default) or `host`.
+    #[serde(default)]
+    pub publish_mode: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateStatus {
+    /// `updating`, `paused`, `completed`, `rollback_started`, `rollback_paused`, `rollback_completed`.
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The parts of `docker inspect <task>` upgraderd uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Task {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "NodeID", default)]
+    pub node_id: String,
+    #[serde(default)]
+    pub desired_state: String,
+    pub status: TaskStatus,
+    pub spec: TaskSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskSpec {
+    pub container_spec: ContainerSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskStatus {
+    /// `new` … `running`, then `complete`, `shutdown`, `failed`, `rejected`, `orphaned`.
+    pub state: String,
+    #[serde(default)]
+    pub err: Option<String>,
+    #[serde(default)]
+    pub container_status: Option<ContainerStatus>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerStatus {
+    #[serde(rename = "ContainerID", default)]
+    pub container_id: String,
+}
+
+impl Service {
+    /// Replicas asked for; `None` for a global service.
+    pub fn replicas(&self) -> Option<u64> {
+        self.spec.mode.replicated.as_ref().map(|r| r.replicas)
+    }
+
+    /// The stack that deployed it (`docker stack deploy`), when one did.
+    pub fn stack(&self) -> Option<&str> {
+        self.spec.labels.as_ref()?.get(STACK_LABEL).map(String::as_str)
+    }
+
+    pub fn image(&self) -> &str {
+        &self.spec.task_template.container_spec.image
+    }
+
+    /// Whether its tasks keep data: a writable volume or bind mount.
+    pub fn keeps_data(&self) -> bool {
+        self.spec
+            .task_template
+            .container_spec
+            .mounts
+            .iter()
+            .any(|m| (m.kind == "volume" || m.kind == "bind") && !m.read_only && !m.source.ends_with("docker.sock"))
+    }
+}
+
+impl Task {
+    /// The container running the task, once it has one.
+    pub fn container(&self) -> Option<&str> {
+        self.status.container_status.as_ref().map(|c| c.container_id.as_str()).filter(|id| !id.is_empty())
+    }
+
+    pub fn failed(&self) -> bool {
+        matches!(self.status.state.as_str(), "failed" | "rejected")
+    }
+}
+
+/// `REPOSITORY:TAG@sha256:…` without the digest: what a person reads.
+pub fn without_digest(image: &str) -> &str {
+    image.split_once('@').map_or(image, |(name, _)| name)
+}
+
+/// Swarm's side of the `docker` CLI.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    docker: Docker,
+}
+
+impl Swarm {
+    pub fn new(docker: Docker) -> Swarm {
+        Swarm { docker }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn info(&self, format: &str) -> Result<String> {
+        let out = self.docker.runner().run(&self.docker.cmd(["info", "--format", format]))?;
+        Ok(out.stdout_text().trim().to_string())
+    }
+
+    /// Whether this node is a manager of an active swarm (only managers change services).
+    pub fn is_manager(&self) -> Result<bool> {
+        Ok(self.info("{{.Swarm.ControlAvailable}}")? == "true")
+    }
+
+    /// This node's id in the swarm.
+    pub fn node_id(&self) -> Result<String> {
+        self.info("{{.Swarm.NodeID}}")
+    }
+
+    /// A service by name or id; `None` when the swarm has none by that name.
+    pub fn service(&self, name: &str) -> Result<Option<Service>> {
+        let cmd = self.docker.cmd(["service", "inspect", "--", name]);
+        let out = match self.docker.runner().run(&cmd) {
+            Ok(out) => out,
+            Err(e) if e.output().is_some_and(|o| o.stderr.to_lowercase().contains("no such service")) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("inspecting Swarm service {name}"))),
+        };
+        let mut parsed: Vec<Service> = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("unexpected `docker service inspect {name}` output"))?;
+        Ok(parsed.pop())
+    }
+
+    /// A service that must exist.
+    pub fn existing(&self, name: &str) -> Result<Service> {
+        self.service(name)?
+            .ok_or_else(|| anyhow!("Swarm service {name} does not exist (`docker service ls` lists the services)"))
+    }
+
+    /// The services a stack deployed.
+    pub fn stack_services(&self, stack: &str) -> Result<Vec<Service>> {
+        let list = self.docker.cmd(["service", "ls", "-q", "--filter", &format!("label={STACK_LABEL}={stack}")]);
+        let ids: Vec<String> = self.docker.runner().run(&list)?.stdout_text().lines().map(str::to_string).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.docker.runner().run(&self.docker.cmd(["service", "inspect", "--"]).args(&ids))?;
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("unexpected `docker service inspect` output for stack {stack}"))
+    }
+
+    /// Every task of a service Swarm still remembers, current and past.
+    pub fn tasks(&self, service: &str) -> Result<Vec<Task>> {
+        let list = self.docker.cmd(["service", "ps", "-q", "--no-trunc", "--", service]);
+        let ids: Vec<String> = self.docker.runner().run(&list)?.stdout_text().lines().map(str::to_string).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.docker.runner().run(&self.docker.cmd(["inspect", "--type", "task", "--"]).args(&ids))?;
+        serde_json::from_slice(&out.stdout).with_context(|| format!("unexpected task inspect output for {service}"))
+    }
+
+    /// `docker service update --image IMAGE --replicas N`: one update, which Swarm rolls out by its update config.
+    pub fn update(&self, service: &str, image: &str, replicas: u64) -> Cmd {
+        self.docker
+            .cmd(["service", "update", "--detach", "--with-registry-auth", "--image", image])
+            .args(["--replicas", &replicas.to_string(), "--", service])
+            .timeout(Duration::from_secs(120))
+            .mutating()
+    }
+
+    /// `docker service update --replicas N`: scales the service (0 stops every task).
+    pub fn scale(&self, service: &str, replicas: u64) -> Cmd {
+        self.docker
+            .cmd(["service", "update", "--detach", "--replicas", &replicas.to_string(), "--", service])
+            .timeout(Duration::from_secs(120))
+            .mutating()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVICE: &str = r#"[{"ID":"s1","Spec":{"Name":"shop_app","Labels":{"com.docker.stack.namespace":"shop"},
+        "TaskTemplate":{"ContainerSpec":{"Image":"127.0.0.1:5000/app:1.0.0@sha256:abc"}},
+        "Mode":{"Replicated":{"Replicas":2}},
+        "UpdateConfig":{"Parallelism":1,"FailureAction":"pause","Order":"stop-first"},
+        "EndpointSpec":{"Ports":[{"TargetPort":3001,"PublishedPort":8080,"PublishMode":"host"}]}},
+        "UpdateStatus":{"State":"completed","Message":"update completed"}}]"#;
+
+    #[test]
+    fn a_service_reads_its_stack_image_replicas_and_update_state() {
+        let mut parsed: Vec<Service> = serde_json::from_str(SERVICE).unwrap();
+        let service = parsed.pop().unwrap();
+        assert_eq!(service.stack(), Some("shop"));
+        assert_eq!(service.replicas(), Some(2));
+        assert_eq!(without_digest(service.image()), "127.0.0.1:5000/app:1.0.0");
+        assert_eq!(service.update_status.unwrap().state, "completed");
+        assert_eq!(service.spec.endpoint_spec.unwrap().ports[0].publish_mode, "host");
+    }
+
+    #[test]
+    fn a_task_names_its_container_once_it_has_one() {
+        let task: Task = serde_json::from_str(
+            r#"{"ID":"t1","NodeID":"n1","DesiredState":"running","Spec":{"ContainerSpec":{"Image":"app:2"}},
+                "Status":{"State":"failed","Err":"task: non-zero exit (1)","ContainerStatus":{"ContainerID":"c9"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(task.container(), Some("c9"));
+        assert!(task.failed());
+        let pending: Task = serde_json::from_str(
+            r#"{"ID":"t2","Spec":{"ContainerSpec":{"Image":"app:2"}},"Status":{"State":"pending"}}"#,
+        )
+        .unwrap();
+        assert_eq!(pending.container(), None);
+        assert!(!pending.failed());
+    }
+}

@@ -1,0 +1,286 @@
+//! Docker Swarm on the real engine: a one-node swarm on loopback, a stack
+//! deployed with `docker stack deploy` (a named volume, a port published in
+//! host mode), upgraded through `docker service update` with the same
+//! transaction as compose: good upgrade and manual rollback, a version that
+//! migrates the data and crashes rolled back with its data, and upgraderd
+//! killed during the gate put right by the next `watch`.
+//!
+//! The swarm is created for these tests when the engine is in none, and left
+//! again when the last of them ends; an engine already in a swarm stays in it.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{self, Sandbox};
+use crate::world::{free_port, must, sh, world};
+
+/// How many Swarm tests run now, and whether they made the swarm.
+static SWARM: Mutex<(usize, bool)> = Mutex::new((0, false));
+
+/// The engine in a swarm for as long as one of these tests runs.
+struct SwarmMembership;
+
+impl SwarmMembership {
+    fn join() -> SwarmMembership {
+        let mut state = SWARM.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 == 0 {
+            let (_, node) = sh(&["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]);
+            if node.trim() != "active" {
+                must(&["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"]);
+                state.1 = true;
+            }
+        }
+        state.0 += 1;
+        SwarmMembership
+    }
+}
+
+impl Drop for SwarmMembership {
+    fn drop(&mut self) {
+        let mut state = SWARM.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 -= 1;
+        if state.0 == 0 && state.1 {
+            let _ = sh(&["docker", "swarm", "leave", "--force"]);
+            // The bridge Swarm made for host-mode ports goes with the swarm it came with.
+            let _ = sh(&["docker", "network", "rm", "docker_gwbridge"]);
+            state.1 = false;
+        }
+    }
+}
+
+/// One stack of the test app: its registry repository, volume, port and upgraderd sandbox.
+struct Stack {
+    name: String,
+    repo: String,
+    port: u16,
+    sandbox: Sandbox,
+    // Dropped after the stack is removed (fields drop in order, after `Drop::drop`).
+    _swarm: SwarmMembership,
+}
+
+impl Stack {
+    fn start(test: &str, versions: &[&str]) -> Option<Stack> {
+        let world = world()?;
+        let swarm = SwarmMembership::join();
+        // Stack names end up in service names (at most 63 characters): the run's marker and a short test name.
+        let name = format!("{}-sw-{test}", world.prefix);
+        let repo = format!("{}/{name}/app", world.registry);
+        let build = format!("{}-build", world.prefix);
+        for version in versions {
+            must(&["docker", "tag", &format!("{build}:{version}"), &format!("{repo}:{version}")]);
+            must(&["docker", "push", &format!("{repo}:{version}")]);
+        }
+        must(&["docker", "tag", &format!("{repo}:1.0.0"), &format!("{repo}:latest")]);
+        must(&["docker", "push", &format!("{repo}:latest")]);
+        for version in versions.iter().filter(|v| **v != "1.0.0") {
+            must(&["docker", "rmi", &format!("{repo}:{version}")]);
+        }
+        let sandbox = Sandbox::new();
+        let port = free_port();
+        let file = sandbox.path().join("stack.yml");
+        fs::write(&file, stack_file(&repo, port, &world.prefix)).unwrap();
+        let stack = Stack { name, repo, port, sandbox, _swarm: swarm };
+        must(&["docker", "stack", "deploy", "--with-registry-auth", "-c", file.to_str().unwrap(), &stack.name]);
+        stack.wait_version("1.0.0");
+        for item in ["alpha", "beta", "gamma"] {
+            ureq::post(&format!("http://127.0.0.1:{port}/api/items?name={item}")).call().expect("seed data");
+        }
+        Some(stack)
+    }
+
+    fn service(&self) -> String {
+        format!("{}_app", self.name)
+    }
+
+    fn health(&self) -> Option<Value> {
+        let url = format!("http://127.0.0.1:{}/api/health", self.port);
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+        agent.get(&url).call().ok()?.into_json().ok()
+    }
+
+    fn wait_version(&self, version: &str) -> Value {
+        common::wait(format!("{version} to answer on port {}", self.port))
+            .within(Duration::from_secs(90))
+            .every(Duration::from_millis(200))
+            .showing(|| format!("last answer: {:?}", self.health()))
+            .until(|| self.health().filter(|h| h["version"] == version))
+    }
+
+    /// The image the service's spec names now.
+    fn spec_image(&self) -> String {
+        must(&[
+            "docker",
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            &self.service(),
+        ])
+        .trim()
+        .to_string()
+    }
+
+    fn volume_dir(&self) -> PathBuf {
+        let volume = format!("{}_appdata", self.name);
+        PathBuf::from(must(&["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", &volume]).trim())
+    }
+
+    /// A consistent dump of the app's data: schema version and every row.
+    fn dump(&self) -> String {
+        let db = rusqlite::Connection::open_with_flags(
+            self.volume_dir().join("app.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let mut stmt = db.prepare("SELECT * FROM items ORDER BY id").unwrap();
+        let columns = stmt.column_count();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| {
+                Ok((0..columns)
+                    .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        format!("schema {version}\n{}", rows.join("\n"))
+    }
+
+    /// upgraderd configured with nothing but the Swarm service and the health settings.
+    fn upgraderd_command(&self, args: &[&str]) -> Command {
+        let state = self.sandbox.state().display().to_string();
+        let mut all = vec!["--state-dir", state.as_str()];
+        all.extend_from_slice(args);
+        let mut cmd = self.sandbox.command(&all);
+        cmd.env("UPGRADERD_SWARM_SERVICE", self.service())
+            .env("UPGRADERD_HEALTH_URL", format!("http://127.0.0.1:{}/api/health", self.port))
+            .env("UPGRADERD_HEALTH_TIMEOUT", "30s")
+            .env("UPGRADERD_HEALTH_STABLE", "1s")
+            .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
+            .env("UPGRADERD_MIN_FREE", "1MB")
+            .env("UPGRADERD_POLICY", "major")
+            .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path());
+        cmd
+    }
+
+    fn upgraderd(&self, args: &[&str]) -> common::Run {
+        common::Run::from_output(self.upgraderd_command(args).output().unwrap())
+    }
+
+    fn last_history(&self) -> Value {
+        let state = self.sandbox.state().display().to_string();
+        self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"]).success().json()["history"][0]
+            .clone()
+    }
+
+    fn try_status_file(&self) -> Option<Value> {
+        serde_json::from_slice(&fs::read(self.sandbox.path().join(".upgrade-status.json")).ok()?).ok()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = sh(&["docker", "stack", "rm", &self.name]);
+        // The stack's containers go away in the background; its volume can go once they have.
+        let label = format!("label=com.docker.stack.namespace={}", self.name);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !sh(&["docker", "ps", "-aq", "--filter", &label]).1.trim().is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let _ = sh(&["docker", "volume", "rm", "-f", &format!("{}_appdata", self.name)]);
+        let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", &self.repo]);
+        for image in images.lines() {
+            let _ = sh(&["docker", "rmi", "-f", image]);
+        }
+        let (_, untagged) = sh(&["docker", "images", "-q", "--filter", &format!("reference={}", self.repo)]);
+        for image in untagged.lines() {
+            let _ = sh(&["docker", "rmi", "-f", image]);
+        }
+    }
+}
+
+/// The stack: the app with its data in a named volume and its port published in host mode on this node.
+fn stack_file(repo: &str, port: u16, prefix: &str) -> String {
+    format!(
+        "version: '3.8'\nservices:\n  app:\n    image: {repo}:latest\n    volumes:\n      - appdata:/data\n    \
+         ports:\n      - target: 3001\n        published: {port}\n        mode: host\n    \
+         labels:\n      upgraderd-e2e: {prefix}\n    \
+         deploy:\n      replicas: 1\n      restart_policy:\n        condition: any\n        delay: 1s\n      \
+         update_config:\n        order: stop-first\n        monitor: 2s\n        failure_action: pause\n\
+         volumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n"
+    )
+}
+
+#[test]
+fn a_swarm_service_upgrades_through_swarm_and_a_manual_rollback_restores_its_data() {
+    let Some(s) = Stack::start("good", &["1.0.0", "2.0.0"]) else { return };
+    let before = s.dump();
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    s.wait_version("2.0.0");
+    let history = s.last_history();
+    assert_eq!(history["status"], "complete", "{history}");
+    assert_eq!(history["strategy"], "swarm", "{history}");
+    let image = s.spec_image();
+    assert!(image.starts_with(&format!("{}:2.0.0@sha256:", s.repo)), "the service runs the pulled digest: {image}");
+    assert!(s.dump().starts_with("schema 2"), "2.0.0 migrated the data");
+
+    let run = s.upgraderd(&["rollback"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before, "the data came back for 1.0.0");
+    assert!(s.spec_image().starts_with(&format!("{}:latest@sha256:", s.repo)), "{}", s.spec_image());
+    assert!(run.stderr.contains("Scaling") && run.stderr.contains("to 0"), "{}", run.stderr);
+}
+
+#[test]
+fn a_swarm_version_that_migrates_and_crashes_is_rolled_back_with_its_data() {
+    let Some(s) = Stack::start("crash", &["1.0.0", "2.0.5"]) else { return };
+    let before = s.dump();
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.5"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let history = s.last_history();
+    assert_eq!(history["status"], "rolled_back", "{}", run.stderr);
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before, "the data came back for 1.0.0");
+    assert!(s.spec_image().starts_with(&format!("{}:latest@sha256:", s.repo)), "{}", s.spec_image());
+}
+
+#[test]
+fn an_upgrader_killed_during_the_swarm_gate_is_put_right_by_the_next_watch() {
+    let Some(s) = Stack::start("kill", &["1.0.0", "2.0.2"]) else { return };
+    let before = s.dump();
+    let spawn = || s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut daemon = spawn();
+    let tmp = s.sandbox.path().join(".trigger.tmp");
+    fs::write(&tmp, r#"{"upgradeId":"kill-swarm","version":"2.0.2"}"#).unwrap();
+    fs::rename(&tmp, s.sandbox.path().join(".upgrade-trigger")).unwrap();
+    common::wait("the upgrade to reach its health gate")
+        .within(Duration::from_secs(120))
+        .every(Duration::from_millis(20))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until(|| s.try_status_file().filter(|st| st["upgradeId"] == "kill-swarm" && st["status"] == "health_check"));
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    let mut daemon = spawn();
+    let end = common::wait("the killed upgrade to be rolled back")
+        .within(Duration::from_secs(180))
+        .every(Duration::from_millis(250))
+        .showing(|| format!("status file: {:?}", s.try_status_file()))
+        .until(|| s.try_status_file().filter(|st| st["upgradeId"] == "kill-swarm" && st["status"] == "rolled_back"));
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    assert_eq!(s.last_history()["status"], "rolled_back", "{end}");
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before, "the data came back for 1.0.0");
+}
