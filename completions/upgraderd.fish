@@ -63,7 +63,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -s q -l quiet
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -s h -l help -d 'Print help'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -s V -l version -d 'Print version'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l to -d 'Target version tag, or `latest`' -r
-complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l strategy -d 'pull (image) or rebuild (git + compose build) [default: UPGRADERD_STRATEGY]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l strategy -d 'pull (image), rebuild (git + compose build) or swarm (a Swarm service takes it by itself) [default: UPGRADERD_STRATEGY]' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l app -d 'One of several apps on this host: reads /etc/upgraderd/NAME.env, keeps its state in /var/lib/upgraderd/NAME (as the unit upgraderd@NAME does); -c and --state-dir replace either half' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -s c -l config -d 'Env-style configuration file (KEY=VALUE lines) [default: /etc/upgraderd/upgraderd.env when present]' -r -F
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand upgrade" -l state-dir -d 'Directory holding the state database, the lock and (by default) backups' -r -F

@@ -122,7 +122,7 @@ pub struct UpgradeArgs {
     /// Target version tag, or `latest`
     #[arg(long, value_name = "VERSION|latest")]
     pub to: String,
-    /// pull (image) or rebuild (git + compose build) [default: UPGRADERD_STRATEGY]
+    /// pull (image), rebuild (git + compose build) or swarm (a Swarm service takes it by itself) [default: UPGRADERD_STRATEGY]
     #[arg(long, value_name = "STRATEGY")]
     pub strategy: Option<String>,
     /// Skip the data backup (a rollback then cannot restore data)

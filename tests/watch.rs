@@ -61,7 +61,11 @@ fn a_meshmonitor_trigger_becomes_an_upgrade_and_the_status_file_follows_it() {
     let row = d.last_history();
     assert_eq!((row["upgradeId"].as_str(), row["initiatedBy"].as_str()), (Some("ui-42"), Some("trigger")));
     assert_eq!(d.running_version(), "2.0.0");
-    assert_eq!(requests(&d), vec![("ui-42".into(), "done".into(), Some("complete".into()))]);
+    // The request is settled once the worker returns, a moment after the terminal state is written.
+    let settled = vec![("ui-42".to_string(), "done".to_string(), Some("complete".to_string()))];
+    wait_for("the request to be settled", || (requests(&d) == settled).then_some(()), &|| {
+        format!("requests: {:?}\nlog:\n{}", requests(&d), w.log())
+    });
     assert_eq!(w.stop(Duration::from_secs(5)), 0, "an idle daemon exits 0 on SIGTERM");
 }
 

@@ -111,18 +111,16 @@ impl Stack {
             .until(|| self.health().filter(|h| h["version"] == version))
     }
 
-    /// The image the service's spec names now.
+    /// The image the spec of the stack's service `service` names now.
+    fn spec_image_of(&self, service: &str) -> String {
+        let format = "{{.Spec.TaskTemplate.ContainerSpec.Image}}";
+        must(&["docker", "service", "inspect", "--format", format, &format!("{}_{service}", self.name)])
+            .trim()
+            .to_string()
+    }
+
     fn spec_image(&self) -> String {
-        must(&[
-            "docker",
-            "service",
-            "inspect",
-            "--format",
-            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-            &self.service(),
-        ])
-        .trim()
-        .to_string()
+        self.spec_image_of("app")
     }
 
     fn volume_dir(&self) -> PathBuf {
@@ -208,14 +206,17 @@ impl Drop for Stack {
     }
 }
 
-/// The stack: the app with its data in a named volume and its port published in host mode on this node.
+/// The stack: the app with its data in a named volume and its port published
+/// in host mode on this node, and a worker on the same image and data.
 fn stack_file(repo: &str, port: u16, prefix: &str) -> String {
     format!(
         "version: '3.8'\nservices:\n  app:\n    image: {repo}:latest\n    volumes:\n      - appdata:/data\n    \
          ports:\n      - target: 3001\n        published: {port}\n        mode: host\n    \
          labels:\n      upgraderd-e2e: {prefix}\n    \
          deploy:\n      replicas: 1\n      restart_policy:\n        condition: any\n        delay: 1s\n      \
-         update_config:\n        order: stop-first\n        monitor: 2s\n        failure_action: pause\n\
+         update_config:\n        order: stop-first\n        monitor: 2s\n        failure_action: pause\n  \
+         worker:\n    image: {repo}:latest\n    environment:\n      APP_ROLE: worker\n    volumes:\n      - appdata:/data\n    \
+         labels:\n      upgraderd-e2e: {prefix}\n    deploy:\n      restart_policy:\n        condition: any\n        delay: 1s\n\
          volumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n"
     )
 }
@@ -230,6 +231,8 @@ fn a_swarm_service_upgrades_through_swarm_and_a_manual_rollback_restores_its_dat
     let history = s.last_history();
     assert_eq!(history["status"], "complete", "{history}");
     assert_eq!(history["strategy"], "swarm", "{history}");
+    assert_eq!(history["services"], serde_json::json!(["app", "worker"]), "{history}");
+    assert!(s.spec_image_of("worker").starts_with(&format!("{}:2.0.0@sha256:", s.repo)), "the worker moved too");
     let image = s.spec_image();
     assert!(image.starts_with(&format!("{}:2.0.0@sha256:", s.repo)), "the service runs the pulled digest: {image}");
     assert!(s.dump().starts_with("schema 2"), "2.0.0 migrated the data");
@@ -239,6 +242,7 @@ fn a_swarm_service_upgrades_through_swarm_and_a_manual_rollback_restores_its_dat
     s.wait_version("1.0.0");
     assert_eq!(s.dump(), before, "the data came back for 1.0.0");
     assert!(s.spec_image().starts_with(&format!("{}:latest@sha256:", s.repo)), "{}", s.spec_image());
+    assert!(s.spec_image_of("worker").starts_with(&format!("{}:latest@sha256:", s.repo)), "the worker went back");
     assert!(run.stderr.contains("Scaling") && run.stderr.contains("to 0"), "{}", run.stderr);
 }
 
