@@ -275,7 +275,17 @@ impl Swarm {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self.docker.runner().run(&self.docker.cmd(["inspect", "--type", "task", "--"]).args(&ids))?;
+        // Swarm drops old tasks as it goes (scaling down, its task history limit): one listed a
+        // moment ago may be gone. `docker inspect` still prints the others, and says which it lacks.
+        let cmd = self.docker.cmd(["inspect", "--type", "task", "--"]).args(&ids);
+        let out = self.docker.runner().output(&cmd)?;
+        let only_gone = out.stderr.lines().filter(|l| !l.trim().is_empty()).all(|l| l.contains("not found"));
+        if !out.ended.success() && !only_gone {
+            return Err(anyhow!("`{}` failed: {}", cmd.display(), out.stderr.trim()));
+        }
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Vec::new());
+        }
         serde_json::from_slice(&out.stdout).with_context(|| format!("unexpected task inspect output for {service}"))
     }
 
