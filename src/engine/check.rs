@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::{Config, Policy, BANNER_FILE};
 use crate::engine::discover;
 use crate::exit::usage;
-use crate::ops::docker::{Docker, ImageRef};
+use crate::ops::docker::{without_digest, Docker, ImageRef};
 use crate::ops::process::Runner;
 use crate::ops::versions::{self, EtagCache, Http, Naming, Release};
 use crate::store::db::{now_ms, Db};
@@ -165,7 +165,7 @@ fn current_version(config: &Config, db: Option<&Db>) -> Result<String> {
         return Ok(version.clone());
     }
     let docker = Docker::new(&config.docker, Runner::new(false));
-    let container = discover::find_container(config, &docker).map_err(|e| {
+    let container = discover::primary_container(config, &docker).map_err(|e| {
         e.context("cannot tell the running version; set UPGRADERD_CURRENT_VERSION or UPGRADERD_CONTAINER")
     })?;
     let version = discover::current_version(config, &docker, &container, db);
@@ -183,9 +183,9 @@ fn image(config: &Config) -> Result<ImageRef> {
         return Ok(ImageRef::parse(image));
     }
     let docker = Docker::new(&config.docker, Runner::new(false));
-    let container = discover::find_container(config, &docker)
+    let container = discover::primary_container(config, &docker)
         .map_err(|e| e.context("cannot tell which image's tags to read; set UPGRADERD_IMAGE"))?;
-    Ok(ImageRef::parse(&container.config.image))
+    Ok(ImageRef::parse(without_digest(&container.config.image)))
 }
 
 /// Decides with semver ordering; pure, so every rule is tested without a network.

@@ -18,7 +18,7 @@ use crate::engine::discover::is_data_mount;
 use crate::engine::halt::{self, Halt};
 use crate::exit::usage;
 use crate::ops::compose::{Orchestrator, Project};
-use crate::ops::docker::{Container, Docker, ImageRef};
+use crate::ops::docker::{without_digest, Container, Docker, ImageRef};
 use crate::ops::swarm::{Swarm, STACK_LABEL};
 use crate::states::BackupMode;
 use crate::store::backup::{self, Created, Progress, Source};
@@ -254,7 +254,8 @@ fn mode_of(
 
 /// `stop` for a well-known database or store image, else `live`.
 pub fn default_mode(image: &str) -> (BackupMode, String) {
-    let repository = ImageRef::parse(image).repository;
+    // A Swarm task runs `postgres:15@sha256:…`: the digest says nothing of what the image is.
+    let repository = ImageRef::parse(without_digest(image)).repository;
     let last = repository.rsplit('/').next().unwrap_or(&repository).to_string();
     if DATABASE_IMAGES.contains(&last.as_str()) {
         (BackupMode::Stop, format!("image {last}"))
@@ -606,7 +607,13 @@ mod tests {
 
     #[test]
     fn databases_are_stopped_by_default_and_everything_else_copied_live() {
-        for image in ["postgres:15", "docker.io/library/mariadb:11", "bitnami/postgresql", "127.0.0.1:5000/x/redis:7"] {
+        for image in [
+            "postgres:15",
+            "docker.io/library/mariadb:11",
+            "bitnami/postgresql",
+            "127.0.0.1:5000/x/redis:7",
+            "postgres:15@sha256:0123abcd",
+        ] {
             assert_eq!(default_mode(image).0, BackupMode::Stop, "{image}");
         }
         for image in ["ghcr.io/acme/app:2", "postgres-exporter:1", "nginx"] {

@@ -176,7 +176,18 @@ fn named_services(
 
 /// Whether the configuration names a deployment to find (what [`find_container`] needs).
 pub fn deployment_configured(config: &Config) -> bool {
-    config.container.is_some() || (config.compose_project.is_some() && config.service.is_some())
+    config.container.is_some()
+        || config.swarm_service.is_some()
+        || (config.compose_project.is_some() && config.service.is_some())
+}
+
+/// The container whose image is the running version: a task container of
+/// `UPGRADERD_SWARM_SERVICE` on this node, else [`find_container`].
+pub fn primary_container(config: &Config, docker: &Docker) -> Result<Container> {
+    match &config.swarm_service {
+        Some(service) => task_container(docker, service),
+        None => find_container(config, docker),
+    }
 }
 
 /// The container to upgrade: `UPGRADERD_CONTAINER`, else the one compose runs for the configured service.
@@ -279,7 +290,7 @@ pub fn current_version(config: &Config, docker: &Docker, container: &Container, 
             return Some(v);
         }
     }
-    let tag = ImageRef::parse(&container.config.image).tag;
+    let tag = ImageRef::parse(swarm::without_digest(&container.config.image)).tag;
     tag.starts_with(|c: char| c.is_ascii_digit()).then_some(tag)
 }
 

@@ -139,6 +139,11 @@ impl Docker {
     }
 }
 
+/// `REPOSITORY:TAG@sha256:…` (what Swarm runs) without the digest: `REPOSITORY:TAG`.
+pub fn without_digest(image: &str) -> &str {
+    image.split_once('@').map_or(image, |(name, _)| name)
+}
+
 /// An image reference split into repository and tag (`repo[:tag]`, digests kept in the repository).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {

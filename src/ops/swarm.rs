@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use serde::Deserialize;
 
+pub use crate::ops::docker::without_digest;
 use crate::ops::docker::Docker;
 use crate::ops::process::Cmd;
 
@@ -198,11 +199,6 @@ impl Task {
     pub fn failed(&self) -> bool {
         matches!(self.status.state.as_str(), "failed" | "rejected")
     }
-}
-
-/// `REPOSITORY:TAG@sha256:…` without the digest: what a person reads.
-pub fn without_digest(image: &str) -> &str {
-    image.split_once('@').map_or(image, |(name, _)| name)
 }
 
 /// Swarm's side of the `docker` CLI.

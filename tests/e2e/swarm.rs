@@ -225,6 +225,19 @@ fn stack_file(repo: &str, port: u16, prefix: &str) -> String {
 fn a_swarm_service_upgrades_through_swarm_and_a_manual_rollback_restores_its_data() {
     let Some(s) = Stack::start("good", &["1.0.0", "2.0.0"]) else { return };
     let before = s.dump();
+    // The other commands find the deployment from the service name alone.
+    let check = s.upgraderd(&["--json", "check-version"]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    let report = check.json();
+    assert_eq!((report["currentVersion"].as_str(), report["latestVersion"].as_str()), (Some("1.0.0"), Some("2.0.0")));
+    let dry = s.upgraderd(&["upgrade", "--to", "2.0.0", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains("docker service update --detach --with-registry-auth --image"), "{}", dry.stdout);
+    let backup = s.upgraderd(&["backup", "create"]);
+    assert_eq!(backup.code, 0, "{}", backup.stderr);
+    assert!(backup.stderr.contains("Data: app (live, default)"), "{}", backup.stderr);
+    assert!(backup.stderr.contains("Data: worker (live, default)"), "{}", backup.stderr);
+    assert_eq!(s.dump(), before, "neither changed anything");
     let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     s.wait_version("2.0.0");
