@@ -98,6 +98,7 @@ fn start_watcher(me: RunId, config: &Path, storage: &Path) {
         "docker-registry serve {cfg} >/dev/null 2>&1 & reg=$!; \
          while [ \"$(sed 's/.*) //' /proc/{pid}/stat 2>/dev/null | cut -d' ' -f20)\" = {started} ]; do sleep 1; done; \
          kill $reg; \
+         docker service ls --format '{{{{.Name}}}}' 2>/dev/null | grep -F '{prefix}-' | xargs -r docker service rm >/dev/null 2>&1; sleep 2; \
          docker ps -aq --filter label=upgraderd-e2e={prefix} | xargs -r docker rm -f >/dev/null 2>&1; \
          docker volume ls -q --filter label=upgraderd-e2e={prefix} | xargs -r docker volume rm >/dev/null 2>&1; \
          docker network ls --format '{{{{.Name}}}}' | grep -F '{prefix}-' | xargs -r docker network rm >/dev/null 2>&1; \
@@ -134,6 +135,10 @@ fn remove_leftovers(me: RunId) {
             .map(str::to_string)
             .collect()
     };
+    // A stack's services first: Swarm would start their task containers again.
+    for service in leftovers(&["docker", "service", "ls", "--format", "{{.Name}}"]) {
+        let _ = sh(&["docker", "service", "rm", &service]);
+    }
     for id in leftovers(&["docker", "ps", "-a", "--format", "{{.ID}} {{.Names}} {{.Labels}}"]) {
         let _ = sh(&["docker", "rm", "-f", &id]);
     }
