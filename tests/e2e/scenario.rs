@@ -139,18 +139,9 @@ impl Scenario {
         out.lines().next().map(str::to_string)
     }
 
-    pub fn health(&self) -> Option<Value> {
-        let url = format!("http://127.0.0.1:{}/api/health", self.port);
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
-        agent.get(&url).call().ok()?.into_json().ok()
-    }
-
     /// Waits until the app answers its health check with `version`; returns that answer.
     pub fn wait_version(&self, version: &str) -> Value {
-        common::wait(format!("{version} to answer on port {}", self.port))
-            .every(Duration::from_millis(200))
-            .showing(|| format!("last answer: {:?}", self.health()))
-            .until(|| self.health().filter(|h| h["version"] == version))
+        wait_version_at(self.port, version)
     }
 
     /// The host directory of the app's named volume: what the app itself can write.
@@ -161,42 +152,13 @@ impl Scenario {
 
     /// A consistent dump of the app's data: schema version and every row.
     pub fn dump(&self) -> String {
-        let db = rusqlite::Connection::open_with_flags(
-            self.volume_dir().join("app.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        let mut stmt = db.prepare("SELECT * FROM items ORDER BY id").unwrap();
-        let columns = stmt.column_count();
-        let rows: Vec<String> = stmt
-            .query_map([], |r| {
-                Ok((0..columns)
-                    .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        format!("schema {version}\n{}", rows.join("\n"))
+        sqlite_dump(&self.volume_dir())
     }
 
     /// upgraderd configured for this scenario's deployment, its trigger dir the sandbox.
     pub fn upgraderd_command(&self, args: &[&str]) -> Command {
-        let state = self.sandbox.state().display().to_string();
-        let mut sb_args = vec!["--state-dir", state.as_str()];
-        sb_args.extend_from_slice(args);
-        let mut cmd = self.sandbox.command(&sb_args);
-        cmd.env("UPGRADERD_CONTAINER", self.container())
-            .env("UPGRADERD_HEALTH_URL", format!("http://127.0.0.1:{}/api/health", self.port))
-            .env("UPGRADERD_HEALTH_TIMEOUT", "20s")
-            .env("UPGRADERD_HEALTH_STABLE", "1s")
-            .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
-            .env("UPGRADERD_MIN_FREE", "1MB")
-            // The app's triggers ask for 1.0.0 -> 2.0.x, a major step: the operator allows it here.
-            .env("UPGRADERD_POLICY", "major")
-            .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path());
+        let mut cmd = configured(&self.sandbox, self.port, "20s", args);
+        cmd.env("UPGRADERD_CONTAINER", self.container());
         if let Some(config) = &self.docker_config {
             // upgraderd finds the compose v2 plugin there by itself.
             cmd.env("DOCKER_CONFIG", config);
@@ -271,4 +233,57 @@ impl Drop for Scenario {
             let _ = sh(&["docker", "rmi", "-f", image]);
         }
     }
+}
+
+/// A consistent dump of the test app's SQLite data in `volume`: schema version and every row.
+pub fn sqlite_dump(volume: &std::path::Path) -> String {
+    let db = rusqlite::Connection::open_with_flags(volume.join("app.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let mut stmt = db.prepare("SELECT * FROM items ORDER BY id").unwrap();
+    let columns = stmt.column_count();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok((0..columns)
+                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    format!("schema {version}\n{}", rows.join("\n"))
+}
+
+/// The test app's health answer on `port`, when it answers.
+pub fn health_at(port: u16) -> Option<Value> {
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+    agent.get(&url).call().ok()?.into_json().ok()
+}
+
+/// Waits until the app on `port` answers its health check with `version`; returns that answer.
+pub fn wait_version_at(port: u16, version: &str) -> Value {
+    common::wait(format!("{version} to answer on port {port}"))
+        .every(Duration::from_millis(200))
+        .showing(|| format!("last answer: {:?}", health_at(port)))
+        .until(|| health_at(port).filter(|h| h["version"] == version))
+}
+
+/// upgraderd in `sandbox` (its state dir and trigger dir) with the test app's
+/// health settings on `port`; the caller names the deployment.
+pub fn configured(sandbox: &Sandbox, port: u16, health_timeout: &str, args: &[&str]) -> Command {
+    let state = sandbox.state().display().to_string();
+    let mut all = vec!["--state-dir", state.as_str()];
+    all.extend_from_slice(args);
+    let mut cmd = sandbox.command(&all);
+    cmd.env("UPGRADERD_HEALTH_URL", format!("http://127.0.0.1:{port}/api/health"))
+        .env("UPGRADERD_HEALTH_TIMEOUT", health_timeout)
+        .env("UPGRADERD_HEALTH_STABLE", "1s")
+        .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
+        .env("UPGRADERD_MIN_FREE", "1MB")
+        // The app's triggers ask for 1.0.0 -> 2.0.x, a major step: the operator allows it here.
+        .env("UPGRADERD_POLICY", "major")
+        .env("UPGRADERD_TRIGGER_DIR", sandbox.path());
+    cmd
 }

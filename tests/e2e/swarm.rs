@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::{self, Sandbox};
+use crate::scenario::{configured, sqlite_dump, wait_version_at};
 use crate::world::{free_port, must, sh, world};
 
 /// How many Swarm tests run now, and whether they made the swarm.
@@ -97,18 +98,8 @@ impl Stack {
         format!("{}_app", self.name)
     }
 
-    fn health(&self) -> Option<Value> {
-        let url = format!("http://127.0.0.1:{}/api/health", self.port);
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
-        agent.get(&url).call().ok()?.into_json().ok()
-    }
-
     fn wait_version(&self, version: &str) -> Value {
-        common::wait(format!("{version} to answer on port {}", self.port))
-            .within(Duration::from_secs(90))
-            .every(Duration::from_millis(200))
-            .showing(|| format!("last answer: {:?}", self.health()))
-            .until(|| self.health().filter(|h| h["version"] == version))
+        wait_version_at(self.port, version)
     }
 
     /// The image the spec of the stack's service `service` names now.
@@ -128,43 +119,15 @@ impl Stack {
         PathBuf::from(must(&["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", &volume]).trim())
     }
 
-    /// A consistent dump of the app's data: schema version and every row.
     fn dump(&self) -> String {
-        let db = rusqlite::Connection::open_with_flags(
-            self.volume_dir().join("app.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        let mut stmt = db.prepare("SELECT * FROM items ORDER BY id").unwrap();
-        let columns = stmt.column_count();
-        let rows: Vec<String> = stmt
-            .query_map([], |r| {
-                Ok((0..columns)
-                    .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        format!("schema {version}\n{}", rows.join("\n"))
+        sqlite_dump(&self.volume_dir())
     }
 
     /// upgraderd configured with nothing but the Swarm service and the health settings.
     fn upgraderd_command(&self, args: &[&str]) -> Command {
-        let state = self.sandbox.state().display().to_string();
-        let mut all = vec!["--state-dir", state.as_str()];
-        all.extend_from_slice(args);
-        let mut cmd = self.sandbox.command(&all);
-        cmd.env("UPGRADERD_SWARM_SERVICE", self.service())
-            .env("UPGRADERD_HEALTH_URL", format!("http://127.0.0.1:{}/api/health", self.port))
-            .env("UPGRADERD_HEALTH_TIMEOUT", "30s")
-            .env("UPGRADERD_HEALTH_STABLE", "1s")
-            .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
-            .env("UPGRADERD_MIN_FREE", "1MB")
-            .env("UPGRADERD_POLICY", "major")
-            .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path());
+        // Swarm rolls an update out by its own update config: more time than a compose recreate.
+        let mut cmd = configured(&self.sandbox, self.port, "30s", args);
+        cmd.env("UPGRADERD_SWARM_SERVICE", self.service());
         cmd
     }
 

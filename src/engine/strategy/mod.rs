@@ -13,7 +13,7 @@ pub mod swarm;
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::engine::discover::{discover, git_for, Deployment};
+use crate::engine::discover::{discover, git_for, registry_may_be_insecure, Deployment};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
 use crate::exit::usage;
@@ -66,6 +66,17 @@ pub trait Strategy {
     /// After an attempt that never switched: drop this upgrade's own rollback
     /// tags, which nothing will ever need. Failures are logged, never raised.
     fn discard(&mut self, journal: &mut Journal);
+}
+
+/// Whether the registry has `target`; a problem naming it when it does not.
+pub fn target_exists(docker: &Docker, target: &ImageRef) -> Vec<Problem> {
+    match docker.manifest_exists(target, registry_may_be_insecure(target)) {
+        Ok(true) => Vec::new(),
+        Ok(false) => {
+            vec![Problem::new("registry", format!("{target} does not exist in the registry; check the version"))]
+        }
+        Err(e) => vec![Problem::from_error("registry", &e)],
+    }
 }
 
 /// Removes one rollback tag (never the image a container runs: `docker image rm` without `-f`

@@ -5,10 +5,11 @@
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::engine::discover::registry_may_be_insecure;
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
-use crate::engine::strategy::{drop_rollback_tag, prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX};
+use crate::engine::strategy::{
+    drop_rollback_tag, prune_rollback_tags, target_exists, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX,
+};
 use crate::ops::compose::{locate_image_line, Compose, Project};
 use crate::ops::docker::{Container, Docker, ImageRef};
 use crate::store::db::UpgradeRecord;
@@ -126,16 +127,6 @@ impl Pull {
             ),
         ))
     }
-
-    fn target_exists(&self, target: &ImageRef) -> Vec<Problem> {
-        match self.docker.manifest_exists(target, registry_may_be_insecure(target)) {
-            Ok(true) => Vec::new(),
-            Ok(false) => {
-                vec![Problem::new("registry", format!("{target} does not exist in the registry; check the version"))]
-            }
-            Err(e) => vec![Problem::from_error("registry", &e)],
-        }
-    }
 }
 
 impl Strategy for Pull {
@@ -151,7 +142,7 @@ impl Strategy for Pull {
         let target_ref = ImageRef { repository: self.service_ref.repository.clone(), tag: target.to_string() };
         let mut problems = self.compose_files_exist();
         problems.extend(self.compose_runs_the_moved_tag(target));
-        problems.extend(self.target_exists(&target_ref));
+        problems.extend(target_exists(&self.docker, &target_ref));
         if !force && target_ref.tag == self.service_ref.tag && target != "latest" {
             problems.push(Problem::new(
                 "version",

@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::discover::registry_may_be_insecure;
 use crate::engine::halt::{self, Halt};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
-use crate::engine::strategy::{Fetched, Kind, Strategy};
+use crate::engine::strategy::{target_exists, Fetched, Kind, Strategy};
 use crate::ops::compose::Project;
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::swarm::{without_digest, Service, Swarm, Task};
@@ -92,16 +91,6 @@ impl SwarmUpdate {
             }
         }
         found
-    }
-
-    fn target_exists(&self, target: &ImageRef) -> Vec<Problem> {
-        match self.docker().manifest_exists(target, registry_may_be_insecure(target)) {
-            Ok(true) => Vec::new(),
-            Ok(false) => {
-                vec![Problem::new("registry", format!("{target} does not exist in the registry; check the version"))]
-            }
-            Err(e) => vec![Problem::from_error("registry", &e)],
-        }
     }
 
     /// Waits until Swarm has rolled out the last update of `service`; its own
@@ -239,7 +228,7 @@ impl Strategy for SwarmUpdate {
         let running = ImageRef::parse(without_digest(primary.image()));
         self.repository = running.repository.clone();
         let target_ref = ImageRef { repository: self.repository.clone(), tag: target.to_string() };
-        problems.extend(self.target_exists(&target_ref));
+        problems.extend(target_exists(self.docker(), &target_ref));
         if !force && running.tag == target_ref.tag && target != "latest" {
             problems.push(Problem::new(
                 "version",
