@@ -212,6 +212,14 @@ impl Strategy {
         Strategy::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
+    /// The reference API's `deploymentMethod`: what runs the deployment.
+    pub const fn deployment_method(self) -> &'static str {
+        match self {
+            Strategy::Pull | Strategy::Rebuild => "docker-compose",
+            Strategy::Swarm => "docker-swarm",
+        }
+    }
+
     /// For messages: `pull or rebuild`.
     pub fn choices() -> String {
         Strategy::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")

@@ -140,7 +140,7 @@ pub fn manual_rollback(
         id: upgrade_id.clone(),
         from_version: record.to_version.clone(),
         to_version: record.from_version.clone(),
-        deployment_method: "docker-compose".into(),
+        deployment_method: record.deployment_method.clone(),
         status: Status::Pending,
         started_at: now_ms(),
         initiated_by: Some(format!("rollback of {}", record.id)),

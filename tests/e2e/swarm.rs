@@ -207,6 +207,7 @@ fn a_swarm_service_upgrades_through_swarm_and_a_manual_rollback_restores_its_dat
     let history = s.last_history();
     assert_eq!(history["status"], "complete", "{history}");
     assert_eq!(history["strategy"], "swarm", "{history}");
+    assert_eq!(history["deploymentMethod"], "docker-swarm", "{history}");
     assert_eq!(history["services"], serde_json::json!(["app", "worker"]), "{history}");
     assert!(s.spec_image_of("worker").starts_with(&format!("{}:2.0.0@sha256:", s.repo)), "the worker moved too");
     let image = s.spec_image();

@@ -290,6 +290,7 @@ impl Db {
                 ("services", serde_json::to_string(&deployment.services).unwrap_or_default().into()),
                 ("composeProject", deployment.compose_project.clone().into()),
                 ("strategy", deployment.strategy.as_str().to_string().into()),
+                ("deploymentMethod", deployment.strategy.deployment_method().to_string().into()),
             ],
         )
     }
