@@ -417,7 +417,7 @@ fn a_pipe_into_head_ends_quietly() {
     seed(&sb);
     for args in ["completions bash", "completions zsh", "history", "--help", "config"] {
         // `head` exits after its line, sometimes before upgraderd is done writing: repeated to meet both orders.
-        for _ in 0..10 {
+        for _ in 0..20 {
             let out = std::process::Command::new("bash")
                 .arg("-c")
                 .arg(format!("set -o pipefail; \"$0\" {args} | head -1 >/dev/null"))
