@@ -54,8 +54,10 @@ fn sections(name: &str, parent: &str) -> String {
     exit_status(&mut roff, name);
     if name == "upgraderd" {
         environment(&mut roff);
-        files(&mut roff);
+    } else {
+        environment_of_command(&mut roff);
     }
+    files(&mut roff, name);
     examples(&mut roff, name);
     see_also(&mut roff, name, parent);
     let preamble = Roff::new().render();
@@ -128,6 +130,31 @@ fn environment(roff: &mut Roff) {
     );
 }
 
+/// A command's page: where settings come from, and the main page for the key table
+/// (repeating about 60 keys on every page would bury what the command itself says).
+fn environment_of_command(roff: &mut Roff) {
+    roff.control("SH", ["ENVIRONMENT"]);
+    roff.text([
+        roman(
+            "Every setting is taken from, in order: a flag, the UPGRADERD_* variable, its older name in the \
+             environment, the configuration file, the default. Every key, with its default and older name, is \
+             listed under ENVIRONMENT in ",
+        ),
+        bold("upgraderd"),
+        roman("(1); "),
+        bold("upgraderd config"),
+        roman(" prints each effective value and where it came from."),
+    ]);
+    item(
+        roff,
+        [bold("UPGRADERD_CONFIG")],
+        [roman(format!(
+            "The configuration file when no -c is given. Default: {}, when it exists.",
+            config::DEFAULT_CONFIG_FILE
+        ))],
+    );
+}
+
 fn key_term(key: &KeySpec) -> Vec<Inline> {
     let mut term = vec![bold(key.name)];
     if let Some(older) = key.fallback {
@@ -143,32 +170,63 @@ fn key_text(key: &KeySpec) -> String {
     }
 }
 
-fn files(roff: &mut Roff) {
+/// Which groups of FILES a page lists: the main page all of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Config,
+    State,
+    Backups,
+    Trigger,
+    Units,
+}
+
+fn groups_of(name: &str) -> &'static [Group] {
+    use Group::*;
+    match name {
+        "upgraderd" => &[Config, State, Backups, Trigger, Units],
+        "upgraderd-watch" => &[Config, State, Backups, Trigger, Units],
+        "upgraderd-upgrade" | "upgraderd-rollback" | "upgraderd-check-version" => &[Config, State, Backups, Trigger],
+        "upgraderd-history" | "upgraderd-status" => &[Config, State],
+        "upgraderd-config" => &[Config],
+        "upgraderd-completions" => &[],
+        // backup and its subcommands
+        _ => &[Config, State, Backups],
+    }
+}
+
+fn files(roff: &mut Roff, name: &str) {
+    let groups = groups_of(name);
+    if groups.is_empty() {
+        return;
+    }
     let state = config::spec("UPGRADERD_STATE_DIR").and_then(|k| k.default).unwrap_or(app::DEFAULT_STATE_ROOT);
     let trigger = config::spec("UPGRADERD_TRIGGER_FILE").and_then(|k| k.default).unwrap_or(".upgrade-trigger");
     let status = config::spec("UPGRADERD_STATUS_FILE").and_then(|k| k.default).unwrap_or(".upgrade-status.json");
     let (config_root, state_root) = (app::DEFAULT_CONFIG_ROOT, app::DEFAULT_STATE_ROOT);
     roff.control("SH", ["FILES"]);
-    let entries: Vec<(Vec<Inline>, String)> = vec![
-        (path(config::DEFAULT_CONFIG_FILE), "The configuration file (KEY=VALUE lines, as systemd's EnvironmentFile= reads them), when no -c is given.".into()),
-        (path(&format!("{config_root}/NAME.env")), "The configuration of app NAME, read by --app NAME and the unit upgraderd@NAME.".into()),
-        (path(state), "The state directory (mode 0700), UPGRADERD_STATE_DIR or --state-dir.".into()),
-        (path(&format!("{state_root}/NAME")), "The state directory of app NAME.".into()),
-        (state_entry(config::DB_FILE), "The state database (SQLite): every upgrade, its journal, the app's requests.".into()),
-        (state_entry(config::LOCK_FILE), "The lock held by the one upgrade, rollback or backup change running on this state directory; it names its holder. Each app has its own.".into()),
-        (state_entry(&format!("{}/upgrade-backup-*.tar.gz", config::BACKUPS_DIR)), "Backups of the data (files 0600), unless UPGRADERD_BACKUP_DIR says otherwise.".into()),
-        (trigger_entry(trigger), "The trigger the app writes to ask for an upgrade (JSON, or any short note for the latest version); UPGRADERD_TRIGGER_FILE.".into()),
-        (trigger_entry(&format!("{}/", config::spool_name(trigger))), "The spool: one file per request, taken in name order.".into()),
-        (trigger_entry(&config::rejected_name(trigger)), "A rejected trigger, moved aside; the reason is in the status file.".into()),
-        (trigger_entry(status), "The progress of the current or last upgrade, rewritten atomically; UPGRADERD_STATUS_FILE.".into()),
-        (trigger_entry(LEGACY_STATUS_FILE), "The same progress as one word, for apps written for the MeshMonitor watchdog.".into()),
-        (trigger_entry(BANNER_FILE), "The last version check: current and latest version, whether an update is available.".into()),
-        (trigger_entry(&format!("{SOCKET_TEST_PREFIX}-request")), format!("Asks for a Docker socket check; answered in {SOCKET_TEST_PREFIX}.")),
-        (path("/etc/systemd/system/upgraderd.service"), "The unit of the single instance (upgraderd watch).".into()),
-        (path("/etc/systemd/system/upgraderd@.service"), "The unit of one app per instance (upgraderd --app NAME watch).".into()),
+    use Group::*;
+    let entries: Vec<(Group, Vec<Inline>, String)> = vec![
+        (Config, path(config::DEFAULT_CONFIG_FILE), "The configuration file (KEY=VALUE lines, as systemd's EnvironmentFile= reads them), when no -c is given.".into()),
+        (Config, path(&format!("{config_root}/NAME.env")), "The configuration of app NAME, read by --app NAME and the unit upgraderd@NAME.".into()),
+        (State, path(state), "The state directory (mode 0700), UPGRADERD_STATE_DIR or --state-dir.".into()),
+        (State, path(&format!("{state_root}/NAME")), "The state directory of app NAME.".into()),
+        (State, state_entry(config::DB_FILE), "The state database (SQLite): every upgrade, its journal, the app's requests.".into()),
+        (State, state_entry(config::LOCK_FILE), "The lock held by the one upgrade, rollback or backup change running on this state directory; it names its holder. Each app has its own.".into()),
+        (Backups, state_entry(&format!("{}/upgrade-backup-*.tar.gz", config::BACKUPS_DIR)), "Backups of the data (files 0600), unless UPGRADERD_BACKUP_DIR says otherwise.".into()),
+        (Trigger, trigger_entry(trigger), "The trigger the app writes to ask for an upgrade (JSON, or any short note for the latest version); UPGRADERD_TRIGGER_FILE.".into()),
+        (Trigger, trigger_entry(&format!("{}/", config::spool_name(trigger))), "The spool: one file per request, taken in name order.".into()),
+        (Trigger, trigger_entry(&config::rejected_name(trigger)), "A rejected trigger, moved aside; the reason is in the status file.".into()),
+        (Trigger, trigger_entry(status), "The progress of the current or last upgrade, rewritten atomically; UPGRADERD_STATUS_FILE.".into()),
+        (Trigger, trigger_entry(LEGACY_STATUS_FILE), "The same progress as one word, for apps written for the MeshMonitor watchdog.".into()),
+        (Trigger, trigger_entry(BANNER_FILE), "The last version check: current and latest version, whether an update is available.".into()),
+        (Trigger, trigger_entry(&format!("{SOCKET_TEST_PREFIX}-request")), format!("Asks for a Docker socket check; answered in {SOCKET_TEST_PREFIX}.")),
+        (Units, path("/etc/systemd/system/upgraderd.service"), "The unit of the single instance (upgraderd watch).".into()),
+        (Units, path("/etc/systemd/system/upgraderd@.service"), "The unit of one app per instance (upgraderd --app NAME watch).".into()),
     ];
-    for (term, text) in entries {
-        item(roff, term, [roman(text)]);
+    for (group, term, text) in entries {
+        if groups.contains(&group) {
+            item(roff, term, [roman(text)]);
+        }
     }
 }
 

@@ -105,6 +105,16 @@ impl Ui {
         Output::Stdout.line(text.as_ref());
     }
 
+    /// One line of a dry run's plan (a command it would run, or a `#` note): plain
+    /// on stdout, or a JSON line with `--json`, so stdout stays one format.
+    pub fn plan(&self, line: impl AsRef<str>) {
+        if self.json {
+            self.emit(&serde_json::json!({"event": "plan", "line": line.as_ref()}));
+        } else {
+            self.print(line);
+        }
+    }
+
     /// Prints a table with aligned columns on stdout.
     pub fn table(&self, headers: &[&str], rows: &[Vec<String>]) {
         self.print(render_table(headers, rows));

@@ -66,6 +66,33 @@ fn bad_configuration_is_exit_2_naming_key_source_and_example() {
     sb.run(&["upgrade-everything"]).code(2);
 }
 
+#[test]
+fn a_missing_container_setting_is_exit_2_for_every_command_that_needs_one() {
+    let sb = Sandbox::new();
+    let trigger = sb.path().join("trigger");
+    fs::create_dir(&trigger).unwrap();
+    let trigger = format!("--trigger-dir={}", trigger.display());
+    let cases: &[(&[&str], &str)] = &[
+        (&["upgrade", "--to", "2.0.0", "--dry-run"], "no service to upgrade: set UPGRADERD_CONTAINER"),
+        (&["upgrade", "--to", "2.0.0"], "no service to upgrade: set UPGRADERD_CONTAINER"),
+        (&["backup", "create"], "no data to back up: set UPGRADERD_DATA_DIR"),
+        (&["watch"], "watch needs UPGRADERD_TRIGGER_DIR"),
+        (&[&trigger, "watch"], "watch needs a service to upgrade: set UPGRADERD_CONTAINER"),
+        (&["check-version"], "no service to upgrade: set UPGRADERD_CONTAINER"),
+        (&["check-version", "--exit-code"], "no service to upgrade: set UPGRADERD_CONTAINER"),
+        (&["check-version", "--upgrade"], "no service to upgrade: set UPGRADERD_CONTAINER"),
+        (&[&trigger, "check-version", "--trigger"], "no service to upgrade: set UPGRADERD_CONTAINER"),
+    ];
+    for (args, message) in cases {
+        let run = sb.run(args);
+        assert_eq!(run.code, 2, "upgraderd {args:?}:\n{}", run.stderr);
+        assert!(run.stderr.contains(message), "upgraderd {args:?}:\n{}", run.stderr);
+        if args.contains(&"--dry-run") {
+            assert!(!sb.state().exists(), "a dry run made the state directory");
+        }
+    }
+}
+
 fn seed(sb: &Sandbox) {
     fs::create_dir_all(sb.state()).unwrap();
     let mut db = Db::open(&sb.state().join("upgraderd.db")).unwrap();
@@ -390,7 +417,7 @@ fn a_pipe_into_head_ends_quietly() {
     seed(&sb);
     for args in ["completions bash", "completions zsh", "history", "--help", "config"] {
         // `head` exits after its line, sometimes before upgraderd is done writing: repeated to meet both orders.
-        for _ in 0..10 {
+        for _ in 0..20 {
             let out = std::process::Command::new("bash")
                 .arg("-c")
                 .arg(format!("set -o pipefail; \"$0\" {args} | head -1 >/dev/null"))

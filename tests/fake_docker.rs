@@ -17,13 +17,10 @@ fn dry_run_prints_the_exact_compose_v2_command_lines() {
     let dir = d.sb.path().display().to_string();
     let run = d.sb.run(&["upgrade", "--to", "2.0.0", "--dry-run"]).success().stdout_has("dry run: nothing was changed");
     let planned: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("docker ")).collect();
-    assert!(
-        planned[0].starts_with("docker tag sha256:v-1.0.0 registry.example/demo/app:upgraderd-rollback-"),
-        "{planned:?}"
-    );
     assert_eq!(
-        planned[1..],
+        planned,
         vec![
+            "docker tag sha256:v-1.0.0 registry.example/demo/app:upgraderd-rollback-UPGRADE_ID".to_string(),
             "docker pull registry.example/demo/app:2.0.0".to_string(),
             "docker tag registry.example/demo/app:2.0.0 registry.example/demo/app:latest".to_string(),
             format!(
@@ -33,6 +30,76 @@ fn dry_run_prints_the_exact_compose_v2_command_lines() {
         ]
     );
     assert!(d.actions().is_empty(), "nothing mutating reached docker: {:?}", d.actions());
+}
+
+/// Whether `text` holds something shaped like an upgrade id (a UUID).
+fn names_an_id(text: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '-')).any(|word| {
+        let parts: Vec<&str> = word.split('-').collect();
+        parts.len() == 5 && [8, 4, 4, 4, 12].iter().zip(&parts).all(|(n, p)| hex(p, *n))
+    })
+}
+
+#[test]
+fn a_dry_run_leaves_nothing_and_names_no_upgrade_id() {
+    let d = Deployment::new();
+    let state = d.sb.path().join("state-dir");
+    let trigger_before = common::tree(&d.trigger_dir());
+    let runs = [
+        d.sb.run(&["upgrade", "--to", "2.0.0", "--dry-run"]).success(),
+        d.sb.run(&["--json", "upgrade", "--to", "2.0.0", "--dry-run"]).success(),
+        // Refused in preflight: the result line and the JSON result name no id either.
+        d.sb.run(&["upgrade", "--to", "1.0.0", "--dry-run"]).code(1).stdout_has("(dry run: nothing was changed)"),
+        d.sb.run(&["--json", "upgrade", "--to", "1.0.0", "--dry-run"]).code(1),
+    ];
+    for run in &runs {
+        assert!(!names_an_id(&run.stdout) && !names_an_id(&run.stderr), "{}\n{}", run.stdout, run.stderr);
+    }
+    assert!(runs[0].stderr.contains("UPGRADE_ID stands for the id the upgrade gets"), "{}", runs[0].stderr);
+    for run in [&runs[1], &runs[3]] {
+        // stdout stays JSON lines: the plan too.
+        let lines: Vec<Value> = run.stdout.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+        let result = lines.last().unwrap();
+        assert_eq!((result["event"].as_str(), result["dryRun"].as_bool()), (Some("result"), Some(true)), "{result}");
+        assert!(result.get("upgradeId").is_none(), "{result}");
+    }
+    assert!(runs[1].stdout.contains(r#""event":"plan","line":"docker pull registry.example/demo/app:2.0.0""#));
+    assert_eq!(
+        runs[1].stdout.lines().last().map(|l| serde_json::from_str::<Value>(l).unwrap()["status"].clone()),
+        Some(Value::from("complete"))
+    );
+    assert!(!state.exists(), "the state directory was created: {:?}", fs::read_dir(&state).map(|r| r.count()));
+    assert_eq!(common::tree(&d.trigger_dir()), trigger_before, "the app's directory changed");
+    assert!(d.actions().is_empty(), "{:?}", d.actions());
+
+    // With a state directory in use, a dry run adds nothing to it and nothing to history.
+    // (The lock file names its holder, a dry run too, while it holds it.)
+    let state_files = || {
+        let mut files = common::tree(&state);
+        files.remove("upgraderd.lock").expect("the lock file stays");
+        files.into_iter().map(|(name, text)| (name, text.len(), text)).collect::<Vec<_>>()
+    };
+    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    let before = state_files();
+    let rolled = d.sb.run(&["--json", "rollback", "--dry-run"]).success();
+    let upgrades = d.sb.run(&["upgrade", "--to", "3.0.0", "--dry-run"]);
+    let after = state_files();
+    assert!(
+        after == before,
+        "the state directory changed: {:?}",
+        after.iter().map(|f| (&f.0, f.1)).collect::<Vec<_>>()
+    );
+    let result: Value = serde_json::from_str(rolled.stdout.lines().last().unwrap()).unwrap();
+    assert!(result.get("upgradeId").is_none() && result["dryRun"] == true, "{result}");
+    assert!(
+        !names_an_id(&upgrades.stdout) && !names_an_id(&upgrades.stderr),
+        "{}\n{}",
+        upgrades.stdout,
+        upgrades.stderr
+    );
+    let history = d.sb.run(&["--json", "history"]).success().json();
+    assert_eq!(history["count"], 1, "{history}");
 }
 
 #[test]
@@ -276,6 +343,21 @@ fn a_missing_target_is_refused_in_preflight_and_recorded() {
     assert_eq!(row["status"], "failed");
     assert!(row["errorMessage"].as_str().unwrap().contains("refused in preflight"));
     assert!(d.actions().is_empty(), "{:?}", d.actions());
+    // history shows the cause, not only that there was one; `status` has the full text.
+    let history = d.sb.run(&["history"]).success();
+    let line = history.stdout.lines().nth(1).unwrap().to_string();
+    assert!(
+        line.ends_with(
+            "refused in preflight: registry.example/demo/app:9.9.9 does not exist in the registry; check the version"
+        ),
+        "{line}"
+    );
+    let status = d.sb.run(&["status"]).success();
+    assert!(
+        status.stdout.contains("refused in preflight, nothing was changed: registry.example/demo/app:9.9.9"),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]

@@ -129,6 +129,11 @@ fn every_page_has_exit_status_examples_and_an_upgraderd_footer() {
         assert!(title.contains(&format!("\"upgraderd {}\"", env!("CARGO_PKG_VERSION"))), "{name}: {title}");
         assert!(text.contains("\n.SH \"EXIT STATUS\"\n"), "{name} lacks EXIT STATUS");
         assert!(text.contains("\n.SH EXAMPLES\n"), "{name} lacks EXAMPLES");
+        assert!(text.contains("\n.SH ENVIRONMENT\n"), "{name} lacks ENVIRONMENT");
+        if name != "upgraderd-completions.1" {
+            // completions reads and writes no file of its own.
+            assert!(text.contains("\n.SH FILES\n"), "{name} lacks FILES");
+        }
         assert!(!text.contains("\\-help(1)"), "{name} points to a help page that does not exist");
         if name != "upgraderd.1" {
             assert!(text.contains("\n.SH \"SEE ALSO\"\nupgraderd"), "{name} points back to its parent");
@@ -137,6 +142,12 @@ fn every_page_has_exit_status_examples_and_an_upgraderd_footer() {
     assert!(!section(&page("upgraderd-check-version.1"), "\"EXIT STATUS\"").is_empty());
     assert!(section(&page("upgraderd-check-version.1"), "\"EXIT STATUS\"").contains("\\fB10\\fR"));
     assert!(!section(&page("upgraderd-history.1"), "\"EXIT STATUS\"").contains("\\fB3\\fR"), "history takes no lock");
+    // A command's page points to the key table and lists the files that command uses.
+    let upgrade = page("upgraderd-upgrade.1");
+    assert!(section(&upgrade, "ENVIRONMENT").contains("listed under ENVIRONMENT in \\fBupgraderd\\fR(1)"));
+    assert!(section(&upgrade, "FILES").contains("TRIGGER_DIR/.upgrade\\-status.json"));
+    assert!(section(&page("upgraderd-backup-create.1"), "FILES").contains("STATE_DIR/backups/"));
+    assert!(!section(&page("upgraderd-history.1"), "FILES").contains("TRIGGER_DIR"));
 }
 
 /// The text of one `.SH` section.
@@ -166,4 +177,29 @@ fn the_readme_configuration_table_names_every_key() {
             );
         }
     }
+}
+
+#[test]
+fn the_readme_says_what_a_new_host_needs() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let install = &readme[readme.find("## Install and test").unwrap()..readme.find("## Commands").unwrap()];
+    for needed in ["Docker engine", "Docker\nCompose (the v2 plugin, `docker compose`, or v1's `docker-compose`"] {
+        assert!(install.contains(needed), "the README's install section lacks {needed:?}");
+    }
+}
+
+#[test]
+fn no_python_bytecode_is_tracked() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Ok(out) = std::process::Command::new("git").arg("-C").arg(root).arg("ls-files").output() else {
+        eprintln!("SKIP: git is not installed");
+        return;
+    };
+    if !out.status.success() {
+        eprintln!("SKIP: not a git checkout");
+        return;
+    }
+    let tracked = String::from_utf8_lossy(&out.stdout);
+    let bytecode: Vec<&str> = tracked.lines().filter(|p| p.contains("__pycache__/") || p.ends_with(".pyc")).collect();
+    assert!(bytecode.is_empty(), "tracked Python bytecode (bench/run.py leaves it): {bytecode:?}");
 }

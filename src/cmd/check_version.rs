@@ -73,7 +73,7 @@ pub fn run(ctx: &Ctx, args: &CheckVersionArgs, clock: &Clock) -> Result<Exit> {
             shutdown: Some(crate::signals::install()),
         };
         let outcome = pipeline::run(&ctx.config, ctx.ui, &request)?;
-        crate::cmd::upgrade::report(ctx, &outcome);
+        crate::cmd::upgrade::report(ctx, &outcome, false);
         return Ok(if outcome.terminal == Terminal::Complete { Exit::Success } else { Exit::Failed });
     }
     Ok(if args.exit_code { Exit::UpdateAvailable } else { Exit::Success })

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::cli::HistoryArgs;
 use crate::cmd::Ctx;
+use crate::engine::preflight;
 use crate::exit::Exit;
 use crate::store::db::{Db, UpgradeRecord};
 
@@ -42,7 +43,7 @@ fn row(record: &UpgradeRecord) -> Vec<String> {
         format_time(record.started_at),
         record.completed_at.map(|end| format_duration(end - record.started_at)).unwrap_or_else(|| "-".into()),
         record.initiated_by.clone().unwrap_or_else(|| "-".into()),
-        record.error_message.as_deref().map(first_line).unwrap_or_else(|| "-".into()),
+        record.error_message.as_deref().map(error_cell).unwrap_or_else(|| "-".into()),
     ]
 }
 
@@ -58,9 +59,22 @@ fn version_cell(version: Option<&str>, commit: Option<&str>) -> String {
 }
 
 fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("");
-    if line.chars().count() > 60 {
-        format!("{}…", line.chars().take(59).collect::<String>())
+    cut(text.lines().next().unwrap_or(""), 60)
+}
+
+/// The reason's first line; a refusal by its cause, which the shared words
+/// before it would push out of the cell. `status ID` shows the full text.
+fn error_cell(error: &str) -> String {
+    let line = error.lines().next().unwrap_or("");
+    match preflight::refusal_cause(line) {
+        Some(cause) => cut(&format!("refused in preflight: {cause}"), 120),
+        None => cut(line, 120),
+    }
+}
+
+fn cut(line: &str, max: usize) -> String {
+    if line.chars().count() > max {
+        format!("{}…", line.chars().take(max - 1).collect::<String>())
     } else {
         line.to_string()
     }

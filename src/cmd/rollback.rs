@@ -19,6 +19,6 @@ pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
     };
     drop(db);
     let outcome = rollback::manual_rollback(&ctx.config, ctx.ui, &record, !args.no_restore_data, args.dry_run)?;
-    report(ctx, &outcome);
+    report(ctx, &outcome, args.dry_run);
     Ok(if outcome.terminal == Terminal::Complete { Exit::Success } else { Exit::Failed })
 }

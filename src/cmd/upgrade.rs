@@ -27,26 +27,34 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
         shutdown: (!args.dry_run).then(crate::signals::install),
     };
     let outcome = pipeline::run(&ctx.config, ctx.ui, &request)?;
-    if args.dry_run && outcome.terminal == Terminal::Complete {
-        ctx.ui.print("dry run: nothing was changed");
-        return Ok(Exit::Success);
-    }
-    report(ctx, &outcome);
+    report(ctx, &outcome, args.dry_run);
     Ok(if outcome.terminal == Terminal::Complete { Exit::Success } else { Exit::Failed })
 }
 
-pub fn report(ctx: &Ctx, outcome: &Outcome) {
+/// The result line (or JSON object) of an upgrade or a rollback. A dry run is
+/// recorded nowhere, so its result names no upgrade id.
+pub fn report(ctx: &Ctx, outcome: &Outcome, dry_run: bool) {
     if ctx.ui.json() {
         let mut result = outcome.to_json();
         result["event"] = json!("result");
+        if dry_run {
+            if let Some(fields) = result.as_object_mut() {
+                fields.remove("upgradeId");
+                fields.remove("backupPath");
+            }
+            result["dryRun"] = json!(true);
+        }
         ctx.ui.emit(&result);
         return;
     }
     let versions = format!("{} -> {}", outcome.from_version.as_deref().unwrap_or("?"), outcome.to_version);
+    let which =
+        if dry_run { "dry run: nothing was changed".to_string() } else { format!("upgrade {}", outcome.upgrade_id) };
     match (&outcome.terminal, &outcome.error) {
-        (Terminal::Complete, _) => ctx.ui.print(format!("complete: {versions} (upgrade {})", outcome.upgrade_id)),
+        (Terminal::Complete, _) if dry_run => ctx.ui.print(which),
+        (Terminal::Complete, _) => ctx.ui.print(format!("complete: {versions} ({which})")),
         (terminal, error) => {
-            ctx.ui.print(format!("{}: {versions} (upgrade {})", terminal.as_str(), outcome.upgrade_id));
+            ctx.ui.print(format!("{}: {versions} ({which})", terminal.as_str()));
             if let Some(error) = error {
                 ctx.ui.info(format!("reason: {error}"));
             }

@@ -74,6 +74,13 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
             dir.display()
         )));
     }
+    if !crate::engine::discover::deployment_configured(config) {
+        // Every request would fail the same way: say so now, as `upgrade` does, not at the first trigger.
+        return Err(usage(
+            "watch needs a service to upgrade: set UPGRADERD_CONTAINER (or UPGRADERD_COMPOSE_PROJECT and \
+             UPGRADERD_SERVICE)",
+        ));
+    }
     let shared = Arc::new(SharedDir::open(&dir).map_err(|e| {
         usage(format!("{e}; set UPGRADERD_TRIGGER_DIR to the directory's real path, with no symlink in it"))
     })?);

@@ -20,6 +20,10 @@ use std::path::PathBuf;
 
 pub use crate::states::Terminal;
 
+/// The id a dry run stands in for the one the upgrade gets: a dry run is
+/// recorded nowhere, so it must not name an id that `history` never shows.
+pub const DRY_RUN_ID: &str = "UPGRADE_ID";
+
 /// What was asked for.
 #[derive(Debug, Clone)]
 pub struct Request {

@@ -22,7 +22,7 @@ use crate::engine::journal::{keep_room, Journal};
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
-use crate::engine::{check, new_upgrade_id, recover, status, Outcome, Request};
+use crate::engine::{check, new_upgrade_id, recover, status, Outcome, Request, DRY_RUN_ID};
 use crate::exit::usage;
 use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
@@ -75,15 +75,22 @@ pub fn after_stop_request(step: Step) -> Option<Next> {
 /// Runs one upgrade attempt to its terminal state.
 pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
     validate_version(&request.target).map_err(usage)?;
-    files::ensure_private_dir(&config.state_dir)
-        .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
-    let mut lock = Lock::acquire(&config.lock_path(), &format!("upgrade --to {}", request.target))?;
-    let upgrade_id = request.upgrade_id.clone().unwrap_or_else(new_upgrade_id);
-    if !request.dry_run {
+    let command = format!("upgrade --to {}", request.target);
+    // A dry run leaves nothing behind and names no id: it creates neither the state
+    // directory nor the lock file (without one no upgrade runs here), and its plan
+    // says UPGRADE_ID where the real upgrade's id will go.
+    let (_lock, upgrade_id) = if request.dry_run {
+        (Lock::acquire_if_present(&config.lock_path(), &format!("{command} --dry-run"))?, DRY_RUN_ID.to_string())
+    } else {
+        files::ensure_private_dir(&config.state_dir)
+            .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
+        let mut lock = Lock::acquire(&config.lock_path(), &command)?;
+        let upgrade_id = request.upgrade_id.clone().unwrap_or_else(new_upgrade_id);
         lock.set_upgrade(&upgrade_id)?;
         // Holding the lock, any unfinished upgrade in the journal is an orphan: put it right first.
         recover::reconcile(config, ui, None)?;
-    }
+        (Some(lock), upgrade_id)
+    };
     let db = if request.dry_run { Db::in_memory()? } else { Db::open(&config.db_path())? };
     let reserve = (!request.dry_run).then(|| keep_room(config, ui)).flatten();
     let status_file = if request.dry_run { None } else { status::open_status_file(config, ui) };
@@ -524,9 +531,11 @@ impl Attempt<'_, '_> {
     }
 
     fn dry_run(&mut self, strategy: &mut dyn Strategy) -> Result<Outcome> {
-        self.journal.ui.info("dry run: pre-flight checks passed; these commands would run:");
+        self.journal.ui.info(format!(
+            "dry run: pre-flight checks passed; these commands would run ({DRY_RUN_ID} stands for the id the upgrade gets):"
+        ));
         if self.backup_wanted {
-            self.journal.ui.print(format!(
+            self.journal.ui.plan(format!(
                 "# back up {} into {}: a first pass while serving, a final pass with the moved and stop-mode \
                  services stopped",
                 self.data.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
@@ -536,9 +545,9 @@ impl Attempt<'_, '_> {
         let fetched = strategy.fetch(self.journal)?;
         strategy.switch(fetched, self.journal)?;
         for line in self.runner.planned() {
-            self.journal.ui.print(line);
+            self.journal.ui.plan(line);
         }
-        self.journal.ui.print(format!(
+        self.journal.ui.plan(format!(
             "# wait until {} is healthy for {}s",
             self.config.health_url,
             self.config.health_stable.as_secs()

@@ -39,18 +39,22 @@ impl fmt::Display for Problem {
     }
 }
 
+/// How the recorded reason of a refusal begins.
+pub const REFUSED: &str = "refused in preflight, nothing was changed";
+
 /// The recorded reason of a refusal: the first problem on the first line (what `history` shows), all below.
 pub fn refusal(problems: &[Problem]) -> String {
     let all: Vec<String> = problems.iter().map(|p| format!("- {p}")).collect();
     match problems {
-        [] => "refused in preflight, nothing was changed".to_string(),
-        [only] => format!("refused in preflight, nothing was changed: {only}"),
-        [first, ..] => format!(
-            "refused in preflight, nothing was changed: {first} (and {} more)\n{}",
-            problems.len() - 1,
-            all.join("\n")
-        ),
+        [] => REFUSED.to_string(),
+        [only] => format!("{REFUSED}: {only}"),
+        [first, ..] => format!("{REFUSED}: {first} (and {} more)\n{}", problems.len() - 1, all.join("\n")),
     }
+}
+
+/// The cause of a recorded refusal (its first problem), for a table's narrow cell.
+pub fn refusal_cause(reason: &str) -> Option<&str> {
+    reason.strip_prefix(REFUSED)?.strip_prefix(": ")
 }
 
 /// Downgrade protection and the already-there check, as a pure decision.
@@ -120,16 +124,20 @@ pub fn backup_target(config: &Config, data: &[PathBuf]) -> Vec<Problem> {
                 dir.display()
             ),
         )),
-        Ok(()) => problems.extend(free_space(dir, config.min_free, "the backup directory")),
+        Ok(existing) => problems.extend(free_space(&existing, config.min_free, "the backup directory")),
     }
     problems
 }
 
-fn probe_writable(dir: &Path) -> std::io::Result<()> {
-    files::ensure_private_dir(dir)?;
-    let probe = dir.join(format!(".upgraderd-probe-{}", files::unique_suffix()));
+/// Whether the backup directory, or the directory it will be created in, takes a
+/// file; returns that directory. Nothing is created: the backup creates its
+/// directory, and a dry run leaves nothing behind.
+fn probe_writable(dir: &Path) -> std::io::Result<PathBuf> {
+    let existing = dir.ancestors().find(|d| d.symlink_metadata().is_ok()).unwrap_or(dir).to_path_buf();
+    let probe = existing.join(format!(".upgraderd-probe-{}", files::unique_suffix()));
     std::fs::write(&probe, b"")?;
-    std::fs::remove_file(&probe)
+    std::fs::remove_file(&probe)?;
+    Ok(existing)
 }
 
 #[cfg(test)]
@@ -157,6 +165,8 @@ mod tests {
         let two = refusal(&[Problem::new("a", "first"), Problem::new("b", "second")]);
         assert!(two.starts_with("refused in preflight, nothing was changed: first (and 1 more)\n"), "{two}");
         assert!(two.ends_with("- first\n- second"), "{two}");
+        assert_eq!(refusal_cause(&two), Some("first (and 1 more)\n- first\n- second"));
+        assert_eq!(refusal_cause("the pull failed"), None);
     }
 
     #[test]
@@ -172,5 +182,19 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].message.contains("does not exist"));
         assert!(problems[1].message.contains("not writable"));
+    }
+
+    #[test]
+    fn a_backup_dir_still_to_be_made_is_checked_where_it_will_be_made_and_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let layers = crate::config::Layers::resolve(&[], &crate::config::Env::default(), None);
+        let mut config = Config::from_layers(&layers).unwrap();
+        config.min_free = 0;
+        config.backup_dir = dir.path().join("state/backups");
+        assert!(backup_target(&config, &[data]).is_empty());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("data")], "nothing was created");
     }
 }

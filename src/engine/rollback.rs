@@ -15,7 +15,7 @@ use crate::engine::gate::{wait_healthy, GateSpec};
 use crate::engine::journal::Journal;
 use crate::engine::status::open_status_file;
 use crate::engine::strategy::{self, Strategy};
-use crate::engine::{new_upgrade_id, Outcome};
+use crate::engine::{new_upgrade_id, Outcome, DRY_RUN_ID};
 use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
@@ -132,7 +132,8 @@ pub fn manual_rollback(
     let runner = Runner::new(dry_run);
     let mut strategy = strategy::resume(config, &runner, record)?;
     let db = if dry_run { Db::in_memory()? } else { Db::open(&config.db_path())? };
-    let upgrade_id = new_upgrade_id();
+    // A dry run is recorded nowhere: it names no id `history` would never show.
+    let upgrade_id = if dry_run { DRY_RUN_ID.to_string() } else { new_upgrade_id() };
     if !dry_run {
         lock.set_upgrade(&upgrade_id)?;
     }
@@ -164,7 +165,11 @@ pub fn manual_rollback(
             (terminal, _, error) => (terminal, Some(error)),
         }
     };
-    let message = if error.is_none() { "Rollback complete" } else { "Rollback failed" };
+    let message = match (&error, dry_run) {
+        (None, true) => "Dry run: nothing was changed",
+        (None, false) => "Rollback complete",
+        (Some(_), _) => "Rollback failed",
+    };
     journal.finish(terminal, message, error.as_deref());
     let outcome = Outcome { upgrade_id, terminal, from_version: record.to_version.clone(), to_version, error, backup };
     if !dry_run {
@@ -190,7 +195,7 @@ fn print_plan(
     }
     strategy.revert(journal)?;
     for line in runner.planned() {
-        ui.print(line);
+        ui.plan(line);
     }
     Ok(())
 }

@@ -95,6 +95,15 @@ impl Lock {
         Ok(lock)
     }
 
+    /// Takes the lock when its file exists, without creating it (a dry run leaves
+    /// nothing behind); no file means no upgrade ever ran on this state directory.
+    pub fn acquire_if_present(path: &Path, command: &str) -> Result<Option<Lock>> {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            _ => Lock::acquire(path, command).map(Some),
+        }
+    }
+
     /// Records the upgrade this holder is running, for whoever is refused next.
     pub fn set_upgrade(&mut self, upgrade_id: &str) -> Result<()> {
         self.holder.upgrade_id = Some(upgrade_id.to_string());
@@ -149,5 +158,17 @@ mod tests {
         drop(first);
         assert!(is_held(&path).unwrap().is_none());
         Lock::acquire(&path, "upgrade").unwrap();
+    }
+
+    #[test]
+    fn a_lock_that_is_not_there_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upgraderd.lock");
+        assert!(Lock::acquire_if_present(&path, "upgrade --dry-run").unwrap().is_none());
+        assert!(!path.exists());
+        let held = Lock::acquire(&path, "upgrade").unwrap();
+        assert!(Lock::acquire_if_present(&path, "upgrade --dry-run").unwrap_err().is::<LockBusy>());
+        drop(held);
+        assert!(Lock::acquire_if_present(&path, "upgrade --dry-run").unwrap().is_some());
     }
 }
