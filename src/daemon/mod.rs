@@ -78,7 +78,7 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         // Every request would fail the same way: say so now, as `upgrade` does, not at the first trigger.
         return Err(usage(
             "watch needs a service to upgrade: set UPGRADERD_CONTAINER (or UPGRADERD_COMPOSE_PROJECT and \
-             UPGRADERD_SERVICE)",
+             UPGRADERD_SERVICE, or UPGRADERD_SWARM_SERVICE)",
         ));
     }
     let shared = Arc::new(SharedDir::open(&dir).map_err(|e| {

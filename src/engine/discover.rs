@@ -192,19 +192,19 @@ pub fn primary_container(config: &Config, docker: &Docker) -> Result<Container> 
 
 /// The container to upgrade: `UPGRADERD_CONTAINER`, else the one compose runs for the configured service.
 pub fn find_container(config: &Config, docker: &Docker) -> Result<Container> {
-    let name =
-        match (&config.container, &config.compose_project, &config.service) {
-            (Some(name), _, _) => name.clone(),
-            (None, Some(project), Some(service)) => docker.service_container(project, service)?.ok_or_else(|| {
-                anyhow!(
-                    "no container for service {service} of compose project {project}; start the project, or set \
+    let name = match (&config.container, &config.compose_project, &config.service) {
+        (Some(name), _, _) => name.clone(),
+        (None, Some(project), Some(service)) => docker.service_container(project, service)?.ok_or_else(|| {
+            anyhow!(
+                "no container for service {service} of compose project {project}; start the project, or set \
                  UPGRADERD_CONTAINER"
-                )
-            })?,
-            _ => return Err(usage(
-                "no service to upgrade: set UPGRADERD_CONTAINER (or UPGRADERD_COMPOSE_PROJECT and UPGRADERD_SERVICE)",
-            )),
-        };
+            )
+        })?,
+        _ => return Err(usage(
+            "no service to upgrade: set UPGRADERD_CONTAINER (or UPGRADERD_COMPOSE_PROJECT and UPGRADERD_SERVICE, or \
+                 UPGRADERD_SWARM_SERVICE)",
+        )),
+    };
     docker
         .inspect_container(&name)
         .with_context(|| format!("finding the container named by UPGRADERD_CONTAINER={name}"))
