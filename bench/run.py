@@ -907,11 +907,11 @@ def spread(s):
     return f"{fmt(s['median'])} ({fmt(s['min'])} – {fmt(s['max'])}, n={s['n']})"
 
 
-def report(results, args):
+def report(results, args, header=None):
     lines = [
         "# upgraderd benchmarks",
         "",
-        f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `bench/run.py"
+        header or f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `bench/run.py"
         + (" --quick" if args.quick else "") + "` on "
         f"{platform.node() or 'a'} ({os.cpu_count()} cores, "
         f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
@@ -954,9 +954,14 @@ def report(results, args):
             f"| baseline: `docker pull`, `docker tag`, `docker-compose up -d --force-recreate` | {spread(b)} | 1.00× |",
             f"| upgraderd `upgrade --to 2.0.0` | {spread(u)} | {u['median'] / b['median']:.2f}× |",
             "",
-            "Target ≤ 1.1×. Both recreate the container the same way (compose `up --force-recreate`), so the",
-            "outage is bounded by compose stopping the old container, creating the new one and the app",
-            "starting to listen; upgraderd's backup, pull and checks all happen while the old version serves.",
+            f"Target ≤ 1.1×: **{'met' if u['median'] <= 1.1 * b['median'] else 'missed'} "
+            f"({u['median'] / b['median']:.2f}×).** Both recreate the container the same way (compose",
+            "`up --force-recreate`); the baseline takes no backup at all. upgraderd's pull, checks and first backup",
+            "pass happen while the old version serves, but since the final-pass order (stack data) it stops the app",
+            "itself (`docker stop`), copies what changed, and only then recreates: the stop, the final pass and",
+            "compose's recreate of an already stopped container are now in series inside the outage, where the",
+            "baseline's `up --force-recreate` does stop and create in one step. That is the price of a backup that",
+            "holds every write (section 7: zero lost against hundreds for a backup taken while serving).",
             "",
         ]
     if "recover" in results:
@@ -1078,8 +1083,8 @@ def report(results, args):
             "Downtime is the longest window in which `/api/health` did not answer (probed every 10 ms); the write",
             "outage is the longest window in which the writer's POSTs failed. \"Lost on rollback\": acknowledged",
             "writes that 1.0.0 took before the switch (the rows 2.0.0's migration upper-cased) and that are missing",
-            "from the backup this order made: what a rollback to that backup would throw away (median (min – max)",
-            "of the median number of such writes per run).",
+            "from the backup this order made, i.e. what a rollback to that backup would throw away; shown as",
+            "median (min – max) over the runs, \"of\" the median number of writes 1.0.0 acknowledged in a run.",
             "",
             "| order | downtime | ratio | write outage | total | lost on rollback |",
             "|---|---|---|---|---|---|",
@@ -1206,7 +1211,16 @@ def main():
     parser.add_argument("--only", action="append", help="run only these benchmarks")
     parser.add_argument("--output", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     parser.add_argument("--hang-timeout", default="20s")
+    parser.add_argument("--report", action="store_true",
+                        help="measure nothing: write the report again from the JSON beside --output")
     args = parser.parse_args()
+    if args.report:
+        results = json.loads(Path(args.output).with_suffix(".json").read_text())
+        header = Path(args.output).read_text().split("\n")[2] if Path(args.output).exists() else ""
+        text = report(results, args, header if header.startswith("Measured ") else None)
+        Path(args.output).write_text(text + "\n")
+        print(text)
+        return
     runs = 2 if args.quick else 5
     names = ["downtime", "recover", "trigger", "backup", "idle", "overhead", "final_pass", "postgres"]
     wanted = {name.replace("-", "_") for name in (args.only or names)}
