@@ -262,30 +262,28 @@ class Deployment:
 
 
 class Prober(threading.Thread):
-    """Probes the health URL every 10 ms and records when it answered."""
+    """Calls `probe` every `interval` seconds and records (time, answered)."""
 
-    def __init__(self, deployment):
+    def __init__(self, probe, interval):
         super().__init__(daemon=True)
-        self.deployment = deployment
+        self.probe = probe
+        self.interval = interval
         self.samples = []
         self.stop = False
 
     def run(self):
         while not self.stop:
             t = time.monotonic()
-            ok = self.deployment.version(timeout=0.2) is not None
-            self.samples.append((t, ok))
-            time.sleep(max(0, 0.010 - (time.monotonic() - t)))
+            self.samples.append((t, self.probe()))
+            time.sleep(max(0, self.interval - (time.monotonic() - t)))
 
     def longest_outage(self):
-        longest, down_since = 0.0, None
-        for t, ok in self.samples:
-            if not ok and down_since is None:
-                down_since = t
-            elif ok and down_since is not None:
-                longest = max(longest, t - down_since)
-                down_since = None
-        return longest
+        return longest_outage(self.samples)
+
+
+def health_prober(deployment):
+    """The app's health URL every 10 ms."""
+    return Prober(lambda: deployment.version(timeout=0.2) is not None, 0.010)
 
 
 BASELINE_WATCHDOG = """#!/bin/sh
@@ -305,7 +303,7 @@ def bench_downtime(world, runs):
     for _ in range(runs):
         for who in ("baseline", "upgraderd"):
             d = Deployment(world)
-            prober = Prober(d)
+            prober = health_prober(d)
             prober.start()
             time.sleep(0.5)
             if who == "upgraderd":
@@ -328,7 +326,7 @@ def bench_recover(world, runs, hang_timeout):
     for _ in range(runs):
         for case, version in (("crash", "2.0.1"), ("hang", "2.0.2")):
             d = Deployment(world)
-            prober = Prober(d)
+            prober = health_prober(d)
             prober.start()
             out = d.upgraderd("upgrade", "--to", version, UPGRADERD_HEALTH_TIMEOUT=hang_timeout)
             assert out.returncode == 1, out.stderr
@@ -622,20 +620,9 @@ def pg_select1(port, timeout=0.5):
         return False
 
 
-class PgProber(threading.Thread):
+def pg_prober(port):
     """`select 1` against the database's loopback port every 20 ms."""
-
-    def __init__(self, port):
-        super().__init__(daemon=True)
-        self.port = port
-        self.samples = []
-        self.stop = False
-
-    def run(self):
-        while not self.stop:
-            t = time.monotonic()
-            self.samples.append((t, pg_select1(self.port)))
-            time.sleep(max(0, 0.020 - (time.monotonic() - t)))
+    return Prober(lambda: pg_select1(port), 0.020)
 
 
 def tree_bytes(root):
@@ -730,7 +717,7 @@ def bench_final_pass(world, size, runs):
         for order in orders:
             d = Deployment(world, before_up=grow_app_data(size))
             results["bytes"] = tree_bytes(d.volume_dir("appdata"))
-            prober, writer = Prober(d), Writer(d)
+            prober, writer = health_prober(d), Writer(d)
             prober.start()
             writer.start()
             time.sleep(1.0)
@@ -847,7 +834,7 @@ def bench_postgres(world, size, runs):
             d = Deployment(world, repo=repo, layout=layout, before_up=restore_seed, variants=PG_VARIANTS)
             volume = d.volume_dir("pgdata")
             results["volume_bytes"] = tree_bytes(volume)
-            pg, writer = PgProber(d.db_port), Writer(d)
+            pg, writer = pg_prober(d.db_port), Writer(d)
             pg.start()
             writer.start()
             time.sleep(1.0)

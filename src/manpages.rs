@@ -110,14 +110,7 @@ fn environment(roff: &mut Roff) {
     for key in KEYS {
         item(roff, key_term(key), [roman(key_text(key))]);
     }
-    item(
-        roff,
-        [bold("UPGRADERD_CONFIG")],
-        [roman(format!(
-            "The configuration file when no -c is given. Default: {}, when it exists.",
-            config::DEFAULT_CONFIG_FILE
-        ))],
-    );
+    config_file_item(roff);
     item(
         roff,
         [bold(app::CONFIG_ROOT_VAR)],
@@ -127,6 +120,18 @@ fn environment(roff: &mut Roff) {
         roff,
         [bold(app::STATE_ROOT_VAR)],
         [roman(format!("Where --app NAME keeps its state directory NAME. Default: {}.", app::DEFAULT_STATE_ROOT))],
+    );
+}
+
+/// `UPGRADERD_CONFIG`, on the main page and on every command's.
+fn config_file_item(roff: &mut Roff) {
+    item(
+        roff,
+        [bold("UPGRADERD_CONFIG")],
+        [roman(format!(
+            "The configuration file when no -c is given. Default: {}, when it exists.",
+            config::DEFAULT_CONFIG_FILE
+        ))],
     );
 }
 
@@ -145,14 +150,7 @@ fn environment_of_command(roff: &mut Roff) {
         bold("upgraderd config"),
         roman(" prints each effective value and where it came from."),
     ]);
-    item(
-        roff,
-        [bold("UPGRADERD_CONFIG")],
-        [roman(format!(
-            "The configuration file when no -c is given. Default: {}, when it exists.",
-            config::DEFAULT_CONFIG_FILE
-        ))],
-    );
+    config_file_item(roff);
 }
 
 fn key_term(key: &KeySpec) -> Vec<Inline> {
