@@ -398,9 +398,9 @@ pub fn run_hook(docker: &Docker, service: &ServiceData, label: &str, argv: &[Str
 }
 
 /// Stops these services' containers (or Swarm services), dependents first
-/// (the reverse of their start order), adding each one stopped to `stopped`
-/// (as its [`Halt`] token) so that the caller can start them again whatever
-/// happens. A failure stops nothing more.
+/// (the reverse of their start order), adding each one to `stopped` (as its
+/// [`Halt`] token) as it is asked to stop, so that the caller can start them
+/// again whatever happens. A failure stops nothing more.
 pub fn stop_containers(
     docker: &Docker,
     services: &[ServiceData],
@@ -413,9 +413,11 @@ pub fn stop_containers(
             continue;
         }
         log(&format!("Stopping {} ({})", service.service, service.halt.describe()));
+        // Counted as stopped before it is asked to stop: a stop that fails half-way (a Swarm
+        // service scaled to 0 whose tasks did not drain in time) is started again all the same.
+        stopped.push(token);
         halt::stop(docker, &service.halt, STOP_GRACE)
             .map_err(|e| anyhow!("stopping {} failed: {e:#}", service.service))?;
-        stopped.push(token);
     }
     Ok(())
 }
