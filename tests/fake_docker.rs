@@ -279,7 +279,7 @@ fn a_crashing_new_version_is_rolled_back_with_its_data() {
 }
 
 #[test]
-fn a_failed_stop_during_rollback_is_logged_and_the_rollback_goes_on() {
+fn a_failed_stop_of_a_version_that_already_exited_is_logged_and_the_rollback_goes_on() {
     let row = check(Case {
         fail_on: "stop:1",
         crash: "2.0.0",
@@ -392,6 +392,18 @@ fn manual_rollback_plans_then_puts_back_the_image_and_the_data() {
     assert_eq!(row["status"], "complete");
     assert_eq!(row["initiatedBy"], format!("rollback of {upgraded}").as_str());
     assert_eq!((row["fromVersion"].as_str(), row["toVersion"].as_str()), (Some("2.0.0"), Some("1.0.0")));
+}
+
+#[test]
+fn a_rollback_whose_stop_fails_while_the_new_version_runs_restores_nothing() {
+    let d = Deployment::new().with("FAIL_ON", "stop:1");
+    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    let migrated = d.data();
+    let run = d.sb.run(&["rollback"]).code(1);
+    run.stderr_has("stopping the new version failed").stderr_has("nothing was restored").stderr_has("is intact");
+    assert_eq!(d.running_version(), "2.0.0", "left as it is, still serving");
+    assert_eq!(d.data(), migrated, "nothing is restored under a running container");
+    assert_eq!(d.last_history()["status"], "failed");
 }
 
 #[test]

@@ -274,6 +274,30 @@ fn an_upgrader_killed_after_the_switch_is_rolled_back_with_its_data_on_restart()
 }
 
 #[test]
+fn an_operators_rollback_killed_half_way_is_finished_on_restart() {
+    let d = Deployment::new();
+    let before = d.data();
+    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    let upgraded = d.last_history()["upgradeId"].as_str().unwrap().to_string();
+    // Killed somewhere between its first step and the end of its 30 s health gate.
+    let mut child =
+        d.sb.command(&["rollback"]).env("UPGRADERD_HEALTH_STABLE", "30s").stderr(Stdio::null()).spawn().unwrap();
+    wait_for("the rollback to begin", || d.status().filter(|s| s["status"] == "restarting").map(|_| ()), &|| {
+        format!("{:?}", d.status())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let w = Watcher::start(&d);
+    w.wait_for_log("recovered upgrade");
+    let row = d.last_history();
+    assert_eq!(row["initiatedBy"], format!("rollback of {upgraded}").as_str());
+    assert_eq!(row["status"], "complete", "{row}");
+    assert_eq!(d.running_version(), "1.0.0");
+    assert_eq!(d.data(), before, "the rollback's data is restored");
+    d.sb.run(&["rollback"]).code(1).stderr_has("a rollback is not rolled back");
+}
+
+#[test]
 fn the_next_cli_upgrade_recovers_an_orphan_first() {
     let d = Deployment::new().with("UPGRADERD_HEALTH_STABLE", "30s");
     kill_upgrade_at(&d, "health_check");

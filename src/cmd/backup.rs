@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::cli::{BackupCommand, BackupRef, PruneArgs, RestoreArgs};
 use crate::cmd::Ctx;
 use crate::engine::data::{self, DataSet};
-use crate::engine::discover;
+use crate::engine::{discover, halt};
 use crate::exit::{usage, Exit};
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
@@ -91,7 +91,7 @@ fn create(ctx: &Ctx) -> Result<Exit> {
                         ctx.ui.info(l)
                     });
                 if let Err(e) = started {
-                    ctx.ui.warn(format!("{e:#}; start them with `docker start`"));
+                    ctx.ui.warn(format!("{e:#}; start them with {}", halt::start_commands(&stopped)));
                 }
             }
             created?
@@ -253,9 +253,16 @@ fn restore_in_place(ctx: &Ctx, archive: &Path, owners: &[String]) -> Result<back
         )));
     }
     let deployment = discover::discover(&ctx.config, &Runner::new(false))?;
-    data::restore_with_owners_stopped(&ctx.config, &deployment.docker, &deployment.project, archive, &[], &mut |l| {
-        ctx.ui.info(l)
-    })
+    let mut report = Report { ui: ctx.ui, progress: |_| {} };
+    data::restore_with_owners_stopped(
+        &ctx.config,
+        &deployment.docker,
+        &deployment.project,
+        archive,
+        &[],
+        &[],
+        &mut report,
+    )
 }
 
 fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<Exit> {

@@ -399,23 +399,25 @@ pub fn run_hook(docker: &Docker, service: &ServiceData, label: &str, argv: &[Str
 
 /// Stops these services' containers (or Swarm services), dependents first
 /// (the reverse of their start order), adding each one to `stopped` (as its
-/// [`Halt`] token) as it is asked to stop, so that the caller can start them
-/// again whatever happens. A failure stops nothing more.
+/// [`Halt`] token) and telling the observer before it is asked to stop, so
+/// that the caller, or recovery after a kill, can start them again whatever
+/// happens. A failure stops nothing more.
 pub fn stop_containers(
     docker: &Docker,
     services: &[ServiceData],
     stopped: &mut Vec<String>,
-    log: &mut dyn FnMut(&str),
+    observer: &mut dyn Observer,
 ) -> Result<()> {
     for service in start_order(services).iter().rev() {
         let token = service.halt.token();
         if stopped.contains(&token) {
             continue;
         }
-        log(&format!("Stopping {} ({})", service.service, service.halt.describe()));
+        observer.log(&format!("Stopping {} ({})", service.service, service.halt.describe()));
         // Counted as stopped before it is asked to stop: a stop that fails half-way (a Swarm
         // service scaled to 0 whose tasks did not drain in time) is started again all the same.
         stopped.push(token);
+        observer.stopped(stopped)?;
         halt::stop(docker, &service.halt, STOP_GRACE)
             .map_err(|e| anyhow!("stopping {} failed: {e:#}", service.service))?;
     }
@@ -446,7 +448,8 @@ pub fn start_containers(
             failures.push(format!("{}: {e:#}", service.service));
         }
     }
-    for token in unknown {
+    // Recorded in stop order, dependents first: started the other way round.
+    for token in unknown.rev() {
         let halt = Halt::from_token(token);
         if let Err(e) = halt::start_and_wait(docker, &halt, timeout) {
             failures.push(format!("{}: {e:#}", halt.describe()));
@@ -498,9 +501,7 @@ pub fn back_up(
     // The kept ones (the app) last in the list: stopped first, before what they depend on.
     let to_stop: Vec<ServiceData> = stop_mode.iter().chain(keep_stopped).cloned().collect();
     let stopping = Instant::now();
-    let halted = stop_containers(docker, &to_stop, stopped, &mut |line| observer.log(line));
-    observer.stopped(stopped)?;
-    halted?;
+    stop_containers(docker, &to_stop, stopped, observer)?;
     let final_began = Instant::now();
     let created = first.finish_after_final_pass(&mut |p| observer.progress(p))?;
     let final_took = final_began.elapsed();
@@ -557,21 +558,27 @@ fn run_hooks(
 /// Restores `archive` over its data paths with every running service whose
 /// data it replaces stopped (but those in `already_stopped`), then starts them
 /// again, each after what it depends on, and waits for them: nothing is ever
-/// restored under a running container. A failed restore leaves the data as it
-/// was, and the services are started again all the same.
+/// restored under a running container. `left_stopped` (halt tokens an
+/// interrupted earlier attempt recorded) is started again with them. What is
+/// stopped is told to the observer as it changes. A failed restore leaves the
+/// data as it was, and the services are started again all the same.
 pub fn restore_with_owners_stopped(
     config: &Config,
     docker: &Docker,
     project: &Project,
     archive: &Path,
     already_stopped: &[String],
-    log: &mut dyn FnMut(&str),
+    left_stopped: &[String],
+    observer: &mut dyn Observer,
 ) -> Result<backup::Restored> {
     let owners = owners_of(config, docker, project, archive, already_stopped)?;
-    let mut stopped = Vec::new();
-    let halted = stop_containers(docker, &owners, &mut stopped, log);
+    let mut stopped = left_stopped.to_vec();
+    let halted = stop_containers(docker, &owners, &mut stopped, observer);
     let restored = halted.and_then(|()| backup::restore(archive, &backup::Destination::Original, &mut |_| {}));
-    let started = start_containers(docker, &stopped, &owners, config.health_timeout, log);
+    let started = start_containers(docker, &stopped, &owners, config.health_timeout, &mut |l| observer.log(l));
+    if started.is_ok() {
+        observer.stopped(&[])?;
+    }
     let restored = restored?;
     started?;
     Ok(restored)

@@ -67,6 +67,8 @@ fn discover_swarm(config: &Config, docker: Docker, name: &str) -> Result<Deploym
             swarm::STACK_LABEL
         ))
     })?;
+    // By its name, also when configured by id: task containers and the stack's services carry names.
+    let name = service.spec.name.as_str();
     let primary = name.strip_prefix(&format!("{stack}_")).unwrap_or(name).to_string();
     let container = task_container(&docker, name)?;
     let mut project = Project {

@@ -198,6 +198,10 @@ pub fn tasks_verdict(
         if matches!(update.state.as_str(), "paused" | "rollback_started" | "rollback_paused" | "rollback_completed") {
             return Check::Fatal(format!("Swarm's update of {name} is {}: {}", update.state, update.message));
         }
+        // Until Swarm's own monitor period is over it may still pause or roll back the update.
+        if update.state == "updating" {
+            return Check::NotYet(format!("Swarm is still updating {name}"));
+        }
     }
     if let Some(task) = tasks.iter().find(|t| t.failed() && !known_failures.contains(&t.id)) {
         return Check::Fatal(format!(
@@ -218,7 +222,8 @@ pub fn tasks_verdict(
             Some(other) => return Check::NotYet(format!("a task of {name}: its HEALTHCHECK is {other}")),
         }
     }
-    let wanted = service.replicas().unwrap_or(1).max(1);
+    // A moved service scaled to 0 on purpose asks for nothing, and has it.
+    let wanted = service.replicas().unwrap_or(1);
     if current.len() as u64 >= wanted {
         Check::Healthy
     } else {
@@ -441,7 +446,14 @@ mod tests {
         let healthcheck = |_: &str| Some("starting".to_string());
         assert!(matches!(tasks_verdict(&service, std::slice::from_ref(&new), &[], &healthcheck), Check::NotYet(_)));
         let unhealthy = |_: &str| Some("unhealthy".to_string());
-        assert!(matches!(tasks_verdict(&service, &[new], &[], &unhealthy), Check::Fatal(_)));
+        assert!(matches!(tasks_verdict(&service, std::slice::from_ref(&new), &[], &unhealthy), Check::Fatal(_)));
+        // While Swarm's own update runs, its monitor may still roll it back: not healthy yet.
+        let updating = swarm_service(Some("updating"), 1);
+        assert!(
+            matches!(tasks_verdict(&updating, &[new], &[], &no_health), Check::NotYet(w) if w.contains("still updating"))
+        );
+        // A moved service at 0 replicas asks for no task.
+        assert_eq!(tasks_verdict(&swarm_service(None, 0), &[old], &[], &no_health), Check::Healthy);
     }
 
     #[test]

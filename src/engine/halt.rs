@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use crate::ops::docker::Docker;
-use crate::ops::swarm::Swarm;
+use crate::ops::swarm::{self, Swarm};
 
 const SWARM_PREFIX: &str = "swarm:";
 
@@ -50,7 +50,19 @@ impl Halt {
     }
 }
 
-/// Stops it within `grace` (then it is killed); a container already stopped is what was wanted.
+/// The commands an operator runs to start these (recorded, in stop order) by
+/// hand, in the order to run them.
+pub fn start_commands(tokens: &[String]) -> String {
+    let command = |token: &String| match Halt::from_token(token) {
+        Halt::Container(id) => format!("`docker start {id}`"),
+        Halt::SwarmService { name, replicas } => format!("`docker service scale {name}={replicas}`"),
+    };
+    tokens.iter().rev().map(command).collect::<Vec<_>>().join(", then ")
+}
+
+/// Stops it within `grace` (then it is killed); a container already stopped
+/// is what was wanted. A Swarm service is given its own `stop_grace_period`,
+/// which is what Swarm waits before it kills a task.
 pub fn stop(docker: &Docker, halt: &Halt, grace: Duration) -> Result<()> {
     match halt {
         Halt::Container(id) => {
@@ -62,11 +74,17 @@ pub fn stop(docker: &Docker, halt: &Halt, grace: Duration) -> Result<()> {
             Ok(())
         }
         Halt::SwarmService { name, .. } => {
-            docker.runner().run(&Swarm::new(docker.clone()).scale(name, 0))?;
-            wait_for_tasks(docker, name, 0, grace + Duration::from_secs(30))
+            let swarm = Swarm::new(docker.clone());
+            let grace = if docker.runner().dry_run() { grace } else { swarm.existing(name)?.stop_grace() };
+            docker.runner().run(&swarm.scale(name, 0))?;
+            wait_until_stopped(docker, name, grace + STOP_MARGIN)
         }
     }
 }
+
+/// What a Swarm task may take beyond its grace period: the kill, the
+/// container's removal, the task's report to the manager.
+const STOP_MARGIN: Duration = Duration::from_secs(30);
 
 /// Starts it again and waits until it runs (and is healthy, when it has a HEALTHCHECK) within `timeout`.
 pub fn start_and_wait(docker: &Docker, halt: &Halt, timeout: Duration) -> Result<()> {
@@ -103,7 +121,7 @@ fn start_container(docker: &Docker, id: &str, timeout: Duration) -> Result<()> {
 
 /// Waits until exactly `replicas` of the service's tasks run, wherever they
 /// are, each healthy by its HEALTHCHECK when its container is on this node
-/// and has one (0: no task runs any more).
+/// and has one.
 fn wait_for_tasks(docker: &Docker, service: &str, replicas: u64, timeout: Duration) -> Result<()> {
     if docker.runner().dry_run() {
         return Ok(());
@@ -118,14 +136,42 @@ fn wait_for_tasks(docker: &Docker, service: &str, replicas: u64, timeout: Durati
         };
         let ready =
             running.iter().filter(|t| t.desired_state == "running" && t.container().is_none_or(healthy)).count();
-        let done = if replicas == 0 { running.is_empty() } else { ready as u64 == replicas };
-        if done {
+        if ready as u64 == replicas {
             return Ok(());
         }
         if Instant::now() >= deadline {
             bail!(
                 "Swarm service {service} has {} running tasks ({ready} ready) after {}s, not {replicas}",
                 running.len(),
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until no task of the service is live anywhere (none running, starting
+/// or on its way) and no container of it runs on this node: only then is its
+/// data still.
+fn wait_until_stopped(docker: &Docker, service: &str, timeout: Duration) -> Result<()> {
+    if docker.runner().dry_run() {
+        return Ok(());
+    }
+    let swarm = Swarm::new(docker.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let live: Vec<String> =
+            swarm.tasks(service)?.iter().filter(|t| t.is_live()).map(|t| t.status.state.clone()).collect();
+        let local = docker.containers_with_label(swarm::SERVICE_LABEL, service, false)?;
+        if live.is_empty() && local.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "Swarm service {service} still has {} live tasks ({}) and {} running containers here after {}s",
+                live.len(),
+                live.join(", "),
+                local.len(),
                 timeout.as_secs()
             );
         }
@@ -148,5 +194,11 @@ mod tests {
         }
         // A token written before Swarm support is a container id.
         assert_eq!(Halt::from_token("swarm:broken"), Halt::Container("swarm:broken".into()));
+    }
+
+    #[test]
+    fn what_was_stopped_is_started_by_hand_in_start_order() {
+        let stopped = ["web-id".to_string(), "swarm:shop_db=1".to_string()];
+        assert_eq!(start_commands(&stopped), "`docker service scale shop_db=1`, then `docker start web-id`");
     }
 }

@@ -12,10 +12,10 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::engine::announce::after_terminal;
-use crate::engine::data;
 use crate::engine::journal::{keep_room, Journal};
 use crate::engine::rollback::{restore_previous, Restored};
 use crate::engine::status::open_status_file;
+use crate::engine::{data, halt};
 use crate::engine::{strategy, Outcome};
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
@@ -33,14 +33,23 @@ pub enum Plan {
     /// and undoing the fetch when it began: a rebuild's checkout moved back,
     /// the rollback tags it made removed.
     MarkFailed { undo_fetch: bool, start_again: Vec<String> },
-    /// Interrupted after the switch: put the previous version and its data back.
-    PutBack { backup: Option<PathBuf> },
+    /// Interrupted after the switch: put the previous version and its data
+    /// back, and gate it, expecting `version`. An operator's `rollback` that
+    /// was interrupted is finished the same way (its row holds what it puts back).
+    PutBack { backup: Option<PathBuf>, version: Option<String>, finishes_rollback: bool },
 }
 
 /// The recovery of an interrupted upgrade, from its journal row alone.
 pub fn plan(record: &UpgradeRecord) -> Plan {
     if record.switched {
-        Plan::PutBack { backup: record.backup_path.as_ref().map(PathBuf::from) }
+        let finishes_rollback = record.rollback_of().is_some();
+        // A rollback's row runs from the newer version to the one it puts back.
+        let version = if finishes_rollback { &record.to_version } else { &record.from_version };
+        Plan::PutBack {
+            backup: record.backup_path.as_ref().map(PathBuf::from),
+            version: version.clone(),
+            finishes_rollback,
+        }
     } else {
         // What a fetch records before it tags or moves anything: its rollback point.
         Plan::MarkFailed {
@@ -113,16 +122,31 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
         Plan::MarkFailed { undo_fetch, start_again } => {
             mark_failed(config, record, *undo_fetch, start_again, &mut journal)
         }
-        Plan::PutBack { backup } => put_back(config, record, backup.as_deref(), &mut journal)?,
+        Plan::PutBack { backup, version, finishes_rollback } => {
+            let restored = put_back(config, record, backup.as_deref(), version.clone(), &mut journal)?;
+            match restored {
+                (Terminal::RolledBack, _, error) if *finishes_rollback => {
+                    (Terminal::Complete, "Rollback finished after upgraderd was interrupted", error)
+                }
+                other => other,
+            }
+        }
     };
-    journal.finish(terminal, message, Some(&error));
+    // A finished rollback is complete, as it would have been uninterrupted; the interruption is in its log.
+    let error = if terminal == Terminal::Complete {
+        journal.log(&error);
+        None
+    } else {
+        Some(error)
+    };
+    journal.finish(terminal, message, error.as_deref());
     let backup = record.backup_path.as_ref().map(PathBuf::from);
     Ok(Outcome {
         upgrade_id: record.id.clone(),
         terminal,
         from_version: record.from_version.clone(),
         to_version,
-        error: Some(error),
+        error,
         backup,
     })
 }
@@ -146,7 +170,7 @@ fn mark_failed(
             return (
                 Terminal::Failed,
                 "Interrupted before the switch; starting the stopped services again failed",
-                format!("{reason}; {e:#}; start them with `docker start`"),
+                format!("{reason}; {e:#}; start them with {}", halt::start_commands(start_again)),
             );
         }
     }
@@ -177,15 +201,14 @@ fn put_back(
     config: &Config,
     record: &UpgradeRecord,
     backup: Option<&std::path::Path>,
+    version: Option<String>,
     journal: &mut Journal,
 ) -> Result<Restored> {
     journal.report(Status::RollingBack, "Recovering an interrupted upgrade: putting the previous version back");
     let reason = format!("upgraderd stopped during {} after the switch", record.status);
     let runner = Runner::new(false);
     Ok(match strategy::resume(config, &runner, record) {
-        Ok(mut strategy) => {
-            restore_previous(config, &runner, journal, strategy.as_mut(), backup, record.from_version.clone(), reason)
-        }
+        Ok(mut strategy) => restore_previous(config, &runner, journal, strategy.as_mut(), backup, version, reason),
         Err(e) => (
             Terminal::Failed,
             "Recovery failed",
@@ -254,10 +277,25 @@ mod tests {
             status: Status::HealthCheck,
             switched: true,
             backup_path: Some("/b/u.tar.gz".into()),
+            from_version: Some("1.0.0".into()),
+            to_version: Some("2.0.0".into()),
             ..Default::default()
         };
-        assert_eq!(plan(&switched), Plan::PutBack { backup: Some(PathBuf::from("/b/u.tar.gz")) });
-        let no_backup = UpgradeRecord { backup_path: None, ..switched };
-        assert_eq!(plan(&no_backup), Plan::PutBack { backup: None });
+        let put_back = |backup: Option<&str>, version: &str, finishes_rollback| Plan::PutBack {
+            backup: backup.map(PathBuf::from),
+            version: Some(version.into()),
+            finishes_rollback,
+        };
+        assert_eq!(plan(&switched), put_back(Some("/b/u.tar.gz"), "1.0.0", false));
+        let no_backup = UpgradeRecord { backup_path: None, ..switched.clone() };
+        assert_eq!(plan(&no_backup), put_back(None, "1.0.0", false));
+        // An operator's rollback from 2.0.0 to 1.0.0, killed half-way, is finished: 1.0.0 is what the gate expects.
+        let rollback = UpgradeRecord {
+            from_version: Some("2.0.0".into()),
+            to_version: Some("1.0.0".into()),
+            initiated_by: Some("rollback of u0".into()),
+            ..switched
+        };
+        assert_eq!(plan(&rollback), put_back(Some("/b/u.tar.gz"), "1.0.0", true));
     }
 }

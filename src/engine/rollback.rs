@@ -20,7 +20,7 @@ use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
 use crate::states::{Status, Terminal};
-use crate::store::db::{now_ms, Db, UpgradeRecord};
+use crate::store::db::{now_ms, Db, UpgradeRecord, ROLLBACK_OF};
 use crate::store::lock::Lock;
 use crate::ui::Ui;
 
@@ -39,7 +39,13 @@ pub fn restore_previous(
     reason: String,
 ) -> Restored {
     if let Err(e) = strategy.stop(journal) {
-        journal.log(&format!("Stopping the new version failed: {e:#}"));
+        // Data is never restored under a version that still runs: it would keep writing over it.
+        let error = format!(
+            "{reason}\nrollback failed: stopping the new version failed: {e:#}; nothing was restored and the new \
+             version was left as it is{}",
+            backup.map(|b| format!("; the backup {} is intact", b.display())).unwrap_or_default()
+        );
+        return (Terminal::Failed, "Rollback failed", error);
     }
     if let Some(archive) = backup {
         journal.log(&format!("Restoring data from {}", archive.display()));
@@ -67,7 +73,8 @@ pub fn restore_previous(
 }
 
 /// Restores `archive` with every service whose data it replaces stopped
-/// (the moved services already are), then starts them again.
+/// (the moved services already are), then starts them again, with what an
+/// interrupted earlier attempt of this upgrade recorded as stopped.
 fn restore_with_owners_stopped(
     config: &Config,
     runner: &Runner,
@@ -76,10 +83,9 @@ fn restore_with_owners_stopped(
     archive: &Path,
 ) -> Result<()> {
     let docker = Docker::new(&config.docker, runner.clone());
-    data::restore_with_owners_stopped(config, &docker, project, archive, &project.services, &mut |line| {
-        journal.log(line)
-    })
-    .map(drop)
+    let left_stopped = journal.db.get(&journal.upgrade_id)?.map(|r| r.stopped_containers).unwrap_or_default();
+    data::restore_with_owners_stopped(config, &docker, project, archive, &project.services, &left_stopped, journal)
+        .map(drop)
 }
 
 /// The health gate for this deployment, expecting `version` when a version pointer is configured.
@@ -101,6 +107,15 @@ pub struct ManualPlan {
 
 /// Decides whether a recorded upgrade can be rolled back, and with which data.
 pub fn manual_plan(record: &UpgradeRecord, restore_data: bool) -> Result<ManualPlan> {
+    if let Some(undone) = record.rollback_of() {
+        return Err(anyhow!(
+            "upgrade {} is the rollback of upgrade {undone}, and a rollback is not rolled back; to run {} again, \
+             upgrade to it: `upgraderd upgrade --to {}`",
+            record.id,
+            record.from_version.as_deref().unwrap_or("the newer version"),
+            record.from_version.as_deref().unwrap_or("VERSION"),
+        ));
+    }
     if !record.switched && record.previous_image_id.is_none() && record.previous_commit.is_none() {
         return Err(anyhow!("upgrade {} never switched versions; there is nothing to roll back", record.id));
     }
@@ -144,11 +159,16 @@ pub fn manual_rollback(
         deployment_method: record.deployment_method.clone(),
         status: Status::Pending,
         started_at: now_ms(),
-        initiated_by: Some(format!("rollback of {}", record.id)),
+        initiated_by: Some(format!("{ROLLBACK_OF}{}", record.id)),
         strategy: record.strategy,
         pid: Some(std::process::id() as i64),
+        container: record.container.clone(),
+        service: record.service.clone(),
+        compose_project: record.compose_project.clone(),
+        image_ref: record.image_ref.clone(),
         ..UpgradeRecord::default()
     })?;
+    db.record_rollback_point(&upgrade_id, record, backup.as_deref())?;
     let status_file = if dry_run { None } else { open_status_file(config, ui) };
     let to_version = record.from_version.clone().unwrap_or_else(|| "previous".into());
     let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &to_version);
@@ -223,5 +243,17 @@ mod tests {
         assert!(manual_plan(&unswitched, true).unwrap_err().to_string().contains("never switched"));
         let fetched = UpgradeRecord { previous_image_id: Some("sha256:1".into()), ..unswitched };
         assert!(manual_plan(&fetched, true).is_ok());
+    }
+
+    #[test]
+    fn a_rollback_is_not_rolled_back_and_the_message_says_how_to_go_forward() {
+        let rollback = UpgradeRecord {
+            id: "r1".into(),
+            from_version: Some("2.0.0".into()),
+            initiated_by: Some(format!("{ROLLBACK_OF}u1")),
+            ..record()
+        };
+        let err = manual_plan(&rollback, true).unwrap_err().to_string();
+        assert!(err.contains("is the rollback of upgrade u1") && err.contains("upgrade --to 2.0.0"), "{err}");
     }
 }

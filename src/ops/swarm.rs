@@ -17,6 +17,8 @@ use crate::ops::process::Cmd;
 pub const STACK_LABEL: &str = "com.docker.stack.namespace";
 /// The label Swarm puts on a task's container: the service it belongs to.
 pub const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
+/// What Swarm gives a task to stop when its service sets no `stop_grace_period`.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// The label Swarm puts on a task's container: the task it runs.
 pub const TASK_LABEL: &str = "com.docker.swarm.task.id";
 
@@ -49,6 +51,26 @@ pub struct ServiceSpec {
 #[serde(rename_all = "PascalCase")]
 pub struct TaskTemplate {
     pub container_spec: ContainerSpec,
+    #[serde(default)]
+    pub restart_policy: Option<RestartPolicy>,
+    #[serde(default)]
+    pub placement: Option<Placement>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    /// `any` (the default), `on-failure` or `none`.
+    #[serde(default)]
+    pub condition: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Placement {
+    /// `node.id==…`, `node.hostname!=…`, `node.labels.x==y`, as the stack file gave them.
+    #[serde(default)]
+    pub constraints: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +80,9 @@ pub struct ContainerSpec {
     pub image: String,
     #[serde(default)]
     pub mounts: Vec<SpecMount>,
+    /// How long Swarm waits after SIGTERM before it kills a task, in nanoseconds (unset: 10 s).
+    #[serde(default)]
+    pub stop_grace_period: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -179,6 +204,31 @@ impl Service {
         &self.spec.task_template.container_spec.image
     }
 
+    /// How long Swarm gives a task to stop before it kills it.
+    pub fn stop_grace(&self) -> Duration {
+        let nanos = self.spec.task_template.container_spec.stop_grace_period;
+        nanos.map_or(DEFAULT_STOP_GRACE, Duration::from_nanos)
+    }
+
+    /// Whether a task that exits 0 is done rather than restarted: a one-shot job.
+    pub fn runs_to_completion(&self) -> bool {
+        let policy = self.spec.task_template.restart_policy.as_ref();
+        policy.is_some_and(|p| p.condition == "none" || p.condition == "on-failure")
+    }
+
+    /// Whether its placement constraints pin its tasks to one node: by id, or by hostname.
+    pub fn pinned_to(&self, node_id: &str, hostname: &str) -> bool {
+        let constraints = self.spec.task_template.placement.iter().flat_map(|p| &p.constraints);
+        constraints.into_iter().any(|c| {
+            let Some((key, value)) = c.split_once("==") else { return false };
+            match key.trim() {
+                "node.id" => value.trim() == node_id,
+                "node.hostname" => value.trim() == hostname,
+                _ => false,
+            }
+        })
+    }
+
     /// Whether its tasks keep data: a writable volume or bind mount.
     pub fn keeps_data(&self) -> bool {
         self.spec
@@ -198,6 +248,12 @@ impl Task {
 
     pub fn failed(&self) -> bool {
         matches!(self.status.state.as_str(), "failed" | "rejected")
+    }
+
+    /// Whether it runs or is on its way to running: any state before `complete`,
+    /// `shutdown`, `failed`, `rejected`, `remove` or `orphaned`.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.status.state.as_str(), "complete" | "shutdown" | "failed" | "rejected" | "remove" | "orphaned")
     }
 }
 
@@ -229,6 +285,16 @@ impl Swarm {
     /// This node's id in the swarm.
     pub fn node_id(&self) -> Result<String> {
         self.info("{{.Swarm.NodeID}}")
+    }
+
+    /// This node's hostname, as placement constraints name it.
+    pub fn hostname(&self) -> Result<String> {
+        self.info("{{.Name}}")
+    }
+
+    /// How many nodes the swarm has (managers and workers).
+    pub fn node_count(&self) -> Result<u64> {
+        self.info("{{.Swarm.Nodes}}")?.parse().context("`docker info` gave no number of Swarm nodes")
     }
 
     /// A service by name or id; `None` when the swarm has none by that name.

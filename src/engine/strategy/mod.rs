@@ -79,6 +79,33 @@ pub fn target_exists(docker: &Docker, target: &ImageRef) -> Vec<Problem> {
     }
 }
 
+/// After `compose stop` failed: fine when none of `services`' containers runs
+/// (a new version that crashed is already stopped), else the failure, naming
+/// what still runs, so that nothing is restored under it. All services: `None`.
+pub fn confirm_stopped(
+    docker: &Docker,
+    project: &Project,
+    services: Option<&[String]>,
+    stop: anyhow::Error,
+    journal: &mut Journal,
+) -> Result<()> {
+    let containers = match docker.project_containers(&project.name) {
+        Ok(containers) => containers,
+        Err(e) => return Err(stop.context(format!("and whether it still runs is unknown: {e:#}"))),
+    };
+    let running: Vec<String> = containers
+        .iter()
+        .filter(|c| c.state.running)
+        .filter_map(|c| project.service_of(c))
+        .filter(|s| services.is_none_or(|moved| moved.contains(s)))
+        .collect();
+    if running.is_empty() {
+        journal.log(&format!("Stopping the new version failed ({stop:#}); none of its containers runs"));
+        return Ok(());
+    }
+    Err(stop.context(format!("still running: {}", running.join(", "))))
+}
+
 /// Removes one rollback tag (never the image a container runs: `docker image rm` without `-f`
 /// only untags it); a tag that was never made is not an error.
 pub fn drop_rollback_tag(docker: &Docker, reference: &str, journal: &mut Journal) {
@@ -163,19 +190,22 @@ pub fn for_upgrade(
 
 /// The strategy of a recorded upgrade, rebuilt from its journal row to put the previous version back.
 pub fn resume(config: &Config, runner: &Runner, record: &UpgradeRecord) -> Result<Box<dyn Strategy>> {
+    if record.strategy == Kind::Swarm {
+        // Not rediscovered: a stack an interrupted upgrade left at 0 replicas has no task container to find.
+        let docker = Docker::new(&config.docker, runner.clone());
+        let project = swarm::recorded_project(record)?;
+        return Ok(Box::new(swarm::SwarmUpdate::resume(docker, project, config.health_timeout, record)?));
+    }
     let mut deployment = discover(config, runner)?;
     if !record.services.is_empty() {
         // What moved is what goes back, whatever runs now.
         deployment.project.services = record.services.clone();
     }
-    Ok(match record.strategy {
-        Kind::Rebuild => {
-            let git = git_for(config, &deployment.project, runner);
-            Box::new(rebuild::Rebuild::resume(deployment.docker, deployment.compose, deployment.project, git, record)?)
-        }
-        Kind::Pull => Box::new(pull::Pull::resume(deployment.docker, deployment.compose, deployment.project, record)?),
-        Kind::Swarm => {
-            Box::new(swarm::SwarmUpdate::resume(deployment.docker, deployment.project, config.health_timeout, record)?)
-        }
+    let Deployment { docker, compose, project, .. } = deployment;
+    Ok(if record.strategy == Kind::Rebuild {
+        let git = git_for(config, &project, runner);
+        Box::new(rebuild::Rebuild::resume(docker, compose, project, git, record)?)
+    } else {
+        Box::new(pull::Pull::resume(docker, compose, project, record)?)
     })
 }

@@ -8,7 +8,8 @@ use anyhow::{anyhow, Context, Result};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
 use crate::engine::strategy::{
-    drop_rollback_tag, prune_rollback_tags, target_exists, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX,
+    confirm_stopped, drop_rollback_tag, prune_rollback_tags, target_exists, Fetched, Kind, Strategy,
+    ROLLBACK_TAG_PREFIX,
 };
 use crate::ops::compose::{locate_image_line, Compose, Project};
 use crate::ops::docker::{Container, Docker, ImageRef};
@@ -197,7 +198,10 @@ impl Strategy for Pull {
     }
 
     fn stop(&mut self, journal: &mut Journal) -> Result<()> {
-        journal.run(self.docker.runner(), &self.compose.stop(&self.project)).context("stopping the new version")
+        match journal.run(self.docker.runner(), &self.compose.stop(&self.project)) {
+            Ok(_) => Ok(()),
+            Err(e) => confirm_stopped(&self.docker, &self.project, Some(&self.project.services), e, journal),
+        }
     }
 
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {

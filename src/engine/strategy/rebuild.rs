@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
-use crate::engine::strategy::{drop_rollback_tag, prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX};
+use crate::engine::strategy::{
+    confirm_stopped, drop_rollback_tag, prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX,
+};
 use crate::ops::compose::{Compose, Project};
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::git::Git;
@@ -246,7 +248,10 @@ impl Strategy for Rebuild {
     }
 
     fn stop(&mut self, journal: &mut Journal) -> Result<()> {
-        journal.run(self.docker.runner(), &self.compose.stop_all(&self.project)).context("stopping the new version")
+        match journal.run(self.docker.runner(), &self.compose.stop_all(&self.project)) {
+            Ok(_) => Ok(()),
+            Err(e) => confirm_stopped(&self.docker, &self.project, None, e, journal),
+        }
     }
 
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {

@@ -18,7 +18,7 @@ use crate::engine::halt::{self, Halt};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
 use crate::engine::strategy::{target_exists, Fetched, Kind, Strategy};
-use crate::ops::compose::Project;
+use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::swarm::{without_digest, Service, Swarm, Task};
 use crate::store::db::UpgradeRecord;
@@ -43,6 +43,22 @@ pub struct SwarmUpdate {
     target: Option<ImageRef>,
     /// How long Swarm may take to roll an update out.
     settle: Duration,
+}
+
+/// The stack of a recorded Swarm upgrade, as its journal row names it: the
+/// stack, the primary and the services that moved.
+pub fn recorded_project(record: &UpgradeRecord) -> Result<Project> {
+    let missing = |what: &str| anyhow!("upgrade {} recorded no {what}; it cannot be put back automatically", record.id);
+    let service = record.service.clone().ok_or_else(|| missing("service"))?;
+    Ok(Project {
+        name: record.compose_project.clone().ok_or_else(|| missing("stack"))?,
+        working_dir: Default::default(),
+        files: Vec::new(),
+        env_file: None,
+        services: if record.services.is_empty() { vec![service.clone()] } else { record.services.clone() },
+        service,
+        orchestrator: Orchestrator::Swarm,
+    })
 }
 
 impl SwarmUpdate {
@@ -115,16 +131,33 @@ impl SwarmUpdate {
         }
     }
 
-    /// Updates every moved service to `image_of(before)` with the replicas it ran with, then waits for each.
+    /// Updates every moved service to `image_of(before)` with the replicas it ran
+    /// with, then waits for each. One that fails does not stop the others: a
+    /// stack half on each version is worse than one with a service left behind.
     fn update_all(&self, journal: &mut Journal, image_of: &dyn Fn(&Before) -> String) -> Result<()> {
+        let mut failures = Vec::new();
+        let mut updated = Vec::new();
         for before in &self.before {
             let update = self.swarm.update(&before.service, &image_of(before), before.replicas);
-            journal.run(self.docker().runner(), &update).with_context(|| format!("updating {}", before.service))?;
+            match journal.run(self.docker().runner(), &update) {
+                Ok(_) => updated.push(&before.service),
+                Err(e) => failures.push(format!("updating {}: {e:#}", before.service)),
+            }
         }
-        for before in &self.before {
-            self.settled(&before.service)?;
+        for service in updated {
+            if let Err(e) = self.settled(service) {
+                failures.push(format!("{e:#}"));
+            }
         }
-        Ok(())
+        all_done(failures)
+    }
+}
+
+/// `Ok` when nothing failed, else every failure in one error.
+fn all_done(failures: Vec<String>) -> Result<()> {
+    match failures.is_empty() {
+        true => Ok(()),
+        false => bail!("{}", failures.join("; ")),
     }
 }
 
@@ -268,13 +301,15 @@ impl Strategy for SwarmUpdate {
     }
 
     fn stop(&mut self, journal: &mut Journal) -> Result<()> {
+        let mut failures = Vec::new();
         for before in &self.before {
             let halt = Halt::SwarmService { name: before.service.clone(), replicas: before.replicas };
             journal.log(&format!("Scaling {} to 0", before.service));
-            halt::stop(self.docker(), &halt, crate::engine::data::STOP_GRACE)
-                .with_context(|| format!("stopping {}", before.service))?;
+            if let Err(e) = halt::stop(self.docker(), &halt, crate::engine::data::STOP_GRACE) {
+                failures.push(format!("stopping {}: {e:#}", before.service));
+            }
         }
-        Ok(())
+        all_done(failures)
     }
 
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {
@@ -298,7 +333,6 @@ impl SwarmUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::compose::Orchestrator;
     use crate::ops::process::Runner;
     use crate::store::db::Db;
     use crate::ui::Ui;

@@ -109,7 +109,15 @@ impl UpgradeRecord {
     pub fn is_terminal(&self) -> bool {
         self.status.is_terminal()
     }
+
+    /// The upgrade this row rolls back, when it is an operator's `rollback`.
+    pub fn rollback_of(&self) -> Option<&str> {
+        self.initiated_by.as_deref()?.strip_prefix(ROLLBACK_OF)
+    }
 }
+
+/// How the row of an operator's `rollback` says what it rolls back: `rollback of <id>`.
+pub const ROLLBACK_OF: &str = "rollback of ";
 
 /// A JSON list of strings in a column; empty when absent.
 fn json_list(column: Option<String>) -> Vec<String> {
@@ -350,6 +358,25 @@ impl Db {
                 ("previousSubject", commits.previous_subject.clone().into()),
                 ("targetSubject", commits.target_subject.clone().into()),
                 ("rollbackImages", commits.rollback_images_json.clone().into()),
+            ],
+        )
+    }
+
+    /// An operator's `rollback`: what it puts back, copied from the upgrade it
+    /// undoes before anything is stopped, and marked switched, so that if it is
+    /// killed, recovery finishes it from this row alone.
+    pub fn record_rollback_point(&self, upgrade_id: &str, of: &UpgradeRecord, restores: Option<&Path>) -> Result<()> {
+        self.set_fields(
+            upgrade_id,
+            &[
+                ("services", serde_json::to_string(&of.services).unwrap_or_default().into()),
+                ("previousImageId", of.previous_image_id.clone().into()),
+                ("previousDigest", of.previous_digest.clone().into()),
+                ("previousCommit", of.previous_commit.clone().into()),
+                ("rollbackImages", of.rollback_images.clone().into()),
+                ("swarmServices", of.swarm_services.clone().into()),
+                ("backupPath", restores.map(|p| p.display().to_string()).into()),
+                ("switched", true.into()),
             ],
         )
     }

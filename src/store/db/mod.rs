@@ -19,7 +19,7 @@ use anyhow::{anyhow, Context, Result};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-pub use self::history::{CommitsRecord, DeploymentRecord, Event, UpgradeRecord};
+pub use self::history::{CommitsRecord, DeploymentRecord, Event, UpgradeRecord, ROLLBACK_OF};
 pub use self::requests::QueuedRequest;
 pub use self::schema::schema_version;
 use self::schema::MIGRATIONS;
