@@ -39,7 +39,7 @@ use crate::ops::inotify::DirWatch;
 use crate::ops::systemd::Notifier;
 use crate::signals::{Shutdown, Waker};
 use crate::states::{RequestState, Status};
-use crate::store::db::{now_ms, Db, QueuedRequest};
+use crate::store::db::{now_ms, Db, QueuedRequest, UpgradeRecord};
 use crate::store::files;
 use crate::store::shared_dir::SharedDir;
 use crate::trigger::{self, Found, Parsed, TriggerDir};
@@ -162,6 +162,9 @@ impl Daemon {
         if let Some(verdict) = self.auto_upgrade_window() {
             self.ui.info(self.window_summary(&verdict));
         }
+        // Before recovery, which ends the interrupted ones: a request whose upgrade had already
+        // ended (a refusal, say) is done, never run again under a policy changed since.
+        self.settle_finished_requests()?;
         self.unrecovered = !self.recover(None);
         self.requeue_interrupted_requests()?;
         self.open_watch();
@@ -614,6 +617,17 @@ impl Daemon {
             self.ui.warn(format!("cannot update the request queue: {e:#}"));
         }
         self.notifier.status(&self.idle_status());
+    }
+
+    /// Requests a killed daemon left `running` although their upgrade had ended:
+    /// the daemon died between the end and its bookkeeping. They are done.
+    fn settle_finished_requests(&mut self) -> Result<()> {
+        for request in self.db.requests()?.into_iter().filter(|r| r.state == RequestState::Running) {
+            if let Some(row) = self.db.get(&request.upgrade_id)?.filter(UpgradeRecord::is_terminal) {
+                self.db.set_request_state(&request.upgrade_id, RequestState::Done, Some(row.status.as_str()))?;
+            }
+        }
+        Ok(())
     }
 
     /// Requests a killed daemon left `running`: done when their upgrade got past
