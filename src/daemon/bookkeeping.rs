@@ -47,6 +47,14 @@ pub fn settle(result: Option<Result<Outcome>>) -> Settled {
     }
 }
 
+/// A request a killed daemon left `running` whose upgrade had already ended
+/// (the daemon died between the end and its bookkeeping): done, with the
+/// upgrade's status, before recovery ends any other. `None`: not ended yet.
+pub fn ended_before_restart(row: Option<&UpgradeRecord>) -> Option<(RequestState, Option<String>)> {
+    let row = row.filter(|r| r.is_terminal())?;
+    Some((RequestState::Done, Some(row.status.as_str().to_string())))
+}
+
 /// A request a killed daemon left `running`: done when its upgrade got past its
 /// switch (recovery puts that right), queued again when it had changed nothing.
 pub fn after_restart(row: Option<&UpgradeRecord>) -> (RequestState, Option<String>) {

@@ -29,7 +29,7 @@ mod socket_test;
 #[cfg(test)]
 mod tests;
 
-use self::bookkeeping::{after_restart, settle, spool_name_ok, Settled, MAX_SPOOL_NAME};
+use self::bookkeeping::{after_restart, ended_before_restart, settle, spool_name_ok, Settled, MAX_SPOOL_NAME};
 use self::socket_test::SocketTests;
 use crate::config::{self, Config, Env};
 use crate::engine::status::{Snapshot, StatusFile};
@@ -39,7 +39,7 @@ use crate::ops::inotify::DirWatch;
 use crate::ops::systemd::Notifier;
 use crate::signals::{Shutdown, Waker};
 use crate::states::{RequestState, Status};
-use crate::store::db::{now_ms, Db, QueuedRequest, UpgradeRecord};
+use crate::store::db::{now_ms, Db, QueuedRequest};
 use crate::store::files;
 use crate::store::shared_dir::SharedDir;
 use crate::trigger::{self, Found, Parsed, TriggerDir};
@@ -623,8 +623,8 @@ impl Daemon {
     /// the daemon died between the end and its bookkeeping. They are done.
     fn settle_finished_requests(&mut self) -> Result<()> {
         for request in self.db.requests()?.into_iter().filter(|r| r.state == RequestState::Running) {
-            if let Some(row) = self.db.get(&request.upgrade_id)?.filter(UpgradeRecord::is_terminal) {
-                self.db.set_request_state(&request.upgrade_id, RequestState::Done, Some(row.status.as_str()))?;
+            if let Some((state, reason)) = ended_before_restart(self.db.get(&request.upgrade_id)?.as_ref()) {
+                self.db.set_request_state(&request.upgrade_id, state, reason.as_deref())?;
             }
         }
         Ok(())

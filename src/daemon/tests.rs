@@ -42,3 +42,16 @@ fn after_a_restart_only_unswitched_requests_run_again() {
     assert_eq!(after_restart(Some(&unswitched)), (RequestState::Queued, None));
     assert_eq!(after_restart(None), (RequestState::Queued, None));
 }
+
+#[test]
+fn after_a_restart_a_request_whose_upgrade_had_ended_is_done_and_never_runs_again() {
+    // A refusal is terminal but never switched: without this it would be queued again.
+    let refused = UpgradeRecord { status: Status::Failed, ..Default::default() };
+    assert_eq!(ended_before_restart(Some(&refused)), Some((RequestState::Done, Some("failed".into()))));
+    let complete = UpgradeRecord { switched: true, status: Status::Complete, ..Default::default() };
+    assert_eq!(ended_before_restart(Some(&complete)), Some((RequestState::Done, Some("complete".into()))));
+    // Still under way when the daemon died: recovery and `after_restart` decide.
+    let interrupted = UpgradeRecord { status: Status::Downloading, ..Default::default() };
+    assert_eq!(ended_before_restart(Some(&interrupted)), None);
+    assert_eq!(ended_before_restart(None), None);
+}

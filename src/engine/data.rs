@@ -416,6 +416,8 @@ pub fn stop_containers(
         observer.log(&format!("Stopping {} ({})", service.service, service.halt.describe()));
         // Counted as stopped before it is asked to stop: a stop that fails half-way (a Swarm
         // service scaled to 0 whose tasks did not drain in time) is started again all the same.
+        // When recording it fails, the caller starts a service that never stopped: a start of a
+        // running container, or a scale to the replicas it has, which changes nothing.
         stopped.push(token);
         observer.stopped(stopped)?;
         halt::stop(docker, &service.halt, STOP_GRACE)
