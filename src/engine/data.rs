@@ -19,7 +19,7 @@ use crate::engine::halt::{self, Halt};
 use crate::exit::usage;
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{without_digest, Container, Docker, ImageRef};
-use crate::ops::swarm::{Swarm, STACK_LABEL};
+use crate::ops::swarm::{Swarm, SERVICE_LABEL, STACK_LABEL};
 use crate::states::BackupMode;
 use crate::store::backup::{self, Created, Progress, Source};
 
@@ -391,10 +391,22 @@ pub fn start_order(services: &[ServiceData]) -> Vec<ServiceData> {
 }
 
 /// Runs a hook in a service's running container.
-pub fn run_hook(docker: &Docker, service: &ServiceData, label: &str, argv: &[String]) -> Result<()> {
-    let cmd = docker.exec(&service.container, argv);
+fn run_hook(docker: &Docker, service: &ServiceData, container: &str, label: &str, argv: &[String]) -> Result<()> {
+    let cmd = docker.exec(container, argv);
     docker.runner().run(&cmd).map_err(|e| anyhow!("{} of service {}: {e}", label, service.service))?;
     Ok(())
+}
+
+/// The container a service's hook runs in now: the one the data set found,
+/// or for a Swarm service scaled to 0 and back since (its `stop` mode), a task
+/// container of it running on this node: Swarm replaced the one found.
+fn hook_container(docker: &Docker, service: &ServiceData) -> Result<String> {
+    let Halt::SwarmService { name, .. } = &service.halt else { return Ok(service.container.clone()) };
+    let running = docker.containers_with_label(SERVICE_LABEL, name, false)?;
+    if running.iter().any(|c| c.id == service.container) {
+        return Ok(service.container.clone());
+    }
+    running.into_iter().next().map(|c| c.id).ok_or_else(|| anyhow!("no task of Swarm service {name} runs on this node"))
 }
 
 /// Stops these services' containers (or Swarm services), dependents first
@@ -545,14 +557,22 @@ fn run_hooks(
     stopped: &[String],
     observer: &mut dyn Observer,
 ) -> Result<()> {
+    let mut hooked: Vec<String> = Vec::new();
     for service in &set.services {
         let Some(argv) = hook(service) else { continue };
         if stopped.contains(&service.halt.token()) {
             observer.log(&format!("{label} of {} skipped: it is stopped for the switch", service.service));
             continue;
         }
+        let container =
+            hook_container(docker, service).map_err(|e| anyhow!("{label} of {}: {e:#}", service.service))?;
+        // Replicas of a Swarm service found in one container since its scale-up run its hook once.
+        if hooked.contains(&container) {
+            continue;
+        }
         observer.log(&format!("Running {label} in {}: {}", service.service, argv.join(" ")));
-        run_hook(docker, service, label, argv)?;
+        run_hook(docker, service, &container, label, argv)?;
+        hooked.push(container);
     }
     Ok(())
 }

@@ -113,13 +113,33 @@ fn stack_service_set(config: &Config, cli: &Swarm, project: &Project, primary: &
             (short.to_string(), swarm::without_digest(s.image()).to_string())
         })
         .collect();
+    let primary_image = swarm::without_digest(primary.image());
     let chosen = if config.services.is_empty() {
-        same_repository(swarm::without_digest(primary.image()), &in_stack)
+        same_repository(primary_image, &in_stack)
     } else {
         let defined: Vec<String> = in_stack.iter().map(|(s, _)| s.clone()).collect();
-        named_services(&config.services, &defined, &in_stack, &format!("stack {}", project.name))?
+        let named = named_services(&config.services, &defined, &in_stack, &format!("stack {}", project.name))?;
+        on_primary_repository(&named, primary_image, &in_stack)?
     };
     Ok(std::iter::once(project.service.clone()).chain(chosen.into_iter().filter(|s| *s != project.service)).collect())
+}
+
+/// `UPGRADERD_SERVICES` of a stack, each running the primary's repository:
+/// every moved service gets the primary's new image, which would replace
+/// another repository's program by this one.
+fn on_primary_repository(named: &[String], primary_image: &str, in_stack: &[(String, String)]) -> Result<Vec<String>> {
+    let repository = ImageRef::parse(primary_image).repository;
+    let foreign = in_stack
+        .iter()
+        .find(|(service, image)| named.contains(service) && ImageRef::parse(image).repository != repository);
+    match foreign {
+        Some((service, image)) => Err(usage(format!(
+            "UPGRADERD_SERVICES names `{service}`, which runs {image}, not {repository}: an upgrade gives every \
+             service it names {repository}'s new image. Leave `{service}` out (its data is backed up and restored \
+             all the same)"
+        ))),
+        None => Ok(named.to_vec()),
+    }
 }
 
 /// The services that move together, the primary first: `UPGRADERD_SERVICES`
@@ -341,6 +361,21 @@ mod tests {
     fn config() -> Config {
         let layers = crate::config::Layers::resolve(&[], &crate::config::Env::default(), None);
         Config::from_layers(&layers).unwrap()
+    }
+
+    #[test]
+    fn a_stack_service_named_to_move_must_run_the_primarys_repository() {
+        let in_stack = [
+            ("web".to_string(), "127.0.0.1:5000/app:1.0.0".to_string()),
+            ("worker".to_string(), "127.0.0.1:5000/app:1.0.0".to_string()),
+            ("db".to_string(), "postgres:15".to_string()),
+        ];
+        let named = ["web".to_string(), "worker".to_string()];
+        assert_eq!(on_primary_repository(&named, "127.0.0.1:5000/app:1.0.0", &in_stack).unwrap(), named);
+        let with_db = ["web".to_string(), "db".to_string()];
+        let err = on_primary_repository(&with_db, "127.0.0.1:5000/app:1.0.0", &in_stack).unwrap_err();
+        assert!(err.is::<crate::exit::UsageError>(), "{err:#}");
+        assert!(format!("{err:#}").contains("names `db`, which runs postgres:15, not 127.0.0.1:5000/app"), "{err:#}");
     }
 
     #[test]

@@ -173,7 +173,7 @@ fn observe_swarm(
             http_verdict(&spec.url, &probe_http(&spec.url, Duration::from_secs(2)), spec.expect_version.as_ref())
         }
         (Check::Fatal(reason), _) => {
-            let failed = tasks.iter().find(|t| t.failed() && !known.contains(&t.id)).and_then(|t| t.container());
+            let failed = new_failure(&current, &tasks, known).and_then(|t| t.container());
             Check::Fatal(match failed {
                 Some(id) => with_logs(docker, id, reason),
                 None => reason,
@@ -203,18 +203,22 @@ pub fn tasks_verdict(
             return Check::NotYet(format!("Swarm is still updating {name}"));
         }
     }
-    if let Some(task) = tasks.iter().find(|t| t.failed() && !known_failures.contains(&t.id)) {
+    if let Some(task) = new_failure(service, tasks, known_failures) {
         return Check::Fatal(format!(
             "a task of {name} {}: {}",
             task.status.state,
             task.status.err.as_deref().unwrap_or("no reason given")
         ));
     }
-    let current: Vec<&Task> = tasks
-        .iter()
-        .filter(|t| t.desired_state == "running" && t.status.state == "running")
-        .filter(|t| t.spec.container_spec.image == service.image())
-        .collect();
+    let on_current_image: Vec<&Task> =
+        tasks.iter().filter(|t| t.spec.container_spec.image == service.image()).collect();
+    // A task of a one-shot job (a migration) that exited 0 on the new image is done, not missing.
+    let completed = match service.runs_to_completion() {
+        true => on_current_image.iter().filter(|t| t.status.state == "complete").count() as u64,
+        false => 0,
+    };
+    let current: Vec<&Task> =
+        on_current_image.into_iter().filter(|t| t.desired_state == "running" && t.status.state == "running").collect();
     for task in &current {
         match task.container().and_then(health).as_deref() {
             Some("unhealthy") => return Check::Fatal(format!("a task of {name} reports unhealthy by its HEALTHCHECK")),
@@ -224,11 +228,19 @@ pub fn tasks_verdict(
     }
     // A moved service scaled to 0 on purpose asks for nothing, and has it.
     let wanted = service.replicas().unwrap_or(1);
-    if current.len() as u64 >= wanted {
+    if current.len() as u64 + completed >= wanted {
         Check::Healthy
     } else {
         Check::NotYet(format!("{} of {wanted} tasks of {name} run {}", current.len(), without_digest(service.image())))
     }
+}
+
+/// A failed task that is a verdict on the version gated: one that failed since
+/// the gate began, or one that Swarm made for the service's last update (a
+/// service updating with `failure_action: continue` may see its new task fail
+/// during the switch, before the gate's first look). Other failures are history.
+fn new_failure<'a>(service: &Service, tasks: &'a [Task], known_failures: &[String]) -> Option<&'a Task> {
+    tasks.iter().find(|t| t.failed() && (!known_failures.contains(&t.id) || t.of_last_update(service)))
 }
 
 /// A one-shot service (no restart policy) that ran to completion: a migration job done.
@@ -457,6 +469,21 @@ mod tests {
     }
 
     #[test]
+    fn a_one_shot_job_that_completed_on_the_new_image_is_done() {
+        let no_health = |_: &str| None;
+        let mut job = swarm_service(Some("completed"), 1);
+        job.spec.task_template.restart_policy = Some(crate::ops::swarm::RestartPolicy { condition: "none".into() });
+        let done = swarm_task("t1", "app:2@sha256:b", "shutdown", "complete");
+        assert_eq!(tasks_verdict(&job, std::slice::from_ref(&done), &[], &no_health), Check::Healthy);
+        // One that completed on the old image says nothing of the new one.
+        let old = swarm_task("t0", "app:1@sha256:a", "shutdown", "complete");
+        assert!(matches!(tasks_verdict(&job, &[old], &[], &no_health), Check::NotYet(_)));
+        // A service Swarm restarts whatever happens is never done by exiting.
+        let server = swarm_service(Some("completed"), 1);
+        assert!(matches!(tasks_verdict(&server, &[done], &[], &no_health), Check::NotYet(_)));
+    }
+
+    #[test]
     fn a_task_that_fails_after_the_gate_began_or_swarms_own_rollback_fails_the_gate_at_once() {
         let no_health = |_: &str| None;
         let failed = swarm_task("t9", "app:2@sha256:b", "shutdown", "failed");
@@ -465,8 +492,17 @@ mod tests {
             Check::Fatal(why) => assert!(why.contains("a task of shop_web failed: task: non-zero exit (1)"), "{why}"),
             other => panic!("{other:?}"),
         }
-        // A failure from before the gate began is history, not a verdict.
-        assert!(matches!(tasks_verdict(&service, &[failed], &["t9".to_string()], &no_health), Check::NotYet(_)));
+        // A failure from before the gate began is history, not a verdict...
+        let known = ["t9".to_string()];
+        assert!(matches!(tasks_verdict(&service, std::slice::from_ref(&failed), &known, &no_health), Check::NotYet(_)));
+        // ...unless Swarm made the task for the update being gated (it failed during the switch).
+        let mut updated = service.clone();
+        updated.update_status.as_mut().unwrap().started_at = "2026-12-03T12:00:00.5Z".into();
+        let mut during_switch = failed.clone();
+        during_switch.created_at = "2026-12-03T12:00:01.123456789Z".into();
+        assert!(matches!(tasks_verdict(&updated, &[during_switch.clone()], &known, &no_health), Check::Fatal(_)));
+        during_switch.created_at = "2026-12-03T11:59:59Z".into();
+        assert!(matches!(tasks_verdict(&updated, &[during_switch], &known, &no_health), Check::NotYet(_)));
         for state in ["paused", "rollback_completed"] {
             let service = swarm_service(Some(state), 1);
             assert!(matches!(tasks_verdict(&service, &[], &[], &no_health), Check::Fatal(w) if w.contains(state)));

@@ -24,7 +24,7 @@ use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
 use crate::engine::{check, new_upgrade_id, recover, status, Outcome, Request, DRY_RUN_ID};
 use crate::exit::usage;
-use crate::ops::compose::Project;
+use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::Docker;
 use crate::ops::hooks::{hook, HookContext};
 use crate::ops::process::Runner;
@@ -402,6 +402,14 @@ impl Attempt<'_, '_> {
                 }
                 Err(err) if err.chain().any(|c| c.is::<crate::exit::UsageError>()) => return Err(err),
                 Err(err) => problems.push(Problem::from_error("backup", &err)),
+            }
+            if deployment.project.orchestrator == Orchestrator::Swarm {
+                // Only data on this node is backed up: refused rather than left out.
+                problems.extend(strategy::swarm::placement_problems(
+                    self.config,
+                    &deployment.docker,
+                    &deployment.project,
+                ));
             }
         }
         self.from_version = current.clone();

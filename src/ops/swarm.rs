@@ -80,6 +80,9 @@ pub struct ContainerSpec {
     pub image: String,
     #[serde(default)]
     pub mounts: Vec<SpecMount>,
+    /// The task containers' labels, as the stack file's service `labels:` set them.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
     /// How long Swarm waits after SIGTERM before it kills a task, in nanoseconds (unset: 10 s).
     #[serde(default)]
     pub stop_grace_period: Option<u64>,
@@ -147,6 +150,9 @@ pub struct UpdateStatus {
     /// `updating`, `paused`, `completed`, `rollback_started`, `rollback_paused`, `rollback_completed`.
     #[serde(default)]
     pub state: String,
+    /// When this update began (RFC 3339, the manager's clock).
+    #[serde(default)]
+    pub started_at: String,
     #[serde(default)]
     pub message: String,
 }
@@ -161,6 +167,9 @@ pub struct Task {
     pub node_id: String,
     #[serde(default)]
     pub desired_state: String,
+    /// When the manager made it (RFC 3339, the manager's clock).
+    #[serde(default)]
+    pub created_at: String,
     pub status: TaskStatus,
     pub spec: TaskSpec,
 }
@@ -229,6 +238,17 @@ impl Service {
         })
     }
 
+    /// Its name in its stack (`web` for `shop_web`).
+    pub fn short_name(&self) -> &str {
+        let name = self.spec.name.as_str();
+        self.stack().and_then(|stack| name.strip_prefix(stack)?.strip_prefix('_')).unwrap_or(name)
+    }
+
+    /// A label its task containers get from the stack file.
+    pub fn container_label(&self, key: &str) -> Option<&str> {
+        self.spec.task_template.container_spec.labels.as_ref()?.get(key).map(String::as_str)
+    }
+
     /// Whether its tasks keep data: a writable volume or bind mount.
     pub fn keeps_data(&self) -> bool {
         self.spec
@@ -248,6 +268,17 @@ impl Task {
 
     pub fn failed(&self) -> bool {
         matches!(self.status.state.as_str(), "failed" | "rejected")
+    }
+
+    /// Whether Swarm made it for `service`'s last update: it runs the spec's
+    /// image and was created once that update had begun. Both times come from
+    /// the manager's clock; an update time that is missing or unreadable says no.
+    pub fn of_last_update(&self, service: &Service) -> bool {
+        let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+        let began = service.update_status.as_ref().and_then(|u| parse(&u.started_at));
+        let created = parse(&self.created_at);
+        self.spec.container_spec.image == service.image()
+            && matches!((began, created), (Some(began), Some(created)) if created >= began)
     }
 
     /// Whether it runs or is on its way to running: any state before `complete`,

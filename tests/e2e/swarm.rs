@@ -1,9 +1,11 @@
 //! Docker Swarm on the real engine: a one-node swarm on loopback, a stack
 //! deployed with `docker stack deploy` (a named volume, a port published in
 //! host mode), upgraded through `docker service update` with the same
-//! transaction as compose: good upgrade and manual rollback, a version that
-//! migrates the data and crashes rolled back with its data, and upgraderd
-//! killed during the gate put right by the next `watch`.
+//! transaction as compose: good upgrade (a one-shot migration job moving with
+//! it) and manual rollback, a version that migrates the data and crashes
+//! rolled back with its data, upgraderd killed during the gate and killed
+//! during the restore (the stack at 0 replicas) put right by the next
+//! `watch`, and a stack preflight must refuse.
 //!
 //! The swarm is created for these tests when the engine is in none, and left
 //! again when the last of them ends; an engine already in a swarm stays in it.
@@ -12,7 +14,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -60,12 +62,18 @@ struct Stack {
     repo: String,
     port: u16,
     sandbox: Sandbox,
+    /// `UPGRADERD_SERVICES`, when the test sets it.
+    services: Option<String>,
     // Dropped after the stack is removed (fields drop in order, after `Drop::drop`).
     _swarm: SwarmMembership,
 }
 
 impl Stack {
     fn start(test: &str, versions: &[&str]) -> Option<Stack> {
+        Stack::start_with(test, versions, &Extra::default())
+    }
+
+    fn start_with(test: &str, versions: &[&str], extra: &Extra) -> Option<Stack> {
         let world = world()?;
         let swarm = SwarmMembership::join();
         // Stack names end up in service names (at most 63 characters): the run's marker and a short test name.
@@ -84,8 +92,9 @@ impl Stack {
         let sandbox = Sandbox::new();
         let port = free_port();
         let file = sandbox.path().join("stack.yml");
-        fs::write(&file, stack_file(&repo, port, &world.prefix)).unwrap();
-        let stack = Stack { name, repo, port, sandbox, _swarm: swarm };
+        fs::write(&file, stack_file(&repo, port, &world.prefix, extra)).unwrap();
+        let services = extra.moved.map(str::to_string);
+        let stack = Stack { name, repo, port, sandbox, services, _swarm: swarm };
         must(&["docker", "stack", "deploy", "--with-registry-auth", "-c", file.to_str().unwrap(), &stack.name]);
         stack.wait_version("1.0.0");
         for item in ["alpha", "beta", "gamma"] {
@@ -110,6 +119,15 @@ impl Stack {
             .to_string()
     }
 
+    /// The replicas the spec of the stack's service `service` asks for now.
+    fn replicas_of(&self, service: &str) -> String {
+        let format = "{{.Spec.Mode.Replicated.Replicas}}";
+        sh(&["docker", "service", "inspect", "--format", format, &format!("{}_{service}", self.name)])
+            .1
+            .trim()
+            .to_string()
+    }
+
     fn spec_image(&self) -> String {
         self.spec_image_of("app")
     }
@@ -128,6 +146,9 @@ impl Stack {
         // Swarm rolls an update out by its own update config: more time than a compose recreate.
         let mut cmd = configured(&self.sandbox, self.port, "30s", args);
         cmd.env("UPGRADERD_SWARM_SERVICE", self.service());
+        if let Some(services) = &self.services {
+            cmd.env("UPGRADERD_SERVICES", services);
+        }
         cmd
     }
 
@@ -157,7 +178,11 @@ impl Drop for Stack {
         {
             std::thread::sleep(Duration::from_millis(250));
         }
-        let _ = sh(&["docker", "volume", "rm", "-f", &format!("{}_appdata", self.name)]);
+        let (_, volumes) = sh(&["docker", "volume", "ls", "-q", "--filter", &label]);
+        let appdata = format!("{}_appdata", self.name);
+        for volume in volumes.lines().chain([appdata.as_str()]) {
+            let _ = sh(&["docker", "volume", "rm", "-f", volume]);
+        }
         let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", &self.repo]);
         for image in images.lines() {
             let _ = sh(&["docker", "rmi", "-f", image]);
@@ -169,9 +194,39 @@ impl Drop for Stack {
     }
 }
 
+/// What a test adds to the stack of [`stack_file`]: services and volumes
+/// (YAML under `services:` and `volumes:`, with `{repo}` and `{prefix}`
+/// filled in), and `UPGRADERD_SERVICES` when it names the moved ones.
+#[derive(Default)]
+struct Extra {
+    services: &'static str,
+    volumes: &'static str,
+    moved: Option<&'static str>,
+}
+
+/// A one-shot migration job on the app's image (its own scratch data in a
+/// tmpfs, which keeps nothing): Swarm does not restart it, and lets its update
+/// continue past its exit.
+const MIGRATION_JOB: &str = "  migrate:\n    image: {repo}:latest\n    environment:\n      APP_ROLE: migrate\n      \
+     APP_DATA: /scratch\n    volumes:\n      - type: tmpfs\n        target: /scratch\n    labels:\n      upgraderd-e2e: {prefix}\n    deploy:\n      restart_policy:\n        \
+     condition: none\n      update_config:\n        monitor: 2s\n        failure_action: continue\n";
+
+/// What preflight must refuse: a migration job whose update Swarm would pause
+/// at its exit, and a global service that keeps data (on the app's image,
+/// left out of the moved set by `UPGRADERD_SERVICES`).
+const REFUSED_SERVICES: &str =
+    "  migrate:\n    image: {repo}:latest\n    environment:\n      APP_ROLE: migrate\n      \
+     APP_DATA: /scratch\n    volumes:\n      - type: tmpfs\n        target: /scratch\n    labels:\n      upgraderd-e2e: {prefix}\n    deploy:\n      restart_policy:\n        \
+     condition: none\n  keeper:\n    image: {repo}:latest\n    environment:\n      APP_ROLE: worker\n    \
+     volumes:\n      - keeperdata:/data\n    labels:\n      upgraderd-e2e: {prefix}\n    deploy:\n      \
+     mode: global\n";
+const KEEPER_VOLUME: &str = "  keeperdata:\n    labels:\n      upgraderd-e2e: {prefix}\n";
+
 /// The stack: the app with its data in a named volume and its port published
 /// in host mode on this node, and a worker on the same image and data.
-fn stack_file(repo: &str, port: u16, prefix: &str) -> String {
+fn stack_file(repo: &str, port: u16, prefix: &str, extra: &Extra) -> String {
+    let fill = |yaml: &str| yaml.replace("{repo}", repo).replace("{prefix}", prefix);
+    let (services, volumes) = (fill(extra.services), fill(extra.volumes));
     format!(
         "version: '3.8'\nservices:\n  app:\n    image: {repo}:latest\n    volumes:\n      - appdata:/data\n    \
          ports:\n      - target: 3001\n        published: {port}\n        mode: host\n    \
@@ -180,13 +235,14 @@ fn stack_file(repo: &str, port: u16, prefix: &str) -> String {
          update_config:\n        order: stop-first\n        monitor: 2s\n        failure_action: pause\n  \
          worker:\n    image: {repo}:latest\n    environment:\n      APP_ROLE: worker\n    volumes:\n      - appdata:/data\n    \
          labels:\n      upgraderd-e2e: {prefix}\n    deploy:\n      restart_policy:\n        condition: any\n        delay: 1s\n\
-         volumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n"
+         {services}volumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n{volumes}"
     )
 }
 
 #[test]
 fn a_swarm_service_upgrades_through_swarm_and_a_manual_rollback_restores_its_data() {
-    let Some(s) = Stack::start("good", &["1.0.0", "2.0.0"]) else { return };
+    let job = Extra { services: MIGRATION_JOB, ..Extra::default() };
+    let Some(s) = Stack::start_with("good", &["1.0.0", "2.0.0"], &job) else { return };
     let before = s.dump();
     // The other commands find the deployment from the service name alone.
     let check = s.upgraderd(&["--json", "check-version"]);
@@ -201,20 +257,29 @@ fn a_swarm_service_upgrades_through_swarm_and_a_manual_rollback_restores_its_dat
     assert!(backup.stderr.contains("Data: app (live, default)"), "{}", backup.stderr);
     assert!(backup.stderr.contains("Data: worker (live, default)"), "{}", backup.stderr);
     assert_eq!(s.dump(), before, "neither changed anything");
+    let began = Instant::now();
     let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
+    let upgrade_took = began.elapsed();
     assert_eq!(run.code, 0, "{}", run.stderr);
     s.wait_version("2.0.0");
     let history = s.last_history();
     assert_eq!(history["status"], "complete", "{history}");
     assert_eq!(history["strategy"], "swarm", "{history}");
     assert_eq!(history["deploymentMethod"], "docker-swarm", "{history}");
-    assert_eq!(history["services"], serde_json::json!(["app", "worker"]), "{history}");
+    assert_eq!(history["services"], serde_json::json!(["app", "migrate", "worker"]), "{history}");
     assert!(s.spec_image_of("worker").starts_with(&format!("{}:2.0.0@sha256:", s.repo)), "the worker moved too");
+    // The job ran to completion on the new image, which the gate counted as done.
+    assert!(s.spec_image_of("migrate").starts_with(&format!("{}:2.0.0@sha256:", s.repo)), "the job moved too");
+    let tasks =
+        must(&["docker", "service", "ps", "--format", "{{.Image}} {{.CurrentState}}", &format!("{}_migrate", s.name)]);
+    assert!(tasks.lines().any(|t| t.contains(":2.0.0") && t.contains("Complete")), "{tasks}");
     let image = s.spec_image();
     assert!(image.starts_with(&format!("{}:2.0.0@sha256:", s.repo)), "the service runs the pulled digest: {image}");
     assert!(s.dump().starts_with("schema 2"), "2.0.0 migrated the data");
 
+    let began = Instant::now();
     let run = s.upgraderd(&["rollback"]);
+    eprintln!("swarm: the upgrade took {upgrade_took:.1?}, its rollback {:.1?}", began.elapsed());
     assert_eq!(run.code, 0, "{}", run.stderr);
     s.wait_version("1.0.0");
     assert_eq!(s.dump(), before, "the data came back for 1.0.0");
@@ -264,4 +329,61 @@ fn an_upgrader_killed_during_the_swarm_gate_is_put_right_by_the_next_watch() {
     assert_eq!(s.last_history()["status"], "rolled_back", "{end}");
     s.wait_version("1.0.0");
     assert_eq!(s.dump(), before, "the data came back for 1.0.0");
+}
+
+#[test]
+fn a_stack_whose_job_would_pause_swarms_update_or_whose_data_cannot_be_held_still_is_refused() {
+    let extra = Extra { services: REFUSED_SERVICES, volumes: KEEPER_VOLUME, moved: Some("app,worker,migrate") };
+    let Some(s) = Stack::start_with("refuse", &["1.0.0", "2.0.0"], &extra) else { return };
+    let before = s.spec_image();
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.0"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("is a one-shot job"), "{}", run.stderr);
+    let keeper = format!("{}_keeper is a global service that keeps data", s.name);
+    assert!(run.stderr.contains(&keeper), "{}", run.stderr);
+    let row = s.last_history();
+    assert!(row["errorMessage"].as_str().unwrap().contains("refused in preflight"), "{row}");
+    assert_eq!(s.spec_image(), before, "nothing was updated");
+    // The same placement rule keeps `backup create` from leaving the keeper's data out.
+    let backup = s.upgraderd(&["backup", "create"]);
+    assert_ne!(backup.code, 0, "{}", backup.stderr);
+    assert!(backup.stderr.contains(&keeper), "{}", backup.stderr);
+    s.wait_version("1.0.0");
+}
+
+#[test]
+fn an_upgrader_killed_while_the_stack_is_at_zero_for_its_restore_is_put_right_by_the_next_watch() {
+    let Some(s) = Stack::start("zero", &["1.0.0", "2.0.5"]) else { return };
+    let before = s.dump();
+    let spawn = || s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut daemon = spawn();
+    let tmp = s.sandbox.path().join(".trigger.tmp");
+    fs::write(&tmp, r#"{"upgradeId":"zero-swarm","version":"2.0.5"}"#).unwrap();
+    fs::rename(&tmp, s.sandbox.path().join(".upgrade-trigger")).unwrap();
+    // The rollback scales the moved services to 0 before its restore, and back after it.
+    common::wait("the rollback to hold the stack at 0 replicas")
+        .within(Duration::from_secs(180))
+        .every(Duration::from_millis(20))
+        .showing(|| format!("{:?}, app replicas {}", s.try_status_file(), s.replicas_of("app")))
+        .until(|| {
+            let rolling_back = s.try_status_file().is_some_and(|st| st["status"] == "rolling_back");
+            (rolling_back && s.replicas_of("app") == "0").then_some(())
+        });
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert_eq!(s.replicas_of("app"), "0", "killed with the stack at 0");
+
+    let mut daemon = spawn();
+    let end = common::wait("the killed rollback to be finished")
+        .within(Duration::from_secs(180))
+        .every(Duration::from_millis(250))
+        .showing(|| format!("status file: {:?}", s.try_status_file()))
+        .until(|| s.try_status_file().filter(|st| st["upgradeId"] == "zero-swarm" && st["status"] == "rolled_back"));
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    assert_eq!(s.last_history()["status"], "rolled_back", "{end}");
+    s.wait_version("1.0.0");
+    assert_eq!(s.replicas_of("app"), "1", "scaled back");
+    assert_eq!(s.dump(), before, "the data came back for 1.0.0");
+    assert!(s.spec_image().starts_with(&format!("{}:latest@sha256:", s.repo)), "{}", s.spec_image());
 }

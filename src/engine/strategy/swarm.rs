@@ -6,14 +6,17 @@
 //! which Swarm's "previous spec" is no longer the version to go back to.
 //!
 //! Only managers change services, and only data on this node can be backed up
-//! or restored: preflight refuses a moved service that keeps data and runs
-//! tasks on another node.
+//! or restored: preflight refuses a stack service whose data is backed up when
+//! it runs tasks on another node, may be moved to one (not pinned here on a
+//! swarm of several nodes), or cannot be held still (a global service).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
+use crate::engine::data::MODE_LABEL;
 use crate::engine::halt::{self, Halt};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
@@ -21,6 +24,7 @@ use crate::engine::strategy::{target_exists, Fetched, Kind, Strategy};
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::swarm::{without_digest, Service, Swarm, Task};
+use crate::states::BackupMode;
 use crate::store::db::UpgradeRecord;
 
 /// One moved service as it ran before the upgrade: what a rollback updates it back to.
@@ -162,7 +166,7 @@ fn all_done(failures: Vec<String>) -> Result<()> {
 }
 
 /// What preflight asks of one moved service, from Swarm's own view of it.
-pub fn service_problems(service: &Service, tasks: &[Task], this_node: &str) -> Vec<Problem> {
+pub fn service_problems(service: &Service) -> Vec<Problem> {
     let name = &service.spec.name;
     let mut problems = Vec::new();
     if service.replicas().is_none() {
@@ -185,6 +189,17 @@ pub fn service_problems(service: &Service, tasks: &[Task], this_node: &str) -> V
             ));
         }
     }
+    let failure_action = service.spec.update_config.as_ref().map_or("", |c| c.failure_action.as_str());
+    if service.runs_to_completion() && failure_action != "continue" {
+        problems.push(Problem::new(
+            "swarm",
+            format!(
+                "{name} is a one-shot job (its restart policy is not `any`): Swarm pauses an update of it when its \
+                 task ends within the update's monitor period, even with exit 0. Set `update_config: \
+                 failure_action: continue`; the gate still fails the upgrade when the job's task fails"
+            ),
+        ));
+    }
     let start_first = service.spec.update_config.as_ref().is_some_and(|c| c.order == "start-first");
     let host_ports: Vec<u32> = service
         .spec
@@ -204,23 +219,105 @@ pub fn service_problems(service: &Service, tasks: &[Task], this_node: &str) -> V
             ),
         ));
     }
-    let elsewhere: Vec<&str> = tasks
-        .iter()
-        .filter(|t| t.desired_state == "running" && !t.node_id.is_empty() && t.node_id != this_node)
-        .map(|t| t.node_id.as_str())
-        .collect();
-    if service.keeps_data() && !elsewhere.is_empty() {
-        problems.push(Problem::new(
-            "swarm",
-            format!(
-                "{name} keeps data in volumes and runs tasks on node {}, not on this node ({this_node}): upgraderd \
-                 backs up and restores only volumes on the node it runs on. Constrain the service to this node \
-                 (`deploy: placement: constraints: [node.id == {this_node}]`) or run upgraderd on that node",
-                elsewhere[0]
-            ),
-        ));
+    problems
+}
+
+/// This node, as placement constraints name it, and the size of its swarm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThisNode {
+    pub id: String,
+    pub hostname: String,
+    /// Managers and workers.
+    pub nodes: u64,
+}
+
+impl ThisNode {
+    pub fn of(swarm: &Swarm) -> Result<ThisNode> {
+        Ok(ThisNode { id: swarm.node_id()?, hostname: swarm.hostname()?, nodes: swarm.node_count()? })
+    }
+}
+
+/// Whether upgraderd backs up a stack service's data: it keeps some, and
+/// neither `UPGRADERD_BACKUP_MODES` nor the stack file's `upgraderd.backup`
+/// label (on the service's containers) says `skip`. The same order as for a
+/// running container: the setting first, then the label.
+pub fn backed_up(config: &Config, service: &Service) -> bool {
+    let configured = config.backup_modes.iter().find(|(s, _)| s == service.short_name()).map(|(_, mode)| *mode);
+    let mode = configured.or_else(|| service.container_label(MODE_LABEL).and_then(BackupMode::parse));
+    service.keeps_data() && mode != Some(BackupMode::Skip)
+}
+
+/// What backing up and restoring a stack's data asks of where its services
+/// run, for every service whose data is backed up (see [`data_problems`]).
+pub fn placement_problems(config: &Config, docker: &Docker, project: &Project) -> Vec<Problem> {
+    let swarm = Swarm::new(docker.clone());
+    let node = match ThisNode::of(&swarm) {
+        Ok(node) => node,
+        Err(e) => return vec![Problem::from_error("swarm", &e.context("reading this node's place in the swarm"))],
+    };
+    let services = match swarm.stack_services(&project.name) {
+        Ok(services) => services,
+        Err(e) => return vec![Problem::from_error("swarm", &e)],
+    };
+    let mut problems = Vec::new();
+    for service in services.iter().filter(|s| backed_up(config, s)) {
+        // A moved service's own checks already refuse a global one.
+        let moved = project.services.iter().any(|m| m == service.short_name());
+        match swarm.tasks(&service.spec.name) {
+            Ok(tasks) => problems.extend(data_problems(service, &tasks, &node, moved)),
+            Err(e) => problems.push(Problem::from_error("swarm", &e)),
+        }
     }
     problems
+}
+
+/// What one stack service whose data is backed up must be: held still by
+/// scaling it to 0 (not global, unless `moved` says that is refused already),
+/// running on this node (only its volumes are here), and kept here (pinned to
+/// this node, on a swarm of several nodes, or Swarm may start it elsewhere,
+/// away from its data, after a failure, a drain or an update).
+pub fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, moved: bool) -> Vec<Problem> {
+    let name = &service.spec.name;
+    let leave_out = format!("or leave its data out with UPGRADERD_BACKUP_MODES={}=skip", service.short_name());
+    let pin = format!("`deploy: placement: constraints: [node.hostname == {}]`", node.hostname);
+    if service.replicas().is_none() {
+        if moved {
+            return Vec::new();
+        }
+        return vec![Problem::new(
+            "swarm",
+            format!(
+                "{name} is a global service that keeps data: upgraderd holds a service's data still by scaling it \
+                 to 0, which a global service cannot be. Deploy it with `mode: replicated` pinned to this node \
+                 ({pin}), {leave_out}"
+            ),
+        )];
+    }
+    let elsewhere =
+        tasks.iter().find(|t| t.desired_state == "running" && !t.node_id.is_empty() && t.node_id != node.id);
+    if let Some(task) = elsewhere {
+        return vec![Problem::new(
+            "swarm",
+            format!(
+                "{name} keeps data in volumes and runs a task on node {}, not on this node ({}): upgraderd backs up \
+                 and restores only volumes on the node it runs on. Pin the service to this node ({pin}), run \
+                 upgraderd on that node, {leave_out}",
+                task.node_id, node.hostname
+            ),
+        )];
+    }
+    if node.nodes > 1 && !service.pinned_to(&node.id, &node.hostname) {
+        return vec![Problem::new(
+            "swarm",
+            format!(
+                "{name} keeps data in volumes on this node, but nothing keeps its tasks here: on a swarm of {} \
+                 nodes Swarm may start it on another node (after a failure, a drain or an update), away from its \
+                 data and its backup. Pin it to this node ({pin}, or `node.id == {}`), {leave_out}",
+                node.nodes, node.id
+            ),
+        )];
+    }
+    Vec::new()
 }
 
 impl Strategy for SwarmUpdate {
@@ -243,14 +340,10 @@ impl Strategy for SwarmUpdate {
             )),
             Err(e) => problems.push(Problem::from_error("swarm", &e)),
         }
-        let this_node = self.swarm.node_id().unwrap_or_default();
         let services = self.moved_services(&mut problems);
         self.before.clear();
         for service in &services {
-            match self.swarm.tasks(&service.spec.name) {
-                Ok(tasks) => problems.extend(service_problems(service, &tasks, &this_node)),
-                Err(e) => problems.push(Problem::from_error("swarm", &e)),
-            }
+            problems.extend(service_problems(service));
             self.before.push(Before {
                 service: service.spec.name.clone(),
                 image: service.image().to_string(),
@@ -361,32 +454,99 @@ mod tests {
 
     const HOST_PORT: &str = r#"[{"TargetPort":3001,"PublishedPort":8080,"PublishMode":"host"}]"#;
 
-    #[test]
-    fn a_sane_replicated_service_on_this_node_has_no_problem() {
-        let web = web(r#"{"Order":"stop-first","FailureAction":"pause"}"#, HOST_PORT);
-        assert!(service_problems(&web, &[task("n1", "running"), task("n2", "shutdown")], "n1").is_empty());
+    fn node(nodes: u64) -> ThisNode {
+        ThisNode { id: "n1".into(), hostname: "host1".into(), nodes }
     }
 
     #[test]
-    fn start_first_with_a_host_port_an_update_under_way_and_data_elsewhere_are_refused() {
+    fn a_sane_replicated_service_on_this_node_has_no_problem() {
+        let web = web(r#"{"Order":"stop-first","FailureAction":"pause"}"#, HOST_PORT);
+        assert!(service_problems(&web).is_empty());
+        assert!(data_problems(&web, &[task("n1", "running"), task("n2", "shutdown")], &node(1), true).is_empty());
+    }
+
+    #[test]
+    fn start_first_with_a_host_port_and_an_update_under_way_are_refused() {
         let mut web = web(r#"{"Order":"start-first"}"#, HOST_PORT);
-        web.update_status =
-            Some(crate::ops::swarm::UpdateStatus { state: "paused".into(), message: "update paused".into() });
-        let problems: Vec<String> =
-            service_problems(&web, &[task("n2", "running")], "n1").into_iter().map(|p| p.message).collect();
-        assert_eq!(problems.len(), 3, "{problems:#?}");
+        web.update_status = Some(crate::ops::swarm::UpdateStatus {
+            state: "paused".into(),
+            message: "update paused".into(),
+            ..Default::default()
+        });
+        let problems: Vec<String> = service_problems(&web).into_iter().map(|p| p.message).collect();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].contains("update of shop_web is paused"), "{}", problems[0]);
         assert!(problems[1].contains("start-first but publishes port 8080 in host mode"), "{}", problems[1]);
-        assert!(problems[2].contains("runs tasks on node n2, not on this node (n1)"), "{}", problems[2]);
+    }
+
+    #[test]
+    fn a_one_shot_job_must_let_swarms_update_continue_past_its_exit() {
+        let mut job = web(r#"{"FailureAction":"pause"}"#, "[]");
+        job.spec.task_template.restart_policy = Some(crate::ops::swarm::RestartPolicy { condition: "none".into() });
+        let problems = service_problems(&job);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("one-shot job"), "{problems:?}");
+        job.spec.update_config =
+            Some(crate::ops::swarm::UpdateConfig { order: String::new(), failure_action: "continue".into() });
+        assert!(service_problems(&job).is_empty());
+    }
+
+    #[test]
+    fn data_on_another_node_or_free_to_move_there_is_refused_and_data_pinned_here_is_fine() {
+        let web = web(r#"{}"#, "[]");
+        let elsewhere = data_problems(&web, &[task("n2", "running")], &node(1), true);
+        assert_eq!(elsewhere.len(), 1, "{elsewhere:?}");
+        let message = &elsewhere[0].message;
+        assert!(message.contains("runs a task on node n2, not on this node (host1)"), "{message}");
+        assert!(message.contains("UPGRADERD_BACKUP_MODES=web=skip"), "{message}");
+        // One node: nowhere else to go. Several: it must be pinned here.
+        assert!(data_problems(&web, &[task("n1", "running")], &node(1), true).is_empty());
+        let free = data_problems(&web, &[task("n1", "running")], &node(3), true);
+        assert_eq!(free.len(), 1, "{free:?}");
+        assert!(free[0].message.contains("on a swarm of 3 nodes Swarm may start it on another node"), "{free:?}");
+        assert!(free[0].message.contains("node.hostname == host1"), "{free:?}");
+        for constraint in ["node.hostname == host1", "node.id==n1"] {
+            let mut pinned = web.clone();
+            pinned.spec.task_template.placement =
+                Some(crate::ops::swarm::Placement { constraints: vec![constraint.into()] });
+            assert!(data_problems(&pinned, &[task("n1", "running")], &node(3), true).is_empty(), "{constraint}");
+        }
+        let mut other = web.clone();
+        other.spec.task_template.placement =
+            Some(crate::ops::swarm::Placement { constraints: vec!["node.hostname==host2".into()] });
+        assert_eq!(data_problems(&other, &[], &node(3), false).len(), 1);
     }
 
     #[test]
     fn a_global_service_is_refused_and_an_ingress_port_with_start_first_is_fine() {
         let mut web = web(r#"{"Order":"start-first"}"#, r#"[{"PublishedPort":8080,"PublishMode":"ingress"}]"#);
         web.spec.mode = crate::ops::swarm::ServiceMode { replicated: None, global: Some(serde_json::json!({})) };
-        let problems = service_problems(&web, &[], "n1");
+        let problems = service_problems(&web);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("global service"));
+        // Its data cannot be held still either; said once, by the moved service's own checks.
+        assert!(data_problems(&web, &[], &node(1), true).is_empty());
+        let kept = data_problems(&web, &[], &node(1), false);
+        assert!(kept[0].message.contains("global service that keeps data"), "{kept:?}");
+    }
+
+    #[test]
+    fn a_service_is_backed_up_unless_the_setting_or_its_stack_files_label_skips_it() {
+        let layers = crate::config::Layers::resolve(&[], &crate::config::Env::default(), None);
+        let mut config = Config::from_layers(&layers).unwrap();
+        let mut web = web(r#"{}"#, "[]");
+        assert!(backed_up(&config, &web));
+        web.spec.task_template.container_spec.labels = Some([(MODE_LABEL.to_string(), "skip".to_string())].into());
+        assert!(!backed_up(&config, &web));
+        // The operator's setting wins over the label, as for a compose container.
+        config.backup_modes = vec![("web".into(), BackupMode::Live)];
+        assert!(backed_up(&config, &web));
+        config.backup_modes = vec![("web".into(), BackupMode::Skip)];
+        web.spec.task_template.container_spec.labels = None;
+        assert!(!backed_up(&config, &web));
+        config.backup_modes.clear();
+        web.spec.task_template.container_spec.mounts.clear();
+        assert!(!backed_up(&config, &web), "no mount, no data");
     }
 
     #[test]
