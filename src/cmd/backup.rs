@@ -47,11 +47,11 @@ pub fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
     let deployment = discover::discover(&ctx.config, &runner)?;
     if deployment.project.orchestrator == Orchestrator::Swarm {
         // Only data on this node is backed up: refused rather than left out.
-        let problems = swarm::placement_problems(&ctx.config, &deployment.docker, &deployment.project);
+        let problems = swarm::placement_problems(&ctx.config, &deployment.docker, &deployment.project, false);
         if !problems.is_empty() {
             let lines: Vec<String> = problems.iter().map(|p| format!("- {p}")).collect();
             return Err(anyhow!(
-                "stack {} keeps data this node cannot back up whole:\n{}",
+                "the data of stack {} cannot be backed up whole from this node:\n{}",
                 deployment.project.name,
                 lines.join("\n")
             ));

@@ -19,7 +19,7 @@ use crate::engine::halt::{self, Halt};
 use crate::exit::usage;
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{without_digest, Container, Docker, ImageRef};
-use crate::ops::swarm::{Swarm, SERVICE_LABEL, STACK_LABEL};
+use crate::ops::swarm::{Service, Swarm, SERVICE_LABEL, STACK_LABEL};
 use crate::states::BackupMode;
 use crate::store::backup::{self, Created, Progress, Source};
 
@@ -134,8 +134,10 @@ impl DataSet {
 /// service with its mode, minus `skip` services and `UPGRADERD_BACKUP_EXCLUDE`.
 pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<DataSet> {
     let containers = project_containers(docker, project)?;
-    let replicas = swarm_replicas(docker, project)?;
-    check_configured_modes(config, &containers, project)?;
+    let stack = stack_services(docker, project)?;
+    let replicas: BTreeMap<&str, u64> =
+        stack.iter().filter_map(|s| Some((s.spec.name.as_str(), s.replicas()?))).collect();
+    check_configured_modes(config, &containers, &stack, project)?;
     let mut set = DataSet::default();
     for container in &containers {
         let Some(service) = project.service_of(container) else { continue };
@@ -143,7 +145,7 @@ pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<D
             Orchestrator::Compose => Halt::Container(container.id.clone()),
             Orchestrator::Swarm => {
                 let name = project.swarm_service(&service);
-                Halt::SwarmService { replicas: replicas.get(&name).copied().unwrap_or(1), name }
+                Halt::SwarmService { replicas: replicas.get(name.as_str()).copied().unwrap_or(1), name }
             }
         };
         // Unread, the image's labels cannot be told from the compose file's: none is trusted then.
@@ -202,23 +204,32 @@ fn project_containers(docker: &Docker, project: &Project) -> Result<Vec<Containe
     }
 }
 
-/// The replicas each of a stack's services runs with (what scaling it back restores).
-fn swarm_replicas(docker: &Docker, project: &Project) -> Result<BTreeMap<String, u64>> {
-    if project.orchestrator != Orchestrator::Swarm {
-        return Ok(BTreeMap::new());
+/// A stack's services, with the replicas each runs with (what scaling it back
+/// restores); none for a compose project.
+fn stack_services(docker: &Docker, project: &Project) -> Result<Vec<Service>> {
+    match project.orchestrator {
+        Orchestrator::Compose => Ok(Vec::new()),
+        Orchestrator::Swarm => Swarm::new(docker.clone()).stack_services(&project.name),
     }
-    let services = Swarm::new(docker.clone()).stack_services(&project.name)?;
-    Ok(services.iter().filter_map(|s| Some((s.spec.name.clone(), s.replicas()?))).collect())
 }
 
-/// `UPGRADERD_BACKUP_MODES` may only name services the project runs.
-fn check_configured_modes(config: &Config, containers: &[Container], project: &Project) -> Result<()> {
-    let running: Vec<String> = containers.iter().filter_map(|c| project.service_of(c)).collect();
-    match config.backup_modes.iter().find(|(service, _)| !running.contains(service)) {
+/// `UPGRADERD_BACKUP_MODES` may only name services the project runs, or, for
+/// a stack, defines (one on another node is skipped by name, which preflight asks for).
+fn check_configured_modes(
+    config: &Config,
+    containers: &[Container],
+    stack: &[Service],
+    project: &Project,
+) -> Result<()> {
+    let mut known: Vec<String> = containers.iter().filter_map(|c| project.service_of(c)).collect();
+    known.extend(stack.iter().map(|s| s.short_name().to_string()));
+    known.sort();
+    known.dedup();
+    match config.backup_modes.iter().find(|(service, _)| !known.contains(service)) {
         Some((unknown, _)) => Err(usage(format!(
             "UPGRADERD_BACKUP_MODES names `{unknown}`, which project {} does not run; its services: {}",
             project.name,
-            running.join(", ")
+            known.join(", ")
         ))),
         None => Ok(()),
     }
@@ -677,6 +688,28 @@ mod tests {
             has_healthcheck: false,
             sources: Vec::new(),
         }
+    }
+
+    #[test]
+    fn backup_modes_may_name_a_stack_service_running_on_another_node() {
+        let layers = crate::config::Layers::resolve(&[], &crate::config::Env::default(), None);
+        let mut config = Config::from_layers(&layers).unwrap();
+        let project = Project::stack("shop", "web", Vec::new());
+        let db: Service = serde_json::from_str(
+            r#"{"ID":"s2","Spec":{"Name":"shop_db","Labels":{"com.docker.stack.namespace":"shop"},
+                "TaskTemplate":{"ContainerSpec":{"Image":"postgres:15"}},"Mode":{"Replicated":{"Replicas":1}}}}"#,
+        )
+        .unwrap();
+        // No task of `db` runs here: skipping it by name is what preflight asks for.
+        config.backup_modes = vec![("db".into(), BackupMode::Skip)];
+        assert!(check_configured_modes(&config, &[], std::slice::from_ref(&db), &project).is_ok());
+        config.backup_modes = vec![("dbx".into(), BackupMode::Skip)];
+        let err = check_configured_modes(&config, &[], &[db], &project).unwrap_err();
+        assert!(err.is::<crate::exit::UsageError>(), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("names `dbx`, which project shop does not run; its services: db"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -69,17 +69,9 @@ fn discover_swarm(config: &Config, docker: Docker, name: &str) -> Result<Deploym
     })?;
     // By its name, also when configured by id: task containers and the stack's services carry names.
     let name = service.spec.name.as_str();
-    let primary = name.strip_prefix(&format!("{stack}_")).unwrap_or(name).to_string();
+    let primary = service.short_name().to_string();
     let container = task_container(&docker, name)?;
-    let mut project = Project {
-        name: stack,
-        working_dir: PathBuf::new(),
-        files: Vec::new(),
-        env_file: None,
-        service: primary.clone(),
-        services: vec![primary],
-        orchestrator: Orchestrator::Swarm,
-    };
+    let mut project = Project::stack(stack, primary, Vec::new());
     project.services = stack_service_set(config, &cli, &project, &service)?;
     // Never run for a stack: Swarm, not compose, changes its services.
     let compose = Compose::assume(vec![config.docker.display().to_string(), "compose".into()], true, docker.runner());
@@ -106,13 +98,8 @@ fn task_container(docker: &Docker, service: &str) -> Result<Container> {
 /// service of the stack on the primary's image repository.
 fn stack_service_set(config: &Config, cli: &Swarm, project: &Project, primary: &Service) -> Result<Vec<String>> {
     let services = cli.stack_services(&project.name)?;
-    let in_stack: Vec<(String, String)> = services
-        .iter()
-        .map(|s| {
-            let short = s.spec.name.strip_prefix(&format!("{}_", project.name)).unwrap_or(&s.spec.name);
-            (short.to_string(), swarm::without_digest(s.image()).to_string())
-        })
-        .collect();
+    let in_stack: Vec<(String, String)> =
+        services.iter().map(|s| (s.short_name().to_string(), swarm::without_digest(s.image()).to_string())).collect();
     let primary_image = swarm::without_digest(primary.image());
     let chosen = if config.services.is_empty() {
         same_repository(primary_image, &in_stack)
@@ -135,8 +122,8 @@ fn on_primary_repository(named: &[String], primary_image: &str, in_stack: &[(Str
     match foreign {
         Some((service, image)) => Err(usage(format!(
             "UPGRADERD_SERVICES names `{service}`, which runs {image}, not {repository}: an upgrade gives every \
-             service it names {repository}'s new image. Leave `{service}` out (its data is backed up and restored \
-             all the same)"
+             service it names {repository}'s new image. Leave `{service}` out: its data is backed up with the \
+             stack's whether it moves or not"
         ))),
         None => Ok(named.to_vec()),
     }

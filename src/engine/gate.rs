@@ -24,6 +24,10 @@ pub struct GateSpec {
     pub stable: Duration,
     /// JSON pointer into the health body and the version it must show.
     pub expect_version: Option<(String, String)>,
+    /// Per Swarm service, the tasks that had failed before the switch (or
+    /// revert) being gated: history, not a verdict. A service missing here
+    /// takes the failures the gate's first look finds.
+    pub failed_before: HashMap<String, Vec<String>>,
 }
 
 const INTERVAL: Duration = Duration::from_millis(250);
@@ -43,7 +47,7 @@ pub fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Resu
     let started = Instant::now();
     let mut gate = Gate::new(started, spec);
     let mut restarts_at_start: HashMap<String, i64> = HashMap::new();
-    let mut failed_at_start: HashMap<String, Vec<String>> = HashMap::new();
+    let mut failed_at_start = spec.failed_before.clone();
     let swarm = Swarm::new(docker.clone());
     loop {
         let checks = project.services.iter().map(|service| {
@@ -173,7 +177,7 @@ fn observe_swarm(
             http_verdict(&spec.url, &probe_http(&spec.url, Duration::from_secs(2)), spec.expect_version.as_ref())
         }
         (Check::Fatal(reason), _) => {
-            let failed = new_failure(&current, &tasks, known).and_then(|t| t.container());
+            let failed = new_failure(&tasks, known).and_then(|t| t.container());
             Check::Fatal(match failed {
                 Some(id) => with_logs(docker, id, reason),
                 None => reason,
@@ -203,7 +207,7 @@ pub fn tasks_verdict(
             return Check::NotYet(format!("Swarm is still updating {name}"));
         }
     }
-    if let Some(task) = new_failure(service, tasks, known_failures) {
+    if let Some(task) = new_failure(tasks, known_failures) {
         return Check::Fatal(format!(
             "a task of {name} {}: {}",
             task.status.state,
@@ -212,8 +216,8 @@ pub fn tasks_verdict(
     }
     let on_current_image: Vec<&Task> =
         tasks.iter().filter(|t| t.spec.container_spec.image == service.image()).collect();
-    // A task of a one-shot job (a migration) that exited 0 on the new image is done, not missing.
-    let completed = match service.runs_to_completion() {
+    // A task that exited 0 on the new image and that Swarm does not restart is done, not missing.
+    let completed = match service.exit_zero_is_done() {
         true => on_current_image.iter().filter(|t| t.status.state == "complete").count() as u64,
         false => 0,
     };
@@ -228,6 +232,10 @@ pub fn tasks_verdict(
     }
     // A moved service scaled to 0 on purpose asks for nothing, and has it.
     let wanted = service.replicas().unwrap_or(1);
+    // A one-shot job (a migration) that still runs has not proved anything yet.
+    if service.is_one_shot() && !current.is_empty() && completed < wanted {
+        return Check::NotYet(format!("the job {name} still runs"));
+    }
     if current.len() as u64 + completed >= wanted {
         Check::Healthy
     } else {
@@ -235,12 +243,9 @@ pub fn tasks_verdict(
     }
 }
 
-/// A failed task that is a verdict on the version gated: one that failed since
-/// the gate began, or one that Swarm made for the service's last update (a
-/// service updating with `failure_action: continue` may see its new task fail
-/// during the switch, before the gate's first look). Other failures are history.
-fn new_failure<'a>(service: &Service, tasks: &'a [Task], known_failures: &[String]) -> Option<&'a Task> {
-    tasks.iter().find(|t| t.failed() && (!known_failures.contains(&t.id) || t.of_last_update(service)))
+/// A failed task that is a verdict on the version gated: one not known to have failed before.
+fn new_failure<'a>(tasks: &'a [Task], known_failures: &[String]) -> Option<&'a Task> {
+    tasks.iter().find(|t| t.failed() && !known_failures.contains(&t.id))
 }
 
 /// A one-shot service (no restart policy) that ran to completion: a migration job done.
@@ -393,6 +398,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             stable: Duration::from_secs(3),
             expect_version: None,
+            failed_before: HashMap::new(),
         };
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
@@ -411,6 +417,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             stable: Duration::from_secs(3),
             expect_version: None,
+            failed_before: HashMap::new(),
         };
         let t0 = Instant::now();
         let mut gate = Gate::new(t0, &spec);
@@ -475,6 +482,17 @@ mod tests {
         job.spec.task_template.restart_policy = Some(crate::ops::swarm::RestartPolicy { condition: "none".into() });
         let done = swarm_task("t1", "app:2@sha256:b", "shutdown", "complete");
         assert_eq!(tasks_verdict(&job, std::slice::from_ref(&done), &[], &no_health), Check::Healthy);
+        // Still running, it has not finished its migration yet.
+        let running = swarm_task("t1", "app:2@sha256:b", "running", "running");
+        assert!(
+            matches!(tasks_verdict(&job, std::slice::from_ref(&running), &[], &no_health), Check::NotYet(w) if w.contains("still runs"))
+        );
+        // `on-failure` does not restart an exit 0 either, but a server may use it: running counts.
+        let mut on_failure = job.clone();
+        on_failure.spec.task_template.restart_policy =
+            Some(crate::ops::swarm::RestartPolicy { condition: "on-failure".into() });
+        assert_eq!(tasks_verdict(&on_failure, std::slice::from_ref(&running), &[], &no_health), Check::Healthy);
+        assert_eq!(tasks_verdict(&on_failure, std::slice::from_ref(&done), &[], &no_health), Check::Healthy);
         // One that completed on the old image says nothing of the new one.
         let old = swarm_task("t0", "app:1@sha256:a", "shutdown", "complete");
         assert!(matches!(tasks_verdict(&job, &[old], &[], &no_health), Check::NotYet(_)));
@@ -492,17 +510,9 @@ mod tests {
             Check::Fatal(why) => assert!(why.contains("a task of shop_web failed: task: non-zero exit (1)"), "{why}"),
             other => panic!("{other:?}"),
         }
-        // A failure from before the gate began is history, not a verdict...
+        // A failure known from before the switch is history, not a verdict.
         let known = ["t9".to_string()];
-        assert!(matches!(tasks_verdict(&service, std::slice::from_ref(&failed), &known, &no_health), Check::NotYet(_)));
-        // ...unless Swarm made the task for the update being gated (it failed during the switch).
-        let mut updated = service.clone();
-        updated.update_status.as_mut().unwrap().started_at = "2026-12-03T12:00:00.5Z".into();
-        let mut during_switch = failed.clone();
-        during_switch.created_at = "2026-12-03T12:00:01.123456789Z".into();
-        assert!(matches!(tasks_verdict(&updated, &[during_switch.clone()], &known, &no_health), Check::Fatal(_)));
-        during_switch.created_at = "2026-12-03T11:59:59Z".into();
-        assert!(matches!(tasks_verdict(&updated, &[during_switch], &known, &no_health), Check::NotYet(_)));
+        assert!(matches!(tasks_verdict(&service, &[failed], &known, &no_health), Check::NotYet(_)));
         for state in ["paused", "rollback_completed"] {
             let service = swarm_service(Some(state), 1);
             assert!(matches!(tasks_verdict(&service, &[], &[], &no_health), Check::Fatal(w) if w.contains(state)));

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::engine::announce::after_terminal;
 use crate::engine::data::{self, DataSet, ServiceData};
 use crate::engine::discover::{self, discover};
-use crate::engine::gate::{finished_job, wait_healthy};
+use crate::engine::gate::{finished_job, wait_healthy, GateSpec};
 use crate::engine::journal::{keep_room, Journal};
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
@@ -290,7 +290,8 @@ impl Attempt<'_, '_> {
         self.journal.report(Status::HealthCheck, "Running health checks");
         let project = strategy.project();
         let docker = Docker::new(&self.config.docker, self.runner.clone());
-        match wait_healthy(&docker, project, &gate_spec(self.config, expect)) {
+        let spec = GateSpec { failed_before: strategy.failed_before_switch(), ..gate_spec(self.config, expect) };
+        match wait_healthy(&docker, project, &spec) {
             Ok(took) => {
                 self.log_finished_jobs(&docker, project);
                 self.journal.log(&format!("Healthy after {:.1}s", took.as_secs_f64()));
@@ -409,6 +410,7 @@ impl Attempt<'_, '_> {
                     self.config,
                     &deployment.docker,
                     &deployment.project,
+                    true,
                 ));
             }
         }

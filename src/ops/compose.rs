@@ -45,6 +45,22 @@ pub enum Orchestrator {
 }
 
 impl Project {
+    /// A Swarm stack as a project: no files or directory (Swarm, not compose,
+    /// changes its services), the primary and the services that move with it
+    /// (the primary alone when none is named).
+    pub fn stack(name: impl Into<String>, primary: impl Into<String>, services: Vec<String>) -> Project {
+        let primary = primary.into();
+        Project {
+            name: name.into(),
+            working_dir: PathBuf::new(),
+            files: Vec::new(),
+            env_file: None,
+            services: if services.is_empty() { vec![primary.clone()] } else { services },
+            service: primary,
+            orchestrator: Orchestrator::Swarm,
+        }
+    }
+
     /// The service of the project a container belongs to, by its labels.
     pub fn service_of(&self, container: &Container) -> Option<String> {
         match self.orchestrator {

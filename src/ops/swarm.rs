@@ -150,9 +150,6 @@ pub struct UpdateStatus {
     /// `updating`, `paused`, `completed`, `rollback_started`, `rollback_paused`, `rollback_completed`.
     #[serde(default)]
     pub state: String,
-    /// When this update began (RFC 3339, the manager's clock).
-    #[serde(default)]
-    pub started_at: String,
     #[serde(default)]
     pub message: String,
 }
@@ -167,9 +164,6 @@ pub struct Task {
     pub node_id: String,
     #[serde(default)]
     pub desired_state: String,
-    /// When the manager made it (RFC 3339, the manager's clock).
-    #[serde(default)]
-    pub created_at: String,
     pub status: TaskStatus,
     pub spec: TaskSpec,
 }
@@ -219,20 +213,32 @@ impl Service {
         nanos.map_or(DEFAULT_STOP_GRACE, Duration::from_nanos)
     }
 
-    /// Whether a task that exits 0 is done rather than restarted: a one-shot job.
-    pub fn runs_to_completion(&self) -> bool {
-        let policy = self.spec.task_template.restart_policy.as_ref();
-        policy.is_some_and(|p| p.condition == "none" || p.condition == "on-failure")
+    /// Whether Swarm never restarts its tasks (`restart_policy: condition:
+    /// none`): a one-shot job, done when its task completes.
+    pub fn is_one_shot(&self) -> bool {
+        self.restart_condition() == "none"
+    }
+
+    /// Whether a task that exits 0 is done rather than restarted (`none`, and
+    /// `on-failure`, which servers use too).
+    pub fn exit_zero_is_done(&self) -> bool {
+        matches!(self.restart_condition(), "none" | "on-failure")
+    }
+
+    fn restart_condition(&self) -> &str {
+        self.spec.task_template.restart_policy.as_ref().map_or("any", |p| p.condition.as_str())
     }
 
     /// Whether its placement constraints pin its tasks to one node: by id, or by hostname.
     pub fn pinned_to(&self, node_id: &str, hostname: &str) -> bool {
         let constraints = self.spec.task_template.placement.iter().flat_map(|p| &p.constraints);
         constraints.into_iter().any(|c| {
+            // Swarm matches constraint keys and values regardless of case.
             let Some((key, value)) = c.split_once("==") else { return false };
-            match key.trim() {
-                "node.id" => value.trim() == node_id,
-                "node.hostname" => value.trim() == hostname,
+            let (key, value) = (key.trim().to_ascii_lowercase(), value.trim());
+            match key.as_str() {
+                "node.id" => value.eq_ignore_ascii_case(node_id),
+                "node.hostname" => value.eq_ignore_ascii_case(hostname),
                 _ => false,
             }
         })
@@ -269,23 +275,20 @@ impl Task {
     pub fn failed(&self) -> bool {
         matches!(self.status.state.as_str(), "failed" | "rejected")
     }
-
-    /// Whether Swarm made it for `service`'s last update: it runs the spec's
-    /// image and was created once that update had begun. Both times come from
-    /// the manager's clock; an update time that is missing or unreadable says no.
-    pub fn of_last_update(&self, service: &Service) -> bool {
-        let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
-        let began = service.update_status.as_ref().and_then(|u| parse(&u.started_at));
-        let created = parse(&self.created_at);
-        self.spec.container_spec.image == service.image()
-            && matches!((began, created), (Some(began), Some(created)) if created >= began)
-    }
-
     /// Whether it runs or is on its way to running: any state before `complete`,
     /// `shutdown`, `failed`, `rejected`, `remove` or `orphaned`.
     pub fn is_live(&self) -> bool {
         !matches!(self.status.state.as_str(), "complete" | "shutdown" | "failed" | "rejected" | "remove" | "orphaned")
     }
+}
+
+/// This node, as placement constraints name it, and the size of its swarm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThisNode {
+    pub id: String,
+    pub hostname: String,
+    /// Managers and workers (0 when this node is not a manager).
+    pub nodes: u64,
 }
 
 /// Swarm's side of the `docker` CLI.
@@ -313,19 +316,15 @@ impl Swarm {
         Ok(self.info("{{.Swarm.ControlAvailable}}")? == "true")
     }
 
-    /// This node's id in the swarm.
-    pub fn node_id(&self) -> Result<String> {
-        self.info("{{.Swarm.NodeID}}")
-    }
-
-    /// This node's hostname, as placement constraints name it.
-    pub fn hostname(&self) -> Result<String> {
-        self.info("{{.Name}}")
-    }
-
-    /// How many nodes the swarm has (managers and workers).
-    pub fn node_count(&self) -> Result<u64> {
-        self.info("{{.Swarm.Nodes}}")?.parse().context("`docker info` gave no number of Swarm nodes")
+    /// This node as placement constraints name it, and the size of its swarm.
+    pub fn this_node(&self) -> Result<ThisNode> {
+        let text = self.info("{{.Swarm.NodeID}}|{{.Name}}|{{.Swarm.Nodes}}")?;
+        let fields: Vec<&str> = text.split('|').collect();
+        let [id, hostname, nodes] = fields[..] else {
+            return Err(anyhow!("unexpected `docker info` output for this Swarm node: {text:?}"));
+        };
+        let nodes = nodes.parse().with_context(|| format!("`docker info` gave {nodes:?} Swarm nodes"))?;
+        Ok(ThisNode { id: id.to_string(), hostname: hostname.to_string(), nodes })
     }
 
     /// A service by name or id; `None` when the swarm has none by that name.
@@ -420,6 +419,45 @@ mod tests {
         assert_eq!(without_digest(service.image()), "127.0.0.1:5000/app:1.0.0");
         assert_eq!(service.update_status.unwrap().state, "completed");
         assert_eq!(service.spec.endpoint_spec.unwrap().ports[0].publish_mode, "host");
+    }
+
+    /// `docker service inspect` of a one-shot job as Docker 20.10 prints it (trimmed to one service).
+    const JOB: &str = r#"{"ID":"181qdc","Spec":{"Name":"shop_db","Labels":{"com.docker.stack.namespace":"shop"},
+        "TaskTemplate":{"ContainerSpec":{"Image":"jobexp:1","Labels":{"upgraderd.backup":"skip"},
+          "Args":["sh","-c","sleep 1"],"Init":false,
+          "Mounts":[{"Type":"volume","Source":"shop_pgdata","Target":"/var/lib/data"}],
+          "StopGracePeriod":10000000000,"DNSConfig":{},"Isolation":"default"},
+          "Resources":{"Limits":{},"Reservations":{}},
+          "RestartPolicy":{"Condition":"none","Delay":5000000000,"MaxAttempts":0},
+          "Placement":{"Constraints":["node.hostname == vm"]},"ForceUpdate":0,"Runtime":"container"},
+        "Mode":{"Replicated":{"Replicas":1}},
+        "UpdateConfig":{"Parallelism":1,"FailureAction":"continue","Monitor":5000000000,"MaxFailureRatio":0,
+          "Order":"stop-first"},
+        "EndpointSpec":{"Mode":"vip"}}}"#;
+
+    /// Its task once it ran, from `docker inspect --type task`.
+    const JOB_TASK: &str = r#"{"ID":"dyg5r0ogdx3r7rtzxbz8tptl8","Spec":{"ContainerSpec":{"Image":"jobexp:1"}},
+        "NodeID":"0hddy7vyhlgr98f2yljdorg1q","Status":{"Timestamp":"2026-12-03T13:18:44.496882019Z",
+          "State":"complete","Message":"finished","ContainerStatus":{"ContainerID":"b46bf7705d85","PID":0,
+          "ExitCode":0},"PortStatus":{}},"DesiredState":"shutdown"}"#;
+
+    #[test]
+    fn a_job_reads_its_restart_policy_pin_labels_and_data_as_the_engine_prints_them() {
+        let job: Service = serde_json::from_str(JOB).unwrap();
+        assert_eq!(job.short_name(), "db");
+        assert!(job.is_one_shot() && job.exit_zero_is_done());
+        assert!(job.pinned_to("0hddy7vyhlgr98f2yljdorg1q", "vm"));
+        assert!(!job.pinned_to("0hddy7vyhlgr98f2yljdorg1q", "vm2"));
+        assert_eq!(job.container_label("upgraderd.backup"), Some("skip"));
+        assert!(job.keeps_data());
+        assert_eq!(job.stop_grace(), Duration::from_secs(10));
+        assert_eq!(job.spec.update_config.unwrap().failure_action, "continue");
+        let task: Task = serde_json::from_str(JOB_TASK).unwrap();
+        assert_eq!((task.status.state.as_str(), task.desired_state.as_str()), ("complete", "shutdown"));
+        assert!(!task.failed() && !task.is_live());
+        let server: Service =
+            serde_json::from_str(&JOB.replace(r#""Condition":"none""#, r#""Condition":"any""#)).unwrap();
+        assert!(!server.is_one_shot() && !server.exit_zero_is_done());
     }
 
     #[test]

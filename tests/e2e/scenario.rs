@@ -227,7 +227,21 @@ pub fn single_app(repo: &str, port: u16, prefix: &str) -> String {
 
 impl Drop for Scenario {
     fn drop(&mut self) {
+        // An image's VOLUME gives a container an anonymous volume, which compose hands on by
+        // name when it recreates the container (an upgrade, a rollback): `down -v` then
+        // leaves it behind. Every volume the project's containers mount goes with the project.
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        let (_, ids) = sh(&["docker", "ps", "-aq", "--filter", &label]);
+        let mut volumes = Vec::new();
+        for id in ids.lines() {
+            let format = "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}";
+            let (_, names) = sh(&["docker", "inspect", "--format", format, id]);
+            volumes.extend(names.split_whitespace().map(str::to_string));
+        }
         let _ = self.compose_command(&["down", "-v", "-t", "1"]).output();
+        for volume in &volumes {
+            let _ = sh(&["docker", "volume", "rm", volume]);
+        }
         let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", &self.repo]);
         for image in images.lines() {
             let _ = sh(&["docker", "rmi", "-f", image]);

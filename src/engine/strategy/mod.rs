@@ -10,6 +10,8 @@ pub mod pull;
 pub mod rebuild;
 pub mod swarm;
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 
 use crate::config::Config;
@@ -61,6 +63,11 @@ pub trait Strategy {
     fn stop(&mut self, journal: &mut Journal) -> Result<()>;
     /// Starts the previous version again.
     fn revert(&mut self, journal: &mut Journal) -> Result<()>;
+    /// Per Swarm service, the tasks that had failed before the last `switch` or
+    /// `revert`: the gate takes them as history, and any other failure as its verdict.
+    fn failed_before_switch(&self) -> HashMap<String, Vec<String>> {
+        HashMap::new()
+    }
     /// After success: drop rollback material beyond retention (never a global prune).
     fn cleanup(&mut self, journal: &mut Journal, keep: usize);
     /// After an attempt that never switched: drop this upgrade's own rollback

@@ -10,6 +10,7 @@
 //! it runs tasks on another node, may be moved to one (not pinned here on a
 //! swarm of several nodes), or cannot be held still (a global service).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,9 +22,9 @@ use crate::engine::halt::{self, Halt};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
 use crate::engine::strategy::{target_exists, Fetched, Kind, Strategy};
-use crate::ops::compose::{Orchestrator, Project};
+use crate::ops::compose::Project;
 use crate::ops::docker::{Docker, ImageRef};
-use crate::ops::swarm::{without_digest, Service, Swarm, Task};
+use crate::ops::swarm::{without_digest, Service, Swarm, Task, ThisNode};
 use crate::states::BackupMode;
 use crate::store::db::UpgradeRecord;
 
@@ -47,6 +48,8 @@ pub struct SwarmUpdate {
     target: Option<ImageRef>,
     /// How long Swarm may take to roll an update out.
     settle: Duration,
+    /// Per moved service, its tasks that had failed before the last update.
+    failed_before: HashMap<String, Vec<String>>,
 }
 
 /// The stack of a recorded Swarm upgrade, as its journal row names it: the
@@ -54,15 +57,8 @@ pub struct SwarmUpdate {
 pub fn recorded_project(record: &UpgradeRecord) -> Result<Project> {
     let missing = |what: &str| anyhow!("upgrade {} recorded no {what}; it cannot be put back automatically", record.id);
     let service = record.service.clone().ok_or_else(|| missing("service"))?;
-    Ok(Project {
-        name: record.compose_project.clone().ok_or_else(|| missing("stack"))?,
-        working_dir: Default::default(),
-        files: Vec::new(),
-        env_file: None,
-        services: if record.services.is_empty() { vec![service.clone()] } else { record.services.clone() },
-        service,
-        orchestrator: Orchestrator::Swarm,
-    })
+    let stack = record.compose_project.clone().ok_or_else(|| missing("stack"))?;
+    Ok(Project::stack(stack, service, record.services.clone()))
 }
 
 impl SwarmUpdate {
@@ -74,6 +70,7 @@ impl SwarmUpdate {
             before: Vec::new(),
             target: None,
             settle,
+            failed_before: HashMap::new(),
         }
     }
 
@@ -125,7 +122,14 @@ impl SwarmUpdate {
             match state.state.as_str() {
                 "" | "completed" => return Ok(()),
                 "paused" | "rollback_started" | "rollback_paused" | "rollback_completed" => {
-                    bail!("Swarm's update of {service} is {}: {}", state.state, state.message)
+                    // Swarm's words for a task that exited within the monitor period, even with exit 0.
+                    let hint = match state.message.contains("early termination") {
+                        true => {
+                            " (a service whose task is meant to exit needs `update_config: failure_action: continue`)"
+                        }
+                        false => "",
+                    };
+                    bail!("Swarm's update of {service} is {}: {}{hint}", state.state, state.message)
                 }
                 _ if Instant::now() >= deadline => {
                     bail!("Swarm's update of {service} is still {} after {}s", state.state, self.settle.as_secs())
@@ -138,7 +142,8 @@ impl SwarmUpdate {
     /// Updates every moved service to `image_of(before)` with the replicas it ran
     /// with, then waits for each. One that fails does not stop the others: a
     /// stack half on each version is worse than one with a service left behind.
-    fn update_all(&self, journal: &mut Journal, image_of: &dyn Fn(&Before) -> String) -> Result<()> {
+    fn update_all(&mut self, journal: &mut Journal, image_of: &dyn Fn(&Before) -> String) -> Result<()> {
+        self.record_failed_tasks();
         let mut failures = Vec::new();
         let mut updated = Vec::new();
         for before in &self.before {
@@ -154,6 +159,25 @@ impl SwarmUpdate {
             }
         }
         all_done(failures)
+    }
+}
+
+impl SwarmUpdate {
+    /// The moved services' failed tasks now, before an update: with
+    /// `failure_action: continue` Swarm goes on past a new task that fails, and
+    /// the gate's first look would take it for history. A service whose tasks
+    /// cannot be listed is left to the gate's first look.
+    fn record_failed_tasks(&mut self) {
+        self.failed_before.clear();
+        if self.docker().runner().dry_run() {
+            return;
+        }
+        for before in &self.before {
+            if let Ok(tasks) = self.swarm.tasks(&before.service) {
+                let failed = tasks.iter().filter(|t| t.failed()).map(|t| t.id.clone()).collect();
+                self.failed_before.insert(before.service.clone(), failed);
+            }
+        }
     }
 }
 
@@ -190,11 +214,11 @@ pub fn service_problems(service: &Service) -> Vec<Problem> {
         }
     }
     let failure_action = service.spec.update_config.as_ref().map_or("", |c| c.failure_action.as_str());
-    if service.runs_to_completion() && failure_action != "continue" {
+    if service.is_one_shot() && failure_action != "continue" {
         problems.push(Problem::new(
             "swarm",
             format!(
-                "{name} is a one-shot job (its restart policy is not `any`): Swarm pauses an update of it when its \
+                "{name} is a one-shot job (`restart_policy: condition: none`): Swarm pauses an update of it when its \
                  task ends within the update's monitor period, even with exit 0. Set `update_config: \
                  failure_action: continue`; the gate still fails the upgrade when the job's task fails"
             ),
@@ -222,36 +246,26 @@ pub fn service_problems(service: &Service) -> Vec<Problem> {
     problems
 }
 
-/// This node, as placement constraints name it, and the size of its swarm.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ThisNode {
-    pub id: String,
-    pub hostname: String,
-    /// Managers and workers.
-    pub nodes: u64,
-}
-
-impl ThisNode {
-    pub fn of(swarm: &Swarm) -> Result<ThisNode> {
-        Ok(ThisNode { id: swarm.node_id()?, hostname: swarm.hostname()?, nodes: swarm.node_count()? })
-    }
-}
-
 /// Whether upgraderd backs up a stack service's data: it keeps some, and
 /// neither `UPGRADERD_BACKUP_MODES` nor the stack file's `upgraderd.backup`
 /// label (on the service's containers) says `skip`. The same order as for a
-/// running container: the setting first, then the label.
+/// running container: the setting first, then the label. (The spec holds the
+/// stack file's labels only: an image's own label, ignored there, is not in it.)
+/// Conservative: a service whose mounts `UPGRADERD_DATA_DIR` or
+/// `UPGRADERD_BACKUP_EXCLUDE` leave out still counts; `skip` says so plainly.
 pub fn backed_up(config: &Config, service: &Service) -> bool {
     let configured = config.backup_modes.iter().find(|(s, _)| s == service.short_name()).map(|(_, mode)| *mode);
-    let mode = configured.or_else(|| service.container_label(MODE_LABEL).and_then(BackupMode::parse));
+    let label = || service.container_label(MODE_LABEL).and_then(|text| BackupMode::parse(text.trim()));
+    let mode = configured.or_else(label);
     service.keeps_data() && mode != Some(BackupMode::Skip)
 }
 
-/// What backing up and restoring a stack's data asks of where its services
-/// run, for every service whose data is backed up (see [`data_problems`]).
-pub fn placement_problems(config: &Config, docker: &Docker, project: &Project) -> Vec<Problem> {
+/// What backing up (and, for an upgrade, restoring) a stack's data asks of
+/// where its services run, for every service whose data is backed up (see
+/// [`data_problems`]; `restores` asks for the pin too).
+pub fn placement_problems(config: &Config, docker: &Docker, project: &Project, restores: bool) -> Vec<Problem> {
     let swarm = Swarm::new(docker.clone());
-    let node = match ThisNode::of(&swarm) {
+    let node = match swarm.this_node() {
         Ok(node) => node,
         Err(e) => return vec![Problem::from_error("swarm", &e.context("reading this node's place in the swarm"))],
     };
@@ -264,24 +278,33 @@ pub fn placement_problems(config: &Config, docker: &Docker, project: &Project) -
         // A moved service's own checks already refuse a global one.
         let moved = project.services.iter().any(|m| m == service.short_name());
         match swarm.tasks(&service.spec.name) {
-            Ok(tasks) => problems.extend(data_problems(service, &tasks, &node, moved)),
+            Ok(tasks) => problems.extend(data_problems(service, &tasks, &node, Use { moved, restores })),
             Err(e) => problems.push(Problem::from_error("swarm", &e)),
         }
     }
     problems
 }
 
+/// What upgraderd does with a stack service whose data it backs up.
+#[derive(Debug, Clone, Copy)]
+pub struct Use {
+    /// It moves to the new version (its own checks refuse a global one).
+    pub moved: bool,
+    /// Its data may be restored and the service scaled back (an upgrade, not `backup create`).
+    pub restores: bool,
+}
+
 /// What one stack service whose data is backed up must be: held still by
-/// scaling it to 0 (not global, unless `moved` says that is refused already),
-/// running on this node (only its volumes are here), and kept here (pinned to
-/// this node, on a swarm of several nodes, or Swarm may start it elsewhere,
-/// away from its data, after a failure, a drain or an update).
-pub fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, moved: bool) -> Vec<Problem> {
+/// scaling it to 0 (not global), running on this node (only its volumes are
+/// here), and, when its data may be restored, kept here (pinned to this node,
+/// on a swarm of several nodes, or Swarm may start it elsewhere, away from its
+/// data, after a failure, a drain or the scale-up after a restore).
+pub fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, by: Use) -> Vec<Problem> {
     let name = &service.spec.name;
     let leave_out = format!("or leave its data out with UPGRADERD_BACKUP_MODES={}=skip", service.short_name());
     let pin = format!("`deploy: placement: constraints: [node.hostname == {}]`", node.hostname);
     if service.replicas().is_none() {
-        if moved {
+        if by.moved {
             return Vec::new();
         }
         return vec![Problem::new(
@@ -299,14 +322,14 @@ pub fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, moved: 
         return vec![Problem::new(
             "swarm",
             format!(
-                "{name} keeps data in volumes and runs a task on node {}, not on this node ({}): upgraderd backs up \
-                 and restores only volumes on the node it runs on. Pin the service to this node ({pin}), run \
-                 upgraderd on that node, {leave_out}",
-                task.node_id, node.hostname
+                "{name} keeps data in volumes and runs a task on node id {}, not on this node ({}, id {}): \
+                 upgraderd backs up and restores only volumes on the node it runs on (`docker node ls` names that \
+                 node). Pin the service to this node ({pin}), run upgraderd on that node, {leave_out}",
+                task.node_id, node.hostname, node.id
             ),
         )];
     }
-    if node.nodes > 1 && !service.pinned_to(&node.id, &node.hostname) {
+    if by.restores && node.nodes > 1 && !service.pinned_to(&node.id, &node.hostname) {
         return vec![Problem::new(
             "swarm",
             format!(
@@ -409,6 +432,10 @@ impl Strategy for SwarmUpdate {
         self.update_all(journal, &|before| before.image.clone()).context("updating the Swarm services back")
     }
 
+    fn failed_before_switch(&self) -> HashMap<String, Vec<String>> {
+        self.failed_before.clone()
+    }
+
     fn cleanup(&mut self, journal: &mut Journal, _keep: usize) {
         // The previous image stays in its registry under its digest: nothing local to drop.
         journal.log(&format!("Previous images kept in the registry: {}", self.describe_before()));
@@ -454,6 +481,9 @@ mod tests {
 
     const HOST_PORT: &str = r#"[{"TargetPort":3001,"PublishedPort":8080,"PublishMode":"host"}]"#;
 
+    const MOVED: Use = Use { moved: true, restores: true };
+    const KEPT: Use = Use { moved: false, restores: true };
+
     fn node(nodes: u64) -> ThisNode {
         ThisNode { id: "n1".into(), hostname: "host1".into(), nodes }
     }
@@ -462,17 +492,14 @@ mod tests {
     fn a_sane_replicated_service_on_this_node_has_no_problem() {
         let web = web(r#"{"Order":"stop-first","FailureAction":"pause"}"#, HOST_PORT);
         assert!(service_problems(&web).is_empty());
-        assert!(data_problems(&web, &[task("n1", "running"), task("n2", "shutdown")], &node(1), true).is_empty());
+        assert!(data_problems(&web, &[task("n1", "running"), task("n2", "shutdown")], &node(1), MOVED).is_empty());
     }
 
     #[test]
     fn start_first_with_a_host_port_and_an_update_under_way_are_refused() {
         let mut web = web(r#"{"Order":"start-first"}"#, HOST_PORT);
-        web.update_status = Some(crate::ops::swarm::UpdateStatus {
-            state: "paused".into(),
-            message: "update paused".into(),
-            ..Default::default()
-        });
+        web.update_status =
+            Some(crate::ops::swarm::UpdateStatus { state: "paused".into(), message: "update paused".into() });
         let problems: Vec<String> = service_problems(&web).into_iter().map(|p| p.message).collect();
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].contains("update of shop_web is paused"), "{}", problems[0]);
@@ -494,14 +521,14 @@ mod tests {
     #[test]
     fn data_on_another_node_or_free_to_move_there_is_refused_and_data_pinned_here_is_fine() {
         let web = web(r#"{}"#, "[]");
-        let elsewhere = data_problems(&web, &[task("n2", "running")], &node(1), true);
+        let elsewhere = data_problems(&web, &[task("n2", "running")], &node(1), MOVED);
         assert_eq!(elsewhere.len(), 1, "{elsewhere:?}");
         let message = &elsewhere[0].message;
-        assert!(message.contains("runs a task on node n2, not on this node (host1)"), "{message}");
+        assert!(message.contains("runs a task on node id n2, not on this node (host1, id n1)"), "{message}");
         assert!(message.contains("UPGRADERD_BACKUP_MODES=web=skip"), "{message}");
         // One node: nowhere else to go. Several: it must be pinned here.
-        assert!(data_problems(&web, &[task("n1", "running")], &node(1), true).is_empty());
-        let free = data_problems(&web, &[task("n1", "running")], &node(3), true);
+        assert!(data_problems(&web, &[task("n1", "running")], &node(1), MOVED).is_empty());
+        let free = data_problems(&web, &[task("n1", "running")], &node(3), MOVED);
         assert_eq!(free.len(), 1, "{free:?}");
         assert!(free[0].message.contains("on a swarm of 3 nodes Swarm may start it on another node"), "{free:?}");
         assert!(free[0].message.contains("node.hostname == host1"), "{free:?}");
@@ -509,12 +536,21 @@ mod tests {
             let mut pinned = web.clone();
             pinned.spec.task_template.placement =
                 Some(crate::ops::swarm::Placement { constraints: vec![constraint.into()] });
-            assert!(data_problems(&pinned, &[task("n1", "running")], &node(3), true).is_empty(), "{constraint}");
+            assert!(data_problems(&pinned, &[task("n1", "running")], &node(3), MOVED).is_empty(), "{constraint}");
         }
+        // `backup create` restores nothing: the data here now is all it needs.
+        let backup = Use { moved: false, restores: false };
+        assert!(data_problems(&web, &[task("n1", "running")], &node(3), backup).is_empty());
+        assert_eq!(data_problems(&web, &[task("n2", "running")], &node(3), backup).len(), 1);
+        // Swarm matches constraints regardless of case.
+        let mut shouted = web.clone();
+        shouted.spec.task_template.placement =
+            Some(crate::ops::swarm::Placement { constraints: vec!["Node.Hostname==HOST1".into()] });
+        assert!(data_problems(&shouted, &[task("n1", "running")], &node(3), MOVED).is_empty());
         let mut other = web.clone();
         other.spec.task_template.placement =
             Some(crate::ops::swarm::Placement { constraints: vec!["node.hostname==host2".into()] });
-        assert_eq!(data_problems(&other, &[], &node(3), false).len(), 1);
+        assert_eq!(data_problems(&other, &[], &node(3), KEPT).len(), 1);
     }
 
     #[test]
@@ -525,8 +561,8 @@ mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("global service"));
         // Its data cannot be held still either; said once, by the moved service's own checks.
-        assert!(data_problems(&web, &[], &node(1), true).is_empty());
-        let kept = data_problems(&web, &[], &node(1), false);
+        assert!(data_problems(&web, &[], &node(1), MOVED).is_empty());
+        let kept = data_problems(&web, &[], &node(1), KEPT);
         assert!(kept[0].message.contains("global service that keeps data"), "{kept:?}");
     }
 
@@ -553,15 +589,7 @@ mod tests {
     fn the_runbook_records_the_specs_pulls_updates_scales_to_zero_and_updates_back_to_the_digest() {
         let runner = Runner::new(true);
         let ui = Ui::new(false, -1);
-        let project = Project {
-            name: "shop".into(),
-            working_dir: Default::default(),
-            files: Vec::new(),
-            env_file: None,
-            service: "web".into(),
-            services: vec!["web".into(), "worker".into()],
-            orchestrator: Orchestrator::Swarm,
-        };
+        let project = Project::stack("shop", "web", vec!["web".into(), "worker".into()]);
         let mut strategy = SwarmUpdate::new(Docker::new("docker", runner.clone()), project, Duration::from_secs(60));
         strategy.before = vec![
             Before { service: "shop_web".into(), image: "reg/app:1.0.0@sha256:old".into(), replicas: 2 },
