@@ -27,7 +27,7 @@ pub struct GateSpec {
     /// Per Swarm service, the tasks that had failed before the switch (or
     /// revert) being gated: history, not a verdict. A service missing here
     /// takes the failures the gate's first look finds.
-    pub failed_before: HashMap<String, Vec<String>>,
+    pub tasks_before: HashMap<String, Vec<String>>,
 }
 
 const INTERVAL: Duration = Duration::from_millis(250);
@@ -47,16 +47,14 @@ pub fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Resu
     let started = Instant::now();
     let mut gate = Gate::new(started, spec);
     let mut restarts_at_start: HashMap<String, i64> = HashMap::new();
-    let mut failed_at_start = spec.failed_before.clone();
+    let mut history = spec.tasks_before.clone();
     let swarm = Swarm::new(docker.clone());
     loop {
         let checks = project.services.iter().map(|service| {
             let http = (*service == project.service).then_some(spec);
             let check = match project.orchestrator {
                 Orchestrator::Compose => observe(docker, &project.name, service, http, &mut restarts_at_start),
-                Orchestrator::Swarm => {
-                    observe_swarm(&swarm, &project.swarm_service(service), http, &mut failed_at_start)
-                }
+                Orchestrator::Swarm => observe_swarm(&swarm, &project.swarm_service(service), http, &mut history),
             };
             (service.as_str(), check)
         });
@@ -159,7 +157,7 @@ fn observe_swarm(
     swarm: &Swarm,
     service: &str,
     http: Option<&GateSpec>,
-    failed_at_start: &mut HashMap<String, Vec<String>>,
+    history: &mut HashMap<String, Vec<String>>,
 ) -> Check {
     let state = swarm.service(service).and_then(|s| Ok((s, swarm.tasks(service)?)));
     let (current, tasks) = match state {
@@ -167,7 +165,9 @@ fn observe_swarm(
         Ok((None, _)) => return Check::Fatal(format!("Swarm service {service} does not exist any more")),
         Err(e) => return Check::NotYet(format!("cannot inspect Swarm service {service}: {e:#}")),
     };
-    let known = failed_at_start
+    // Without the tasks recorded before the switch (a gate after crash recovery that could not
+    // list them), the failures the first look finds are history.
+    let known = history
         .entry(service.to_string())
         .or_insert_with(|| tasks.iter().filter(|t| t.failed()).map(|t| t.id.clone()).collect());
     let docker = swarm.docker();
@@ -188,13 +188,14 @@ fn observe_swarm(
 }
 
 /// A Swarm service's side of the verdict: Swarm's own update not paused or
-/// rolled back, no task failed that had not failed before the gate began, and
-/// as many tasks running its current image as it asks for, none failing its
-/// HEALTHCHECK (`health` reads a task container's, when it runs on this node).
+/// rolled back, no task failed but those of `history` (the tasks there were
+/// before the switch), and as many tasks running its current image as it asks
+/// for, none failing its HEALTHCHECK (`health` reads a task container's, when
+/// it runs on this node).
 pub fn tasks_verdict(
     service: &Service,
     tasks: &[Task],
-    known_failures: &[String],
+    history: &[String],
     health: &dyn Fn(&str) -> Option<String>,
 ) -> Check {
     let name = &service.spec.name;
@@ -207,7 +208,7 @@ pub fn tasks_verdict(
             return Check::NotYet(format!("Swarm is still updating {name}"));
         }
     }
-    if let Some(task) = new_failure(tasks, known_failures) {
+    if let Some(task) = new_failure(tasks, history) {
         return Check::Fatal(format!(
             "a task of {name} {}: {}",
             task.status.state,
@@ -216,9 +217,15 @@ pub fn tasks_verdict(
     }
     let on_current_image: Vec<&Task> =
         tasks.iter().filter(|t| t.spec.container_spec.image == service.image()).collect();
-    // A task that exited 0 on the new image and that Swarm does not restart is done, not missing.
+    // A task that exited 0 on the new image and that Swarm does not restart is done, not
+    // missing: one made by this switch (a revert to the image a job ran before finds that
+    // run's task still listed), or any, when the switch changed nothing for the service.
+    let made_by_switch = on_current_image.iter().any(|t| !history.contains(&t.id));
     let completed = match service.exit_zero_is_done() {
-        true => on_current_image.iter().filter(|t| t.status.state == "complete").count() as u64,
+        true => on_current_image
+            .iter()
+            .filter(|t| t.status.state == "complete" && !(made_by_switch && history.contains(&t.id)))
+            .count() as u64,
         false => 0,
     };
     let current: Vec<&Task> =
@@ -243,9 +250,11 @@ pub fn tasks_verdict(
     }
 }
 
-/// A failed task that is a verdict on the version gated: one not known to have failed before.
-fn new_failure<'a>(tasks: &'a [Task], known_failures: &[String]) -> Option<&'a Task> {
-    tasks.iter().find(|t| t.failed() && !known_failures.contains(&t.id))
+/// A failed task that is a verdict on the version gated: one that was not
+/// there before the switch. An old task stopped by the update may end
+/// `failed` (killed, exit 137): that is history.
+fn new_failure<'a>(tasks: &'a [Task], history: &[String]) -> Option<&'a Task> {
+    tasks.iter().find(|t| t.failed() && !history.contains(&t.id))
 }
 
 /// A one-shot service (no restart policy) that ran to completion: a migration job done.
@@ -398,7 +407,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             stable: Duration::from_secs(3),
             expect_version: None,
-            failed_before: HashMap::new(),
+            tasks_before: HashMap::new(),
         };
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
@@ -417,7 +426,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             stable: Duration::from_secs(3),
             expect_version: None,
-            failed_before: HashMap::new(),
+            tasks_before: HashMap::new(),
         };
         let t0 = Instant::now();
         let mut gate = Gate::new(t0, &spec);
@@ -498,7 +507,13 @@ mod tests {
         assert!(matches!(tasks_verdict(&job, &[old], &[], &no_health), Check::NotYet(_)));
         // A service Swarm restarts whatever happens is never done by exiting.
         let server = swarm_service(Some("completed"), 1);
-        assert!(matches!(tasks_verdict(&server, &[done], &[], &no_health), Check::NotYet(_)));
+        assert!(matches!(tasks_verdict(&server, std::slice::from_ref(&done), &[], &no_health), Check::NotYet(_)));
+        // Reverted to the image it ran before, the job's earlier run is history while the new one runs...
+        let before = ["t1".to_string()];
+        let rerun = swarm_task("t2", "app:2@sha256:b", "running", "running");
+        assert!(matches!(tasks_verdict(&job, &[done.clone(), rerun], &before, &no_health), Check::NotYet(_)));
+        // ...but when the switch made no task at all (nothing changed for it), that run stands.
+        assert_eq!(tasks_verdict(&job, &[done], &before, &no_health), Check::Healthy);
     }
 
     #[test]
@@ -510,9 +525,15 @@ mod tests {
             Check::Fatal(why) => assert!(why.contains("a task of shop_web failed: task: non-zero exit (1)"), "{why}"),
             other => panic!("{other:?}"),
         }
-        // A failure known from before the switch is history, not a verdict.
+        // A task there before the switch is history, also when it fails later (killed as the
+        // update stops it); one made since fails the gate, also when it failed before the first look.
         let known = ["t9".to_string()];
-        assert!(matches!(tasks_verdict(&service, &[failed], &known, &no_health), Check::NotYet(_)));
+        assert!(matches!(tasks_verdict(&service, std::slice::from_ref(&failed), &known, &no_health), Check::NotYet(_)));
+        let killed_old = swarm_task("t8", "app:1@sha256:a", "shutdown", "failed");
+        let new = swarm_task("t10", "app:2@sha256:b", "running", "running");
+        let before = ["t8".to_string()];
+        assert_eq!(tasks_verdict(&service, &[killed_old, new.clone()], &before, &no_health), Check::Healthy);
+        assert!(matches!(tasks_verdict(&service, &[failed, new], &before, &no_health), Check::Fatal(_)));
         for state in ["paused", "rollback_completed"] {
             let service = swarm_service(Some(state), 1);
             assert!(matches!(tasks_verdict(&service, &[], &[], &no_health), Check::Fatal(w) if w.contains(state)));

@@ -290,7 +290,7 @@ impl Attempt<'_, '_> {
         self.journal.report(Status::HealthCheck, "Running health checks");
         let project = strategy.project();
         let docker = Docker::new(&self.config.docker, self.runner.clone());
-        let spec = GateSpec { failed_before: strategy.failed_before_switch(), ..gate_spec(self.config, expect) };
+        let spec = GateSpec { tasks_before: strategy.tasks_before_switch(), ..gate_spec(self.config, expect) };
         match wait_healthy(&docker, project, &spec) {
             Ok(took) => {
                 self.log_finished_jobs(&docker, project);

@@ -62,7 +62,7 @@ pub fn restore_previous(
     }
     let project = strategy.project();
     let docker = Docker::new(&config.docker, runner.clone());
-    let spec = GateSpec { failed_before: strategy.failed_before_switch(), ..gate_spec(config, from_version) };
+    let spec = GateSpec { tasks_before: strategy.tasks_before_switch(), ..gate_spec(config, from_version) };
     match wait_healthy(&docker, project, &spec) {
         Ok(_) => (Terminal::RolledBack, "Rolled back to the previous version", reason),
         Err(why) => (
@@ -96,7 +96,7 @@ pub fn gate_spec(config: &Config, version: Option<String>) -> GateSpec {
         timeout: config.health_timeout,
         stable: config.health_stable,
         expect_version: config.health_version_pointer.clone().zip(version),
-        failed_before: Default::default(),
+        tasks_before: Default::default(),
     }
 }
 

@@ -196,12 +196,15 @@ impl Drop for Stack {
 
 /// What a test adds to the stack of [`stack_file`]: services and volumes
 /// (YAML under `services:` and `volumes:`, with `{repo}` and `{prefix}`
-/// filled in), and `UPGRADERD_SERVICES` when it names the moved ones.
+/// filled in), `UPGRADERD_SERVICES` when it names the moved ones, and how
+/// Swarm's update of the app and the worker meets a failed task.
 #[derive(Default)]
 struct Extra {
     services: String,
     volumes: String,
     moved: Option<&'static str>,
+    /// The app's and the worker's `update_config: failure_action` (`pause` when empty).
+    failure_action: &'static str,
 }
 
 /// A one-shot migration job on the app's image (its own scratch data in a
@@ -230,6 +233,7 @@ fn refused_services() -> Extra {
         services: migration_job("") + keeper,
         volumes: "  keeperdata:\n    labels:\n      upgraderd-e2e: {prefix}\n".into(),
         moved: Some("app,worker,migrate"),
+        ..Extra::default()
     }
 }
 
@@ -238,14 +242,16 @@ fn refused_services() -> Extra {
 fn stack_file(repo: &str, port: u16, prefix: &str, extra: &Extra) -> String {
     let fill = |yaml: &str| yaml.replace("{repo}", repo).replace("{prefix}", prefix);
     let (services, volumes) = (fill(&extra.services), fill(&extra.volumes));
+    let failure_action = if extra.failure_action.is_empty() { "pause" } else { extra.failure_action };
     format!(
         "version: '3.8'\nservices:\n  app:\n    image: {repo}:latest\n    volumes:\n      - appdata:/data\n    \
          ports:\n      - target: 3001\n        published: {port}\n        mode: host\n    \
          labels:\n      upgraderd-e2e: {prefix}\n    \
          deploy:\n      replicas: 1\n      restart_policy:\n        condition: any\n        delay: 1s\n      \
-         update_config:\n        order: stop-first\n        monitor: 2s\n        failure_action: pause\n  \
+         update_config:\n        order: stop-first\n        monitor: 2s\n        failure_action: {failure_action}\n  \
          worker:\n    image: {repo}:latest\n    environment:\n      APP_ROLE: worker\n    volumes:\n      - appdata:/data\n    \
-         labels:\n      upgraderd-e2e: {prefix}\n    deploy:\n      restart_policy:\n        condition: any\n        delay: 1s\n\
+         labels:\n      upgraderd-e2e: {prefix}\n    deploy:\n      restart_policy:\n        condition: any\n        delay: 1s\n      \
+         update_config:\n        monitor: 2s\n        failure_action: {failure_action}\n\
          {services}volumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n{volumes}"
     )
 }
@@ -297,6 +303,27 @@ fn a_swarm_service_upgrades_through_swarm_and_a_manual_rollback_restores_its_dat
     assert!(s.spec_image().starts_with(&format!("{}:latest@sha256:", s.repo)), "{}", s.spec_image());
     assert!(s.spec_image_of("worker").starts_with(&format!("{}:latest@sha256:", s.repo)), "the worker went back");
     assert!(run.stderr.contains("Scaling") && run.stderr.contains("to 0"), "{}", run.stderr);
+}
+
+#[test]
+fn a_crash_that_swarms_update_goes_on_past_fails_the_gate_at_once_and_is_rolled_back() {
+    // With `continue`, Swarm completes its update although the new task failed during it,
+    // before the gate's first look: that failure is the verdict, not history to wait out.
+    let extra = Extra { failure_action: "continue", ..Extra::default() };
+    let Some(s) = Stack::start_with("goon", &["1.0.0", "2.0.5"], &extra) else { return };
+    let before = s.dump();
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.5"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let history = s.last_history();
+    assert_eq!(history["status"], "rolled_back", "{}", run.stderr);
+    let error = history["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("a task of {}_", s.name)) && error.contains(" failed: task: non-zero exit"),
+        "{error}"
+    );
+    assert!(!error.contains("not healthy after"), "{error}");
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before, "the data came back for 1.0.0");
 }
 
 #[test]

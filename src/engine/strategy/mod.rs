@@ -65,7 +65,7 @@ pub trait Strategy {
     fn revert(&mut self, journal: &mut Journal) -> Result<()>;
     /// Per Swarm service, the tasks that had failed before the last `switch` or
     /// `revert`: the gate takes them as history, and any other failure as its verdict.
-    fn failed_before_switch(&self) -> HashMap<String, Vec<String>> {
+    fn tasks_before_switch(&self) -> HashMap<String, Vec<String>> {
         HashMap::new()
     }
     /// After success: drop rollback material beyond retention (never a global prune).

@@ -48,8 +48,8 @@ pub struct SwarmUpdate {
     target: Option<ImageRef>,
     /// How long Swarm may take to roll an update out.
     settle: Duration,
-    /// Per moved service, its tasks that had failed before the last update.
-    failed_before: HashMap<String, Vec<String>>,
+    /// Per moved service, its tasks before the last update.
+    tasks_before: HashMap<String, Vec<String>>,
 }
 
 /// The stack of a recorded Swarm upgrade, as its journal row names it: the
@@ -70,7 +70,7 @@ impl SwarmUpdate {
             before: Vec::new(),
             target: None,
             settle,
-            failed_before: HashMap::new(),
+            tasks_before: HashMap::new(),
         }
     }
 
@@ -143,7 +143,7 @@ impl SwarmUpdate {
     /// with, then waits for each. One that fails does not stop the others: a
     /// stack half on each version is worse than one with a service left behind.
     fn update_all(&mut self, journal: &mut Journal, image_of: &dyn Fn(&Before) -> String) -> Result<()> {
-        self.record_failed_tasks();
+        self.record_tasks();
         let mut failures = Vec::new();
         let mut updated = Vec::new();
         for before in &self.before {
@@ -163,19 +163,20 @@ impl SwarmUpdate {
 }
 
 impl SwarmUpdate {
-    /// The moved services' failed tasks now, before an update: with
-    /// `failure_action: continue` Swarm goes on past a new task that fails, and
-    /// the gate's first look would take it for history. A service whose tasks
-    /// cannot be listed is left to the gate's first look.
-    fn record_failed_tasks(&mut self) {
-        self.failed_before.clear();
+    /// The moved services' tasks now, before an update: the gate judges only
+    /// the tasks made since. With `failure_action: continue` Swarm goes on past
+    /// a new task that fails, which the gate's first look would take for
+    /// history; an old task killed as the update stops it may end `failed`,
+    /// which is no verdict on the new version. A service whose tasks cannot be
+    /// listed is left to the gate's first look.
+    fn record_tasks(&mut self) {
+        self.tasks_before.clear();
         if self.docker().runner().dry_run() {
             return;
         }
         for before in &self.before {
             if let Ok(tasks) = self.swarm.tasks(&before.service) {
-                let failed = tasks.iter().filter(|t| t.failed()).map(|t| t.id.clone()).collect();
-                self.failed_before.insert(before.service.clone(), failed);
+                self.tasks_before.insert(before.service.clone(), tasks.into_iter().map(|t| t.id).collect());
             }
         }
     }
@@ -303,10 +304,8 @@ pub fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, by: Use
     let name = &service.spec.name;
     let leave_out = format!("or leave its data out with UPGRADERD_BACKUP_MODES={}=skip", service.short_name());
     let pin = format!("`deploy: placement: constraints: [node.hostname == {}]`", node.hostname);
-    if service.replicas().is_none() {
-        if by.moved {
-            return Vec::new();
-        }
+    // A moved global service is refused by the upgrade's own checks already; `backup create` has none.
+    if service.replicas().is_none() && !(by.moved && by.restores) {
         return vec![Problem::new(
             "swarm",
             format!(
@@ -432,8 +431,8 @@ impl Strategy for SwarmUpdate {
         self.update_all(journal, &|before| before.image.clone()).context("updating the Swarm services back")
     }
 
-    fn failed_before_switch(&self) -> HashMap<String, Vec<String>> {
-        self.failed_before.clone()
+    fn tasks_before_switch(&self) -> HashMap<String, Vec<String>> {
+        self.tasks_before.clone()
     }
 
     fn cleanup(&mut self, journal: &mut Journal, _keep: usize) {
@@ -563,6 +562,9 @@ mod tests {
         // Its data cannot be held still either; said once, by the moved service's own checks.
         assert!(data_problems(&web, &[], &node(1), MOVED).is_empty());
         let kept = data_problems(&web, &[], &node(1), KEPT);
+        // `backup create` runs no moved service's checks: it says so itself.
+        let backup = data_problems(&web, &[], &node(1), Use { moved: true, restores: false });
+        assert!(backup[0].message.contains("global service that keeps data"), "{backup:?}");
         assert!(kept[0].message.contains("global service that keeps data"), "{kept:?}");
     }
 
