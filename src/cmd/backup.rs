@@ -11,7 +11,6 @@ use crate::engine::data::{self, DataSet};
 use crate::engine::strategy::swarm;
 use crate::engine::{discover, halt};
 use crate::exit::{usage, Exit};
-use crate::ops::compose::Orchestrator;
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
 use crate::states::Status;
@@ -45,17 +44,14 @@ pub fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
     }
     let runner = Runner::new(false);
     let deployment = discover::discover(&ctx.config, &runner)?;
-    if deployment.project.orchestrator == Orchestrator::Swarm {
-        // Only data on this node is backed up: refused rather than left out.
-        let problems = swarm::placement_problems(&ctx.config, &deployment.docker, &deployment.project, false);
-        if !problems.is_empty() {
-            let lines: Vec<String> = problems.iter().map(|p| format!("- {p}")).collect();
-            return Err(anyhow!(
-                "the data of stack {} cannot be backed up whole from this node:\n{}",
-                deployment.project.name,
-                lines.join("\n")
-            ));
-        }
+    let problems = swarm::placement_problems(&ctx.config, &deployment.docker, &deployment.project, false);
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(|p| format!("- {p}")).collect();
+        return Err(anyhow!(
+            "the data of stack {} cannot be backed up whole from this node:\n{}",
+            deployment.project.name,
+            lines.join("\n")
+        ));
     }
     let set = data::data_set(&ctx.config, &deployment.docker, &deployment.project)?;
     if set.sources().is_empty() {

@@ -17,14 +17,14 @@ use crate::config::Config;
 use crate::engine::announce::after_terminal;
 use crate::engine::data::{self, DataSet, ServiceData};
 use crate::engine::discover::{self, discover};
-use crate::engine::gate::{finished_job, wait_healthy, GateSpec};
+use crate::engine::gate::{finished_job, wait_healthy};
 use crate::engine::journal::{keep_room, Journal};
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
 use crate::engine::{check, new_upgrade_id, recover, status, Outcome, Request, DRY_RUN_ID};
 use crate::exit::usage;
-use crate::ops::compose::{Orchestrator, Project};
+use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
 use crate::ops::hooks::{hook, HookContext};
 use crate::ops::process::Runner;
@@ -290,8 +290,7 @@ impl Attempt<'_, '_> {
         self.journal.report(Status::HealthCheck, "Running health checks");
         let project = strategy.project();
         let docker = Docker::new(&self.config.docker, self.runner.clone());
-        let spec = GateSpec { tasks_before: strategy.tasks_before_switch(), ..gate_spec(self.config, expect) };
-        match wait_healthy(&docker, project, &spec) {
+        match wait_healthy(&docker, project, &gate_spec(self.config, expect, strategy)) {
             Ok(took) => {
                 self.log_finished_jobs(&docker, project);
                 self.journal.log(&format!("Healthy after {:.1}s", took.as_secs_f64()));
@@ -404,15 +403,8 @@ impl Attempt<'_, '_> {
                 Err(err) if err.chain().any(|c| c.is::<crate::exit::UsageError>()) => return Err(err),
                 Err(err) => problems.push(Problem::from_error("backup", &err)),
             }
-            if deployment.project.orchestrator == Orchestrator::Swarm {
-                // Only data on this node is backed up: refused rather than left out.
-                problems.extend(strategy::swarm::placement_problems(
-                    self.config,
-                    &deployment.docker,
-                    &deployment.project,
-                    true,
-                ));
-            }
+            let (config, docker, project) = (self.config, &deployment.docker, &deployment.project);
+            problems.extend(strategy::swarm::placement_problems(config, docker, project, true));
         }
         self.from_version = current.clone();
         self.journal.set_versions(current.as_deref(), target);

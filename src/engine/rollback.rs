@@ -62,8 +62,7 @@ pub fn restore_previous(
     }
     let project = strategy.project();
     let docker = Docker::new(&config.docker, runner.clone());
-    let spec = GateSpec { tasks_before: strategy.tasks_before_switch(), ..gate_spec(config, from_version) };
-    match wait_healthy(&docker, project, &spec) {
+    match wait_healthy(&docker, project, &gate_spec(config, from_version, strategy)) {
         Ok(_) => (Terminal::RolledBack, "Rolled back to the previous version", reason),
         Err(why) => (
             Terminal::Failed,
@@ -89,14 +88,15 @@ fn restore_with_owners_stopped(
         .map(drop)
 }
 
-/// The health gate for this deployment, expecting `version` when a version pointer is configured.
-pub fn gate_spec(config: &Config, version: Option<String>) -> GateSpec {
+/// The health gate for this deployment, expecting `version` when a version
+/// pointer is configured, and judging what `strategy` switched to.
+pub fn gate_spec(config: &Config, version: Option<String>, strategy: &dyn Strategy) -> GateSpec {
     GateSpec {
         url: config.health_url.clone(),
         timeout: config.health_timeout,
         stable: config.health_stable,
         expect_version: config.health_version_pointer.clone().zip(version),
-        tasks_before: Default::default(),
+        tasks_before: strategy.tasks_before_switch(),
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -160,6 +160,33 @@ impl Stack {
         let state = self.sandbox.state().display().to_string();
         self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"]).success().json()["history"][0]
             .clone()
+    }
+
+    /// `upgraderd watch` for this stack, its output dropped.
+    fn spawn_watch(&self) -> Child {
+        self.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    }
+
+    /// The app's trigger for `version`, written as the app writes it (renamed into place).
+    fn trigger(&self, upgrade_id: &str, version: &str) {
+        let tmp = self.sandbox.path().join(".trigger.tmp");
+        fs::write(&tmp, format!(r#"{{"upgradeId":"{upgrade_id}","version":"{version}"}}"#)).unwrap();
+        fs::rename(&tmp, self.sandbox.path().join(".upgrade-trigger")).unwrap();
+    }
+
+    /// Starts `watch` again after a kill and waits until it has rolled `upgrade_id` back; its last status.
+    fn rolled_back_by_the_next_watch(&self, upgrade_id: &str) -> Value {
+        let mut daemon = self.spawn_watch();
+        let end = common::wait("the killed upgrade to be rolled back")
+            .within(Duration::from_secs(180))
+            .every(Duration::from_millis(250))
+            .showing(|| format!("status file: {:?}", self.try_status_file()))
+            .until(|| {
+                self.try_status_file().filter(|st| st["upgradeId"] == upgrade_id && st["status"] == "rolled_back")
+            });
+        unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+        daemon.wait().unwrap();
+        end
     }
 
     fn try_status_file(&self) -> Option<Value> {
@@ -343,11 +370,8 @@ fn a_swarm_version_that_migrates_and_crashes_is_rolled_back_with_its_data() {
 fn an_upgrader_killed_during_the_swarm_gate_is_put_right_by_the_next_watch() {
     let Some(s) = Stack::start("kill", &["1.0.0", "2.0.2"]) else { return };
     let before = s.dump();
-    let spawn = || s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let mut daemon = spawn();
-    let tmp = s.sandbox.path().join(".trigger.tmp");
-    fs::write(&tmp, r#"{"upgradeId":"kill-swarm","version":"2.0.2"}"#).unwrap();
-    fs::rename(&tmp, s.sandbox.path().join(".upgrade-trigger")).unwrap();
+    let mut daemon = s.spawn_watch();
+    s.trigger("kill-swarm", "2.0.2");
     common::wait("the upgrade to reach its health gate")
         .within(Duration::from_secs(120))
         .every(Duration::from_millis(20))
@@ -356,14 +380,7 @@ fn an_upgrader_killed_during_the_swarm_gate_is_put_right_by_the_next_watch() {
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 
-    let mut daemon = spawn();
-    let end = common::wait("the killed upgrade to be rolled back")
-        .within(Duration::from_secs(180))
-        .every(Duration::from_millis(250))
-        .showing(|| format!("status file: {:?}", s.try_status_file()))
-        .until(|| s.try_status_file().filter(|st| st["upgradeId"] == "kill-swarm" && st["status"] == "rolled_back"));
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    let end = s.rolled_back_by_the_next_watch("kill-swarm");
     assert_eq!(s.last_history()["status"], "rolled_back", "{end}");
     s.wait_version("1.0.0");
     assert_eq!(s.dump(), before, "the data came back for 1.0.0");
@@ -392,11 +409,8 @@ fn a_stack_whose_job_would_pause_swarms_update_or_whose_data_cannot_be_held_stil
 fn an_upgrader_killed_while_the_stack_is_at_zero_for_its_restore_is_put_right_by_the_next_watch() {
     let Some(s) = Stack::start("zero", &["1.0.0", "2.0.5"]) else { return };
     let before = s.dump();
-    let spawn = || s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let mut daemon = spawn();
-    let tmp = s.sandbox.path().join(".trigger.tmp");
-    fs::write(&tmp, r#"{"upgradeId":"zero-swarm","version":"2.0.5"}"#).unwrap();
-    fs::rename(&tmp, s.sandbox.path().join(".upgrade-trigger")).unwrap();
+    let mut daemon = s.spawn_watch();
+    s.trigger("zero-swarm", "2.0.5");
     // The rollback scales the moved services to 0 before its restore, and back after it.
     common::wait("the rollback to hold the stack at 0 replicas")
         .within(Duration::from_secs(180))
@@ -411,14 +425,7 @@ fn an_upgrader_killed_while_the_stack_is_at_zero_for_its_restore_is_put_right_by
     // The revert may, rarely, have come between the last look and the kill: then it was killed later.
     eprintln!("zero: killed with the app at {} replicas", s.replicas_of("app"));
 
-    let mut daemon = spawn();
-    let end = common::wait("the killed rollback to be finished")
-        .within(Duration::from_secs(180))
-        .every(Duration::from_millis(250))
-        .showing(|| format!("status file: {:?}", s.try_status_file()))
-        .until(|| s.try_status_file().filter(|st| st["upgradeId"] == "zero-swarm" && st["status"] == "rolled_back"));
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    let end = s.rolled_back_by_the_next_watch("zero-swarm");
     assert_eq!(s.last_history()["status"], "rolled_back", "{end}");
     s.wait_version("1.0.0");
     assert_eq!(s.replicas_of("app"), "1", "scaled back");

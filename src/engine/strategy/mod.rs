@@ -63,8 +63,8 @@ pub trait Strategy {
     fn stop(&mut self, journal: &mut Journal) -> Result<()>;
     /// Starts the previous version again.
     fn revert(&mut self, journal: &mut Journal) -> Result<()>;
-    /// Per Swarm service, the tasks that had failed before the last `switch` or
-    /// `revert`: the gate takes them as history, and any other failure as its verdict.
+    /// Per Swarm service, the tasks there were before the last `switch` or
+    /// `revert`: the gate takes them as history, and judges the ones made since.
     fn tasks_before_switch(&self) -> HashMap<String, Vec<String>> {
         HashMap::new()
     }

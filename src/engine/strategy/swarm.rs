@@ -22,7 +22,7 @@ use crate::engine::halt::{self, Halt};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
 use crate::engine::strategy::{target_exists, Fetched, Kind, Strategy};
-use crate::ops::compose::Project;
+use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::swarm::{without_digest, Service, Swarm, Task, ThisNode};
 use crate::states::BackupMode;
@@ -160,9 +160,6 @@ impl SwarmUpdate {
         }
         all_done(failures)
     }
-}
-
-impl SwarmUpdate {
     /// The moved services' tasks now, before an update: the gate judges only
     /// the tasks made since. With `failure_action: continue` Swarm goes on past
     /// a new task that fails, which the gate's first look would take for
@@ -179,6 +176,10 @@ impl SwarmUpdate {
                 self.tasks_before.insert(before.service.clone(), tasks.into_iter().map(|t| t.id).collect());
             }
         }
+    }
+
+    fn describe_before(&self) -> String {
+        self.before.iter().map(|b| format!("{} {}", b.service, b.image)).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -263,8 +264,12 @@ pub fn backed_up(config: &Config, service: &Service) -> bool {
 
 /// What backing up (and, for an upgrade, restoring) a stack's data asks of
 /// where its services run, for every service whose data is backed up (see
-/// [`data_problems`]; `restores` asks for the pin too).
+/// [`data_problems`]; `restores` asks for the pin too). Only data on this node
+/// is backed up: refused rather than left out. Nothing for a compose project.
 pub fn placement_problems(config: &Config, docker: &Docker, project: &Project, restores: bool) -> Vec<Problem> {
+    if project.orchestrator != Orchestrator::Swarm {
+        return Vec::new();
+    }
     let swarm = Swarm::new(docker.clone());
     let node = match swarm.this_node() {
         Ok(node) => node,
@@ -441,12 +446,6 @@ impl Strategy for SwarmUpdate {
     }
 
     fn discard(&mut self, _journal: &mut Journal) {}
-}
-
-impl SwarmUpdate {
-    fn describe_before(&self) -> String {
-        self.before.iter().map(|b| format!("{} {}", b.service, b.image)).collect::<Vec<_>>().join(", ")
-    }
 }
 
 #[cfg(test)]
