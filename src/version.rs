@@ -24,6 +24,11 @@ pub fn compare_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
     Some(parse(a)?.cmp(&parse(b)?))
 }
 
+/// Whether two tags name the same version, a leading `v` aside (`v4.3.19` and `4.3.19`).
+pub fn same_version(a: &str, b: &str) -> bool {
+    a.strip_prefix('v').unwrap_or(a) == b.strip_prefix('v').unwrap_or(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +49,12 @@ mod tests {
         assert_eq!(compare_versions("2.0.0", "1.10.0"), Some(Greater));
         assert_eq!(compare_versions("v1.0.0", "1.0.0"), Some(Equal));
         assert_eq!(compare_versions("latest", "1.0.0"), None);
+    }
+
+    #[test]
+    fn a_leading_v_does_not_make_another_version() {
+        assert!(same_version("v4.3.19", "4.3.19") && same_version("4.3.19", "v4.3.19"));
+        assert!(same_version("2025.2.1", "2025.2.1") && !same_version("v1.2", "v1.3"));
+        assert!(!same_version("vv1", "1"));
     }
 }

@@ -57,6 +57,12 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_COMPOSE_FILES", None, None, "compose files, comma separated (derived)"),
     key("UPGRADERD_IMAGE", Some("IMAGE_NAME"), None, "image repository (derived from the container)"),
     key("UPGRADERD_COMPOSE_CMD", None, None, "compose command (auto: `docker compose`, else `docker-compose`)"),
+    key(
+        "UPGRADERD_PIN_CHANNELS",
+        None,
+        Some("false"),
+        "write the exact version over a channel tag (`IMMICH_VERSION=release` becomes the version installed) instead of moving the channel",
+    ),
     key("UPGRADERD_DOCKER", None, Some("docker"), "docker program"),
     key("UPGRADERD_GIT", None, Some("git"), "git program"),
     key(

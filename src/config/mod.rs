@@ -77,6 +77,8 @@ pub struct Config {
     pub compose_dir: Option<PathBuf>,
     pub compose_files: Vec<PathBuf>,
     pub image: Option<String>,
+    /// Write the version over a channel tag (`release`) instead of moving the channel.
+    pub pin_channels: bool,
     pub compose_cmd: Option<Vec<String>>,
     pub docker: PathBuf,
     pub git: PathBuf,
@@ -166,6 +168,7 @@ impl Config {
             compose_dir: p.path("UPGRADERD_COMPOSE_DIR")?,
             compose_files: p.list("UPGRADERD_COMPOSE_FILES").into_iter().map(PathBuf::from).collect(),
             image: p.text("UPGRADERD_IMAGE"),
+            pin_channels: p.bool("UPGRADERD_PIN_CHANNELS")?,
             compose_cmd: p.text("UPGRADERD_COMPOSE_CMD").map(|t| t.split_whitespace().map(String::from).collect()),
             docker: p.required("UPGRADERD_DOCKER", as_path)?,
             git: p.required("UPGRADERD_GIT", as_path)?,

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 
 use crate::config::Config;
+use crate::engine::pin;
 use crate::exit::usage;
 use crate::ops::compose::{Compose, Orchestrator, Project, ProjectLabels};
+use crate::ops::compose_file::scan as scan_compose_files;
 use crate::ops::docker::{Container, Docker, ImageRef, Mount};
 use crate::ops::git::Git;
 use crate::ops::process::Runner;
@@ -145,12 +147,32 @@ pub fn service_set(
         .filter_map(|c| Some((c.label("com.docker.compose.service")?.to_string(), c.config.image.clone())))
         .collect();
     let chosen = if config.services.is_empty() {
-        same_repository(&primary.config.image, &running)
+        let mut family = same_repository(&primary.config.image, &running);
+        family.extend(same_version_variable(project));
+        family.sort();
+        family.dedup();
+        family
     } else {
         let defined = compose.service_names(project)?;
         named_services(&config.services, &defined, &running, &format!("compose project {}", project.name))?
     };
     Ok(std::iter::once(project.service.clone()).chain(chosen.into_iter().filter(|s| *s != project.service)).collect())
+}
+
+/// The services whose tag is the variable that carries the primary's
+/// (`immich-server` and `immich-machine-learning` on `${IMMICH_VERSION}`),
+/// whatever their repositories. Files that cannot be read add none here;
+/// the upgrade's preflight says why.
+fn same_version_variable(project: &Project) -> Vec<String> {
+    let (Ok(scan), Ok(env)) = (scan_compose_files(&project.files), pin::EnvFiles::of(project)) else {
+        return Vec::new();
+    };
+    let Some(variable) = pin::tag_variable(&project.service, &scan, &env, project) else { return Vec::new() };
+    scan.images
+        .keys()
+        .filter(|service| pin::tag_variable(service, &scan, &env, project).as_deref() == Some(variable.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// The services whose containers run `image`'s repository, by name.

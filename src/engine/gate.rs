@@ -295,9 +295,7 @@ pub fn http_verdict(url: &str, probe: &Probe, expect_version: Option<&(String, S
         Probe::Answered { body, .. } => match expect_version {
             None => Check::Healthy,
             Some((pointer, expected)) => match json_pointer(body, pointer) {
-                Some(reported) if reported == *expected || reported.strip_prefix('v') == Some(expected) => {
-                    Check::Healthy
-                }
+                Some(reported) if crate::version::same_version(&reported, expected) => Check::Healthy,
                 Some(reported) => {
                     Check::Fatal(format!("{url} reports version {reported} at {pointer}, expected {expected}"))
                 }

@@ -9,6 +9,7 @@ pub mod discover;
 pub mod gate;
 pub mod halt;
 pub mod journal;
+pub mod pin;
 pub mod pipeline;
 pub mod preflight;
 pub mod recover;

@@ -3,6 +3,7 @@
 //! decide what a result means.
 
 pub mod compose;
+pub mod compose_file;
 pub mod docker;
 pub mod git;
 pub mod health;

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod db;
 pub mod disk;
+pub mod edited;
 pub mod files;
 pub mod fsat;
 pub mod lock;

@@ -24,6 +24,7 @@ mod hardening;
 mod kill;
 mod meshmonitor;
 mod owner;
+mod pinned;
 mod pull;
 mod rebuild;
 mod scenario;

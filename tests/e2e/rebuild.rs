@@ -87,7 +87,17 @@ impl Scenario {
         git(&dir, &["reset", "-q", "--hard", "v1.0.0"]);
         let repo = compose.built_image(&name, "app");
         let files = vec!["docker-compose.prod.yml"];
-        let scenario = Scenario { name, repo, dir, port, sandbox, files, compose_version: compose, docker_config };
+        let scenario = Scenario {
+            name,
+            repo,
+            dir,
+            port,
+            sandbox,
+            files,
+            compose_version: compose,
+            docker_config,
+            more_repos: Vec::new(),
+        };
         scenario.compose(&["up", "-d", "--build"]);
         scenario.wait_version("1.0.0");
         scenario.seed();

@@ -24,6 +24,8 @@ pub struct Scenario {
     pub compose_version: ComposeVersion,
     /// Compose v2's private DOCKER_CONFIG, for the harness's compose commands and upgraderd's.
     pub docker_config: Option<PathBuf>,
+    /// Further registry repositories the scenario pushed to (a release family's), removed with it.
+    pub more_repos: Vec<String>,
 }
 
 impl Scenario {
@@ -90,7 +92,17 @@ impl Scenario {
         .unwrap();
         fs::write(dir.join("app.env"), "GREETING=hello-from-env-file\n").unwrap();
         let files = vec!["docker-compose.yml", "docker-compose.prod.yml"];
-        let scenario = Scenario { name, repo, dir, port, sandbox, files, compose_version: compose, docker_config };
+        let scenario = Scenario {
+            name,
+            repo,
+            dir,
+            port,
+            sandbox,
+            files,
+            compose_version: compose,
+            docker_config,
+            more_repos: Vec::new(),
+        };
         scenario.compose(up);
         scenario.wait_version("1.0.0");
         scenario.seed();
@@ -117,7 +129,7 @@ impl Scenario {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn compose_command(&self, args: &[&str]) -> Command {
+    pub fn compose_command(&self, args: &[&str]) -> Command {
         let mut argv = vec!["-p", &self.name];
         for file in &self.files {
             argv.extend(["-f", file]);
@@ -242,9 +254,11 @@ impl Drop for Scenario {
         for volume in &volumes {
             let _ = sh(&["docker", "volume", "rm", volume]);
         }
-        let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", &self.repo]);
-        for image in images.lines() {
-            let _ = sh(&["docker", "rmi", "-f", image]);
+        for repo in std::iter::once(&self.repo).chain(&self.more_repos) {
+            let (_, images) = sh(&["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repo]);
+            for image in images.lines() {
+                let _ = sh(&["docker", "rmi", "-f", image]);
+            }
         }
     }
 }

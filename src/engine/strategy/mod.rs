@@ -178,7 +178,7 @@ pub fn for_upgrade(
             deployment.compose,
             deployment.project,
             &deployment.container,
-            config.image.as_deref(),
+            pull::Settings { configured_image: config.image.as_deref(), pin_channels: config.pin_channels },
             upgrade_id,
         )),
         (Kind::Rebuild, false) => {

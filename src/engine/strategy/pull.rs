@@ -1,31 +1,74 @@
-//! The image-pull strategy: `docker pull IMAGE:VERSION`, keep the running
-//! image under `IMAGE:upgraderd-rollback-<id>`, point the service's moving tag
-//! at the new image and recreate the service through compose with the
-//! project's own files.
+//! The image-pull strategy, for a release family: every moved service keeps
+//! its own repository and goes to the same version. A service whose version
+//! is written down (a literal tag, a variable in `.env`, a default in the
+//! expression) has that pin edited, exactly the tag's bytes; a service on a
+//! channel (`latest`, `release`) has its tag moved to the new image, the
+//! MeshMonitor way. The images it ran are kept under
+//! `REPOSITORY:upgraderd-rollback-<id>`, and rollback puts the files back
+//! byte for byte, the old images under their old references, and recreates.
+
+use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::engine::journal::Journal;
+use crate::engine::pin::{self, EnvFiles, Located, Pin, Place};
 use crate::engine::preflight::Problem;
 use crate::engine::strategy::{
     confirm_stopped, drop_rollback_tag, prune_rollback_tags, target_exists, Fetched, Kind, Strategy,
     ROLLBACK_TAG_PREFIX,
 };
-use crate::ops::compose::{locate_image_line, Compose, Project};
-use crate::ops::docker::{Container, Docker, ImageRef};
+use crate::ops::compose::{Compose, Project};
+use crate::ops::compose_file::{scan, Scan};
+use crate::ops::docker::{without_digest, Container, Docker, ImageRef};
 use crate::store::db::UpgradeRecord;
+use crate::store::edited::EditedFile;
+use crate::version::same_version;
+
+/// One service of the release family: what it ran, and where the upgrade takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub service: String,
+    /// The reference its compose files gave it before the upgrade.
+    pub previous_ref: String,
+    /// The image it ran; none for a service without a container (a job removed after it ran).
+    pub previous_image_id: Option<String>,
+    /// Its own repository with the target tag.
+    pub target_ref: String,
+    /// Its tag is a channel that is moved to the new image, not a pin that is edited.
+    pub retag: bool,
+}
+
+impl Member {
+    fn repository(&self) -> String {
+        ImageRef::parse(&self.previous_ref).repository
+    }
+}
 
 pub struct Pull {
     pub docker: Docker,
     pub compose: Compose,
     pub project: Project,
-    /// The reference the service runs (`IMAGE:latest`): the tag that is moved.
-    pub service_ref: ImageRef,
-    /// The image id running before the upgrade.
-    pub previous_image_id: String,
     pub upgrade_id: String,
-    /// Set by preflight: the reference to pull.
-    target: Option<ImageRef>,
+    /// The primary's container, as discovery found it (none when resumed).
+    primary: Option<Container>,
+    /// `UPGRADERD_IMAGE`: the primary's repository, when the container's reference does not name it.
+    configured_image: Option<String>,
+    /// `UPGRADERD_PIN_CHANNELS`: write the version over a channel's name instead of moving the channel.
+    pin_channels: bool,
+    /// Set by preflight (or the journal, when resumed): the family, primary first.
+    members: Vec<Member>,
+    /// Set by preflight: the edits the switch writes, and where.
+    edits: Vec<EditedFile>,
+    places: Vec<Place>,
+}
+
+/// What a new pull upgrade is told by the configuration.
+pub struct Settings<'a> {
+    pub configured_image: Option<&'a str>,
+    pub pin_channels: bool,
 }
 
 impl Pull {
@@ -34,49 +77,105 @@ impl Pull {
         compose: Compose,
         project: Project,
         container: &Container,
-        configured_image: Option<&str>,
+        settings: Settings,
         upgrade_id: &str,
     ) -> Pull {
-        let mut service_ref = ImageRef::parse(&container.config.image);
-        if let Some(image) = configured_image {
-            // IMAGE_NAME names the repository; the tag the service runs stays the one that moves.
-            service_ref.repository = ImageRef::parse(image).repository;
-        }
         Pull {
             docker,
             compose,
             project,
-            service_ref,
-            previous_image_id: container.image.clone(),
             upgrade_id: upgrade_id.to_string(),
-            target: None,
+            primary: Some(container.clone()),
+            configured_image: settings.configured_image.map(str::to_string),
+            pin_channels: settings.pin_channels,
+            members: Vec::new(),
+            edits: Vec::new(),
+            places: Vec::new(),
         }
     }
 
     /// The strategy of an interrupted upgrade, rebuilt from its journal row to put it back.
     pub fn resume(docker: Docker, compose: Compose, project: Project, record: &UpgradeRecord) -> Result<Pull> {
-        let missing =
-            |what: &str| anyhow!("upgrade {} recorded no {what}; it cannot be put back automatically", record.id);
+        let members = match &record.family {
+            Some(json) => serde_json::from_str(json)
+                .with_context(|| format!("reading the release family recorded for upgrade {}", record.id))?,
+            None => legacy_members(&project, record)?,
+        };
         Ok(Pull {
             docker,
             compose,
             project,
-            service_ref: ImageRef::parse(record.image_ref.as_deref().ok_or_else(|| missing("image reference"))?),
-            previous_image_id: record.previous_image_id.clone().ok_or_else(|| missing("previous image"))?,
             upgrade_id: record.id.clone(),
-            target: None,
+            primary: None,
+            configured_image: None,
+            pin_channels: false,
+            members,
+            edits: Vec::new(),
+            places: Vec::new(),
         })
     }
 
-    fn rollback_tag(&self) -> String {
-        self.service_ref.with_tag(&format!("{ROLLBACK_TAG_PREFIX}{}", self.upgrade_id))
+    /// The moved members' distinct images, each with the rollback tag that keeps it.
+    fn rollback_tags(&self) -> Vec<(String, String)> {
+        let mut tags: Vec<(String, String)> = Vec::new();
+        for member in &self.members {
+            let Some(id) = &member.previous_image_id else { continue };
+            let repository = member.repository();
+            if tags.iter().any(|(kept, tag)| kept == id && ImageRef::parse(tag).repository == repository) {
+                continue;
+            }
+            let taken = tags.iter().any(|(_, tag)| ImageRef::parse(tag).repository == repository);
+            let suffix = if taken { format!("-{}", member.service) } else { String::new() };
+            let tag = format!("{repository}:{ROLLBACK_TAG_PREFIX}{}{suffix}", self.upgrade_id);
+            tags.push((id.clone(), tag));
+        }
+        tags
+    }
+
+    fn primary_member(&self) -> Result<&Member> {
+        self.members.first().ok_or_else(|| anyhow!("fetch before preflight"))
     }
 }
 
-/// A tag that names a release rather than a channel.
-fn looks_like_version(tag: &str) -> bool {
-    let tag = tag.strip_prefix('v').unwrap_or(tag);
-    tag.chars().next().is_some_and(|c| c.is_ascii_digit())
+/// Rows written before release families: every moved service ran one reference.
+fn legacy_members(project: &Project, record: &UpgradeRecord) -> Result<Vec<Member>> {
+    let missing = |what: &str| anyhow!("upgrade {} recorded no {what}; it cannot be put back automatically", record.id);
+    let previous_ref = record.image_ref.clone().ok_or_else(|| missing("image reference"))?;
+    let previous_image_id = Some(record.previous_image_id.clone().ok_or_else(|| missing("previous image"))?);
+    Ok(project
+        .services
+        .iter()
+        .map(|service| Member {
+            service: service.clone(),
+            previous_ref: previous_ref.clone(),
+            previous_image_id: previous_image_id.clone(),
+            target_ref: previous_ref.clone(),
+            retag: true,
+        })
+        .collect())
+}
+
+/// The spellings of `target` to look for in the registry, the running tag's
+/// first: `--to 1.1.0` while `v1.0.0` runs means the tag `v1.1.0`, when that exists.
+pub fn tag_candidates(target: &str, running_tag: &str) -> Vec<String> {
+    if !pin::names_a_version(target) {
+        return vec![target.to_string()];
+    }
+    let bare = target.strip_prefix('v').unwrap_or(target);
+    let other = if target.starts_with('v') { bare.to_string() } else { format!("v{bare}") };
+    let running_style_differs =
+        pin::names_a_version(running_tag) && running_tag.starts_with('v') != target.starts_with('v');
+    if running_style_differs {
+        vec![other, target.to_string()]
+    } else {
+        vec![target.to_string(), other]
+    }
+}
+
+/// What preflight learns about one service of the family.
+struct Found {
+    member: Member,
+    place: Option<Place>,
 }
 
 impl Pull {
@@ -97,36 +196,176 @@ impl Pull {
             .collect()
     }
 
-    /// Recreating must start what the moved tag points to, for every moved service:
-    /// a compose file that pins another tag would not.
-    fn compose_runs_the_moved_tag(&self, target: &str) -> Vec<Problem> {
+    /// Each moved service as it runs and as its files write it; problems for what cannot move.
+    fn find_members(&self) -> std::result::Result<Vec<Found>, Vec<Problem>> {
+        let files: std::result::Result<(Scan, EnvFiles), String> = scan(&self.project.files)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|scan| Ok((scan, EnvFiles::of(&self.project)?)));
         let rendered = match self.compose.service_images(&self.project) {
-            Ok(rendered) => rendered,
+            Ok(rendered) => rendered.into_iter().collect::<BTreeMap<String, String>>(),
             Err(e) => {
-                return vec![Problem::new("compose", format!("the compose configuration does not render: {e:#}"))]
+                // A tag whose variable nothing sets may not render at all: where it is written says why.
+                let pins: Vec<Problem> = match &files {
+                    Ok((scan, env)) => self
+                        .project
+                        .services
+                        .iter()
+                        .filter_map(|service| pin::locate(service, scan, env, &self.project).err())
+                        .map(|why| Problem::new("pin", why))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                let render = Problem::new("compose", format!("the compose configuration does not render: {e:#}"));
+                return Err(if pins.is_empty() { vec![render] } else { pins });
             }
         };
-        rendered.iter().filter_map(|(service, image)| self.pinned_elsewhere(service, image, target)).collect()
+        let containers = self.docker.project_containers(&self.project.name).unwrap_or_default();
+        let mut found = Vec::new();
+        let mut problems = Vec::new();
+        for service in &self.project.services {
+            let Some(rendered) = rendered.get(service) else { continue };
+            let container = containers.iter().find(|c| self.project.service_of(c).as_deref() == Some(service));
+            let container =
+                if service == &self.project.service { self.primary.as_ref().or(container) } else { container };
+            match self.member(service, rendered, container, &files) {
+                Ok(member) => found.push(member),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if problems.is_empty() {
+            Ok(found)
+        } else {
+            Err(problems)
+        }
     }
 
-    fn pinned_elsewhere(&self, service: &str, rendered: &str, target: &str) -> Option<Problem> {
-        let rendered_ref = ImageRef::parse(rendered);
-        let pinned =
-            rendered_ref != self.service_ref || (looks_like_version(&rendered_ref.tag) && rendered_ref.tag != target);
-        if !pinned {
-            return None;
+    fn member(
+        &self,
+        service: &str,
+        rendered: &str,
+        container: Option<&Container>,
+        files: &std::result::Result<(Scan, EnvFiles), String>,
+    ) -> std::result::Result<Found, Problem> {
+        let runs = container.map_or(rendered, |c| without_digest(&c.config.image));
+        let running_tag = ImageRef::parse(runs).tag;
+        let channel = !running_tag.is_empty() && !pin::names_a_version(&running_tag);
+        let located = match files {
+            Ok((scan, env)) => pin::locate(service, scan, env, &self.project),
+            Err(e) => Err(e.clone()),
+        };
+        let place = match located {
+            Ok(Located { pin: Pin::Version(place), .. }) => Some(place),
+            Ok(Located { pin: Pin::Moving { written }, .. }) => written.filter(|_| self.pin_channels),
+            // A channel moves by its tag; where it is written does not matter.
+            Err(_) if channel && !self.pin_channels => None,
+            Err(why) => return Err(Problem::new("pin", why)),
+        };
+        if runs != rendered {
+            return Err(Problem::new(
+                "compose",
+                format!(
+                    "service {service} runs {runs}, but its compose files now say {rendered}{}; bring them in line \
+                     first (`compose up -d {service}`, or put the files back) so that upgraderd knows what runs",
+                    place.as_ref().map(|p| format!(" ({})", p.describe())).unwrap_or_default()
+                ),
+            ));
         }
-        let place = locate_image_line(&self.project.files, rendered)
-            .map(|(file, line)| format!("{}:{line}", file.display()))
-            .unwrap_or_else(|| "the compose files".to_string());
-        Some(Problem::new(
-            "compose",
-            format!(
-                "{place} sets the image of service {service} to {rendered}, but the upgrade moves the tag {} that the \
-                 container runs; recreating would not start the new version. Change that line to `image: {}`",
-                self.service_ref, self.service_ref
-            ),
-        ))
+        let mut previous_ref = rendered.to_string();
+        if service == self.project.service {
+            if let Some(image) = &self.configured_image {
+                // UPGRADERD_IMAGE names the repository; the tag the service runs stays the one that moves.
+                previous_ref = ImageRef::parse(image).with_tag(&running_tag);
+            }
+        }
+        let member = Member {
+            service: service.to_string(),
+            previous_image_id: container.map(|c| c.image.clone()),
+            target_ref: previous_ref.clone(),
+            retag: place.is_none(),
+            previous_ref,
+        };
+        Ok(Found { member, place })
+    }
+
+    /// The tag of `target` as the primary's registry spells it (`v1.1.0` for
+    /// `1.1.0` beside a running `v1.0.0`); when no spelling exists, the problem
+    /// names the tag as it was asked for.
+    fn resolve_tag(&self, primary: &Member, target: &str) -> std::result::Result<String, Vec<Problem>> {
+        let running = ImageRef::parse(&primary.previous_ref);
+        let mut asked = Vec::new();
+        for candidate in tag_candidates(target, &running.tag) {
+            let reference = ImageRef { repository: running.repository.clone(), tag: candidate.clone() };
+            let problems = target_exists(&self.docker, &reference);
+            if problems.is_empty() {
+                return Ok(candidate);
+            }
+            if candidate == target {
+                asked = problems;
+            }
+        }
+        Err(asked)
+    }
+
+    /// Every member must be on the primary's version, so that one version moves them all.
+    fn one_version(&self, members: &[Member]) -> Vec<Problem> {
+        let Some((primary, rest)) = members.split_first() else { return Vec::new() };
+        let primary_tag = ImageRef::parse(&primary.previous_ref).tag;
+        rest.iter()
+            .filter(|m| !same_version(&ImageRef::parse(&m.previous_ref).tag, &primary_tag))
+            .map(|m| {
+                Problem::new(
+                    "family",
+                    format!(
+                        "service {} runs {}, not version {primary_tag} like {}: an upgrade moves every service of the \
+                         family to one version. Leave {} out of UPGRADERD_SERVICES (its data is backed up with the \
+                         project's whether it moves or not), or pin it to {primary_tag} first",
+                        m.service, m.previous_ref, primary.service, m.service
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// A variable that carries the version and is used elsewhere would change
+    /// that too: on another line, or as the tag of a service that does not move.
+    fn variables_used_elsewhere(&self, places: &[Place]) -> Vec<Problem> {
+        let Ok(scan) = scan(&self.project.files) else { return Vec::new() };
+        let env = EnvFiles::of(&self.project).unwrap_or_default();
+        let mut problems = Vec::new();
+        let mut seen = Vec::new();
+        for variable in places.iter().filter_map(|p| p.variable.as_ref()) {
+            if seen.contains(variable) {
+                continue;
+            }
+            seen.push(variable.clone());
+            let left_behind: Vec<&String> = scan
+                .images
+                .keys()
+                .filter(|service| !self.project.services.contains(service))
+                .filter(|service| pin::tag_variable(service, &scan, &env, &self.project).as_ref() == Some(variable))
+                .collect();
+            if let Some(service) = left_behind.first() {
+                problems.push(Problem::new(
+                    "family",
+                    format!(
+                        "service {service} also takes its version from {variable}, but UPGRADERD_SERVICES does not \
+                         name it: changing {variable} would move it without recreating it. Name it in UPGRADERD_SERVICES"
+                    ),
+                ));
+            }
+            let uses = pin::other_uses(&scan, variable);
+            if !uses.is_empty() {
+                problems.push(Problem::new(
+                    "pin",
+                    format!(
+                        "{variable} carries the version and is also used at {}; changing it would change that too. \
+                         Give the version a variable of its own",
+                        uses.join(", ")
+                    ),
+                ));
+            }
+        }
+        problems
     }
 }
 
@@ -140,60 +379,128 @@ impl Strategy for Pull {
     }
 
     fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem> {
-        let target_ref = ImageRef { repository: self.service_ref.repository.clone(), tag: target.to_string() };
         let mut problems = self.compose_files_exist();
-        problems.extend(self.compose_runs_the_moved_tag(target));
-        problems.extend(target_exists(&self.docker, &target_ref));
-        if !force && target_ref.tag == self.service_ref.tag && target != "latest" {
+        if !problems.is_empty() {
+            return problems;
+        }
+        let found = match self.find_members() {
+            Ok(found) => found,
+            Err(found_problems) => return found_problems,
+        };
+        let Some(primary) = found.first().map(|f| f.member.clone()) else {
+            return vec![Problem::new("compose", format!("service {} has no image to move", self.project.service))];
+        };
+        if target == "latest" && !primary.retag {
+            return vec![Problem::new(
+                "version",
+                format!(
+                    "service {} is pinned to {} ({}); name the version to move to (`upgraderd check-version` shows \
+                     the newest the policy allows), `latest` is a channel, not a version",
+                    primary.service,
+                    ImageRef::parse(&primary.previous_ref).tag,
+                    found[0].place.as_ref().map(Place::describe).unwrap_or_default()
+                ),
+            )];
+        }
+        let tag = match self.resolve_tag(&primary, target) {
+            Ok(tag) => tag,
+            Err(registry) => {
+                problems.extend(registry);
+                target.to_string()
+            }
+        };
+        let mut members: Vec<Member> = found.iter().map(|f| f.member.clone()).collect();
+        for member in &mut members {
+            member.target_ref = ImageRef::parse(&member.previous_ref).with_tag(&tag);
+        }
+        problems.extend(self.one_version(&members));
+        for member in members.iter().skip(1) {
+            if problems.iter().any(|p| p.check == "registry") {
+                break;
+            }
+            problems.extend(target_exists(&self.docker, &ImageRef::parse(&member.target_ref)));
+        }
+        if !force && !primary.retag && same_version(&ImageRef::parse(&primary.previous_ref).tag, &tag) {
             problems.push(Problem::new(
                 "version",
-                format!("the service already runs {target_ref}; use --force to recreate it anyway"),
+                format!("the service already runs {}; use --force to recreate it anyway", primary.previous_ref),
             ));
         }
-        self.target = Some(target_ref);
+        if !force && primary.retag && ImageRef::parse(&primary.previous_ref).tag == tag && target != "latest" {
+            problems.push(Problem::new(
+                "version",
+                format!("the service already runs {}; use --force to recreate it anyway", primary.previous_ref),
+            ));
+        }
+        let places: Vec<Place> = found.iter().filter_map(|f| f.place.clone()).collect();
+        problems.extend(self.variables_used_elsewhere(&places));
+        match pin::plan_edits(&places.iter().collect::<Vec<_>>(), &tag) {
+            Ok(edits) => self.edits = edits,
+            Err(why) => problems.push(Problem::new("pin", why)),
+        }
+        self.places = places;
+        self.members = members;
         problems
     }
 
     fn fetch(&mut self, journal: &mut Journal) -> Result<Fetched> {
-        let target = self.target.clone().ok_or_else(|| anyhow!("fetch before preflight"))?;
-        let tag = self.rollback_tag();
-        // Journaled before the tag exists, so recovery can always find (and drop) it.
-        journal.db.record_previous_image(
-            &journal.upgrade_id,
-            &self.previous_image_id,
-            &tag,
-            &self.service_ref.to_string(),
-        )?;
-        // Tagged before the pull: from now on nothing prunes the image the service runs.
-        journal.run(self.docker.runner(), &self.docker.tag(&self.previous_image_id, &tag))?;
-        journal
-            .run(self.docker.runner(), &self.docker.pull(&target.to_string()).interruptible())
-            .with_context(|| format!("pulling {target}"))?;
-        if self.docker.runner().dry_run() {
-            return Ok(Fetched::new(target.to_string(), None));
+        let primary = self.primary_member()?.clone();
+        let family = serde_json::to_string(&self.members)?;
+        let tags = self.rollback_tags();
+        // Journaled before any tag exists, so recovery can always find (and drop) them.
+        journal.db.record_family(&journal.upgrade_id, &family)?;
+        if let (Some(id), Some((_, tag))) = (&primary.previous_image_id, tags.first()) {
+            journal.db.record_previous_image(&journal.upgrade_id, id, tag, &primary.previous_ref)?;
         }
-        let new_id = self
-            .docker
-            .image_id(&target.to_string())?
-            .ok_or_else(|| anyhow!("{target} is not present after the pull"))?;
-        let digest = self.docker.repo_digest(&target.to_string())?;
-        let version = self.docker.image_version_label(&target.to_string())?;
+        // Tagged before the pull: from now on nothing prunes the images the family runs.
+        for (id, tag) in &tags {
+            journal.run(self.docker.runner(), &self.docker.tag(id, tag))?;
+        }
+        let mut pulled: Vec<&str> = Vec::new();
+        for member in &self.members {
+            if pulled.contains(&member.target_ref.as_str()) {
+                continue;
+            }
+            pulled.push(&member.target_ref);
+            journal
+                .run(self.docker.runner(), &self.docker.pull(&member.target_ref).interruptible())
+                .with_context(|| format!("pulling {}", member.target_ref))?;
+        }
+        let target = primary.target_ref.clone();
+        if self.docker.runner().dry_run() {
+            return Ok(Fetched::new(target, None));
+        }
+        let new_id = self.docker.image_id(&target)?.ok_or_else(|| anyhow!("{target} is not present after the pull"))?;
+        let digest = self.docker.repo_digest(&target)?;
+        let version = self.docker.image_version_label(&target)?;
         journal.db.record_new_image(&journal.upgrade_id, &new_id, digest.as_deref())?;
         journal.log(&format!("Pulled {target} ({})", digest.unwrap_or(new_id)));
-        Ok(Fetched::new(target.to_string(), version))
+        Ok(Fetched::new(target, version))
     }
 
-    /// Pulling the service's own moving tag (`latest`) moved it already: point it
+    /// Pulling a service's own channel (`latest`) moved it already: point it
     /// back at the image the service runs, so no later `up` starts what was not switched to.
     fn undo_fetch(&mut self, journal: &mut Journal) -> Result<()> {
-        let back = self.docker.tag(&self.previous_image_id, &self.service_ref.to_string());
-        journal.run(self.docker.runner(), &back).context("pointing the service's tag back at the running image")
+        for member in self.members.iter().filter(|m| m.retag) {
+            if let Some(id) = &member.previous_image_id {
+                let back = self.docker.tag(id, &member.previous_ref);
+                journal
+                    .run(self.docker.runner(), &back)
+                    .context("pointing the service's tag back at the running image")?;
+            }
+        }
+        Ok(())
     }
 
-    fn switch(&mut self, fetched: Fetched, journal: &mut Journal) -> Result<()> {
-        if fetched.target != self.service_ref.to_string() {
-            journal.run(self.docker.runner(), &self.docker.tag(&fetched.target, &self.service_ref.to_string()))?;
+    fn switch(&mut self, _fetched: Fetched, journal: &mut Journal) -> Result<()> {
+        let mut moved: Vec<&str> = Vec::new();
+        for member in self.members.iter().filter(|m| m.retag && m.target_ref != m.previous_ref) {
+            if !moved.contains(&member.previous_ref.as_str()) {
+                moved.push(&member.previous_ref);
+                journal.run(self.docker.runner(), &self.docker.tag(&member.target_ref, &member.previous_ref))?;
+            }
         }
+        self.write_pins(journal)?;
         journal.run(self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
     }
 
@@ -205,18 +512,92 @@ impl Strategy for Pull {
     }
 
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {
-        journal.run(self.docker.runner(), &self.docker.tag(&self.previous_image_id, &self.service_ref.to_string()))?;
+        self.put_back_pins(journal)?;
+        let mut back: Vec<&str> = Vec::new();
+        for member in &self.members {
+            let Some(id) = &member.previous_image_id else { continue };
+            if !back.contains(&member.previous_ref.as_str()) {
+                back.push(&member.previous_ref);
+                journal.run(self.docker.runner(), &self.docker.tag(id, &member.previous_ref))?;
+            }
+        }
         journal
             .run(self.docker.runner(), &self.compose.up(&self.project))
             .context("recreating the service with the previous image")
     }
 
     fn cleanup(&mut self, journal: &mut Journal, keep: usize) {
-        prune_rollback_tags(&self.docker, &self.service_ref.repository, &self.upgrade_id, keep, journal);
+        let mut repositories: Vec<String> = self.members.iter().map(Member::repository).collect();
+        repositories.dedup();
+        for repository in repositories {
+            prune_rollback_tags(&self.docker, &repository, &self.upgrade_id, keep, journal);
+        }
     }
 
     fn discard(&mut self, journal: &mut Journal) {
-        drop_rollback_tag(&self.docker, &self.rollback_tag(), journal);
+        for (_, tag) in self.rollback_tags() {
+            drop_rollback_tag(&self.docker, &tag, journal);
+        }
+    }
+}
+
+impl Pull {
+    /// Writes the new version into every pin (journaled first, with the
+    /// files' bytes), then proves with `compose config` that each moved
+    /// service now renders its target.
+    fn write_pins(&mut self, journal: &mut Journal) -> Result<()> {
+        if self.edits.is_empty() {
+            return Ok(());
+        }
+        let runner = self.docker.runner().clone();
+        let tag = ImageRef::parse(&self.primary_member()?.target_ref).tag;
+        if runner.dry_run() {
+            for place in &self.places {
+                runner.plan(format!("# write {tag} over {}", place.describe()));
+            }
+            return Ok(());
+        }
+        journal.db.record_edited_files(&journal.upgrade_id, &self.edits)?;
+        pin::apply(&self.edits)?;
+        for place in &self.places {
+            journal.log(&format!("Wrote {tag} over {}", place.describe()));
+        }
+        let rendered: BTreeMap<String, String> = self
+            .compose
+            .service_images(&self.project)
+            .context("rendering the compose configuration after writing the new version")?
+            .into_iter()
+            .collect();
+        for member in self.members.iter().filter(|m| !m.retag) {
+            let got = rendered.get(&member.service).map(String::as_str).unwrap_or("no image");
+            anyhow::ensure!(
+                got == member.target_ref,
+                "after writing the new version, compose renders {got} for service {}, not {}",
+                member.service,
+                member.target_ref
+            );
+        }
+        Ok(())
+    }
+
+    /// Puts back every file the upgrade edited, byte for byte.
+    fn put_back_pins(&mut self, journal: &mut Journal) -> Result<()> {
+        let edited = journal.db.edited_files(&self.upgrade_id)?;
+        let edited = if edited.is_empty() { journal.db.edited_files(&journal.upgrade_id)? } else { edited };
+        if edited.is_empty() {
+            return Ok(());
+        }
+        if self.docker.runner().dry_run() {
+            for file in &edited {
+                self.docker.runner().plan(format!("# put {} back as it was before the upgrade", file.path.display()));
+            }
+            return Ok(());
+        }
+        let restored = pin::put_back(&edited).context("putting the edited files back")?;
+        for path in restored {
+            journal.log(&format!("Put {} back as it was before the upgrade", path.display()));
+        }
+        Ok(())
     }
 }
 
@@ -229,7 +610,7 @@ mod tests {
     use crate::store::db::Db;
     use crate::ui::Ui;
 
-    fn pull(runner: &Runner) -> Pull {
+    fn pull(runner: &Runner, members: Vec<Member>) -> Pull {
         let container: Container = serde_json::from_str(
             r#"{"Id":"c1","Name":"/shop-app-1","Image":"sha256:old","Config":{"Image":"127.0.0.1:5000/app:latest"},
                 "State":{"Status":"running","Running":true}}"#,
@@ -241,58 +622,115 @@ mod tests {
             files: vec![PathBuf::from("/srv/shop/docker-compose.yml")],
             env_file: None,
             service: "app".into(),
-            services: vec!["app".into(), "worker".into()],
+            services: members.iter().map(|m| m.service.clone()).collect(),
             orchestrator: Default::default(),
         };
         let compose = Compose::assume(vec!["docker".into(), "compose".into()], true, runner);
-        Pull::new(Docker::new("docker", runner.clone()), compose, project, &container, None, "u1")
+        let settings = Settings { configured_image: None, pin_channels: false };
+        let mut pull = Pull::new(Docker::new("docker", runner.clone()), compose, project, &container, settings, "u1");
+        pull.members = members;
+        pull
+    }
+
+    fn member(service: &str, previous: &str, id: &str, target: &str, retag: bool) -> Member {
+        Member {
+            service: service.into(),
+            previous_ref: previous.into(),
+            previous_image_id: Some(id.into()),
+            target_ref: target.into(),
+            retag,
+        }
     }
 
     fn journal(ui: &Ui) -> Journal<'_> {
-        Journal::new(Db::in_memory().unwrap(), "u1", ui, None, "2.0.0")
+        let db = Db::in_memory().unwrap();
+        db.insert_upgrade(&UpgradeRecord { id: "u1".into(), ..Default::default() }).unwrap();
+        Journal::new(db, "u1", ui, None, "2.0.0")
     }
+
+    const COMPOSE: &str = "docker compose -p shop --project-directory /srv/shop -f /srv/shop/docker-compose.yml";
 
     #[test]
     fn the_runbook_keeps_the_old_image_first_then_pulls_then_moves_the_tag_and_recreates_the_whole_set() {
         let runner = Runner::new(true);
         let ui = Ui::new(false, -1);
         let mut journal = journal(&ui);
-        let mut strategy = pull(&runner);
-        strategy.target = Some(ImageRef::parse("127.0.0.1:5000/app:2.0.0"));
+        let (latest, target) = ("127.0.0.1:5000/app:latest", "127.0.0.1:5000/app:2.0.0");
+        let mut strategy = pull(
+            &runner,
+            vec![
+                member("app", latest, "sha256:old", target, true),
+                member("worker", latest, "sha256:old", target, true),
+            ],
+        );
         let fetched = strategy.fetch(&mut journal).unwrap();
         assert_eq!(fetched.target, "127.0.0.1:5000/app:2.0.0");
         strategy.switch(fetched, &mut journal).unwrap();
         strategy.stop(&mut journal).unwrap();
         strategy.revert(&mut journal).unwrap();
-        let compose = "docker compose -p shop --project-directory /srv/shop -f /srv/shop/docker-compose.yml";
         assert_eq!(
             runner.planned(),
             vec![
                 "docker tag sha256:old 127.0.0.1:5000/app:upgraderd-rollback-u1".to_string(),
                 "docker pull 127.0.0.1:5000/app:2.0.0".to_string(),
                 "docker tag 127.0.0.1:5000/app:2.0.0 127.0.0.1:5000/app:latest".to_string(),
-                format!("{compose} up -d --no-deps --force-recreate --pull never app worker"),
-                format!("{compose} stop -t 10 app worker"),
+                format!("{COMPOSE} up -d --no-deps --force-recreate --pull never app worker"),
+                format!("{COMPOSE} stop -t 10 app worker"),
                 "docker tag sha256:old 127.0.0.1:5000/app:latest".to_string(),
-                format!("{compose} up -d --no-deps --force-recreate --pull never app worker"),
+                format!("{COMPOSE} up -d --no-deps --force-recreate --pull never app worker"),
             ]
         );
+    }
+
+    #[test]
+    fn a_pinned_family_on_two_repositories_pulls_both_and_keeps_both_old_images() {
+        let runner = Runner::new(true);
+        let ui = Ui::new(false, -1);
+        let mut journal = journal(&ui);
+        let mut strategy = pull(
+            &runner,
+            vec![
+                member("app", "r/server:v1.0.0", "sha256:s1", "r/server:v1.1.0", false),
+                member("ml", "r/ml:v1.0.0", "sha256:m1", "r/ml:v1.1.0", false),
+            ],
+        );
+        let fetched = strategy.fetch(&mut journal).unwrap();
+        strategy.switch(fetched, &mut journal).unwrap();
+        strategy.revert(&mut journal).unwrap();
+        assert_eq!(
+            runner.planned(),
+            vec![
+                "docker tag sha256:s1 r/server:upgraderd-rollback-u1".to_string(),
+                "docker tag sha256:m1 r/ml:upgraderd-rollback-u1".to_string(),
+                "docker pull r/server:v1.1.0".to_string(),
+                "docker pull r/ml:v1.1.0".to_string(),
+                format!("{COMPOSE} up -d --no-deps --force-recreate --pull never app ml"),
+                "docker tag sha256:s1 r/server:v1.0.0".to_string(),
+                "docker tag sha256:m1 r/ml:v1.0.0".to_string(),
+                format!("{COMPOSE} up -d --no-deps --force-recreate --pull never app ml"),
+            ],
+            "nothing is retagged over a pin: its file is edited instead"
+        );
+        let recorded: Vec<Member> =
+            serde_json::from_str(&journal.db.get("u1").unwrap().unwrap().family.unwrap()).unwrap();
+        assert_eq!(recorded, strategy.members, "the family is journaled before anything is tagged");
     }
 
     #[test]
     fn nothing_is_fetched_before_preflight_chose_a_target() {
         let runner = Runner::new(true);
         let ui = Ui::new(false, -1);
-        let err = pull(&runner).fetch(&mut journal(&ui)).unwrap_err();
+        let err = pull(&runner, Vec::new()).fetch(&mut journal(&ui)).unwrap_err();
         assert!(err.to_string().contains("fetch before preflight"), "{err}");
         assert!(runner.planned().is_empty());
     }
 
     #[test]
-    fn release_tags_are_told_from_channels() {
-        assert!(looks_like_version("2.0.0"));
-        assert!(looks_like_version("v1.2"));
-        assert!(!looks_like_version("latest"));
-        assert!(!looks_like_version("stable"));
+    fn the_target_is_spelled_as_the_running_tag_is_first() {
+        assert_eq!(tag_candidates("1.1.0", "v1.0.0"), vec!["v1.1.0", "1.1.0"]);
+        assert_eq!(tag_candidates("v1.1.0", "v1.0.0"), vec!["v1.1.0", "1.1.0"]);
+        assert_eq!(tag_candidates("v1.1.0", "1.0.0"), vec!["1.1.0", "v1.1.0"]);
+        assert_eq!(tag_candidates("2.0.0", "latest"), vec!["2.0.0", "v2.0.0"]);
+        assert_eq!(tag_candidates("latest", "v1.0.0"), vec!["latest"]);
     }
 }

@@ -8,8 +8,11 @@ use anyhow::Result;
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
 use super::{explain, now_ms, Db};
 use crate::states::{Status, Strategy, Terminal};
+pub use crate::store::edited::EditedFile;
 
 /// One row of `upgrade_history`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
@@ -55,13 +58,15 @@ pub struct UpgradeRecord {
     pub stopped_containers: Vec<String>,
     /// Swarm: the moved services as they ran before the upgrade (JSON, see `record_swarm_services`).
     pub swarm_services: Option<String>,
+    /// Pull: the release family as it ran before the upgrade (JSON, see `record_family`).
+    pub family: Option<String>,
 }
 
 const RECORD_COLUMNS: &str = "id, fromVersion, toVersion, deploymentMethod, status, progress, currentStep, logs, \
     backupPath, startedAt, completedAt, initiatedBy, errorMessage, rollbackAvailable, strategy, updatedAt, pid, \
     switched, container, service, composeProject, imageRef, previousImageId, previousDigest, rollbackTag, \
     newImageId, newDigest, previousCommit, targetCommit, rollbackImages, previousSubject, targetSubject, services, \
-    stoppedContainers, swarmServices";
+    stoppedContainers, swarmServices, family";
 
 impl UpgradeRecord {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<UpgradeRecord> {
@@ -102,6 +107,7 @@ impl UpgradeRecord {
             services: json_list(row.get(32)?),
             stopped_containers: json_list(row.get(33)?),
             swarm_services: row.get(34)?,
+            family: row.get(35)?,
         })
     }
 
@@ -375,10 +381,51 @@ impl Db {
                 ("previousCommit", of.previous_commit.clone().into()),
                 ("rollbackImages", of.rollback_images.clone().into()),
                 ("swarmServices", of.swarm_services.clone().into()),
+                ("family", of.family.clone().into()),
                 ("backupPath", restores.map(|p| p.display().to_string()).into()),
                 ("switched", true.into()),
             ],
-        )
+        )?;
+        self.record_edited_files(upgrade_id, &self.edited_files(&of.id)?)
+    }
+
+    /// Pull: the release family as it ran (written before anything is tagged or pulled).
+    pub fn record_family(&self, upgrade_id: &str, family_json: &str) -> Result<()> {
+        self.set_fields(upgrade_id, &[("family", family_json.to_string().into())])
+    }
+
+    /// The operator's files an upgrade is about to edit, with their bytes
+    /// before and after: written before the first of them changes, so that a
+    /// rollback or recovery can always put them back.
+    pub fn record_edited_files(&self, upgrade_id: &str, files: &[EditedFile]) -> Result<()> {
+        for file in files {
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO edited_files (upgradeId, path, original, edited) VALUES (?1, ?2, ?3, ?4)",
+                    params![upgrade_id, file.path.as_os_str().as_bytes(), file.original, file.edited],
+                )
+                .map_err(|e| explain(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The files an upgrade edited, as recorded before it edited them.
+    pub fn edited_files(&self, upgrade_id: &str) -> Result<Vec<EditedFile>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, original, edited FROM edited_files WHERE upgradeId = ?1 ORDER BY path")
+            .map_err(|e| explain(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![upgrade_id], |r| {
+                let path: Vec<u8> = r.get(0)?;
+                Ok(EditedFile {
+                    path: std::path::PathBuf::from(std::ffi::OsString::from_vec(path)),
+                    original: r.get(1)?,
+                    edited: r.get(2)?,
+                })
+            })
+            .map_err(|e| explain(&self.path, e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| explain(&self.path, e))
     }
 
     /// Written before the switch: from here on an interruption is rolled back, never abandoned.

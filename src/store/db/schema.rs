@@ -79,6 +79,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE upgrade_history ADD COLUMN swarmServices TEXT;
     "#,
+    // 6: pinned versions: the release family an upgrade moved (JSON list of
+    // {service, previousRef, previousImageId, targetRef, retag}), and the
+    // operator's files it edited, with their bytes before and after.
+    r#"
+    ALTER TABLE upgrade_history ADD COLUMN family TEXT;
+    CREATE TABLE edited_files (
+        upgradeId   TEXT NOT NULL REFERENCES upgrade_history(id),
+        path        BLOB NOT NULL,
+        original    BLOB NOT NULL,
+        edited      BLOB NOT NULL,
+        PRIMARY KEY (upgradeId, path)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
