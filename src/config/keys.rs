@@ -55,6 +55,12 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_COMPOSE_PROJECT", Some("COMPOSE_PROJECT_NAME"), None, "compose project (derived)"),
     key("UPGRADERD_COMPOSE_DIR", Some("COMPOSE_PROJECT_DIR"), None, "compose working dir (derived)"),
     key("UPGRADERD_COMPOSE_FILES", None, None, "compose files, comma separated (derived)"),
+    key(
+        "UPGRADERD_STACK_FILES",
+        None,
+        None,
+        "Swarm: the stack files `docker stack deploy` reads, comma separated; their version is kept in step",
+    ),
     key("UPGRADERD_IMAGE", Some("IMAGE_NAME"), None, "image repository (derived from the container)"),
     key("UPGRADERD_COMPOSE_CMD", None, None, "compose command (auto: `docker compose`, else `docker-compose`)"),
     key(

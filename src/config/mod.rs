@@ -76,6 +76,8 @@ pub struct Config {
     pub compose_project: Option<String>,
     pub compose_dir: Option<PathBuf>,
     pub compose_files: Vec<PathBuf>,
+    /// Swarm: the stack files whose pins move with the services.
+    pub stack_files: Vec<PathBuf>,
     pub image: Option<String>,
     /// Write the version over a channel tag (`release`) instead of moving the channel.
     pub pin_channels: bool,
@@ -167,6 +169,7 @@ impl Config {
             compose_project: p.text("UPGRADERD_COMPOSE_PROJECT"),
             compose_dir: p.path("UPGRADERD_COMPOSE_DIR")?,
             compose_files: p.list("UPGRADERD_COMPOSE_FILES").into_iter().map(PathBuf::from).collect(),
+            stack_files: p.paths("UPGRADERD_STACK_FILES")?,
             image: p.text("UPGRADERD_IMAGE"),
             pin_channels: p.bool("UPGRADERD_PIN_CHANNELS")?,
             compose_cmd: p.text("UPGRADERD_COMPOSE_CMD").map(|t| t.split_whitespace().map(String::from).collect()),

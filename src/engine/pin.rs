@@ -12,7 +12,11 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::engine::journal::Journal;
+use crate::ops::process::Runner;
 
 use crate::ops::compose::Project;
 use crate::ops::compose_file::dotenv::{self, Assignment};
@@ -294,7 +298,7 @@ pub fn plan_edits(places: &[&Place], new_tag: &str) -> Result<Vec<EditedFile>, S
 
 /// Writes each edit, after checking that the file still holds the bytes read
 /// in preflight (someone may have changed it since).
-pub fn apply(edits: &[EditedFile]) -> anyhow::Result<()> {
+pub fn apply(edits: &[EditedFile]) -> Result<()> {
     for edit in edits {
         let now = edited::read(&edit.path).map_err(|e| anyhow::anyhow!("reading {}: {e}", edit.path.display()))?;
         if now != edit.original {
@@ -312,7 +316,7 @@ pub fn apply(edits: &[EditedFile]) -> anyhow::Result<()> {
 /// Puts every edited file back as it was; a file already back is left alone.
 /// A file changed by someone else since upgraderd wrote it is not
 /// overwritten: the error names it and what to put back by hand.
-pub fn put_back(edits: &[EditedFile]) -> anyhow::Result<Vec<PathBuf>> {
+pub fn put_back(edits: &[EditedFile]) -> Result<Vec<PathBuf>> {
     let mut restored = Vec::new();
     let mut refused = Vec::new();
     for edit in edits {
@@ -344,6 +348,46 @@ pub fn put_back(edits: &[EditedFile]) -> anyhow::Result<Vec<PathBuf>> {
     } else {
         Err(anyhow::anyhow!(refused.join("; ")))
     }
+}
+
+/// Writes the new version over every place (the files' bytes journaled
+/// first, so that a rollback or recovery can always put them back); a dry run only says where.
+pub fn write(journal: &mut Journal, runner: &Runner, edits: &[EditedFile], places: &[Place], tag: &str) -> Result<()> {
+    if edits.is_empty() {
+        return Ok(());
+    }
+    if runner.dry_run() {
+        for place in places {
+            runner.plan(format!("# write {tag} over {}", place.describe()));
+        }
+        return Ok(());
+    }
+    journal.db.record_edited_files(&journal.upgrade_id, edits)?;
+    apply(edits)?;
+    for place in places {
+        journal.log(&format!("Wrote {tag} over {}", place.describe()));
+    }
+    Ok(())
+}
+
+/// Puts back every file the journal's upgrade (or the upgrade it rolls back)
+/// edited, byte for byte; a dry run only says which.
+pub fn restore(journal: &mut Journal, runner: &Runner, upgrade_id: &str) -> Result<()> {
+    let mut edited = journal.db.edited_files(&journal.upgrade_id)?;
+    if edited.is_empty() {
+        edited = journal.db.edited_files(upgrade_id)?;
+    }
+    if runner.dry_run() {
+        for file in &edited {
+            runner.plan(format!("# put {} back as it was before the upgrade", file.path.display()));
+        }
+        return Ok(());
+    }
+    let restored = put_back(&edited).context("putting the edited files back")?;
+    for path in restored {
+        journal.log(&format!("Put {} back as it was before the upgrade", path.display()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -232,6 +232,8 @@ struct Extra {
     moved: Option<&'static str>,
     /// The app's and the worker's `update_config: failure_action` (`pause` when empty).
     failure_action: &'static str,
+    /// The tag the stack file pins the app and the worker to (`latest` when empty).
+    tag: &'static str,
 }
 
 /// A one-shot migration job on the app's image (its own scratch data in a
@@ -270,13 +272,14 @@ fn stack_file(repo: &str, port: u16, prefix: &str, extra: &Extra) -> String {
     let fill = |yaml: &str| yaml.replace("{repo}", repo).replace("{prefix}", prefix);
     let (services, volumes) = (fill(&extra.services), fill(&extra.volumes));
     let failure_action = if extra.failure_action.is_empty() { "pause" } else { extra.failure_action };
+    let tag = if extra.tag.is_empty() { "latest" } else { extra.tag };
     format!(
-        "version: '3.8'\nservices:\n  app:\n    image: {repo}:latest\n    volumes:\n      - appdata:/data\n    \
+        "version: '3.8'\nservices:\n  app:\n    image: {repo}:{tag}\n    volumes:\n      - appdata:/data\n    \
          ports:\n      - target: 3001\n        published: {port}\n        mode: host\n    \
          labels:\n      upgraderd-e2e: {prefix}\n    \
          deploy:\n      replicas: 1\n      restart_policy:\n        condition: any\n        delay: 1s\n      \
          update_config:\n        order: stop-first\n        monitor: 2s\n        failure_action: {failure_action}\n  \
-         worker:\n    image: {repo}:latest\n    environment:\n      APP_ROLE: worker\n    volumes:\n      - appdata:/data\n    \
+         worker:\n    image: {repo}:{tag}\n    environment:\n      APP_ROLE: worker\n    volumes:\n      - appdata:/data\n    \
          labels:\n      upgraderd-e2e: {prefix}\n    deploy:\n      restart_policy:\n        condition: any\n        delay: 1s\n      \
          update_config:\n        monitor: 2s\n        failure_action: {failure_action}\n\
          {services}volumes:\n  appdata:\n    labels:\n      upgraderd-e2e: {prefix}\n{volumes}"
@@ -431,4 +434,36 @@ fn an_upgrader_killed_while_the_stack_is_at_zero_for_its_restore_is_put_right_by
     assert_eq!(s.replicas_of("app"), "1", "scaled back");
     assert_eq!(s.dump(), before, "the data came back for 1.0.0");
     assert!(s.spec_image().starts_with(&format!("{}:latest@sha256:", s.repo)), "{}", s.spec_image());
+}
+
+/// The running task of the stack's `service`, by id.
+fn running_task(s: &Stack, service: &str) -> String {
+    let name = format!("{}_{service}", s.name);
+    must(&["docker", "service", "ps", "-q", "--filter", "desired-state=running", &name]).trim().to_string()
+}
+
+#[test]
+fn a_stack_file_named_to_upgraderd_moves_with_the_services_so_a_redeploy_changes_nothing() {
+    let pinned = Extra { tag: "1.0.0", ..Extra::default() };
+    let Some(s) = Stack::start_with("pinned", &["1.0.0", "2.0.0"], &pinned) else { return };
+    let file = s.sandbox.path().join("stack.yml");
+    let original = fs::read_to_string(&file).unwrap();
+    let with_file = |args: &[&str]| {
+        common::Run::from_output(s.upgraderd_command(args).env("UPGRADERD_STACK_FILES", &file).output().unwrap())
+    };
+    let run = with_file(&["upgrade", "--to", "2.0.0"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    s.wait_version("2.0.0");
+    assert_eq!(fs::read_to_string(&file).unwrap(), original.replace(":1.0.0\n", ":2.0.0\n"), "app and worker");
+    let (image, task) = (s.spec_image(), running_task(&s, "app"));
+    must(&["docker", "stack", "deploy", "--with-registry-auth", "-c", file.to_str().unwrap(), &s.name]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.spec_image(), image, "deploying the stack file again changes no image");
+    assert_eq!(running_task(&s, "app"), task, "and starts no new task");
+    s.wait_version("2.0.0");
+
+    let run = with_file(&["rollback"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    s.wait_version("1.0.0");
+    assert_eq!(fs::read_to_string(&file).unwrap(), original, "the stack file is back byte for byte");
 }

@@ -17,6 +17,7 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::engine::discover::{discover, git_for, registry_may_be_insecure, Deployment};
 use crate::engine::journal::Journal;
+use crate::engine::pin::names_a_version;
 use crate::engine::preflight::Problem;
 use crate::exit::usage;
 use crate::ops::compose::{Orchestrator, Project};
@@ -83,6 +84,40 @@ pub fn target_exists(docker: &Docker, target: &ImageRef) -> Vec<Problem> {
             vec![Problem::new("registry", format!("{target} does not exist in the registry; check the version"))]
         }
         Err(e) => vec![Problem::from_error("registry", &e)],
+    }
+}
+
+/// The tag of `target` as `running`'s registry spells it (`v1.1.0` for
+/// `1.1.0` beside a running `v1.0.0`); when no spelling exists, the problem
+/// names the tag as it was asked for.
+pub fn resolve_tag(docker: &Docker, running: &ImageRef, target: &str) -> std::result::Result<String, Vec<Problem>> {
+    let mut asked = Vec::new();
+    for candidate in tag_candidates(target, &running.tag) {
+        let reference = ImageRef { repository: running.repository.clone(), tag: candidate.clone() };
+        let problems = target_exists(docker, &reference);
+        if problems.is_empty() {
+            return Ok(candidate);
+        }
+        if candidate == target {
+            asked = problems;
+        }
+    }
+    Err(asked)
+}
+
+/// The spellings of `target` to look for in the registry, the running tag's
+/// first: `--to 1.1.0` while `v1.0.0` runs means the tag `v1.1.0`, when that exists.
+pub fn tag_candidates(target: &str, running_tag: &str) -> Vec<String> {
+    if !names_a_version(target) {
+        return vec![target.to_string()];
+    }
+    let bare = target.strip_prefix('v').unwrap_or(target);
+    let other = if target.starts_with('v') { bare.to_string() } else { format!("v{bare}") };
+    let running_style_differs = names_a_version(running_tag) && running_tag.starts_with('v') != target.starts_with('v');
+    if running_style_differs {
+        vec![other, target.to_string()]
+    } else {
+        vec![target.to_string(), other]
     }
 }
 
@@ -172,7 +207,10 @@ pub fn for_upgrade(
                  UPGRADERD_CONTAINER to one of its task containers",
             ))
         }
-        (_, true) => Box::new(swarm::SwarmUpdate::new(deployment.docker, deployment.project, config.health_timeout)),
+        (_, true) => Box::new(
+            swarm::SwarmUpdate::new(deployment.docker, deployment.project, config.health_timeout)
+                .with_stack_files(&config.stack_files),
+        ),
         (Kind::Pull, false) => Box::new(pull::Pull::new(
             deployment.docker,
             deployment.compose,
@@ -215,4 +253,18 @@ pub fn resume(config: &Config, runner: &Runner, record: &UpgradeRecord) -> Resul
     } else {
         Box::new(pull::Pull::resume(docker, compose, project, record)?)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_is_spelled_as_the_running_tag_is_first() {
+        assert_eq!(tag_candidates("1.1.0", "v1.0.0"), vec!["v1.1.0", "1.1.0"]);
+        assert_eq!(tag_candidates("v1.1.0", "v1.0.0"), vec!["v1.1.0", "1.1.0"]);
+        assert_eq!(tag_candidates("v1.1.0", "1.0.0"), vec!["1.1.0", "v1.1.0"]);
+        assert_eq!(tag_candidates("2.0.0", "latest"), vec!["2.0.0", "v2.0.0"]);
+        assert_eq!(tag_candidates("latest", "v1.0.0"), vec!["latest"]);
+    }
 }

@@ -16,7 +16,7 @@ use crate::engine::journal::Journal;
 use crate::engine::pin::{self, EnvFiles, Located, Pin, Place};
 use crate::engine::preflight::Problem;
 use crate::engine::strategy::{
-    confirm_stopped, drop_rollback_tag, prune_rollback_tags, target_exists, Fetched, Kind, Strategy,
+    confirm_stopped, drop_rollback_tag, prune_rollback_tags, resolve_tag, target_exists, Fetched, Kind, Strategy,
     ROLLBACK_TAG_PREFIX,
 };
 use crate::ops::compose::{Compose, Project};
@@ -155,23 +155,6 @@ fn legacy_members(project: &Project, record: &UpgradeRecord) -> Result<Vec<Membe
         .collect())
 }
 
-/// The spellings of `target` to look for in the registry, the running tag's
-/// first: `--to 1.1.0` while `v1.0.0` runs means the tag `v1.1.0`, when that exists.
-pub fn tag_candidates(target: &str, running_tag: &str) -> Vec<String> {
-    if !pin::names_a_version(target) {
-        return vec![target.to_string()];
-    }
-    let bare = target.strip_prefix('v').unwrap_or(target);
-    let other = if target.starts_with('v') { bare.to_string() } else { format!("v{bare}") };
-    let running_style_differs =
-        pin::names_a_version(running_tag) && running_tag.starts_with('v') != target.starts_with('v');
-    if running_style_differs {
-        vec![other, target.to_string()]
-    } else {
-        vec![target.to_string(), other]
-    }
-}
-
 /// What preflight learns about one service of the family.
 struct Found {
     member: Member,
@@ -287,25 +270,6 @@ impl Pull {
         Ok(Found { member, place })
     }
 
-    /// The tag of `target` as the primary's registry spells it (`v1.1.0` for
-    /// `1.1.0` beside a running `v1.0.0`); when no spelling exists, the problem
-    /// names the tag as it was asked for.
-    fn resolve_tag(&self, primary: &Member, target: &str) -> std::result::Result<String, Vec<Problem>> {
-        let running = ImageRef::parse(&primary.previous_ref);
-        let mut asked = Vec::new();
-        for candidate in tag_candidates(target, &running.tag) {
-            let reference = ImageRef { repository: running.repository.clone(), tag: candidate.clone() };
-            let problems = target_exists(&self.docker, &reference);
-            if problems.is_empty() {
-                return Ok(candidate);
-            }
-            if candidate == target {
-                asked = problems;
-            }
-        }
-        Err(asked)
-    }
-
     /// Every member must be on the primary's version, so that one version moves them all.
     fn one_version(&self, members: &[Member]) -> Vec<Problem> {
         let Some((primary, rest)) = members.split_first() else { return Vec::new() };
@@ -402,7 +366,7 @@ impl Strategy for Pull {
                 ),
             )];
         }
-        let tag = match self.resolve_tag(&primary, target) {
+        let tag = match resolve_tag(&self.docker, &ImageRef::parse(&primary.previous_ref), target) {
             Ok(tag) => tag,
             Err(registry) => {
                 problems.extend(registry);
@@ -512,7 +476,7 @@ impl Strategy for Pull {
     }
 
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {
-        self.put_back_pins(journal)?;
+        pin::restore(journal, &self.docker.runner().clone(), &self.upgrade_id)?;
         let mut back: Vec<&str> = Vec::new();
         for member in &self.members {
             let Some(id) = &member.previous_image_id else { continue };
@@ -542,25 +506,14 @@ impl Strategy for Pull {
 }
 
 impl Pull {
-    /// Writes the new version into every pin (journaled first, with the
-    /// files' bytes), then proves with `compose config` that each moved
-    /// service now renders its target.
+    /// Writes the new version into every pin, then proves with `compose
+    /// config` that each pinned service now renders its target.
     fn write_pins(&mut self, journal: &mut Journal) -> Result<()> {
-        if self.edits.is_empty() {
-            return Ok(());
-        }
         let runner = self.docker.runner().clone();
         let tag = ImageRef::parse(&self.primary_member()?.target_ref).tag;
-        if runner.dry_run() {
-            for place in &self.places {
-                runner.plan(format!("# write {tag} over {}", place.describe()));
-            }
+        pin::write(journal, &runner, &self.edits, &self.places, &tag)?;
+        if self.edits.is_empty() || runner.dry_run() {
             return Ok(());
-        }
-        journal.db.record_edited_files(&journal.upgrade_id, &self.edits)?;
-        pin::apply(&self.edits)?;
-        for place in &self.places {
-            journal.log(&format!("Wrote {tag} over {}", place.describe()));
         }
         let rendered: BTreeMap<String, String> = self
             .compose
@@ -576,26 +529,6 @@ impl Pull {
                 member.service,
                 member.target_ref
             );
-        }
-        Ok(())
-    }
-
-    /// Puts back every file the upgrade edited, byte for byte.
-    fn put_back_pins(&mut self, journal: &mut Journal) -> Result<()> {
-        let edited = journal.db.edited_files(&self.upgrade_id)?;
-        let edited = if edited.is_empty() { journal.db.edited_files(&journal.upgrade_id)? } else { edited };
-        if edited.is_empty() {
-            return Ok(());
-        }
-        if self.docker.runner().dry_run() {
-            for file in &edited {
-                self.docker.runner().plan(format!("# put {} back as it was before the upgrade", file.path.display()));
-            }
-            return Ok(());
-        }
-        let restored = pin::put_back(&edited).context("putting the edited files back")?;
-        for path in restored {
-            journal.log(&format!("Put {} back as it was before the upgrade", path.display()));
         }
         Ok(())
     }
@@ -723,14 +656,5 @@ mod tests {
         let err = pull(&runner, Vec::new()).fetch(&mut journal(&ui)).unwrap_err();
         assert!(err.to_string().contains("fetch before preflight"), "{err}");
         assert!(runner.planned().is_empty());
-    }
-
-    #[test]
-    fn the_target_is_spelled_as_the_running_tag_is_first() {
-        assert_eq!(tag_candidates("1.1.0", "v1.0.0"), vec!["v1.1.0", "1.1.0"]);
-        assert_eq!(tag_candidates("v1.1.0", "v1.0.0"), vec!["v1.1.0", "1.1.0"]);
-        assert_eq!(tag_candidates("v1.1.0", "1.0.0"), vec!["1.1.0", "v1.1.0"]);
-        assert_eq!(tag_candidates("2.0.0", "latest"), vec!["2.0.0", "v2.0.0"]);
-        assert_eq!(tag_candidates("latest", "v1.0.0"), vec!["latest"]);
     }
 }

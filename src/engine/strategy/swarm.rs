@@ -11,6 +11,7 @@
 //! swarm of several nodes), or cannot be held still (a global service).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,13 +21,16 @@ use crate::config::Config;
 use crate::engine::data::MODE_LABEL;
 use crate::engine::halt::{self, Halt};
 use crate::engine::journal::Journal;
+use crate::engine::pin::{self, EnvFiles, Located, Pin, Place};
 use crate::engine::preflight::Problem;
-use crate::engine::strategy::{target_exists, Fetched, Kind, Strategy};
+use crate::engine::strategy::{resolve_tag, Fetched, Kind, Strategy};
 use crate::ops::compose::{Orchestrator, Project};
+use crate::ops::compose_file::scan;
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::swarm::{without_digest, Service, Swarm, Task, ThisNode};
 use crate::states::BackupMode;
 use crate::store::db::UpgradeRecord;
+use crate::store::edited::EditedFile;
 
 /// One moved service as it ran before the upgrade: what a rollback updates it back to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +54,11 @@ pub struct SwarmUpdate {
     settle: Duration,
     /// Per moved service, its tasks before the last update.
     tasks_before: HashMap<String, Vec<String>>,
+    /// `UPGRADERD_STACK_FILES`: the stack files whose pins move with the services.
+    stack_files: Vec<PathBuf>,
+    /// Set by preflight: the stack files' edits, and where.
+    edits: Vec<EditedFile>,
+    places: Vec<Place>,
 }
 
 /// The stack of a recorded Swarm upgrade, as its journal row names it: the
@@ -71,7 +80,16 @@ impl SwarmUpdate {
             target: None,
             settle,
             tasks_before: HashMap::new(),
+            stack_files: Vec::new(),
+            edits: Vec::new(),
+            places: Vec::new(),
         }
+    }
+
+    /// The stack files `docker stack deploy` reads: their pins are edited with the services.
+    pub fn with_stack_files(mut self, files: &[PathBuf]) -> SwarmUpdate {
+        self.stack_files = files.to_vec();
+        self
     }
 
     /// The strategy of a recorded upgrade, rebuilt from its journal row to put it back.
@@ -176,6 +194,42 @@ impl SwarmUpdate {
                 self.tasks_before.insert(before.service.clone(), tasks.into_iter().map(|t| t.id).collect());
             }
         }
+    }
+
+    /// The stack files' edits that write `tag` for every moved service: each
+    /// must name the image the service runs with a version written in one place.
+    fn plan_stack_files(&mut self, services: &[Service], tag: &str) -> Vec<Problem> {
+        self.edits.clear();
+        self.places.clear();
+        if self.stack_files.is_empty() {
+            return Vec::new();
+        }
+        let scan = match scan(&self.stack_files) {
+            Ok(scan) => scan,
+            Err(e) => return vec![Problem::from_error("stack-file", &e)],
+        };
+        let mut problems = Vec::new();
+        for service in services {
+            let name = service.short_name();
+            let runs = without_digest(service.image());
+            match pin::locate(name, &scan, &EnvFiles::default(), &self.project) {
+                Ok(Located { pin: Pin::Version(place), reference, .. }) if reference == runs => self.places.push(place),
+                Ok(located) => problems.push(Problem::new(
+                    "stack-file",
+                    format!(
+                        "the stack files (UPGRADERD_STACK_FILES) give service {name} the image {}, but it runs \
+                         {runs}; write `image: {runs}` there, then upgraderd keeps it in step",
+                        located.reference
+                    ),
+                )),
+                Err(why) => problems.push(Problem::new("stack-file", why)),
+            }
+        }
+        match pin::plan_edits(&self.places.iter().collect::<Vec<_>>(), tag) {
+            Ok(edits) => self.edits = edits,
+            Err(why) => problems.push(Problem::new("stack-file", why)),
+        }
+        problems
     }
 
     fn describe_before(&self) -> String {
@@ -380,14 +434,21 @@ impl Strategy for SwarmUpdate {
         let Some(primary) = services.first() else { return problems };
         let running = ImageRef::parse(without_digest(primary.image()));
         self.repository = running.repository.clone();
-        let target_ref = ImageRef { repository: self.repository.clone(), tag: target.to_string() };
-        problems.extend(target_exists(self.docker(), &target_ref));
+        let tag = match resolve_tag(self.docker(), &running, target) {
+            Ok(tag) => tag,
+            Err(registry) => {
+                problems.extend(registry);
+                target.to_string()
+            }
+        };
+        let target_ref = ImageRef { repository: self.repository.clone(), tag };
         if !force && running.tag == target_ref.tag && target != "latest" {
             problems.push(Problem::new(
                 "version",
                 format!("{} already runs {target_ref}; use --force to update it anyway", primary.spec.name),
             ));
         }
+        problems.extend(self.plan_stack_files(&services, &target_ref.tag));
         self.target = Some(target_ref);
         problems
     }
@@ -417,6 +478,14 @@ impl Strategy for SwarmUpdate {
     }
 
     fn switch(&mut self, fetched: Fetched, journal: &mut Journal) -> Result<()> {
+        let tag = self.target.as_ref().map(|t| t.tag.clone()).unwrap_or_default();
+        pin::write(journal, &self.docker().runner().clone(), &self.edits, &self.places, &tag)?;
+        if self.stack_files.is_empty() {
+            journal.log(
+                "The stack file still names the version that ran before: the next `docker stack deploy` puts it \
+                 back. Set UPGRADERD_STACK_FILES to the stack files, and upgraderd keeps them in step",
+            );
+        }
         self.update_all(journal, &|_| fetched.target.clone()).context("updating the Swarm services")
     }
 
@@ -433,6 +502,8 @@ impl Strategy for SwarmUpdate {
     }
 
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {
+        let upgrade_id = journal.upgrade_id.clone();
+        pin::restore(journal, &self.docker().runner().clone(), &upgrade_id)?;
         self.update_all(journal, &|before| before.image.clone()).context("updating the Swarm services back")
     }
 
