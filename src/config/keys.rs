@@ -64,6 +64,12 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_IMAGE", Some("IMAGE_NAME"), None, "image repository (derived from the container)"),
     key("UPGRADERD_COMPOSE_CMD", None, None, "compose command (auto: `docker compose`, else `docker-compose`)"),
     key(
+        "UPGRADERD_RELEASE_STEPS",
+        None,
+        None,
+        "commands run with the new image before it serves, `SERVICE: COMMAND ARGS`, separated by `;`",
+    ),
+    key(
         "UPGRADERD_PIN_CHANNELS",
         None,
         Some("false"),

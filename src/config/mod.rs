@@ -10,7 +10,8 @@
 //! text and source, `envfile` reads the file, `values` types the text,
 //! `shared_dir` owns the names upgraderd writes next to the trigger, `app`
 //! turns `--app NAME` into a configuration file and a state directory,
-//! `notify` the notification URLs and the format each is sent in.
+//! `notify` the notification URLs and the format each is sent in, `steps`
+//! the release steps.
 
 pub mod app;
 mod envfile;
@@ -18,6 +19,7 @@ mod keys;
 mod layers;
 mod notify;
 mod shared_dir;
+pub mod steps;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -78,6 +80,8 @@ pub struct Config {
     pub compose_files: Vec<PathBuf>,
     /// Swarm: the stack files whose pins move with the services.
     pub stack_files: Vec<PathBuf>,
+    /// `UPGRADERD_RELEASE_STEPS`: commands run with the new image before it serves.
+    pub release_steps: Vec<steps::ReleaseStep>,
     pub image: Option<String>,
     /// Write the version over a channel tag (`release`) instead of moving the channel.
     pub pin_channels: bool,
@@ -170,6 +174,9 @@ impl Config {
             compose_dir: p.path("UPGRADERD_COMPOSE_DIR")?,
             compose_files: p.list("UPGRADERD_COMPOSE_FILES").into_iter().map(PathBuf::from).collect(),
             stack_files: p.paths("UPGRADERD_STACK_FILES")?,
+            release_steps: p
+                .parse_opt("UPGRADERD_RELEASE_STEPS", "'web: bundle exec rails db:migrate'", steps::parse)?
+                .unwrap_or_default(),
             image: p.text("UPGRADERD_IMAGE"),
             pin_channels: p.bool("UPGRADERD_PIN_CHANNELS")?,
             compose_cmd: p.text("UPGRADERD_COMPOSE_CMD").map(|t| t.split_whitespace().map(String::from).collect()),

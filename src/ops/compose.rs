@@ -200,6 +200,17 @@ impl Compose {
         cmd.args(&project.services).timeout(Duration::from_secs(600)).streamed().mutating()
     }
 
+    /// Runs `argv` once in a new container of `service` (its image as the
+    /// files now say), removed afterwards; other services are not started.
+    pub fn run_once(&self, project: &Project, service: &str, argv: &[String]) -> Cmd {
+        self.base(project)
+            .args(["run", "--rm", "--no-deps", "-T", service])
+            .args(argv)
+            .timeout(Duration::from_secs(3600))
+            .streamed()
+            .mutating()
+    }
+
     /// The services whose image the project builds (`build:` in the rendered configuration).
     pub fn built_services(&self, project: &Project) -> Result<Vec<String>> {
         let rendered = self.config(project)?;

@@ -25,6 +25,7 @@ each_compose! {
     a_literal_family_across_two_repositories_named_in_upgraderd_services_moves_together;
     a_version_only_the_shell_knew_and_a_read_only_env_file_are_refused_before_anything_changes;
     a_v_prefixed_family_is_upgraded_by_check_version_to_the_tag_that_exists;
+    a_release_step_runs_with_the_new_image_before_it_serves_and_one_that_fails_rolls_back;
 }
 
 /// One repository of a family: its last path component and the prefix its tags carry (`v` or none).
@@ -388,4 +389,37 @@ fn a_kill_after_the_edit_is_recovered_with_the_env_file_put_back() {
     assert_eq!(s.runs("ml"), format!("{}:v1.0.0", s.more_repos[0]));
     assert_eq!(s.dump(), before);
     assert!(!Path::new(&s.dir).join(".env.tmp").exists());
+}
+
+fn a_release_step_runs_with_the_new_image_before_it_serves_and_one_that_fails_rolls_back(compose: ComposeVersion) {
+    let repos = [Repo { name: "mastodon", tag_prefix: "v" }, Repo { name: "mastodon-streaming", tag_prefix: "v" }];
+    let Some(s) =
+        Scenario::pinned("steps", compose, &repos, &["1.0.0", "2.0.0"], &mastodon, &["docker-compose.yml"], &[])
+    else {
+        return;
+    };
+    let compose_file = s.file("docker-compose.yml");
+    let before = s.dump();
+    let upgrade = |step: &str| {
+        let mut cmd = s.upgraderd_command(&["upgrade", "--to", "v2.0.0"]);
+        cmd.env("UPGRADERD_SERVICES", "app,sidekiq,streaming").env("UPGRADERD_RELEASE_STEPS", step);
+        common::Run::from_output(cmd.output().unwrap())
+    };
+    let run = upgrade("sidekiq: release-step 3");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let row = s.last_history();
+    assert_eq!(row["status"], "rolled_back", "{}", run.stderr);
+    assert!(
+        row["errorMessage"].as_str().unwrap_or_default().contains("release step `sidekiq: release-step 3`"),
+        "{row}"
+    );
+    assert!(s.last_journal().iter().all(|e| e["status"] != "health_check"), "nothing served the new version");
+    s.wait_version("1.0.0");
+    assert_eq!(s.file("docker-compose.yml"), compose_file);
+    assert_eq!(s.dump(), before);
+
+    let run = upgrade("app: release-step 0");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    s.wait_version("2.0.0");
+    assert!(run.stderr.contains("release step ran on 2.0.0, exiting 0"), "it ran with the new image: {}", run.stderr);
 }

@@ -42,6 +42,13 @@ extern "C" fn exit_on_term(_signal: libc::c_int) {
 fn main() {
     unsafe { libc::signal(libc::SIGTERM, exit_on_term as *const () as libc::sighandler_t) };
     let version = env("APP_VERSION", "0.0.0");
+    // `release-step CODE`: a release's one-off command (`compose run --rm app release-step 0`).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("release-step") {
+        let code: i32 = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(0);
+        println!("release step ran on {version}, exiting {code}");
+        std::process::exit(code);
+    }
     let behavior = env("APP_BEHAVIOR", "good");
     let schema: i64 = env("APP_SCHEMA", "1").parse().unwrap_or(1);
     let data = env("APP_DATA", "/data");

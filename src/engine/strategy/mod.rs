@@ -194,6 +194,12 @@ pub fn for_upgrade(
     runner: &Runner,
 ) -> Result<Box<dyn Strategy>> {
     let swarm = deployment.project.orchestrator == Orchestrator::Swarm;
+    if !config.release_steps.is_empty() && (swarm || kind == Kind::Rebuild) {
+        return Err(usage(
+            "UPGRADERD_RELEASE_STEPS run through `compose run` with the pull strategy on compose; a Swarm stack or a \
+             rebuild runs its migrations as a one-shot service of its own",
+        ));
+    }
     Ok(match (kind, swarm) {
         (Kind::Rebuild, true) => {
             return Err(usage(
@@ -216,7 +222,11 @@ pub fn for_upgrade(
             deployment.compose,
             deployment.project,
             &deployment.container,
-            pull::Settings { configured_image: config.image.as_deref(), pin_channels: config.pin_channels },
+            pull::Settings {
+                configured_image: config.image.as_deref(),
+                pin_channels: config.pin_channels,
+                release_steps: &config.release_steps,
+            },
             upgrade_id,
         )),
         (Kind::Rebuild, false) => {

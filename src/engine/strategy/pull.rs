@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::config::steps::ReleaseStep;
 use crate::engine::journal::Journal;
 use crate::engine::pin::{self, EnvFiles, Located, Pin, Place};
 use crate::engine::preflight::Problem;
@@ -63,12 +64,15 @@ pub struct Pull {
     /// Set by preflight: the edits the switch writes, and where.
     edits: Vec<EditedFile>,
     places: Vec<Place>,
+    /// `UPGRADERD_RELEASE_STEPS`: run with the new images before anything serves them.
+    release_steps: Vec<ReleaseStep>,
 }
 
 /// What a new pull upgrade is told by the configuration.
 pub struct Settings<'a> {
     pub configured_image: Option<&'a str>,
     pub pin_channels: bool,
+    pub release_steps: &'a [ReleaseStep],
 }
 
 impl Pull {
@@ -91,6 +95,7 @@ impl Pull {
             members: Vec::new(),
             edits: Vec::new(),
             places: Vec::new(),
+            release_steps: settings.release_steps.to_vec(),
         }
     }
 
@@ -112,6 +117,7 @@ impl Pull {
             members,
             edits: Vec::new(),
             places: Vec::new(),
+            release_steps: Vec::new(),
         })
     }
 
@@ -344,6 +350,7 @@ impl Strategy for Pull {
 
     fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem> {
         let mut problems = self.compose_files_exist();
+        problems.extend(self.release_step_problems());
         if !problems.is_empty() {
             return problems;
         }
@@ -465,6 +472,7 @@ impl Strategy for Pull {
             }
         }
         self.write_pins(journal)?;
+        self.run_release_steps(journal)?;
         journal.run(self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
     }
 
@@ -506,6 +514,46 @@ impl Strategy for Pull {
 }
 
 impl Pull {
+    /// Each release step in a one-off container of its service's new image,
+    /// its output in the log; the first that fails fails the switch, before anything serves.
+    fn run_release_steps(&mut self, journal: &mut Journal) -> Result<()> {
+        for step in &self.release_steps {
+            let cmd = self.compose.run_once(&self.project, &step.service, &step.argv);
+            journal.log(&format!("Release step ({}): $ {}", step.describe(), cmd.display()));
+            let output = self
+                .docker
+                .runner()
+                .run(&cmd)
+                .map_err(|e| anyhow!("the release step `{}` failed: {e}", step.describe()))?;
+            let text = output.stdout_text();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+            if !tail.is_empty() {
+                journal.log(&format!("Release step ({}) finished; its output:\n{}", step.describe(), tail.join("\n")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Release steps run in a moved service: one that does not move would run its old image.
+    fn release_step_problems(&self) -> Vec<Problem> {
+        self.release_steps
+            .iter()
+            .filter(|step| !self.project.services.contains(&step.service))
+            .map(|step| {
+                Problem::new(
+                    "release-step",
+                    format!(
+                        "UPGRADERD_RELEASE_STEPS runs `{}` in service {}, which does not move with this upgrade (it \
+                         moves {}): a release step runs with the new image of a moved service",
+                        step.argv.join(" "),
+                        step.service,
+                        self.project.services.join(", ")
+                    ),
+                )
+            })
+            .collect()
+    }
+
     /// Writes the new version into every pin, then proves with `compose
     /// config` that each pinned service now renders its target.
     fn write_pins(&mut self, journal: &mut Journal) -> Result<()> {
@@ -559,7 +607,7 @@ mod tests {
             orchestrator: Default::default(),
         };
         let compose = Compose::assume(vec!["docker".into(), "compose".into()], true, runner);
-        let settings = Settings { configured_image: None, pin_channels: false };
+        let settings = Settings { configured_image: None, pin_channels: false, release_steps: &[] };
         let mut pull = Pull::new(Docker::new("docker", runner.clone()), compose, project, &container, settings, "u1");
         pull.members = members;
         pull
