@@ -308,7 +308,7 @@ pub fn compose_tool(config: &Config, runner: &Runner) -> Result<Compose> {
 }
 
 /// The version the service runs: configured, else the image's label, else the
-/// last complete upgrade, else the tag when it names a version.
+/// last complete upgrade, else the tag (its pin) when it names a version (`v1.2.3` too).
 pub fn current_version(config: &Config, docker: &Docker, container: &Container, db: Option<&Db>) -> Option<String> {
     if let Some(v) = &config.current_version {
         return Some(v.clone());
@@ -322,7 +322,7 @@ pub fn current_version(config: &Config, docker: &Docker, container: &Container, 
         }
     }
     let tag = ImageRef::parse(swarm::without_digest(&container.config.image)).tag;
-    tag.starts_with(|c: char| c.is_ascii_digit()).then_some(tag)
+    pin::names_a_version(&tag).then_some(tag)
 }
 
 /// A writable volume or bind mount: data. The Docker socket is a control

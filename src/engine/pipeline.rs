@@ -415,6 +415,9 @@ impl Attempt<'_, '_> {
         problems.extend(strategy.preflight(target, self.force));
         let project = strategy.project();
         self.journal.log(&format!("Services that move together: {}", project.services.join(", ")));
+        for line in strategy.describe_moves() {
+            self.journal.log(&format!("  {line}"));
+        }
         self.journal.db.record_deployment(
             &self.journal.upgrade_id,
             &DeploymentRecord {

@@ -247,6 +247,18 @@ fn rate_limit_message(answer: &Answer) -> String {
 
 /// The semver tags of `image`'s repository in its registry.
 pub fn from_registry(http: &Http, image: &ImageRef) -> Result<Vec<Release>> {
+    Ok(registry_tags(http, image)?
+        .iter()
+        .filter_map(|tag| normalize(tag))
+        .map(|version| {
+            let prerelease = semver::Version::parse(&version).is_ok_and(|v| !v.pre.is_empty());
+            Release { version, url: None, published_at: None, prerelease }
+        })
+        .collect())
+}
+
+/// Every tag of `image`'s repository in its registry, as the registry spells it.
+pub fn registry_tags(http: &Http, image: &ImageRef) -> Result<Vec<String>> {
     let what = format!("registry tags of {}", image.repository);
     let (base, name) = registry_endpoint(image);
     let mut url = format!("{base}/v2/{name}/tags/list?n=1000");
@@ -272,14 +284,17 @@ pub fn from_registry(http: &Http, image: &ImageRef) -> Result<Vec<Release>> {
             None => break,
         }
     }
-    Ok(tags
-        .iter()
-        .filter_map(|tag| normalize(tag))
-        .map(|version| {
-            let prerelease = semver::Version::parse(&version).is_ok_and(|v| !v.pre.is_empty());
-            Release { version, url: None, published_at: None, prerelease }
-        })
-        .collect())
+    Ok(tags)
+}
+
+/// The newest release among `tags` (semver after an optional `v`; prereleases
+/// only when allowed), spelled as the registry spells it.
+pub fn newest_tag(tags: &[String], allow_prerelease: bool) -> Option<String> {
+    tags.iter()
+        .filter_map(|tag| Some((semver::Version::parse(&normalize(tag)?).ok()?, tag)))
+        .filter(|(version, _)| allow_prerelease || version.pre.is_empty())
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, tag)| tag.clone())
 }
 
 /// The registry's base URL and the repository's name in it (Docker Hub's `library/` included).
@@ -381,6 +396,14 @@ mod tests {
         assert_eq!(normalize("2.14.0-rc.1").as_deref(), Some("2.14.0-rc.1"));
         assert_eq!(normalize("latest"), None);
         assert_eq!(normalize("2.14"), None);
+    }
+
+    #[test]
+    fn the_newest_tag_keeps_its_spelling() {
+        let tags: Vec<String> = ["v1.9.0", "v1.10.0", "release", "v2.0.0-rc.1", "latest"].map(String::from).into();
+        assert_eq!(newest_tag(&tags, false).as_deref(), Some("v1.10.0"));
+        assert_eq!(newest_tag(&tags, true).as_deref(), Some("v2.0.0-rc.1"));
+        assert_eq!(newest_tag(&["latest".to_string()], false), None);
     }
 
     #[test]

@@ -26,12 +26,15 @@ each_compose! {
     a_version_only_the_shell_knew_and_a_read_only_env_file_are_refused_before_anything_changes;
     a_v_prefixed_family_is_upgraded_by_check_version_to_the_tag_that_exists;
     a_release_step_runs_with_the_new_image_before_it_serves_and_one_that_fails_rolls_back;
+    an_immich_shaped_family_on_a_channel_moves_together_and_can_have_the_version_written_down;
 }
 
 /// One repository of a family: its last path component and the prefix its tags carry (`v` or none).
 struct Repo {
     name: &'static str,
     tag_prefix: &'static str,
+    /// A channel tag (`release`) pushed for 1.0.0 too, when not empty.
+    channel: &'static str,
 }
 
 /// What a layout gets: the scenario's repositories, port and run marker.
@@ -96,6 +99,11 @@ impl Scenario {
         let build = format!("{}-build", world.prefix);
         for repo in repos {
             let repository = names.repo(repo.name);
+            if !repo.channel.is_empty() {
+                let tag = format!("{repository}:{}", repo.channel);
+                must(&["docker", "tag", &format!("{build}:1.0.0"), &tag]);
+                must(&["docker", "push", &tag]);
+            }
             for version in versions {
                 let tag = format!("{repository}:{}{version}", repo.tag_prefix);
                 must(&["docker", "tag", &format!("{build}:{version}"), &tag]);
@@ -162,12 +170,25 @@ fn immich(n: &Names) -> Vec<(&'static str, String)> {
 
 /// Immich's repositories: the server, machine learning and the cache (`cache:7.2` is pushed by hand).
 fn start_immich(test: &str, compose: ComposeVersion, versions: &[&str]) -> Option<Scenario> {
+    start_immich_with(test, compose, versions, IMMICH_ENV)
+}
+
+/// Immich with `env` as its `.env`; a `release` channel pushed for 1.0.0 beside the `v` tags.
+fn start_immich_with(test: &str, compose: ComposeVersion, versions: &[&str], env: &str) -> Option<Scenario> {
     let world = world()?;
     let (_, name, _) = Scenario::enter(test, compose)?;
     let cache = format!("{}/{name}/cache:7.2", world.registry);
     must(&["docker", "tag", &format!("{}-build:1.0.0", world.prefix), &cache]);
-    let repos = [Repo { name: "server", tag_prefix: "v" }, Repo { name: "ml", tag_prefix: "v" }];
-    let mut s = Scenario::pinned(test, compose, &repos, versions, &immich, &["docker-compose.yml"], &[])?;
+    let repos = [
+        Repo { name: "server", tag_prefix: "v", channel: "release" },
+        Repo { name: "ml", tag_prefix: "v", channel: "release" },
+    ];
+    let layout = |n: &Names| {
+        let mut files = immich(n);
+        files[1].1 = env.to_string();
+        files
+    };
+    let mut s = Scenario::pinned(test, compose, &repos, versions, &layout, &["docker-compose.yml"], &[])?;
     s.more_repos.push(format!("{}/{name}/cache", world.registry));
     Some(s)
 }
@@ -218,7 +239,7 @@ fn gitea(n: &Names) -> Vec<(&'static str, String)> {
 }
 
 fn a_literal_pin_in_an_overlay_file_upgrades_and_rolls_back(compose: ComposeVersion) {
-    let repos = [Repo { name: "gitea", tag_prefix: "" }];
+    let repos = [Repo { name: "gitea", tag_prefix: "", channel: "" }];
     let files = ["docker-compose.yml", "docker-compose.override.yml"];
     let Some(s) = Scenario::pinned("gitea", compose, &repos, &["1.0.0", "2.0.0", "2.0.1"], &gitea, &files, &[]) else {
         return;
@@ -248,7 +269,7 @@ fn authentik(n: &Names) -> Vec<(&'static str, String)> {
 fn an_image_and_tag_pair_with_defaults_moves_server_and_worker_and_a_manual_rollback_puts_it_back(
     compose: ComposeVersion,
 ) {
-    let repos = [Repo { name: "server", tag_prefix: "" }];
+    let repos = [Repo { name: "server", tag_prefix: "", channel: "" }];
     let Some(s) =
         Scenario::pinned("authentik", compose, &repos, &["1.0.0", "2.0.0"], &authentik, &["docker-compose.yml"], &[])
     else {
@@ -284,7 +305,10 @@ fn mastodon(n: &Names) -> Vec<(&'static str, String)> {
 }
 
 fn a_literal_family_across_two_repositories_named_in_upgraderd_services_moves_together(compose: ComposeVersion) {
-    let repos = [Repo { name: "mastodon", tag_prefix: "v" }, Repo { name: "mastodon-streaming", tag_prefix: "v" }];
+    let repos = [
+        Repo { name: "mastodon", tag_prefix: "v", channel: "" },
+        Repo { name: "mastodon-streaming", tag_prefix: "v", channel: "" },
+    ];
     let Some(s) =
         Scenario::pinned("mastodon", compose, &repos, &["1.0.0", "2.0.0"], &mastodon, &["docker-compose.yml"], &[])
     else {
@@ -310,7 +334,7 @@ fn a_version_only_the_shell_knew_and_a_read_only_env_file_are_refused_before_any
             format!("services:\n{}{}", app(n, &format!("{}:${{APP_TAG}}", n.repo("app"))), volumes(n, &["appdata"]));
         vec![("docker-compose.yml", compose), (".env", "OTHER=1\n".to_string())]
     };
-    let repos = [Repo { name: "app", tag_prefix: "" }];
+    let repos = [Repo { name: "app", tag_prefix: "", channel: "" }];
     let Some(s) = Scenario::pinned(
         "shell-only",
         compose,
@@ -343,6 +367,16 @@ fn a_version_only_the_shell_knew_and_a_read_only_env_file_are_refused_before_any
 
 fn a_v_prefixed_family_is_upgraded_by_check_version_to_the_tag_that_exists(compose: ComposeVersion) {
     let Some(s) = start_immich("v-prefix", compose, &["1.0.0", "2.0.0"]) else { return };
+    // `latest` of a pinned family is the newest release tag in its registry, spelled as there.
+    let dry = s.upgraderd(&["upgrade", "--to", "latest", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(dry.stdout.contains("# write v2.0.0 over IMMICH_VERSION=v1.0.0 at"), "{}", dry.stdout);
+    assert!(
+        dry.stderr.contains(&format!("ml: {}:v1.0.0 -> {0}:v2.0.0 (pinned: IMMICH_VERSION", s.more_repos[0])),
+        "{}",
+        dry.stderr
+    );
+    assert_eq!(s.file(".env"), IMMICH_ENV, "a dry run writes nothing");
     let run = s.upgraderd(&["--json", "check-version", "--upgrade"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     s.wait_version("2.0.0");
@@ -392,7 +426,10 @@ fn a_kill_after_the_edit_is_recovered_with_the_env_file_put_back() {
 }
 
 fn a_release_step_runs_with_the_new_image_before_it_serves_and_one_that_fails_rolls_back(compose: ComposeVersion) {
-    let repos = [Repo { name: "mastodon", tag_prefix: "v" }, Repo { name: "mastodon-streaming", tag_prefix: "v" }];
+    let repos = [
+        Repo { name: "mastodon", tag_prefix: "v", channel: "" },
+        Repo { name: "mastodon-streaming", tag_prefix: "v", channel: "" },
+    ];
     let Some(s) =
         Scenario::pinned("steps", compose, &repos, &["1.0.0", "2.0.0"], &mastodon, &["docker-compose.yml"], &[])
     else {
@@ -422,4 +459,31 @@ fn a_release_step_runs_with_the_new_image_before_it_serves_and_one_that_fails_ro
     assert_eq!(run.code, 0, "{}", run.stderr);
     s.wait_version("2.0.0");
     assert!(run.stderr.contains("release step ran on 2.0.0, exiting 0"), "it ran with the new image: {}", run.stderr);
+}
+
+fn an_immich_shaped_family_on_a_channel_moves_together_and_can_have_the_version_written_down(compose: ComposeVersion) {
+    let env = "IMMICH_VERSION=release\n";
+    let Some(s) = start_immich_with("channel", compose, &["1.0.0", "2.0.0"], env) else { return };
+    let image_id = |reference: &str| must(&["docker", "image", "inspect", "--format", "{{.Id}}", reference]);
+    let run = s.upgraderd(&["upgrade", "--to", "v2.0.0"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    s.wait_version("2.0.0");
+    let ml = s.service_container("ml").unwrap();
+    let ml_image = must(&["docker", "inspect", "--format", "{{.Image}}", &ml]);
+    assert_eq!(ml_image, image_id(&format!("{}:v2.0.0", s.more_repos[0])), "machine learning moved with the server");
+    assert_eq!(s.file(".env"), env, "a channel moves by its tag: .env is untouched");
+
+    let run = s.upgraderd(&["rollback"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    s.wait_version("1.0.0");
+    let ml_image = must(&["docker", "inspect", "--format", "{{.Image}}", &s.service_container("ml").unwrap()]);
+    assert_eq!(ml_image, image_id(&format!("{}:v1.0.0", s.more_repos[0])), "and went back with it");
+
+    let run =
+        s.upgraderd_command(&["upgrade", "--to", "v2.0.0"]).env("UPGRADERD_PIN_CHANNELS", "true").output().unwrap();
+    let run = common::Run::from_output(run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    s.wait_version("2.0.0");
+    assert_eq!(s.file(".env"), "IMMICH_VERSION=v2.0.0\n", "the version installed is written down");
+    assert_eq!(s.runs("ml"), format!("{}:v2.0.0", s.more_repos[0]));
 }

@@ -64,6 +64,11 @@ pub trait Strategy {
     fn stop(&mut self, journal: &mut Journal) -> Result<()>;
     /// Starts the previous version again.
     fn revert(&mut self, journal: &mut Journal) -> Result<()>;
+    /// How each moved service's version is written and will move, one line
+    /// each, for the log and `--dry-run` (after preflight).
+    fn describe_moves(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Per Swarm service, the tasks there were before the last `switch` or
     /// `revert`: the gate takes them as history, and judges the ones made since.
     fn tasks_before_switch(&self) -> HashMap<String, Vec<String>> {
@@ -226,6 +231,7 @@ pub fn for_upgrade(
                 configured_image: config.image.as_deref(),
                 pin_channels: config.pin_channels,
                 release_steps: &config.release_steps,
+                allow_prerelease: config.allow_prerelease,
             },
             upgrade_id,
         )),

@@ -23,6 +23,7 @@ use crate::engine::strategy::{
 use crate::ops::compose::{Compose, Project};
 use crate::ops::compose_file::{scan, Scan};
 use crate::ops::docker::{without_digest, Container, Docker, ImageRef};
+use crate::ops::versions::{self, Http};
 use crate::store::db::UpgradeRecord;
 use crate::store::edited::EditedFile;
 use crate::version::same_version;
@@ -61,11 +62,13 @@ pub struct Pull {
     pin_channels: bool,
     /// Set by preflight (or the journal, when resumed): the family, primary first.
     members: Vec<Member>,
-    /// Set by preflight: the edits the switch writes, and where.
+    /// Set by preflight: the edits the switch writes, and each pinned service's place.
     edits: Vec<EditedFile>,
-    places: Vec<Place>,
+    pinned: Vec<(String, Place)>,
     /// `UPGRADERD_RELEASE_STEPS`: run with the new images before anything serves them.
     release_steps: Vec<ReleaseStep>,
+    /// `UPGRADERD_ALLOW_PRERELEASE`: whether `latest` of a pinned family may be a prerelease.
+    allow_prerelease: bool,
 }
 
 /// What a new pull upgrade is told by the configuration.
@@ -73,6 +76,7 @@ pub struct Settings<'a> {
     pub configured_image: Option<&'a str>,
     pub pin_channels: bool,
     pub release_steps: &'a [ReleaseStep],
+    pub allow_prerelease: bool,
 }
 
 impl Pull {
@@ -94,8 +98,9 @@ impl Pull {
             pin_channels: settings.pin_channels,
             members: Vec::new(),
             edits: Vec::new(),
-            places: Vec::new(),
+            pinned: Vec::new(),
             release_steps: settings.release_steps.to_vec(),
+            allow_prerelease: settings.allow_prerelease,
         }
     }
 
@@ -116,8 +121,9 @@ impl Pull {
             pin_channels: false,
             members,
             edits: Vec::new(),
-            places: Vec::new(),
+            pinned: Vec::new(),
             release_steps: Vec::new(),
+            allow_prerelease: false,
         })
     }
 
@@ -276,6 +282,23 @@ impl Pull {
         Ok(Found { member, place })
     }
 
+    /// The newest release tag of the primary's repository, for `latest` asked of a pinned family.
+    fn newest_release(&self, primary: &Member) -> std::result::Result<String, Problem> {
+        let repository = ImageRef::parse(&primary.previous_ref);
+        let tags = versions::registry_tags(&Http::new(None), &repository)
+            .map_err(|e| Problem::from_error("registry", &e.context("finding the newest release for `latest`")))?;
+        versions::newest_tag(&tags, self.allow_prerelease).ok_or_else(|| {
+            Problem::new(
+                "version",
+                format!(
+                    "{} has no release tag (a version after an optional `v`) to take for `latest`; name the version \
+                     to move to",
+                    repository.repository
+                ),
+            )
+        })
+    }
+
     /// Every member must be on the primary's version, so that one version moves them all.
     fn one_version(&self, members: &[Member]) -> Vec<Problem> {
         let Some((primary, rest)) = members.split_first() else { return Vec::new() };
@@ -361,18 +384,16 @@ impl Strategy for Pull {
         let Some(primary) = found.first().map(|f| f.member.clone()) else {
             return vec![Problem::new("compose", format!("service {} has no image to move", self.project.service))];
         };
-        if target == "latest" && !primary.retag {
-            return vec![Problem::new(
-                "version",
-                format!(
-                    "service {} is pinned to {} ({}); name the version to move to (`upgraderd check-version` shows \
-                     the newest the policy allows), `latest` is a channel, not a version",
-                    primary.service,
-                    ImageRef::parse(&primary.previous_ref).tag,
-                    found[0].place.as_ref().map(Place::describe).unwrap_or_default()
-                ),
-            )];
-        }
+        let target = if target == "latest" && !primary.retag {
+            // A pinned family has no `latest` to pull: the newest release in its registry is what it asks for.
+            match self.newest_release(&primary) {
+                Ok(tag) => tag,
+                Err(problem) => return vec![problem],
+            }
+        } else {
+            target.to_string()
+        };
+        let target = target.as_str();
         let tag = match resolve_tag(&self.docker, &ImageRef::parse(&primary.previous_ref), target) {
             Ok(tag) => tag,
             Err(registry) => {
@@ -403,13 +424,15 @@ impl Strategy for Pull {
                 format!("the service already runs {}; use --force to recreate it anyway", primary.previous_ref),
             ));
         }
-        let places: Vec<Place> = found.iter().filter_map(|f| f.place.clone()).collect();
+        let pinned: Vec<(String, Place)> =
+            found.iter().filter_map(|f| Some((f.member.service.clone(), f.place.clone()?))).collect();
+        let places: Vec<Place> = pinned.iter().map(|(_, place)| place.clone()).collect();
         problems.extend(self.variables_used_elsewhere(&places));
         match pin::plan_edits(&places.iter().collect::<Vec<_>>(), &tag) {
             Ok(edits) => self.edits = edits,
             Err(why) => problems.push(Problem::new("pin", why)),
         }
-        self.places = places;
+        self.pinned = pinned;
         self.members = members;
         problems
     }
@@ -506,6 +529,19 @@ impl Strategy for Pull {
         }
     }
 
+    fn describe_moves(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|member| {
+                let how = match self.pinned.iter().find(|(service, _)| *service == member.service) {
+                    Some((_, place)) => format!("pinned: {}", place.describe()),
+                    None => "a channel: the tag is moved to the new image".to_string(),
+                };
+                format!("{}: {} -> {} ({how})", member.service, member.previous_ref, member.target_ref)
+            })
+            .collect()
+    }
+
     fn discard(&mut self, journal: &mut Journal) {
         for (_, tag) in self.rollback_tags() {
             drop_rollback_tag(&self.docker, &tag, journal);
@@ -559,7 +595,14 @@ impl Pull {
     fn write_pins(&mut self, journal: &mut Journal) -> Result<()> {
         let runner = self.docker.runner().clone();
         let tag = ImageRef::parse(&self.primary_member()?.target_ref).tag;
-        pin::write(journal, &runner, &self.edits, &self.places, &tag)?;
+        // One place may pin several services (Immich's one variable): written, and logged, once.
+        let mut places: Vec<Place> = Vec::new();
+        for (_, place) in &self.pinned {
+            if !places.contains(place) {
+                places.push(place.clone());
+            }
+        }
+        pin::write(journal, &runner, &self.edits, &places, &tag)?;
         if self.edits.is_empty() || runner.dry_run() {
             return Ok(());
         }
@@ -607,7 +650,8 @@ mod tests {
             orchestrator: Default::default(),
         };
         let compose = Compose::assume(vec!["docker".into(), "compose".into()], true, runner);
-        let settings = Settings { configured_image: None, pin_channels: false, release_steps: &[] };
+        let settings =
+            Settings { configured_image: None, pin_channels: false, release_steps: &[], allow_prerelease: false };
         let mut pull = Pull::new(Docker::new("docker", runner.clone()), compose, project, &container, settings, "u1");
         pull.members = members;
         pull
