@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -422,7 +421,12 @@ fn a_kill_after_the_edit_is_recovered_with_the_env_file_put_back() {
     assert_eq!(s.file(".env"), IMMICH_ENV, "the env file is back byte for byte");
     assert_eq!(s.runs("ml"), format!("{}:v1.0.0", s.more_repos[0]));
     assert_eq!(s.dump(), before);
-    assert!(!Path::new(&s.dir).join(".env.tmp").exists());
+    let leftovers: Vec<_> = fs::read_dir(&s.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temp file left beside .env: {leftovers:?}");
 }
 
 fn a_release_step_runs_with_the_new_image_before_it_serves_and_one_that_fails_rolls_back(compose: ComposeVersion) {
