@@ -24,9 +24,49 @@ pub fn compare_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
     Some(parse(a)?.cmp(&parse(b)?))
 }
 
-/// Whether two tags name the same version, a leading `v` aside (`v4.3.19` and `4.3.19`).
+/// The words that make what follows a version's `-` a prerelease, not a flavour.
+const PRERELEASE_WORDS: &[&str] =
+    &["alpha", "beta", "rc", "pre", "preview", "dev", "snapshot", "canary", "nightly", "next", "m"];
+
+/// A tag's flavour: what follows its version after a `-` when that is not a
+/// prerelease (`1.2.3-alpine` is the `alpine` flavour of 1.2.3; `2025.2.1-rc1`
+/// and `1.0.0-rc.1` are prereleases, with no flavour). A release family keeps its flavour.
+pub fn flavour(tag: &str) -> Option<&str> {
+    let (version, rest) = tag.split_once('-')?;
+    let version = version.strip_prefix('v').unwrap_or(version);
+    if rest.is_empty() || !version.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let word: String = rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_lowercase();
+    let prerelease = word.is_empty() || PRERELEASE_WORDS.contains(&word.as_str());
+    (!prerelease).then_some(rest)
+}
+
+/// The tag without its flavour: `1.2.3-alpine` is `1.2.3`.
+pub fn without_flavour(tag: &str) -> &str {
+    match flavour(tag) {
+        Some(flavour) => &tag[..tag.len() - flavour.len() - 1],
+        None => tag,
+    }
+}
+
+/// Whether two tags name the same version, a leading `v` and a flavour aside
+/// (`v4.3.19`, `4.3.19` and `4.3.19-alpine`).
 pub fn same_version(a: &str, b: &str) -> bool {
-    a.strip_prefix('v').unwrap_or(a) == b.strip_prefix('v').unwrap_or(b)
+    let core = |tag: &str| {
+        let tag = without_flavour(tag);
+        tag.strip_prefix('v').unwrap_or(tag).to_string()
+    };
+    core(a) == core(b)
+}
+
+/// `new_tag`'s version in `old`'s flavour: what a service on `1.2.3-alpine` moves to for `1.3.0`.
+pub fn in_flavour_of(new_tag: &str, old: &str) -> String {
+    let core = without_flavour(new_tag);
+    match flavour(old) {
+        Some(flavour) => format!("{core}-{flavour}"),
+        None => core.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -52,9 +92,24 @@ mod tests {
     }
 
     #[test]
+    fn a_flavour_is_a_suffix_that_is_not_a_prerelease() {
+        assert_eq!(flavour("1.2.3-alpine"), Some("alpine"));
+        assert_eq!(flavour("v8.0.1-bookworm"), Some("bookworm"));
+        assert_eq!(flavour("16.4-alpine3.20"), Some("alpine3.20"));
+        for none in ["2025.2.1-rc1", "1.0.0-rc.1", "1.0.0-beta", "1.0.0-1", "v4.3.19", "latest", "release-1"] {
+            assert_eq!(flavour(none), None, "{none}");
+        }
+        assert_eq!(without_flavour("1.2.3-alpine"), "1.2.3");
+        assert_eq!(without_flavour("2025.2.1-rc1"), "2025.2.1-rc1");
+    }
+
+    #[test]
     fn a_leading_v_does_not_make_another_version() {
         assert!(same_version("v4.3.19", "4.3.19") && same_version("4.3.19", "v4.3.19"));
         assert!(same_version("2025.2.1", "2025.2.1") && !same_version("v1.2", "v1.3"));
         assert!(!same_version("vv1", "1"));
+        assert!(same_version("1.2.3-alpine", "v1.2.3"));
+        assert_eq!(in_flavour_of("v1.3.0", "v1.2.0-cuda"), "v1.3.0-cuda");
+        assert_eq!(in_flavour_of("v1.3.0-cuda", "v1.2.0"), "v1.3.0");
     }
 }

@@ -23,10 +23,13 @@ pub fn parse(text: &str) -> Result<Vec<ReleaseStep>, String> {
     let example = "for example UPGRADERD_RELEASE_STEPS='web: bundle exec rails db:migrate'";
     let mut steps = Vec::new();
     for step in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let (service, command) = step
-            .split_once(':')
-            .ok_or_else(|| format!("release step `{step}` names no service: write SERVICE: COMMAND ({example})"))?;
+        let no_service = || format!("release step `{step}` names no service: write SERVICE: COMMAND ({example})");
+        let (service, command) = step.split_once(':').ok_or_else(no_service)?;
         let service = service.trim();
+        if service.contains(char::is_whitespace) && !command.trim().is_empty() {
+            // `rails db:migrate`: the colon is the command's, not a service's.
+            return Err(no_service());
+        }
         if service.is_empty() || !service.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c)) {
             return Err(format!("release step `{step}`: `{service}` is not a service name ({example})"));
         }
@@ -87,7 +90,7 @@ mod tests {
         for (bad, says) in [
             ("rails db:migrate", "names no service"),
             ("web:", "has no command"),
-            ("we b: x", "is not a service name"),
+            ("we/b: x", "is not a service name"),
             ("web: sh -c 'x", "is not closed"),
         ] {
             let err = parse(bad).unwrap_err();

@@ -322,7 +322,7 @@ pub fn current_version(config: &Config, docker: &Docker, container: &Container, 
         }
     }
     let tag = ImageRef::parse(swarm::without_digest(&container.config.image)).tag;
-    pin::names_a_version(&tag).then_some(tag)
+    pin::names_a_version(&tag).then(|| crate::version::without_flavour(&tag).to_string())
 }
 
 /// A writable volume or bind mount: data. The Docker socket is a control

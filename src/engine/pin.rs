@@ -181,17 +181,15 @@ fn place_of_tag(
     env: &EnvFiles,
     project: &Project,
 ) -> Result<(Place, Option<String>), String> {
-    let mut at = 0;
-    let mut holder = None;
-    for piece in pieces {
-        let range = at..at + piece.text.len();
-        at = range.end;
-        if range.start <= tag.start && tag.end <= range.end && !piece.text.is_empty() {
-            holder = Some((piece, tag.start - range.start));
-            break;
-        }
-    }
-    let (piece, offset) = holder.ok_or_else(|| {
+    let holder = holding_piece(pieces, &tag).or_else(|| {
+        // `${IMMICH_VERSION}-cuda`: the version in one place, a flavour written after it.
+        let text: String = pieces.iter().map(|p| p.text.as_str()).collect();
+        let core = crate::version::without_flavour(&text[tag.clone()]).len();
+        let found = holding_piece(pieces, &(tag.start..tag.start + core))?;
+        let flavour_is_written = pieces_after(pieces, tag.start + core).all(|p| matches!(p.origin, Origin::Written(_)));
+        flavour_is_written.then_some(found)
+    });
+    let (piece, offset, tag) = holder.ok_or_else(|| {
         format!(
             "{}: the tag of service {service} is made of several parts (`{}`); upgraderd changes a version written \
              in one place: one variable or one literal tag",
@@ -233,6 +231,33 @@ fn place_of_tag(
     }
 }
 
+/// The piece whose text holds all of `range` of the resolved value, with the
+/// range's offset in it and the range.
+fn holding_piece<'a>(
+    pieces: &'a [expr::Piece],
+    range: &Range<usize>,
+) -> Option<(&'a expr::Piece, usize, Range<usize>)> {
+    let mut at = 0;
+    for piece in pieces {
+        let span = at..at + piece.text.len();
+        at = span.end;
+        if span.start <= range.start && range.end <= span.end && !piece.text.is_empty() {
+            return Some((piece, range.start - span.start, range.clone()));
+        }
+    }
+    None
+}
+
+/// The pieces that resolve to text at or after `from` in the resolved value.
+fn pieces_after(pieces: &[expr::Piece], from: usize) -> impl Iterator<Item = &expr::Piece> {
+    let mut at = 0;
+    pieces.iter().filter(move |piece| {
+        let end = at + piece.text.len();
+        at = end;
+        end > from && !piece.text.is_empty()
+    })
+}
+
 /// A tag whose variable no env file sets: what ran came from the shell of whoever ran `compose up`.
 fn unset_variable(service: &str, line: &ImageLine, env: &EnvFiles, project: &Project) -> String {
     format!(
@@ -257,6 +282,12 @@ pub fn other_uses(scan: &Scan, variable: &str) -> Vec<String> {
         .filter(|u| u.names.iter().any(|n| n == variable))
         .map(|u| format!("{}:{}", u.file.display(), u.line))
         .collect()
+}
+
+/// The text that replaces what `place` holds for the version `new_tag`: the
+/// flavour written there stays (`v1.2.3-cuda` becomes `v1.3.0-cuda`).
+pub fn new_text(place: &Place, new_tag: &str) -> String {
+    crate::version::in_flavour_of(new_tag, &place.text)
 }
 
 /// The edits that write `new_tag` at every place (a place shared by two
@@ -289,7 +320,7 @@ pub fn plan_edits(places: &[&Place], new_tag: &str) -> Result<Vec<EditedFile>, S
                 ));
             }
             floor = place.span.start;
-            bytes.splice(place.span.clone(), new_tag.bytes());
+            bytes.splice(place.span.clone(), new_text(place, new_tag).bytes());
         }
         edits.push(EditedFile { path: path.to_path_buf(), original, edited: bytes });
     }
@@ -358,14 +389,14 @@ pub fn write(journal: &mut Journal, runner: &Runner, edits: &[EditedFile], place
     }
     if runner.dry_run() {
         for place in places {
-            runner.plan(format!("# write {tag} over {}", place.describe()));
+            runner.plan(format!("# write {} over {}", new_text(place, tag), place.describe()));
         }
         return Ok(());
     }
     journal.db.record_edited_files(&journal.upgrade_id, edits)?;
     apply(edits)?;
     for place in places {
-        journal.log(&format!("Wrote {tag} over {}", place.describe()));
+        journal.log(&format!("Wrote {} over {}", new_text(place, tag), place.describe()));
     }
     Ok(())
 }
@@ -468,6 +499,24 @@ mod tests {
         apply(&plan_edits(&[place], "2025.4.0").unwrap()).unwrap();
         assert_eq!(d.read("docker-compose.yml"), authentik.replace("2025.2.1", "2025.4.0"));
         assert_eq!(d.read(".env"), "AUTHENTIK_IMAGE=registry.local/authentik\n");
+    }
+
+    #[test]
+    fn a_flavour_written_after_the_variable_stays_and_one_inside_the_value_is_kept() {
+        let cuda = "services:\n  server:\n    image: ghcr.io/immich-app/immich-server:${IMMICH_VERSION:-release}\n  \
+            ml:\n    image: ghcr.io/immich-app/immich-machine-learning:${IMMICH_VERSION:-release}-cuda\n";
+        let d = deploy(cuda, Some("IMMICH_VERSION=v1.131.3\n"));
+        let ml = d.locate("ml").unwrap();
+        assert_eq!(ml.tag, "v1.131.3-cuda");
+        let (Pin::Version(a), Pin::Version(b)) = (d.locate("server").unwrap().pin, ml.pin) else { panic!() };
+        assert_eq!(a, b, "both are pinned by the one value");
+        apply(&plan_edits(&[&a, &b], "v1.132.1").unwrap()).unwrap();
+        assert_eq!(d.read(".env"), "IMMICH_VERSION=v1.132.1\n");
+        let alpine = "services:\n  server:\n    image: app:1.2.3-alpine\n";
+        let d = deploy(alpine, None);
+        let Pin::Version(place) = d.locate("server").unwrap().pin else { panic!() };
+        apply(&plan_edits(&[&place], "1.3.0").unwrap()).unwrap();
+        assert_eq!(d.read("docker-compose.yml"), alpine.replace("1.2.3-alpine", "1.3.0-alpine"));
     }
 
     #[test]

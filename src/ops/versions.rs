@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::ops::docker::ImageRef;
+use crate::version::{flavour, without_flavour};
 
 /// The most of an answer read; a bigger one is an error, not a silent cut.
 pub const BODY_CAP: usize = 1024 * 1024;
@@ -245,11 +246,14 @@ fn rate_limit_message(answer: &Answer) -> String {
     format!("GitHub's API rate limit is exhausted; retry {when}")
 }
 
-/// The semver tags of `image`'s repository in its registry.
+/// The semver tags of `image`'s repository in its registry, of the running
+/// tag's flavour (`1.2.4-alpine` beside `1.2.3-alpine`; none beside `1.2.3`).
 pub fn from_registry(http: &Http, image: &ImageRef) -> Result<Vec<Release>> {
+    let wanted = flavour(&image.tag);
     Ok(registry_tags(http, image)?
         .iter()
-        .filter_map(|tag| normalize(tag))
+        .filter(|tag| flavour(tag) == wanted)
+        .filter_map(|tag| normalize(without_flavour(tag)))
         .map(|version| {
             let prerelease = semver::Version::parse(&version).is_ok_and(|v| !v.pre.is_empty());
             Release { version, url: None, published_at: None, prerelease }
@@ -287,11 +291,13 @@ pub fn registry_tags(http: &Http, image: &ImageRef) -> Result<Vec<String>> {
     Ok(tags)
 }
 
-/// The newest release among `tags` (semver after an optional `v`; prereleases
-/// only when allowed), spelled as the registry spells it.
-pub fn newest_tag(tags: &[String], allow_prerelease: bool) -> Option<String> {
+/// The newest release among `tags` of `running`'s flavour (semver after an
+/// optional `v`; prereleases only when allowed), spelled as the registry spells it.
+pub fn newest_tag(tags: &[String], running: &str, allow_prerelease: bool) -> Option<String> {
+    let wanted = flavour(running);
     tags.iter()
-        .filter_map(|tag| Some((semver::Version::parse(&normalize(tag)?).ok()?, tag)))
+        .filter(|tag| flavour(tag) == wanted)
+        .filter_map(|tag| Some((semver::Version::parse(&normalize(without_flavour(tag))?).ok()?, tag)))
         .filter(|(version, _)| allow_prerelease || version.pre.is_empty())
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, tag)| tag.clone())
@@ -400,10 +406,12 @@ mod tests {
 
     #[test]
     fn the_newest_tag_keeps_its_spelling() {
-        let tags: Vec<String> = ["v1.9.0", "v1.10.0", "release", "v2.0.0-rc.1", "latest"].map(String::from).into();
-        assert_eq!(newest_tag(&tags, false).as_deref(), Some("v1.10.0"));
-        assert_eq!(newest_tag(&tags, true).as_deref(), Some("v2.0.0-rc.1"));
-        assert_eq!(newest_tag(&["latest".to_string()], false), None);
+        let tags: Vec<String> =
+            ["v1.9.0", "v1.10.0", "release", "v2.0.0-rc.1", "latest", "v1.11.0-alpine"].map(String::from).into();
+        assert_eq!(newest_tag(&tags, "v1.9.0", false).as_deref(), Some("v1.10.0"));
+        assert_eq!(newest_tag(&tags, "v1.9.0", true).as_deref(), Some("v2.0.0-rc.1"));
+        assert_eq!(newest_tag(&tags, "v1.9.0-alpine", false).as_deref(), Some("v1.11.0-alpine"), "its flavour");
+        assert_eq!(newest_tag(&["latest".to_string()], "latest", false), None);
     }
 
     #[test]

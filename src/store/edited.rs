@@ -3,10 +3,12 @@
 //! atomically with new bytes while keeping their mode and owner. Nothing here
 //! knows what the bytes mean.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+use crate::store::files;
 
 /// One file an upgrade edits: its bytes before and after.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +62,7 @@ pub fn not_editable(path: &Path) -> Option<String> {
             meta.permissions().mode() & 0o7777
         ));
     }
-    let dir = parent(path);
+    let dir = files::parent_dir(path);
     if crate::store::disk::is_read_only(dir) {
         return Some(format!("is on a read-only filesystem ({})", dir.display()));
     }
@@ -78,30 +80,7 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if !meta.is_file() {
         return Err(io::Error::other("it is no longer a regular file"));
     }
-    let dir = parent(path);
-    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(".{}.upgraderd-{}.tmp", name.to_string_lossy(), crate::store::files::unique_suffix()));
-    let mut file: File =
-        OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
-    let written = (|| {
-        file.write_all(bytes)?;
-        std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))?;
-        file.set_permissions(fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        crate::store::files::sync_dir(dir)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
-}
-
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
+    files::write_atomic_owned(path, bytes, meta.permissions().mode() & 0o7777, meta.uid(), meta.gid())
 }
 
 #[cfg(test)]

@@ -11,13 +11,19 @@ use std::path::{Path, PathBuf};
 /// `O_EXCL|O_NOFOLLOW` in the same directory, fsync, rename over `path`, fsync
 /// of the directory. A symlink planted at `path` is replaced, never followed.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_via_temp(path, bytes, mode, |tmp, path| fs::rename(tmp, path))
+    write_via_temp(path, bytes, mode, None, |tmp, path| fs::rename(tmp, path))
+}
+
+/// Like [`write_atomic`], the new file given `mode` and the owner `uid:gid`
+/// (an operator's file that upgraderd edits keeps both).
+pub fn write_atomic_owned(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+    write_via_temp(path, bytes, mode, Some((uid, gid)), |tmp, path| fs::rename(tmp, path))
 }
 
 /// Like [`write_atomic`], but fails with `AlreadyExists` instead of replacing
 /// anything at `path` (the temp file is hard-linked into place, which never clobbers).
 pub fn write_atomic_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_via_temp(path, bytes, mode, |tmp, path| {
+    write_via_temp(path, bytes, mode, None, |tmp, path| {
         fs::hard_link(tmp, path)?;
         fs::remove_file(tmp)
     })
@@ -27,6 +33,7 @@ fn write_via_temp(
     path: &Path,
     bytes: &[u8],
     mode: u32,
+    owner: Option<(u32, u32)>,
     place: impl Fn(&Path, &Path) -> io::Result<()>,
 ) -> io::Result<()> {
     let dir = parent_dir(path);
@@ -46,6 +53,9 @@ fn write_via_temp(
         };
         let result = (|| {
             file.write_all(bytes)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+            }
             file.set_permissions(fs::Permissions::from_mode(mode))?;
             file.sync_all()?;
             place(&tmp, path)?;
@@ -80,7 +90,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn parent_dir(path: &Path) -> &Path {
+/// The directory `path` is in (`.` for a bare name).
+pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -111,13 +111,22 @@ fn open(path: &str, schema: i64) -> rusqlite::Result<Connection> {
         std::process::exit(3);
     }
     if current < 1 {
-        db.execute_batch("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL); PRAGMA user_version = 1;")?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL); PRAGMA user_version = 1;",
+        )?;
     }
     if current < 2 && schema >= 2 {
-        db.execute_batch(
-            "BEGIN; ALTER TABLE items ADD COLUMN created TEXT NOT NULL DEFAULT 'migrated';
-             UPDATE items SET name = upper(name); PRAGMA user_version = 2; COMMIT;",
-        )?;
+        // Two services on one database (a web and a worker) start together: the write lock
+        // first, then a second look, as migration tools do, so only one of them migrates.
+        db.execute_batch("BEGIN IMMEDIATE")?;
+        let now: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now < 2 {
+            db.execute_batch(
+                "ALTER TABLE items ADD COLUMN created TEXT NOT NULL DEFAULT 'migrated';
+                 UPDATE items SET name = upper(name); PRAGMA user_version = 2;",
+            )?;
+        }
+        db.execute_batch("COMMIT")?;
     }
     Ok(db)
 }

@@ -25,6 +25,7 @@ use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::process::Runner;
 use crate::states::Strategy as Kind;
 use crate::store::db::UpgradeRecord;
+use crate::version::{flavour, without_flavour};
 
 /// The tag that keeps an image an upgrade replaced: `REPOSITORY:upgraderd-rollback-<upgrade id>`.
 pub const ROLLBACK_TAG_PREFIX: &str = "upgraderd-rollback-";
@@ -115,6 +116,13 @@ pub fn resolve_tag(docker: &Docker, running: &ImageRef, target: &str) -> std::re
 pub fn tag_candidates(target: &str, running_tag: &str) -> Vec<String> {
     if !names_a_version(target) {
         return vec![target.to_string()];
+    }
+    if let (Some(flavour), None) = (flavour(running_tag), flavour(target)) {
+        // `--to 1.2.4` beside `1.2.3-alpine` means the alpine flavour of 1.2.4, when it exists.
+        let flavoured = format!("{target}-{flavour}");
+        let mut candidates = tag_candidates(&flavoured, without_flavour(running_tag));
+        candidates.extend(tag_candidates(target, without_flavour(running_tag)));
+        return candidates;
     }
     let bare = target.strip_prefix('v').unwrap_or(target);
     let other = if target.starts_with('v') { bare.to_string() } else { format!("v{bare}") };
@@ -282,5 +290,6 @@ mod tests {
         assert_eq!(tag_candidates("v1.1.0", "1.0.0"), vec!["1.1.0", "v1.1.0"]);
         assert_eq!(tag_candidates("2.0.0", "latest"), vec!["2.0.0", "v2.0.0"]);
         assert_eq!(tag_candidates("latest", "v1.0.0"), vec!["latest"]);
+        assert_eq!(tag_candidates("1.2.4", "1.2.3-alpine"), vec!["1.2.4-alpine", "v1.2.4-alpine", "1.2.4", "v1.2.4"]);
     }
 }

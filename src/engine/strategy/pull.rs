@@ -26,7 +26,7 @@ use crate::ops::docker::{without_digest, Container, Docker, ImageRef};
 use crate::ops::versions::{self, Http};
 use crate::store::db::UpgradeRecord;
 use crate::store::edited::EditedFile;
-use crate::version::same_version;
+use crate::version::{in_flavour_of, same_version};
 
 /// One service of the release family: what it ran, and where the upgrade takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,20 +248,26 @@ impl Pull {
             Ok((scan, env)) => pin::locate(service, scan, env, &self.project),
             Err(e) => Err(e.clone()),
         };
-        let place = match located {
-            Ok(Located { pin: Pin::Version(place), .. }) => Some(place),
-            Ok(Located { pin: Pin::Moving { written }, .. }) => written.filter(|_| self.pin_channels),
+        let (place, written) = match located {
+            Ok(Located { pin: Pin::Version(place), .. }) => (Some(place.clone()), Some(place)),
+            Ok(Located { pin: Pin::Moving { written }, .. }) => {
+                (written.clone().filter(|_| self.pin_channels), written)
+            }
             // A channel moves by its tag; where it is written does not matter.
-            Err(_) if channel && !self.pin_channels => None,
+            Err(_) if channel && !self.pin_channels => (None, None),
             Err(why) => return Err(Problem::new("pin", why)),
         };
         if runs != rendered {
+            let setter = written.map_or_else(
+                || "the compose files set".to_string(),
+                |p| format!("{}:{} sets", p.file.display(), p.line),
+            );
             return Err(Problem::new(
                 "compose",
                 format!(
-                    "service {service} runs {runs}, but its compose files now say {rendered}{}; bring them in line \
-                     first (`compose up -d {service}`, or put the files back) so that upgraderd knows what runs",
-                    place.as_ref().map(|p| format!(" ({})", p.describe())).unwrap_or_default()
+                    "{setter} the image of service {service} to {rendered}, but the service runs {runs}: bring \
+                     them in line first (`compose up -d {service}`, or put the files back), so that the files name \
+                     what runs"
                 ),
             ));
         }
@@ -287,7 +293,7 @@ impl Pull {
         let repository = ImageRef::parse(&primary.previous_ref);
         let tags = versions::registry_tags(&Http::new(None), &repository)
             .map_err(|e| Problem::from_error("registry", &e.context("finding the newest release for `latest`")))?;
-        versions::newest_tag(&tags, self.allow_prerelease).ok_or_else(|| {
+        versions::newest_tag(&tags, &repository.tag, self.allow_prerelease).ok_or_else(|| {
             Problem::new(
                 "version",
                 format!(
@@ -403,7 +409,9 @@ impl Strategy for Pull {
         };
         let mut members: Vec<Member> = found.iter().map(|f| f.member.clone()).collect();
         for member in &mut members {
-            member.target_ref = ImageRef::parse(&member.previous_ref).with_tag(&tag);
+            // Each keeps its repository and its flavour (`…-cuda`); only the version moves.
+            let previous = ImageRef::parse(&member.previous_ref);
+            member.target_ref = previous.with_tag(&in_flavour_of(&tag, &previous.tag));
         }
         problems.extend(self.one_version(&members));
         for member in members.iter().skip(1) {
