@@ -89,7 +89,7 @@ fn create(ctx: &Ctx) -> Result<Exit> {
             let target = data::Target {
                 dir: &ctx.config.backup_dir,
                 reason: backup::Reason::default(),
-                start_timeout: ctx.config.health_timeout,
+                start_timeout: ctx.config.start_timeout,
             };
             let mut stopped = Vec::new();
             let mut report = Report { ui: ctx.ui, progress: progress_printer(ctx.ui, Status::BackingUp.as_str()) };
@@ -97,7 +97,7 @@ fn create(ctx: &Ctx) -> Result<Exit> {
             if !stopped.is_empty() {
                 // Only after a failure: what it stopped runs again.
                 let started =
-                    data::start_containers(&docker, &stopped, &set.services, ctx.config.health_timeout, &mut |l| {
+                    data::start_containers(&docker, &stopped, &set.services, ctx.config.start_timeout, &mut |l| {
                         ctx.ui.info(l)
                     });
                 if let Err(e) = started {
@@ -282,7 +282,7 @@ fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<Exit> {
         Some(db) => db.protected_backup()?.map(PathBuf::from),
         None => None,
     };
-    let pruned = backup::prune(&ctx.config.backup_dir, keep, protected.as_deref())?;
+    let pruned = backup::prune(&ctx.config.backup_dir, keep, protected.as_deref().as_slice())?;
     if ctx.ui.json() {
         ctx.ui.data(&pruned);
     } else {

@@ -110,6 +110,12 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_ENABLED", Some("AUTO_UPGRADE_ENABLED"), Some("true"), "honour triggers"),
     key("UPGRADERD_HEALTH_URL", None, Some("http://127.0.0.1:3001/api/health"), "HTTP health probe"),
     key("UPGRADERD_HEALTH_TIMEOUT", None, Some("120s"), "how long the new version has to become healthy"),
+    key(
+        "UPGRADERD_START_TIMEOUT",
+        None,
+        None,
+        "how long a service stopped to hold its data still has to be ready again (default: its HEALTHCHECK's start period + 60s, at least 60s)",
+    ),
     key("UPGRADERD_HEALTH_STABLE", None, Some("3s"), "how long it must stay healthy"),
     key("UPGRADERD_HEALTH_VERSION_POINTER", None, None, "JSON pointer to the version in the health body"),
     key("UPGRADERD_MIN_FREE", None, Some("500MB"), "free space required before an upgrade"),

@@ -104,6 +104,8 @@ pub struct Config {
     pub enabled: bool,
     pub health_url: String,
     pub health_timeout: Duration,
+    /// `UPGRADERD_START_TIMEOUT`: how long a held service has to be ready again; each one's own when unset.
+    pub start_timeout: Option<Duration>,
     pub health_stable: Duration,
     pub health_version_pointer: Option<String>,
     pub min_free: u64,
@@ -196,6 +198,7 @@ impl Config {
             enabled: p.bool("UPGRADERD_ENABLED")?,
             health_url: p.required("UPGRADERD_HEALTH_URL", parse_url)?,
             health_timeout: p.duration("UPGRADERD_HEALTH_TIMEOUT", false)?,
+            start_timeout: p.parse_opt("UPGRADERD_START_TIMEOUT", "90s", values::parse_duration)?,
             health_stable: p.duration("UPGRADERD_HEALTH_STABLE", false)?,
             health_version_pointer: p.pointer("UPGRADERD_HEALTH_VERSION_POINTER")?,
             min_free: p.parse("UPGRADERD_MIN_FREE", "500MB", parse_size)?,

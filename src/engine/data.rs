@@ -16,9 +16,10 @@ use anyhow::{anyhow, bail, Result};
 use crate::config::Config;
 use crate::engine::discover::is_data_mount;
 use crate::engine::halt::{self, Halt};
+use crate::engine::stores;
 use crate::exit::usage;
 use crate::ops::compose::{Orchestrator, Project};
-use crate::ops::docker::{without_digest, Container, Docker, ImageRef};
+use crate::ops::docker::{Container, Docker};
 use crate::ops::swarm::{Service, Swarm, SERVICE_LABEL, STACK_LABEL};
 use crate::states::BackupMode;
 use crate::store::backup::{self, Created, Progress, Source};
@@ -27,35 +28,6 @@ use crate::store::backup::{self, Created, Progress, Source};
 pub const MODE_LABEL: &str = "upgraderd.backup";
 pub const PRE_LABEL: &str = "upgraderd.backup.pre";
 pub const POST_LABEL: &str = "upgraderd.backup.post";
-
-/// Images whose data is a database or store that must be stopped to be
-/// copied consistently, by the last component of their repository
-/// (`postgres`, `bitnami/postgresql`, `docker.io/library/redis`).
-pub const DATABASE_IMAGES: &[&str] = &[
-    "postgres",
-    "postgresql",
-    "postgis",
-    "timescaledb",
-    "mysql",
-    "mariadb",
-    "percona-server",
-    "mongo",
-    "mongodb",
-    "redis",
-    "redis-stack-server",
-    "valkey",
-    "keydb",
-    "clickhouse",
-    "clickhouse-server",
-    "influxdb",
-    "couchdb",
-    "elasticsearch",
-    "opensearch",
-    "cassandra",
-    "neo4j",
-    "etcd",
-    "rabbitmq",
-];
 
 /// One container of the project and the data it keeps.
 #[derive(Debug, Clone)]
@@ -158,17 +130,23 @@ pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<D
                 None
             }
         };
-        let (mode, mode_from) = mode_of(config, &service, container, image_labels.as_ref(), &mut set.notes);
+        let mut sources = sources_of(config, &service, container, &mut set.notes);
+        let roots: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
+        let facts = stores::Facts {
+            image: &container.config.image,
+            ports: container.config.exposed_ports(),
+            data: &roots,
+            moved: project.services.contains(&service),
+        };
+        let (mode, mode_from) = mode_of(config, &service, container, image_labels.as_ref(), &facts, &mut set.notes);
         let own_label =
             |key: &str| container.label(key).filter(|_| image_labels.as_ref().is_some_and(|l| !l.contains_key(key)));
         let pre = own_label(PRE_LABEL).map(|text| hook_argv(&service, PRE_LABEL, text)).transpose()?;
         let post = own_label(POST_LABEL).map(|text| hook_argv(&service, POST_LABEL, text)).transpose()?;
-        let sources = if mode == BackupMode::Skip {
+        if mode == BackupMode::Skip {
             set.notes.push(format!("{service}: not backed up ({mode_from})"));
-            Vec::new()
-        } else {
-            sources_of(config, &service, container, &mut set.notes)
-        };
+            sources.clear();
+        }
         set.services.push(ServiceData {
             service,
             container: container.id.clone(),
@@ -235,18 +213,20 @@ fn check_configured_modes(
     }
 }
 
-/// The mode of one service, and where it came from.
+/// The mode of one service, and where it came from: the setting, the
+/// compose file's label, else what [`stores::default_mode`] tells of it.
 fn mode_of(
     config: &Config,
     service: &str,
     container: &Container,
     image_labels: Option<&BTreeMap<String, String>>,
+    facts: &stores::Facts<'_>,
     notes: &mut Vec<String>,
 ) -> (BackupMode, String) {
     if let Some((_, mode)) = config.backup_modes.iter().find(|(s, _)| s == service) {
         return (*mode, "UPGRADERD_BACKUP_MODES".into());
     }
-    let Some(image_labels) = image_labels else { return default_mode(&container.config.image) };
+    let Some(image_labels) = image_labels else { return stores::default_mode(facts) };
     if image_labels.contains_key(MODE_LABEL) {
         notes.push(format!(
             "{service}: its image sets the label {MODE_LABEL}, which only the compose file may set; ignored"
@@ -260,19 +240,7 @@ fn mode_of(
             )),
         }
     }
-    default_mode(&container.config.image)
-}
-
-/// `stop` for a well-known database or store image, else `live`.
-pub fn default_mode(image: &str) -> (BackupMode, String) {
-    // A Swarm task runs `postgres:15@sha256:…`: the digest says nothing of what the image is.
-    let repository = ImageRef::parse(without_digest(image)).repository;
-    let last = repository.rsplit('/').next().unwrap_or(&repository).to_string();
-    if DATABASE_IMAGES.contains(&last.as_str()) {
-        (BackupMode::Stop, format!("image {last}"))
-    } else {
-        (BackupMode::Live, "default".into())
-    }
+    stores::default_mode(facts)
 }
 
 /// A service's data paths: its writable mounts minus the excluded, or the
@@ -452,32 +420,57 @@ pub fn stop_containers(
 /// How long a stopped service has to shut down cleanly before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
-/// Starts what `tokens` stopped again, each after what it depends on, and waits
-/// until each runs (and is healthy, when it has a HEALTHCHECK) within `timeout`.
+/// Starts what `tokens` stopped again and waits until each is ready (see
+/// [`halt::wait_ready`]; `timeout` is `UPGRADERD_START_TIMEOUT`): all at once,
+/// but a service after the ones it depends on, each group awaited together.
 pub fn start_containers(
     docker: &Docker,
     tokens: &[String],
     services: &[ServiceData],
-    timeout: Duration,
+    timeout: Option<Duration>,
     log: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let mut known: Vec<ServiceData> =
         start_order(services).into_iter().filter(|s| tokens.contains(&s.halt.token())).collect();
     // Several replicas of one Swarm service share its halt: it is started once.
     known.dedup_by(|a, b| a.halt == b.halt);
-    let unknown = tokens.iter().filter(|token| !known.iter().any(|s| &s.halt.token() == *token));
-    let mut failures = Vec::new();
-    for service in &known {
-        log(&format!("Starting {} again", service.service));
-        if let Err(e) = halt::start_and_wait(docker, &service.halt, timeout) {
-            failures.push(format!("{}: {e:#}", service.service));
-        }
+    let mut waves: Vec<Vec<(String, Halt)>> =
+        start_waves(&known).into_iter().map(|w| w.into_iter().map(|s| (s.service, s.halt)).collect()).collect();
+    // What recovery found recorded but no longer in the project: started together, last.
+    let unknown: Vec<(String, Halt)> = tokens
+        .iter()
+        .filter(|token| !known.iter().any(|s| &s.halt.token() == *token))
+        .map(|token| (Halt::from_token(token).describe(), Halt::from_token(token)))
+        .collect();
+    if !unknown.is_empty() {
+        waves.push(unknown);
     }
-    // Recorded in stop order, dependents first: started the other way round.
-    for token in unknown.rev() {
-        let halt = Halt::from_token(token);
-        if let Err(e) = halt::start_and_wait(docker, &halt, timeout) {
-            failures.push(format!("{}: {e:#}", halt.describe()));
+    let mut failures = Vec::new();
+    for wave in waves {
+        let names: Vec<&str> = wave.iter().map(|(name, _)| name.as_str()).collect();
+        log(&format!("Starting {} again", names.join(", ")));
+        let began = Instant::now();
+        let mut started = Vec::new();
+        for (name, halt) in &wave {
+            match halt::start(docker, halt) {
+                Ok(()) => started.push((name, halt)),
+                Err(e) => failures.push(format!("{name}: {e:#}")),
+            }
+        }
+        let results: Vec<(String, Result<halt::Ready>)> = std::thread::scope(|scope| {
+            let waits: Vec<_> = started
+                .iter()
+                .map(|(name, halt)| (name.to_string(), scope.spawn(|| halt::wait_ready(docker, halt, timeout))))
+                .collect();
+            waits.into_iter().map(|(name, wait)| (name, wait.join().unwrap_or_else(|_| bail!("panicked")))).collect()
+        });
+        for (name, result) in results {
+            match result {
+                Ok(ready) => {
+                    log(&format!("{name} ready ({}) after {:.1}s", ready.describe(), began.elapsed().as_secs_f64()))
+                }
+                Err(e) => failures.push(format!("{name}: {e:#}")),
+            }
         }
     }
     if failures.is_empty() {
@@ -485,6 +478,28 @@ pub fn start_containers(
     } else {
         bail!("starting again failed: {}", failures.join("; "))
     }
+}
+
+/// `services` in groups that can start together: each group's services
+/// depend on none of the ones in later groups.
+pub fn start_waves(services: &[ServiceData]) -> Vec<Vec<ServiceData>> {
+    let mut left: Vec<ServiceData> = services.to_vec();
+    let mut waves = Vec::new();
+    while !left.is_empty() {
+        let waits = |s: &ServiceData| {
+            s.depends_on.iter().any(|d| left.iter().any(|other| &other.service == d && other.service != s.service))
+        };
+        let (mut wave, rest): (Vec<ServiceData>, Vec<ServiceData>) = left.iter().cloned().partition(|s| !waits(s));
+        if wave.is_empty() {
+            // A cycle (compose refuses them) would leave none ready: take the first as given.
+            wave = vec![left[0].clone()];
+            left.remove(0);
+        } else {
+            left = rest;
+        }
+        waves.push(wave);
+    }
+    waves
 }
 
 /// What a consistent backup reports as it goes.
@@ -556,7 +571,7 @@ pub fn back_up(
 pub struct Target<'a> {
     pub dir: &'a Path,
     pub reason: backup::Reason,
-    pub start_timeout: Duration,
+    pub start_timeout: Option<Duration>,
 }
 
 /// Runs `label`'s hook in every running service that has one; a stopped service's is skipped.
@@ -608,7 +623,7 @@ pub fn restore_with_owners_stopped(
     let mut stopped = left_stopped.to_vec();
     let halted = stop_containers(docker, &owners, &mut stopped, observer);
     let restored = halted.and_then(|()| backup::restore(archive, &backup::Destination::Original, &mut |_| {}));
-    let started = start_containers(docker, &stopped, &owners, config.health_timeout, &mut |l| observer.log(l));
+    let started = start_containers(docker, &stopped, &owners, config.start_timeout, &mut |l| observer.log(l));
     if started.is_ok() {
         // Not recorded, recovery starts again what runs already, which changes nothing: no
         // reason to report a restore that went through as failed.
@@ -650,22 +665,6 @@ pub fn services_in(archive: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn databases_are_stopped_by_default_and_everything_else_copied_live() {
-        for image in [
-            "postgres:15",
-            "docker.io/library/mariadb:11",
-            "bitnami/postgresql",
-            "127.0.0.1:5000/x/redis:7",
-            "postgres:15@sha256:0123abcd",
-        ] {
-            assert_eq!(default_mode(image).0, BackupMode::Stop, "{image}");
-        }
-        for image in ["ghcr.io/acme/app:2", "postgres-exporter:1", "nginx"] {
-            assert_eq!(default_mode(image).0, BackupMode::Live, "{image}");
-        }
-    }
 
     #[test]
     fn hook_commands_split_like_a_shell_without_one() {

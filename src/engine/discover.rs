@@ -326,9 +326,29 @@ pub fn current_version(config: &Config, docker: &Docker, container: &Container, 
 }
 
 /// A writable volume or bind mount: data. The Docker socket is a control
-/// channel, never data; tmpfs and read-only mounts hold nothing to restore.
+/// channel, never data; tmpfs and read-only mounts hold nothing to restore;
+/// a host system file bound in (`/etc/localtime`, often without `:ro`) is the host's.
 pub fn is_data_mount(mount: &Mount) -> bool {
-    mount.rw && (mount.kind == "volume" || mount.kind == "bind") && !is_docker_socket(&mount.source)
+    mount.rw
+        && (mount.kind == "volume" || mount.kind == "bind")
+        && !is_docker_socket(&mount.source)
+        && !(mount.kind == "bind" && is_host_system_file(&mount.source))
+}
+
+/// Where the host keeps its own system, runtime and kernel files.
+const HOST_SYSTEM_ROOTS: &[&str] = &["/etc", "/usr", "/run", "/var/run", "/dev", "/proc", "/sys"];
+/// Of those, the ones that never hold an app's data, whatever is bound from them.
+const HOST_KERNEL_ROOTS: &[&str] = &["/dev", "/proc", "/sys"];
+
+/// A file or symlink under the host's system directories (a directory there
+/// may be an app's configuration, and stays data), or anything from `/dev`,
+/// `/proc` or `/sys`.
+fn is_host_system_file(source: &Path) -> bool {
+    if HOST_KERNEL_ROOTS.iter().any(|root| source.starts_with(root)) {
+        return true;
+    }
+    HOST_SYSTEM_ROOTS.iter().any(|root| source.starts_with(root))
+        && std::fs::symlink_metadata(source).is_ok_and(|meta| !meta.is_dir())
 }
 
 fn is_docker_socket(path: &Path) -> bool {
@@ -385,6 +405,22 @@ mod tests {
         let err = on_primary_repository(&with_db, "127.0.0.1:5000/app:1.0.0", &in_stack).unwrap_err();
         assert!(err.is::<crate::exit::UsageError>(), "{err:#}");
         assert!(format!("{err:#}").contains("names `db`, which runs postgres:15, not 127.0.0.1:5000/app"), "{err:#}");
+    }
+
+    #[test]
+    fn host_system_files_bound_in_are_not_data_but_a_directory_under_etc_is() {
+        let bind = |source: &str| Mount {
+            kind: "bind".into(),
+            name: None,
+            source: PathBuf::from(source),
+            destination: PathBuf::from(source),
+            rw: true,
+        };
+        for host in ["/etc/passwd", "/dev/null", "/proc/cpuinfo", "/sys/kernel"] {
+            assert!(!is_data_mount(&bind(host)), "{host}");
+        }
+        assert!(is_data_mount(&bind("/etc")), "a directory under /etc stays data");
+        assert!(is_data_mount(&bind("/srv/app/data")));
     }
 
     #[test]

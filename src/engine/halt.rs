@@ -86,36 +86,113 @@ pub fn stop(docker: &Docker, halt: &Halt, grace: Duration) -> Result<()> {
 /// container's removal, the task's report to the manager.
 const STOP_MARGIN: Duration = Duration::from_secs(30);
 
-/// Starts it again and waits until it runs (and is healthy, when it has a HEALTHCHECK) within `timeout`.
-pub fn start_and_wait(docker: &Docker, halt: &Halt, timeout: Duration) -> Result<()> {
+/// Starts it again (a container is started, a Swarm service scaled back), without waiting.
+pub fn start(docker: &Docker, halt: &Halt) -> Result<()> {
     match halt {
-        Halt::Container(id) => start_container(docker, id, timeout),
+        Halt::Container(id) => docker.runner().run(&docker.start(id))?,
         Halt::SwarmService { name, replicas } => {
-            docker.runner().run(&Swarm::new(docker.clone()).scale(name, *replicas))?;
-            wait_for_tasks(docker, name, *replicas, timeout)
+            docker.runner().run(&Swarm::new(docker.clone()).scale(name, *replicas))?
+        }
+    };
+    Ok(())
+}
+
+/// How a started service was found ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// Its own HEALTHCHECK command, run by upgraderd, exited 0 (or Docker already said healthy).
+    Healthcheck,
+    /// It has no HEALTHCHECK, and runs and stays up.
+    Running,
+    /// A Swarm service's tasks run again.
+    Tasks,
+    /// A dry run starts nothing.
+    DryRun,
+}
+
+impl Ready {
+    /// How readiness was told, for the log.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Ready::Healthcheck => "its HEALTHCHECK passes",
+            Ready::Running => "running, no HEALTHCHECK",
+            Ready::Tasks => "its tasks run",
+            Ready::DryRun => "dry run",
         }
     }
 }
 
-fn start_container(docker: &Docker, id: &str, timeout: Duration) -> Result<()> {
-    docker.runner().run(&docker.start(id))?;
+/// Waits until what [`start`] started is ready, within `timeout` (when none is
+/// given, the container's own: its HEALTHCHECK's start period + 60s, at
+/// least 60s). A container with a HEALTHCHECK is ready when its check command,
+/// run with `docker exec` every quarter second, exits 0: Docker's own schedule
+/// (30s by default) is not waited for. One without is ready when it runs and
+/// stays up. One that exits is a failure at once.
+pub fn wait_ready(docker: &Docker, halt: &Halt, timeout: Option<Duration>) -> Result<Ready> {
     if docker.runner().dry_run() {
-        return Ok(());
+        return Ok(Ready::DryRun);
     }
-    let deadline = Instant::now() + timeout;
+    match halt {
+        Halt::Container(id) => wait_container_ready(docker, id, timeout),
+        Halt::SwarmService { name, replicas } => {
+            let timeout = timeout.unwrap_or(DEFAULT_START_TIMEOUT);
+            wait_for_tasks(docker, name, *replicas, timeout).map(|()| Ready::Tasks)
+        }
+    }
+}
+
+/// How long a held service has to be ready again when neither the setting nor its HEALTHCHECK says.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a container without a HEALTHCHECK must run before it counts as up.
+const STAYS_UP: Duration = Duration::from_secs(1);
+
+fn wait_container_ready(docker: &Docker, id: &str, timeout: Option<Duration>) -> Result<Ready> {
+    let first = docker.inspect_container(id)?;
+    let check = first.config.healthcheck.as_ref().and_then(|h| h.argv());
+    let own = first
+        .config
+        .healthcheck
+        .as_ref()
+        .map_or(DEFAULT_START_TIMEOUT, |h| Duration::from_nanos(h.start_period) + DEFAULT_START_TIMEOUT);
+    let limit = timeout.unwrap_or(own);
+    let check_timeout = first
+        .config
+        .healthcheck
+        .as_ref()
+        .map(|h| Duration::from_nanos(h.timeout))
+        .filter(|t| !t.is_zero())
+        .unwrap_or(Duration::from_secs(10));
+    let deadline = Instant::now() + limit;
+    let mut up_since: Option<(Instant, i64)> = None;
+    let mut last_check = String::new();
     loop {
         let container = docker.inspect_container(id)?;
-        let health = container.state.health.as_ref().map(|h| h.status.as_str());
-        match (container.state.running, health) {
-            (true, None | Some("healthy")) => return Ok(()),
-            (false, _) if !container.state.restarting => {
-                bail!("it exited ({}): {}", container.state.exit_code, docker.logs_tail(id, 5))
-            }
-            _ if Instant::now() >= deadline => {
-                bail!("not healthy after {}s: {}", timeout.as_secs(), docker.logs_tail(id, 5))
-            }
-            _ => std::thread::sleep(Duration::from_millis(250)),
+        let state = &container.state;
+        if !state.running && !state.restarting {
+            bail!("it exited ({}): {}", state.exit_code, docker.logs_tail(id, 5));
         }
+        if state.running {
+            if state.health.as_ref().is_some_and(|h| h.status == "healthy") {
+                return Ok(Ready::Healthcheck);
+            }
+            match &check {
+                Some(argv) => match docker.runner().run(&docker.exec_check(id, argv, check_timeout)) {
+                    Ok(_) => return Ok(Ready::Healthcheck),
+                    Err(e) => last_check = format!("; its HEALTHCHECK ({}) says: {e}", argv.join(" ")),
+                },
+                None => match up_since {
+                    Some((since, restarts)) if restarts == container.restart_count && since.elapsed() >= STAYS_UP => {
+                        return Ok(Ready::Running)
+                    }
+                    Some((_, restarts)) if restarts == container.restart_count => {}
+                    _ => up_since = Some((Instant::now(), container.restart_count)),
+                },
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("not ready after {}s{last_check}: {}", limit.as_secs(), docker.logs_tail(id, 5));
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -15,6 +15,7 @@ pub mod preflight;
 pub mod recover;
 pub mod rollback;
 pub mod status;
+pub mod stores;
 pub mod strategy;
 
 use std::path::PathBuf;

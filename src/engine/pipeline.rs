@@ -295,7 +295,6 @@ impl Attempt<'_, '_> {
                 self.log_finished_jobs(&docker, project);
                 self.journal.log(&format!("Healthy after {:.1}s", took.as_secs_f64()));
                 strategy.cleanup(self.journal, self.config.backup_keep);
-                self.prune_backups();
                 self.end(Terminal::Complete, "Upgrade complete", None)
             }
             Err(reason) => self.failed(strategy, Step::Gate, reason),
@@ -445,7 +444,7 @@ impl Attempt<'_, '_> {
                 to_version: Some(self.request.target.clone()),
                 ..backup::Reason::default()
             },
-            start_timeout: self.config.health_timeout,
+            start_timeout: self.config.start_timeout,
         };
         let moved: Vec<ServiceData> = self.data.of_services(&project.services).cloned().collect();
         let created = data::back_up(&docker, &self.data, &moved, &target, &mut self.stopped, &mut *self.journal)?;
@@ -467,10 +466,9 @@ impl Attempt<'_, '_> {
         let docker = Docker::new(&self.config.docker, self.runner.clone());
         let ids = std::mem::take(&mut self.stopped);
         let journal = &mut *self.journal;
-        let started =
-            data::start_containers(&docker, &ids, &self.data.services, self.config.health_timeout, &mut |l| {
-                journal.log(l)
-            });
+        let started = data::start_containers(&docker, &ids, &self.data.services, self.config.start_timeout, &mut |l| {
+            journal.log(l)
+        });
         let _ = self.journal.db.record_stopped_containers(&self.journal.upgrade_id, &[]);
         started.err().map(|e| format!("; starting the stopped services again failed too: {e:#}"))
     }
@@ -560,9 +558,14 @@ impl Attempt<'_, '_> {
         self.end(Terminal::Complete, "Dry run: nothing was changed", None)
     }
 
+    /// Keeps `UPGRADERD_BACKUP_KEEP` backups whatever their attempts' outcomes
+    /// (repeated failures must not fill the disk), and never this attempt's nor
+    /// the last complete upgrade's, which `rollback` restores.
     fn prune_backups(&mut self) {
         let keep = self.config.backup_keep;
-        match backup::prune(&self.config.backup_dir, keep, self.backup.as_deref()) {
+        let last_complete = self.journal.db.protected_backup().ok().flatten().map(PathBuf::from);
+        let protected: Vec<&std::path::Path> = self.backup.iter().chain(&last_complete).map(PathBuf::as_path).collect();
+        match backup::prune(&self.config.backup_dir, keep, &protected) {
             Ok(pruned) => {
                 for path in pruned.deleted {
                     self.journal.log(&format!("Pruned old backup {}", path.display()));
@@ -574,6 +577,9 @@ impl Attempt<'_, '_> {
 
     fn end(&mut self, terminal: Terminal, message: &str, error: Option<String>) -> Result<Outcome> {
         self.journal.finish(terminal, message, error.as_deref());
+        if self.backup.is_some() && !self.request.dry_run {
+            self.prune_backups();
+        }
         Ok(Outcome {
             upgrade_id: self.journal.upgrade_id.clone(),
             terminal,

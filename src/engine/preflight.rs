@@ -8,8 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::store::disk;
 use crate::store::files;
+use crate::store::{backup, disk};
 use crate::units::human_bytes;
 use crate::version::compare_versions;
 
@@ -124,9 +124,39 @@ pub fn backup_target(config: &Config, data: &[PathBuf]) -> Vec<Problem> {
                 dir.display()
             ),
         )),
-        Ok(existing) => problems.extend(free_space(&existing, config.min_free, "the backup directory")),
+        Ok(existing) => problems.extend(room_for_backup(config, &existing, data)),
     }
     problems
+}
+
+/// Room in the backup directory for what the data occupies, with
+/// `UPGRADERD_MIN_FREE` to spare, known before the backup writes a byte.
+fn room_for_backup(config: &Config, dir: &Path, data: &[PathBuf]) -> Option<Problem> {
+    let existing: Vec<PathBuf> = data.iter().filter(|p| p.exists()).cloned().collect();
+    let estimate = match backup::estimate::allocated_bytes(&existing) {
+        Ok(bytes) => bytes,
+        Err(e) => return Some(Problem::new("backup", format!("cannot size the data to back up: {e}"))),
+    };
+    let free = match disk::free_bytes(dir) {
+        Ok(free) => free,
+        Err(e) => return Some(Problem::new("free-space", format!("cannot read free space of {}: {e}", dir.display()))),
+    };
+    let needed = estimate.saturating_add(config.min_free);
+    (free < needed).then(|| {
+        Problem::new(
+            "free-space",
+            format!(
+                "the backup directory ({}) has {} free; the backup needs up to {} (what the data occupies) with \
+                 UPGRADERD_MIN_FREE={} to spare, {} in all: free some space, or set UPGRADERD_BACKUP_DIR to a larger \
+                 filesystem",
+                dir.display(),
+                human_bytes(free),
+                human_bytes(estimate),
+                human_bytes(config.min_free),
+                human_bytes(needed)
+            ),
+        )
+    })
 }
 
 /// Whether the backup directory, or the directory it will be created in, takes a

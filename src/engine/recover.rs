@@ -164,7 +164,7 @@ fn mark_failed(
     if !start_again.is_empty() {
         journal.log("Starting again the services the backup had stopped");
         let docker = Docker::new(&config.docker, runner.clone());
-        let started = data::start_containers(&docker, start_again, &[], config.health_timeout, &mut |l| journal.log(l));
+        let started = data::start_containers(&docker, start_again, &[], config.start_timeout, &mut |l| journal.log(l));
         let _ = journal.db.record_stopped_containers(&record.id, &[]);
         if let Err(e) = started {
             return (

@@ -57,6 +57,43 @@ pub struct ContainerConfig {
     pub image: String,
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
+    /// `{"5432/tcp": {}}`.
+    #[serde(default)]
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+impl ContainerConfig {
+    /// The port numbers the container exposes.
+    pub fn exposed_ports(&self) -> Vec<u16> {
+        let ports = self.exposed_ports.iter().flatten();
+        ports.filter_map(|(port, _)| port.split('/').next()?.parse().ok()).collect()
+    }
+}
+
+/// The container's HEALTHCHECK, as Docker records it (durations in nanoseconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Healthcheck {
+    /// `["CMD", argv…]`, `["CMD-SHELL", command]` or `["NONE"]`.
+    #[serde(default)]
+    pub test: Vec<String>,
+    #[serde(default)]
+    pub timeout: u64,
+    #[serde(default)]
+    pub start_period: u64,
+}
+
+impl Healthcheck {
+    /// The check as an argv for `docker exec`; none for `NONE` or an empty test.
+    pub fn argv(&self) -> Option<Vec<String>> {
+        match self.test.split_first()? {
+            (kind, rest) if kind == "CMD" && !rest.is_empty() => Some(rest.to_vec()),
+            (kind, [command]) if kind == "CMD-SHELL" => Some(vec!["/bin/sh".into(), "-c".into(), command.clone()]),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -373,6 +410,11 @@ impl Docker {
     /// Runs `argv` inside a running container (a native dump can take a while).
     pub fn exec(&self, container: &str, argv: &[String]) -> Cmd {
         self.cmd(["exec", container]).args(argv).timeout(Duration::from_secs(3600)).streamed().mutating()
+    }
+
+    /// Runs a container's own check command (its HEALTHCHECK) once; its output is not streamed.
+    pub fn exec_check(&self, container: &str, argv: &[String], timeout: Duration) -> Cmd {
+        self.cmd(["exec", container]).args(argv).timeout(timeout)
     }
 
     /// The last lines a container logged, for failure messages.

@@ -20,7 +20,7 @@ const PG_VARIANTS: &[(&str, &str, &str)] =
     &[("1.0.0", "good", "1"), ("2.0.0", "good", "2"), ("2.0.5", "migrate-crash", "2")];
 
 /// The PostgreSQL image and the app images built on it (`<prefix>-pgapp:<version>`), once per run.
-fn pg_images() -> Option<&'static (String, String)> {
+pub(crate) fn pg_images() -> Option<&'static (String, String)> {
     static IMAGES: OnceLock<Option<(String, String)>> = OnceLock::new();
     IMAGES
         .get_or_init(|| {
@@ -73,16 +73,16 @@ fn start_pg(test: &str, versions: &[&str]) -> Option<Scenario> {
 }
 
 impl Scenario {
-    fn db(&self) -> String {
+    pub(crate) fn db(&self) -> String {
         self.service_container("db").expect("the db service has a container")
     }
 
     /// The whole database as SQL, comparable across dumps (a fixed `\restrict` key).
-    fn pg_dump(&self) -> String {
+    pub(crate) fn pg_dump(&self) -> String {
         must(&["docker", "exec", &self.db(), "pg_dump", "-U", "postgres", "--restrict-key=upgraderd", "postgres"])
     }
 
-    fn psql(&self, sql: &str) -> String {
+    pub(crate) fn psql(&self, sql: &str) -> String {
         must(&["docker", "exec", &self.db(), "psql", "-U", "postgres", "-qAtX", "-c", sql])
     }
 
@@ -90,7 +90,7 @@ impl Scenario {
         must(&["docker", "inspect", "--format", "{{.State.StartedAt}}", &self.db()]).trim().to_string()
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let row = self.last_history();
         row["logs"]
             .as_array()
@@ -101,7 +101,7 @@ impl Scenario {
 
 /// Inserts rows `w0`, `w1`, … into the database from inside its container
 /// until the database goes away; the numbers whose INSERT was acknowledged.
-fn database_writer(s: &Scenario) -> (std::thread::JoinHandle<()>, Arc<Mutex<Vec<u64>>>) {
+pub(crate) fn database_writer(s: &Scenario) -> (std::thread::JoinHandle<()>, Arc<Mutex<Vec<u64>>>) {
     let script = r#"i=0; while psql -U postgres -qAtX -v ON_ERROR_STOP=1 -c "INSERT INTO items(name) VALUES ('w$i')" >/dev/null 2>&1; do echo $i; i=$((i+1)); done"#;
     let mut child = Command::new("docker")
         .args(["exec", &s.db(), "sh", "-c", script])

@@ -29,5 +29,6 @@ mod pull;
 mod rebuild;
 mod scenario;
 mod stack;
+mod stack_data;
 mod swarm;
 mod world;

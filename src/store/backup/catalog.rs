@@ -68,10 +68,10 @@ pub fn find(dir: &Path, reference: &str) -> Option<PathBuf> {
 /// Keeps the newest `keep` archives and `protected`; deletes the other
 /// archives, and `.partial`/snapshot files left by an interrupted backup.
 /// The caller holds the upgrade lock, so no backup is being written.
-pub fn prune(dir: &Path, keep: usize, protected: Option<&Path>) -> Result<Pruned> {
+pub fn prune(dir: &Path, keep: usize, protected: &[&Path]) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     for (rank, listed) in list(dir)?.into_iter().enumerate() {
-        let is_protected = protected.is_some_and(|p| p == listed.path);
+        let is_protected = protected.contains(&listed.path.as_path());
         if rank < keep || is_protected {
             pruned.kept.push(listed.path);
         } else {

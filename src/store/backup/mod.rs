@@ -24,10 +24,12 @@
 //! - [`sqlite`]: consistent snapshots of live SQLite databases; [`sparse`]: files with holes;
 //! - [`create`](mod@create): scanning the data and writing an archive;
 //! - [`restore`](mod@restore): staging an archive next to its targets and swapping it in;
-//! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
+//! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers);
+//! - [`estimate`]: the room a backup needs, before its first byte.
 
 mod catalog;
 mod create;
+pub mod estimate;
 mod format;
 mod members;
 mod read;

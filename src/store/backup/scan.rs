@@ -154,7 +154,9 @@ fn scan_root(index: usize, source: &Source, plan: &mut Plan) -> Result<()> {
     if meta.file_type().is_symlink() {
         let points_to = fs::read_link(root).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
         bail!(
-            "data path {} is a symbolic link (to {points_to}); back up the real path: set UPGRADERD_DATA_DIR to it",
+            "data path {} is a symbolic link (to {points_to}), which is not backed up through: leave it out with \
+             UPGRADERD_BACKUP_EXCLUDE={}, or bind the real path into the container",
+            root.display(),
             root.display()
         );
     }
