@@ -1,6 +1,10 @@
 //! The configuration keys: every name upgraderd reads, the older name it
 //! accepts for the same setting, its default, whether it is secret, and how a
 //! value is shown with its secrets masked.
+//!
+//! What is secret here is masked wherever upgraderd shows a value: `config`,
+//! errors, warnings, and the journal that feeds history and the status file
+//! the app reads (see [`shown`]).
 
 /// A configuration key: its name, fallback, default and how it is shown.
 #[derive(Debug)]
@@ -17,7 +21,8 @@ pub struct KeySpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secret {
     No,
-    /// The whole value is hidden.
+    /// The whole value is hidden: a token, or the operator's shell text (a hook
+    /// command line may pass a password; it cannot be told apart from the rest).
     Whole,
     /// A URL whose password and query string are hidden.
     Url,
@@ -140,8 +145,14 @@ pub static KEYS: &[KeySpec] = &[
             "URLs told every outcome, comma separated: ntfy, Gotify, Discord, Slack or JSON, chosen by the URL",
         )
     },
-    key("UPGRADERD_PRE_UPGRADE_CMD", None, None, "command that can veto an upgrade"),
-    key("UPGRADERD_POST_UPGRADE_CMD", None, None, "command run after a terminal state"),
+    KeySpec {
+        secret: Secret::Whole,
+        ..key("UPGRADERD_PRE_UPGRADE_CMD", None, None, "command that can veto an upgrade (shown masked)")
+    },
+    KeySpec {
+        secret: Secret::Whole,
+        ..key("UPGRADERD_POST_UPGRADE_CMD", None, None, "command run after a terminal state (shown masked)")
+    },
     key("UPGRADERD_STALE_AFTER", None, Some("30m"), "age after which an unfinished upgrade is recovered"),
 ];
 
@@ -186,6 +197,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+/// A key's value as upgraderd may show it anywhere, its secrets masked (the text as is for an unknown name).
+pub fn shown(name: &str, text: &str) -> String {
+    spec(name).map(|s| display_value(s, text)).unwrap_or_else(|| text.to_string())
+}
+
 /// Masks secrets for display.
 pub fn display_value(spec: &KeySpec, text: &str) -> String {
     match spec.secret {
@@ -226,6 +242,15 @@ mod tests {
             "https://bot:********@hooks.local/********?********,https://discord.com/api/webhooks/********"
         );
         assert_eq!(display_value(url, "http://127.0.0.1/"), "http://127.0.0.1/");
+    }
+
+    #[test]
+    fn hook_commands_are_masked() {
+        for hook in ["UPGRADERD_PRE_UPGRADE_CMD", "UPGRADERD_POST_UPGRADE_CMD"] {
+            assert_eq!(shown(hook, "/usr/local/bin/check --password=hunter2"), "********");
+        }
+        assert_eq!(shown("UPGRADERD_CONTAINER", "app"), "app");
+        assert_eq!(shown("NOT_A_KEY", "text"), "text");
     }
 
     #[test]

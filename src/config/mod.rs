@@ -29,7 +29,7 @@ use anyhow::{Context, Result};
 use crate::window::{self, Windows};
 
 pub use envfile::{EnvFile, FileEntry};
-pub use keys::{display_value, spec, KeySpec, Secret, KEYS};
+pub use keys::{display_value, shown, spec, KeySpec, Secret, KEYS};
 pub use layers::{Env, Layers, Source, Value};
 pub use notify::NotifyTarget;
 pub use shared_dir::{

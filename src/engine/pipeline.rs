@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::config::Config;
+use crate::config::{shown, Config};
 use crate::engine::announce::after_terminal;
 use crate::engine::data::{self, DataSet, ServiceData};
 use crate::engine::discover::{self, discover};
@@ -521,7 +521,8 @@ impl Attempt<'_, '_> {
     /// The operator's veto: a non-zero exit of `UPGRADERD_PRE_UPGRADE_CMD` refuses the upgrade.
     fn pre_upgrade_hook(&mut self) -> Option<String> {
         let command = self.config.pre_upgrade_cmd.as_ref()?;
-        self.journal.log(&format!("Running UPGRADERD_PRE_UPGRADE_CMD: {command}"));
+        self.journal
+            .log(&format!("Running UPGRADERD_PRE_UPGRADE_CMD: {}", shown("UPGRADERD_PRE_UPGRADE_CMD", command)));
         let context = HookContext {
             upgrade_id: &self.journal.upgrade_id,
             from_version: self.from_version.as_deref(),
