@@ -101,7 +101,10 @@ pub static KEYS: &[KeySpec] = &[
         "trigger poll interval when inotify is unavailable",
     ),
     key("UPGRADERD_ENABLED", Some("AUTO_UPGRADE_ENABLED"), Some("true"), "honour triggers"),
-    key("UPGRADERD_HEALTH_URL", None, Some("http://127.0.0.1:3001/api/health"), "HTTP health probe"),
+    KeySpec {
+        secret: Secret::Url,
+        ..key("UPGRADERD_HEALTH_URL", None, Some("http://127.0.0.1:3001/api/health"), "HTTP health probe")
+    },
     key("UPGRADERD_HEALTH_TIMEOUT", None, Some("120s"), "how long the new version has to become healthy"),
     key("UPGRADERD_HEALTH_STABLE", None, Some("3s"), "how long it must stay healthy"),
     key("UPGRADERD_HEALTH_VERSION_POINTER", None, None, "JSON pointer to the version in the health body"),
@@ -213,7 +216,10 @@ pub fn display_value(spec: &KeySpec, text: &str) -> String {
 }
 
 fn mask_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
     let (authority_and_path, query) = match rest.split_once('?') {
         Some((a, _)) => (a, "?********"),
         None => (rest, ""),
@@ -225,7 +231,7 @@ fn mask_url(url: &str) -> String {
         }
         None => authority_and_path.to_string(),
     };
-    format!("{scheme}://{masked}{query}")
+    format!("{scheme}{masked}{query}")
 }
 
 #[cfg(test)]
@@ -245,10 +251,17 @@ mod tests {
     }
 
     #[test]
-    fn hook_commands_are_masked() {
+    fn hook_commands_and_the_health_urls_credentials_are_masked() {
         for hook in ["UPGRADERD_PRE_UPGRADE_CMD", "UPGRADERD_POST_UPGRADE_CMD"] {
             assert_eq!(shown(hook, "/usr/local/bin/check --password=hunter2"), "********");
         }
+        let health = "UPGRADERD_HEALTH_URL";
+        assert_eq!(shown(health, "http://127.0.0.1:3001/api/health"), "http://127.0.0.1:3001/api/health");
+        assert_eq!(
+            shown(health, "http://probe:pw@127.0.0.1:3001/health?token=t0k"),
+            "http://probe:********@127.0.0.1:3001/health?********"
+        );
+        assert_eq!(shown(health, "127.0.0.1/health?token=t0k"), "127.0.0.1/health?********");
         assert_eq!(shown("UPGRADERD_CONTAINER", "app"), "app");
         assert_eq!(shown("NOT_A_KEY", "text"), "text");
     }

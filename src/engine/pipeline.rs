@@ -552,7 +552,7 @@ impl Attempt<'_, '_> {
         }
         self.journal.ui.plan(format!(
             "# wait until {} is healthy for {}s",
-            self.config.health_url,
+            shown("UPGRADERD_HEALTH_URL", &self.config.health_url),
             self.config.health_stable.as_secs()
         ));
         self.end(Terminal::Complete, "Dry run: nothing was changed", None)
