@@ -484,3 +484,39 @@ fn a_password_in_a_hook_command_reaches_neither_the_apps_files_nor_history() {
         assert!(!text.contains(SECRET), "{what} holds the hook's password:\n{text}");
     }
 }
+
+/// The data filesystem of the deployment, replaced by a small tmpfs holding `app.db` again.
+fn data_on_a_small_disk(d: &Deployment, size: &str) -> common::Mounted {
+    let mounted = common::Mounted::tmpfs(&d.sb.path().join("data"), size);
+    fs::write(mounted.0.join("app.db"), "items: a, b, c\n").unwrap();
+    mounted
+}
+
+/// A sparse file far larger than the free space of its filesystem, and a
+/// new version that crashes: the rollback restores the data (its holes are
+/// not written, so they take no room) and the old version runs again.
+#[test]
+fn a_rollback_restores_a_sparse_file_larger_than_the_free_space() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    if !common::can_mount() {
+        eprintln!("SKIP: cannot mount a tmpfs here; a sparse file larger than the free space not exercised");
+        return;
+    }
+    const APPARENT: u64 = 64 << 20;
+    let d = Deployment::new().with("CRASH", "2.0.0");
+    let disk = data_on_a_small_disk(&d, "4m");
+    let image = disk.0.join("disk.img");
+    let file = fs::File::create(&image).unwrap();
+    file.set_len(APPARENT).unwrap();
+    file.write_all_at(b"boot", 0).unwrap();
+    drop(file);
+    assert!(upgraderd::store::disk::free_bytes(&disk.0).unwrap() < APPARENT);
+
+    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    assert_eq!(d.status_file()["status"], "rolled_back", "{}", run.stderr);
+    assert_eq!(d.running_version(), "1.0.0");
+    assert_eq!(fs::read_to_string(disk.0.join("app.db")).unwrap(), "items: a, b, c\n", "the migration was undone");
+    let restored = fs::metadata(&image).unwrap();
+    assert_eq!(restored.len(), APPARENT);
+    assert!(restored.blocks() * 512 < 1 << 20, "{} blocks", restored.blocks());
+}

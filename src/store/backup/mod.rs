@@ -45,6 +45,7 @@ pub use self::create::{begin, create, create_paused, FirstPass};
 pub use self::format::{Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
 pub use self::read::{read_meta, verify};
 pub use self::restore::{restore, restore_paused};
+pub use self::scan::restore_footprint;
 pub use self::sqlite::snapshot_sqlite;
 
 /// Points inside [`create`] and [`restore`] where tests change the files, to

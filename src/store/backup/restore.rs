@@ -84,18 +84,28 @@ fn targets_for(meta: &Meta, destination: &Destination) -> Vec<PathBuf> {
     }
 }
 
+/// Refuses a restore that cannot fit before anything is written: what the
+/// archive records that restoring each data path allocates (holes are not
+/// written), added up per filesystem, against its free space; the same count
+/// as upgrade preflight's. An archive that does not record it is checked
+/// against its files' apparent size, as it was written to be.
 fn check_space(meta: &Meta, targets: &[PathBuf]) -> Result<()> {
-    let needed = meta.total_bytes;
-    for target in targets {
-        let free = disk::free_bytes(target).unwrap_or(u64::MAX);
-        if free < needed {
-            bail!(
-                "not enough space to restore into {}: {} needed, {} free",
-                target.display(),
-                human_bytes(needed),
-                human_bytes(free)
-            );
-        }
+    let recorded: Option<Vec<u64>> = meta.roots.iter().map(|root| root.restore_bytes).collect();
+    let (short, counted) = match recorded {
+        Some(bytes) => (disk::shortfalls(&targets.iter().cloned().zip(bytes).collect::<Vec<_>>()), "holes not counted"),
+        None => (
+            targets.iter().flat_map(|target| disk::shortfalls(&[(target.clone(), meta.total_bytes)])).collect(),
+            "the files' apparent size: this backup does not record what restoring it allocates",
+        ),
+    };
+    if let Some(short) = short.first() {
+        bail!(
+            "not enough space to restore into {}: {} needed ({counted}), {} free; free some space there, or \
+             restore the backup elsewhere with `upgraderd backup restore ARCHIVE --to DIR`",
+            short.shown_paths(),
+            human_bytes(short.needed),
+            human_bytes(short.free)
+        );
     }
     Ok(())
 }
