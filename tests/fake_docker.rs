@@ -520,3 +520,32 @@ fn a_rollback_restores_a_sparse_file_larger_than_the_free_space() {
     assert_eq!(restored.len(), APPARENT);
     assert!(restored.blocks() * 512 < 1 << 20, "{} blocks", restored.blocks());
 }
+
+/// Preflight counts what a rollback's restore would write exactly as the
+/// restore does: data that could not be restored onto its filesystem refuses
+/// the upgrade before anything changes, saying how much is needed and free.
+#[test]
+fn preflight_refuses_an_upgrade_whose_data_a_rollback_could_not_restore() {
+    if !common::can_mount() {
+        eprintln!("SKIP: cannot mount a tmpfs here; the restore-room preflight not exercised");
+        return;
+    }
+    let d = Deployment::new();
+    let disk = data_on_a_small_disk(&d, "4m");
+    fs::write(disk.0.join("blob.bin"), vec![7u8; 3 << 20]).unwrap();
+    let before = d.data();
+
+    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    let error = d.status_file()["error"].as_str().unwrap().to_string();
+    assert!(error.starts_with("refused in preflight"), "{error}");
+    assert!(
+        error.contains(&format!("a rollback could not restore {}", disk.0.display()))
+            && error.contains("3.0 MiB needed")
+            && error.contains("free"),
+        "{error}\n{}",
+        run.stderr
+    );
+    assert_eq!(d.running_version(), "1.0.0");
+    assert!(d.actions().is_empty(), "{:?}", d.actions());
+    assert_eq!(d.data(), before);
+}

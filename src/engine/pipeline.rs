@@ -398,6 +398,7 @@ impl Attempt<'_, '_> {
             match data::data_set(self.config, &deployment.docker, &deployment.project) {
                 Ok(set) => {
                     problems.extend(preflight::backup_target(self.config, &set.paths()));
+                    problems.extend(preflight::restore_room(&set.sources()));
                     self.data = set;
                 }
                 Err(err) if err.chain().any(|c| c.is::<crate::exit::UsageError>()) => return Err(err),

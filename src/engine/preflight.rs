@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::store::backup::{self, Source};
 use crate::store::disk;
 use crate::store::files;
 use crate::units::human_bytes;
@@ -127,6 +128,39 @@ pub fn backup_target(config: &Config, data: &[PathBuf]) -> Vec<Problem> {
         Ok(existing) => problems.extend(free_space(&existing, config.min_free, "the backup directory")),
     }
     problems
+}
+
+/// A rollback can put the data back: each data filesystem has room for what
+/// restoring its data paths allocates (a restore stages beside the data
+/// before it swaps), counted as the restore's own check counts it, holes and
+/// hard links included. Without that room a rollback would stop the new
+/// version and then fail to restore. Paths that do not exist are
+/// [`backup_target`]'s to report.
+pub fn restore_room(sources: &[Source]) -> Vec<Problem> {
+    let existing: Vec<Source> = sources.iter().filter(|s| s.path.symlink_metadata().is_ok()).cloned().collect();
+    if existing.is_empty() {
+        return Vec::new();
+    }
+    let needs = match backup::restore_footprint(&existing) {
+        Ok(needs) => needs,
+        Err(e) => return vec![Problem::from_error("backup", &e)],
+    };
+    disk::shortfalls(&needs)
+        .into_iter()
+        .map(|short| {
+            Problem::new(
+                "free-space",
+                format!(
+                    "a rollback could not restore {}: {} needed there (what the data occupies, holes not \
+                     counted), {} free; free some space, or upgrade with --no-backup (a rollback then keeps the \
+                     new version's data)",
+                    short.shown_paths(),
+                    human_bytes(short.needed),
+                    human_bytes(short.free)
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Whether the backup directory, or the directory it will be created in, takes a
