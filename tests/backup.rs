@@ -479,3 +479,55 @@ fn a_sparse_file_larger_than_the_free_space_restores() {
     assert_eq!(fs::read_to_string(data.join("app.yml")).unwrap(), "port: 3001\n");
     assert!(!data.join("written-by-the-new-version").exists());
 }
+
+/// A disk that fills while a restore writes (another writer on the same
+/// filesystem, say) is a full disk, not a damaged backup: the error says so,
+/// where and how much the restore needed there; the data is left as it was,
+/// and the archive still verifies.
+#[test]
+fn a_disk_that_fills_during_a_restore_is_reported_full_not_damaged() {
+    use upgraderd::store::backup::{self, Destination, Pause, Reason};
+    if !can_mount() {
+        eprintln!("SKIP: cannot mount here; a disk filling during a restore not exercised");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Mounted::tmpfs(&dir.path().join("small-disk"), "4m");
+    let data = disk.0.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let mut noise = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(data.join("blob.bin"), &noise).unwrap();
+    fs::write(data.join("notes"), "notes").unwrap();
+    let created =
+        backup::create(std::slice::from_ref(&data), &dir.path().join("backups"), Reason::default(), &mut |_| {})
+            .unwrap();
+    let needed = backup::read_meta(&created.path).unwrap().restore_bytes().unwrap();
+
+    // What the new version left, and what a rollback must not touch if it cannot finish.
+    fs::write(data.join("blob.bin"), "the new version's blob").unwrap();
+    fs::write(data.join("written-by-the-new-version"), "x").unwrap();
+    let before = tree(&data);
+    let err = backup::restore_paused(&created.path, &Destination::Original, &mut |_| {}, &mut |pause| {
+        if let Pause::Staging(b"data/0/blob.bin") = pause {
+            // Something else fills the filesystem just as the big member is about to be written.
+            let mut filler = fs::File::create(disk.0.join("filler")).unwrap();
+            while filler.write_all(&[0u8; 64 << 10]).is_ok() {}
+        }
+    })
+    .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(!message.contains("damaged"), "{message}");
+    assert!(message.contains("no space left"), "says the disk is full: {message}");
+    assert!(message.contains(&format!("restoring into {}", data.display())), "says where: {message}");
+    assert!(message.contains(&format!("{} needed", upgraderd::units::human_bytes(needed))), "how much: {message}");
+    assert!(message.contains("data/0/blob.bin"), "{message}");
+    assert_eq!(tree(&data), before, "the data was left as it was");
+    backup::verify(&created.path).expect("the archive is fine");
+}

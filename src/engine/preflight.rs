@@ -145,8 +145,9 @@ pub fn restore_room(sources: &[Source]) -> Vec<Problem> {
         Ok(needs) => needs,
         Err(e) => return vec![Problem::from_error("backup", &e)],
     };
-    disk::shortfalls(&needs)
+    disk::rooms(&needs)
         .into_iter()
+        .filter(|room| !room.fits())
         .map(|short| {
             Problem::new(
                 "free-space",

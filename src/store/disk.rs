@@ -24,9 +24,9 @@ fn nearest_existing(path: &Path) -> &Path {
     path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"))
 }
 
-/// A filesystem that lacks room for what is to be written on it.
+/// What is to be written on one filesystem, and the room it has for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Shortfall {
+pub struct Room {
     /// The paths to be written there.
     pub paths: Vec<PathBuf>,
     /// What they need together.
@@ -34,7 +34,11 @@ pub struct Shortfall {
     pub free: u64,
 }
 
-impl Shortfall {
+impl Room {
+    pub fn fits(&self) -> bool {
+        self.needed <= self.free
+    }
+
     /// The paths, for a message: `/a, /b`.
     pub fn shown_paths(&self) -> String {
         self.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
@@ -42,10 +46,10 @@ impl Shortfall {
 }
 
 /// Adds up what each path needs per filesystem (paths on one filesystem share
-/// its free space) and returns the filesystems with less free than that.
-/// Free space that cannot be read counts as enough: the write says what failed.
-pub fn shortfalls(needs: &[(PathBuf, u64)]) -> Vec<Shortfall> {
-    let mut by_filesystem: Vec<(Option<u64>, Shortfall)> = Vec::new();
+/// its free space), with each filesystem's free space. Free space that cannot
+/// be read counts as enough: the write says what failed.
+pub fn rooms(needs: &[(PathBuf, u64)]) -> Vec<Room> {
+    let mut by_filesystem: Vec<(Option<u64>, Room)> = Vec::new();
     for (path, needed) in needs {
         // A path whose filesystem cannot be told is taken as one of its own.
         let device = std::fs::metadata(nearest_existing(path)).ok().map(|m| m.dev());
@@ -56,11 +60,19 @@ pub fn shortfalls(needs: &[(PathBuf, u64)]) -> Vec<Shortfall> {
             }
             None => by_filesystem.push((
                 device,
-                Shortfall { paths: vec![path.clone()], needed: *needed, free: free_bytes(path).unwrap_or(u64::MAX) },
+                Room { paths: vec![path.clone()], needed: *needed, free: free_bytes(path).unwrap_or(u64::MAX) },
             )),
         }
     }
-    by_filesystem.into_iter().map(|(_, group)| group).filter(|group| group.free < group.needed).collect()
+    by_filesystem.into_iter().map(|(_, room)| room).collect()
+}
+
+/// Whether an error, or one it was caused by, is a full disk (or an exhausted quota).
+pub fn is_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let code = cause.downcast_ref::<io::Error>().and_then(io::Error::raw_os_error);
+        matches!(code, Some(libc::ENOSPC | libc::EDQUOT))
+    })
 }
 
 /// Whether the filesystem holding `path` is mounted read-only.
@@ -84,12 +96,25 @@ mod tests {
     fn paths_on_one_filesystem_share_its_free_space() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b/not/yet"));
-        assert!(super::shortfalls(&[(a.clone(), 1 << 10), (b.clone(), 1 << 10)]).is_empty());
-        // Two paths on one filesystem are one shortfall, their needs added up.
+        let small = super::rooms(&[(a.clone(), 1 << 10), (b.clone(), 1 << 10)]);
+        assert_eq!((small.len(), small[0].needed, small[0].fits()), (1, 2 << 10, true), "{small:?}");
+        // Two paths on one filesystem need their needs added up.
         let half = u64::MAX / 2;
-        let short = super::shortfalls(&[(a.clone(), half), (b.clone(), half)]);
-        assert_eq!(short.len(), 1, "{short:?}");
-        assert_eq!((short[0].paths.clone(), short[0].needed), (vec![a.clone(), b.clone()], half * 2));
-        assert_eq!(short[0].shown_paths(), format!("{}, {}", a.display(), b.display()));
+        let large = super::rooms(&[(a.clone(), half), (b.clone(), half)]);
+        assert_eq!(large.len(), 1, "{large:?}");
+        assert_eq!(
+            (large[0].paths.clone(), large[0].needed, large[0].fits()),
+            (vec![a.clone(), b.clone()], half * 2, false)
+        );
+        assert_eq!(large[0].shown_paths(), format!("{}, {}", a.display(), b.display()));
+    }
+
+    #[test]
+    fn a_full_disk_is_told_through_context() {
+        let full = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOSPC)).context("cannot restore `x`");
+        assert!(super::is_full(&full));
+        let quota = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EDQUOT));
+        assert!(super::is_full(&quota));
+        assert!(!super::is_full(&anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EIO))));
     }
 }

@@ -297,9 +297,7 @@ impl Drop for FirstPass {
 }
 
 fn explain_write_error(err: anyhow::Error, dir: &Path, partial: &Path, needed: u64) -> anyhow::Error {
-    let disk_full =
-        err.chain().any(|c| c.downcast_ref::<io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::ENOSPC));
-    if disk_full {
+    if disk::is_full(&err) {
         let free = disk::free_bytes(dir).map(human_bytes).unwrap_or_else(|_| "unknown".into());
         return anyhow!(
             "the disk holding {} is full: the backup needed up to {} (the data's size uncompressed, holes not \
