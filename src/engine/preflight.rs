@@ -132,8 +132,8 @@ pub fn backup_target(config: &Config, data: &[PathBuf]) -> Vec<Problem> {
 
 /// A rollback can put the data back: each data filesystem has room for what
 /// restoring its data paths allocates (a restore stages beside the data
-/// before it swaps), counted as the restore's own check counts it, holes and
-/// hard links included. Without that room a rollback would stop the new
+/// before it swaps), counted as the restore's own check counts it: holes not
+/// at all, a hard-linked file once. Without that room a rollback would stop the new
 /// version and then fail to restore. Paths that do not exist are
 /// [`backup_target`]'s to report.
 pub fn restore_room(sources: &[Source]) -> Vec<Problem> {
