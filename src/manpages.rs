@@ -103,9 +103,10 @@ fn exit_codes(name: &str) -> Vec<Exit> {
 fn environment(roff: &mut Roff) {
     roff.control("SH", ["ENVIRONMENT"]);
     roff.text([roman(
-        "Every setting is taken from, in order: a flag, the UPGRADERD_* variable, its older name in the \
-         environment, the configuration file (same order of names), the default. upgraderd config prints \
-         each effective value and where it came from.",
+        "Every setting is taken from, in order: a flag, the UPGRADERD_* variable, the configuration file \
+         (its UPGRADERD_* name, then its older name), its older name in the environment, the default. An older \
+         name in the environment counts only where its key is set nowhere else. upgraderd config prints each \
+         effective value and where it came from.",
     )]);
     for key in KEYS {
         item(roff, key_term(key), [roman(key_text(key))]);
@@ -141,8 +142,8 @@ fn environment_of_command(roff: &mut Roff) {
     roff.control("SH", ["ENVIRONMENT"]);
     roff.text([
         roman(
-            "Every setting is taken from, in order: a flag, the UPGRADERD_* variable, its older name in the \
-             environment, the configuration file, the default. Every key, with its default and older name, is \
+            "Every setting is taken from, in order: a flag, the UPGRADERD_* variable, the configuration file, \
+             its older name in the environment, the default. Every key, with its default and older name, is \
              listed under ENVIRONMENT in ",
         ),
         bold("upgraderd"),

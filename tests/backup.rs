@@ -11,7 +11,7 @@ mod races;
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -429,4 +429,105 @@ fn prune_keeps_the_newest_and_the_last_complete_upgrades_backup() {
     let mut left: Vec<PathBuf> = fs::read_dir(sb.backups()).unwrap().map(|e| e.unwrap().path()).collect();
     left.sort();
     assert_eq!(left, vec![all[0].clone(), all[2].clone(), all[3].clone()]);
+}
+
+/// A large sparse file (a disk image, a preallocated store) holds a few blocks
+/// of data: its backup stores only those, and its restore writes only those,
+/// so it restores onto a filesystem with far less free space than its
+/// apparent size.
+#[test]
+fn a_sparse_file_larger_than_the_free_space_restores() {
+    if !can_mount() {
+        eprintln!("SKIP: cannot mount here; a sparse file larger than the free space not exercised");
+        return;
+    }
+    const APPARENT: u64 = 64 << 20;
+    let mut sb = Sandbox::new();
+    let disk = Mounted::tmpfs(&sb.path().join("small-disk"), "4m");
+    let data = disk.0.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let image = data.join("disk.img");
+    let file = fs::File::create(&image).unwrap();
+    file.set_len(APPARENT).unwrap();
+    file.write_all_at(b"boot", 0).unwrap();
+    file.write_all_at(b"middle", APPARENT / 2).unwrap();
+    drop(file);
+    fs::write(data.join("app.yml"), "port: 3001\n").unwrap();
+    sb.env("UPGRADERD_DATA_DIR", data.display().to_string());
+    sb.run(&["backup", "create"]).success();
+    let id = sb.run(&["--json", "backup", "list"]).success().json()["backups"][0]["id"].as_str().unwrap().to_string();
+
+    // What a new version wrote over it.
+    fs::File::options().write(true).open(&image).unwrap().write_all_at(b"NEW!", 0).unwrap();
+    fs::write(data.join("app.yml"), "port: 9999\n").unwrap();
+    fs::write(data.join("written-by-the-new-version"), "x").unwrap();
+    assert!(
+        upgraderd::store::disk::free_bytes(&data).unwrap() < APPARENT,
+        "the disk must have less room than the file's apparent size"
+    );
+
+    sb.run(&["backup", "restore", &id]).success().stdout_has("restored");
+    let restored = fs::metadata(&image).unwrap();
+    assert_eq!(restored.len(), APPARENT);
+    assert!(restored.blocks() * 512 < 1 << 20, "the holes came back as holes: {} blocks", restored.blocks());
+    let read_at = |offset: u64, len: usize| {
+        let mut buf = vec![0u8; len];
+        fs::File::open(&image).unwrap().read_exact_at(&mut buf, offset).unwrap();
+        buf
+    };
+    assert_eq!((read_at(0, 4), read_at(APPARENT / 2, 6)), (b"boot".to_vec(), b"middle".to_vec()));
+    assert_eq!(fs::read_to_string(data.join("app.yml")).unwrap(), "port: 3001\n");
+    assert!(!data.join("written-by-the-new-version").exists());
+}
+
+/// A disk that fills while a restore writes (another writer on the same
+/// filesystem, say) is a full disk, not a damaged backup: the error says so,
+/// where and how much the restore needed there; the data is left as it was,
+/// and the archive still verifies.
+#[test]
+fn a_disk_that_fills_during_a_restore_is_reported_full_not_damaged() {
+    use upgraderd::store::backup::{self, Destination, Pause, Reason};
+    if !can_mount() {
+        eprintln!("SKIP: cannot mount here; a disk filling during a restore not exercised");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Mounted::tmpfs(&dir.path().join("small-disk"), "4m");
+    let data = disk.0.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let mut noise = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(data.join("blob.bin"), &noise).unwrap();
+    fs::write(data.join("notes"), "notes").unwrap();
+    let created =
+        backup::create(std::slice::from_ref(&data), &dir.path().join("backups"), Reason::default(), &mut |_| {})
+            .unwrap();
+    let needed = backup::read_meta(&created.path).unwrap().restore_bytes().unwrap();
+
+    // What the new version left, and what a rollback must not touch if it cannot finish.
+    fs::write(data.join("blob.bin"), "the new version's blob").unwrap();
+    fs::write(data.join("written-by-the-new-version"), "x").unwrap();
+    let before = tree(&data);
+    let err = backup::restore_paused(&created.path, &Destination::Original, &mut |_| {}, &mut |pause| {
+        if let Pause::Staging(b"data/0/blob.bin") = pause {
+            // Something else fills the filesystem just as the big member is about to be written.
+            let mut filler = fs::File::create(disk.0.join("filler")).unwrap();
+            while filler.write_all(&[0u8; 64 << 10]).is_ok() {}
+        }
+    })
+    .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(!message.contains("damaged"), "{message}");
+    assert!(message.contains("no space left"), "says the disk is full: {message}");
+    assert!(message.contains(&format!("restoring into {}", data.display())), "says where: {message}");
+    assert!(message.contains(&format!("{} needed", upgraderd::units::human_bytes(needed))), "how much: {message}");
+    assert!(message.contains("data/0/blob.bin"), "{message}");
+    assert_eq!(tree(&data), before, "the data was left as it was");
+    backup::verify(&created.path).expect("the archive is fine");
 }

@@ -133,3 +133,35 @@ fn a_trigger_named_like_a_file_upgraderd_writes_is_exit_2_naming_both_keys() {
     sb.config_file("UPGRADERD_TRIGGER_FILE=update_requested\nUPGRADERD_STATUS_FILE=status.json\n");
     sb.run(&["config"]).success();
 }
+
+/// A shell that exports `CONTAINER_NAME` for something else does not retarget
+/// upgraderd: the configuration file's `UPGRADERD_CONTAINER` wins, and
+/// `upgraderd config` says where the value came from and what it set aside.
+#[test]
+fn a_stray_older_name_in_the_environment_does_not_beat_the_file() {
+    let mut sb = Sandbox::new();
+    let file = sb.config_file("UPGRADERD_CONTAINER=app\n");
+    sb.env("CONTAINER_NAME", "other");
+    let run = sb.run(&["--json", "config"]).success();
+    let entries = run.json()["config"].as_array().unwrap().clone();
+    let entry = entries.iter().find(|e| e["key"] == "UPGRADERD_CONTAINER").unwrap();
+    assert_eq!(entry["value"], "app");
+    assert_eq!(entry["source"], format!("{}:1 (UPGRADERD_CONTAINER)", file.display()));
+    assert!(
+        run.stderr.contains("CONTAINER_NAME=other from the environment is ignored")
+            && run.stderr.contains(&format!("UPGRADERD_CONTAINER=app (from {}:1", file.display())),
+        "{}",
+        run.stderr
+    );
+
+    let table = sb.run(&["config"]).success();
+    let line = table.stdout.lines().find(|l| l.starts_with("UPGRADERD_CONTAINER")).unwrap();
+    assert!(line.contains("app") && !line.contains("other"), "{line}");
+    assert!(line.ends_with(&format!("{}:1 (UPGRADERD_CONTAINER)", file.display())), "{line}");
+
+    // With the key set nowhere, the older name still moves an existing setup over.
+    sb.config_file("");
+    let table = sb.run(&["config"]).success();
+    let line = table.stdout.lines().find(|l| l.starts_with("UPGRADERD_CONTAINER")).unwrap();
+    assert!(line.contains("other") && line.ends_with("env CONTAINER_NAME"), "{line}");
+}

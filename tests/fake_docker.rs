@@ -427,3 +427,125 @@ fn a_state_disk_that_fills_after_the_switch_still_rolls_back_and_records_it() {
     let row = d.last_history();
     assert_eq!(row["status"], "rolled_back", "{row}\n{}", run.stderr);
 }
+
+/// The operator's hook command lines are host configuration: a password in one
+/// reaches no file the app can read (the status file, the status word), nor
+/// history or the log, and the hooks still run. The pre-upgrade hook copies
+/// the app's files while it runs, just after its start was journaled.
+#[test]
+fn a_password_in_a_hook_command_reaches_neither_the_apps_files_nor_history() {
+    const SECRET: &str = "hunter2";
+    let d = Deployment::new();
+    let (dir, trigger) = (d.sb.path().display().to_string(), d.trigger_dir().display().to_string());
+    let pre = format!(
+        "cp {trigger}/.upgrade-status.json {dir}/status-during-pre; cp {trigger}/.upgrade-status {dir}/word-during-pre \
+         2>/dev/null; true --password={SECRET}"
+    );
+    let post = format!("touch {dir}/post-ran; false --password={SECRET}");
+    let d = d.with("UPGRADERD_PRE_UPGRADE_CMD", &pre).with("UPGRADERD_POST_UPGRADE_CMD", &post);
+    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    assert!(run.stderr.contains("UPGRADERD_POST_UPGRADE_CMD failed"), "the post hook ran and failed:\n{}", run.stderr);
+    assert!(d.sb.path().join("post-ran").exists(), "the post-upgrade hook ran");
+    let during = fs::read_to_string(d.sb.path().join("status-during-pre")).expect("the pre-upgrade hook ran");
+    assert!(during.contains("Running UPGRADERD_PRE_UPGRADE_CMD"), "copied as the hook ran: {during}");
+
+    let id = d.status_file()["upgradeId"].as_str().unwrap().to_string();
+    let mut readable = vec![
+        ("the status file while the hook ran", during),
+        (
+            "the status word while the hook ran",
+            fs::read_to_string(d.sb.path().join("word-during-pre")).unwrap_or_default(),
+        ),
+        ("the status file", fs::read_to_string(d.trigger_dir().join(".upgrade-status.json")).unwrap()),
+        ("the status word", fs::read_to_string(d.trigger_dir().join(".upgrade-status")).unwrap()),
+        ("the log", run.stderr.clone()),
+        ("history", d.sb.run(&["--json", "history"]).success().stdout),
+        ("the upgrade's journal", d.sb.run(&["--json", "status", &id]).success().stdout),
+        ("config", d.sb.run(&["config"]).success().stdout),
+    ];
+
+    // A hook that vetoes: its reason reaches the app, its command line does not.
+    let vetoing = Deployment::new().with(
+        "UPGRADERD_PRE_UPGRADE_CMD",
+        &format!("echo not during opening hours >&2; exit 3; : --password={SECRET}"),
+    );
+    let refused = vetoing.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    let error = vetoing.status_file()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("refused the upgrade") && error.contains("not during opening hours"), "{error}");
+    readable.extend([
+        (
+            "the vetoed upgrade's status file",
+            fs::read_to_string(vetoing.trigger_dir().join(".upgrade-status.json")).unwrap(),
+        ),
+        ("the vetoed upgrade's log", refused.stderr),
+        ("the vetoed upgrade's history", vetoing.sb.run(&["--json", "history"]).success().stdout),
+    ]);
+    for (what, text) in &readable {
+        assert!(!text.contains(SECRET), "{what} holds the hook's password:\n{text}");
+    }
+}
+
+/// The data filesystem of the deployment, replaced by a small tmpfs holding `app.db` again.
+fn data_on_a_small_disk(d: &Deployment, size: &str) -> common::Mounted {
+    let mounted = common::Mounted::tmpfs(&d.sb.path().join("data"), size);
+    fs::write(mounted.0.join("app.db"), "items: a, b, c\n").unwrap();
+    mounted
+}
+
+/// A sparse file far larger than the free space of its filesystem, and a
+/// new version that crashes: the rollback restores the data (its holes are
+/// not written, so they take no room) and the old version runs again.
+#[test]
+fn a_rollback_restores_a_sparse_file_larger_than_the_free_space() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    if !common::can_mount() {
+        eprintln!("SKIP: cannot mount a tmpfs here; a sparse file larger than the free space not exercised");
+        return;
+    }
+    const APPARENT: u64 = 64 << 20;
+    let d = Deployment::new().with("CRASH", "2.0.0");
+    let disk = data_on_a_small_disk(&d, "4m");
+    let image = disk.0.join("disk.img");
+    let file = fs::File::create(&image).unwrap();
+    file.set_len(APPARENT).unwrap();
+    file.write_all_at(b"boot", 0).unwrap();
+    drop(file);
+    assert!(upgraderd::store::disk::free_bytes(&disk.0).unwrap() < APPARENT);
+
+    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    assert_eq!(d.status_file()["status"], "rolled_back", "{}", run.stderr);
+    assert_eq!(d.running_version(), "1.0.0");
+    assert_eq!(fs::read_to_string(disk.0.join("app.db")).unwrap(), "items: a, b, c\n", "the migration was undone");
+    let restored = fs::metadata(&image).unwrap();
+    assert_eq!(restored.len(), APPARENT);
+    assert!(restored.blocks() * 512 < 1 << 20, "{} blocks", restored.blocks());
+}
+
+/// Preflight counts what a rollback's restore would write exactly as the
+/// restore does: data that could not be restored onto its filesystem refuses
+/// the upgrade before anything changes, saying how much is needed and free.
+#[test]
+fn preflight_refuses_an_upgrade_whose_data_a_rollback_could_not_restore() {
+    if !common::can_mount() {
+        eprintln!("SKIP: cannot mount a tmpfs here; the restore-room preflight not exercised");
+        return;
+    }
+    let d = Deployment::new();
+    let disk = data_on_a_small_disk(&d, "4m");
+    fs::write(disk.0.join("blob.bin"), vec![7u8; 3 << 20]).unwrap();
+    let before = d.data();
+
+    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    let error = d.status_file()["error"].as_str().unwrap().to_string();
+    assert!(error.starts_with("refused in preflight"), "{error}");
+    assert!(
+        error.contains(&format!("a rollback could not restore {}", disk.0.display()))
+            && error.contains("3.0 MiB needed")
+            && error.contains("free"),
+        "{error}\n{}",
+        run.stderr
+    );
+    assert_eq!(d.running_version(), "1.0.0");
+    assert!(d.actions().is_empty(), "{:?}", d.actions());
+    assert_eq!(d.data(), before);
+}

@@ -1,6 +1,10 @@
 //! The configuration keys: every name upgraderd reads, the older name it
 //! accepts for the same setting, its default, whether it is secret, and how a
 //! value is shown with its secrets masked.
+//!
+//! What is secret here is masked wherever upgraderd shows a value: `config`,
+//! errors, warnings, and the journal that feeds history and the status file
+//! the app reads (see [`shown`]).
 
 /// A configuration key: its name, fallback, default and how it is shown.
 #[derive(Debug)]
@@ -17,7 +21,8 @@ pub struct KeySpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secret {
     No,
-    /// The whole value is hidden.
+    /// The whole value is hidden: a token, or the operator's shell text (a hook
+    /// command line may pass a password; it cannot be told apart from the rest).
     Whole,
     /// A URL whose password and query string are hidden.
     Url,
@@ -108,7 +113,10 @@ pub static KEYS: &[KeySpec] = &[
         "trigger poll interval when inotify is unavailable",
     ),
     key("UPGRADERD_ENABLED", Some("AUTO_UPGRADE_ENABLED"), Some("true"), "honour triggers"),
-    key("UPGRADERD_HEALTH_URL", None, Some("http://127.0.0.1:3001/api/health"), "HTTP health probe"),
+    KeySpec {
+        secret: Secret::Url,
+        ..key("UPGRADERD_HEALTH_URL", None, Some("http://127.0.0.1:3001/api/health"), "HTTP health probe")
+    },
     key("UPGRADERD_HEALTH_TIMEOUT", None, Some("120s"), "how long the new version has to become healthy"),
     key(
         "UPGRADERD_START_TIMEOUT",
@@ -158,8 +166,14 @@ pub static KEYS: &[KeySpec] = &[
             "URLs told every outcome, comma separated: ntfy, Gotify, Discord, Slack or JSON, chosen by the URL",
         )
     },
-    key("UPGRADERD_PRE_UPGRADE_CMD", None, None, "command that can veto an upgrade"),
-    key("UPGRADERD_POST_UPGRADE_CMD", None, None, "command run after a terminal state"),
+    KeySpec {
+        secret: Secret::Whole,
+        ..key("UPGRADERD_PRE_UPGRADE_CMD", None, None, "command that can veto an upgrade (shown masked)")
+    },
+    KeySpec {
+        secret: Secret::Whole,
+        ..key("UPGRADERD_POST_UPGRADE_CMD", None, None, "command run after a terminal state (shown masked)")
+    },
     key("UPGRADERD_STALE_AFTER", None, Some("30m"), "age after which an unfinished upgrade is recovered"),
 ];
 
@@ -204,6 +218,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+/// A key's value as upgraderd may show it anywhere, its secrets masked (the text as is for an unknown name).
+pub fn shown(name: &str, text: &str) -> String {
+    spec(name).map(|s| display_value(s, text)).unwrap_or_else(|| text.to_string())
+}
+
 /// Masks secrets for display.
 pub fn display_value(spec: &KeySpec, text: &str) -> String {
     match spec.secret {
@@ -215,7 +234,10 @@ pub fn display_value(spec: &KeySpec, text: &str) -> String {
 }
 
 fn mask_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
     let (authority_and_path, query) = match rest.split_once('?') {
         Some((a, _)) => (a, "?********"),
         None => (rest, ""),
@@ -227,7 +249,7 @@ fn mask_url(url: &str) -> String {
         }
         None => authority_and_path.to_string(),
     };
-    format!("{scheme}://{masked}{query}")
+    format!("{scheme}{masked}{query}")
 }
 
 #[cfg(test)]
@@ -244,6 +266,22 @@ mod tests {
             "https://bot:********@hooks.local/********?********,https://discord.com/api/webhooks/********"
         );
         assert_eq!(display_value(url, "http://127.0.0.1/"), "http://127.0.0.1/");
+    }
+
+    #[test]
+    fn hook_commands_and_the_health_urls_credentials_are_masked() {
+        for hook in ["UPGRADERD_PRE_UPGRADE_CMD", "UPGRADERD_POST_UPGRADE_CMD"] {
+            assert_eq!(shown(hook, "/usr/local/bin/check --password=hunter2"), "********");
+        }
+        let health = "UPGRADERD_HEALTH_URL";
+        assert_eq!(shown(health, "http://127.0.0.1:3001/api/health"), "http://127.0.0.1:3001/api/health");
+        assert_eq!(
+            shown(health, "http://probe:pw@127.0.0.1:3001/health?token=t0k"),
+            "http://probe:********@127.0.0.1:3001/health?********"
+        );
+        assert_eq!(shown(health, "127.0.0.1/health?token=t0k"), "127.0.0.1/health?********");
+        assert_eq!(shown("UPGRADERD_CONTAINER", "app"), "app");
+        assert_eq!(shown("NOT_A_KEY", "text"), "text");
     }
 
     #[test]

@@ -1,6 +1,14 @@
-//! Where each value comes from: flags > `UPGRADERD_*` environment > the
-//! older name in the environment > the file (same order of names) > the
-//! default. [`Layers`] holds every key's raw text and its [`Source`], before typing.
+//! Where each value comes from: flags > `UPGRADERD_*` environment > the file
+//! (its `UPGRADERD_*` name, then the older name) > the older name in the
+//! environment > the default. [`Layers`] holds every key's raw text and its
+//! [`Source`], before typing, and the older names in the environment it set aside.
+//!
+//! The older names (`CONTAINER_NAME`, `DATA_DIR`, ...) are common words a
+//! shell may export for something else entirely; read from the environment
+//! they would retarget upgraderd at another container or directory. So the
+//! environment's older name counts only where the key is set nowhere else: an
+//! existing watchdog setup moves its names into the file, or keeps them in
+//! the environment of a unit that sets no `UPGRADERD_*` key.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -66,22 +74,49 @@ impl Env {
 pub struct Layers {
     pub values: BTreeMap<&'static str, Value>,
     pub file: Option<EnvFile>,
+    /// Older names in the environment that a value from elsewhere outranked: (key, older name, its text).
+    set_aside: Vec<(&'static str, &'static str, String)>,
 }
 
 impl Layers {
     /// Resolves every key through flags, environment, file and defaults.
     pub fn resolve(flags: &[(&'static str, String)], env: &Env, file: Option<EnvFile>) -> Layers {
         let mut values = BTreeMap::new();
+        let mut set_aside = Vec::new();
         for spec in KEYS {
-            if let Some(value) = resolve_one(spec, flags, env, file.as_ref()) {
+            let value = resolve_one(spec, flags, env, file.as_ref());
+            if let (Some(older), Some(value)) = (spec.fallback, &value) {
+                if let Some(text) = env.get(older).filter(|_| value.source != Source::Env(older.to_string())) {
+                    set_aside.push((spec.name, older, text.to_string()));
+                }
+            }
+            if let Some(value) = value {
                 values.insert(spec.name, value);
             }
         }
-        Layers { values, file }
+        Layers { values, file, set_aside }
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.values.get(name)
+    }
+
+    /// One line for each older name in the environment that was ignored for a
+    /// different value set elsewhere, for the operator to see which won.
+    pub fn set_aside(&self) -> Vec<String> {
+        self.set_aside
+            .iter()
+            .filter_map(|(key, older, text)| {
+                let value = self.values.get(key)?;
+                (value.text != *text).then(|| {
+                    format!(
+                        "{older}={text} from the environment is ignored: {key}={} (from {}) is set; \
+                         unset {older} or move it into the configuration file",
+                        value.text, value.source
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -89,14 +124,13 @@ fn resolve_one(spec: &KeySpec, flags: &[(&'static str, String)], env: &Env, file
     if let Some((_, text)) = flags.iter().find(|(k, _)| *k == spec.name) {
         return Some(Value { text: text.clone(), source: Source::Flag });
     }
-    let names = std::iter::once(spec.name).chain(spec.fallback);
-    for name in names.clone() {
-        if let Some(text) = env.get(name) {
-            return Some(Value { text: text.to_string(), source: Source::Env(name.to_string()) });
-        }
+    let from_env =
+        |name: &str| env.get(name).map(|text| Value { text: text.to_string(), source: Source::Env(name.to_string()) });
+    if let Some(value) = from_env(spec.name) {
+        return Some(value);
     }
     if let Some(file) = file {
-        for name in names {
+        for name in std::iter::once(spec.name).chain(spec.fallback) {
             if let Some(entry) = file.entries.get(name) {
                 return Some(Value {
                     text: entry.value.clone(),
@@ -104,6 +138,10 @@ fn resolve_one(spec: &KeySpec, flags: &[(&'static str, String)], env: &Env, file
                 });
             }
         }
+    }
+    // Last among the values given: see the module's documentation.
+    if let Some(value) = spec.fallback.and_then(from_env) {
+        return Some(value);
     }
     spec.default.map(|d| Value { text: d.to_string(), source: Source::Default })
 }

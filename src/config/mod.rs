@@ -2,8 +2,9 @@
 //! file > defaults, remembering where every value came from.
 //!
 //! The names used by the systems upgraderd replaces (`DATA_DIR`,
-//! `CONTAINER_NAME`, ...) are accepted as fallbacks, after the `UPGRADERD_*`
-//! name in the same source. A value that does not parse is a usage error naming
+//! `CONTAINER_NAME`, ...) are accepted as fallbacks: in the file after the
+//! `UPGRADERD_*` name, in the environment only where the key is set nowhere
+//! else (see `layers`). A value that does not parse is a usage error naming
 //! the key, its source and a valid example.
 //!
 //! Inside: `keys` is the table of keys, `layers` resolves each key to its raw
@@ -30,7 +31,7 @@ use anyhow::{Context, Result};
 use crate::window::{self, Windows};
 
 pub use envfile::{EnvFile, FileEntry};
-pub use keys::{display_value, spec, KeySpec, Secret, KEYS};
+pub use keys::{display_value, shown, spec, KeySpec, Secret, KEYS};
 pub use layers::{Env, Layers, Source, Value};
 pub use notify::NotifyTarget;
 pub use shared_dir::{
@@ -287,6 +288,9 @@ pub fn load_reporting(
         flags.push(("UPGRADERD_STATE_DIR", dir.display().to_string()));
     }
     let mut layers = Layers::resolve(&flags, env, file);
+    for warning in layers.set_aside() {
+        warn(warning);
+    }
     if let (Some(app), None) = (&app, selection.state_dir) {
         pin_app_state_dir(&mut layers, app, warn);
     }
@@ -356,6 +360,62 @@ mod tests {
 
         let both = Layers::resolve(&[], &env(&[("CONTAINER_NAME", "old"), ("UPGRADERD_CONTAINER", "new")]), None);
         assert_eq!(Config::from_layers(&both).unwrap().container.as_deref(), Some("new"));
+    }
+
+    /// A shell that exports `CONTAINER_NAME` for something else must not retarget upgraderd: an
+    /// older name in the environment counts only where its key is set nowhere else.
+    #[test]
+    fn an_older_name_in_the_environment_counts_only_where_the_key_is_set_nowhere() {
+        let file = |text: &str| Some(EnvFile::parse(Path::new("/etc/u.env"), text).unwrap());
+        let stray = env(&[("CONTAINER_NAME", "other")]);
+
+        let layers = Layers::resolve(&[], &stray, file("UPGRADERD_CONTAINER=app\n"));
+        assert_eq!(Config::from_layers(&layers).unwrap().container.as_deref(), Some("app"));
+        assert_eq!(layers.get("UPGRADERD_CONTAINER").unwrap().source.to_string(), "/etc/u.env:1 (UPGRADERD_CONTAINER)");
+
+        // The older name in the file is the operator's configuration: it beats the environment's.
+        let layers = Layers::resolve(&[], &stray, file("CONTAINER_NAME=mesh\n"));
+        assert_eq!(layers.get("UPGRADERD_CONTAINER").unwrap().text, "mesh");
+        assert_eq!(layers.get("UPGRADERD_CONTAINER").unwrap().source.to_string(), "/etc/u.env:1 (CONTAINER_NAME)");
+
+        let layers = Layers::resolve(&[("UPGRADERD_CONTAINER", "flagged".into())], &stray, None);
+        assert_eq!(layers.get("UPGRADERD_CONTAINER").unwrap().source, Source::Flag);
+
+        // Set nowhere else, the older name in the environment still moves an existing setup over.
+        let layers = Layers::resolve(&[], &stray, file("UPGRADERD_IMAGE=ghcr.io/x/app\n"));
+        assert_eq!(layers.get("UPGRADERD_CONTAINER").unwrap().text, "other");
+        assert_eq!(layers.get("UPGRADERD_CONTAINER").unwrap().source, Source::Env("CONTAINER_NAME".into()));
+
+        // Every older name, the same way.
+        for spec in KEYS.iter().filter(|k| k.fallback.is_some()) {
+            let older = spec.fallback.unwrap();
+            let layers =
+                Layers::resolve(&[], &env(&[(older, "from-environment")]), file(&format!("{}=from-file\n", spec.name)));
+            let value = layers.get(spec.name).unwrap();
+            assert_eq!(
+                (value.text.as_str(), &value.source.to_string()),
+                ("from-file", &format!("/etc/u.env:1 ({})", spec.name))
+            );
+        }
+    }
+
+    #[test]
+    fn an_older_name_set_aside_is_reported_when_it_differs() {
+        let file = EnvFile::parse(Path::new("/etc/u.env"), "UPGRADERD_CONTAINER=app\nUPGRADERD_IMAGE=x/app\n").unwrap();
+        let layers = Layers::resolve(
+            &[],
+            &env(&[("CONTAINER_NAME", "other"), ("IMAGE_NAME", "x/app"), ("DATA_DIR", "/srv")]),
+            Some(file),
+        );
+        let set_aside = layers.set_aside();
+        assert_eq!(set_aside.len(), 1, "{set_aside:?}");
+        assert!(
+            set_aside[0].contains("CONTAINER_NAME=other")
+                && set_aside[0].contains("UPGRADERD_CONTAINER=app")
+                && set_aside[0].contains("/etc/u.env:1"),
+            "{}",
+            set_aside[0]
+        );
     }
 
     #[test]

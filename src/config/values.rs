@@ -125,7 +125,7 @@ impl Parser<'_> {
 
 fn invalid(name: &str, text: &str, source: &Source, why: &str, example: &str) -> anyhow::Error {
     // A secret never reaches a message: the value is shown as `config` shows it.
-    let shown = spec(name).map(|s| super::keys::display_value(s, text)).unwrap_or_else(|| text.to_string());
+    let shown = super::keys::shown(name, text);
     usage(format!("invalid {name}={shown:?} (from {source}): {why}; for example {name}={example}"))
 }
 

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::config::shown;
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Container, Docker};
 use crate::ops::health::{json_pointer, probe_http, Probe};
@@ -286,7 +287,9 @@ pub fn container_verdict(container: &Container, restarts_at_start: i64) -> Check
 }
 
 /// The HTTP side of the verdict: 2xx, and the expected version at the pointer when one is asked for.
+/// The reason shows the URL as `upgraderd config` does: it reaches the status file the app reads.
 pub fn http_verdict(url: &str, probe: &Probe, expect_version: Option<&(String, String)>) -> Check {
+    let url = shown("UPGRADERD_HEALTH_URL", url);
     match probe {
         Probe::NoAnswer(why) => Check::NotYet(format!("{url} did not answer: {why}")),
         Probe::Answered { status, body } if !(200..300).contains(status) => {
@@ -369,6 +372,24 @@ mod tests {
         let wrong = http_verdict(url, &ok(r#"{"version":"1.0.0"}"#), Some(&expect));
         assert!(matches!(wrong, Check::Fatal(ref r) if r.contains("reports version 1.0.0")), "{wrong:?}");
         assert!(matches!(http_verdict(url, &ok("{}"), Some(&expect)), Check::NotYet(_)));
+    }
+
+    /// The verdict's reason reaches the status file the app reads: the probe URL's credentials stay out.
+    #[test]
+    fn the_reason_shows_the_health_url_with_its_secrets_masked() {
+        let url = "http://probe:pw-secret@127.0.0.1:1/health?token=tok-secret";
+        let expect = ("/version".to_string(), "2.0.0".to_string());
+        let reasons = [
+            http_verdict(url, &Probe::NoAnswer("connection refused".into()), None),
+            http_verdict(url, &Probe::Answered { status: 500, body: "oops".into() }, None),
+            http_verdict(url, &Probe::Answered { status: 200, body: r#"{"version":"1.0.0"}"#.into() }, Some(&expect)),
+            http_verdict(url, &Probe::Answered { status: 200, body: "{}".into() }, Some(&expect)),
+        ];
+        for reason in reasons {
+            let (Check::NotYet(text) | Check::Fatal(text)) = reason else { panic!("{reason:?}") };
+            assert!(text.contains("http://probe:********@127.0.0.1:1/health?********"), "{text}");
+            assert!(!text.contains("secret"), "{text}");
+        }
     }
 
     #[test]

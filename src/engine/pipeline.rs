@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::config::Config;
+use crate::config::{shown, Config};
 use crate::engine::announce::after_terminal;
 use crate::engine::data::{self, DataSet, ServiceData};
 use crate::engine::discover::{self, discover};
@@ -396,7 +396,7 @@ impl Attempt<'_, '_> {
         if self.backup_wanted {
             match data::data_set(self.config, &deployment.docker, &deployment.project) {
                 Ok(set) => {
-                    problems.extend(preflight::backup_target(self.config, &set.paths()));
+                    problems.extend(preflight::backup_target(self.config, &set.sources()));
                     self.data = set;
                 }
                 Err(err) if err.chain().any(|c| c.is::<crate::exit::UsageError>()) => return Err(err),
@@ -522,7 +522,8 @@ impl Attempt<'_, '_> {
     /// The operator's veto: a non-zero exit of `UPGRADERD_PRE_UPGRADE_CMD` refuses the upgrade.
     fn pre_upgrade_hook(&mut self) -> Option<String> {
         let command = self.config.pre_upgrade_cmd.as_ref()?;
-        self.journal.log(&format!("Running UPGRADERD_PRE_UPGRADE_CMD: {command}"));
+        self.journal
+            .log(&format!("Running UPGRADERD_PRE_UPGRADE_CMD: {}", shown("UPGRADERD_PRE_UPGRADE_CMD", command)));
         let context = HookContext {
             upgrade_id: &self.journal.upgrade_id,
             from_version: self.from_version.as_deref(),
@@ -552,7 +553,7 @@ impl Attempt<'_, '_> {
         }
         self.journal.ui.plan(format!(
             "# wait until {} is healthy for {}s",
-            self.config.health_url,
+            shown("UPGRADERD_HEALTH_URL", &self.config.health_url),
             self.config.health_stable.as_secs()
         ));
         self.end(Terminal::Complete, "Dry run: nothing was changed", None)

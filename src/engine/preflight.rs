@@ -8,8 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::store::files;
-use crate::store::{backup, disk};
+use crate::store::backup::{self, Source};
+use crate::store::{disk, files};
 use crate::units::human_bytes;
 use crate::version::compare_versions;
 
@@ -93,16 +93,20 @@ pub fn free_space(path: &Path, needed: u64, what: &str) -> Option<Problem> {
     })
 }
 
-/// The data exists, and the backup directory is writable with room to spare.
-pub fn backup_target(config: &Config, data: &[PathBuf]) -> Vec<Problem> {
+/// The data exists, the backup directory is writable with room for the
+/// backup, and each data filesystem has room for a rollback's restore: both
+/// counted from one walk of the data, as the restore counts it (what the files
+/// occupy: holes not at all, a hard-linked file once).
+pub fn backup_target(config: &Config, sources: &[Source]) -> Vec<Problem> {
     let mut problems = Vec::new();
-    if data.is_empty() {
+    if sources.is_empty() {
         problems.push(Problem::new(
             "backup",
             "the container has no writable mounts to back up; set UPGRADERD_DATA_DIR or use --no-backup",
         ));
     }
-    for path in data {
+    for source in sources {
+        let path = &source.path;
         if !path.exists() {
             problems.push(Problem::new(
                 "backup",
@@ -115,6 +119,15 @@ pub fn backup_target(config: &Config, data: &[PathBuf]) -> Vec<Problem> {
             problems.extend(free_space(path, config.min_free, "the data filesystem"));
         }
     }
+    let existing: Vec<Source> = sources.iter().filter(|s| s.path.symlink_metadata().is_ok()).cloned().collect();
+    let footprint = match backup::restore_footprint(&existing) {
+        Ok(footprint) => footprint,
+        Err(e) => {
+            problems.push(Problem::from_error("backup", &e));
+            Vec::new()
+        }
+    };
+    problems.extend(restore_room(&footprint));
     let dir = &config.backup_dir;
     match probe_writable(dir) {
         Err(e) => problems.push(Problem::new(
@@ -124,19 +137,17 @@ pub fn backup_target(config: &Config, data: &[PathBuf]) -> Vec<Problem> {
                 dir.display()
             ),
         )),
-        Ok(existing) => problems.extend(room_for_backup(config, &existing, data)),
+        Ok(existing) => {
+            let estimate = footprint.iter().map(|(_, bytes)| *bytes).fold(0u64, u64::saturating_add);
+            problems.extend(room_for_backup(config, &existing, estimate));
+        }
     }
     problems
 }
 
 /// Room in the backup directory for what the data occupies, with
 /// `UPGRADERD_MIN_FREE` to spare, known before the backup writes a byte.
-fn room_for_backup(config: &Config, dir: &Path, data: &[PathBuf]) -> Option<Problem> {
-    let existing: Vec<PathBuf> = data.iter().filter(|p| p.exists()).cloned().collect();
-    let estimate = match backup::estimate::allocated_bytes(&existing) {
-        Ok(bytes) => bytes,
-        Err(e) => return Some(Problem::new("backup", format!("cannot size the data to back up: {e}"))),
-    };
+fn room_for_backup(config: &Config, dir: &Path, estimate: u64) -> Option<Problem> {
     let free = match disk::free_bytes(dir) {
         Ok(free) => free,
         Err(e) => return Some(Problem::new("free-space", format!("cannot read free space of {}: {e}", dir.display()))),
@@ -157,6 +168,30 @@ fn room_for_backup(config: &Config, dir: &Path, data: &[PathBuf]) -> Option<Prob
             ),
         )
     })
+}
+
+/// A rollback can put the data back: each data filesystem has room for what
+/// restoring its data paths allocates (`footprint`: per data path; a restore
+/// stages beside the data before it swaps). Without that room a rollback
+/// would stop the new version and then fail to restore.
+fn restore_room(footprint: &[(PathBuf, u64)]) -> Vec<Problem> {
+    disk::rooms(footprint)
+        .into_iter()
+        .filter(|room| !room.fits())
+        .map(|short| {
+            Problem::new(
+                "free-space",
+                format!(
+                    "a rollback could not restore {}: {} needed there (what the data occupies, holes not \
+                     counted), {} free; free some space, or upgrade with --no-backup (a rollback then keeps the \
+                     new version's data)",
+                    short.shown_paths(),
+                    human_bytes(short.needed),
+                    human_bytes(short.free)
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Whether the backup directory, or the directory it will be created in, takes a
@@ -208,7 +243,7 @@ mod tests {
         let mut config = Config::from_layers(&layers).unwrap();
         config.min_free = 0;
         config.backup_dir = blocker.join("backups");
-        let problems = backup_target(&config, &[dir.path().join("missing")]);
+        let problems = backup_target(&config, &[Source::path(dir.path().join("missing"))]);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].message.contains("does not exist"));
         assert!(problems[1].message.contains("not writable"));
@@ -223,7 +258,7 @@ mod tests {
         let mut config = Config::from_layers(&layers).unwrap();
         config.min_free = 0;
         config.backup_dir = dir.path().join("state/backups");
-        assert!(backup_target(&config, &[data]).is_empty());
+        assert!(backup_target(&config, &[Source::path(data)]).is_empty());
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("data")], "nothing was created");
     }

@@ -20,8 +20,21 @@ pub fn probe_http(url: &str, timeout: Duration) -> Probe {
     match agent.get(url).call() {
         Ok(response) => answered(response),
         Err(ureq::Error::Status(_, response)) => answered(response),
-        Err(e) => Probe::NoAnswer(e.to_string()),
+        Err(ureq::Error::Transport(transport)) => Probe::NoAnswer(why_no_answer(&transport)),
     }
+}
+
+/// What went wrong, without the URL that the transport error's own text starts
+/// with: it may carry a token, and the caller says which URL it probed.
+fn why_no_answer(transport: &ureq::Transport) -> String {
+    let mut why = transport.kind().to_string();
+    if let Some(detail) = transport.message() {
+        why.push_str(&format!(": {detail}"));
+    }
+    if let Some(source) = std::error::Error::source(transport) {
+        why.push_str(&format!(": {source}"));
+    }
+    why
 }
 
 fn answered(response: ureq::Response) -> Probe {
@@ -63,5 +76,17 @@ mod tests {
         drop(listener);
         let probe = probe_http(&format!("http://127.0.0.1:{port}/api/health"), Duration::from_millis(500));
         assert!(matches!(probe, Probe::NoAnswer(_)), "{probe:?}");
+    }
+
+    /// Why there was no answer goes into the gate's reason; the URL (and a token in it) does not.
+    #[test]
+    fn no_answer_says_why_without_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let probe = probe_http(&format!("http://127.0.0.1:{port}/health?token=tok-secret"), Duration::from_millis(500));
+        let Probe::NoAnswer(why) = probe else { panic!("{probe:?}") };
+        assert!(!why.contains("tok-secret") && !why.contains("/health"), "{why}");
+        assert!(why.to_lowercase().contains("connect"), "{why}");
     }
 }

@@ -38,11 +38,16 @@ pub const STDERR_TAIL_BYTES: usize = 64 * 1024;
 /// How much of a child's stdout is kept; more is an error, not a silent cut.
 pub const STDOUT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// How a secret argument is shown: as `upgraderd config` shows a secret.
+const MASKED: &str = "********";
+
 /// A child process to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
+    /// Which of `args` are shown masked.
+    secret: Vec<usize>,
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     timeout: Option<Duration>,
@@ -58,6 +63,7 @@ impl Cmd {
         Cmd {
             program: program.as_ref().to_owned(),
             args: Vec::new(),
+            secret: Vec::new(),
             cwd: None,
             env: Vec::new(),
             timeout: None,
@@ -72,6 +78,13 @@ impl Cmd {
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
         self.args.push(arg.as_ref().to_owned());
         self
+    }
+
+    /// An argument that may hold a secret (the operator's shell text): passed
+    /// as given, shown masked wherever the command line is (logs, errors, history).
+    pub fn secret_arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.secret.push(self.args.len());
+        self.arg(arg)
     }
 
     pub fn args<I, S>(mut self, args: I) -> Cmd
@@ -139,13 +152,26 @@ impl Cmd {
         &self.args
     }
 
-    /// The command line as a shell would need it typed, for logs and errors.
+    /// The command line as a shell would need it typed, for logs and errors;
+    /// a secret argument as `********`.
     pub fn display(&self) -> String {
-        std::iter::once(&self.program)
-            .chain(&self.args)
-            .map(|a| shell_quote(&a.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(" ")
+        let args = self.args.iter().enumerate().map(|(i, arg)| match self.secret.contains(&i) {
+            true => MASKED.to_string(),
+            false => shell_quote(&arg.to_string_lossy()),
+        });
+        std::iter::once(shell_quote(&self.program.to_string_lossy())).chain(args).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The command line as [`Cmd::display`] shows it: a secret argument masked here too.
+impl fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cmd")
+            .field("line", &self.display())
+            .field("cwd", &self.cwd)
+            .field("timeout", &self.timeout)
+            .field("mutates", &self.mutates)
+            .finish_non_exhaustive()
     }
 }
 

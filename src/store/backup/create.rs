@@ -103,7 +103,10 @@ fn begin_paused(
     let written = pass.open().and_then(|()| pass.write_first_pass(&plan, progress, pause));
     match written {
         Ok(()) => Ok(pass),
-        Err(err) => Err(pass.explain(err, plan.total_bytes)),
+        Err(err) => {
+            let needed = pass.uncompressed_bytes();
+            Err(pass.explain(err, needed))
+        }
     }
 }
 
@@ -138,11 +141,17 @@ impl FirstPass {
     /// retiring what changed or went away, then finishes the archive. Unchanged
     /// files are not read again, so this pass is as short as the changes are.
     pub fn finish_after_final_pass(mut self, progress: &mut dyn FnMut(Progress)) -> Result<Created> {
-        let total = self.meta.total_bytes;
+        let total = self.uncompressed_bytes();
         match self.write_final_pass(progress) {
             Ok(()) => self.seal(),
             Err(err) => Err(self.explain(err, total)),
         }
+    }
+
+    /// The most the archive can take before compression: the data without
+    /// its holes, which a sparse member does not store.
+    fn uncompressed_bytes(&self) -> u64 {
+        self.meta.restore_bytes().unwrap_or(self.meta.total_bytes)
     }
 
     fn open(&mut self) -> Result<()> {
@@ -240,7 +249,7 @@ impl FirstPass {
 
     /// Writes the manifest, finishes the gzip stream, fsyncs and renames into place.
     fn seal(&mut self) -> Result<Created> {
-        let total = self.meta.total_bytes;
+        let total = self.uncompressed_bytes();
         let manifest = Manifest { format: FORMAT, entries: std::mem::take(&mut self.entries) };
         let closed = (|| -> Result<()> {
             let mut builder = self.builder.take().ok_or_else(|| anyhow!("the archive is already closed"))?;
@@ -288,12 +297,11 @@ impl Drop for FirstPass {
 }
 
 fn explain_write_error(err: anyhow::Error, dir: &Path, partial: &Path, needed: u64) -> anyhow::Error {
-    let disk_full =
-        err.chain().any(|c| c.downcast_ref::<io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::ENOSPC));
-    if disk_full {
+    if disk::is_full(&err) {
         let free = disk::free_bytes(dir).map(human_bytes).unwrap_or_else(|_| "unknown".into());
         return anyhow!(
-            "the disk holding {} is full: the backup needed up to {} (the data's uncompressed size) and {free} is free; \
+            "the disk holding {} is full: the backup needed up to {} (the data's size uncompressed, holes not \
+             counted) and {free} is free; \
              free some space or set UPGRADERD_BACKUP_DIR to a larger disk (the partial archive was removed)",
             dir.display(),
             human_bytes(needed)

@@ -21,7 +21,8 @@ pub(super) const OWN_PREFIX: &str = ".upgraderd-";
 
 /// 1: the first format. 2: names as bytes (`pathHex`), link targets in the
 /// manifest, hard links and GNU sparse members. 3: the service and mount each
-/// data path came from, and an optional final pass after `final-pass.json`.
+/// data path came from, and an optional final pass after `final-pass.json`
+/// (later also what restoring each data path allocates, an optional field).
 /// Readers take all three.
 pub(super) const FORMAT: u32 = 3;
 
@@ -36,6 +37,9 @@ pub struct Root {
     pub service: Option<String>,
     /// Where that service mounts it.
     pub mount: Option<String>,
+    /// What restoring it allocates on its filesystem (holes not written, a
+    /// hard-linked file once); `None` in archives written before it was recorded.
+    pub restore_bytes: Option<u64>,
 }
 
 /// What a backup holds and why it was taken; the first member of the archive.
@@ -51,8 +55,16 @@ pub struct Meta {
     pub image_id: Option<String>,
     pub commit: Option<String>,
     pub roots: Vec<Root>,
+    /// The files' apparent size.
     pub total_bytes: u64,
     pub file_count: u64,
+}
+
+impl Meta {
+    /// What restoring every data path allocates, when the archive records it.
+    pub fn restore_bytes(&self) -> Option<u64> {
+        self.roots.iter().map(|root| root.restore_bytes).sum()
+    }
 }
 
 /// One member in the manifest. Names and link targets are bytes: JSON holds
@@ -150,12 +162,22 @@ struct RootWire {
     service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restore_bytes: Option<u64>,
 }
 
 impl From<Root> for RootWire {
     fn from(root: Root) -> RootWire {
         let (path, path_hex) = bytes_to_json(root.path.as_os_str().as_bytes());
-        RootWire { index: root.index, path, path_hex, is_dir: root.is_dir, service: root.service, mount: root.mount }
+        RootWire {
+            index: root.index,
+            path,
+            path_hex,
+            is_dir: root.is_dir,
+            service: root.service,
+            mount: root.mount,
+            restore_bytes: root.restore_bytes,
+        }
     }
 }
 
@@ -163,7 +185,14 @@ impl TryFrom<RootWire> for Root {
     type Error = String;
     fn try_from(wire: RootWire) -> Result<Root, String> {
         let path = PathBuf::from(OsString::from_vec(bytes_from_json(wire.path, wire.path_hex)?));
-        Ok(Root { index: wire.index, path, is_dir: wire.is_dir, service: wire.service, mount: wire.mount })
+        Ok(Root {
+            index: wire.index,
+            path,
+            is_dir: wire.is_dir,
+            service: wire.service,
+            mount: wire.mount,
+            restore_bytes: wire.restore_bytes,
+        })
     }
 }
 
@@ -335,6 +364,25 @@ mod tests {
     }
 
     #[test]
+    fn what_a_restore_allocates_is_recorded_per_data_path_and_older_archives_read_without_it() {
+        let root = |restore_bytes| Root {
+            index: 0,
+            path: PathBuf::from("/srv/data"),
+            is_dir: true,
+            service: None,
+            mount: None,
+            restore_bytes,
+        };
+        let json = serde_json::to_string(&root(Some(4096))).unwrap();
+        assert!(json.contains("\"restoreBytes\":4096"), "{json}");
+        let older: Root = serde_json::from_str(r#"{"index":0,"path":"/srv/data","isDir":true}"#).unwrap();
+        assert_eq!(older, root(None));
+        let meta = |roots| Meta { roots, ..Meta::default() };
+        assert_eq!(meta(vec![root(Some(4096)), root(Some(8192))]).restore_bytes(), Some(12288));
+        assert_eq!(meta(vec![root(Some(4096)), root(None)]).restore_bytes(), None);
+    }
+
+    #[test]
     fn names_are_bytes_in_json_and_old_manifests_still_read() {
         let entry = ManifestEntry {
             path: b"data/0/\xff\xfe-caf\xc3\xa9".to_vec(),
@@ -355,7 +403,14 @@ mod tests {
         let read: ManifestEntry = serde_json::from_str(old).unwrap();
         assert_eq!((read.path.as_slice(), read.target), (&b"data/0/a"[..], None));
         let path = PathBuf::from(OsString::from_vec(b"/srv/\xff".to_vec()));
-        let root = Root { index: 0, path, is_dir: true, service: Some("db".into()), mount: Some("/var/lib/db".into()) };
+        let root = Root {
+            index: 0,
+            path,
+            is_dir: true,
+            service: Some("db".into()),
+            mount: Some("/var/lib/db".into()),
+            restore_bytes: None,
+        };
         let json = serde_json::to_string(&root).unwrap();
         assert_eq!(serde_json::from_str::<Root>(&json).unwrap(), root);
     }

@@ -210,8 +210,15 @@ mod tests {
 
     fn roots() -> Vec<Root> {
         vec![
-            Root { index: 0, path: PathBuf::from("/d"), is_dir: true, service: None, mount: None },
-            Root { index: 1, path: PathBuf::from("/f"), is_dir: false, service: None, mount: None },
+            Root { index: 0, path: PathBuf::from("/d"), is_dir: true, service: None, mount: None, restore_bytes: None },
+            Root {
+                index: 1,
+                path: PathBuf::from("/f"),
+                is_dir: false,
+                service: None,
+                mount: None,
+                restore_bytes: None,
+            },
         ]
     }
 

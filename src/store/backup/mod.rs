@@ -24,12 +24,10 @@
 //! - [`sqlite`]: consistent snapshots of live SQLite databases; [`sparse`]: files with holes;
 //! - [`create`](mod@create): scanning the data and writing an archive;
 //! - [`restore`](mod@restore): staging an archive next to its targets and swapping it in;
-//! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers);
-//! - [`estimate`]: the room a backup needs, before its first byte.
+//! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
 
 mod catalog;
 mod create;
-pub mod estimate;
 mod format;
 mod members;
 mod read;
@@ -47,6 +45,7 @@ pub use self::create::{begin, create, create_paused, FirstPass};
 pub use self::format::{Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
 pub use self::read::{read_meta, verify};
 pub use self::restore::{restore, restore_paused};
+pub use self::scan::restore_footprint;
 pub use self::sqlite::snapshot_sqlite;
 
 /// Points inside [`create`] and [`restore`] where tests change the files, to

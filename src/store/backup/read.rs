@@ -212,11 +212,18 @@ pub(super) fn read_archive(path: &Path, visit: &mut dyn Visit) -> Result<(Meta, 
             let header = entry.header().clone();
             let link = entry.link_name_bytes().map(|l| l.into_owned());
             let member = rules.check(&raw_name, header.entry_type(), link.as_deref())?;
-            let (sha256, size) =
-                visit.member(&member, &header, &mut entry).map_err(|e| match e.downcast::<io::Error>() {
+            let mut data = ArchiveData { entry: &mut entry, failed: false };
+            let visited = visit.member(&member, &header, &mut data);
+            let archive_failed = data.failed;
+            let (sha256, size) = visited.map_err(|e| match archive_failed {
+                // Only a failure to read the archive says anything about the archive.
+                true => match e.downcast::<io::Error>() {
                     Ok(io_err) => damaged(path, Some(&last_name), io_err),
                     Err(other) => other,
-                })?;
+                },
+                // The visitor's own (a full disk it writes to): it says what failed.
+                false => e,
+            })?;
             let sha256 = (member.kind == Kind::File).then_some(sha256);
             if member.again {
                 seen.retain(|m: &SeenMember| m.member.name != member.name);
@@ -230,6 +237,20 @@ pub(super) fn read_archive(path: &Path, visit: &mut dyn Visit) -> Result<(Meta, 
     let mut decoder = archive.into_inner();
     io::copy(&mut decoder, &mut io::sink()).map_err(|e| damaged(path, Some("(gzip trailer)"), e))?;
     Ok((meta, manifest, seen))
+}
+
+/// A member's data as a visitor reads it, remembering whether reading the
+/// archive failed: only that makes the archive damaged.
+struct ArchiveData<'e> {
+    entry: &'e mut dyn Read,
+    failed: bool,
+}
+
+impl Read for ArchiveData<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // An interrupted read is retried by the reader, and is no failure of the archive.
+        self.entry.read(buf).inspect_err(|e| self.failed |= e.kind() != io::ErrorKind::Interrupted)
+    }
 }
 
 fn after(name: &str) -> Option<&str> {

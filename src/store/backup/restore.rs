@@ -25,7 +25,7 @@ use super::members::Member;
 use super::read::{check_against_manifest, read_archive, read_meta, Visit};
 use super::sparse;
 use super::{Destination, Pause, Progress, Restored};
-use crate::store::disk;
+use crate::store::disk::{self, Room};
 use crate::store::files;
 use crate::store::fsat::{self, Cursor};
 use crate::units::human_bytes;
@@ -46,11 +46,11 @@ pub fn restore_paused(
 ) -> Result<Restored> {
     let meta = read_meta(archive)?;
     let targets = targets_for(&meta, destination);
-    check_space(&meta, &targets)?;
+    let rooms = check_space(&meta, &targets)?;
     let tag = files::unique_suffix();
     let mut stages: Vec<Stage> = Vec::new();
     let staged = open_stages(&meta, &targets, &tag, &mut stages)
-        .and_then(|()| stage_archive(archive, &meta, &mut stages, progress, pause));
+        .and_then(|()| stage_archive(archive, &meta, &rooms, &mut stages, progress, pause));
     let outcome = staged.and_then(|stats| {
         pause(Pause::Swapping);
         swap_all(&stages)?;
@@ -84,22 +84,49 @@ fn targets_for(meta: &Meta, destination: &Destination) -> Vec<PathBuf> {
     }
 }
 
-fn check_space(meta: &Meta, targets: &[PathBuf]) -> Result<()> {
-    let needed = meta.total_bytes;
-    for target in targets {
-        let free = disk::free_bytes(target).unwrap_or(u64::MAX);
-        if free < needed {
-            bail!(
-                "not enough space to restore into {}: {} needed, {} free",
-                target.display(),
-                human_bytes(needed),
-                human_bytes(free)
-            );
-        }
+/// Refuses a restore that cannot fit before anything is written: what the
+/// archive records that restoring each data path allocates (holes are not
+/// written), added up per filesystem, against its free space; the same count
+/// as upgrade preflight's. An archive that does not record it is checked
+/// against its files' apparent size, as it was written to be. Returns the
+/// rooms, to explain a disk that fills all the same.
+fn check_space(meta: &Meta, targets: &[PathBuf]) -> Result<Vec<Room>> {
+    let recorded: Option<Vec<u64>> = meta.roots.iter().map(|root| root.restore_bytes).collect();
+    let (rooms, counted) = match recorded {
+        Some(bytes) => (disk::rooms(&targets.iter().cloned().zip(bytes).collect::<Vec<_>>()), "holes not counted"),
+        None => (
+            targets.iter().flat_map(|target| disk::rooms(&[(target.clone(), meta.total_bytes)])).collect(),
+            "the files' apparent size: this backup does not record what restoring it allocates",
+        ),
+    };
+    if let Some(short) = rooms.iter().find(|room| !room.fits()) {
+        bail!(
+            "not enough space to restore into {}: {} needed ({counted}), {} free; free some space there, or \
+             restore the backup elsewhere with `upgraderd backup restore ARCHIVE --to DIR`",
+            short.shown_paths(),
+            human_bytes(short.needed),
+            human_bytes(short.free)
+        );
     }
-    Ok(())
+    Ok(rooms)
 }
 
+/// A disk that filled while a member was being staged, in plain words: which
+/// filesystem, how much the restore needed there and had when it began.
+fn disk_full(err: anyhow::Error, room: &Room, member: &[u8]) -> anyhow::Error {
+    let free = match room.free {
+        u64::MAX => String::new(),
+        free => format!(", {} free when the restore began", human_bytes(free)),
+    };
+    err.context(format!(
+        "the disk is full: no space left while restoring into {} (at member `{}`): {} needed there{free}; \
+         what was staged is removed and the data left as it was; free some space on that filesystem and \
+         restore again",
+        room.shown_paths(),
+        show(member),
+        human_bytes(room.needed)
+    ))
+}
 fn open_stages(meta: &Meta, targets: &[PathBuf], tag: &str, stages: &mut Vec<Stage>) -> Result<()> {
     for (root, target) in meta.roots.iter().zip(targets) {
         stages.push(Stage::open(root, target, tag)?);
@@ -458,11 +485,12 @@ fn write_file(mut file: File, header: &tar::Header, data: &mut dyn Read) -> Resu
 fn stage_archive(
     archive: &Path,
     meta: &Meta,
+    rooms: &[Room],
     stages: &mut [Stage],
     progress: &mut dyn FnMut(Progress),
     pause: &mut dyn FnMut(Pause<'_>),
 ) -> Result<(u64, u64)> {
-    let mut stager = Stager { stages, meta, progress, pause, files: 0, bytes: 0, last_report: Instant::now() };
+    let mut stager = Stager { stages, meta, rooms, progress, pause, files: 0, bytes: 0, last_report: Instant::now() };
     let (_, manifest, seen) = read_archive(archive, &mut stager)?;
     check_against_manifest(archive, &seen, &manifest)?;
     let Stager { stages, files, bytes, progress, .. } = stager;
@@ -479,6 +507,8 @@ fn stage_archive(
 struct Stager<'s, 'p> {
     stages: &'s mut [Stage],
     meta: &'s Meta,
+    /// The targets' filesystems and their room, as the check before staging found them.
+    rooms: &'s [Room],
     progress: &'p mut dyn FnMut(Progress),
     pause: &'p mut dyn FnMut(Pause<'_>),
     files: u64,
@@ -489,7 +519,13 @@ struct Stager<'s, 'p> {
 impl Visit for Stager<'_, '_> {
     fn member(&mut self, member: &Member, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
         (self.pause)(Pause::Staging(&member.name));
-        let (sha256, size) = self.stages[member.root].write(member, header, data)?;
+        let stage = &mut self.stages[member.root];
+        let (sha256, size) = stage.write(member, header, data).map_err(|err| {
+            match self.rooms.iter().find(|room| room.paths.contains(&stage.target)).filter(|_| disk::is_full(&err)) {
+                Some(room) => disk_full(err, room, &member.name),
+                None => err,
+            }
+        })?;
         if member.kind == Kind::File {
             self.files += 1;
             self.bytes += size;

@@ -1,8 +1,16 @@
 //! The scan before a backup: what each data path holds (directories, regular
 //! files, symlinks; sockets, FIFOs and devices are runtime objects, not data),
-//! which files are SQLite databases, and how many bytes to expect. The walk
-//! goes through directory handles only; the copy that follows opens every
-//! entry again through handles and trusts what it finds then, not this scan.
+//! which files are SQLite databases, how many bytes to expect, and what
+//! restoring each data path will allocate. The walk goes through directory
+//! handles only; the copy that follows opens every entry again through handles
+//! and trusts what it finds then, not this scan.
+//!
+//! What a restore allocates is what the data occupies on disk, not its
+//! apparent size: a sparse file is stored and restored without its holes
+//! (see `sparse`), and a hard link shares its file's blocks. So it is counted
+//! from the blocks each entry holds, each inode once, and never more than its
+//! size rounded up to a block (a restore writes nothing past the end). Preflight
+//! and the restore's own check both use this count.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -27,10 +35,22 @@ const SQLITE_COMPANIONS: [&[u8]; 3] = [b"-wal", b"-shm", b"-journal"];
 
 /// What a backup will contain, found before anything is written.
 pub(super) struct Plan {
+    /// Each with what restoring it allocates (`restore_bytes`).
     pub roots: Vec<Root>,
     pub items: Vec<Item>,
+    /// The files' apparent size: what the copy reads, for its progress.
     pub total_bytes: u64,
     pub files: u64,
+}
+
+/// The block a restore allocates in: what a file's size is rounded up to.
+const BLOCK: u64 = 4096;
+
+/// What restoring an entry allocates: the blocks it holds, never more than its size rounded up to a block.
+fn allocated(stat: &Stat) -> u64 {
+    let blocks = u64::try_from(stat.st_blocks).unwrap_or(0).saturating_mul(512);
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    blocks.min(size.div_ceil(BLOCK).saturating_mul(BLOCK))
 }
 
 /// What identifies one state of a file: a later stat that matches it means
@@ -104,6 +124,8 @@ pub(super) struct Item {
     pub fingerprint: Fingerprint,
     /// A SQLite database's write-ahead log, whose changes are the database's.
     pub wal: Option<Fingerprint>,
+    /// What restoring it allocates.
+    pub allocated: u64,
 }
 
 impl Item {
@@ -139,7 +161,23 @@ pub(super) fn scan(sources: &[Source]) -> Result<Plan> {
         plan.total_bytes += item.size;
         plan.files += 1;
     }
+    // A restore links every other name of a file to its first: its blocks count once.
+    let mut counted = HashSet::new();
+    for item in &plan.items {
+        let linked = item.seen == Seen::File && item.fingerprint.is_linked();
+        if !linked || counted.insert((item.root, item.fingerprint.inode())) {
+            let root = &mut plan.roots[item.root];
+            root.restore_bytes = Some(root.restore_bytes.unwrap_or(0) + item.allocated);
+        }
+    }
     Ok(plan)
+}
+
+/// Each data path with what restoring it would allocate, counted as a
+/// backup of it records it for the restore's check.
+pub fn restore_footprint(sources: &[Source]) -> Result<Vec<(PathBuf, u64)>> {
+    let plan = scan(sources)?;
+    Ok(plan.roots.into_iter().map(|root| (root.path, root.restore_bytes.unwrap_or(0))).collect())
 }
 
 fn scan_root(index: usize, source: &Source, plan: &mut Plan) -> Result<()> {
@@ -169,6 +207,7 @@ fn scan_root(index: usize, source: &Source, plan: &mut Plan) -> Result<()> {
         is_dir,
         service: source.service.clone(),
         mount: source.mount.clone(),
+        restore_bytes: Some(0),
     });
     let seen = if is_dir {
         Seen::Dir
@@ -178,8 +217,16 @@ fn scan_root(index: usize, source: &Source, plan: &mut Plan) -> Result<()> {
         Seen::File
     };
     let fingerprint = Fingerprint::of(&stat);
-    let mut item =
-        Item { root: index, relative: Vec::new(), seen, size: meta.len(), sqlite: false, fingerprint, wal: None };
+    let mut item = Item {
+        root: index,
+        relative: Vec::new(),
+        seen,
+        size: meta.len(),
+        sqlite: false,
+        fingerprint,
+        wal: None,
+        allocated: allocated(&stat),
+    };
     if is_dir {
         plan.items.push(item);
         let handle = fsat::open_dir_at(CWD, root.as_os_str().as_bytes())
@@ -232,7 +279,8 @@ fn scan_dir(dir: BorrowedFd<'_>, root: usize, relative: &[u8], plan: &mut Plan) 
         let sqlite = seen == Seen::File && is_sqlite(dir, &name, size);
         let wal = sqlite.then(|| wal_of(dir, &name)).flatten();
         let fingerprint = Fingerprint::of(&stat);
-        plan.items.push(Item { root, relative: child.clone(), seen, size, sqlite, fingerprint, wal });
+        let allocated = allocated(&stat);
+        plan.items.push(Item { root, relative: child.clone(), seen, size, sqlite, fingerprint, wal, allocated });
         if seen == Seen::Dir && child.split(|b| *b == b'/').count() > fsat::MAX_DEPTH {
             return Err(fsat::too_deep())
                 .with_context(|| format!("cannot back up {}", plan_path(plan, root, &child).display()));
@@ -294,4 +342,33 @@ fn drop_sqlite_companions(plan: &mut Plan) {
                 .is_some_and(|database| databases.contains(&(item.root, database.to_vec())))
         })
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn a_restore_is_counted_in_blocks_holes_left_out_and_a_linked_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir_all(&data).unwrap();
+        let image = fs::File::create(data.join("disk.img")).unwrap();
+        image.set_len(64 << 20).unwrap();
+        image.write_all_at(b"boot", 0).unwrap();
+        fs::write(data.join("blob"), vec![1u8; 100_000]).unwrap();
+        fs::hard_link(data.join("blob"), data.join("blob-again")).unwrap();
+
+        let footprint = restore_footprint(&[Source::path(&data)]).unwrap();
+        assert_eq!(footprint.len(), 1);
+        let (path, bytes) = &footprint[0];
+        assert_eq!(path, &data);
+        assert!(*bytes >= 100_000, "the blob counts: {bytes}");
+        assert!(*bytes < 200_000, "the hole and the blob's second name do not: {bytes}");
+
+        let plan = scan(&[Source::path(&data)]).unwrap();
+        assert_eq!(plan.total_bytes, (64 << 20) + 200_000, "the progress still counts what is read");
+        assert_eq!(plan.roots[0].restore_bytes, Some(*bytes));
+    }
 }
