@@ -400,10 +400,25 @@ fn a_rollback_whose_stop_fails_while_the_new_version_runs_restores_nothing() {
     d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
     let migrated = d.data();
     let run = d.sb.run(&["rollback"]).code(1);
-    run.stderr_has("stopping the new version failed").stderr_has("nothing was restored").stderr_has("is intact");
+    // What runs is read from the engine after the fact, and what the failed stop halted runs again.
+    run.stderr_has("stopping the new version failed")
+        .stderr_has("nothing was restored")
+        .stderr_has("is intact")
+        .stderr_has("now app runs registry.example/demo/app:latest (running)");
+    assert_eq!(d.actions().last().map(String::as_str), Some("start"), "{:?}", d.actions());
     assert_eq!(d.running_version(), "2.0.0", "left as it is, still serving");
     assert_eq!(d.data(), migrated, "nothing is restored under a running container");
     assert_eq!(d.last_history()["status"], "failed");
+}
+
+#[test]
+fn a_rollback_with_nothing_to_restore_switches_straight_back_without_stopping_first() {
+    let d = Deployment::new().with("CRASH", "2.0.0");
+    let run = d.sb.run(&["upgrade", "--to", "2.0.0", "--no-backup"]).code(1);
+    run.stderr_has("No data to restore: switching straight back to the previous version");
+    assert_eq!(d.last_history()["status"], "rolled_back");
+    assert!(!d.actions().contains(&"stop".to_string()), "a stop with no restore only adds downtime: {:?}", d.actions());
+    assert_eq!(d.running_version(), "1.0.0");
 }
 
 #[test]

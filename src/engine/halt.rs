@@ -237,8 +237,9 @@ fn wait_until_stopped(docker: &Docker, service: &str, timeout: Duration) -> Resu
     let swarm = Swarm::new(docker.clone());
     let deadline = Instant::now() + timeout;
     loop {
-        let live: Vec<String> =
-            swarm.tasks(service)?.iter().filter(|t| t.is_live()).map(|t| t.status.state.clone()).collect();
+        // A task on a node that is down is not running anything here, and cannot report that it stopped.
+        let unready: Vec<String> = swarm.unready_nodes().unwrap_or_default().into_iter().map(|(id, _)| id).collect();
+        let live: Vec<String> = live_tasks(&swarm.tasks(service)?, &unready).map(|t| t.status.state.clone()).collect();
         let local = docker.containers_with_label(swarm::SERVICE_LABEL, service, false)?;
         if live.is_empty() && local.is_empty() {
             return Ok(());
@@ -256,9 +257,30 @@ fn wait_until_stopped(docker: &Docker, service: &str, timeout: Duration) -> Resu
     }
 }
 
+/// The tasks that still hold the service's data: live, on a node that is up.
+fn live_tasks<'a>(tasks: &'a [swarm::Task], unready_nodes: &'a [String]) -> impl Iterator<Item = &'a swarm::Task> {
+    tasks.iter().filter(|t| t.is_live() && !unready_nodes.contains(&t.node_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_on_a_node_that_is_down_is_not_waited_for() {
+        let task = |id: &str, node: &str, state: &str| -> swarm::Task {
+            serde_json::from_value(serde_json::json!({
+                "ID": id, "NodeID": node, "DesiredState": "shutdown",
+                "Status": {"State": state}, "Spec": {"ContainerSpec": {"Image": "app:2"}}
+            }))
+            .unwrap()
+        };
+        let tasks = [task("t1", "here", "running"), task("t2", "dk2", "running"), task("t3", "here", "shutdown")];
+        let down = ["dk2".to_string()];
+        let live: Vec<&str> = live_tasks(&tasks, &down).map(|t| t.id.as_str()).collect();
+        assert_eq!(live, vec!["t1"]);
+        assert_eq!(live_tasks(&tasks, &[]).count(), 2);
+    }
 
     #[test]
     fn a_halt_is_recorded_as_a_token_and_read_back() {

@@ -16,9 +16,10 @@ use crate::engine::journal::Journal;
 use crate::engine::status::open_status_file;
 use crate::engine::strategy::{self, Strategy};
 use crate::engine::{new_upgrade_id, Outcome, DRY_RUN_ID};
-use crate::ops::compose::Project;
+use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
+use crate::ops::swarm::{without_digest, Swarm};
 use crate::states::{Status, Terminal};
 use crate::store::db::{now_ms, Db, UpgradeRecord, ROLLBACK_OF};
 use crate::store::lock::Lock;
@@ -38,11 +39,19 @@ pub fn restore_previous(
     from_version: Option<String>,
     reason: String,
 ) -> Restored {
-    if let Err(e) = strategy.stop(journal) {
+    if backup.is_none() {
+        // Stopping exists so that restored data is not written over by a running version:
+        // with nothing to restore it would only add downtime.
+        journal.log("No data to restore: switching straight back to the previous version");
+    } else if let Err(e) = strategy.stop(journal) {
         // Data is never restored under a version that still runs: it would keep writing over it.
+        // What the stop halted before it failed runs again, and the record says what runs.
+        if let Err(again) = strategy.start_again(journal) {
+            journal.log(&format!("Starting again what the failed stop halted failed too: {again:#}"));
+        }
+        let runs = what_runs(config, runner, strategy.project());
         let error = format!(
-            "{reason}\nrollback failed: stopping the new version failed: {e:#}; nothing was restored and the new \
-             version was left as it is{}",
+            "{reason}\nrollback failed: stopping the new version failed: {e:#}; nothing was restored; now {runs}{}",
             backup.map(|b| format!("; the backup {} is intact", b.display())).unwrap_or_default()
         );
         return (Terminal::Failed, "Rollback failed", error);
@@ -69,6 +78,45 @@ pub fn restore_previous(
             "Rollback failed",
             format!("{reason}\nrollback failed: the previous version is not healthy either: {why}"),
         ),
+    }
+}
+
+/// What runs now of the moved services, read from the engine: `app runs
+/// REPO:2.0.1 (running)`, or for a stack `web: REPO:2.0.1, 2 replicas`.
+pub fn what_runs(config: &Config, runner: &Runner, project: &Project) -> String {
+    let docker = Docker::new(&config.docker, runner.clone());
+    let described: Result<Vec<String>> = match project.orchestrator {
+        Orchestrator::Compose => docker.project_containers(&project.name).map(|containers| {
+            containers
+                .iter()
+                .filter_map(|c| Some((project.service_of(c)?, c)))
+                .filter(|(service, _)| project.services.contains(service))
+                .map(|(service, c)| format!("{service} runs {} ({})", c.config.image, c.state.status))
+                .collect()
+        }),
+        Orchestrator::Swarm => {
+            let swarm = Swarm::new(docker.clone());
+            project
+                .services
+                .iter()
+                .map(|service| {
+                    let name = project.swarm_service(service);
+                    Ok(match swarm.service(&name)? {
+                        Some(s) => format!(
+                            "{name} runs {} with {} replicas",
+                            without_digest(s.image()),
+                            s.replicas().map_or("global".to_string(), |r| r.to_string())
+                        ),
+                        None => format!("{name} does not exist"),
+                    })
+                })
+                .collect()
+        }
+    };
+    match described {
+        Ok(lines) if lines.is_empty() => "none of the moved services has a container".into(),
+        Ok(lines) => lines.join(", "),
+        Err(e) => format!("what runs could not be read from the engine ({e:#})"),
     }
 }
 

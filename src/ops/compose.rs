@@ -239,6 +239,16 @@ impl Compose {
         self.base(project).args(["stop", "-t", "10"]).timeout(Duration::from_secs(300)).streamed().mutating()
     }
 
+    /// Starts the moved services' existing containers again (none recreated).
+    pub fn start(&self, project: &Project) -> Cmd {
+        self.base(project).arg("start").args(&project.services).timeout(Duration::from_secs(120)).streamed().mutating()
+    }
+
+    /// Starts every service's existing containers again (none recreated).
+    pub fn start_all(&self, project: &Project) -> Cmd {
+        self.base(project).arg("start").timeout(Duration::from_secs(300)).streamed().mutating()
+    }
+
     /// Stops the moved services' containers.
     pub fn stop(&self, project: &Project) -> Cmd {
         self.base(project)

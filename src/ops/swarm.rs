@@ -327,6 +327,21 @@ impl Swarm {
         Ok(ThisNode { id: id.to_string(), hostname: hostname.to_string(), nodes })
     }
 
+    /// The nodes that are not `ready` (down, unknown, disconnected), by id and
+    /// hostname: their tasks cannot stop, start or be judged until they come back.
+    pub fn unready_nodes(&self) -> Result<Vec<(String, String)>> {
+        let cmd = self.docker.cmd(["node", "ls", "--format", "{{.ID}} {{.Status}} {{.Hostname}}"]);
+        let text = self.docker.runner().run(&cmd)?.stdout_text();
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let (id, status, hostname) = (words.next()?, words.next()?, words.next().unwrap_or(""));
+                (!status.eq_ignore_ascii_case("ready")).then(|| (id.to_string(), hostname.to_string()))
+            })
+            .collect())
+    }
+
     /// A service by name or id; `None` when the swarm has none by that name.
     pub fn service(&self, name: &str) -> Result<Option<Service>> {
         let cmd = self.docker.cmd(["service", "inspect", "--", name]);

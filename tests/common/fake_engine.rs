@@ -82,6 +82,7 @@ compose_verb() {
       case " $FAIL_ON " in *" backup "*) for f in "$S"/state-dir/backups/*.tar.gz; do
         was=$(dd if="$f" bs=1 skip=200 count=1 2>/dev/null); bad=x; [ "$was" != x ] || bad=y
         printf '%s' "$bad" | dd of="$f" bs=1 seek=200 conv=notrunc 2>/dev/null; done ;; esac ;;
+    *" start "*) count cstart; echo running > "$S/state" ;;
     *) echo "fake compose: unexpected $*" >&2; exit 99 ;;
   esac
 }
@@ -207,6 +208,7 @@ impl Deployment {
                     )),
                     "compose" if line.contains(" up ") => Some("up".into()),
                     "compose" if line.contains(" stop ") => Some("stop".into()),
+                    "compose" if line.contains(" start ") => Some("start".into()),
                     _ => None,
                 }
             })

@@ -66,6 +66,13 @@ fn start_real(test: &str, versions: &[&str], db_as: Option<&str>) -> Option<Scen
 }
 
 impl Scenario {
+    /// `upgrade --to VERSION` with time for a PostgreSQL app to answer again
+    /// after its database was restored, on a machine other tests keep busy.
+    fn upgrade_on_a_busy_machine(&self, version: &str) -> crate::common::Run {
+        let mut cmd = self.upgraderd_command(&["upgrade", "--to", version]);
+        crate::common::Run::from_output(cmd.env("UPGRADERD_HEALTH_TIMEOUT", "90s").output().unwrap())
+    }
+
     /// The id and start time of `service`'s container.
     fn identity(&self, service: &str) -> String {
         let id = self.service_container(service).unwrap_or_else(|| panic!("{service} has a container"));
@@ -80,7 +87,7 @@ fn a_postgresql_under_an_image_name_upgraderd_does_not_know_is_held_still_and_lo
     crate::common::wait("the writer to commit rows")
         .within(Duration::from_secs(30))
         .until_true(|| acked.lock().unwrap().len() >= 5);
-    let run = s.upgraderd(&["upgrade", "--to", "2.0.5"]);
+    let run = s.upgrade_on_a_busy_machine("2.0.5");
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(s.last_history()["status"], "rolled_back", "{}", run.stderr);
     writer.join().unwrap();
@@ -100,7 +107,7 @@ fn held_services_start_together_awaited_by_their_own_healthcheck_and_a_rollback_
     let Some(s) = start_real("held", &["1.0.0", "2.0.5"], None) else { return };
     let before = s.pg_dump();
     let (sidecar, probe) = (s.identity("sidecar"), s.identity("probe"));
-    let run = s.upgraderd(&["upgrade", "--to", "2.0.5"]);
+    let run = s.upgrade_on_a_busy_machine("2.0.5");
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(s.last_history()["status"], "rolled_back", "{}", run.stderr);
     s.wait_version("1.0.0");

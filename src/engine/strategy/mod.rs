@@ -63,6 +63,9 @@ pub trait Strategy {
     fn switch(&mut self, fetched: Fetched, journal: &mut Journal) -> Result<()>;
     /// Stops the new version so its data can be restored.
     fn stop(&mut self, journal: &mut Journal) -> Result<()>;
+    /// After a `stop` that failed part-way: starts again what it halted (the
+    /// new version), so that a failed rollback never leaves the app down by accident.
+    fn start_again(&mut self, journal: &mut Journal) -> Result<()>;
     /// Starts the previous version again.
     fn revert(&mut self, journal: &mut Journal) -> Result<()>;
     /// How each moved service's version is written and will move, one line

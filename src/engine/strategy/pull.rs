@@ -514,6 +514,10 @@ impl Strategy for Pull {
         }
     }
 
+    fn start_again(&mut self, journal: &mut Journal) -> Result<()> {
+        journal.run(self.docker.runner(), &self.compose.start(&self.project))
+    }
+
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {
         pin::restore(journal, &self.docker.runner().clone(), &self.upgrade_id)?;
         let mut back: Vec<&str> = Vec::new();

@@ -254,6 +254,10 @@ impl Strategy for Rebuild {
         }
     }
 
+    fn start_again(&mut self, journal: &mut Journal) -> Result<()> {
+        journal.run(self.docker.runner(), &self.compose.start_all(&self.project))
+    }
+
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {
         let previous = self.previous_commit.clone().ok_or_else(|| anyhow!("no previous commit recorded"))?;
         journal.run(self.docker.runner(), &self.git.move_to(&previous)).context("moving the checkout back")?;

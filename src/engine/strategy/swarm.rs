@@ -501,6 +501,20 @@ impl Strategy for SwarmUpdate {
         all_done(failures)
     }
 
+    /// Scales every moved service back to the replicas it ran with: a stop
+    /// that failed part-way must not leave some at 0.
+    fn start_again(&mut self, journal: &mut Journal) -> Result<()> {
+        let mut failures = Vec::new();
+        for before in &self.before {
+            journal.log(&format!("Scaling {} back to {}", before.service, before.replicas));
+            let halt = Halt::SwarmService { name: before.service.clone(), replicas: before.replicas };
+            if let Err(e) = halt::start(self.docker(), &halt) {
+                failures.push(format!("scaling {} back: {e:#}", before.service));
+            }
+        }
+        all_done(failures)
+    }
+
     fn revert(&mut self, journal: &mut Journal) -> Result<()> {
         let upgrade_id = journal.upgrade_id.clone();
         pin::restore(journal, &self.docker().runner().clone(), &upgrade_id)?;
