@@ -28,6 +28,7 @@ mod pinned;
 mod pull;
 mod rebuild;
 mod scenario;
+mod servers;
 mod stack;
 mod swarm;
 mod world;
