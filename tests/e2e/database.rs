@@ -162,6 +162,9 @@ fn every_row_committed_until_the_database_stopped_survives_the_rollback() {
     let lost: Vec<u64> = acked.iter().copied().filter(|n| !present.contains(format!("w{n}").as_str())).collect();
     assert!(lost.is_empty(), "{} of {} committed rows lost: {lost:?}", lost.len(), acked.len());
     s.wait_version("1.0.0");
+    // PostgreSQL's own check of the restored tables and their indexes.
+    let db = s.db();
+    must(&["docker", "exec", &db, "pg_amcheck", "-U", "postgres", "--install-missing", "--heapallindexed", "postgres"]);
 }
 
 #[test]
