@@ -73,6 +73,7 @@ fn start_pg(test: &str, versions: &[&str]) -> Option<Scenario> {
 }
 
 impl Scenario {
+    /// The container of the stack's database service, `db`.
     pub(crate) fn db(&self) -> String {
         self.service_container("db").expect("the db service has a container")
     }
@@ -90,6 +91,7 @@ impl Scenario {
         must(&["docker", "inspect", "--format", "{{.State.StartedAt}}", &self.db()]).trim().to_string()
     }
 
+    /// The last upgrade's log lines.
     pub(crate) fn logs(&self) -> String {
         let row = self.last_history();
         row["logs"]
@@ -99,10 +101,13 @@ impl Scenario {
     }
 }
 
-/// Inserts rows `w0`, `w1`, … into the database from inside its container
-/// until the database goes away; the numbers whose INSERT was acknowledged.
-pub(crate) fn database_writer(s: &Scenario) -> (std::thread::JoinHandle<()>, Arc<Mutex<Vec<u64>>>) {
-    let script = r#"i=0; while psql -U postgres -qAtX -v ON_ERROR_STOP=1 -c "INSERT INTO items(name) VALUES ('w$i')" >/dev/null 2>&1; do echo $i; i=$((i+1)); done"#;
+/// The writer loop for PostgreSQL: `w0`, `w1`, … through `psql`.
+pub(crate) const PG_WRITER: &str = r#"i=0; while psql -U postgres -qAtX -v ON_ERROR_STOP=1 -c "INSERT INTO items(name) VALUES ('w$i')" >/dev/null 2>&1; do echo $i; i=$((i+1)); done"#;
+
+/// Runs the shell loop `script` in the database's container until the
+/// database goes away; it writes `w0`, `w1`, … with the server's own client
+/// and prints each number once the server acknowledged it. The numbers printed.
+pub(crate) fn database_writer(s: &Scenario, script: &str) -> (std::thread::JoinHandle<()>, Arc<Mutex<Vec<u64>>>) {
     let mut child = Command::new("docker")
         .args(["exec", &s.db(), "sh", "-c", script])
         .stdout(Stdio::piped())
@@ -145,7 +150,7 @@ fn a_version_that_migrates_the_database_and_crashes_rolls_the_database_back() {
 #[test]
 fn every_row_committed_until_the_database_stopped_survives_the_rollback() {
     let Some(s) = start_pg("pg-writer", &["1.0.0", "2.0.5"]) else { return };
-    let (writer, acked) = database_writer(&s);
+    let (writer, acked) = database_writer(&s, PG_WRITER);
     crate::common::wait("the writer to commit rows")
         .within(Duration::from_secs(30))
         .until_true(|| acked.lock().unwrap().len() >= 5);
@@ -159,6 +164,9 @@ fn every_row_committed_until_the_database_stopped_survives_the_rollback() {
     let lost: Vec<u64> = acked.iter().copied().filter(|n| !present.contains(format!("w{n}").as_str())).collect();
     assert!(lost.is_empty(), "{} of {} committed rows lost: {lost:?}", lost.len(), acked.len());
     s.wait_version("1.0.0");
+    // PostgreSQL's own check of the restored tables and their indexes.
+    let db = s.db();
+    must(&["docker", "exec", &db, "pg_amcheck", "-U", "postgres", "--install-missing", "--heapallindexed", "postgres"]);
 }
 
 #[test]

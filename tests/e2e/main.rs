@@ -28,6 +28,7 @@ mod pinned;
 mod pull;
 mod rebuild;
 mod scenario;
+mod servers;
 mod stack;
 mod stack_data;
 mod swarm;

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::compose::{each_compose, ComposeVersion};
-use crate::database::{database_writer, pg_images};
+use crate::database::{database_writer, pg_images, PG_WRITER};
 use crate::scenario::{single_app, Scenario};
 use crate::world::{must, world};
 
@@ -83,7 +83,7 @@ impl Scenario {
 #[test]
 fn a_postgresql_under_an_image_name_upgraderd_does_not_know_is_held_still_and_loses_no_write() {
     let Some(s) = start_real("pg-unlisted", &["1.0.0", "2.0.5"], Some("vectors:pg15")) else { return };
-    let (writer, acked) = database_writer(&s);
+    let (writer, acked) = database_writer(&s, PG_WRITER);
     crate::common::wait("the writer to commit rows")
         .within(Duration::from_secs(30))
         .until_true(|| acked.lock().unwrap().len() >= 5);

@@ -14,9 +14,13 @@
 //! the data, serves nothing, runs until stopped) or a one-shot `migrate` job
 //! (opens and migrates the data, exits 0); `web` (the default) serves.
 //!
-//! With `$APP_PG` (a host name), the data is a PostgreSQL database there
-//! instead, reached through `psql` (the image is built on the PostgreSQL
-//! one): the schema is the `payload` column of `items`, which schema 2 adds.
+//! With `$APP_PG`, `$APP_MARIADB`, `$APP_REDIS` or `$APP_CLICKHOUSE` (a host
+//! name), the data is on that database server instead ([`Store`]), reached
+//! through the server's own client (`psql`, `mariadb`, `clickhouse-client`: the
+//! image is built on the server's) or, for Redis, its protocol. Schema 2 is
+//! what a real release's migration does to it: a column added to `items` and
+//! every name upper-cased (PostgreSQL, MariaDB, ClickHouse), the `items` set
+//! moved to `app:items` with upper-cased members and `app:schema` set (Redis).
 //!
 //! Every version refuses to start on a schema newer than it knows, which is
 //! why a rollback must restore the data for the old version to come back.
@@ -64,8 +68,19 @@ fn main() {
         }
     }
     let target_schema = if behavior == "migrate-crash" { 2 } else { schema };
-    if let Ok(host) = std::env::var("APP_PG") {
-        return postgres_app(&host, target_schema, &behavior, &version);
+    let server: Option<Box<dyn Store>> = if let Ok(host) = std::env::var("APP_PG") {
+        Some(Box::new(Postgres { host }))
+    } else if let Ok(host) = std::env::var("APP_MARIADB") {
+        Some(Box::new(Mariadb { host }))
+    } else if let Ok(host) = std::env::var("APP_REDIS") {
+        Some(Box::new(Redis { host }))
+    } else if let Ok(host) = std::env::var("APP_CLICKHOUSE") {
+        Some(Box::new(Clickhouse { host }))
+    } else {
+        None
+    };
+    if let Some(store) = server {
+        return server_app(store.as_ref(), target_schema, &behavior, &version);
     }
     let db = match open(&format!("{data}/app.db"), target_schema) {
         Ok(db) => db,
@@ -174,21 +189,219 @@ fn serve(mut stream: TcpStream, db: &Connection, behavior: &str, version: &str) 
     )
 }
 
-/// The app on PostgreSQL: the same behaviours, the data in `items` on `host`.
-fn postgres_app(host: &str, schema: i64, behavior: &str, version: &str) {
-    let psql = |sql: &str| -> Result<String, String> {
-        let out = std::process::Command::new("psql")
-            .args(["-h", host, "-U", "postgres", "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .map_err(|e| e.to_string())?;
-        match out.status.success() {
-            true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-            false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+/// A database server holding the app's data, reached through its own client.
+trait Store {
+    /// Makes what schema 1 needs when it is not there; fails while the server is not up yet.
+    fn prepare(&self) -> Result<(), String>;
+    /// The schema the data is at: 1, or 2 once migrated.
+    fn schema(&self) -> Result<i64, String>;
+    /// Schema 1 to 2. The web and the worker start together on a new version:
+    /// the migration takes a lock and looks again (or changes nothing the second
+    /// time), as real migration tools do, so the data is migrated once.
+    fn migrate(&self) -> Result<(), String>;
+    /// Adds the item `name` (letters and digits only) at `schema`.
+    fn insert(&self, name: &str, schema: i64) -> Result<(), String>;
+}
+
+/// Runs `program args…`: its trimmed stdout, or its stderr as the error.
+fn client(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    }
+}
+
+struct Postgres {
+    host: String,
+}
+
+impl Postgres {
+    fn psql(&self, sql: &str) -> Result<String, String> {
+        client("psql", &["-h", &self.host, "-U", "postgres", "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    }
+}
+
+impl Store for Postgres {
+    fn prepare(&self) -> Result<(), String> {
+        self.psql("CREATE TABLE IF NOT EXISTS items (id serial PRIMARY KEY, name text NOT NULL)").map(drop)
+    }
+
+    fn schema(&self) -> Result<i64, String> {
+        let payload = self.psql(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'payload'",
+        )?;
+        Ok(if payload == "1" { 2 } else { 1 })
+    }
+
+    fn migrate(&self) -> Result<(), String> {
+        self.psql(
+            "BEGIN; SELECT pg_advisory_xact_lock(20); \
+             DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns \
+             WHERE table_name = 'items' AND column_name = 'payload') THEN \
+             ALTER TABLE items ADD COLUMN payload text NOT NULL DEFAULT 'migrated'; \
+             UPDATE items SET name = upper(name); END IF; END $$; COMMIT;",
+        )
+        .map(drop)
+    }
+
+    fn insert(&self, name: &str, _schema: i64) -> Result<(), String> {
+        self.psql(&format!("INSERT INTO items(name) VALUES ('{name}')")).map(drop)
+    }
+}
+
+/// MariaDB: the database `app`, its InnoDB table `items`.
+struct Mariadb {
+    host: String,
+}
+
+impl Mariadb {
+    fn sql(&self, sql: &str) -> Result<String, String> {
+        client("mariadb", &["--host", &self.host, "--user", "root", "--batch", "--skip-column-names", "-e", sql])
+    }
+}
+
+impl Store for Mariadb {
+    fn prepare(&self) -> Result<(), String> {
+        self.sql(
+            "CREATE DATABASE IF NOT EXISTS app; \
+             CREATE TABLE IF NOT EXISTS app.items (id int AUTO_INCREMENT PRIMARY KEY, name varchar(255) NOT NULL) \
+             ENGINE = InnoDB",
+        )
+        .map(drop)
+    }
+
+    fn schema(&self) -> Result<i64, String> {
+        let payload = self.sql(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = 'app' AND table_name = 'items' AND column_name = 'payload'",
+        )?;
+        Ok(if payload == "1" { 2 } else { 1 })
+    }
+
+    fn migrate(&self) -> Result<(), String> {
+        // The lock is the session's, held until the client exits; a second run changes nothing.
+        self.sql(
+            "DO GET_LOCK('testapp-migrate', 60); \
+             ALTER TABLE app.items ADD COLUMN IF NOT EXISTS payload varchar(64) NOT NULL DEFAULT 'migrated'; \
+             UPDATE app.items SET name = upper(name) WHERE name <> upper(name)",
+        )
+        .map(drop)
+    }
+
+    fn insert(&self, name: &str, _schema: i64) -> Result<(), String> {
+        self.sql(&format!("INSERT INTO app.items(name) VALUES ('{name}')")).map(drop)
+    }
+}
+
+/// Redis, spoken to in its protocol (RESP): schema 1 is the set `items`,
+/// schema 2 the set `app:items` and `app:schema` = 2.
+struct Redis {
+    host: String,
+}
+
+impl Redis {
+    /// One command on a fresh connection: a status, integer or string reply (`None` for nil).
+    fn call(&self, args: &[&str]) -> Result<Option<String>, String> {
+        let io = |e: std::io::Error| format!("redis at {}: {e}", self.host);
+        let mut stream = TcpStream::connect((self.host.as_str(), 6379)).map_err(io)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
         }
-    };
+        stream.write_all(request.as_bytes()).map_err(io)?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(io)?;
+        let line = line.trim_end();
+        let (kind, rest) = (line.get(..1).unwrap_or(""), line.get(1..).unwrap_or(""));
+        match kind {
+            "+" | ":" => Ok(Some(rest.to_string())),
+            "-" => Err(rest.to_string()),
+            "$" => {
+                let Ok(len) = usize::try_from(rest.parse::<i64>().unwrap_or(-1)) else { return Ok(None) };
+                let mut bulk = vec![0; len + 2];
+                std::io::Read::read_exact(&mut reader, &mut bulk).map_err(io)?;
+                bulk.truncate(len);
+                Ok(Some(String::from_utf8_lossy(&bulk).into_owned()))
+            }
+            _ => Err(format!("unexpected reply {line:?}")),
+        }
+    }
+}
+
+impl Store for Redis {
+    fn prepare(&self) -> Result<(), String> {
+        // A server still loading its data answers LOADING.
+        self.call(&["PING"]).map(drop)
+    }
+
+    fn schema(&self) -> Result<i64, String> {
+        Ok(self.call(&["GET", "app:schema"])?.and_then(|v| v.parse().ok()).unwrap_or(1))
+    }
+
+    fn migrate(&self) -> Result<(), String> {
+        // A script runs atomically: nothing sees the data half-moved, and a second run finds it done.
+        let script = "if redis.call('GET', 'app:schema') == '2' then return 0 end \
+                      for _, name in ipairs(redis.call('SMEMBERS', 'items')) do \
+                        redis.call('SADD', 'app:items', string.upper(name)) end \
+                      redis.call('DEL', 'items') redis.call('SET', 'app:schema', '2') return 1";
+        self.call(&["EVAL", script, "0"]).map(drop)
+    }
+
+    fn insert(&self, name: &str, schema: i64) -> Result<(), String> {
+        let set = if schema >= 2 { "app:items" } else { "items" };
+        self.call(&["SADD", set, name]).map(drop)
+    }
+}
+
+/// ClickHouse: the table `items` in the database `default`, of the Log engine,
+/// the one ClickHouse 18.16 can check (`CHECK TABLE`) and cannot alter: schema 2
+/// is a new table in its place, with the column `payload`.
+struct Clickhouse {
+    host: String,
+}
+
+impl Clickhouse {
+    fn query(&self, sql: &str) -> Result<String, String> {
+        client("clickhouse-client", &["--host", &self.host, "--query", sql])
+    }
+}
+
+impl Store for Clickhouse {
+    fn prepare(&self) -> Result<(), String> {
+        self.query("CREATE TABLE IF NOT EXISTS items (name String) ENGINE = Log").map(drop)
+    }
+
+    fn schema(&self) -> Result<i64, String> {
+        let payload = self.query(
+            "SELECT count() FROM system.columns WHERE database = 'default' AND table = 'items' AND name = 'payload'",
+        )?;
+        Ok(if payload == "1" { 2 } else { 1 })
+    }
+
+    fn migrate(&self) -> Result<(), String> {
+        // ClickHouse has no transactions: a table left by an interrupted run is
+        // made again, and the swap is one RENAME.
+        self.query("DROP TABLE IF EXISTS items_v2")?;
+        self.query(
+            "CREATE TABLE items_v2 ENGINE = Log AS SELECT upper(name) AS name, 'migrated' AS payload FROM items",
+        )?;
+        self.query("RENAME TABLE items TO items_v1, items_v2 TO items")?;
+        self.query("DROP TABLE items_v1").map(drop)
+    }
+
+    fn insert(&self, name: &str, _schema: i64) -> Result<(), String> {
+        self.query(&format!("INSERT INTO items (name) VALUES ('{name}')")).map(drop)
+    }
+}
+
+/// The app on a database server: the same behaviours, the data in `store`.
+fn server_app(store: &dyn Store, schema: i64, behavior: &str, version: &str) {
     // The database may still be starting (or restarting after a restore).
     let mut tries = 0;
-    while let Err(e) = psql("CREATE TABLE IF NOT EXISTS items (id serial PRIMARY KEY, name text NOT NULL)") {
+    while let Err(e) = store.prepare() {
         tries += 1;
         if tries > 120 {
             eprintln!("cannot reach the database: {e}");
@@ -196,25 +409,16 @@ fn postgres_app(host: &str, schema: i64, behavior: &str, version: &str) {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    let has_payload =
-        psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'payload'")
-            .unwrap_or_default()
-            == "1";
-    if has_payload && schema < 2 {
-        eprintln!("database schema 2 is newer than this version understands ({schema}); refusing to start");
+    let current = store.schema().unwrap_or_else(|e| {
+        eprintln!("cannot read the database's schema: {e}");
+        std::process::exit(2)
+    });
+    if current > schema {
+        eprintln!("database schema {current} is newer than this version understands ({schema}); refusing to start");
         std::process::exit(3);
     }
-    if !has_payload && schema >= 2 {
-        // The web and the worker start together on the new version: the
-        // migration takes a lock and looks again, as real migration tools do,
-        // so only one of them runs it.
-        if let Err(e) = psql(
-            "BEGIN; SELECT pg_advisory_xact_lock(20); \
-             DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns \
-             WHERE table_name = 'items' AND column_name = 'payload') THEN \
-             ALTER TABLE items ADD COLUMN payload text NOT NULL DEFAULT 'migrated'; \
-             UPDATE items SET name = upper(name); END IF; END $$; COMMIT;",
-        ) {
+    if current < 2 && schema >= 2 {
+        if let Err(e) = store.migrate() {
             eprintln!("migration failed: {e}");
             std::process::exit(2);
         }
@@ -249,7 +453,7 @@ fn postgres_app(host: &str, schema: i64, behavior: &str, version: &str) {
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric())
                 .collect();
-            match psql(&format!("INSERT INTO items(name) VALUES ('{name}')")) {
+            match store.insert(&name, schema) {
                 Ok(_) => (201, r#"{"ok":true}"#.to_string()),
                 Err(e) => (500, format!("{{\"error\":{e:?}}}")),
             }
