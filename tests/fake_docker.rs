@@ -412,6 +412,27 @@ fn a_rollback_whose_stop_fails_while_the_new_version_runs_restores_nothing() {
 }
 
 #[test]
+fn latest_asked_while_latest_runs_stops_nothing_backs_up_nothing_and_is_recorded_up_to_date() {
+    let d = Deployment::new();
+    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    let seen = d.actions().len();
+    for _ in 0..3 {
+        d.sb.run(&["upgrade", "--to", "latest"])
+            .success()
+            .stderr_has("Already up to date: latest is the image that runs");
+    }
+    let since: Vec<String> = d.actions()[seen..].to_vec();
+    assert!(
+        since.iter().all(|a| a.starts_with("tag ") || a.starts_with("pull ")),
+        "nothing stopped or recreated: {since:?}"
+    );
+    let backups = d.sb.run(&["--json", "backup", "list"]).success().json();
+    assert_eq!(backups["backups"].as_array().map(Vec::len), Some(1), "only the real upgrade's: {backups}");
+    assert_eq!(d.last_history()["status"], "complete");
+    assert!(d.image_tags().iter().filter(|t| t.contains("upgraderd-rollback-")).count() == 1, "{:?}", d.image_tags());
+}
+
+#[test]
 fn a_rollback_with_nothing_to_restore_switches_straight_back_without_stopping_first() {
     let d = Deployment::new().with("CRASH", "2.0.0");
     let run = d.sb.run(&["upgrade", "--to", "2.0.0", "--no-backup"]).code(1);

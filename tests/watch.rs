@@ -442,6 +442,24 @@ fn the_apps_trigger_is_bound_by_the_operators_policy_and_cannot_force_past_it() 
 }
 
 #[test]
+fn an_unlabelled_latest_that_was_rolled_back_is_not_switched_to_again_at_the_apps_next_trigger() {
+    let d = Deployment::new().with("CRASH", "2.0.0").with("NO_LABEL", "1").with("UPGRADERD_POLICY", "major");
+    let w = Watcher::start(&d);
+    d.write_trigger(br#"{"upgradeId":"l1","version":"latest"}"#);
+    wait_status(&d, &w, Some("l1"), "rolled_back");
+    let ups = d.actions().iter().filter(|a| *a == "up").count();
+    d.write_trigger(br#"{"upgradeId":"l2","version":"latest"}"#);
+    let refused = wait_status(&d, &w, Some("l2"), "failed");
+    assert!(refused["error"].as_str().unwrap().contains("was rolled back on this host"), "{refused}");
+    assert_eq!(d.actions().iter().filter(|a| *a == "up").count(), ups, "not switched to again: {:?}", d.actions());
+    assert_eq!(d.running_version(), "1.0.0");
+    drop(w);
+    // The operator may still force it.
+    let forced = d.sb.run(&["upgrade", "--to", "latest", "--force"]).code(1);
+    forced.stderr_has("rolled_back");
+}
+
+#[test]
 fn the_apps_trigger_cannot_downgrade_or_skip_the_backup_unless_the_operator_opts_in() {
     let d = Deployment::new().with("UPGRADERD_CURRENT_VERSION", "3.0.0").with("UPGRADERD_POLICY", "major");
     let w = Watcher::start(&d);

@@ -236,6 +236,25 @@ impl Attempt<'_, '_> {
                 }
             };
         }
+        if fetched.unchanged && self.request.target == "latest" && !self.force {
+            // `latest` pulled while `latest` runs: nothing to switch to, so nothing is stopped or backed up.
+            let not_put_back = self.put_back_fetch(strategy.as_mut()).unwrap_or_default();
+            let from = self.from_version.clone().unwrap_or_else(|| "latest".into());
+            self.journal.set_versions(self.from_version.as_deref(), &from);
+            let message = format!(
+                "Already up to date: latest is the image that runs ({}); nothing was changed",
+                fetched.image_id.as_deref().unwrap_or("?")
+            );
+            return self.end(Terminal::Complete, &message, (!not_put_back.is_empty()).then_some(not_put_back));
+        }
+        if let Some(refusal) = self.quarantined_image(&fetched) {
+            let not_put_back = self.put_back_fetch(strategy.as_mut()).unwrap_or_default();
+            return self.end(
+                Terminal::Failed,
+                "Refused: this image was rolled back on this host",
+                Some(format!("{refusal}{not_put_back}")),
+            );
+        }
         if let Some(refusal) = self.app_policy_refusal(&fetched) {
             let not_put_back = self.put_back_fetch(strategy.as_mut()).unwrap_or_default();
             return self.end(
@@ -330,6 +349,26 @@ impl Attempt<'_, '_> {
             Ok(Some(why)) => vec![Problem::new("policy", why)],
             Err(e) => vec![Problem::from_error("policy", &e)],
         }
+    }
+
+    /// The app asked again for an image this host rolled back and has not run
+    /// complete since (`latest` with no version label says nothing else about
+    /// itself): refused, so a failing image is not switched to at every trigger.
+    /// The operator's `--force` (or the app's, where allowed) still may.
+    fn quarantined_image(&self, fetched: &Fetched) -> Option<String> {
+        if !self.request.from_app || self.force {
+            return None;
+        }
+        let image = fetched.image_id.as_deref()?;
+        let at = self.journal.db.image_rolled_back_at(image).ok().flatten()?;
+        let when = chrono::DateTime::from_timestamp_millis(at)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        Some(format!(
+            "the image {} was rolled back on this host at {when} and has not run complete since; a new image, or \
+             `upgraderd upgrade --to {} --force`, goes ahead",
+            image, self.request.target
+        ))
     }
 
     /// `latest` asked for by the app: the fetched version must be within the operator's rules.

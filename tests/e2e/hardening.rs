@@ -128,3 +128,54 @@ impl Scenario {
             .until_true(|| self.try_status_file().is_some_and(|s| s["status"] == step));
     }
 }
+
+impl Scenario {
+    fn started_at(&self) -> String {
+        must(&["docker", "inspect", "--format", "{{.State.StartedAt}}", &self.container()]).trim().to_string()
+    }
+
+    fn backups(&self) -> usize {
+        fs::read_dir(self.sandbox.backups()).map_or(0, |d| d.count())
+    }
+}
+
+#[test]
+fn latest_asked_while_latest_runs_stops_nothing_and_backs_up_nothing() {
+    let Some(s) = Scenario::start("latest-noop", &["1.0.0"], ComposeVersion::V1) else { return };
+    must(&["docker", "push", &format!("{}:latest", s.repo)]);
+    let started = s.started_at();
+    for _ in 0..3 {
+        let run = s.upgraderd(&["upgrade", "--to", "latest"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stderr.contains("Already up to date: latest is the image that runs"), "{}", run.stderr);
+    }
+    assert_eq!(s.started_at(), started, "the app was never stopped");
+    assert_eq!(s.backups(), 0, "nothing was backed up");
+    assert_eq!(s.last_history()["status"], "complete");
+}
+
+#[test]
+fn an_unlabelled_failing_latest_is_rolled_back_once_not_at_every_trigger_of_the_app() {
+    let Some(s) = Scenario::start("latest-crash", &["1.0.0", "2.0.1"], ComposeVersion::V1) else { return };
+    // 2.0.1 crashes; this copy of it says no version, as many `latest` images do.
+    let context = tempfile::tempdir().unwrap();
+    let dockerfile = format!("FROM {}:2.0.1\nLABEL org.opencontainers.image.version=\"\"\n", s.repo);
+    must(&["docker", "pull", &format!("{}:2.0.1", s.repo)]);
+    crate::world::docker_build(context.path(), &dockerfile, &format!("{}:unlabelled", s.repo));
+    // The registry's `latest` becomes the failing image; the host still runs 1.0.0 as `latest`.
+    let local_latest = must(&["docker", "image", "inspect", "--format", "{{.Id}}", &format!("{}:latest", s.repo)]);
+    must(&["docker", "tag", &format!("{}:unlabelled", s.repo), &format!("{}:latest", s.repo)]);
+    must(&["docker", "push", &format!("{}:latest", s.repo)]);
+    must(&["docker", "tag", local_latest.trim(), &format!("{}:latest", s.repo)]);
+    let mut watch = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    s.write_trigger(r#"{"upgradeId":"crash-1","version":"latest"}"#);
+    s.wait_status("crash-1", "rolled_back", Duration::from_secs(120));
+    let started = s.started_at();
+    s.write_trigger(r#"{"upgradeId":"crash-2","version":"latest"}"#);
+    let refused = s.wait_status("crash-2", "failed", Duration::from_secs(120));
+    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
+    watch.wait().unwrap();
+    assert!(refused["error"].as_str().unwrap_or_default().contains("was rolled back on this host"), "{refused}");
+    assert_eq!(s.started_at(), started, "the second trigger stopped nothing");
+    s.wait_version("1.0.0");
+}

@@ -37,12 +37,22 @@ pub struct Fetched {
     pub target: String,
     /// The version the fetched target says it is (image label, tag at the commit), when it says.
     pub version: Option<String>,
+    /// The primary's new image id, when the fetch pulled one.
+    pub image_id: Option<String>,
+    /// Every moved service would run the very image it runs now (`latest` pulled while `latest` runs).
+    pub unchanged: bool,
 }
 
 impl Fetched {
     /// Only strategies fetch.
     fn new(target: impl Into<String>, version: Option<String>) -> Fetched {
-        Fetched { target: target.into(), version }
+        Fetched { target: target.into(), version, image_id: None, unchanged: false }
+    }
+
+    fn pulled(mut self, image_id: String, unchanged: bool) -> Fetched {
+        self.image_id = Some(image_id);
+        self.unchanged = unchanged;
+        self
     }
 }
 

@@ -476,8 +476,11 @@ impl Strategy for Pull {
         let digest = self.docker.repo_digest(&target)?;
         let version = self.docker.image_version_label(&target)?;
         journal.db.record_new_image(&journal.upgrade_id, &new_id, digest.as_deref())?;
-        journal.log(&format!("Pulled {target} ({})", digest.unwrap_or(new_id)));
-        Ok(Fetched::new(target, version))
+        journal.log(&format!("Pulled {target} ({})", digest.unwrap_or_else(|| new_id.clone())));
+        let unchanged = self.members.iter().all(|m| {
+            m.previous_image_id.is_some() && self.docker.image_id(&m.target_ref).ok().flatten() == m.previous_image_id
+        });
+        Ok(Fetched::new(target, version).pulled(new_id, unchanged))
     }
 
     /// Pulling a service's own channel (`latest`) moved it already: point it

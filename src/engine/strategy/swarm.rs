@@ -471,10 +471,10 @@ impl Strategy for SwarmUpdate {
         let digest = self.docker().repo_digest(&target.to_string())?;
         let version = self.docker().image_version_label(&target.to_string())?;
         journal.db.record_new_image(&journal.upgrade_id, &new_id, digest.as_deref())?;
-        journal.log(&format!("Pulled {target} ({})", digest.clone().unwrap_or(new_id)));
+        journal.log(&format!("Pulled {target} ({})", digest.clone().unwrap_or_else(|| new_id.clone())));
         // Pinned to the digest, when known, so every node runs exactly the image that was pulled here.
         let pinned = digest.as_deref().and_then(|d| d.split_once('@')).map(|(_, sha)| format!("{target}@{sha}"));
-        Ok(Fetched::new(pinned.unwrap_or_else(|| target.to_string()), version))
+        Ok(Fetched::new(pinned.unwrap_or_else(|| target.to_string()), version).pulled(new_id, false))
     }
 
     fn switch(&mut self, fetched: Fetched, journal: &mut Journal) -> Result<()> {

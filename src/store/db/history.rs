@@ -210,6 +210,20 @@ impl Db {
         Ok(versions.into_iter().map(|v| v.strip_prefix('v').unwrap_or(&v).to_string()).collect())
     }
 
+    /// When the image `image_id` was last rolled back on this host with no
+    /// complete upgrade to it since: a quarantine by image, for what says no version.
+    pub fn image_rolled_back_at(&self, image_id: &str) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT max(r.startedAt) FROM upgrade_history r WHERE r.status = ?1 AND r.newImageId = ?3 \
+                 AND NOT EXISTS (SELECT 1 FROM upgrade_history c WHERE c.status = ?2 AND c.newImageId = ?3 \
+                 AND c.startedAt > r.startedAt)",
+                params![Status::RolledBack, Status::Complete, image_id],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| explain(&self.path, e))
+    }
+
     fn query_records(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<UpgradeRecord>> {
         let mut stmt = self.conn.prepare(sql).map_err(|e| explain(&self.path, e))?;
         let rows = stmt.query_map(params, UpgradeRecord::from_row).map_err(|e| explain(&self.path, e))?;
