@@ -167,7 +167,16 @@ fn an_unlabelled_failing_latest_is_rolled_back_once_not_at_every_trigger_of_the_
     must(&["docker", "tag", &format!("{}:unlabelled", s.repo), &format!("{}:latest", s.repo)]);
     must(&["docker", "push", &format!("{}:latest", s.repo)]);
     must(&["docker", "tag", local_latest.trim(), &format!("{}:latest", s.repo)]);
-    let mut watch = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // By project and service: the container the rollback recreates has a new id.
+    let mut watch = s
+        .upgraderd_command(&["watch"])
+        .env_remove("UPGRADERD_CONTAINER")
+        .env("UPGRADERD_COMPOSE_PROJECT", &s.name)
+        .env("UPGRADERD_SERVICE", "app")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     s.write_trigger(r#"{"upgradeId":"crash-1","version":"latest"}"#);
     s.wait_status("crash-1", "rolled_back", Duration::from_secs(120));
     let started = s.started_at();
