@@ -19,6 +19,27 @@ use crate::world::{docker_build, must, testapp_binary, world};
 const PG_VARIANTS: &[(&str, &str, &str)] =
     &[("1.0.0", "good", "1"), ("2.0.0", "good", "2"), ("2.0.5", "migrate-crash", "2")];
 
+/// The test app on top of a database image (so it has the server's client
+/// tools), as `APP:base` and `APP:<version>` for each of `variants` (version, behaviour, schema).
+pub(crate) fn app_images_on(db: &str, app: &str, variants: &[(&str, &str, &str)]) {
+    let prefix = &world().expect("the engine's world").prefix;
+    let context = tempfile::tempdir().unwrap();
+    std::fs::copy(testapp_binary(), context.path().join("testapp")).unwrap();
+    let base = format!(
+        "FROM {db}\nCOPY testapp /testapp\nLABEL upgraderd-e2e={prefix}\nHEALTHCHECK NONE\nSTOPSIGNAL SIGTERM\n\
+         ENTRYPOINT [\"/testapp\"]\nCMD []\n"
+    );
+    docker_build(context.path(), &base, &format!("{app}:base"));
+    for (version, behavior, schema) in variants {
+        let dockerfile = format!(
+            "FROM {app}:base\nENV APP_VERSION={version} APP_BEHAVIOR={behavior} APP_SCHEMA={schema}\n\
+             LABEL org.opencontainers.image.version={version}\n"
+        );
+        let context = tempfile::tempdir().unwrap();
+        docker_build(context.path(), &dockerfile, &format!("{app}:{version}"));
+    }
+}
+
 /// The PostgreSQL image and the app images built on it (`<prefix>-pgapp:<version>`), once per run.
 pub(crate) fn pg_images() -> Option<&'static (String, String)> {
     static IMAGES: OnceLock<Option<(String, String)>> = OnceLock::new();
@@ -30,22 +51,7 @@ pub(crate) fn pg_images() -> Option<&'static (String, String)> {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/postgres-image.sh");
             must(&[script, &db]);
             let app = format!("{}-pgapp", world.prefix);
-            let context = tempfile::tempdir().unwrap();
-            std::fs::copy(testapp_binary(), context.path().join("testapp")).unwrap();
-            let base = format!(
-                "FROM {db}\nCOPY testapp /testapp\nLABEL upgraderd-e2e={prefix}\nHEALTHCHECK NONE\nSTOPSIGNAL SIGTERM\n\
-                 ENTRYPOINT [\"/testapp\"]\n",
-                prefix = world.prefix
-            );
-            docker_build(context.path(), &base, &format!("{app}:base"));
-            for (version, behavior, schema) in PG_VARIANTS {
-                let dockerfile = format!(
-                    "FROM {app}:base\nENV APP_VERSION={version} APP_BEHAVIOR={behavior} APP_SCHEMA={schema}\n\
-                     LABEL org.opencontainers.image.version={version}\n"
-                );
-                let context = tempfile::tempdir().unwrap();
-                docker_build(context.path(), &dockerfile, &format!("{app}:{version}"));
-            }
+            app_images_on(&db, &app, PG_VARIANTS);
             Some((db, app))
         })
         .as_ref()

@@ -14,9 +14,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::compose::ComposeVersion;
-use crate::database::database_writer;
+use crate::database::{app_images_on, database_writer};
 use crate::scenario::Scenario;
-use crate::world::{docker_build, must, sh, testapp_binary, world};
+use crate::world::{must, sh, world};
 
 /// A database server the test app keeps its data on.
 struct Server {
@@ -78,22 +78,7 @@ fn images(server: &Server) -> Option<(String, String)> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/server-image.sh");
     must(&[script, server.recipe, &db]);
     let app = format!("{}-{}app", world.prefix, server.recipe);
-    let context = tempfile::tempdir().unwrap();
-    std::fs::copy(testapp_binary(), context.path().join("testapp")).unwrap();
-    let base = format!(
-        "FROM {db}\nCOPY testapp /testapp\nLABEL upgraderd-e2e={prefix}\nHEALTHCHECK NONE\nSTOPSIGNAL SIGTERM\n\
-         ENTRYPOINT [\"/testapp\"]\nCMD []\n",
-        prefix = world.prefix
-    );
-    docker_build(context.path(), &base, &format!("{app}:base"));
-    for (version, behavior, schema) in VARIANTS {
-        let dockerfile = format!(
-            "FROM {app}:base\nENV APP_VERSION={version} APP_BEHAVIOR={behavior} APP_SCHEMA={schema}\n\
-             LABEL org.opencontainers.image.version={version}\n"
-        );
-        let context = tempfile::tempdir().unwrap();
-        docker_build(context.path(), &dockerfile, &format!("{app}:{version}"));
-    }
+    app_images_on(&db, &app, VARIANTS);
     eprintln!("{}: the server's image and the app's built in {:.1?}", server.recipe, started.elapsed());
     built.get_or_insert_with(HashMap::new).insert(server.recipe, (db.clone(), app.clone()));
     Some((db, app))
