@@ -96,6 +96,7 @@ fn begin_paused(
         builder: None,
         copier: Copier::new(dir),
         entries: Vec::new(),
+        positions: HashMap::new(),
         sources: sources.to_vec(),
         meta,
         finished: false,
@@ -120,6 +121,8 @@ pub struct FirstPass {
     copier: Copier,
     /// The manifest so far, in archive order.
     entries: Vec<ManifestEntry>,
+    /// Where each member is in `entries`: a member is found in constant time, not by a scan of them all.
+    positions: HashMap<Vec<u8>, usize>,
     sources: Vec<Source>,
     meta: Meta,
     finished: bool,
@@ -205,10 +208,13 @@ impl FirstPass {
                 pause(Pause::Copying(&member));
                 if let Some(entry) = walk.append(&mut self.copier, &mut builder, plan, item, &member)? {
                     done += entry.size;
-                    match self.entries.iter_mut().find(|e| e.path == entry.path) {
+                    match self.positions.get(&entry.path) {
                         // A directory named again by the final pass.
-                        Some(earlier) => *earlier = entry,
-                        None => self.entries.push(entry),
+                        Some(&at) => self.entries[at] = entry,
+                        None => {
+                            self.positions.insert(entry.path.clone(), self.entries.len());
+                            self.entries.push(entry);
+                        }
                     }
                 }
                 if last_report.elapsed() > Duration::from_millis(500) {
@@ -237,6 +243,7 @@ impl FirstPass {
         self.copier.leave_out(&plan);
         let changes = self.copier.changes_since_first_pass(&plan, &self.entries);
         self.entries.retain(|e| !changes.stale.contains(&e.path));
+        self.positions = self.entries.iter().enumerate().map(|(at, e)| (e.path.clone(), at)).collect();
         self.copier.forget(&changes.stale);
         let stale = FinalPass { stale: self.entries_order(&changes.stale) };
         append_json(self.builder()?, FINAL_PASS_MEMBER, &stale)?;
@@ -252,6 +259,7 @@ impl FirstPass {
     /// Writes the manifest, finishes the gzip stream, fsyncs and renames into place.
     fn seal(&mut self) -> Result<Created> {
         let total = self.uncompressed_bytes();
+        self.positions.clear();
         let manifest = Manifest { format: FORMAT, entries: std::mem::take(&mut self.entries) };
         let closed = (|| -> Result<()> {
             let mut builder = self.builder.take().ok_or_else(|| anyhow!("the archive is already closed"))?;
