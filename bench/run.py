@@ -4,7 +4,7 @@
     bench/run.py                 # full run (about 30 minutes), writes docs/BENCHMARKS.md and .json
     bench/run.py --quick         # fewer repetitions, a 64 MiB backup and a 50 MB database
     bench/run.py --only backup   # one benchmark: downtime, recover, trigger, backup, idle, overhead,
-                                 # final-pass, postgres (repeatable; the report keeps the others'
+                                 # final-pass, postgres, tiny-files (repeatable; the report keeps the others'
                                  # results from the JSON it replaces, marked with when they ran)
 
 Needs what ./test.sh needs (Docker engine, docker-compose, Debian's
@@ -766,6 +766,71 @@ def bench_final_pass(world, size, runs):
     return results
 
 
+def tiny_files(count):
+    """Before the app first starts: `count` files of about 100 bytes in 8 directories."""
+
+    def fill(d):
+        vol = d.volume_dir("appdata")
+        for i in range(count):
+            sub = vol / f"small/{i % 8}"
+            if i < 8:
+                sub.mkdir(parents=True, exist_ok=True)
+            (sub / f"f{i:06d}.txt").write_bytes(f"record {i} ".encode() + b"x" * (80 + i % 40) + b"\n")
+
+    return fill
+
+
+class Toucher(threading.Thread):
+    """The app keeping its files current: rewrites them one after the other, in a loop."""
+
+    def __init__(self, root):
+        super().__init__(daemon=True)
+        self.files = sorted(Path(root).rglob("f*.txt"))
+        self.stop = False
+        self.touched = 0
+
+    def run(self):
+        while not self.stop:
+            for f in self.files:
+                if self.stop:
+                    break
+                f.write_bytes(f"touched {self.touched} ".encode() + b"y" * 90 + b"\n")
+                self.touched += 1
+
+
+def bench_tiny_files(world, count, runs):
+    """`backup create` of many tiny files the app keeps touching: its first pass (serving) and
+    final pass (what changed, with the stop-mode services stopped), each against `tar czf` of the
+    same tree; upgraderd reads its own two figures from the log lines it writes."""
+    results = {"first_pass": [], "final_pass": [], "create": [], "tar_czf": [], "files": count, "touched": []}
+    d = Deployment(world, before_up=tiny_files(count))
+    try:
+        volume = d.volume_dir("appdata")
+        for r in range(runs):
+            toucher = Toucher(volume / "small")
+            toucher.start()
+            time.sleep(0.5)
+            t = time.monotonic()
+            out = d.upgraderd("backup", "create")
+            results["create"].append(time.monotonic() - t)
+            toucher.stop = True
+            toucher.join()
+            assert out.returncode == 0, out.stderr
+            results["touched"].append(toucher.touched)
+            log = out.stderr + out.stdout
+            for key, marker in (("first_pass", "First pass, while serving: "), ("final_pass", "Final pass: ")):
+                assert marker in log, f"no `{marker}` in the log:\n{log}"
+                results[key].append(float(log.split(marker, 1)[1].split("s", 1)[0]))
+            for archive in (d.state / "backups").glob("*.tar.gz"):
+                archive.unlink()
+            tarball = world.work / f"tiny-{r}.tar.gz"
+            results["tar_czf"].append(timed(["tar", "czf", str(tarball), "-C", str(volume / "small"), "."]))
+            tarball.unlink()
+    finally:
+        d.close()
+    return results
+
+
 def pg_stack(db_image):
     """`app` (the test app on the PostgreSQL image, APP_PG=db) and `db`, as tests/e2e/database.rs
     has them (without the worker); the database's port published on loopback for the probe."""
@@ -1142,6 +1207,26 @@ def report(results, args, header=None):
             f"{spread(cr)} | {bk['archive'] / 2**20:.0f} MiB | {cr['median'] / tar['median']:.2f}× |",
             "",
         ]
+    if "tiny_files" in results:
+        r = results["tiny_files"]
+        first, final, create, tar = (stats(r[k]) for k in ("first_pass", "final_pass", "create", "tar_czf"))
+        lines += [
+            f"## 9. Many tiny files: `backup create` of {r['files']:,} files of ~100 bytes the app keeps touching",
+            "",
+            "The files sit in 8 directories of the app's volume; a thread rewrites them one after the other",
+            "throughout, as an app keeping its files current does. upgraderd's figures are the first pass (while",
+            "serving) and the final pass (everything that changed since, with the stop-mode services stopped),",
+            "as its log reports them; the baseline is `tar czf` of the same tree.",
+            "",
+            "| first pass | final pass | `backup create` in all | `tar czf` |",
+            "|---|---|---|---|",
+            f"| {spread(first)} | {spread(final)} | {spread(create)} | {spread(tar)} |",
+            "",
+            "Each pass costs about what `tar` costs per file: no per-file fsync, one handle-relative lookup per",
+            "entry, and a member found in the manifest by an index (it was a scan of every earlier entry, which",
+            "made a pass over n files take time in n²).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -1209,7 +1294,7 @@ def main():
         print(text)
         return
     runs = 2 if args.quick else 5
-    names = ["downtime", "recover", "trigger", "backup", "idle", "overhead", "final_pass", "postgres"]
+    names = ["downtime", "recover", "trigger", "backup", "idle", "overhead", "final_pass", "postgres", "tiny_files"]
     wanted = {name.replace("-", "_") for name in (args.only or names)}
     unknown = wanted - set(names)
     if unknown:
@@ -1246,6 +1331,9 @@ def main():
         if "postgres" in wanted:
             print("postgres...", flush=True)
             results["postgres"] = bench_postgres(world, (50 if args.quick else 200) * 10**6, 2 if args.quick else 3)
+        if "tiny_files" in wanted:
+            print("tiny-files...", flush=True)
+            results["tiny_files"] = bench_tiny_files(world, 10_000 if args.quick else 40_000, 2 if args.quick else 3)
     finally:
         for project in sh("docker", "ps", "-aq", "--filter", f"label=upgraderd-bench={PREFIX}", check=False).stdout.split():
             sh("docker", "rm", "-f", "-v", project, check=False)

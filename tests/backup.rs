@@ -8,6 +8,8 @@ mod fidelity;
 mod final_pass;
 #[path = "backup/races.rs"]
 mod races;
+#[path = "backup/special.rs"]
+mod special;
 
 use std::fs;
 use std::io::Write;
@@ -235,6 +237,34 @@ fn hostile_archives_are_refused_and_touch_nothing() {
         assert_eq!(fs::read_dir(&victim).unwrap().count(), 1, "{name}: staging left behind");
         assert!(!outside.exists(), "{name}");
         assert!(!Path::new("/tmp/upgraderd-evil").exists());
+    }
+}
+
+#[test]
+fn an_archive_holding_a_device_node_is_refused_naming_the_member() {
+    let sb = Sandbox::new();
+    let victim = sb.path().join("victim");
+    fs::create_dir_all(&victim).unwrap();
+    fs::write(victim.join("keep"), "original").unwrap();
+    for (kind, name, words) in [
+        (tar::EntryType::Char, "data/0/dev/null", "a character device node"),
+        (tar::EntryType::Block, "data/0/dev/sda", "a block device node"),
+    ] {
+        let archive = sb.path().join("device.tar.gz");
+        let members: Vec<RawMember> = vec![
+            ("data/0", tar::EntryType::Directory, b"", None),
+            ("data/0/dev", tar::EntryType::Directory, b"", None),
+            (name, kind, b"", None),
+        ];
+        hostile_archive(&archive, &members, true);
+        for command in ["verify", "restore"] {
+            let run = sb.run(&["backup", command, archive.to_str().unwrap()]).code(1);
+            let line = run.stderr.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{}", run.stderr));
+            assert!(line.contains(words) && line.contains("never creates device nodes"), "{command}: {line}");
+        }
+        assert_eq!(fs::read_to_string(victim.join("keep")).unwrap(), "original");
+        assert_eq!(fs::read_dir(&victim).unwrap().count(), 1, "staging left behind");
+        assert!(!victim.join("dev").exists());
     }
 }
 

@@ -534,6 +534,7 @@ pub fn back_up(
     for warning in first.warnings() {
         observer.log(warning);
     }
+    let logged = first.warnings().len();
     observer.log(&format!("First pass, while serving: {:.1}s", began.elapsed().as_secs_f64()));
     let keep: Vec<&str> = keep_stopped.iter().map(|s| s.service.as_str()).collect();
     let stop_mode: Vec<ServiceData> =
@@ -545,7 +546,8 @@ pub fn back_up(
     let final_began = Instant::now();
     let created = first.finish_after_final_pass(&mut |p| observer.progress(p))?;
     let final_took = final_began.elapsed();
-    for warning in &created.warnings {
+    // The archive's warnings begin with the first pass's, logged above: each is logged once.
+    for warning in created.warnings.iter().skip(logged) {
         observer.log(warning);
     }
     let again: Vec<String> = stop_mode.iter().map(|s| s.halt.token()).collect();

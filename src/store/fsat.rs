@@ -23,8 +23,23 @@ pub enum Entry {
     Symlink(Vec<u8>, Stat),
     /// A directory (callers that expect one open it with [`open_dir_at`]).
     Dir,
-    /// A FIFO, socket or device: runtime objects, not data.
+    /// A FIFO, never opened (opening one blocks until a peer comes): its status only.
+    Fifo(Stat),
+    /// A socket or a device node (or a type this module does not know): never opened.
+    Special(FileType),
+    /// A regular file that was replaced between its lookup and its opening.
     Other,
+}
+
+/// What a socket or device node is, in words for a message ("a socket").
+pub fn describe_special(kind: FileType) -> &'static str {
+    match kind {
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device node",
+        FileType::BlockDevice => "a block device node",
+        FileType::Fifo => "a FIFO",
+        _ => "a file of an unknown type",
+    }
 }
 
 /// The type of what `stat` describes.
@@ -70,7 +85,8 @@ pub fn open_entry_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Entry> {
             Entry::Symlink(target.into_bytes(), stat)
         }
         FileType::Directory => Entry::Dir,
-        _ => Entry::Other,
+        FileType::Fifo => Entry::Fifo(stat),
+        other => Entry::Special(other),
     })
 }
 
@@ -115,6 +131,28 @@ pub fn create_file_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<File> {
 pub fn create_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
     rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
     open_dir_at(dir, name)
+}
+
+/// Creates the FIFO `name` in `dir` (private until its real mode is set); it is never opened.
+pub fn mkfifo_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    Ok(rustix::fs::mknodat(dir, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)?)
+}
+
+/// Sets the permission bits of `name` in `dir` itself without opening it (a
+/// FIFO would block) and without following it: the name is held by a path-only
+/// handle, and the kernel changes the very inode held through `/proc/self/fd`.
+/// A symlink there is refused (`ELOOP`).
+pub fn set_mode_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
+    let handle = rustix::fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    if file_type(&rustix::fs::fstat(&handle)?) == FileType::Symlink {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    let magic = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let mode = Mode::from_raw_mode(mode & 0o7777);
+    match rustix::fs::chmodat(CWD, magic.as_str(), mode, AtFlags::empty()) {
+        Err(Errno::NOENT) => Ok(rustix::fs::chmodat(dir, name, mode, AtFlags::SYMLINK_NOFOLLOW)?),
+        other => Ok(other?),
+    }
 }
 
 /// Creates the symlink `name` in `dir` pointing at `target`, verbatim.

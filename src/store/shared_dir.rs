@@ -153,7 +153,9 @@ impl SharedDir {
         let (file, stat) = match entry {
             fsat::Entry::File(file, stat) => (file, stat),
             fsat::Entry::Symlink(..) => return Err(ReadRefusal::Symlink),
-            fsat::Entry::Dir | fsat::Entry::Other => return Err(ReadRefusal::NotRegular),
+            fsat::Entry::Dir | fsat::Entry::Fifo(_) | fsat::Entry::Special(_) | fsat::Entry::Other => {
+                return Err(ReadRefusal::NotRegular)
+            }
         };
         let size = stat.st_size.max(0) as u64;
         if size > max {

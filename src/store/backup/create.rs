@@ -96,10 +96,12 @@ fn begin_paused(
         builder: None,
         copier: Copier::new(dir),
         entries: Vec::new(),
+        positions: HashMap::new(),
         sources: sources.to_vec(),
         meta,
         finished: false,
     };
+    pass.copier.leave_out(&plan);
     let written = pass.open().and_then(|()| pass.write_first_pass(&plan, progress, pause));
     match written {
         Ok(()) => Ok(pass),
@@ -119,6 +121,8 @@ pub struct FirstPass {
     copier: Copier,
     /// The manifest so far, in archive order.
     entries: Vec<ManifestEntry>,
+    /// Where each member is in `entries`: a member is found in constant time, not by a scan of them all.
+    positions: HashMap<Vec<u8>, usize>,
     sources: Vec<Source>,
     meta: Meta,
     finished: bool,
@@ -204,10 +208,13 @@ impl FirstPass {
                 pause(Pause::Copying(&member));
                 if let Some(entry) = walk.append(&mut self.copier, &mut builder, plan, item, &member)? {
                     done += entry.size;
-                    match self.entries.iter_mut().find(|e| e.path == entry.path) {
+                    match self.positions.get(&entry.path) {
                         // A directory named again by the final pass.
-                        Some(earlier) => *earlier = entry,
-                        None => self.entries.push(entry),
+                        Some(&at) => self.entries[at] = entry,
+                        None => {
+                            self.positions.insert(entry.path.clone(), self.entries.len());
+                            self.entries.push(entry);
+                        }
                     }
                 }
                 if last_report.elapsed() > Duration::from_millis(500) {
@@ -233,8 +240,10 @@ impl FirstPass {
                 if now.is_dir { "directory" } else { "file" }
             );
         }
+        self.copier.leave_out(&plan);
         let changes = self.copier.changes_since_first_pass(&plan, &self.entries);
         self.entries.retain(|e| !changes.stale.contains(&e.path));
+        self.positions = self.entries.iter().enumerate().map(|(at, e)| (e.path.clone(), at)).collect();
         self.copier.forget(&changes.stale);
         let stale = FinalPass { stale: self.entries_order(&changes.stale) };
         append_json(self.builder()?, FINAL_PASS_MEMBER, &stale)?;
@@ -250,6 +259,7 @@ impl FirstPass {
     /// Writes the manifest, finishes the gzip stream, fsyncs and renames into place.
     fn seal(&mut self) -> Result<Created> {
         let total = self.uncompressed_bytes();
+        self.positions.clear();
         let manifest = Manifest { format: FORMAT, entries: std::mem::take(&mut self.entries) };
         let closed = (|| -> Result<()> {
             let mut builder = self.builder.take().ok_or_else(|| anyhow!("the archive is already closed"))?;
@@ -436,6 +446,8 @@ struct Copier {
     copied: HashMap<Vec<u8>, Copied>,
     /// The members in the order they were stored.
     order: Vec<Vec<u8>>,
+    /// The sockets and device nodes already named in the warnings (their member names).
+    left_out: HashSet<Vec<u8>>,
 }
 
 /// A member as it was when the copy read it.
@@ -462,11 +474,22 @@ impl Copier {
             linked: HashMap::new(),
             copied: HashMap::new(),
             order: Vec::new(),
+            left_out: HashSet::new(),
         }
     }
 
     fn warn(&mut self, warning: String) {
         self.warnings.push(warning);
+    }
+
+    /// Names once, in the warnings, each socket and device node the scan left out.
+    fn leave_out(&mut self, plan: &Plan) {
+        for left_out in &plan.left_out {
+            let member = Item::member_of(left_out.root, &left_out.relative);
+            if self.left_out.insert(member) {
+                self.warnings.push(left_out.warning(&plan.roots));
+            }
+        }
     }
 
     /// Records the state `member` was stored in (its status taken before it was read, at `read_at`).
@@ -615,6 +638,21 @@ impl Copier {
                 }
                 Ok(Some(append_link(builder, member, &target, &stat, Kind::Symlink)?))
             }
+            Entry::Fifo(stat) => {
+                // Never opened: only its status is stored.
+                self.note(member, Seen::Fifo, &stat, read_at, None);
+                Ok(Some(append_fifo(builder, member, &stat)?))
+            }
+            Entry::Special(kind) => {
+                if self.left_out.insert(member.to_vec()) {
+                    self.warn(format!(
+                        "{}: left out: {} (it replaced what was scanned; never opened)",
+                        shown.display(),
+                        fsat::describe_special(kind)
+                    ));
+                }
+                Ok(None)
+            }
             Entry::Dir => {
                 self.warn(format!("{} became a directory during the backup; skipped", shown.display()));
                 Ok(None)
@@ -696,6 +734,14 @@ fn append_dir<W: Write>(builder: &mut tar::Builder<W>, member: &[u8], stat: &Sta
     header.set_size(0);
     builder.append_data(&mut header, member_path(member), io::empty())?;
     Ok(manifest_entry(member, Kind::Dir, stat))
+}
+
+/// A FIFO: its mode, owner and time; it has no content and is never opened.
+fn append_fifo<W: Write>(builder: &mut tar::Builder<W>, member: &[u8], stat: &Stat) -> Result<ManifestEntry> {
+    let mut header = header_from(stat, tar::EntryType::Fifo);
+    header.set_size(0);
+    builder.append_data(&mut header, member_path(member), io::empty())?;
+    Ok(manifest_entry(member, Kind::Fifo, stat))
 }
 
 /// A member that is a name for something else: a symlink's target, or a hard link's first name.

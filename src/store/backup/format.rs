@@ -22,7 +22,8 @@ pub(super) const OWN_PREFIX: &str = ".upgraderd-";
 /// 1: the first format. 2: names as bytes (`pathHex`), link targets in the
 /// manifest, hard links and GNU sparse members. 3: the service and mount each
 /// data path came from, and an optional final pass after `final-pass.json`
-/// (later also what restoring each data path allocates, an optional field).
+/// (later also what restoring each data path allocates, an optional field,
+/// and FIFO members, kind `fifo`, which older readers refuse by name).
 /// Readers take all three.
 pub(super) const FORMAT: u32 = 3;
 
@@ -94,6 +95,8 @@ pub enum Kind {
     Symlink,
     /// Another name for an earlier file member of the same data path.
     Hardlink,
+    /// A named pipe: its mode, owner and time, no content.
+    Fifo,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

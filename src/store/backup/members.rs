@@ -6,7 +6,8 @@
 //! names as bytes. Refused: absolute names, `.`, `..` or empty components,
 //! anything outside `data/<i>` for a known `i`, a member whose parent is not an
 //! earlier directory member (so nothing is ever written through a symlink),
-//! duplicates, types upgraderd never writes, and hard links to anything but an
+//! duplicates, device nodes and other types upgraderd never writes (FIFOs it
+//! does write), and hard links to anything but an
 //! earlier file of the same data path. A final pass ([`Rules::begin_final_pass`])
 //! may name again what it retired, and a directory again to give it its final
 //! mode and time. Symlink *targets* are data: any target,
@@ -114,6 +115,14 @@ impl<'a> Rules<'a> {
             tar::EntryType::Directory => Kind::Dir,
             tar::EntryType::Symlink => Kind::Symlink,
             tar::EntryType::Link => Kind::Hardlink,
+            tar::EntryType::Fifo => Kind::Fifo,
+            device @ (tar::EntryType::Char | tar::EntryType::Block) => bail!(
+                "backup {} has member `{}`, a {} device node, which upgraderd never writes: it never creates \
+                 device nodes on the host; refusing this archive",
+                self.archive.display(),
+                show(name),
+                if device == tar::EntryType::Char { "character" } else { "block" }
+            ),
             other => bail!(
                 "backup {} has member `{}` of type {other:?}, which upgraderd never writes",
                 self.archive.display(),

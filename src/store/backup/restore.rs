@@ -278,6 +278,7 @@ impl Stage {
             (Kind::Symlink, Some(target)) => {
                 write_symlink(target, parent, leaf, header).with_context(|| format!("cannot create link `{name}`"))
             }
+            (Kind::Fifo, _) => write_fifo(parent, leaf, header).with_context(|| format!("cannot create FIFO `{name}`")),
             (Kind::Hardlink, Some(first)) => {
                 // The rules made `first` an earlier file of this data path: same prefix, `data/<i>/`.
                 let first_relative = &first[member.name.len() - member.relative.len()..];
@@ -319,6 +320,8 @@ impl Stage {
             }
             (Kind::Symlink, Some(target)) => write_symlink(target, dir, &self.staging_name, header)
                 .with_context(|| format!("cannot create link {}", self.target.display())),
+            (Kind::Fifo, _) => write_fifo(dir, &self.staging_name, header)
+                .with_context(|| format!("cannot create FIFO {}", self.target.display())),
             (kind, _) => bail!("member `{name}` is a {kind:?} without what it needs; refusing to restore it"),
         }
     }
@@ -461,6 +464,17 @@ fn write_symlink(target: &[u8], dir: BorrowedFd<'_>, name: &[u8], header: &tar::
     if is_root() {
         fsat::set_owner_at(dir, name, header.uid()? as u32, header.gid()? as u32)?;
     }
+    fsat::set_mtime_at(dir, name, header.mtime()? as i64)?;
+    Ok((String::new(), 0))
+}
+
+/// Creates a FIFO, then its owner, mode and time, all without ever opening it.
+fn write_fifo(dir: BorrowedFd<'_>, name: &[u8], header: &tar::Header) -> Result<(String, u64)> {
+    fsat::mkfifo_at(dir, name)?;
+    if is_root() {
+        fsat::set_owner_at(dir, name, header.uid()? as u32, header.gid()? as u32)?;
+    }
+    fsat::set_mode_at(dir, name, header.mode()?)?;
     fsat::set_mtime_at(dir, name, header.mtime()? as i64)?;
     Ok((String::new(), 0))
 }

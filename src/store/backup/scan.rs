@@ -1,5 +1,7 @@
 //! The scan before a backup: what each data path holds (directories, regular
-//! files, symlinks; sockets, FIFOs and devices are runtime objects, not data),
+//! files, symlinks and FIFOs; sockets and device nodes are left out and named:
+//! a socket is a runtime object, and upgraderd never creates a device node on
+//! the host),
 //! which files are SQLite databases, how many bytes to expect, and what
 //! restoring each data path will allocate. The walk goes through directory
 //! handles only; the copy that follows opens every entry again through handles
@@ -18,6 +20,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use std::time::SystemTime;
@@ -41,6 +44,28 @@ pub(super) struct Plan {
     /// The files' apparent size: what the copy reads, for its progress.
     pub total_bytes: u64,
     pub files: u64,
+    /// Sockets and device nodes found: never opened, never stored, named in the warnings.
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A socket or device node the backup leaves out.
+pub(super) struct LeftOut {
+    pub root: usize,
+    pub relative: Vec<u8>,
+    pub kind: FileType,
+}
+
+impl LeftOut {
+    /// The warning that names it.
+    pub fn warning(&self, roots: &[Root]) -> String {
+        let path = roots[self.root].path.join(OsStr::from_bytes(&self.relative));
+        let why = match self.kind {
+            FileType::Socket => "a runtime object, not data",
+            FileType::CharacterDevice | FileType::BlockDevice => "upgraderd never creates device nodes on the host",
+            _ => "not a file, directory, link or FIFO",
+        };
+        format!("{}: left out: {} ({why})", path.display(), fsat::describe_special(self.kind))
+    }
 }
 
 /// The block a restore allocates in: what a file's size is rounded up to.
@@ -109,6 +134,8 @@ pub(super) enum Seen {
     Dir,
     File,
     Symlink,
+    /// Stored as a FIFO (its mode, owner and time); never opened.
+    Fifo,
 }
 
 /// One entry to back up, in walk order (a directory before what it holds).
@@ -131,10 +158,15 @@ pub(super) struct Item {
 impl Item {
     /// Its member name in the archive: `data/<root>[/<relative>]`.
     pub fn member(&self) -> Vec<u8> {
-        let mut member = format!("data/{}", self.root).into_bytes();
-        if !self.relative.is_empty() {
+        Item::member_of(self.root, &self.relative)
+    }
+
+    /// The member name of `relative` below data path `root`.
+    pub fn member_of(root: usize, relative: &[u8]) -> Vec<u8> {
+        let mut member = format!("data/{root}").into_bytes();
+        if !relative.is_empty() {
             member.push(b'/');
-            member.extend_from_slice(&self.relative);
+            member.extend_from_slice(relative);
         }
         member
     }
@@ -152,7 +184,7 @@ impl Item {
 
 /// Scans every data path.
 pub(super) fn scan(sources: &[Source]) -> Result<Plan> {
-    let mut plan = Plan { roots: Vec::new(), items: Vec::new(), total_bytes: 0, files: 0 };
+    let mut plan = Plan { roots: Vec::new(), items: Vec::new(), total_bytes: 0, files: 0, left_out: Vec::new() };
     for (index, source) in sources.iter().enumerate() {
         scan_root(index, source, &mut plan)?;
     }
@@ -213,6 +245,8 @@ fn scan_root(index: usize, source: &Source, plan: &mut Plan) -> Result<()> {
         Seen::Dir
     } else if meta.file_type().is_symlink() {
         Seen::Symlink
+    } else if meta.file_type().is_fifo() {
+        Seen::Fifo
     } else {
         Seen::File
     };
@@ -274,7 +308,11 @@ fn scan_dir(dir: BorrowedFd<'_>, root: usize, relative: &[u8], plan: &mut Plan) 
             FileType::Directory => Seen::Dir,
             FileType::RegularFile => Seen::File,
             FileType::Symlink => Seen::Symlink,
-            _ => continue,
+            FileType::Fifo => Seen::Fifo,
+            kind => {
+                plan.left_out.push(LeftOut { root, relative: child, kind });
+                continue;
+            }
         };
         let sqlite = seen == Seen::File && is_sqlite(dir, &name, size);
         let wal = sqlite.then(|| wal_of(dir, &name)).flatten();
