@@ -188,3 +188,44 @@ fn an_unlabelled_failing_latest_is_rolled_back_once_not_at_every_trigger_of_the_
     assert_eq!(s.started_at(), started, "the second trigger stopped nothing");
     s.wait_version("1.0.0");
 }
+
+#[test]
+fn a_password_in_the_operators_hook_never_reaches_the_apps_files_on_the_engine() {
+    const SECRET: &str = "hunter2";
+    let Some(s) = Scenario::start("hook-secret", &["1.0.0", "2.0.0"], ComposeVersion::V1) else { return };
+    let (sandbox, trigger) = (s.sandbox.path().display().to_string(), s.sandbox.path().display().to_string());
+    let pre = format!("cp {trigger}/.upgrade-status.json {sandbox}/status-during-pre; true --password={SECRET}");
+    let run =
+        s.upgraderd_command(&["upgrade", "--to", "2.0.0"]).env("UPGRADERD_PRE_UPGRADE_CMD", &pre).output().unwrap();
+    let run = common::Run::from_output(run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    s.wait_version("2.0.0");
+    let during = fs::read_to_string(s.sandbox.path().join("status-during-pre")).expect("the hook ran");
+    for (what, text) in [
+        ("the status file while the hook ran", during),
+        ("the status file", fs::read_to_string(s.sandbox.path().join(".upgrade-status.json")).unwrap()),
+        ("history", s.last_history().to_string()),
+        ("the log", run.stderr.clone()),
+    ] {
+        assert!(!text.contains(SECRET), "{what} holds the hook's password: {text}");
+    }
+}
+
+#[test]
+fn a_fifo_comes_back_a_fifo_and_a_socket_and_a_device_node_are_left_out_through_a_rollback() {
+    use std::os::unix::fs::FileTypeExt;
+    let Some(s) = Scenario::start("special", &["1.0.0", "2.0.5"], ComposeVersion::V1) else { return };
+    let volume = s.volume_dir();
+    must(&["mkfifo", volume.join("queue").to_str().unwrap()]);
+    let _socket = std::os::unix::net::UnixListener::bind(volume.join("app.sock")).unwrap();
+    must(&["mknod", volume.join("null").to_str().unwrap(), "c", "1", "3"]);
+    let run = s.upgraderd(&["upgrade", "--to", "2.0.5"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(s.last_history()["status"], "rolled_back", "{}", run.stderr);
+    s.wait_version("1.0.0");
+    assert!(fs::symlink_metadata(volume.join("queue")).unwrap().file_type().is_fifo(), "the FIFO is back as a FIFO");
+    assert!(!volume.join("app.sock").exists(), "a socket is a runtime object, not data");
+    assert!(!volume.join("null").exists(), "upgraderd never creates a device node on the host");
+    assert!(run.stderr.contains("left out: a socket"), "{}", run.stderr);
+    assert!(run.stderr.contains("null: left out"), "{}", run.stderr);
+}
