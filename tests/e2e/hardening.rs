@@ -229,3 +229,40 @@ fn a_fifo_comes_back_a_fifo_and_a_socket_and_a_device_node_are_left_out_through_
     assert!(run.stderr.contains("left out: a socket"), "{}", run.stderr);
     assert!(run.stderr.contains("null: left out"), "{}", run.stderr);
 }
+
+#[test]
+fn a_sparse_file_larger_than_the_data_filesystem_does_not_make_the_rollback_impossible() {
+    if !common::can_mount() {
+        assert!(std::env::var("UPGRADERD_E2E_REQUIRED").map_or(true, |v| v != "1"), "a tmpfs cannot be mounted here");
+        eprintln!("SKIP: a tmpfs cannot be mounted here; the sparse file was not exercised");
+        return;
+    }
+    let place = tempfile::Builder::new().prefix("upgraderd-e2e-sparse-").tempdir().unwrap();
+    // The app's data on a 64 MiB filesystem; declared first, so it is unmounted after the project is down.
+    let _mounted = Mounted::tmpfs(place.path(), "64m");
+    let data = place.path().display().to_string();
+    let on_tmpfs = move |repo: &str, port: u16, prefix: &str| {
+        crate::scenario::single_app(repo, port, prefix)
+            .replace("      - appdata:/data\n", &format!("      - {data}:/data\n"))
+    };
+    let Some(s) = Scenario::start_with("sparse", &["1.0.0", "2.0.5"], ComposeVersion::V1, &on_tmpfs, &["up", "-d"])
+    else {
+        return;
+    };
+    // 1 GiB that holds almost nothing: what the app can make on a 64 MiB disk.
+    fs::File::create(place.path().join("image.raw")).unwrap().set_len(1 << 30).unwrap();
+    let before = crate::scenario::sqlite_dump(place.path());
+    let run =
+        s.upgraderd_command(&["upgrade", "--to", "2.0.5"]).env("UPGRADERD_HEALTH_TIMEOUT", "60s").output().unwrap();
+    let run = common::Run::from_output(run);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        s.last_history()["status"],
+        "rolled_back",
+        "not `failed` for want of room it does not need: {}",
+        run.stderr
+    );
+    s.wait_version("1.0.0");
+    assert_eq!(crate::scenario::sqlite_dump(place.path()), before);
+    assert_eq!(fs::metadata(place.path().join("image.raw")).unwrap().len(), 1 << 30, "the sparse file is back");
+}
