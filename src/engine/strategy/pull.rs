@@ -420,13 +420,13 @@ impl Strategy for Pull {
             }
             problems.extend(target_exists(&self.docker, &ImageRef::parse(&member.target_ref)));
         }
-        if !force && !primary.retag && same_version(&ImageRef::parse(&primary.previous_ref).tag, &tag) {
-            problems.push(Problem::new(
-                "version",
-                format!("the service already runs {}; use --force to recreate it anyway", primary.previous_ref),
-            ));
-        }
-        if !force && primary.retag && ImageRef::parse(&primary.previous_ref).tag == tag && target != "latest" {
+        let running_tag = ImageRef::parse(&primary.previous_ref).tag;
+        // A channel asked for by its own name (`latest`) may have moved; a pin names one version.
+        let runs_it = match primary.retag {
+            true => running_tag == tag && target != "latest",
+            false => same_version(&running_tag, &tag),
+        };
+        if runs_it && !force {
             problems.push(Problem::new(
                 "version",
                 format!("the service already runs {}; use --force to recreate it anyway", primary.previous_ref),
