@@ -1224,7 +1224,10 @@ def report(results, args, header=None):
             "",
             "Each pass costs about what `tar` costs per file: no per-file fsync, one handle-relative lookup per",
             "entry, and a member found in the manifest by an index (it was a scan of every earlier entry, which",
-            "made a pass over n files take time in n²).",
+            "made a pass over n files take time in n²). Before the index, on this machine (release build,",
+            "40,000 files, 2026-12-04): first pass 4.0 – 6.2 s, final pass 4.2 – 8.5 s; the report that",
+            "asked for this measured 88 s and 66 s on a slower one. The syscalls were never the cost: about 10",
+            "per file, well under a second a pass.",
             "",
         ]
     return "\n".join(lines)
