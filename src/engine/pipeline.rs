@@ -238,30 +238,21 @@ impl Attempt<'_, '_> {
         }
         if fetched.unchanged && self.request.target == "latest" && !self.force {
             // `latest` pulled while `latest` runs: nothing to switch to, so nothing is stopped or backed up.
-            let not_put_back = self.put_back_fetch(strategy.as_mut()).unwrap_or_default();
             let from = self.from_version.clone().unwrap_or_else(|| "latest".into());
             self.journal.set_versions(self.from_version.as_deref(), &from);
             let message = format!(
                 "Already up to date: latest is the image that runs ({}); nothing was changed",
                 fetched.image_id.as_deref().unwrap_or("?")
             );
-            return self.end(Terminal::Complete, &message, (!not_put_back.is_empty()).then_some(not_put_back));
+            return self.end_after_fetch(strategy.as_mut(), Terminal::Complete, &message, None);
         }
         if let Some(refusal) = self.quarantined_image(&fetched) {
-            let not_put_back = self.put_back_fetch(strategy.as_mut()).unwrap_or_default();
-            return self.end(
-                Terminal::Failed,
-                "Refused: this image was rolled back on this host",
-                Some(format!("{refusal}{not_put_back}")),
-            );
+            let message = "Refused: this image was rolled back on this host";
+            return self.end_after_fetch(strategy.as_mut(), Terminal::Failed, message, Some(refusal));
         }
         if let Some(refusal) = self.app_policy_refusal(&fetched) {
-            let not_put_back = self.put_back_fetch(strategy.as_mut()).unwrap_or_default();
-            return self.end(
-                Terminal::Failed,
-                "Refused: the fetched version is beyond the operator's rules",
-                Some(format!("{refusal}{not_put_back}")),
-            );
+            let message = "Refused: the fetched version is beyond the operator's rules";
+            return self.end_after_fetch(strategy.as_mut(), Terminal::Failed, message, Some(refusal));
         }
         if self.backup_wanted {
             // After the fetch: the old version serves while the new one downloads, and the
@@ -556,6 +547,29 @@ impl Attempt<'_, '_> {
         let undone = strategy.undo_fetch(self.journal);
         strategy.discard(self.journal);
         undone.err().map(|e| format!("; putting back what the download changed failed too: {e:#}"))
+    }
+
+    /// Ends the attempt after the fetch, before anything stopped: what the fetch
+    /// changed goes back first. A failure to put it back is added to `reason`,
+    /// or logged when the attempt ends without one (nothing to do).
+    fn end_after_fetch(
+        &mut self,
+        strategy: &mut dyn Strategy,
+        terminal: Terminal,
+        message: &str,
+        reason: Option<String>,
+    ) -> Result<Outcome> {
+        let not_put_back = self.put_back_fetch(strategy).unwrap_or_default();
+        let error = match reason {
+            Some(reason) => Some(format!("{reason}{not_put_back}")),
+            None => {
+                if !not_put_back.is_empty() {
+                    self.journal.log(not_put_back.trim_start_matches("; "));
+                }
+                None
+            }
+        };
+        self.end(terminal, message, error)
     }
 
     /// The operator's veto: a non-zero exit of `UPGRADERD_PRE_UPGRADE_CMD` refuses the upgrade.
