@@ -258,7 +258,17 @@ class Deployment:
         return subprocess.run([str(self.world.upgraderd), *args], env=self.env(**extra), capture_output=True, text=True)
 
     def close(self):
+        # An image's VOLUME (the PostgreSQL image's) gives a container an anonymous volume that compose
+        # hands on by name when it recreates the container, so `down -v` leaves it: every volume the
+        # project's containers mount goes with the project.
+        label = f"label=com.docker.compose.project={self.name}"
+        mounted = []
+        for cid in sh("docker", "ps", "-aq", "--filter", label, check=False).stdout.split():
+            fmt = '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}'
+            mounted += sh("docker", "inspect", "--format", fmt, cid, check=False).stdout.split()
         sh("docker-compose", "-p", self.name, "-f", "docker-compose.yml", "down", "-v", "-t", "1", cwd=self.dir, check=False)
+        for volume in mounted:
+            sh("docker", "volume", "rm", volume, check=False)
 
 
 class Prober(threading.Thread):
