@@ -27,8 +27,13 @@ fn the_opentrace_example_has_everything_its_compose_file_builds_and_mounts() {
     for line in dockerfile.lines().filter(|l| l.starts_with("COPY ")) {
         let words: Vec<&str> = line.split_whitespace().collect();
         for source in &words[1..words.len() - 1] {
-            assert!(dir.join(source).is_file(), "the Dockerfile copies {source}, which is missing");
+            assert!(dir.join(source).exists(), "the Dockerfile copies {source}, which is missing");
         }
+    }
+    // Both databases, each migrated by the app from its own directory.
+    for (service, migration) in [("postgres", "001_projects.sql"), ("clickhouse", "001_spans.sql")] {
+        assert!(compose.contains(&format!("\n  {service}:\n")), "the stack has {service}");
+        assert!(dir.join("migrations").join(service).join(migration).is_file(), "{service}'s first migration");
     }
     assert!(dir.join("data/updates/.gitkeep").is_file(), "the trigger directory ships with the checkout");
     assert!(dir.join(".env.example").is_file(), "the README copies .env.example to .env");
@@ -37,6 +42,8 @@ fn the_opentrace_example_has_everything_its_compose_file_builds_and_mounts() {
     let env = fs::read_to_string(dir.join("upgraderd.env")).unwrap();
     assert!(env.contains("UPGRADERD_TRIGGER_DIR=/opt/opentrace/data/updates\n"));
     assert!(env.contains("UPGRADERD_TRIGGER_FILE=trigger\n"));
+    // The stack's data is found from the project: a data dir would replace it with one directory.
+    assert!(!env.lines().any(|l| l.starts_with("UPGRADERD_DATA_DIR=")), "{env}");
     let app = fs::read_to_string(dir.join("app.py")).unwrap();
     assert!(app.contains("UPDATES = DATA / \"updates\"") && app.contains("UPDATES / \"trigger\""));
     assert!(dockerfile.contains("DATA_DIR=/app/data"));
@@ -65,6 +72,7 @@ fn the_opentrace_compose_file_renders_with_the_env_file_the_readme_makes() {
     let rendered = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(rendered.contains("SITE_NAME: OpenTrace"), "the .env reaches the service:\n{rendered}");
+    assert!(rendered.contains("PGPASSWORD: change-me"), "the password reaches the app:\n{rendered}");
 }
 
 /// The example's app under the host's python3, its data in `data`, on `port`.
@@ -113,6 +121,64 @@ fn the_opentrace_app_answers_its_version_and_writes_the_trigger() {
     assert_eq!(fs::read_to_string(data.path().join("updates/trigger")).unwrap(), "update_requested\n");
     let names: Vec<_> = fs::read_dir(data.path().join("updates")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["trigger"], "nothing but the trigger is left behind");
+}
+
+/// The example's app against a fake `psql` that logs every statement and
+/// answers `SELECT version FROM schema_migrations` with `applied`: how it exited
+/// (or `None` when it went on to serve), its stderr, and the statements.
+fn migrate_with(applied: &str) -> (Option<i32>, String, String) {
+    let python = which("python3").expect("python3");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("statements");
+    let psql = dir.path().join("psql");
+    fs::write(
+        &psql,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\nprintf '%s\\n' \"$last\" >>'{}'\n\
+             case \"$last\" in 'SELECT version FROM schema_migrations') printf '{applied}' ;; esac\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&psql, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    let mut app = Command::new(python)
+        .arg(example().join("app.py"))
+        .env("PATH", path)
+        .env("POSTGRES_HOST", "postgres")
+        .env_remove("CLICKHOUSE_URL")
+        .env("DATA_DIR", dir.path().join("data"))
+        .env("PORT", free_port().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = common::wait("the example app to migrate").every(Duration::from_millis(50)).until(|| {
+        match app.try_wait().unwrap() {
+            Some(status) => Some(status.code()),
+            None => fs::read_to_string(&log).ok().filter(|l| l.contains("INSERT INTO")).map(|_| None),
+        }
+    });
+    let _ = app.kill();
+    let output = app.wait_with_output().unwrap();
+    (code, String::from_utf8_lossy(&output.stderr).into_owned(), fs::read_to_string(&log).unwrap_or_default())
+}
+
+#[test]
+fn the_opentrace_app_applies_its_migrations_and_refuses_data_from_a_newer_version() {
+    if which("python3").is_err() {
+        eprintln!("SKIP: python3 not installed; the example's migrations were not run");
+        return;
+    }
+    let (code, stderr, statements) = migrate_with("");
+    assert_eq!(code, None, "a fresh database is migrated and the app goes on: {stderr}");
+    assert!(statements.contains("CREATE TABLE projects"), "{statements}");
+    assert!(statements.contains("INSERT INTO schema_migrations (version) VALUES ('001_projects')"), "{statements}");
+
+    let (code, stderr, statements) = migrate_with("001_projects\\n002_from_the_future\\n");
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("postgres holds migrations this version does not know (002_from_the_future)"), "{stderr}");
+    assert!(!statements.contains("CREATE TABLE projects"), "nothing is applied to a newer database:\n{statements}");
 }
 
 fn which(program: &str) -> Result<PathBuf, ()> {

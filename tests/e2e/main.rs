@@ -23,6 +23,7 @@ mod database;
 mod hardening;
 mod kill;
 mod meshmonitor;
+mod opentrace;
 mod owner;
 mod pinned;
 mod pull;

@@ -14,7 +14,7 @@ use crate::scenario::Scenario;
 use crate::world::free_port;
 
 /// Runs git in `dir` with a fixed identity.
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -33,12 +33,19 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The app's source at one release: a Dockerfile on the locally built base.
-fn commit_release(src: &Path, prefix: &str, version: &str, behavior: &str, schema: u8, message: &str) -> String {
+/// The app's source at one release: a Dockerfile on the locally built image `base`.
+pub(crate) fn commit_release(
+    src: &Path,
+    base: &str,
+    version: &str,
+    behavior: &str,
+    schema: u8,
+    message: &str,
+) -> String {
     fs::write(
         src.join("Dockerfile"),
         format!(
-            "FROM {prefix}-build:1.0.0\nENV APP_VERSION={version} APP_BEHAVIOR={behavior} APP_SCHEMA={schema}\n\
+            "FROM {base}\nENV APP_VERSION={version} APP_BEHAVIOR={behavior} APP_SCHEMA={schema}\n\
              LABEL org.opencontainers.image.version={version}\n"
         ),
     )
@@ -69,7 +76,7 @@ impl Scenario {
             ),
         )
         .unwrap();
-        let p = &world.prefix;
+        let p = &format!("{}-build:1.0.0", world.prefix);
         let mut commits = vec![commit_release(&src, p, "1.0.0", "good", 1, "Release 1.0.0")];
         git(&src, &["tag", "v1.0.0"]);
         commits.push(commit_release(&src, p, "2.0.0", "good", 2, "Release 2.0.0"));

@@ -84,6 +84,11 @@ fn images(server: &Server) -> Option<(String, String)> {
     Some((db, app))
 }
 
+/// The ClickHouse server's image, built once per run (with the app images on it).
+pub(crate) fn clickhouse_image() -> Option<String> {
+    images(&CLICKHOUSE).map(|(db, _)| db)
+}
+
 /// The app and the database it keeps its data on.
 fn stack(server: &'static Server, db_image: String) -> impl Fn(&str, u16, &str) -> String {
     move |repo, port, prefix| {

@@ -16,8 +16,10 @@
 //!
 //! With `$APP_PG`, `$APP_MARIADB`, `$APP_REDIS` or `$APP_CLICKHOUSE` (a host
 //! name), the data is on that database server instead ([`Store`]), reached
-//! through the server's own client (`psql`, `mariadb`, `clickhouse-client`: the
-//! image is built on the server's) or, for Redis, its protocol. Schema 2 is
+//! through the server's own client (`psql`, `mariadb`: the image is built on
+//! the server's) or its protocol (Redis, ClickHouse's HTTP). Several at once
+//! (`$APP_PG` and `$APP_CLICKHOUSE`, as OpenTrace keeps its metadata and its
+//! traces) hold the same items and are migrated in that order. Schema 2 is
 //! what a real release's migration does to it: a column added to `items` and
 //! every name upper-cased (PostgreSQL, MariaDB, ClickHouse), the `items` set
 //! moved to `app:items` with upper-cased members and `app:schema` set (Redis).
@@ -68,19 +70,9 @@ fn main() {
         }
     }
     let target_schema = if behavior == "migrate-crash" { 2 } else { schema };
-    let server: Option<Box<dyn Store>> = if let Ok(host) = std::env::var("APP_PG") {
-        Some(Box::new(Postgres { host }))
-    } else if let Ok(host) = std::env::var("APP_MARIADB") {
-        Some(Box::new(Mariadb { host }))
-    } else if let Ok(host) = std::env::var("APP_REDIS") {
-        Some(Box::new(Redis { host }))
-    } else if let Ok(host) = std::env::var("APP_CLICKHOUSE") {
-        Some(Box::new(Clickhouse { host }))
-    } else {
-        None
-    };
-    if let Some(store) = server {
-        return server_app(store.as_ref(), target_schema, &behavior, &version);
+    let stores = stores_from_env();
+    if !stores.is_empty() {
+        return server_app(&stores, target_schema, &behavior, &version);
     }
     let db = match open(&format!("{data}/app.db"), target_schema) {
         Ok(db) => db,
@@ -364,8 +356,21 @@ struct Clickhouse {
 }
 
 impl Clickhouse {
+    /// One query over ClickHouse's HTTP interface (port 8123): the app then
+    /// needs no ClickHouse client in its image, as beside PostgreSQL's.
     fn query(&self, sql: &str) -> Result<String, String> {
-        client("clickhouse-client", &["--host", &self.host, "--query", sql])
+        let io = |e: std::io::Error| format!("clickhouse at {}: {e}", self.host);
+        let mut stream = TcpStream::connect((self.host.as_str(), 8123)).map_err(io)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+        let request = format!("POST / HTTP/1.0\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{sql}", self.host, sql.len());
+        stream.write_all(request.as_bytes()).map_err(io)?;
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).map_err(io)?;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        match head.split_whitespace().nth(1) {
+            Some("200") => Ok(body.trim().to_string()),
+            _ => Err(format!("{}: {}", head.lines().next().unwrap_or("no answer"), body.trim())),
+        }
     }
 }
 
@@ -397,30 +402,54 @@ impl Store for Clickhouse {
     }
 }
 
-/// The app on a database server: the same behaviours, the data in `store`.
-fn server_app(store: &dyn Store, schema: i64, behavior: &str, version: &str) {
-    // The database may still be starting (or restarting after a restore).
-    let mut tries = 0;
-    while let Err(e) = store.prepare() {
-        tries += 1;
-        if tries > 120 {
-            eprintln!("cannot reach the database: {e}");
-            std::process::exit(2);
+/// The database servers named in the environment, in the order they are migrated.
+fn stores_from_env() -> Vec<Box<dyn Store>> {
+    let host = |name: &str| std::env::var(name).ok();
+    let mut stores: Vec<Box<dyn Store>> = Vec::new();
+    if let Some(host) = host("APP_PG") {
+        stores.push(Box::new(Postgres { host }));
+    }
+    if let Some(host) = host("APP_MARIADB") {
+        stores.push(Box::new(Mariadb { host }));
+    }
+    if let Some(host) = host("APP_REDIS") {
+        stores.push(Box::new(Redis { host }));
+    }
+    if let Some(host) = host("APP_CLICKHOUSE") {
+        stores.push(Box::new(Clickhouse { host }));
+    }
+    stores
+}
+
+/// The app on database servers: the same behaviours, the data in every one of
+/// `stores` (an item is acknowledged once each has it), each migrated in turn.
+fn server_app(stores: &[Box<dyn Store>], schema: i64, behavior: &str, version: &str) {
+    for store in stores {
+        // The database may still be starting (or restarting after a restore).
+        let mut tries = 0;
+        while let Err(e) = store.prepare() {
+            tries += 1;
+            if tries > 120 {
+                eprintln!("cannot reach the database: {e}");
+                std::process::exit(2);
+            }
+            std::thread::sleep(Duration::from_millis(250));
         }
-        std::thread::sleep(Duration::from_millis(250));
+        let current = store.schema().unwrap_or_else(|e| {
+            eprintln!("cannot read the database's schema: {e}");
+            std::process::exit(2)
+        });
+        if current > schema {
+            eprintln!("database schema {current} is newer than this version understands ({schema}); refusing to start");
+            std::process::exit(3);
+        }
     }
-    let current = store.schema().unwrap_or_else(|e| {
-        eprintln!("cannot read the database's schema: {e}");
-        std::process::exit(2)
-    });
-    if current > schema {
-        eprintln!("database schema {current} is newer than this version understands ({schema}); refusing to start");
-        std::process::exit(3);
-    }
-    if current < 2 && schema >= 2 {
-        if let Err(e) = store.migrate() {
-            eprintln!("migration failed: {e}");
-            std::process::exit(2);
+    for store in stores {
+        if store.schema().unwrap_or(1) < 2 && schema >= 2 {
+            if let Err(e) = store.migrate() {
+                eprintln!("migration failed: {e}");
+                std::process::exit(2);
+            }
         }
     }
     if behavior == "migrate-crash" {
@@ -453,7 +482,7 @@ fn server_app(store: &dyn Store, schema: i64, behavior: &str, version: &str) {
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric())
                 .collect();
-            match store.insert(&name, schema) {
+            match stores.iter().try_for_each(|store| store.insert(&name, schema)) {
                 Ok(_) => (201, r#"{"ok":true}"#.to_string()),
                 Err(e) => (500, format!("{{\"error\":{e:?}}}")),
             }
