@@ -1,8 +1,9 @@
 //! The man pages in `man/` and the completions in `completions/` are generated
 //! from the clap definitions and the configuration key table, and checked in.
 //! This test fails when they are stale; `UPGRADERD_BLESS=1 cargo test --test
-//! generated` rewrites them. It also checks what the pages must say, and that
-//! the README's configuration table names every key.
+//! generated` rewrites them. It also checks what the pages must say, that
+//! the configuration table in `docs/configuration.md` names every key, and
+//! that the README's install section says what a new host needs.
 
 use std::path::{Path, PathBuf};
 
@@ -159,20 +160,21 @@ fn section<'a>(page: &'a str, name: &str) -> &'a str {
 }
 
 #[test]
-fn the_readme_configuration_table_names_every_key() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let table: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `UPGRADERD_")).collect();
-    assert!(!table.is_empty(), "the README has no configuration table");
+fn the_configuration_table_names_every_key() {
+    let doc = "docs/configuration.md";
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc)).unwrap();
+    let table: Vec<&str> = text.lines().filter(|l| l.starts_with("| `UPGRADERD_")).collect();
+    assert!(!table.is_empty(), "{doc} has no configuration table");
     for key in KEYS {
         let named = table.iter().any(|row| {
             let first = row.split(" | ").next().unwrap_or("");
             first.contains(&format!("`{}`", key.name))
         });
-        assert!(named, "the README's configuration table has no row for {}", key.name);
+        assert!(named, "the configuration table in {doc} has no row for {}", key.name);
         if let Some(older) = key.fallback {
             assert!(
                 table.iter().any(|row| row.contains(&format!("`{}` (`{older}`)", key.name))),
-                "{} without its older name {older}",
+                "{doc}: {} without its older name {older}",
                 key.name
             );
         }
@@ -182,9 +184,22 @@ fn the_readme_configuration_table_names_every_key() {
 #[test]
 fn the_readme_says_what_a_new_host_needs() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let install = &readme[readme.find("## Install and test").unwrap()..readme.find("## Commands").unwrap()];
+    let start = readme.find("\n## Install and test\n").expect("the README has no section `## Install and test`") + 1;
+    // The section ends at the next second-level heading.
+    let end = readme[start + 1..].find("\n## ").map_or(readme.len(), |i| start + 1 + i);
+    let install = &readme[start..end];
     for needed in ["Docker engine", "Docker\nCompose (the v2 plugin, `docker compose`, or v1's `docker-compose`"] {
         assert!(install.contains(needed), "the README's install section lacks {needed:?}");
+    }
+    // The two commands a fresh machine needs, each at the start of a line of
+    // the section: the one that builds and installs, and CI's test command.
+    let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
+    assert!(ci.contains("exec ./test.sh"), ".ci/run no longer runs ./test.sh: update the README's install section");
+    for command in ["./install.sh", "./test.sh"] {
+        assert!(
+            install.lines().any(|l| l.split_whitespace().next() == Some(command)),
+            "the README's install section has no line running {command}"
+        );
     }
 }
 
