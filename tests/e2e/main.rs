@@ -26,6 +26,7 @@ mod meshmonitor;
 mod opentrace;
 mod owner;
 mod pinned;
+mod private_engine;
 mod pull;
 mod rebuild;
 mod scenario;
