@@ -1,0 +1,187 @@
+//! The Docker engine going away is not the app failing: a compose v1 project
+//! on a private engine ([`PrivateEngine`]) that the test stops and starts
+//! again while upgraderd drives it through `DOCKER_HOST`. upgraderd waits for
+//! the engine (bounded by `UPGRADERD_ENGINE_WAIT`), the health gate's clock
+//! does not run meanwhile, and each attempt ends `complete` or `rolled_back`
+//! with the app answering the version the record names. An engine gone past
+//! the limit leaves the attempt interrupted, not terminal, and the next
+//! upgrader puts it right once the engine is back.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{self, Sandbox};
+use crate::compose::ComposeVersion;
+use crate::private_engine::PrivateEngine;
+use crate::world::{free_port, must, world};
+
+/// The test app 1.0.0 on a private engine, its versions in the test registry.
+struct OnPrivateEngine {
+    engine: PrivateEngine,
+    sandbox: Sandbox,
+    dir: PathBuf,
+    project: String,
+    port: u16,
+}
+
+impl OnPrivateEngine {
+    fn start(name: &str) -> Option<OnPrivateEngine> {
+        let engine = PrivateEngine::start(name)?;
+        let world = world()?;
+        let project = engine.name().to_string();
+        let repo = format!("{}/{project}/app", world.registry);
+        for version in ["1.0.0", "2.0.0", "2.0.1"] {
+            let image = format!("{repo}:{version}");
+            must(&["docker", "tag", &format!("{}-build:{version}", world.prefix), &image]);
+            must(&["docker", "push", &image]);
+            must(&["docker", "rmi", &image]);
+        }
+        let sandbox = Sandbox::new();
+        let dir = sandbox.path().join("deploy");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.join("docker-compose.yml"),
+            format!(
+                "version: '3.7'\nservices:\n  app:\n    image: {repo}:1.0.0\n    restart: unless-stopped\n    ports:\n      - \"{port}:3001\"\n    \
+                 volumes:\n      - appdata:/data\nvolumes:\n  appdata:\n"
+            ),
+        )
+        .unwrap();
+        let deployment = OnPrivateEngine { engine, sandbox, dir, project, port };
+        deployment.compose(&["up", "-d"]);
+        deployment.wait_version("1.0.0");
+        Some(deployment)
+    }
+
+    fn compose(&self, args: &[&str]) {
+        let mut all = vec!["-p", self.project.as_str()];
+        all.extend_from_slice(args);
+        let out = ComposeVersion::V1
+            .command(None, &self.dir, &all)
+            .env("DOCKER_HOST", self.engine.docker_host())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker-compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn health(&self) -> Option<Value> {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+        let url = format!("http://{}:{}/api/health", self.engine.address(), self.port);
+        agent.get(&url).call().ok()?.into_json().ok()
+    }
+
+    fn wait_version(&self, version: &str) {
+        common::wait(format!("{version} to answer on the private engine"))
+            .within(Duration::from_secs(90))
+            .every(Duration::from_millis(200))
+            .showing(|| format!("last answer: {:?}", self.health()))
+            .until_true(|| self.health().is_some_and(|h| h["version"] == version));
+    }
+
+    /// upgraderd for this deployment, on the private engine.
+    fn upgraderd(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Child {
+        let state = self.sandbox.state().display().to_string();
+        let mut all = vec!["--state-dir", state.as_str()];
+        all.extend_from_slice(args);
+        let mut cmd = self.sandbox.command(&all);
+        cmd.env("DOCKER_HOST", self.engine.docker_host())
+            .env("UPGRADERD_COMPOSE_DIR", &self.dir)
+            .env("UPGRADERD_COMPOSE_PROJECT", &self.project)
+            .env("UPGRADERD_SERVICE", "app")
+            .env("UPGRADERD_HEALTH_URL", format!("http://{}:{}/api/health", self.engine.address(), self.port))
+            .env("UPGRADERD_HEALTH_TIMEOUT", "20s")
+            .env("UPGRADERD_HEALTH_STABLE", "1s")
+            .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
+            .env("UPGRADERD_MIN_FREE", "1MB")
+            .env("UPGRADERD_POLICY", "major")
+            .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path())
+            .envs(extra.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    }
+
+    /// The status of the newest upgrade, read while an upgrader may run.
+    fn last_status(&self) -> Option<String> {
+        let state = self.sandbox.state().display().to_string();
+        let run = self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"]);
+        let history: Value = serde_json::from_str(&run.stdout).ok()?;
+        history["history"][0]["status"].as_str().map(str::to_string)
+    }
+
+    /// Waits until the newest upgrade reaches `status`.
+    fn wait_status(&self, status: &str) {
+        common::wait(format!("the upgrade to reach {status}"))
+            .within(Duration::from_secs(120))
+            .every(Duration::from_millis(50))
+            .showing(|| format!("status: {:?}", self.last_status()))
+            .until_true(|| self.last_status().as_deref() == Some(status));
+    }
+
+    fn last_history(&self) -> Value {
+        let state = self.sandbox.state().display().to_string();
+        self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"]).success().json()["history"][0]
+            .clone()
+    }
+
+    /// The engine away for `away` at `status`, then back.
+    fn engine_away_at(&mut self, status: &str, away: Duration) {
+        self.wait_status(status);
+        self.engine.stop();
+        std::thread::sleep(away);
+        self.engine.start_again();
+    }
+}
+
+fn finished(child: std::process::Child) -> common::Run {
+    common::Run::from_output(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn the_engine_restarting_during_the_gate_of_a_good_version_ends_complete() {
+    let Some(mut d) = OnPrivateEngine::start("gate") else { return };
+    let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.0"], &[("UPGRADERD_HEALTH_STABLE", "8s")]);
+    d.engine_away_at("health_check", Duration::from_secs(3));
+    let run = finished(upgrader);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("the Docker engine is unreachable; waiting"), "{}", run.stderr);
+    let row = d.last_history();
+    assert_eq!(row["status"], "complete", "{row}");
+    assert_eq!(row["toVersion"], "2.0.0");
+    d.wait_version("2.0.0");
+}
+
+#[test]
+fn the_engine_restarting_during_the_rollback_of_a_crashing_version_ends_rolled_back() {
+    let Some(mut d) = OnPrivateEngine::start("rollback") else { return };
+    let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.1"], &[]);
+    d.engine_away_at("rolling_back", Duration::from_secs(3));
+    let run = finished(upgrader);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let row = d.last_history();
+    assert_eq!(row["status"], "rolled_back", "{row}\n{}", run.stderr);
+    assert_eq!(row["fromVersion"], "1.0.0");
+    d.wait_version("1.0.0");
+}
+
+#[test]
+fn an_engine_gone_past_the_limit_leaves_the_upgrade_interrupted_and_the_next_upgrader_puts_it_back() {
+    let Some(mut d) = OnPrivateEngine::start("gone") else { return };
+    let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.0"], &[("UPGRADERD_HEALTH_STABLE", "8s"), ("UPGRADERD_ENGINE_WAIT", "2s")]);
+    d.wait_status("health_check");
+    d.engine.stop();
+    let run = finished(upgrader);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+    assert_eq!(d.last_status().as_deref(), Some("health_check"), "not terminal: {}", run.stderr);
+
+    d.engine.start_again();
+    let next = finished(d.upgraderd(&["upgrade", "--to", "2.0.0", "--dry-run"], &[]));
+    assert_eq!(next.code, 0, "{}\n{}", next.stdout, next.stderr);
+    let row = d.last_history();
+    assert_eq!(row["status"], "rolled_back", "recovered once the engine was back: {row}");
+    d.wait_version("1.0.0");
+}
