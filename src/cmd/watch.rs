@@ -1,4 +1,4 @@
-//! `upgraderd watch`: the daemon systemd runs (see `updater.service`).
+//! `upgraderd watch`: the daemon systemd runs (see `upgraderd.service`).
 
 use anyhow::Result;
 
