@@ -13,7 +13,7 @@
 //! found outside the window is not queued, and a check also runs as the
 //! window opens. The app's triggers are never held back by the window.
 //! The Docker socket check of the MeshMonitor watchdog protocol is answered
-//! on a thread of its own (`socket_test`), handed its requests by this loop.
+//! on a thread of its own (`socket_check`), handed its requests by this loop.
 //!
 //! [`run`] is the whole daemon; tests call it in-process with a
 //! [`Shutdown`] they trigger themselves.
@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 mod bookkeeping;
-mod socket_test;
+mod socket_check;
 #[cfg(test)]
 mod tests;
 
 use self::bookkeeping::{after_restart, ended_before_restart, settle, spool_name_ok, Settled, MAX_SPOOL_NAME};
-use self::socket_test::SocketTests;
+use self::socket_check::SocketChecks;
 use crate::config::{self, Config, Env};
 use crate::engine::status::{Snapshot, StatusFile};
 use crate::engine::{check, new_upgrade_id, pipeline, recover, Outcome, Request};
@@ -96,7 +96,7 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         spool: None,
         unrecovered: false,
         status: StatusFile::new(shared.clone(), &config.status_file, config.legacy_status_file.as_deref()),
-        socket_tests: SocketTests::start(shared, config, ui),
+        socket_checks: SocketChecks::start(shared, config, ui),
         notifier: Notifier::from_env(|name| env.get(name).map(str::to_string)),
         clock: Clock::from_env(|name| env.get(name).map(str::to_string)).map_err(usage)?,
         shutdown,
@@ -123,7 +123,7 @@ struct Daemon {
     /// The startup recovery has not gone through yet: it is tried again soon.
     unrecovered: bool,
     status: Arc<StatusFile>,
-    socket_tests: SocketTests,
+    socket_checks: SocketChecks,
     notifier: Notifier,
     /// What time it is, for the auto-upgrade window.
     clock: Clock,
@@ -285,7 +285,7 @@ impl Daemon {
     fn take_socket_test_request(&self) {
         // A trigger directory swapped for a link is never used; the intake reports it.
         if self.trigger.dir.check().is_ok() {
-            self.socket_tests.take_request();
+            self.socket_checks.take_request();
         }
     }
 
