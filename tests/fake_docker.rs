@@ -546,7 +546,7 @@ fn a_rollback_restores_a_sparse_file_larger_than_the_free_space() {
     file.set_len(APPARENT).unwrap();
     file.write_all_at(b"boot", 0).unwrap();
     drop(file);
-    assert!(upgraderd::store::disk::free_bytes(&disk.0).unwrap() < APPARENT);
+    assert!(upgraderd::testing::free_bytes(&disk.0).unwrap() < APPARENT);
 
     let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
     assert_eq!(d.status_file()["status"], "rolled_back", "{}", run.stderr);

@@ -19,7 +19,7 @@ use crate::store::db::Db;
 use crate::store::lock::Lock;
 use crate::ui::{human_bytes, Ui};
 
-pub fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
+pub(super) fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
     match command {
         BackupCommand::Create => create(ctx),
         BackupCommand::List => list(ctx),
@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
 
 /// What to back up: the same discovery an upgrade uses (every service's data
 /// when the deployment is found), else `UPGRADERD_DATA_DIR` alone.
-pub fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
+pub(super) fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
     if !discover::deployment_configured(&ctx.config) {
         if ctx.config.data_dirs.is_empty() {
             return Err(usage(
@@ -69,7 +69,7 @@ fn take_lock(ctx: &Ctx, what: &str) -> Result<Lock> {
 }
 
 /// A progress printer for long archive steps: `[ 40%] backing_up: 400.0 MiB of 1.0 GiB`.
-pub fn progress_printer<'a>(ui: &'a Ui, phase: &'a str) -> impl FnMut(Progress) + 'a {
+pub(super) fn progress_printer<'a>(ui: &'a Ui, phase: &'a str) -> impl FnMut(Progress) + 'a {
     move |p: Progress| {
         let percent = (p.done * 100).checked_div(p.total).map_or(100, |v| v.min(100) as u8);
         ui.step(percent, phase, &format!("{} of {}", human_bytes(p.done), human_bytes(p.total)));

@@ -15,8 +15,8 @@
 //! The Docker socket check of the MeshMonitor watchdog protocol is answered
 //! on a thread of its own (`socket_check`), handed its requests by this loop.
 //!
-//! [`run`] is the whole daemon; tests call it in-process with a
-//! [`Shutdown`] they trigger themselves.
+//! [`run`] is the whole daemon, ended by the [`Shutdown`] it is given (the
+//! integration tests run it as `upgraderd watch` and stop it with a signal).
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -64,7 +64,7 @@ const SOCKET_TEST_POLL: Duration = Duration::from_secs(1);
 const TRIGGER_SOURCE: &str = "trigger";
 
 /// Runs the daemon until `shutdown` is requested and no upgrade is in flight.
-pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()> {
+pub(crate) fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()> {
     let dir = config.trigger_dir.clone().ok_or_else(|| {
         usage("watch needs UPGRADERD_TRIGGER_DIR (or --trigger-dir): the directory the app shares with the host")
     })?;

@@ -43,7 +43,7 @@ enum Ask {
 }
 
 /// The socket check's thread and the way to hand it requests.
-pub struct SocketChecks {
+pub(super) struct SocketChecks {
     dir: Arc<SharedDir>,
     ui: Ui,
     asks: Option<Sender<Ask>>,
@@ -52,7 +52,7 @@ pub struct SocketChecks {
 
 impl SocketChecks {
     /// Starts the thread that answers requests in `dir`.
-    pub fn start(dir: Arc<SharedDir>, config: &Config, ui: &Ui) -> SocketChecks {
+    pub(super) fn start(dir: Arc<SharedDir>, config: &Config, ui: &Ui) -> SocketChecks {
         let (asks, received) = mpsc::channel();
         let checks = Checks {
             docker: Docker::new(&config.docker, Runner::new(false)),
@@ -70,7 +70,7 @@ impl SocketChecks {
 
     /// Takes the request waiting in the trigger directory, if there is one: removes
     /// it (as the name it is, never followed) and hands it to the thread.
-    pub fn take_request(&self) {
+    pub(super) fn take_request(&self) {
         let ask = match self.dir.entry(SOCKET_TEST_REQUEST) {
             Ok(Entry::Missing) => return,
             Ok(Entry::File { .. }) => Ask::Check,

@@ -25,13 +25,13 @@ use crate::states::BackupMode;
 use crate::store::backup::{self, Created, Progress, Source};
 
 /// The label choosing a service's backup mode, and its hooks' labels.
-pub const MODE_LABEL: &str = "upgraderd.backup";
-pub const PRE_LABEL: &str = "upgraderd.backup.pre";
-pub const POST_LABEL: &str = "upgraderd.backup.post";
+pub(crate) const MODE_LABEL: &str = "upgraderd.backup";
+pub(crate) const PRE_LABEL: &str = "upgraderd.backup.pre";
+pub(crate) const POST_LABEL: &str = "upgraderd.backup.post";
 
 /// One container of the project and the data it keeps.
 #[derive(Debug, Clone)]
-pub struct ServiceData {
+pub(crate) struct ServiceData {
     pub service: String,
     /// The container's id (where hooks run).
     pub container: String,
@@ -44,13 +44,12 @@ pub struct ServiceData {
     pub post: Option<Vec<String>>,
     /// The services it depends on (compose v2 records them on the container).
     pub depends_on: Vec<String>,
-    pub has_healthcheck: bool,
     pub sources: Vec<Source>,
 }
 
 /// Everything a backup of the project covers.
 #[derive(Debug, Clone, Default)]
-pub struct DataSet {
+pub(crate) struct DataSet {
     pub services: Vec<ServiceData>,
     /// Configured data paths no service mounts.
     pub unowned: Vec<Source>,
@@ -60,7 +59,7 @@ pub struct DataSet {
 
 impl DataSet {
     /// Every data path, each once.
-    pub fn sources(&self) -> Vec<Source> {
+    pub(crate) fn sources(&self) -> Vec<Source> {
         let mut sources: Vec<Source> = Vec::new();
         for source in self.services.iter().flat_map(|s| &s.sources).chain(&self.unowned) {
             if !sources.iter().any(|s| s.path == source.path) {
@@ -70,22 +69,22 @@ impl DataSet {
         sources
     }
 
-    pub fn paths(&self) -> Vec<PathBuf> {
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
         self.sources().into_iter().map(|s| s.path).collect()
     }
 
     /// The containers of `stop`-mode services that hold data.
-    pub fn stop_mode(&self) -> impl Iterator<Item = &ServiceData> {
+    pub(crate) fn stop_mode(&self) -> impl Iterator<Item = &ServiceData> {
         self.services.iter().filter(|s| s.mode == BackupMode::Stop && !s.sources.is_empty())
     }
 
     /// The containers of these services.
-    pub fn of_services<'a>(&'a self, services: &'a [String]) -> impl Iterator<Item = &'a ServiceData> {
+    pub(crate) fn of_services<'a>(&'a self, services: &'a [String]) -> impl Iterator<Item = &'a ServiceData> {
         self.services.iter().filter(move |s| services.contains(&s.service))
     }
 
     /// One line per service for the log: `db (stop, image postgres): /var/lib/docker/volumes/…`.
-    pub fn describe(&self) -> Vec<String> {
+    pub(crate) fn describe(&self) -> Vec<String> {
         let mut lines: Vec<String> = self
             .services
             .iter()
@@ -104,7 +103,7 @@ impl DataSet {
 /// The project's data set: every service's writable volumes and bind mounts
 /// (or `UPGRADERD_DATA_DIR`, attributed to the service that mounts it), each
 /// service with its mode, minus `skip` services and `UPGRADERD_BACKUP_EXCLUDE`.
-pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<DataSet> {
+pub(crate) fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<DataSet> {
     let containers = project_containers(docker, project)?;
     let stack = stack_services(docker, project)?;
     let replicas: BTreeMap<&str, u64> =
@@ -156,7 +155,6 @@ pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<D
             pre,
             post,
             depends_on: depends_on(container),
-            has_healthcheck: container.state.health.is_some(),
             sources,
         });
     }
@@ -301,7 +299,7 @@ fn hook_argv(service: &str, label: &str, text: &str) -> Result<Vec<String>> {
 /// Splits a command line into words: blanks separate, `'…'` is literal,
 /// `"…"` keeps blanks and takes `\` before `"`, `\` or `$`, and `\` outside
 /// quotes escapes the next character. Nothing is expanded.
-pub fn split_command(text: &str) -> std::result::Result<Vec<String>, String> {
+pub(crate) fn split_command(text: &str) -> std::result::Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;
     let mut chars = text.chars();
@@ -356,7 +354,7 @@ pub fn split_command(text: &str) -> std::result::Result<Vec<String>, String> {
 
 /// The order to start `services` in: each after the services it depends on
 /// (those in the list); otherwise as given.
-pub fn start_order(services: &[ServiceData]) -> Vec<ServiceData> {
+pub(crate) fn start_order(services: &[ServiceData]) -> Vec<ServiceData> {
     let mut left: Vec<ServiceData> = services.to_vec();
     let mut ordered: Vec<ServiceData> = Vec::new();
     while !left.is_empty() {
@@ -393,7 +391,7 @@ fn hook_container(docker: &Docker, service: &ServiceData) -> Result<String> {
 /// [`Halt`] token) and telling the observer before it is asked to stop, so
 /// that the caller, or recovery after a kill, can start them again whatever
 /// happens. A failure stops nothing more.
-pub fn stop_containers(
+pub(crate) fn stop_containers(
     docker: &Docker,
     services: &[ServiceData],
     stopped: &mut Vec<String>,
@@ -418,12 +416,12 @@ pub fn stop_containers(
 }
 
 /// How long a stopped service has to shut down cleanly before it is killed.
-pub const STOP_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Starts what `tokens` stopped again and waits until each is ready (see
 /// [`halt::wait_ready`]; `timeout` is `UPGRADERD_START_TIMEOUT`): all at once,
 /// but a service after the ones it depends on, each group awaited together.
-pub fn start_containers(
+pub(crate) fn start_containers(
     docker: &Docker,
     tokens: &[String],
     services: &[ServiceData],
@@ -482,7 +480,7 @@ pub fn start_containers(
 
 /// `services` in groups that can start together: each group's services
 /// depend on none of the ones in later groups.
-pub fn start_waves(services: &[ServiceData]) -> Vec<Vec<ServiceData>> {
+pub(crate) fn start_waves(services: &[ServiceData]) -> Vec<Vec<ServiceData>> {
     let mut left: Vec<ServiceData> = services.to_vec();
     let mut waves = Vec::new();
     while !left.is_empty() {
@@ -503,7 +501,7 @@ pub fn start_waves(services: &[ServiceData]) -> Vec<Vec<ServiceData>> {
 }
 
 /// What a consistent backup reports as it goes.
-pub trait Observer {
+pub(crate) trait Observer {
     fn log(&mut self, line: &str);
     /// The containers stopped now (after each change), to be started again if upgraderd dies.
     fn stopped(&mut self, ids: &[String]) -> Result<()>;
@@ -517,7 +515,7 @@ pub trait Observer {
 /// started again (and waited for) and the `post` hooks of those running.
 /// `stopped` holds what is stopped at any moment, also when this fails;
 /// `keep_stopped` stays stopped on success.
-pub fn back_up(
+pub(crate) fn back_up(
     docker: &Docker,
     set: &DataSet,
     keep_stopped: &[ServiceData],
@@ -570,7 +568,7 @@ pub fn back_up(
 }
 
 /// Where a backup goes and how long a restarted service has to come back.
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     pub dir: &'a Path,
     pub reason: backup::Reason,
     pub start_timeout: Option<Duration>,
@@ -612,7 +610,7 @@ fn run_hooks(
 /// interrupted earlier attempt recorded) is started again with them. What is
 /// stopped is told to the observer as it changes. A failed restore leaves the
 /// data as it was, and the services are started again all the same.
-pub fn restore_with_owners_stopped(
+pub(crate) fn restore_with_owners_stopped(
     config: &Config,
     docker: &Docker,
     project: &Project,
@@ -656,7 +654,7 @@ fn owners_of(
 }
 
 /// The services a backup's data came from, as its metadata names them.
-pub fn services_in(archive: &Path) -> Result<Vec<String>> {
+pub(crate) fn services_in(archive: &Path) -> Result<Vec<String>> {
     let meta = backup::read_meta(archive)?;
     let mut named: Vec<String> = meta.roots.iter().filter_map(|r| r.service.clone()).collect();
     named.sort();
@@ -690,7 +688,6 @@ mod tests {
             pre: None,
             post: None,
             depends_on: depends_on.iter().map(|s| s.to_string()).collect(),
-            has_healthcheck: false,
             sources: Vec::new(),
         }
     }

@@ -38,7 +38,7 @@ use crate::version::{compare_versions, validate_version};
 
 /// The steps of the runbook, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     Preflight,
     Backup,
     Fetch,
@@ -48,7 +48,7 @@ pub enum Step {
 
 /// What the attempt does next when a step fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// End `failed`: the running version and its data were not touched.
     Fail,
     /// Put the previous version and its data back.
@@ -56,7 +56,7 @@ pub enum Next {
 }
 
 /// A failed step before the switch changed nothing that runs; from the switch on, roll back.
-pub fn after_failure(step: Step) -> Next {
+pub(crate) fn after_failure(step: Step) -> Next {
     match step {
         Step::Preflight | Step::Backup | Step::Fetch => Next::Fail,
         Step::Switch | Step::Gate => Next::RollBack,
@@ -65,7 +65,7 @@ pub fn after_failure(step: Step) -> Next {
 
 /// A stop request (SIGTERM) abandons the attempt before the switch; once it
 /// began, the gate or the rollback finishes first so the host is never left half-switched.
-pub fn after_stop_request(step: Step) -> Option<Next> {
+pub(crate) fn after_stop_request(step: Step) -> Option<Next> {
     match step {
         Step::Preflight | Step::Backup | Step::Fetch => Some(Next::Fail),
         Step::Switch | Step::Gate => None,
@@ -73,7 +73,7 @@ pub fn after_stop_request(step: Step) -> Option<Next> {
 }
 
 /// Runs one upgrade attempt to its terminal state.
-pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
+pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
     validate_version(&request.target).map_err(usage)?;
     let command = format!("upgrade --to {}", request.target);
     // A dry run leaves nothing behind and names no id: it creates neither the state

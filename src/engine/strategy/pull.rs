@@ -31,7 +31,7 @@ use crate::version::{in_flavour_of, same_version};
 /// One service of the release family: what it ran, and where the upgrade takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Member {
+pub(crate) struct Member {
     pub service: String,
     /// The reference its compose files gave it before the upgrade.
     pub previous_ref: String,
@@ -49,7 +49,7 @@ impl Member {
     }
 }
 
-pub struct Pull {
+pub(crate) struct Pull {
     pub docker: Docker,
     pub compose: Compose,
     pub project: Project,
@@ -72,7 +72,7 @@ pub struct Pull {
 }
 
 /// What a new pull upgrade is told by the configuration.
-pub struct Settings<'a> {
+pub(crate) struct Settings<'a> {
     pub configured_image: Option<&'a str>,
     pub pin_channels: bool,
     pub release_steps: &'a [ReleaseStep],
@@ -80,7 +80,7 @@ pub struct Settings<'a> {
 }
 
 impl Pull {
-    pub fn new(
+    pub(crate) fn new(
         docker: Docker,
         compose: Compose,
         project: Project,
@@ -105,7 +105,7 @@ impl Pull {
     }
 
     /// The strategy of an interrupted upgrade, rebuilt from its journal row to put it back.
-    pub fn resume(docker: Docker, compose: Compose, project: Project, record: &UpgradeRecord) -> Result<Pull> {
+    pub(crate) fn resume(docker: Docker, compose: Compose, project: Project, record: &UpgradeRecord) -> Result<Pull> {
         let members = match &record.family {
             Some(json) => serde_json::from_str(json)
                 .with_context(|| format!("reading the release family recorded for upgrade {}", record.id))?,

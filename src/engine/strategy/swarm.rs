@@ -34,7 +34,7 @@ use crate::store::edited::EditedFile;
 
 /// One moved service as it ran before the upgrade: what a rollback updates it back to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Before {
+pub(crate) struct Before {
     /// The Swarm service (`STACK_SERVICE`).
     pub service: String,
     /// Its image with the digest Swarm pinned (`REPO:TAG@sha256:…`).
@@ -42,7 +42,7 @@ pub struct Before {
     pub replicas: u64,
 }
 
-pub struct SwarmUpdate {
+pub(crate) struct SwarmUpdate {
     swarm: Swarm,
     project: Project,
     /// The repository the versions are tags of (the primary's image).
@@ -63,7 +63,7 @@ pub struct SwarmUpdate {
 
 /// The stack of a recorded Swarm upgrade, as its journal row names it: the
 /// stack, the primary and the services that moved.
-pub fn recorded_project(record: &UpgradeRecord) -> Result<Project> {
+pub(crate) fn recorded_project(record: &UpgradeRecord) -> Result<Project> {
     let missing = |what: &str| anyhow!("upgrade {} recorded no {what}; it cannot be put back automatically", record.id);
     let service = record.service.clone().ok_or_else(|| missing("service"))?;
     let stack = record.compose_project.clone().ok_or_else(|| missing("stack"))?;
@@ -71,7 +71,7 @@ pub fn recorded_project(record: &UpgradeRecord) -> Result<Project> {
 }
 
 impl SwarmUpdate {
-    pub fn new(docker: Docker, project: Project, settle: Duration) -> SwarmUpdate {
+    pub(crate) fn new(docker: Docker, project: Project, settle: Duration) -> SwarmUpdate {
         SwarmUpdate {
             swarm: Swarm::new(docker),
             project,
@@ -87,13 +87,18 @@ impl SwarmUpdate {
     }
 
     /// The stack files `docker stack deploy` reads: their pins are edited with the services.
-    pub fn with_stack_files(mut self, files: &[PathBuf]) -> SwarmUpdate {
+    pub(crate) fn with_stack_files(mut self, files: &[PathBuf]) -> SwarmUpdate {
         self.stack_files = files.to_vec();
         self
     }
 
     /// The strategy of a recorded upgrade, rebuilt from its journal row to put it back.
-    pub fn resume(docker: Docker, project: Project, settle: Duration, record: &UpgradeRecord) -> Result<SwarmUpdate> {
+    pub(crate) fn resume(
+        docker: Docker,
+        project: Project,
+        settle: Duration,
+        record: &UpgradeRecord,
+    ) -> Result<SwarmUpdate> {
         let before: Vec<Before> = record
             .swarm_services
             .as_deref()
@@ -246,7 +251,7 @@ fn all_done(failures: Vec<String>) -> Result<()> {
 }
 
 /// What preflight asks of one moved service, from Swarm's own view of it.
-pub fn service_problems(service: &Service) -> Vec<Problem> {
+pub(crate) fn service_problems(service: &Service) -> Vec<Problem> {
     let name = &service.spec.name;
     let mut problems = Vec::new();
     if service.replicas().is_none() {
@@ -309,7 +314,7 @@ pub fn service_problems(service: &Service) -> Vec<Problem> {
 /// stack file's labels only: an image's own label, ignored there, is not in it.)
 /// Conservative: a service whose mounts `UPGRADERD_DATA_DIR` or
 /// `UPGRADERD_BACKUP_EXCLUDE` leave out still counts; `skip` says so plainly.
-pub fn backed_up(config: &Config, service: &Service) -> bool {
+pub(crate) fn backed_up(config: &Config, service: &Service) -> bool {
     let configured = config.backup_modes.iter().find(|(s, _)| s == service.short_name()).map(|(_, mode)| *mode);
     let label = || service.container_label(MODE_LABEL).and_then(|text| BackupMode::parse(text.trim()));
     let mode = configured.or_else(label);
@@ -320,7 +325,7 @@ pub fn backed_up(config: &Config, service: &Service) -> bool {
 /// where its services run, for every service whose data is backed up (see
 /// [`data_problems`]; `restores` asks for the pin too). Only data on this node
 /// is backed up: refused rather than left out. Nothing for a compose project.
-pub fn placement_problems(config: &Config, docker: &Docker, project: &Project, restores: bool) -> Vec<Problem> {
+pub(crate) fn placement_problems(config: &Config, docker: &Docker, project: &Project, restores: bool) -> Vec<Problem> {
     if project.orchestrator != Orchestrator::Swarm {
         return Vec::new();
     }
@@ -347,7 +352,7 @@ pub fn placement_problems(config: &Config, docker: &Docker, project: &Project, r
 
 /// What upgraderd does with a stack service whose data it backs up.
 #[derive(Debug, Clone, Copy)]
-pub struct Use {
+pub(crate) struct Use {
     /// It moves to the new version (its own checks refuse a global one).
     pub moved: bool,
     /// Its data may be restored and the service scaled back (an upgrade, not `backup create`).
@@ -359,7 +364,7 @@ pub struct Use {
 /// here), and, when its data may be restored, kept here (pinned to this node,
 /// on a swarm of several nodes, or Swarm may start it elsewhere, away from its
 /// data, after a failure, a drain or the scale-up after a restore).
-pub fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, by: Use) -> Vec<Problem> {
+pub(crate) fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, by: Use) -> Vec<Problem> {
     let name = &service.spec.name;
     let leave_out = format!("or leave its data out with UPGRADERD_BACKUP_MODES={}=skip", service.short_name());
     let pin = format!("`deploy: placement: constraints: [node.hostname == {}]`", node.hostname);
@@ -639,7 +644,8 @@ mod tests {
     #[test]
     fn a_global_service_is_refused_and_an_ingress_port_with_start_first_is_fine() {
         let mut web = web(r#"{"Order":"start-first"}"#, r#"[{"PublishedPort":8080,"PublishMode":"ingress"}]"#);
-        web.spec.mode = crate::ops::swarm::ServiceMode { replicated: None, global: Some(serde_json::json!({})) };
+        // `Mode: {"Global": {}}`: no replicated mode.
+        web.spec.mode = crate::ops::swarm::ServiceMode { replicated: None };
         let problems = service_problems(&web);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("global service"));

@@ -130,12 +130,12 @@ pub struct FirstPass {
 
 impl FirstPass {
     /// What the first pass noticed (files that vanished, changed type, shrank).
-    pub fn warnings(&self) -> &[String] {
+    pub(crate) fn warnings(&self) -> &[String] {
         &self.copier.warnings
     }
 
     /// Writes the manifest and puts the archive in place, without a final pass.
-    pub fn finish(mut self) -> Result<Created> {
+    pub(crate) fn finish(mut self) -> Result<Created> {
         self.seal()
     }
 
