@@ -135,11 +135,13 @@ pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome
     Ok(outcome)
 }
 
-/// The runner of an attempt: child output streamed to the terminal, interruptible children stopped on request.
+/// The runner of an attempt: child output streamed through the caller's `ui`
+/// (so `-q` quiets it and `--json` makes it JSON lines), interruptible
+/// children stopped on request.
 fn runner_for(ui: &Ui, request: &Request) -> Runner {
-    let json = ui.json();
+    let ui = ui.clone();
     let runner = Runner::new(request.dry_run)
-        .with_sink(std::sync::Arc::new(move |source: &str, line: &str| Ui::new(json, 0).stream_line(source, line)));
+        .with_sink(std::sync::Arc::new(move |source: &str, line: &str| ui.stream_line(source, line)));
     match &request.shutdown {
         Some(shutdown) => runner.with_stop_flag(shutdown.requested.clone()),
         None => runner,
