@@ -27,6 +27,7 @@
 //! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
 
 mod catalog;
+mod copy;
 mod create;
 mod format;
 mod members;
