@@ -8,7 +8,6 @@ use serde_json::json;
 use crate::cli::{BackupCommand, BackupRef, PruneArgs, RestoreArgs};
 use crate::cmd::Ctx;
 use crate::engine::data::{self, DataSet};
-use crate::engine::strategy::swarm;
 use crate::engine::{discover, halt};
 use crate::exit::{usage, Exit};
 use crate::ops::docker::Docker;
@@ -44,7 +43,8 @@ pub(super) fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
     }
     let runner = Runner::new(false);
     let deployment = discover::discover(&ctx.config, &runner)?;
-    let problems = swarm::placement_problems(&ctx.config, &deployment.docker, &deployment.project, false);
+    let problems =
+        crate::engine::data::placement::placement_problems(&ctx.config, &deployment.docker, &deployment.project, false);
     if !problems.is_empty() {
         let lines: Vec<String> = problems.iter().map(|p| format!("- {p}")).collect();
         return Err(anyhow!(

@@ -435,7 +435,7 @@ impl Attempt<'_, '_> {
                 Err(err) => problems.push(Problem::from_error("backup", &err)),
             }
             let (config, docker, project) = (self.config, &deployment.docker, &deployment.project);
-            problems.extend(strategy::swarm::placement_problems(config, docker, project, true));
+            problems.extend(crate::engine::data::placement::placement_problems(config, docker, project, true));
         }
         self.from_version = current.clone();
         self.journal.set_versions(current.as_deref(), target);
