@@ -89,14 +89,15 @@ install -m 0644 "$here/completions/upgraderd.bash" "$bashdir/upgraderd"
 install -m 0644 "$here/completions/_upgraderd" "$zshdir/_upgraderd"
 install -m 0644 "$here/completions/upgraderd.fish" "$fishdir/upgraderd.fish"
 install -d -m 0755 "$unitdir"
-# The units with the binary path of PREFIX, each replaced in one rename.
+# The units, under their own names, with the binary path of PREFIX, each
+# replaced in one rename.
 install_unit() {
-  sed "s|/usr/local/bin/upgraderd|$PREFIX/bin/upgraderd|" "$here/$1" > "$unitdir/$2.tmp"
-  chmod 0644 "$unitdir/$2.tmp"
-  mv "$unitdir/$2.tmp" "$unitdir/$2"
+  sed "s|/usr/local/bin/upgraderd|$PREFIX/bin/upgraderd|" "$here/$1" > "$unitdir/$1.tmp"
+  chmod 0644 "$unitdir/$1.tmp"
+  mv "$unitdir/$1.tmp" "$unitdir/$1"
 }
-install_unit updater.service upgraderd.service
-install_unit upgraderd@.service upgraderd@.service
+install_unit upgraderd.service
+install_unit upgraderd@.service
 install -d -m 0755 "$confdir"
 if [ -e "$confdir/upgraderd.env" ]; then
   echo "kept existing $confdir/upgraderd.env"

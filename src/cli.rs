@@ -44,7 +44,7 @@ pub struct Cli {
 
 impl Cli {
     /// -1 quiet, 0 normal, 1.. verbose.
-    pub fn verbosity(&self) -> i8 {
+    pub(crate) fn verbosity(&self) -> i8 {
         if self.quiet {
             -1
         } else {
@@ -79,7 +79,7 @@ pub struct SettingFlags {
 
 impl SettingFlags {
     /// The flags that were given, as (configuration key, value).
-    pub fn given(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn given(&self) -> Vec<(&'static str, String)> {
         [
             ("UPGRADERD_CONTAINER", &self.container),
             ("UPGRADERD_DATA_DIR", &self.data_dir),

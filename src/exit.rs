@@ -5,7 +5,7 @@ use std::fmt;
 /// The exit codes promised in the command contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Exit {
+pub(crate) enum Exit {
     Success = 0,
     /// The operation failed (an upgrade that was rolled back counts as failed).
     Failed = 1,
@@ -19,10 +19,10 @@ pub enum Exit {
 
 impl Exit {
     /// Every exit code, in order.
-    pub const ALL: [Exit; 5] = [Exit::Success, Exit::Failed, Exit::Usage, Exit::Locked, Exit::UpdateAvailable];
+    pub(crate) const ALL: [Exit; 5] = [Exit::Success, Exit::Failed, Exit::Usage, Exit::Locked, Exit::UpdateAvailable];
 
     /// What the code means, for people (the man pages' EXIT STATUS).
-    pub fn meaning(self) -> &'static str {
+    pub(crate) fn meaning(self) -> &'static str {
         match self {
             Exit::Success => "Success.",
             Exit::Failed => "The operation failed; an upgrade that was rolled back counts as failed.",
@@ -37,7 +37,7 @@ impl Exit {
 
 /// Bad usage or configuration: the user must change a flag, a variable or a file.
 #[derive(Debug)]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,12 +48,12 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// Shorthand for returning a [`UsageError`] through `anyhow`.
-pub fn usage(message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
 /// Maps an error to its exit code by the typed errors anywhere in its chain.
-pub fn classify(err: &anyhow::Error) -> Exit {
+pub(crate) fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
         if cause.is::<UsageError>() {
             return Exit::Usage;

@@ -9,23 +9,57 @@
 //! `manpages` renders the man pages from `cli` and the configuration keys,
 //! `units` formats sizes for people and `window` decides automatic-upgrade
 //! windows (leaves, usable from any layer).
+//!
+//! Every module is private: the binary calls [`main_with_args`], and the
+//! integration tests in `tests/` reach the few items they need through the
+//! hidden [`testing`] module. So the compiler reports any item nothing uses.
 
-pub mod cli;
-pub mod cmd;
-pub mod config;
-pub mod daemon;
-pub mod engine;
-pub mod exit;
-pub mod manpages;
-pub mod ops;
-pub mod signals;
-pub mod states;
-pub mod store;
-pub mod trigger;
-pub mod ui;
-pub mod units;
-pub mod version;
-pub mod window;
+#![warn(unreachable_pub)]
+// Output goes through `ui`, the one module allowed to print.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod cli;
+mod cmd;
+mod config;
+mod daemon;
+mod engine;
+mod exit;
+mod manpages;
+mod ops;
+mod signals;
+mod states;
+mod store;
+mod trigger;
+mod ui;
+mod units;
+mod version;
+mod window;
+
+/// What the integration tests in `tests/` use of the library, and nothing else; not an API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::cli::Cli;
+    pub use crate::config::KEYS;
+    pub use crate::manpages::pages;
+    pub use crate::states::{Status, Strategy, Terminal};
+    pub use crate::units::human_bytes;
+
+    /// The backup archive: create, verify, restore.
+    pub mod backup {
+        pub use crate::store::backup::{
+            begin, create, create_paused, read_meta, restore, restore_paused, verify, Destination, FirstPass, Pause,
+            Reason, Source,
+        };
+    }
+
+    /// The state database.
+    pub mod db {
+        pub use crate::store::db::{schema_version, Db, UpgradeRecord};
+    }
+
+    pub use crate::store::disk::free_bytes;
+    pub use crate::store::lock::Lock;
+}
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -36,7 +70,7 @@ use crate::exit::Exit;
 
 /// Runs upgraderd with the given argv (program name first) and returns its exit code.
 ///
-/// Tests call this in-process; `main` calls it with the real argv.
+/// `main` calls it with the real argv.
 pub fn main_with_args<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,

@@ -12,13 +12,13 @@ use crate::exit::Exit;
 
 /// A pipe whose read end becomes readable when someone calls [`Waker::wake`].
 #[derive(Debug)]
-pub struct Waker {
+pub(crate) struct Waker {
     read: OwnedFd,
     write: OwnedFd,
 }
 
 impl Waker {
-    pub fn new() -> io::Result<Arc<Waker>> {
+    pub(crate) fn new() -> io::Result<Arc<Waker>> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: pipe2 fills the two descriptors we own from here on.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
@@ -29,42 +29,42 @@ impl Waker {
         Ok(Arc::new(Waker { read, write }))
     }
 
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         // A full pipe already wakes the reader; nothing to do on EAGAIN.
         // SAFETY: writes one byte from a valid buffer to a descriptor we own.
         unsafe { libc::write(self.write.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
     }
 
     /// Empties the pipe after a wake-up.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let mut buf = [0u8; 64];
         // SAFETY: reads into a valid buffer from a non-blocking descriptor we own.
         while unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.read.as_raw_fd()
     }
 }
 
 /// The process's stop request, shared by the daemon, the pipeline and the runner.
 #[derive(Debug, Clone)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     pub requested: Arc<AtomicBool>,
     wakers: Arc<Mutex<Vec<Arc<Waker>>>>,
 }
 
 impl Shutdown {
     /// A stop request nobody signals (tests, in-process daemons).
-    pub fn manual() -> Shutdown {
+    pub(crate) fn manual() -> Shutdown {
         Shutdown { requested: Arc::new(AtomicBool::new(false)), wakers: Arc::default() }
     }
 
-    pub fn is_requested(&self) -> bool {
+    pub(crate) fn is_requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
     }
 
-    pub fn request(&self) {
+    pub(crate) fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         for waker in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             waker.wake();
@@ -72,13 +72,13 @@ impl Shutdown {
     }
 
     /// Wakes this waker whenever a stop is requested.
-    pub fn notify(&self, waker: Arc<Waker>) {
+    pub(crate) fn notify(&self, waker: Arc<Waker>) {
         self.wakers.lock().unwrap_or_else(|e| e.into_inner()).push(waker);
     }
 }
 
 /// Installs the SIGINT/SIGTERM handler once per process and returns its stop request.
-pub fn install() -> Shutdown {
+pub(crate) fn install() -> Shutdown {
     static INSTALLED: OnceLock<Shutdown> = OnceLock::new();
     INSTALLED
         .get_or_init(|| {

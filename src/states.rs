@@ -3,7 +3,10 @@
 //! progress that goes with it), the three terminal states, the state of a
 //! queued request and the strategy. These names are part of the contract
 //! (the status file, the history columns, `--json`), so they are spelled
-//! here and nowhere else.
+//! here and nowhere else. Still spelled where they are used, as text: who
+//! started an upgrade (`initiated_by`: `cli`, `trigger`, `check-version`,
+//! `rollback of <id>`), the version sources (`url`, `github`, `registry`) and
+//! the `docker-compose` deployment method a history row starts with.
 
 use std::fmt;
 
@@ -27,7 +30,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 10] = [
+    pub(crate) const ALL: [Status; 10] = [
         Status::Pending,
         Status::Preflight,
         Status::BackingUp,
@@ -40,7 +43,7 @@ impl Status {
         Status::Failed,
     ];
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
             Status::Preflight => "preflight",
@@ -56,7 +59,7 @@ impl Status {
     }
 
     /// The percentage the app shows for this status: one value per status, wherever it is entered.
-    pub const fn progress(self) -> u8 {
+    pub(crate) const fn progress(self) -> u8 {
         match self {
             Status::Pending => 0,
             Status::Preflight => 5,
@@ -70,7 +73,7 @@ impl Status {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Status> {
+    pub(crate) fn parse(text: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
@@ -83,7 +86,7 @@ impl Status {
     /// written: a restart in the middle of an upgrade must not read as success.
     /// Before its first step an upgrade is `pending`, the app's own word for an
     /// upgrade it asked for and that has not started its steps yet.
-    pub const fn watchdog_token(self) -> &'static str {
+    pub(crate) const fn watchdog_token(self) -> &'static str {
         match self {
             Status::Pending | Status::Preflight => "pending",
             Status::BackingUp => "backing_up",
@@ -97,7 +100,7 @@ impl Status {
     }
 
     /// One of the invariant's three end states.
-    pub const fn terminal(self) -> Option<Terminal> {
+    pub(crate) const fn terminal(self) -> Option<Terminal> {
         match self {
             Status::Complete => Some(Terminal::Complete),
             Status::RolledBack => Some(Terminal::RolledBack),
@@ -106,7 +109,7 @@ impl Status {
         }
     }
 
-    pub const fn is_terminal(self) -> bool {
+    pub(crate) const fn is_terminal(self) -> bool {
         self.terminal().is_some()
     }
 }
@@ -126,7 +129,7 @@ pub enum Terminal {
 }
 
 impl Terminal {
-    pub const fn status(self) -> Status {
+    pub(crate) const fn status(self) -> Status {
         match self {
             Terminal::Complete => Status::Complete,
             Terminal::RolledBack => Status::RolledBack,
@@ -134,7 +137,7 @@ impl Terminal {
         }
     }
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         self.status().as_str()
     }
 }
@@ -148,7 +151,7 @@ impl fmt::Display for Terminal {
 /// What became of a request recorded from a trigger or a version check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum RequestState {
+pub(crate) enum RequestState {
     /// Waiting for its upgrade.
     #[default]
     Queued,
@@ -161,10 +164,10 @@ pub enum RequestState {
 }
 
 impl RequestState {
-    pub const ALL: [RequestState; 4] =
+    pub(crate) const ALL: [RequestState; 4] =
         [RequestState::Queued, RequestState::Running, RequestState::Done, RequestState::Rejected];
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             RequestState::Queued => "queued",
             RequestState::Running => "running",
@@ -173,7 +176,7 @@ impl RequestState {
         }
     }
 
-    pub fn parse(text: &str) -> Option<RequestState> {
+    pub(crate) fn parse(text: &str) -> Option<RequestState> {
         RequestState::ALL.into_iter().find(|s| s.as_str() == text)
     }
 }
@@ -198,9 +201,9 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 3] = [Strategy::Pull, Strategy::Rebuild, Strategy::Swarm];
+    pub(crate) const ALL: [Strategy; 3] = [Strategy::Pull, Strategy::Rebuild, Strategy::Swarm];
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Strategy::Pull => "pull",
             Strategy::Rebuild => "rebuild",
@@ -208,12 +211,12 @@ impl Strategy {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Strategy> {
+    pub(crate) fn parse(text: &str) -> Option<Strategy> {
         Strategy::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     /// The reference API's `deploymentMethod`: what runs the deployment.
-    pub const fn deployment_method(self) -> &'static str {
+    pub(crate) const fn deployment_method(self) -> &'static str {
         match self {
             Strategy::Pull | Strategy::Rebuild => "docker-compose",
             Strategy::Swarm => "docker-swarm",
@@ -221,7 +224,7 @@ impl Strategy {
     }
 
     /// For messages: `pull or rebuild`.
-    pub fn choices() -> String {
+    pub(crate) fn choices() -> String {
         Strategy::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
     }
 }
@@ -236,7 +239,7 @@ impl fmt::Display for Strategy {
 /// (the compose label `upgraderd.backup`, or `UPGRADERD_BACKUP_MODES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum BackupMode {
+pub(crate) enum BackupMode {
     /// Stopped while its data is copied (the final pass) and while it is restored.
     Stop,
     /// Copied while it runs; SQLite databases through their backup API.
@@ -246,9 +249,9 @@ pub enum BackupMode {
 }
 
 impl BackupMode {
-    pub const ALL: [BackupMode; 3] = [BackupMode::Stop, BackupMode::Live, BackupMode::Skip];
+    pub(crate) const ALL: [BackupMode; 3] = [BackupMode::Stop, BackupMode::Live, BackupMode::Skip];
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             BackupMode::Stop => "stop",
             BackupMode::Live => "live",
@@ -256,12 +259,12 @@ impl BackupMode {
         }
     }
 
-    pub fn parse(text: &str) -> Option<BackupMode> {
+    pub(crate) fn parse(text: &str) -> Option<BackupMode> {
         BackupMode::ALL.into_iter().find(|m| m.as_str() == text)
     }
 
     /// For messages: `stop, live or skip`.
-    pub fn choices() -> &'static str {
+    pub(crate) fn choices() -> &'static str {
         "stop, live or skip"
     }
 }
@@ -275,7 +278,7 @@ impl fmt::Display for BackupMode {
 /// The body a notification URL is sent in; its wire name is the URL's scheme
 /// prefix that forces it (`discord+https://…`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NotifyFormat {
+pub(crate) enum NotifyFormat {
     /// upgraderd's own JSON: the outcome as `--json` shows it.
     Json,
     Ntfy,
@@ -285,10 +288,10 @@ pub enum NotifyFormat {
 }
 
 impl NotifyFormat {
-    pub const ALL: [NotifyFormat; 5] =
+    pub(crate) const ALL: [NotifyFormat; 5] =
         [NotifyFormat::Json, NotifyFormat::Ntfy, NotifyFormat::Gotify, NotifyFormat::Discord, NotifyFormat::Slack];
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             NotifyFormat::Json => "json",
             NotifyFormat::Ntfy => "ntfy",
@@ -298,12 +301,12 @@ impl NotifyFormat {
         }
     }
 
-    pub fn parse(text: &str) -> Option<NotifyFormat> {
+    pub(crate) fn parse(text: &str) -> Option<NotifyFormat> {
         NotifyFormat::ALL.into_iter().find(|f| f.as_str() == text)
     }
 
     /// For messages: `json, ntfy, gotify, discord or slack`.
-    pub fn choices() -> String {
+    pub(crate) fn choices() -> String {
         let names: Vec<&str> = NotifyFormat::ALL.iter().map(|f| f.as_str()).collect();
         format!("{} or {}", names[..names.len() - 1].join(", "), names[names.len() - 1])
     }

@@ -24,11 +24,11 @@ use crate::store::shared_dir::{Entry, ReadRefusal, SharedDir};
 use crate::version::validate_version;
 
 /// The largest trigger read; a bigger file is rejected unread.
-pub const MAX_TRIGGER_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_TRIGGER_BYTES: u64 = 64 * 1024;
 
 /// What a valid trigger asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TriggerRequest {
+pub(crate) struct TriggerRequest {
     pub upgrade_id: Option<String>,
     /// A version tag, or `latest`.
     pub version: String,
@@ -40,7 +40,7 @@ pub struct TriggerRequest {
 
 /// The result of parsing a trigger's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     Request(TriggerRequest),
     /// JSON that stops early: a non-atomic writer may still be writing it.
     Incomplete,
@@ -48,10 +48,10 @@ pub enum Parsed {
 }
 
 /// The longest plain-text trigger (OpenTrace writes `update_requested`); longer text is not a note.
-pub const MAX_PLAIN_TRIGGER_BYTES: usize = 1024;
+pub(crate) const MAX_PLAIN_TRIGGER_BYTES: usize = 1024;
 
 /// Parses a trigger. Never panics, whatever the bytes.
-pub fn parse(bytes: &[u8]) -> Parsed {
+pub(crate) fn parse(bytes: &[u8]) -> Parsed {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Parsed::Rejected(
             "the trigger is not UTF-8 text (UTF-16, or binary?); write JSON like {\"version\": \"2.14.0\"} or a short note"
@@ -138,7 +138,7 @@ fn from_json(value: &Value) -> Result<TriggerRequest, String> {
 }
 
 /// Upgrade ids end up in image tags and file names: letters, digits, `_`, `.`, `-`; at most 64.
-pub fn validate_upgrade_id(id: &str) -> Result<(), String> {
+pub(crate) fn validate_upgrade_id(id: &str) -> Result<(), String> {
     let mut chars = id.chars();
     let first = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     if first && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) && id.len() <= 64 {
@@ -153,14 +153,14 @@ pub fn validate_upgrade_id(id: &str) -> Result<(), String> {
 
 /// The trigger's name in the shared directory (held by a handle), and its claimed and rejected names.
 #[derive(Debug, Clone)]
-pub struct TriggerDir {
+pub(crate) struct TriggerDir {
     pub dir: Arc<SharedDir>,
     pub name: String,
 }
 
 /// What the shared directory holds at the trigger's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     Nothing,
     /// A regular file, last modified this long ago.
     File {
@@ -171,12 +171,12 @@ pub enum Found {
 }
 
 impl TriggerDir {
-    pub fn new(dir: Arc<SharedDir>, name: &str) -> TriggerDir {
+    pub(crate) fn new(dir: Arc<SharedDir>, name: &str) -> TriggerDir {
         TriggerDir { dir, name: name.to_string() }
     }
 
     /// The trigger's path, for messages.
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.path().join(&self.name)
     }
 
@@ -189,7 +189,7 @@ impl TriggerDir {
     }
 
     /// Looks at the trigger's name without opening or following anything.
-    pub fn look(&self) -> io::Result<Found> {
+    pub(crate) fn look(&self) -> io::Result<Found> {
         Ok(match self.dir.entry(&self.name)? {
             Entry::Missing => Found::Nothing,
             Entry::File { age } => Found::File { age },
@@ -197,12 +197,12 @@ impl TriggerDir {
         })
     }
 
-    pub fn has_claim(&self) -> bool {
+    pub(crate) fn has_claim(&self) -> bool {
         !matches!(self.dir.entry(&self.claimed_name()), Ok(Entry::Missing) | Err(_))
     }
 
     /// Takes the trigger by renaming it; `false` when there was none.
-    pub fn claim(&self) -> io::Result<bool> {
+    pub(crate) fn claim(&self) -> io::Result<bool> {
         match self.dir.rename(&self.name, &self.claimed_name()) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -211,7 +211,7 @@ impl TriggerDir {
     }
 
     /// Reads the claimed trigger with every guard of the protocol.
-    pub fn read_claimed(&self) -> Result<Vec<u8>, String> {
+    pub(crate) fn read_claimed(&self) -> Result<Vec<u8>, String> {
         self.dir.read(&self.claimed_name(), MAX_TRIGGER_BYTES).map_err(|refusal| match refusal {
             ReadRefusal::Missing => "the trigger disappeared before it could be read".to_string(),
             ReadRefusal::Symlink => "the trigger is a symlink; write a regular file instead".to_string(),
@@ -224,12 +224,12 @@ impl TriggerDir {
     }
 
     /// Removes the claimed trigger once its request is recorded.
-    pub fn release(&self) -> io::Result<()> {
+    pub(crate) fn release(&self) -> io::Result<()> {
         self.dir.remove(&self.claimed_name())
     }
 
     /// Moves the claimed trigger aside as `<name>.rejected`, replacing an earlier one.
-    pub fn reject(&self) -> io::Result<()> {
+    pub(crate) fn reject(&self) -> io::Result<()> {
         if self.dir.rename(&self.claimed_name(), &self.rejected_name()).is_ok() {
             return Ok(());
         }

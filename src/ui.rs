@@ -7,6 +7,9 @@
 //! exits with its own code: an upgrade is never abandoned half-way because
 //! nobody reads its progress.
 
+// The one module allowed to print (the lint is denied everywhere else).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,48 +18,43 @@ use serde::Serialize;
 
 /// Printer for one run of the program.
 #[derive(Debug, Clone)]
-pub struct Ui {
+pub(crate) struct Ui {
     json: bool,
     verbosity: i8,
     started: Instant,
 }
 
 impl Ui {
-    pub fn new(json: bool, verbosity: i8) -> Ui {
+    pub(crate) fn new(json: bool, verbosity: i8) -> Ui {
         Ui { json, verbosity, started: Instant::now() }
     }
 
-    /// A silent printer, for library callers and tests.
-    pub fn silent() -> Ui {
-        Ui::new(false, -1)
-    }
-
-    pub fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.json
     }
 
     /// A normal log line.
-    pub fn info(&self, message: impl AsRef<str>) {
+    pub(crate) fn info(&self, message: impl AsRef<str>) {
         if self.verbosity >= 0 {
             Output::Stderr.line(message.as_ref());
         }
     }
 
     /// A detail shown with `-v`.
-    pub fn detail(&self, message: impl AsRef<str>) {
+    pub(crate) fn detail(&self, message: impl AsRef<str>) {
         if self.verbosity >= 1 {
             Output::Stderr.line(&format!("  {}", message.as_ref()));
         }
     }
 
-    pub fn warn(&self, message: impl AsRef<str>) {
+    pub(crate) fn warn(&self, message: impl AsRef<str>) {
         if self.verbosity >= 0 {
             Output::Stderr.line(&format!("warning: {}", message.as_ref()));
         }
     }
 
     /// Prints an error with its chain of causes, each on its own line.
-    pub fn error(&self, err: &anyhow::Error) {
+    pub(crate) fn error(&self, err: &anyhow::Error) {
         let mut text = format!("error: {err}");
         for cause in err.chain().skip(1) {
             text.push_str(&format!("\n  caused by: {cause}"));
@@ -65,7 +63,7 @@ impl Ui {
     }
 
     /// One progress step: `[ 40%] downloading: Pulling image (12.3s)`.
-    pub fn step(&self, percent: u8, phase: &str, message: &str) {
+    pub(crate) fn step(&self, percent: u8, phase: &str, message: &str) {
         let elapsed = self.started.elapsed().as_secs_f64();
         if self.json {
             self.emit(&serde_json::json!({
@@ -78,7 +76,7 @@ impl Ui {
     }
 
     /// One line of a child's output, streamed as progress.
-    pub fn stream_line(&self, source: &str, line: &str) {
+    pub(crate) fn stream_line(&self, source: &str, line: &str) {
         if self.json {
             self.emit(&serde_json::json!({"event": "output", "source": source, "line": line}));
         } else if self.verbosity >= 0 {
@@ -87,27 +85,27 @@ impl Ui {
     }
 
     /// Prints one JSON value on its own line on stdout.
-    pub fn emit<T: Serialize>(&self, value: &T) {
+    pub(crate) fn emit<T: Serialize>(&self, value: &T) {
         if let Ok(text) = serde_json::to_string(value) {
             Output::Stdout.line(&text);
         }
     }
 
     /// Prints pretty JSON on stdout (a command's final answer).
-    pub fn data<T: Serialize>(&self, value: &T) {
+    pub(crate) fn data<T: Serialize>(&self, value: &T) {
         if let Ok(text) = serde_json::to_string_pretty(value) {
             Output::Stdout.line(&text);
         }
     }
 
     /// Prints plain text on stdout.
-    pub fn print(&self, text: impl AsRef<str>) {
+    pub(crate) fn print(&self, text: impl AsRef<str>) {
         Output::Stdout.line(text.as_ref());
     }
 
     /// One line of a dry run's plan (a command it would run, or a `#` note): plain
     /// on stdout, or a JSON line with `--json`, so stdout stays one format.
-    pub fn plan(&self, line: impl AsRef<str>) {
+    pub(crate) fn plan(&self, line: impl AsRef<str>) {
         if self.json {
             self.emit(&serde_json::json!({"event": "plan", "line": line.as_ref()}));
         } else {
@@ -116,7 +114,7 @@ impl Ui {
     }
 
     /// Prints a table with aligned columns on stdout.
-    pub fn table(&self, headers: &[&str], rows: &[Vec<String>]) {
+    pub(crate) fn table(&self, headers: &[&str], rows: &[Vec<String>]) {
         self.print(render_table(headers, rows));
     }
 }
@@ -128,7 +126,7 @@ impl Ui {
 /// panics on a write error, a `?` that turns it into a failure) sees it.
 /// Any other error is returned as usual.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     Stdout,
     Stderr,
 }
@@ -138,7 +136,7 @@ static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
 
 impl Output {
     /// Writes `text` and a newline in one write, so lines from several threads never interleave.
-    pub fn line(self, text: &str) {
+    pub(crate) fn line(self, text: &str) {
         let mut line = String::with_capacity(text.len() + 1);
         line.push_str(text);
         line.push('\n');
@@ -148,7 +146,7 @@ impl Output {
     }
 
     /// Whether a reader went away: later output is dropped.
-    pub fn is_closed(self) -> bool {
+    pub(crate) fn is_closed(self) -> bool {
         self.closed().load(Ordering::Relaxed)
     }
 
@@ -197,7 +195,7 @@ impl Write for Output {
 }
 
 /// Renders rows under headers, columns padded to their widest cell.
-pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -221,7 +219,7 @@ pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Byte counts for people; lives in the leaf module `units` so that lower layers need not import `ui`.
-pub use crate::units::human_bytes;
+pub(crate) use crate::units::human_bytes;
 
 #[cfg(test)]
 mod tests {

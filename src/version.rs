@@ -4,7 +4,7 @@
 
 /// Checks a requested version against the strict tag grammar before it goes
 /// near an argv: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-pub fn validate_version(version: &str) -> Result<(), String> {
+pub(crate) fn validate_version(version: &str) -> Result<(), String> {
     let mut chars = version.chars();
     let valid_first = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     let valid_rest = chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
@@ -19,7 +19,7 @@ pub fn validate_version(version: &str) -> Result<(), String> {
 }
 
 /// Orders two versions when both are semver (a leading `v` allowed).
-pub fn compare_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+pub(crate) fn compare_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
     let parse = |v: &str| semver::Version::parse(v.strip_prefix('v').unwrap_or(v)).ok();
     Some(parse(a)?.cmp(&parse(b)?))
 }
@@ -31,7 +31,7 @@ const PRERELEASE_WORDS: &[&str] =
 /// A tag's flavour: what follows its version after a `-` when that is not a
 /// prerelease (`1.2.3-alpine` is the `alpine` flavour of 1.2.3; `2025.2.1-rc1`
 /// and `1.0.0-rc.1` are prereleases, with no flavour). A release family keeps its flavour.
-pub fn flavour(tag: &str) -> Option<&str> {
+pub(crate) fn flavour(tag: &str) -> Option<&str> {
     let (version, rest) = tag.split_once('-')?;
     let version = version.strip_prefix('v').unwrap_or(version);
     if rest.is_empty() || !version.starts_with(|c: char| c.is_ascii_digit()) {
@@ -43,7 +43,7 @@ pub fn flavour(tag: &str) -> Option<&str> {
 }
 
 /// The tag without its flavour: `1.2.3-alpine` is `1.2.3`.
-pub fn without_flavour(tag: &str) -> &str {
+pub(crate) fn without_flavour(tag: &str) -> &str {
     match flavour(tag) {
         Some(flavour) => &tag[..tag.len() - flavour.len() - 1],
         None => tag,
@@ -52,7 +52,7 @@ pub fn without_flavour(tag: &str) -> &str {
 
 /// Whether two tags name the same version, a leading `v` and a flavour aside
 /// (`v4.3.19`, `4.3.19` and `4.3.19-alpine`).
-pub fn same_version(a: &str, b: &str) -> bool {
+pub(crate) fn same_version(a: &str, b: &str) -> bool {
     let core = |tag: &str| {
         let tag = without_flavour(tag);
         tag.strip_prefix('v').unwrap_or(tag).to_string()
@@ -61,7 +61,7 @@ pub fn same_version(a: &str, b: &str) -> bool {
 }
 
 /// `new_tag`'s version in `old`'s flavour: what a service on `1.2.3-alpine` moves to for `1.3.0`.
-pub fn in_flavour_of(new_tag: &str, old: &str) -> String {
+pub(crate) fn in_flavour_of(new_tag: &str, old: &str) -> String {
     let core = without_flavour(new_tag);
     match flavour(old) {
         Some(flavour) => format!("{core}-{flavour}"),

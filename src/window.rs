@@ -14,10 +14,10 @@ use std::time::Instant;
 use chrono::{DateTime, Datelike, Duration, FixedOffset, Local, NaiveDate, NaiveDateTime, TimeZone, Weekday};
 
 /// A valid value, for error messages.
-pub const EXAMPLE: &str = "Sun 02:00-05:00";
+pub(crate) const EXAMPLE: &str = "Sun 02:00-05:00";
 
 /// The test hook that fixes the clock of a debug build (never read by a release build).
-pub const TEST_NOW: &str = "UPGRADERD_TEST_NOW";
+pub(crate) const TEST_NOW: &str = "UPGRADERD_TEST_NOW";
 
 const MINUTES_PER_DAY: u32 = 24 * 60;
 const DAYS: [Weekday; 7] =
@@ -25,7 +25,7 @@ const DAYS: [Weekday; 7] =
 
 /// One window: on which days it starts, and from when to when (minutes after midnight).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     /// First and last day it starts on (a range that may wrap, `Fri-Mon`); `None`: every day.
     days: Option<(Weekday, Weekday)>,
     start: u32,
@@ -35,11 +35,11 @@ pub struct Window {
 
 /// The configured windows; none means automatic upgrades may run at any time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Windows(Vec<Window>);
+pub(crate) struct Windows(Vec<Window>);
 
 /// Where a local time stands with respect to the windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     /// No window is configured.
     Unrestricted,
     /// Inside a window, until then (`None`: the windows cover every hour of the week).
@@ -50,7 +50,7 @@ pub enum State {
 
 impl Windows {
     /// Parses `Sun 02:00-05:00, Mon-Fri 01:00-03:00, 22:00-02:00`; an empty text is no window.
-    pub fn parse(text: &str) -> Result<Windows, String> {
+    pub(crate) fn parse(text: &str) -> Result<Windows, String> {
         let text = text.trim();
         if text.is_empty() {
             return Ok(Windows::default());
@@ -59,12 +59,12 @@ impl Windows {
     }
 
     /// No window configured: automatic upgrades are never held back.
-    pub fn is_unrestricted(&self) -> bool {
+    pub(crate) fn is_unrestricted(&self) -> bool {
         self.0.is_empty()
     }
 
     /// Whether `at` (host local time) is inside a window, and until when; or when the next one opens.
-    pub fn state(&self, at: NaiveDateTime) -> State {
+    pub(crate) fn state(&self, at: NaiveDateTime) -> State {
         if self.is_unrestricted() {
             return State::Unrestricted;
         }
@@ -224,18 +224,18 @@ impl fmt::Display for Windows {
 /// What time it is on the host. A debug build honours [`TEST_NOW`]
 /// (`2026-11-22T01:59:58+01:00`): the clock starts there and runs on.
 #[derive(Debug, Clone)]
-pub struct Clock {
+pub(crate) struct Clock {
     fixed: Option<(DateTime<FixedOffset>, Instant)>,
 }
 
 impl Clock {
     /// The host's clock and time zone.
-    pub fn system() -> Clock {
+    pub(crate) fn system() -> Clock {
         Clock { fixed: None }
     }
 
     /// The host's clock, or in a debug build the time [`TEST_NOW`] names.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Clock, String> {
+    pub(crate) fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Clock, String> {
         let Some(text) = get(TEST_NOW).filter(|_| cfg!(debug_assertions)) else { return Ok(Clock::system()) };
         let at = DateTime::parse_from_rfc3339(text.trim())
             .map_err(|e| format!("{TEST_NOW}={text:?} is not an RFC 3339 time ({e})"))?;
@@ -243,7 +243,7 @@ impl Clock {
     }
 
     /// Now, in the host's local time with its offset.
-    pub fn now(&self) -> DateTime<FixedOffset> {
+    pub(crate) fn now(&self) -> DateTime<FixedOffset> {
         match self.fixed {
             Some((at, since)) => at + Duration::from_std(since.elapsed()).unwrap_or_default(),
             None => Local::now().fixed_offset(),
@@ -251,7 +251,7 @@ impl Clock {
     }
 
     /// A local wall-clock time with the offset the host has then (a fixed clock keeps its offset).
-    pub fn resolve(&self, local: NaiveDateTime) -> DateTime<FixedOffset> {
+    pub(crate) fn resolve(&self, local: NaiveDateTime) -> DateTime<FixedOffset> {
         if let Some((at, _)) = self.fixed {
             let offset = *at.offset();
             return offset.from_local_datetime(&local).single().unwrap_or(at);
@@ -265,7 +265,7 @@ impl Clock {
     }
 
     /// Where now stands with respect to `windows`, in absolute times.
-    pub fn verdict(&self, windows: &Windows) -> Verdict {
+    pub(crate) fn verdict(&self, windows: &Windows) -> Verdict {
         match windows.state(self.now().naive_local()) {
             State::Unrestricted => Verdict::Unrestricted,
             State::Open { until } => Verdict::Open { until: until.map(|t| self.resolve(t)) },
@@ -276,7 +276,7 @@ impl Clock {
 
 /// [`State`] with the host's offsets: what `config`, `check-version` and the daemon say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Unrestricted,
     Open { until: Option<DateTime<FixedOffset>> },
     Closed { opens: DateTime<FixedOffset> },
@@ -284,7 +284,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// For people: `open now, until Sun 2026-11-22 05:00 +01:00` or `closed; next opens …`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Verdict::Unrestricted => "no window: automatic upgrades run whenever an update is found".into(),
             Verdict::Open { until: Some(until) } => format!("open now, until {}", show(until)),
@@ -296,12 +296,12 @@ impl Verdict {
 
 /// One line for `config`, `check-version` and the daemon's log:
 /// `auto-upgrade window Sun 02:00-05:00 (host local time): closed now; next opens …`.
-pub fn summary(windows: &Windows, verdict: &Verdict) -> String {
+pub(crate) fn summary(windows: &Windows, verdict: &Verdict) -> String {
     format!("auto-upgrade window {windows} (host local time): {}", verdict.describe())
 }
 
 /// The same for `--json`: `{window, open, opensAt, closesAt}` (RFC 3339 times with the host's offset).
-pub fn to_json(windows: &Windows, verdict: &Verdict) -> serde_json::Value {
+pub(crate) fn to_json(windows: &Windows, verdict: &Verdict) -> serde_json::Value {
     let (open, opens, closes) = match verdict {
         Verdict::Unrestricted => (true, None, None),
         Verdict::Open { until } => (true, None, *until),
@@ -316,7 +316,7 @@ pub fn to_json(windows: &Windows, verdict: &Verdict) -> serde_json::Value {
 }
 
 /// A time for people: `Sun 2026-11-22 02:00 +01:00`.
-pub fn show(at: &DateTime<FixedOffset>) -> String {
+pub(crate) fn show(at: &DateTime<FixedOffset>) -> String {
     at.format("%a %Y-%m-%d %H:%M %:z").to_string()
 }
 

@@ -442,12 +442,12 @@ fn prune_keeps_the_newest_and_the_last_complete_upgrades_backup() {
     let mut all: Vec<PathBuf> = fs::read_dir(sb.backups()).unwrap().map(|e| e.unwrap().path()).collect();
     all.sort();
     // The oldest belongs to the last complete upgrade.
-    let db = upgraderd::store::db::Db::open(&sb.state().join("upgraderd.db")).unwrap();
-    db.insert_upgrade(&upgraderd::store::db::UpgradeRecord {
+    let db = upgraderd::testing::db::Db::open(&sb.state().join("upgraderd.db")).unwrap();
+    db.insert_upgrade(&upgraderd::testing::db::UpgradeRecord {
         id: "u1".into(),
-        status: upgraderd::states::Status::Complete,
+        status: upgraderd::testing::Status::Complete,
         deployment_method: "docker-compose".into(),
-        strategy: upgraderd::states::Strategy::Pull,
+        strategy: upgraderd::testing::Strategy::Pull,
         started_at: 1,
         ..Default::default()
     })
@@ -492,7 +492,7 @@ fn a_sparse_file_larger_than_the_free_space_restores() {
     fs::write(data.join("app.yml"), "port: 9999\n").unwrap();
     fs::write(data.join("written-by-the-new-version"), "x").unwrap();
     assert!(
-        upgraderd::store::disk::free_bytes(&data).unwrap() < APPARENT,
+        upgraderd::testing::free_bytes(&data).unwrap() < APPARENT,
         "the disk must have less room than the file's apparent size"
     );
 
@@ -516,7 +516,7 @@ fn a_sparse_file_larger_than_the_free_space_restores() {
 /// and the archive still verifies.
 #[test]
 fn a_disk_that_fills_during_a_restore_is_reported_full_not_damaged() {
-    use upgraderd::store::backup::{self, Destination, Pause, Reason};
+    use upgraderd::testing::backup::{self, Destination, Pause, Reason};
     if !can_mount() {
         eprintln!("SKIP: cannot mount here; a disk filling during a restore not exercised");
         return;
@@ -556,7 +556,7 @@ fn a_disk_that_fills_during_a_restore_is_reported_full_not_damaged() {
     assert!(!message.contains("damaged"), "{message}");
     assert!(message.contains("no space left"), "says the disk is full: {message}");
     assert!(message.contains(&format!("restoring into {}", data.display())), "says where: {message}");
-    assert!(message.contains(&format!("{} needed", upgraderd::units::human_bytes(needed))), "how much: {message}");
+    assert!(message.contains(&format!("{} needed", upgraderd::testing::human_bytes(needed))), "how much: {message}");
     assert!(message.contains("data/0/blob.bin"), "{message}");
     assert_eq!(tree(&data), before, "the data was left as it was");
     backup::verify(&created.path).expect("the archive is fine");

@@ -6,8 +6,8 @@ use std::fs;
 use std::path::Path;
 
 use common::{can_mount, Mounted, Sandbox};
-use upgraderd::states::{Status, Strategy, Terminal};
-use upgraderd::store::db::{Db, UpgradeRecord};
+use upgraderd::testing::db::{Db, UpgradeRecord};
+use upgraderd::testing::{Status, Strategy, Terminal};
 
 #[test]
 fn config_shows_every_value_with_its_source_and_masks_secrets() {
@@ -185,8 +185,7 @@ fn a_second_mutating_command_gets_exit_3_naming_the_holder() {
     fs::create_dir_all(&data).unwrap();
     sb.env("UPGRADERD_DATA_DIR", data.display().to_string());
     fs::create_dir_all(sb.state()).unwrap();
-    let mut lock =
-        upgraderd::store::lock::Lock::acquire(&sb.state().join("upgraderd.lock"), "upgrade --to 2.0.0").unwrap();
+    let mut lock = upgraderd::testing::Lock::acquire(&sb.state().join("upgraderd.lock"), "upgrade --to 2.0.0").unwrap();
     lock.set_upgrade("7f3a").unwrap();
     sb.run(&["backup", "create"])
         .code(3)
@@ -203,7 +202,7 @@ fn the_first_schema_keeps_opening_after_every_migration() {
     let copy = dir.path().join("upgraderd.db");
     fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v1.db"), &copy).unwrap();
     let db = Db::open(&copy).unwrap();
-    assert_eq!(db.user_version().unwrap(), upgraderd::store::db::schema_version());
+    assert_eq!(db.user_version().unwrap(), upgraderd::testing::db::schema_version());
     let history = db.history(10).unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].id, "fixture-upgrade");
@@ -361,8 +360,7 @@ fn each_app_has_its_own_lock() {
     sb.env("UPGRADERD_DATA_DIR", data.display().to_string());
     let lib = sb.path().join("lib");
     fs::create_dir_all(lib.join("a")).unwrap();
-    let _a_upgrading =
-        upgraderd::store::lock::Lock::acquire(&lib.join("a/upgraderd.lock"), "upgrade --to 2.0.0").unwrap();
+    let _a_upgrading = upgraderd::testing::Lock::acquire(&lib.join("a/upgraderd.lock"), "upgrade --to 2.0.0").unwrap();
     sb.run(&["--app", "b", "backup", "create"]).success();
     sb.run(&["--app", "a", "backup", "create"])
         .code(3)

@@ -102,6 +102,22 @@ fn a_dry_run_leaves_nothing_and_names_no_upgrade_id() {
     assert_eq!(history["count"], 1, "{history}");
 }
 
+/// `docker pull`'s output is streamed to stderr as it comes, and `-q`
+/// ("only errors on stderr") quiets it with the rest of the log.
+#[test]
+fn streamed_pull_output_is_shown_and_quiet_hides_it() {
+    let pulling = "| Pulling registry.example/demo/app:2.0.0";
+    let d = Deployment::new();
+    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).success().stdout_has("complete: 1.0.0 -> 2.0.0");
+    assert!(run.stderr.contains(pulling), "the pull's output is not shown:\n{}", run.stderr);
+
+    let d = Deployment::new();
+    let run = d.sb.run(&["-q", "upgrade", "--to", "2.0.0"]).success().stdout_has("complete: 1.0.0 -> 2.0.0");
+    assert!(!run.stderr.contains("Pulling"), "-q shows the pull's output:\n{}", run.stderr);
+    assert!(!run.stderr.lines().any(|l| l.trim_start().starts_with('|')), "-q shows child output:\n{}", run.stderr);
+    assert_eq!(d.running_version(), "2.0.0");
+}
+
 #[test]
 fn a_good_upgrade_runs_the_runbook_in_order_and_completes() {
     let d = Deployment::new();
@@ -546,7 +562,7 @@ fn a_rollback_restores_a_sparse_file_larger_than_the_free_space() {
     file.set_len(APPARENT).unwrap();
     file.write_all_at(b"boot", 0).unwrap();
     drop(file);
-    assert!(upgraderd::store::disk::free_bytes(&disk.0).unwrap() < APPARENT);
+    assert!(upgraderd::testing::free_bytes(&disk.0).unwrap() < APPARENT);
 
     let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
     assert_eq!(d.status_file()["status"], "rolled_back", "{}", run.stderr);

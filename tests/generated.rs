@@ -8,11 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use clap_complete::Shell;
-use upgraderd::cli::Cli;
-use upgraderd::config::KEYS;
+use upgraderd::testing::Cli;
+use upgraderd::testing::KEYS;
 
 fn generated() -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out: Vec<(PathBuf, Vec<u8>)> = upgraderd::manpages::pages()
+    let mut out: Vec<(PathBuf, Vec<u8>)> = upgraderd::testing::pages()
         .into_iter()
         .map(|(name, text)| (PathBuf::from("man").join(name), text.into_bytes()))
         .collect();
@@ -57,7 +57,7 @@ fn man_pages_and_completions_are_current() {
 }
 
 fn page(name: &str) -> String {
-    upgraderd::manpages::pages().into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no page {name}")).1
+    upgraderd::testing::pages().into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no page {name}")).1
 }
 
 /// A roff term as clap and the pages write it: `-` escaped.
@@ -125,7 +125,7 @@ fn the_main_page_has_exit_status_environment_files_and_examples() {
 
 #[test]
 fn every_page_has_exit_status_examples_and_an_upgraderd_footer() {
-    for (name, text) in upgraderd::manpages::pages() {
+    for (name, text) in upgraderd::testing::pages() {
         let title = text.lines().find(|l| l.starts_with(".TH ")).unwrap();
         assert!(title.contains(&format!("\"upgraderd {}\"", env!("CARGO_PKG_VERSION"))), "{name}: {title}");
         assert!(text.contains("\n.SH \"EXIT STATUS\"\n"), "{name} lacks EXIT STATUS");

@@ -108,7 +108,7 @@ fn the_template_unit_differs_from_the_single_unit_only_in_what_selects_the_app()
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(settings("upgraderd@.service"), settings("updater.service"));
+    assert_eq!(settings("upgraderd@.service"), settings("upgraderd.service"));
     let template = fs::read_to_string(root.join("upgraderd@.service")).unwrap();
     assert!(template.contains("\nExecStart=/usr/local/bin/upgraderd --app %i watch\n"));
     assert!(!template.contains("\nEnvironmentFile="), "upgraderd reads the app's file itself");

@@ -8,7 +8,6 @@ use serde_json::json;
 use crate::cli::{BackupCommand, BackupRef, PruneArgs, RestoreArgs};
 use crate::cmd::Ctx;
 use crate::engine::data::{self, DataSet};
-use crate::engine::strategy::swarm;
 use crate::engine::{discover, halt};
 use crate::exit::{usage, Exit};
 use crate::ops::docker::Docker;
@@ -19,7 +18,7 @@ use crate::store::db::Db;
 use crate::store::lock::Lock;
 use crate::ui::{human_bytes, Ui};
 
-pub fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
+pub(super) fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
     match command {
         BackupCommand::Create => create(ctx),
         BackupCommand::List => list(ctx),
@@ -31,7 +30,7 @@ pub fn run(ctx: &Ctx, command: &BackupCommand) -> Result<Exit> {
 
 /// What to back up: the same discovery an upgrade uses (every service's data
 /// when the deployment is found), else `UPGRADERD_DATA_DIR` alone.
-pub fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
+pub(super) fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
     if !discover::deployment_configured(&ctx.config) {
         if ctx.config.data_dirs.is_empty() {
             return Err(usage(
@@ -44,7 +43,8 @@ pub fn data_set(ctx: &Ctx) -> Result<(Option<Docker>, DataSet)> {
     }
     let runner = Runner::new(false);
     let deployment = discover::discover(&ctx.config, &runner)?;
-    let problems = swarm::placement_problems(&ctx.config, &deployment.docker, &deployment.project, false);
+    let problems =
+        crate::engine::data::placement::placement_problems(&ctx.config, &deployment.docker, &deployment.project, false);
     if !problems.is_empty() {
         let lines: Vec<String> = problems.iter().map(|p| format!("- {p}")).collect();
         return Err(anyhow!(
@@ -69,7 +69,7 @@ fn take_lock(ctx: &Ctx, what: &str) -> Result<Lock> {
 }
 
 /// A progress printer for long archive steps: `[ 40%] backing_up: 400.0 MiB of 1.0 GiB`.
-pub fn progress_printer<'a>(ui: &'a Ui, phase: &'a str) -> impl FnMut(Progress) + 'a {
+pub(super) fn progress_printer<'a>(ui: &'a Ui, phase: &'a str) -> impl FnMut(Progress) + 'a {
     move |p: Progress| {
         let percent = (p.done * 100).checked_div(p.total).map_or(100, |v| v.min(100) as u8);
         ui.step(percent, phase, &format!("{} of {}", human_bytes(p.done), human_bytes(p.total)));

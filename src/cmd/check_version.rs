@@ -18,7 +18,7 @@ use crate::exit::{usage, Exit};
 use crate::store::shared_dir::SharedDir;
 use crate::window::{self, Clock, Verdict};
 
-pub fn run(ctx: &Ctx, args: &CheckVersionArgs, clock: &Clock) -> Result<Exit> {
+pub(super) fn run(ctx: &Ctx, args: &CheckVersionArgs, clock: &Clock) -> Result<Exit> {
     if ctx.config.version_check_disabled {
         // No network call at all, and the banner is left as it is.
         if ctx.ui.json() {

@@ -8,14 +8,14 @@ use crate::cli::{Cli, CompletionsArgs, Shell};
 use crate::exit::Exit;
 use crate::ui::Output;
 
-pub fn run(args: &CompletionsArgs) -> Result<Exit> {
+pub(super) fn run(args: &CompletionsArgs) -> Result<Exit> {
     // The generator panics on a write error: a reader that went away must end it quietly.
     let mut out = Output::Stdout;
     clap_complete::generate(generator(args.shell), &mut Cli::command(), "upgraderd", &mut out);
     Ok(Exit::Success)
 }
 
-pub fn generator(shell: Shell) -> Generator {
+pub(super) fn generator(shell: Shell) -> Generator {
     match shell {
         Shell::Bash => Generator::Bash,
         Shell::Zsh => Generator::Zsh,

@@ -9,7 +9,7 @@ use crate::config::{display_value, KEYS};
 use crate::exit::Exit;
 use crate::window::{self, Clock};
 
-pub fn run(ctx: &Ctx, clock: &Clock) -> Result<Exit> {
+pub(super) fn run(ctx: &Ctx, clock: &Clock) -> Result<Exit> {
     let mut rows = Vec::new();
     let mut entries = Vec::new();
     for spec in KEYS {

@@ -9,7 +9,7 @@ use crate::engine::preflight;
 use crate::exit::Exit;
 use crate::store::db::{Db, UpgradeRecord};
 
-pub fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<Exit> {
+pub(super) fn run(ctx: &Ctx, args: &HistoryArgs) -> Result<Exit> {
     let history = match Db::open_read_only(&ctx.config.db_path())? {
         Some(db) => db.history(args.limit)?,
         None => Vec::new(),
@@ -81,13 +81,13 @@ fn cut(line: &str, max: usize) -> String {
 }
 
 /// Local time for people: `2025-01-07 14:30:22`.
-pub fn format_time(ms: i64) -> String {
+pub(super) fn format_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| "-".into())
 }
 
-pub fn format_duration(ms: i64) -> String {
+pub(super) fn format_duration(ms: i64) -> String {
     let secs = ms.max(0) as f64 / 1000.0;
     if secs < 60.0 {
         format!("{secs:.1}s")

@@ -16,27 +16,20 @@ use anyhow::Result;
 use crate::cli::{Cli, Command};
 use crate::config::{Config, Env, Layers, Selection};
 use crate::exit::Exit;
-use crate::ops::docker::Docker;
-use crate::ops::process::Runner;
 use crate::store::files;
 use crate::ui::Ui;
 use crate::window::Clock;
 
 /// What every command works with.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub config: Config,
     pub layers: Layers,
     pub ui: &'a Ui,
-    pub runner: Runner,
 }
 
 impl Ctx<'_> {
-    pub fn docker(&self) -> Docker {
-        Docker::new(&self.config.docker, self.runner.clone())
-    }
-
     /// Creates the state directory (0700) for commands that write state.
-    pub fn ensure_state_dir(&self) -> Result<()> {
+    pub(crate) fn ensure_state_dir(&self) -> Result<()> {
         use anyhow::Context;
         files::ensure_private_dir(&self.config.state_dir).with_context(|| {
             format!(
@@ -53,7 +46,7 @@ fn clock(env: &Env) -> Result<Clock> {
 }
 
 /// Dispatches a parsed command line.
-pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
+pub(crate) fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
     if let Command::Completions(args) = &cli.command {
         return completions::run(args);
     }
@@ -64,7 +57,7 @@ pub fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
     };
     let (config, layers) =
         crate::config::load_reporting(selection, &cli.settings.given(), env, &mut |warning| ui.warn(warning))?;
-    let ctx = Ctx { config, layers, ui, runner: Runner::new(false) };
+    let ctx = Ctx { config, layers, ui };
     match &cli.command {
         Command::Watch => watch::run(&ctx, env),
         Command::Upgrade(args) => upgrade::run(&ctx, args),

@@ -10,7 +10,7 @@ use crate::exit::Exit;
 use crate::states::Status;
 use crate::store::db::Db;
 
-pub fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
+pub(super) fn run(ctx: &Ctx, args: &RollbackArgs) -> Result<Exit> {
     let db = Db::open_read_only(&ctx.config.db_path())?
         .ok_or_else(|| anyhow!("no upgrades recorded yet: nothing to roll back"))?;
     let record = match &args.upgrade_id {

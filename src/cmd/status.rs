@@ -9,7 +9,7 @@ use crate::cmd::Ctx;
 use crate::exit::Exit;
 use crate::store::db::Db;
 
-pub fn run(ctx: &Ctx, args: &StatusArgs) -> Result<Exit> {
+pub(super) fn run(ctx: &Ctx, args: &StatusArgs) -> Result<Exit> {
     let Some(db) = Db::open_read_only(&ctx.config.db_path())? else {
         return no_upgrade(ctx, args);
     };

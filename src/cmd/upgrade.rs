@@ -9,7 +9,7 @@ use crate::engine::{pipeline, Outcome, Request, Terminal};
 use crate::exit::{usage, Exit};
 use crate::states::Strategy;
 
-pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
+pub(crate) fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
     let strategy = match args.strategy.as_deref() {
         None => ctx.config.strategy,
         Some(name) => Strategy::parse(name)
@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
 
 /// The result line (or JSON object) of an upgrade or a rollback. A dry run is
 /// recorded nowhere, so its result names no upgrade id.
-pub fn report(ctx: &Ctx, outcome: &Outcome, dry_run: bool) {
+pub(crate) fn report(ctx: &Ctx, outcome: &Outcome, dry_run: bool) {
     if ctx.ui.json() {
         let mut result = outcome.to_json();
         result["event"] = json!("result");

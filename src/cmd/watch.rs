@@ -1,4 +1,4 @@
-//! `upgraderd watch`: the daemon systemd runs (see `updater.service`).
+//! `upgraderd watch`: the daemon systemd runs (see `upgraderd.service`).
 
 use anyhow::Result;
 
@@ -6,7 +6,7 @@ use crate::cmd::Ctx;
 use crate::config::Env;
 use crate::exit::Exit;
 
-pub fn run(ctx: &Ctx, env: &Env) -> Result<Exit> {
+pub(super) fn run(ctx: &Ctx, env: &Env) -> Result<Exit> {
     crate::daemon::run(&ctx.config, ctx.ui, crate::signals::install(), env)?;
     Ok(Exit::Success)
 }

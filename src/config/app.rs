@@ -17,18 +17,18 @@ use super::layers::Env;
 use crate::exit::usage;
 
 /// The environment variable that moves the directory of the apps' configuration files.
-pub const CONFIG_ROOT_VAR: &str = "UPGRADERD_APP_CONFIG_ROOT";
+pub(crate) const CONFIG_ROOT_VAR: &str = "UPGRADERD_APP_CONFIG_ROOT";
 /// The environment variable that moves the directory holding the apps' state directories.
-pub const STATE_ROOT_VAR: &str = "UPGRADERD_APP_STATE_ROOT";
-pub const DEFAULT_CONFIG_ROOT: &str = "/etc/upgraderd";
-pub const DEFAULT_STATE_ROOT: &str = "/var/lib/upgraderd";
+pub(crate) const STATE_ROOT_VAR: &str = "UPGRADERD_APP_STATE_ROOT";
+pub(crate) const DEFAULT_CONFIG_ROOT: &str = "/etc/upgraderd";
+pub(crate) const DEFAULT_STATE_ROOT: &str = "/var/lib/upgraderd";
 
 /// The longest app name: it ends up in a unit name, a file name and a directory name.
 const MAX_NAME_LEN: usize = 64;
 
 /// One app's configuration file and state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct App {
+pub(crate) struct App {
     pub name: String,
     pub config_file: PathBuf,
     pub state_dir: PathBuf,
@@ -36,7 +36,7 @@ pub struct App {
 
 impl App {
     /// The app called `name`, under the roots the environment chooses.
-    pub fn resolve(name: &str, env: &Env) -> Result<App> {
+    pub(crate) fn resolve(name: &str, env: &Env) -> Result<App> {
         check_name(name).map_err(|why| {
             usage(format!(
                 "invalid app name {name:?} (from --app): {why}; the name becomes a file and a directory name, \
@@ -53,7 +53,7 @@ impl App {
     }
 
     /// Reads the app's configuration file, which must exist: an app without one is a typo or not set up yet.
-    pub fn read_config(&self) -> Result<EnvFile> {
+    pub(crate) fn read_config(&self) -> Result<EnvFile> {
         if !self.config_file.exists() {
             return Err(usage(format!(
                 "no configuration for app {name:?}: {file} does not exist; create it (KEY=VALUE lines, \
@@ -67,7 +67,7 @@ impl App {
 }
 
 /// Why `name` cannot name an app, if it cannot.
-pub fn check_name(name: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_name(name: &str) -> std::result::Result<(), String> {
     const ALLOWED: &str = "use letters, digits, `_`, `-` and `.`";
     if name.is_empty() {
         return Err("it is empty".into());

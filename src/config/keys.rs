@@ -178,7 +178,7 @@ pub static KEYS: &[KeySpec] = &[
 ];
 
 /// Looks a key up by its `UPGRADERD_*` name.
-pub fn spec(name: &str) -> Option<&'static KeySpec> {
+pub(crate) fn spec(name: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|k| k.name == name)
 }
 
@@ -219,12 +219,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// A key's value as upgraderd may show it anywhere, its secrets masked (the text as is for an unknown name).
-pub fn shown(name: &str, text: &str) -> String {
+pub(crate) fn shown(name: &str, text: &str) -> String {
     spec(name).map(|s| display_value(s, text)).unwrap_or_else(|| text.to_string())
 }
 
 /// Masks secrets for display.
-pub fn display_value(spec: &KeySpec, text: &str) -> String {
+pub(crate) fn display_value(spec: &KeySpec, text: &str) -> String {
     match spec.secret {
         Secret::No => text.to_string(),
         Secret::Whole => "********".to_string(),

@@ -19,7 +19,7 @@ use super::keys::{KeySpec, KEYS};
 
 /// Where a configuration value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Flag,
     Env(String),
     File {
@@ -46,41 +46,41 @@ impl fmt::Display for Source {
 
 /// A resolved raw value with its source.
 #[derive(Debug, Clone)]
-pub struct Value {
+pub(crate) struct Value {
     pub text: String,
     pub source: Source,
 }
 
 /// A snapshot of the environment, so tests can resolve configuration without touching the process's.
 #[derive(Debug, Clone, Default)]
-pub struct Env(pub HashMap<String, String>);
+pub(crate) struct Env(pub HashMap<String, String>);
 
 impl Env {
-    pub fn from_process() -> Self {
+    pub(crate) fn from_process() -> Self {
         Env(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect())
     }
 
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 
-    pub fn from_pairs<K: Into<String>>(pairs: impl IntoIterator<Item = (K, String)>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn from_pairs<K: Into<String>>(pairs: impl IntoIterator<Item = (K, String)>) -> Self {
         Env(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 }
 
 /// Every key's raw value and source, before typing.
 #[derive(Debug)]
-pub struct Layers {
+pub(crate) struct Layers {
     pub values: BTreeMap<&'static str, Value>,
-    pub file: Option<EnvFile>,
     /// Older names in the environment that a value from elsewhere outranked: (key, older name, its text).
     set_aside: Vec<(&'static str, &'static str, String)>,
 }
 
 impl Layers {
     /// Resolves every key through flags, environment, file and defaults.
-    pub fn resolve(flags: &[(&'static str, String)], env: &Env, file: Option<EnvFile>) -> Layers {
+    pub(crate) fn resolve(flags: &[(&'static str, String)], env: &Env, file: Option<EnvFile>) -> Layers {
         let mut values = BTreeMap::new();
         let mut set_aside = Vec::new();
         for spec in KEYS {
@@ -94,16 +94,16 @@ impl Layers {
                 values.insert(spec.name, value);
             }
         }
-        Layers { values, file, set_aside }
+        Layers { values, set_aside }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.values.get(name)
     }
 
     /// One line for each older name in the environment that was ignored for a
     /// different value set elsewhere, for the operator to see which won.
-    pub fn set_aside(&self) -> Vec<String> {
+    pub(crate) fn set_aside(&self) -> Vec<String> {
         self.set_aside
             .iter()
             .filter_map(|(key, older, text)| {

@@ -14,13 +14,13 @@
 //! `notify` the notification URLs and the format each is sent in, `steps`
 //! the release steps.
 
-pub mod app;
+pub(crate) mod app;
 mod envfile;
 mod keys;
 mod layers;
 mod notify;
 mod shared_dir;
-pub mod steps;
+pub(crate) mod steps;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -30,15 +30,16 @@ use anyhow::{Context, Result};
 
 use crate::window::{self, Windows};
 
-pub use envfile::{EnvFile, FileEntry};
-pub use keys::{display_value, shown, spec, KeySpec, Secret, KEYS};
-pub use layers::{Env, Layers, Source, Value};
-pub use notify::NotifyTarget;
-pub use shared_dir::{
+pub(crate) use envfile::EnvFile;
+pub use keys::KEYS;
+pub(crate) use keys::{display_value, shown, spec, KeySpec};
+pub(crate) use layers::{Env, Layers, Source, Value};
+pub(crate) use notify::NotifyTarget;
+pub(crate) use shared_dir::{
     claimed_name, claimed_trigger, is_rejected, rejected_name, spool_name, BANNER_FILE, LEGACY_STATUS_FILE,
     SOCKET_TEST_ANSWER, SOCKET_TEST_PREFIX, SOCKET_TEST_REQUEST,
 };
-pub use values::{parse_bool, parse_duration, parse_size};
+pub(crate) use values::parse_size;
 
 use app::App;
 use values::{
@@ -47,19 +48,19 @@ use values::{
 };
 
 /// The default configuration file, read when present and no `-c` is given.
-pub const DEFAULT_CONFIG_FILE: &str = "/etc/upgraderd/upgraderd.env";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "/etc/upgraderd/upgraderd.env";
 /// The state database, in the state directory.
-pub const DB_FILE: &str = "upgraderd.db";
+pub(crate) const DB_FILE: &str = "upgraderd.db";
 /// The single-upgrade lock, in the state directory: one per state directory, so one per app.
-pub const LOCK_FILE: &str = "upgraderd.lock";
+pub(crate) const LOCK_FILE: &str = "upgraderd.lock";
 /// The default backup directory, in the state directory.
-pub const BACKUPS_DIR: &str = "backups";
+pub(crate) const BACKUPS_DIR: &str = "backups";
 
-pub use crate::states::{BackupMode, Strategy};
+pub(crate) use crate::states::{BackupMode, Strategy};
 
 /// How far an automatic upgrade may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Policy {
+pub(crate) enum Policy {
     Patch,
     Minor,
     Major,
@@ -67,7 +68,7 @@ pub enum Policy {
 
 /// The validated configuration every command works from.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub state_dir: PathBuf,
     pub strategy: Strategy,
     pub container: Option<String>,
@@ -141,7 +142,7 @@ pub struct Config {
 }
 
 /// Reads the configuration file chosen by `-c`, `UPGRADERD_CONFIG` or the default location.
-pub fn read_file(explicit: Option<&Path>, env: &Env) -> Result<Option<EnvFile>> {
+pub(crate) fn read_file(explicit: Option<&Path>, env: &Env) -> Result<Option<EnvFile>> {
     if let Some(path) = explicit {
         return EnvFile::read(path).map(Some);
     }
@@ -157,7 +158,7 @@ pub fn read_file(explicit: Option<&Path>, env: &Env) -> Result<Option<EnvFile>> 
 
 impl Config {
     /// Types and validates every resolved value.
-    pub fn from_layers(layers: &Layers) -> Result<Config> {
+    pub(crate) fn from_layers(layers: &Layers) -> Result<Config> {
         let p = Parser { layers };
         let trigger_file = p.file_name("UPGRADERD_TRIGGER_FILE")?;
         let status_file = p.file_name("UPGRADERD_STATUS_FILE")?;
@@ -243,33 +244,28 @@ impl Config {
     }
 
     /// The path of the state database.
-    pub fn db_path(&self) -> PathBuf {
+    pub(crate) fn db_path(&self) -> PathBuf {
         self.state_dir.join(DB_FILE)
     }
 
     /// The path of the single-upgrade lock file.
-    pub fn lock_path(&self) -> PathBuf {
+    pub(crate) fn lock_path(&self) -> PathBuf {
         self.state_dir.join(LOCK_FILE)
     }
 }
 
 /// Which configuration and state the command line chose: `--app`, `-c`, `--state-dir`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Selection<'a> {
+pub(crate) struct Selection<'a> {
     pub app: Option<&'a str>,
     pub config_file: Option<&'a Path>,
     pub state_dir: Option<&'a Path>,
 }
 
-/// Loads the configuration for a command: file, environment and flags.
-pub fn load(selection: Selection, flags: &[(&'static str, String)], env: &Env) -> Result<(Config, Layers)> {
-    load_reporting(selection, flags, env, &mut |_| {})
-}
-
-/// [`load`], handing every warning about the file (lines systemd ignores,
-/// unknown keys) to `warn` before any value is checked, so a bad value does
-/// not hide them.
-pub fn load_reporting(
+/// Loads the configuration for a command: file, environment and flags,
+/// handing every warning about the file (lines systemd ignores, unknown keys)
+/// to `warn` before any value is checked, so a bad value does not hide them.
+pub(crate) fn load_reporting(
     selection: Selection,
     flags: &[(&'static str, String)],
     env: &Env,

@@ -20,13 +20,13 @@ use url::Url;
 use crate::states::NotifyFormat;
 
 /// A valid value, for error messages.
-pub const EXAMPLE: &str = "https://ntfy.sh/my-upgrades,https://hooks.slack.com/services/T0/B0/XXXX";
+pub(super) const EXAMPLE: &str = "https://ntfy.sh/my-upgrades,https://hooks.slack.com/services/T0/B0/XXXX";
 
 const HIDDEN: &str = "********";
 
 /// One notification URL and the format it is sent in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotifyTarget {
+pub(crate) struct NotifyTarget {
     pub format: NotifyFormat,
     /// Where the notification goes, without a format prefix.
     pub url: String,
@@ -35,12 +35,12 @@ pub struct NotifyTarget {
 }
 
 /// Parses the comma-separated list; every URL must be valid.
-pub fn parse_list(text: &str) -> Result<Vec<NotifyTarget>, String> {
+pub(super) fn parse_list(text: &str) -> Result<Vec<NotifyTarget>, String> {
     split_list(text).iter().map(|one| NotifyTarget::parse(one)).collect()
 }
 
 /// The list as `config` shows it: each URL masked, even one that does not parse.
-pub fn mask_list(text: &str) -> String {
+pub(super) fn mask_list(text: &str) -> String {
     let masked: Vec<String> = split_list(text)
         .iter()
         .map(|one| NotifyTarget::parse(one).map(|t| t.masked()).unwrap_or_else(|_| mask_unparsed(one)))
@@ -83,7 +83,7 @@ fn mask_unparsed(text: &str) -> String {
 
 impl NotifyTarget {
     /// Parses one URL, with or without a format prefix.
-    pub fn parse(text: &str) -> Result<NotifyTarget, String> {
+    pub(crate) fn parse(text: &str) -> Result<NotifyTarget, String> {
         let (prefix, rest) = match text.split_once("://") {
             Some((scheme, rest)) => match scheme.split_once('+') {
                 Some((format, scheme)) => (Some(format), format!("{scheme}://{rest}")),
@@ -108,7 +108,7 @@ impl NotifyTarget {
     }
 
     /// The URL with its secrets hidden, for `config`, logs and history.
-    pub fn masked(&self) -> String {
+    pub(crate) fn masked(&self) -> String {
         let Ok(url) = Url::parse(&self.url) else { return mask_unparsed(&self.url) };
         let mut out = String::new();
         if self.forced {

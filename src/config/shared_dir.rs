@@ -9,39 +9,39 @@ use super::layers::Layers;
 use crate::exit::usage;
 
 /// `.upgrade-available.json`, written by version checks for the app's banner.
-pub const BANNER_FILE: &str = ".upgrade-available.json";
+pub(crate) const BANNER_FILE: &str = ".upgrade-available.json";
 /// `.upgrade-status`, the one-word status token of the MeshMonitor watchdog
 /// protocol (the default of `UPGRADERD_LEGACY_STATUS_FILE`).
-pub const LEGACY_STATUS_FILE: &str = ".upgrade-status";
+pub(crate) const LEGACY_STATUS_FILE: &str = ".upgrade-status";
 /// `.docker-socket-test` and `.docker-socket-test-request`, the socket check of that protocol.
-pub const SOCKET_TEST_PREFIX: &str = ".docker-socket-test";
+pub(crate) const SOCKET_TEST_PREFIX: &str = ".docker-socket-test";
 /// The app asks for the Docker socket check by creating this file.
-pub const SOCKET_TEST_REQUEST: &str = ".docker-socket-test-request";
+pub(crate) const SOCKET_TEST_REQUEST: &str = ".docker-socket-test-request";
 /// The answer to the socket check: `PASS: …`, `WARN: …` or `FAIL: …` on its first line.
-pub const SOCKET_TEST_ANSWER: &str = ".docker-socket-test";
+pub(crate) const SOCKET_TEST_ANSWER: &str = ".docker-socket-test";
 
 /// The name a trigger is renamed to while it is read.
-pub fn claimed_name(trigger_file: &str) -> String {
+pub(crate) fn claimed_name(trigger_file: &str) -> String {
     format!(".{trigger_file}.claimed")
 }
 
 /// The trigger a claimed name belongs to: `trigger` for `.trigger.claimed`.
-pub fn claimed_trigger(name: &str) -> Option<&str> {
+pub(crate) fn claimed_trigger(name: &str) -> Option<&str> {
     name.strip_prefix('.')?.strip_suffix(".claimed")
 }
 
 /// Whether a name is a rejected trigger moved aside.
-pub fn is_rejected(name: &str) -> bool {
+pub(crate) fn is_rejected(name: &str) -> bool {
     name.ends_with(".rejected")
 }
 
 /// The name a rejected trigger is moved aside to.
-pub fn rejected_name(trigger_file: &str) -> String {
+pub(crate) fn rejected_name(trigger_file: &str) -> String {
     format!("{trigger_file}.rejected")
 }
 
 /// The spool directory the app may make: one file per request.
-pub fn spool_name(trigger_file: &str) -> String {
+pub(crate) fn spool_name(trigger_file: &str) -> String {
     format!("{trigger_file}.d")
 }
 

@@ -6,20 +6,20 @@
 
 /// One release step: the command, run in a one-off container of `service` with its new image.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseStep {
+pub(crate) struct ReleaseStep {
     pub service: String,
     pub argv: Vec<String>,
 }
 
 impl ReleaseStep {
     /// `SERVICE: COMMAND…`, as the operator wrote it.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{}: {}", self.service, self.argv.join(" "))
     }
 }
 
 /// Parses the setting; the error says which step is wrong and how to write it.
-pub fn parse(text: &str) -> Result<Vec<ReleaseStep>, String> {
+pub(crate) fn parse(text: &str) -> Result<Vec<ReleaseStep>, String> {
     let example = "for example UPGRADERD_RELEASE_STEPS='web: bundle exec rails db:migrate'";
     let mut steps = Vec::new();
     for step in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {

@@ -21,12 +21,12 @@ pub(super) struct Parser<'a> {
 type Parse<T> = std::result::Result<T, String>;
 
 impl Parser<'_> {
-    pub fn text(&self, name: &str) -> Option<String> {
+    pub(super) fn text(&self, name: &str) -> Option<String> {
         self.layers.get(name).map(|v| v.text.trim().to_string()).filter(|t| !t.is_empty())
     }
 
     /// A key without a default: unset or empty is `None`.
-    pub fn parse_opt<T>(&self, name: &str, example: &str, f: impl Fn(&str) -> Parse<T>) -> Result<Option<T>> {
+    pub(super) fn parse_opt<T>(&self, name: &str, example: &str, f: impl Fn(&str) -> Parse<T>) -> Result<Option<T>> {
         let Some(value) = self.layers.get(name) else { return Ok(None) };
         let text = value.text.trim();
         if text.is_empty() {
@@ -36,7 +36,7 @@ impl Parser<'_> {
     }
 
     /// A key with a default that an empty value also selects.
-    pub fn parse<T>(&self, name: &str, example: &str, f: impl Fn(&str) -> Parse<T>) -> Result<T> {
+    pub(super) fn parse<T>(&self, name: &str, example: &str, f: impl Fn(&str) -> Parse<T>) -> Result<T> {
         match self.parse_opt(name, example, &f)? {
             Some(v) => Ok(v),
             None => default_of(name, f),
@@ -45,7 +45,7 @@ impl Parser<'_> {
 
     /// A key with a default whose value, when given, cannot be empty: an
     /// empty program path, URL or branch has no meaning to fall back from.
-    pub fn required<T>(&self, name: &str, f: impl Fn(&str) -> Parse<T>) -> Result<T> {
+    pub(super) fn required<T>(&self, name: &str, f: impl Fn(&str) -> Parse<T>) -> Result<T> {
         let example = spec(name).and_then(|s| s.default).unwrap_or("VALUE");
         let Some(value) = self.layers.get(name) else { return default_of(name, f) };
         let text = value.text.trim();
@@ -59,15 +59,15 @@ impl Parser<'_> {
         f(text).map_err(|why| invalid(name, text, &value.source, &why, example))
     }
 
-    pub fn path(&self, name: &str) -> Result<Option<PathBuf>> {
+    pub(super) fn path(&self, name: &str) -> Result<Option<PathBuf>> {
         self.parse_opt(name, "/srv/app/data", as_path)
     }
 
-    pub fn list(&self, name: &str) -> Vec<String> {
+    pub(super) fn list(&self, name: &str) -> Vec<String> {
         self.layers.get(name).map(|v| split_list(&v.text)).unwrap_or_default()
     }
 
-    pub fn paths(&self, name: &str) -> Result<Vec<PathBuf>> {
+    pub(super) fn paths(&self, name: &str) -> Result<Vec<PathBuf>> {
         let Some(value) = self.layers.get(name) else { return Ok(Vec::new()) };
         let paths: Vec<PathBuf> = split_list(&value.text).into_iter().map(PathBuf::from).collect();
         if let Some(relative) = paths.iter().find(|p| p.is_relative()) {
@@ -80,11 +80,11 @@ impl Parser<'_> {
         Ok(paths)
     }
 
-    pub fn bool(&self, name: &str) -> Result<bool> {
+    pub(super) fn bool(&self, name: &str) -> Result<bool> {
         self.parse(name, "true", parse_bool)
     }
 
-    pub fn duration(&self, name: &str, fallback_in_seconds: bool) -> Result<Duration> {
+    pub(super) fn duration(&self, name: &str, fallback_in_seconds: bool) -> Result<Duration> {
         // The reference watchdog's CHECK_INTERVAL is a bare number of seconds.
         let bare_seconds_allowed = fallback_in_seconds
             && matches!(&self.layers.get(name).map(|v| &v.source),
@@ -95,15 +95,15 @@ impl Parser<'_> {
         })
     }
 
-    pub fn url(&self, name: &str) -> Result<Option<String>> {
+    pub(super) fn url(&self, name: &str) -> Result<Option<String>> {
         self.parse_opt(name, "http://127.0.0.1:3001/api/health", parse_url)
     }
 
-    pub fn pointer(&self, name: &str) -> Result<Option<String>> {
+    pub(super) fn pointer(&self, name: &str) -> Result<Option<String>> {
         self.parse_opt(name, "/version", parse_pointer)
     }
 
-    pub fn file_name(&self, name: &str) -> Result<String> {
+    pub(super) fn file_name(&self, name: &str) -> Result<String> {
         let example = spec(name).and_then(|s| s.default).unwrap_or(".upgrade-trigger");
         self.parse(name, example, |t| {
             if t.contains('/') || t == "." || t == ".." {
@@ -115,7 +115,7 @@ impl Parser<'_> {
     }
 
     /// A file name that an empty value turns off (`None`); unset is the default.
-    pub fn file_name_or_off(&self, name: &str) -> Result<Option<String>> {
+    pub(super) fn file_name_or_off(&self, name: &str) -> Result<Option<String>> {
         match self.layers.get(name) {
             Some(value) if value.text.trim().is_empty() => Ok(None),
             _ => self.file_name(name).map(Some),
@@ -166,7 +166,7 @@ pub(super) fn parse_pointer(text: &str) -> Parse<String> {
     }
 }
 
-pub fn parse_bool(text: &str) -> std::result::Result<bool, String> {
+pub(crate) fn parse_bool(text: &str) -> std::result::Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
@@ -219,7 +219,7 @@ pub(super) fn parse_github_repo(text: &str) -> std::result::Result<String, Strin
 }
 
 /// Parses `90s`, `5m`, `4h`, `1d`, `250ms`; `0` means zero.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
         return Ok(Duration::ZERO);
@@ -240,7 +240,7 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 }
 
 /// Parses `500MB`, `2GiB`, `1024` (bytes).
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -267,7 +267,7 @@ mod tests {
     use std::path::Path;
 
     #[test]
-    pub fn bare_seconds_only_through_the_fallback_name() {
+    fn bare_seconds_only_through_the_fallback_name() {
         let layers = Layers::resolve(&[], &Env::from_pairs([("UPGRADERD_POLL_INTERVAL", "7".to_string())]), None);
         let err = Config::from_layers(&layers).unwrap_err().to_string();
         assert!(err.contains("UPGRADERD_POLL_INTERVAL=\"7\" (from env UPGRADERD_POLL_INTERVAL)"), "{err}");
@@ -275,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    pub fn bad_values_name_key_source_and_example() {
+    fn bad_values_name_key_source_and_example() {
         let file = EnvFile::parse(Path::new("/etc/u.env"), "# c\n\nUPGRADERD_MIN_FREE=lots\n").unwrap();
         let err = Config::from_layers(&Layers::resolve(&[], &Env::default(), Some(file))).unwrap_err();
         let text = err.to_string();
@@ -285,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    pub fn durations_and_sizes() {
+    fn durations_and_sizes() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("4h").unwrap(), Duration::from_secs(4 * 3600));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
@@ -299,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    pub fn relative_data_dirs_are_refused() {
+    fn relative_data_dirs_are_refused() {
         let layers = Layers::resolve(&[("UPGRADERD_DATA_DIR", "/ok,data".into())], &Env::default(), None);
         let err = Config::from_layers(&layers).unwrap_err().to_string();
         assert!(err.contains("data is not an absolute path"), "{err}");

@@ -10,16 +10,16 @@ use crate::store::db::UpgradeRecord;
 use crate::store::lock::LockBusy;
 
 /// The longest spool file name: its claim name (`.<name>.claimed`) must stay within the 255-byte limit.
-pub const MAX_SPOOL_NAME: usize = 200;
+pub(super) const MAX_SPOOL_NAME: usize = 200;
 
 /// Whether upgraderd can claim a spool file by this name.
-pub fn spool_name_ok(name: &[u8]) -> bool {
+pub(super) fn spool_name_ok(name: &[u8]) -> bool {
     name.len() <= MAX_SPOOL_NAME && std::str::from_utf8(name).is_ok()
 }
 
 /// How a worker's upgrade ended, as far as its request is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settled {
+pub(super) enum Settled {
     /// It reached a terminal state.
     Ended(Terminal),
     /// Another upgrader held the lock: the request waits and is tried again.
@@ -29,7 +29,7 @@ pub enum Settled {
 }
 
 impl Settled {
-    pub fn request_state(&self) -> (RequestState, Option<String>) {
+    pub(super) fn request_state(&self) -> (RequestState, Option<String>) {
         match self {
             Settled::Ended(terminal) => (RequestState::Done, Some(terminal.as_str().to_string())),
             Settled::WaitForLock(_) => (RequestState::Queued, None),
@@ -38,7 +38,7 @@ impl Settled {
     }
 }
 
-pub fn settle(result: Option<Result<Outcome>>) -> Settled {
+pub(super) fn settle(result: Option<Result<Outcome>>) -> Settled {
     match result {
         Some(Ok(outcome)) => Settled::Ended(outcome.terminal),
         Some(Err(e)) if e.chain().any(|c| c.is::<LockBusy>()) => Settled::WaitForLock(e.to_string()),
@@ -50,14 +50,14 @@ pub fn settle(result: Option<Result<Outcome>>) -> Settled {
 /// A request a killed daemon left `running` whose upgrade had already ended
 /// (the daemon died between the end and its bookkeeping): done, with the
 /// upgrade's status, before recovery ends any other. `None`: not ended yet.
-pub fn ended_before_restart(row: Option<&UpgradeRecord>) -> Option<(RequestState, Option<String>)> {
+pub(super) fn ended_before_restart(row: Option<&UpgradeRecord>) -> Option<(RequestState, Option<String>)> {
     let row = row.filter(|r| r.is_terminal())?;
     Some((RequestState::Done, Some(row.status.as_str().to_string())))
 }
 
 /// A request a killed daemon left `running`: done when its upgrade got past its
 /// switch (recovery puts that right), queued again when it had changed nothing.
-pub fn after_restart(row: Option<&UpgradeRecord>) -> (RequestState, Option<String>) {
+pub(super) fn after_restart(row: Option<&UpgradeRecord>) -> (RequestState, Option<String>) {
     match row {
         Some(row) if row.switched => (RequestState::Done, Some(row.status.as_str().to_string())),
         // Interrupted before its switch (nothing changed) or before it began: the app still wants it.

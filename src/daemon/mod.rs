@@ -13,10 +13,15 @@
 //! found outside the window is not queued, and a check also runs as the
 //! window opens. The app's triggers are never held back by the window.
 //! The Docker socket check of the MeshMonitor watchdog protocol is answered
-//! on a thread of its own (`socket_test`), handed its requests by this loop.
+//! on a thread of its own (`socket_check`), handed its requests by this loop.
 //!
-//! [`run`] is the whole daemon; tests call it in-process with a
-//! [`Shutdown`] they trigger themselves.
+//! [`run`] is the whole daemon, ended by the [`Shutdown`] it is given (the
+//! integration tests run it as `upgraderd watch` and stop it with a signal).
+//!
+//! Here: the loop (wait, events, deadlines). Inside: `intake` claims and
+//! records triggers, `worker` runs one upgrade at a time, `periodic` checks
+//! versions and recovers, `socket_check` answers the socket check,
+//! `bookkeeping` holds the pure decisions about requests.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,26 +30,27 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 mod bookkeeping;
-mod socket_test;
+mod intake;
+mod periodic;
+mod socket_check;
 #[cfg(test)]
 mod tests;
+mod worker;
 
-use self::bookkeeping::{after_restart, ended_before_restart, settle, spool_name_ok, Settled, MAX_SPOOL_NAME};
-use self::socket_test::SocketTests;
+use self::socket_check::SocketChecks;
 use crate::config::{self, Config, Env};
-use crate::engine::status::{Snapshot, StatusFile};
-use crate::engine::{check, new_upgrade_id, pipeline, recover, Outcome, Request};
+use crate::engine::status::StatusFile;
+use crate::engine::Outcome;
 use crate::exit::usage;
 use crate::ops::inotify::DirWatch;
 use crate::ops::systemd::Notifier;
 use crate::signals::{Shutdown, Waker};
-use crate::states::{RequestState, Status};
-use crate::store::db::{now_ms, Db, QueuedRequest};
+use crate::store::db::Db;
 use crate::store::files;
 use crate::store::shared_dir::SharedDir;
-use crate::trigger::{self, Found, Parsed, TriggerDir};
+use crate::trigger::TriggerDir;
 use crate::ui::Ui;
-use crate::window::{self, Clock, Verdict};
+use crate::window::Clock;
 
 /// A plainly written trigger must be unchanged this long before it is read.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -64,7 +70,7 @@ const SOCKET_TEST_POLL: Duration = Duration::from_secs(1);
 const TRIGGER_SOURCE: &str = "trigger";
 
 /// Runs the daemon until `shutdown` is requested and no upgrade is in flight.
-pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()> {
+pub(crate) fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()> {
     let dir = config.trigger_dir.clone().ok_or_else(|| {
         usage("watch needs UPGRADERD_TRIGGER_DIR (or --trigger-dir): the directory the app shares with the host")
     })?;
@@ -96,7 +102,7 @@ pub fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()
         spool: None,
         unrecovered: false,
         status: StatusFile::new(shared.clone(), &config.status_file, config.legacy_status_file.as_deref()),
-        socket_tests: SocketTests::start(shared, config, ui),
+        socket_checks: SocketChecks::start(shared, config, ui),
         notifier: Notifier::from_env(|name| env.get(name).map(str::to_string)),
         clock: Clock::from_env(|name| env.get(name).map(str::to_string)).map_err(usage)?,
         shutdown,
@@ -123,7 +129,7 @@ struct Daemon {
     /// The startup recovery has not gone through yet: it is tried again soon.
     unrecovered: bool,
     status: Arc<StatusFile>,
-    socket_tests: SocketTests,
+    socket_checks: SocketChecks,
     notifier: Notifier,
     /// What time it is, for the auto-upgrade window.
     clock: Clock,
@@ -285,7 +291,7 @@ impl Daemon {
     fn take_socket_test_request(&self) {
         // A trigger directory swapped for a link is never used; the intake reports it.
         if self.trigger.dir.check().is_ok() {
-            self.socket_tests.take_request();
+            self.socket_checks.take_request();
         }
     }
 
@@ -308,426 +314,6 @@ impl Daemon {
             Duration::from_secs(5)
         } else {
             self.config.poll_interval
-        }
-    }
-
-    /// Looks at the trigger (and a claim left over), recording or rejecting what it finds.
-    fn intake(&mut self) {
-        let complete = std::mem::take(&mut self.intake_complete);
-        self.intake_at = None;
-        if let Err(e) = self.trigger.dir.check() {
-            // A trigger directory swapped for a link (or made again by someone else) is never used.
-            self.watch = None;
-            self.intake_at = Some(Instant::now() + self.poll_interval());
-            return self.ui.warn(format!("{e}"));
-        }
-        if self.watch.is_none() {
-            self.open_watch();
-            self.intake_at = Some(Instant::now() + self.poll_interval());
-        }
-        let trigger = self.trigger.clone();
-        if trigger.has_claim() && !self.process_claimed(&trigger, true) {
-            return;
-        }
-        match self.trigger.look() {
-            Ok(Found::Nothing) => {}
-            Ok(Found::File { age }) if !complete && age < SETTLE => {
-                // Written in place and maybe still being written: look again once it has settled.
-                self.retry_intake_in(SETTLE - age);
-            }
-            Ok(_) => match trigger.claim() {
-                Ok(true) => {
-                    self.process_claimed(&trigger, true);
-                }
-                Ok(false) => {}
-                Err(e) => self.ui.warn(format!("cannot claim the trigger {}: {e}", self.trigger.path().display())),
-            },
-            Err(e) => self.ui.warn(format!("cannot look at the trigger {}: {e}", self.trigger.path().display())),
-        }
-        self.intake_spool();
-    }
-
-    /// The spool form (`<trigger>.d/`, one file per request) loses nothing: every
-    /// file is its own request, taken in name order. A leftover claim of a killed daemon goes first.
-    fn intake_spool(&mut self) {
-        let Some(spool) = self.spool_dir() else { return };
-        let names = match spool.names() {
-            Ok(names) => names,
-            Err(e) => return self.ui.warn(format!("cannot list the spool {}: {e}", spool.path().display())),
-        };
-        let (names, odd): (Vec<_>, Vec<_>) = names.into_iter().partition(|n| spool_name_ok(n));
-        for name in odd.iter().filter(|n| !n.starts_with(b".")) {
-            self.reject_spool_name(&spool, name);
-        }
-        let names: Vec<String> = names.into_iter().filter_map(|n| String::from_utf8(n).ok()).collect();
-        let claimed = names.iter().filter_map(|n| config::claimed_trigger(n));
-        let waiting = names.iter().filter(|n| !n.starts_with('.') && !config::is_rejected(n));
-        let pending: Vec<(String, bool)> =
-            claimed.map(|n| (n.to_string(), true)).chain(waiting.map(|n| (n.clone(), false))).collect();
-        for (name, already_claimed) in pending {
-            let request = TriggerDir::new(spool.clone(), &name);
-            let claimed = already_claimed
-                || request.claim().unwrap_or_else(|e| {
-                    // Left in place: the next intake tries again.
-                    self.ui.warn(format!("cannot claim the spooled request {}: {e}", request.path().display()));
-                    false
-                });
-            if claimed {
-                // Spool files are placed by rename, whole: nothing is waited for.
-                self.process_claimed(&request, false);
-            }
-        }
-    }
-
-    /// A spool file whose name upgraderd cannot claim (not UTF-8, or too long to
-    /// claim) is removed and its rejection recorded: never skipped without a word.
-    fn reject_spool_name(&mut self, spool: &SharedDir, name: &[u8]) {
-        let shown = String::from_utf8_lossy(name).into_owned();
-        let reason = format!(
-            "the spool file name {shown:?} is not UTF-8 or longer than {MAX_SPOOL_NAME} bytes; name requests like \
-             `<nanoseconds>-<id>.json`"
-        );
-        self.record_rejection(&reason, None, None);
-        if let Err(e) = spool.remove_bytes(name) {
-            self.ui.warn(format!("cannot remove the rejected spool file {shown:?}: {e}"));
-        }
-    }
-
-    /// The spool directory when the app made one; never created by upgraderd (it would be root's).
-    fn spool_dir(&mut self) -> Option<Arc<SharedDir>> {
-        let path = self.trigger.dir.path().join(config::spool_name(&self.trigger.name));
-        if let Some(spool) = &self.spool {
-            match spool.check() {
-                Ok(()) => return Some(spool.clone()),
-                Err(e) => {
-                    self.ui.warn(format!("{e}"));
-                    self.spool = None;
-                    return None;
-                }
-            }
-        }
-        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            return None;
-        }
-        match SharedDir::open(&path) {
-            Ok(spool) => self.spool = Some(Arc::new(spool)),
-            Err(e) => self.ui.warn(format!("{e}")),
-        }
-        if let (Some(watch), Some(_)) = (&mut self.watch, &self.spool) {
-            if let Err(e) = watch.add_spool(&path) {
-                self.ui.warn(format!("cannot watch the spool {} ({e}); it is polled", path.display()));
-            }
-        }
-        self.spool.clone()
-    }
-
-    fn retry_intake_in(&mut self, delay: Duration) {
-        let at = Instant::now() + delay;
-        self.intake_at = Some(self.intake_at.map_or(at, |current| current.min(at)));
-    }
-
-    /// Reads, records or rejects the claimed trigger; `false` while it waits for its writer
-    /// (only a trigger that may be written in place gets that `grace`).
-    fn process_claimed(&mut self, trigger: &TriggerDir, grace: bool) -> bool {
-        let bytes = match trigger.read_claimed() {
-            Ok(bytes) => bytes,
-            Err(reason) => {
-                self.reject(trigger, &reason, None, None);
-                return true;
-            }
-        };
-        let raw = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
-        match trigger::parse(&bytes) {
-            Parsed::Incomplete if grace => {
-                let since = *self.incomplete_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < INCOMPLETE_GRACE {
-                    self.retry_intake_in(Duration::from_millis(100));
-                    return false;
-                }
-                let reason = "the trigger is JSON that ends early and was not completed within 2s";
-                self.reject(trigger, reason, Some(raw), None);
-            }
-            Parsed::Incomplete => self.reject(trigger, "the trigger is JSON that ends early", Some(raw), None),
-            Parsed::Rejected(reason) => self.reject(trigger, &reason, Some(raw), None),
-            Parsed::Request(request) if !self.config.enabled => {
-                let reason = "upgrades from the app are disabled on this host (UPGRADERD_ENABLED=false)";
-                self.reject(trigger, reason, Some(raw), request.upgrade_id.as_deref());
-            }
-            Parsed::Request(request) => {
-                let queued = QueuedRequest {
-                    upgrade_id: request.upgrade_id.clone().unwrap_or_else(new_upgrade_id),
-                    version: request.version,
-                    backup: request.backup,
-                    force: request.force,
-                    source: TRIGGER_SOURCE.into(),
-                    raw: Some(raw),
-                    received_at: now_ms(),
-                    state: RequestState::Queued,
-                    reason: None,
-                };
-                self.record(trigger, queued);
-            }
-        }
-        self.incomplete_since = None;
-        true
-    }
-
-    /// Records the trigger's request before the trigger is removed, so it is never lost.
-    fn record(&mut self, trigger: &TriggerDir, queued: QueuedRequest) {
-        if let Err(e) = self.queue(&queued) {
-            // Leave the claim in place: the next intake tries again, nothing is lost.
-            self.ui.warn(format!("cannot record the trigger's request ({e:#}); retrying"));
-            self.retry_intake_in(Duration::from_secs(1));
-            return;
-        }
-        if let Err(e) = trigger.release() {
-            self.ui.warn(format!("cannot remove the claimed trigger: {e}"));
-        }
-    }
-
-    /// Adds a request to the queue; a repeated upgrade id is a duplicate, not an error.
-    fn queue(&mut self, queued: &QueuedRequest) -> Result<()> {
-        if self.db.insert_request(queued)? {
-            self.ui.info(format!(
-                "{}: upgrade {} to {} queued{}",
-                queued.source,
-                queued.upgrade_id,
-                queued.version,
-                if self.worker.is_some() { " behind the running upgrade" } else { "" }
-            ));
-        } else {
-            self.ui.info(format!(
-                "{}: upgrade {} was already requested; duplicate ignored",
-                queued.source, queued.upgrade_id
-            ));
-        }
-        Ok(())
-    }
-
-    fn reject(&mut self, trigger: &TriggerDir, reason: &str, raw: Option<String>, upgrade_id: Option<&str>) {
-        self.record_rejection(reason, raw, upgrade_id);
-        if let Err(e) = trigger.reject() {
-            self.ui.warn(format!("cannot move the rejected trigger aside: {e}"));
-        }
-    }
-
-    /// The rejection in the request log, the daemon's log and (when no upgrade runs) the status file.
-    fn record_rejection(&mut self, reason: &str, raw: Option<String>, upgrade_id: Option<&str>) {
-        let upgrade_id = upgrade_id.map(str::to_string).unwrap_or_else(new_upgrade_id);
-        self.ui.warn(format!("trigger rejected: {reason}"));
-        let record = QueuedRequest {
-            upgrade_id: upgrade_id.clone(),
-            version: String::new(),
-            source: TRIGGER_SOURCE.into(),
-            raw,
-            received_at: now_ms(),
-            state: RequestState::Rejected,
-            reason: Some(reason.to_string()),
-            ..QueuedRequest::default()
-        };
-        if let Err(e) = self.db.insert_request(&record) {
-            self.ui.warn(format!("cannot record the rejection: {e:#}"));
-        }
-        // While an upgrade runs, the status file is its own; the rejection stays in the request log.
-        if self.worker.is_none() {
-            self.write_status(&upgrade_id, Status::Failed, "Trigger rejected", Some(reason));
-        }
-    }
-
-    fn write_status(&self, upgrade_id: &str, status: Status, step: &str, error: Option<&str>) {
-        let snapshot = Snapshot {
-            upgrade_id: upgrade_id.to_string(),
-            status,
-            progress: status.progress(),
-            current_step: step.to_string(),
-            started_at: now_ms(),
-            logs: vec![step.to_string()],
-            error: error.map(str::to_string),
-            ..Snapshot::default()
-        };
-        if let Err(e) = self.status.write(snapshot) {
-            self.ui.warn(format!("cannot write the app's status file {e}"));
-        }
-    }
-
-    /// Starts the oldest queued request when nothing runs.
-    fn start_next(&mut self) {
-        if self.worker.is_some() || Instant::now() < self.start_after {
-            return;
-        }
-        let queued = match self.db.next_queued() {
-            Ok(Some(queued)) => queued,
-            Ok(None) => return,
-            Err(e) => return self.ui.warn(format!("cannot read the request queue: {e:#}")),
-        };
-        if let Err(e) = self.db.set_request_state(&queued.upgrade_id, RequestState::Running, None) {
-            return self.ui.warn(format!("cannot update the request queue: {e:#}"));
-        }
-        let request = Request {
-            target: queued.version.clone(),
-            backup: queued.backup,
-            force: queued.force,
-            dry_run: false,
-            initiated_by: queued.source.clone(),
-            from_app: queued.source == TRIGGER_SOURCE,
-            strategy: self.config.strategy,
-            upgrade_id: Some(queued.upgrade_id.clone()),
-            shutdown: Some(self.shutdown.clone()),
-        };
-        self.notifier.status(&format!("upgrading to {} (upgrade {})", queued.version, queued.upgrade_id));
-        let result = Arc::new(Mutex::new(None));
-        let (config, ui, waker, slot) = (self.config.clone(), self.ui.clone(), self.waker.clone(), result.clone());
-        let thread = std::thread::Builder::new()
-            .name("upgrade".into())
-            // Room for walking data trees up to their depth limit.
-            .stack_size(16 << 20)
-            .spawn(move || {
-                let outcome = pipeline::run(&config, &ui, &request);
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
-                waker.wake();
-            })
-            .expect("spawning the upgrade thread");
-        self.worker = Some(Worker { upgrade_id: queued.upgrade_id, result, thread });
-    }
-
-    /// Collects a finished upgrade and records what became of its request.
-    fn reap_worker(&mut self) {
-        let finished = self.worker.as_ref().is_some_and(|w| w.result.lock().map(|r| r.is_some()).unwrap_or(true));
-        if !finished {
-            return;
-        }
-        let worker = self.worker.take().expect("checked above");
-        let _ = worker.thread.join();
-        let result = worker.result.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let id = worker.upgrade_id;
-        let settled = settle(result);
-        match &settled {
-            Settled::Ended(terminal) => self.ui.info(format!("upgrade {id} ended {terminal}")),
-            Settled::WaitForLock(why) => {
-                self.ui.info(format!("another upgrader holds the lock; upgrade {id} waits ({why})"));
-                self.start_after = Instant::now() + LOCK_RETRY;
-            }
-            Settled::CouldNotRun(reason) => {
-                self.ui.warn(format!("upgrade {id} could not run: {reason}"));
-                self.write_status(&id, Status::Failed, "Upgrade could not start", Some(reason));
-            }
-        }
-        let (state, reason) = settled.request_state();
-        if let Err(e) = self.db.set_request_state(&id, state, reason.as_deref()) {
-            self.ui.warn(format!("cannot update the request queue: {e:#}"));
-        }
-        self.notifier.status(&self.idle_status());
-    }
-
-    /// Requests a killed daemon left `running` although their upgrade had ended:
-    /// the daemon died between the end and its bookkeeping. They are done.
-    fn settle_finished_requests(&mut self) -> Result<()> {
-        for request in self.db.requests()?.into_iter().filter(|r| r.state == RequestState::Running) {
-            if let Some((state, reason)) = ended_before_restart(self.db.get(&request.upgrade_id)?.as_ref()) {
-                self.db.set_request_state(&request.upgrade_id, state, reason.as_deref())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Requests a killed daemon left `running`: done when their upgrade got past
-    /// its switch (recovery has rolled it back), queued again when it had changed nothing.
-    fn requeue_interrupted_requests(&mut self) -> Result<()> {
-        for request in self.db.requests()?.into_iter().filter(|r| r.state == RequestState::Running) {
-            let row = self.db.get(&request.upgrade_id)?;
-            let (state, reason) = after_restart(row.as_ref());
-            if state == RequestState::Queued {
-                self.ui.info(format!(
-                    "upgrade {} was interrupted before its switch; running it again",
-                    request.upgrade_id
-                ));
-            }
-            self.db.set_request_state(&request.upgrade_id, state, reason.as_deref())?;
-        }
-        Ok(())
-    }
-
-    /// The periodic version check: the banner file, and with
-    /// `UPGRADERD_AUTO_UPGRADE=true` a request for the allowed update.
-    fn check_version(&mut self) {
-        let report = match check::run(&self.config) {
-            Ok(report) => report,
-            Err(e) => return self.ui.warn(format!("version check failed: {e:#}")),
-        };
-        if let Err(e) = check::write_banner(&self.config, &report) {
-            self.ui.warn(format!("{e:#}"));
-        }
-        let Some(version) = report.allowed_version else {
-            return self.ui.detail(format!("version check: running {}, nothing to do", report.current_version));
-        };
-        if !self.config.auto_upgrade {
-            return self.ui.info(format!(
-                "version check: {version} is available (set UPGRADERD_AUTO_UPGRADE=true to take it automatically)"
-            ));
-        }
-        if let Some(Verdict::Closed { opens }) = self.auto_upgrade_window() {
-            return self.ui.info(format!(
-                "version check: {version} is available; automatic upgrades wait for the window {} (host local time), \
-                 which opens {}",
-                self.config.auto_upgrade_window,
-                window::show(&opens)
-            ));
-        }
-        match self.db.has_pending_request() {
-            Ok(false) => {}
-            Ok(true) => return,
-            Err(e) => return self.ui.warn(format!("cannot read the request queue: {e:#}")),
-        }
-        let request = QueuedRequest {
-            upgrade_id: new_upgrade_id(),
-            version,
-            backup: true,
-            source: "check-version".into(),
-            received_at: now_ms(),
-            state: RequestState::Queued,
-            ..QueuedRequest::default()
-        };
-        if let Err(e) = self.queue(&request) {
-            self.ui.warn(format!("cannot queue the automatic upgrade: {e:#}"));
-        }
-    }
-
-    /// Where now stands in `UPGRADERD_AUTO_UPGRADE_WINDOW`, when automatic upgrades are on and one is set.
-    fn auto_upgrade_window(&self) -> Option<Verdict> {
-        let windows = &self.config.auto_upgrade_window;
-        (self.config.auto_upgrade && !windows.is_unrestricted()).then(|| self.clock.verdict(windows))
-    }
-
-    fn window_summary(&self, verdict: &Verdict) -> String {
-        window::summary(&self.config.auto_upgrade_window, verdict)
-    }
-
-    /// The next periodic check: `UPGRADERD_CHECK_EVERY` from now, or as the auto-upgrade window opens if sooner.
-    fn next_check(&self) -> Instant {
-        let every = Instant::now() + self.config.check_every;
-        match self.auto_upgrade_window() {
-            Some(Verdict::Closed { opens }) => {
-                let until = (opens - self.clock.now()).to_std().unwrap_or_default();
-                every.min(Instant::now() + until + AFTER_OPENING)
-            }
-            _ => every,
-        }
-    }
-
-    /// Reconciles unfinished upgrades; `false` when it could not (the lock was held, or it failed).
-    fn recover(&mut self, stale_after: Option<Duration>) -> bool {
-        match recover::reconcile_if_unlocked(&self.config, &self.ui, stale_after) {
-            Ok(Some(outcomes)) => {
-                for outcome in outcomes {
-                    self.ui.info(format!("recovered upgrade {}: {}", outcome.upgrade_id, outcome.terminal.as_str()));
-                }
-                true
-            }
-            Ok(None) => false,
-            Err(e) => {
-                self.ui.warn(format!("recovery failed: {e:#}; trying again"));
-                false
-            }
         }
     }
 

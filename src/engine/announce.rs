@@ -22,7 +22,7 @@ const LOG_LINES: usize = 10;
 const LOG_LINE_CHARS: usize = 300;
 
 /// Sends the notifications and runs the post-upgrade hook for a recorded outcome.
-pub fn after_terminal(config: &Config, ui: &Ui, outcome: &Outcome) {
+pub(crate) fn after_terminal(config: &Config, ui: &Ui, outcome: &Outcome) {
     if !config.notify.is_empty() {
         notify_all(config, ui, outcome);
     }

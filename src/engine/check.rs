@@ -25,7 +25,7 @@ use crate::store::shared_dir::SharedDir;
 /// The result of one check, as printed, returned by `--json` and written to the banner file.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct Report {
+pub(crate) struct Report {
     pub current_version: String,
     /// The newest version the source offers (prereleases only when allowed).
     pub latest_version: Option<String>,
@@ -41,7 +41,7 @@ pub struct Report {
 
 /// What decides which releases an automatic upgrade may take.
 #[derive(Debug, Clone)]
-pub struct Rules {
+pub(crate) struct Rules {
     pub policy: Policy,
     pub allow_prerelease: bool,
     pub min_age: Duration,
@@ -50,7 +50,7 @@ pub struct Rules {
 }
 
 /// Runs the check against the configured source.
-pub fn run(config: &Config) -> Result<Report> {
+pub(crate) fn run(config: &Config) -> Result<Report> {
     let source = source_name(config)?;
     let db = Db::open_read_only(&config.db_path())?;
     let current = current_version(config, db.as_ref())?;
@@ -93,7 +93,7 @@ pub fn run(config: &Config) -> Result<Report> {
 }
 
 /// The operator's rules for versions nobody picked by hand.
-pub fn rules(config: &Config, db: Option<&Db>) -> Result<Rules> {
+pub(crate) fn rules(config: &Config, db: Option<&Db>) -> Result<Rules> {
     Ok(Rules {
         policy: config.policy,
         allow_prerelease: config.allow_prerelease,
@@ -104,7 +104,7 @@ pub fn rules(config: &Config, db: Option<&Db>) -> Result<Rules> {
 
 /// Why the app may not have `target` (policy, prerelease, quarantine), if it may not.
 /// Downgrade protection is preflight's, for every request alike.
-pub fn app_request_refusal(target: &str, current: Option<&str>, rules: &Rules) -> Option<String> {
+pub(crate) fn app_request_refusal(target: &str, current: Option<&str>, rules: &Rules) -> Option<String> {
     let parse = |v: &str| Version::parse(v.strip_prefix('v').unwrap_or(v)).ok();
     let Some(version) = parse(target) else {
         return Some(format!(
@@ -189,7 +189,7 @@ fn image(config: &Config) -> Result<ImageRef> {
 }
 
 /// Decides with semver ordering; pure, so every rule is tested without a network.
-pub fn decide(current: &str, releases: &[Release], rules: &Rules, now: i64, source: &str) -> Report {
+pub(crate) fn decide(current: &str, releases: &[Release], rules: &Rules, now: i64, source: &str) -> Report {
     let current_semver = Version::parse(current.strip_prefix('v').unwrap_or(current)).ok();
     let mut offered: Vec<(Version, &Release)> = releases
         .iter()
@@ -261,7 +261,7 @@ fn refusal(version: &Version, release: &Release, current: Option<&Version>, rule
 }
 
 /// Writes `.upgrade-available.json` for the app's banner.
-pub fn write_banner(config: &Config, report: &Report) -> Result<Option<PathBuf>> {
+pub(crate) fn write_banner(config: &Config, report: &Report) -> Result<Option<PathBuf>> {
     let Some(dir) = &config.trigger_dir else { return Ok(None) };
     let path = dir.join(BANNER_FILE);
     let body = serde_json::json!({

@@ -23,7 +23,7 @@ use crate::states::Status;
 use crate::store::db::Db;
 
 /// The running service as discovered from Docker.
-pub struct Deployment {
+pub(crate) struct Deployment {
     pub docker: Docker,
     pub compose: Compose,
     pub container: Container,
@@ -33,7 +33,7 @@ pub struct Deployment {
 /// Finds the container, its compose project and the compose tool, and the
 /// services that move together; for a Swarm service (configured, or named by
 /// a task container's labels), its stack instead.
-pub fn discover(config: &Config, runner: &Runner) -> Result<Deployment> {
+pub(crate) fn discover(config: &Config, runner: &Runner) -> Result<Deployment> {
     let docker = Docker::new(&config.docker, runner.clone());
     if let Some(service) = &config.swarm_service {
         return discover_swarm(config, docker, service);
@@ -134,7 +134,7 @@ fn on_primary_repository(named: &[String], primary_image: &str, in_stack: &[(Str
 /// The services that move together, the primary first: `UPGRADERD_SERVICES`
 /// (each checked against the project), else every service of the project whose
 /// container runs the primary's image repository (a web and a worker on one image).
-pub fn service_set(
+pub(crate) fn service_set(
     config: &Config,
     docker: &Docker,
     compose: &Compose,
@@ -206,7 +206,7 @@ fn named_services(
 }
 
 /// Whether the configuration names a deployment to find (what [`find_container`] needs).
-pub fn deployment_configured(config: &Config) -> bool {
+pub(crate) fn deployment_configured(config: &Config) -> bool {
     config.container.is_some()
         || config.swarm_service.is_some()
         || (config.compose_project.is_some() && config.service.is_some())
@@ -214,7 +214,7 @@ pub fn deployment_configured(config: &Config) -> bool {
 
 /// The container whose image is the running version: a task container of
 /// `UPGRADERD_SWARM_SERVICE` on this node, else [`find_container`].
-pub fn primary_container(config: &Config, docker: &Docker) -> Result<Container> {
+pub(crate) fn primary_container(config: &Config, docker: &Docker) -> Result<Container> {
     match &config.swarm_service {
         Some(service) => task_container(docker, service),
         None => find_container(config, docker),
@@ -222,7 +222,7 @@ pub fn primary_container(config: &Config, docker: &Docker) -> Result<Container> 
 }
 
 /// The container to upgrade: `UPGRADERD_CONTAINER`, else the one compose runs for the configured service.
-pub fn find_container(config: &Config, docker: &Docker) -> Result<Container> {
+pub(crate) fn find_container(config: &Config, docker: &Docker) -> Result<Container> {
     let name = match (&config.container, &config.compose_project, &config.service) {
         (Some(name), _, _) => name.clone(),
         (None, Some(project), Some(service)) => docker.service_container(project, service)?.ok_or_else(|| {
@@ -242,7 +242,7 @@ pub fn find_container(config: &Config, docker: &Docker) -> Result<Container> {
 }
 
 /// The compose project: configured values win over the container's labels.
-pub fn project_of(config: &Config, container: &Container) -> Result<Project> {
+pub(crate) fn project_of(config: &Config, container: &Container) -> Result<Project> {
     let labels = ProjectLabels::read(container);
     let missing = |what: &str, key: &str| {
         anyhow!(
@@ -290,7 +290,7 @@ pub fn project_of(config: &Config, container: &Container) -> Result<Project> {
 }
 
 /// The compose tool: `UPGRADERD_COMPOSE_CMD`, else the `docker compose` plugin, else `docker-compose`.
-pub fn compose_tool(config: &Config, runner: &Runner) -> Result<Compose> {
+pub(crate) fn compose_tool(config: &Config, runner: &Runner) -> Result<Compose> {
     if let Some(argv) = &config.compose_cmd {
         if argv.is_empty() {
             return Err(usage("UPGRADERD_COMPOSE_CMD is empty; set it to `docker compose` or `docker-compose`"));
@@ -309,7 +309,12 @@ pub fn compose_tool(config: &Config, runner: &Runner) -> Result<Compose> {
 
 /// The version the service runs: configured, else the image's label, else the
 /// last complete upgrade, else the tag (its pin) when it names a version (`v1.2.3` too).
-pub fn current_version(config: &Config, docker: &Docker, container: &Container, db: Option<&Db>) -> Option<String> {
+pub(crate) fn current_version(
+    config: &Config,
+    docker: &Docker,
+    container: &Container,
+    db: Option<&Db>,
+) -> Option<String> {
     if let Some(v) = &config.current_version {
         return Some(v.clone());
     }
@@ -328,7 +333,7 @@ pub fn current_version(config: &Config, docker: &Docker, container: &Container, 
 /// A writable volume or bind mount: data. The Docker socket is a control
 /// channel, never data; tmpfs and read-only mounts hold nothing to restore;
 /// a host system file bound in (`/etc/localtime`, often without `:ro`) is the host's.
-pub fn is_data_mount(mount: &Mount) -> bool {
+pub(crate) fn is_data_mount(mount: &Mount) -> bool {
     mount.rw
         && (mount.kind == "volume" || mount.kind == "bind")
         && !is_docker_socket(&mount.source)
@@ -356,13 +361,13 @@ fn is_docker_socket(path: &Path) -> bool {
 }
 
 /// git in the app's checkout: `UPGRADERD_GIT_DIR`, else the compose working dir.
-pub fn git_for(config: &Config, project: &Project, runner: &Runner) -> Git {
+pub(crate) fn git_for(config: &Config, project: &Project, runner: &Runner) -> Git {
     let dir = config.git_dir.clone().unwrap_or_else(|| project.working_dir.clone());
     Git::new(&config.git, &dir, runner.clone())
 }
 
 /// Plain HTTP to a registry only on loopback: anything else must speak TLS.
-pub fn registry_may_be_insecure(image: &ImageRef) -> bool {
+pub(crate) fn registry_may_be_insecure(image: &ImageRef) -> bool {
     image.registry_is_loopback()
 }
 
@@ -411,7 +416,6 @@ mod tests {
     fn host_system_files_bound_in_are_not_data_but_a_directory_under_etc_is() {
         let bind = |source: &str| Mount {
             kind: "bind".into(),
-            name: None,
             source: PathBuf::from(source),
             destination: PathBuf::from(source),
             rw: true,

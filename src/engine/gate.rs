@@ -19,7 +19,7 @@ use crate::ops::swarm::{without_digest, Service, Swarm, Task};
 
 /// What healthy means for this deployment.
 #[derive(Debug, Clone)]
-pub struct GateSpec {
+pub(crate) struct GateSpec {
     pub url: String,
     pub timeout: Duration,
     pub stable: Duration,
@@ -35,7 +35,7 @@ const INTERVAL: Duration = Duration::from_millis(250);
 
 /// One look at the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Check {
+pub(crate) enum Check {
     Healthy,
     /// Not healthy yet; the reason is shown if the timeout comes first.
     NotYet(String),
@@ -44,7 +44,7 @@ pub enum Check {
 }
 
 /// Waits until every moved service is healthy (the primary also by HTTP); the error says which is not, and why.
-pub fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Result<Duration, String> {
+pub(crate) fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Result<Duration, String> {
     let started = Instant::now();
     let mut gate = Gate::new(started, spec);
     let mut restarts_at_start: HashMap<String, i64> = HashMap::new();
@@ -68,7 +68,7 @@ pub fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Resu
 }
 
 /// The set is as healthy as its least healthy service: a fatal one fails it at once.
-pub fn all_of(checks: Vec<(&str, Check)>, name_them: bool) -> Check {
+pub(crate) fn all_of(checks: Vec<(&str, Check)>, name_them: bool) -> Check {
     let named = |service: &str, why: String| if name_them { format!("service {service}: {why}") } else { why };
     let mut waiting = None;
     for (service, check) in checks {
@@ -83,7 +83,7 @@ pub fn all_of(checks: Vec<(&str, Check)>, name_them: bool) -> Check {
 
 /// The gate's memory between looks: since when it has been healthy, and the last reason it was not.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     started: Instant,
     deadline: Instant,
     stable: Duration,
@@ -93,7 +93,7 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(started: Instant, spec: &GateSpec) -> Gate {
+    pub(crate) fn new(started: Instant, spec: &GateSpec) -> Gate {
         Gate {
             started,
             deadline: started + spec.timeout,
@@ -105,7 +105,7 @@ impl Gate {
     }
 
     /// The verdict after one look at `now`: `None` to look again.
-    pub fn after(&mut self, check: Check, now: Instant) -> Option<Result<Duration, String>> {
+    pub(crate) fn after(&mut self, check: Check, now: Instant) -> Option<Result<Duration, String>> {
         match check {
             Check::Fatal(reason) => return Some(Err(reason)),
             Check::Healthy => {
@@ -193,7 +193,7 @@ fn observe_swarm(
 /// before the switch), and as many tasks running its current image as it asks
 /// for, none failing its HEALTHCHECK (`health` reads a task container's, when
 /// it runs on this node).
-pub fn tasks_verdict(
+pub(crate) fn tasks_verdict(
     service: &Service,
     tasks: &[Task],
     history: &[String],
@@ -259,13 +259,13 @@ fn new_failure<'a>(tasks: &'a [Task], history: &[String]) -> Option<&'a Task> {
 }
 
 /// A one-shot service (no restart policy) that ran to completion: a migration job done.
-pub fn finished_job(container: &Container) -> bool {
+pub(crate) fn finished_job(container: &Container) -> bool {
     let policy = container.host_config.restart_policy.name.as_str();
     (policy.is_empty() || policy == "no") && container.state.status == "exited" && container.state.exit_code == 0
 }
 
 /// The container's side of the verdict: running, not restarting, HEALTHCHECK not failing.
-pub fn container_verdict(container: &Container, restarts_at_start: i64) -> Check {
+pub(crate) fn container_verdict(container: &Container, restarts_at_start: i64) -> Check {
     let state = &container.state;
     if state.status == "exited" || state.status == "dead" {
         return Check::Fatal(format!("the container exited with code {}", state.exit_code));
@@ -288,7 +288,7 @@ pub fn container_verdict(container: &Container, restarts_at_start: i64) -> Check
 
 /// The HTTP side of the verdict: 2xx, and the expected version at the pointer when one is asked for.
 /// The reason shows the URL as `upgraderd config` does: it reaches the status file the app reads.
-pub fn http_verdict(url: &str, probe: &Probe, expect_version: Option<&(String, String)>) -> Check {
+pub(crate) fn http_verdict(url: &str, probe: &Probe, expect_version: Option<&(String, String)>) -> Check {
     let url = shown("UPGRADERD_HEALTH_URL", url);
     match probe {
         Probe::NoAnswer(why) => Check::NotYet(format!("{url} did not answer: {why}")),

@@ -17,7 +17,7 @@ const SWARM_PREFIX: &str = "swarm:";
 
 /// One thing to stop and start again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Halt {
+pub(crate) enum Halt {
     /// A container, by id.
     Container(String),
     /// A Swarm service and the replicas it runs with.
@@ -26,14 +26,14 @@ pub enum Halt {
 
 impl Halt {
     /// The recorded form: the container id, or `swarm:SERVICE=REPLICAS`.
-    pub fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         match self {
             Halt::Container(id) => id.clone(),
             Halt::SwarmService { name, replicas } => format!("{SWARM_PREFIX}{name}={replicas}"),
         }
     }
 
-    pub fn from_token(token: &str) -> Halt {
+    pub(crate) fn from_token(token: &str) -> Halt {
         let swarm = token.strip_prefix(SWARM_PREFIX).and_then(|rest| rest.rsplit_once('='));
         match swarm.and_then(|(name, n)| Some((name, n.parse().ok()?))) {
             Some((name, replicas)) => Halt::SwarmService { name: name.to_string(), replicas },
@@ -42,7 +42,7 @@ impl Halt {
     }
 
     /// For the log: a short container id, or the service.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Halt::Container(id) => id[..id.len().min(12)].to_string(),
             Halt::SwarmService { name, .. } => format!("Swarm service {name}, scaled to 0"),
@@ -52,7 +52,7 @@ impl Halt {
 
 /// The commands an operator runs to start these (recorded, in stop order) by
 /// hand, in the order to run them.
-pub fn start_commands(tokens: &[String]) -> String {
+pub(crate) fn start_commands(tokens: &[String]) -> String {
     let command = |token: &String| match Halt::from_token(token) {
         Halt::Container(id) => format!("`docker start {id}`"),
         Halt::SwarmService { name, replicas } => format!("`docker service scale {name}={replicas}`"),
@@ -63,7 +63,7 @@ pub fn start_commands(tokens: &[String]) -> String {
 /// Stops it within `grace` (then it is killed); a container already stopped
 /// is what was wanted. A Swarm service is given its own `stop_grace_period`,
 /// which is what Swarm waits before it kills a task.
-pub fn stop(docker: &Docker, halt: &Halt, grace: Duration) -> Result<()> {
+pub(crate) fn stop(docker: &Docker, halt: &Halt, grace: Duration) -> Result<()> {
     match halt {
         Halt::Container(id) => {
             if let Err(e) = docker.runner().run(&docker.stop(id, grace)) {
@@ -87,7 +87,7 @@ pub fn stop(docker: &Docker, halt: &Halt, grace: Duration) -> Result<()> {
 const STOP_MARGIN: Duration = Duration::from_secs(30);
 
 /// Starts it again (a container is started, a Swarm service scaled back), without waiting.
-pub fn start(docker: &Docker, halt: &Halt) -> Result<()> {
+pub(crate) fn start(docker: &Docker, halt: &Halt) -> Result<()> {
     match halt {
         Halt::Container(id) => docker.runner().run(&docker.start(id))?,
         Halt::SwarmService { name, replicas } => {
@@ -99,7 +99,7 @@ pub fn start(docker: &Docker, halt: &Halt) -> Result<()> {
 
 /// How a started service was found ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ready {
+pub(crate) enum Ready {
     /// Its own HEALTHCHECK command, run by upgraderd, exited 0 (or Docker already said healthy).
     Healthcheck,
     /// It has no HEALTHCHECK, and runs and stays up.
@@ -112,7 +112,7 @@ pub enum Ready {
 
 impl Ready {
     /// How readiness was told, for the log.
-    pub fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         match self {
             Ready::Healthcheck => "its HEALTHCHECK passes",
             Ready::Running => "running, no HEALTHCHECK",
@@ -128,7 +128,7 @@ impl Ready {
 /// run with `docker exec` every quarter second, exits 0: Docker's own schedule
 /// (30s by default) is not waited for. One without is ready when it runs and
 /// stays up. One that exits is a failure at once.
-pub fn wait_ready(docker: &Docker, halt: &Halt, timeout: Option<Duration>) -> Result<Ready> {
+pub(crate) fn wait_ready(docker: &Docker, halt: &Halt, timeout: Option<Duration>) -> Result<Ready> {
     if docker.runner().dry_run() {
         return Ok(Ready::DryRun);
     }

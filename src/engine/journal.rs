@@ -16,7 +16,7 @@ use crate::ui::Ui;
 /// How many log lines the status file carries.
 const STATUS_LOG_LINES: usize = 20;
 
-pub struct Journal<'a> {
+pub(crate) struct Journal<'a> {
     pub db: Db,
     pub upgrade_id: String,
     pub ui: &'a Ui,
@@ -30,7 +30,7 @@ pub struct Journal<'a> {
 }
 
 impl<'a> Journal<'a> {
-    pub fn new(
+    pub(crate) fn new(
         db: Db,
         upgrade_id: &str,
         ui: &'a Ui,
@@ -51,20 +51,20 @@ impl<'a> Journal<'a> {
             reserve: None,
         }
     }
-    pub fn set_versions(&mut self, from: Option<&str>, to: &str) {
+    pub(crate) fn set_versions(&mut self, from: Option<&str>, to: &str) {
         self.from_version = from.map(str::to_string);
         self.to_version = to.to_string();
     }
 
     /// Room on the state filesystem to give back when the database finds the disk full.
-    pub fn with_reserve(mut self, reserve: Option<Reserve>) -> Self {
+    pub(crate) fn with_reserve(mut self, reserve: Option<Reserve>) -> Self {
         self.reserve = reserve;
         self
     }
 
     /// Records a transition before the step that follows it runs. Before the
     /// switch a transition that cannot be recorded stops the upgrade (nothing changed yet).
-    pub fn step(&mut self, status: Status, message: &str) -> Result<()> {
+    pub(crate) fn step(&mut self, status: Status, message: &str) -> Result<()> {
         self.recorded(|db, id| db.transition(id, status, message))?;
         self.announce(status, message, None);
         Ok(())
@@ -72,7 +72,7 @@ impl<'a> Journal<'a> {
 
     /// A transition once the switch began: putting things right must not wait for the
     /// disk. It is recorded when the database can take it, and shown on every other channel anyway.
-    pub fn report(&mut self, status: Status, message: &str) {
+    pub(crate) fn report(&mut self, status: Status, message: &str) {
         if let Err(e) = self.recorded(|db, id| db.transition(id, status, message)) {
             self.ui.warn(format!("could not record `{status}` in the state database, going on: {e:#}"));
         }
@@ -101,7 +101,7 @@ impl<'a> Journal<'a> {
     }
 
     /// A log line that is not a transition: history logs, status file, terminal.
-    pub fn log(&mut self, message: &str) {
+    pub(crate) fn log(&mut self, message: &str) {
         // A log line the database cannot take still reaches the status file and the terminal.
         let _ = self.db.append_log(&self.upgrade_id, message);
         self.logs.push(message.to_string());
@@ -112,7 +112,7 @@ impl<'a> Journal<'a> {
     }
 
     /// Logs a command line, then runs it: the history shows what was done, in order.
-    pub fn run(&mut self, runner: &Runner, cmd: &Cmd) -> Result<()> {
+    pub(crate) fn run(&mut self, runner: &Runner, cmd: &Cmd) -> Result<()> {
         self.log(&format!("$ {}", cmd.display()));
         runner.run(cmd)?;
         Ok(())
@@ -124,7 +124,7 @@ impl<'a> Journal<'a> {
 
     /// Records the terminal state, and shows it on every channel even when the
     /// database cannot take it (then loudly, with the reason).
-    pub fn finish(&mut self, terminal: Terminal, message: &str, error: Option<&str>) {
+    pub(crate) fn finish(&mut self, terminal: Terminal, message: &str, error: Option<&str>) {
         if let Err(e) = self.recorded(|db, id| db.finish(id, terminal, message, error)) {
             // Recovery must never take an unrecorded outcome for an interrupted upgrade
             // (and roll back a healthy version): leave it where recovery looks first.
@@ -162,7 +162,7 @@ impl<'a> Journal<'a> {
 }
 
 /// Keeps room on the state filesystem so the outcome can be recorded even if the disk fills meanwhile.
-pub fn keep_room(config: &Config, ui: &Ui) -> Option<Reserve> {
+pub(crate) fn keep_room(config: &Config, ui: &Ui) -> Option<Reserve> {
     match Reserve::ensure(&config.state_dir) {
         Ok(reserve) => Some(reserve),
         Err(e) => {

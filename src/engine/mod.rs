@@ -1,34 +1,38 @@
 //! The upgrade transaction: preflight, backup, fetch, switch, health gate,
 //! rollback. Every transition is journaled before its side effect, so an
 //! interrupted upgrade can always be told apart from a finished one.
+//!
+//! Beside it: recovery of interrupted upgrades (`recover`), the version check
+//! and its policy (`check`), the status file the app reads with its heartbeat
+//! (`status`) and the notifications (`announce`).
 
-pub mod announce;
-pub mod check;
-pub mod data;
-pub mod discover;
-pub mod gate;
-pub mod halt;
-pub mod journal;
-pub mod pin;
-pub mod pipeline;
-pub mod preflight;
-pub mod recover;
-pub mod rollback;
-pub mod status;
-pub mod stores;
-pub mod strategy;
+pub(crate) mod announce;
+pub(crate) mod check;
+pub(crate) mod data;
+pub(crate) mod discover;
+pub(crate) mod gate;
+pub(crate) mod halt;
+pub(crate) mod journal;
+pub(crate) mod pin;
+pub(crate) mod pipeline;
+pub(crate) mod preflight;
+pub(crate) mod recover;
+pub(crate) mod rollback;
+pub(crate) mod status;
+pub(crate) mod stores;
+pub(crate) mod strategy;
 
 use std::path::PathBuf;
 
-pub use crate::states::Terminal;
+pub(crate) use crate::states::Terminal;
 
 /// The id a dry run stands in for the one the upgrade gets: a dry run is
 /// recorded nowhere, so it must not name an id that `history` never shows.
-pub const DRY_RUN_ID: &str = "UPGRADE_ID";
+pub(crate) const DRY_RUN_ID: &str = "UPGRADE_ID";
 
 /// What was asked for.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     /// A version tag, or `latest`.
     pub target: String,
     pub backup: bool,
@@ -49,7 +53,7 @@ pub struct Request {
 
 /// The result of one upgrade attempt.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub upgrade_id: String,
     pub terminal: Terminal,
     pub from_version: Option<String>,
@@ -60,7 +64,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// The outcome as the app, notifications and `--json` see it.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "upgradeId": self.upgrade_id,
             "status": self.terminal.as_str(),
@@ -73,7 +77,7 @@ impl Outcome {
 }
 
 /// A random RFC 4122 version-4 id, the shape the app's API uses.
-pub fn new_upgrade_id() -> String {
+pub(crate) fn new_upgrade_id() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).is_err() {

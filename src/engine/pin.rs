@@ -26,14 +26,14 @@ use crate::store::edited::{self, EditedFile};
 
 /// The env files compose read for the project, in order (a later one wins).
 #[derive(Debug, Clone, Default)]
-pub struct EnvFiles {
+pub(crate) struct EnvFiles {
     files: Vec<(PathBuf, Vec<Assignment>)>,
 }
 
 impl EnvFiles {
     /// The project's env files: the ones compose recorded, else `.env` in the
     /// project directory; a missing default `.env` is no error (compose reads none then).
-    pub fn of(project: &Project) -> Result<EnvFiles, String> {
+    pub(crate) fn of(project: &Project) -> Result<EnvFiles, String> {
         let recorded = project.env_file.iter().cloned().collect::<Vec<_>>();
         let (paths, required) =
             if recorded.is_empty() { (vec![project.working_dir.join(".env")], false) } else { (recorded, true) };
@@ -58,14 +58,14 @@ impl EnvFiles {
     }
 
     /// The file a new assignment would go in, for advice.
-    pub fn main_file(&self, project: &Project) -> PathBuf {
+    pub(crate) fn main_file(&self, project: &Project) -> PathBuf {
         self.files.first().map(|(p, _)| p.clone()).unwrap_or_else(|| project.working_dir.join(".env"))
     }
 }
 
 /// Where the bytes of a version are written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Place {
+pub(crate) struct Place {
     pub file: PathBuf,
     /// 1-based.
     pub line: usize,
@@ -79,7 +79,7 @@ pub struct Place {
 
 impl Place {
     /// `file:line`, and what is written there, for logs and `--dry-run`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.variable {
             Some(variable) => format!("{variable}={} at {}:{}", self.text, self.file.display(), self.line),
             None => format!("tag {} at {}:{}", self.text, self.file.display(), self.line),
@@ -89,7 +89,7 @@ impl Place {
 
 /// How a service's version is pinned, and so how an upgrade moves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pin {
+pub(crate) enum Pin {
     /// A tag that names a channel (`latest`, `release`, or no tag): the tag
     /// is moved to the new image; `written` is where the channel's name is
     /// written, for operators who want the version written down instead.
@@ -100,7 +100,7 @@ pub enum Pin {
 
 /// A service's image as its compose files write it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located {
+pub(crate) struct Located {
     /// The reference, resolved as compose resolves it.
     pub reference: String,
     /// The tag in it (`latest` when it names none).
@@ -111,13 +111,13 @@ pub struct Located {
 }
 
 /// A tag that names a release rather than a channel: a digit, after an optional `v`.
-pub fn names_a_version(tag: &str) -> bool {
+pub(crate) fn names_a_version(tag: &str) -> bool {
     tag.strip_prefix('v').unwrap_or(tag).starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// Where `service`'s version is written; the error says why it cannot be
 /// told or edited, with the file and line and what to write instead.
-pub fn locate(service: &str, scan: &Scan, env: &EnvFiles, project: &Project) -> Result<Located, String> {
+pub(crate) fn locate(service: &str, scan: &Scan, env: &EnvFiles, project: &Project) -> Result<Located, String> {
     let line = scan.images.get(service).ok_or_else(|| {
         format!(
             "no `image:` line for service {service} in {}; upgraderd changes the version where it is written, so \
@@ -271,12 +271,12 @@ fn unset_variable(service: &str, line: &ImageLine, env: &EnvFiles, project: &Pro
 }
 
 /// The variable that carries `service`'s tag, when one does (for the release family).
-pub fn tag_variable(service: &str, scan: &Scan, env: &EnvFiles, project: &Project) -> Option<String> {
+pub(crate) fn tag_variable(service: &str, scan: &Scan, env: &EnvFiles, project: &Project) -> Option<String> {
     locate(service, scan, env, project).ok()?.variable
 }
 
 /// Lines outside the family's `image:` lines that use `variable`: editing it would change them too.
-pub fn other_uses(scan: &Scan, variable: &str) -> Vec<String> {
+pub(crate) fn other_uses(scan: &Scan, variable: &str) -> Vec<String> {
     scan.other_uses
         .iter()
         .filter(|u| u.names.iter().any(|n| n == variable))
@@ -286,13 +286,13 @@ pub fn other_uses(scan: &Scan, variable: &str) -> Vec<String> {
 
 /// The text that replaces what `place` holds for the version `new_tag`: the
 /// flavour written there stays (`v1.2.3-cuda` becomes `v1.3.0-cuda`).
-pub fn new_text(place: &Place, new_tag: &str) -> String {
+pub(crate) fn new_text(place: &Place, new_tag: &str) -> String {
     crate::version::in_flavour_of(new_tag, &place.text)
 }
 
 /// The edits that write `new_tag` at every place (a place shared by two
 /// services is edited once); each file read once, and refused when it may not be replaced.
-pub fn plan_edits(places: &[&Place], new_tag: &str) -> Result<Vec<EditedFile>, String> {
+pub(crate) fn plan_edits(places: &[&Place], new_tag: &str) -> Result<Vec<EditedFile>, String> {
     let mut by_file: BTreeMap<&Path, Vec<&Place>> = BTreeMap::new();
     for place in places {
         let list = by_file.entry(place.file.as_path()).or_default();
@@ -329,7 +329,7 @@ pub fn plan_edits(places: &[&Place], new_tag: &str) -> Result<Vec<EditedFile>, S
 
 /// Writes each edit, after checking that the file still holds the bytes read
 /// in preflight (someone may have changed it since).
-pub fn apply(edits: &[EditedFile]) -> Result<()> {
+pub(crate) fn apply(edits: &[EditedFile]) -> Result<()> {
     for edit in edits {
         let now = edited::read(&edit.path).map_err(|e| anyhow::anyhow!("reading {}: {e}", edit.path.display()))?;
         if now != edit.original {
@@ -347,7 +347,7 @@ pub fn apply(edits: &[EditedFile]) -> Result<()> {
 /// Puts every edited file back as it was; a file already back is left alone.
 /// A file changed by someone else since upgraderd wrote it is not
 /// overwritten: the error names it and what to put back by hand.
-pub fn put_back(edits: &[EditedFile]) -> Result<Vec<PathBuf>> {
+pub(crate) fn put_back(edits: &[EditedFile]) -> Result<Vec<PathBuf>> {
     let mut restored = Vec::new();
     let mut refused = Vec::new();
     for edit in edits {
@@ -383,7 +383,13 @@ pub fn put_back(edits: &[EditedFile]) -> Result<Vec<PathBuf>> {
 
 /// Writes the new version over every place (the files' bytes journaled
 /// first, so that a rollback or recovery can always put them back); a dry run only says where.
-pub fn write(journal: &mut Journal, runner: &Runner, edits: &[EditedFile], places: &[Place], tag: &str) -> Result<()> {
+pub(crate) fn write(
+    journal: &mut Journal,
+    runner: &Runner,
+    edits: &[EditedFile],
+    places: &[Place],
+    tag: &str,
+) -> Result<()> {
     if edits.is_empty() {
         return Ok(());
     }
@@ -403,7 +409,7 @@ pub fn write(journal: &mut Journal, runner: &Runner, edits: &[EditedFile], place
 
 /// Puts back every file the journal's upgrade (or the upgrade it rolls back)
 /// edited, byte for byte; a dry run only says which.
-pub fn restore(journal: &mut Journal, runner: &Runner, upgrade_id: &str) -> Result<()> {
+pub(crate) fn restore(journal: &mut Journal, runner: &Runner, upgrade_id: &str) -> Result<()> {
     let mut edited = journal.db.edited_files(&journal.upgrade_id)?;
     if edited.is_empty() {
         edited = journal.db.edited_files(upgrade_id)?;

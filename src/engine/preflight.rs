@@ -15,7 +15,7 @@ use crate::version::compare_versions;
 
 /// Something that must be put right before the upgrade may start.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Which check found it (`free-space`, `version`, `registry`, …).
     pub check: &'static str,
     /// What is wrong and what to do about it.
@@ -23,12 +23,12 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(check: &'static str, message: impl Into<String>) -> Problem {
+    pub(crate) fn new(check: &'static str, message: impl Into<String>) -> Problem {
         Problem { check, message: message.into() }
     }
 
     /// A problem whose message is an error's full chain.
-    pub fn from_error(check: &'static str, err: &anyhow::Error) -> Problem {
+    pub(crate) fn from_error(check: &'static str, err: &anyhow::Error) -> Problem {
         Problem::new(check, format!("{err:#}"))
     }
 }
@@ -40,10 +40,10 @@ impl fmt::Display for Problem {
 }
 
 /// How the recorded reason of a refusal begins.
-pub const REFUSED: &str = "refused in preflight, nothing was changed";
+pub(crate) const REFUSED: &str = "refused in preflight, nothing was changed";
 
 /// The recorded reason of a refusal: the first problem on the first line (what `history` shows), all below.
-pub fn refusal(problems: &[Problem]) -> String {
+pub(crate) fn refusal(problems: &[Problem]) -> String {
     let all: Vec<String> = problems.iter().map(|p| format!("- {p}")).collect();
     match problems {
         [] => REFUSED.to_string(),
@@ -53,12 +53,17 @@ pub fn refusal(problems: &[Problem]) -> String {
 }
 
 /// The cause of a recorded refusal (its first problem), for a table's narrow cell.
-pub fn refusal_cause(reason: &str) -> Option<&str> {
+pub(crate) fn refusal_cause(reason: &str) -> Option<&str> {
     reason.strip_prefix(REFUSED)?.strip_prefix(": ")
 }
 
 /// Downgrade protection and the already-there check, as a pure decision.
-pub fn version_direction(target: &str, current: Option<&str>, force: bool, allow_downgrade: bool) -> Vec<Problem> {
+pub(crate) fn version_direction(
+    target: &str,
+    current: Option<&str>,
+    force: bool,
+    allow_downgrade: bool,
+) -> Vec<Problem> {
     let Some(current) = current else { return Vec::new() };
     match compare_versions(target, current) {
         Some(Ordering::Less) if !(force || allow_downgrade) => vec![Problem::new(
@@ -73,7 +78,7 @@ pub fn version_direction(target: &str, current: Option<&str>, force: bool, allow
 }
 
 /// At least `UPGRADERD_MIN_FREE` free where `what` lives.
-pub fn free_space(path: &Path, needed: u64, what: &str) -> Option<Problem> {
+pub(crate) fn free_space(path: &Path, needed: u64, what: &str) -> Option<Problem> {
     let free = match disk::free_bytes(path) {
         Ok(free) => free,
         Err(e) => {
@@ -97,7 +102,7 @@ pub fn free_space(path: &Path, needed: u64, what: &str) -> Option<Problem> {
 /// backup, and each data filesystem has room for a rollback's restore: both
 /// counted from one walk of the data, as the restore counts it (what the files
 /// occupy: holes not at all, a hard-linked file once).
-pub fn backup_target(config: &Config, sources: &[Source]) -> Vec<Problem> {
+pub(crate) fn backup_target(config: &Config, sources: &[Source]) -> Vec<Problem> {
     let mut problems = Vec::new();
     if sources.is_empty() {
         problems.push(Problem::new(

@@ -27,7 +27,7 @@ use crate::ui::Ui;
 
 /// What to do about one interrupted upgrade.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// Interrupted before the switch: nothing running changed for good. Mark
     /// it failed, after starting again what the backup's final pass stopped
     /// and undoing the fetch when it began: a rebuild's checkout moved back,
@@ -40,7 +40,7 @@ pub enum Plan {
 }
 
 /// The recovery of an interrupted upgrade, from its journal row alone.
-pub fn plan(record: &UpgradeRecord) -> Plan {
+pub(crate) fn plan(record: &UpgradeRecord) -> Plan {
     if record.switched {
         let finishes_rollback = record.rollback_of().is_some();
         // A rollback's row runs from the newer version to the one it puts back.
@@ -61,7 +61,11 @@ pub fn plan(record: &UpgradeRecord) -> Plan {
 
 /// Takes the lock (when free) and reconciles the unfinished upgrades last
 /// touched more than `stale_after` ago; `None` when another upgrader holds it.
-pub fn reconcile_if_unlocked(config: &Config, ui: &Ui, stale_after: Option<Duration>) -> Result<Option<Vec<Outcome>>> {
+pub(crate) fn reconcile_if_unlocked(
+    config: &Config,
+    ui: &Ui,
+    stale_after: Option<Duration>,
+) -> Result<Option<Vec<Outcome>>> {
     if !config.db_path().exists() {
         return Ok(Some(Vec::new()));
     }
@@ -77,7 +81,7 @@ fn stale_cutoff(now: i64, age: Duration) -> i64 {
 }
 
 /// Reconciles every unfinished upgrade; the caller holds the lock, so each is an orphan.
-pub fn reconcile(config: &Config, ui: &Ui, stale_after: Option<Duration>) -> Result<Vec<Outcome>> {
+pub(crate) fn reconcile(config: &Config, ui: &Ui, stale_after: Option<Duration>) -> Result<Vec<Outcome>> {
     let mut db = Db::open(&config.db_path())?;
     // Outcomes the database could not take when their upgrades ended: those upgrades are not interrupted.
     for kept in unrecorded::record_kept(&mut db)? {

@@ -26,11 +26,11 @@ use crate::store::lock::Lock;
 use crate::ui::Ui;
 
 /// How putting the previous version back ended, with the message and the recorded reason.
-pub type Restored = (Terminal, &'static str, String);
+pub(crate) type Restored = (Terminal, &'static str, String);
 
 /// Stops the new version, restores the backup, starts the previous version and
 /// gates it. `rolled_back` when the previous version is healthy again.
-pub fn restore_previous(
+pub(crate) fn restore_previous(
     config: &Config,
     runner: &Runner,
     journal: &mut Journal,
@@ -83,7 +83,7 @@ pub fn restore_previous(
 
 /// What runs now of the moved services, read from the engine: `app runs
 /// REPO:2.0.1 (running)`, or for a stack `web: REPO:2.0.1, 2 replicas`.
-pub fn what_runs(config: &Config, runner: &Runner, project: &Project) -> String {
+pub(crate) fn what_runs(config: &Config, runner: &Runner, project: &Project) -> String {
     let docker = Docker::new(&config.docker, runner.clone());
     let described: Result<Vec<String>> = match project.orchestrator {
         Orchestrator::Compose => docker.project_containers(&project.name).map(|containers| {
@@ -138,7 +138,7 @@ fn restore_with_owners_stopped(
 
 /// The health gate for this deployment, expecting `version` when a version
 /// pointer is configured, and judging what `strategy` switched to.
-pub fn gate_spec(config: &Config, version: Option<String>, strategy: &dyn Strategy) -> GateSpec {
+pub(crate) fn gate_spec(config: &Config, version: Option<String>, strategy: &dyn Strategy) -> GateSpec {
     GateSpec {
         url: config.health_url.clone(),
         timeout: config.health_timeout,
@@ -150,13 +150,13 @@ pub fn gate_spec(config: &Config, version: Option<String>, strategy: &dyn Strate
 
 /// What the operator's `rollback` of a recorded upgrade would put back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManualPlan {
+pub(crate) struct ManualPlan {
     /// The backup to restore, when data is restored.
     pub backup: Option<PathBuf>,
 }
 
 /// Decides whether a recorded upgrade can be rolled back, and with which data.
-pub fn manual_plan(record: &UpgradeRecord, restore_data: bool) -> Result<ManualPlan> {
+pub(crate) fn manual_plan(record: &UpgradeRecord, restore_data: bool) -> Result<ManualPlan> {
     if let Some(undone) = record.rollback_of() {
         return Err(anyhow!(
             "upgrade {} is the rollback of upgrade {undone}, and a rollback is not rolled back; to run {} again, \
@@ -185,7 +185,7 @@ pub fn manual_plan(record: &UpgradeRecord, restore_data: bool) -> Result<ManualP
 /// Undoes a recorded upgrade: stop the new version, restore the upgrade's
 /// backup, put back the image (or commit and images) it replaced, recreate,
 /// health-check. Recorded as an upgrade of its own (initiated by `rollback`).
-pub fn manual_rollback(
+pub(crate) fn manual_rollback(
     config: &Config,
     ui: &Ui,
     record: &UpgradeRecord,

@@ -9,7 +9,6 @@
 //! rules, so both files change at the same transitions wherever the status is
 //! written (an upgrade, recovery, a manual rollback, a rejected trigger).
 
-use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,11 +23,11 @@ use crate::store::shared_dir::SharedDir;
 use crate::ui::Ui;
 
 /// How often a running upgrade rewrites its status file when nothing else happens.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
 /// One snapshot of an upgrade as the app sees it (the reference API's status shape).
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub upgrade_id: String,
     pub status: Status,
     pub progress: u8,
@@ -41,7 +40,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "upgradeId": self.upgrade_id,
             "status": self.status.as_str(),
@@ -57,14 +56,14 @@ impl Snapshot {
     }
 }
 
-pub fn iso(ms: i64) -> Option<String> {
+pub(crate) fn iso(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// The status file of the configured trigger directory, when there is one to write.
 /// A trigger directory that cannot be held safely (a symlink the app planted)
 /// is reported and left alone: the upgrade goes on without a status file.
-pub fn open_status_file(config: &Config, ui: &Ui) -> Option<Arc<StatusFile>> {
+pub(crate) fn open_status_file(config: &Config, ui: &Ui) -> Option<Arc<StatusFile>> {
     let dir = config.trigger_dir.as_ref()?;
     match SharedDir::open(dir) {
         Ok(shared) => {
@@ -79,7 +78,7 @@ pub fn open_status_file(config: &Config, ui: &Ui) -> Option<Arc<StatusFile>> {
 
 /// The status file (and the legacy token beside it), shared by the journal and its heartbeat.
 #[derive(Debug)]
-pub struct StatusFile {
+pub(crate) struct StatusFile {
     dir: Arc<SharedDir>,
     name: String,
     /// The MeshMonitor watchdog's one-word status file, when it is written.
@@ -88,18 +87,13 @@ pub struct StatusFile {
 }
 
 impl StatusFile {
-    pub fn new(dir: Arc<SharedDir>, name: &str, legacy: Option<&str>) -> Arc<StatusFile> {
+    pub(crate) fn new(dir: Arc<SharedDir>, name: &str, legacy: Option<&str>) -> Arc<StatusFile> {
         Arc::new(StatusFile { dir, name: name.to_string(), legacy: legacy.map(str::to_string), last: Mutex::new(None) })
-    }
-
-    /// The file's path, for messages.
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().join(&self.name)
     }
 
     /// Replaces the file atomically, then the legacy token; a planted symlink
     /// is replaced, never followed. The error names the file that failed.
-    pub fn write(&self, snapshot: Snapshot) -> std::io::Result<()> {
+    pub(crate) fn write(&self, snapshot: Snapshot) -> std::io::Result<()> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let json = self.write_snapshot(&snapshot).map_err(|e| self.failed(&self.name, e));
         // The token comes second: an app that reads `complete` there finds the JSON complete too.
@@ -123,7 +117,7 @@ impl StatusFile {
     }
 
     /// Replaces the log lines of the last snapshot and rewrites it.
-    pub fn set_logs(&self, logs: Vec<String>) -> std::io::Result<()> {
+    pub(crate) fn set_logs(&self, logs: Vec<String>) -> std::io::Result<()> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         match last.as_mut() {
             Some(snapshot) => {
@@ -149,7 +143,7 @@ impl StatusFile {
     }
 
     /// Starts refreshing the file every `every` until the returned guard is dropped.
-    pub fn heartbeat(self: &Arc<Self>, every: Duration) -> Heartbeat {
+    pub(crate) fn heartbeat(self: &Arc<Self>, every: Duration) -> Heartbeat {
         let (stop, stopped) = mpsc::channel::<()>();
         let file = Arc::clone(self);
         let thread = std::thread::Builder::new()
@@ -165,7 +159,7 @@ impl StatusFile {
 }
 
 /// Stops the heartbeat thread when dropped.
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }

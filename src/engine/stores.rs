@@ -14,7 +14,7 @@ use crate::states::BackupMode;
 
 /// Images whose data is a database or store, by the last component of their
 /// repository (`postgres`, `bitnami/postgresql`, `docker.io/library/redis`).
-pub const DATABASE_IMAGES: &[&str] = &[
+pub(crate) const DATABASE_IMAGES: &[&str] = &[
     "postgres",
     "postgresql",
     "postgis",
@@ -89,7 +89,7 @@ const STORE_PORTS: &[(u16, &str)] = &[
 ];
 
 /// What is known of one service when its mode is not configured.
-pub struct Facts<'a> {
+pub(crate) struct Facts<'a> {
     /// The image reference its container runs.
     pub image: &'a str,
     /// The ports its container exposes.
@@ -104,7 +104,7 @@ pub struct Facts<'a> {
 /// nothing says is safe to copy live; `live` for the moved services (the
 /// switch stops them anyway; `backup create` copies them running, SQLite
 /// through its backup API). With the reason, as the log and `backup list` show it.
-pub fn default_mode(facts: &Facts<'_>) -> (BackupMode, String) {
+pub(crate) fn default_mode(facts: &Facts<'_>) -> (BackupMode, String) {
     if let Some(why) = recognised(facts) {
         return (BackupMode::Stop, why);
     }

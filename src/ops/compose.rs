@@ -13,7 +13,7 @@ use crate::ops::process::{Cmd, Runner};
 
 /// A compose CLI: its argv prefix and whether it speaks v2.
 #[derive(Debug, Clone)]
-pub struct Compose {
+pub(crate) struct Compose {
     argv: Vec<String>,
     v2: bool,
     runner: Runner,
@@ -21,7 +21,7 @@ pub struct Compose {
 
 /// The compose project an upgrade works on, and the services it moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Project {
+pub(crate) struct Project {
     pub name: String,
     pub working_dir: PathBuf,
     pub files: Vec<PathBuf>,
@@ -36,7 +36,7 @@ pub struct Project {
 
 /// Who runs a project's containers, which decides the labels that find them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Orchestrator {
+pub(crate) enum Orchestrator {
     /// `docker compose` / `docker-compose` on this host.
     #[default]
     Compose,
@@ -48,7 +48,7 @@ impl Project {
     /// A Swarm stack as a project: no files or directory (Swarm, not compose,
     /// changes its services), the primary and the services that move with it
     /// (the primary alone when none is named).
-    pub fn stack(name: impl Into<String>, primary: impl Into<String>, services: Vec<String>) -> Project {
+    pub(crate) fn stack(name: impl Into<String>, primary: impl Into<String>, services: Vec<String>) -> Project {
         let primary = primary.into();
         Project {
             name: name.into(),
@@ -62,7 +62,7 @@ impl Project {
     }
 
     /// The service of the project a container belongs to, by its labels.
-    pub fn service_of(&self, container: &Container) -> Option<String> {
+    pub(crate) fn service_of(&self, container: &Container) -> Option<String> {
         match self.orchestrator {
             Orchestrator::Compose => container.label("com.docker.compose.service").map(str::to_string),
             Orchestrator::Swarm => {
@@ -73,7 +73,7 @@ impl Project {
     }
 
     /// The Swarm service behind one of the stack's services: `STACK_SERVICE`.
-    pub fn swarm_service(&self, service: &str) -> String {
+    pub(crate) fn swarm_service(&self, service: &str) -> String {
         format!("{}_{service}", self.name)
     }
 }
@@ -81,7 +81,7 @@ impl Project {
 /// What compose recorded about a container's project in its labels
 /// (`com.docker.compose.*`); any of them may be missing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProjectLabels {
+pub(crate) struct ProjectLabels {
     pub name: Option<String>,
     pub service: Option<String>,
     pub working_dir: Option<PathBuf>,
@@ -91,7 +91,7 @@ pub struct ProjectLabels {
 }
 
 impl ProjectLabels {
-    pub fn read(container: &Container) -> ProjectLabels {
+    pub(crate) fn read(container: &Container) -> ProjectLabels {
         let label = |key: &str| {
             container.label(&format!("com.docker.compose.{key}")).filter(|v| !v.is_empty()).map(str::to_string)
         };
@@ -111,7 +111,7 @@ impl Compose {
     /// The first of `candidates` (argv prefixes, in order of preference) whose
     /// `version` answers; a candidate whose second word is `compose` (the
     /// plugin) or that reports `v2.` speaks compose v2.
-    pub fn detect(candidates: &[Vec<String>], runner: &Runner) -> Result<Compose> {
+    pub(crate) fn detect(candidates: &[Vec<String>], runner: &Runner) -> Result<Compose> {
         let mut failures = Vec::new();
         for argv in candidates.iter().filter(|argv| !argv.is_empty()) {
             let probe = Cmd::new(&argv[0]).args(&argv[1..]).arg("version").timeout(Duration::from_secs(20));
@@ -131,12 +131,8 @@ impl Compose {
     }
 
     /// A compose command known to speak v2 (or not) without asking it: for configured commands.
-    pub fn assume(argv: Vec<String>, v2: bool, runner: &Runner) -> Compose {
+    pub(crate) fn assume(argv: Vec<String>, v2: bool, runner: &Runner) -> Compose {
         Compose { argv, v2, runner: runner.clone() }
-    }
-
-    pub fn is_v2(&self) -> bool {
-        self.v2
     }
 
     /// `<compose> -p NAME --project-directory DIR -f FILE… [--env-file FILE]`.
@@ -153,7 +149,7 @@ impl Compose {
     }
 
     /// Renders the project's configuration (read-only).
-    pub fn config(&self, project: &Project) -> Result<String> {
+    pub(crate) fn config(&self, project: &Project) -> Result<String> {
         let mut cmd = self.base(project).arg("config");
         if self.v2 {
             cmd = cmd.args(["--format", "json"]);
@@ -166,7 +162,7 @@ impl Compose {
     /// The image references the rendered configuration gives the moved services.
     /// v2 renders for those services by name, which also activates the profiles
     /// they sit in; v1's `config` takes no service names and shows every profile's.
-    pub fn service_images(&self, project: &Project) -> Result<Vec<(String, String)>> {
+    pub(crate) fn service_images(&self, project: &Project) -> Result<Vec<(String, String)>> {
         let mut cmd = self.base(project).arg("config");
         if self.v2 {
             cmd = cmd.args(["--format", "json"]).args(&project.services);
@@ -184,14 +180,14 @@ impl Compose {
     }
 
     /// The names of the services the configuration defines (`config --services`).
-    pub fn service_names(&self, project: &Project) -> Result<Vec<String>> {
+    pub(crate) fn service_names(&self, project: &Project) -> Result<Vec<String>> {
         let cmd = self.base(project).args(["config", "--services"]).timeout(Duration::from_secs(60));
         let out = self.runner.run(&cmd).context("listing the compose services")?;
         Ok(out.stdout_text().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
     }
 
     /// Recreates the moved services (compose orders them by `depends_on`), with the image their reference now points to.
-    pub fn up(&self, project: &Project) -> Cmd {
+    pub(crate) fn up(&self, project: &Project) -> Cmd {
         let mut cmd = self.base(project).args(["up", "-d", "--no-deps", "--force-recreate"]);
         if self.v2 {
             // The image was pulled and tagged already; never fetch a moving tag again.
@@ -202,7 +198,7 @@ impl Compose {
 
     /// Runs `argv` once in a new container of `service` (its image as the
     /// files now say), removed afterwards; other services are not started.
-    pub fn run_once(&self, project: &Project, service: &str, argv: &[String]) -> Cmd {
+    pub(crate) fn run_once(&self, project: &Project, service: &str, argv: &[String]) -> Cmd {
         self.base(project)
             .args(["run", "--rm", "--no-deps", "-T", service])
             .args(argv)
@@ -212,7 +208,7 @@ impl Compose {
     }
 
     /// The services whose image the project builds (`build:` in the rendered configuration).
-    pub fn built_services(&self, project: &Project) -> Result<Vec<String>> {
+    pub(crate) fn built_services(&self, project: &Project) -> Result<Vec<String>> {
         let rendered = self.config(project)?;
         if self.v2 {
             let value: serde_json::Value =
@@ -225,42 +221,38 @@ impl Compose {
     }
 
     /// Builds every service with a `build:` section, its output streamed.
-    pub fn build(&self, project: &Project) -> Cmd {
+    pub(crate) fn build(&self, project: &Project) -> Cmd {
         self.base(project).arg("build").timeout(Duration::from_secs(3600)).streamed().mutating().interruptible()
     }
 
     /// Starts the whole project with the images as they are (never building or pulling).
-    pub fn up_all(&self, project: &Project) -> Cmd {
+    pub(crate) fn up_all(&self, project: &Project) -> Cmd {
         self.base(project).args(["up", "-d", "--no-build"]).timeout(Duration::from_secs(600)).streamed().mutating()
     }
 
     /// Stops every service of the project.
-    pub fn stop_all(&self, project: &Project) -> Cmd {
+    pub(crate) fn stop_all(&self, project: &Project) -> Cmd {
         self.base(project).args(["stop", "-t", "10"]).timeout(Duration::from_secs(300)).streamed().mutating()
     }
 
     /// Starts the moved services' existing containers again (none recreated).
-    pub fn start(&self, project: &Project) -> Cmd {
+    pub(crate) fn start(&self, project: &Project) -> Cmd {
         self.base(project).arg("start").args(&project.services).timeout(Duration::from_secs(120)).streamed().mutating()
     }
 
     /// Starts every service's existing containers again (none recreated).
-    pub fn start_all(&self, project: &Project) -> Cmd {
+    pub(crate) fn start_all(&self, project: &Project) -> Cmd {
         self.base(project).arg("start").timeout(Duration::from_secs(300)).streamed().mutating()
     }
 
     /// Stops the moved services' containers.
-    pub fn stop(&self, project: &Project) -> Cmd {
+    pub(crate) fn stop(&self, project: &Project) -> Cmd {
         self.base(project)
             .args(["stop", "-t", "10"])
             .args(&project.services)
             .timeout(Duration::from_secs(120))
             .streamed()
             .mutating()
-    }
-
-    pub fn runner(&self) -> &Runner {
-        &self.runner
     }
 }
 
@@ -311,22 +303,6 @@ fn built_from_yaml(rendered: &str) -> Vec<String> {
         }
     }
     built
-}
-
-/// Finds the line of a compose file that sets `image:` to `reference`, for messages.
-pub fn locate_image_line(files: &[PathBuf], reference: &str) -> Option<(PathBuf, usize)> {
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(file) else { continue };
-        for (index, line) in text.lines().enumerate() {
-            let trimmed = line.trim();
-            if let Some(value) = trimmed.strip_prefix("image:") {
-                if value.trim().trim_matches(['\'', '"']) == reference {
-                    return Some((file.clone(), index + 1));
-                }
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]

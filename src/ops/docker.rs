@@ -12,7 +12,7 @@ use crate::ops::process::{Cmd, Runner};
 
 /// A docker CLI bound to a program path and a runner.
 #[derive(Debug, Clone)]
-pub struct Docker {
+pub(crate) struct Docker {
     program: PathBuf,
     runner: Runner,
 }
@@ -20,7 +20,7 @@ pub struct Docker {
 /// The parts of `docker inspect <container>` upgraderd uses.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Container {
+pub(crate) struct Container {
     pub id: String,
     pub name: String,
     /// The image id the container runs.
@@ -37,14 +37,14 @@ pub struct Container {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct HostConfig {
+pub(crate) struct HostConfig {
     #[serde(default)]
     pub restart_policy: RestartPolicy,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RestartPolicy {
+pub(crate) struct RestartPolicy {
     /// `no` (or empty), `always`, `unless-stopped`, `on-failure`.
     #[serde(default)]
     pub name: String,
@@ -52,7 +52,7 @@ pub struct RestartPolicy {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerConfig {
+pub(crate) struct ContainerConfig {
     /// The image reference the container was created from.
     pub image: String,
     #[serde(default)]
@@ -66,7 +66,7 @@ pub struct ContainerConfig {
 
 impl ContainerConfig {
     /// The port numbers the container exposes.
-    pub fn exposed_ports(&self) -> Vec<u16> {
+    pub(crate) fn exposed_ports(&self) -> Vec<u16> {
         let ports = self.exposed_ports.iter().flatten();
         ports.filter_map(|(port, _)| port.split('/').next()?.parse().ok()).collect()
     }
@@ -75,7 +75,7 @@ impl ContainerConfig {
 /// The container's HEALTHCHECK, as Docker records it (durations in nanoseconds).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Healthcheck {
+pub(crate) struct Healthcheck {
     /// `["CMD", argv…]`, `["CMD-SHELL", command]` or `["NONE"]`.
     #[serde(default)]
     pub test: Vec<String>,
@@ -87,7 +87,7 @@ pub struct Healthcheck {
 
 impl Healthcheck {
     /// The check as an argv for `docker exec`; none for `NONE` or an empty test.
-    pub fn argv(&self) -> Option<Vec<String>> {
+    pub(crate) fn argv(&self) -> Option<Vec<String>> {
         match self.test.split_first()? {
             (kind, rest) if kind == "CMD" && !rest.is_empty() => Some(rest.to_vec()),
             (kind, [command]) if kind == "CMD-SHELL" => Some(vec!["/bin/sh".into(), "-c".into(), command.clone()]),
@@ -98,7 +98,7 @@ impl Healthcheck {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerState {
+pub(crate) struct ContainerState {
     pub status: String,
     pub running: bool,
     #[serde(default)]
@@ -107,23 +107,19 @@ pub struct ContainerState {
     pub exit_code: i64,
     #[serde(default)]
     pub health: Option<Health>,
-    #[serde(default)]
-    pub started_at: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Health {
+pub(crate) struct Health {
     pub status: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Mount {
+pub(crate) struct Mount {
     #[serde(rename = "Type")]
     pub kind: String,
-    #[serde(default)]
-    pub name: Option<String>,
     pub source: PathBuf,
     pub destination: PathBuf,
     #[serde(rename = "RW")]
@@ -131,22 +127,22 @@ pub struct Mount {
 }
 
 impl Container {
-    pub fn label(&self, key: &str) -> Option<&str> {
+    pub(crate) fn label(&self, key: &str) -> Option<&str> {
         self.config.labels.as_ref()?.get(key).map(String::as_str)
     }
 }
 
 impl Docker {
-    pub fn new(program: impl Into<PathBuf>, runner: Runner) -> Docker {
+    pub(crate) fn new(program: impl Into<PathBuf>, runner: Runner) -> Docker {
         Docker { program: program.into(), runner }
     }
 
-    pub fn runner(&self) -> &Runner {
+    pub(crate) fn runner(&self) -> &Runner {
         &self.runner
     }
 
     /// A `docker` command with the given arguments.
-    pub fn cmd<I, S>(&self, args: I) -> Cmd
+    pub(crate) fn cmd<I, S>(&self, args: I) -> Cmd
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -155,12 +151,12 @@ impl Docker {
     }
 
     /// Inspects a container by name or id.
-    pub fn inspect_container(&self, name: &str) -> Result<Container> {
+    pub(crate) fn inspect_container(&self, name: &str) -> Result<Container> {
         self.inspect_container_within(name, Duration::from_secs(60))
     }
 
     /// Inspects a container by name or id, giving up after `within`.
-    pub fn inspect_container_within(&self, name: &str, within: Duration) -> Result<Container> {
+    pub(crate) fn inspect_container_within(&self, name: &str, within: Duration) -> Result<Container> {
         let cmd = self.cmd(["container", "inspect", "--", name]).timeout(within);
         let out = self.runner.run(&cmd).map_err(|e| {
             let not_found = e.output().is_some_and(|o| o.stderr.to_lowercase().contains("no such"));
@@ -177,19 +173,19 @@ impl Docker {
 }
 
 /// `REPOSITORY:TAG@sha256:…` (what Swarm runs) without the digest: `REPOSITORY:TAG`.
-pub fn without_digest(image: &str) -> &str {
+pub(crate) fn without_digest(image: &str) -> &str {
     image.split_once('@').map_or(image, |(name, _)| name)
 }
 
 /// An image reference split into repository and tag (`repo[:tag]`, digests kept in the repository).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
+pub(crate) struct ImageRef {
     pub repository: String,
     pub tag: String,
 }
 
 impl ImageRef {
-    pub fn parse(reference: &str) -> ImageRef {
+    pub(crate) fn parse(reference: &str) -> ImageRef {
         let last_slash = reference.rfind('/').map_or(0, |i| i + 1);
         match reference[last_slash..].rfind(':') {
             Some(colon) if !reference.contains('@') => ImageRef {
@@ -200,12 +196,12 @@ impl ImageRef {
         }
     }
 
-    pub fn with_tag(&self, tag: &str) -> String {
+    pub(crate) fn with_tag(&self, tag: &str) -> String {
         format!("{}:{tag}", self.repository)
     }
 
     /// The registry host, when the repository names one (`host:port/…`, `host.tld/…`, `localhost/…`).
-    pub fn registry(&self) -> Option<&str> {
+    pub(crate) fn registry(&self) -> Option<&str> {
         let first = self.repository.split('/').next()?;
         let names_host =
             self.repository.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
@@ -213,7 +209,7 @@ impl ImageRef {
     }
 
     /// Loopback registries speak plain HTTP, as the Docker engine allows by default.
-    pub fn registry_is_loopback(&self) -> bool {
+    pub(crate) fn registry_is_loopback(&self) -> bool {
         self.registry().is_some_and(|host| {
             let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
             name == "localhost" || name.starts_with("127.") || name == "[::1]"
@@ -229,7 +225,7 @@ impl std::fmt::Display for ImageRef {
 
 impl Docker {
     /// The engine's data root; fails when the engine cannot be reached.
-    pub fn root_dir(&self) -> Result<PathBuf> {
+    pub(crate) fn root_dir(&self) -> Result<PathBuf> {
         let out = self
             .runner
             .run(&self.cmd(["info", "--format", "{{.DockerRootDir}}"]).timeout(Duration::from_secs(30)))
@@ -242,7 +238,7 @@ impl Docker {
     }
 
     /// The engine's version (`docker version`); fails when the engine cannot be reached within `within`.
-    pub fn server_version(&self, within: Duration) -> Result<String> {
+    pub(crate) fn server_version(&self, within: Duration) -> Result<String> {
         let cmd =
             self.cmd(["version", "--format", "{{.Server.Version}}"]).timeout(within).grace(Duration::from_secs(1));
         let out = self.runner.run(&cmd)?;
@@ -254,14 +250,14 @@ impl Docker {
     }
 
     /// The ids of the running containers (`docker ps`), within `within`.
-    pub fn running_containers(&self, within: Duration) -> Result<Vec<String>> {
+    pub(crate) fn running_containers(&self, within: Duration) -> Result<Vec<String>> {
         let cmd = self.cmd(["ps", "--quiet"]).timeout(within).grace(Duration::from_secs(1));
         let out = self.runner.run(&cmd)?;
         Ok(out.stdout_text().lines().map(str::to_string).collect())
     }
 
     /// The id of a local image, `None` when there is no such image.
-    pub fn image_id(&self, reference: &str) -> Result<Option<String>> {
+    pub(crate) fn image_id(&self, reference: &str) -> Result<Option<String>> {
         let out = self.runner.output(&self.cmd(["image", "inspect", "--format", "{{.Id}}", "--", reference]))?;
         if out.ended.success() {
             return Ok(Some(out.stdout_text().trim().to_string()));
@@ -273,7 +269,7 @@ impl Docker {
     }
 
     /// An image's `org.opencontainers.image.version` label.
-    pub fn image_version_label(&self, reference: &str) -> Result<Option<String>> {
+    pub(crate) fn image_version_label(&self, reference: &str) -> Result<Option<String>> {
         let format = r#"{{index .Config.Labels "org.opencontainers.image.version"}}"#;
         let out = self.runner.output(&self.cmd(["image", "inspect", "--format", format, "--", reference]))?;
         let text = out.stdout_text().trim().to_string();
@@ -281,7 +277,7 @@ impl Docker {
     }
 
     /// The registry digest an image was pulled by (`repo@sha256:…`), if any.
-    pub fn repo_digest(&self, reference: &str) -> Result<Option<String>> {
+    pub(crate) fn repo_digest(&self, reference: &str) -> Result<Option<String>> {
         let out = self.runner.output(&self.cmd([
             "image",
             "inspect",
@@ -300,7 +296,7 @@ impl Docker {
 
     /// Whether the registry has this reference, without pulling it; `insecure`
     /// lets the client speak plain HTTP to the registry.
-    pub fn manifest_exists(&self, image: &ImageRef, insecure: bool) -> Result<bool> {
+    pub(crate) fn manifest_exists(&self, image: &ImageRef, insecure: bool) -> Result<bool> {
         let mut args = vec!["manifest".to_string(), "inspect".to_string()];
         if insecure {
             args.push("--insecure".to_string());
@@ -318,28 +314,28 @@ impl Docker {
     }
 
     /// `docker pull`, its progress streamed.
-    pub fn pull(&self, reference: &str) -> Cmd {
+    pub(crate) fn pull(&self, reference: &str) -> Cmd {
         self.cmd(["pull", reference]).timeout(Duration::from_secs(1800)).streamed().mutating()
     }
 
     /// `docker tag SOURCE TARGET`.
-    pub fn tag(&self, source: &str, target: &str) -> Cmd {
+    pub(crate) fn tag(&self, source: &str, target: &str) -> Cmd {
         self.cmd(["tag", source, target]).mutating()
     }
 
     /// Removes one tag (`docker image rm` of a tag only untags while other tags remain).
-    pub fn untag(&self, reference: &str) -> Cmd {
+    pub(crate) fn untag(&self, reference: &str) -> Cmd {
         self.cmd(["image", "rm", reference]).mutating()
     }
 
     /// The tags of `repository` that start with `prefix`, newest image first.
-    pub fn tags_with_prefix(&self, repository: &str, prefix: &str) -> Result<Vec<String>> {
+    pub(crate) fn tags_with_prefix(&self, repository: &str, prefix: &str) -> Result<Vec<String>> {
         let out = self.runner.run(&self.cmd(["image", "ls", "--format", "{{.Tag}}", repository]))?;
         Ok(out.stdout_text().lines().filter(|t| t.starts_with(prefix)).map(str::to_string).collect())
     }
 
     /// The container compose runs for a service, by its labels (never a `compose run` one-off).
-    pub fn service_container(&self, project: &str, service: &str) -> Result<Option<String>> {
+    pub(crate) fn service_container(&self, project: &str, service: &str) -> Result<Option<String>> {
         let service = format!("label=com.docker.compose.service={service}");
         Ok(self.project_container_ids(project, Some(&service))?.into_iter().next())
     }
@@ -363,7 +359,7 @@ impl Docker {
     }
 
     /// Every container of a compose project (one-offs of `compose run` left out), inspected.
-    pub fn project_containers(&self, project: &str) -> Result<Vec<Container>> {
+    pub(crate) fn project_containers(&self, project: &str) -> Result<Vec<Container>> {
         let ids = self.project_container_ids(project, None)?;
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -374,7 +370,7 @@ impl Docker {
     }
 
     /// The containers carrying `label=value`, inspected: running ones, or all with `all`.
-    pub fn containers_with_label(&self, label: &str, value: &str, all: bool) -> Result<Vec<Container>> {
+    pub(crate) fn containers_with_label(&self, label: &str, value: &str, all: bool) -> Result<Vec<Container>> {
         let mut args = vec!["ps".to_string(), "-q".into(), "--filter".into(), format!("label={label}={value}")];
         if all {
             args.push("-a".into());
@@ -389,7 +385,7 @@ impl Docker {
     }
 
     /// An image's labels (empty when it has none).
-    pub fn image_labels(&self, reference: &str) -> Result<BTreeMap<String, String>> {
+    pub(crate) fn image_labels(&self, reference: &str) -> Result<BTreeMap<String, String>> {
         let out =
             self.runner.run(&self.cmd(["image", "inspect", "--format", "{{json .Config.Labels}}", "--", reference]))?;
         let text = out.stdout_text();
@@ -397,28 +393,28 @@ impl Docker {
     }
 
     /// Stops a container with its own stop signal, killing it after `grace`.
-    pub fn stop(&self, container: &str, grace: Duration) -> Cmd {
+    pub(crate) fn stop(&self, container: &str, grace: Duration) -> Cmd {
         let seconds = grace.as_secs().to_string();
         self.cmd(["stop", "-t", &seconds, "--", container]).timeout(grace + Duration::from_secs(30)).mutating()
     }
 
     /// Starts a stopped container as it was.
-    pub fn start(&self, container: &str) -> Cmd {
+    pub(crate) fn start(&self, container: &str) -> Cmd {
         self.cmd(["start", "--", container]).mutating()
     }
 
     /// Runs `argv` inside a running container (a native dump can take a while).
-    pub fn exec(&self, container: &str, argv: &[String]) -> Cmd {
+    pub(crate) fn exec(&self, container: &str, argv: &[String]) -> Cmd {
         self.cmd(["exec", container]).args(argv).timeout(Duration::from_secs(3600)).streamed().mutating()
     }
 
     /// Runs a container's own check command (its HEALTHCHECK) once; its output is not streamed.
-    pub fn exec_check(&self, container: &str, argv: &[String], timeout: Duration) -> Cmd {
+    pub(crate) fn exec_check(&self, container: &str, argv: &[String], timeout: Duration) -> Cmd {
         self.cmd(["exec", container]).args(argv).timeout(timeout)
     }
 
     /// The last lines a container logged, for failure messages.
-    pub fn logs_tail(&self, container: &str, lines: usize) -> String {
+    pub(crate) fn logs_tail(&self, container: &str, lines: usize) -> String {
         let cmd = self.cmd(["logs", "--tail", &lines.to_string(), container]).timeout(Duration::from_secs(20));
         match self.runner.output(&cmd) {
             Ok(out) => {

@@ -11,18 +11,18 @@ use anyhow::{anyhow, Context, Result};
 use crate::ops::process::{Cmd, Runner};
 
 #[derive(Debug, Clone)]
-pub struct Git {
+pub(crate) struct Git {
     program: PathBuf,
     dir: PathBuf,
     runner: Runner,
 }
 
 impl Git {
-    pub fn new(program: &Path, dir: &Path, runner: Runner) -> Git {
+    pub(crate) fn new(program: &Path, dir: &Path, runner: Runner) -> Git {
         Git { program: program.to_path_buf(), dir: dir.to_path_buf(), runner }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -50,29 +50,29 @@ impl Git {
     }
 
     /// Whether the directory is inside a git work tree.
-    pub fn is_work_tree(&self) -> bool {
+    pub(crate) fn is_work_tree(&self) -> bool {
         self.text(["rev-parse", "--is-inside-work-tree"]).is_ok_and(|t| t == "true")
     }
 
     /// The checked-out branch, `None` when HEAD is detached.
-    pub fn branch(&self) -> Result<Option<String>> {
+    pub(crate) fn branch(&self) -> Result<Option<String>> {
         let name = self.text(["rev-parse", "--abbrev-ref", "HEAD"])?;
         Ok((name != "HEAD").then_some(name))
     }
 
-    pub fn head(&self) -> Result<String> {
+    pub(crate) fn head(&self) -> Result<String> {
         self.text(["rev-parse", "--verify", "HEAD^{commit}"])
     }
 
     /// Tracked files with local modifications (untracked files do not count).
-    pub fn modified_files(&self) -> Result<Vec<String>> {
+    pub(crate) fn modified_files(&self) -> Result<Vec<String>> {
         // Not trimmed: each line starts with two status columns, the first often a space.
         let out = self.runner.run(&self.cmd(["status", "--porcelain", "--untracked-files=no"]))?.stdout_text();
         Ok(out.lines().filter(|l| l.len() > 3).map(|l| l[3..].to_string()).collect())
     }
 
     /// Fetches the branch and tags from the remote (remote-tracking refs only; the checkout is untouched).
-    pub fn fetch(&self, remote: &str, branch: &str) -> Result<()> {
+    pub(crate) fn fetch(&self, remote: &str, branch: &str) -> Result<()> {
         let refspec = format!("+refs/heads/{branch}:refs/remotes/{remote}/{branch}");
         self.runner
             .run(&self.cmd(["fetch", "--quiet", "--tags", "--force", remote, &refspec]))
@@ -81,7 +81,7 @@ impl Git {
     }
 
     /// The commit a target names: `latest` is the remote branch's tip, a version is tag `vX.Y.Z` or `X.Y.Z`.
-    pub fn resolve(&self, remote: &str, branch: &str, target: &str) -> Result<String> {
+    pub(crate) fn resolve(&self, remote: &str, branch: &str, target: &str) -> Result<String> {
         let candidates = if target == "latest" {
             vec![format!("refs/remotes/{remote}/{branch}")]
         } else {
@@ -107,7 +107,7 @@ impl Git {
     }
 
     /// Whether `ancestor` is an ancestor of (or equal to) `descendant`.
-    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
+    pub(crate) fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool> {
         let out = self.runner.output(&self.cmd(["merge-base", "--is-ancestor", ancestor, descendant]))?;
         match out.ended {
             crate::ops::process::Ended::Code(0) => Ok(true),
@@ -117,24 +117,24 @@ impl Git {
     }
 
     /// The tag naming a commit exactly, if any (`v2.0.0` → `2.0.0`).
-    pub fn version_at(&self, commit: &str) -> Option<String> {
+    pub(crate) fn version_at(&self, commit: &str) -> Option<String> {
         let tag = self.text(["describe", "--tags", "--exact-match", commit]).ok()?;
         Some(tag.strip_prefix('v').unwrap_or(&tag).to_string())
     }
 
     /// The nearest tag below HEAD, for the running version.
-    pub fn describe(&self) -> Option<String> {
+    pub(crate) fn describe(&self) -> Option<String> {
         let tag = self.text(["describe", "--tags", "--abbrev=0"]).ok()?;
         Some(tag.strip_prefix('v').unwrap_or(&tag).to_string())
     }
 
     /// One line naming a commit: short sha and subject.
-    pub fn summary(&self, commit: &str) -> String {
+    pub(crate) fn summary(&self, commit: &str) -> String {
         self.text(["log", "-1", "--format=%h %s", commit]).unwrap_or_else(|_| commit.chars().take(8).collect())
     }
 
     /// Moves the branch (and the work tree) to `commit`, keeping local changes (refused if they conflict).
-    pub fn move_to(&self, commit: &str) -> Cmd {
+    pub(crate) fn move_to(&self, commit: &str) -> Cmd {
         self.cmd(["reset", "--keep", commit]).mutating()
     }
 }

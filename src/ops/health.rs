@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// What one HTTP probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// An answer with this status and body (capped).
     Answered { status: u16, body: String },
     /// No answer: refused, reset, timed out.
@@ -15,7 +15,7 @@ pub enum Probe {
 const BODY_CAP: u64 = 64 * 1024;
 
 /// GETs `url` once, giving up after `timeout`.
-pub fn probe_http(url: &str, timeout: Duration) -> Probe {
+pub(crate) fn probe_http(url: &str, timeout: Duration) -> Probe {
     let agent = ureq::AgentBuilder::new().timeout_connect(timeout).timeout(timeout).redirects(0).build();
     match agent.get(url).call() {
         Ok(response) => answered(response),
@@ -46,7 +46,7 @@ fn answered(response: ureq::Response) -> Probe {
 }
 
 /// The string (or number) at `pointer` in a JSON body.
-pub fn json_pointer(body: &str, pointer: &str) -> Option<String> {
+pub(crate) fn json_pointer(body: &str, pointer: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(body).ok()?;
     match value.pointer(pointer)? {
         serde_json::Value::String(s) => Some(s.clone()),

@@ -10,11 +10,11 @@ use std::time::Duration;
 use crate::ops::process::Cmd;
 
 /// How long a hook may run before it is stopped.
-pub const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The upgrade a hook is told about.
 #[derive(Debug, Clone, Copy)]
-pub struct HookContext<'a> {
+pub(crate) struct HookContext<'a> {
     pub upgrade_id: &'a str,
     pub from_version: Option<&'a str>,
     pub to_version: &'a str,
@@ -23,7 +23,7 @@ pub struct HookContext<'a> {
 }
 
 /// The hook's command: the operator's text under `sh -c`, the upgrade in its environment.
-pub fn hook(command: &str, context: HookContext) -> Cmd {
+pub(crate) fn hook(command: &str, context: HookContext) -> Cmd {
     Cmd::new("/bin/sh")
         .arg("-c")
         .secret_arg(command)

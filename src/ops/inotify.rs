@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// What a batch of events says about the trigger.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// The trigger was renamed into place or closed after writing: complete.
     pub complete: bool,
     /// The trigger's name was created or changed without being closed yet.
@@ -24,7 +24,7 @@ pub struct Seen {
     pub other: bool,
 }
 
-pub struct DirWatch {
+pub(crate) struct DirWatch {
     fd: OwnedFd,
     /// Watch descriptors of spool directories, where any new file counts.
     spools: Vec<i32>,
@@ -40,7 +40,7 @@ const MASK: u32 = libc::IN_CLOSE_WRITE
     | libc::IN_DONT_FOLLOW;
 
 impl DirWatch {
-    pub fn new(dir: &Path) -> io::Result<DirWatch> {
+    pub(crate) fn new(dir: &Path) -> io::Result<DirWatch> {
         // SAFETY: inotify_init1 returns a new descriptor or -1.
         let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         if raw < 0 {
@@ -57,7 +57,7 @@ impl DirWatch {
     }
 
     /// Also watches `dir`, a spool where every new file counts (not only `name`).
-    pub fn add_spool(&mut self, dir: &Path) -> io::Result<()> {
+    pub(crate) fn add_spool(&mut self, dir: &Path) -> io::Result<()> {
         let path = CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
         // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
         let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), path.as_ptr(), MASK) };
@@ -68,12 +68,12 @@ impl DirWatch {
         Ok(())
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
     /// Reads every pending event and sums up what they say about `name` and `other`.
-    pub fn read(&self, name: &str, other: &str) -> io::Result<Seen> {
+    pub(crate) fn read(&self, name: &str, other: &str) -> io::Result<Seen> {
         let mut seen = Seen::default();
         let mut buf = vec![0u8; 64 * 1024];
         loop {

@@ -2,15 +2,15 @@
 //! git, HTTP, notifications, inotify, systemd, Swarm). No policy lives here: callers
 //! decide what a result means.
 
-pub mod compose;
-pub mod compose_file;
-pub mod docker;
-pub mod git;
-pub mod health;
-pub mod hooks;
-pub mod inotify;
-pub mod notify;
-pub mod process;
-pub mod swarm;
-pub mod systemd;
-pub mod versions;
+pub(crate) mod compose;
+pub(crate) mod compose_file;
+pub(crate) mod docker;
+pub(crate) mod git;
+pub(crate) mod health;
+pub(crate) mod hooks;
+pub(crate) mod inotify;
+pub(crate) mod notify;
+pub(crate) mod process;
+pub(crate) mod swarm;
+pub(crate) mod systemd;
+pub(crate) mod versions;

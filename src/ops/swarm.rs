@@ -9,25 +9,21 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use serde::Deserialize;
 
-pub use crate::ops::docker::without_digest;
+pub(crate) use crate::ops::docker::without_digest;
 use crate::ops::docker::Docker;
 use crate::ops::process::Cmd;
 
 /// The label `docker stack deploy` puts on a stack's services and task containers.
-pub const STACK_LABEL: &str = "com.docker.stack.namespace";
+pub(crate) const STACK_LABEL: &str = "com.docker.stack.namespace";
 /// The label Swarm puts on a task's container: the service it belongs to.
-pub const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
+pub(crate) const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
 /// What Swarm gives a task to stop when its service sets no `stop_grace_period`.
-pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
-/// The label Swarm puts on a task's container: the task it runs.
-pub const TASK_LABEL: &str = "com.docker.swarm.task.id";
+pub(crate) const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The parts of `docker service inspect` upgraderd uses.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Service {
-    #[serde(rename = "ID")]
-    pub id: String,
+pub(crate) struct Service {
     pub spec: ServiceSpec,
     #[serde(default)]
     pub update_status: Option<UpdateStatus>,
@@ -35,7 +31,7 @@ pub struct Service {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ServiceSpec {
+pub(crate) struct ServiceSpec {
     pub name: String,
     #[serde(default)]
     pub labels: Option<BTreeMap<String, String>>,
@@ -49,7 +45,7 @@ pub struct ServiceSpec {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct TaskTemplate {
+pub(crate) struct TaskTemplate {
     pub container_spec: ContainerSpec,
     #[serde(default)]
     pub restart_policy: Option<RestartPolicy>,
@@ -59,7 +55,7 @@ pub struct TaskTemplate {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct RestartPolicy {
+pub(crate) struct RestartPolicy {
     /// `any` (the default), `on-failure` or `none`.
     #[serde(default)]
     pub condition: String,
@@ -67,7 +63,7 @@ pub struct RestartPolicy {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Placement {
+pub(crate) struct Placement {
     /// `node.id==…`, `node.hostname!=…`, `node.labels.x==y`, as the stack file gave them.
     #[serde(default)]
     pub constraints: Vec<String>,
@@ -75,7 +71,7 @@ pub struct Placement {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerSpec {
+pub(crate) struct ContainerSpec {
     /// `REPOSITORY:TAG@sha256:…` once Swarm resolved the digest.
     pub image: String,
     #[serde(default)]
@@ -90,7 +86,7 @@ pub struct ContainerSpec {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct SpecMount {
+pub(crate) struct SpecMount {
     /// `volume`, `bind`, `tmpfs`, `npipe`.
     #[serde(rename = "Type", default)]
     pub kind: String,
@@ -102,23 +98,21 @@ pub struct SpecMount {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ServiceMode {
+pub(crate) struct ServiceMode {
     #[serde(default)]
     pub replicated: Option<Replicated>,
-    #[serde(default)]
-    pub global: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Replicated {
+pub(crate) struct Replicated {
     #[serde(default)]
     pub replicas: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct UpdateConfig {
+pub(crate) struct UpdateConfig {
     /// `stop-first` (the default) or `start-first`.
     #[serde(default)]
     pub order: String,
@@ -129,14 +123,14 @@ pub struct UpdateConfig {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct EndpointSpec {
+pub(crate) struct EndpointSpec {
     #[serde(default)]
     pub ports: Vec<PortConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct PortConfig {
+pub(crate) struct PortConfig {
     #[serde(default)]
     pub published_port: u32,
     /// `ingress` (the default) or `host`.
@@ -146,7 +140,7 @@ pub struct PortConfig {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct UpdateStatus {
+pub(crate) struct UpdateStatus {
     /// `updating`, `paused`, `completed`, `rollback_started`, `rollback_paused`, `rollback_completed`.
     #[serde(default)]
     pub state: String,
@@ -157,7 +151,7 @@ pub struct UpdateStatus {
 /// The parts of `docker inspect <task>` upgraderd uses.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Task {
+pub(crate) struct Task {
     #[serde(rename = "ID")]
     pub id: String,
     #[serde(rename = "NodeID", default)]
@@ -170,13 +164,13 @@ pub struct Task {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct TaskSpec {
+pub(crate) struct TaskSpec {
     pub container_spec: ContainerSpec,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct TaskStatus {
+pub(crate) struct TaskStatus {
     /// `new` … `running`, then `complete`, `shutdown`, `failed`, `rejected`, `orphaned`.
     pub state: String,
     #[serde(default)]
@@ -187,41 +181,41 @@ pub struct TaskStatus {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerStatus {
+pub(crate) struct ContainerStatus {
     #[serde(rename = "ContainerID", default)]
     pub container_id: String,
 }
 
 impl Service {
     /// Replicas asked for; `None` for a global service.
-    pub fn replicas(&self) -> Option<u64> {
+    pub(crate) fn replicas(&self) -> Option<u64> {
         self.spec.mode.replicated.as_ref().map(|r| r.replicas)
     }
 
     /// The stack that deployed it (`docker stack deploy`), when one did.
-    pub fn stack(&self) -> Option<&str> {
+    pub(crate) fn stack(&self) -> Option<&str> {
         self.spec.labels.as_ref()?.get(STACK_LABEL).map(String::as_str)
     }
 
-    pub fn image(&self) -> &str {
+    pub(crate) fn image(&self) -> &str {
         &self.spec.task_template.container_spec.image
     }
 
     /// How long Swarm gives a task to stop before it kills it.
-    pub fn stop_grace(&self) -> Duration {
+    pub(crate) fn stop_grace(&self) -> Duration {
         let nanos = self.spec.task_template.container_spec.stop_grace_period;
         nanos.map_or(DEFAULT_STOP_GRACE, Duration::from_nanos)
     }
 
     /// Whether Swarm never restarts its tasks (`restart_policy: condition:
     /// none`): a one-shot job, done when its task completes.
-    pub fn is_one_shot(&self) -> bool {
+    pub(crate) fn is_one_shot(&self) -> bool {
         self.restart_condition() == "none"
     }
 
     /// Whether a task that exits 0 is done rather than restarted (`none`, and
     /// `on-failure`, which servers use too).
-    pub fn exit_zero_is_done(&self) -> bool {
+    pub(crate) fn exit_zero_is_done(&self) -> bool {
         matches!(self.restart_condition(), "none" | "on-failure")
     }
 
@@ -230,7 +224,7 @@ impl Service {
     }
 
     /// Whether its placement constraints pin its tasks to one node: by id, or by hostname.
-    pub fn pinned_to(&self, node_id: &str, hostname: &str) -> bool {
+    pub(crate) fn pinned_to(&self, node_id: &str, hostname: &str) -> bool {
         let constraints = self.spec.task_template.placement.iter().flat_map(|p| &p.constraints);
         constraints.into_iter().any(|c| {
             // Swarm matches constraint keys and values regardless of case.
@@ -245,18 +239,18 @@ impl Service {
     }
 
     /// Its name in its stack (`web` for `shop_web`).
-    pub fn short_name(&self) -> &str {
+    pub(crate) fn short_name(&self) -> &str {
         let name = self.spec.name.as_str();
         self.stack().and_then(|stack| name.strip_prefix(stack)?.strip_prefix('_')).unwrap_or(name)
     }
 
     /// A label its task containers get from the stack file.
-    pub fn container_label(&self, key: &str) -> Option<&str> {
+    pub(crate) fn container_label(&self, key: &str) -> Option<&str> {
         self.spec.task_template.container_spec.labels.as_ref()?.get(key).map(String::as_str)
     }
 
     /// Whether its tasks keep data: a writable volume or bind mount.
-    pub fn keeps_data(&self) -> bool {
+    pub(crate) fn keeps_data(&self) -> bool {
         self.spec
             .task_template
             .container_spec
@@ -268,23 +262,23 @@ impl Service {
 
 impl Task {
     /// The container running the task, once it has one.
-    pub fn container(&self) -> Option<&str> {
+    pub(crate) fn container(&self) -> Option<&str> {
         self.status.container_status.as_ref().map(|c| c.container_id.as_str()).filter(|id| !id.is_empty())
     }
 
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         matches!(self.status.state.as_str(), "failed" | "rejected")
     }
     /// Whether it runs or is on its way to running: any state before `complete`,
     /// `shutdown`, `failed`, `rejected`, `remove` or `orphaned`.
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         !matches!(self.status.state.as_str(), "complete" | "shutdown" | "failed" | "rejected" | "remove" | "orphaned")
     }
 }
 
 /// This node, as placement constraints name it, and the size of its swarm.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ThisNode {
+pub(crate) struct ThisNode {
     pub id: String,
     pub hostname: String,
     /// Managers and workers (0 when this node is not a manager).
@@ -293,16 +287,16 @@ pub struct ThisNode {
 
 /// Swarm's side of the `docker` CLI.
 #[derive(Debug, Clone)]
-pub struct Swarm {
+pub(crate) struct Swarm {
     docker: Docker,
 }
 
 impl Swarm {
-    pub fn new(docker: Docker) -> Swarm {
+    pub(crate) fn new(docker: Docker) -> Swarm {
         Swarm { docker }
     }
 
-    pub fn docker(&self) -> &Docker {
+    pub(crate) fn docker(&self) -> &Docker {
         &self.docker
     }
 
@@ -312,12 +306,12 @@ impl Swarm {
     }
 
     /// Whether this node is a manager of an active swarm (only managers change services).
-    pub fn is_manager(&self) -> Result<bool> {
+    pub(crate) fn is_manager(&self) -> Result<bool> {
         Ok(self.info("{{.Swarm.ControlAvailable}}")? == "true")
     }
 
     /// This node as placement constraints name it, and the size of its swarm.
-    pub fn this_node(&self) -> Result<ThisNode> {
+    pub(crate) fn this_node(&self) -> Result<ThisNode> {
         let text = self.info("{{.Swarm.NodeID}}|{{.Name}}|{{.Swarm.Nodes}}")?;
         let fields: Vec<&str> = text.split('|').collect();
         let [id, hostname, nodes] = fields[..] else {
@@ -329,7 +323,7 @@ impl Swarm {
 
     /// The nodes that are not `ready` (down, unknown, disconnected), by id and
     /// hostname: their tasks cannot stop, start or be judged until they come back.
-    pub fn unready_nodes(&self) -> Result<Vec<(String, String)>> {
+    pub(crate) fn unready_nodes(&self) -> Result<Vec<(String, String)>> {
         let cmd = self.docker.cmd(["node", "ls", "--format", "{{.ID}} {{.Status}} {{.Hostname}}"]);
         let text = self.docker.runner().run(&cmd)?.stdout_text();
         Ok(text
@@ -343,7 +337,7 @@ impl Swarm {
     }
 
     /// A service by name or id; `None` when the swarm has none by that name.
-    pub fn service(&self, name: &str) -> Result<Option<Service>> {
+    pub(crate) fn service(&self, name: &str) -> Result<Option<Service>> {
         let cmd = self.docker.cmd(["service", "inspect", "--", name]);
         let out = match self.docker.runner().run(&cmd) {
             Ok(out) => out,
@@ -358,13 +352,13 @@ impl Swarm {
     }
 
     /// A service that must exist.
-    pub fn existing(&self, name: &str) -> Result<Service> {
+    pub(crate) fn existing(&self, name: &str) -> Result<Service> {
         self.service(name)?
             .ok_or_else(|| anyhow!("Swarm service {name} does not exist (`docker service ls` lists the services)"))
     }
 
     /// The services a stack deployed.
-    pub fn stack_services(&self, stack: &str) -> Result<Vec<Service>> {
+    pub(crate) fn stack_services(&self, stack: &str) -> Result<Vec<Service>> {
         let list = self.docker.cmd(["service", "ls", "-q", "--filter", &format!("label={STACK_LABEL}={stack}")]);
         let ids: Vec<String> = self.docker.runner().run(&list)?.stdout_text().lines().map(str::to_string).collect();
         if ids.is_empty() {
@@ -376,7 +370,7 @@ impl Swarm {
     }
 
     /// Every task of a service Swarm still remembers, current and past.
-    pub fn tasks(&self, service: &str) -> Result<Vec<Task>> {
+    pub(crate) fn tasks(&self, service: &str) -> Result<Vec<Task>> {
         let list = self.docker.cmd(["service", "ps", "-q", "--no-trunc", "--", service]);
         let ids: Vec<String> = self.docker.runner().run(&list)?.stdout_text().lines().map(str::to_string).collect();
         if ids.is_empty() {
@@ -397,7 +391,7 @@ impl Swarm {
     }
 
     /// `docker service update --image IMAGE --replicas N`: one update, which Swarm rolls out by its update config.
-    pub fn update(&self, service: &str, image: &str, replicas: u64) -> Cmd {
+    pub(crate) fn update(&self, service: &str, image: &str, replicas: u64) -> Cmd {
         self.docker
             .cmd(["service", "update", "--detach", "--with-registry-auth", "--image", image])
             .args(["--replicas", &replicas.to_string(), "--", service])
@@ -406,7 +400,7 @@ impl Swarm {
     }
 
     /// `docker service update --replicas N`: scales the service (0 stops every task).
-    pub fn scale(&self, service: &str, replicas: u64) -> Cmd {
+    pub(crate) fn scale(&self, service: &str, replicas: u64) -> Cmd {
         self.docker
             .cmd(["service", "update", "--detach", "--replicas", &replicas.to_string(), "--", service])
             .timeout(Duration::from_secs(120))

@@ -7,14 +7,14 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
-pub struct Notifier {
+pub(crate) struct Notifier {
     socket: Option<(UnixDatagram, SocketAddr)>,
     watchdog: Option<Duration>,
 }
 
 impl Notifier {
     /// From the process environment systemd set up, read through `var` so tests can pass their own.
-    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Notifier {
+    pub(crate) fn from_env(var: impl Fn(&str) -> Option<String>) -> Notifier {
         let socket = var("NOTIFY_SOCKET").and_then(|path| {
             let addr = match path.strip_prefix('@') {
                 Some(name) => SocketAddr::from_abstract_name(name.as_bytes()).ok()?,
@@ -31,23 +31,23 @@ impl Notifier {
     }
 
     /// How often to ping the watchdog, when systemd asked for it.
-    pub fn watchdog_every(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_every(&self) -> Option<Duration> {
         self.watchdog
     }
 
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={status}"));
     }
 
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.send(&format!("STATUS={status}"));
     }
 
-    pub fn stopping(&self, status: &str) {
+    pub(crate) fn stopping(&self, status: &str) {
         self.send(&format!("STOPPING=1\nSTATUS={status}"));
     }
 
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         self.send("WATCHDOG=1");
     }
 

@@ -16,14 +16,14 @@ use crate::ops::docker::ImageRef;
 use crate::version::{flavour, without_flavour};
 
 /// The most of an answer read; a bigger one is an error, not a silent cut.
-pub const BODY_CAP: usize = 1024 * 1024;
+pub(crate) const BODY_CAP: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TOTAL_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_TAG_PAGES: usize = 20;
 
 /// One version a source offers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Release {
+pub(crate) struct Release {
     /// Without a leading `v`.
     pub version: String,
     /// Where people read about it (GitHub's release page).
@@ -34,7 +34,7 @@ pub struct Release {
 }
 
 /// Where ETag-validated answers are kept between checks (the caller decides where).
-pub trait EtagCache {
+pub(crate) trait EtagCache {
     /// The ETag and body remembered for `url`.
     fn get(&self, url: &str) -> Option<(String, Vec<u8>)>;
     /// Remembers an answer; failing to is not an error (the next check asks in full).
@@ -42,7 +42,7 @@ pub trait EtagCache {
 }
 
 /// HTTP for version sources: bounded times and sizes, and an optional ETag cache.
-pub struct Http {
+pub(crate) struct Http {
     agent: ureq::Agent,
     cache: Option<Box<dyn EtagCache>>,
 }
@@ -54,7 +54,7 @@ struct Answer {
 }
 
 impl Http {
-    pub fn new(cache: Option<Box<dyn EtagCache>>) -> Http {
+    pub(crate) fn new(cache: Option<Box<dyn EtagCache>>) -> Http {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout(TOTAL_TIMEOUT)
@@ -128,14 +128,14 @@ fn status_error(what: &str, url: &str, answer: &Answer) -> anyhow::Error {
 }
 
 /// Strips a leading `v` and requires semver.
-pub fn normalize(tag: &str) -> Option<String> {
+pub(crate) fn normalize(tag: &str) -> Option<String> {
     let version = tag.strip_prefix('v').unwrap_or(tag);
     semver::Version::parse(version).ok().map(|_| version.to_string())
 }
 
 /// How the caller names a source in messages, and what it tells the operator to change.
 #[derive(Debug, Clone, Copy)]
-pub struct Naming<'a> {
+pub(crate) struct Naming<'a> {
     /// The source as the operator configured it: `version URL (UPGRADERD_VERSION_URL)`.
     pub source: &'a str,
     /// The setting that fixes a wrong pointer (url) or raises the rate limit (GitHub).
@@ -143,7 +143,7 @@ pub struct Naming<'a> {
 }
 
 /// A version.json URL: the version at `pointer` (OpenTrace: `/opentrace/version`).
-pub fn from_url(http: &Http, naming: Naming, url: &str, pointer: &str) -> Result<Vec<Release>> {
+pub(crate) fn from_url(http: &Http, naming: Naming, url: &str, pointer: &str) -> Result<Vec<Release>> {
     let what = naming.source;
     let answer = http.get(what, url, &[])?;
     expect_ok(what, url, &answer)?;
@@ -161,7 +161,7 @@ pub fn from_url(http: &Http, naming: Naming, url: &str, pointer: &str) -> Result
 }
 
 /// GitHub releases of `owner/name`: the latest release, or every recent one when prereleases count.
-pub fn from_github(
+pub(crate) fn from_github(
     http: &Http,
     naming: Naming,
     api: &str,
@@ -248,7 +248,7 @@ fn rate_limit_message(answer: &Answer) -> String {
 
 /// The semver tags of `image`'s repository in its registry, of the running
 /// tag's flavour (`1.2.4-alpine` beside `1.2.3-alpine`; none beside `1.2.3`).
-pub fn from_registry(http: &Http, image: &ImageRef) -> Result<Vec<Release>> {
+pub(crate) fn from_registry(http: &Http, image: &ImageRef) -> Result<Vec<Release>> {
     let wanted = flavour(&image.tag);
     Ok(registry_tags(http, image)?
         .iter()
@@ -262,7 +262,7 @@ pub fn from_registry(http: &Http, image: &ImageRef) -> Result<Vec<Release>> {
 }
 
 /// Every tag of `image`'s repository in its registry, as the registry spells it.
-pub fn registry_tags(http: &Http, image: &ImageRef) -> Result<Vec<String>> {
+pub(crate) fn registry_tags(http: &Http, image: &ImageRef) -> Result<Vec<String>> {
     let what = format!("registry tags of {}", image.repository);
     let (base, name) = registry_endpoint(image);
     let mut url = format!("{base}/v2/{name}/tags/list?n=1000");
@@ -293,7 +293,7 @@ pub fn registry_tags(http: &Http, image: &ImageRef) -> Result<Vec<String>> {
 
 /// The newest release among `tags` of `running`'s flavour (semver after an
 /// optional `v`; prereleases only when allowed), spelled as the registry spells it.
-pub fn newest_tag(tags: &[String], running: &str, allow_prerelease: bool) -> Option<String> {
+pub(crate) fn newest_tag(tags: &[String], running: &str, allow_prerelease: bool) -> Option<String> {
     let wanted = flavour(running);
     tags.iter()
         .filter(|tag| flavour(tag) == wanted)

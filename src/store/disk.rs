@@ -26,7 +26,7 @@ fn nearest_existing(path: &Path) -> &Path {
 
 /// What is to be written on one filesystem, and the room it has for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Room {
+pub(crate) struct Room {
     /// The paths to be written there.
     pub paths: Vec<PathBuf>,
     /// What they need together.
@@ -35,12 +35,12 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn fits(&self) -> bool {
+    pub(crate) fn fits(&self) -> bool {
         self.needed <= self.free
     }
 
     /// The paths, for a message: `/a, /b`.
-    pub fn shown_paths(&self) -> String {
+    pub(crate) fn shown_paths(&self) -> String {
         self.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     }
 }
@@ -48,7 +48,7 @@ impl Room {
 /// Adds up what each path needs per filesystem (paths on one filesystem share
 /// its free space), with each filesystem's free space. Free space that cannot
 /// be read counts as enough: the write says what failed.
-pub fn rooms(needs: &[(PathBuf, u64)]) -> Vec<Room> {
+pub(crate) fn rooms(needs: &[(PathBuf, u64)]) -> Vec<Room> {
     let mut by_filesystem: Vec<(Option<u64>, Room)> = Vec::new();
     for (path, needed) in needs {
         // A path whose filesystem cannot be told is taken as one of its own.
@@ -68,7 +68,7 @@ pub fn rooms(needs: &[(PathBuf, u64)]) -> Vec<Room> {
 }
 
 /// Whether an error, or one it was caused by, is a full disk (or an exhausted quota).
-pub fn is_full(err: &anyhow::Error) -> bool {
+pub(crate) fn is_full(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         let code = cause.downcast_ref::<io::Error>().and_then(io::Error::raw_os_error);
         matches!(code, Some(libc::ENOSPC | libc::EDQUOT))
@@ -76,7 +76,7 @@ pub fn is_full(err: &anyhow::Error) -> bool {
 }
 
 /// Whether the filesystem holding `path` is mounted read-only.
-pub fn is_read_only(path: &Path) -> bool {
+pub(crate) fn is_read_only(path: &Path) -> bool {
     let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else { return false };
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c_path is a valid NUL-terminated string and stat a valid out-pointer.

@@ -12,17 +12,17 @@ use crate::store::files;
 
 /// One file an upgrade edits: its bytes before and after.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EditedFile {
+pub(crate) struct EditedFile {
     pub path: std::path::PathBuf,
     pub original: Vec<u8>,
     pub edited: Vec<u8>,
 }
 
 /// The largest file upgraderd edits: compose and env files are a few KiB.
-pub const MAX_EDITED_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_EDITED_BYTES: u64 = 1 << 20;
 
 /// The bytes of `path`, which must be a regular file (not a link) of at most [`MAX_EDITED_BYTES`].
-pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> io::Result<Vec<u8>> {
     let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
             io::Error::other("it is a symbolic link; upgraderd edits the file itself, never through a link")
@@ -45,7 +45,7 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
 /// Why `path` cannot be replaced by [`replace`], if it cannot: a link, not a
 /// regular file, read-only by its mode, on a read-only filesystem, or in a
 /// directory upgraderd may not write.
-pub fn not_editable(path: &Path) -> Option<String> {
+pub(crate) fn not_editable(path: &Path) -> Option<String> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) => return Some(format!("cannot be read: {e}")),
@@ -75,7 +75,7 @@ pub fn not_editable(path: &Path) -> Option<String> {
 /// Replaces `path` with `bytes` atomically: a fresh temp file in the same
 /// directory (`O_EXCL|O_NOFOLLOW`) given the old file's mode and owner,
 /// fsync, rename, fsync of the directory. `path` itself is never opened for writing.
-pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     if !meta.is_file() {
         return Err(io::Error::other("it is no longer a regular file"));

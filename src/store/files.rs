@@ -5,28 +5,19 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Writes `bytes` to `path` atomically: a fresh temp file created with
 /// `O_EXCL|O_NOFOLLOW` in the same directory, fsync, rename over `path`, fsync
 /// of the directory. A symlink planted at `path` is replaced, never followed.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     write_via_temp(path, bytes, mode, None, |tmp, path| fs::rename(tmp, path))
 }
 
 /// Like [`write_atomic`], the new file given `mode` and the owner `uid:gid`
 /// (an operator's file that upgraderd edits keeps both).
-pub fn write_atomic_owned(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+pub(crate) fn write_atomic_owned(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> io::Result<()> {
     write_via_temp(path, bytes, mode, Some((uid, gid)), |tmp, path| fs::rename(tmp, path))
-}
-
-/// Like [`write_atomic`], but fails with `AlreadyExists` instead of replacing
-/// anything at `path` (the temp file is hard-linked into place, which never clobbers).
-pub fn write_atomic_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_via_temp(path, bytes, mode, None, |tmp, path| {
-        fs::hard_link(tmp, path)?;
-        fs::remove_file(tmp)
-    })
 }
 
 fn write_via_temp(
@@ -69,29 +60,19 @@ fn write_via_temp(
     Err(io::Error::other(format!("could not create a temporary file in {}", dir.display())))
 }
 
-/// Removes a file, symlink, FIFO or directory tree, never following a link; missing is fine.
-pub fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Renames `from` to `to` and makes the rename durable.
-pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)?;
     sync_dir(parent_dir(to))
 }
 
 /// fsyncs a directory so that renames and creations in it survive a crash.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// The directory `path` is in (`.` for a bare name).
-pub fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -99,7 +80,7 @@ pub fn parent_dir(path: &Path) -> &Path {
 }
 
 /// Creates `dir` (and parents) and gives it mode 0700 when upgraderd created it.
-pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -107,14 +88,8 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
-/// A path next to `path` with a unique suffix, for staging.
-pub fn sibling(path: &Path, tag: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    parent_dir(path).join(format!(".{name}.{tag}.{}", unique_suffix()))
-}
-
 /// A short suffix unlikely to repeat: pid and nanoseconds.
-pub fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{}-{nanos:08x}", std::process::id())

@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CW
 use rustix::io::Errno;
 
 /// What a name in a directory is when it is opened.
-pub enum Entry {
+pub(crate) enum Entry {
     /// A regular file, opened for reading.
     File(File, Stat),
     /// A symbolic link: its target, verbatim, and its own status.
@@ -32,7 +32,7 @@ pub enum Entry {
 }
 
 /// What a socket or device node is, in words for a message ("a socket").
-pub fn describe_special(kind: FileType) -> &'static str {
+pub(crate) fn describe_special(kind: FileType) -> &'static str {
     match kind {
         FileType::Socket => "a socket",
         FileType::CharacterDevice => "a character device node",
@@ -43,36 +43,36 @@ pub fn describe_special(kind: FileType) -> &'static str {
 }
 
 /// The type of what `stat` describes.
-pub fn file_type(stat: &Stat) -> FileType {
+pub(crate) fn file_type(stat: &Stat) -> FileType {
     FileType::from_raw_mode(stat.st_mode)
 }
 
 /// Opens a directory the operator named (a data path or a restore target).
 /// Its own path is trusted; what lies below it is not.
-pub fn open_trusted_dir(path: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_trusted_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(CWD, path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
 }
 
 /// Opens the directory `name` inside `dir`; a symlink there is refused (`ELOOP`), a non-directory too (`ENOTDIR`).
-pub fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
+pub(crate) fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
 /// The status of `name` inside `dir`, not following a symlink.
-pub fn lstat_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Stat> {
+pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Stat> {
     Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 /// The status of an open handle.
-pub fn stat_of(fd: impl AsFd) -> io::Result<Stat> {
+pub(crate) fn stat_of(fd: impl AsFd) -> io::Result<Stat> {
     Ok(rustix::fs::fstat(fd)?)
 }
 
 /// Opens `name` inside `dir` without following it and says what it is. A
 /// regular file comes back open for reading; nothing else is ever opened for
 /// reading, so a FIFO or device planted in its place is never read or blocked on.
-pub fn open_entry_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Entry> {
+pub(crate) fn open_entry_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Entry> {
     let handle = rustix::fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
     let stat = rustix::fs::fstat(&handle)?;
     Ok(match file_type(&stat) {
@@ -109,7 +109,7 @@ fn reopen_for_reading(handle: &OwnedFd, dir: BorrowedFd<'_>, name: &[u8], stat: 
 }
 
 /// The names in a directory (without `.` and `..`), sorted bytewise.
-pub fn read_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+pub(crate) fn read_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir)? {
         let name = entry?.file_name().to_bytes().to_vec();
@@ -122,19 +122,19 @@ pub fn read_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 }
 
 /// Creates a new regular file `name` in `dir`; never opens an existing one or follows a link.
-pub fn create_file_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<File> {
+pub(crate) fn create_file_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<File> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     Ok(File::from(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?))
 }
 
 /// Creates the directory `name` in `dir` (private until its real mode is set) and opens it.
-pub fn create_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
+pub(crate) fn create_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
     rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
     open_dir_at(dir, name)
 }
 
 /// Creates the FIFO `name` in `dir` (private until its real mode is set); it is never opened.
-pub fn mkfifo_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+pub(crate) fn mkfifo_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     Ok(rustix::fs::mknodat(dir, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)?)
 }
 
@@ -142,7 +142,7 @@ pub fn mkfifo_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
 /// FIFO would block) and without following it: the name is held by a path-only
 /// handle, and the kernel changes the very inode held through `/proc/self/fd`.
 /// A symlink there is refused (`ELOOP`).
-pub fn set_mode_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn set_mode_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()> {
     let handle = rustix::fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
     if file_type(&rustix::fs::fstat(&handle)?) == FileType::Symlink {
         return Err(io::Error::from_raw_os_error(libc::ELOOP));
@@ -156,44 +156,44 @@ pub fn set_mode_at(dir: BorrowedFd<'_>, name: &[u8], mode: u32) -> io::Result<()
 }
 
 /// Creates the symlink `name` in `dir` pointing at `target`, verbatim.
-pub fn symlink_at(target: &[u8], dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+pub(crate) fn symlink_at(target: &[u8], dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     Ok(rustix::fs::symlinkat(target, dir, name)?)
 }
 
 /// Makes `to_dir/to` another name for the inode at `from_dir/from` (a symlink there is linked, not followed).
-pub fn hard_link_at(from_dir: BorrowedFd<'_>, from: &[u8], to_dir: BorrowedFd<'_>, to: &[u8]) -> io::Result<()> {
+pub(crate) fn hard_link_at(from_dir: BorrowedFd<'_>, from: &[u8], to_dir: BorrowedFd<'_>, to: &[u8]) -> io::Result<()> {
     Ok(rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty())?)
 }
 
 /// Renames `from_dir/from` to `to_dir/to`; a symlink is moved, never followed.
-pub fn rename_at(from_dir: BorrowedFd<'_>, from: &[u8], to_dir: BorrowedFd<'_>, to: &[u8]) -> io::Result<()> {
+pub(crate) fn rename_at(from_dir: BorrowedFd<'_>, from: &[u8], to_dir: BorrowedFd<'_>, to: &[u8]) -> io::Result<()> {
     Ok(rustix::fs::renameat(from_dir, from, to_dir, to)?)
 }
 
 /// Sets the owner of an open file or directory.
-pub fn set_owner(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
+pub(crate) fn set_owner(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
     let (uid, gid) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
     Ok(rustix::fs::fchown(fd, Some(uid), Some(gid))?)
 }
 
 /// Sets the owner of `name` in `dir` itself, not of what it may point to.
-pub fn set_owner_at(dir: BorrowedFd<'_>, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+pub(crate) fn set_owner_at(dir: BorrowedFd<'_>, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
     let (uid, gid) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
     Ok(rustix::fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 /// Sets the permission bits of an open file or directory.
-pub fn set_mode(fd: impl AsFd, mode: u32) -> io::Result<()> {
+pub(crate) fn set_mode(fd: impl AsFd, mode: u32) -> io::Result<()> {
     Ok(rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))?)
 }
 
 /// Sets the modification time of an open file or directory (the access time is left alone).
-pub fn set_mtime(fd: impl AsFd, seconds: i64) -> io::Result<()> {
+pub(crate) fn set_mtime(fd: impl AsFd, seconds: i64) -> io::Result<()> {
     Ok(rustix::fs::futimens(fd, &mtime_only(seconds))?)
 }
 
 /// Sets the modification time of `name` in `dir` itself, not of what it may point to.
-pub fn set_mtime_at(dir: BorrowedFd<'_>, name: &[u8], seconds: i64) -> io::Result<()> {
+pub(crate) fn set_mtime_at(dir: BorrowedFd<'_>, name: &[u8], seconds: i64) -> io::Result<()> {
     Ok(rustix::fs::utimensat(dir, name, &mtime_only(seconds), AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
@@ -205,23 +205,23 @@ fn mtime_only(seconds: i64) -> Timestamps {
 }
 
 /// fsyncs an open directory so that the entries created or renamed in it survive a crash.
-pub fn sync(fd: impl AsFd) -> io::Result<()> {
+pub(crate) fn sync(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(fd)?)
 }
 
 /// How deep a tree upgraderd walks. Each level holds a handle and a stack
 /// frame, and the app controls the depth of its data: a deeper tree is an
 /// error naming the limit, never a crash.
-pub const MAX_DEPTH: usize = 1024;
+pub(crate) const MAX_DEPTH: usize = 1024;
 
 /// The error for a tree nested deeper than [`MAX_DEPTH`].
-pub fn too_deep() -> io::Error {
+pub(crate) fn too_deep() -> io::Error {
     io::Error::other(format!("the tree is nested deeper than {MAX_DEPTH} directories"))
 }
 
 /// Removes `name` from `dir`: a file or link is unlinked, a directory emptied
 /// depth first through handles and removed. Missing is fine; nothing is followed.
-pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+pub(crate) fn remove_tree_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     remove_tree_within(dir, name, MAX_DEPTH)
 }
 
@@ -248,7 +248,7 @@ fn remove_tree_within(dir: BorrowedFd<'_>, name: &[u8], levels_left: usize) -> i
 
 /// Whether an error says a name was not what the caller needed: gone, a
 /// symlink where a directory was expected, or not a directory.
-pub fn is_replaced_or_gone(err: &io::Error) -> bool {
+pub(crate) fn is_replaced_or_gone(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR))
 }
 
@@ -256,20 +256,20 @@ pub fn is_replaced_or_gone(err: &io::Error) -> bool {
 /// consecutive lookups share a prefix (walks and archives go depth first), so a
 /// directory is looked up once and then always reached through its handle.
 #[derive(Default)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     names: Vec<Vec<u8>>,
     handles: Vec<OwnedFd>,
 }
 
 impl Cursor {
     /// Forgets every handle (for a new base).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.names.clear();
         self.handles.clear();
     }
 
     /// The handle of `base/<parents...>`, opening (never following) what is not held yet.
-    pub fn open<'a>(&'a mut self, base: BorrowedFd<'a>, parents: &[&[u8]]) -> io::Result<BorrowedFd<'a>> {
+    pub(crate) fn open<'a>(&'a mut self, base: BorrowedFd<'a>, parents: &[&[u8]]) -> io::Result<BorrowedFd<'a>> {
         let shared = self.names.iter().zip(parents).take_while(|(held, wanted)| held.as_slice() == **wanted).count();
         self.names.truncate(shared);
         self.handles.truncate(shared);
@@ -285,7 +285,7 @@ impl Cursor {
     }
 
     /// Keeps `handle`, just created or opened at `parents/name`, for the lookups that follow.
-    pub fn adopt(&mut self, parents: &[&[u8]], name: &[u8], handle: OwnedFd) {
+    pub(crate) fn adopt(&mut self, parents: &[&[u8]], name: &[u8], handle: OwnedFd) {
         if self.names.len() == parents.len() && self.names.iter().zip(parents).all(|(a, b)| a.as_slice() == *b) {
             self.names.push(name.to_vec());
             self.handles.push(handle);
@@ -294,7 +294,7 @@ impl Cursor {
 }
 
 /// Splits a relative path in bytes into its components.
-pub fn components(relative: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn components(relative: &[u8]) -> Vec<&[u8]> {
     relative.split(|b| *b == b'/').filter(|c| !c.is_empty()).collect()
 }
 

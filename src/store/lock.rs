@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// Who holds the lock, as written into the lock file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct Holder {
+pub(crate) struct Holder {
     pub pid: u32,
     pub command: String,
     pub upgrade_id: Option<String>,
@@ -25,7 +25,7 @@ pub struct Holder {
 
 /// Another process holds the lock (exit code 3).
 #[derive(Debug)]
-pub struct LockBusy {
+pub(crate) struct LockBusy {
     pub path: PathBuf,
     pub holder: Option<Holder>,
 }
@@ -97,7 +97,7 @@ impl Lock {
 
     /// Takes the lock when its file exists, without creating it (a dry run leaves
     /// nothing behind); no file means no upgrade ever ran on this state directory.
-    pub fn acquire_if_present(path: &Path, command: &str) -> Result<Option<Lock>> {
+    pub(crate) fn acquire_if_present(path: &Path, command: &str) -> Result<Option<Lock>> {
         match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             _ => Lock::acquire(path, command).map(Some),
@@ -110,10 +110,6 @@ impl Lock {
         self.write_holder()
     }
 
-    pub fn holder(&self) -> &Holder {
-        &self.holder
-    }
-
     fn write_holder(&mut self) -> Result<()> {
         let text = serde_json::to_string(&self.holder)?;
         self.file.set_len(0)?;
@@ -123,8 +119,9 @@ impl Lock {
     }
 }
 
-/// Whether some live process holds the lock now (used by recovery).
-pub fn is_held(path: &Path) -> Result<Option<Holder>> {
+/// Whether some live process holds the lock now (what the tests below check).
+#[cfg(test)]
+fn is_held(path: &Path) -> Result<Option<Holder>> {
     let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -1,12 +1,12 @@
 //! Everything upgraderd keeps on disk: the state database, the lock, backup
 //! archives and the files it shares with the app.
 
-pub mod backup;
-pub mod db;
-pub mod disk;
-pub mod edited;
-pub mod files;
-pub mod fsat;
-pub mod lock;
-pub mod reserve;
-pub mod shared_dir;
+pub(crate) mod backup;
+pub(crate) mod db;
+pub(crate) mod disk;
+pub(crate) mod edited;
+pub(crate) mod files;
+pub(crate) mod fsat;
+pub(crate) mod lock;
+pub(crate) mod reserve;
+pub(crate) mod shared_dir;

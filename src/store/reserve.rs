@@ -10,17 +10,17 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Enough for the journal of an upgrade's last steps, with SQLite's rollback journal.
-pub const RESERVE_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const RESERVE_BYTES: usize = 4 * 1024 * 1024;
 const NAME: &str = "reserve";
 
 #[derive(Debug)]
-pub struct Reserve {
+pub(crate) struct Reserve {
     path: PathBuf,
 }
 
 impl Reserve {
     /// Makes sure the reserve exists in `state_dir` (written in full, fsynced).
-    pub fn ensure(state_dir: &Path) -> io::Result<Reserve> {
+    pub(crate) fn ensure(state_dir: &Path) -> io::Result<Reserve> {
         let path = state_dir.join(NAME);
         let reserve = Reserve { path };
         if fs::symlink_metadata(&reserve.path).is_ok_and(|m| m.is_file() && m.len() == RESERVE_BYTES as u64) {
@@ -47,7 +47,7 @@ impl Reserve {
     }
 
     /// Gives the room back to the filesystem; `true` when there was any to give.
-    pub fn release(&self) -> bool {
+    pub(crate) fn release(&self) -> bool {
         fs::remove_file(&self.path).is_ok()
     }
 }

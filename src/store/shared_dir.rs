@@ -25,7 +25,7 @@ use crate::store::fsat;
 
 /// Why a guarded read refused a file.
 #[derive(Debug)]
-pub enum ReadRefusal {
+pub(crate) enum ReadRefusal {
     Missing,
     Symlink,
     NotRegular,
@@ -35,7 +35,7 @@ pub enum ReadRefusal {
 
 /// What a name in the directory is, looked at without following it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
+pub(crate) enum Entry {
     Missing,
     /// A regular file, last modified this long ago.
     File {
@@ -47,7 +47,7 @@ pub enum Entry {
 
 /// The shared directory, held open.
 #[derive(Debug)]
-pub struct SharedDir {
+pub(crate) struct SharedDir {
     path: PathBuf,
     held: Mutex<Held>,
 }
@@ -62,20 +62,20 @@ struct Held {
 
 impl SharedDir {
     /// Opens `path` without following a symlink in any of its components.
-    pub fn open(path: &Path) -> io::Result<SharedDir> {
+    pub(crate) fn open(path: &Path) -> io::Result<SharedDir> {
         let path = std::path::absolute(path)?;
         let held = open_held(&path)?;
         Ok(SharedDir { path, held: Mutex::new(held) })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Makes sure the configured path still names the held directory; reopens a
     /// directory that was removed and made again (same owner only). An error
     /// says what changed: nothing may be done in the directory until it is put right.
-    pub fn check(&self) -> io::Result<()> {
+    pub(crate) fn check(&self) -> io::Result<()> {
         let mut held = self.lock();
         match fs::symlink_metadata(&self.path) {
             Ok(meta) if meta.is_dir() && (meta.dev(), meta.ino()) == (held.dev, held.ino) => Ok(()),
@@ -95,7 +95,7 @@ impl SharedDir {
     }
 
     /// Looks at `name` without opening or following it.
-    pub fn entry(&self, name: &str) -> io::Result<Entry> {
+    pub(crate) fn entry(&self, name: &str) -> io::Result<Entry> {
         let held = self.lock();
         let stat = match fsat::lstat_at(held.fd.as_fd(), plain(name)?) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Missing),
@@ -110,13 +110,13 @@ impl SharedDir {
     }
 
     /// The names in the directory, as bytes, in byte order.
-    pub fn names(&self) -> io::Result<Vec<Vec<u8>>> {
+    pub(crate) fn names(&self) -> io::Result<Vec<Vec<u8>>> {
         let held = self.lock();
         fsat::read_names(held.fd.as_fd())
     }
 
     /// Removes a name given as bytes (one the app made that upgraderd cannot otherwise handle).
-    pub fn remove_bytes(&self, name: &[u8]) -> io::Result<()> {
+    pub(crate) fn remove_bytes(&self, name: &[u8]) -> io::Result<()> {
         let held = self.lock();
         if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"));
@@ -126,7 +126,7 @@ impl SharedDir {
     }
 
     /// Renames `from` to `to` inside the directory (a symlink is moved as a link, never followed).
-    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+    pub(crate) fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let held = self.lock();
         let dir = held.fd.as_fd();
         fsat::rename_at(dir, plain(from)?, dir, plain(to)?)?;
@@ -134,14 +134,14 @@ impl SharedDir {
     }
 
     /// Removes `name` (a file, a link, or a directory tree the app put there); missing is fine.
-    pub fn remove(&self, name: &str) -> io::Result<()> {
+    pub(crate) fn remove(&self, name: &str) -> io::Result<()> {
         let held = self.lock();
         fsat::remove_tree_at(held.fd.as_fd(), plain(name)?)?;
         fsat::sync(held.fd.as_fd())
     }
 
     /// Reads a regular file of at most `max` bytes, never through a symlink, never opening a FIFO or device.
-    pub fn read(&self, name: &str, max: u64) -> Result<Vec<u8>, ReadRefusal> {
+    pub(crate) fn read(&self, name: &str, max: u64) -> Result<Vec<u8>, ReadRefusal> {
         let held = self.lock();
         let entry = fsat::open_entry_at(held.fd.as_fd(), plain(name).map_err(ReadRefusal::Io)?).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
@@ -172,12 +172,12 @@ impl SharedDir {
     /// Replaces `name` atomically: a fresh temp file (`O_EXCL|O_NOFOLLOW`), fsync,
     /// rename over `name`, fsync of the directory. Whatever the app planted at
     /// `name`, a symlink or a hard link to a host file included, is replaced, never written through.
-    pub fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+    pub(crate) fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
         self.write_via_temp(name, bytes, mode, |dir, tmp, target| fsat::rename_at(dir, tmp, dir, target))
     }
 
     /// Like [`SharedDir::write_atomic`], but fails with `AlreadyExists` rather than replace anything at `name`.
-    pub fn write_atomic_new(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+    pub(crate) fn write_atomic_new(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
         self.write_via_temp(name, bytes, mode, |dir, tmp, target| {
             fsat::hard_link_at(dir, tmp, dir, target)?;
             fsat::remove_tree_at(dir, tmp)

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
-use upgraderd::store::backup::{self, Destination, Reason};
+use upgraderd::testing::backup::{self, Destination, Reason};
 
 /// One entry of a listing: everything restore must give back.
 #[derive(Debug, Clone, PartialEq, Eq)]

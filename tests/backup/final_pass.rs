@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rusqlite::Connection;
-use upgraderd::store::backup::{self, Destination, Reason, Source};
+use upgraderd::testing::backup::{self, Destination, Reason, Source};
 
 use super::fidelity::{build, listing, node, owner, Node};
 

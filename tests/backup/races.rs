@@ -8,7 +8,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
-use upgraderd::store::backup::{self, Destination, Pause, Reason};
+use upgraderd::testing::backup::{self, Destination, Pause, Reason};
 
 const SECRET: &str = "host-secret-5f3a9c";
 

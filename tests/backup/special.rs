@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
-use upgraderd::store::backup::{self, Destination, Reason, Source};
+use upgraderd::testing::backup::{self, Destination, Reason, Source};
 
 /// Runs `f` on its own thread and fails the test if it has not returned
 /// within a minute: opening a FIFO would block, and that must show as a failure.

@@ -25,14 +25,14 @@ use syntax::{Assignment, Note};
 
 /// One `KEY=VALUE` line of an env-style file.
 #[derive(Debug, Clone)]
-pub struct FileEntry {
+pub(crate) struct FileEntry {
     pub value: String,
     pub line: usize,
 }
 
 /// A parsed env-style configuration file.
 #[derive(Debug, Default)]
-pub struct EnvFile {
+pub(crate) struct EnvFile {
     pub path: PathBuf,
     pub entries: HashMap<String, FileEntry>,
     /// Lines naming keys upgraderd does not know, for warnings.
@@ -44,19 +44,20 @@ pub struct EnvFile {
 const BYTE_ORDER_MARK: char = '\u{feff}';
 
 impl EnvFile {
-    pub fn read(path: &Path) -> Result<EnvFile> {
+    pub(crate) fn read(path: &Path) -> Result<EnvFile> {
         let bytes =
             std::fs::read(path).map_err(|e| usage(format!("cannot read config file {}: {e}", path.display())))?;
         EnvFile::parse_bytes(path, &bytes)
     }
 
     /// Parses a file's text; see [`EnvFile::parse_bytes`].
-    pub fn parse(path: &Path, text: &str) -> Result<EnvFile> {
+    #[cfg(test)]
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<EnvFile> {
         EnvFile::parse_bytes(path, text.as_bytes())
     }
 
     /// Reads what systemd's `EnvironmentFile=` reads from these bytes.
-    pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<EnvFile> {
+    pub(crate) fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<EnvFile> {
         if let Some(line) = syntax::nul_line(bytes) {
             return Err(usage(format!(
                 "config file {}:{line}: a NUL byte; systemd refuses such a file, so the service would not start: \
@@ -88,7 +89,7 @@ impl EnvFile {
     }
 
     /// Every warning about the file, in line order: lines ignored, unknown keys.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         let ignored = self.ignored.iter().map(|(line, why)| (*line, why.clone()));
         let unknown = self.unknown.iter().map(|(line, name)| {
             let hint = closest_known_name(name).map(|k| format!("; did you mean {k}?")).unwrap_or_default();

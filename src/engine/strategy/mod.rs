@@ -6,9 +6,9 @@
 //! make and that `switch` consumes: there is nothing to switch to before a
 //! fetch succeeded, and the type says so.
 
-pub mod pull;
-pub mod rebuild;
-pub mod swarm;
+pub(crate) mod pull;
+pub(crate) mod rebuild;
+pub(crate) mod swarm;
 
 use std::collections::HashMap;
 
@@ -28,11 +28,11 @@ use crate::store::db::UpgradeRecord;
 use crate::version::{flavour, without_flavour};
 
 /// The tag that keeps an image an upgrade replaced: `REPOSITORY:upgraderd-rollback-<upgrade id>`.
-pub const ROLLBACK_TAG_PREFIX: &str = "upgraderd-rollback-";
+pub(crate) const ROLLBACK_TAG_PREFIX: &str = "upgraderd-rollback-";
 
 /// What a fetch brought in, ready to switch to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// What the switch moves to: an image reference (pull) or a commit (rebuild).
     pub target: String,
     /// The version the fetched target says it is (image label, tag at the commit), when it says.
@@ -56,7 +56,7 @@ impl Fetched {
     }
 }
 
-pub trait Strategy {
+pub(crate) trait Strategy {
     fn kind(&self) -> Kind;
     /// The compose project, and the service the gate watches.
     fn project(&self) -> &Project;
@@ -96,7 +96,7 @@ pub trait Strategy {
 }
 
 /// Whether the registry has `target`; a problem naming it when it does not.
-pub fn target_exists(docker: &Docker, target: &ImageRef) -> Vec<Problem> {
+pub(crate) fn target_exists(docker: &Docker, target: &ImageRef) -> Vec<Problem> {
     match docker.manifest_exists(target, registry_may_be_insecure(target)) {
         Ok(true) => Vec::new(),
         Ok(false) => {
@@ -109,7 +109,11 @@ pub fn target_exists(docker: &Docker, target: &ImageRef) -> Vec<Problem> {
 /// The tag of `target` as `running`'s registry spells it (`v1.1.0` for
 /// `1.1.0` beside a running `v1.0.0`); when no spelling exists, the problem
 /// names the tag as it was asked for.
-pub fn resolve_tag(docker: &Docker, running: &ImageRef, target: &str) -> std::result::Result<String, Vec<Problem>> {
+pub(crate) fn resolve_tag(
+    docker: &Docker,
+    running: &ImageRef,
+    target: &str,
+) -> std::result::Result<String, Vec<Problem>> {
     let mut asked = Vec::new();
     for candidate in tag_candidates(target, &running.tag) {
         let reference = ImageRef { repository: running.repository.clone(), tag: candidate.clone() };
@@ -126,7 +130,7 @@ pub fn resolve_tag(docker: &Docker, running: &ImageRef, target: &str) -> std::re
 
 /// The spellings of `target` to look for in the registry, the running tag's
 /// first: `--to 1.1.0` while `v1.0.0` runs means the tag `v1.1.0`, when that exists.
-pub fn tag_candidates(target: &str, running_tag: &str) -> Vec<String> {
+pub(crate) fn tag_candidates(target: &str, running_tag: &str) -> Vec<String> {
     if !names_a_version(target) {
         return vec![target.to_string()];
     }
@@ -150,7 +154,7 @@ pub fn tag_candidates(target: &str, running_tag: &str) -> Vec<String> {
 /// After `compose stop` failed: fine when none of `services`' containers runs
 /// (a new version that crashed is already stopped), else the failure, naming
 /// what still runs, so that nothing is restored under it. All services: `None`.
-pub fn confirm_stopped(
+pub(crate) fn confirm_stopped(
     docker: &Docker,
     project: &Project,
     services: Option<&[String]>,
@@ -176,7 +180,7 @@ pub fn confirm_stopped(
 
 /// Removes one rollback tag (never the image a container runs: `docker image rm` without `-f`
 /// only untags it); a tag that was never made is not an error.
-pub fn drop_rollback_tag(docker: &Docker, reference: &str, journal: &mut Journal) {
+pub(crate) fn drop_rollback_tag(docker: &Docker, reference: &str, journal: &mut Journal) {
     match docker.image_id(reference) {
         Ok(Some(_)) => {
             if let Err(e) = journal.run(docker.runner(), &docker.untag(reference)) {
@@ -190,7 +194,13 @@ pub fn drop_rollback_tag(docker: &Docker, reference: &str, journal: &mut Journal
 
 /// Removes this repository's rollback tags except the current upgrade's and
 /// those of the newest `keep` upgrades; never a global prune.
-pub fn prune_rollback_tags(docker: &Docker, repository: &str, upgrade_id: &str, keep: usize, journal: &mut Journal) {
+pub(crate) fn prune_rollback_tags(
+    docker: &Docker,
+    repository: &str,
+    upgrade_id: &str,
+    keep: usize,
+    journal: &mut Journal,
+) {
     let tags = match docker.tags_with_prefix(repository, ROLLBACK_TAG_PREFIX) {
         Ok(tags) => tags,
         Err(e) => return journal.log(&format!("could not list rollback tags: {e}")),
@@ -212,7 +222,7 @@ pub fn prune_rollback_tags(docker: &Docker, repository: &str, upgrade_id: &str, 
 /// The strategy for a new upgrade of this deployment: a Swarm service is
 /// always updated through Swarm; `rebuild` (and `swarm` for a compose
 /// deployment) that cannot apply is a configuration error.
-pub fn for_upgrade(
+pub(crate) fn for_upgrade(
     config: &Config,
     kind: Kind,
     deployment: Deployment,
@@ -271,7 +281,7 @@ pub fn for_upgrade(
 }
 
 /// The strategy of a recorded upgrade, rebuilt from its journal row to put the previous version back.
-pub fn resume(config: &Config, runner: &Runner, record: &UpgradeRecord) -> Result<Box<dyn Strategy>> {
+pub(crate) fn resume(config: &Config, runner: &Runner, record: &UpgradeRecord) -> Result<Box<dyn Strategy>> {
     if record.strategy == Kind::Swarm {
         // Not rediscovered: a stack an interrupted upgrade left at 0 replicas has no task container to find.
         let docker = Docker::new(&config.docker, runner.clone());

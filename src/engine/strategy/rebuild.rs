@@ -19,13 +19,13 @@ use crate::store::db::{CommitsRecord, UpgradeRecord};
 
 /// An image a built service ran before the upgrade.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KeptImage {
+pub(crate) struct KeptImage {
     /// The reference compose gives the service's image (what the container was created from).
     pub name: String,
     pub id: String,
 }
 
-pub struct Rebuild {
+pub(crate) struct Rebuild {
     pub docker: Docker,
     pub compose: Compose,
     pub project: Project,
@@ -39,7 +39,7 @@ pub struct Rebuild {
 }
 
 impl Rebuild {
-    pub fn new(
+    pub(crate) fn new(
         docker: Docker,
         compose: Compose,
         project: Project,
@@ -62,7 +62,7 @@ impl Rebuild {
     }
 
     /// The strategy of an interrupted rebuild upgrade, from its journal row.
-    pub fn resume(
+    pub(crate) fn resume(
         docker: Docker,
         compose: Compose,
         project: Project,

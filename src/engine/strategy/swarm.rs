@@ -6,9 +6,8 @@
 //! which Swarm's "previous spec" is no longer the version to go back to.
 //!
 //! Only managers change services, and only data on this node can be backed up
-//! or restored: preflight refuses a stack service whose data is backed up when
-//! it runs tasks on another node, may be moved to one (not pinned here on a
-//! swarm of several nodes), or cannot be held still (a global service).
+//! or restored: the rules for where a stack's data may be are the data set's
+//! (`engine::data::placement`), asked by this strategy's preflight.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,24 +16,21 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-use crate::engine::data::MODE_LABEL;
 use crate::engine::halt::{self, Halt};
 use crate::engine::journal::Journal;
 use crate::engine::pin::{self, EnvFiles, Located, Pin, Place};
 use crate::engine::preflight::Problem;
 use crate::engine::strategy::{resolve_tag, Fetched, Kind, Strategy};
-use crate::ops::compose::{Orchestrator, Project};
+use crate::ops::compose::Project;
 use crate::ops::compose_file::scan;
 use crate::ops::docker::{Docker, ImageRef};
-use crate::ops::swarm::{without_digest, Service, Swarm, Task, ThisNode};
-use crate::states::BackupMode;
+use crate::ops::swarm::{without_digest, Service, Swarm};
 use crate::store::db::UpgradeRecord;
 use crate::store::edited::EditedFile;
 
 /// One moved service as it ran before the upgrade: what a rollback updates it back to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Before {
+pub(crate) struct Before {
     /// The Swarm service (`STACK_SERVICE`).
     pub service: String,
     /// Its image with the digest Swarm pinned (`REPO:TAG@sha256:…`).
@@ -42,7 +38,7 @@ pub struct Before {
     pub replicas: u64,
 }
 
-pub struct SwarmUpdate {
+pub(crate) struct SwarmUpdate {
     swarm: Swarm,
     project: Project,
     /// The repository the versions are tags of (the primary's image).
@@ -63,7 +59,7 @@ pub struct SwarmUpdate {
 
 /// The stack of a recorded Swarm upgrade, as its journal row names it: the
 /// stack, the primary and the services that moved.
-pub fn recorded_project(record: &UpgradeRecord) -> Result<Project> {
+pub(crate) fn recorded_project(record: &UpgradeRecord) -> Result<Project> {
     let missing = |what: &str| anyhow!("upgrade {} recorded no {what}; it cannot be put back automatically", record.id);
     let service = record.service.clone().ok_or_else(|| missing("service"))?;
     let stack = record.compose_project.clone().ok_or_else(|| missing("stack"))?;
@@ -71,7 +67,7 @@ pub fn recorded_project(record: &UpgradeRecord) -> Result<Project> {
 }
 
 impl SwarmUpdate {
-    pub fn new(docker: Docker, project: Project, settle: Duration) -> SwarmUpdate {
+    pub(crate) fn new(docker: Docker, project: Project, settle: Duration) -> SwarmUpdate {
         SwarmUpdate {
             swarm: Swarm::new(docker),
             project,
@@ -87,13 +83,18 @@ impl SwarmUpdate {
     }
 
     /// The stack files `docker stack deploy` reads: their pins are edited with the services.
-    pub fn with_stack_files(mut self, files: &[PathBuf]) -> SwarmUpdate {
+    pub(crate) fn with_stack_files(mut self, files: &[PathBuf]) -> SwarmUpdate {
         self.stack_files = files.to_vec();
         self
     }
 
     /// The strategy of a recorded upgrade, rebuilt from its journal row to put it back.
-    pub fn resume(docker: Docker, project: Project, settle: Duration, record: &UpgradeRecord) -> Result<SwarmUpdate> {
+    pub(crate) fn resume(
+        docker: Docker,
+        project: Project,
+        settle: Duration,
+        record: &UpgradeRecord,
+    ) -> Result<SwarmUpdate> {
         let before: Vec<Before> = record
             .swarm_services
             .as_deref()
@@ -246,7 +247,7 @@ fn all_done(failures: Vec<String>) -> Result<()> {
 }
 
 /// What preflight asks of one moved service, from Swarm's own view of it.
-pub fn service_problems(service: &Service) -> Vec<Problem> {
+pub(crate) fn service_problems(service: &Service) -> Vec<Problem> {
     let name = &service.spec.name;
     let mut problems = Vec::new();
     if service.replicas().is_none() {
@@ -300,105 +301,6 @@ pub fn service_problems(service: &Service) -> Vec<Problem> {
         ));
     }
     problems
-}
-
-/// Whether upgraderd backs up a stack service's data: it keeps some, and
-/// neither `UPGRADERD_BACKUP_MODES` nor the stack file's `upgraderd.backup`
-/// label (on the service's containers) says `skip`. The same order as for a
-/// running container: the setting first, then the label. (The spec holds the
-/// stack file's labels only: an image's own label, ignored there, is not in it.)
-/// Conservative: a service whose mounts `UPGRADERD_DATA_DIR` or
-/// `UPGRADERD_BACKUP_EXCLUDE` leave out still counts; `skip` says so plainly.
-pub fn backed_up(config: &Config, service: &Service) -> bool {
-    let configured = config.backup_modes.iter().find(|(s, _)| s == service.short_name()).map(|(_, mode)| *mode);
-    let label = || service.container_label(MODE_LABEL).and_then(|text| BackupMode::parse(text.trim()));
-    let mode = configured.or_else(label);
-    service.keeps_data() && mode != Some(BackupMode::Skip)
-}
-
-/// What backing up (and, for an upgrade, restoring) a stack's data asks of
-/// where its services run, for every service whose data is backed up (see
-/// [`data_problems`]; `restores` asks for the pin too). Only data on this node
-/// is backed up: refused rather than left out. Nothing for a compose project.
-pub fn placement_problems(config: &Config, docker: &Docker, project: &Project, restores: bool) -> Vec<Problem> {
-    if project.orchestrator != Orchestrator::Swarm {
-        return Vec::new();
-    }
-    let swarm = Swarm::new(docker.clone());
-    let node = match swarm.this_node() {
-        Ok(node) => node,
-        Err(e) => return vec![Problem::from_error("swarm", &e.context("reading this node's place in the swarm"))],
-    };
-    let services = match swarm.stack_services(&project.name) {
-        Ok(services) => services,
-        Err(e) => return vec![Problem::from_error("swarm", &e)],
-    };
-    let mut problems = Vec::new();
-    for service in services.iter().filter(|s| backed_up(config, s)) {
-        // A moved service's own checks already refuse a global one.
-        let moved = project.services.iter().any(|m| m == service.short_name());
-        match swarm.tasks(&service.spec.name) {
-            Ok(tasks) => problems.extend(data_problems(service, &tasks, &node, Use { moved, restores })),
-            Err(e) => problems.push(Problem::from_error("swarm", &e)),
-        }
-    }
-    problems
-}
-
-/// What upgraderd does with a stack service whose data it backs up.
-#[derive(Debug, Clone, Copy)]
-pub struct Use {
-    /// It moves to the new version (its own checks refuse a global one).
-    pub moved: bool,
-    /// Its data may be restored and the service scaled back (an upgrade, not `backup create`).
-    pub restores: bool,
-}
-
-/// What one stack service whose data is backed up must be: held still by
-/// scaling it to 0 (not global), running on this node (only its volumes are
-/// here), and, when its data may be restored, kept here (pinned to this node,
-/// on a swarm of several nodes, or Swarm may start it elsewhere, away from its
-/// data, after a failure, a drain or the scale-up after a restore).
-pub fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, by: Use) -> Vec<Problem> {
-    let name = &service.spec.name;
-    let leave_out = format!("or leave its data out with UPGRADERD_BACKUP_MODES={}=skip", service.short_name());
-    let pin = format!("`deploy: placement: constraints: [node.hostname == {}]`", node.hostname);
-    // A moved global service is refused by the upgrade's own checks already; `backup create` has none.
-    if service.replicas().is_none() && !(by.moved && by.restores) {
-        return vec![Problem::new(
-            "swarm",
-            format!(
-                "{name} is a global service that keeps data: upgraderd holds a service's data still by scaling it \
-                 to 0, which a global service cannot be. Deploy it with `mode: replicated` pinned to this node \
-                 ({pin}), {leave_out}"
-            ),
-        )];
-    }
-    let elsewhere =
-        tasks.iter().find(|t| t.desired_state == "running" && !t.node_id.is_empty() && t.node_id != node.id);
-    if let Some(task) = elsewhere {
-        return vec![Problem::new(
-            "swarm",
-            format!(
-                "{name} keeps data in volumes and runs a task on node id {}, not on this node ({}, id {}): \
-                 upgraderd backs up and restores only volumes on the node it runs on (`docker node ls` names that \
-                 node). Pin the service to this node ({pin}), run upgraderd on that node, {leave_out}",
-                task.node_id, node.hostname, node.id
-            ),
-        )];
-    }
-    if by.restores && node.nodes > 1 && !service.pinned_to(&node.id, &node.hostname) {
-        return vec![Problem::new(
-            "swarm",
-            format!(
-                "{name} keeps data in volumes on this node, but nothing keeps its tasks here: on a swarm of {} \
-                 nodes Swarm may start it on another node (after a failure, a drain or an update), away from its \
-                 data and its backup. Pin it to this node ({pin}, or `node.id == {}`), {leave_out}",
-                node.nodes, node.id
-            ),
-        )];
-    }
-    Vec::new()
 }
 
 impl Strategy for SwarmUpdate {
@@ -534,17 +436,19 @@ impl Strategy for SwarmUpdate {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::engine::data::placement::{data_problems, Use};
     use crate::ops::process::Runner;
+    use crate::ops::swarm::{Task, ThisNode};
     use crate::store::db::Db;
     use crate::ui::Ui;
 
-    fn service(json: &str) -> Service {
+    pub(crate) fn service(json: &str) -> Service {
         serde_json::from_str(json).unwrap()
     }
 
-    fn web(update: &str, ports: &str) -> Service {
+    pub(crate) fn web(update: &str, ports: &str) -> Service {
         service(&format!(
             r#"{{"ID":"s1","Spec":{{"Name":"shop_web","Labels":{{"com.docker.stack.namespace":"shop"}},
                "TaskTemplate":{{"ContainerSpec":{{"Image":"reg/app:1@sha256:a",
@@ -554,7 +458,7 @@ mod tests {
         ))
     }
 
-    fn task(node: &str, desired: &str) -> Task {
+    pub(crate) fn task(node: &str, desired: &str) -> Task {
         serde_json::from_str(&format!(
             r#"{{"ID":"t-{node}","NodeID":"{node}","DesiredState":"{desired}",
                 "Spec":{{"ContainerSpec":{{"Image":"reg/app:1@sha256:a"}}}},"Status":{{"State":"{desired}"}}}}"#
@@ -562,12 +466,12 @@ mod tests {
         .unwrap()
     }
 
-    const HOST_PORT: &str = r#"[{"TargetPort":3001,"PublishedPort":8080,"PublishMode":"host"}]"#;
+    pub(crate) const HOST_PORT: &str = r#"[{"TargetPort":3001,"PublishedPort":8080,"PublishMode":"host"}]"#;
 
-    const MOVED: Use = Use { moved: true, restores: true };
-    const KEPT: Use = Use { moved: false, restores: true };
+    pub(crate) const MOVED: Use = Use { moved: true, restores: true };
+    pub(crate) const KEPT: Use = Use { moved: false, restores: true };
 
-    fn node(nodes: u64) -> ThisNode {
+    pub(crate) fn node(nodes: u64) -> ThisNode {
         ThisNode { id: "n1".into(), hostname: "host1".into(), nodes }
     }
 
@@ -602,44 +506,10 @@ mod tests {
     }
 
     #[test]
-    fn data_on_another_node_or_free_to_move_there_is_refused_and_data_pinned_here_is_fine() {
-        let web = web(r#"{}"#, "[]");
-        let elsewhere = data_problems(&web, &[task("n2", "running")], &node(1), MOVED);
-        assert_eq!(elsewhere.len(), 1, "{elsewhere:?}");
-        let message = &elsewhere[0].message;
-        assert!(message.contains("runs a task on node id n2, not on this node (host1, id n1)"), "{message}");
-        assert!(message.contains("UPGRADERD_BACKUP_MODES=web=skip"), "{message}");
-        // One node: nowhere else to go. Several: it must be pinned here.
-        assert!(data_problems(&web, &[task("n1", "running")], &node(1), MOVED).is_empty());
-        let free = data_problems(&web, &[task("n1", "running")], &node(3), MOVED);
-        assert_eq!(free.len(), 1, "{free:?}");
-        assert!(free[0].message.contains("on a swarm of 3 nodes Swarm may start it on another node"), "{free:?}");
-        assert!(free[0].message.contains("node.hostname == host1"), "{free:?}");
-        for constraint in ["node.hostname == host1", "node.id==n1"] {
-            let mut pinned = web.clone();
-            pinned.spec.task_template.placement =
-                Some(crate::ops::swarm::Placement { constraints: vec![constraint.into()] });
-            assert!(data_problems(&pinned, &[task("n1", "running")], &node(3), MOVED).is_empty(), "{constraint}");
-        }
-        // `backup create` restores nothing: the data here now is all it needs.
-        let backup = Use { moved: false, restores: false };
-        assert!(data_problems(&web, &[task("n1", "running")], &node(3), backup).is_empty());
-        assert_eq!(data_problems(&web, &[task("n2", "running")], &node(3), backup).len(), 1);
-        // Swarm matches constraints regardless of case.
-        let mut shouted = web.clone();
-        shouted.spec.task_template.placement =
-            Some(crate::ops::swarm::Placement { constraints: vec!["Node.Hostname==HOST1".into()] });
-        assert!(data_problems(&shouted, &[task("n1", "running")], &node(3), MOVED).is_empty());
-        let mut other = web.clone();
-        other.spec.task_template.placement =
-            Some(crate::ops::swarm::Placement { constraints: vec!["node.hostname==host2".into()] });
-        assert_eq!(data_problems(&other, &[], &node(3), KEPT).len(), 1);
-    }
-
-    #[test]
     fn a_global_service_is_refused_and_an_ingress_port_with_start_first_is_fine() {
         let mut web = web(r#"{"Order":"start-first"}"#, r#"[{"PublishedPort":8080,"PublishMode":"ingress"}]"#);
-        web.spec.mode = crate::ops::swarm::ServiceMode { replicated: None, global: Some(serde_json::json!({})) };
+        // `Mode: {"Global": {}}`: no replicated mode.
+        web.spec.mode = crate::ops::swarm::ServiceMode { replicated: None };
         let problems = service_problems(&web);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("global service"));
@@ -650,25 +520,6 @@ mod tests {
         let backup = data_problems(&web, &[], &node(1), Use { moved: true, restores: false });
         assert!(backup[0].message.contains("global service that keeps data"), "{backup:?}");
         assert!(kept[0].message.contains("global service that keeps data"), "{kept:?}");
-    }
-
-    #[test]
-    fn a_service_is_backed_up_unless_the_setting_or_its_stack_files_label_skips_it() {
-        let layers = crate::config::Layers::resolve(&[], &crate::config::Env::default(), None);
-        let mut config = Config::from_layers(&layers).unwrap();
-        let mut web = web(r#"{}"#, "[]");
-        assert!(backed_up(&config, &web));
-        web.spec.task_template.container_spec.labels = Some([(MODE_LABEL.to_string(), "skip".to_string())].into());
-        assert!(!backed_up(&config, &web));
-        // The operator's setting wins over the label, as for a compose container.
-        config.backup_modes = vec![("web".into(), BackupMode::Live)];
-        assert!(backed_up(&config, &web));
-        config.backup_modes = vec![("web".into(), BackupMode::Skip)];
-        web.spec.task_template.container_spec.labels = None;
-        assert!(!backed_up(&config, &web));
-        config.backup_modes.clear();
-        web.spec.task_template.container_spec.mounts.clear();
-        assert!(!backed_up(&config, &web), "no mount, no data");
     }
 
     #[test]

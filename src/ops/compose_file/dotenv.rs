@@ -8,7 +8,7 @@ use std::ops::Range;
 
 /// One `NAME=value` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assignment {
+pub(crate) struct Assignment {
     pub name: String,
     /// The value as compose reads it.
     pub value: String,
@@ -20,7 +20,7 @@ pub struct Assignment {
 }
 
 /// Every assignment, in file order (compose keeps the last of a name).
-pub fn parse(text: &str) -> Vec<Assignment> {
+pub(crate) fn parse(text: &str) -> Vec<Assignment> {
     let mut assignments = Vec::new();
     let mut offset = 0;
     for (index, line) in text.split_inclusive('\n').enumerate() {
@@ -33,7 +33,7 @@ pub fn parse(text: &str) -> Vec<Assignment> {
 }
 
 /// The assignment compose uses for `name`: the last one.
-pub fn last<'a>(assignments: &'a [Assignment], name: &str) -> Option<&'a Assignment> {
+pub(crate) fn last<'a>(assignments: &'a [Assignment], name: &str) -> Option<&'a Assignment> {
     assignments.iter().rev().find(|a| a.name == name)
 }
 

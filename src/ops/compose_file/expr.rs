@@ -8,7 +8,7 @@ use std::ops::Range;
 
 /// One piece of a value as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// Text written as it is (its raw bytes are its value).
     Literal { raw: Range<usize> },
     /// `$$`: one literal `$`.
@@ -19,7 +19,7 @@ pub enum Segment {
 
 /// What a `${NAME<op>word}` does when the variable is unset or empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// `${NAME}` or `$NAME`: the value, empty when unset.
     Plain,
     /// `${NAME:-word}` (`or_empty`) or `${NAME-word}`: `word` when unset (or empty).
@@ -32,7 +32,7 @@ pub enum Op {
 
 /// Splits `raw` into segments; an error names what compose would refuse or
 /// what upgraderd does not follow (a nested expression in a default).
-pub fn parse(raw: &str) -> Result<Vec<Segment>, String> {
+pub(crate) fn parse(raw: &str) -> Result<Vec<Segment>, String> {
     let bytes = raw.as_bytes();
     let mut segments = Vec::new();
     let mut literal_start = 0;
@@ -111,7 +111,7 @@ fn braced(raw: &str, inner: Range<usize>, whole: Range<usize>) -> Result<Segment
 
 /// Where a piece of the resolved value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Raw bytes of the value itself, at this range.
     Written(Range<usize>),
     /// The value of this variable.
@@ -124,13 +124,17 @@ pub enum Origin {
 
 /// One resolved piece: its text and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Piece {
+pub(crate) struct Piece {
     pub text: String,
     pub origin: Origin,
 }
 
 /// Resolves the segments the way compose does, with `lookup` giving a variable's value when it is set.
-pub fn resolve(raw: &str, segments: &[Segment], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Piece>, String> {
+pub(crate) fn resolve(
+    raw: &str,
+    segments: &[Segment],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Piece>, String> {
     let mut pieces = Vec::new();
     for segment in segments {
         let piece = match segment {
@@ -181,7 +185,7 @@ pub fn resolve(raw: &str, segments: &[Segment], lookup: &dyn Fn(&str) -> Option<
 }
 
 /// The names of the variables `raw` refers to (empty when it does not parse).
-pub fn variables(raw: &str) -> Vec<String> {
+pub(crate) fn variables(raw: &str) -> Vec<String> {
     parse(raw)
         .unwrap_or_default()
         .into_iter()

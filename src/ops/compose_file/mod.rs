@@ -4,8 +4,8 @@
 //! files are written (block style, one key per line). Nothing here decides
 //! what to change; `engine::pin` does.
 
-pub mod dotenv;
-pub mod expr;
+pub(crate) mod dotenv;
+pub(crate) mod expr;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 /// The `image:` line of one service in one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageLine {
+pub(crate) struct ImageLine {
     pub file: PathBuf,
     /// 1-based.
     pub line: usize,
@@ -28,14 +28,14 @@ pub struct ImageLine {
 
 impl ImageLine {
     /// `file:line`, for messages.
-    pub fn place(&self) -> String {
+    pub(crate) fn place(&self) -> String {
         format!("{}:{}", self.file.display(), self.line)
     }
 }
 
 /// A line that uses variables and is not an `image:` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VariableUse {
+pub(crate) struct VariableUse {
     pub file: PathBuf,
     pub line: usize,
     pub names: Vec<String>,
@@ -43,7 +43,7 @@ pub struct VariableUse {
 
 /// What the compose files of a project say about images.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scan {
+pub(crate) struct Scan {
     /// Each service's `image:` line that compose uses: the last file's that sets it.
     pub images: BTreeMap<String, ImageLine>,
     /// Lines outside `image:` that use a variable.
@@ -54,7 +54,7 @@ pub struct Scan {
 
 /// Reads `files` in order (later files override earlier ones, as compose
 /// merges them) and the files they `include:`.
-pub fn scan(files: &[PathBuf]) -> Result<Scan> {
+pub(crate) fn scan(files: &[PathBuf]) -> Result<Scan> {
     let mut scan = Scan::default();
     let mut queue: Vec<PathBuf> = files.to_vec();
     queue.reverse();

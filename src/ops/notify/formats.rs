@@ -28,7 +28,7 @@ const SLACK_HEADER: usize = 150;
 const SLACK_SECTION: usize = 3000;
 
 /// Where to POST and what, for `format`.
-pub fn request(format: NotifyFormat, url: &str, message: &Message) -> Result<(String, Value)> {
+pub(super) fn request(format: NotifyFormat, url: &str, message: &Message) -> Result<(String, Value)> {
     Ok(match format {
         NotifyFormat::Json => (url.to_string(), json_body(message)),
         NotifyFormat::Ntfy => ntfy(url, message)?,

@@ -19,7 +19,7 @@ const ANSWER_SHOWN: usize = 300;
 
 /// What every notification says about one upgrade attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub(crate) struct Message {
     pub upgrade_id: String,
     pub terminal: Terminal,
     pub from_version: Option<String>,
@@ -35,13 +35,13 @@ pub struct Message {
 
 impl Message {
     /// One line: `web1: upgrade 1.0.0 → 2.0.0 rolled back`.
-    pub fn title(&self) -> String {
+    pub(crate) fn title(&self) -> String {
         let host = if self.host.is_empty() { "upgraderd" } else { &self.host };
         format!("{host}: upgrade {} {}", self.versions(), self.outcome())
     }
 
     /// `1.0.0 → 2.0.0`, or the target alone when the running version was not known.
-    pub fn versions(&self) -> String {
+    pub(crate) fn versions(&self) -> String {
         match &self.from_version {
             Some(from) => format!("{from} → {}", self.to_version),
             None => format!("to {}", self.to_version),
@@ -49,7 +49,7 @@ impl Message {
     }
 
     /// The outcome in words.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self.terminal {
             Terminal::Complete => "complete",
             Terminal::RolledBack => "rolled back",
@@ -58,7 +58,7 @@ impl Message {
     }
 
     /// What the outcome means for the operator.
-    pub fn meaning(&self) -> String {
+    pub(crate) fn meaning(&self) -> String {
         match (self.terminal, &self.from_version) {
             (Terminal::Complete, _) => format!("{} is running and healthy", self.to_version),
             (Terminal::RolledBack, Some(from)) => format!("{from} and its data are back and healthy"),
@@ -68,12 +68,12 @@ impl Message {
     }
 
     /// `health_check (Running health checks)`.
-    pub fn failed_step_text(&self) -> Option<String> {
+    pub(crate) fn failed_step_text(&self) -> Option<String> {
         self.failed_step.as_ref().map(|(status, doing)| format!("{status} ({doing})"))
     }
 
     /// The labelled facts every format shows: outcome, versions, failed step, error, upgrade id.
-    pub fn facts(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn facts(&self) -> Vec<(&'static str, String)> {
         let mut facts =
             vec![("Outcome", format!("{}: {}", self.outcome(), self.meaning())), ("Versions", self.versions())];
         if let Some(step) = self.failed_step_text() {
@@ -88,7 +88,7 @@ impl Message {
 }
 
 /// Sends `message` to `url` in `format`; any answer but 2xx is an error saying what came back.
-pub fn send(format: NotifyFormat, url: &str, message: &Message) -> Result<()> {
+pub(crate) fn send(format: NotifyFormat, url: &str, message: &Message) -> Result<()> {
     let (target, body) = formats::request(format, url, message)?;
     let agent = ureq::AgentBuilder::new().timeout_connect(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT).build();
     match agent.post(&target).send_json(body) {

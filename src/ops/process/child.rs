@@ -59,7 +59,7 @@ pub(super) fn execute(cmd: &Cmd, sink: Option<LineSink>, stop: Option<Arc<Atomic
     }
     let stderr = stderr.take().bytes;
     let stderr = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(STDERR_TAIL_BYTES)..]).into_owned();
-    Ok(Output { stdout: stdout.bytes, stderr, ended: exit.ended(), elapsed: started.elapsed() })
+    Ok(Output { stdout: stdout.bytes, stderr, ended: exit.ended() })
 }
 
 fn spawn(cmd: &Cmd) -> Result<Child, Failure> {

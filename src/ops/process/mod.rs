@@ -6,8 +6,10 @@
 //! capped to its tail), optionally streams lines as progress, and on timeout
 //! sends SIGTERM to the group, then SIGKILL after a grace period. A failure is a
 //! [`ProcessError`] carrying the command line, how the child ended and the tail
-//! of its stderr: the record that goes into history. `--dry-run` is decided
-//! here and nowhere else: a mutating command is printed instead of run.
+//! of its stderr: the record that goes into history. Under `--dry-run` a
+//! runner prints a mutating command instead of running it (the engine still
+//! asks [`Runner::dry_run`] where a dry run must skip more than one command:
+//! the lock, the database, the status file).
 //!
 //! Children die with upgraderd (`PR_SET_PDEATHSIG`), so a killed upgrader
 //! never leaves a `compose up` racing the recovery that follows it. A command
@@ -34,16 +36,16 @@ mod reader;
 mod tests;
 
 /// How much of a child's stderr is kept (the tail).
-pub const STDERR_TAIL_BYTES: usize = 64 * 1024;
+pub(crate) const STDERR_TAIL_BYTES: usize = 64 * 1024;
 /// How much of a child's stdout is kept; more is an error, not a silent cut.
-pub const STDOUT_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const STDOUT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// How a secret argument is shown: as `upgraderd config` shows a secret.
 const MASKED: &str = "********";
 
 /// A child process to run.
 #[derive(Clone)]
-pub struct Cmd {
+pub(crate) struct Cmd {
     program: OsString,
     args: Vec<OsString>,
     /// Which of `args` are shown masked.
@@ -59,7 +61,7 @@ pub struct Cmd {
 }
 
 impl Cmd {
-    pub fn new(program: impl AsRef<OsStr>) -> Cmd {
+    pub(crate) fn new(program: impl AsRef<OsStr>) -> Cmd {
         Cmd {
             program: program.as_ref().to_owned(),
             args: Vec::new(),
@@ -75,19 +77,19 @@ impl Cmd {
         }
     }
 
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+    pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
         self.args.push(arg.as_ref().to_owned());
         self
     }
 
     /// An argument that may hold a secret (the operator's shell text): passed
     /// as given, shown masked wherever the command line is (logs, errors, history).
-    pub fn secret_arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+    pub(crate) fn secret_arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
         self.secret.push(self.args.len());
         self.arg(arg)
     }
 
-    pub fn args<I, S>(mut self, args: I) -> Cmd
+    pub(crate) fn args<I, S>(mut self, args: I) -> Cmd
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -96,65 +98,55 @@ impl Cmd {
         self
     }
 
-    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Cmd {
+    pub(crate) fn cwd(mut self, dir: impl AsRef<Path>) -> Cmd {
         self.cwd = Some(dir.as_ref().to_owned());
         self
     }
 
-    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
+    pub(crate) fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
         self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
     /// Ends the child after this long: SIGTERM, then SIGKILL after the grace period.
-    pub fn timeout(mut self, timeout: Duration) -> Cmd {
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Cmd {
         self.timeout = Some(timeout);
         self
     }
 
-    pub fn grace(mut self, grace: Duration) -> Cmd {
+    pub(crate) fn grace(mut self, grace: Duration) -> Cmd {
         self.grace = grace;
         self
     }
 
-    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+    /// Feeds these bytes to the child's stdin (only the tests of this module feed it today).
+    #[cfg(test)]
+    pub(crate) fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
         self.stdin = Some(bytes.into());
         self
     }
 
     /// Streams every output line to the runner's progress sink as it arrives.
-    pub fn streamed(mut self) -> Cmd {
+    pub(crate) fn streamed(mut self) -> Cmd {
         self.stream = true;
         self
     }
 
     /// Marks the command as changing the host: `--dry-run` prints it instead of running it.
-    pub fn mutating(mut self) -> Cmd {
+    pub(crate) fn mutating(mut self) -> Cmd {
         self.mutates = true;
         self
     }
 
     /// Lets a stop request end the child early (SIGTERM, then SIGKILL after the grace period).
-    pub fn interruptible(mut self) -> Cmd {
+    pub(crate) fn interruptible(mut self) -> Cmd {
         self.interruptible = true;
         self
     }
 
-    pub fn is_mutating(&self) -> bool {
-        self.mutates
-    }
-
-    pub fn program(&self) -> &OsStr {
-        &self.program
-    }
-
-    pub fn arguments(&self) -> &[OsString] {
-        &self.args
-    }
-
     /// The command line as a shell would need it typed, for logs and errors;
     /// a secret argument as `********`.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         let args = self.args.iter().enumerate().map(|(i, arg)| match self.secret.contains(&i) {
             true => MASKED.to_string(),
             false => shell_quote(&arg.to_string_lossy()),
@@ -176,7 +168,7 @@ impl fmt::Debug for Cmd {
 }
 
 /// Quotes a word for display when it has characters a shell would treat specially.
-pub fn shell_quote(word: &str) -> String {
+pub(crate) fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
     if plain {
         word.to_string()
@@ -187,7 +179,7 @@ pub fn shell_quote(word: &str) -> String {
 
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// It exited with this code.
     Code(i32),
     /// A signal upgraderd did not send ended it.
@@ -199,7 +191,7 @@ pub enum Ended {
 }
 
 impl Ended {
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         matches!(self, Ended::Code(0))
     }
 
@@ -243,21 +235,20 @@ fn signal_name(signal: i32) -> &'static str {
 
 /// What a child left behind.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub(crate) struct Output {
     pub stdout: Vec<u8>,
     /// The last [`STDERR_TAIL_BYTES`] of stderr.
     pub stderr: String,
     pub ended: Ended,
-    pub elapsed: Duration,
 }
 
 impl Output {
-    pub fn stdout_text(&self) -> String {
+    pub(crate) fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
     /// The last few non-empty stderr lines, for one-line messages.
-    pub fn stderr_tail(&self, lines: usize) -> String {
+    pub(crate) fn stderr_tail(&self, lines: usize) -> String {
         tail_lines(&self.stderr, lines)
     }
 }
@@ -269,13 +260,13 @@ fn tail_lines(text: &str, lines: usize) -> String {
 
 /// A child that could not be run or did not succeed.
 #[derive(Debug)]
-pub struct ProcessError {
+pub(crate) struct ProcessError {
     pub command: String,
     pub failure: Failure,
 }
 
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     Spawn(io::Error),
     /// The child ran and did not exit with code 0.
     Ended(Output),
@@ -285,7 +276,7 @@ pub enum Failure {
 
 impl ProcessError {
     /// The output of a child that ran, if it did.
-    pub fn output(&self) -> Option<&Output> {
+    pub(crate) fn output(&self) -> Option<&Output> {
         match &self.failure {
             Failure::Ended(output) => Some(output),
             _ => None,
@@ -322,11 +313,11 @@ impl fmt::Display for ProcessError {
 impl std::error::Error for ProcessError {}
 
 /// Receives streamed output lines: (program name, line).
-pub type LineSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+pub(crate) type LineSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Spawns commands; the only place that decides whether `--dry-run` runs them.
 #[derive(Clone, Default)]
-pub struct Runner {
+pub(crate) struct Runner {
     dry_run: bool,
     sink: Option<LineSink>,
     /// Dry-run: the command lines that would have been run.
@@ -342,38 +333,38 @@ impl fmt::Debug for Runner {
 }
 
 impl Runner {
-    pub fn new(dry_run: bool) -> Runner {
+    pub(crate) fn new(dry_run: bool) -> Runner {
         Runner { dry_run, ..Runner::default() }
     }
 
-    pub fn with_sink(mut self, sink: LineSink) -> Runner {
+    pub(crate) fn with_sink(mut self, sink: LineSink) -> Runner {
         self.sink = Some(sink);
         self
     }
 
-    pub fn with_stop_flag(mut self, stop: Arc<AtomicBool>) -> Runner {
+    pub(crate) fn with_stop_flag(mut self, stop: Arc<AtomicBool>) -> Runner {
         self.stop = Some(stop);
         self
     }
 
-    pub fn dry_run(&self) -> bool {
+    pub(crate) fn dry_run(&self) -> bool {
         self.dry_run
     }
 
     /// Adds a note to a dry run's plan (a step that is not a command, like a data restore).
-    pub fn plan(&self, note: String) {
+    pub(crate) fn plan(&self, note: String) {
         if let Ok(mut planned) = self.planned.lock() {
             planned.push(note);
         }
     }
 
     /// The mutating command lines a dry run skipped, in order.
-    pub fn planned(&self) -> Vec<String> {
+    pub(crate) fn planned(&self) -> Vec<String> {
         self.planned.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// Runs the command; anything but exit code 0 is an error.
-    pub fn run(&self, cmd: &Cmd) -> Result<Output, ProcessError> {
+    pub(crate) fn run(&self, cmd: &Cmd) -> Result<Output, ProcessError> {
         let output = self.output(cmd)?;
         if output.ended.success() {
             Ok(output)
@@ -383,17 +374,12 @@ impl Runner {
     }
 
     /// Runs the command and returns how it ended, whatever the exit code.
-    pub fn output(&self, cmd: &Cmd) -> Result<Output, ProcessError> {
+    pub(crate) fn output(&self, cmd: &Cmd) -> Result<Output, ProcessError> {
         if self.dry_run && cmd.mutates {
             if let Ok(mut planned) = self.planned.lock() {
                 planned.push(cmd.display());
             }
-            return Ok(Output {
-                stdout: Vec::new(),
-                stderr: String::new(),
-                ended: Ended::Code(0),
-                elapsed: Duration::ZERO,
-            });
+            return Ok(Output { stdout: Vec::new(), stderr: String::new(), ended: Ended::Code(0) });
         }
         let sink = if cmd.stream { self.sink.clone() } else { None };
         let stop = self.stop.clone().filter(|_| cmd.interruptible);

@@ -48,7 +48,7 @@ pub(super) struct Exit {
 
 impl Exit {
     /// What the caller is told: a stop upgraderd caused wins over the exit status it led to.
-    pub fn ended(&self) -> Ended {
+    pub(super) fn ended(&self) -> Ended {
         match self.by {
             Intervention::None => Ended::from_status(self.status),
             Intervention::Terminated(Reason::Interrupted) | Intervention::Killed(Reason::Interrupted) => {
@@ -68,7 +68,7 @@ pub(super) enum Signal {
 }
 
 impl Signal {
-    pub fn number(self) -> libc::c_int {
+    pub(super) fn number(self) -> libc::c_int {
         match self {
             Signal::Term => libc::SIGTERM,
             Signal::Kill => libc::SIGKILL,
@@ -102,7 +102,7 @@ pub(super) struct Machine {
 }
 
 impl Machine {
-    pub fn start(started: Instant, timeout: Option<Duration>, grace: Duration, linger: Duration) -> Machine {
+    pub(super) fn start(started: Instant, timeout: Option<Duration>, grace: Duration, linger: Duration) -> Machine {
         Machine {
             phase: Phase::Running { deadline: timeout.map(|t| started + t) },
             timeout,
@@ -113,16 +113,16 @@ impl Machine {
     }
 
     #[cfg(test)]
-    pub fn phase(&self) -> Phase {
+    pub(super) fn phase(&self) -> Phase {
         self.phase
     }
 
-    pub fn is_done(&self) -> bool {
+    pub(super) fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done { .. })
     }
 
     /// How the child ended, once it has.
-    pub fn exit(&self) -> Option<Exit> {
+    pub(super) fn exit(&self) -> Option<Exit> {
         match self.phase {
             Phase::Draining { exit, .. } | Phase::Done { exit } => Some(exit),
             _ => None,
@@ -130,7 +130,7 @@ impl Machine {
     }
 
     /// When the next transition is due without any event, if ever.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Running { deadline } => deadline,
             Phase::Terminating { kill_at, .. } => Some(kill_at),
@@ -140,7 +140,7 @@ impl Machine {
     }
 
     /// Whether a stop request would still change anything (nothing was sent to the group yet).
-    pub fn heeds_stop(&self) -> bool {
+    pub(super) fn heeds_stop(&self) -> bool {
         match self.phase {
             Phase::Running { .. } => true,
             Phase::Draining { exit, .. } => exit.by == Intervention::None,
@@ -149,7 +149,7 @@ impl Machine {
     }
 
     /// Makes the transition whose deadline has passed at `now`, if any.
-    pub fn tick(&mut self, now: Instant) -> Option<Signal> {
+    pub(super) fn tick(&mut self, now: Instant) -> Option<Signal> {
         if self.next_deadline().is_none_or(|due| now < due) {
             return None;
         }
@@ -171,7 +171,7 @@ impl Machine {
     }
 
     /// upgraderd was asked to stop: an interruptible child still running gets SIGTERM.
-    pub fn stop_requested(&mut self, now: Instant) -> Option<Signal> {
+    pub(super) fn stop_requested(&mut self, now: Instant) -> Option<Signal> {
         match self.phase {
             Phase::Running { .. } => self.terminate(Reason::Interrupted, now),
             // A grandchild still holding the pipes of a child that exited is stopped too.
@@ -185,7 +185,7 @@ impl Machine {
     }
 
     /// The child exited with `status`.
-    pub fn exited(&mut self, status: ExitStatus, now: Instant) {
+    pub(super) fn exited(&mut self, status: ExitStatus, now: Instant) {
         let by = match self.phase {
             Phase::Running { .. } => Intervention::None,
             Phase::Terminating { reason, .. } => Intervention::Terminated(reason),
@@ -198,7 +198,7 @@ impl Machine {
     }
 
     /// One of the child's pipes reached its end.
-    pub fn pipe_closed(&mut self) {
+    pub(super) fn pipe_closed(&mut self) {
         self.open_pipes = self.open_pipes.saturating_sub(1);
         self.finish_when_drained();
     }

@@ -30,7 +30,7 @@ pub(super) struct Shared(Arc<Mutex<Captured>>);
 
 impl Shared {
     /// Takes what was kept so far, leaving the capture empty.
-    pub fn take(&self) -> Captured {
+    pub(super) fn take(&self) -> Captured {
         self.0.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default()
     }
 

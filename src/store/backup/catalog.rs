@@ -12,7 +12,7 @@ use super::read::read_meta;
 use super::{Listed, Pruned};
 
 /// Archives left `.partial` by a writer that was killed.
-pub fn partial_archives(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn partial_archives(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
     entries
         .flatten()
@@ -25,7 +25,7 @@ pub fn partial_archives(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The archives in `dir`, newest first.
-pub fn list(dir: &Path) -> Result<Vec<Listed>> {
+pub(crate) fn list(dir: &Path) -> Result<Vec<Listed>> {
     let mut found = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -53,7 +53,7 @@ fn archive_id(file_name: &str) -> Option<&str> {
 }
 
 /// Finds an archive by path or by backup id in `dir`.
-pub fn find(dir: &Path, reference: &str) -> Option<PathBuf> {
+pub(crate) fn find(dir: &Path, reference: &str) -> Option<PathBuf> {
     let as_path = Path::new(reference);
     if as_path.is_file() {
         return Some(as_path.to_path_buf());
@@ -68,7 +68,7 @@ pub fn find(dir: &Path, reference: &str) -> Option<PathBuf> {
 /// Keeps the newest `keep` archives and `protected`; deletes the other
 /// archives, and `.partial`/snapshot files left by an interrupted backup.
 /// The caller holds the upgrade lock, so no backup is being written.
-pub fn prune(dir: &Path, keep: usize, protected: &[&Path]) -> Result<Pruned> {
+pub(crate) fn prune(dir: &Path, keep: usize, protected: &[&Path]) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     for (rank, listed) in list(dir)?.into_iter().enumerate() {
         let is_protected = protected.contains(&listed.path.as_path());

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub const META_MEMBER: &str = "upgraderd-backup.json";
-pub const MANIFEST_MEMBER: &str = "manifest.json";
+pub(crate) const META_MEMBER: &str = "upgraderd-backup.json";
+pub(crate) const MANIFEST_MEMBER: &str = "manifest.json";
 /// Between the first pass and the final pass: the first-pass members the final pass replaces or removes.
-pub const FINAL_PASS_MEMBER: &str = "final-pass.json";
+pub(super) const FINAL_PASS_MEMBER: &str = "final-pass.json";
 pub(super) const ARCHIVE_PREFIX: &str = "upgrade-backup-";
 pub(super) const ARCHIVE_SUFFIX: &str = ".tar.gz";
 /// Names upgraderd itself creates inside a data dir while restoring; never backed up.
@@ -73,7 +73,7 @@ impl Meta {
 /// readable `path`/`target` (manifests of format 1 have text only).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(try_from = "EntryWire", into = "EntryWire")]
-pub struct ManifestEntry {
+pub(crate) struct ManifestEntry {
     pub path: Vec<u8>,
     pub kind: Kind,
     pub size: u64,
@@ -89,7 +89,7 @@ pub struct ManifestEntry {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     File,
     Dir,
     Symlink,
@@ -100,7 +100,7 @@ pub enum Kind {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub format: u32,
     pub entries: Vec<ManifestEntry>,
 }
@@ -109,7 +109,7 @@ pub struct Manifest {
 /// away while the services were being stopped. A restore drops them before it
 /// reads the final pass's members, which hold what was there at the end.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FinalPass {
+pub(super) struct FinalPass {
     pub stale: Vec<Vec<u8>>,
 }
 

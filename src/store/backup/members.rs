@@ -45,13 +45,13 @@ pub(super) struct Rules<'a> {
 }
 
 impl<'a> Rules<'a> {
-    pub fn new(archive: &'a Path, roots: &'a [Root]) -> Rules<'a> {
+    pub(super) fn new(archive: &'a Path, roots: &'a [Root]) -> Rules<'a> {
         Rules { archive, roots, seen: HashMap::new(), final_pass: false }
     }
 
     /// The final pass begins: `stale` members (each one seen, a directory only
     /// with everything below it) are forgotten, and may come again.
-    pub fn begin_final_pass(&mut self, stale: &[Vec<u8>]) -> Result<()> {
+    pub(super) fn begin_final_pass(&mut self, stale: &[Vec<u8>]) -> Result<()> {
         if self.final_pass {
             bail!("backup {} has two final passes; refusing this archive", self.archive.display());
         }
@@ -81,7 +81,7 @@ impl<'a> Rules<'a> {
     }
 
     /// Checks one member (its raw name, tar type and link name) and records it.
-    pub fn check(&mut self, raw_name: &[u8], entry_type: tar::EntryType, link: Option<&[u8]>) -> Result<Member> {
+    pub(super) fn check(&mut self, raw_name: &[u8], entry_type: tar::EntryType, link: Option<&[u8]>) -> Result<Member> {
         let kind = self.kind_of(raw_name, entry_type)?;
         let name = match kind {
             Kind::Dir => raw_name.strip_suffix(b"/").unwrap_or(raw_name),

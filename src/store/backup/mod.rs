@@ -27,6 +27,7 @@
 //! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
 
 mod catalog;
+mod copy;
 mod create;
 mod format;
 mod members;
@@ -40,13 +41,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use self::catalog::{find, list, partial_archives, prune};
+pub(crate) use self::catalog::{find, list, partial_archives, prune};
 pub use self::create::{begin, create, create_paused, FirstPass};
-pub use self::format::{Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER};
+pub(crate) use self::format::Meta;
 pub use self::read::{read_meta, verify};
 pub use self::restore::{restore, restore_paused};
-pub use self::scan::restore_footprint;
-pub use self::sqlite::snapshot_sqlite;
+pub(crate) use self::scan::restore_footprint;
 
 /// Points inside [`create`] and [`restore`] where tests change the files, to
 /// make a race deterministic instead of timing-based. Not a supported API.
@@ -139,7 +139,7 @@ pub struct Restored {
 /// One archive in the backup directory, as `list` shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Listed {
+pub(crate) struct Listed {
     pub id: String,
     pub path: PathBuf,
     pub bytes: u64,
@@ -152,7 +152,7 @@ pub struct Listed {
 /// What `prune` removed and kept.
 #[derive(Debug, Clone, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct Pruned {
+pub(crate) struct Pruned {
     pub deleted: Vec<PathBuf>,
     pub kept: Vec<PathBuf>,
     pub leftovers: Vec<PathBuf>,

@@ -57,7 +57,7 @@ pub(super) struct LeftOut {
 
 impl LeftOut {
     /// The warning that names it.
-    pub fn warning(&self, roots: &[Root]) -> String {
+    pub(super) fn warning(&self, roots: &[Root]) -> String {
         let path = roots[self.root].path.join(OsStr::from_bytes(&self.relative));
         let why = match self.kind {
             FileType::Socket => "a runtime object, not data",
@@ -94,7 +94,7 @@ pub(super) struct Fingerprint {
 }
 
 impl Fingerprint {
-    pub fn of(stat: &Stat) -> Fingerprint {
+    pub(super) fn of(stat: &Stat) -> Fingerprint {
         Fingerprint {
             dev: stat.st_dev,
             ino: stat.st_ino,
@@ -109,11 +109,11 @@ impl Fingerprint {
     }
 
     /// The inode it describes, to keep hard links together.
-    pub fn inode(&self) -> (u64, u64) {
+    pub(super) fn inode(&self) -> (u64, u64) {
         (self.dev, self.ino)
     }
 
-    pub fn is_linked(&self) -> bool {
+    pub(super) fn is_linked(&self) -> bool {
         self.nlink > 1
     }
 
@@ -121,7 +121,7 @@ impl Fingerprint {
     /// unchanged: file times tick coarsely (a scheduler tick, a second or two
     /// on some file systems), so a change within a second of the read is
     /// never trusted to show. Such a file is copied again by the final pass.
-    pub fn racy(&self, read_at: SystemTime) -> bool {
+    pub(super) fn racy(&self, read_at: SystemTime) -> bool {
         let changed = SystemTime::UNIX_EPOCH
             + std::time::Duration::new(self.ctime.0.max(0) as u64, self.ctime.1.clamp(0, 999_999_999) as u32);
         changed + std::time::Duration::from_secs(1) > read_at
@@ -157,12 +157,12 @@ pub(super) struct Item {
 
 impl Item {
     /// Its member name in the archive: `data/<root>[/<relative>]`.
-    pub fn member(&self) -> Vec<u8> {
+    pub(super) fn member(&self) -> Vec<u8> {
         Item::member_of(self.root, &self.relative)
     }
 
     /// The member name of `relative` below data path `root`.
-    pub fn member_of(root: usize, relative: &[u8]) -> Vec<u8> {
+    pub(super) fn member_of(root: usize, relative: &[u8]) -> Vec<u8> {
         let mut member = format!("data/{root}").into_bytes();
         if !relative.is_empty() {
             member.push(b'/');
@@ -172,7 +172,7 @@ impl Item {
     }
 
     /// Where it is on disk, for messages.
-    pub fn shown(&self, roots: &[Root]) -> PathBuf {
+    pub(super) fn shown(&self, roots: &[Root]) -> PathBuf {
         let root = &roots[self.root].path;
         if self.relative.is_empty() {
             root.clone()
@@ -207,7 +207,7 @@ pub(super) fn scan(sources: &[Source]) -> Result<Plan> {
 
 /// Each data path with what restoring it would allocate, counted as a
 /// backup of it records it for the restore's check.
-pub fn restore_footprint(sources: &[Source]) -> Result<Vec<(PathBuf, u64)>> {
+pub(crate) fn restore_footprint(sources: &[Source]) -> Result<Vec<(PathBuf, u64)>> {
     let plan = scan(sources)?;
     Ok(plan.roots.into_iter().map(|root| (root.path, root.restore_bytes.unwrap_or(0))).collect())
 }

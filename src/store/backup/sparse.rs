@@ -126,12 +126,12 @@ pub(super) struct SparseReader {
 }
 
 impl SparseReader {
-    pub fn new(file: File, segments: Vec<Segment>, size: u64) -> SparseReader {
+    pub(super) fn new(file: File, segments: Vec<Segment>, size: u64) -> SparseReader {
         SparseReader { file, segments, size, next: 0, done: 0, hashed_to: 0, hasher: Sha256::new(), short: false }
     }
 
     /// The sha256 of the whole content (call once everything was read).
-    pub fn hex(&mut self) -> String {
+    pub(super) fn hex(&mut self) -> String {
         self.hash_zeros_to(self.size);
         hex(&self.hasher.clone().finalize())
     }

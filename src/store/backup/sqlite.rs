@@ -23,14 +23,9 @@ use rusqlite::{ffi, Connection, OpenFlags};
 /// The name of the VFS that takes database paths verbatim.
 const HANDLE_VFS: &CStr = c"upgraderd-verbatim";
 
-/// Copies a SQLite database page by page under one read transaction, so the
-/// copy holds exactly what was committed when the copy started.
-pub fn snapshot_sqlite(source: &Path, target: &Path) -> Result<()> {
-    let src = Connection::open_with_flags(source, read_only())?;
-    copy_database(src, target)
-}
-
-/// Like [`snapshot_sqlite`] for the database `name` inside the directory held by `dir`.
+/// Copies the SQLite database `name` inside the directory held by `dir` page by
+/// page under one read transaction, so the copy holds exactly what was
+/// committed when the copy started.
 pub(super) fn snapshot_at(dir: BorrowedFd<'_>, name: &[u8], target: &Path) -> Result<()> {
     if !Path::new("/proc/self/fd").is_dir() {
         bail!("/proc is not mounted: SQLite databases cannot be opened through a directory handle");

@@ -12,7 +12,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use super::{explain, now_ms, Db};
 use crate::states::{Status, Strategy, Terminal};
-pub use crate::store::edited::EditedFile;
+pub(super) use crate::store::edited::EditedFile;
 
 /// One row of `upgrade_history`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
@@ -112,18 +112,18 @@ impl UpgradeRecord {
     }
 
     /// Whether the upgrade reached one of the three terminal states.
-    pub fn is_terminal(&self) -> bool {
+    pub(crate) fn is_terminal(&self) -> bool {
         self.status.is_terminal()
     }
 
     /// The upgrade this row rolls back, when it is an operator's `rollback`.
-    pub fn rollback_of(&self) -> Option<&str> {
+    pub(crate) fn rollback_of(&self) -> Option<&str> {
         self.initiated_by.as_deref()?.strip_prefix(ROLLBACK_OF)
     }
 }
 
 /// How the row of an operator's `rollback` says what it rolls back: `rollback of <id>`.
-pub const ROLLBACK_OF: &str = "rollback of ";
+pub(crate) const ROLLBACK_OF: &str = "rollback of ";
 
 /// A JSON list of strings in a column; empty when absent.
 fn json_list(column: Option<String>) -> Vec<String> {
@@ -143,7 +143,7 @@ pub struct Event {
 
 /// What preflight records about the deployment an upgrade works on.
 #[derive(Debug, Clone, Default)]
-pub struct DeploymentRecord {
+pub(crate) struct DeploymentRecord {
     pub from_version: Option<String>,
     pub container: Option<String>,
     pub service: Option<String>,
@@ -156,7 +156,7 @@ pub struct DeploymentRecord {
 
 /// What a rebuild records before it moves the checkout.
 #[derive(Debug, Clone, Default)]
-pub struct CommitsRecord {
+pub(crate) struct CommitsRecord {
     pub previous: String,
     pub target: String,
     pub previous_subject: String,
@@ -172,13 +172,13 @@ impl Db {
         self.query_records(&sql, params![limit as i64])
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<UpgradeRecord>> {
+    pub(crate) fn get(&self, id: &str) -> Result<Option<UpgradeRecord>> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE id = ?1");
         Ok(self.query_records(&sql, params![id])?.pop())
     }
 
     /// The newest upgrade with this status.
-    pub fn latest_with_status(&self, status: Status) -> Result<Option<UpgradeRecord>> {
+    pub(crate) fn latest_with_status(&self, status: Status) -> Result<Option<UpgradeRecord>> {
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE status = ?1 ORDER BY startedAt DESC, rowid DESC LIMIT 1"
         );
@@ -186,7 +186,7 @@ impl Db {
     }
 
     /// Upgrades not in a terminal state (interrupted or still running).
-    pub fn unfinished(&self) -> Result<Vec<UpgradeRecord>> {
+    pub(crate) fn unfinished(&self) -> Result<Vec<UpgradeRecord>> {
         let sql =
             format!("SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE status NOT IN (?1, ?2, ?3) ORDER BY startedAt");
         self.query_records(&sql, params![Status::Complete, Status::RolledBack, Status::Failed])
@@ -194,7 +194,7 @@ impl Db {
 
     /// Versions rolled back on this host with no complete upgrade to them since
     /// (a leading `v` dropped): an automatic upgrade skips them.
-    pub fn quarantined_versions(&self) -> Result<Vec<String>> {
+    pub(crate) fn quarantined_versions(&self) -> Result<Vec<String>> {
         let mut stmt = self
             .conn
             .prepare(
@@ -212,7 +212,7 @@ impl Db {
 
     /// When the image `image_id` was last rolled back on this host with no
     /// complete upgrade to it since: a quarantine by image, for what says no version.
-    pub fn image_rolled_back_at(&self, image_id: &str) -> Result<Option<i64>> {
+    pub(crate) fn image_rolled_back_at(&self, image_id: &str) -> Result<Option<i64>> {
         self.conn
             .query_row(
                 "SELECT max(r.startedAt) FROM upgrade_history r WHERE r.status = ?1 AND r.newImageId = ?3 \
@@ -276,7 +276,7 @@ impl Db {
 
     /// Reopens an upgrade that was interrupted before its switch, to run it again
     /// under the same id (its events keep the interruption).
-    pub fn reopen_upgrade(&self, upgrade_id: &str, pid: i64) -> Result<()> {
+    pub(crate) fn reopen_upgrade(&self, upgrade_id: &str, pid: i64) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE upgrade_history SET status = ?4, progress = 0, completedAt = NULL, errorMessage = NULL, \
@@ -308,7 +308,7 @@ impl Db {
     }
 
     /// What preflight found: the running version and where it runs.
-    pub fn record_deployment(&self, upgrade_id: &str, deployment: &DeploymentRecord) -> Result<()> {
+    pub(crate) fn record_deployment(&self, upgrade_id: &str, deployment: &DeploymentRecord) -> Result<()> {
         self.set_fields(
             upgrade_id,
             &[
@@ -324,13 +324,13 @@ impl Db {
     }
 
     /// The containers stopped for the final pass of the backup (empty once they run again).
-    pub fn record_stopped_containers(&self, upgrade_id: &str, ids: &[String]) -> Result<()> {
+    pub(crate) fn record_stopped_containers(&self, upgrade_id: &str, ids: &[String]) -> Result<()> {
         let ids = (!ids.is_empty()).then(|| serde_json::to_string(ids).unwrap_or_default());
         self.set_fields(upgrade_id, &[("stoppedContainers", ids.into())])
     }
 
     /// Swarm: the moved services' specs before the upgrade (written before the first update).
-    pub fn record_swarm_services(&self, upgrade_id: &str, services_json: &str) -> Result<()> {
+    pub(crate) fn record_swarm_services(&self, upgrade_id: &str, services_json: &str) -> Result<()> {
         self.set_fields(upgrade_id, &[("swarmServices", services_json.to_string().into())])
     }
 
@@ -343,7 +343,7 @@ impl Db {
     }
 
     /// Pull: the image the service ran, kept under the rollback tag, and the reference that moves.
-    pub fn record_previous_image(
+    pub(crate) fn record_previous_image(
         &self,
         upgrade_id: &str,
         image_id: &str,
@@ -361,7 +361,7 @@ impl Db {
     }
 
     /// Pull: the image the upgrade fetched.
-    pub fn record_new_image(&self, upgrade_id: &str, image_id: &str, digest: Option<&str>) -> Result<()> {
+    pub(crate) fn record_new_image(&self, upgrade_id: &str, image_id: &str, digest: Option<&str>) -> Result<()> {
         self.set_fields(
             upgrade_id,
             &[("newImageId", image_id.to_string().into()), ("newDigest", digest.map(str::to_string).into())],
@@ -369,7 +369,7 @@ impl Db {
     }
 
     /// Rebuild: the commits moved between and the images kept for a rollback.
-    pub fn record_commits(&self, upgrade_id: &str, commits: &CommitsRecord) -> Result<()> {
+    pub(crate) fn record_commits(&self, upgrade_id: &str, commits: &CommitsRecord) -> Result<()> {
         self.set_fields(
             upgrade_id,
             &[
@@ -385,7 +385,12 @@ impl Db {
     /// An operator's `rollback`: what it puts back, copied from the upgrade it
     /// undoes before anything is stopped, and marked switched, so that if it is
     /// killed, recovery finishes it from this row alone.
-    pub fn record_rollback_point(&self, upgrade_id: &str, of: &UpgradeRecord, restores: Option<&Path>) -> Result<()> {
+    pub(crate) fn record_rollback_point(
+        &self,
+        upgrade_id: &str,
+        of: &UpgradeRecord,
+        restores: Option<&Path>,
+    ) -> Result<()> {
         self.set_fields(
             upgrade_id,
             &[
@@ -404,14 +409,14 @@ impl Db {
     }
 
     /// Pull: the release family as it ran (written before anything is tagged or pulled).
-    pub fn record_family(&self, upgrade_id: &str, family_json: &str) -> Result<()> {
+    pub(crate) fn record_family(&self, upgrade_id: &str, family_json: &str) -> Result<()> {
         self.set_fields(upgrade_id, &[("family", family_json.to_string().into())])
     }
 
     /// The operator's files an upgrade is about to edit, with their bytes
     /// before and after: written before the first of them changes, so that a
     /// rollback or recovery can always put them back.
-    pub fn record_edited_files(&self, upgrade_id: &str, files: &[EditedFile]) -> Result<()> {
+    pub(crate) fn record_edited_files(&self, upgrade_id: &str, files: &[EditedFile]) -> Result<()> {
         for file in files {
             self.conn
                 .execute(
@@ -424,7 +429,7 @@ impl Db {
     }
 
     /// The files an upgrade edited, as recorded before it edited them.
-    pub fn edited_files(&self, upgrade_id: &str) -> Result<Vec<EditedFile>> {
+    pub(crate) fn edited_files(&self, upgrade_id: &str) -> Result<Vec<EditedFile>> {
         let mut stmt = self
             .conn
             .prepare("SELECT path, original, edited FROM edited_files WHERE upgradeId = ?1 ORDER BY path")
@@ -443,12 +448,12 @@ impl Db {
     }
 
     /// Written before the switch: from here on an interruption is rolled back, never abandoned.
-    pub fn mark_switched(&self, upgrade_id: &str, to_version: &str) -> Result<()> {
+    pub(crate) fn mark_switched(&self, upgrade_id: &str, to_version: &str) -> Result<()> {
         self.set_fields(upgrade_id, &[("toVersion", to_version.to_string().into()), ("switched", true.into())])
     }
 
     /// A log line that is not a transition.
-    pub fn append_log(&self, upgrade_id: &str, message: &str) -> Result<()> {
+    pub(crate) fn append_log(&self, upgrade_id: &str, message: &str) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE upgrade_history SET logs = json_insert(logs, '$[#]', ?2), updatedAt = ?3 WHERE id = ?1",
@@ -481,13 +486,8 @@ impl Db {
         )
     }
 
-    /// Updates the heartbeat of a running upgrade.
-    pub fn heartbeat(&self, upgrade_id: &str) -> Result<()> {
-        self.set_fields(upgrade_id, &[("updatedAt", now_ms().into())])
-    }
-
     /// The backup of the last complete upgrade, which retention never deletes.
-    pub fn protected_backup(&self) -> Result<Option<String>> {
+    pub(crate) fn protected_backup(&self) -> Result<Option<String>> {
         self.conn
             .query_row(
                 "SELECT backupPath FROM upgrade_history WHERE status = ?1 AND backupPath IS NOT NULL \

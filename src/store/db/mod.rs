@@ -10,7 +10,7 @@
 mod history;
 mod requests;
 mod schema;
-pub mod unrecorded;
+pub(crate) mod unrecorded;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,14 +19,15 @@ use anyhow::{anyhow, Context, Result};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-pub use self::history::{CommitsRecord, DeploymentRecord, Event, UpgradeRecord, ROLLBACK_OF};
-pub use self::requests::QueuedRequest;
+pub use self::history::UpgradeRecord;
+pub(crate) use self::history::{CommitsRecord, DeploymentRecord, Event, ROLLBACK_OF};
+pub(crate) use self::requests::QueuedRequest;
 pub use self::schema::schema_version;
 use self::schema::MIGRATIONS;
 use crate::states::{RequestState, Status, Strategy};
 
 /// Milliseconds since the epoch, the unit of every timestamp column.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -52,7 +53,7 @@ impl Db {
     }
 
     /// A database that lives only as long as the value: what a dry run journals into, so it leaves nothing behind.
-    pub fn in_memory() -> Result<Db> {
+    pub(crate) fn in_memory() -> Result<Db> {
         let path = PathBuf::from(":memory:");
         let conn = Connection::open_in_memory().map_err(|e| explain(&path, e))?;
         let mut db = Db { conn, path };
@@ -61,7 +62,7 @@ impl Db {
     }
 
     /// Opens an existing database for reading only; `None` when there is none yet.
-    pub fn open_read_only(path: &Path) -> Result<Option<Db>> {
+    pub(crate) fn open_read_only(path: &Path) -> Result<Option<Db>> {
         if !path.exists() {
             return Ok(None);
         }
@@ -92,7 +93,7 @@ impl Db {
         Ok(Some(db))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 

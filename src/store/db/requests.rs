@@ -11,7 +11,7 @@ use crate::states::RequestState;
 /// One row of `requests`: what a trigger asked for, and what became of it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct QueuedRequest {
+pub(crate) struct QueuedRequest {
     pub upgrade_id: String,
     pub version: String,
     pub backup: bool,
@@ -43,7 +43,7 @@ impl QueuedRequest {
 
 impl Db {
     /// Records a request from a trigger; `false` when its upgrade id was seen before (a duplicate).
-    pub fn insert_request(&self, request: &QueuedRequest) -> Result<bool> {
+    pub(crate) fn insert_request(&self, request: &QueuedRequest) -> Result<bool> {
         let inserted = self
             .conn
             .execute(
@@ -66,7 +66,7 @@ impl Db {
     }
 
     /// The state of the request behind an upgrade, when one (a trigger, a check) asked for it.
-    pub fn request_state(&self, upgrade_id: &str) -> Result<Option<RequestState>> {
+    pub(crate) fn request_state(&self, upgrade_id: &str) -> Result<Option<RequestState>> {
         self.conn
             .query_row("SELECT state FROM requests WHERE upgradeId = ?1", [upgrade_id], |r| r.get(0))
             .optional()
@@ -74,7 +74,7 @@ impl Db {
     }
 
     /// The oldest request still waiting for its upgrade.
-    pub fn next_queued(&self) -> Result<Option<QueuedRequest>> {
+    pub(crate) fn next_queued(&self) -> Result<Option<QueuedRequest>> {
         self.conn
             .query_row(
                 "SELECT upgradeId, version, backup, force, source, raw, receivedAt, state, reason FROM requests \
@@ -87,7 +87,7 @@ impl Db {
     }
 
     /// Whether a request is waiting or running.
-    pub fn has_pending_request(&self) -> Result<bool> {
+    pub(crate) fn has_pending_request(&self) -> Result<bool> {
         self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM requests WHERE state IN (?1, ?2))",
@@ -98,7 +98,7 @@ impl Db {
     }
 
     /// Every request, oldest first (for `status` and tests).
-    pub fn requests(&self) -> Result<Vec<QueuedRequest>> {
+    pub(crate) fn requests(&self) -> Result<Vec<QueuedRequest>> {
         let mut stmt = self
             .conn
             .prepare(
@@ -110,7 +110,7 @@ impl Db {
     }
 
     /// Moves a request along: `queued` → `running` → `done` (or back to `queued`).
-    pub fn set_request_state(&self, upgrade_id: &str, state: RequestState, reason: Option<&str>) -> Result<()> {
+    pub(crate) fn set_request_state(&self, upgrade_id: &str, state: RequestState, reason: Option<&str>) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE requests SET state = ?2, reason = ?3 WHERE upgradeId = ?1",

@@ -17,7 +17,7 @@ use crate::store::files;
 /// One outcome waiting to be recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct Unrecorded {
+pub(crate) struct Unrecorded {
     pub upgrade_id: String,
     pub status: crate::states::Status,
     pub message: String,
@@ -29,7 +29,7 @@ fn dir_for(db_path: &Path) -> PathBuf {
 }
 
 /// Keeps an outcome beside the database at `db_path`; the file's path.
-pub fn keep(
+pub(crate) fn keep(
     db_path: &Path,
     upgrade_id: &str,
     terminal: Terminal,
@@ -50,7 +50,7 @@ pub fn keep(
 }
 
 /// Records every kept outcome whose upgrade the database still shows unfinished, and removes its file.
-pub fn record_kept(db: &mut Db) -> Result<Vec<Unrecorded>> {
+pub(crate) fn record_kept(db: &mut Db) -> Result<Vec<Unrecorded>> {
     let dir = dir_for(db.path());
     let Ok(entries) = fs::read_dir(&dir) else { return Ok(Vec::new()) };
     let mut recorded = Vec::new();

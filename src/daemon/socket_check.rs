@@ -43,16 +43,16 @@ enum Ask {
 }
 
 /// The socket check's thread and the way to hand it requests.
-pub struct SocketTests {
+pub(super) struct SocketChecks {
     dir: Arc<SharedDir>,
     ui: Ui,
     asks: Option<Sender<Ask>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl SocketTests {
+impl SocketChecks {
     /// Starts the thread that answers requests in `dir`.
-    pub fn start(dir: Arc<SharedDir>, config: &Config, ui: &Ui) -> SocketTests {
+    pub(super) fn start(dir: Arc<SharedDir>, config: &Config, ui: &Ui) -> SocketChecks {
         let (asks, received) = mpsc::channel();
         let checks = Checks {
             docker: Docker::new(&config.docker, Runner::new(false)),
@@ -65,12 +65,12 @@ impl SocketTests {
             .spawn(move || answer_requests(&received, &checks, &answers, &log))
             .map_err(|e| ui.warn(format!("cannot start the Docker socket check ({e}); its requests stay unanswered")))
             .ok();
-        SocketTests { dir, ui: ui.clone(), asks: thread.is_some().then_some(asks), thread }
+        SocketChecks { dir, ui: ui.clone(), asks: thread.is_some().then_some(asks), thread }
     }
 
     /// Takes the request waiting in the trigger directory, if there is one: removes
     /// it (as the name it is, never followed) and hands it to the thread.
-    pub fn take_request(&self) {
+    pub(super) fn take_request(&self) {
         let ask = match self.dir.entry(SOCKET_TEST_REQUEST) {
             Ok(Entry::Missing) => return,
             Ok(Entry::File { .. }) => Ask::Check,
@@ -90,7 +90,7 @@ impl SocketTests {
     }
 }
 
-impl Drop for SocketTests {
+impl Drop for SocketChecks {
     /// Lets a running check finish its answer (each command is bounded), then ends the thread.
     fn drop(&mut self) {
         drop(self.asks.take());

@@ -6,32 +6,42 @@
 //!
 //! A label the *image* carries is ignored: labels are the operator's, written
 //! in the compose file, and an image must not choose how its own data is backed up.
+//!
+//! Here: the data set ([`DataSet`], [`data_set`]) and the hooks' argv.
+//! Inside: `copy` backs the set up and restores it, `hold` stops and starts
+//! its services, `placement` says where a Swarm stack's data may be.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::Result;
 
 use crate::config::Config;
 use crate::engine::discover::is_data_mount;
-use crate::engine::halt::{self, Halt};
+use crate::engine::halt::Halt;
 use crate::engine::stores;
 use crate::exit::usage;
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Container, Docker};
-use crate::ops::swarm::{Service, Swarm, SERVICE_LABEL, STACK_LABEL};
+use crate::ops::swarm::{Service, Swarm, STACK_LABEL};
 use crate::states::BackupMode;
-use crate::store::backup::{self, Created, Progress, Source};
+use crate::store::backup::Source;
+
+mod copy;
+mod hold;
+pub(crate) mod placement;
+
+pub(crate) use self::copy::{back_up, restore_with_owners_stopped, services_in, Observer, Target};
+pub(crate) use self::hold::{start_containers, stop_containers, STOP_GRACE};
 
 /// The label choosing a service's backup mode, and its hooks' labels.
-pub const MODE_LABEL: &str = "upgraderd.backup";
-pub const PRE_LABEL: &str = "upgraderd.backup.pre";
-pub const POST_LABEL: &str = "upgraderd.backup.post";
+pub(crate) const MODE_LABEL: &str = "upgraderd.backup";
+pub(crate) const PRE_LABEL: &str = "upgraderd.backup.pre";
+pub(crate) const POST_LABEL: &str = "upgraderd.backup.post";
 
 /// One container of the project and the data it keeps.
 #[derive(Debug, Clone)]
-pub struct ServiceData {
+pub(crate) struct ServiceData {
     pub service: String,
     /// The container's id (where hooks run).
     pub container: String,
@@ -44,13 +54,12 @@ pub struct ServiceData {
     pub post: Option<Vec<String>>,
     /// The services it depends on (compose v2 records them on the container).
     pub depends_on: Vec<String>,
-    pub has_healthcheck: bool,
     pub sources: Vec<Source>,
 }
 
 /// Everything a backup of the project covers.
 #[derive(Debug, Clone, Default)]
-pub struct DataSet {
+pub(crate) struct DataSet {
     pub services: Vec<ServiceData>,
     /// Configured data paths no service mounts.
     pub unowned: Vec<Source>,
@@ -60,7 +69,7 @@ pub struct DataSet {
 
 impl DataSet {
     /// Every data path, each once.
-    pub fn sources(&self) -> Vec<Source> {
+    pub(crate) fn sources(&self) -> Vec<Source> {
         let mut sources: Vec<Source> = Vec::new();
         for source in self.services.iter().flat_map(|s| &s.sources).chain(&self.unowned) {
             if !sources.iter().any(|s| s.path == source.path) {
@@ -70,22 +79,22 @@ impl DataSet {
         sources
     }
 
-    pub fn paths(&self) -> Vec<PathBuf> {
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
         self.sources().into_iter().map(|s| s.path).collect()
     }
 
     /// The containers of `stop`-mode services that hold data.
-    pub fn stop_mode(&self) -> impl Iterator<Item = &ServiceData> {
+    pub(crate) fn stop_mode(&self) -> impl Iterator<Item = &ServiceData> {
         self.services.iter().filter(|s| s.mode == BackupMode::Stop && !s.sources.is_empty())
     }
 
     /// The containers of these services.
-    pub fn of_services<'a>(&'a self, services: &'a [String]) -> impl Iterator<Item = &'a ServiceData> {
+    pub(crate) fn of_services<'a>(&'a self, services: &'a [String]) -> impl Iterator<Item = &'a ServiceData> {
         self.services.iter().filter(move |s| services.contains(&s.service))
     }
 
     /// One line per service for the log: `db (stop, image postgres): /var/lib/docker/volumes/…`.
-    pub fn describe(&self) -> Vec<String> {
+    pub(crate) fn describe(&self) -> Vec<String> {
         let mut lines: Vec<String> = self
             .services
             .iter()
@@ -104,7 +113,7 @@ impl DataSet {
 /// The project's data set: every service's writable volumes and bind mounts
 /// (or `UPGRADERD_DATA_DIR`, attributed to the service that mounts it), each
 /// service with its mode, minus `skip` services and `UPGRADERD_BACKUP_EXCLUDE`.
-pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<DataSet> {
+pub(crate) fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<DataSet> {
     let containers = project_containers(docker, project)?;
     let stack = stack_services(docker, project)?;
     let replicas: BTreeMap<&str, u64> =
@@ -156,7 +165,6 @@ pub fn data_set(config: &Config, docker: &Docker, project: &Project) -> Result<D
             pre,
             post,
             depends_on: depends_on(container),
-            has_healthcheck: container.state.health.is_some(),
             sources,
         });
     }
@@ -301,7 +309,7 @@ fn hook_argv(service: &str, label: &str, text: &str) -> Result<Vec<String>> {
 /// Splits a command line into words: blanks separate, `'…'` is literal,
 /// `"…"` keeps blanks and takes `\` before `"`, `\` or `$`, and `\` outside
 /// quotes escapes the next character. Nothing is expanded.
-pub fn split_command(text: &str) -> std::result::Result<Vec<String>, String> {
+pub(crate) fn split_command(text: &str) -> std::result::Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;
     let mut chars = text.chars();
@@ -354,318 +362,9 @@ pub fn split_command(text: &str) -> std::result::Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// The order to start `services` in: each after the services it depends on
-/// (those in the list); otherwise as given.
-pub fn start_order(services: &[ServiceData]) -> Vec<ServiceData> {
-    let mut left: Vec<ServiceData> = services.to_vec();
-    let mut ordered: Vec<ServiceData> = Vec::new();
-    while !left.is_empty() {
-        let ready = left.iter().position(|s| {
-            s.depends_on.iter().all(|d| !left.iter().any(|other| &other.service == d && other.service != s.service))
-        });
-        // A cycle (compose refuses them) would leave none ready: take the first as given.
-        ordered.push(left.remove(ready.unwrap_or(0)));
-    }
-    ordered
-}
-
-/// Runs a hook in a service's running container.
-fn run_hook(docker: &Docker, service: &ServiceData, container: &str, label: &str, argv: &[String]) -> Result<()> {
-    let cmd = docker.exec(container, argv);
-    docker.runner().run(&cmd).map_err(|e| anyhow!("{} of service {}: {e}", label, service.service))?;
-    Ok(())
-}
-
-/// The container a service's hook runs in now: the one the data set found,
-/// or for a Swarm service scaled to 0 and back since (its `stop` mode), a task
-/// container of it running on this node: Swarm replaced the one found.
-fn hook_container(docker: &Docker, service: &ServiceData) -> Result<String> {
-    let Halt::SwarmService { name, .. } = &service.halt else { return Ok(service.container.clone()) };
-    let running = docker.containers_with_label(SERVICE_LABEL, name, false)?;
-    if running.iter().any(|c| c.id == service.container) {
-        return Ok(service.container.clone());
-    }
-    running.into_iter().next().map(|c| c.id).ok_or_else(|| anyhow!("no task of Swarm service {name} runs on this node"))
-}
-
-/// Stops these services' containers (or Swarm services), dependents first
-/// (the reverse of their start order), adding each one to `stopped` (as its
-/// [`Halt`] token) and telling the observer before it is asked to stop, so
-/// that the caller, or recovery after a kill, can start them again whatever
-/// happens. A failure stops nothing more.
-pub fn stop_containers(
-    docker: &Docker,
-    services: &[ServiceData],
-    stopped: &mut Vec<String>,
-    observer: &mut dyn Observer,
-) -> Result<()> {
-    for service in start_order(services).iter().rev() {
-        let token = service.halt.token();
-        if stopped.contains(&token) {
-            continue;
-        }
-        observer.log(&format!("Stopping {} ({})", service.service, service.halt.describe()));
-        // Counted as stopped before it is asked to stop: a stop that fails half-way (a Swarm
-        // service scaled to 0 whose tasks did not drain in time) is started again all the same.
-        // When recording it fails, the caller starts a service that never stopped: a start of a
-        // running container, or a scale to the replicas it has, which changes nothing.
-        stopped.push(token);
-        observer.stopped(stopped)?;
-        halt::stop(docker, &service.halt, STOP_GRACE)
-            .map_err(|e| anyhow!("stopping {} failed: {e:#}", service.service))?;
-    }
-    Ok(())
-}
-
-/// How long a stopped service has to shut down cleanly before it is killed.
-pub const STOP_GRACE: Duration = Duration::from_secs(30);
-
-/// Starts what `tokens` stopped again and waits until each is ready (see
-/// [`halt::wait_ready`]; `timeout` is `UPGRADERD_START_TIMEOUT`): all at once,
-/// but a service after the ones it depends on, each group awaited together.
-pub fn start_containers(
-    docker: &Docker,
-    tokens: &[String],
-    services: &[ServiceData],
-    timeout: Option<Duration>,
-    log: &mut dyn FnMut(&str),
-) -> Result<()> {
-    let mut known: Vec<ServiceData> =
-        start_order(services).into_iter().filter(|s| tokens.contains(&s.halt.token())).collect();
-    // Several replicas of one Swarm service share its halt: it is started once.
-    known.dedup_by(|a, b| a.halt == b.halt);
-    let mut waves: Vec<Vec<(String, Halt)>> =
-        start_waves(&known).into_iter().map(|w| w.into_iter().map(|s| (s.service, s.halt)).collect()).collect();
-    // What recovery found recorded but no longer in the project: started together, last.
-    let unknown: Vec<(String, Halt)> = tokens
-        .iter()
-        .filter(|token| !known.iter().any(|s| &s.halt.token() == *token))
-        .map(|token| (Halt::from_token(token).describe(), Halt::from_token(token)))
-        .collect();
-    if !unknown.is_empty() {
-        waves.push(unknown);
-    }
-    let mut failures = Vec::new();
-    for wave in waves {
-        let names: Vec<&str> = wave.iter().map(|(name, _)| name.as_str()).collect();
-        log(&format!("Starting {} again", names.join(", ")));
-        let began = Instant::now();
-        let mut started = Vec::new();
-        for (name, halt) in &wave {
-            match halt::start(docker, halt) {
-                Ok(()) => started.push((name, halt)),
-                Err(e) => failures.push(format!("{name}: {e:#}")),
-            }
-        }
-        let results: Vec<(String, Result<halt::Ready>)> = std::thread::scope(|scope| {
-            let waits: Vec<_> = started
-                .iter()
-                .map(|(name, halt)| (name.to_string(), scope.spawn(|| halt::wait_ready(docker, halt, timeout))))
-                .collect();
-            waits.into_iter().map(|(name, wait)| (name, wait.join().unwrap_or_else(|_| bail!("panicked")))).collect()
-        });
-        for (name, result) in results {
-            match result {
-                Ok(ready) => {
-                    log(&format!("{name} ready ({}) after {:.1}s", ready.describe(), began.elapsed().as_secs_f64()))
-                }
-                Err(e) => failures.push(format!("{name}: {e:#}")),
-            }
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        bail!("starting again failed: {}", failures.join("; "))
-    }
-}
-
-/// `services` in groups that can start together: each group's services
-/// depend on none of the ones in later groups.
-pub fn start_waves(services: &[ServiceData]) -> Vec<Vec<ServiceData>> {
-    let mut left: Vec<ServiceData> = services.to_vec();
-    let mut waves = Vec::new();
-    while !left.is_empty() {
-        let waits = |s: &ServiceData| {
-            s.depends_on.iter().any(|d| left.iter().any(|other| &other.service == d && other.service != s.service))
-        };
-        let (mut wave, rest): (Vec<ServiceData>, Vec<ServiceData>) = left.iter().cloned().partition(|s| !waits(s));
-        if wave.is_empty() {
-            // A cycle (compose refuses them) would leave none ready: take the first as given.
-            wave = vec![left[0].clone()];
-            left.remove(0);
-        } else {
-            left = rest;
-        }
-        waves.push(wave);
-    }
-    waves
-}
-
-/// What a consistent backup reports as it goes.
-pub trait Observer {
-    fn log(&mut self, line: &str);
-    /// The containers stopped now (after each change), to be started again if upgraderd dies.
-    fn stopped(&mut self, ids: &[String]) -> Result<()>;
-    fn progress(&mut self, progress: Progress);
-}
-
-/// Backs up `set` so that it holds every write committed until the services
-/// were stopped: the `pre` hooks, a first pass while everything serves, then
-/// the `stop`-mode services and `keep_stopped` (an upgrade's moved services)
-/// stopped for a final pass of what changed, then the `stop`-mode services
-/// started again (and waited for) and the `post` hooks of those running.
-/// `stopped` holds what is stopped at any moment, also when this fails;
-/// `keep_stopped` stays stopped on success.
-pub fn back_up(
-    docker: &Docker,
-    set: &DataSet,
-    keep_stopped: &[ServiceData],
-    target: &Target<'_>,
-    stopped: &mut Vec<String>,
-    observer: &mut dyn Observer,
-) -> Result<Created> {
-    for line in set.describe() {
-        observer.log(&format!("Data: {line}"));
-    }
-    run_hooks(docker, set, PRE_LABEL, |s| &s.pre, stopped, observer)?;
-    let began = Instant::now();
-    let first = backup::begin(&set.sources(), target.dir, target.reason.clone(), &mut |p| observer.progress(p))?;
-    for warning in first.warnings() {
-        observer.log(warning);
-    }
-    let logged = first.warnings().len();
-    observer.log(&format!("First pass, while serving: {:.1}s", began.elapsed().as_secs_f64()));
-    let keep: Vec<&str> = keep_stopped.iter().map(|s| s.service.as_str()).collect();
-    let stop_mode: Vec<ServiceData> =
-        set.stop_mode().filter(|s| !keep.contains(&s.service.as_str())).cloned().collect();
-    // The kept ones (the app) last in the list: stopped first, before what they depend on.
-    let to_stop: Vec<ServiceData> = stop_mode.iter().chain(keep_stopped).cloned().collect();
-    let stopping = Instant::now();
-    stop_containers(docker, &to_stop, stopped, observer)?;
-    let final_began = Instant::now();
-    let created = first.finish_after_final_pass(&mut |p| observer.progress(p))?;
-    let final_took = final_began.elapsed();
-    // The archive's warnings begin with the first pass's, logged above: each is logged once.
-    for warning in created.warnings.iter().skip(logged) {
-        observer.log(warning);
-    }
-    let again: Vec<String> = stop_mode.iter().map(|s| s.halt.token()).collect();
-    let started = start_containers(docker, &again, &stop_mode, target.start_timeout, &mut |line| observer.log(line));
-    stopped.retain(|id| !again.contains(id) || started.is_err());
-    observer.stopped(stopped)?;
-    started?;
-    let held: Vec<&str> = stop_mode.iter().map(|s| s.service.as_str()).collect();
-    observer.log(&match held.is_empty() {
-        true => format!("Final pass: {:.1}s", final_took.as_secs_f64()),
-        false => format!(
-            "Final pass: {:.1}s; {} stopped for {:.1}s",
-            final_took.as_secs_f64(),
-            held.join(", "),
-            stopping.elapsed().as_secs_f64()
-        ),
-    });
-    run_hooks(docker, set, POST_LABEL, |s| &s.post, stopped, observer)?;
-    Ok(created)
-}
-
-/// Where a backup goes and how long a restarted service has to come back.
-pub struct Target<'a> {
-    pub dir: &'a Path,
-    pub reason: backup::Reason,
-    pub start_timeout: Option<Duration>,
-}
-
-/// Runs `label`'s hook in every running service that has one; a stopped service's is skipped.
-fn run_hooks(
-    docker: &Docker,
-    set: &DataSet,
-    label: &str,
-    hook: fn(&ServiceData) -> &Option<Vec<String>>,
-    stopped: &[String],
-    observer: &mut dyn Observer,
-) -> Result<()> {
-    let mut hooked: Vec<String> = Vec::new();
-    for service in &set.services {
-        let Some(argv) = hook(service) else { continue };
-        if stopped.contains(&service.halt.token()) {
-            observer.log(&format!("{label} of {} skipped: it is stopped for the switch", service.service));
-            continue;
-        }
-        let container =
-            hook_container(docker, service).map_err(|e| anyhow!("{label} of {}: {e:#}", service.service))?;
-        // Replicas of a Swarm service found in one container since its scale-up run its hook once.
-        if hooked.contains(&container) {
-            continue;
-        }
-        observer.log(&format!("Running {label} in {}: {}", service.service, argv.join(" ")));
-        run_hook(docker, service, &container, label, argv)?;
-        hooked.push(container);
-    }
-    Ok(())
-}
-
-/// Restores `archive` over its data paths with every running service whose
-/// data it replaces stopped (but those in `already_stopped`), then starts them
-/// again, each after what it depends on, and waits for them: nothing is ever
-/// restored under a running container. `left_stopped` (halt tokens an
-/// interrupted earlier attempt recorded) is started again with them. What is
-/// stopped is told to the observer as it changes. A failed restore leaves the
-/// data as it was, and the services are started again all the same.
-pub fn restore_with_owners_stopped(
-    config: &Config,
-    docker: &Docker,
-    project: &Project,
-    archive: &Path,
-    already_stopped: &[String],
-    left_stopped: &[String],
-    observer: &mut dyn Observer,
-) -> Result<backup::Restored> {
-    let owners = owners_of(config, docker, project, archive, already_stopped)?;
-    let mut stopped = left_stopped.to_vec();
-    let halted = stop_containers(docker, &owners, &mut stopped, observer);
-    let restored = halted.and_then(|()| backup::restore(archive, &backup::Destination::Original, &mut |_| {}));
-    let started = start_containers(docker, &stopped, &owners, config.start_timeout, &mut |l| observer.log(l));
-    if started.is_ok() {
-        // Not recorded, recovery starts again what runs already, which changes nothing: no
-        // reason to report a restore that went through as failed.
-        if let Err(e) = observer.stopped(&[]) {
-            observer.log(&format!("could not record that nothing is stopped any more: {e:#}"));
-        }
-    }
-    let restored = restored?;
-    started?;
-    Ok(restored)
-}
-
-/// The services, but `except`, whose data `archive` holds.
-fn owners_of(
-    config: &Config,
-    docker: &Docker,
-    project: &Project,
-    archive: &Path,
-    except: &[String],
-) -> Result<Vec<ServiceData>> {
-    let named = services_in(archive)?;
-    if named.is_empty() {
-        return Ok(Vec::new());
-    }
-    let set = data_set(config, docker, project)
-        .map_err(|e| e.context("finding the services whose data the backup replaces"))?;
-    Ok(set.services.into_iter().filter(|s| named.contains(&s.service) && !except.contains(&s.service)).collect())
-}
-
-/// The services a backup's data came from, as its metadata names them.
-pub fn services_in(archive: &Path) -> Result<Vec<String>> {
-    let meta = backup::read_meta(archive)?;
-    let mut named: Vec<String> = meta.roots.iter().filter_map(|r| r.service.clone()).collect();
-    named.sort();
-    named.dedup();
-    Ok(named)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::hold::start_order;
     use super::*;
 
     #[test]
@@ -690,7 +389,6 @@ mod tests {
             pre: None,
             post: None,
             depends_on: depends_on.iter().map(|s| s.to_string()).collect(),
-            has_healthcheck: false,
             sources: Vec::new(),
         }
     }

@@ -7,8 +7,12 @@
 //! it happened in ([`after_failure`], [`after_stop_request`]): before the
 //! switch nothing running was touched, so the attempt ends `failed`; from the
 //! switch on, the previous version and its data are put back.
+//!
+//! What the app's own request may ask (force, backup, a quarantined image,
+//! the operator's policy) is `app_request`'s.
 
-use std::cmp::Ordering;
+mod app_request;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -22,7 +26,7 @@ use crate::engine::journal::{keep_room, Journal};
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
-use crate::engine::{check, new_upgrade_id, recover, status, Outcome, Request, DRY_RUN_ID};
+use crate::engine::{new_upgrade_id, recover, status, Outcome, Request, DRY_RUN_ID};
 use crate::exit::usage;
 use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
@@ -34,11 +38,11 @@ use crate::store::db::{now_ms, Db, DeploymentRecord, UpgradeRecord};
 use crate::store::files;
 use crate::store::lock::Lock;
 use crate::ui::{human_bytes, Ui};
-use crate::version::{compare_versions, validate_version};
+use crate::version::validate_version;
 
 /// The steps of the runbook, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     Preflight,
     Backup,
     Fetch,
@@ -48,7 +52,7 @@ pub enum Step {
 
 /// What the attempt does next when a step fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// End `failed`: the running version and its data were not touched.
     Fail,
     /// Put the previous version and its data back.
@@ -56,7 +60,7 @@ pub enum Next {
 }
 
 /// A failed step before the switch changed nothing that runs; from the switch on, roll back.
-pub fn after_failure(step: Step) -> Next {
+pub(crate) fn after_failure(step: Step) -> Next {
     match step {
         Step::Preflight | Step::Backup | Step::Fetch => Next::Fail,
         Step::Switch | Step::Gate => Next::RollBack,
@@ -65,7 +69,7 @@ pub fn after_failure(step: Step) -> Next {
 
 /// A stop request (SIGTERM) abandons the attempt before the switch; once it
 /// began, the gate or the rollback finishes first so the host is never left half-switched.
-pub fn after_stop_request(step: Step) -> Option<Next> {
+pub(crate) fn after_stop_request(step: Step) -> Option<Next> {
     match step {
         Step::Preflight | Step::Backup | Step::Fetch => Some(Next::Fail),
         Step::Switch | Step::Gate => None,
@@ -73,7 +77,7 @@ pub fn after_stop_request(step: Step) -> Option<Next> {
 }
 
 /// Runs one upgrade attempt to its terminal state.
-pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
+pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
     validate_version(&request.target).map_err(usage)?;
     let command = format!("upgrade --to {}", request.target);
     // A dry run leaves nothing behind and names no id: it creates neither the state
@@ -135,11 +139,13 @@ pub fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// The runner of an attempt: child output streamed to the terminal, interruptible children stopped on request.
+/// The runner of an attempt: child output streamed through the caller's `ui`
+/// (so `-q` quiets it and `--json` makes it JSON lines), interruptible
+/// children stopped on request.
 fn runner_for(ui: &Ui, request: &Request) -> Runner {
-    let json = ui.json();
+    let ui = ui.clone();
     let runner = Runner::new(request.dry_run)
-        .with_sink(std::sync::Arc::new(move |source: &str, line: &str| Ui::new(json, 0).stream_line(source, line)));
+        .with_sink(std::sync::Arc::new(move |source: &str, line: &str| ui.stream_line(source, line)));
     match &request.shutdown {
         Some(shutdown) => runner.with_stop_flag(shutdown.requested.clone()),
         None => runner,
@@ -311,81 +317,6 @@ impl Attempt<'_, '_> {
         }
     }
 
-    /// The app only requests: its `force` and `backup: false` count where the operator opted in.
-    fn bind_app_request(&mut self) {
-        if self.request.force && !self.config.trigger_may_force {
-            self.force = false;
-            self.journal.log(
-                "The trigger asked to force the upgrade; ignored (set UPGRADERD_TRIGGER_MAY_FORCE=true to allow it)",
-            );
-        }
-        if !self.request.backup && !self.config.trigger_may_skip_backup {
-            self.backup_wanted = true;
-            self.journal.log(
-                "The trigger asked to skip the backup; ignored (set UPGRADERD_TRIGGER_MAY_SKIP_BACKUP=true to allow it)",
-            );
-        }
-    }
-
-    /// The operator's policy and quarantine bind what the app asks for, unless forced where allowed.
-    fn app_policy_problems(&self, current: Option<&str>) -> Vec<Problem> {
-        if !self.request.from_app || self.force || self.request.target == "latest" {
-            // `latest` is checked once the fetch says which version it is.
-            return Vec::new();
-        }
-        let refusal = check::rules(self.config, Some(&self.journal.db))
-            .map(|rules| check::app_request_refusal(&self.request.target, current, &rules));
-        match refusal {
-            Ok(None) => Vec::new(),
-            Ok(Some(why)) => vec![Problem::new("policy", why)],
-            Err(e) => vec![Problem::from_error("policy", &e)],
-        }
-    }
-
-    /// The app asked again for an image this host rolled back and has not run
-    /// complete since (`latest` with no version label says nothing else about
-    /// itself): refused, so a failing image is not switched to at every trigger.
-    /// The operator's `--force` (or the app's, where allowed) still may.
-    fn quarantined_image(&self, fetched: &Fetched) -> Option<String> {
-        if !self.request.from_app || self.force {
-            return None;
-        }
-        let image = fetched.image_id.as_deref()?;
-        let at = self.journal.db.image_rolled_back_at(image).ok().flatten()?;
-        let when = chrono::DateTime::from_timestamp_millis(at)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_default();
-        Some(format!(
-            "the image {} was rolled back on this host at {when} and has not run complete since; a new image, or \
-             `upgraderd upgrade --to {} --force`, goes ahead",
-            image, self.request.target
-        ))
-    }
-
-    /// `latest` asked for by the app: the fetched version must be within the operator's rules.
-    fn app_policy_refusal(&mut self, fetched: &Fetched) -> Option<String> {
-        if !self.request.from_app || self.force || self.request.target != "latest" {
-            return None;
-        }
-        let Some(version) = fetched.version.clone() else {
-            self.journal.log("The fetched version does not say which version it is; UPGRADERD_POLICY was not checked");
-            return None;
-        };
-        let rules = match check::rules(self.config, Some(&self.journal.db)) {
-            Ok(rules) => rules,
-            Err(e) => return Some(format!("{e:#}")),
-        };
-        let older =
-            compare_versions(&version, self.from_version.as_deref().unwrap_or_default()) == Some(Ordering::Less);
-        if older && !self.config.allow_downgrade {
-            return Some(format!(
-                "latest is {version}, older than the running {}; set UPGRADERD_ALLOW_DOWNGRADE=true to allow it",
-                self.from_version.as_deref().unwrap_or_default()
-            ));
-        }
-        check::app_request_refusal(&version, self.from_version.as_deref(), &rules)
-    }
-
     /// A one-shot service (a migration job) that ran with the new version: its output goes into the upgrade's log.
     fn log_finished_jobs(&mut self, docker: &Docker, project: &Project) {
         for service in project.services.iter().filter(|s| **s != project.service) {
@@ -433,7 +364,7 @@ impl Attempt<'_, '_> {
                 Err(err) => problems.push(Problem::from_error("backup", &err)),
             }
             let (config, docker, project) = (self.config, &deployment.docker, &deployment.project);
-            problems.extend(strategy::swarm::placement_problems(config, docker, project, true));
+            problems.extend(crate::engine::data::placement::placement_problems(config, docker, project, true));
         }
         self.from_version = current.clone();
         self.journal.set_versions(current.as_deref(), target);

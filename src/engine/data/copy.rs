@@ -1,0 +1,197 @@
+//! Backing up and restoring the data set consistently: the hooks, a first
+//! pass while everything serves, the final pass with the `stop`-mode services
+//! held, and a restore with every owner of the data stopped.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+
+use super::{data_set, start_containers, stop_containers, DataSet, ServiceData, POST_LABEL, PRE_LABEL};
+use crate::config::Config;
+use crate::engine::halt::Halt;
+use crate::ops::compose::Project;
+use crate::ops::docker::Docker;
+use crate::ops::swarm::SERVICE_LABEL;
+use crate::store::backup::{self, Created, Progress};
+
+/// What a consistent backup reports as it goes.
+pub(crate) trait Observer {
+    fn log(&mut self, line: &str);
+    /// The containers stopped now (after each change), to be started again if upgraderd dies.
+    fn stopped(&mut self, ids: &[String]) -> Result<()>;
+    fn progress(&mut self, progress: Progress);
+}
+
+/// Backs up `set` so that it holds every write committed until the services
+/// were stopped: the `pre` hooks, a first pass while everything serves, then
+/// the `stop`-mode services and `keep_stopped` (an upgrade's moved services)
+/// stopped for a final pass of what changed, then the `stop`-mode services
+/// started again (and waited for) and the `post` hooks of those running.
+/// `stopped` holds what is stopped at any moment, also when this fails;
+/// `keep_stopped` stays stopped on success.
+pub(crate) fn back_up(
+    docker: &Docker,
+    set: &DataSet,
+    keep_stopped: &[ServiceData],
+    target: &Target<'_>,
+    stopped: &mut Vec<String>,
+    observer: &mut dyn Observer,
+) -> Result<Created> {
+    for line in set.describe() {
+        observer.log(&format!("Data: {line}"));
+    }
+    run_hooks(docker, set, PRE_LABEL, |s| &s.pre, stopped, observer)?;
+    let began = Instant::now();
+    let first = backup::begin(&set.sources(), target.dir, target.reason.clone(), &mut |p| observer.progress(p))?;
+    for warning in first.warnings() {
+        observer.log(warning);
+    }
+    let logged = first.warnings().len();
+    observer.log(&format!("First pass, while serving: {:.1}s", began.elapsed().as_secs_f64()));
+    let keep: Vec<&str> = keep_stopped.iter().map(|s| s.service.as_str()).collect();
+    let stop_mode: Vec<ServiceData> =
+        set.stop_mode().filter(|s| !keep.contains(&s.service.as_str())).cloned().collect();
+    // The kept ones (the app) last in the list: stopped first, before what they depend on.
+    let to_stop: Vec<ServiceData> = stop_mode.iter().chain(keep_stopped).cloned().collect();
+    let stopping = Instant::now();
+    stop_containers(docker, &to_stop, stopped, observer)?;
+    let final_began = Instant::now();
+    let created = first.finish_after_final_pass(&mut |p| observer.progress(p))?;
+    let final_took = final_began.elapsed();
+    // The archive's warnings begin with the first pass's, logged above: each is logged once.
+    for warning in created.warnings.iter().skip(logged) {
+        observer.log(warning);
+    }
+    let again: Vec<String> = stop_mode.iter().map(|s| s.halt.token()).collect();
+    let started = start_containers(docker, &again, &stop_mode, target.start_timeout, &mut |line| observer.log(line));
+    stopped.retain(|id| !again.contains(id) || started.is_err());
+    observer.stopped(stopped)?;
+    started?;
+    let held: Vec<&str> = stop_mode.iter().map(|s| s.service.as_str()).collect();
+    observer.log(&match held.is_empty() {
+        true => format!("Final pass: {:.1}s", final_took.as_secs_f64()),
+        false => format!(
+            "Final pass: {:.1}s; {} stopped for {:.1}s",
+            final_took.as_secs_f64(),
+            held.join(", "),
+            stopping.elapsed().as_secs_f64()
+        ),
+    });
+    run_hooks(docker, set, POST_LABEL, |s| &s.post, stopped, observer)?;
+    Ok(created)
+}
+
+/// Where a backup goes and how long a restarted service has to come back.
+pub(crate) struct Target<'a> {
+    pub dir: &'a Path,
+    pub reason: backup::Reason,
+    pub start_timeout: Option<Duration>,
+}
+
+/// Runs `label`'s hook in every running service that has one; a stopped service's is skipped.
+fn run_hooks(
+    docker: &Docker,
+    set: &DataSet,
+    label: &str,
+    hook: fn(&ServiceData) -> &Option<Vec<String>>,
+    stopped: &[String],
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    let mut hooked: Vec<String> = Vec::new();
+    for service in &set.services {
+        let Some(argv) = hook(service) else { continue };
+        if stopped.contains(&service.halt.token()) {
+            observer.log(&format!("{label} of {} skipped: it is stopped for the switch", service.service));
+            continue;
+        }
+        let container =
+            hook_container(docker, service).map_err(|e| anyhow!("{label} of {}: {e:#}", service.service))?;
+        // Replicas of a Swarm service found in one container since its scale-up run its hook once.
+        if hooked.contains(&container) {
+            continue;
+        }
+        observer.log(&format!("Running {label} in {}: {}", service.service, argv.join(" ")));
+        run_hook(docker, service, &container, label, argv)?;
+        hooked.push(container);
+    }
+    Ok(())
+}
+
+/// Restores `archive` over its data paths with every running service whose
+/// data it replaces stopped (but those in `already_stopped`), then starts them
+/// again, each after what it depends on, and waits for them: nothing is ever
+/// restored under a running container. `left_stopped` (halt tokens an
+/// interrupted earlier attempt recorded) is started again with them. What is
+/// stopped is told to the observer as it changes. A failed restore leaves the
+/// data as it was, and the services are started again all the same.
+pub(crate) fn restore_with_owners_stopped(
+    config: &Config,
+    docker: &Docker,
+    project: &Project,
+    archive: &Path,
+    already_stopped: &[String],
+    left_stopped: &[String],
+    observer: &mut dyn Observer,
+) -> Result<backup::Restored> {
+    let owners = owners_of(config, docker, project, archive, already_stopped)?;
+    let mut stopped = left_stopped.to_vec();
+    let halted = stop_containers(docker, &owners, &mut stopped, observer);
+    let restored = halted.and_then(|()| backup::restore(archive, &backup::Destination::Original, &mut |_| {}));
+    let started = start_containers(docker, &stopped, &owners, config.start_timeout, &mut |l| observer.log(l));
+    if started.is_ok() {
+        // Not recorded, recovery starts again what runs already, which changes nothing: no
+        // reason to report a restore that went through as failed.
+        if let Err(e) = observer.stopped(&[]) {
+            observer.log(&format!("could not record that nothing is stopped any more: {e:#}"));
+        }
+    }
+    let restored = restored?;
+    started?;
+    Ok(restored)
+}
+
+/// The services, but `except`, whose data `archive` holds.
+fn owners_of(
+    config: &Config,
+    docker: &Docker,
+    project: &Project,
+    archive: &Path,
+    except: &[String],
+) -> Result<Vec<ServiceData>> {
+    let named = services_in(archive)?;
+    if named.is_empty() {
+        return Ok(Vec::new());
+    }
+    let set = data_set(config, docker, project)
+        .map_err(|e| e.context("finding the services whose data the backup replaces"))?;
+    Ok(set.services.into_iter().filter(|s| named.contains(&s.service) && !except.contains(&s.service)).collect())
+}
+
+/// The services a backup's data came from, as its metadata names them.
+pub(crate) fn services_in(archive: &Path) -> Result<Vec<String>> {
+    let meta = backup::read_meta(archive)?;
+    let mut named: Vec<String> = meta.roots.iter().filter_map(|r| r.service.clone()).collect();
+    named.sort();
+    named.dedup();
+    Ok(named)
+}
+
+/// Runs a hook in a service's running container.
+fn run_hook(docker: &Docker, service: &ServiceData, container: &str, label: &str, argv: &[String]) -> Result<()> {
+    let cmd = docker.exec(container, argv);
+    docker.runner().run(&cmd).map_err(|e| anyhow!("{} of service {}: {e}", label, service.service))?;
+    Ok(())
+}
+
+/// The container a service's hook runs in now: the one the data set found,
+/// or for a Swarm service scaled to 0 and back since (its `stop` mode), a task
+/// container of it running on this node: Swarm replaced the one found.
+fn hook_container(docker: &Docker, service: &ServiceData) -> Result<String> {
+    let Halt::SwarmService { name, .. } = &service.halt else { return Ok(service.container.clone()) };
+    let running = docker.containers_with_label(SERVICE_LABEL, name, false)?;
+    if running.iter().any(|c| c.id == service.container) {
+        return Ok(service.container.clone());
+    }
+    running.into_iter().next().map(|c| c.id).ok_or_else(|| anyhow!("no task of Swarm service {name} runs on this node"))
+}

@@ -1,0 +1,140 @@
+//! Holding services still: the containers (or Swarm services) stopped for a
+//! final pass or a restore, and started again in `depends_on` order, in
+//! waves, each wave's readiness checked by its own HEALTHCHECK command.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+
+use super::{Observer, ServiceData};
+use crate::engine::halt::{self, Halt};
+use crate::ops::docker::Docker;
+
+/// The order to start `services` in: each after the services it depends on
+/// (those in the list); otherwise as given.
+pub(super) fn start_order(services: &[ServiceData]) -> Vec<ServiceData> {
+    let mut left: Vec<ServiceData> = services.to_vec();
+    let mut ordered: Vec<ServiceData> = Vec::new();
+    while !left.is_empty() {
+        let ready = left.iter().position(|s| {
+            s.depends_on.iter().all(|d| !left.iter().any(|other| &other.service == d && other.service != s.service))
+        });
+        // A cycle (compose refuses them) would leave none ready: take the first as given.
+        ordered.push(left.remove(ready.unwrap_or(0)));
+    }
+    ordered
+}
+
+/// Stops these services' containers (or Swarm services), dependents first
+/// (the reverse of their start order), adding each one to `stopped` (as its
+/// [`Halt`] token) and telling the observer before it is asked to stop, so
+/// that the caller, or recovery after a kill, can start them again whatever
+/// happens. A failure stops nothing more.
+pub(crate) fn stop_containers(
+    docker: &Docker,
+    services: &[ServiceData],
+    stopped: &mut Vec<String>,
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    for service in start_order(services).iter().rev() {
+        let token = service.halt.token();
+        if stopped.contains(&token) {
+            continue;
+        }
+        observer.log(&format!("Stopping {} ({})", service.service, service.halt.describe()));
+        // Counted as stopped before it is asked to stop: a stop that fails half-way (a Swarm
+        // service scaled to 0 whose tasks did not drain in time) is started again all the same.
+        // When recording it fails, the caller starts a service that never stopped: a start of a
+        // running container, or a scale to the replicas it has, which changes nothing.
+        stopped.push(token);
+        observer.stopped(stopped)?;
+        halt::stop(docker, &service.halt, STOP_GRACE)
+            .map_err(|e| anyhow!("stopping {} failed: {e:#}", service.service))?;
+    }
+    Ok(())
+}
+
+/// How long a stopped service has to shut down cleanly before it is killed.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Starts what `tokens` stopped again and waits until each is ready (see
+/// [`halt::wait_ready`]; `timeout` is `UPGRADERD_START_TIMEOUT`): all at once,
+/// but a service after the ones it depends on, each group awaited together.
+pub(crate) fn start_containers(
+    docker: &Docker,
+    tokens: &[String],
+    services: &[ServiceData],
+    timeout: Option<Duration>,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let mut known: Vec<ServiceData> =
+        start_order(services).into_iter().filter(|s| tokens.contains(&s.halt.token())).collect();
+    // Several replicas of one Swarm service share its halt: it is started once.
+    known.dedup_by(|a, b| a.halt == b.halt);
+    let mut waves: Vec<Vec<(String, Halt)>> =
+        start_waves(&known).into_iter().map(|w| w.into_iter().map(|s| (s.service, s.halt)).collect()).collect();
+    // What recovery found recorded but no longer in the project: started together, last.
+    let unknown: Vec<(String, Halt)> = tokens
+        .iter()
+        .filter(|token| !known.iter().any(|s| &s.halt.token() == *token))
+        .map(|token| (Halt::from_token(token).describe(), Halt::from_token(token)))
+        .collect();
+    if !unknown.is_empty() {
+        waves.push(unknown);
+    }
+    let mut failures = Vec::new();
+    for wave in waves {
+        let names: Vec<&str> = wave.iter().map(|(name, _)| name.as_str()).collect();
+        log(&format!("Starting {} again", names.join(", ")));
+        let began = Instant::now();
+        let mut started = Vec::new();
+        for (name, halt) in &wave {
+            match halt::start(docker, halt) {
+                Ok(()) => started.push((name, halt)),
+                Err(e) => failures.push(format!("{name}: {e:#}")),
+            }
+        }
+        let results: Vec<(String, Result<halt::Ready>)> = std::thread::scope(|scope| {
+            let waits: Vec<_> = started
+                .iter()
+                .map(|(name, halt)| (name.to_string(), scope.spawn(|| halt::wait_ready(docker, halt, timeout))))
+                .collect();
+            waits.into_iter().map(|(name, wait)| (name, wait.join().unwrap_or_else(|_| bail!("panicked")))).collect()
+        });
+        for (name, result) in results {
+            match result {
+                Ok(ready) => {
+                    log(&format!("{name} ready ({}) after {:.1}s", ready.describe(), began.elapsed().as_secs_f64()))
+                }
+                Err(e) => failures.push(format!("{name}: {e:#}")),
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("starting again failed: {}", failures.join("; "))
+    }
+}
+
+/// `services` in groups that can start together: each group's services
+/// depend on none of the ones in later groups.
+fn start_waves(services: &[ServiceData]) -> Vec<Vec<ServiceData>> {
+    let mut left: Vec<ServiceData> = services.to_vec();
+    let mut waves = Vec::new();
+    while !left.is_empty() {
+        let waits = |s: &ServiceData| {
+            s.depends_on.iter().any(|d| left.iter().any(|other| &other.service == d && other.service != s.service))
+        };
+        let (mut wave, rest): (Vec<ServiceData>, Vec<ServiceData>) = left.iter().cloned().partition(|s| !waits(s));
+        if wave.is_empty() {
+            // A cycle (compose refuses them) would leave none ready: take the first as given.
+            wave = vec![left[0].clone()];
+            left.remove(0);
+        } else {
+            left = rest;
+        }
+        waves.push(wave);
+    }
+    waves
+}
