@@ -125,6 +125,12 @@ pub static KEYS: &[KeySpec] = &[
         "how long a service stopped to hold its data still has to be ready again (default: its HEALTHCHECK's start period + 60s, at least 60s)",
     ),
     key("UPGRADERD_HEALTH_STABLE", None, Some("3s"), "how long it must stay healthy"),
+    key(
+        "UPGRADERD_ENGINE_WAIT",
+        None,
+        Some("5m"),
+        "how long to wait for a Docker engine that cannot be reached (restarting) before leaving the upgrade interrupted",
+    ),
     key("UPGRADERD_HEALTH_VERSION_POINTER", None, None, "JSON pointer to the version in the health body"),
     key("UPGRADERD_MIN_FREE", None, Some("500MB"), "free space required before an upgrade"),
     key("UPGRADERD_GIT_DIR", None, None, "git checkout (default: the compose dir)"),

@@ -106,6 +106,8 @@ pub(crate) struct Config {
     pub enabled: bool,
     pub health_url: String,
     pub health_timeout: Duration,
+    /// `UPGRADERD_ENGINE_WAIT`: how long a docker call waits for an unreachable engine to come back.
+    pub engine_wait: Duration,
     /// `UPGRADERD_START_TIMEOUT`: how long a held service has to be ready again; each one's own when unset.
     pub start_timeout: Option<Duration>,
     pub health_stable: Duration,
@@ -200,6 +202,7 @@ impl Config {
             enabled: p.bool("UPGRADERD_ENABLED")?,
             health_url: p.required("UPGRADERD_HEALTH_URL", parse_url)?,
             health_timeout: p.duration("UPGRADERD_HEALTH_TIMEOUT", false)?,
+            engine_wait: p.duration("UPGRADERD_ENGINE_WAIT", false)?,
             start_timeout: p.parse_opt("UPGRADERD_START_TIMEOUT", "90s", values::parse_duration)?,
             health_stable: p.duration("UPGRADERD_HEALTH_STABLE", false)?,
             health_version_pointer: p.pointer("UPGRADERD_HEALTH_VERSION_POINTER")?,

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use crate::engine::Outcome;
+use crate::engine::{EngineGone, Outcome};
 use crate::states::{RequestState, Terminal};
 use crate::store::db::UpgradeRecord;
 use crate::store::lock::LockBusy;
@@ -26,6 +26,9 @@ pub(super) enum Settled {
     WaitForLock(String),
     /// It could not start (bad configuration, unreadable state): the reason ends the request.
     CouldNotRun(String),
+    /// The Docker engine stayed away: the upgrade is left unfinished, and
+    /// recovery finishes it once the engine answers; the request runs on until then.
+    Interrupted(String),
 }
 
 impl Settled {
@@ -34,6 +37,7 @@ impl Settled {
             Settled::Ended(terminal) => (RequestState::Done, Some(terminal.as_str().to_string())),
             Settled::WaitForLock(_) => (RequestState::Queued, None),
             Settled::CouldNotRun(reason) => (RequestState::Done, Some(reason.clone())),
+            Settled::Interrupted(_) => (RequestState::Running, None),
         }
     }
 }
@@ -42,6 +46,7 @@ pub(super) fn settle(result: Option<Result<Outcome>>) -> Settled {
     match result {
         Some(Ok(outcome)) => Settled::Ended(outcome.terminal),
         Some(Err(e)) if e.chain().any(|c| c.is::<LockBusy>()) => Settled::WaitForLock(e.to_string()),
+        Some(Err(e)) if e.chain().any(|c| c.is::<EngineGone>()) => Settled::Interrupted(e.to_string()),
         Some(Err(e)) => Settled::CouldNotRun(format!("{e:#}")),
         None => Settled::CouldNotRun("the upgrade thread ended without a result".into()),
     }

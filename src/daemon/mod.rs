@@ -214,6 +214,12 @@ impl Daemon {
                     let stale_after = (!self.unrecovered).then_some(self.config.stale_after);
                     let done = self.recover(stale_after);
                     self.unrecovered &= !done;
+                    // A request whose upgrade was left interrupted (the engine was away) ends with its recovery.
+                    if done {
+                        if let Err(e) = self.settle_finished_requests() {
+                            self.ui.warn(format!("cannot update the request queue: {e:#}"));
+                        }
+                    }
                     next_recovery = Instant::now() + if self.unrecovered { LOCK_RETRY } else { RECOVERY_EVERY };
                 }
                 if next_check.is_some_and(|at| at <= Instant::now()) {

@@ -82,7 +82,7 @@ impl Daemon {
     pub(super) fn recover(&mut self, stale_after: Option<Duration>) -> bool {
         match recover::reconcile_if_unlocked(&self.config, &self.ui, stale_after) {
             Ok(Some(outcomes)) => {
-                for outcome in outcomes {
+                for outcome in &outcomes {
                     self.ui.info(format!("recovered upgrade {}: {}", outcome.upgrade_id, outcome.terminal.as_str()));
                 }
                 true

@@ -70,6 +70,11 @@ impl Daemon {
                 self.ui.info(format!("another upgrader holds the lock; upgrade {id} waits ({why})"));
                 self.start_after = Instant::now() + LOCK_RETRY;
             }
+            Settled::Interrupted(why) => {
+                self.ui.warn(format!("upgrade {id}: {why}"));
+                // Every unfinished upgrade is recovered at the next pass, not only stale ones.
+                self.unrecovered = true;
+            }
             Settled::CouldNotRun(reason) => {
                 self.ui.warn(format!("upgrade {id} could not run: {reason}"));
                 self.write_status(&id, Status::Failed, "Upgrade could not start", Some(reason));

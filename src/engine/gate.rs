@@ -47,10 +47,17 @@ pub(crate) enum Check {
 pub(crate) fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Result<Duration, String> {
     let started = Instant::now();
     let mut gate = Gate::new(started, spec);
+    // The gate's clock does not run while docker calls wait for an engine that is away.
+    let away_at_start = docker.runner().engine_away();
+    let gate_clock = || {
+        let away = docker.runner().engine_away().saturating_sub(away_at_start);
+        Instant::now().checked_sub(away).unwrap_or(started)
+    };
     let mut restarts_at_start: HashMap<String, i64> = HashMap::new();
     let mut history = spec.tasks_before.clone();
     let swarm = Swarm::new(docker.clone());
     loop {
+        let away_before_look = docker.runner().engine_away();
         let checks = project.services.iter().map(|service| {
             let http = (*service == project.service).then_some(spec);
             let check = match project.orchestrator {
@@ -59,8 +66,15 @@ pub(crate) fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) 
             };
             (service.as_str(), check)
         });
-        let check = all_of(checks.collect(), project.services.len() > 1);
-        if let Some(verdict) = gate.after(check, Instant::now()) {
+        let mut check = all_of(checks.collect(), project.services.len() > 1);
+        if docker.runner().engine_away() > away_before_look {
+            // The services restarted with their engine: healthy before the outage proves nothing after it.
+            check = Check::NotYet("the Docker engine was unreachable; looking again".into());
+        }
+        if docker.runner().engine_gone() {
+            return Err("the Docker engine is unreachable: the new version cannot be judged".into());
+        }
+        if let Some(verdict) = gate.after(check, gate_clock()) {
             return verdict;
         }
         std::thread::sleep(INTERVAL);

@@ -23,8 +23,13 @@ pub(crate) mod stores;
 pub(crate) mod strategy;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::config::Config;
+use crate::ops::process::{EngineWait, Runner};
+use crate::states::Status;
 pub(crate) use crate::states::Terminal;
+use crate::ui::Ui;
 
 /// The id a dry run stands in for the one the upgrade gets: a dry run is
 /// recorded nowhere, so it must not name an id that `history` never shows.
@@ -75,6 +80,40 @@ impl Outcome {
         })
     }
 }
+
+/// The runner of everything that drives the deployment: its docker and
+/// compose calls wait out an engine that is briefly unreachable (a restart),
+/// for up to `UPGRADERD_ENGINE_WAIT` each time, said through `ui`.
+pub(crate) fn deployment_runner(config: &Config, ui: &Ui, dry_run: bool) -> Runner {
+    let ui = ui.clone();
+    let announce = Arc::new(move |line: &str| ui.warn(line));
+    Runner::new(dry_run).with_engine_wait(EngineWait::new(config.engine_wait, &config.docker, announce))
+}
+
+/// An attempt left interrupted, not ended: the Docker engine stayed
+/// unreachable past `UPGRADERD_ENGINE_WAIT`, so what failed since says
+/// nothing about the app. Its row stays unfinished at `at`; recovery (`watch`,
+/// or the next `upgrade`) finishes it once the engine answers, as it finishes
+/// an attempt whose upgrader was killed.
+#[derive(Debug)]
+pub(crate) struct EngineGone {
+    pub upgrade_id: String,
+    pub at: Status,
+}
+
+impl std::fmt::Display for EngineGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the Docker engine stayed unreachable past UPGRADERD_ENGINE_WAIT; upgrade {} is left interrupted during \
+             {}, not ended: once the engine answers, `upgraderd watch` or the next `upgraderd upgrade` finishes it \
+             (after the switch, by putting the previous version and its data back)",
+            self.upgrade_id, self.at
+        )
+    }
+}
+
+impl std::error::Error for EngineGone {}
 
 /// A random RFC 4122 version-4 id, the shape the app's API uses.
 pub(crate) fn new_upgrade_id() -> String {

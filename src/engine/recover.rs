@@ -16,7 +16,7 @@ use crate::engine::journal::{keep_room, Journal};
 use crate::engine::rollback::{restore_previous, Restored};
 use crate::engine::status::open_status_file;
 use crate::engine::{data, halt};
-use crate::engine::{strategy, Outcome};
+use crate::engine::{deployment_runner, strategy, EngineGone, Outcome};
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
 use crate::states::{RequestState, Status, Terminal};
@@ -122,12 +122,13 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     let mut journal = Journal::new(db, &record.id, ui, status_file, &to_version).with_reserve(keep_room(config, ui));
     journal.set_versions(record.from_version.as_deref(), &to_version);
     let plan = plan(record);
+    let runner = deployment_runner(config, ui, false);
     let (terminal, message, error) = match &plan {
         Plan::MarkFailed { undo_fetch, start_again } => {
-            mark_failed(config, record, *undo_fetch, start_again, &mut journal)
+            mark_failed(config, &runner, record, *undo_fetch, start_again, &mut journal)
         }
         Plan::PutBack { backup, version, finishes_rollback } => {
-            let restored = put_back(config, record, backup.as_deref(), version.clone(), &mut journal)?;
+            let restored = put_back(config, &runner, record, backup.as_deref(), version.clone(), &mut journal)?;
             match restored {
                 (Terminal::RolledBack, _, error) if *finishes_rollback => {
                     (Terminal::Complete, "Rollback finished after upgraderd was interrupted", error)
@@ -136,6 +137,12 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
             }
         }
     };
+    if runner.engine_gone() {
+        // Still unfinished: the next recovery, once the engine answers, takes it up again.
+        journal.log("Recovery left it interrupted: the Docker engine stayed unreachable past UPGRADERD_ENGINE_WAIT");
+        let at = journal.db.get(&record.id).ok().flatten().map_or(record.status, |r| r.status);
+        return Err(EngineGone { upgrade_id: record.id.clone(), at }.into());
+    }
     // A finished rollback is complete, as it would have been uninterrupted; the interruption is in its log.
     let error = if terminal == Terminal::Complete {
         journal.log(&error);
@@ -157,6 +164,7 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
 
 fn mark_failed(
     config: &Config,
+    runner: &Runner,
     record: &UpgradeRecord,
     undo_fetch: bool,
     start_again: &[String],
@@ -164,7 +172,6 @@ fn mark_failed(
 ) -> Restored {
     remove_partial_backups(config, journal);
     let reason = format!("upgraderd stopped during {} before the new version was started", record.status);
-    let runner = Runner::new(false);
     if !start_again.is_empty() {
         journal.log("Starting again the services the backup had stopped");
         let docker = Docker::new(&config.docker, runner.clone());
@@ -179,7 +186,7 @@ fn mark_failed(
         }
     }
     let undone = if undo_fetch {
-        strategy::resume(config, &runner, record).and_then(|mut strategy| {
+        strategy::resume(config, runner, record).and_then(|mut strategy| {
             let undone = strategy.undo_fetch(journal);
             strategy.discard(journal);
             undone
@@ -203,6 +210,7 @@ fn mark_failed(
 
 fn put_back(
     config: &Config,
+    runner: &Runner,
     record: &UpgradeRecord,
     backup: Option<&std::path::Path>,
     version: Option<String>,
@@ -210,9 +218,8 @@ fn put_back(
 ) -> Result<Restored> {
     journal.report(Status::RollingBack, "Recovering an interrupted upgrade: putting the previous version back");
     let reason = format!("upgraderd stopped during {} after the switch", record.status);
-    let runner = Runner::new(false);
-    Ok(match strategy::resume(config, &runner, record) {
-        Ok(mut strategy) => restore_previous(config, &runner, journal, strategy.as_mut(), backup, version, reason),
+    Ok(match strategy::resume(config, runner, record) {
+        Ok(mut strategy) => restore_previous(config, runner, journal, strategy.as_mut(), backup, version, reason),
         Err(e) => (
             Terminal::Failed,
             "Recovery failed",

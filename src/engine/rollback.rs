@@ -194,7 +194,7 @@ pub(crate) fn manual_rollback(
 ) -> Result<Outcome> {
     let ManualPlan { backup } = manual_plan(record, restore_data)?;
     let mut lock = Lock::acquire(&config.lock_path(), &format!("rollback {}", record.id))?;
-    let runner = Runner::new(dry_run);
+    let runner = crate::engine::deployment_runner(config, ui, dry_run);
     let mut strategy = strategy::resume(config, &runner, record)?;
     let db = if dry_run { Db::in_memory()? } else { Db::open(&config.db_path())? };
     // A dry run is recorded nowhere: it names no id `history` would never show.
@@ -235,6 +235,10 @@ pub(crate) fn manual_rollback(
             (terminal, _, error) => (terminal, Some(error)),
         }
     };
+    if runner.engine_gone() {
+        journal.log("Left interrupted: the Docker engine stayed unreachable past UPGRADERD_ENGINE_WAIT; recovery finishes this rollback once the engine answers");
+        return Err(crate::engine::EngineGone { upgrade_id, at: Status::Restarting }.into());
+    }
     let message = match (&error, dry_run) {
         (None, true) => "Dry run: nothing was changed",
         (None, false) => "Rollback complete",

@@ -145,7 +145,7 @@ impl Compose {
         if let Some(env_file) = &project.env_file {
             cmd = cmd.arg("--env-file").arg(env_file);
         }
-        cmd.cwd(&project.working_dir)
+        cmd.cwd(&project.working_dir).talks_to_engine()
     }
 
     /// Renders the project's configuration (read-only).

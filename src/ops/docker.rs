@@ -147,7 +147,7 @@ impl Docker {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        Cmd::new(&self.program).args(args).timeout(Duration::from_secs(60))
+        Cmd::new(&self.program).args(args).timeout(Duration::from_secs(60)).talks_to_engine()
     }
 
     /// Inspects a container by name or id.

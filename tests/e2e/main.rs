@@ -20,6 +20,7 @@ mod common;
 mod apps;
 mod compose;
 mod database;
+mod engine_loss;
 mod hardening;
 mod kill;
 mod meshmonitor;

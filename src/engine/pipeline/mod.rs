@@ -26,7 +26,7 @@ use crate::engine::journal::{keep_room, Journal};
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
-use crate::engine::{new_upgrade_id, recover, status, Outcome, Request, DRY_RUN_ID};
+use crate::engine::{deployment_runner, new_upgrade_id, recover, status, EngineGone, Outcome, Request, DRY_RUN_ID};
 use crate::exit::usage;
 use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
@@ -104,7 +104,7 @@ pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome
     let attempt = Attempt {
         config,
         request,
-        runner: runner_for(ui, request),
+        runner: runner_for(config, ui, request),
         journal: &mut journal,
         force: request.force,
         backup_wanted: request.backup,
@@ -115,6 +115,8 @@ pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome
     };
     let outcome = match attempt.run() {
         Ok(outcome) => outcome,
+        // Left unfinished on purpose: recovery finishes it once the engine is back.
+        Err(err) if err.is::<EngineGone>() => return Err(err),
         Err(err) => {
             // Bad configuration found on the way (exit 2), or a failure of upgraderd's own
             // bookkeeping: recorded if the journal still can.
@@ -141,11 +143,11 @@ pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome
 
 /// The runner of an attempt: child output streamed through the caller's `ui`
 /// (so `-q` quiets it and `--json` makes it JSON lines), interruptible
-/// children stopped on request.
-fn runner_for(ui: &Ui, request: &Request) -> Runner {
+/// children stopped on request, an engine that is briefly away waited for.
+fn runner_for(config: &Config, ui: &Ui, request: &Request) -> Runner {
+    let runner = deployment_runner(config, ui, request.dry_run);
     let ui = ui.clone();
-    let runner = Runner::new(request.dry_run)
-        .with_sink(std::sync::Arc::new(move |source: &str, line: &str| ui.stream_line(source, line)));
+    let runner = runner.with_sink(std::sync::Arc::new(move |source: &str, line: &str| ui.stream_line(source, line)));
     match &request.shutdown {
         Some(shutdown) => runner.with_stop_flag(shutdown.requested.clone()),
         None => runner,
@@ -430,12 +432,19 @@ impl Attempt<'_, '_> {
         let started = data::start_containers(&docker, &ids, &self.data.services, self.config.start_timeout, &mut |l| {
             journal.log(l)
         });
-        let _ = self.journal.db.record_stopped_containers(&self.journal.upgrade_id, &[]);
+        // What could not be started stays recorded: recovery starts it when this attempt is left interrupted.
+        if started.is_ok() {
+            let _ = self.journal.db.record_stopped_containers(&self.journal.upgrade_id, &[]);
+        }
         started.err().map(|e| format!("; starting the stopped services again failed too: {e:#}"))
     }
 
     /// Ends a failed step the way [`after_failure`] says.
     fn failed(&mut self, strategy: &mut dyn Strategy, step: Step, reason: String) -> Result<Outcome> {
+        if self.runner.engine_gone() {
+            // The failure is the engine's absence, not the app's: nothing can be judged or put back now.
+            return self.interrupted(&reason);
+        }
         match after_failure(step) {
             Next::Fail => {
                 let message = match step {
@@ -560,7 +569,30 @@ impl Attempt<'_, '_> {
         }
     }
 
+    /// Leaves the attempt unfinished where it is, for recovery to finish once the engine answers.
+    fn interrupted(&mut self, reason: &str) -> Result<Outcome> {
+        let upgrade_id = self.journal.upgrade_id.clone();
+        let at = self.journal.db.get(&upgrade_id).ok().flatten().map_or(Status::Pending, |r| r.status);
+        self.journal.log(&format!(
+            "Left interrupted during {at}: the Docker engine stayed unreachable past UPGRADERD_ENGINE_WAIT \
+             ({}); recovery finishes this upgrade once the engine answers",
+            reason.lines().next().unwrap_or_default()
+        ));
+        Err(EngineGone { upgrade_id, at }.into())
+    }
+
     fn end(&mut self, terminal: Terminal, message: &str, error: Option<String>) -> Result<Outcome> {
+        if terminal != Terminal::Complete && self.runner.engine_gone() {
+            return self.interrupted(error.as_deref().unwrap_or(message));
+        }
+        let away = self.runner.engine_away();
+        if !away.is_zero() {
+            self.journal.log(&format!(
+                "The Docker engine was unreachable for {:.1}s in all during this attempt; upgraderd waited for it \
+                 (the health gate's clock did not run meanwhile)",
+                away.as_secs_f64()
+            ));
+        }
         self.journal.finish(terminal, message, error.as_deref());
         if self.backup.is_some() && !self.request.dry_run {
             self.prune_backups();

@@ -30,13 +30,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod child;
+mod engine;
 mod phase;
 mod reader;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use engine::EngineWait;
+
 /// How much of a child's stderr is kept (the tail).
 pub(crate) const STDERR_TAIL_BYTES: usize = 64 * 1024;
+
 /// How much of a child's stdout is kept; more is an error, not a silent cut.
 pub(crate) const STDOUT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
@@ -58,6 +62,8 @@ pub(crate) struct Cmd {
     stream: bool,
     mutates: bool,
     interruptible: bool,
+    /// Talks to the Docker engine: an engine that cannot be reached is waited for.
+    engine: bool,
 }
 
 impl Cmd {
@@ -74,7 +80,16 @@ impl Cmd {
             stream: false,
             mutates: false,
             interruptible: false,
+            engine: false,
         }
+    }
+
+    /// Marks a command that talks to the Docker engine (docker, compose): when
+    /// it finds the engine unreachable, a runner with an [`EngineWait`] waits
+    /// for the engine and runs it again.
+    pub(crate) fn talks_to_engine(mut self) -> Cmd {
+        self.engine = true;
+        self
     }
 
     pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
@@ -272,6 +287,11 @@ pub(crate) enum Failure {
     Ended(Output),
     /// Its stdout was larger than [`STDOUT_MAX_BYTES`].
     StdoutTooLarge,
+    /// It could not reach the Docker engine, which stayed away past the wait's limit.
+    EngineUnreachable {
+        waited: Duration,
+        stderr: String,
+    },
 }
 
 impl ProcessError {
@@ -295,6 +315,16 @@ impl fmt::Display for ProcessError {
                 )
             }
             Failure::Spawn(err) => write!(f, "`{}` could not be started: {err}", self.command),
+            Failure::EngineUnreachable { waited, stderr } => {
+                write!(
+                    f,
+                    "`{}` could not reach the Docker engine, which stayed unreachable for {}s (UPGRADERD_ENGINE_WAIT); \
+                     stderr:\n{}",
+                    self.command,
+                    waited.as_secs(),
+                    tail_lines(stderr, 8)
+                )
+            }
             Failure::StdoutTooLarge => {
                 write!(f, "`{}` printed more than {} MiB on stdout", self.command, STDOUT_MAX_BYTES >> 20)
             }
@@ -324,6 +354,8 @@ pub(crate) struct Runner {
     planned: Arc<std::sync::Mutex<Vec<String>>>,
     /// Set when upgraderd is asked to stop; ends interruptible children.
     stop: Option<Arc<AtomicBool>>,
+    /// How engine commands wait for an engine that cannot be reached; without it they fail at once.
+    engine: Option<EngineWait>,
 }
 
 impl fmt::Debug for Runner {
@@ -347,8 +379,24 @@ impl Runner {
         self
     }
 
+    pub(crate) fn with_engine_wait(mut self, wait: EngineWait) -> Runner {
+        self.engine = Some(wait);
+        self
+    }
+
     pub(crate) fn dry_run(&self) -> bool {
         self.dry_run
+    }
+
+    /// How long this runner's commands have waited for the Docker engine so far.
+    pub(crate) fn engine_away(&self) -> Duration {
+        self.engine.as_ref().map(EngineWait::away).unwrap_or_default()
+    }
+
+    /// Whether the Docker engine stayed away past the wait's limit: what
+    /// failed since is not the app's doing, and the attempt is left to be resumed.
+    pub(crate) fn engine_gone(&self) -> bool {
+        self.engine.as_ref().is_some_and(EngineWait::gone)
     }
 
     /// Adds a note to a dry run's plan (a step that is not a command, like a data restore).
@@ -383,6 +431,11 @@ impl Runner {
         }
         let sink = if cmd.stream { self.sink.clone() } else { None };
         let stop = self.stop.clone().filter(|_| cmd.interruptible);
-        child::execute(cmd, sink, stop).map_err(|failure| ProcessError { command: cmd.display(), failure })
+        let execute = |cmd: &Cmd| child::execute(cmd, sink.clone(), stop.clone());
+        let outcome = match self.engine.as_ref().filter(|_| cmd.engine) {
+            Some(wait) => wait.run(cmd, &execute),
+            None => execute(cmd),
+        };
+        outcome.map_err(|failure| ProcessError { command: cmd.display(), failure })
     }
 }
