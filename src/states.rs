@@ -3,10 +3,10 @@
 //! progress that goes with it), the three terminal states, the state of a
 //! queued request and the strategy. These names are part of the contract
 //! (the status file, the history columns, `--json`), so they are spelled
-//! here and nowhere else. Still spelled where they are used, as text: who
-//! started an upgrade (`initiated_by`: `cli`, `trigger`, `check-version`,
-//! `rollback of <id>`), the version sources (`url`, `github`, `registry`) and
-//! the `docker-compose` deployment method a history row starts with.
+//! here and nowhere else, and so is who started an upgrade ([`Initiator`]).
+//! Still spelled where they are used, as text: the version sources (`url`,
+//! `github`, `registry`) and the `docker-compose` deployment method a history
+//! row starts with.
 
 use std::fmt;
 
@@ -117,6 +117,72 @@ impl Status {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Who started an upgrade: the history's `initiatedBy` column and a queued
+/// request's source, by their wire names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Initiator {
+    /// `upgraderd upgrade` on the command line.
+    Cli,
+    /// The app's trigger file (what a queued request is unless it says otherwise).
+    #[default]
+    Trigger,
+    /// `check-version --upgrade`, or the daemon's scheduled check.
+    CheckVersion,
+    /// An operator's `upgraderd rollback ID`: the upgrade it rolls back.
+    RollbackOf(String),
+    /// A name this upgraderd does not know (written by another version): kept as it is.
+    Other(String),
+}
+
+impl Initiator {
+    const ROLLBACK_OF: &'static str = "rollback of ";
+
+    /// Every text is an initiator: one this upgraderd does not know is kept as [`Initiator::Other`].
+    pub(crate) fn parse(text: &str) -> Initiator {
+        match text {
+            "cli" => Initiator::Cli,
+            "trigger" => Initiator::Trigger,
+            "check-version" => Initiator::CheckVersion,
+            other => match other.strip_prefix(Initiator::ROLLBACK_OF) {
+                Some(id) => Initiator::RollbackOf(id.to_string()),
+                None => Initiator::Other(other.to_string()),
+            },
+        }
+    }
+
+    /// The upgrade this one rolls back, when it is an operator's `rollback`.
+    pub(crate) fn rollback_of(&self) -> Option<&str> {
+        match self {
+            Initiator::RollbackOf(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for Initiator {
+    fn from(text: &str) -> Initiator {
+        Initiator::parse(text)
+    }
+}
+
+impl fmt::Display for Initiator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Initiator::Cli => f.write_str("cli"),
+            Initiator::Trigger => f.write_str("trigger"),
+            Initiator::CheckVersion => f.write_str("check-version"),
+            Initiator::RollbackOf(id) => write!(f, "{}{id}", Initiator::ROLLBACK_OF),
+            Initiator::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for Initiator {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

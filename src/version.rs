@@ -4,6 +4,45 @@
 
 /// Checks a requested version against the strict tag grammar before it goes
 /// near an argv: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+/// What an upgrade goes to: the newest release, or one version tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// `latest`: the newest release the strategy finds (a channel's tag, a
+    /// registry's newest release, the remote branch's tip).
+    Latest,
+    /// A version tag, valid by [`validate_version`].
+    Version(String),
+}
+
+impl Target {
+    /// `latest`, or a version tag checked by [`validate_version`].
+    pub(crate) fn parse(text: &str) -> Result<Target, String> {
+        validate_version(text)?;
+        Ok(match text {
+            "latest" => Target::Latest,
+            version => Target::Version(version.to_string()),
+        })
+    }
+
+    pub(crate) fn is_latest(&self) -> bool {
+        *self == Target::Latest
+    }
+
+    /// As the operator wrote it, and as strategies and the record take it.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Target::Latest => "latest",
+            Target::Version(version) => version,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub(crate) fn validate_version(version: &str) -> Result<(), String> {
     let mut chars = version.chars();
     let valid_first = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');

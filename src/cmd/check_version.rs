@@ -61,11 +61,12 @@ pub(super) fn run(ctx: &Ctx, args: &CheckVersionArgs, clock: &Clock) -> Result<E
     }
     if args.upgrade {
         let request = Request {
-            target,
+            // The version source's answer: checked like an operator's `--to`.
+            target: crate::version::Target::parse(&target).map_err(anyhow::Error::msg)?,
             backup: true,
             force: false,
             dry_run: false,
-            initiated_by: "check-version".into(),
+            initiated_by: crate::states::Initiator::CheckVersion,
             // The check already applied policy, quarantine and release age to this version.
             from_app: false,
             strategy: ctx.config.strategy,

@@ -42,7 +42,7 @@ fn row(record: &UpgradeRecord) -> Vec<String> {
         record.strategy.to_string(),
         format_time(record.started_at),
         record.completed_at.map(|end| format_duration(end - record.started_at)).unwrap_or_else(|| "-".into()),
-        record.initiated_by.clone().unwrap_or_else(|| "-".into()),
+        record.initiated_by.as_ref().map_or_else(|| "-".into(), ToString::to_string),
         record.error_message.as_deref().map(error_cell).unwrap_or_else(|| "-".into()),
     ]
 }

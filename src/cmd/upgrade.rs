@@ -8,6 +8,7 @@ use crate::cmd::Ctx;
 use crate::engine::{pipeline, Outcome, Request, Terminal};
 use crate::exit::{usage, Exit};
 use crate::states::Strategy;
+use crate::version::Target;
 
 pub(crate) fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
     let strategy = match args.strategy.as_deref() {
@@ -16,11 +17,11 @@ pub(crate) fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
             .ok_or_else(|| usage(format!("unknown --strategy {name}: use {}", Strategy::choices())))?,
     };
     let request = Request {
-        target: args.to.clone(),
+        target: Target::parse(&args.to).map_err(usage)?,
         backup: !args.no_backup,
         force: args.force,
         dry_run: args.dry_run,
-        initiated_by: "cli".into(),
+        initiated_by: crate::states::Initiator::Cli,
         from_app: false,
         strategy,
         upgrade_id: None,

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::bookkeeping::{spool_name_ok, MAX_SPOOL_NAME};
-use super::{Daemon, INCOMPLETE_GRACE, SETTLE, TRIGGER_SOURCE};
+use super::{Daemon, INCOMPLETE_GRACE, SETTLE};
 use crate::config::{self};
 use crate::engine::new_upgrade_id;
 use crate::engine::status::Snapshot;
+use crate::states::Initiator;
 use crate::states::{RequestState, Status};
 use crate::store::db::{now_ms, QueuedRequest};
 use crate::store::shared_dir::SharedDir;
@@ -167,7 +168,7 @@ impl Daemon {
                     version: request.version,
                     backup: request.backup,
                     force: request.force,
-                    source: TRIGGER_SOURCE.into(),
+                    source: Initiator::Trigger,
                     raw: Some(raw),
                     received_at: now_ms(),
                     state: RequestState::Queued,
@@ -226,7 +227,7 @@ impl Daemon {
         let record = QueuedRequest {
             upgrade_id: upgrade_id.clone(),
             version: String::new(),
-            source: TRIGGER_SOURCE.into(),
+            source: Initiator::Trigger,
             raw,
             received_at: now_ms(),
             state: RequestState::Rejected,

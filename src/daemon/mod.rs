@@ -66,9 +66,6 @@ const AFTER_OPENING: Duration = Duration::from_secs(1);
 const LOCK_RETRY: Duration = Duration::from_secs(5);
 /// Without inotify, how often the Docker socket check's request is looked for (the app waits about 10 s).
 const SOCKET_TEST_POLL: Duration = Duration::from_secs(1);
-/// The `requests.source` of a request that came from the app's trigger.
-const TRIGGER_SOURCE: &str = "trigger";
-
 /// Runs the daemon until `shutdown` is requested and no upgrade is in flight.
 pub(crate) fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Result<()> {
     let dir = config.trigger_dir.clone().ok_or_else(|| {

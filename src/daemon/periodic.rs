@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{Daemon, AFTER_OPENING};
 use crate::engine::{check, new_upgrade_id, recover};
-use crate::states::RequestState;
+use crate::states::{Initiator, RequestState};
 use crate::store::db::{now_ms, QueuedRequest};
 use crate::window::{self, Verdict};
 
@@ -46,7 +46,7 @@ impl Daemon {
             upgrade_id: new_upgrade_id(),
             version,
             backup: true,
-            source: "check-version".into(),
+            source: Initiator::CheckVersion,
             received_at: now_ms(),
             state: RequestState::Queued,
             ..QueuedRequest::default()

@@ -8,9 +8,10 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::bookkeeping::{after_restart, ended_before_restart, settle, Settled};
-use super::{Daemon, Worker, LOCK_RETRY, TRIGGER_SOURCE};
+use super::{Daemon, Worker, LOCK_RETRY};
 use crate::engine::{pipeline, Request};
-use crate::states::{RequestState, Status};
+use crate::states::{Initiator, RequestState, Status};
+use crate::version::Target;
 
 impl Daemon {
     /// Starts the oldest queued request when nothing runs.
@@ -27,12 +28,20 @@ impl Daemon {
             return self.ui.warn(format!("cannot update the request queue: {e:#}"));
         }
         let request = Request {
-            target: queued.version.clone(),
+            target: match Target::parse(&queued.version) {
+                Ok(target) => target,
+                Err(why) => {
+                    // Taken in when it was read; a queue from another upgraderd may hold anything.
+                    self.ui.warn(format!("upgrade {} cannot run: {why}", queued.upgrade_id));
+                    let _ = self.db.set_request_state(&queued.upgrade_id, RequestState::Done, Some(&why));
+                    return;
+                }
+            },
             backup: queued.backup,
             force: queued.force,
             dry_run: false,
             initiated_by: queued.source.clone(),
-            from_app: queued.source == TRIGGER_SOURCE,
+            from_app: queued.source == Initiator::Trigger,
             strategy: self.config.strategy,
             upgrade_id: Some(queued.upgrade_id.clone()),
             shutdown: Some(self.shutdown.clone()),

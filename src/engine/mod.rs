@@ -21,6 +21,7 @@ pub(crate) mod rollback;
 pub(crate) mod status;
 pub(crate) mod stores;
 pub(crate) mod strategy;
+pub(crate) mod transaction;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,13 +39,11 @@ pub(crate) const DRY_RUN_ID: &str = "UPGRADE_ID";
 /// What was asked for.
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
-    /// A version tag, or `latest`.
-    pub target: String,
+    pub target: crate::version::Target,
     pub backup: bool,
     pub force: bool,
     pub dry_run: bool,
-    /// `cli`, `trigger`, `check-version`, …
-    pub initiated_by: String,
+    pub initiated_by: crate::states::Initiator,
     /// Asked for by the app (a trigger): a request, bound by the operator's
     /// policy, downgrade protection and quarantine; its `force` and
     /// `backup: false` count only where the operator opted in.

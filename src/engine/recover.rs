@@ -12,9 +12,9 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::engine::announce::after_terminal;
-use crate::engine::journal::{keep_room, Journal};
-use crate::engine::rollback::{restore_previous, Restored};
-use crate::engine::status::open_status_file;
+use crate::engine::journal::Journal;
+use crate::engine::rollback::{restore_previous, RollbackEnd};
+use crate::engine::transaction::Transaction;
 use crate::engine::{data, halt};
 use crate::engine::{deployment_runner, strategy, EngineGone, Outcome};
 use crate::ops::docker::Docker;
@@ -117,22 +117,24 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     // A request from the app interrupted before its switch runs again under its id: telling the
     // app `failed` in between would read as the end of its upgrade.
     let runs_again = !record.switched && db.request_state(&record.id)? == Some(RequestState::Running);
-    let status_file = if runs_again { None } else { open_status_file(config, ui) };
     let to_version = record.to_version.clone().unwrap_or_else(|| "latest".into());
-    let mut journal = Journal::new(db, &record.id, ui, status_file, &to_version).with_reserve(keep_room(config, ui));
+    let mut transaction = Transaction::resume(config, ui, db, &record.id, &to_version, !runs_again);
+    let journal = &mut transaction.journal;
     journal.set_versions(record.from_version.as_deref(), &to_version);
     let plan = plan(record);
     let runner = deployment_runner(config, ui, false);
-    let (terminal, message, error) = match &plan {
+    let RollbackEnd { terminal, message, error } = match &plan {
         Plan::MarkFailed { undo_fetch, start_again } => {
-            mark_failed(config, &runner, record, *undo_fetch, start_again, &mut journal)
+            mark_failed(config, &runner, record, *undo_fetch, start_again, journal)
         }
         Plan::PutBack { backup, version, finishes_rollback } => {
-            let restored = put_back(config, &runner, record, backup.as_deref(), version.clone(), &mut journal)?;
+            let restored = put_back(config, &runner, record, backup.as_deref(), version.clone(), journal)?;
             match restored {
-                (Terminal::RolledBack, _, error) if *finishes_rollback => {
-                    (Terminal::Complete, "Rollback finished after upgraderd was interrupted", error)
-                }
+                RollbackEnd { terminal: Terminal::RolledBack, error, .. } if *finishes_rollback => RollbackEnd {
+                    terminal: Terminal::Complete,
+                    message: "Rollback finished after upgraderd was interrupted",
+                    error,
+                },
                 other => other,
             }
         }
@@ -169,17 +171,19 @@ fn mark_failed(
     undo_fetch: bool,
     start_again: &[String],
     journal: &mut Journal,
-) -> Restored {
+) -> RollbackEnd {
     remove_partial_backups(config, journal);
     let reason = format!("upgraderd stopped during {} before the new version was started", record.status);
     if !start_again.is_empty() {
         journal.log("Starting again the services the backup had stopped");
         let docker = Docker::new(&config.docker, runner.clone());
         let started = data::start_containers(&docker, start_again, &[], config.start_timeout, &mut |l| journal.log(l));
-        let _ = journal.db.record_stopped_containers(&record.id, &[]);
+        // Still stopped (the engine away, say): kept on record for the next recovery.
+        if started.is_ok() {
+            let _ = journal.db.record_stopped_containers(&record.id, &[]);
+        }
         if let Err(e) = started {
-            return (
-                Terminal::Failed,
+            return RollbackEnd::failed(
                 "Interrupted before the switch; starting the stopped services again failed",
                 format!("{reason}; {e:#}; start them with {}", halt::start_commands(start_again)),
             );
@@ -195,13 +199,11 @@ fn mark_failed(
         Ok(())
     };
     match undone {
-        Ok(()) => (
-            Terminal::Failed,
+        Ok(()) => RollbackEnd::failed(
             "Interrupted before the switch; nothing was changed",
             format!("{reason}; the running version and its data were not touched"),
         ),
-        Err(e) => (
-            Terminal::Failed,
+        Err(e) => RollbackEnd::failed(
             "Interrupted before the switch; undoing the download failed",
             format!("{reason}; the running version was not touched, but {e:#}"),
         ),
@@ -215,13 +217,12 @@ fn put_back(
     backup: Option<&std::path::Path>,
     version: Option<String>,
     journal: &mut Journal,
-) -> Result<Restored> {
+) -> Result<RollbackEnd> {
     journal.report(Status::RollingBack, "Recovering an interrupted upgrade: putting the previous version back");
     let reason = format!("upgraderd stopped during {} after the switch", record.status);
     Ok(match strategy::resume(config, runner, record) {
         Ok(mut strategy) => restore_previous(config, runner, journal, strategy.as_mut(), backup, version, reason),
-        Err(e) => (
-            Terminal::Failed,
+        Err(e) => RollbackEnd::failed(
             "Recovery failed",
             format!(
                 "{reason}\nrecovery failed: {e:#}; the backup {} is intact: run `upgraderd rollback {}`",
@@ -304,7 +305,7 @@ mod tests {
         let rollback = UpgradeRecord {
             from_version: Some("2.0.0".into()),
             to_version: Some("1.0.0".into()),
-            initiated_by: Some("rollback of u0".into()),
+            initiated_by: Some(crate::states::Initiator::RollbackOf("u0".into())),
             ..switched
         };
         assert_eq!(plan(&rollback), put_back(Some("/b/u.tar.gz"), "1.0.0", true));

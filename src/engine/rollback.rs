@@ -13,20 +13,38 @@ use crate::engine::announce::after_terminal;
 use crate::engine::data;
 use crate::engine::gate::{wait_healthy, GateSpec};
 use crate::engine::journal::Journal;
-use crate::engine::status::open_status_file;
 use crate::engine::strategy::{self, Strategy};
-use crate::engine::{new_upgrade_id, Outcome, DRY_RUN_ID};
+use crate::engine::transaction::{Begin, Transaction};
+use crate::engine::Outcome;
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
 use crate::ops::swarm::{without_digest, Swarm};
+use crate::states::Initiator;
 use crate::states::{Status, Terminal};
-use crate::store::db::{now_ms, Db, UpgradeRecord, ROLLBACK_OF};
-use crate::store::lock::Lock;
+use crate::store::db::{now_ms, UpgradeRecord};
 use crate::ui::Ui;
 
-/// How putting the previous version back ended, with the message and the recorded reason.
-pub(crate) type Restored = (Terminal, &'static str, String);
+/// How putting the previous version back ended: the terminal state, the
+/// message the status shows, and the reason the record keeps (which says
+/// what runs now whenever it is not the previous version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RollbackEnd {
+    pub terminal: Terminal,
+    pub message: &'static str,
+    pub error: String,
+}
+
+impl RollbackEnd {
+    /// The previous version is back and healthy; `reason` says why it had to be.
+    pub(crate) fn rolled_back(reason: String) -> RollbackEnd {
+        RollbackEnd { terminal: Terminal::RolledBack, message: "Rolled back to the previous version", error: reason }
+    }
+
+    pub(crate) fn failed(message: &'static str, error: String) -> RollbackEnd {
+        RollbackEnd { terminal: Terminal::Failed, message, error }
+    }
+}
 
 /// Stops the new version, restores the backup, starts the previous version and
 /// gates it. `rolled_back` when the previous version is healthy again.
@@ -38,7 +56,7 @@ pub(crate) fn restore_previous(
     backup: Option<&Path>,
     from_version: Option<String>,
     reason: String,
-) -> Restored {
+) -> RollbackEnd {
     if backup.is_none() {
         // Stopping exists so that restored data is not written over by a running version:
         // with nothing to restore it would only add downtime.
@@ -54,27 +72,30 @@ pub(crate) fn restore_previous(
             "{reason}\nrollback failed: stopping the new version failed: {e:#}; nothing was restored; now {runs}{}",
             backup.map(|b| format!("; the backup {} is intact", b.display())).unwrap_or_default()
         );
-        return (Terminal::Failed, "Rollback failed", error);
+        return RollbackEnd::failed("Rollback failed", error);
     }
     if let Some(archive) = backup {
         journal.log(&format!("Restoring data from {}", archive.display()));
         if let Err(e) = restore_with_owners_stopped(config, runner, journal, strategy.project(), archive) {
+            // Half-restored data is in no version's state: nothing is started on it, on purpose.
             let error = format!(
-                "{reason}\nrollback failed: restoring data from {}: {e:#}; the data was left as the new version wrote it",
-                archive.display()
+                "{reason}\nrollback failed: restoring data from {archive}: {e:#}; the services are left stopped on \
+                 purpose, their data being in an unknown state; the backup is intact: `upgraderd backup restore \
+                 {archive}` puts it back, then start the previous version",
+                archive = archive.display()
             );
-            return (Terminal::Failed, "Rollback failed", error);
+            return RollbackEnd::failed("Rollback failed; services left stopped", error);
         }
     }
     if let Err(e) = strategy.revert(journal) {
-        return (Terminal::Failed, "Rollback failed", format!("{reason}\nrollback failed: {e:#}"));
+        let runs = what_runs(config, runner, strategy.project());
+        return RollbackEnd::failed("Rollback failed", format!("{reason}\nrollback failed: {e:#}; now {runs}"));
     }
     let project = strategy.project();
     let docker = Docker::new(&config.docker, runner.clone());
     match wait_healthy(&docker, project, &gate_spec(config, from_version, strategy)) {
-        Ok(_) => (Terminal::RolledBack, "Rolled back to the previous version", reason),
-        Err(why) => (
-            Terminal::Failed,
+        Ok(_) => RollbackEnd::rolled_back(reason),
+        Err(why) => RollbackEnd::failed(
             "Rollback failed",
             format!("{reason}\nrollback failed: the previous version is not healthy either: {why}"),
         ),
@@ -193,23 +214,22 @@ pub(crate) fn manual_rollback(
     dry_run: bool,
 ) -> Result<Outcome> {
     let ManualPlan { backup } = manual_plan(record, restore_data)?;
-    let mut lock = Lock::acquire(&config.lock_path(), &format!("rollback {}", record.id))?;
+    let to_version = record.from_version.clone().unwrap_or_else(|| "previous".into());
+    let begin =
+        Begin { command: format!("rollback {}", record.id), dry_run, upgrade_id: None, to_version: &to_version };
+    let mut transaction = Transaction::begin(config, ui, begin, || Ok(()))?;
+    let journal = &mut transaction.journal;
+    let upgrade_id = journal.upgrade_id.clone();
     let runner = crate::engine::deployment_runner(config, ui, dry_run);
     let mut strategy = strategy::resume(config, &runner, record)?;
-    let db = if dry_run { Db::in_memory()? } else { Db::open(&config.db_path())? };
-    // A dry run is recorded nowhere: it names no id `history` would never show.
-    let upgrade_id = if dry_run { DRY_RUN_ID.to_string() } else { new_upgrade_id() };
-    if !dry_run {
-        lock.set_upgrade(&upgrade_id)?;
-    }
-    db.insert_upgrade(&UpgradeRecord {
+    journal.db.insert_upgrade(&UpgradeRecord {
         id: upgrade_id.clone(),
         from_version: record.to_version.clone(),
         to_version: record.from_version.clone(),
         deployment_method: record.deployment_method.clone(),
         status: Status::Pending,
         started_at: now_ms(),
-        initiated_by: Some(format!("{ROLLBACK_OF}{}", record.id)),
+        initiated_by: Some(Initiator::RollbackOf(record.id.clone())),
         strategy: record.strategy,
         pid: Some(std::process::id() as i64),
         container: record.container.clone(),
@@ -218,21 +238,18 @@ pub(crate) fn manual_rollback(
         image_ref: record.image_ref.clone(),
         ..UpgradeRecord::default()
     })?;
-    db.record_rollback_point(&upgrade_id, record, backup.as_deref())?;
-    let status_file = if dry_run { None } else { open_status_file(config, ui) };
-    let to_version = record.from_version.clone().unwrap_or_else(|| "previous".into());
-    let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &to_version);
+    journal.db.record_rollback_point(&upgrade_id, record, backup.as_deref())?;
     journal.set_versions(record.to_version.as_deref(), &to_version);
     journal.step(Status::Restarting, &format!("Rolling back upgrade {}", record.id))?;
     let (terminal, error) = if dry_run {
-        print_plan(ui, &runner, &mut journal, strategy.as_mut(), backup.as_deref())?;
+        print_plan(ui, &runner, journal, strategy.as_mut(), backup.as_deref())?;
         (Terminal::Complete, None)
     } else {
         let reason = format!("rollback of upgrade {} asked for", record.id);
         let from = record.from_version.clone();
-        match restore_previous(config, &runner, &mut journal, strategy.as_mut(), backup.as_deref(), from, reason) {
-            (Terminal::RolledBack, _, _) => (Terminal::Complete, None),
-            (terminal, _, error) => (terminal, Some(error)),
+        match restore_previous(config, &runner, journal, strategy.as_mut(), backup.as_deref(), from, reason) {
+            RollbackEnd { terminal: Terminal::RolledBack, .. } => (Terminal::Complete, None),
+            end => (end.terminal, Some(end.error)),
         }
     };
     if runner.engine_gone() {
@@ -304,7 +321,7 @@ mod tests {
         let rollback = UpgradeRecord {
             id: "r1".into(),
             from_version: Some("2.0.0".into()),
-            initiated_by: Some(format!("{ROLLBACK_OF}u1")),
+            initiated_by: Some(Initiator::RollbackOf("u1".into())),
             ..record()
         };
         let err = manual_plan(&rollback, true).unwrap_err().to_string();

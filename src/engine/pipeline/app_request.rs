@@ -30,12 +30,12 @@ impl Attempt<'_, '_> {
 
     /// The operator's policy and quarantine bind what the app asks for, unless forced where allowed.
     pub(super) fn app_policy_problems(&self, current: Option<&str>) -> Vec<Problem> {
-        if !self.request.from_app || self.force || self.request.target == "latest" {
+        if !self.request.from_app || self.force || self.request.target.is_latest() {
             // `latest` is checked once the fetch says which version it is.
             return Vec::new();
         }
         let refusal = check::rules(self.config, Some(&self.journal.db))
-            .map(|rules| check::app_request_refusal(&self.request.target, current, &rules));
+            .map(|rules| check::app_request_refusal(self.request.target.as_str(), current, &rules));
         match refusal {
             Ok(None) => Vec::new(),
             Ok(Some(why)) => vec![Problem::new("policy", why)],
@@ -65,7 +65,7 @@ impl Attempt<'_, '_> {
 
     /// `latest` asked for by the app: the fetched version must be within the operator's rules.
     pub(super) fn app_policy_refusal(&mut self, fetched: &Fetched) -> Option<String> {
-        if !self.request.from_app || self.force || self.request.target != "latest" {
+        if !self.request.from_app || self.force || !self.request.target.is_latest() {
             return None;
         }
         let Some(version) = fetched.version.clone() else {

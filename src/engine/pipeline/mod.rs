@@ -15,18 +15,19 @@ mod app_request;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::config::{shown, Config};
 use crate::engine::announce::after_terminal;
 use crate::engine::data::{self, DataSet, ServiceData};
 use crate::engine::discover::{self, discover};
 use crate::engine::gate::{finished_job, wait_healthy};
-use crate::engine::journal::{keep_room, Journal};
+use crate::engine::journal::Journal;
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::{gate_spec, restore_previous};
 use crate::engine::strategy::{self, Fetched, Strategy};
-use crate::engine::{deployment_runner, new_upgrade_id, recover, status, EngineGone, Outcome, Request, DRY_RUN_ID};
+use crate::engine::transaction::{Begin, Transaction};
+use crate::engine::{deployment_runner, recover, EngineGone, Outcome, Request, DRY_RUN_ID};
 use crate::exit::usage;
 use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
@@ -34,11 +35,8 @@ use crate::ops::hooks::{hook, HookContext};
 use crate::ops::process::Runner;
 use crate::states::{Status, Strategy as StrategyKind, Terminal};
 use crate::store::backup;
-use crate::store::db::{now_ms, Db, DeploymentRecord, UpgradeRecord};
-use crate::store::files;
-use crate::store::lock::Lock;
+use crate::store::db::{now_ms, DeploymentRecord, UpgradeRecord};
 use crate::ui::{human_bytes, Ui};
-use crate::version::validate_version;
 
 /// The steps of the runbook, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,34 +76,23 @@ pub(crate) fn after_stop_request(step: Step) -> Option<Next> {
 
 /// Runs one upgrade attempt to its terminal state.
 pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome> {
-    validate_version(&request.target).map_err(usage)?;
-    let command = format!("upgrade --to {}", request.target);
-    // A dry run leaves nothing behind and names no id: it creates neither the state
-    // directory nor the lock file (without one no upgrade runs here), and its plan
-    // says UPGRADE_ID where the real upgrade's id will go.
-    let (_lock, upgrade_id) = if request.dry_run {
-        (Lock::acquire_if_present(&config.lock_path(), &format!("{command} --dry-run"))?, DRY_RUN_ID.to_string())
-    } else {
-        files::ensure_private_dir(&config.state_dir)
-            .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
-        let mut lock = Lock::acquire(&config.lock_path(), &command)?;
-        let upgrade_id = request.upgrade_id.clone().unwrap_or_else(new_upgrade_id);
-        lock.set_upgrade(&upgrade_id)?;
-        // Holding the lock, any unfinished upgrade in the journal is an orphan: put it right first.
-        recover::reconcile(config, ui, None)?;
-        (Some(lock), upgrade_id)
+    let begin = Begin {
+        command: format!("upgrade --to {}", request.target),
+        dry_run: request.dry_run,
+        upgrade_id: request.upgrade_id.clone(),
+        to_version: request.target.as_str(),
     };
-    let db = if request.dry_run { Db::in_memory()? } else { Db::open(&config.db_path())? };
-    let reserve = (!request.dry_run).then(|| keep_room(config, ui)).flatten();
-    let status_file = if request.dry_run { None } else { status::open_status_file(config, ui) };
-    let mut journal = Journal::new(db, &upgrade_id, ui, status_file, &request.target).with_reserve(reserve);
-    open_record(config, request, &mut journal)?;
+    // Holding the lock, any unfinished upgrade in the journal is an orphan: put it right first.
+    let mut transaction = Transaction::begin(config, ui, begin, || recover::reconcile(config, ui, None).map(drop))?;
+    let journal = &mut transaction.journal;
+    let upgrade_id = journal.upgrade_id.clone();
+    open_record(config, request, journal)?;
     journal.step(Status::Pending, &format!("Upgrade to {} initiated by {}", request.target, request.initiated_by))?;
     let attempt = Attempt {
         config,
         request,
         runner: runner_for(config, ui, request),
-        journal: &mut journal,
+        journal,
         force: request.force,
         backup_wanted: request.backup,
         data: DataSet::default(),
@@ -129,7 +116,7 @@ pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome
                 upgrade_id: upgrade_id.clone(),
                 terminal: Terminal::Failed,
                 from_version: None,
-                to_version: request.target.clone(),
+                to_version: request.target.to_string(),
                 error: Some(message),
                 backup: None,
             }
@@ -160,7 +147,7 @@ fn open_record(config: &Config, request: &Request, journal: &mut Journal) -> Res
     match journal.db.get(&upgrade_id)? {
         None => journal.db.insert_upgrade(&UpgradeRecord {
             id: upgrade_id,
-            to_version: Some(request.target.clone()),
+            to_version: Some(request.target.to_string()),
             deployment_method: "docker-compose".into(),
             status: Status::Pending,
             started_at: now_ms(),
@@ -244,7 +231,7 @@ impl Attempt<'_, '_> {
                 }
             };
         }
-        if fetched.unchanged && self.request.target == "latest" && !self.force {
+        if fetched.unchanged && self.request.target.is_latest() && !self.force {
             // `latest` pulled while `latest` runs: nothing to switch to, so nothing is stopped or backed up.
             let from = self.from_version.clone().unwrap_or_else(|| "latest".into());
             self.journal.set_versions(self.from_version.as_deref(), &from);
@@ -292,10 +279,10 @@ impl Attempt<'_, '_> {
         let to_version = fetched
             .version
             .clone()
-            .filter(|_| self.request.target == "latest")
-            .unwrap_or_else(|| self.request.target.clone());
+            .filter(|_| self.request.target.is_latest())
+            .unwrap_or_else(|| self.request.target.to_string());
         // Without a version from the fetch, `latest` cannot be checked against the health body.
-        let expect = (self.request.target != "latest" || fetched.version.is_some()).then(|| to_version.clone());
+        let expect = (!self.request.target.is_latest() || fetched.version.is_some()).then(|| to_version.clone());
         self.journal.set_versions(self.from_version.as_deref(), &to_version);
         self.journal.db.mark_switched(&self.journal.upgrade_id, &to_version)?;
         // The containers stopped for the final pass are the old version's, which the switch replaces.
@@ -348,7 +335,7 @@ impl Attempt<'_, '_> {
         if self.request.strategy == StrategyKind::Rebuild && current.is_none() {
             current = discover::git_for(self.config, &deployment.project, &self.runner).describe();
         }
-        let target = &self.request.target;
+        let target = self.request.target.as_str();
         problems.extend(preflight::version_direction(
             target,
             current.as_deref(),
@@ -404,7 +391,7 @@ impl Attempt<'_, '_> {
             reason: backup::Reason {
                 upgrade_id: Some(self.journal.upgrade_id.clone()),
                 from_version: self.from_version.clone(),
-                to_version: Some(self.request.target.clone()),
+                to_version: Some(self.request.target.to_string()),
                 ..backup::Reason::default()
             },
             start_timeout: self.config.start_timeout,
@@ -463,9 +450,8 @@ impl Attempt<'_, '_> {
         self.journal.report(Status::RollingBack, &format!("Rolling back: {first_line}"));
         let backup = self.backup.clone();
         let from = self.from_version.clone();
-        let (terminal, message, error) =
-            restore_previous(self.config, &self.runner, self.journal, strategy, backup.as_deref(), from, reason);
-        self.end(terminal, message, Some(error))
+        let end = restore_previous(self.config, &self.runner, self.journal, strategy, backup.as_deref(), from, reason);
+        self.end(end.terminal, end.message, Some(end.error))
     }
 
     /// Whether a stop request abandons the attempt at this step.
@@ -520,7 +506,7 @@ impl Attempt<'_, '_> {
         let context = HookContext {
             upgrade_id: &self.journal.upgrade_id,
             from_version: self.from_version.as_deref(),
-            to_version: &self.request.target,
+            to_version: self.request.target.as_str(),
             status: Status::Pending.as_str(),
         };
         let result = self.runner.run(&hook(command, context));
@@ -601,7 +587,7 @@ impl Attempt<'_, '_> {
             upgrade_id: self.journal.upgrade_id.clone(),
             terminal,
             from_version: self.from_version.clone(),
-            to_version: self.request.target.clone(),
+            to_version: self.request.target.to_string(),
             error,
             backup: self.backup.clone(),
         })

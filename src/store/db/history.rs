@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use super::{explain, now_ms, Db};
-use crate::states::{Status, Strategy, Terminal};
+use crate::states::{Initiator, Status, Strategy, Terminal};
 pub(super) use crate::store::edited::EditedFile;
 
 /// One row of `upgrade_history`.
@@ -30,7 +30,7 @@ pub struct UpgradeRecord {
     pub backup_path: Option<String>,
     pub started_at: i64,
     pub completed_at: Option<i64>,
-    pub initiated_by: Option<String>,
+    pub initiated_by: Option<Initiator>,
     pub error_message: Option<String>,
     pub rollback_available: bool,
     pub strategy: Strategy,
@@ -118,12 +118,9 @@ impl UpgradeRecord {
 
     /// The upgrade this row rolls back, when it is an operator's `rollback`.
     pub(crate) fn rollback_of(&self) -> Option<&str> {
-        self.initiated_by.as_deref()?.strip_prefix(ROLLBACK_OF)
+        self.initiated_by.as_ref()?.rollback_of()
     }
 }
-
-/// How the row of an operator's `rollback` says what it rolls back: `rollback of <id>`.
-pub(crate) const ROLLBACK_OF: &str = "rollback of ";
 
 /// A JSON list of strings in a column; empty when absent.
 fn json_list(column: Option<String>) -> Vec<String> {

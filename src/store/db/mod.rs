@@ -20,11 +20,11 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{Connection, OpenFlags};
 
 pub use self::history::UpgradeRecord;
-pub(crate) use self::history::{CommitsRecord, DeploymentRecord, Event, ROLLBACK_OF};
+pub(crate) use self::history::{CommitsRecord, DeploymentRecord, Event};
 pub(crate) use self::requests::QueuedRequest;
 pub use self::schema::schema_version;
 use self::schema::MIGRATIONS;
-use crate::states::{RequestState, Status, Strategy};
+use crate::states::{Initiator, RequestState, Status, Strategy};
 
 /// Milliseconds since the epoch, the unit of every timestamp column.
 pub(crate) fn now_ms() -> i64 {
@@ -160,6 +160,18 @@ macro_rules! stored_by_name {
 }
 
 stored_by_name!(Status, RequestState, Strategy);
+
+impl ToSql for Initiator {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.to_string()))
+    }
+}
+
+impl FromSql for Initiator {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value.as_str().map(Initiator::parse)
+    }
+}
 fn newer_schema(path: &Path, version: i64) -> anyhow::Error {
     anyhow!(
         "state database {} has schema {version}, newer than this upgraderd understands ({}); \

@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{explain, Db};
-use crate::states::RequestState;
+use crate::states::{Initiator, RequestState};
 
 /// One row of `requests`: what a trigger asked for, and what became of it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
@@ -16,8 +16,8 @@ pub(crate) struct QueuedRequest {
     pub version: String,
     pub backup: bool,
     pub force: bool,
-    /// `trigger`, `check-version`, …
-    pub source: String,
+    /// Who asked: the app's trigger, or the daemon's version check.
+    pub source: Initiator,
     /// The trigger's text (capped), for the record.
     pub raw: Option<String>,
     pub received_at: i64,
