@@ -186,6 +186,51 @@ impl Serialize for Initiator {
     }
 }
 
+const SWARM_PREFIX: &str = "swarm:";
+
+/// One thing stopped to hold a service's data still, to be started again
+/// (`engine::halt` stops and starts it). Recorded in the journal row as a
+/// token: the container id, or `swarm:SERVICE=REPLICAS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Halt {
+    /// A container, by id.
+    Container(String),
+    /// A Swarm service and the replicas it runs with.
+    SwarmService { name: String, replicas: u64 },
+}
+
+impl Halt {
+    /// The recorded form: the container id, or `swarm:SERVICE=REPLICAS`.
+    pub(crate) fn token(&self) -> String {
+        match self {
+            Halt::Container(id) => id.clone(),
+            Halt::SwarmService { name, replicas } => format!("{SWARM_PREFIX}{name}={replicas}"),
+        }
+    }
+
+    pub(crate) fn from_token(token: &str) -> Halt {
+        let swarm = token.strip_prefix(SWARM_PREFIX).and_then(|rest| rest.rsplit_once('='));
+        match swarm.and_then(|(name, n)| Some((name, n.parse().ok()?))) {
+            Some((name, replicas)) => Halt::SwarmService { name: name.to_string(), replicas },
+            None => Halt::Container(token.to_string()),
+        }
+    }
+
+    /// For the log: a short container id, or the service.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Halt::Container(id) => id[..id.len().min(12)].to_string(),
+            Halt::SwarmService { name, .. } => format!("Swarm service {name}, scaled to 0"),
+        }
+    }
+}
+
+impl Serialize for Halt {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.token())
+    }
+}
+
 /// How an upgrade ended: one of the invariant's three states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Terminal {

@@ -142,7 +142,7 @@ impl<P: FnMut(Progress)> data::Observer for Report<'_, P> {
         self.ui.info(line);
     }
 
-    fn stopped(&mut self, _ids: &[String]) -> Result<()> {
+    fn stopped(&mut self, _held: &[crate::states::Halt]) -> Result<()> {
         Ok(())
     }
 

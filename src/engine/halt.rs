@@ -12,52 +12,16 @@ use anyhow::{bail, Result};
 
 use crate::ops::docker::Docker;
 use crate::ops::swarm::{self, Swarm};
-
-const SWARM_PREFIX: &str = "swarm:";
-
-/// One thing to stop and start again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Halt {
-    /// A container, by id.
-    Container(String),
-    /// A Swarm service and the replicas it runs with.
-    SwarmService { name: String, replicas: u64 },
-}
-
-impl Halt {
-    /// The recorded form: the container id, or `swarm:SERVICE=REPLICAS`.
-    pub(crate) fn token(&self) -> String {
-        match self {
-            Halt::Container(id) => id.clone(),
-            Halt::SwarmService { name, replicas } => format!("{SWARM_PREFIX}{name}={replicas}"),
-        }
-    }
-
-    pub(crate) fn from_token(token: &str) -> Halt {
-        let swarm = token.strip_prefix(SWARM_PREFIX).and_then(|rest| rest.rsplit_once('='));
-        match swarm.and_then(|(name, n)| Some((name, n.parse().ok()?))) {
-            Some((name, replicas)) => Halt::SwarmService { name: name.to_string(), replicas },
-            None => Halt::Container(token.to_string()),
-        }
-    }
-
-    /// For the log: a short container id, or the service.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Halt::Container(id) => id[..id.len().min(12)].to_string(),
-            Halt::SwarmService { name, .. } => format!("Swarm service {name}, scaled to 0"),
-        }
-    }
-}
+pub(crate) use crate::states::Halt;
 
 /// The commands an operator runs to start these (recorded, in stop order) by
 /// hand, in the order to run them.
-pub(crate) fn start_commands(tokens: &[String]) -> String {
-    let command = |token: &String| match Halt::from_token(token) {
+pub(crate) fn start_commands(held: &[Halt]) -> String {
+    let command = |halt: &Halt| match halt {
         Halt::Container(id) => format!("`docker start {id}`"),
         Halt::SwarmService { name, replicas } => format!("`docker service scale {name}={replicas}`"),
     };
-    tokens.iter().rev().map(command).collect::<Vec<_>>().join(", then ")
+    held.iter().rev().map(command).collect::<Vec<_>>().join(", then ")
 }
 
 /// Stops it within `grace` (then it is killed); a container already stopped
@@ -297,7 +261,7 @@ mod tests {
 
     #[test]
     fn what_was_stopped_is_started_by_hand_in_start_order() {
-        let stopped = ["web-id".to_string(), "swarm:shop_db=1".to_string()];
+        let stopped = [Halt::Container("web-id".into()), Halt::SwarmService { name: "shop_db".into(), replicas: 1 }];
         assert_eq!(start_commands(&stopped), "`docker service scale shop_db=1`, then `docker start web-id`");
     }
 }

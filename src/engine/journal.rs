@@ -182,8 +182,8 @@ impl crate::engine::data::Observer for Journal<'_> {
         Journal::log(self, line);
     }
 
-    fn stopped(&mut self, ids: &[String]) -> anyhow::Result<()> {
-        self.db.record_stopped_containers(&self.upgrade_id, ids)
+    fn stopped(&mut self, held: &[crate::states::Halt]) -> anyhow::Result<()> {
+        self.db.record_held(&self.upgrade_id, held)
     }
 
     fn progress(&mut self, p: crate::store::backup::Progress) {

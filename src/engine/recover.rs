@@ -19,7 +19,7 @@ use crate::engine::{data, halt};
 use crate::engine::{deployment_runner, strategy, EngineGone, Outcome};
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
-use crate::states::{RequestState, Status, Terminal};
+use crate::states::{Halt, RequestState, Status, Terminal};
 use crate::store::backup;
 use crate::store::db::{now_ms, unrecorded, Db, UpgradeRecord};
 use crate::store::lock::Lock;
@@ -32,7 +32,7 @@ pub(crate) enum Plan {
     /// it failed, after starting again what the backup's final pass stopped
     /// and undoing the fetch when it began: a rebuild's checkout moved back,
     /// the rollback tags it made removed.
-    MarkFailed { undo_fetch: bool, start_again: Vec<String> },
+    MarkFailed { undo_fetch: bool, start_again: Vec<Halt> },
     /// Interrupted after the switch: put the previous version and its data
     /// back, and gate it, expecting `version`. An operator's `rollback` that
     /// was interrupted is finished the same way (its row holds what it puts back).
@@ -54,7 +54,7 @@ pub(crate) fn plan(record: &UpgradeRecord) -> Plan {
         // What a fetch records before it tags or moves anything: its rollback point.
         Plan::MarkFailed {
             undo_fetch: record.previous_commit.is_some() || record.rollback_tag.is_some(),
-            start_again: record.stopped_containers.clone(),
+            start_again: record.held.clone(),
         }
     }
 }
@@ -169,7 +169,7 @@ fn mark_failed(
     runner: &Runner,
     record: &UpgradeRecord,
     undo_fetch: bool,
-    start_again: &[String],
+    start_again: &[Halt],
     journal: &mut Journal,
 ) -> RollbackEnd {
     remove_partial_backups(config, journal);
@@ -180,7 +180,7 @@ fn mark_failed(
         let started = data::start_containers(&docker, start_again, &[], config.start_timeout, &mut |l| journal.log(l));
         // Still stopped (the engine away, say): kept on record for the next recovery.
         if started.is_ok() {
-            let _ = journal.db.record_stopped_containers(&record.id, &[]);
+            let _ = journal.db.record_held(&record.id, &[]);
         }
         if let Err(e) = started {
             return RollbackEnd::failed(
@@ -273,12 +273,15 @@ mod tests {
         let final_pass = UpgradeRecord {
             status: Status::BackingUp,
             rollback_tag: Some("app:upgraderd-rollback-u".into()),
-            stopped_containers: vec!["db-id".into(), "web-id".into()],
+            held: vec![Halt::Container("db-id".into()), Halt::Container("web-id".into())],
             ..Default::default()
         };
         assert_eq!(
             plan(&final_pass),
-            Plan::MarkFailed { undo_fetch: true, start_again: vec!["db-id".into(), "web-id".into()] },
+            Plan::MarkFailed {
+                undo_fetch: true,
+                start_again: vec![Halt::Container("db-id".into()), Halt::Container("web-id".into())]
+            },
             "what the final pass stopped starts again"
         );
     }

@@ -152,7 +152,7 @@ fn restore_with_owners_stopped(
     archive: &Path,
 ) -> Result<()> {
     let docker = Docker::new(&config.docker, runner.clone());
-    let left_stopped = journal.db.get(&journal.upgrade_id)?.map(|r| r.stopped_containers).unwrap_or_default();
+    let left_stopped = journal.db.get(&journal.upgrade_id)?.map(|r| r.held).unwrap_or_default();
     data::restore_with_owners_stopped(config, &docker, project, archive, &project.services, &left_stopped, journal)
         .map(drop)
 }

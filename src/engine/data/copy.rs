@@ -18,8 +18,8 @@ use crate::store::backup::{self, Created, Progress};
 /// What a consistent backup reports as it goes.
 pub(crate) trait Observer {
     fn log(&mut self, line: &str);
-    /// The containers stopped now (after each change), to be started again if upgraderd dies.
-    fn stopped(&mut self, ids: &[String]) -> Result<()>;
+    /// What is stopped now (after each change), to be started again if upgraderd dies.
+    fn stopped(&mut self, held: &[Halt]) -> Result<()>;
     fn progress(&mut self, progress: Progress);
 }
 
@@ -35,7 +35,7 @@ pub(crate) fn back_up(
     set: &DataSet,
     keep_stopped: &[ServiceData],
     target: &Target<'_>,
-    stopped: &mut Vec<String>,
+    stopped: &mut Vec<Halt>,
     observer: &mut dyn Observer,
 ) -> Result<Created> {
     for line in set.describe() {
@@ -63,9 +63,9 @@ pub(crate) fn back_up(
     for warning in created.warnings.iter().skip(logged) {
         observer.log(warning);
     }
-    let again: Vec<String> = stop_mode.iter().map(|s| s.halt.token()).collect();
+    let again: Vec<Halt> = stop_mode.iter().map(|s| s.halt.clone()).collect();
     let started = start_containers(docker, &again, &stop_mode, target.start_timeout, &mut |line| observer.log(line));
-    stopped.retain(|id| !again.contains(id) || started.is_err());
+    stopped.retain(|halt| !again.contains(halt) || started.is_err());
     observer.stopped(stopped)?;
     started?;
     let held: Vec<&str> = stop_mode.iter().map(|s| s.service.as_str()).collect();
@@ -95,13 +95,13 @@ fn run_hooks(
     set: &DataSet,
     label: &str,
     hook: fn(&ServiceData) -> &Option<Vec<String>>,
-    stopped: &[String],
+    stopped: &[Halt],
     observer: &mut dyn Observer,
 ) -> Result<()> {
     let mut hooked: Vec<String> = Vec::new();
     for service in &set.services {
         let Some(argv) = hook(service) else { continue };
-        if stopped.contains(&service.halt.token()) {
+        if stopped.contains(&service.halt) {
             observer.log(&format!("{label} of {} skipped: it is stopped for the switch", service.service));
             continue;
         }
@@ -121,8 +121,8 @@ fn run_hooks(
 /// Restores `archive` over its data paths with every running service whose
 /// data it replaces stopped (but those in `already_stopped`), then starts them
 /// again, each after what it depends on, and waits for them: nothing is ever
-/// restored under a running container. `left_stopped` (halt tokens an
-/// interrupted earlier attempt recorded) is started again with them. What is
+/// restored under a running container. `still_held` (what an interrupted
+/// earlier attempt recorded stopped) is started again with them. What is
 /// stopped is told to the observer as it changes. A failed restore leaves the
 /// data as it was, and the services are started again all the same.
 pub(crate) fn restore_with_owners_stopped(
@@ -130,12 +130,12 @@ pub(crate) fn restore_with_owners_stopped(
     docker: &Docker,
     project: &Project,
     archive: &Path,
-    already_stopped: &[String],
-    left_stopped: &[String],
+    except_services: &[String],
+    still_held: &[Halt],
     observer: &mut dyn Observer,
 ) -> Result<backup::Restored> {
-    let owners = owners_of(config, docker, project, archive, already_stopped)?;
-    let mut stopped = left_stopped.to_vec();
+    let owners = owners_of(config, docker, project, archive, except_services)?;
+    let mut stopped = still_held.to_vec();
     let halted = stop_containers(docker, &owners, &mut stopped, observer);
     let restored = halted.and_then(|()| backup::restore(archive, &backup::Destination::Original, &mut |_| {}));
     let started = start_containers(docker, &stopped, &owners, config.start_timeout, &mut |l| observer.log(l));

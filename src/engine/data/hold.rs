@@ -33,12 +33,11 @@ pub(super) fn start_order(services: &[ServiceData]) -> Vec<ServiceData> {
 pub(crate) fn stop_containers(
     docker: &Docker,
     services: &[ServiceData],
-    stopped: &mut Vec<String>,
+    stopped: &mut Vec<Halt>,
     observer: &mut dyn Observer,
 ) -> Result<()> {
     for service in start_order(services).iter().rev() {
-        let token = service.halt.token();
-        if stopped.contains(&token) {
+        if stopped.contains(&service.halt) {
             continue;
         }
         observer.log(&format!("Stopping {} ({})", service.service, service.halt.describe()));
@@ -46,7 +45,7 @@ pub(crate) fn stop_containers(
         // service scaled to 0 whose tasks did not drain in time) is started again all the same.
         // When recording it fails, the caller starts a service that never stopped: a start of a
         // running container, or a scale to the replicas it has, which changes nothing.
-        stopped.push(token);
+        stopped.push(service.halt.clone());
         observer.stopped(stopped)?;
         halt::stop(docker, &service.halt, STOP_GRACE)
             .map_err(|e| anyhow!("stopping {} failed: {e:#}", service.service))?;
@@ -57,27 +56,26 @@ pub(crate) fn stop_containers(
 /// How long a stopped service has to shut down cleanly before it is killed.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(30);
 
-/// Starts what `tokens` stopped again and waits until each is ready (see
+/// Starts what `held` names again and waits until each is ready (see
 /// [`halt::wait_ready`]; `timeout` is `UPGRADERD_START_TIMEOUT`): all at once,
 /// but a service after the ones it depends on, each group awaited together.
 pub(crate) fn start_containers(
     docker: &Docker,
-    tokens: &[String],
+    held: &[Halt],
     services: &[ServiceData],
     timeout: Option<Duration>,
     log: &mut dyn FnMut(&str),
 ) -> Result<()> {
-    let mut known: Vec<ServiceData> =
-        start_order(services).into_iter().filter(|s| tokens.contains(&s.halt.token())).collect();
+    let mut known: Vec<ServiceData> = start_order(services).into_iter().filter(|s| held.contains(&s.halt)).collect();
     // Several replicas of one Swarm service share its halt: it is started once.
     known.dedup_by(|a, b| a.halt == b.halt);
     let mut waves: Vec<Vec<(String, Halt)>> =
         start_waves(&known).into_iter().map(|w| w.into_iter().map(|s| (s.service, s.halt)).collect()).collect();
     // What recovery found recorded but no longer in the project: started together, last.
-    let unknown: Vec<(String, Halt)> = tokens
+    let unknown: Vec<(String, Halt)> = held
         .iter()
-        .filter(|token| !known.iter().any(|s| &s.halt.token() == *token))
-        .map(|token| (Halt::from_token(token).describe(), Halt::from_token(token)))
+        .filter(|halt| !known.iter().any(|s| s.halt == **halt))
+        .map(|halt| (halt.describe(), halt.clone()))
         .collect();
     if !unknown.is_empty() {
         waves.push(unknown);

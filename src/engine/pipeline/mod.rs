@@ -99,6 +99,7 @@ pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome
         stopped: Vec::new(),
         backup: None,
         from_version: None,
+        leftovers: Vec::new(),
     };
     let outcome = match attempt.run() {
         Ok(outcome) => outcome,
@@ -181,9 +182,29 @@ struct Attempt<'a, 'j> {
     /// What the backup covers, found in preflight.
     data: DataSet,
     /// Containers stopped for the backup's final pass, until they run again or the switch replaces them.
-    stopped: Vec<String>,
+    stopped: Vec<crate::states::Halt>,
     backup: Option<PathBuf>,
     from_version: Option<String>,
+    /// What could not be put back before the switch, named once at the attempt's end.
+    leftovers: Vec<Leftover>,
+}
+
+/// Something an attempt ending before its switch could not put back.
+#[derive(Debug)]
+enum Leftover {
+    /// Services the backup stopped that did not start again.
+    NotStartedAgain(String),
+    /// What the fetch changed (a moved tag, a checkout) that did not go back.
+    FetchNotUndone(String),
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leftover::NotStartedAgain(why) => write!(f, "starting the stopped services again failed too: {why}"),
+            Leftover::FetchNotUndone(why) => write!(f, "putting back what the download changed failed too: {why}"),
+        }
+    }
 }
 
 impl Attempt<'_, '_> {
@@ -211,24 +232,17 @@ impl Attempt<'_, '_> {
         let fetched = match strategy.fetch(self.journal) {
             Ok(fetched) => fetched,
             Err(err) => {
-                let not_put_back = self.put_back_fetch(strategy.as_mut());
-                if self.stop_requested_at(Step::Fetch) && not_put_back.is_none() {
+                let put_back = self.put_back_fetch(strategy.as_mut());
+                if self.stop_requested_at(Step::Fetch) && put_back {
                     return self.abandon("the download");
                 }
-                return self.failed(
-                    strategy.as_mut(),
-                    Step::Fetch,
-                    format!("{err:#}{}", not_put_back.unwrap_or_default()),
-                );
+                return self.failed(strategy.as_mut(), Step::Fetch, format!("{err:#}"));
             }
         };
         if self.stop_requested_at(Step::Fetch) {
             return match self.put_back_fetch(strategy.as_mut()) {
-                None => self.abandon("the download"),
-                Some(failure) => {
-                    let error = format!("upgraderd was asked to stop before the switch{failure}");
-                    self.end(Terminal::Failed, "Interrupted before the switch", Some(error))
-                }
+                true => self.abandon("the download"),
+                false => self.stopped_before_switch(),
             };
         }
         if fetched.unchanged && self.request.target.is_latest() && !self.force {
@@ -256,17 +270,15 @@ impl Attempt<'_, '_> {
             let backed_up = self.back_up(strategy.project());
             let interrupted = backed_up.is_ok() && self.stop_requested_at(Step::Backup);
             if backed_up.is_err() || interrupted {
-                let not_started = self.start_stopped().unwrap_or_default();
-                let not_put_back = self.put_back_fetch(strategy.as_mut()).unwrap_or_default();
+                let started = self.start_stopped();
+                let put_back = self.put_back_fetch(strategy.as_mut());
                 if let Err(err) = backed_up {
-                    let reason = format!("{err:#}{not_started}{not_put_back}");
-                    return self.failed(strategy.as_mut(), Step::Backup, reason);
+                    return self.failed(strategy.as_mut(), Step::Backup, format!("{err:#}"));
                 }
-                if not_started.is_empty() && not_put_back.is_empty() {
+                if started && put_back {
                     return self.abandon("the backup");
                 }
-                let error = format!("upgraderd was asked to stop before the switch{not_started}{not_put_back}");
-                return self.end(Terminal::Failed, "Interrupted before the switch", Some(error));
+                return self.stopped_before_switch();
             }
         } else {
             self.journal.log("Backup skipped as requested; a rollback cannot restore data");
@@ -287,7 +299,7 @@ impl Attempt<'_, '_> {
         self.journal.db.mark_switched(&self.journal.upgrade_id, &to_version)?;
         // The containers stopped for the final pass are the old version's, which the switch replaces.
         self.stopped.clear();
-        self.journal.db.record_stopped_containers(&self.journal.upgrade_id, &[])?;
+        self.journal.db.record_held(&self.journal.upgrade_id, &[])?;
         self.journal.report(Status::Restarting, "Restarting services");
         if let Err(err) = strategy.switch(fetched, self.journal) {
             return self.failed(strategy, Step::Switch, format!("{err:#}"));
@@ -408,10 +420,11 @@ impl Attempt<'_, '_> {
         Ok(())
     }
 
-    /// Starts again what the backup stopped; the words to add to the reason when that failed.
-    fn start_stopped(&mut self) -> Option<String> {
+    /// Starts again what the backup stopped; whether all of it runs (what does
+    /// not is a leftover the attempt's end names).
+    fn start_stopped(&mut self) -> bool {
         if self.stopped.is_empty() {
-            return None;
+            return true;
         }
         let docker = Docker::new(&self.config.docker, self.runner.clone());
         let ids = std::mem::take(&mut self.stopped);
@@ -421,9 +434,15 @@ impl Attempt<'_, '_> {
         });
         // What could not be started stays recorded: recovery starts it when this attempt is left interrupted.
         if started.is_ok() {
-            let _ = self.journal.db.record_stopped_containers(&self.journal.upgrade_id, &[]);
+            let _ = self.journal.db.record_held(&self.journal.upgrade_id, &[]);
         }
-        started.err().map(|e| format!("; starting the stopped services again failed too: {e:#}"))
+        match started {
+            Ok(()) => true,
+            Err(e) => {
+                self.leftovers.push(Leftover::NotStartedAgain(format!("{e:#}")));
+                false
+            }
+        }
     }
 
     /// Ends a failed step the way [`after_failure`] says.
@@ -459,6 +478,12 @@ impl Attempt<'_, '_> {
         after_stop_request(step).is_some() && self.request.shutdown.as_ref().is_some_and(|s| s.is_requested())
     }
 
+    /// A stop request before the switch, when something could not be put back: the leftovers say what.
+    fn stopped_before_switch(&mut self) -> Result<Outcome> {
+        let error = "upgraderd was asked to stop before the switch".to_string();
+        self.end(Terminal::Failed, "Interrupted before the switch", Some(error))
+    }
+
     fn abandon(&mut self, during: &str) -> Result<Outcome> {
         let error = format!(
             "upgraderd was asked to stop during {during}, before the switch; the running version and its data were not touched"
@@ -467,17 +492,21 @@ impl Attempt<'_, '_> {
     }
 
     /// Before the switch: everything the fetch changed goes back (a moved tag, a
-    /// rebuild's checkout), and this upgrade's rollback tags go. When something
-    /// could not be put back, the words to add to the recorded reason.
-    fn put_back_fetch(&mut self, strategy: &mut dyn Strategy) -> Option<String> {
+    /// rebuild's checkout), and this upgrade's rollback tags go. Whether it all
+    /// went back (what did not is a leftover the attempt's end names).
+    fn put_back_fetch(&mut self, strategy: &mut dyn Strategy) -> bool {
         let undone = strategy.undo_fetch(self.journal);
         strategy.discard(self.journal);
-        undone.err().map(|e| format!("; putting back what the download changed failed too: {e:#}"))
+        match undone {
+            Ok(()) => true,
+            Err(e) => {
+                self.leftovers.push(Leftover::FetchNotUndone(format!("{e:#}")));
+                false
+            }
+        }
     }
 
-    /// Ends the attempt after the fetch, before anything stopped: what the fetch
-    /// changed goes back first. A failure to put it back is added to `reason`,
-    /// or logged when the attempt ends without one (nothing to do).
+    /// Ends the attempt after the fetch, before anything stopped: what the fetch changed goes back first.
     fn end_after_fetch(
         &mut self,
         strategy: &mut dyn Strategy,
@@ -485,17 +514,8 @@ impl Attempt<'_, '_> {
         message: &str,
         reason: Option<String>,
     ) -> Result<Outcome> {
-        let not_put_back = self.put_back_fetch(strategy).unwrap_or_default();
-        let error = match reason {
-            Some(reason) => Some(format!("{reason}{not_put_back}")),
-            None => {
-                if !not_put_back.is_empty() {
-                    self.journal.log(not_put_back.trim_start_matches("; "));
-                }
-                None
-            }
-        };
-        self.end(terminal, message, error)
+        self.put_back_fetch(strategy);
+        self.end(terminal, message, reason)
     }
 
     /// The operator's veto: a non-zero exit of `UPGRADERD_PRE_UPGRADE_CMD` refuses the upgrade.
@@ -567,6 +587,22 @@ impl Attempt<'_, '_> {
         Err(EngineGone { upgrade_id, at }.into())
     }
 
+    /// The recorded reason with what could not be put back added, said once;
+    /// without a reason (nothing went wrong but that), they go to the log.
+    fn with_leftovers(&mut self, error: Option<String>) -> Option<String> {
+        let leftovers: Vec<String> = self.leftovers.drain(..).map(|l| l.to_string()).collect();
+        match error {
+            _ if leftovers.is_empty() => error,
+            Some(error) => Some(format!("{error}; {}", leftovers.join("; "))),
+            None => {
+                for leftover in &leftovers {
+                    self.journal.log(leftover);
+                }
+                None
+            }
+        }
+    }
+
     fn end(&mut self, terminal: Terminal, message: &str, error: Option<String>) -> Result<Outcome> {
         if terminal != Terminal::Complete && self.runner.engine_gone() {
             return self.interrupted(error.as_deref().unwrap_or(message));
@@ -579,6 +615,7 @@ impl Attempt<'_, '_> {
                 away.as_secs_f64()
             ));
         }
+        let error = self.with_leftovers(error);
         self.journal.finish(terminal, message, error.as_deref());
         if self.backup.is_some() && !self.request.dry_run {
             self.prune_backups();

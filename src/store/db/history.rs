@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use super::{explain, now_ms, Db};
-use crate::states::{Initiator, Status, Strategy, Terminal};
+use crate::states::{Halt, Initiator, Status, Strategy, Terminal};
 pub(super) use crate::store::edited::EditedFile;
 
 /// One row of `upgrade_history`.
@@ -55,7 +55,8 @@ pub struct UpgradeRecord {
     /// The services the upgrade moved together, the primary first (empty in rows before schema 3).
     pub services: Vec<String>,
     /// Containers stopped for the backup's final pass and not started again yet.
-    pub stopped_containers: Vec<String>,
+    #[serde(rename = "stoppedContainers")]
+    pub held: Vec<Halt>,
     /// Swarm: the moved services as they ran before the upgrade (JSON, see `record_swarm_services`).
     pub swarm_services: Option<String>,
     /// Pull: the release family as it ran before the upgrade (JSON, see `record_family`).
@@ -105,7 +106,7 @@ impl UpgradeRecord {
             previous_subject: row.get(30)?,
             target_subject: row.get(31)?,
             services: json_list(row.get(32)?),
-            stopped_containers: json_list(row.get(33)?),
+            held: json_list(row.get(33)?).iter().map(|token| Halt::from_token(token)).collect(),
             swarm_services: row.get(34)?,
             family: row.get(35)?,
         })
@@ -320,10 +321,11 @@ impl Db {
         )
     }
 
-    /// The containers stopped for the final pass of the backup (empty once they run again).
-    pub(crate) fn record_stopped_containers(&self, upgrade_id: &str, ids: &[String]) -> Result<()> {
-        let ids = (!ids.is_empty()).then(|| serde_json::to_string(ids).unwrap_or_default());
-        self.set_fields(upgrade_id, &[("stoppedContainers", ids.into())])
+    /// What is stopped to hold data still, to be started again (empty once it runs again).
+    pub(crate) fn record_held(&self, upgrade_id: &str, held: &[Halt]) -> Result<()> {
+        let tokens: Vec<String> = held.iter().map(Halt::token).collect();
+        let tokens = (!tokens.is_empty()).then(|| serde_json::to_string(&tokens).unwrap_or_default());
+        self.set_fields(upgrade_id, &[("stoppedContainers", tokens.into())])
     }
 
     /// Swarm: the moved services' specs before the upgrade (written before the first update).
