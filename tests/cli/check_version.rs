@@ -3,12 +3,10 @@
 //! anonymous token handshake; every bad answer is exit 1 naming the source,
 //! and the banner file is never turned into a false "up to date".
 
-mod common;
-
 use std::fs;
 
-use common::http::{Reply, Server};
-use common::Sandbox;
+use crate::common::http::{Reply, Server};
+use crate::common::Sandbox;
 use serde_json::Value;
 
 fn sandbox() -> Sandbox {

@@ -5,10 +5,8 @@
 //! each ending `failed` with the checkout back and nothing running changed
 //! before the switch, or `rolled_back` after it.
 
-mod common;
-
-use common::fake_engine::Deployment;
-use common::fake_git::{C1, C2, C3};
+use crate::common::fake_engine::Deployment;
+use crate::common::fake_git::{C1, C2, C3};
 use serde_json::Value;
 
 /// The runbook as these tests pin it: every git command but the

@@ -1,9 +1,7 @@
 //! Configuration through the real binary: empty values, the file read the way
 //! systemd's `EnvironmentFile=` reads it, keys that clash, unknown keys.
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 
 /// Keys whose value cannot be empty (each has a default), with an example of a valid value.
 const NOT_EMPTY: &[(&str, &str)] = &[

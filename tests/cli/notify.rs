@@ -5,10 +5,8 @@
 //! log lines; endpoints that fail do not stop the others, and every URL's
 //! secret stays hidden in the output, the history and `config`.
 
-mod common;
-
-use common::fake_engine::Deployment;
-use common::http::{Reply, Seen, Server};
+use crate::common::fake_engine::Deployment;
+use crate::common::http::{Reply, Seen, Server};
 use serde_json::Value;
 
 /// Answers like the services do: Discord 204, the others 200; `/broken/…` answers 500.

@@ -1,14 +1,9 @@
 //! `upgraderd backup …` against real files: round trips, live SQLite writers,
 //! hostile and damaged archives, full disks and unwritable directories.
 
-mod common;
-#[path = "backup/fidelity.rs"]
 mod fidelity;
-#[path = "backup/final_pass.rs"]
 mod final_pass;
-#[path = "backup/races.rs"]
 mod races;
-#[path = "backup/special.rs"]
 mod special;
 
 use std::fs;
@@ -19,7 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{can_mount, tree, Mounted, Sandbox};
+use crate::common;
+use crate::common::{can_mount, tree, Mounted, Sandbox};
 use flate2::write::GzEncoder;
 use rusqlite::Connection;
 

@@ -4,8 +4,6 @@
 //! trees deep enough to overflow a recursive walk, and spool files that can be
 //! neither claimed nor rejected. Each test names the promise it checks.
 
-mod common;
-
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -14,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::fake_engine::Deployment;
-use common::watcher::Watcher;
-use common::Sandbox;
+use crate::common;
+use crate::common::fake_engine::Deployment;
+use crate::common::watcher::Watcher;
+use crate::common::Sandbox;
 use serde_json::Value;
 
 #[track_caller]

@@ -1,11 +1,10 @@
 //! Configuration, state database, lock, history and status through the real binary.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::{can_mount, Mounted, Sandbox};
+use crate::common;
+use crate::common::{can_mount, Mounted, Sandbox};
 use upgraderd::testing::db::{Db, UpgradeRecord};
 use upgraderd::testing::{Status, Strategy, Terminal};
 

@@ -5,15 +5,14 @@
 //! backend's temp file left by an interrupted write; the operator's old
 //! environment names.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use common::fake_engine::Deployment;
-use common::meshmonitor_backend::{runbook_rank, Backend, Followed, TOKENS};
-use common::watcher::Watcher;
+use crate::common;
+use crate::common::fake_engine::Deployment;
+use crate::common::meshmonitor_backend::{runbook_rank, Backend, Followed, TOKENS};
+use crate::common::watcher::Watcher;
 
 fn backend(d: &Deployment) -> Backend {
     Backend::new(&d.trigger_dir())

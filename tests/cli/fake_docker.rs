@@ -3,12 +3,11 @@
 //! every step, each ending in one of the invariant's three states with the
 //! data where it must be.
 
-mod common;
-
 use std::fs;
 use std::time::Duration;
 
-use common::fake_engine::Deployment;
+use crate::common;
+use crate::common::fake_engine::Deployment;
 use serde_json::Value;
 
 #[test]

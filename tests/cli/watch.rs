@@ -3,16 +3,15 @@
 //! signals before and after the switch, and recovery of an upgrader killed
 //! mid-upgrade.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::fake_engine::Deployment;
-use common::watcher::Watcher;
+use crate::common;
+use crate::common::fake_engine::Deployment;
+use crate::common::watcher::Watcher;
 use serde_json::Value;
 
 #[track_caller]

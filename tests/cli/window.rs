@@ -4,14 +4,12 @@
 //! `--trigger` wait for it, the daemon's automatic upgrade starts as it opens,
 //! and neither a manual upgrade nor the app's trigger is held back.
 
-mod common;
-
 use std::fs;
 
-use common::fake_engine::Deployment;
-use common::http::{Reply, Server};
-use common::watcher::Watcher;
-use common::{wait, Sandbox};
+use crate::common::fake_engine::Deployment;
+use crate::common::http::{Reply, Server};
+use crate::common::watcher::Watcher;
+use crate::common::{wait, Sandbox};
 
 const WINDOW: &str = "Sun 02:00-05:00";
 /// 2026-11-22 is a Sunday: an hour before the window opens, and inside it.
