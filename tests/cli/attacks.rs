@@ -66,7 +66,7 @@ fn a_restore_never_follows_a_data_path_swapped_for_a_symlink() {
     fs::write(host.join("etc/passwd"), "root:x:0:0").unwrap();
     fs::write(host.join("keep"), "host file").unwrap();
     sb.env("UPGRADERD_DATA_DIR", data.display().to_string());
-    sb.run(&["backup", "create"]).success();
+    sb.test().args(["backup", "create"]).run();
     let archive = fs::read_dir(sb.backups()).unwrap().next().unwrap().unwrap().path();
 
     // The app owns `app/`: it moves its data away and leaves a link to a host directory.

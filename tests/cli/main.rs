@@ -20,6 +20,7 @@ mod examples;
 mod fake_docker;
 mod fake_git;
 mod generated;
+mod harness;
 mod install;
 mod notify;
 mod watch;
