@@ -25,6 +25,13 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// clap's own checks of the definitions (conflicting flags, bad defaults,
+/// duplicate names), which it otherwise makes only on the paths a run takes.
+#[test]
+fn the_command_line_passes_clap_debug_asserts() {
+    <Cli as clap::CommandFactory>::command().debug_assert();
+}
+
 #[test]
 fn man_pages_and_completions_are_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
