@@ -15,6 +15,7 @@ mod backup;
 mod check_version;
 mod cli;
 mod config_file;
+mod daemon;
 mod docs;
 mod examples;
 mod fake_docker;
