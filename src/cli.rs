@@ -1,7 +1,7 @@
 //! The command line: every subcommand and flag, as clap derive definitions.
 //!
 //! The man pages in `man/` and the completions in `completions/` are generated
-//! from these definitions; `tests/generated.rs` fails when they go stale.
+//! from these definitions; `tests/cli/generated.rs` fails when they go stale.
 
 use std::path::PathBuf;
 

@@ -59,6 +59,43 @@ pub mod testing {
 
     pub use crate::store::disk::free_bytes;
     pub use crate::store::lock::Lock;
+
+    /// The `watch` daemon run on a thread of the test, stopped through its [`daemon::Stop`].
+    pub mod daemon {
+        use crate::config::{self, Env, Selection};
+        use crate::signals::Shutdown;
+        use crate::ui::Ui;
+
+        /// The daemon's stop request, as a first SIGTERM makes it; no signal handler is installed.
+        #[derive(Debug, Clone)]
+        pub struct Stop(Shutdown);
+
+        impl Stop {
+            #[allow(clippy::new_without_default)]
+            pub fn new() -> Stop {
+                Stop(Shutdown::manual())
+            }
+
+            pub fn request(&self) {
+                self.0.request();
+            }
+        }
+
+        /// `upgraderd watch` on this thread, configured from `env` alone as
+        /// `upgraderd` would be from its environment (the process's is never
+        /// read): returns once `stop` is requested and no upgrade is running.
+        /// `verbosity` is `-q` (-1) to `-vvv` (3); the log goes to stderr.
+        pub fn watch(
+            env: impl IntoIterator<Item = (String, String)>,
+            verbosity: i8,
+            stop: &Stop,
+        ) -> anyhow::Result<()> {
+            let env = Env(env.into_iter().collect());
+            let ui = Ui::new(false, verbosity);
+            let (config, _) = config::load_reporting(Selection::default(), &[], &env, &mut |w| ui.warn(w))?;
+            crate::daemon::run(&config, &ui, stop.0.clone(), &env)
+        }
+    }
 }
 
 use std::ffi::OsString;

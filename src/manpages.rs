@@ -1,7 +1,7 @@
 //! The man pages: clap's page of every command (`man/upgraderd.1`,
 //! `man/upgraderd-backup-restore.1`, ...) with the sections clap cannot know:
 //! EXIT STATUS from [`Exit`], ENVIRONMENT from the key table [`KEYS`], FILES
-//! from the names upgraderd uses, EXAMPLES and SEE ALSO. `tests/generated.rs`
+//! from the names upgraderd uses, EXAMPLES and SEE ALSO. `tests/cli/generated.rs`
 //! keeps the checked-in pages equal to these.
 
 use clap::CommandFactory;

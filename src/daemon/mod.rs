@@ -16,7 +16,8 @@
 //! on a thread of its own (`socket_check`), handed its requests by this loop.
 //!
 //! [`run`] is the whole daemon, ended by the [`Shutdown`] it is given (the
-//! integration tests run it as `upgraderd watch` and stop it with a signal).
+//! integration tests run it as `upgraderd watch` and stop it with a signal;
+//! `tests/cli/daemon.rs` runs it on a thread through `testing::daemon`).
 //!
 //! Here: the loop (wait, events, deadlines). Inside: `intake` claims and
 //! records triggers, `worker` runs one upgrade at a time, `periodic` checks

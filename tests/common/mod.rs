@@ -1,14 +1,19 @@
 //! Test harness: runs the real `upgraderd` binary in a temp dir with a clean
 //! environment, optional fake executables on PATH, and its own state dir.
+//! [`Test`] (`sb.test()`, `Test::new()`) declares how a run must end before it
+//! runs; [`Run`]'s checks are for runs made otherwise (the e2e tests').
 #![allow(dead_code)]
 
 pub mod fake_engine;
 pub mod fake_git;
 pub mod http;
 pub mod meshmonitor_backend;
+pub mod test;
 pub mod wait;
 pub mod watcher;
 
+#[allow(unused_imports)] // The e2e binary declares no Test.
+pub use test::Test;
 #[allow(unused_imports)] // Not every test binary waits.
 pub use wait::wait;
 
@@ -98,6 +103,16 @@ impl Sandbox {
 
     pub fn backups(&self) -> PathBuf {
         self.state().join("backups")
+    }
+
+    /// The whole environment the binary runs with (`run` clears the rest).
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    /// A run in this sandbox whose outcome is declared before it runs (see [`Test`]).
+    pub fn test(&self) -> Test<'_> {
+        Test::in_sandbox(self)
     }
 
     pub fn env(&mut self, key: &str, value: impl AsRef<str>) -> &mut Self {

@@ -1,14 +1,9 @@
 //! `upgraderd backup …` against real files: round trips, live SQLite writers,
 //! hostile and damaged archives, full disks and unwritable directories.
 
-mod common;
-#[path = "backup/fidelity.rs"]
 mod fidelity;
-#[path = "backup/final_pass.rs"]
 mod final_pass;
-#[path = "backup/races.rs"]
 mod races;
-#[path = "backup/special.rs"]
 mod special;
 
 use std::fs;
@@ -19,7 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{can_mount, tree, Mounted, Sandbox};
+use crate::common;
+use crate::common::{can_mount, tree, Mounted, Sandbox};
 use flate2::write::GzEncoder;
 use rusqlite::Connection;
 
@@ -56,17 +52,17 @@ fn create_verify_restore_round_trip_keeps_modes_times_and_links() {
     let (sb, data) = sandbox_with_data();
     let before = tree(&data);
     let mtime_before = fs::metadata(data.join("config/app.yml")).unwrap().mtime();
-    sb.run(&["backup", "create"]).success().stdout_has("created backup").stderr_has("backing_up");
+    sb.test().args(["backup", "create"]).stdout_contains("created backup").stderr_contains("backing_up").run();
 
     let archive = only_archive(&sb);
     assert_eq!(fs::metadata(&archive).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(fs::metadata(sb.backups()).unwrap().permissions().mode() & 0o777, 0o700);
     assert!(fs::read_dir(sb.backups()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("partial")));
 
-    let listed = sb.run(&["--json", "backup", "list"]).success().json();
+    let listed = sb.test().args(["--json", "backup", "list"]).run().json();
     let id = listed["backups"][0]["id"].as_str().unwrap().to_string();
-    sb.run(&["backup", "verify", &id]).success().stdout_has("every sha256 match");
-    sb.run(&["backup", "verify", archive.to_str().unwrap()]).success();
+    sb.test().args(["backup", "verify", &id]).stdout_contains("every sha256 match").run();
+    sb.test().args(["backup", "verify", archive.to_str().unwrap()]).run();
 
     // Damage the data every way an upgrade might, then restore.
     fs::write(data.join("config/app.yml"), "port: 9999\n").unwrap();
@@ -74,7 +70,7 @@ fn create_verify_restore_round_trip_keeps_modes_times_and_links() {
     fs::write(data.join("junk-from-new-version"), "x").unwrap();
     Connection::open(data.join("app.db")).unwrap().execute_batch("DROP TABLE nodes; CREATE TABLE v2(x);").unwrap();
 
-    sb.run(&["backup", "restore", &id]).success().stdout_has("restored");
+    sb.test().args(["backup", "restore", &id]).stdout_contains("restored").run();
     let mut after = tree(&data);
     let mut before = before;
     // The database is compared by content below; its bytes may differ (WAL folded in).
@@ -94,11 +90,11 @@ fn create_verify_restore_round_trip_keeps_modes_times_and_links() {
 #[test]
 fn restore_to_another_directory_leaves_the_original_alone() {
     let (sb, data) = sandbox_with_data();
-    sb.run(&["backup", "create"]).success();
+    sb.test().args(["backup", "create"]).run();
     fs::write(data.join("config/app.yml"), "changed").unwrap();
     let elsewhere = sb.path().join("inspect");
     let archive = only_archive(&sb);
-    sb.run(&["backup", "restore", archive.to_str().unwrap(), "--to", elsewhere.to_str().unwrap()]).success();
+    sb.test().args(["backup", "restore", archive.to_str().unwrap(), "--to", elsewhere.to_str().unwrap()]).run();
     assert_eq!(fs::read_to_string(elsewhere.join("config/app.yml")).unwrap(), "port: 3001\n");
     assert_eq!(fs::read_to_string(data.join("config/app.yml")).unwrap(), "changed");
 }
@@ -136,13 +132,15 @@ fn a_database_written_during_the_backup_restores_whole_and_consistent() {
         .every(Duration::from_millis(5))
         .until_true(|| committed.load(Ordering::SeqCst) >= 20_050);
     let before_backup = committed.load(Ordering::SeqCst);
-    sb.run(&["backup", "create"]).success();
+    sb.test().args(["backup", "create"]).run();
     stop.store(true, Ordering::SeqCst);
     let written = writer.join().unwrap();
     assert!(written > 50, "the writer kept writing during the backup");
 
     let restored = sb.path().join("restored");
-    sb.run(&["backup", "restore", only_archive(&sb).to_str().unwrap(), "--to", restored.to_str().unwrap()]).success();
+    sb.test()
+        .args(["backup", "restore", only_archive(&sb).to_str().unwrap(), "--to", restored.to_str().unwrap()])
+        .run();
     let copy = Connection::open(restored.join("app.db")).unwrap();
     let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(check, "ok");
@@ -231,8 +229,8 @@ fn hostile_archives_are_refused_and_touch_nothing() {
         let archive = sb.path().join(format!("{name}.tar.gz"));
         hostile_archive(&archive, &members, true);
         // verify applies the rules restore applies: it names the same problem.
-        sb.run(&["backup", "verify", archive.to_str().unwrap()]).code(1).stderr_has(expected);
-        sb.run(&["backup", "restore", archive.to_str().unwrap()]).code(1).stderr_has(expected);
+        sb.test().args(["backup", "verify", archive.to_str().unwrap()]).status(1).stderr_contains(expected).run();
+        sb.test().args(["backup", "restore", archive.to_str().unwrap()]).status(1).stderr_contains(expected).run();
         assert_eq!(fs::read_to_string(victim.join("keep")).unwrap(), "original", "{name}");
         assert_eq!(fs::read_dir(&victim).unwrap().count(), 1, "{name}: staging left behind");
         assert!(!outside.exists(), "{name}");
@@ -258,7 +256,7 @@ fn an_archive_holding_a_device_node_is_refused_naming_the_member() {
         ];
         hostile_archive(&archive, &members, true);
         for command in ["verify", "restore"] {
-            let run = sb.run(&["backup", command, archive.to_str().unwrap()]).code(1);
+            let run = sb.test().args(["backup", command, archive.to_str().unwrap()]).status(1).run();
             let line = run.stderr.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{}", run.stderr));
             assert!(line.contains(words) && line.contains("never creates device nodes"), "{command}: {line}");
         }
@@ -288,18 +286,18 @@ fn links_are_data_stored_and_restored_verbatim_wherever_they_point() {
     symlink("./a//b/", data.join("odd")).unwrap();
     symlink(format!("../../{}", "long-name/".repeat(20)), data.join("sub/deep")).unwrap();
     let before = links(&data);
-    sb.run(&["backup", "create"]).success();
+    sb.test().args(["backup", "create"]).run();
     let archive = only_archive(&sb);
-    sb.run(&["backup", "verify", archive.to_str().unwrap()]).success();
+    sb.test().args(["backup", "verify", archive.to_str().unwrap()]).run();
 
     for name in ["current", "up", "dangling", "odd", "sub/deep"] {
         fs::remove_file(data.join(name)).unwrap();
     }
-    sb.run(&["backup", "restore", archive.to_str().unwrap()]).success();
+    sb.test().args(["backup", "restore", archive.to_str().unwrap()]).run();
     assert_eq!(links(&data), before);
 
     let elsewhere = sb.path().join("elsewhere");
-    sb.run(&["backup", "restore", archive.to_str().unwrap(), "--to", elsewhere.to_str().unwrap()]).success();
+    sb.test().args(["backup", "restore", archive.to_str().unwrap(), "--to", elsewhere.to_str().unwrap()]).run();
     assert_eq!(links(&elsewhere), before);
     // Nothing was written through a link: ../x was never created.
     assert!(!data.parent().unwrap().join("x").exists());
@@ -309,46 +307,62 @@ fn links_are_data_stored_and_restored_verbatim_wherever_they_point() {
 fn damaged_archives_name_what_is_wrong() {
     let (sb, data) = sandbox_with_data();
     fs::write(data.join("big.bin"), (0..400_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<_>>()).unwrap();
-    sb.run(&["backup", "create"]).success();
+    sb.test().args(["backup", "create"]).run();
     let good = fs::read(only_archive(&sb)).unwrap();
     let dir = sb.path().join("bad");
     fs::create_dir_all(&dir).unwrap();
 
     let truncated = dir.join("truncated.tar.gz");
     fs::write(&truncated, &good[..good.len() / 2]).unwrap();
-    sb.run(&["backup", "verify", truncated.to_str().unwrap()]).code(1).stderr_has("truncated");
+    sb.test().args(["backup", "verify", truncated.to_str().unwrap()]).status(1).stderr_contains("truncated").run();
 
     let flipped = dir.join("flipped.tar.gz");
     let mut bytes = good.clone();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     fs::write(&flipped, &bytes).unwrap();
-    let run = sb.run(&["backup", "verify", flipped.to_str().unwrap()]).code(1);
+    let run = sb.test().args(["backup", "verify", flipped.to_str().unwrap()]).status(1).run();
     assert!(run.stderr.contains("corrupt") || run.stderr.contains("damaged"), "{}", run.stderr);
 
     let plain = dir.join("plain.tar.gz");
     fs::write(&plain, "this is not gzip at all").unwrap();
-    sb.run(&["backup", "verify", plain.to_str().unwrap()]).code(1).stderr_has("not a gzip file");
+    sb.test().args(["backup", "verify", plain.to_str().unwrap()]).status(1).stderr_contains("not a gzip file").run();
 
     let no_manifest = dir.join("nomanifest.tar.gz");
     hostile_archive(&no_manifest, &[("data/0", tar::EntryType::Directory, b"", None)], true);
-    sb.run(&["backup", "verify", no_manifest.to_str().unwrap()]).code(1).stderr_has("has no manifest.json");
+    sb.test()
+        .args(["backup", "verify", no_manifest.to_str().unwrap()])
+        .status(1)
+        .stderr_contains("has no manifest.json")
+        .run();
 
     let foreign = dir.join("foreign.tar.gz");
     hostile_archive(&foreign, &[("etc/passwd", tar::EntryType::Regular, b"root", None)], false);
-    sb.run(&["backup", "verify", foreign.to_str().unwrap()]).code(1).stderr_has("not an upgraderd backup");
+    sb.test()
+        .args(["backup", "verify", foreign.to_str().unwrap()])
+        .status(1)
+        .stderr_contains("not an upgraderd backup")
+        .run();
 
     // A restore from a damaged archive leaves the data as it was.
     let before = tree(&data);
-    sb.run(&["backup", "restore", truncated.to_str().unwrap()]).code(1).stderr_has("left as it was");
+    sb.test()
+        .args(["backup", "restore", truncated.to_str().unwrap()])
+        .status(1)
+        .stderr_contains("left as it was")
+        .run();
     assert_eq!(tree(&data), before);
-    sb.run(&["backup", "verify", "no-such-backup"]).code(1).stderr_has("no backup `no-such-backup`");
+    sb.test()
+        .args(["backup", "verify", "no-such-backup"])
+        .status(1)
+        .stderr_contains("no backup `no-such-backup`")
+        .run();
 }
 
 #[test]
 fn a_member_that_does_not_match_its_manifest_is_named() {
     let (sb, _data) = sandbox_with_data();
-    sb.run(&["backup", "create"]).success();
+    sb.test().args(["backup", "create"]).run();
     let archive = only_archive(&sb);
     // Rewrite the archive with one member's content changed but the manifest kept.
     let mut input = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(&archive).unwrap()));
@@ -368,25 +382,27 @@ fn a_member_that_does_not_match_its_manifest_is_named() {
         output.append(&header, body.as_slice()).unwrap();
     }
     output.into_inner().unwrap().finish().unwrap().flush().unwrap();
-    sb.run(&["backup", "verify", tampered.to_str().unwrap()])
-        .code(1)
-        .stderr_has("member `data/0/config/app.yml` does not match its manifest");
+    sb.test()
+        .args(["backup", "verify", tampered.to_str().unwrap()])
+        .status(1)
+        .stderr_contains("member `data/0/config/app.yml` does not match its manifest")
+        .run();
 }
 
 #[test]
 fn missing_data_and_unwritable_backup_dirs_are_clear_errors() {
     let mut sb = Sandbox::new();
     sb.env("UPGRADERD_DATA_DIR", sb.path().join("nope").display().to_string());
-    sb.run(&["backup", "create"]).code(1).stderr_has("does not exist; fix UPGRADERD_DATA_DIR");
+    sb.test().args(["backup", "create"]).status(1).stderr_contains("does not exist; fix UPGRADERD_DATA_DIR").run();
 
     let (mut sb, _data) = sandbox_with_data();
     let file = sb.path().join("a-file");
     fs::write(&file, "").unwrap();
     sb.env("UPGRADERD_BACKUP_DIR", file.join("backups").display().to_string());
-    sb.run(&["backup", "create"]).code(1).stderr_has("cannot create the backup directory");
+    sb.test().args(["backup", "create"]).status(1).stderr_contains("cannot create the backup directory").run();
 
     sb.unset("UPGRADERD_DATA_DIR");
-    sb.run(&["backup", "create"]).code(2).stderr_has("set UPGRADERD_DATA_DIR");
+    sb.test().args(["backup", "create"]).status(2).stderr_contains("set UPGRADERD_DATA_DIR").run();
 }
 
 #[test]
@@ -400,7 +416,7 @@ fn a_read_only_backup_dir_is_reported() {
     fs::create_dir_all(&source).unwrap();
     let ro = Mounted::read_only_bind(&source, &sb.path().join("ro"));
     sb.env("UPGRADERD_BACKUP_DIR", ro.0.display().to_string());
-    sb.run(&["backup", "create"]).code(1).stderr_has("is the backup directory writable?");
+    sb.test().args(["backup", "create"]).status(1).stderr_contains("is the backup directory writable?").run();
 }
 
 #[test]
@@ -422,7 +438,7 @@ fn a_full_disk_leaves_no_partial_and_says_how_much_was_needed() {
     fs::write(data.join("noise.bin"), &noise).unwrap();
     let full = Mounted::tmpfs(&sb.path().join("small"), "1m");
     sb.env("UPGRADERD_BACKUP_DIR", full.0.display().to_string());
-    sb.run(&["backup", "create"]).code(1).stderr_has("is full: the backup needed up to 3.0 MiB");
+    sb.test().args(["backup", "create"]).status(1).stderr_contains("is full: the backup needed up to 3.0 MiB").run();
     let left: Vec<_> = fs::read_dir(&full.0).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
@@ -432,7 +448,7 @@ fn prune_keeps_the_newest_and_the_last_complete_upgrades_backup() {
     let (sb, _data) = sandbox_with_data();
     let unix_second = || SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
     for _ in 0..4 {
-        sb.run(&["backup", "create"]).success();
+        sb.test().args(["backup", "create"]).run();
         // Archive names carry their time to the second: the next one must sort after this one.
         let done = unix_second();
         common::wait("the clock to reach the next second")
@@ -455,7 +471,7 @@ fn prune_keeps_the_newest_and_the_last_complete_upgrades_backup() {
     db.record_backup("u1", &all[0]).unwrap();
     fs::write(sb.backups().join("upgrade-backup-20200101_000000-dead00.tar.gz.partial"), "x").unwrap();
 
-    sb.run(&["backup", "prune", "--keep", "2"]).success().stdout_has("deleted 1");
+    sb.test().args(["backup", "prune", "--keep", "2"]).stdout_contains("deleted 1").run();
     let mut left: Vec<PathBuf> = fs::read_dir(sb.backups()).unwrap().map(|e| e.unwrap().path()).collect();
     left.sort();
     assert_eq!(left, vec![all[0].clone(), all[2].clone(), all[3].clone()]);
@@ -484,8 +500,9 @@ fn a_sparse_file_larger_than_the_free_space_restores() {
     drop(file);
     fs::write(data.join("app.yml"), "port: 3001\n").unwrap();
     sb.env("UPGRADERD_DATA_DIR", data.display().to_string());
-    sb.run(&["backup", "create"]).success();
-    let id = sb.run(&["--json", "backup", "list"]).success().json()["backups"][0]["id"].as_str().unwrap().to_string();
+    sb.test().args(["backup", "create"]).run();
+    let id =
+        sb.test().args(["--json", "backup", "list"]).run().json()["backups"][0]["id"].as_str().unwrap().to_string();
 
     // What a new version wrote over it.
     fs::File::options().write(true).open(&image).unwrap().write_all_at(b"NEW!", 0).unwrap();
@@ -496,7 +513,7 @@ fn a_sparse_file_larger_than_the_free_space_restores() {
         "the disk must have less room than the file's apparent size"
     );
 
-    sb.run(&["backup", "restore", &id]).success().stdout_has("restored");
+    sb.test().args(["backup", "restore", &id]).stdout_contains("restored").run();
     let restored = fs::metadata(&image).unwrap();
     assert_eq!(restored.len(), APPARENT);
     assert!(restored.blocks() * 512 < 1 << 20, "the holes came back as holes: {} blocks", restored.blocks());

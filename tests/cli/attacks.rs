@@ -4,8 +4,6 @@
 //! trees deep enough to overflow a recursive walk, and spool files that can be
 //! neither claimed nor rejected. Each test names the promise it checks.
 
-mod common;
-
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -14,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::fake_engine::Deployment;
-use common::watcher::Watcher;
-use common::Sandbox;
+use crate::common;
+use crate::common::fake_engine::Deployment;
+use crate::common::watcher::Watcher;
+use crate::common::Sandbox;
 use serde_json::Value;
 
 #[track_caller]
@@ -67,7 +66,7 @@ fn a_restore_never_follows_a_data_path_swapped_for_a_symlink() {
     fs::write(host.join("etc/passwd"), "root:x:0:0").unwrap();
     fs::write(host.join("keep"), "host file").unwrap();
     sb.env("UPGRADERD_DATA_DIR", data.display().to_string());
-    sb.run(&["backup", "create"]).success();
+    sb.test().args(["backup", "create"]).run();
     let archive = fs::read_dir(sb.backups()).unwrap().next().unwrap().unwrap().path();
 
     // The app owns `app/`: it moves its data away and leaves a link to a host directory.

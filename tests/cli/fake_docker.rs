@@ -3,19 +3,22 @@
 //! every step, each ending in one of the invariant's three states with the
 //! data where it must be.
 
-mod common;
-
 use std::fs;
 use std::time::Duration;
 
-use common::fake_engine::Deployment;
+use crate::common;
+use crate::common::fake_engine::Deployment;
 use serde_json::Value;
 
 #[test]
 fn dry_run_prints_the_exact_compose_v2_command_lines() {
     let d = Deployment::new();
     let dir = d.sb.path().display().to_string();
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0", "--dry-run"]).success().stdout_has("dry run: nothing was changed");
+    let run =
+        d.sb.test()
+            .args(["upgrade", "--to", "2.0.0", "--dry-run"])
+            .stdout_contains("dry run: nothing was changed")
+            .run();
     let planned: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("docker ")).collect();
     assert_eq!(
         planned,
@@ -47,11 +50,15 @@ fn a_dry_run_leaves_nothing_and_names_no_upgrade_id() {
     let state = d.sb.path().join("state-dir");
     let trigger_before = common::tree(&d.trigger_dir());
     let runs = [
-        d.sb.run(&["upgrade", "--to", "2.0.0", "--dry-run"]).success(),
-        d.sb.run(&["--json", "upgrade", "--to", "2.0.0", "--dry-run"]).success(),
+        d.sb.test().args(["upgrade", "--to", "2.0.0", "--dry-run"]).run(),
+        d.sb.test().args(["--json", "upgrade", "--to", "2.0.0", "--dry-run"]).run(),
         // Refused in preflight: the result line and the JSON result name no id either.
-        d.sb.run(&["upgrade", "--to", "1.0.0", "--dry-run"]).code(1).stdout_has("(dry run: nothing was changed)"),
-        d.sb.run(&["--json", "upgrade", "--to", "1.0.0", "--dry-run"]).code(1),
+        d.sb.test()
+            .args(["upgrade", "--to", "1.0.0", "--dry-run"])
+            .status(1)
+            .stdout_contains("(dry run: nothing was changed)")
+            .run(),
+        d.sb.test().args(["--json", "upgrade", "--to", "1.0.0", "--dry-run"]).status(1).run(),
     ];
     for run in &runs {
         assert!(!names_an_id(&run.stdout) && !names_an_id(&run.stderr), "{}\n{}", run.stdout, run.stderr);
@@ -80,9 +87,9 @@ fn a_dry_run_leaves_nothing_and_names_no_upgrade_id() {
         files.remove("upgraderd.lock").expect("the lock file stays");
         files.into_iter().map(|(name, text)| (name, text.len(), text)).collect::<Vec<_>>()
     };
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     let before = state_files();
-    let rolled = d.sb.run(&["--json", "rollback", "--dry-run"]).success();
+    let rolled = d.sb.test().args(["--json", "rollback", "--dry-run"]).run();
     let upgrades = d.sb.run(&["upgrade", "--to", "3.0.0", "--dry-run"]);
     let after = state_files();
     assert!(
@@ -98,7 +105,7 @@ fn a_dry_run_leaves_nothing_and_names_no_upgrade_id() {
         upgrades.stdout,
         upgrades.stderr
     );
-    let history = d.sb.run(&["--json", "history"]).success().json();
+    let history = d.sb.test().args(["--json", "history"]).run().json();
     assert_eq!(history["count"], 1, "{history}");
 }
 
@@ -108,11 +115,11 @@ fn a_dry_run_leaves_nothing_and_names_no_upgrade_id() {
 fn streamed_pull_output_is_shown_and_quiet_hides_it() {
     let pulling = "| Pulling registry.example/demo/app:2.0.0";
     let d = Deployment::new();
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).success().stdout_has("complete: 1.0.0 -> 2.0.0");
+    let run = d.sb.test().args(["upgrade", "--to", "2.0.0"]).stdout_contains("complete: 1.0.0 -> 2.0.0").run();
     assert!(run.stderr.contains(pulling), "the pull's output is not shown:\n{}", run.stderr);
 
     let d = Deployment::new();
-    let run = d.sb.run(&["-q", "upgrade", "--to", "2.0.0"]).success().stdout_has("complete: 1.0.0 -> 2.0.0");
+    let run = d.sb.test().args(["-q", "upgrade", "--to", "2.0.0"]).stdout_contains("complete: 1.0.0 -> 2.0.0").run();
     assert!(!run.stderr.contains("Pulling"), "-q shows the pull's output:\n{}", run.stderr);
     assert!(!run.stderr.lines().any(|l| l.trim_start().starts_with('|')), "-q shows child output:\n{}", run.stderr);
     assert_eq!(d.running_version(), "2.0.0");
@@ -121,7 +128,7 @@ fn streamed_pull_output_is_shown_and_quiet_hides_it() {
 #[test]
 fn a_good_upgrade_runs_the_runbook_in_order_and_completes() {
     let d = Deployment::new();
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success().stdout_has("complete: 1.0.0 -> 2.0.0");
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).stdout_contains("complete: 1.0.0 -> 2.0.0").run();
     let id = d.last_history()["upgradeId"].as_str().unwrap().to_string();
     assert_eq!(
         d.actions(),
@@ -142,7 +149,7 @@ fn a_good_upgrade_runs_the_runbook_in_order_and_completes() {
 fn compose_v1_gets_its_own_command_lines() {
     let d = Deployment::new().compose_v1();
     let dir = d.sb.path().display().to_string();
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     let v1 = fs::read_to_string(d.sb.path().join("compose-v1.log")).unwrap();
     let base = format!(
         "-p demo --project-directory {dir} -f {dir}/docker-compose.yml -f {dir}/docker-compose.prod.yml --env-file {dir}/.env"
@@ -196,7 +203,7 @@ struct Case {
 fn check(case: Case) -> Value {
     let d = Deployment::new().with("FAIL_ON", case.fail_on).with("CRASH", case.crash);
     let before = d.data();
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    let run = d.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).run();
     let row = d.last_history();
     let what = format!("FAIL_ON={:?} CRASH={:?}\n{}", case.fail_on, case.crash, run.stderr);
     assert_eq!(row["status"], case.terminal, "{what}");
@@ -209,7 +216,7 @@ fn check(case: Case) -> Value {
     }
     // The backup, taken after the download, is never consumed by a failure.
     let fetched = !matches!(case.fail_on, "tag:1" | "pull:1");
-    let backups = d.sb.run(&["--json", "backup", "list"]).success().json();
+    let backups = d.sb.test().args(["--json", "backup", "list"]).run().json();
     assert_eq!(backups["backups"].as_array().map(Vec::len), Some(usize::from(fetched)), "{what}\n{backups}");
     row
 }
@@ -242,7 +249,7 @@ fn a_failed_pull_changes_nothing() {
 fn an_attempt_that_fails_before_the_switch_leaves_no_rollback_tag() {
     for fail_on in ["pull:1", "up:1"] {
         let d = Deployment::new().with("FAIL_ON", fail_on);
-        d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+        d.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).run();
         let terminal = d.last_history()["status"].clone();
         let rollback_tags: Vec<String> =
             d.image_tags().into_iter().filter(|t| t.contains("upgraderd-rollback-")).collect();
@@ -317,7 +324,7 @@ fn a_failed_stop_of_a_version_that_already_exited_is_logged_and_the_rollback_goe
 #[test]
 fn a_damaged_backup_fails_the_rollback_loudly_and_touches_no_data() {
     let d = Deployment::new().with("FAIL_ON", "backup").with("CRASH", "2.0.0");
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1).stderr_has("rollback failed: restoring data");
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).stderr_contains("rollback failed: restoring data").run();
     let row = d.last_history();
     assert_eq!(row["status"], "failed");
     // Restore verifies before it writes: the new version's data is left as it was, not half-restored.
@@ -351,16 +358,18 @@ fn a_failed_recreate_of_the_old_version_fails_the_rollback() {
 #[test]
 fn a_missing_target_is_refused_in_preflight_and_recorded() {
     let d = Deployment::new();
-    d.sb.run(&["upgrade", "--to", "9.9.9"])
-        .code(1)
-        .stdout_has("failed: 1.0.0 -> 9.9.9")
-        .stderr_has("does not exist in the registry");
+    d.sb.test()
+        .args(["upgrade", "--to", "9.9.9"])
+        .status(1)
+        .stdout_contains("failed: 1.0.0 -> 9.9.9")
+        .stderr_contains("does not exist in the registry")
+        .run();
     let row = d.last_history();
     assert_eq!(row["status"], "failed");
     assert!(row["errorMessage"].as_str().unwrap().contains("refused in preflight"));
     assert!(d.actions().is_empty(), "{:?}", d.actions());
     // history shows the cause, not only that there was one; `status` has the full text.
-    let history = d.sb.run(&["history"]).success();
+    let history = d.sb.test().args(["history"]).run();
     let line = history.stdout.lines().nth(1).unwrap().to_string();
     assert!(
         line.ends_with(
@@ -368,7 +377,7 @@ fn a_missing_target_is_refused_in_preflight_and_recorded() {
         ),
         "{line}"
     );
-    let status = d.sb.run(&["status"]).success();
+    let status = d.sb.test().args(["status"]).run();
     assert!(
         status.stdout.contains("refused in preflight, nothing was changed: registry.example/demo/app:9.9.9"),
         "{}",
@@ -380,7 +389,11 @@ fn a_missing_target_is_refused_in_preflight_and_recorded() {
 fn hostile_versions_never_reach_an_argv() {
     let d = Deployment::new();
     for version in ["--help", "../x", "$(id)", "2.0.0 ; rm -rf /"] {
-        d.sb.run(&["upgrade", &format!("--to={version}")]).code(2).stderr_has("is not a valid version tag");
+        d.sb.test()
+            .args(["upgrade", &format!("--to={version}")])
+            .status(2)
+            .stderr_contains("is not a valid version tag")
+            .run();
     }
     assert!(d.argv().is_empty(), "{:?}", d.argv());
 }
@@ -389,11 +402,11 @@ fn hostile_versions_never_reach_an_argv() {
 fn manual_rollback_plans_then_puts_back_the_image_and_the_data() {
     let d = Deployment::new();
     let before = d.data();
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     let upgraded = d.last_history()["upgradeId"].as_str().unwrap().to_string();
     assert_ne!(d.data(), before);
 
-    let plan = d.sb.run(&["rollback", "--dry-run"]).success();
+    let plan = d.sb.test().args(["rollback", "--dry-run"]).run();
     let lines: Vec<&str> = plan.stdout.lines().collect();
     assert!(lines[0].starts_with("docker compose -p demo") && lines[0].contains(" stop -t 10 app"), "{lines:?}");
     assert!(lines[1].starts_with("# restore data from ") && lines[1].contains("upgrade-backup-"), "{lines:?}");
@@ -401,7 +414,7 @@ fn manual_rollback_plans_then_puts_back_the_image_and_the_data() {
     assert!(lines[3].contains(" up -d --no-deps --force-recreate --pull never app"), "{lines:?}");
     assert_eq!(d.running_version(), "2.0.0", "a dry run changes nothing");
 
-    d.sb.run(&["rollback"]).success();
+    d.sb.test().args(["rollback"]).run();
     assert_eq!(d.running_version(), "1.0.0");
     assert_eq!(d.data(), before);
     let row = d.last_history();
@@ -413,9 +426,9 @@ fn manual_rollback_plans_then_puts_back_the_image_and_the_data() {
 #[test]
 fn a_rollback_whose_stop_fails_while_the_new_version_runs_restores_nothing() {
     let d = Deployment::new().with("FAIL_ON", "stop:1");
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     let migrated = d.data();
-    let run = d.sb.run(&["rollback"]).code(1);
+    let run = d.sb.test().args(["rollback"]).status(1).run();
     // What runs is read from the engine after the fact, and what the failed stop halted runs again.
     run.stderr_has("stopping the new version failed")
         .stderr_has("nothing was restored")
@@ -430,19 +443,20 @@ fn a_rollback_whose_stop_fails_while_the_new_version_runs_restores_nothing() {
 #[test]
 fn latest_asked_while_latest_runs_stops_nothing_backs_up_nothing_and_is_recorded_up_to_date() {
     let d = Deployment::new();
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     let seen = d.actions().len();
     for _ in 0..3 {
-        d.sb.run(&["upgrade", "--to", "latest"])
-            .success()
-            .stderr_has("Already up to date: latest is the image that runs");
+        d.sb.test()
+            .args(["upgrade", "--to", "latest"])
+            .stderr_contains("Already up to date: latest is the image that runs")
+            .run();
     }
     let since: Vec<String> = d.actions()[seen..].to_vec();
     assert!(
         since.iter().all(|a| a.starts_with("tag ") || a.starts_with("pull ")),
         "nothing stopped or recreated: {since:?}"
     );
-    let backups = d.sb.run(&["--json", "backup", "list"]).success().json();
+    let backups = d.sb.test().args(["--json", "backup", "list"]).run().json();
     assert_eq!(backups["backups"].as_array().map(Vec::len), Some(1), "only the real upgrade's: {backups}");
     assert_eq!(d.last_history()["status"], "complete");
     assert!(d.image_tags().iter().filter(|t| t.contains("upgraderd-rollback-")).count() == 1, "{:?}", d.image_tags());
@@ -451,7 +465,7 @@ fn latest_asked_while_latest_runs_stops_nothing_backs_up_nothing_and_is_recorded
 #[test]
 fn a_rollback_with_nothing_to_restore_switches_straight_back_without_stopping_first() {
     let d = Deployment::new().with("CRASH", "2.0.0");
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0", "--no-backup"]).code(1);
+    let run = d.sb.test().args(["upgrade", "--to", "2.0.0", "--no-backup"]).status(1).run();
     run.stderr_has("No data to restore: switching straight back to the previous version");
     assert_eq!(d.last_history()["status"], "rolled_back");
     assert!(!d.actions().contains(&"stop".to_string()), "a stop with no restore only adds downtime: {:?}", d.actions());
@@ -469,7 +483,7 @@ fn a_state_disk_that_fills_after_the_switch_still_rolls_back_and_records_it() {
     let _mounted = common::Mounted::tmpfs(&state, "16m");
     let d = d.with("FILL_DISK", &state.display().to_string());
     let before = d.data();
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    let run = d.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).run();
     assert!(run.stderr.contains("released upgraderd's reserve"), "{}", run.stderr);
     assert_eq!(d.running_version(), "1.0.0", "the crashing version was put back first");
     assert_eq!(d.data(), before);
@@ -495,7 +509,7 @@ fn a_password_in_a_hook_command_reaches_neither_the_apps_files_nor_history() {
     );
     let post = format!("touch {dir}/post-ran; false --password={SECRET}");
     let d = d.with("UPGRADERD_PRE_UPGRADE_CMD", &pre).with("UPGRADERD_POST_UPGRADE_CMD", &post);
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    let run = d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     assert!(run.stderr.contains("UPGRADERD_POST_UPGRADE_CMD failed"), "the post hook ran and failed:\n{}", run.stderr);
     assert!(d.sb.path().join("post-ran").exists(), "the post-upgrade hook ran");
     let during = fs::read_to_string(d.sb.path().join("status-during-pre")).expect("the pre-upgrade hook ran");
@@ -511,9 +525,9 @@ fn a_password_in_a_hook_command_reaches_neither_the_apps_files_nor_history() {
         ("the status file", fs::read_to_string(d.trigger_dir().join(".upgrade-status.json")).unwrap()),
         ("the status word", fs::read_to_string(d.trigger_dir().join(".upgrade-status")).unwrap()),
         ("the log", run.stderr.clone()),
-        ("history", d.sb.run(&["--json", "history"]).success().stdout),
-        ("the upgrade's journal", d.sb.run(&["--json", "status", &id]).success().stdout),
-        ("config", d.sb.run(&["config"]).success().stdout),
+        ("history", d.sb.test().args(["--json", "history"]).run().stdout),
+        ("the upgrade's journal", d.sb.test().args(["--json", "status", &id]).run().stdout),
+        ("config", d.sb.test().args(["config"]).run().stdout),
     ];
 
     // A hook that vetoes: its reason reaches the app, its command line does not.
@@ -521,7 +535,7 @@ fn a_password_in_a_hook_command_reaches_neither_the_apps_files_nor_history() {
         "UPGRADERD_PRE_UPGRADE_CMD",
         &format!("echo not during opening hours >&2; exit 3; : --password={SECRET}"),
     );
-    let refused = vetoing.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    let refused = vetoing.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).run();
     let error = vetoing.status_file()["error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("refused the upgrade") && error.contains("not during opening hours"), "{error}");
     readable.extend([
@@ -530,7 +544,7 @@ fn a_password_in_a_hook_command_reaches_neither_the_apps_files_nor_history() {
             fs::read_to_string(vetoing.trigger_dir().join(".upgrade-status.json")).unwrap(),
         ),
         ("the vetoed upgrade's log", refused.stderr),
-        ("the vetoed upgrade's history", vetoing.sb.run(&["--json", "history"]).success().stdout),
+        ("the vetoed upgrade's history", vetoing.sb.test().args(["--json", "history"]).run().stdout),
     ]);
     for (what, text) in &readable {
         assert!(!text.contains(SECRET), "{what} holds the hook's password:\n{text}");
@@ -564,7 +578,7 @@ fn a_rollback_restores_a_sparse_file_larger_than_the_free_space() {
     drop(file);
     assert!(upgraderd::testing::free_bytes(&disk.0).unwrap() < APPARENT);
 
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    let run = d.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).run();
     assert_eq!(d.status_file()["status"], "rolled_back", "{}", run.stderr);
     assert_eq!(d.running_version(), "1.0.0");
     assert_eq!(fs::read_to_string(disk.0.join("app.db")).unwrap(), "items: a, b, c\n", "the migration was undone");
@@ -587,7 +601,7 @@ fn preflight_refuses_an_upgrade_whose_data_a_rollback_could_not_restore() {
     fs::write(disk.0.join("blob.bin"), vec![7u8; 3 << 20]).unwrap();
     let before = d.data();
 
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    let run = d.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).run();
     let error = d.status_file()["error"].as_str().unwrap().to_string();
     assert!(error.starts_with("refused in preflight"), "{error}");
     assert!(

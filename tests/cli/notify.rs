@@ -5,10 +5,8 @@
 //! log lines; endpoints that fail do not stop the others, and every URL's
 //! secret stays hidden in the output, the history and `config`.
 
-mod common;
-
-use common::fake_engine::Deployment;
-use common::http::{Reply, Seen, Server};
+use crate::common::fake_engine::Deployment;
+use crate::common::http::{Reply, Seen, Server};
 use serde_json::Value;
 
 /// Answers like the services do: Discord 204, the others 200; `/broken/…` answers 500.
@@ -59,7 +57,7 @@ fn a_rolled_back_upgrade_is_told_to_every_service_in_its_own_format() {
         "http://127.0.0.1:9/SECRET7".to_string(),
     ];
     let d = Deployment::new().with("CRASH", "2.0.0").with("UPGRADERD_NOTIFY_URL", &urls.join(","));
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(1);
+    let run = d.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).run();
     let seen = server.requests();
     assert!(seen.iter().all(|s| s.method == "POST"), "{seen:#?}");
 
@@ -110,7 +108,7 @@ fn a_rolled_back_upgrade_is_told_to_every_service_in_its_own_format() {
         "{stderr}"
     );
     // Each result is in the upgrade's log, masked.
-    let history = d.sb.run(&["--json", "status"]).success().stdout;
+    let history = d.sb.test().args(["--json", "status"]).run().stdout;
     for line in [
         format!("Notified ntfy ntfy+http://127.0.0.1:{port}/ntfy/********"),
         format!("Notified gotify http://127.0.0.1:{port}/gotify/message?********"),
@@ -120,7 +118,7 @@ fn a_rolled_back_upgrade_is_told_to_every_service_in_its_own_format() {
     ] {
         assert!(history.contains(&line), "the history lacks {line:?}: {history}");
     }
-    let config = d.sb.run(&["config"]).success().stdout;
+    let config = d.sb.test().args(["config"]).run().stdout;
     for place in [&run.stdout, &run.stderr, &history, &config] {
         assert!(!place.contains("SECRET"), "a secret leaked: {place}");
     }
@@ -130,7 +128,7 @@ fn a_rolled_back_upgrade_is_told_to_every_service_in_its_own_format() {
 fn a_complete_upgrade_is_told_without_a_failed_step() {
     let server = services();
     let d = Deployment::new().with("UPGRADERD_NOTIFY_URL", &server.url("/hook"));
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     let body = the_request(&server.requests(), "/hook").json();
     assert_eq!(body["status"], "complete");
     assert_eq!(body["failedStep"], Value::Null);
@@ -141,12 +139,17 @@ fn a_complete_upgrade_is_told_without_a_failed_step() {
 #[test]
 fn a_bad_notification_url_is_a_configuration_error_that_hides_the_secret() {
     let d = Deployment::new().with("UPGRADERD_NOTIFY_URL", "https://ntfy.sh/ok,https://discord.com/channels/SECRET");
-    let run = d.sb.run(&["config"]).code(2);
+    let run = d.sb.test().args(["config"]).status(2).run();
     assert!(run.stderr.contains("invalid UPGRADERD_NOTIFY_URL"), "{}", run.stderr);
     assert!(run.stderr.contains("api/webhooks/ID/TOKEN"), "{}", run.stderr);
     assert!(run.stderr.contains("for example UPGRADERD_NOTIFY_URL=https://ntfy.sh/"), "{}", run.stderr);
     assert!(!run.stderr.contains("SECRET"), "{}", run.stderr);
     let d = d.with("UPGRADERD_NOTIFY_URL", "teams+https://example.com/SECRET");
-    let run = d.sb.run(&["upgrade", "--to", "2.0.0"]).code(2).stderr_has("`teams+` names no notification format");
+    let run =
+        d.sb.test()
+            .args(["upgrade", "--to", "2.0.0"])
+            .status(2)
+            .stderr_contains("`teams+` names no notification format")
+            .run();
     assert!(!run.stderr.contains("SECRET"), "{}", run.stderr);
 }

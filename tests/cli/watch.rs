@@ -3,16 +3,15 @@
 //! signals before and after the switch, and recovery of an upgrader killed
 //! mid-upgrade.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::fake_engine::Deployment;
-use common::watcher::Watcher;
+use crate::common;
+use crate::common::fake_engine::Deployment;
+use crate::common::watcher::Watcher;
 use serde_json::Value;
 
 #[track_caller]
@@ -196,7 +195,7 @@ fn a_trigger_written_during_an_upgrade_runs_after_it() {
     d.write_trigger(br#"{"upgradeId":"second","version":"2.0.0","force":true}"#);
     w.wait_for_log("upgrade second to 2.0.0 queued behind the running upgrade");
     wait_status(&d, &w, Some("second"), "complete");
-    let history = d.sb.run(&["--json", "history"]).success().json();
+    let history = d.sb.test().args(["--json", "history"]).run().json();
     let ids: Vec<&str> =
         history["history"].as_array().unwrap().iter().map(|r| r["upgradeId"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["second", "first"]);
@@ -277,7 +276,7 @@ fn an_upgrader_killed_after_the_switch_is_rolled_back_with_its_data_on_restart()
 fn an_operators_rollback_killed_half_way_is_finished_on_restart() {
     let d = Deployment::new();
     let before = d.data();
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     let upgraded = d.last_history()["upgradeId"].as_str().unwrap().to_string();
     // Killed somewhere between its first step and the end of its 30 s health gate.
     let mut child =
@@ -294,7 +293,7 @@ fn an_operators_rollback_killed_half_way_is_finished_on_restart() {
     assert_eq!(row["status"], "complete", "{row}");
     assert_eq!(d.running_version(), "1.0.0");
     assert_eq!(d.data(), before, "the rollback's data is restored");
-    d.sb.run(&["rollback"]).code(1).stderr_has("a rollback is not rolled back");
+    d.sb.test().args(["rollback"]).status(1).stderr_contains("a rollback is not rolled back").run();
 }
 
 #[test]
@@ -306,7 +305,7 @@ fn the_next_cli_upgrade_recovers_an_orphan_first() {
         d.sb.command(&["upgrade", "--to", "2.0.0", "--force"]).env("UPGRADERD_HEALTH_STABLE", "0").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("upgrade {orphan} was interrupted during health_check")), "{stderr}");
-    let history = d.sb.run(&["--json", "history"]).success().json();
+    let history = d.sb.test().args(["--json", "history"]).run().json();
     let orphan_row = history["history"].as_array().unwrap().iter().find(|r| r["upgradeId"] == orphan.as_str()).unwrap();
     assert_eq!(orphan_row["status"], "rolled_back");
 }
@@ -368,7 +367,7 @@ fn a_request_whose_daemon_was_killed_before_the_switch_runs_again_under_its_id()
     assert_eq!(d.running_version(), "2.0.0");
     let row = d.last_history();
     assert_eq!((row["upgradeId"].as_str(), row["status"].as_str()), (Some("again-1"), Some("complete")));
-    let journal = d.sb.run(&["--json", "status", "again-1"]).success().json();
+    let journal = d.sb.test().args(["--json", "status", "again-1"]).run().json();
     assert!(journal.to_string().contains("Interrupted before the switch"), "{journal}");
 }
 
@@ -407,10 +406,10 @@ fn the_periodic_check_writes_the_banner_and_upgrades_when_allowed_to() {
 fn check_version_upgrade_runs_the_upgrade_in_process() {
     let server = common::http::Server::start(|_| common::http::Reply::json(200, r#"{"version": "2.0.0"}"#));
     let d = Deployment::new().with("UPGRADERD_VERSION_URL", &server.url("/v")).with("UPGRADERD_POLICY", "major");
-    d.sb.run(&["check-version", "--upgrade"]).success().stdout_has("complete: 1.0.0 -> 2.0.0");
+    d.sb.test().args(["check-version", "--upgrade"]).stdout_contains("complete: 1.0.0 -> 2.0.0").run();
     assert_eq!(d.running_version(), "2.0.0");
     assert_eq!(d.last_history()["initiatedBy"], "check-version");
-    d.sb.run(&["check-version", "--exit-code"]).code(0).stdout_has("up to date: 2.0.0");
+    d.sb.test().args(["check-version", "--exit-code"]).status(0).stdout_contains("up to date: 2.0.0").run();
 }
 
 #[test]
@@ -437,7 +436,7 @@ fn the_apps_trigger_is_bound_by_the_operators_policy_and_cannot_force_past_it() 
     assert_eq!(d.running_version(), "1.0.0");
     drop(w);
     // The operator's own upgrade is not bound by the automatic policy.
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     assert_eq!(d.running_version(), "2.0.0");
 }
 
@@ -455,7 +454,7 @@ fn an_unlabelled_latest_that_was_rolled_back_is_not_switched_to_again_at_the_app
     assert_eq!(d.running_version(), "1.0.0");
     drop(w);
     // The operator may still force it.
-    let forced = d.sb.run(&["upgrade", "--to", "latest", "--force"]).code(1);
+    let forced = d.sb.test().args(["upgrade", "--to", "latest", "--force"]).status(1).run();
     forced.stderr_has("rolled_back");
 }
 

@@ -1,9 +1,7 @@
 //! Configuration through the real binary: empty values, the file read the way
 //! systemd's `EnvironmentFile=` reads it, keys that clash, unknown keys.
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 
 /// Keys whose value cannot be empty (each has a default), with an example of a valid value.
 const NOT_EMPTY: &[(&str, &str)] = &[
@@ -22,18 +20,22 @@ fn an_empty_value_is_exit_2_naming_the_key_its_source_and_an_example() {
     for (key, example) in NOT_EMPTY {
         let mut sb = Sandbox::new();
         sb.env(key, "");
-        sb.run(&["config"])
-            .code(2)
-            .stderr_has(&format!("{key} is empty (from env {key})"))
-            .stderr_has(&format!("for example {key}={example}"));
+        sb.test()
+            .args(["config"])
+            .status(2)
+            .stderr_contains(format!("{key} is empty (from env {key})"))
+            .stderr_contains(format!("for example {key}={example}"))
+            .run();
 
         sb.unset(key);
         for line in [format!("{key}="), format!("{key}=\"\""), format!("{key}=  ")] {
             let file = sb.config_file(&format!("# comment\n{line}\n"));
-            sb.run(&["config"])
-                .code(2)
-                .stderr_has(&format!("{key} is empty (from {}:2 ({key}))", file.display()))
-                .stderr_has(&format!("for example {key}={example}"));
+            sb.test()
+                .args(["config"])
+                .status(2)
+                .stderr_contains(format!("{key} is empty (from {}:2 ({key}))", file.display()))
+                .stderr_contains(format!("for example {key}={example}"))
+                .run();
         }
     }
 }
@@ -41,11 +43,13 @@ fn an_empty_value_is_exit_2_naming_the_key_its_source_and_an_example() {
 #[test]
 fn an_empty_flag_is_exit_2_naming_the_key_or_the_flag() {
     let sb = Sandbox::new();
-    sb.run(&["--docker", "", "config"])
-        .code(2)
-        .stderr_has("UPGRADERD_DOCKER is empty (from flag)")
-        .stderr_has("for example UPGRADERD_DOCKER=docker");
-    sb.run(&["--state-dir", "", "config"]).code(2).stderr_has("--state-dir");
+    sb.test()
+        .args(["--docker", "", "config"])
+        .status(2)
+        .stderr_contains("UPGRADERD_DOCKER is empty (from flag)")
+        .stderr_contains("for example UPGRADERD_DOCKER=docker")
+        .run();
+    sb.test().args(["--state-dir", "", "config"]).status(2).stderr_contains("--state-dir").run();
 }
 
 /// A file systemd's `EnvironmentFile=` accepts is read the way systemd reads it.
@@ -67,7 +71,7 @@ fn the_file_is_read_the_way_systemd_reads_it() {
         "UPGRADERD_STATE_DIR=\"/var/lib/up \\\"graderd\\\"\"\n", // 11: escapes inside double quotes
         "UPGRADERD_GIT_DIR=\"/srv/app\n",    // 12: a quote left open at the end
     ));
-    let run = sb.run(&["--json", "config"]).success();
+    let run = sb.test().args(["--json", "config"]).run();
     let entries = run.json()["config"].as_array().unwrap().clone();
     let value = |key: &str| entries.iter().find(|e| e["key"] == key).unwrap()["value"].as_str().unwrap().to_string();
     let source = |key: &str| entries.iter().find(|e| e["key"] == key).unwrap()["source"].as_str().unwrap().to_string();
@@ -97,41 +101,52 @@ fn the_file_is_read_the_way_systemd_reads_it() {
 fn unknown_keys_are_warned_about_even_when_a_value_is_bad() {
     let sb = Sandbox::new();
     let file = sb.config_file("UPGRADERD_DOKCER=/usr/bin/docker\nUPGRADERD_MIN_FREE=lots\n");
-    sb.run(&["config"])
-        .code(2)
-        .stderr_has(&format!(
+    sb.test()
+        .args(["config"])
+        .status(2)
+        .stderr_contains(format!(
             "{}:1: unknown key UPGRADERD_DOKCER (ignored); did you mean UPGRADERD_DOCKER?",
             file.display()
         ))
-        .stderr_has("invalid UPGRADERD_MIN_FREE=\"lots\"");
+        .stderr_contains("invalid UPGRADERD_MIN_FREE=\"lots\"")
+        .run();
 }
 
 #[test]
 fn a_trigger_named_like_a_file_upgraderd_writes_is_exit_2_naming_both_keys() {
     let mut sb = Sandbox::new();
     sb.env("UPGRADERD_TRIGGER_FILE", ".upgrade-status.json");
-    sb.run(&["config"])
-        .code(2)
-        .stderr_has("UPGRADERD_TRIGGER_FILE=.upgrade-status.json (from env UPGRADERD_TRIGGER_FILE)")
-        .stderr_has("UPGRADERD_STATUS_FILE=.upgrade-status.json (from default)");
+    sb.test()
+        .args(["config"])
+        .status(2)
+        .stderr_contains("UPGRADERD_TRIGGER_FILE=.upgrade-status.json (from env UPGRADERD_TRIGGER_FILE)")
+        .stderr_contains("UPGRADERD_STATUS_FILE=.upgrade-status.json (from default)")
+        .run();
 
     sb.unset("UPGRADERD_TRIGGER_FILE");
     let file = sb.config_file("UPGRADERD_TRIGGER_FILE=state\nUPGRADERD_STATUS_FILE=state.rejected\n");
-    sb.run(&["config"])
-        .code(2)
-        .stderr_has(&format!("UPGRADERD_TRIGGER_FILE=state (from {}:1", file.display()))
-        .stderr_has(&format!("UPGRADERD_STATUS_FILE=state.rejected (from {}:2", file.display()));
+    sb.test()
+        .args(["config"])
+        .status(2)
+        .stderr_contains(format!("UPGRADERD_TRIGGER_FILE=state (from {}:1", file.display()))
+        .stderr_contains(format!("UPGRADERD_STATUS_FILE=state.rejected (from {}:2", file.display()))
+        .run();
 
     for name in [".upgrade-available.json", ".upgrade-status", ".docker-socket-test-request"] {
         sb.config_file(&format!("UPGRADERD_TRIGGER_FILE={name}\n"));
-        sb.run(&["config"]).code(2).stderr_has(&format!("UPGRADERD_TRIGGER_FILE={name} (from ")).stderr_has(
-            "which upgraderd writes in the trigger directory; choose another name, for example \
+        sb.test()
+            .args(["config"])
+            .status(2)
+            .stderr_contains(format!("UPGRADERD_TRIGGER_FILE={name} (from "))
+            .stderr_contains(
+                "which upgraderd writes in the trigger directory; choose another name, for example \
              UPGRADERD_TRIGGER_FILE=.upgrade-trigger",
-        );
+            )
+            .run();
     }
 
     sb.config_file("UPGRADERD_TRIGGER_FILE=update_requested\nUPGRADERD_STATUS_FILE=status.json\n");
-    sb.run(&["config"]).success();
+    sb.test().args(["config"]).run();
 }
 
 /// A shell that exports `CONTAINER_NAME` for something else does not retarget
@@ -142,7 +157,7 @@ fn a_stray_older_name_in_the_environment_does_not_beat_the_file() {
     let mut sb = Sandbox::new();
     let file = sb.config_file("UPGRADERD_CONTAINER=app\n");
     sb.env("CONTAINER_NAME", "other");
-    let run = sb.run(&["--json", "config"]).success();
+    let run = sb.test().args(["--json", "config"]).run();
     let entries = run.json()["config"].as_array().unwrap().clone();
     let entry = entries.iter().find(|e| e["key"] == "UPGRADERD_CONTAINER").unwrap();
     assert_eq!(entry["value"], "app");
@@ -154,14 +169,14 @@ fn a_stray_older_name_in_the_environment_does_not_beat_the_file() {
         run.stderr
     );
 
-    let table = sb.run(&["config"]).success();
+    let table = sb.test().args(["config"]).run();
     let line = table.stdout.lines().find(|l| l.starts_with("UPGRADERD_CONTAINER")).unwrap();
     assert!(line.contains("app") && !line.contains("other"), "{line}");
     assert!(line.ends_with(&format!("{}:1 (UPGRADERD_CONTAINER)", file.display())), "{line}");
 
     // With the key set nowhere, the older name still moves an existing setup over.
     sb.config_file("");
-    let table = sb.run(&["config"]).success();
+    let table = sb.test().args(["config"]).run();
     let line = table.stdout.lines().find(|l| l.starts_with("UPGRADERD_CONTAINER")).unwrap();
     assert!(line.contains("other") && line.ends_with("env CONTAINER_NAME"), "{line}");
 }

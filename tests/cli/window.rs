@@ -4,14 +4,12 @@
 //! `--trigger` wait for it, the daemon's automatic upgrade starts as it opens,
 //! and neither a manual upgrade nor the app's trigger is held back.
 
-mod common;
-
 use std::fs;
 
-use common::fake_engine::Deployment;
-use common::http::{Reply, Server};
-use common::watcher::Watcher;
-use common::{wait, Sandbox};
+use crate::common::fake_engine::Deployment;
+use crate::common::http::{Reply, Server};
+use crate::common::watcher::Watcher;
+use crate::common::{wait, Sandbox};
 
 const WINDOW: &str = "Sun 02:00-05:00";
 /// 2026-11-22 is a Sunday: an hour before the window opens, and inside it.
@@ -33,7 +31,7 @@ fn deployment(server: &Server, now: &str) -> Deployment {
 fn config_says_when_the_window_opens() {
     let mut sb = Sandbox::new();
     sb.env("UPGRADERD_AUTO_UPGRADE_WINDOW", "sun 2:00-5:00").env("UPGRADERD_TEST_NOW", BEFORE);
-    let run = sb.run(&["config"]).success();
+    let run = sb.test().args(["config"]).run();
     assert!(run.stdout.contains("UPGRADERD_AUTO_UPGRADE_WINDOW"), "{}", run.stdout);
     assert!(
         run.stdout.lines().any(|l| l
@@ -41,7 +39,7 @@ fn config_says_when_the_window_opens() {
         "{}",
         run.stdout
     );
-    let json = sb.run(&["--json", "config"]).success().json();
+    let json = sb.test().args(["--json", "config"]).run().json();
     let window = &json["autoUpgradeWindow"];
     assert_eq!(window["window"], WINDOW);
     assert_eq!(
@@ -50,14 +48,17 @@ fn config_says_when_the_window_opens() {
     );
     // Inside the window it says until when; a window across midnight on another day is named so.
     sb.env("UPGRADERD_TEST_NOW", INSIDE);
-    sb.run(&["config"]).success().stdout_has(
-        "auto-upgrade window Sun 02:00-05:00 (host local time): open now, until Sun 2026-11-22 05:00 +01:00",
-    );
+    sb.test()
+        .args(["config"])
+        .stdout_contains(
+            "auto-upgrade window Sun 02:00-05:00 (host local time): open now, until Sun 2026-11-22 05:00 +01:00",
+        )
+        .run();
     sb.env("UPGRADERD_AUTO_UPGRADE_WINDOW", "Mon-Fri 23:00-01:30");
-    sb.run(&["config"]).success().stdout_has("closed now; next opens Mon 2026-11-23 23:00 +01:00");
+    sb.test().args(["config"]).stdout_contains("closed now; next opens Mon 2026-11-23 23:00 +01:00").run();
     // Without a window, nothing is said about one.
     sb.unset("UPGRADERD_AUTO_UPGRADE_WINDOW");
-    let run = sb.run(&["config"]).success();
+    let run = sb.test().args(["config"]).run();
     assert!(!run.stdout.contains("auto-upgrade window"), "{}", run.stdout);
 }
 
@@ -70,12 +71,14 @@ fn a_bad_window_names_the_key_the_value_and_an_example() {
         ("Sun 02:00-02:00", "`02:00-02:00` starts and ends at the same time; a whole day is 00:00-24:00"),
     ] {
         sb.env("UPGRADERD_AUTO_UPGRADE_WINDOW", value);
-        sb.run(&["config"])
-            .code(2)
-            .stderr_has(&format!(
+        sb.test()
+            .args(["config"])
+            .status(2)
+            .stderr_contains(format!(
                 "invalid UPGRADERD_AUTO_UPGRADE_WINDOW={value:?} (from env UPGRADERD_AUTO_UPGRADE_WINDOW): {why}"
             ))
-            .stderr_has("for example UPGRADERD_AUTO_UPGRADE_WINDOW=Sun 02:00-05:00");
+            .stderr_contains("for example UPGRADERD_AUTO_UPGRADE_WINDOW=Sun 02:00-05:00")
+            .run();
     }
 }
 
@@ -83,7 +86,7 @@ fn a_bad_window_names_the_key_the_value_and_an_example() {
 fn check_version_upgrade_outside_the_window_waits_and_exits_0() {
     let server = offers_2_0_0();
     let d = deployment(&server, BEFORE).with("UPGRADERD_POLICY", "major");
-    let run = d.sb.run(&["check-version", "--upgrade"]).success();
+    let run = d.sb.test().args(["check-version", "--upgrade"]).run();
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
         lines,
@@ -97,17 +100,18 @@ fn check_version_upgrade_outside_the_window_waits_and_exits_0() {
     );
     assert_eq!(d.running_version(), "1.0.0");
     assert!(d.actions().is_empty(), "{:?}", d.actions());
-    d.sb.run(&["check-version", "--upgrade", "--exit-code"]).code(10);
+    d.sb.test().args(["check-version", "--upgrade", "--exit-code"]).status(10).run();
     // --trigger waits the same way: no trigger for the daemon.
-    d.sb.run(&["check-version", "--trigger"])
-        .success()
-        .stdout_has("not asking watch for 2.0.0 now: outside the auto-upgrade window");
+    d.sb.test()
+        .args(["check-version", "--trigger"])
+        .stdout_contains("not asking watch for 2.0.0 now: outside the auto-upgrade window")
+        .run();
     assert!(!d.trigger_dir().join(".upgrade-trigger").exists());
-    let json = d.sb.run(&["--json", "check-version", "--upgrade"]).success().json();
+    let json = d.sb.test().args(["--json", "check-version", "--upgrade"]).run().json();
     assert_eq!(json["waitsForWindowUntil"], "2026-11-22T02:00:00+01:00");
     assert_eq!(json["autoUpgradeWindow"]["open"], false);
     // The operator's own upgrade is never held back by the window.
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     assert_eq!(d.running_version(), "2.0.0");
 }
 
@@ -115,10 +119,11 @@ fn check_version_upgrade_outside_the_window_waits_and_exits_0() {
 fn check_version_upgrade_inside_the_window_upgrades() {
     let server = offers_2_0_0();
     let d = deployment(&server, INSIDE).with("UPGRADERD_POLICY", "major");
-    d.sb.run(&["check-version", "--upgrade"])
-        .success()
-        .stdout_has("open now, until Sun 2026-11-22 05:00 +01:00")
-        .stdout_has("complete: 1.0.0 -> 2.0.0");
+    d.sb.test()
+        .args(["check-version", "--upgrade"])
+        .stdout_contains("open now, until Sun 2026-11-22 05:00 +01:00")
+        .stdout_contains("complete: 1.0.0 -> 2.0.0")
+        .run();
     assert_eq!(d.running_version(), "2.0.0");
 }
 

@@ -4,12 +4,12 @@
 //! `systemd-analyze verify` and differ only where they must, `--uninstall`,
 //! and `--help`.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+
+use crate::common;
 
 fn install(destdir: &Path, extra: &[&str]) -> String {
     let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh"))

@@ -5,10 +5,8 @@
 //! each ending `failed` with the checkout back and nothing running changed
 //! before the switch, or `rolled_back` after it.
 
-mod common;
-
-use common::fake_engine::Deployment;
-use common::fake_git::{C1, C2, C3};
+use crate::common::fake_engine::Deployment;
+use crate::common::fake_git::{C1, C2, C3};
 use serde_json::Value;
 
 /// The runbook as these tests pin it: every git command but the
@@ -124,7 +122,7 @@ fn a_good_rebuild_runs_the_exact_runbook_in_order() {
 #[test]
 fn latest_builds_the_remote_tip_and_reports_its_version() {
     let d = Deployment::rebuild();
-    d.sb.run(&["upgrade", "--to", "latest"]).success();
+    d.sb.test().args(["upgrade", "--to", "latest"]).run();
     let steps = steps(&d);
     assert!(
         steps.contains(&"git rev-parse --verify --quiet refs/remotes/origin/main^{commit}".to_string()),
@@ -224,9 +222,11 @@ fn a_checkout_that_cannot_move_back_fails_the_rollback_loudly() {
 #[test]
 fn a_dirty_checkout_is_refused_before_anything_moves() {
     let d = Deployment::rebuild().with("DIRTY", " M docker-compose.yml");
-    d.sb.run(&["upgrade", "--to", "2.0.0"])
-        .code(1)
-        .stderr_has("local modifications to tracked files: docker-compose.yml");
+    d.sb.test()
+        .args(["upgrade", "--to", "2.0.0"])
+        .status(1)
+        .stderr_contains("local modifications to tracked files: docker-compose.yml")
+        .run();
     assert_eq!(d.head(), C1);
     assert!(!steps(&d).iter().any(|s| s.starts_with("git reset") || s.starts_with("docker ")), "{:#?}", steps(&d));
 }
@@ -234,7 +234,7 @@ fn a_dirty_checkout_is_refused_before_anything_moves() {
 #[test]
 fn compose_v1_builds_the_services_its_yaml_names() {
     let d = Deployment::rebuild().compose_v1();
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     let dir = d.sb.path().display().to_string();
     let base = format!(
         "-p demo --project-directory {dir} -f {dir}/docker-compose.yml -f {dir}/docker-compose.prod.yml --env-file {dir}/.env"

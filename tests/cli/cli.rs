@@ -1,11 +1,10 @@
 //! Configuration, state database, lock, history and status through the real binary.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::{can_mount, Mounted, Sandbox};
+use crate::common;
+use crate::common::{can_mount, Mounted, Sandbox};
 use upgraderd::testing::db::{Db, UpgradeRecord};
 use upgraderd::testing::{Status, Strategy, Terminal};
 
@@ -16,7 +15,7 @@ fn config_shows_every_value_with_its_source_and_masks_secrets() {
         "# deployment\nUPGRADERD_BACKUP_KEEP=7\nIMAGE_NAME=ghcr.io/example/app\nUPGRADERD_GITHUB_TOKEN=ghp_topsecret\nSOMETHING_ELSE=1\n",
     );
     sb.env("CONTAINER_NAME", "meshmonitor").env("UPGRADERD_HEALTH_TIMEOUT", "5m");
-    let run = sb.run(&["--json", "--container", "from-flag", "config"]).success();
+    let run = sb.test().args(["--json", "--container", "from-flag", "config"]).run();
     let entries = run.json()["config"].as_array().unwrap().clone();
     let find = |key: &str| entries.iter().find(|e| e["key"] == key).unwrap().clone();
     assert_eq!(find("UPGRADERD_CONTAINER")["value"], "from-flag");
@@ -30,7 +29,7 @@ fn config_shows_every_value_with_its_source_and_masks_secrets() {
     assert!(!run.stdout.contains("ghp_topsecret"));
     assert!(run.stderr.contains(":5: unknown key SOMETHING_ELSE"), "{}", run.stderr);
 
-    let table = sb.run(&["config"]).success();
+    let table = sb.test().args(["config"]).run();
     assert!(
         table.stdout.lines().any(|l| l.starts_with("UPGRADERD_CONTAINER")
             && l.contains("meshmonitor")
@@ -44,26 +43,34 @@ fn config_shows_every_value_with_its_source_and_masks_secrets() {
 fn bad_configuration_is_exit_2_naming_key_source_and_example() {
     let mut sb = Sandbox::new();
     let file = sb.config_file("UPGRADERD_HEALTH_STABLE=soon\n");
-    sb.run(&["config"])
-        .code(2)
-        .stderr_has(&format!("invalid UPGRADERD_HEALTH_STABLE=\"soon\" (from {}:1", file.display()))
-        .stderr_has("for example UPGRADERD_HEALTH_STABLE=90s");
+    sb.test()
+        .args(["config"])
+        .status(2)
+        .stderr_contains(format!("invalid UPGRADERD_HEALTH_STABLE=\"soon\" (from {}:1", file.display()))
+        .stderr_contains("for example UPGRADERD_HEALTH_STABLE=90s")
+        .run();
 
     sb.config_file("");
     sb.env("UPGRADERD_BACKUP_KEEP", "many");
-    sb.run(&["history"]).code(2).stderr_has("UPGRADERD_BACKUP_KEEP=\"many\" (from env UPGRADERD_BACKUP_KEEP)");
+    sb.test()
+        .args(["history"])
+        .status(2)
+        .stderr_contains("UPGRADERD_BACKUP_KEEP=\"many\" (from env UPGRADERD_BACKUP_KEEP)")
+        .run();
 
     sb.unset("UPGRADERD_BACKUP_KEEP");
-    sb.run(&["--backup-keep=-3", "config"]).code(2).stderr_has("(from flag)");
+    sb.test().args(["--backup-keep=-3", "config"]).status(2).stderr_contains("(from flag)").run();
 
     let file = sb.config_file("UPGRADERD_MIN_FREE=5GB\n\0");
-    sb.run(&["config"]).code(2).stderr_has(&format!("config file {}:2: a NUL byte", file.display()));
+    sb.test().args(["config"]).status(2).stderr_contains(format!("config file {}:2: a NUL byte", file.display())).run();
 
-    sb.run(&["-c", "/nonexistent/upgraderd.env", "config"])
-        .code(2)
-        .stderr_has("cannot read config file /nonexistent/upgraderd.env");
+    sb.test()
+        .args(["-c", "/nonexistent/upgraderd.env", "config"])
+        .status(2)
+        .stderr_contains("cannot read config file /nonexistent/upgraderd.env")
+        .run();
     sb.config_file("");
-    sb.run(&["upgrade-everything"]).code(2);
+    sb.test().args(["upgrade-everything"]).status(2).run();
 }
 
 #[test]
@@ -84,9 +91,7 @@ fn a_missing_container_setting_is_exit_2_for_every_command_that_needs_one() {
         (&[&trigger, "check-version", "--trigger"], "no service to upgrade: set UPGRADERD_CONTAINER"),
     ];
     for (args, message) in cases {
-        let run = sb.run(args);
-        assert_eq!(run.code, 2, "upgraderd {args:?}:\n{}", run.stderr);
-        assert!(run.stderr.contains(message), "upgraderd {args:?}:\n{}", run.stderr);
+        sb.test().args(args.iter().copied()).status(2).stderr_contains(*message).run();
         if args.contains(&"--dry-run") {
             assert!(!sb.state().exists(), "a dry run made the state directory");
         }
@@ -118,9 +123,9 @@ fn seed(sb: &Sandbox) {
 #[test]
 fn history_and_status_for_people_and_for_scripts() {
     let sb = Sandbox::new();
-    sb.run(&["history"]).success().stderr_has("no upgrades recorded yet");
+    sb.test().args(["history"]).stderr_contains("no upgrades recorded yet").run();
     seed(&sb);
-    let table = sb.run(&["history"]).success();
+    let table = sb.test().args(["history"]).run();
     let lines: Vec<&str> = table.stdout.lines().collect();
     assert!(lines[0].starts_with("ID") && lines[0].contains("STATUS"));
     assert!(
@@ -128,16 +133,16 @@ fn history_and_status_for_people_and_for_scripts() {
     );
     assert!(lines[2].starts_with("older"));
 
-    let json = sb.run(&["--json", "history", "--limit", "1"]).success().json();
+    let json = sb.test().args(["--json", "history", "--limit", "1"]).run().json();
     assert_eq!(json["count"], 1);
     assert_eq!(json["history"][0]["upgradeId"], "newer");
     assert_eq!(json["history"][0]["fromVersion"], "1.0.0");
 
-    sb.run(&["status"]).success().stdout_has("upgrade   newer").stdout_has("Creating backup");
-    let status = sb.run(&["--json", "status", "older"]).success().json();
+    sb.test().args(["status"]).stdout_contains("upgrade   newer").stdout_contains("Creating backup").run();
+    let status = sb.test().args(["--json", "status", "older"]).run().json();
     assert_eq!(status["upgrade"]["status"], "complete");
     assert_eq!(status["events"].as_array().unwrap().len(), 2);
-    sb.run(&["status", "missing"]).code(1).stderr_has("no upgrade with id missing");
+    sb.test().args(["status", "missing"]).status(1).stderr_contains("no upgrade with id missing").run();
 }
 
 #[test]
@@ -147,7 +152,12 @@ fn a_corrupt_state_database_is_reported_and_left_untouched() {
     let db = sb.state().join("upgraderd.db");
     let garbage = b"this is not a database, but it is someone's file".repeat(100);
     fs::write(&db, &garbage).unwrap();
-    sb.run(&["history"]).code(1).stderr_has("is not a valid SQLite database").stderr_has("left untouched");
+    sb.test()
+        .args(["history"])
+        .status(1)
+        .stderr_contains("is not a valid SQLite database")
+        .stderr_contains("left untouched")
+        .run();
     assert_eq!(fs::read(&db).unwrap(), garbage);
 }
 
@@ -157,7 +167,7 @@ fn a_locked_state_database_is_reported() {
     seed(&sb);
     let holder = rusqlite::Connection::open(sb.state().join("upgraderd.db")).unwrap();
     holder.execute_batch("PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;").unwrap();
-    sb.run(&["history"]).code(1).stderr_has("is locked by another process");
+    sb.test().args(["history"]).status(1).stderr_contains("is locked by another process").run();
     holder.execute_batch("COMMIT").unwrap();
 }
 
@@ -172,8 +182,7 @@ fn a_read_only_state_database_is_reported() {
     let dir = sb.path().join("ro-state");
     let _ro = Mounted::read_only_bind(&sb.state(), &dir);
     let before = fs::read(dir.join("upgraderd.db")).unwrap();
-    let run = sb.run(&["--state-dir", dir.to_str().unwrap(), "backup", "prune"]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    let run = sb.test().args(["--state-dir", dir.to_str().unwrap(), "backup", "prune"]).status(1).run();
     assert!(run.stderr.contains("read-only") || run.stderr.contains("Read-only"), "{}", run.stderr);
     assert_eq!(fs::read(dir.join("upgraderd.db")).unwrap(), before);
 }
@@ -187,13 +196,15 @@ fn a_second_mutating_command_gets_exit_3_naming_the_holder() {
     fs::create_dir_all(sb.state()).unwrap();
     let mut lock = upgraderd::testing::Lock::acquire(&sb.state().join("upgraderd.lock"), "upgrade --to 2.0.0").unwrap();
     lock.set_upgrade("7f3a").unwrap();
-    sb.run(&["backup", "create"])
-        .code(3)
-        .stderr_has(&format!("pid {} running `upgrade --to 2.0.0` for upgrade 7f3a since", std::process::id()));
+    sb.test()
+        .args(["backup", "create"])
+        .status(3)
+        .stderr_contains(format!("pid {} running `upgrade --to 2.0.0` for upgrade 7f3a since", std::process::id()))
+        .run();
     // Reading is never blocked by the lock.
-    sb.run(&["history"]).success();
+    sb.test().args(["history"]).run();
     drop(lock);
-    sb.run(&["backup", "create"]).success();
+    sb.test().args(["backup", "create"]).run();
 }
 
 #[test]
@@ -214,10 +225,10 @@ fn the_first_schema_keeps_opening_after_every_migration() {
 fn completions_are_printed_for_each_shell() {
     let sb = Sandbox::new();
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
-        let run = sb.run(&["completions", shell]).success();
+        let run = sb.test().args(["completions", shell]).run();
         assert!(run.stdout.contains("upgraderd") && run.stdout.contains("backup"), "{shell}");
     }
-    sb.run(&["completions", "tcsh"]).code(2);
+    sb.test().args(["completions", "tcsh"]).status(2).run();
 }
 
 #[test]
@@ -233,7 +244,7 @@ fn every_example_env_file_names_only_known_keys_with_valid_values() {
             .collect();
         let sb = Sandbox::new();
         sb.config_file(&enabled);
-        let run = sb.run(&["config"]).success();
+        let run = sb.test().args(["config"]).run();
         assert!(!run.stderr.contains("unknown key"), "{example}:\n{}", run.stderr);
     }
 }
@@ -261,7 +272,7 @@ fn config_entry(run: &common::Run, key: &str) -> serde_json::Value {
 fn app_selects_its_own_config_file_and_state_dir() {
     let sb = two_apps();
     let lib = sb.path().join("lib");
-    let run = sb.run(&["--json", "--app", "a", "config"]).success();
+    let run = sb.test().args(["--json", "--app", "a", "config"]).run();
     assert_eq!(config_entry(&run, "UPGRADERD_STATE_DIR")["value"], lib.join("a").display().to_string());
     assert_eq!(config_entry(&run, "UPGRADERD_STATE_DIR")["source"], "--app a");
     let keep = config_entry(&run, "UPGRADERD_BACKUP_KEEP");
@@ -269,7 +280,7 @@ fn app_selects_its_own_config_file_and_state_dir() {
         (keep["value"].as_str(), keep["source"].as_str().unwrap()),
         (Some("3"), &*format!("{}:1 (UPGRADERD_BACKUP_KEEP)", sb.path().join("etc/a.env").display()))
     );
-    let backups = config_entry(&sb.run(&["--json", "--app", "b", "config"]).success(), "UPGRADERD_BACKUP_DIR");
+    let backups = config_entry(&sb.test().args(["--json", "--app", "b", "config"]).run(), "UPGRADERD_BACKUP_DIR");
     assert_eq!(backups["value"], "", "unset: the default below the app's own state dir");
 
     // Histories are per app: a's database is not b's.
@@ -285,10 +296,10 @@ fn app_selects_its_own_config_file_and_state_dir() {
     })
     .unwrap();
     drop(db);
-    sb.run(&["--app", "a", "history"]).success().stdout_has("only-in-a");
-    sb.run(&["--app", "b", "history"]).success().stderr_has("no upgrades recorded yet");
+    sb.test().args(["--app", "a", "history"]).stdout_contains("only-in-a").run();
+    sb.test().args(["--app", "b", "history"]).stderr_contains("no upgrades recorded yet").run();
     // The app's file only: the single instance's file and state are not read.
-    sb.run(&["history"]).success().stderr_has("no upgrades recorded yet in /var/lib/upgraderd/upgraderd.db");
+    sb.test().args(["history"]).stderr_contains("no upgrades recorded yet in /var/lib/upgraderd/upgraderd.db").run();
 }
 
 #[test]
@@ -298,10 +309,10 @@ fn explicit_config_file_and_state_dir_win_over_app() {
     fs::write(&other, "UPGRADERD_BACKUP_KEEP=9\n").unwrap();
     let state = sb.path().join("elsewhere");
     let state_arg = state.display().to_string();
-    let run = sb.run(&["--json", "--app", "a", "-c", other.to_str().unwrap(), "config"]).success();
+    let run = sb.test().args(["--json", "--app", "a", "-c", other.to_str().unwrap(), "config"]).run();
     assert_eq!(config_entry(&run, "UPGRADERD_BACKUP_KEEP")["value"], "9");
     assert_eq!(config_entry(&run, "UPGRADERD_STATE_DIR")["source"], "--app a");
-    let run = sb.run(&["--json", "--app", "a", "--state-dir", &state_arg, "config"]).success();
+    let run = sb.test().args(["--json", "--app", "a", "--state-dir", &state_arg, "config"]).run();
     assert_eq!(config_entry(&run, "UPGRADERD_BACKUP_KEEP")["value"], "3");
     assert_eq!(config_entry(&run, "UPGRADERD_STATE_DIR")["value"], state_arg.as_str());
     assert_eq!(config_entry(&run, "UPGRADERD_STATE_DIR")["source"], "flag");
@@ -312,7 +323,7 @@ fn a_state_dir_from_the_environment_or_the_file_cannot_merge_two_apps() {
     let mut sb = two_apps();
     let etc = sb.path().join("etc");
     fs::write(etc.join("a.env"), "UPGRADERD_STATE_DIR=/var/lib/upgraderd\n").unwrap();
-    let run = sb.run(&["--json", "--app", "a", "config"]).success();
+    let run = sb.test().args(["--json", "--app", "a", "config"]).run();
     assert_eq!(config_entry(&run, "UPGRADERD_STATE_DIR")["source"], "--app a");
     assert!(
         run.stderr.contains(&format!(
@@ -324,9 +335,10 @@ fn a_state_dir_from_the_environment_or_the_file_cannot_merge_two_apps() {
         run.stderr
     );
     sb.env("UPGRADERD_STATE_DIR", "/srv/shared");
-    sb.run(&["--app", "b", "config"])
-        .success()
-        .stderr_has("UPGRADERD_STATE_DIR=/srv/shared (from env UPGRADERD_STATE_DIR) is ignored: --app b");
+    sb.test()
+        .args(["--app", "b", "config"])
+        .stderr_contains("UPGRADERD_STATE_DIR=/srv/shared (from env UPGRADERD_STATE_DIR) is ignored: --app b")
+        .run();
 }
 
 #[test]
@@ -341,14 +353,20 @@ fn a_bad_or_unknown_app_name_is_exit_2() {
         ("", "it is empty"),
         ("upgraderd", "it is a name upgraderd uses itself"),
     ] {
-        sb.run(&[&format!("--app={name}"), "history"])
-            .code(2)
-            .stderr_has(&format!("invalid app name {name:?} (from --app): {why}"));
+        sb.test()
+            .args([&format!("--app={name}"), "history"])
+            .status(2)
+            .stderr_contains(format!("invalid app name {name:?} (from --app): {why}"))
+            .run();
     }
-    sb.run(&["--app", "c", "history"]).code(2).stderr_has(&format!(
-        "no configuration for app \"c\": {} does not exist",
-        sb.path().join("etc/c.env").display()
-    ));
+    sb.test()
+        .args(["--app", "c", "history"])
+        .status(2)
+        .stderr_contains(format!(
+            "no configuration for app \"c\": {} does not exist",
+            sb.path().join("etc/c.env").display()
+        ))
+        .run();
     assert!(!sb.path().join("lib").exists(), "nothing was created for a refused app");
 }
 
@@ -361,10 +379,12 @@ fn each_app_has_its_own_lock() {
     let lib = sb.path().join("lib");
     fs::create_dir_all(lib.join("a")).unwrap();
     let _a_upgrading = upgraderd::testing::Lock::acquire(&lib.join("a/upgraderd.lock"), "upgrade --to 2.0.0").unwrap();
-    sb.run(&["--app", "b", "backup", "create"]).success();
-    sb.run(&["--app", "a", "backup", "create"])
-        .code(3)
-        .stderr_has(&format!("lock {}", lib.join("a/upgraderd.lock").display()));
+    sb.test().args(["--app", "b", "backup", "create"]).run();
+    sb.test()
+        .args(["--app", "a", "backup", "create"])
+        .status(3)
+        .stderr_contains(format!("lock {}", lib.join("a/upgraderd.lock").display()))
+        .run();
     assert_eq!(fs::read_dir(lib.join("b/backups")).unwrap().count(), 1, "b's backup went to b's state");
 }
 

@@ -3,12 +3,10 @@
 //! anonymous token handshake; every bad answer is exit 1 naming the source,
 //! and the banner file is never turned into a false "up to date".
 
-mod common;
-
 use std::fs;
 
-use common::http::{Reply, Server};
-use common::Sandbox;
+use crate::common::http::{Reply, Server};
+use crate::common::Sandbox;
 use serde_json::Value;
 
 fn sandbox() -> Sandbox {
@@ -30,21 +28,23 @@ fn an_opentrace_version_json_through_a_pointer() {
     sb.env("UPGRADERD_VERSION_URL", server.url("/version.json"))
         .env("UPGRADERD_VERSION_POINTER", "/opentrace/version")
         .env("UPGRADERD_POLICY", "major");
-    sb.run(&["check-version"]).success().stdout_has("update available: 1.0.0 -> 2.0.0");
+    sb.test().args(["check-version"]).stdout_contains("update available: 1.0.0 -> 2.0.0").run();
     let b = banner(&sb).expect("banner written");
     assert_eq!(b["currentVersion"], "1.0.0");
     assert_eq!(b["latestVersion"], "2.0.0");
     assert_eq!(b["updateAvailable"], true);
     assert!(b["checkedAt"].as_str().unwrap().ends_with('Z'));
-    sb.run(&["check-version", "--exit-code"]).code(10);
-    let json = sb.run(&["--json", "check-version"]).success().json();
+    sb.test().args(["check-version", "--exit-code"]).status(10).run();
+    let json = sb.test().args(["--json", "check-version"]).run().json();
     assert_eq!((json["allowedVersion"].as_str(), json["source"].as_str()), (Some("2.0.0"), Some("url")));
     // The default policy (minor) does not take a new major version automatically.
     sb.env("UPGRADERD_POLICY", "minor");
-    sb.run(&["check-version", "--exit-code"])
-        .code(0)
-        .stdout_has("2.0.0 is available but not for automatic upgrades")
-        .stderr_has("beyond UPGRADERD_POLICY=minor");
+    sb.test()
+        .args(["check-version", "--exit-code"])
+        .status(0)
+        .stdout_contains("2.0.0 is available but not for automatic upgrades")
+        .stderr_contains("beyond UPGRADERD_POLICY=minor")
+        .run();
 }
 
 #[test]
@@ -64,11 +64,12 @@ fn github_releases_with_etag_token_and_release_url() {
     sb.env("UPGRADERD_GITHUB_REPO", "o/r")
         .env("UPGRADERD_GITHUB_API", server.url(""))
         .env("UPGRADERD_GITHUB_TOKEN", "t0k");
-    sb.run(&["check-version"])
-        .success()
-        .stdout_has("update available: 1.0.0 -> 1.4.0 (https://github.example/o/r/releases/v1.4.0)");
+    sb.test()
+        .args(["check-version"])
+        .stdout_contains("update available: 1.0.0 -> 1.4.0 (https://github.example/o/r/releases/v1.4.0)")
+        .run();
     // Unchanged: answered 304 from the cache, still the same result.
-    sb.run(&["check-version"]).success().stdout_has("-> 1.4.0");
+    sb.test().args(["check-version"]).stdout_contains("-> 1.4.0").run();
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].path, "/repos/o/r/releases/latest");
@@ -76,7 +77,7 @@ fn github_releases_with_etag_token_and_release_url() {
     assert_eq!(requests[1].headers.get("if-none-match").map(String::as_str), Some("\"r1\""));
     assert_eq!(banner(&sb).unwrap()["releaseUrl"], "https://github.example/o/r/releases/v1.4.0");
     // The token never shows in `config`.
-    let config = sb.run(&["config"]).success();
+    let config = sb.test().args(["config"]).run();
     assert!(!config.stdout.contains("t0k"), "{}", config.stdout);
 }
 
@@ -94,7 +95,7 @@ fn prereleases_come_from_the_release_list_only_when_allowed() {
     sb.env("UPGRADERD_GITHUB_REPO", "o/r")
         .env("UPGRADERD_GITHUB_API", server.url(""))
         .env("UPGRADERD_ALLOW_PRERELEASE", "true");
-    sb.run(&["check-version"]).success().stdout_has("-> 1.5.0-rc.1");
+    sb.test().args(["check-version"]).stdout_contains("-> 1.5.0-rc.1").run();
 }
 
 #[test]
@@ -107,12 +108,14 @@ fn a_rate_limit_says_when_to_retry_and_keeps_the_banner() {
     let mut sb = sandbox();
     sb.env("UPGRADERD_GITHUB_REPO", "o/r").env("UPGRADERD_GITHUB_API", server.url(""));
     fs::write(sb.path().join("shared/.upgrade-available.json"), r#"{"latestVersion": "1.3.0"}"#).unwrap();
-    sb.run(&["check-version"])
-        .code(1)
-        .stderr_has(
+    sb.test()
+        .args(["check-version"])
+        .status(1)
+        .stderr_contains(
             "GitHub releases (UPGRADERD_GITHUB_REPO): GitHub's API rate limit is exhausted; retry after 2030-03-17",
         )
-        .stderr_has("set UPGRADERD_GITHUB_TOKEN");
+        .stderr_contains("set UPGRADERD_GITHUB_TOKEN")
+        .run();
     assert_eq!(banner(&sb).unwrap(), serde_json::json!({"latestVersion": "1.3.0"}), "banner untouched");
 }
 
@@ -143,12 +146,17 @@ fn bad_answers_are_errors_naming_the_source() {
     let mut sb = sandbox();
     for (path, _, expected) in cases {
         sb.env("UPGRADERD_VERSION_URL", server.url(path));
-        sb.run(&["check-version"]).code(1).stderr_has("version URL (UPGRADERD_VERSION_URL)").stderr_has(expected);
+        sb.test()
+            .args(["check-version"])
+            .status(1)
+            .stderr_contains("version URL (UPGRADERD_VERSION_URL)")
+            .stderr_contains(expected)
+            .run();
         assert!(banner(&sb).is_none(), "no banner from a bad answer ({path})");
     }
     // Nothing listening: an error, not a hang.
     sb.env("UPGRADERD_VERSION_URL", "http://127.0.0.1:9/version.json");
-    sb.run(&["check-version"]).code(1).stderr_has("no answer from http://127.0.0.1:9/version.json");
+    sb.test().args(["check-version"]).status(1).stderr_contains("no answer from http://127.0.0.1:9/version.json").run();
 }
 
 #[test]
@@ -156,7 +164,7 @@ fn disabled_checks_make_no_network_call() {
     let server = Server::start(|_| Reply::json(200, r#"{"version": "2.0.0"}"#));
     let mut sb = sandbox();
     sb.env("UPGRADERD_VERSION_URL", server.url("/v")).env("VERSION_CHECK_DISABLED", "true");
-    sb.run(&["check-version", "--exit-code"]).success().stdout_has("version checks are disabled");
+    sb.test().args(["check-version", "--exit-code"]).stdout_contains("version checks are disabled").run();
     assert!(server.requests().is_empty());
     assert!(banner(&sb).is_none());
 }
@@ -186,7 +194,7 @@ fn registry_tags_with_the_anonymous_token_handshake_and_pages() {
     });
     let mut sb = sandbox();
     sb.env("UPGRADERD_IMAGE", format!("127.0.0.1:{}/team/app", server.port));
-    let json = sb.run(&["--json", "check-version"]).success().json();
+    let json = sb.test().args(["--json", "check-version"]).run().json();
     assert_eq!(json["source"], "registry");
     assert_eq!(json["latestVersion"], "2.0.0");
     assert_eq!(json["allowedVersion"], "1.2.5", "highest within the minor policy, prerelease excluded");
@@ -198,16 +206,16 @@ fn trigger_writes_a_request_for_the_daemon_and_never_overwrites_one() {
     let server = Server::start(|_| Reply::json(200, r#"{"version": "1.1.0"}"#));
     let mut sb = sandbox();
     sb.env("UPGRADERD_VERSION_URL", server.url("/v"));
-    sb.run(&["check-version", "--trigger"]).success().stderr_has("wrote a trigger for 1.1.0");
+    sb.test().args(["check-version", "--trigger"]).stderr_contains("wrote a trigger for 1.1.0").run();
     let trigger: Value = serde_json::from_slice(&fs::read(sb.path().join("shared/.upgrade-trigger")).unwrap()).unwrap();
     assert_eq!(trigger["version"], "1.1.0");
     assert_eq!(trigger["upgradeId"].as_str().unwrap().len(), 36);
-    sb.run(&["check-version", "--trigger"]).code(1).stderr_has("a trigger is already waiting");
+    sb.test().args(["check-version", "--trigger"]).status(1).stderr_contains("a trigger is already waiting").run();
     assert_eq!(
         serde_json::from_slice::<Value>(&fs::read(sb.path().join("shared/.upgrade-trigger")).unwrap()).unwrap(),
         trigger
     );
-    sb.run(&["check-version", "--trigger", "--upgrade"]).code(2).stderr_has("cannot be used with");
+    sb.test().args(["check-version", "--trigger", "--upgrade"]).status(2).stderr_contains("cannot be used with").run();
 }
 
 #[test]
@@ -224,8 +232,7 @@ fn every_line_of_the_example_cron_file_runs() {
         .collect();
     assert_eq!(commands.len(), 3, "{cron}");
     for args in commands {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        sb.run(&args).success();
+        sb.test().args(args).run();
     }
     assert_eq!(banner(&sb).unwrap()["updateAvailable"], false);
 }

@@ -5,15 +5,14 @@
 //! backend's temp file left by an interrupted write; the operator's old
 //! environment names.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use common::fake_engine::Deployment;
-use common::meshmonitor_backend::{runbook_rank, Backend, Followed, TOKENS};
-use common::watcher::Watcher;
+use crate::common;
+use crate::common::fake_engine::Deployment;
+use crate::common::meshmonitor_backend::{runbook_rank, Backend, Followed, TOKENS};
+use crate::common::watcher::Watcher;
 
 fn backend(d: &Deployment) -> Backend {
     Backend::new(&d.trigger_dir())
@@ -104,7 +103,7 @@ fn a_rejected_trigger_reads_failed_under_the_operators_old_names() {
     let followed = app.follow(&id, &|| w.log());
     assert_eq!(followed.tokens, vec!["failed"]);
     assert!(followed.status["error"].as_str().unwrap().contains("UPGRADERD_ENABLED=false"), "{}", followed.status);
-    let config = d.sb.run(&["--json", "config"]).success().json();
+    let config = d.sb.test().args(["--json", "config"]).run().json();
     let source =
         |key: &str| config["config"].as_array().unwrap().iter().find(|e| e["key"] == key).unwrap()["source"].clone();
     assert_eq!(source("UPGRADERD_CONTAINER"), "env CONTAINER_NAME");
@@ -120,7 +119,7 @@ fn a_manual_rollback_writes_the_word_as_it_writes_the_status_file() {
     assert_eq!(app.follow(&id, &|| w.log()).last_token(), "complete");
     drop(w);
     fs::remove_file(d.trigger_dir().join(".upgrade-status")).unwrap();
-    d.sb.run(&["rollback"]).success();
+    d.sb.test().args(["rollback"]).run();
     let status = d.status().unwrap();
     assert_eq!(status["status"], "complete", "a rollback that worked is recorded complete: {status}");
     assert_ne!(status["upgradeId"], id.as_str());
@@ -131,20 +130,22 @@ fn a_manual_rollback_writes_the_word_as_it_writes_the_status_file() {
 #[test]
 fn the_word_file_can_be_renamed_or_turned_off() {
     let d = Deployment::new().with("UPGRADERD_LEGACY_STATUS_FILE", "");
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     assert!(!d.trigger_dir().join(".upgrade-status").exists());
     assert_eq!(d.status().unwrap()["status"], "complete");
 
     let d = Deployment::new().with("UPGRADERD_LEGACY_STATUS_FILE", "upgrade.word");
-    d.sb.run(&["upgrade", "--to", "2.0.0"]).success();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
     assert_eq!(fs::read_to_string(d.trigger_dir().join("upgrade.word")).unwrap(), "complete\n");
     assert!(!d.trigger_dir().join(".upgrade-status").exists());
 
     let d = Deployment::new().with("UPGRADERD_LEGACY_STATUS_FILE", ".upgrade-status.json");
-    d.sb.run(&["config"])
-        .code(2)
-        .stderr_has("UPGRADERD_STATUS_FILE=.upgrade-status.json")
-        .stderr_has("legacy status token");
+    d.sb.test()
+        .args(["config"])
+        .status(2)
+        .stderr_contains("UPGRADERD_STATUS_FILE=.upgrade-status.json")
+        .stderr_contains("legacy status token")
+        .run();
 }
 
 #[test]
@@ -170,7 +171,7 @@ fn a_temp_file_the_backend_left_is_neither_a_request_nor_removed() {
     let w = Watcher::start(&d);
     app.socket_test(&|| w.log());
     assert_eq!((before(&cut), before(&whole)), (cut_before, whole_before), "untouched");
-    let history = d.sb.run(&["--json", "history"]).success().json();
+    let history = d.sb.test().args(["--json", "history"]).run().json();
     let ids: Vec<&str> =
         history["history"].as_array().unwrap().iter().map(|r| r["upgradeId"].as_str().unwrap()).collect();
     assert_eq!(ids, vec![id.as_str()], "only the renamed trigger was a request");

@@ -5,12 +5,12 @@
 //! app itself answers its health check with `VERSION` and writes
 //! `data/updates/trigger` when asked for an update.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use crate::common;
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/opentrace")

@@ -1,7 +1,7 @@
 //! The man pages in `man/` and the completions in `completions/` are generated
 //! from the clap definitions and the configuration key table, and checked in.
 //! This test fails when they are stale; `UPGRADERD_BLESS=1 cargo test --test
-//! generated` rewrites them. It also checks what the pages must say, that
+//! cli generated::` rewrites them. It also checks what the pages must say, that
 //! the configuration table in `docs/configuration.md` names every key, and
 //! that the README's install section says what a new host needs.
 
@@ -23,6 +23,13 @@ fn generated() -> Vec<(PathBuf, Vec<u8>)> {
         out.push((PathBuf::from(format!("completions/{file}")), bytes));
     }
     out
+}
+
+/// clap's own checks of the definitions (conflicting flags, bad defaults,
+/// duplicate names), which it otherwise makes only on the paths a run takes.
+#[test]
+fn the_command_line_passes_clap_debug_asserts() {
+    <Cli as clap::CommandFactory>::command().debug_assert();
 }
 
 #[test]
@@ -53,7 +60,10 @@ fn man_pages_and_completions_are_current() {
             }
         }
     }
-    assert!(stale.is_empty(), "stale generated files (run `UPGRADERD_BLESS=1 cargo test --test generated`): {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "stale generated files (run `UPGRADERD_BLESS=1 cargo test --test cli generated::`): {stale:?}"
+    );
 }
 
 fn page(name: &str) -> String {
