@@ -231,6 +231,31 @@ impl Serialize for Halt {
     }
 }
 
+/// Where the version check asks what exists (`UPGRADERD_VERSION_SOURCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VersionSource {
+    /// A `version.json` at `UPGRADERD_VERSION_URL`.
+    Url,
+    /// The releases of `UPGRADERD_GITHUB_REPO`.
+    Github,
+    /// The tags of the image's repository in its registry.
+    Registry,
+}
+
+impl VersionSource {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            VersionSource::Url => "url",
+            VersionSource::Github => "github",
+            VersionSource::Registry => "registry",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<VersionSource> {
+        [VersionSource::Url, VersionSource::Github, VersionSource::Registry].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
 /// How an upgrade ended: one of the invariant's three states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Terminal {

@@ -66,9 +66,8 @@ pub(super) fn run(ctx: &Ctx, args: &CheckVersionArgs, clock: &Clock) -> Result<E
             backup: true,
             force: false,
             dry_run: false,
+            // Not the app's: the check already applied policy, quarantine and release age to this version.
             initiated_by: crate::states::Initiator::CheckVersion,
-            // The check already applied policy, quarantine and release age to this version.
-            from_app: false,
             strategy: ctx.config.strategy,
             upgrade_id: None,
             shutdown: Some(crate::signals::install()),

@@ -22,7 +22,6 @@ pub(crate) fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
         force: args.force,
         dry_run: args.dry_run,
         initiated_by: crate::states::Initiator::Cli,
-        from_app: false,
         strategy,
         upgrade_id: None,
         shutdown: (!args.dry_run).then(crate::signals::install),

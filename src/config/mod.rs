@@ -120,7 +120,7 @@ pub(crate) struct Config {
     pub version_pointer: String,
     pub github_repo: Option<String>,
     pub github_token: Option<String>,
-    pub version_source: Option<String>,
+    pub version_source: Option<crate::states::VersionSource>,
     pub github_api: String,
     pub min_release_age: Duration,
     pub auto_upgrade: bool,
@@ -214,9 +214,8 @@ impl Config {
             version_pointer: p.required("UPGRADERD_VERSION_POINTER", parse_pointer)?,
             github_repo: p.parse_opt("UPGRADERD_GITHUB_REPO", "owner/name", parse_github_repo)?,
             github_token: p.text("UPGRADERD_GITHUB_TOKEN"),
-            version_source: p.parse_opt("UPGRADERD_VERSION_SOURCE", "github", |t| match t {
-                "url" | "github" | "registry" => Ok(t.to_string()),
-                _ => Err("expected url, github or registry".into()),
+            version_source: p.parse_opt("UPGRADERD_VERSION_SOURCE", "github", |t| {
+                crate::states::VersionSource::parse(t).ok_or_else(|| "expected url, github or registry".into())
             })?,
             github_api: p.required("UPGRADERD_GITHUB_API", parse_url)?,
             min_release_age: p.duration("UPGRADERD_MIN_RELEASE_AGE", false)?,

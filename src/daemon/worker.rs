@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::bookkeeping::{after_restart, ended_before_restart, settle, Settled};
 use super::{Daemon, Worker, LOCK_RETRY};
 use crate::engine::{pipeline, Request};
-use crate::states::{Initiator, RequestState, Status};
+use crate::states::{RequestState, Status};
 use crate::version::Target;
 
 impl Daemon {
@@ -41,7 +41,6 @@ impl Daemon {
             force: queued.force,
             dry_run: false,
             initiated_by: queued.source.clone(),
-            from_app: queued.source == Initiator::Trigger,
             strategy: self.config.strategy,
             upgrade_id: Some(queued.upgrade_id.clone()),
             shutdown: Some(self.shutdown.clone()),

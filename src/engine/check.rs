@@ -18,6 +18,7 @@ use crate::exit::usage;
 use crate::ops::docker::{without_digest, Docker, ImageRef};
 use crate::ops::process::Runner;
 use crate::ops::versions::{self, EtagCache, Http, Naming, Release};
+use crate::states::VersionSource;
 use crate::store::db::{now_ms, Db};
 use crate::store::files;
 use crate::store::shared_dir::SharedDir;
@@ -51,7 +52,7 @@ pub(crate) struct Rules {
 
 /// Runs the check against the configured source.
 pub(crate) fn run(config: &Config) -> Result<Report> {
-    let source = source_name(config)?;
+    let source = source(config);
     let db = Db::open_read_only(&config.db_path())?;
     let current = current_version(config, db.as_ref())?;
     // The ETag cache lives in the state dir; without one (not writable) every check asks in full.
@@ -60,7 +61,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
         .map(|()| Box::new(FileCache(config.state_dir.join("http-cache.json"))) as Box<dyn EtagCache>);
     let http = Http::new(cache);
     let releases = match source {
-        "url" => versions::from_url(
+        VersionSource::Url => versions::from_url(
             &http,
             Naming {
                 source: "version URL (UPGRADERD_VERSION_URL)",
@@ -72,7 +73,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
                 .ok_or_else(|| usage("UPGRADERD_VERSION_SOURCE=url needs UPGRADERD_VERSION_URL"))?,
             &config.version_pointer,
         )?,
-        "github" => versions::from_github(
+        VersionSource::Github => versions::from_github(
             &http,
             Naming {
                 source: "GitHub releases (UPGRADERD_GITHUB_REPO)",
@@ -86,7 +87,7 @@ pub(crate) fn run(config: &Config) -> Result<Report> {
             config.github_token.as_deref(),
             config.allow_prerelease,
         )?,
-        _ => versions::from_registry(&http, &image(config)?)?,
+        VersionSource::Registry => versions::from_registry(&http, &image(config)?)?,
     };
     let rules = rules(config, db.as_ref())?;
     Ok(decide(&current, &releases, &rules, now_ms(), source))
@@ -147,16 +148,14 @@ impl EtagCache for FileCache {
     }
 }
 
-/// `url`, `github` or `registry`: configured, else the first one configured.
-fn source_name(config: &Config) -> Result<&'static str> {
-    Ok(match config.version_source.as_deref() {
-        Some("url") => "url",
-        Some("github") => "github",
-        Some(_) => "registry",
-        None if config.version_url.is_some() => "url",
-        None if config.github_repo.is_some() => "github",
-        None => "registry",
-    })
+/// The configured source, else the first one configured, else the registry.
+fn source(config: &Config) -> VersionSource {
+    match config.version_source {
+        Some(source) => source,
+        None if config.version_url.is_some() => VersionSource::Url,
+        None if config.github_repo.is_some() => VersionSource::Github,
+        None => VersionSource::Registry,
+    }
 }
 
 /// The running version: configured, else the container's image label, else the last complete upgrade.
@@ -189,7 +188,7 @@ fn image(config: &Config) -> Result<ImageRef> {
 }
 
 /// Decides with semver ordering; pure, so every rule is tested without a network.
-pub(crate) fn decide(current: &str, releases: &[Release], rules: &Rules, now: i64, source: &str) -> Report {
+pub(crate) fn decide(current: &str, releases: &[Release], rules: &Rules, now: i64, source: VersionSource) -> Report {
     let current_semver = Version::parse(current.strip_prefix('v').unwrap_or(current)).ok();
     let mut offered: Vec<(Version, &Release)> = releases
         .iter()
@@ -218,7 +217,7 @@ pub(crate) fn decide(current: &str, releases: &[Release], rules: &Rules, now: i6
         checked_at: chrono::DateTime::from_timestamp_millis(now)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .unwrap_or_default(),
-        source: source.to_string(),
+        source: source.as_str().to_string(),
         held_back,
     }
 }
@@ -301,7 +300,8 @@ mod tests {
 
     #[test]
     fn semver_order_not_string_order() {
-        let report = decide("1.9.0", &list(&["1.10.0", "1.9.0", "1.2.0"]), &rules(Policy::Minor), 0, "registry");
+        let report =
+            decide("1.9.0", &list(&["1.10.0", "1.9.0", "1.2.0"]), &rules(Policy::Minor), 0, VersionSource::Registry);
         assert_eq!(report.latest_version.as_deref(), Some("1.10.0"));
         assert_eq!(report.allowed_version.as_deref(), Some("1.10.0"));
         assert!(report.update_available);
@@ -311,11 +311,11 @@ mod tests {
     #[test]
     fn the_policy_caps_automatic_upgrades() {
         let offered = list(&["1.2.4", "1.3.0", "2.0.0"]);
-        let pick = |policy| decide("1.2.3", &offered, &rules(policy), 0, "url").allowed_version;
+        let pick = |policy| decide("1.2.3", &offered, &rules(policy), 0, VersionSource::Url).allowed_version;
         assert_eq!(pick(Policy::Patch).as_deref(), Some("1.2.4"));
         assert_eq!(pick(Policy::Minor).as_deref(), Some("1.3.0"));
         assert_eq!(pick(Policy::Major).as_deref(), Some("2.0.0"));
-        let report = decide("1.2.3", &offered, &rules(Policy::Patch), 0, "url");
+        let report = decide("1.2.3", &offered, &rules(Policy::Patch), 0, VersionSource::Url);
         assert_eq!(report.latest_version.as_deref(), Some("2.0.0"));
         assert_eq!(report.held_back.len(), 2, "{:?}", report.held_back);
         assert!(report.held_back[0].contains("UPGRADERD_POLICY=patch"));
@@ -326,21 +326,24 @@ mod tests {
         let mut offered = list(&["1.1.0"]);
         offered.push(Release { prerelease: true, ..release("1.2.0-rc.1") });
         offered.push(release("1.3.0-beta.1"));
-        let report = decide("1.0.0", &offered, &rules(Policy::Minor), 0, "github");
+        let report = decide("1.0.0", &offered, &rules(Policy::Minor), 0, VersionSource::Github);
         assert_eq!(report.allowed_version.as_deref(), Some("1.1.0"));
         assert_eq!(report.latest_version.as_deref(), Some("1.1.0"));
         let allowing = Rules { allow_prerelease: true, ..rules(Policy::Minor) };
-        assert_eq!(decide("1.0.0", &offered, &allowing, 0, "github").allowed_version.as_deref(), Some("1.3.0-beta.1"));
+        assert_eq!(
+            decide("1.0.0", &offered, &allowing, 0, VersionSource::Github).allowed_version.as_deref(),
+            Some("1.3.0-beta.1")
+        );
     }
 
     #[test]
     fn a_rolled_back_version_is_quarantined_until_superseded() {
         let quarantine = Rules { quarantined: vec!["1.1.0".into()], ..rules(Policy::Minor) };
-        let report = decide("1.0.0", &list(&["1.1.0"]), &quarantine, 0, "url");
+        let report = decide("1.0.0", &list(&["1.1.0"]), &quarantine, 0, VersionSource::Url);
         assert_eq!(report.allowed_version, None);
         assert!(report.update_available);
         assert!(report.held_back[0].contains("rolled back on this host"));
-        let superseded = decide("1.0.0", &list(&["1.1.0", "1.1.1"]), &quarantine, 0, "url");
+        let superseded = decide("1.0.0", &list(&["1.1.0", "1.1.1"]), &quarantine, 0, VersionSource::Url);
         assert_eq!(superseded.allowed_version.as_deref(), Some("1.1.1"));
     }
 
@@ -352,14 +355,14 @@ mod tests {
             Release { published_at: Some(5 * day), ..release("1.1.0") },
         ];
         let aged = Rules { min_age: Duration::from_secs(2 * 86_400), ..rules(Policy::Minor) };
-        let report = decide("1.0.0", &offered, &aged, 10 * day, "github");
+        let report = decide("1.0.0", &offered, &aged, 10 * day, VersionSource::Github);
         assert_eq!(report.allowed_version.as_deref(), Some("1.1.0"));
         assert!(report.held_back[0].contains("younger than UPGRADERD_MIN_RELEASE_AGE"));
     }
 
     #[test]
     fn up_to_date_and_non_semver_current() {
-        let report = decide("2.0.0", &list(&["2.0.0", "1.9.9"]), &rules(Policy::Major), 0, "registry");
+        let report = decide("2.0.0", &list(&["2.0.0", "1.9.9"]), &rules(Policy::Major), 0, VersionSource::Registry);
         assert!(!report.update_available);
         assert_eq!(report.allowed_version, None);
     }

@@ -44,15 +44,20 @@ pub(crate) struct Request {
     pub force: bool,
     pub dry_run: bool,
     pub initiated_by: crate::states::Initiator,
-    /// Asked for by the app (a trigger): a request, bound by the operator's
-    /// policy, downgrade protection and quarantine; its `force` and
-    /// `backup: false` count only where the operator opted in.
-    pub from_app: bool,
     pub strategy: crate::states::Strategy,
     /// Given by the app's trigger; generated otherwise.
     pub upgrade_id: Option<String>,
     /// A stop request: before the switch it abandons the upgrade and ends interruptible children.
     pub shutdown: Option<crate::signals::Shutdown>,
+}
+
+impl Request {
+    /// Asked for by the app (a trigger): a request, bound by the operator's
+    /// policy, downgrade protection and quarantine; its `force` and
+    /// `backup: false` count only where the operator opted in.
+    pub(crate) fn is_from_app(&self) -> bool {
+        self.initiated_by == crate::states::Initiator::Trigger
+    }
 }
 
 /// The result of one upgrade attempt.

@@ -30,7 +30,7 @@ impl Attempt<'_, '_> {
 
     /// The operator's policy and quarantine bind what the app asks for, unless forced where allowed.
     pub(super) fn app_policy_problems(&self, current: Option<&str>) -> Vec<Problem> {
-        if !self.request.from_app || self.force || self.request.target.is_latest() {
+        if !self.request.is_from_app() || self.force || self.request.target.is_latest() {
             // `latest` is checked once the fetch says which version it is.
             return Vec::new();
         }
@@ -48,7 +48,7 @@ impl Attempt<'_, '_> {
     /// itself): refused, so a failing image is not switched to at every trigger.
     /// The operator's `--force` (or the app's, where allowed) still may.
     pub(super) fn quarantined_image(&self, fetched: &Fetched) -> Option<String> {
-        if !self.request.from_app || self.force {
+        if !self.request.is_from_app() || self.force {
             return None;
         }
         let image = fetched.image_id.as_deref()?;
@@ -65,7 +65,7 @@ impl Attempt<'_, '_> {
 
     /// `latest` asked for by the app: the fetched version must be within the operator's rules.
     pub(super) fn app_policy_refusal(&mut self, fetched: &Fetched) -> Option<String> {
-        if !self.request.from_app || self.force || !self.request.target.is_latest() {
+        if !self.request.is_from_app() || self.force || !self.request.target.is_latest() {
             return None;
         }
         let Some(version) = fetched.version.clone() else {

@@ -210,7 +210,7 @@ impl std::fmt::Display for Leftover {
 impl Attempt<'_, '_> {
     fn run(mut self) -> Result<Outcome> {
         self.journal.step(Status::Preflight, "Running pre-flight checks")?;
-        if self.request.from_app {
+        if self.request.is_from_app() {
             self.bind_app_request();
         }
         let mut strategy = match self.preflight()? {
