@@ -77,14 +77,19 @@ pub(crate) fn restore_previous(
     if let Some(archive) = backup {
         journal.log(&format!("Restoring data from {}", archive.display()));
         if let Err(e) = restore_with_owners_stopped(config, runner, journal, strategy.project(), archive) {
-            // Half-restored data is in no version's state: nothing is started on it, on purpose.
+            // A restore verifies and stages before it swaps anything in: a failed one leaves the
+            // data as the new version wrote it, which the new version can run on again; the other
+            // services whose data it is were started again on it already.
+            if let Err(again) = strategy.start_again(journal) {
+                journal.log(&format!("Starting the new version again failed too: {again:#}"));
+            }
+            let runs = what_runs(config, runner, strategy.project());
             let error = format!(
-                "{reason}\nrollback failed: restoring data from {archive}: {e:#}; the services are left stopped on \
-                 purpose, their data being in an unknown state; the backup is intact: `upgraderd backup restore \
-                 {archive}` puts it back, then start the previous version",
-                archive = archive.display()
+                "{reason}\nrollback failed: restoring data from {}: {e:#}; the data was left as the new version \
+                 wrote it; now {runs}",
+                archive.display()
             );
-            return RollbackEnd::failed("Rollback failed; services left stopped", error);
+            return RollbackEnd::failed("Rollback failed", error);
         }
     }
     if let Err(e) = strategy.revert(journal) {

@@ -329,6 +329,12 @@ fn a_damaged_backup_fails_the_rollback_loudly_and_touches_no_data() {
     assert_eq!(row["status"], "failed");
     // Restore verifies before it writes: the new version's data is left as it was, not half-restored.
     assert!(fs::read_to_string(d.sb.path().join("data/app.db")).unwrap().contains("migrated by 2.0.0"));
+    // And nothing is left stopped: the new version runs again on it, and the record says what runs.
+    let error = row["errorMessage"].as_str().unwrap_or_default();
+    assert!(error.contains("the data was left as the new version wrote it; now"), "{error}");
+    let argv = d.argv();
+    let stopped = argv.iter().rposition(|l| l.contains(" stop ")).expect("the rollback stopped the new version");
+    assert!(argv[stopped..].iter().any(|l| l.contains(" start ") || l.contains(" up ")), "started again: {argv:#?}");
 }
 
 #[test]

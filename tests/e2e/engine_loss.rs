@@ -163,7 +163,8 @@ fn the_engine_restarting_during_the_gate_of_a_good_version_ends_complete() {
 #[test]
 fn the_engine_restarting_during_the_rollback_of_a_crashing_version_ends_rolled_back() {
     let Some(mut d) = OnPrivateEngine::start("rollback") else { return };
-    let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.1"], &[]);
+    // 2.0.1 crashes at once; the rollback's gate of 1.0.0 lasts the stable period: the engine goes within it.
+    let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.1"], &[("UPGRADERD_HEALTH_STABLE", "6s")]);
     d.engine_away_at("rolling_back", Duration::from_secs(3));
     let run = finished(upgrader);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
