@@ -112,13 +112,19 @@ impl OnPrivateEngine {
         history["history"][0]["status"].as_str().map(str::to_string)
     }
 
-    /// Waits until the newest upgrade reaches `status`.
+    /// Waits until the app's status file says `status` (read every few
+    /// milliseconds: the switch is over in about a second).
     fn wait_status(&self, status: &str) {
+        let path = self.sandbox.path().join(".upgrade-status.json");
+        let now = || {
+            let file: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+            file["status"].as_str().map(str::to_string)
+        };
         common::wait(format!("the upgrade to reach {status}"))
             .within(Duration::from_secs(120))
-            .every(Duration::from_millis(50))
-            .showing(|| format!("status: {:?}", self.last_status()))
-            .until_true(|| self.last_status().as_deref() == Some(status));
+            .every(Duration::from_millis(5))
+            .showing(|| format!("status file: {:?}; history: {:?}", now(), self.last_status()))
+            .until_true(|| now().as_deref() == Some(status));
     }
 
     fn last_history(&self) -> Value {
@@ -158,6 +164,29 @@ fn the_engine_restarting_during_the_gate_of_a_good_version_ends_complete() {
     assert!(logs.contains("The Docker engine was unreachable for"), "the record says so: {logs}");
     assert_eq!(row["toVersion"], "2.0.0");
     d.wait_version("2.0.0");
+}
+
+/// A good version, the engine away for 3 s when the attempt reaches `status`: it ends complete.
+fn a_good_upgrade_waits_out_the_engine_at(name: &str, status: &str) {
+    let Some(mut d) = OnPrivateEngine::start(name) else { return };
+    let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.0"], &[]);
+    d.engine_away_at(status, Duration::from_secs(3));
+    let run = finished(upgrader);
+    assert_eq!(run.code, 0, "engine away at {status}:\n{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("the Docker engine is unreachable; waiting"), "{}", run.stderr);
+    let row = d.last_history();
+    assert_eq!(row["status"], "complete", "{row}");
+    d.wait_version("2.0.0");
+}
+
+#[test]
+fn the_engine_restarting_during_the_backup_ends_complete() {
+    a_good_upgrade_waits_out_the_engine_at("backup", "backing_up");
+}
+
+#[test]
+fn the_engine_restarting_at_the_switch_ends_complete() {
+    a_good_upgrade_waits_out_the_engine_at("switch", "restarting");
 }
 
 #[test]
