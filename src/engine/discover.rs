@@ -50,18 +50,12 @@ pub(crate) fn discover(config: &Config, runner: &Runner) -> Result<Deployment> {
 }
 
 /// A Swarm service's stack, as a project: the stack's name, the primary
-/// service by its name in the stack, a task container of it on this node
-/// (for its version and data), and the stack's services that move with it.
+/// service by its name in the stack, what stands for its running container
+/// (for its version: [`swarm_container`]), and the stack's services that move
+/// with it.
 fn discover_swarm(config: &Config, docker: Docker, name: &str) -> Result<Deployment> {
     let cli = Swarm::new(docker.clone());
-    let service = cli
-        .service(name)
-        .with_context(|| format!("finding the Swarm service named by UPGRADERD_SWARM_SERVICE={name}"))?
-        .ok_or_else(|| {
-            usage(format!(
-                "Swarm service {name} (UPGRADERD_SWARM_SERVICE) does not exist; `docker service ls` lists the services"
-            ))
-        })?;
+    let service = swarm_service(&cli, name)?;
     let stack = service.stack().map(str::to_string).ok_or_else(|| {
         usage(format!(
             "Swarm service {name} was not deployed by `docker stack deploy` (it has no {} label); upgraderd upgrades \
@@ -69,10 +63,8 @@ fn discover_swarm(config: &Config, docker: Docker, name: &str) -> Result<Deploym
             swarm::STACK_LABEL
         ))
     })?;
-    // By its name, also when configured by id: task containers and the stack's services carry names.
-    let name = service.spec.name.as_str();
     let primary = service.short_name().to_string();
-    let container = task_container(&docker, name)?;
+    let container = swarm_container(&docker, &service)?;
     let mut project = Project::stack(stack, primary, Vec::new());
     project.services = stack_service_set(config, &cli, &project, &service)?;
     // Never run for a stack: Swarm, not compose, changes its services.
@@ -80,21 +72,50 @@ fn discover_swarm(config: &Config, docker: Docker, name: &str) -> Result<Deploym
     Ok(Deployment { docker, compose, container, project })
 }
 
-/// The container of the service's newest task on this node: a running one if any.
-fn task_container(docker: &Docker, service: &str) -> Result<Container> {
-    let running = docker.containers_with_label(swarm::SERVICE_LABEL, service, false)?;
+/// The Swarm service named by `UPGRADERD_SWARM_SERVICE` (or a task container's label), by name or id.
+fn swarm_service(cli: &Swarm, name: &str) -> Result<Service> {
+    cli.service(name)
+        .with_context(|| format!("finding the Swarm service named by UPGRADERD_SWARM_SERVICE={name}"))?
+        .ok_or_else(|| {
+            usage(format!(
+                "Swarm service {name} (UPGRADERD_SWARM_SERVICE) does not exist; `docker service ls` lists the services"
+            ))
+        })
+}
+
+/// What stands for a Swarm service's running container: a task container of
+/// it on this node when there is one (its image is what runs here), else the
+/// service as the manager knows it. Only a manager changes services, and the
+/// usual shape runs none of their tasks there (`node.role == worker`): the
+/// spec names the image, the image's labels tell the version (pulled here to
+/// read them, by the digest the spec pins), and the gate reads the tasks'
+/// states through the manager. Its data, if any, is placement's to judge.
+fn swarm_container(docker: &Docker, service: &Service) -> Result<Container> {
+    // By its name, also when configured by id: task containers carry names.
+    let name = service.spec.name.as_str();
+    let running = docker.containers_with_label(swarm::SERVICE_LABEL, name, false)?;
     if let Some(container) = running.into_iter().next() {
         return Ok(container);
     }
-    // Scaled to 0 by an upgrade that was interrupted: its last task's container still tells the version and data.
-    docker.containers_with_label(swarm::SERVICE_LABEL, service, true)?.into_iter().next().ok_or_else(|| {
-        anyhow!(
-            "no task of Swarm service {service} has run on this node; run upgraderd on the node that runs it, where \
-             its volumes are"
-        )
-    })
+    let image = service.image().to_string();
+    if !docker.runner().dry_run() && docker.image_id(&image)?.is_none() {
+        // Not the upgrade's pull: the version's label is read from the image, not guessed from its tag.
+        // One that fails leaves the version to the last upgrade or the tag (`current_version`).
+        let pull = docker.cmd(["pull", "-q", "--", &image]).timeout(std::time::Duration::from_secs(120));
+        let _ = docker.runner().run(&pull);
+    }
+    Ok(stand_in(name, &image))
 }
 
+/// A running container of `image` named after the service: what the rest of
+/// discovery reads of a primary container (its name, its image by reference).
+fn stand_in(name: &str, image: &str) -> Container {
+    let inspect = serde_json::json!({
+        "Id": "", "Name": name, "Image": image,
+        "Config": {"Image": image}, "State": {"Status": "running", "Running": true},
+    });
+    serde_json::from_value(inspect).expect("a stand-in container reads as one")
+}
 /// The stack's services that move with the primary, the primary first:
 /// `UPGRADERD_SERVICES` (names in the stack, each checked), else every
 /// service of the stack on the primary's image repository.
@@ -212,11 +233,11 @@ pub(crate) fn deployment_configured(config: &Config) -> bool {
         || (config.compose_project.is_some() && config.service.is_some())
 }
 
-/// The container whose image is the running version: a task container of
-/// `UPGRADERD_SWARM_SERVICE` on this node, else [`find_container`].
+/// The container whose image is the running version: for
+/// `UPGRADERD_SWARM_SERVICE`, what [`swarm_container`] finds; else [`find_container`].
 pub(crate) fn primary_container(config: &Config, docker: &Docker) -> Result<Container> {
     match &config.swarm_service {
-        Some(service) => task_container(docker, service),
+        Some(name) => swarm_container(docker, &swarm_service(&Swarm::new(docker.clone()), name)?),
         None => find_container(config, docker),
     }
 }

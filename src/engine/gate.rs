@@ -187,7 +187,9 @@ fn observe_swarm(
         .or_insert_with(|| tasks.iter().filter(|t| t.failed()).map(|t| t.id.clone()).collect());
     let docker = swarm.docker();
     let health = |id: &str| docker.inspect_container(id).ok().and_then(|c| c.state.health.map(|h| h.status));
-    match (tasks_verdict(&current, &tasks, known, &health), http) {
+    // Nodes that cannot be listed count as up: the tasks' own states still tell.
+    let down = swarm.unready_nodes().unwrap_or_default();
+    match (tasks_verdict_on(&current, &tasks, known, &health, &down), http) {
         (Check::Healthy, Some(spec)) => {
             http_verdict(&spec.url, &probe_http(&spec.url, Duration::from_secs(2)), spec.expect_version.as_ref())
         }
@@ -207,19 +209,46 @@ fn observe_swarm(
 /// before the switch), and as many tasks running its current image as it asks
 /// for, none failing its HEALTHCHECK (`health` reads a task container's, when
 /// it runs on this node).
+#[cfg(test)]
 pub(crate) fn tasks_verdict(
     service: &Service,
     tasks: &[Task],
     history: &[String],
     health: &dyn Fn(&str) -> Option<String>,
 ) -> Check {
+    tasks_verdict_on(service, tasks, history, health, &[])
+}
+
+/// [`tasks_verdict`] on a swarm where the nodes `down` (id, hostname) are not
+/// ready. A task still live there cannot report: one on the image gated
+/// cannot be judged, which fails the gate, naming the node (the version is
+/// not proven everywhere it runs); one on another image (the version a
+/// revert leaves) holds a slot Swarm gives back once the node is, so it is
+/// neither waited for nor counted, and Swarm's update, which cannot finish
+/// without that node, is not waited for either: the rollback goes on with the
+/// nodes that are up.
+pub(crate) fn tasks_verdict_on(
+    service: &Service,
+    tasks: &[Task],
+    history: &[String],
+    health: &dyn Fn(&str) -> Option<String>,
+    down: &[(String, String)],
+) -> Check {
     let name = &service.spec.name;
+    let stranded = stranded_tasks(tasks, down);
+    if let Some((task, node)) = stranded.iter().find(|(t, _)| t.spec.container_spec.image == service.image()) {
+        return Check::Fatal(format!(
+            "node {node} is down; its task cannot be judged (task {} of {name}, {})",
+            task.id,
+            without_digest(service.image())
+        ));
+    }
     if let Some(update) = &service.update_status {
         if matches!(update.state.as_str(), "paused" | "rollback_started" | "rollback_paused" | "rollback_completed") {
             return Check::Fatal(format!("Swarm's update of {name} is {}: {}", update.state, update.message));
         }
         // Until Swarm's own monitor period is over it may still pause or roll back the update.
-        if update.state == "updating" {
+        if update.state == "updating" && stranded.is_empty() {
             return Check::NotYet(format!("Swarm is still updating {name}"));
         }
     }
@@ -252,8 +281,8 @@ pub(crate) fn tasks_verdict(
             Some(other) => return Check::NotYet(format!("a task of {name}: its HEALTHCHECK is {other}")),
         }
     }
-    // A moved service scaled to 0 on purpose asks for nothing, and has it.
-    let wanted = service.replicas().unwrap_or(1);
+    // A moved service scaled to 0 on purpose asks for nothing, and has it; a slot on a lost node waits for it.
+    let wanted = service.replicas().unwrap_or(1).saturating_sub(stranded.len() as u64);
     // A one-shot job (a migration) that still runs has not proved anything yet.
     if service.is_one_shot() && !current.is_empty() && completed < wanted {
         return Check::NotYet(format!("the job {name} still runs"));
@@ -263,6 +292,15 @@ pub(crate) fn tasks_verdict(
     } else {
         Check::NotYet(format!("{} of {wanted} tasks of {name} run {}", current.len(), without_digest(service.image())))
     }
+}
+
+/// The tasks still live (as last reported) on a node that is not ready, with that node's hostname.
+pub(crate) fn stranded_tasks<'a>(tasks: &'a [Task], down: &'a [(String, String)]) -> Vec<(&'a Task, &'a str)> {
+    tasks
+        .iter()
+        .filter(|t| t.is_live())
+        .filter_map(|t| Some((t, down.iter().find(|(id, _)| !id.is_empty() && *id == t.node_id)?.1.as_str())))
+        .collect()
 }
 
 /// A failed task that is a verdict on the version gated: one that was not
@@ -571,5 +609,28 @@ mod tests {
             let service = swarm_service(Some(state), 1);
             assert!(matches!(tasks_verdict(&service, &[], &[], &no_health), Check::Fatal(w) if w.contains(state)));
         }
+    }
+
+    #[test]
+    fn a_task_on_a_lost_node_fails_the_gate_on_its_image_and_holds_no_slot_on_another() {
+        use crate::engine::strategy::swarm::tests::{task, web};
+        let mut web = web(r#"{}"#, "[]");
+        web.spec.mode.replicated = Some(crate::ops::swarm::Replicated { replicas: 2 });
+        let no_health = |_: &str| None;
+        let down = vec![("n2".to_string(), "dk2".to_string())];
+        let tasks = [task("n1", "running"), task("n2", "running")];
+        let check = tasks_verdict_on(&web, &tasks, &[], &no_health, &down);
+        assert!(
+            matches!(&check, Check::Fatal(w) if w.starts_with("node dk2 is down; its task cannot be judged")),
+            "{check:?}"
+        );
+        // The revert: the lost node still runs the other version, and Swarm's update waits for it.
+        let mut stale = task("n2", "running");
+        stale.spec.container_spec.image = "reg/app:2@sha256:b".into();
+        web.update_status = Some(crate::ops::swarm::UpdateStatus { state: "updating".into(), message: String::new() });
+        let tasks = [task("n1", "running"), stale];
+        assert_eq!(tasks_verdict_on(&web, &tasks, &[], &no_health, &down), Check::Healthy);
+        // Up again, it is Swarm's update to wait for.
+        assert!(matches!(tasks_verdict_on(&web, &tasks, &[], &no_health, &[]), Check::NotYet(_)));
     }
 }

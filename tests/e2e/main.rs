@@ -24,6 +24,7 @@ mod engine_loss;
 mod hardening;
 mod kill;
 mod meshmonitor;
+mod multinode;
 mod opentrace;
 mod owner;
 mod pinned;

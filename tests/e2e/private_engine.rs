@@ -16,9 +16,16 @@
 //!   registry on the host's loopback, so the private engine pulls the same
 //!   `127.0.0.1:PORT/…` references as the main one.
 //!
+//! With [`Options`] (for a multi-node swarm, `tests/e2e/multinode.rs`) it
+//! may instead hang off a [`Lan`] — a bridge in a namespace of its own that
+//! the host and every engine on it reach through veths, so the engines reach
+//! each other — and run in a UTS namespace of its own with its own hostname
+//! (Swarm's `node.hostname`).
+//!
 //! Dropping it removes all of that; a run killed before its drop leaves them
 //! behind, and the next [`PrivateEngine::start`] removes those of runs whose
-//! process is gone.
+//! process is gone. A [`Lan`] is named like an engine, so it is found and
+//! removed the same way.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -46,8 +53,21 @@ pub struct PrivateEngine {
     run_dir: PathBuf,
     data_dir: PathBuf,
     address: String,
+    options: Options,
     dockerd: Option<Child>,
     forwarder: Option<Forwarder>,
+}
+
+/// How a private engine is wired and named; the default is a veth of its own to the host.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Runs dockerd in a UTS namespace of its own with this hostname: without
+    /// one every engine reports the machine's, and `node.hostname` means nothing.
+    pub hostname: Option<String>,
+    /// A port on a [`Lan`] instead of a veth of its own to the host.
+    pub lan: Option<LanPort>,
+    /// More dockerd arguments.
+    pub dockerd_args: Vec<String>,
 }
 
 impl PrivateEngine {
@@ -55,24 +75,23 @@ impl PrivateEngine {
     /// (the test skips) without root, the tools or the main engine; with
     /// `UPGRADERD_E2E_REQUIRED=1` those are failures.
     pub fn start(name: &str) -> Option<PrivateEngine> {
-        let required = std::env::var("UPGRADERD_E2E_REQUIRED").is_ok_and(|v| v == "1");
+        PrivateEngine::start_with(name, Options::default())
+    }
+
+    /// [`PrivateEngine::start`] with a hostname, a place on a [`Lan`] or more dockerd arguments.
+    pub fn start_with(name: &str, options: Options) -> Option<PrivateEngine> {
         let world = world()?;
-        let missing: Vec<&str> = ["dockerd", "nsenter", "ip", "umount"]
-            .into_iter()
-            .filter(|tool| !sh(&["sh", "-c", &format!("command -v {tool}")]).0)
-            .collect();
-        let root = unsafe { libc::geteuid() } == 0;
-        if !root || !missing.is_empty() {
-            let why = if root { format!("{} missing", missing.join(", ")) } else { "not root".to_string() };
-            assert!(!required, "UPGRADERD_E2E_REQUIRED=1 but a private Docker engine cannot run: {why}");
-            eprintln!("SKIP private engine: {why}; tests on a private engine were NOT exercised");
+        if !can_run_engines() {
             return None;
         }
         remove_leftovers(RunId::current());
 
         let began = Instant::now();
         let full = format!("{}{TAG}{name}", world.prefix);
-        let address = set_up_network(&full);
+        let address = match &options.lan {
+            Some(port) => port.plug(&full),
+            None => set_up_network(&full),
+        };
         let run_dir = PathBuf::from(format!("/run/{full}"));
         let data_dir = PathBuf::from(format!("/tmp/{full}"));
         fs::create_dir_all(run_dir.join("exec")).unwrap();
@@ -82,7 +101,8 @@ impl PrivateEngine {
         let registry_port: u16 = world.registry.rsplit_once(':').unwrap().1.parse().unwrap();
         let forwarder = Forwarder::start(&netns_path(&full), registry_port, &world.registry)
             .unwrap_or_else(|e| panic!("cannot forward the registry into {full}: {e}"));
-        let mut engine = PrivateEngine { full, run_dir, data_dir, address, dockerd: None, forwarder: Some(forwarder) };
+        let mut engine =
+            PrivateEngine { full, run_dir, data_dir, address, options, dockerd: None, forwarder: Some(forwarder) };
         let network = began.elapsed();
         engine.spawn_dockerd();
         eprintln!(
@@ -212,9 +232,14 @@ impl PrivateEngine {
         // dockerd refuses to start over a pid file naming a live process; the last one is gone.
         let _ = fs::remove_file(self.run_dir.join("docker.pid"));
         let log = fs::OpenOptions::new().create(true).append(true).open(self.data_dir.join("dockerd.log")).unwrap();
-        let dockerd = Command::new("nsenter")
-            // Not `ip netns exec`: it remounts /sys, and dockerd then finds no devices cgroup.
-            .arg(format!("--net={}", netns_path(&self.full).display()))
+        let mut command = Command::new("nsenter");
+        // Not `ip netns exec`: it remounts /sys, and dockerd then finds no devices cgroup.
+        command.arg(format!("--net={}", netns_path(&self.full).display()));
+        if let Some(hostname) = &self.options.hostname {
+            // Each step execs the next: the child's pid is dockerd's, and its command line starts with `dockerd`.
+            command.args(["unshare", "--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\"", hostname]);
+        }
+        let dockerd = command
             .arg("dockerd")
             .arg("--config-file")
             .arg(self.data_dir.join("daemon.json"))
@@ -230,6 +255,7 @@ impl PrivateEngine {
             // Its containers' cgroups under one parent: a killed run's container processes are found there.
             .arg("--cgroup-parent")
             .arg(format!("/{}", self.full))
+            .args(&self.options.dockerd_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -253,6 +279,106 @@ impl PrivateEngine {
 
     fn log_tail(&self) -> String {
         log_tail(&self.data_dir)
+    }
+}
+
+/// Whether private engines can run here; prints SKIP when not, and fails under `UPGRADERD_E2E_REQUIRED=1`.
+pub fn can_run_engines() -> bool {
+    let required = std::env::var("UPGRADERD_E2E_REQUIRED").is_ok_and(|v| v == "1");
+    let missing: Vec<&str> = ["dockerd", "nsenter", "unshare", "hostname", "ip", "umount"]
+        .into_iter()
+        .filter(|tool| !sh(&["sh", "-c", &format!("command -v {tool}")]).0)
+        .collect();
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !missing.is_empty() {
+        let why = if root { format!("{} missing", missing.join(", ")) } else { "not root".to_string() };
+        assert!(!required, "UPGRADERD_E2E_REQUIRED=1 but a private Docker engine cannot run: {why}");
+        eprintln!("SKIP private engine: {why}; tests on a private engine were NOT exercised");
+        return false;
+    }
+    true
+}
+
+/// A LAN for private engines: a bridge in a network namespace of its own
+/// (`<run marker>-engine-<name>`), a /24 from 10.214.0.0/16 that only its
+/// interfaces use, and a veth from the host to it (the host is `.1`). Being
+/// in no namespace of the host's, the bridge needs no iptables rule of the
+/// host's. Engines plug into it with [`Lan::port`]; each port is a veth from
+/// the engine's namespace to the bridge, which goes with either namespace.
+pub struct Lan {
+    full: String,
+    /// `10.214.N`.
+    net: String,
+}
+
+impl Lan {
+    /// Sets the LAN up, or `None` (the test skips) where private engines cannot run.
+    pub fn start(name: &str) -> Option<Lan> {
+        let world = world()?;
+        if !can_run_engines() {
+            return None;
+        }
+        remove_leftovers(RunId::current());
+        let full = format!("{}{TAG}{name}", world.prefix);
+        let hash = short_hash(&full);
+        let (_, addresses) = sh(&["ip", "-o", "-4", "addr"]);
+        let third = (0..256u32)
+            .map(|i| (hash + i) % 256)
+            .find(|third| !addresses.contains(&format!("10.214.{third}.")))
+            .expect("a free /24 in 10.214.0.0/16");
+        let net = format!("10.214.{third}");
+        let host_veth = format!("ue{hash:08x}h");
+        must(&["ip", "netns", "add", &full]);
+        must(&["ip", "-n", &full, "link", "set", "lo", "up"]);
+        must(&["ip", "-n", &full, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &full, "link", "set", "br0", "up"]);
+        must(&["ip", "link", "add", &host_veth, "type", "veth", "peer", "name", "uplink", "netns", &full]);
+        // The alias carries the marker, so a killed run's veth is found by its owner.
+        must(&["ip", "link", "set", &host_veth, "alias", &full]);
+        must(&["ip", "addr", "add", &format!("{net}.1/24"), "dev", &host_veth]);
+        must(&["ip", "link", "set", &host_veth, "up"]);
+        must(&["ip", "-n", &full, "link", "set", "uplink", "master", "br0"]);
+        must(&["ip", "-n", &full, "link", "set", "uplink", "up"]);
+        Some(Lan { full, net })
+    }
+
+    /// The port at `10.214.N.<host>` (2..=254; the host is 1).
+    pub fn port(&self, host: u8) -> LanPort {
+        assert!((2..=254).contains(&host), "LAN host number {host}");
+        LanPort { switch: self.full.clone(), address: format!("{}.{host}", self.net) }
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        remove_engine(&self.full);
+    }
+}
+
+/// An engine's place on a [`Lan`].
+#[derive(Debug, Clone)]
+pub struct LanPort {
+    switch: String,
+    address: String,
+}
+
+impl LanPort {
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The namespace `full` with loopback up and a veth (`eth0` inside) on the
+    /// bridge; returns the namespace's address.
+    fn plug(&self, full: &str) -> String {
+        let port = format!("ue{:08x}p", short_hash(full));
+        must(&["ip", "netns", "add", full]);
+        must(&["ip", "-n", full, "link", "set", "lo", "up"]);
+        must(&["ip", "-n", &self.switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", full]);
+        must(&["ip", "-n", &self.switch, "link", "set", &port, "master", "br0"]);
+        must(&["ip", "-n", &self.switch, "link", "set", &port, "up"]);
+        must(&["ip", "-n", full, "addr", "add", &format!("{}/24", self.address), "dev", "eth0"]);
+        must(&["ip", "-n", full, "link", "set", "eth0", "up"]);
+        self.address.clone()
     }
 }
 

@@ -130,16 +130,26 @@ impl SwarmUpdate {
     }
 
     /// Waits until Swarm has rolled out the last update of `service`; its own
-    /// rollback or a paused update is a failure, with Swarm's message.
-    fn settled(&self, service: &str) -> Result<()> {
+    /// rollback or a paused update is a failure, with Swarm's message. An
+    /// update that cannot finish because a task of the service is on a node
+    /// that is down is not waited for: Swarm finishes it once the node is
+    /// back, and the gate judges the nodes that are up (what it says is returned).
+    fn settled(&self, service: &str) -> Result<Option<String>> {
         if self.docker().runner().dry_run() {
-            return Ok(());
+            return Ok(None);
         }
         let deadline = Instant::now() + self.settle;
         loop {
             let state = self.swarm.existing(service)?.update_status.unwrap_or_default();
             match state.state.as_str() {
-                "" | "completed" => return Ok(()),
+                "" | "completed" => return Ok(None),
+                "updating" if !self.stranded_on(service).is_empty() => {
+                    let nodes = self.stranded_on(service).join(", ");
+                    return Ok(Some(format!(
+                        "Swarm's update of {service} waits for node {nodes}, which is down: Swarm finishes it when \
+                         the node is back; going on with the nodes that are up"
+                    )));
+                }
                 "paused" | "rollback_started" | "rollback_paused" | "rollback_completed" => {
                     // Swarm's words for a task that exited within the monitor period, even with exit 0.
                     let hint = match state.message.contains("early termination") {
@@ -173,11 +183,22 @@ impl SwarmUpdate {
             }
         }
         for service in updated {
-            if let Err(e) = self.settled(service) {
-                failures.push(format!("{e:#}"));
+            match self.settled(service) {
+                Ok(Some(note)) => journal.log(&note),
+                Ok(None) => {}
+                Err(e) => failures.push(format!("{e:#}")),
             }
         }
         all_done(failures)
+    }
+
+    /// The hostnames of the nodes that are down with a task of `service` still live there.
+    fn stranded_on(&self, service: &str) -> Vec<String> {
+        let (Ok(down), Ok(tasks)) = (self.swarm.unready_nodes(), self.swarm.tasks(service)) else { return Vec::new() };
+        let mut nodes: Vec<String> =
+            crate::engine::gate::stranded_tasks(&tasks, &down).into_iter().map(|(_, node)| node.to_string()).collect();
+        nodes.dedup();
+        nodes
     }
     /// The moved services' tasks now, before an update: the gate judges only
     /// the tasks made since. With `failure_action: continue` Swarm goes on past
