@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 
 use crate::ops::process::{Cmd, Runner};
+use crate::version::Target;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Git {
@@ -81,12 +82,13 @@ impl Git {
     }
 
     /// The commit a target names: `latest` is the remote branch's tip, a version is tag `vX.Y.Z` or `X.Y.Z`.
-    pub(crate) fn resolve(&self, remote: &str, branch: &str, target: &str) -> Result<String> {
-        let candidates = if target == "latest" {
-            vec![format!("refs/remotes/{remote}/{branch}")]
-        } else {
-            let bare = target.strip_prefix('v').unwrap_or(target);
-            vec![format!("refs/tags/v{bare}"), format!("refs/tags/{bare}")]
+    pub(crate) fn resolve(&self, remote: &str, branch: &str, target: &Target) -> Result<String> {
+        let candidates = match target {
+            Target::Latest => vec![format!("refs/remotes/{remote}/{branch}")],
+            Target::Version(version) => {
+                let bare = version.strip_prefix('v').unwrap_or(version);
+                vec![format!("refs/tags/v{bare}"), format!("refs/tags/{bare}")]
+            }
         };
         for reference in &candidates {
             if let Ok(commit) = self.text(["rev-parse", "--verify", "--quiet", &format!("{reference}^{{commit}}")]) {
@@ -97,10 +99,9 @@ impl Git {
         }
         Err(anyhow!(
             "{} not found in {} after fetching from {remote}",
-            if target == "latest" {
-                format!("the branch {branch}")
-            } else {
-                format!("no tag v{0} or {0}", target.trim_start_matches('v'))
+            match target {
+                Target::Latest => format!("the branch {branch}"),
+                Target::Version(version) => format!("no tag v{0} or {0}", version.trim_start_matches('v')),
             },
             self.dir.display()
         ))

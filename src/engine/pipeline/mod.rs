@@ -373,7 +373,7 @@ impl Attempt<'_, '_> {
         let upgrade_id = self.journal.upgrade_id.clone();
         let mut strategy =
             strategy::for_upgrade(self.config, self.request.strategy, deployment, &upgrade_id, &self.runner)?;
-        problems.extend(strategy.preflight(target, self.force));
+        problems.extend(strategy.preflight(&self.request.target, self.force));
         let project = strategy.project();
         self.journal.log(&format!("Services that move together: {}", project.services.join(", ")));
         for line in strategy.describe_moves() {

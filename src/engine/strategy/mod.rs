@@ -25,6 +25,7 @@ use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::process::Runner;
 use crate::states::Strategy as Kind;
 use crate::store::db::UpgradeRecord;
+use crate::version::Target;
 use crate::version::{flavour, without_flavour};
 
 /// The tag that keeps an image an upgrade replaced: `REPOSITORY:upgraderd-rollback-<upgrade id>`.
@@ -61,7 +62,7 @@ pub(crate) trait Strategy {
     /// The compose project, and the service the gate watches.
     fn project(&self) -> &Project;
     /// Strategy-specific preflight checks; every problem is returned, none stops the others.
-    fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem>;
+    fn preflight(&mut self, target: &Target, force: bool) -> Vec<Problem>;
     /// Downloads or builds the target and keeps the running version restorable.
     fn fetch(&mut self, journal: &mut Journal) -> Result<Fetched>;
     /// Before the switch, puts back what `fetch` changed besides images (the

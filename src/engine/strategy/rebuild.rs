@@ -16,6 +16,7 @@ use crate::ops::compose::{Compose, Project};
 use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::git::Git;
 use crate::store::db::{CommitsRecord, UpgradeRecord};
+use crate::version::Target;
 
 /// An image a built service ran before the upgrade.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -121,7 +122,7 @@ impl Rebuild {
 
     /// The checkout can move: a clean work tree on the expected branch, the
     /// remote reachable, the target a fast-forward (or forced).
-    fn check_checkout(&mut self, target: &str, force: bool, problems: &mut Vec<Problem>) {
+    fn check_checkout(&mut self, target: &Target, force: bool, problems: &mut Vec<Problem>) {
         let dir = self.git.dir().display().to_string();
         let mut problem = |message: String| problems.push(Problem::new("git", message));
         if !self.git.is_work_tree() {
@@ -186,7 +187,7 @@ impl Strategy for Rebuild {
         &self.project
     }
 
-    fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem> {
+    fn preflight(&mut self, target: &Target, force: bool) -> Vec<Problem> {
         let mut problems = Vec::new();
         self.check_checkout(target, force, &mut problems);
         match self.compose.built_services(&self.project) {

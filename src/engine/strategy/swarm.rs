@@ -27,6 +27,7 @@ use crate::ops::docker::{Docker, ImageRef};
 use crate::ops::swarm::{without_digest, Service, Swarm};
 use crate::store::db::UpgradeRecord;
 use crate::store::edited::EditedFile;
+use crate::version::Target;
 
 /// One moved service as it ran before the upgrade: what a rollback updates it back to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,7 +334,7 @@ impl Strategy for SwarmUpdate {
         &self.project
     }
 
-    fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem> {
+    fn preflight(&mut self, target: &Target, force: bool) -> Vec<Problem> {
         let mut problems = Vec::new();
         match self.swarm.is_manager() {
             Ok(true) => {}
@@ -357,7 +358,7 @@ impl Strategy for SwarmUpdate {
         let Some(primary) = services.first() else { return problems };
         let running = ImageRef::parse(without_digest(primary.image()));
         self.repository = running.repository.clone();
-        let tag = match resolve_tag(self.docker(), &running, target) {
+        let tag = match resolve_tag(self.docker(), &running, target.as_str()) {
             Ok(tag) => tag,
             Err(registry) => {
                 problems.extend(registry);
@@ -365,7 +366,7 @@ impl Strategy for SwarmUpdate {
             }
         };
         let target_ref = ImageRef { repository: self.repository.clone(), tag };
-        if !force && running.tag == target_ref.tag && target != "latest" {
+        if !force && running.tag == target_ref.tag && !target.is_latest() {
             problems.push(Problem::new(
                 "version",
                 format!("{} already runs {target_ref}; use --force to update it anyway", primary.spec.name),

@@ -29,6 +29,7 @@ use crate::ops::compose::{Compose, Project};
 use crate::ops::docker::{Container, Docker, ImageRef};
 use crate::store::db::UpgradeRecord;
 use crate::store::edited::EditedFile;
+use crate::version::Target;
 use crate::version::{in_flavour_of, same_version};
 
 /// One service of the release family: what it ran, and where the upgrade takes it.
@@ -179,7 +180,7 @@ impl Strategy for Pull {
         &self.project
     }
 
-    fn preflight(&mut self, target: &str, force: bool) -> Vec<Problem> {
+    fn preflight(&mut self, asked: &Target, force: bool) -> Vec<Problem> {
         let mut problems = self.compose_files_exist();
         problems.extend(self.release_step_problems());
         if !problems.is_empty() {
@@ -192,14 +193,14 @@ impl Strategy for Pull {
         let Some(primary) = found.first().map(|f| f.member.clone()) else {
             return vec![Problem::new("compose", format!("service {} has no image to move", self.project.service))];
         };
-        let target = if target == "latest" && !primary.retag {
+        let target = if asked.is_latest() && !primary.retag {
             // A pinned family has no `latest` to pull: the newest release in its registry is what it asks for.
             match self.newest_release(&primary) {
                 Ok(tag) => tag,
                 Err(problem) => return vec![problem],
             }
         } else {
-            target.to_string()
+            asked.to_string()
         };
         let target = target.as_str();
         let tag = match resolve_tag(&self.docker, &ImageRef::parse(&primary.previous_ref), target) {
@@ -225,7 +226,7 @@ impl Strategy for Pull {
         let running_tag = ImageRef::parse(&primary.previous_ref).tag;
         // A channel asked for by its own name (`latest`) may have moved; a pin names one version.
         let runs_it = match primary.retag {
-            true => running_tag == tag && target != "latest",
+            true => running_tag == tag && !asked.is_latest(),
             false => same_version(&running_tag, &tag),
         };
         if runs_it && !force {
