@@ -117,14 +117,20 @@ pub enum Command {
     Completions(CompletionsArgs),
 }
 
+/// `--strategy`: checked where it is read, so the command gets a strategy, not a name.
+fn strategy_arg(name: &str) -> Result<crate::states::Strategy, String> {
+    crate::states::Strategy::parse(name)
+        .ok_or_else(|| format!("unknown strategy {name}: use {}", crate::states::Strategy::choices()))
+}
+
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
     /// Target version tag, or `latest`
     #[arg(long, value_name = "VERSION|latest")]
     pub to: String,
     /// pull (image), rebuild (git + compose build) or swarm (a Swarm service takes it by itself) [default: UPGRADERD_STRATEGY]
-    #[arg(long, value_name = "STRATEGY")]
-    pub strategy: Option<String>,
+    #[arg(long, value_name = "STRATEGY", value_parser = strategy_arg)]
+    pub strategy: Option<crate::states::Strategy>,
     /// Skip the data backup (a rollback then cannot restore data)
     #[arg(long)]
     pub no_backup: bool,

@@ -52,6 +52,12 @@ pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.into()))
 }
 
+/// Whether the error is bad usage or configuration (exit 2), anywhere in its chain:
+/// such an error is the operator's to fix and ends a command rather than an attempt.
+pub(crate) fn is_usage(err: &anyhow::Error) -> bool {
+    classify(err) == Exit::Usage
+}
+
 /// Maps an error to its exit code by the typed errors anywhere in its chain.
 pub(crate) fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {

@@ -7,15 +7,10 @@ use crate::cli::UpgradeArgs;
 use crate::cmd::Ctx;
 use crate::engine::{pipeline, Outcome, Request, Terminal};
 use crate::exit::{usage, Exit};
-use crate::states::Strategy;
 use crate::version::Target;
 
 pub(crate) fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<Exit> {
-    let strategy = match args.strategy.as_deref() {
-        None => ctx.config.strategy,
-        Some(name) => Strategy::parse(name)
-            .ok_or_else(|| usage(format!("unknown --strategy {name}: use {}", Strategy::choices())))?,
-    };
+    let strategy = args.strategy.unwrap_or(ctx.config.strategy);
     let request = Request {
         target: Target::parse(&args.to).map_err(usage)?,
         backup: !args.no_backup,

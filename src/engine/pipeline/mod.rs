@@ -12,6 +12,7 @@
 //! the operator's policy) is `app_request`'s.
 
 mod app_request;
+mod ending;
 
 use std::path::PathBuf;
 
@@ -24,7 +25,7 @@ use crate::engine::discover::{self, discover};
 use crate::engine::gate::{finished_job, wait_healthy};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::{self, Problem};
-use crate::engine::rollback::{gate_spec, restore_previous};
+use crate::engine::rollback::gate_spec;
 use crate::engine::strategy::{self, Fetched, Strategy};
 use crate::engine::transaction::{Begin, Transaction};
 use crate::engine::{deployment_runner, recover, EngineGone, Outcome, Request, DRY_RUN_ID};
@@ -110,7 +111,7 @@ pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome
             // bookkeeping: recorded if the journal still can.
             let message = format!("{err:#}");
             journal.finish(Terminal::Failed, "Upgrade failed", Some(&message));
-            if err.chain().any(|c| c.is::<crate::exit::UsageError>()) {
+            if crate::exit::is_usage(&err) {
                 return Err(err);
             }
             Outcome {
@@ -186,25 +187,13 @@ struct Attempt<'a, 'j> {
     backup: Option<PathBuf>,
     from_version: Option<String>,
     /// What could not be put back before the switch, named once at the attempt's end.
-    leftovers: Vec<Leftover>,
+    leftovers: Vec<ending::Leftover>,
 }
 
-/// Something an attempt ending before its switch could not put back.
-#[derive(Debug)]
-enum Leftover {
-    /// Services the backup stopped that did not start again.
-    NotStartedAgain(String),
-    /// What the fetch changed (a moved tag, a checkout) that did not go back.
-    FetchNotUndone(String),
-}
-
-impl std::fmt::Display for Leftover {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Leftover::NotStartedAgain(why) => write!(f, "starting the stopped services again failed too: {why}"),
-            Leftover::FetchNotUndone(why) => write!(f, "putting back what the download changed failed too: {why}"),
-        }
-    }
+/// What preflight found: a strategy ready to run, or the problems that refuse the attempt.
+enum Preflight {
+    Passed(Box<dyn Strategy>),
+    Refused(Vec<Problem>),
 }
 
 impl Attempt<'_, '_> {
@@ -214,8 +203,8 @@ impl Attempt<'_, '_> {
             self.bind_app_request();
         }
         let mut strategy = match self.preflight()? {
-            Ok(strategy) => strategy,
-            Err(problems) => {
+            Preflight::Passed(strategy) => strategy,
+            Preflight::Refused(problems) => {
                 return self.end(Terminal::Failed, "Pre-flight checks failed", Some(preflight::refusal(&problems)))
             }
         };
@@ -331,11 +320,11 @@ impl Attempt<'_, '_> {
     }
 
     /// Finds the deployment, runs every check, and builds the strategy; the problems when any check fails.
-    fn preflight(&mut self) -> Result<std::result::Result<Box<dyn Strategy>, Vec<Problem>>> {
+    fn preflight(&mut self) -> Result<Preflight> {
         let deployment = match discover(self.config, &self.runner) {
             Ok(d) => d,
-            Err(err) if err.chain().any(|c| c.is::<crate::exit::UsageError>()) => return Err(err),
-            Err(err) => return Ok(Err(vec![Problem::from_error("deployment", &err)])),
+            Err(err) if crate::exit::is_usage(&err) => return Err(err),
+            Err(err) => return Ok(Preflight::Refused(vec![Problem::from_error("deployment", &err)])),
         };
         let mut problems = Vec::new();
         match deployment.docker.root_dir() {
@@ -361,7 +350,7 @@ impl Attempt<'_, '_> {
                     problems.extend(preflight::backup_target(self.config, &set.sources()));
                     self.data = set;
                 }
-                Err(err) if err.chain().any(|c| c.is::<crate::exit::UsageError>()) => return Err(err),
+                Err(err) if crate::exit::is_usage(&err) => return Err(err),
                 Err(err) => problems.push(Problem::from_error("backup", &err)),
             }
             let (config, docker, project) = (self.config, &deployment.docker, &deployment.project);
@@ -390,7 +379,7 @@ impl Attempt<'_, '_> {
                 strategy: strategy.kind(),
             },
         )?;
-        Ok(if problems.is_empty() { Ok(strategy) } else { Err(problems) })
+        Ok(if problems.is_empty() { Preflight::Passed(strategy) } else { Preflight::Refused(problems) })
     }
 
     /// Backs up the project's data so that it holds every write committed
@@ -439,56 +428,15 @@ impl Attempt<'_, '_> {
         match started {
             Ok(()) => true,
             Err(e) => {
-                self.leftovers.push(Leftover::NotStartedAgain(format!("{e:#}")));
+                self.leftovers.push(ending::Leftover::NotStartedAgain(format!("{e:#}")));
                 false
             }
         }
     }
 
-    /// Ends a failed step the way [`after_failure`] says.
-    fn failed(&mut self, strategy: &mut dyn Strategy, step: Step, reason: String) -> Result<Outcome> {
-        if self.runner.engine_gone() {
-            // The failure is the engine's absence, not the app's: nothing can be judged or put back now.
-            return self.interrupted(&reason);
-        }
-        match after_failure(step) {
-            Next::Fail => {
-                let message = match step {
-                    Step::Backup => "Backup failed; nothing was changed",
-                    _ => "Download failed; the running version was not touched",
-                };
-                self.end(Terminal::Failed, message, Some(reason))
-            }
-            Next::RollBack => self.roll_back(strategy, reason),
-        }
-    }
-
-    /// Puts the previous version and its data back; `failed` if even that does not come up healthy.
-    fn roll_back(&mut self, strategy: &mut dyn Strategy, reason: String) -> Result<Outcome> {
-        let first_line = reason.lines().next().unwrap_or_default().to_string();
-        self.journal.report(Status::RollingBack, &format!("Rolling back: {first_line}"));
-        let backup = self.backup.clone();
-        let from = self.from_version.clone();
-        let end = restore_previous(self.config, &self.runner, self.journal, strategy, backup.as_deref(), from, reason);
-        self.end(end.terminal, end.message, Some(end.error))
-    }
-
     /// Whether a stop request abandons the attempt at this step.
     fn stop_requested_at(&self, step: Step) -> bool {
         after_stop_request(step).is_some() && self.request.shutdown.as_ref().is_some_and(|s| s.is_requested())
-    }
-
-    /// A stop request before the switch, when something could not be put back: the leftovers say what.
-    fn stopped_before_switch(&mut self) -> Result<Outcome> {
-        let error = "upgraderd was asked to stop before the switch".to_string();
-        self.end(Terminal::Failed, "Interrupted before the switch", Some(error))
-    }
-
-    fn abandon(&mut self, during: &str) -> Result<Outcome> {
-        let error = format!(
-            "upgraderd was asked to stop during {during}, before the switch; the running version and its data were not touched"
-        );
-        self.end(Terminal::Failed, "Interrupted before the switch; nothing was changed", Some(error))
     }
 
     /// Before the switch: everything the fetch changed goes back (a moved tag, a
@@ -500,22 +448,10 @@ impl Attempt<'_, '_> {
         match undone {
             Ok(()) => true,
             Err(e) => {
-                self.leftovers.push(Leftover::FetchNotUndone(format!("{e:#}")));
+                self.leftovers.push(ending::Leftover::FetchNotUndone(format!("{e:#}")));
                 false
             }
         }
-    }
-
-    /// Ends the attempt after the fetch, before anything stopped: what the fetch changed goes back first.
-    fn end_after_fetch(
-        &mut self,
-        strategy: &mut dyn Strategy,
-        terminal: Terminal,
-        message: &str,
-        reason: Option<String>,
-    ) -> Result<Outcome> {
-        self.put_back_fetch(strategy);
-        self.end(terminal, message, reason)
     }
 
     /// The operator's veto: a non-zero exit of `UPGRADERD_PRE_UPGRADE_CMD` refuses the upgrade.
@@ -556,78 +492,6 @@ impl Attempt<'_, '_> {
             self.config.health_stable.as_secs()
         ));
         self.end(Terminal::Complete, "Dry run: nothing was changed", None)
-    }
-
-    /// Keeps `UPGRADERD_BACKUP_KEEP` backups whatever their attempts' outcomes
-    /// (repeated failures must not fill the disk), and never this attempt's nor
-    /// the last complete upgrade's, which `rollback` restores.
-    fn prune_backups(&mut self) {
-        let keep = self.config.backup_keep;
-        let last_complete = self.journal.db.protected_backup().ok().flatten().map(PathBuf::from);
-        let protected: Vec<&std::path::Path> = self.backup.iter().chain(&last_complete).map(PathBuf::as_path).collect();
-        match backup::prune(&self.config.backup_dir, keep, &protected) {
-            Ok(pruned) => {
-                for path in pruned.deleted {
-                    self.journal.log(&format!("Pruned old backup {}", path.display()));
-                }
-            }
-            Err(e) => self.journal.log(&format!("Pruning backups failed: {e:#}")),
-        }
-    }
-
-    /// Leaves the attempt unfinished where it is, for recovery to finish once the engine answers.
-    fn interrupted(&mut self, reason: &str) -> Result<Outcome> {
-        let upgrade_id = self.journal.upgrade_id.clone();
-        let at = self.journal.db.get(&upgrade_id).ok().flatten().map_or(Status::Pending, |r| r.status);
-        self.journal.log(&format!(
-            "Left interrupted during {at}: the Docker engine stayed unreachable past UPGRADERD_ENGINE_WAIT \
-             ({}); recovery finishes this upgrade once the engine answers",
-            reason.lines().next().unwrap_or_default()
-        ));
-        Err(EngineGone { upgrade_id, at }.into())
-    }
-
-    /// The recorded reason with what could not be put back added, said once;
-    /// without a reason (nothing went wrong but that), they go to the log.
-    fn with_leftovers(&mut self, error: Option<String>) -> Option<String> {
-        let leftovers: Vec<String> = self.leftovers.drain(..).map(|l| l.to_string()).collect();
-        match error {
-            _ if leftovers.is_empty() => error,
-            Some(error) => Some(format!("{error}; {}", leftovers.join("; "))),
-            None => {
-                for leftover in &leftovers {
-                    self.journal.log(leftover);
-                }
-                None
-            }
-        }
-    }
-
-    fn end(&mut self, terminal: Terminal, message: &str, error: Option<String>) -> Result<Outcome> {
-        if terminal != Terminal::Complete && self.runner.engine_gone() {
-            return self.interrupted(error.as_deref().unwrap_or(message));
-        }
-        let away = self.runner.engine_away();
-        if !away.is_zero() {
-            self.journal.log(&format!(
-                "The Docker engine was unreachable for {:.1}s in all during this attempt; upgraderd waited for it \
-                 (the health gate's clock did not run meanwhile)",
-                away.as_secs_f64()
-            ));
-        }
-        let error = self.with_leftovers(error);
-        self.journal.finish(terminal, message, error.as_deref());
-        if self.backup.is_some() && !self.request.dry_run {
-            self.prune_backups();
-        }
-        Ok(Outcome {
-            upgrade_id: self.journal.upgrade_id.clone(),
-            terminal,
-            from_version: self.from_version.clone(),
-            to_version: self.request.target.to_string(),
-            error,
-            backup: self.backup.clone(),
-        })
     }
 }
 

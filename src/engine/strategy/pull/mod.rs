@@ -203,9 +203,12 @@ impl Strategy for Pull {
             asked.to_string()
         };
         let target = target.as_str();
+        // One registry problem says enough: the other members are not asked after it.
+        let mut registry_failed = false;
         let tag = match resolve_tag(&self.docker, &ImageRef::parse(&primary.previous_ref), target) {
             Ok(tag) => tag,
             Err(registry) => {
+                registry_failed = true;
                 problems.extend(registry);
                 target.to_string()
             }
@@ -218,10 +221,12 @@ impl Strategy for Pull {
         }
         problems.extend(self.one_version(&members));
         for member in members.iter().skip(1) {
-            if problems.iter().any(|p| p.check == "registry") {
+            if registry_failed {
                 break;
             }
-            problems.extend(target_exists(&self.docker, &ImageRef::parse(&member.target_ref)));
+            let missing = target_exists(&self.docker, &ImageRef::parse(&member.target_ref));
+            registry_failed = !missing.is_empty();
+            problems.extend(missing);
         }
         let running_tag = ImageRef::parse(&primary.previous_ref).tag;
         // A channel asked for by its own name (`latest`) may have moved; a pin names one version.
