@@ -25,6 +25,17 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "warning: missing ${need[*]}; install them (apt-get install -y ${need[*]}) for the e2e tests" >&2
   fi
 fi
+# promtool checks the metrics file (tests/cli/metrics.rs). Without recommends:
+# they would add prometheus-node-exporter, a service of its own.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing prometheus (for promtool)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "warning: no promtool; install it (apt-get install -y --no-install-recommends prometheus) to check the metrics file" >&2
+  fi
+fi
 
 # The e2e tests run under compose v1 (the system's) and v2 (a private plugin
 # from Debian trixie, never installed system-wide; cached in target/).

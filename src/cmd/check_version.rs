@@ -37,6 +37,7 @@ pub(super) fn run(ctx: &Ctx, args: &CheckVersionArgs, clock: &Clock) -> Result<E
         Ok(None) => {}
         Err(e) => ctx.ui.warn(format!("{e:#}")),
     }
+    crate::engine::metrics::after_check(&ctx.config, ctx.ui, &report);
     let verdict = clock.verdict(&ctx.config.auto_upgrade_window);
     let waits = wait_for_window(&verdict, report.allowed_version.is_some() && (args.trigger || args.upgrade));
     print(ctx, &report, &verdict, waits);

@@ -181,6 +181,12 @@ pub static KEYS: &[KeySpec] = &[
         ..key("UPGRADERD_POST_UPGRADE_CMD", None, None, "command run after a terminal state (shown masked)")
     },
     key("UPGRADERD_STALE_AFTER", None, Some("30m"), "age after which an unfinished upgrade is recovered"),
+    key(
+        "UPGRADERD_METRICS_FILE",
+        None,
+        None,
+        "Prometheus metrics file for node_exporter's textfile collector, rewritten after every outcome and check",
+    ),
 ];
 
 /// Looks a key up by its `UPGRADERD_*` name.

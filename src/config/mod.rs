@@ -141,6 +141,8 @@ pub(crate) struct Config {
     pub pre_upgrade_cmd: Option<String>,
     pub post_upgrade_cmd: Option<String>,
     pub stale_after: Duration,
+    /// `UPGRADERD_METRICS_FILE`: the Prometheus textfile; `None`: not written.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Reads the configuration file chosen by `-c`, `UPGRADERD_CONFIG` or the default location.
@@ -240,6 +242,7 @@ impl Config {
             pre_upgrade_cmd: p.text("UPGRADERD_PRE_UPGRADE_CMD"),
             post_upgrade_cmd: p.text("UPGRADERD_POST_UPGRADE_CMD"),
             stale_after: p.duration("UPGRADERD_STALE_AFTER", false)?,
+            metrics_file: p.path("UPGRADERD_METRICS_FILE")?,
             state_dir,
             backup_dir,
         })

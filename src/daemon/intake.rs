@@ -204,6 +204,7 @@ impl Daemon {
                 queued.version,
                 if self.worker.is_some() { " behind the running upgrade" } else { "" }
             ));
+            crate::engine::metrics::write(&self.config, &self.ui);
         } else {
             self.ui.info(format!(
                 "{}: upgrade {} was already requested; duplicate ignored",

@@ -171,6 +171,7 @@ impl Daemon {
         self.settle_finished_requests()?;
         self.unrecovered = !self.recover(None);
         self.requeue_interrupted_requests()?;
+        crate::engine::metrics::write(&self.config, &self.ui);
         self.open_watch();
         self.take_socket_test_request();
         self.notifier.ready(&self.idle_status());

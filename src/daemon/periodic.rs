@@ -21,6 +21,7 @@ impl Daemon {
         if let Err(e) = check::write_banner(&self.config, &report) {
             self.ui.warn(format!("{e:#}"));
         }
+        crate::engine::metrics::after_check(&self.config, &self.ui, &report);
         let Some(version) = report.allowed_version else {
             return self.ui.detail(format!("version check: running {}, nothing to do", report.current_version));
         };

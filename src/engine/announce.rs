@@ -1,5 +1,5 @@
-//! After the terminal state is recorded: the notifications and the operator's
-//! post-upgrade hook. Neither can change the outcome; a failure of either is
+//! After the terminal state is recorded: the metrics file, the notifications
+//! and the operator's post-upgrade hook. Neither can change the outcome; a failure of either is
 //! a warning, and each notification's result goes into the upgrade's log.
 //!
 //! Every URL of `UPGRADERD_NOTIFY_URL` is told at once, each in its own
@@ -23,6 +23,7 @@ const LOG_LINE_CHARS: usize = 300;
 
 /// Sends the notifications and runs the post-upgrade hook for a recorded outcome.
 pub(crate) fn after_terminal(config: &Config, ui: &Ui, outcome: &Outcome) {
+    crate::engine::metrics::write(config, ui);
     if !config.notify.is_empty() {
         notify_all(config, ui, outcome);
     }

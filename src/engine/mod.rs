@@ -13,6 +13,7 @@ pub(crate) mod discover;
 pub(crate) mod gate;
 pub(crate) mod halt;
 pub(crate) mod journal;
+pub(crate) mod metrics;
 pub(crate) mod pin;
 pub(crate) mod pipeline;
 pub(crate) mod preflight;

@@ -8,5 +8,6 @@ pub(crate) mod edited;
 pub(crate) mod files;
 pub(crate) mod fsat;
 pub(crate) mod lock;
+pub(crate) mod metrics;
 pub(crate) mod reserve;
 pub(crate) mod shared_dir;

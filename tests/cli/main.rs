@@ -23,6 +23,7 @@ mod fake_git;
 mod generated;
 mod harness;
 mod install;
+mod metrics;
 mod notify;
 mod watch;
 mod watchdog_protocol;

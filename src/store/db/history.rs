@@ -485,6 +485,32 @@ impl Db {
         )
     }
 
+    /// How many upgrades ended in each terminal state, by strategy (for the metrics).
+    pub(crate) fn terminal_counts(&self) -> Result<Vec<(Status, Strategy, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT status, strategy, count(*) FROM upgrade_history WHERE status IN (?1, ?2, ?3) \
+                 GROUP BY status, strategy ORDER BY status, strategy",
+            )
+            .map_err(|e| explain(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![Status::Complete, Status::RolledBack, Status::Failed], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64))
+            })
+            .map_err(|e| explain(&self.path, e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| explain(&self.path, e))
+    }
+
+    /// The upgrade that reached its terminal state last.
+    pub(crate) fn last_finished(&self) -> Result<Option<UpgradeRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM upgrade_history WHERE status IN (?1, ?2, ?3) AND completedAt IS NOT NULL \
+             ORDER BY completedAt DESC, rowid DESC LIMIT 1"
+        );
+        Ok(self.query_records(&sql, params![Status::Complete, Status::RolledBack, Status::Failed])?.pop())
+    }
+
     /// The backup of the last complete upgrade, which retention never deletes.
     pub(crate) fn protected_backup(&self) -> Result<Option<String>> {
         self.conn

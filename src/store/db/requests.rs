@@ -97,6 +97,14 @@ impl Db {
             .map_err(|e| explain(&self.path, e))
     }
 
+    /// How many requests are in `state`.
+    pub(crate) fn count_requests(&self, state: RequestState) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM requests WHERE state = ?1", [state], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| explain(&self.path, e))
+    }
+
     /// Every request, oldest first (for `status` and tests).
     pub(crate) fn requests(&self) -> Result<Vec<QueuedRequest>> {
         let mut stmt = self
