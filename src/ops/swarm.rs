@@ -420,10 +420,14 @@ impl Swarm {
         serde_json::from_slice(&out.stdout).with_context(|| format!("unexpected task inspect output for {service}"))
     }
 
-    /// `docker service update --image IMAGE --replicas N`: one update, which Swarm rolls out by its update config.
-    pub(crate) fn update(&self, service: &str, image: &str, replicas: u64) -> Cmd {
+    /// `docker service update --image IMAGE --replicas N`: one update, which
+    /// Swarm rolls out by its update config, or `parallelism` slots at once when given.
+    pub(crate) fn update(&self, service: &str, image: &str, replicas: u64, parallelism: Option<u64>) -> Cmd {
+        let at_once: Vec<String> =
+            parallelism.map(|p| vec!["--update-parallelism".to_string(), p.to_string()]).unwrap_or_default();
         self.docker
             .cmd(["service", "update", "--detach", "--with-registry-auth", "--image", image])
+            .args(&at_once)
             .args(["--replicas", &replicas.to_string(), "--", service])
             .timeout(Duration::from_secs(120))
             .mutating()

@@ -141,10 +141,10 @@ impl SwarmUpdate {
     /// service is on a node that is down is done once every slot on a node
     /// that is up runs the image: Swarm places the rest when the node is
     /// back, and the gate judges the nodes that are up (what it says is
-    /// returned). Swarm's rolling update (one slot at a time) may be stuck on
-    /// the lost node's slot, whose new task cannot be placed, and never reach
-    /// the others: its parallelism is raised to all slots at once until they
-    /// run, then set back.
+    /// returned). The update parallelism that [`Self::update_all`] raised for
+    /// it is set back only when no slot waits for a lost node: a change of the
+    /// service that does not replace the task waiting there makes Swarm's
+    /// scheduler forget it, so it is never placed (moby/moby#53722).
     fn settled(&self, journal: &mut Journal, before: &Before) -> Result<Option<String>> {
         if self.docker().runner().dry_run() {
             return Ok(None);
@@ -152,7 +152,6 @@ impl SwarmUpdate {
         let service = before.service.as_str();
         let started = Instant::now();
         let deadline = started + self.settle;
-        let mut raised = false;
         loop {
             let current = self.swarm.existing(service)?;
             let state = current.update_status.clone().unwrap_or_default();
@@ -168,24 +167,21 @@ impl SwarmUpdate {
                     self.set_parallelism_back(journal, before, &current)?;
                     return Ok(None);
                 }
-                "updating" if !stranded.is_empty() => {
+                "updating" if !stranded.is_empty() && self.up_slots_run_the_image(&current) => {
                     let (nodes, runs) = (stranded.join(", "), without_digest(current.image()));
-                    if self.up_slots_run_the_image(&current) {
-                        self.set_parallelism_back(journal, before, &current)?;
-                        return Ok(Some(format!(
-                            "Swarm's update of {service} waits for node {nodes}, which is down: every slot on the \
-                             nodes that are up runs {runs}, and Swarm places the one there when the node is back; \
-                             going on with the nodes that are up"
-                        )));
-                    }
-                    if !raised && parallelism(&current) != 0 {
-                        journal.log(&format!(
-                            "Swarm's update of {service} waits for node {nodes}, which is down: updating the slots \
-                             on the nodes that are up all at once"
-                        ));
-                        journal.run(self.docker().runner(), &self.swarm.set_update_parallelism(service, 0))?;
-                        raised = true;
-                    }
+                    let back = match before.parallelism {
+                        Some(recorded) if recorded != parallelism(&current) => format!(
+                            "; its update parallelism stays {} until then (set back now, Swarm would forget that \
+                             slot): `docker service update --update-parallelism {recorded} {service}` sets it back",
+                            parallelism(&current)
+                        ),
+                        _ => String::new(),
+                    };
+                    return Ok(Some(format!(
+                        "Swarm's update of {service} waits for node {nodes}, which is down: every slot on the nodes \
+                         that are up runs {runs}, and Swarm places the one there when the node is back{back}; going \
+                         on with the nodes that are up"
+                    )));
                 }
                 "paused" | "rollback_started" | "rollback_paused" | "rollback_completed" => {
                     // Swarm's words for a task that exited within the monitor period, even with exit 0.
@@ -239,7 +235,22 @@ impl SwarmUpdate {
         let mut failures = Vec::new();
         let mut updated = Vec::new();
         for before in &self.before {
-            let update = self.swarm.update(&before.service, &image_of(before), before.replicas);
+            // A rolling update (some slots at a time) may wait forever on the slot of a node that is
+            // down, whose new task cannot be placed, and never reach the others: all at once, then.
+            // Only in the update itself: raised later, Swarm would forget the task waiting there.
+            let lost = match self.docker().runner().dry_run() {
+                true => Vec::new(),
+                false => self.stranded_on(&before.service),
+            };
+            let at_once = (!lost.is_empty() && before.parallelism != Some(0)).then_some(0);
+            if at_once.is_some() {
+                journal.log(&format!(
+                    "Node {} is down with a task of {}: updating every slot at once",
+                    lost.join(", "),
+                    before.service
+                ));
+            }
+            let update = self.swarm.update(&before.service, &image_of(before), before.replicas, at_once);
             match journal.run(self.docker().runner(), &update) {
                 Ok(_) => updated.push(&before.service),
                 Err(e) => failures.push(format!("updating {}: {e:#}", before.service)),
