@@ -220,13 +220,14 @@ pub(crate) fn tasks_verdict(
 }
 
 /// [`tasks_verdict`] on a swarm where the nodes `down` (id, hostname) are not
-/// ready. A task still live there cannot report: one on the image gated
-/// cannot be judged, which fails the gate, naming the node (the version is
-/// not proven everywhere it runs); one on another image (the version a
-/// revert leaves) holds a slot Swarm gives back once the node is, so it is
-/// neither waited for nor counted, and Swarm's update, which cannot finish
-/// without that node, is not waited for either: the rollback goes on with the
-/// nodes that are up.
+/// ready. A task still live there cannot report: one on the image gated that
+/// this update made cannot be judged, which fails the gate, naming the node
+/// (the version is not proven everywhere it runs); one on another image (the
+/// version a revert leaves), or one that was there before the update (the
+/// previous version's own, in a revert), holds a slot Swarm fills once the
+/// node is back, so it is neither waited for nor counted, and Swarm's update,
+/// which cannot finish without that node, is not waited for either: the
+/// version is judged on the nodes that are up.
 pub(crate) fn tasks_verdict_on(
     service: &Service,
     tasks: &[Task],
@@ -236,7 +237,8 @@ pub(crate) fn tasks_verdict_on(
 ) -> Check {
     let name = &service.spec.name;
     let stranded = stranded_tasks(tasks, down);
-    if let Some((task, node)) = stranded.iter().find(|(t, _)| t.spec.container_spec.image == service.image()) {
+    let made_here = |t: &Task| t.spec.container_spec.image == service.image() && !history.contains(&t.id);
+    if let Some((task, node)) = stranded.iter().find(|(t, _)| made_here(t)) {
         return Check::Fatal(format!(
             "node {node} is down; its task cannot be judged (task {} of {name}, {})",
             task.id,
@@ -272,8 +274,12 @@ pub(crate) fn tasks_verdict_on(
             .count() as u64,
         false => 0,
     };
-    let current: Vec<&Task> =
-        on_current_image.into_iter().filter(|t| t.desired_state == "running" && t.status.state == "running").collect();
+    let on_up_node = |t: &&Task| !down.iter().any(|(id, _)| *id == t.node_id);
+    let current: Vec<&Task> = on_current_image
+        .into_iter()
+        .filter(|t| t.desired_state == "running" && t.status.state == "running")
+        .filter(on_up_node)
+        .collect();
     for task in &current {
         match task.container().and_then(health).as_deref() {
             Some("unhealthy") => return Check::Fatal(format!("a task of {name} reports unhealthy by its HEALTHCHECK")),
@@ -282,7 +288,7 @@ pub(crate) fn tasks_verdict_on(
         }
     }
     // A moved service scaled to 0 on purpose asks for nothing, and has it; a slot on a lost node waits for it.
-    let wanted = service.replicas().unwrap_or(1).saturating_sub(stranded.len() as u64);
+    let wanted = service.replicas().unwrap_or(1).saturating_sub(lost_slots(tasks, down));
     // A one-shot job (a migration) that still runs has not proved anything yet.
     if service.is_one_shot() && !current.is_empty() && completed < wanted {
         return Check::NotYet(format!("the job {name} still runs"));
@@ -301,6 +307,17 @@ pub(crate) fn stranded_tasks<'a>(tasks: &'a [Task], down: &'a [(String, String)]
         .filter(|t| t.is_live())
         .filter_map(|t| Some((t, down.iter().find(|(id, _)| !id.is_empty() && *id == t.node_id)?.1.as_str())))
         .collect()
+}
+
+/// How many slots the tasks still live on the nodes `down` hold: a stop-first
+/// update may leave two tasks of one slot there (the old one stopping, the
+/// new one assigned).
+pub(crate) fn lost_slots(tasks: &[Task], down: &[(String, String)]) -> u64 {
+    let stranded = stranded_tasks(tasks, down);
+    let mut slots: Vec<u64> = stranded.iter().map(|(t, _)| t.slot).filter(|s| *s != 0).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots.len() as u64 + stranded.iter().filter(|(t, _)| t.slot == 0).count() as u64
 }
 
 /// A failed task that is a verdict on the version gated: one that was not
@@ -632,5 +649,34 @@ mod tests {
         assert_eq!(tasks_verdict_on(&web, &tasks, &[], &no_health, &down), Check::Healthy);
         // Up again, it is Swarm's update to wait for.
         assert!(matches!(tasks_verdict_on(&web, &tasks, &[], &no_health, &[]), Check::NotYet(_)));
+    }
+
+    #[test]
+    fn a_revert_is_judged_on_the_nodes_that_are_up_and_not_failed_by_its_own_old_task_on_a_lost_one() {
+        use crate::engine::strategy::swarm::tests::{task, web};
+        let mut web = web(r#"{}"#, "[]");
+        web.spec.mode.replicated = Some(crate::ops::swarm::Replicated { replicas: 2 });
+        web.update_status = Some(crate::ops::swarm::UpdateStatus { state: "updating".into(), message: String::new() });
+        let no_health = |_: &str| None;
+        let down = vec![("n2".to_string(), "dk2".to_string())];
+        // The lost node's task runs the previous version, as it did before the revert began: no
+        // verdict on it, and its slot is not waited for; the slot on the node that is up decides.
+        let (here, there) = (task("n1", "running"), task("n2", "running"));
+        let before = [there.id.clone()];
+        let tasks = [here.clone(), there.clone()];
+        assert_eq!(tasks_verdict_on(&web, &tasks, &before, &no_health, &down), Check::Healthy);
+        // Nor does it stand in for a slot on a node that is up.
+        let mut old_here = here.clone();
+        old_here.spec.container_spec.image = "reg/app:2@sha256:b".into();
+        let check = tasks_verdict_on(&web, &[old_here, there.clone()], &before, &no_health, &down);
+        assert!(matches!(&check, Check::NotYet(w) if w.starts_with("0 of 1 tasks of shop_web run")), "{check:?}");
+        // Two tasks of one slot on the lost node (the old one stopping, the new one assigned) hold one slot.
+        let mut old_there = there.clone();
+        (old_there.id, old_there.slot) = ("t-old".into(), 2);
+        let mut new_there = there;
+        (new_there.slot, new_there.spec.container_spec.image) = (2, "reg/app:2@sha256:b".into());
+        assert_eq!(lost_slots(&[here.clone(), old_there.clone(), new_there.clone()], &down), 1);
+        let tasks = [here, old_there, new_there];
+        assert_eq!(tasks_verdict_on(&web, &tasks, &["t-old".into()], &no_health, &down), Check::Healthy);
     }
 }

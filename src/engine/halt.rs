@@ -160,9 +160,9 @@ fn wait_container_ready(docker: &Docker, id: &str, timeout: Option<Duration>) ->
     }
 }
 
-/// Waits until exactly `replicas` of the service's tasks run, wherever they
-/// are, each healthy by its HEALTHCHECK when its container is on this node
-/// and has one.
+/// Waits until exactly `replicas` of the service's tasks run on nodes that
+/// are up, each healthy by its HEALTHCHECK when its container is on this node
+/// and has one; less those that wait for a node that is down (see [`ready_tasks`]).
 fn wait_for_tasks(docker: &Docker, service: &str, replicas: u64, timeout: Duration) -> Result<()> {
     if docker.runner().dry_run() {
         return Ok(());
@@ -171,24 +171,50 @@ fn wait_for_tasks(docker: &Docker, service: &str, replicas: u64, timeout: Durati
     let deadline = Instant::now() + timeout;
     loop {
         let tasks = swarm.tasks(service)?;
-        let running: Vec<_> = tasks.iter().filter(|t| t.status.state == "running").collect();
+        // Nodes that cannot be listed count as up: the tasks' own states still tell.
+        let down: Vec<String> = swarm.unready_nodes().unwrap_or_default().into_iter().map(|(id, _)| id).collect();
         let healthy = |id: &str| {
             docker.inspect_container(id).map_or(true, |c| c.state.health.is_none_or(|h| h.status == "healthy"))
         };
-        let ready =
-            running.iter().filter(|t| t.desired_state == "running" && t.container().is_none_or(healthy)).count();
-        if ready as u64 == replicas {
+        let (ready, wanted) = ready_tasks(&tasks, replicas, &down, &healthy);
+        if ready == wanted {
             return Ok(());
         }
         if Instant::now() >= deadline {
+            let lost = match down.is_empty() {
+                true => String::new(),
+                false => format!(" ({} nodes down)", down.len()),
+            };
             bail!(
-                "Swarm service {service} has {} running tasks ({ready} ready) after {}s, not {replicas}",
-                running.len(),
+                "Swarm service {service} has {ready} ready tasks on the nodes that are up after {}s, not \
+                 {wanted}{lost}",
                 timeout.as_secs()
             );
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// How many tasks run and are ready on nodes that are up, and how many are
+/// wanted there: `replicas`, less the tasks that wait for a node in `down`. A
+/// task on such a node cannot report, so it is not counted, and neither is it
+/// waited for; nor is one Swarm cannot place while a node is down ("no
+/// suitable node"): it is placed when the node is back.
+fn ready_tasks(tasks: &[swarm::Task], replicas: u64, down: &[String], healthy: &dyn Fn(&str) -> bool) -> (u64, u64) {
+    let on_down_node = |t: &swarm::Task| down.contains(&t.node_id);
+    let wanted: Vec<&swarm::Task> = tasks.iter().filter(|t| t.desired_state == "running").collect();
+    let ready = wanted
+        .iter()
+        .filter(|t| t.status.state == "running" && !on_down_node(t) && t.container().is_none_or(healthy))
+        .count() as u64;
+    let unplaceable = |t: &swarm::Task| {
+        t.status.state == "pending" && t.status.err.as_deref().is_some_and(|e| e.contains("no suitable node"))
+    };
+    let waiting = match down.is_empty() {
+        true => 0,
+        false => wanted.iter().filter(|t| t.is_live() && (on_down_node(t) || unplaceable(t))).count() as u64,
+    };
+    (ready, replicas.saturating_sub(waiting))
 }
 
 /// Waits until no task of the service is live anywhere (none running, starting
@@ -244,6 +270,35 @@ mod tests {
         let live: Vec<&str> = live_tasks(&tasks, &down).map(|t| t.id.as_str()).collect();
         assert_eq!(live, vec!["t1"]);
         assert_eq!(live_tasks(&tasks, &[]).count(), 2);
+    }
+
+    #[test]
+    fn a_start_counts_only_tasks_on_nodes_that_are_up_and_waits_for_none_on_a_lost_node() {
+        let task = |id: &str, node: &str, state: &str, err: Option<&str>| -> swarm::Task {
+            serde_json::from_value(serde_json::json!({
+                "ID": id, "NodeID": node, "DesiredState": "running",
+                "Status": {"State": state, "Err": err}, "Spec": {"ContainerSpec": {"Image": "app:2"}}
+            }))
+            .unwrap()
+        };
+        let all = |_: &str| true;
+        let down = ["dk2".to_string()];
+        // The lost node's task last reported running: it is not counted, nor waited for.
+        let tasks = [task("t1", "here", "running", None), task("t2", "dk2", "running", None)];
+        assert_eq!(ready_tasks(&tasks, 2, &down, &all), (1, 1));
+        assert_eq!(ready_tasks(&tasks, 2, &[], &all), (2, 2));
+        // One Swarm cannot place while the node is down (one task a node) waits for it.
+        let no_node = "no suitable node (max replicas per node limit exceed)";
+        let tasks = [task("t1", "here", "running", None), task("t3", "", "pending", Some(no_node))];
+        assert_eq!(ready_tasks(&tasks, 2, &down, &all), (1, 1));
+        // With every node up, it is waited for like any other; so is one still starting.
+        assert_eq!(ready_tasks(&tasks, 2, &[], &all), (1, 2));
+        let tasks = [task("t1", "here", "running", None), task("t4", "here", "starting", None)];
+        assert_eq!(ready_tasks(&tasks, 2, &down, &all), (1, 2));
+        // Not healthy yet is not ready.
+        let mut unhealthy = task("t5", "here", "running", None);
+        unhealthy.status.container_status = Some(swarm::ContainerStatus { container_id: "c5".into() });
+        assert_eq!(ready_tasks(&[unhealthy], 1, &[], &|id| id != "c5"), (0, 1));
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub(crate) struct UpdateConfig {
     /// `pause` (the default), `continue` or `rollback`.
     #[serde(default)]
     pub failure_action: String,
+    /// How many slots an update changes at once; 0 (which the engine leaves out) is all of them.
+    #[serde(default)]
+    pub parallelism: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -156,6 +159,9 @@ pub(crate) struct Task {
     pub id: String,
     #[serde(rename = "NodeID", default)]
     pub node_id: String,
+    /// The replica it fills (1…replicas); 0 for a global service's task.
+    #[serde(default)]
+    pub slot: u64,
     #[serde(default)]
     pub desired_state: String,
     pub status: TaskStatus,
@@ -285,6 +291,33 @@ pub(crate) struct ThisNode {
     pub nodes: u64,
 }
 
+/// One node of the swarm, from `docker node ls --format '{{json .}}'`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Node {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(default)]
+    pub hostname: String,
+    /// `Ready`, `Down`, `Unknown`, `Disconnected`.
+    #[serde(default)]
+    pub status: String,
+}
+
+impl Node {
+    pub(crate) fn is_ready(&self) -> bool {
+        self.status.eq_ignore_ascii_case("ready")
+    }
+}
+
+/// The nodes in `docker node ls --format '{{json .}}'` output, one JSON object a line.
+pub(crate) fn parse_nodes(text: &str) -> Result<Vec<Node>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("unexpected `docker node ls` line: {l}")))
+        .collect()
+}
+
 /// Swarm's side of the `docker` CLI.
 #[derive(Debug, Clone)]
 pub(crate) struct Swarm {
@@ -324,16 +357,13 @@ impl Swarm {
     /// The nodes that are not `ready` (down, unknown, disconnected), by id and
     /// hostname: their tasks cannot stop, start or be judged until they come back.
     pub(crate) fn unready_nodes(&self) -> Result<Vec<(String, String)>> {
-        let cmd = self.docker.cmd(["node", "ls", "--format", "{{.ID}} {{.Status}} {{.Hostname}}"]);
-        let text = self.docker.runner().run(&cmd)?.stdout_text();
-        Ok(text
-            .lines()
-            .filter_map(|line| {
-                let mut words = line.split_whitespace();
-                let (id, status, hostname) = (words.next()?, words.next()?, words.next().unwrap_or(""));
-                (!status.eq_ignore_ascii_case("ready")).then(|| (id.to_string(), hostname.to_string()))
-            })
-            .collect())
+        Ok(self.nodes()?.into_iter().filter(|n| !n.is_ready()).map(|n| (n.id, n.hostname)).collect())
+    }
+
+    /// Every node of the swarm (only a manager can list them).
+    pub(crate) fn nodes(&self) -> Result<Vec<Node>> {
+        let cmd = self.docker.cmd(["node", "ls", "--format", "{{json .}}"]);
+        parse_nodes(&self.docker.runner().run(&cmd)?.stdout_text())
     }
 
     /// A service by name or id; `None` when the swarm has none by that name.
@@ -390,11 +420,25 @@ impl Swarm {
         serde_json::from_slice(&out.stdout).with_context(|| format!("unexpected task inspect output for {service}"))
     }
 
-    /// `docker service update --image IMAGE --replicas N`: one update, which Swarm rolls out by its update config.
-    pub(crate) fn update(&self, service: &str, image: &str, replicas: u64) -> Cmd {
+    /// `docker service update --image IMAGE --replicas N`: one update, which
+    /// Swarm rolls out by its update config, or `parallelism` slots at once when given.
+    pub(crate) fn update(&self, service: &str, image: &str, replicas: u64, parallelism: Option<u64>) -> Cmd {
+        let at_once: Vec<String> =
+            parallelism.map(|p| vec!["--update-parallelism".to_string(), p.to_string()]).unwrap_or_default();
         self.docker
             .cmd(["service", "update", "--detach", "--with-registry-auth", "--image", image])
+            .args(&at_once)
             .args(["--replicas", &replicas.to_string(), "--", service])
+            .timeout(Duration::from_secs(120))
+            .mutating()
+    }
+
+    /// `docker service update --update-parallelism N`: how many slots its
+    /// updates change at once. A change of the update config alone starts no
+    /// task; it replaces an update under way by one that goes on from where it is.
+    pub(crate) fn set_update_parallelism(&self, service: &str, parallelism: u64) -> Cmd {
+        self.docker
+            .cmd(["service", "update", "--detach", "--update-parallelism", &parallelism.to_string(), "--", service])
             .timeout(Duration::from_secs(120))
             .mutating()
     }
@@ -427,6 +471,7 @@ mod tests {
         assert_eq!(service.replicas(), Some(2));
         assert_eq!(without_digest(service.image()), "127.0.0.1:5000/app:1.0.0");
         assert_eq!(service.update_status.unwrap().state, "completed");
+        assert_eq!(service.spec.update_config.unwrap().parallelism, Some(1));
         assert_eq!(service.spec.endpoint_spec.unwrap().ports[0].publish_mode, "host");
     }
 
@@ -467,6 +512,21 @@ mod tests {
         let server: Service =
             serde_json::from_str(&JOB.replace(r#""Condition":"none""#, r#""Condition":"any""#)).unwrap();
         assert!(!server.is_one_shot() && !server.exit_zero_is_done());
+    }
+
+    /// `docker node ls --format '{{json .}}'` on a manager (Docker 20.10) whose worker is lost.
+    const NODES: &str = r#"{"Availability":"Active","EngineVersion":"20.10.24","Hostname":"dk1","ID":"m1x7ir0dkdz3vvf5d7o1h1dny","ManagerStatus":"Leader","Self":true,"Status":"Ready","TLSStatus":"Ready"}
+{"Availability":"Active","EngineVersion":"20.10.24","Hostname":"dk2","ID":"w2kpx2c1v7wch8j1yq3xv1xmt","ManagerStatus":"","Self":false,"Status":"Down","TLSStatus":"Ready"}
+"#;
+
+    #[test]
+    fn nodes_read_their_id_hostname_and_status() {
+        let nodes = parse_nodes(NODES).unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!((nodes[0].hostname.as_str(), nodes[0].is_ready()), ("dk1", true));
+        assert_eq!((nodes[1].id.as_str(), nodes[1].hostname.as_str()), ("w2kpx2c1v7wch8j1yq3xv1xmt", "dk2"));
+        assert!(!nodes[1].is_ready());
+        assert!(parse_nodes("").unwrap().is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::engine::data::MODE_LABEL;
 use crate::engine::preflight::Problem;
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::Docker;
-use crate::ops::swarm::{Service, Swarm, Task, ThisNode};
+use crate::ops::swarm::{Node, Service, Swarm, Task, ThisNode};
 use crate::states::BackupMode;
 
 /// Whether upgraderd backs up a stack service's data: it keeps some, and
@@ -39,6 +39,8 @@ pub(crate) fn placement_problems(config: &Config, docker: &Docker, project: &Pro
         Ok(node) => node,
         Err(e) => return vec![Problem::from_error("swarm", &e.context("reading this node's place in the swarm"))],
     };
+    // Only to name the node a task runs on: without them it is named by id.
+    let nodes = swarm.nodes().unwrap_or_default();
     let services = match swarm.stack_services(&project.name) {
         Ok(services) => services,
         Err(e) => return vec![Problem::from_error("swarm", &e)],
@@ -48,7 +50,7 @@ pub(crate) fn placement_problems(config: &Config, docker: &Docker, project: &Pro
         // A moved service's own checks already refuse a global one.
         let moved = project.services.iter().any(|m| m == service.short_name());
         match swarm.tasks(&service.spec.name) {
-            Ok(tasks) => problems.extend(data_problems(service, &tasks, &node, Use { moved, restores })),
+            Ok(tasks) => problems.extend(data_problems(service, &tasks, &node, &nodes, Use { moved, restores })),
             Err(e) => problems.push(Problem::from_error("swarm", &e)),
         }
     }
@@ -68,8 +70,15 @@ pub(crate) struct Use {
 /// scaling it to 0 (not global), running on this node (only its volumes are
 /// here), and, when its data may be restored, kept here (pinned to this node,
 /// on a swarm of several nodes, or Swarm may start it elsewhere, away from its
-/// data, after a failure, a drain or the scale-up after a restore).
-pub(crate) fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, by: Use) -> Vec<Problem> {
+/// data, after a failure, a drain or the scale-up after a restore). `nodes`
+/// (the swarm's, when they could be listed) name the node a task runs on.
+pub(crate) fn data_problems(
+    service: &Service,
+    tasks: &[Task],
+    node: &ThisNode,
+    nodes: &[Node],
+    by: Use,
+) -> Vec<Problem> {
     let name = &service.spec.name;
     let leave_out = format!("or leave its data out with UPGRADERD_BACKUP_MODES={}=skip", service.short_name());
     let pin = format!("`deploy: placement: constraints: [node.hostname == {}]`", node.hostname);
@@ -87,13 +96,17 @@ pub(crate) fn data_problems(service: &Service, tasks: &[Task], node: &ThisNode, 
     let elsewhere =
         tasks.iter().find(|t| t.desired_state == "running" && !t.node_id.is_empty() && t.node_id != node.id);
     if let Some(task) = elsewhere {
+        let there = match nodes.iter().find(|n| n.id == task.node_id && !n.hostname.is_empty()) {
+            Some(other) => format!("node {} (id {})", other.hostname, other.id),
+            None => format!("node id {} (`docker node ls` names it)", task.node_id),
+        };
         return vec![Problem::new(
             "swarm",
             format!(
-                "{name} keeps data in volumes and runs a task on node id {}, not on this node ({}, id {}): \
-                 upgraderd backs up and restores only volumes on the node it runs on (`docker node ls` names that \
-                 node). Pin the service to this node ({pin}), run upgraderd on that node, {leave_out}",
-                task.node_id, node.hostname, node.id
+                "{name} keeps data in volumes and runs a task on {there}, not on this node ({}, id {}): upgraderd \
+                 backs up and restores only volumes on the node it runs on. Pin the service to this node: add \
+                 {pin} to its stack file and deploy it again; or run upgraderd on that node, {leave_out}",
+                node.hostname, node.id
             ),
         )];
     }
@@ -119,14 +132,17 @@ mod tests {
     #[test]
     fn data_on_another_node_or_free_to_move_there_is_refused_and_data_pinned_here_is_fine() {
         let web = web(r#"{}"#, "[]");
-        let elsewhere = data_problems(&web, &[task("n2", "running")], &node(1), MOVED);
+        let elsewhere = data_problems(&web, &[task("n2", "running")], &node(1), &[], MOVED);
         assert_eq!(elsewhere.len(), 1, "{elsewhere:?}");
         let message = &elsewhere[0].message;
-        assert!(message.contains("runs a task on node id n2, not on this node (host1, id n1)"), "{message}");
+        assert!(
+            message.contains("runs a task on node id n2 (`docker node ls` names it), not on this node (host1, id n1)"),
+            "{message}"
+        );
         assert!(message.contains("UPGRADERD_BACKUP_MODES=web=skip"), "{message}");
         // One node: nowhere else to go. Several: it must be pinned here.
-        assert!(data_problems(&web, &[task("n1", "running")], &node(1), MOVED).is_empty());
-        let free = data_problems(&web, &[task("n1", "running")], &node(3), MOVED);
+        assert!(data_problems(&web, &[task("n1", "running")], &node(1), &[], MOVED).is_empty());
+        let free = data_problems(&web, &[task("n1", "running")], &node(3), &[], MOVED);
         assert_eq!(free.len(), 1, "{free:?}");
         assert!(free[0].message.contains("on a swarm of 3 nodes Swarm may start it on another node"), "{free:?}");
         assert!(free[0].message.contains("node.hostname == host1"), "{free:?}");
@@ -134,21 +150,50 @@ mod tests {
             let mut pinned = web.clone();
             pinned.spec.task_template.placement =
                 Some(crate::ops::swarm::Placement { constraints: vec![constraint.into()] });
-            assert!(data_problems(&pinned, &[task("n1", "running")], &node(3), MOVED).is_empty(), "{constraint}");
+            assert!(data_problems(&pinned, &[task("n1", "running")], &node(3), &[], MOVED).is_empty(), "{constraint}");
         }
         // `backup create` restores nothing: the data here now is all it needs.
         let backup = Use { moved: false, restores: false };
-        assert!(data_problems(&web, &[task("n1", "running")], &node(3), backup).is_empty());
-        assert_eq!(data_problems(&web, &[task("n2", "running")], &node(3), backup).len(), 1);
+        assert!(data_problems(&web, &[task("n1", "running")], &node(3), &[], backup).is_empty());
+        assert_eq!(data_problems(&web, &[task("n2", "running")], &node(3), &[], backup).len(), 1);
         // Swarm matches constraints regardless of case.
         let mut shouted = web.clone();
         shouted.spec.task_template.placement =
             Some(crate::ops::swarm::Placement { constraints: vec!["Node.Hostname==HOST1".into()] });
-        assert!(data_problems(&shouted, &[task("n1", "running")], &node(3), MOVED).is_empty());
+        assert!(data_problems(&shouted, &[task("n1", "running")], &node(3), &[], MOVED).is_empty());
         let mut other = web.clone();
         other.spec.task_template.placement =
             Some(crate::ops::swarm::Placement { constraints: vec!["node.hostname==host2".into()] });
-        assert_eq!(data_problems(&other, &[], &node(3), KEPT).len(), 1);
+        assert_eq!(data_problems(&other, &[], &node(3), &[], KEPT).len(), 1);
+    }
+
+    /// A task of a stack service, as `docker inspect --type task` prints it (Docker 20.10), on the worker.
+    const TASK_ON_THE_WORKER: &str = r#"{"ID":"k3b1m9f0n2q4r6s8t0v2w4x6y","Version":{"Index":31},
+        "Spec":{"ContainerSpec":{"Image":"127.0.0.1:5000/shop/web:1.0.0@sha256:0f72",
+          "Mounts":[{"Type":"volume","Source":"shop_webdata","Target":"/data"}]}},
+        "ServiceID":"s1","Slot":1,"NodeID":"w2kpx2c1v7wch8j1yq3xv1xmt",
+        "Status":{"Timestamp":"2026-12-03T13:18:44.496882019Z","State":"running","Message":"started",
+          "ContainerStatus":{"ContainerID":"b46bf7705d85","PID":4242,"ExitCode":0},"PortStatus":{}},
+        "DesiredState":"running"}"#;
+
+    /// `docker node ls --format '{{json .}}'` on the manager, dk1, of that swarm.
+    const NODES: &str = r#"{"Availability":"Active","EngineVersion":"20.10.24","Hostname":"dk1","ID":"n1","ManagerStatus":"Leader","Self":true,"Status":"Ready","TLSStatus":"Ready"}
+{"Availability":"Active","EngineVersion":"20.10.24","Hostname":"dk2","ID":"w2kpx2c1v7wch8j1yq3xv1xmt","ManagerStatus":"","Self":false,"Status":"Ready","TLSStatus":"Ready"}"#;
+
+    #[test]
+    fn data_on_the_worker_is_refused_naming_the_worker_and_the_constraint_to_add() {
+        let web = web(r#"{}"#, "[]");
+        let task: Task = serde_json::from_str(TASK_ON_THE_WORKER).unwrap();
+        let nodes = crate::ops::swarm::parse_nodes(NODES).unwrap();
+        let manager = ThisNode { id: "n1".into(), hostname: "dk1".into(), nodes: 2 };
+        let problems = data_problems(&web, &[task], &manager, &nodes, MOVED);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let message = &problems[0].message;
+        assert!(
+            message.contains("runs a task on node dk2 (id w2kpx2c1v7wch8j1yq3xv1xmt), not on this node (dk1, id n1)"),
+            "{message}"
+        );
+        assert!(message.contains("add `deploy: placement: constraints: [node.hostname == dk1]`"), "{message}");
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub(crate) struct Before {
     /// Its image with the digest Swarm pinned (`REPO:TAG@sha256:…`).
     pub image: String,
     pub replicas: u64,
+    /// Its update parallelism, which an update that finds a node lost raises
+    /// for a while (see `settled`) and then sets back to this; unrecorded by
+    /// upgraders before it, and then left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u64>,
 }
 
 pub(crate) struct SwarmUpdate {
@@ -130,25 +135,52 @@ impl SwarmUpdate {
         found
     }
 
-    /// Waits until Swarm has rolled out the last update of `service`; its own
-    /// rollback or a paused update is a failure, with Swarm's message. An
-    /// update that cannot finish because a task of the service is on a node
-    /// that is down is not waited for: Swarm finishes it once the node is
-    /// back, and the gate judges the nodes that are up (what it says is returned).
-    fn settled(&self, service: &str) -> Result<Option<String>> {
+    /// Waits until Swarm has rolled out the last update of `before`'s
+    /// service; its own rollback or a paused update is a failure, with
+    /// Swarm's message. An update that cannot finish because a slot of the
+    /// service is on a node that is down is done once every slot on a node
+    /// that is up runs the image: Swarm places the rest when the node is
+    /// back, and the gate judges the nodes that are up (what it says is
+    /// returned). The update parallelism that [`Self::update_all`] raised for
+    /// it is set back only when no slot waits for a lost node: a change of the
+    /// service that does not replace the task waiting there makes Swarm's
+    /// scheduler forget it, so it is never placed (moby/moby#53722).
+    fn settled(&self, journal: &mut Journal, before: &Before) -> Result<Option<String>> {
         if self.docker().runner().dry_run() {
             return Ok(None);
         }
-        let deadline = Instant::now() + self.settle;
+        let service = before.service.as_str();
+        let started = Instant::now();
+        let deadline = started + self.settle;
         loop {
-            let state = self.swarm.existing(service)?.update_status.unwrap_or_default();
+            let current = self.swarm.existing(service)?;
+            let state = current.update_status.clone().unwrap_or_default();
+            let stranded = match state.state.as_str() {
+                "updating" => self.stranded_on(service),
+                _ => Vec::new(),
+            };
             match state.state.as_str() {
-                "" | "completed" => return Ok(None),
-                "updating" if !self.stranded_on(service).is_empty() => {
-                    let nodes = self.stranded_on(service).join(", ");
+                // Swarm clears the status of the service it updates until its updater starts, and
+                // leaves it clear when the update changes no task: clear at once is not yet done.
+                "" if started.elapsed() < UPDATER_START && !self.up_slots_run_the_image(&current) => {}
+                "" | "completed" => {
+                    self.set_parallelism_back(journal, before, &current)?;
+                    return Ok(None);
+                }
+                "updating" if !stranded.is_empty() && self.up_slots_run_the_image(&current) => {
+                    let (nodes, runs) = (stranded.join(", "), without_digest(current.image()));
+                    let back = match before.parallelism {
+                        Some(recorded) if recorded != parallelism(&current) => format!(
+                            "; its update parallelism stays {} until then (set back now, Swarm would forget that \
+                             slot): `docker service update --update-parallelism {recorded} {service}` sets it back",
+                            parallelism(&current)
+                        ),
+                        _ => String::new(),
+                    };
                     return Ok(Some(format!(
-                        "Swarm's update of {service} waits for node {nodes}, which is down: Swarm finishes it when \
-                         the node is back; going on with the nodes that are up"
+                        "Swarm's update of {service} waits for node {nodes}, which is down: every slot on the nodes \
+                         that are up runs {runs}, and Swarm places the one there when the node is back{back}; going \
+                         on with the nodes that are up"
                     )));
                 }
                 "paused" | "rollback_started" | "rollback_paused" | "rollback_completed" => {
@@ -161,11 +193,37 @@ impl SwarmUpdate {
                     };
                     bail!("Swarm's update of {service} is {}: {}{hint}", state.state, state.message)
                 }
-                _ if Instant::now() >= deadline => {
-                    bail!("Swarm's update of {service} is still {} after {}s", state.state, self.settle.as_secs())
-                }
-                _ => std::thread::sleep(Duration::from_millis(500)),
+                _ => {}
             }
+            if Instant::now() >= deadline {
+                let waits = match stranded.is_empty() {
+                    true => String::new(),
+                    false => format!(" (node {} is down)", stranded.join(", ")),
+                };
+                bail!("Swarm's update of {service} is still {} after {}s{waits}", state.state, self.settle.as_secs())
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Whether every slot of `service` on a node that is up runs its image
+    /// (the slots held by tasks on lost nodes wait for them).
+    fn up_slots_run_the_image(&self, service: &Service) -> bool {
+        let (Ok(down), Ok(tasks)) = (self.swarm.unready_nodes(), self.swarm.tasks(&service.spec.name)) else {
+            return false;
+        };
+        up_slots_run(service, &tasks, &down)
+    }
+
+    /// Sets the update parallelism recorded before the upgrade back, when the
+    /// service's differs (raised by [`Self::settled`], here or by an upgrader that was stopped).
+    fn set_parallelism_back(&self, journal: &mut Journal, before: &Before, current: &Service) -> Result<()> {
+        match before.parallelism {
+            Some(recorded) if recorded != parallelism(current) => {
+                let cmd = self.swarm.set_update_parallelism(&before.service, recorded);
+                journal.run(self.docker().runner(), &cmd).map(|_| ())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -177,14 +235,29 @@ impl SwarmUpdate {
         let mut failures = Vec::new();
         let mut updated = Vec::new();
         for before in &self.before {
-            let update = self.swarm.update(&before.service, &image_of(before), before.replicas);
+            // A rolling update (some slots at a time) may wait forever on the slot of a node that is
+            // down, whose new task cannot be placed, and never reach the others: all at once, then.
+            // Only in the update itself: raised later, Swarm would forget the task waiting there.
+            let lost = match self.docker().runner().dry_run() {
+                true => Vec::new(),
+                false => self.stranded_on(&before.service),
+            };
+            let at_once = (!lost.is_empty() && before.parallelism != Some(0)).then_some(0);
+            if at_once.is_some() {
+                journal.log(&format!(
+                    "Node {} is down with a task of {}: updating every slot at once",
+                    lost.join(", "),
+                    before.service
+                ));
+            }
+            let update = self.swarm.update(&before.service, &image_of(before), before.replicas, at_once);
             match journal.run(self.docker().runner(), &update) {
                 Ok(_) => updated.push(&before.service),
                 Err(e) => failures.push(format!("updating {}: {e:#}", before.service)),
             }
         }
-        for service in updated {
-            match self.settled(service) {
+        for before in self.before.iter().filter(|b| updated.contains(&&b.service)) {
+            match self.settled(journal, before) {
                 Ok(Some(note)) => journal.log(&note),
                 Ok(None) => {}
                 Err(e) => failures.push(format!("{e:#}")),
@@ -258,6 +331,29 @@ impl SwarmUpdate {
     fn describe_before(&self) -> String {
         self.before.iter().map(|b| format!("{} {}", b.service, b.image)).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// How long Swarm may take to start the update of a service it was just asked to update.
+const UPDATER_START: Duration = Duration::from_secs(3);
+
+/// A service's update parallelism; the engine leaves out 0, all slots at once.
+fn parallelism(service: &Service) -> u64 {
+    service.spec.update_config.as_ref().and_then(|c| c.parallelism).unwrap_or(0)
+}
+
+/// Whether every slot of `service` on a node that is up runs its image: as
+/// many tasks run it on ready nodes as it has replicas, less the slots held by
+/// tasks still live on the nodes `down` (which the gate does not wait for either).
+pub(crate) fn up_slots_run(service: &Service, tasks: &[crate::ops::swarm::Task], down: &[(String, String)]) -> bool {
+    let lost = crate::engine::gate::lost_slots(tasks, down);
+    let wanted = service.replicas().unwrap_or(1).saturating_sub(lost);
+    let running = tasks
+        .iter()
+        .filter(|t| t.spec.container_spec.image == service.image())
+        .filter(|t| t.desired_state == "running" && t.status.state == "running")
+        .filter(|t| !down.iter().any(|(id, _)| *id == t.node_id))
+        .count() as u64;
+    running >= wanted
 }
 
 /// `Ok` when nothing failed, else every failure in one error.
@@ -353,6 +449,7 @@ impl Strategy for SwarmUpdate {
                 service: service.spec.name.clone(),
                 image: service.image().to_string(),
                 replicas: service.replicas().unwrap_or(0),
+                parallelism: Some(parallelism(service)),
             });
         }
         let Some(primary) = services.first() else { return problems };
@@ -501,7 +598,7 @@ pub(crate) mod tests {
     fn a_sane_replicated_service_on_this_node_has_no_problem() {
         let web = web(r#"{"Order":"stop-first","FailureAction":"pause"}"#, HOST_PORT);
         assert!(service_problems(&web).is_empty());
-        assert!(data_problems(&web, &[task("n1", "running"), task("n2", "shutdown")], &node(1), MOVED).is_empty());
+        assert!(data_problems(&web, &[task("n1", "running"), task("n2", "shutdown")], &node(1), &[], MOVED).is_empty());
     }
 
     #[test]
@@ -523,7 +620,7 @@ pub(crate) mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("one-shot job"), "{problems:?}");
         job.spec.update_config =
-            Some(crate::ops::swarm::UpdateConfig { order: String::new(), failure_action: "continue".into() });
+            Some(crate::ops::swarm::UpdateConfig { failure_action: "continue".into(), ..Default::default() });
         assert!(service_problems(&job).is_empty());
     }
 
@@ -536,12 +633,34 @@ pub(crate) mod tests {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("global service"));
         // Its data cannot be held still either; said once, by the moved service's own checks.
-        assert!(data_problems(&web, &[], &node(1), MOVED).is_empty());
-        let kept = data_problems(&web, &[], &node(1), KEPT);
+        assert!(data_problems(&web, &[], &node(1), &[], MOVED).is_empty());
+        let kept = data_problems(&web, &[], &node(1), &[], KEPT);
         // `backup create` runs no moved service's checks: it says so itself.
-        let backup = data_problems(&web, &[], &node(1), Use { moved: true, restores: false });
+        let backup = data_problems(&web, &[], &node(1), &[], Use { moved: true, restores: false });
         assert!(backup[0].message.contains("global service that keeps data"), "{backup:?}");
         assert!(kept[0].message.contains("global service that keeps data"), "{kept:?}");
+    }
+
+    #[test]
+    fn an_update_is_done_on_the_nodes_that_are_up_once_their_slots_run_its_image() {
+        let mut web = web(r#"{"Parallelism":1}"#, "[]");
+        web.spec.mode.replicated = Some(crate::ops::swarm::Replicated { replicas: 2 });
+        assert_eq!(parallelism(&web), 1);
+        let down = vec![("n2".to_string(), "dk2".to_string())];
+        let mut stale = task("n1", "running");
+        stale.spec.container_spec.image = "reg/app:2@sha256:b".into();
+        // Swarm's rolling update is stuck on the lost node's slot: the slot here still runs the other image.
+        assert!(!up_slots_run(&web, &[stale, task("n2", "running")], &down));
+        assert!(up_slots_run(&web, &[task("n1", "running"), task("n2", "running")], &down));
+        // With every node up, every slot counts, and a task on a lost node stands in for none.
+        assert!(!up_slots_run(&web, &[task("n1", "running")], &[]));
+        assert!(!up_slots_run(
+            &web,
+            &[task("n2", "running")],
+            &[("n2".into(), "dk2".into()), ("n3".into(), "dk3".into())]
+        ));
+        // The engine leaves out a parallelism of 0: every slot at once.
+        assert_eq!(parallelism(&crate::engine::strategy::swarm::tests::web(r#"{}"#, "[]")), 0);
     }
 
     #[test]
@@ -551,8 +670,18 @@ pub(crate) mod tests {
         let project = Project::stack("shop", "web", vec!["web".into(), "worker".into()]);
         let mut strategy = SwarmUpdate::new(Docker::new("docker", runner.clone()), project, Duration::from_secs(60));
         strategy.before = vec![
-            Before { service: "shop_web".into(), image: "reg/app:1.0.0@sha256:old".into(), replicas: 2 },
-            Before { service: "shop_worker".into(), image: "reg/app:1.0.0@sha256:old".into(), replicas: 1 },
+            Before {
+                service: "shop_web".into(),
+                image: "reg/app:1.0.0@sha256:old".into(),
+                replicas: 2,
+                parallelism: None,
+            },
+            Before {
+                service: "shop_worker".into(),
+                image: "reg/app:1.0.0@sha256:old".into(),
+                replicas: 1,
+                parallelism: None,
+            },
         ];
         strategy.target = Some(ImageRef::parse("reg/app:2.0.0"));
         let mut journal = Journal::new(Db::in_memory().unwrap(), "u1", &ui, None, "2.0.0");
