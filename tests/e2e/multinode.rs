@@ -16,8 +16,9 @@
 //! all (a killed run's are removed by the next one, by run marker). The tests
 //! here: a stateless service on the worker only, upgraded and rolled back
 //! from the manager; the worker's dockerd stopped during the gate of a
-//! service spread over both nodes; a service with data on the worker refused
-//! in preflight with the node and the constraint to add.
+//! service spread over both nodes. (The refusal of a service with data on the
+//! worker, naming the node and the constraint to add, is unit-tested on
+//! Docker's JSON in `engine/data/placement.rs`.)
 
 use std::fs;
 use std::process::{Child, Command, Stdio};
