@@ -75,15 +75,25 @@ impl Daemon {
             claimed.map(|n| (n.to_string(), true)).chain(waiting.map(|n| (n.clone(), false))).collect();
         for (name, already_claimed) in pending {
             let request = TriggerDir::new(spool.clone(), &name);
-            let claimed = already_claimed
-                || request.claim().unwrap_or_else(|e| {
-                    // Left in place: the next intake tries again.
+            let claimed = match already_claimed {
+                true => Ok(true),
+                false => request.claim(),
+            };
+            // Spool files are placed by rename, whole: nothing is waited for. One that could not be
+            // claimed or recorded stops the pass, left in place: the next intake takes it first, so
+            // requests are queued in name order.
+            let taken = match claimed {
+                Ok(true) => self.process_claimed(&request, false),
+                // Gone meanwhile (its writer took it back): nothing to take.
+                Ok(false) => true,
+                Err(e) => {
                     self.ui.warn(format!("cannot claim the spooled request {}: {e}", request.path().display()));
                     false
-                });
-            if claimed {
-                // Spool files are placed by rename, whole: nothing is waited for.
-                self.process_claimed(&request, false);
+                }
+            };
+            if !taken {
+                self.retry_intake_in(Duration::from_secs(1));
+                break;
             }
         }
     }
@@ -174,24 +184,28 @@ impl Daemon {
                     state: RequestState::Queued,
                     reason: None,
                 };
-                self.record(trigger, queued);
+                if !self.record(trigger, queued) {
+                    return false;
+                }
             }
         }
         self.incomplete_since = None;
         true
     }
 
-    /// Records the trigger's request before the trigger is removed, so it is never lost.
-    fn record(&mut self, trigger: &TriggerDir, queued: QueuedRequest) {
+    /// Records the trigger's request before the trigger is removed, so it is
+    /// never lost; whether it was recorded (if not, the claim stays for the next intake).
+    fn record(&mut self, trigger: &TriggerDir, queued: QueuedRequest) -> bool {
         if let Err(e) = self.queue(&queued) {
             // Leave the claim in place: the next intake tries again, nothing is lost.
             self.ui.warn(format!("cannot record the trigger's request ({e:#}); retrying"));
             self.retry_intake_in(Duration::from_secs(1));
-            return;
+            return false;
         }
         if let Err(e) = trigger.release() {
             self.ui.warn(format!("cannot remove the claimed trigger: {e}"));
         }
+        true
     }
 
     /// Adds a request to the queue; a repeated upgrade id is a duplicate, not an error.
