@@ -3,7 +3,9 @@
 //! again while upgraderd drives it through `DOCKER_HOST`. upgraderd waits for
 //! the engine (bounded by `UPGRADERD_ENGINE_WAIT`), the health gate's clock
 //! does not run meanwhile, and each attempt ends `complete` or `rolled_back`
-//! with the app answering the version the record names. An engine gone past
+//! with the app answering the version the record names: the engine is taken
+//! away during the backup, at the switch, during the gate, and at each step
+//! of a rollback (its stop, its restore, its revert, its gate). An engine gone past
 //! the limit leaves the attempt interrupted, not terminal, and the next
 //! upgrader puts it right once the engine is back.
 
@@ -127,6 +129,22 @@ impl OnPrivateEngine {
             .until_true(|| now().as_deref() == Some(status));
     }
 
+    /// Waits until the newest upgrade's log holds `count` lines matching `line`.
+    fn wait_log(&self, what: &str, count: usize, line: &dyn Fn(&str) -> bool) {
+        let matching = || {
+            let state = self.sandbox.state().display().to_string();
+            let run = self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"]);
+            let history: Value = serde_json::from_str(&run.stdout).ok()?;
+            let logs = history["history"][0]["logs"].as_array()?.clone();
+            Some(logs.iter().filter_map(Value::as_str).filter(|l| line(l)).count())
+        };
+        common::wait(format!("the upgrade's log to show {what}"))
+            .within(Duration::from_secs(120))
+            .every(Duration::from_millis(20))
+            .showing(|| format!("{:?} matching so far", matching()))
+            .until_true(|| matching().is_some_and(|n| n >= count));
+    }
+
     fn last_history(&self) -> Value {
         let state = self.sandbox.state().display().to_string();
         self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"]).success().json()["history"][0]
@@ -201,6 +219,41 @@ fn the_engine_restarting_during_the_rollback_of_a_crashing_version_ends_rolled_b
     assert_eq!(row["status"], "rolled_back", "{row}\n{}", run.stderr);
     assert_eq!(row["fromVersion"], "1.0.0");
     d.wait_version("1.0.0");
+}
+
+/// A crashing version, the engine away for 3 s at one step of its rollback
+/// (`count` log lines matching `line`): it ends rolled back, 1.0.0 answering.
+fn a_rollback_waits_out_the_engine_at(name: &str, step: &str, count: usize, line: &dyn Fn(&str) -> bool) {
+    let Some(mut d) = OnPrivateEngine::start(name) else { return };
+    let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.1"], &[]);
+    d.wait_log(step, count, line);
+    d.engine.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    d.engine.start_again();
+    let run = finished(upgrader);
+    assert_eq!(run.code, 1, "engine away at the rollback's {step}:\n{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("the Docker engine is unreachable; waiting"), "waited for it: {}", run.stderr);
+    let row = d.last_history();
+    assert_eq!(row["status"], "rolled_back", "engine away at the rollback's {step}: {row}\n{}", run.stderr);
+    d.wait_version("1.0.0");
+}
+
+#[test]
+fn the_engine_restarting_as_the_rollback_stops_the_new_version_ends_rolled_back() {
+    a_rollback_waits_out_the_engine_at("rbstop", "its stop", 1, &|l| {
+        l.starts_with("$ ") && l.ends_with(" stop -t 10 app")
+    });
+}
+
+#[test]
+fn the_engine_restarting_as_the_rollback_restores_the_data_ends_rolled_back() {
+    a_rollback_waits_out_the_engine_at("rbrestore", "its restore", 1, &|l| l.starts_with("Restoring data from"));
+}
+
+#[test]
+fn the_engine_restarting_as_the_rollback_recreates_the_previous_version_ends_rolled_back() {
+    // The switch recreated the service once; the revert does it again.
+    a_rollback_waits_out_the_engine_at("rbrevert", "its revert", 2, &|l| l.starts_with("$ ") && l.contains(" up -d"));
 }
 
 #[test]
