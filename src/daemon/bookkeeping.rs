@@ -29,25 +29,34 @@ pub(super) enum Settled {
     /// The Docker engine stayed away: the upgrade is left unfinished, and
     /// recovery finishes it once the engine answers; the request runs on until then.
     Interrupted(String),
+    /// The engine stayed away while an earlier, unfinished upgrade was being
+    /// put right before this one began: nothing of this one ran; it waits.
+    WaitForEngine(String),
 }
 
 impl Settled {
     pub(super) fn request_state(&self) -> (RequestState, Option<String>) {
         match self {
             Settled::Ended(terminal) => (RequestState::Done, Some(terminal.as_str().to_string())),
-            Settled::WaitForLock(_) => (RequestState::Queued, None),
+            Settled::WaitForLock(_) | Settled::WaitForEngine(_) => (RequestState::Queued, None),
             Settled::CouldNotRun(reason) => (RequestState::Done, Some(reason.clone())),
             Settled::Interrupted(_) => (RequestState::Running, None),
         }
     }
 }
 
-pub(super) fn settle(result: Option<Result<Outcome>>) -> Settled {
+/// What the result of the worker's upgrade `upgrade_id` means for its request.
+pub(super) fn settle(upgrade_id: &str, result: Option<Result<Outcome>>) -> Settled {
+    let engine_gone =
+        |e: &anyhow::Error| e.chain().find_map(|c| c.downcast_ref::<EngineGone>()).map(|g| g.upgrade_id.clone());
     match result {
         Some(Ok(outcome)) => Settled::Ended(outcome.terminal),
         Some(Err(e)) if e.chain().any(|c| c.is::<LockBusy>()) => Settled::WaitForLock(e.to_string()),
-        Some(Err(e)) if e.chain().any(|c| c.is::<EngineGone>()) => Settled::Interrupted(e.to_string()),
-        Some(Err(e)) => Settled::CouldNotRun(format!("{e:#}")),
+        Some(Err(e)) => match engine_gone(&e) {
+            Some(gone) if gone == upgrade_id => Settled::Interrupted(e.to_string()),
+            Some(_) => Settled::WaitForEngine(e.to_string()),
+            None => Settled::CouldNotRun(format!("{e:#}")),
+        },
         None => Settled::CouldNotRun("the upgrade thread ended without a result".into()),
     }
 }

@@ -1,7 +1,7 @@
 //! The request bookkeeping decided without a daemon running.
 
 use super::bookkeeping::*;
-use crate::engine::Outcome;
+use crate::engine::{EngineGone, Outcome};
 use crate::states::{RequestState, Status, Terminal};
 use crate::store::db::UpgradeRecord;
 use crate::store::lock::LockBusy;
@@ -19,7 +19,7 @@ fn outcome(terminal: Terminal) -> Outcome {
 
 #[test]
 fn a_finished_upgrade_ends_its_request_with_the_terminal_state() {
-    let settled = settle(Some(Ok(outcome(Terminal::RolledBack))));
+    let settled = settle("u1", Some(Ok(outcome(Terminal::RolledBack))));
     assert_eq!(settled, Settled::Ended(Terminal::RolledBack));
     assert_eq!(settled.request_state(), (RequestState::Done, Some("rolled_back".into())));
 }
@@ -28,10 +28,19 @@ fn a_finished_upgrade_ends_its_request_with_the_terminal_state() {
 fn a_held_lock_requeues_and_other_errors_end_the_request_with_their_reason() {
     let busy =
         anyhow::Error::new(LockBusy { path: "/s/upgraderd.lock".into(), holder: None }).context("taking the lock");
-    assert_eq!(settle(Some(Err(busy))).request_state(), (RequestState::Queued, None));
-    let broken = settle(Some(Err(anyhow::anyhow!("state database is read-only"))));
+    assert_eq!(settle("u1", Some(Err(busy))).request_state(), (RequestState::Queued, None));
+    let broken = settle("u1", Some(Err(anyhow::anyhow!("state database is read-only"))));
     assert_eq!(broken.request_state(), (RequestState::Done, Some("state database is read-only".into())));
-    assert!(matches!(settle(None), Settled::CouldNotRun(_)));
+    assert!(matches!(settle("u1", None), Settled::CouldNotRun(_)));
+}
+
+#[test]
+fn an_engine_gone_leaves_its_own_request_running_and_requeues_one_that_only_met_an_orphans() {
+    let gone = |id: &str| anyhow::Error::new(EngineGone { upgrade_id: id.into(), at: Status::HealthCheck });
+    assert_eq!(settle("u1", Some(Err(gone("u1")))).request_state(), (RequestState::Running, None));
+    // Recovering u0 before u1 began met the engine gone: nothing of u1 ran, and it must not be stranded.
+    let recovering = gone("u0").context("putting right an earlier upgrade");
+    assert_eq!(settle("u1", Some(Err(recovering))).request_state(), (RequestState::Queued, None));
 }
 
 #[test]

@@ -71,12 +71,17 @@ impl Daemon {
         let _ = worker.thread.join();
         let result = worker.result.lock().unwrap_or_else(|e| e.into_inner()).take();
         let id = worker.upgrade_id;
-        let settled = settle(result);
+        let settled = settle(&id, result);
         match &settled {
             Settled::Ended(terminal) => self.ui.info(format!("upgrade {id} ended {terminal}")),
             Settled::WaitForLock(why) => {
                 self.ui.info(format!("another upgrader holds the lock; upgrade {id} waits ({why})"));
                 self.start_after = Instant::now() + LOCK_RETRY;
+            }
+            Settled::WaitForEngine(why) => {
+                self.ui.warn(format!("upgrade {id} waits for the Docker engine: {why}"));
+                self.start_after = Instant::now() + LOCK_RETRY;
+                self.unrecovered = true;
             }
             Settled::Interrupted(why) => {
                 self.ui.warn(format!("upgrade {id}: {why}"));

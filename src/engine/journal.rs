@@ -111,6 +111,19 @@ impl<'a> Journal<'a> {
         self.ui.info(format!("       {message}"));
     }
 
+    /// Leaves the attempt unfinished at the step its row is at, for recovery to
+    /// finish once the Docker engine answers: says so, with `cause` (the failure
+    /// the engine's absence brought), and returns the error that ends the command.
+    pub(crate) fn left_interrupted(&mut self, cause: &str) -> anyhow::Error {
+        let at = self.db.get(&self.upgrade_id).ok().flatten().map_or(Status::Pending, |r| r.status);
+        let cause = cause.lines().next().unwrap_or_default();
+        self.log(&format!(
+            "Left interrupted during {at}: the Docker engine stayed unreachable past UPGRADERD_ENGINE_WAIT \
+             ({cause}); recovery finishes it once the engine answers"
+        ));
+        crate::engine::EngineGone { upgrade_id: self.upgrade_id.clone(), at }.into()
+    }
+
     /// Logs a command line, then runs it: the history shows what was done, in order.
     pub(crate) fn run(&mut self, runner: &Runner, cmd: &Cmd) -> Result<()> {
         self.log(&format!("$ {}", cmd.display()));

@@ -16,7 +16,7 @@ use crate::engine::journal::Journal;
 use crate::engine::rollback::{restore_previous, RollbackEnd};
 use crate::engine::transaction::Transaction;
 use crate::engine::{data, halt};
-use crate::engine::{deployment_runner, strategy, EngineGone, Outcome};
+use crate::engine::{deployment_runner, strategy, Outcome};
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
 use crate::states::{Halt, RequestState, Status, Terminal};
@@ -141,9 +141,7 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     };
     if runner.engine_gone() {
         // Still unfinished: the next recovery, once the engine answers, takes it up again.
-        journal.log("Recovery left it interrupted: the Docker engine stayed unreachable past UPGRADERD_ENGINE_WAIT");
-        let at = journal.db.get(&record.id).ok().flatten().map_or(record.status, |r| r.status);
-        return Err(EngineGone { upgrade_id: record.id.clone(), at }.into());
+        return Err(journal.left_interrupted(&error));
     }
     // A finished rollback is complete, as it would have been uninterrupted; the interruption is in its log.
     let error = if terminal == Terminal::Complete {

@@ -258,8 +258,7 @@ pub(crate) fn manual_rollback(
         }
     };
     if runner.engine_gone() {
-        journal.log("Left interrupted: the Docker engine stayed unreachable past UPGRADERD_ENGINE_WAIT; recovery finishes this rollback once the engine answers");
-        return Err(crate::engine::EngineGone { upgrade_id, at: Status::Restarting }.into());
+        return Err(journal.left_interrupted(error.as_deref().unwrap_or("the rollback")));
     }
     let message = match (&error, dry_run) {
         (None, true) => "Dry run: nothing was changed",

@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::{after_failure, Attempt, Next, Step};
 use crate::engine::rollback::restore_previous;
 use crate::engine::strategy::Strategy;
-use crate::engine::{EngineGone, Outcome, Terminal};
+use crate::engine::{Outcome, Terminal};
 use crate::states::Status;
 use crate::store::backup;
 
@@ -106,14 +106,7 @@ impl Attempt<'_, '_> {
 
     /// Leaves the attempt unfinished where it is, for recovery to finish once the engine answers.
     pub(super) fn interrupted(&mut self, reason: &str) -> Result<Outcome> {
-        let upgrade_id = self.journal.upgrade_id.clone();
-        let at = self.journal.db.get(&upgrade_id).ok().flatten().map_or(Status::Pending, |r| r.status);
-        self.journal.log(&format!(
-            "Left interrupted during {at}: the Docker engine stayed unreachable past UPGRADERD_ENGINE_WAIT \
-             ({}); recovery finishes this upgrade once the engine answers",
-            reason.lines().next().unwrap_or_default()
-        ));
-        Err(EngineGone { upgrade_id, at }.into())
+        Err(self.journal.left_interrupted(reason))
     }
 
     /// The recorded reason with what could not be put back added, said once;
