@@ -61,25 +61,7 @@ impl Scenario {
             2,
             "OpenTrace 2.0.1 (crashes after migrating)",
         ));
-        let origin = sandbox.path().join("origin.git");
-        git(sandbox.path(), &["clone", "-q", "--bare", src.to_str().unwrap(), origin.to_str().unwrap()]);
-        let dir = sandbox.path().join("deploy");
-        git(sandbox.path(), &["clone", "-q", &format!("file://{}", origin.display()), dir.to_str().unwrap()]);
-        git(&dir, &["reset", "-q", "--hard", "v1.0.0"]);
-        let scenario = Scenario {
-            repo: ComposeVersion::V2.built_image(&name, "app"),
-            name,
-            dir,
-            port,
-            sandbox,
-            files: vec!["docker-compose.prod.yml"],
-            compose_version: ComposeVersion::V2,
-            docker_config,
-            more_repos: Vec::new(),
-        };
-        scenario.compose(&["up", "-d", "--build"]);
-        scenario.wait_version("1.0.0");
-        scenario.seed();
+        let scenario = Scenario::deploy_checkout(name, sandbox, port, ComposeVersion::V2, docker_config);
         Some((scenario, commits))
     }
 

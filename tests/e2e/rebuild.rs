@@ -87,20 +87,33 @@ impl Scenario {
         git(&src, &["commit", "-q", "-am", "A build that fails"]);
         git(&src, &["tag", "v9.9.9"]);
         git(&src, &["checkout", "-q", "main"]);
+        let scenario = Scenario::deploy_checkout(name, sandbox, port, compose, docker_config);
+        Some((scenario, commits))
+    }
+
+    /// The checkout in `sandbox/src` pushed to a bare `origin.git`, cloned to
+    /// `deploy` at v1.0.0 and started as OpenTrace starts it
+    /// (`up --build -d` of `docker-compose.prod.yml`), seeded.
+    pub(crate) fn deploy_checkout(
+        name: String,
+        sandbox: Sandbox,
+        port: u16,
+        compose: ComposeVersion,
+        docker_config: Option<std::path::PathBuf>,
+    ) -> Scenario {
+        let src = sandbox.path().join("src");
         let origin = sandbox.path().join("origin.git");
         git(sandbox.path(), &["clone", "-q", "--bare", src.to_str().unwrap(), origin.to_str().unwrap()]);
         let dir = sandbox.path().join("deploy");
         git(sandbox.path(), &["clone", "-q", &format!("file://{}", origin.display()), dir.to_str().unwrap()]);
         git(&dir, &["reset", "-q", "--hard", "v1.0.0"]);
-        let repo = compose.built_image(&name, "app");
-        let files = vec!["docker-compose.prod.yml"];
         let scenario = Scenario {
+            repo: compose.built_image(&name, "app"),
             name,
-            repo,
             dir,
             port,
             sandbox,
-            files,
+            files: vec!["docker-compose.prod.yml"],
             compose_version: compose,
             docker_config,
             more_repos: Vec::new(),
@@ -108,7 +121,7 @@ impl Scenario {
         scenario.compose(&["up", "-d", "--build"]);
         scenario.wait_version("1.0.0");
         scenario.seed();
-        Some((scenario, commits))
+        scenario
     }
 
     pub fn head(&self) -> String {
