@@ -9,7 +9,10 @@
 //! the limit leaves the attempt interrupted, not terminal, and the next
 //! upgrader puts it right once the engine is back.
 
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -84,7 +87,7 @@ impl OnPrivateEngine {
     }
 
     /// upgraderd for this deployment, on the private engine.
-    fn upgraderd(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Child {
+    fn upgraderd(&self, args: &[&str], extra: &[(&str, &str)]) -> Upgrader {
         let state = self.sandbox.state().display().to_string();
         let mut all = vec!["--state-dir", state.as_str()];
         all.extend_from_slice(args);
@@ -100,10 +103,8 @@ impl OnPrivateEngine {
             .env("UPGRADERD_MIN_FREE", "1MB")
             .env("UPGRADERD_POLICY", "major")
             .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path())
-            .envs(extra.iter().copied())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        cmd.spawn().unwrap()
+            .envs(extra.iter().copied());
+        Upgrader::spawn(cmd, self.sandbox.path())
     }
 
     /// The status of the newest upgrade, read while an upgrader may run.
@@ -116,7 +117,7 @@ impl OnPrivateEngine {
 
     /// Waits until the app's status file says `status` (read every few
     /// milliseconds: the switch is over in about a second).
-    fn wait_status(&self, status: &str) {
+    fn wait_status(&self, upgrader: &Upgrader, status: &str) {
         let path = self.sandbox.path().join(".upgrade-status.json");
         let now = || {
             let file: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
@@ -125,24 +126,31 @@ impl OnPrivateEngine {
         common::wait(format!("the upgrade to reach {status}"))
             .within(Duration::from_secs(120))
             .every(Duration::from_millis(5))
-            .showing(|| format!("status file: {:?}; history: {:?}", now(), self.last_status()))
-            .until_true(|| now().as_deref() == Some(status));
+            .showing(|| format!("status file: {:?}; history: {:?}\n{}", now(), self.last_status(), upgrader.so_far()))
+            .until_true(|| now().as_deref() == Some(status) || upgrader.gone_before(status));
     }
 
     /// Waits until the newest upgrade's log holds `count` lines matching `line`.
-    fn wait_log(&self, what: &str, count: usize, line: &dyn Fn(&str) -> bool) {
-        let matching = || {
+    fn wait_log(&self, upgrader: &Upgrader, what: &str, count: usize, line: &dyn Fn(&str) -> bool) {
+        let history = || {
             let state = self.sandbox.state().display().to_string();
-            let run = self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"]);
+            self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"])
+        };
+        let matching = |run: &common::Run| {
             let history: Value = serde_json::from_str(&run.stdout).ok()?;
             let logs = history["history"][0]["logs"].as_array()?.clone();
             Some(logs.iter().filter_map(Value::as_str).filter(|l| line(l)).count())
         };
+        let seen = || {
+            let run = history();
+            let read = format!("history exited {}: {}{}", run.code, run.stdout, run.stderr);
+            format!("{:?} matching so far; {read}\n{}", matching(&run), upgrader.so_far())
+        };
         common::wait(format!("the upgrade's log to show {what}"))
             .within(Duration::from_secs(120))
             .every(Duration::from_millis(20))
-            .showing(|| format!("{:?} matching so far", matching()))
-            .until_true(|| matching().is_some_and(|n| n >= count));
+            .showing(seen)
+            .until_true(|| matching(&history()).is_some_and(|n| n >= count) || upgrader.gone_before(what));
     }
 
     fn last_history(&self) -> Value {
@@ -152,16 +160,65 @@ impl OnPrivateEngine {
     }
 
     /// The engine away for `away` at `status`, then back.
-    fn engine_away_at(&mut self, status: &str, away: Duration) {
-        self.wait_status(status);
+    fn engine_away_at(&mut self, upgrader: &Upgrader, status: &str, away: Duration) {
+        self.wait_status(upgrader, status);
         self.engine.stop();
         std::thread::sleep(away);
         self.engine.start_again();
     }
 }
 
-fn finished(child: std::process::Child) -> common::Run {
-    common::Run::from_output(child.wait_with_output().unwrap())
+/// An `upgraderd` running in the background. Its output goes to files, so a
+/// run never blocks on a pipe nobody reads, and a wait that fails shows it.
+struct Upgrader {
+    child: RefCell<Child>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Upgrader {
+    fn spawn(mut command: Command, dir: &Path) -> Upgrader {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, Ordering::SeqCst);
+        let (stdout, stderr) = (dir.join(format!("upgrader-{n}.out")), dir.join(format!("upgrader-{n}.err")));
+        let child = command
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("upgraderd starts");
+        Upgrader { child: RefCell::new(child), stdout, stderr }
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        self.child.borrow_mut().try_wait().unwrap().map(|status| status.code().unwrap_or(-1))
+    }
+
+    /// Whether it has exited, and what it printed so far.
+    fn so_far(&self) -> String {
+        let state = self.exit_code().map_or_else(|| "still running".to_string(), |code| format!("exited {code}"));
+        format!("upgraderd {state}; its stderr:\n{}", std::fs::read_to_string(&self.stderr).unwrap_or_default())
+    }
+
+    /// Fails the test when upgraderd has ended before the moment it waits for.
+    #[track_caller]
+    fn gone_before(&self, moment: &str) -> bool {
+        assert!(self.exit_code().is_none(), "upgraderd ended before {moment}: {}", self.so_far());
+        false
+    }
+
+    fn finished(self) -> common::Run {
+        let code = self.child.borrow_mut().wait().unwrap().code().unwrap_or(-1);
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+        common::Run { code, stdout: read(&self.stdout), stderr: read(&self.stderr) }
+    }
+}
+
+impl Drop for Upgrader {
+    fn drop(&mut self) {
+        let child = self.child.get_mut();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 #[test]
@@ -171,8 +228,8 @@ fn the_engine_restarting_during_the_gate_of_a_good_version_ends_complete() {
     // the engine is away lets the good version pass.
     let gate = [("UPGRADERD_HEALTH_TIMEOUT", "8s"), ("UPGRADERD_HEALTH_STABLE", "2s")];
     let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.0"], &gate);
-    d.engine_away_at("health_check", Duration::from_secs(10));
-    let run = finished(upgrader);
+    d.engine_away_at(&upgrader, "health_check", Duration::from_secs(10));
+    let run = upgrader.finished();
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("the Docker engine is unreachable; waiting up to 300s"), "{}", run.stderr);
     assert!(run.stderr.contains("answers again after"), "{}", run.stderr);
@@ -188,8 +245,8 @@ fn the_engine_restarting_during_the_gate_of_a_good_version_ends_complete() {
 fn a_good_upgrade_waits_out_the_engine_at(name: &str, status: &str) {
     let Some(mut d) = OnPrivateEngine::start(name) else { return };
     let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.0"], &[]);
-    d.engine_away_at(status, Duration::from_secs(3));
-    let run = finished(upgrader);
+    d.engine_away_at(&upgrader, status, Duration::from_secs(3));
+    let run = upgrader.finished();
     assert_eq!(run.code, 0, "engine away at {status}:\n{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("the Docker engine is unreachable; waiting"), "{}", run.stderr);
     let row = d.last_history();
@@ -212,8 +269,8 @@ fn the_engine_restarting_during_the_rollback_of_a_crashing_version_ends_rolled_b
     let Some(mut d) = OnPrivateEngine::start("rollback") else { return };
     // 2.0.1 crashes at once; the rollback's gate of 1.0.0 lasts the stable period: the engine goes within it.
     let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.1"], &[("UPGRADERD_HEALTH_STABLE", "6s")]);
-    d.engine_away_at("rolling_back", Duration::from_secs(3));
-    let run = finished(upgrader);
+    d.engine_away_at(&upgrader, "rolling_back", Duration::from_secs(3));
+    let run = upgrader.finished();
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let row = d.last_history();
     assert_eq!(row["status"], "rolled_back", "{row}\n{}", run.stderr);
@@ -226,11 +283,11 @@ fn the_engine_restarting_during_the_rollback_of_a_crashing_version_ends_rolled_b
 fn a_rollback_waits_out_the_engine_at(name: &str, step: &str, count: usize, line: &dyn Fn(&str) -> bool) {
     let Some(mut d) = OnPrivateEngine::start(name) else { return };
     let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.1"], &[]);
-    d.wait_log(step, count, line);
+    d.wait_log(&upgrader, step, count, line);
     d.engine.stop();
     std::thread::sleep(Duration::from_secs(3));
     d.engine.start_again();
-    let run = finished(upgrader);
+    let run = upgrader.finished();
     assert_eq!(run.code, 1, "engine away at the rollback's {step}:\n{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("the Docker engine is unreachable; waiting"), "waited for it: {}", run.stderr);
     let row = d.last_history();
@@ -263,9 +320,9 @@ fn an_engine_gone_past_the_limit_leaves_the_upgrade_interrupted_and_the_next_upg
         &["upgrade", "--to", "2.0.0"],
         &[("UPGRADERD_HEALTH_STABLE", "8s"), ("UPGRADERD_ENGINE_WAIT", "2s")],
     );
-    d.wait_status("health_check");
+    d.wait_status(&upgrader, "health_check");
     d.engine.stop();
-    let run = finished(upgrader);
+    let run = upgrader.finished();
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("is left interrupted during health_check, not ended"), "{}", run.stderr);
 
@@ -273,7 +330,7 @@ fn an_engine_gone_past_the_limit_leaves_the_upgrade_interrupted_and_the_next_upg
     assert_eq!(interrupted["status"], "health_check", "{interrupted}");
 
     d.engine.start_again();
-    let next = finished(d.upgraderd(&["upgrade", "--to", "2.0.0"], &[]));
+    let next = d.upgraderd(&["upgrade", "--to", "2.0.0"], &[]).finished();
     assert_eq!(next.code, 0, "{}\n{}", next.stdout, next.stderr);
     assert!(next.stderr.contains("was interrupted during health_check"), "{}", next.stderr);
     let state = d.sandbox.state().display().to_string();
