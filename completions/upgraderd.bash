@@ -49,6 +49,9 @@ _upgraderd() {
             upgraderd__subcmd__backup,create)
                 cmd="upgraderd__subcmd__backup__subcmd__create"
                 ;;
+            upgraderd__subcmd__backup,export)
+                cmd="upgraderd__subcmd__backup__subcmd__export"
+                ;;
             upgraderd__subcmd__backup,help)
                 cmd="upgraderd__subcmd__backup__subcmd__help"
                 ;;
@@ -66,6 +69,9 @@ _upgraderd() {
                 ;;
             upgraderd__subcmd__backup__subcmd__help,create)
                 cmd="upgraderd__subcmd__backup__subcmd__help__subcmd__create"
+                ;;
+            upgraderd__subcmd__backup__subcmd__help,export)
+                cmd="upgraderd__subcmd__backup__subcmd__help__subcmd__export"
                 ;;
             upgraderd__subcmd__backup__subcmd__help,help)
                 cmd="upgraderd__subcmd__backup__subcmd__help__subcmd__help"
@@ -114,6 +120,9 @@ _upgraderd() {
                 ;;
             upgraderd__subcmd__help__subcmd__backup,create)
                 cmd="upgraderd__subcmd__help__subcmd__backup__subcmd__create"
+                ;;
+            upgraderd__subcmd__help__subcmd__backup,export)
+                cmd="upgraderd__subcmd__help__subcmd__backup__subcmd__export"
                 ;;
             upgraderd__subcmd__help__subcmd__backup,list)
                 cmd="upgraderd__subcmd__help__subcmd__backup__subcmd__list"
@@ -188,7 +197,7 @@ _upgraderd() {
             return 0
             ;;
         upgraderd__subcmd__backup)
-            opts="-c -v -q -h -V --app --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version create list verify restore prune help"
+            opts="-c -v -q -h -V --app --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version create list verify restore export prune help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -295,8 +304,62 @@ _upgraderd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        upgraderd__subcmd__backup__subcmd__export)
+            opts="-c -v -q -h -V --app --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --app)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backup-keep)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --docker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         upgraderd__subcmd__backup__subcmd__help)
-            opts="create list verify restore prune help"
+            opts="create list verify restore export prune help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -310,6 +373,20 @@ _upgraderd() {
             return 0
             ;;
         upgraderd__subcmd__backup__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        upgraderd__subcmd__backup__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -794,7 +871,7 @@ _upgraderd() {
             return 0
             ;;
         upgraderd__subcmd__help__subcmd__backup)
-            opts="create list verify restore prune"
+            opts="create list verify restore export prune"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -808,6 +885,20 @@ _upgraderd() {
             return 0
             ;;
         upgraderd__subcmd__help__subcmd__backup__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        upgraderd__subcmd__help__subcmd__backup__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -157,23 +157,34 @@ pub struct RollbackArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
-    /// Back up the data paths into a new archive
+    /// Back up the data paths into a new backup (a snapshot, or an archive: UPGRADERD_BACKUP_FORMAT)
     Create,
-    /// List the archives in the backup directory
+    /// List the backups in the backup directory, with the disk each holds alone and shares
     List,
-    /// Check an archive: gzip CRC, every member's sha256 against the manifest
+    /// Check a backup: every member's sha256 against the manifest (and an archive's gzip CRC)
     Verify(BackupRef),
-    /// Restore an archive over the data paths it was taken from (or into --to DIR)
+    /// Restore a backup over the data paths it was taken from (or into --to DIR)
     Restore(RestoreArgs),
-    /// Delete old archives, keeping the newest N and the last complete upgrade's
+    /// Write a backup as one .tar.gz file (for an off-host copy), checked once written
+    Export(ExportArgs),
+    /// Delete old backups, keeping the newest N and the last complete upgrade's
     Prune(PruneArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct BackupRef {
-    /// Archive path, backup id (as `backup list` shows it) or upgrade id
+    /// Backup path (an archive or a snapshot directory), backup id (as `backup list` shows it) or upgrade id
     #[arg(value_name = "FILE|ID")]
     pub backup: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub backup: BackupRef,
+    /// The .tar.gz file to write (it must not exist yet)
+    #[arg(value_name = "OUTPUT")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -187,7 +198,7 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Archives to keep [default: UPGRADERD_BACKUP_KEEP]
+    /// Backups to keep [default: UPGRADERD_BACKUP_KEEP]
     #[arg(long, value_name = "N")]
     pub keep: Option<usize>,
 }

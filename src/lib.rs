@@ -44,11 +44,11 @@ pub mod testing {
     pub use crate::states::{Status, Strategy, Terminal};
     pub use crate::units::human_bytes;
 
-    /// The backup archive: create, verify, restore.
+    /// Backups (archives and snapshots): create, verify, restore, export, prune.
     pub mod backup {
         pub use crate::store::backup::{
-            begin, create, create_paused, read_meta, restore, restore_paused, verify, Destination, FirstPass, Pause,
-            Reason, Source,
+            begin, create, create_as, create_paused, export, list_ids, prune_keeping, read_meta, restore,
+            restore_paused, verify, Destination, FirstPass, Form, Pause, Reason, Source,
         };
     }
 

@@ -291,22 +291,34 @@ fn examples_of(name: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "upgraderd-backup" => &[
             ("upgraderd backup create", "Back up the data paths now."),
-            ("upgraderd backup list", "The archives, newest first."),
+            ("upgraderd backup list", "The backups, newest first, with the disk each holds alone and shares."),
             (
                 "upgraderd backup restore 20250107_143022-abc123 --to /tmp/look",
-                "Unpack one archive elsewhere to look inside.",
+                "Unpack one backup elsewhere to look inside.",
+            ),
+            (
+                "upgraderd backup export 20250107_143022-abc123 /mnt/offsite/app.tar.gz",
+                "One .tar.gz of a backup for an off-host copy.",
             ),
         ],
-        "upgraderd-backup-create" => {
-            &[("upgraderd backup create", "Back up the data paths into a new verified archive.")]
-        }
-        "upgraderd-backup-list" => &[("upgraderd --json backup list", "The archives as JSON.")],
+        "upgraderd-backup-create" => &[
+            (
+                "upgraderd backup create",
+                "Back up the data paths into a new snapshot (what changed is stored, the rest shared).",
+            ),
+            ("UPGRADERD_BACKUP_FORMAT=archive upgraderd backup create", "One self-contained .tar.gz instead."),
+        ],
+        "upgraderd-backup-list" => &[("upgraderd --json backup list", "The backups as JSON.")],
+        "upgraderd-backup-export" => &[(
+            "upgraderd backup export 20250107_143022-abc123 /mnt/offsite/app.tar.gz",
+            "Write the snapshot as one .tar.gz, then read it back and check every sha256.",
+        )],
         "upgraderd-backup-verify" => &[(
             "upgraderd backup verify /var/lib/upgraderd/backups/upgrade-backup-20250107_143022-abc123.tar.gz",
             "Check every member against the manifest.",
         )],
         "upgraderd-backup-restore" => &[
-            ("upgraderd backup restore 20250107_143022-abc123", "Restore over the paths the archive was taken from."),
+            ("upgraderd backup restore 20250107_143022-abc123", "Restore over the paths the backup was taken from."),
             (
                 "upgraderd backup restore 6f1c2a --to /tmp/look",
                 "The backup of upgrade 6f1c2a, unpacked into /tmp/look.",

@@ -97,6 +97,12 @@ pub static KEYS: &[KeySpec] = &[
     key("UPGRADERD_BACKUP_EXCLUDE", None, None, "host paths left out of the backup, comma separated"),
     key("UPGRADERD_BACKUP_DIR", None, None, "backup directory (default: <state dir>/backups)"),
     key("UPGRADERD_BACKUP_KEEP", None, Some("5"), "backups kept by prune"),
+    key(
+        "UPGRADERD_BACKUP_FORMAT",
+        None,
+        Some("snapshot"),
+        "snapshot (a directory sharing unchanged files with the previous one) or archive (one .tar.gz)",
+    ),
     key("UPGRADERD_TRIGGER_DIR", None, None, "directory shared with the app"),
     key("UPGRADERD_TRIGGER_FILE", None, Some(".upgrade-trigger"), "trigger file name"),
     key("UPGRADERD_STATUS_FILE", None, Some(".upgrade-status.json"), "status file name"),

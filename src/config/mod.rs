@@ -97,6 +97,8 @@ pub(crate) struct Config {
     pub backup_exclude: Vec<PathBuf>,
     pub backup_dir: PathBuf,
     pub backup_keep: usize,
+    /// What new backups are written as.
+    pub backup_format: crate::store::backup::Form,
     pub trigger_dir: Option<PathBuf>,
     pub trigger_file: String,
     pub status_file: String,
@@ -196,6 +198,7 @@ impl Config {
                 .unwrap_or_default(),
             backup_exclude: p.paths("UPGRADERD_BACKUP_EXCLUDE")?,
             backup_keep: p.parse("UPGRADERD_BACKUP_KEEP", "5", parse_count)?,
+            backup_format: p.parse("UPGRADERD_BACKUP_FORMAT", "archive", str::parse)?,
             trigger_dir: p.path("UPGRADERD_TRIGGER_DIR")?,
             trigger_file,
             status_file,

@@ -125,14 +125,14 @@ pub(crate) fn backup_target(config: &Config, sources: &[Source]) -> Vec<Problem>
         }
     }
     let existing: Vec<Source> = sources.iter().filter(|s| s.path.symlink_metadata().is_ok()).cloned().collect();
-    let footprint = match backup::restore_footprint(&existing) {
+    let footprint = match backup::footprint(&existing, &config.backup_dir, config.backup_format) {
         Ok(footprint) => footprint,
         Err(e) => {
             problems.push(Problem::from_error("backup", &e));
-            Vec::new()
+            backup::Footprint { restore: Vec::new(), backup: 0 }
         }
     };
-    problems.extend(restore_room(&footprint));
+    problems.extend(restore_room(&footprint.restore));
     let dir = &config.backup_dir;
     match probe_writable(dir) {
         Err(e) => problems.push(Problem::new(
@@ -143,8 +143,7 @@ pub(crate) fn backup_target(config: &Config, sources: &[Source]) -> Vec<Problem>
             ),
         )),
         Ok(existing) => {
-            let estimate = footprint.iter().map(|(_, bytes)| *bytes).fold(0u64, u64::saturating_add);
-            problems.extend(room_for_backup(config, &existing, estimate));
+            problems.extend(room_for_backup(config, &existing, footprint.backup));
         }
     }
     problems
@@ -162,7 +161,8 @@ fn room_for_backup(config: &Config, dir: &Path, estimate: u64) -> Option<Problem
         Problem::new(
             "free-space",
             format!(
-                "the backup directory ({}) has {} free; the backup needs up to {} (what the data occupies) with \
+                "the backup directory ({}) has {} free; the backup needs up to {} (what the data occupies, less what \
+                 the previous snapshot shares) with \
                  UPGRADERD_MIN_FREE={} to spare, {} in all: free some space, or set UPGRADERD_BACKUP_DIR to a larger \
                  filesystem",
                 dir.display(),

@@ -49,19 +49,36 @@ fn count_rows(db: &Path) -> i64 {
 
 #[test]
 fn create_verify_restore_round_trip_keeps_modes_times_and_links() {
-    let (sb, data) = sandbox_with_data();
+    for format in ["archive", "snapshot"] {
+        round_trip_as(format);
+    }
+}
+
+fn round_trip_as(format: &str) {
+    let (mut sb, data) = sandbox_with_data();
+    sb.env("UPGRADERD_BACKUP_FORMAT", format);
     let before = tree(&data);
     let mtime_before = fs::metadata(data.join("config/app.yml")).unwrap().mtime();
     sb.test().args(["backup", "create"]).stdout_contains("created backup").stderr_contains("backing_up").run();
 
     let archive = only_archive(&sb);
-    assert_eq!(fs::metadata(&archive).unwrap().permissions().mode() & 0o777, 0o600);
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    if format == "archive" {
+        assert_eq!(mode(&archive), 0o600);
+    } else {
+        assert_eq!(mode(&archive), 0o700, "a snapshot is a private directory");
+        let shards = fs::read_dir(archive.join("objects")).unwrap();
+        for object in shards.flat_map(|shard| fs::read_dir(shard.unwrap().path()).unwrap()) {
+            assert_eq!(mode(&object.unwrap().path()), 0o400, "its contents are read-only");
+        }
+    }
     assert_eq!(fs::metadata(sb.backups()).unwrap().permissions().mode() & 0o777, 0o700);
     assert!(fs::read_dir(sb.backups()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("partial")));
 
     let listed = sb.test().args(["--json", "backup", "list"]).run().json();
+    assert_eq!(listed["backups"][0]["kind"], format, "{listed}");
     let id = listed["backups"][0]["id"].as_str().unwrap().to_string();
-    sb.test().args(["backup", "verify", &id]).stdout_contains("every sha256 match").run();
+    sb.test().args(["backup", "verify", &id]).stdout_contains("sha256").run();
     sb.test().args(["backup", "verify", archive.to_str().unwrap()]).run();
 
     // Damage the data every way an upgrade might, then restore.
@@ -305,7 +322,8 @@ fn links_are_data_stored_and_restored_verbatim_wherever_they_point() {
 
 #[test]
 fn damaged_archives_name_what_is_wrong() {
-    let (sb, data) = sandbox_with_data();
+    let (mut sb, data) = sandbox_with_data();
+    sb.env("UPGRADERD_BACKUP_FORMAT", "archive");
     fs::write(data.join("big.bin"), (0..400_000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<_>>()).unwrap();
     sb.test().args(["backup", "create"]).run();
     let good = fs::read(only_archive(&sb)).unwrap();
@@ -361,7 +379,8 @@ fn damaged_archives_name_what_is_wrong() {
 
 #[test]
 fn a_member_that_does_not_match_its_manifest_is_named() {
-    let (sb, _data) = sandbox_with_data();
+    let (mut sb, _data) = sandbox_with_data();
+    sb.env("UPGRADERD_BACKUP_FORMAT", "archive");
     sb.test().args(["backup", "create"]).run();
     let archive = only_archive(&sb);
     // Rewrite the archive with one member's content changed but the manifest kept.

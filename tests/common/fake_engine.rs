@@ -79,10 +79,14 @@ compose_verb() {
       count stop
       echo exited > "$S/state"; echo 0 > "$S/exit_code"
       # Damage the backup, as a failing disk would, when asked to: byte 200
-      # becomes `x`, or `y` where it was `x` already (one archive in 256).
-      case " $FAIL_ON " in *" backup "*) for f in "$S"/state-dir/backups/*.tar.gz; do
-        was=$(dd if="$f" bs=1 skip=200 count=1 2>/dev/null); bad=x; [ "$was" != x ] || bad=y
-        printf '%s' "$bad" | dd of="$f" bs=1 seek=200 conv=notrunc 2>/dev/null; done ;; esac ;;
+      # of an archive (the first byte of each of a snapshot's files) becomes
+      # `x`, or `y` where it was `x` already (one archive in 256).
+      damage() { [ -f "$1" ] || return 0
+        was=$(dd if="$1" bs=1 skip="$2" count=1 2>/dev/null); bad=x; [ "$was" != x ] || bad=y
+        printf '%s' "$bad" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null; }
+      case " $FAIL_ON " in *" backup "*)
+        for f in "$S"/state-dir/backups/*.tar.gz; do damage "$f" 200; done
+        for f in "$S"/state-dir/backups/*.snap/objects/*/*; do damage "$f" 0; done ;; esac ;;
     *" start "*) count cstart; echo running > "$S/state" ;;
     *) echo "fake compose: unexpected $*" >&2; exit 99 ;;
   esac

@@ -43,7 +43,8 @@ pub(crate) fn back_up(
     }
     run_hooks(docker, set, PRE_LABEL, |s| &s.pre, stopped, observer)?;
     let began = Instant::now();
-    let first = backup::begin(&set.sources(), target.dir, target.reason.clone(), &mut |p| observer.progress(p))?;
+    let first =
+        backup::begin(&set.sources(), target.dir, target.form, target.reason.clone(), &mut |p| observer.progress(p))?;
     for warning in first.warnings() {
         observer.log(warning);
     }
@@ -62,6 +63,9 @@ pub(crate) fn back_up(
     // The archive's warnings begin with the first pass's, logged above: each is logged once.
     for warning in created.warnings.iter().skip(logged) {
         observer.log(warning);
+    }
+    for line in backup::stored_lines(&created.meta) {
+        observer.log(&line);
     }
     let again: Vec<Halt> = stop_mode.iter().map(|s| s.halt.clone()).collect();
     let started = start_containers(docker, &again, &stop_mode, target.start_timeout, &mut |line| observer.log(line));
@@ -85,6 +89,7 @@ pub(crate) fn back_up(
 /// Where a backup goes and how long a restarted service has to come back.
 pub(crate) struct Target<'a> {
     pub dir: &'a Path,
+    pub form: backup::Form,
     pub reason: backup::Reason,
     pub start_timeout: Option<Duration>,
 }

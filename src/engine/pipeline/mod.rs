@@ -389,6 +389,7 @@ impl Attempt<'_, '_> {
         let docker = Docker::new(&self.config.docker, self.runner.clone());
         let target = data::Target {
             dir: &self.config.backup_dir,
+            form: self.config.backup_format,
             reason: backup::Reason {
                 upgrade_id: Some(self.journal.upgrade_id.clone()),
                 from_version: self.from_version.clone(),

@@ -1,5 +1,6 @@
-//! The archives in the backup directory: list them newest first, find one by
-//! path or id, prune old ones, and find `.partial` leftovers of killed writers.
+//! The backups in the backup directory (archives and snapshots): list them
+//! newest first, find one by path or id, prune old ones, and find `.partial`
+//! leftovers of killed writers.
 
 use std::fs;
 use std::io;
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 
 use super::format::{ARCHIVE_PREFIX, ARCHIVE_SUFFIX, OWN_PREFIX};
 use super::read::read_meta;
+use super::snapshot::{self, SNAPSHOT_SUFFIX};
 use super::{Listed, Pruned};
 
 /// Archives left `.partial` by a writer that was killed.
@@ -24,45 +26,85 @@ pub(crate) fn partial_archives(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The archives in `dir`, newest first.
+/// The backups in `dir`, newest first, with their metadata and the disk each takes.
 pub(crate) fn list(dir: &Path) -> Result<Vec<Listed>> {
     let mut found = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(e).with_context(|| format!("cannot read the backup directory {}", dir.display())),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(id) = archive_id(&name) else { continue };
-        let path = entry.path();
-        let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+    for (id, kind, path) in newest_first(dir)? {
+        let (bytes, shared_bytes) = match kind {
+            "snapshot" => snapshot::usage(&path),
+            _ => (fs::metadata(&path).map(|m| m.len()).unwrap_or(0), 0),
+        };
         let (meta, problem) = match read_meta(&path) {
             Ok(meta) => (Some(meta), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
-        found.push(Listed { id: id.to_string(), path, bytes, meta, problem });
+        found.push(Listed { id, path, kind, bytes, shared_bytes, meta, problem });
     }
-    found.sort_by(|a, b| b.id.cmp(&a.id));
     Ok(found)
 }
 
-fn archive_id(file_name: &str) -> Option<&str> {
-    file_name.strip_prefix(ARCHIVE_PREFIX)?.strip_suffix(ARCHIVE_SUFFIX)
+/// The backups in `dir` by id, kind and path, newest first, read from their names alone.
+pub(super) fn newest_first(dir: &Path) -> Result<Vec<(String, &'static str, PathBuf)>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read the backup directory {}", dir.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((id, kind)) = backup_id(&name) {
+            found.push((id.to_string(), kind, entry.path()));
+        }
+    }
+    // Ids hold the second they were taken in, then a random suffix: two taken
+    // in the same second are told apart by when each was put in place.
+    found.sort_by_cached_key(|(id, _, path)| {
+        std::cmp::Reverse((id.get(..15).unwrap_or(id).to_string(), put_in_place(path)))
+    });
+    Ok(found)
 }
 
-/// Finds an archive by path or by backup id in `dir`.
+/// When a backup was renamed into place (a snapshot directory's last change is its metadata file's creation).
+fn put_in_place(path: &Path) -> Option<std::time::SystemTime> {
+    fs::symlink_metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// A backup's id and kind from its name in the backup directory.
+fn backup_id(file_name: &str) -> Option<(&str, &'static str)> {
+    let rest = file_name.strip_prefix(ARCHIVE_PREFIX)?;
+    if let Some(id) = rest.strip_suffix(ARCHIVE_SUFFIX) {
+        return Some((id, "archive"));
+    }
+    rest.strip_suffix(SNAPSHOT_SUFFIX).map(|id| (id, "snapshot"))
+}
+
+/// Finds a backup by path (an archive file or a snapshot directory) or by
+/// backup id in `dir`.
 pub(crate) fn find(dir: &Path, reference: &str) -> Option<PathBuf> {
     let as_path = Path::new(reference);
-    if as_path.is_file() {
+    if as_path.is_file() || (as_path.is_dir() && reference.trim_end_matches('/').ends_with(SNAPSHOT_SUFFIX)) {
         return Some(as_path.to_path_buf());
     }
     if reference.contains('/') {
         return None;
     }
-    let candidate = dir.join(format!("{ARCHIVE_PREFIX}{reference}{ARCHIVE_SUFFIX}"));
-    candidate.is_file().then_some(candidate)
+    let archive = dir.join(format!("{ARCHIVE_PREFIX}{reference}{ARCHIVE_SUFFIX}"));
+    let snapshot = dir.join(format!("{ARCHIVE_PREFIX}{reference}{SNAPSHOT_SUFFIX}"));
+    [archive, snapshot].into_iter().find(|candidate| {
+        let is_dir = candidate.extension().is_some_and(|e| e == "snap");
+        fs::symlink_metadata(candidate).is_ok_and(|m| if is_dir { m.is_dir() } else { m.is_file() })
+    })
+}
+
+/// Deletes a backup: an archive file, or a snapshot's directory (the objects
+/// it shares stay with the snapshots that share them).
+fn delete(listed: &Listed) -> io::Result<()> {
+    match listed.kind {
+        "snapshot" => fs::remove_dir_all(&listed.path),
+        _ => fs::remove_file(&listed.path),
+    }
 }
 
 /// Keeps the newest `keep` archives and `protected`; deletes the other
@@ -75,7 +117,7 @@ pub(crate) fn prune(dir: &Path, keep: usize, protected: &[&Path]) -> Result<Prun
         if rank < keep || is_protected {
             pruned.kept.push(listed.path);
         } else {
-            fs::remove_file(&listed.path).with_context(|| format!("cannot delete {}", listed.path.display()))?;
+            delete(&listed).with_context(|| format!("cannot delete {}", listed.path.display()))?;
             pruned.deleted.push(listed.path);
         }
     }
@@ -84,7 +126,14 @@ pub(crate) fn prune(dir: &Path, keep: usize, protected: &[&Path]) -> Result<Prun
             let name = entry.file_name().to_string_lossy().into_owned();
             let leftover = (name.starts_with(ARCHIVE_PREFIX) && name.ends_with(".partial"))
                 || (name.starts_with(OWN_PREFIX) && name.contains("snapshot-"));
-            if leftover && fs::remove_file(entry.path()).is_ok() {
+            if !leftover {
+                continue;
+            }
+            let removed = match entry.file_type().is_ok_and(|t| t.is_dir()) {
+                true => fs::remove_dir_all(entry.path()),
+                false => fs::remove_file(entry.path()),
+            };
+            if removed.is_ok() {
                 pruned.leftovers.push(entry.path());
             }
         }
@@ -98,8 +147,16 @@ mod tests {
 
     #[test]
     fn archive_ids_come_from_file_names() {
-        assert_eq!(archive_id("upgrade-backup-20250107_143022-abc123.tar.gz"), Some("20250107_143022-abc123"));
-        assert_eq!(archive_id("upgrade-backup-x.tar.gz.partial"), None);
-        assert_eq!(archive_id("other.tar.gz"), None);
+        assert_eq!(
+            backup_id("upgrade-backup-20250107_143022-abc123.tar.gz"),
+            Some(("20250107_143022-abc123", "archive"))
+        );
+        assert_eq!(
+            backup_id("upgrade-backup-20250107_143022-abc123.snap"),
+            Some(("20250107_143022-abc123", "snapshot"))
+        );
+        assert_eq!(backup_id("upgrade-backup-x.tar.gz.partial"), None);
+        assert_eq!(backup_id("upgrade-backup-x.snap.partial"), None);
+        assert_eq!(backup_id("other.tar.gz"), None);
     }
 }

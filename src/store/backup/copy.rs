@@ -6,10 +6,9 @@
 //! It stores what it finds at that moment: a file swapped for a symlink after
 //! the scan goes in as that symlink, never as what it points to.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -18,9 +17,9 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use rustix::fs::{Stat, CWD};
 
-use super::format::{HashingReader, Kind, ManifestEntry, OWN_PREFIX};
+use super::format::{Kind, ManifestEntry, Tally, OWN_PREFIX};
 use super::scan::{split_root_file, wal_of, Fingerprint, Item, Plan, Seen};
-use super::sparse;
+use super::sink::{Sink, Stored};
 use super::sqlite::snapshot_at;
 use crate::store::files;
 use crate::store::fsat::{self, Cursor, Entry};
@@ -38,17 +37,17 @@ pub(super) struct Walk {
 
 impl Walk {
     /// Appends `item` as it is now; `None` when there is nothing left to store.
-    pub(super) fn append<W: Write>(
+    pub(super) fn append(
         &mut self,
         copier: &mut Copier,
-        builder: &mut tar::Builder<W>,
+        sink: &mut dyn Sink,
         plan: &Plan,
         item: &Item,
         member: &[u8],
     ) -> Result<Option<ManifestEntry>> {
         let shown = item.shown(&plan.roots);
         if item.relative.is_empty() {
-            return self.append_root(copier, builder, item, member, &shown);
+            return self.append_root(copier, sink, item, member, &shown);
         }
         if self.current != Some(item.root) {
             // The final pass copies what changed below a data path it does not copy again.
@@ -72,30 +71,30 @@ impl Walk {
             Err(e) => return Err(e).with_context(|| format!("cannot open the directory of {}", shown.display())),
         };
         if item.seen != Seen::Dir {
-            return copier.append_found(builder, parent, name, item, member, &shown);
+            return copier.append_found(sink, parent, name, item, member, &shown);
         }
         let read_at = SystemTime::now();
         match fsat::open_dir_at(parent, name) {
             Ok(handle) => {
                 let stat = fsat::stat_of(&handle)?;
-                let entry = append_dir(builder, member, &stat)?;
+                let entry = store_empty(sink, member, Kind::Dir, &stat, None, &shown)?;
                 copier.note(member, Seen::Dir, &stat, read_at, None);
                 self.cursor.adopt(parents, name, handle);
                 Ok(Some(entry))
             }
             Err(e) if fsat::is_replaced_or_gone(&e) => {
                 self.gone.push(item.relative.clone());
-                copier.append_found(builder, parent, name, item, member, &shown)
+                copier.append_found(sink, parent, name, item, member, &shown)
             }
             Err(e) => Err(e).with_context(|| format!("cannot open data directory {}", shown.display())),
         }
     }
 
     /// A data path: a directory becomes the base of the walk below it.
-    fn append_root<W: Write>(
+    fn append_root(
         &mut self,
         copier: &mut Copier,
-        builder: &mut tar::Builder<W>,
+        sink: &mut dyn Sink,
         item: &Item,
         member: &[u8],
         shown: &Path,
@@ -109,13 +108,13 @@ impl Walk {
             let handle = fsat::open_dir_at(CWD, shown.as_os_str().as_bytes())
                 .with_context(|| format!("cannot open data directory {}", shown.display()))?;
             let stat = fsat::stat_of(&handle)?;
-            let entry = append_dir(builder, member, &stat)?;
+            let entry = store_empty(sink, member, Kind::Dir, &stat, None, shown)?;
             copier.note(member, Seen::Dir, &stat, read_at, None);
             self.root = Some(handle);
             return Ok(Some(entry));
         }
         let (parent, name) = split_root_file(shown)?;
-        copier.append_found(builder, parent.as_fd(), name, item, member, shown)
+        copier.append_found(sink, parent.as_fd(), name, item, member, shown)
     }
 
     /// Makes `item`'s data path the base of the walk without storing it again.
@@ -129,6 +128,13 @@ impl Walk {
         self.root = Some(handle);
         Ok(())
     }
+}
+
+/// The data path a member belongs to (`data/<i>/...`).
+pub(super) fn root_of(member: &[u8]) -> usize {
+    let rest = member.strip_prefix(b"data/").unwrap_or(member);
+    let end = rest.iter().position(|b| *b == b'/').unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok().and_then(|i| i.parse().ok()).unwrap_or(usize::MAX)
 }
 
 /// Whether `path` lies below the directory `dir` (both relative, in bytes).
@@ -151,6 +157,10 @@ pub(super) struct Copier {
     pub(super) order: Vec<Vec<u8>>,
     /// The sockets and device nodes already named in the warnings (their member names).
     left_out: HashSet<Vec<u8>>,
+    /// What an earlier snapshot read of each file: its state then and its content's sha256.
+    earlier: super::snapshot::Shareable,
+    /// How each member's content was stored, the last time it was.
+    stored: HashMap<Vec<u8>, (Stored, u64)>,
 }
 
 /// A member as it was when the copy read it.
@@ -178,7 +188,28 @@ impl Copier {
             copied: HashMap::new(),
             order: Vec::new(),
             left_out: HashSet::new(),
+            earlier: HashMap::new(),
+            stored: HashMap::new(),
         }
+    }
+
+    /// Files an earlier snapshot read, by member: one still in that state is shared, not read.
+    pub(super) fn share_from(&mut self, earlier: super::snapshot::Shareable) {
+        self.earlier = earlier;
+    }
+
+    /// The state each stored file was read in, for a later snapshot to share
+    /// what stays unchanged: files only, and none read so soon after a change
+    /// that a later write might keep the same times.
+    pub(super) fn fingerprints(&self, entries: &[ManifestEntry]) -> Vec<(Vec<u8>, Fingerprint)> {
+        entries
+            .iter()
+            .filter(|e| e.kind == Kind::File && !e.sqlite_snapshot)
+            .filter_map(|e| {
+                let copied = self.copied.get(&e.path)?;
+                (copied.seen == Seen::File && !copied.racy).then(|| (e.path.clone(), copied.fingerprint))
+            })
+            .collect()
     }
 
     fn warn(&mut self, warning: String) {
@@ -249,11 +280,6 @@ impl Copier {
 
     /// Hard links share one content: when one name of an inode is retired, every name of it is.
     fn with_whole_inodes(&self, plan: &Plan, stale: &mut HashSet<Vec<u8>>, copy: &mut Vec<usize>) {
-        let root_of = |name: &[u8]| -> usize {
-            let rest = name.strip_prefix(b"data/").unwrap_or(name);
-            let end = rest.iter().position(|b| *b == b'/').unwrap_or(rest.len());
-            std::str::from_utf8(&rest[..end]).ok().and_then(|i| i.parse().ok()).unwrap_or(usize::MAX)
-        };
         let inodes: HashSet<(usize, (u64, u64))> = stale
             .iter()
             .filter_map(|name| self.copied.get(name).map(|c| (name, c)))
@@ -288,9 +314,9 @@ impl Copier {
     }
 
     /// Appends whatever `name` in `parent` is now, which a race may have changed since the scan.
-    fn append_found<W: Write>(
+    fn append_found(
         &mut self,
-        builder: &mut tar::Builder<W>,
+        sink: &mut dyn Sink,
         parent: BorrowedFd<'_>,
         name: &[u8],
         item: &Item,
@@ -316,20 +342,20 @@ impl Copier {
                 // The database's owner, mode and time; the snapshot's size.
                 let mut stat = stat;
                 stat.st_size = fsat::stat_of(&snapshot)?.st_size;
-                Ok(Some(self.append_file(builder, member, snapshot, &stat, true, shown)?))
+                Ok(Some(self.append_file(sink, member, Some(snapshot), &stat, true, shown)?))
             }
             Entry::File(file, stat) if stat.st_nlink > 1 => {
                 self.note(member, Seen::File, &stat, read_at, None);
                 let key = (item.root, stat.st_dev, stat.st_ino);
                 if let Some(first) = self.linked.get(&key) {
-                    return Ok(Some(append_link(builder, member, first, &stat, Kind::Hardlink)?));
+                    return Ok(Some(store_empty(sink, member, Kind::Hardlink, &stat, Some(first.clone()), shown)?));
                 }
                 self.linked.insert(key, member.to_vec());
-                Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?))
+                Ok(Some(self.append_file(sink, member, Some(file), &stat, false, shown)?))
             }
             Entry::File(file, stat) => {
                 self.note(member, Seen::File, &stat, read_at, None);
-                Ok(Some(self.append_file(builder, member, file, &stat, false, shown)?))
+                Ok(Some(self.append_file(sink, member, Some(file), &stat, false, shown)?))
             }
             Entry::Symlink(target, stat) => {
                 self.note(member, Seen::Symlink, &stat, read_at, None);
@@ -339,12 +365,12 @@ impl Copier {
                         shown.display()
                     ));
                 }
-                Ok(Some(append_link(builder, member, &target, &stat, Kind::Symlink)?))
+                Ok(Some(store_empty(sink, member, Kind::Symlink, &stat, Some(target), shown)?))
             }
             Entry::Fifo(stat) => {
                 // Never opened: only its status is stored.
                 self.note(member, Seen::Fifo, &stat, read_at, None);
-                Ok(Some(append_fifo(builder, member, &stat)?))
+                Ok(Some(store_empty(sink, member, Kind::Fifo, &stat, None, shown)?))
             }
             Entry::Special(kind) => {
                 if self.left_out.insert(member.to_vec()) {
@@ -367,59 +393,68 @@ impl Copier {
         }
     }
 
-    fn append_file<W: Write>(
+    /// Stores a file: shared with an earlier snapshot when it is unchanged
+    /// since that one read it, else read (`file`) and stored.
+    fn append_file(
         &mut self,
-        builder: &mut tar::Builder<W>,
+        sink: &mut dyn Sink,
         member: &[u8],
-        file: File,
+        file: Option<File>,
         stat: &Stat,
         sqlite_snapshot: bool,
         shown: &Path,
     ) -> Result<ManifestEntry> {
-        let size = u64::try_from(stat.st_size).unwrap_or(0);
-        if let Some(segments) = sparse::data_segments(&file, size)? {
-            return self.append_sparse(builder, member, file, stat, segments, shown);
+        let mut entry = manifest_entry(member, Kind::File, stat);
+        entry.size = u64::try_from(stat.st_size).unwrap_or(0);
+        entry.sqlite_snapshot = sqlite_snapshot;
+        if !sqlite_snapshot {
+            if let Some(sha256) = self.unchanged_since_earlier(member, stat) {
+                entry.sha256 = Some(sha256);
+                if sink.share(&entry)? {
+                    self.tally(member, Stored::Shared, entry.size);
+                    return Ok(entry);
+                }
+                entry.sha256 = None;
+            }
         }
-        let mut header = header_from(stat, tar::EntryType::Regular);
-        header.set_size(size);
-        let mut reader = HashingReader::exact(file, size);
-        builder
-            .append_data(&mut header, member_path(member), &mut reader)
-            .with_context(|| format!("cannot back up {}", shown.display()))?;
-        if reader.short {
+        let content = sink.put(&entry, file, shown)?.context("a file member stored without its content")?;
+        if content.short {
             self.warn(format!("{} shrank while it was backed up; its copy is padded", shown.display()));
         }
-        let mut entry = manifest_entry(member, Kind::File, stat);
-        entry.size = size;
-        entry.sha256 = Some(reader.hex());
-        entry.sqlite_snapshot = sqlite_snapshot;
+        self.tally(member, content.stored, entry.size);
+        entry.sha256 = Some(content.sha256);
         Ok(entry)
     }
 
-    /// A file with holes: only its data segments are read and stored.
-    fn append_sparse<W: Write>(
-        &mut self,
-        builder: &mut tar::Builder<W>,
-        member: &[u8],
-        file: File,
-        stat: &Stat,
-        segments: Vec<sparse::Segment>,
-        shown: &Path,
-    ) -> Result<ManifestEntry> {
-        let size = u64::try_from(stat.st_size).unwrap_or(0);
-        let mut header = header_from(stat, tar::EntryType::GNUSparse);
-        let extensions = sparse::describe(&mut header, &segments, size);
-        let mut reader = sparse::SparseReader::new(file, segments, size);
-        builder
-            .append_data(&mut header, member_path(member), extensions.as_slice().chain(&mut reader))
-            .with_context(|| format!("cannot back up {}", shown.display()))?;
-        if reader.short {
-            self.warn(format!("{} shrank while it was backed up; its copy is padded", shown.display()));
+    /// The content an earlier snapshot recorded for `member`, when the file
+    /// is still the one it read then: same inode on the same device, same
+    /// size, times, mode, owner and link count. A write since changes the
+    /// change time, which no one can set back, so an edit that kept the size
+    /// and put the modification time back is still seen.
+    fn unchanged_since_earlier(&self, member: &[u8], stat: &Stat) -> Option<String> {
+        let (fingerprint, sha256) = self.earlier.get(member)?;
+        (*fingerprint == Fingerprint::of(stat)).then(|| sha256.clone())
+    }
+
+    fn tally(&mut self, member: &[u8], stored: Stored, bytes: u64) {
+        self.stored.insert(member.to_vec(), (stored, bytes));
+    }
+
+    /// How the files of each data path in `entries` (the final manifest) were stored.
+    pub(super) fn tallies(&self, entries: &[ManifestEntry]) -> BTreeMap<usize, Tally> {
+        let mut tallies: BTreeMap<usize, Tally> = BTreeMap::new();
+        for entry in entries.iter().filter(|e| e.kind == Kind::File) {
+            let Some((stored, bytes)) = self.stored.get(&entry.path) else { continue };
+            let tally = tallies.entry(root_of(&entry.path)).or_default();
+            let (files, total) = match stored {
+                Stored::Copied => (&mut tally.copied, &mut tally.copied_bytes),
+                Stored::Cloned => (&mut tally.cloned, &mut tally.cloned_bytes),
+                Stored::Shared => (&mut tally.shared, &mut tally.shared_bytes),
+            };
+            *files += 1;
+            *total += bytes;
         }
-        let mut entry = manifest_entry(member, Kind::File, stat);
-        entry.size = size;
-        entry.sha256 = Some(reader.hex());
-        Ok(entry)
+        tallies
     }
 
     /// A consistent copy of a live SQLite database, through the online backup API.
@@ -432,75 +467,19 @@ impl Copier {
     }
 }
 
-fn append_dir<W: Write>(builder: &mut tar::Builder<W>, member: &[u8], stat: &Stat) -> Result<ManifestEntry> {
-    let mut header = header_from(stat, tar::EntryType::Directory);
-    header.set_size(0);
-    builder.append_data(&mut header, member_path(member), io::empty())?;
-    Ok(manifest_entry(member, Kind::Dir, stat))
-}
-
-/// A FIFO: its mode, owner and time; it has no content and is never opened.
-fn append_fifo<W: Write>(builder: &mut tar::Builder<W>, member: &[u8], stat: &Stat) -> Result<ManifestEntry> {
-    let mut header = header_from(stat, tar::EntryType::Fifo);
-    header.set_size(0);
-    builder.append_data(&mut header, member_path(member), io::empty())?;
-    Ok(manifest_entry(member, Kind::Fifo, stat))
-}
-
-/// A member that is a name for something else: a symlink's target, or a hard link's first name.
-fn append_link<W: Write>(
-    builder: &mut tar::Builder<W>,
+/// Stores a member without content (a directory, FIFO or link) as `stat` describes it.
+fn store_empty(
+    sink: &mut dyn Sink,
     member: &[u8],
-    target: &[u8],
-    stat: &Stat,
     kind: Kind,
+    stat: &Stat,
+    target: Option<Vec<u8>>,
+    shown: &Path,
 ) -> Result<ManifestEntry> {
-    let entry_type = if kind == Kind::Hardlink { tar::EntryType::Link } else { tar::EntryType::Symlink };
-    let mut header = header_from(stat, entry_type);
-    header.set_size(0);
-    set_link_verbatim(builder, &mut header, target)?;
-    builder.append_data(&mut header, member_path(member), io::empty())?;
     let mut entry = manifest_entry(member, kind, stat);
-    entry.target = Some(target.to_vec());
+    entry.target = target;
+    sink.put(&entry, None, shown)?;
     Ok(entry)
-}
-
-/// Puts a link target in `header` byte for byte (the tar crate's own setter
-/// would normalise `./a//b` to `a/b`); a target longer than the header's 100
-/// bytes goes first in a GNU long-link entry, as GNU tar writes it.
-fn set_link_verbatim<W: Write>(builder: &mut tar::Builder<W>, header: &mut tar::Header, target: &[u8]) -> Result<()> {
-    const FIELD: usize = 100;
-    if target.len() > FIELD {
-        let mut long = tar::Header::new_gnu();
-        if let Some(gnu) = long.as_gnu_mut() {
-            gnu.name[..13].copy_from_slice(b"././@LongLink");
-        }
-        long.set_mode(0o644);
-        long.set_uid(0);
-        long.set_gid(0);
-        long.set_mtime(0);
-        long.set_size(target.len() as u64 + 1);
-        long.set_entry_type(tar::EntryType::GNULongLink);
-        long.set_cksum();
-        builder.append(&long, target.chain(&[0u8][..]))?;
-    }
-    header.set_link_name_literal(&target[..target.len().min(FIELD)])?;
-    Ok(())
-}
-
-/// A member name (bytes) as the tar writer takes it.
-fn member_path(member: &[u8]) -> &Path {
-    Path::new(OsStr::from_bytes(member))
-}
-
-fn header_from(stat: &Stat, kind: tar::EntryType) -> tar::Header {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(stat.st_mode & 0o7777);
-    header.set_uid(u64::from(stat.st_uid));
-    header.set_gid(u64::from(stat.st_gid));
-    header.set_mtime(u64::try_from(stat.st_mtime).unwrap_or(0));
-    header
 }
 
 fn manifest_entry(member: &[u8], kind: Kind, stat: &Stat) -> ManifestEntry {

@@ -1,63 +1,83 @@
-//! Writing an archive: scan the data paths, then stream every member through
-//! gzip into a `.partial` file (SQLite databases through the online backup
-//! API), write the manifest last, fsync and rename.
+//! Writing a backup: scan the data paths, then store every member (SQLite
+//! databases through the online backup API) into a `.partial` snapshot
+//! directory or gzip archive, write the manifest last, sync and rename.
 //!
-//! Here: the archive's life ([`FirstPass`]: open, first pass, final pass of
+//! Here: the backup's life ([`FirstPass`]: open, first pass, final pass of
 //! what changed, manifest, seal, or discard on failure). How each entry is
-//! found and stored is `copy`'s.
+//! found is `copy`'s; how it is stored, the [`Sink`]'s.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::copy::{Copier, Walk};
 use super::format::{
-    hex, FinalPass, Manifest, ManifestEntry, Meta, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, FINAL_PASS_MEMBER, FORMAT,
-    MANIFEST_MEMBER, META_MEMBER,
+    hex, FinalPass, Manifest, ManifestEntry, Meta, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, FORMAT, MANIFEST_MEMBER,
+    META_MEMBER, SNAPSHOT_FORMAT,
 };
 use super::scan::{scan, Item, Plan, Seen};
-use super::{Created, Pause, Progress, Reason, Source};
+use super::sink::{ArchiveSink, Sink};
+use super::snapshot::{self, SnapshotSink, SNAPSHOT_SUFFIX};
+use super::{Created, Form, Pause, Progress, Reason, Source};
 use crate::store::disk;
 use crate::store::files;
 use crate::units::human_bytes;
 
 /// Backs up `roots` into a new archive in `dir`, in one pass.
 pub fn create(roots: &[PathBuf], dir: &Path, reason: Reason, progress: &mut dyn FnMut(Progress)) -> Result<Created> {
-    create_paused(roots, dir, reason, progress, &mut |_| {})
+    create_paused(roots, dir, Form::Archive, reason, progress, &mut |_| {})
 }
 
-/// [`create`], calling `pause` at each [`Pause`] point (tests use it to make races deterministic).
+/// Backs up `roots` into a new backup of `form` in `dir`, in one pass.
+pub fn create_as(
+    roots: &[PathBuf],
+    dir: &Path,
+    form: Form,
+    reason: Reason,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Created> {
+    create_paused(roots, dir, form, reason, progress, &mut |_| {})
+}
+
+/// [`create_as`], calling `pause` at each [`Pause`] point (tests use it to make races deterministic).
 #[doc(hidden)]
 pub fn create_paused(
     roots: &[PathBuf],
     dir: &Path,
+    form: Form,
     reason: Reason,
     progress: &mut dyn FnMut(Progress),
     pause: &mut dyn FnMut(Pause<'_>),
 ) -> Result<Created> {
     let sources: Vec<Source> = roots.iter().map(Source::path).collect();
-    begin_paused(&sources, dir, reason, progress, pause)?.finish()
+    begin_paused(&sources, dir, form, reason, progress, pause)?.finish()
 }
 
-/// Takes the first pass of a backup of `sources` into a new archive in `dir`,
+/// Takes the first pass of a backup of `sources` into a new backup in `dir`,
 /// while the services keep running; [`FirstPass::finish_after_final_pass`]
 /// adds what changed until they were stopped.
-pub fn begin(sources: &[Source], dir: &Path, reason: Reason, progress: &mut dyn FnMut(Progress)) -> Result<FirstPass> {
-    begin_paused(sources, dir, reason, progress, &mut |_| {})
+pub fn begin(
+    sources: &[Source],
+    dir: &Path,
+    form: Form,
+    reason: Reason,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<FirstPass> {
+    begin_paused(sources, dir, form, reason, progress, &mut |_| {})
 }
 
 fn begin_paused(
     sources: &[Source],
     dir: &Path,
+    form: Form,
     reason: Reason,
     progress: &mut dyn FnMut(Progress),
     pause: &mut dyn FnMut(Pause<'_>),
@@ -72,7 +92,10 @@ fn begin_paused(
     })?;
     let id = new_backup_id();
     let meta = Meta {
-        format: FORMAT,
+        format: match form {
+            Form::Archive => FORMAT,
+            Form::Snapshot => SNAPSHOT_FORMAT,
+        },
         id: id.clone(),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         upgrade_id: reason.upgrade_id,
@@ -84,11 +107,25 @@ fn begin_paused(
         total_bytes: plan.total_bytes,
         file_count: plan.files,
     };
+    let suffix = match form {
+        Form::Archive => ARCHIVE_SUFFIX,
+        Form::Snapshot => SNAPSHOT_SUFFIX,
+    };
+    let mut copier = Copier::new(dir);
+    let earlier = match form {
+        Form::Snapshot => snapshot::earlier(dir, &plan.roots).map(|(path, files)| {
+            copier.share_from(files);
+            path
+        }),
+        Form::Archive => None,
+    };
     let mut pass = FirstPass {
-        final_path: dir.join(format!("{ARCHIVE_PREFIX}{id}{ARCHIVE_SUFFIX}")),
-        partial: dir.join(format!("{ARCHIVE_PREFIX}{id}{ARCHIVE_SUFFIX}.partial")),
-        builder: None,
-        copier: Copier::new(dir),
+        final_path: dir.join(format!("{ARCHIVE_PREFIX}{id}{suffix}")),
+        partial: dir.join(format!("{ARCHIVE_PREFIX}{id}{suffix}.partial")),
+        form,
+        earlier,
+        out: None,
+        copier,
         entries: Vec::new(),
         positions: HashMap::new(),
         sources: sources.to_vec(),
@@ -106,12 +143,15 @@ fn begin_paused(
     }
 }
 
-/// An archive whose first pass is written and whose manifest is not: what
+/// A backup whose first pass is written and whose manifest is not: what
 /// changed since can still be added. Dropped unfinished, it leaves nothing.
 pub struct FirstPass {
     final_path: PathBuf,
     partial: PathBuf,
-    builder: Option<tar::Builder<GzEncoder<BufWriter<File>>>>,
+    form: Form,
+    /// The snapshot unchanged files are shared with.
+    earlier: Option<PathBuf>,
+    out: Option<Output>,
     copier: Copier,
     /// The manifest so far, in archive order.
     entries: Vec<ManifestEntry>,
@@ -153,6 +193,10 @@ impl FirstPass {
     }
 
     fn open(&mut self) -> Result<()> {
+        if self.form == Form::Snapshot {
+            self.out = Some(Output::Snapshot(SnapshotSink::create(&self.partial, self.earlier.clone())?));
+            return Ok(());
+        }
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -162,15 +206,17 @@ impl FirstPass {
             .with_context(|| format!("cannot create {} (is the backup directory writable?)", self.partial.display()))?;
         // Level 1: backups sit on the upgrade's critical path; speed beats a few percent of size.
         let encoder = GzEncoder::new(BufWriter::with_capacity(1 << 20, file), Compression::fast());
-        let mut builder = tar::Builder::new(encoder);
-        builder.mode(tar::HeaderMode::Complete);
-        append_json(&mut builder, META_MEMBER, &self.meta)?;
-        self.builder = Some(builder);
+        let mut sink = ArchiveSink::new(encoder);
+        sink.json(META_MEMBER, &self.meta)?;
+        self.out = Some(Output::Archive(sink));
         Ok(())
     }
 
-    fn builder(&mut self) -> Result<&mut tar::Builder<GzEncoder<BufWriter<File>>>> {
-        self.builder.as_mut().ok_or_else(|| anyhow!("the archive {} is already closed", self.partial.display()))
+    fn sink(&mut self) -> Result<&mut dyn Sink> {
+        match self.out.as_mut() {
+            Some(out) => Ok(out.sink()),
+            None => Err(anyhow!("the backup {} is already closed", self.partial.display())),
+        }
     }
 
     fn write_first_pass(
@@ -195,12 +241,12 @@ impl FirstPass {
         let mut walk = Walk::default();
         let mut done = 0u64;
         let mut last_report = Instant::now();
-        let mut builder = self.builder.take().ok_or_else(|| anyhow!("the archive is already closed"))?;
+        let mut out = self.out.take().ok_or_else(|| anyhow!("the backup is already closed"))?;
         let result = (|| -> Result<()> {
             for item in items {
                 let member = item.member();
                 pause(Pause::Copying(&member));
-                if let Some(entry) = walk.append(&mut self.copier, &mut builder, plan, item, &member)? {
+                if let Some(entry) = walk.append(&mut self.copier, out.sink(), plan, item, &member)? {
                     done += entry.size;
                     match self.positions.get(&entry.path) {
                         // A directory named again by the final pass.
@@ -218,7 +264,7 @@ impl FirstPass {
             }
             Ok(())
         })();
-        self.builder = Some(builder);
+        self.out = Some(out);
         result?;
         progress(Progress { done: total, total });
         Ok(())
@@ -240,7 +286,7 @@ impl FirstPass {
         self.positions = self.entries.iter().enumerate().map(|(at, e)| (e.path.clone(), at)).collect();
         self.copier.forget(&changes.stale);
         let stale = FinalPass { stale: self.entries_order(&changes.stale) };
-        append_json(self.builder()?, FINAL_PASS_MEMBER, &stale)?;
+        self.sink()?.final_pass(&stale)?;
         let items: Vec<&Item> = changes.copy.iter().map(|i| &plan.items[*i]).collect();
         self.append_items(&plan, &items, progress, &mut |_| {})
     }
@@ -250,27 +296,34 @@ impl FirstPass {
         self.copier.order.iter().filter(|name| stale.contains(*name)).cloned().collect()
     }
 
-    /// Writes the manifest, finishes the gzip stream, fsyncs and renames into place.
+    /// Writes the manifest, syncs the backup and renames it into place.
     fn seal(&mut self) -> Result<Created> {
         let total = self.uncompressed_bytes();
         self.positions.clear();
-        let manifest = Manifest { format: FORMAT, entries: std::mem::take(&mut self.entries) };
-        let closed = (|| -> Result<()> {
-            let mut builder = self.builder.take().ok_or_else(|| anyhow!("the archive is already closed"))?;
-            append_json(&mut builder, MANIFEST_MEMBER, &manifest)?;
-            let encoder = builder.into_inner()?;
-            let buffered = encoder.finish()?;
-            let file = buffered.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            files::rename_durable(&self.partial, &self.final_path)?;
-            Ok(())
-        })();
+        for (index, tally) in self.copier.tallies(&self.entries) {
+            if let Some(root) = self.meta.roots.get_mut(index).filter(|_| self.form == Form::Snapshot) {
+                root.stored = Some(tally);
+            }
+        }
+        let format = self.meta.format;
+        let manifest = Manifest { format, entries: std::mem::take(&mut self.entries) };
+        let closed = match self.out.take() {
+            Some(Output::Archive(sink)) => seal_archive(sink, &manifest, &self.partial, &self.final_path),
+            Some(Output::Snapshot(mut sink)) => {
+                let fingerprints = self.copier.fingerprints(&manifest.entries);
+                sink.seal(&self.meta, &manifest, fingerprints, &self.final_path)
+            }
+            None => Err(anyhow!("the backup is already closed")),
+        };
         if let Err(err) = closed {
             return Err(self.explain(err, total));
         }
         self.finished = true;
         self.copier.remove_snapshots();
-        let archive_bytes = fs::metadata(&self.final_path).map(|m| m.len()).unwrap_or(0);
+        let archive_bytes = match self.form {
+            Form::Archive => fs::metadata(&self.final_path).map(|m| m.len()).unwrap_or(0),
+            Form::Snapshot => snapshot::usage(&self.final_path).0,
+        };
         Ok(Created {
             path: self.final_path.clone(),
             meta: self.meta.clone(),
@@ -286,9 +339,12 @@ impl FirstPass {
     }
 
     fn discard(&mut self) {
-        self.builder = None;
+        if let Some(Output::Snapshot(sink)) = self.out.take() {
+            sink.discard();
+        }
         self.copier.remove_snapshots();
         let _ = fs::remove_file(&self.partial);
+        let _ = fs::remove_dir_all(&self.partial);
     }
 }
 
@@ -314,14 +370,35 @@ fn explain_write_error(err: anyhow::Error, dir: &Path, partial: &Path, needed: u
     err.context(format!("writing backup {} failed; the partial archive was removed", partial.display()))
 }
 
-fn append_json<W: Write, T: Serialize>(builder: &mut tar::Builder<W>, name: &str, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value)?;
-    let mut header = tar::Header::new_gnu();
-    header.set_size(bytes.len() as u64);
-    header.set_mode(0o600);
-    header.set_mtime(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
-    header.set_entry_type(tar::EntryType::Regular);
-    builder.append_data(&mut header, name, bytes.as_slice())?;
+/// What a backup is being written into.
+enum Output {
+    Archive(ArchiveSink<GzEncoder<BufWriter<File>>>),
+    Snapshot(SnapshotSink),
+}
+
+impl Output {
+    fn sink(&mut self) -> &mut dyn Sink {
+        match self {
+            Output::Archive(sink) => sink,
+            Output::Snapshot(sink) => sink,
+        }
+    }
+}
+
+/// Appends the manifest, finishes the gzip stream, fsyncs and renames into place.
+fn seal_archive(
+    mut sink: ArchiveSink<GzEncoder<BufWriter<File>>>,
+    manifest: &Manifest,
+    partial: &Path,
+    final_path: &Path,
+) -> Result<()> {
+    sink.json(MANIFEST_MEMBER, manifest)?;
+    let encoder = sink.builder.into_inner()?;
+    let mut buffered = encoder.finish()?;
+    buffered.flush()?;
+    let file = buffered.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    files::rename_durable(partial, final_path)?;
     Ok(())
 }
 

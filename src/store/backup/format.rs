@@ -24,8 +24,12 @@ pub(super) const OWN_PREFIX: &str = ".upgraderd-";
 /// data path came from, and an optional final pass after `final-pass.json`
 /// (later also what restoring each data path allocates, an optional field,
 /// and FIFO members, kind `fifo`, which older readers refuse by name).
-/// Readers take all three.
+/// Archives are still written in format 3.
 pub(super) const FORMAT: u32 = 3;
+/// 4: a snapshot, a directory rather than an archive (see `snapshot`); its
+/// metadata and manifest are those of format 3, with how each data path's
+/// files were stored. Readers take formats 1 to 4.
+pub(super) const SNAPSHOT_FORMAT: u32 = 4;
 
 /// One data path of a backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -41,6 +45,41 @@ pub struct Root {
     /// What restoring it allocates on its filesystem (holes not written, a
     /// hard-linked file once); `None` in archives written before it was recorded.
     pub restore_bytes: Option<u64>,
+    /// How its files were stored (snapshots; `None` in archives).
+    pub stored: Option<Tally>,
+}
+
+/// How the files of one data path went into a snapshot: read and copied,
+/// cloned by the filesystem, or shared with an earlier snapshot unread.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Tally {
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub cloned: u64,
+    pub cloned_bytes: u64,
+    pub shared: u64,
+    pub shared_bytes: u64,
+}
+
+impl Tally {
+    /// In words, for the log and `backup list`: "12 copied (3.0 MiB), 4000 shared (9.9 GiB)".
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            ("copied", self.copied, self.copied_bytes),
+            ("cloned", self.cloned, self.cloned_bytes),
+            ("shared", self.shared, self.shared_bytes),
+        ]
+        .into_iter()
+        .filter(|(_, files, _)| *files > 0)
+        .map(|(how, files, bytes)| format!("{files} {how} ({})", crate::units::human_bytes(bytes)))
+        .collect();
+        if parts.is_empty() {
+            "no files".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// What a backup holds and why it was taken; the first member of the archive.
@@ -167,6 +206,8 @@ struct RootWire {
     mount: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     restore_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stored: Option<Tally>,
 }
 
 impl From<Root> for RootWire {
@@ -180,6 +221,7 @@ impl From<Root> for RootWire {
             service: root.service,
             mount: root.mount,
             restore_bytes: root.restore_bytes,
+            stored: root.stored,
         }
     }
 }
@@ -195,6 +237,7 @@ impl TryFrom<RootWire> for Root {
             service: wire.service,
             mount: wire.mount,
             restore_bytes: wire.restore_bytes,
+            stored: wire.stored,
         })
     }
 }
@@ -269,7 +312,7 @@ impl TryFrom<EntryWire> for ManifestEntry {
 
 /// Bytes for JSON: the text itself when it is UTF-8; otherwise a readable
 /// text (invalid bytes as `\xNN`) and the exact bytes in hex.
-fn bytes_to_json(bytes: &[u8]) -> (String, Option<String>) {
+pub(super) fn bytes_to_json(bytes: &[u8]) -> (String, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(text) => (text.to_owned(), None),
         Err(_) => (show(bytes), Some(hex(bytes))),
@@ -277,7 +320,7 @@ fn bytes_to_json(bytes: &[u8]) -> (String, Option<String>) {
 }
 
 /// The bytes [`bytes_to_json`] encoded: the hex when present, else the text.
-fn bytes_from_json(text: String, hex: Option<String>) -> Result<Vec<u8>, String> {
+pub(super) fn bytes_from_json(text: String, hex: Option<String>) -> Result<Vec<u8>, String> {
     let Some(hex) = hex else { return Ok(text.into_bytes()) };
     let digits = hex.as_bytes();
     if digits.len() % 2 != 0 {
@@ -375,6 +418,7 @@ mod tests {
             service: None,
             mount: None,
             restore_bytes,
+            stored: None,
         };
         let json = serde_json::to_string(&root(Some(4096))).unwrap();
         assert!(json.contains("\"restoreBytes\":4096"), "{json}");
@@ -413,6 +457,7 @@ mod tests {
             service: Some("db".into()),
             mount: Some("/var/lib/db".into()),
             restore_bytes: None,
+            stored: None,
         };
         let json = serde_json::to_string(&root).unwrap();
         assert_eq!(serde_json::from_str::<Root>(&json).unwrap(), root);

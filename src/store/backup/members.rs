@@ -219,7 +219,15 @@ mod tests {
 
     fn roots() -> Vec<Root> {
         vec![
-            Root { index: 0, path: PathBuf::from("/d"), is_dir: true, service: None, mount: None, restore_bytes: None },
+            Root {
+                index: 0,
+                path: PathBuf::from("/d"),
+                is_dir: true,
+                service: None,
+                mount: None,
+                restore_bytes: None,
+                stored: None,
+            },
             Root {
                 index: 1,
                 path: PathBuf::from("/f"),
@@ -227,6 +235,7 @@ mod tests {
                 service: None,
                 mount: None,
                 restore_bytes: None,
+                stored: None,
             },
         ]
     }

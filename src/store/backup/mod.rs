@@ -1,6 +1,7 @@
-//! Backup archives: create, list, verify, restore, prune.
+//! Backups: create, list, verify, restore, export, prune.
 //!
-//! An archive is a `.tar.gz` holding, in order: `upgraderd-backup.json` (what
+//! A backup is a snapshot (a directory; see [`snapshot`]) or an archive. An
+//! archive is a `.tar.gz` holding, in order: `upgraderd-backup.json` (what
 //! was backed up, for `list` to read cheaply), `data/<i>/...` for each data
 //! path `i`, and `manifest.json` (every member with its sha256, written last
 //! because the hashes are computed while writing). SQLite databases go in as a
@@ -22,18 +23,23 @@
 //! - [`read`]: reading an archive back and verifying it;
 //! - [`scan`] and [`crate::store::fsat`]: the walk through directory handles that backups and restores rely on;
 //! - [`sqlite`]: consistent snapshots of live SQLite databases; [`sparse`]: files with holes;
-//! - [`create`](mod@create): scanning the data and writing an archive;
+//! - [`create`](mod@create): scanning the data and writing a backup, through a [`sink`] (an archive's or a snapshot's);
+//! - [`snapshot`]: snapshots, their objects shared with the previous one, and their tar stream;
+//! - [`export`](mod@export): one `.tar.gz` from any backup;
 //! - [`restore`](mod@restore): staging an archive next to its targets and swapping it in;
 //! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
 
 mod catalog;
 mod copy;
 mod create;
+mod export;
 mod format;
 mod members;
 mod read;
 mod restore;
 mod scan;
+mod sink;
+mod snapshot;
 mod sparse;
 mod sqlite;
 
@@ -42,11 +48,13 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub(crate) use self::catalog::{find, list, partial_archives, prune};
+pub use self::create::create_as;
 pub use self::create::{begin, create, create_paused, FirstPass};
+pub use self::export::export;
 pub(crate) use self::format::Meta;
 pub use self::read::{read_meta, verify};
 pub use self::restore::{restore, restore_paused};
-pub(crate) use self::scan::restore_footprint;
+pub(crate) use self::scan::{footprint, Footprint};
 
 /// Points inside [`create`] and [`restore`] where tests change the files, to
 /// make a race deterministic instead of timing-based. Not a supported API.
@@ -61,6 +69,64 @@ pub enum Pause<'a> {
     Staging(&'a [u8]),
     /// `restore` has staged everything and is about to swap it in.
     Swapping,
+}
+
+/// How each data path's files went into a snapshot, a line each for the log:
+/// "Stored /data: 12 copied (3.0 MiB), 4000 shared (9.9 GiB)". None for an archive.
+pub(crate) fn stored_lines(meta: &Meta) -> Vec<String> {
+    meta.roots
+        .iter()
+        .filter_map(|root| Some(format!("Stored {}: {}", root.path.display(), root.stored?.describe())))
+        .collect()
+}
+
+/// The disk the objects that snapshots share take, each counted once.
+pub(crate) fn shared_on_disk(listed: &[Listed]) -> u64 {
+    let dirs: Vec<&std::path::Path> =
+        listed.iter().filter(|b| b.kind == "snapshot").map(|b| b.path.as_path()).collect();
+    snapshot::shared_on_disk(&dirs)
+}
+
+/// The ids of the backups in `dir`, newest first (for tests and scripts that
+/// need no more than that).
+pub fn list_ids(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    Ok(list(dir)?.into_iter().map(|b| b.id).collect())
+}
+
+/// Keeps the newest `keep` backups in `dir` and deletes the rest; returns what it deleted.
+pub fn prune_keeping(dir: &std::path::Path, keep: usize) -> anyhow::Result<Vec<PathBuf>> {
+    Ok(prune(dir, keep, &[])?.deleted)
+}
+
+/// What a new backup is written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// A directory that stores each file's content once and shares what did
+    /// not change with the snapshot before it (see `snapshot`).
+    #[default]
+    Snapshot,
+    /// One `.tar.gz` file holding everything.
+    Archive,
+}
+
+impl Form {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Form::Snapshot => "snapshot",
+            Form::Archive => "archive",
+        }
+    }
+}
+
+impl std::str::FromStr for Form {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Form, String> {
+        match text {
+            "snapshot" => Ok(Form::Snapshot),
+            "archive" => Ok(Form::Archive),
+            other => Err(format!("`{other}` is not a backup format; use `snapshot` or `archive`")),
+        }
+    }
 }
 
 /// One data path to back up, and the service mount it came from when known.
@@ -142,7 +208,12 @@ pub struct Restored {
 pub(crate) struct Listed {
     pub id: String,
     pub path: PathBuf,
+    /// `snapshot` or `archive`.
+    pub kind: &'static str,
+    /// The disk it holds alone: what deleting it frees.
     pub bytes: u64,
+    /// The disk it shares with other snapshots (0 for an archive).
+    pub shared_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<Meta>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,20 +11,42 @@ use anyhow::{anyhow, bail, Context, Result};
 use flate2::read::GzDecoder;
 
 use super::format::{
-    show, FinalPass, HashingReader, Kind, Manifest, ManifestEntry, Meta, FINAL_PASS_MEMBER, FORMAT, MANIFEST_MEMBER,
-    META_MEMBER,
+    show, FinalPass, HashingReader, Kind, Manifest, ManifestEntry, Meta, FINAL_PASS_MEMBER, MANIFEST_MEMBER,
+    META_MEMBER, SNAPSHOT_FORMAT,
 };
 use super::members::{Member, Rules};
+use super::snapshot;
 use super::Verified;
 
-/// Opens an archive for reading, explaining a missing or unreadable file.
-fn open_archive(path: &Path) -> Result<tar::Archive<GzDecoder<io::BufReader<File>>>> {
+/// Opens a backup for reading as a tar stream (a snapshot's generated from
+/// its objects), explaining a missing or unreadable file.
+fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>> {
+    if path.is_dir() {
+        return Ok(tar::Archive::new(Box::new(snapshot::stream::open(path)?)));
+    }
     let file = File::open(path).with_context(|| format!("cannot open backup {}", path.display()))?;
-    Ok(tar::Archive::new(GzDecoder::new(io::BufReader::with_capacity(1 << 20, file))))
+    Ok(tar::Archive::new(Box::new(GzDecoder::new(io::BufReader::with_capacity(1 << 20, file)))))
 }
 
-/// Reads an archive's first member, its metadata, without reading the rest.
+/// Reads a backup's metadata: an archive's first member, without reading the
+/// rest, or a snapshot's metadata file.
 pub fn read_meta(path: &Path) -> Result<Meta> {
+    let meta = match path.is_dir() {
+        true => snapshot::read_meta(path)?,
+        false => read_archive_meta(path)?,
+    };
+    if meta.format > SNAPSHOT_FORMAT {
+        bail!(
+            "{} has format {}, written by a newer upgraderd (this one reads up to {SNAPSHOT_FORMAT}); use that \
+             version to read it",
+            path.display(),
+            meta.format
+        );
+    }
+    Ok(meta)
+}
+
+fn read_archive_meta(path: &Path) -> Result<Meta> {
     let mut archive = open_archive(path)?;
     let mut entries = archive.entries().map_err(|e| damaged(path, None, e))?;
     let mut first = match entries.next() {
@@ -40,16 +62,7 @@ pub fn read_meta(path: &Path) -> Result<Meta> {
     }
     let mut text = String::new();
     first.read_to_string(&mut text).map_err(|e| damaged(path, Some(META_MEMBER), e))?;
-    let meta: Meta =
-        serde_json::from_str(&text).with_context(|| format!("{} has an unreadable {META_MEMBER}", path.display()))?;
-    if meta.format > FORMAT {
-        bail!(
-            "{} has format {}, written by a newer upgraderd (this one reads up to {FORMAT}); use that version to read it",
-            path.display(),
-            meta.format
-        );
-    }
-    Ok(meta)
+    serde_json::from_str(&text).with_context(|| format!("{} has an unreadable {META_MEMBER}", path.display()))
 }
 
 fn damaged(path: &Path, member: Option<&str>, err: io::Error) -> anyhow::Error {

@@ -80,7 +80,7 @@ fn allocated(stat: &Stat) -> u64 {
 
 /// What identifies one state of a file: a later stat that matches it means
 /// the content was not written since (checked together with [`Fingerprint::racy`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Fingerprint {
     dev: u64,
     ino: u64,
@@ -205,11 +205,34 @@ pub(super) fn scan(sources: &[Source]) -> Result<Plan> {
     Ok(plan)
 }
 
-/// Each data path with what restoring it would allocate, counted as a
-/// backup of it records it for the restore's check.
-pub(crate) fn restore_footprint(sources: &[Source]) -> Result<Vec<(PathBuf, u64)>> {
+/// What a backup of some data takes, known from one walk before it is written.
+pub(crate) struct Footprint {
+    /// Each data path with what restoring it would allocate, counted as a
+    /// backup of it records it for the restore's check.
+    pub restore: Vec<(PathBuf, u64)>,
+    /// The most the new backup writes into the backup directory: all of the
+    /// data for an archive; for a snapshot, only the files the previous
+    /// snapshot cannot share (new, changed, databases).
+    pub backup: u64,
+}
+
+/// Walks the data once to say what backing it up into `dir` as `form` takes.
+pub(crate) fn footprint(sources: &[Source], dir: &std::path::Path, form: super::Form) -> Result<Footprint> {
     let plan = scan(sources)?;
-    Ok(plan.roots.into_iter().map(|root| (root.path, root.restore_bytes.unwrap_or(0))).collect())
+    let earlier = match form {
+        super::Form::Snapshot => super::snapshot::earlier(dir, &plan.roots).map(|(_, files)| files).unwrap_or_default(),
+        super::Form::Archive => Default::default(),
+    };
+    let backup = plan
+        .items
+        .iter()
+        .filter(|item| {
+            item.sqlite || earlier.get(&item.member()).is_none_or(|(fingerprint, _)| *fingerprint != item.fingerprint)
+        })
+        .map(|item| item.allocated)
+        .fold(0u64, u64::saturating_add);
+    let restore = plan.roots.into_iter().map(|root| (root.path, root.restore_bytes.unwrap_or(0))).collect();
+    Ok(Footprint { restore, backup })
 }
 
 fn scan_root(index: usize, source: &Source, plan: &mut Plan) -> Result<()> {
@@ -240,6 +263,7 @@ fn scan_root(index: usize, source: &Source, plan: &mut Plan) -> Result<()> {
         service: source.service.clone(),
         mount: source.mount.clone(),
         restore_bytes: Some(0),
+        stored: None,
     });
     let seen = if is_dir {
         Seen::Dir
@@ -398,9 +422,12 @@ mod tests {
         fs::write(data.join("blob"), vec![1u8; 100_000]).unwrap();
         fs::hard_link(data.join("blob"), data.join("blob-again")).unwrap();
 
-        let footprint = restore_footprint(&[Source::path(&data)]).unwrap();
-        assert_eq!(footprint.len(), 1);
-        let (path, bytes) = &footprint[0];
+        let footprint =
+            footprint(&[Source::path(&data)], &dir.path().join("backups"), crate::store::backup::Form::Archive)
+                .unwrap();
+        assert_eq!(footprint.restore.len(), 1);
+        assert_eq!(footprint.backup, footprint.restore[0].1, "an archive takes all of it");
+        let (path, bytes) = &footprint.restore[0];
         assert_eq!(path, &data);
         assert!(*bytes >= 100_000, "the blob counts: {bytes}");
         assert!(*bytes < 200_000, "the hole and the blob's second name do not: {bytes}");

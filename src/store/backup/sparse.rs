@@ -130,6 +130,11 @@ impl SparseReader {
         SparseReader { file, segments, size, next: 0, done: 0, hashed_to: 0, hasher: Sha256::new(), short: false }
     }
 
+    /// Where in the file the next read's bytes come from.
+    pub(super) fn offset(&self) -> u64 {
+        self.segments.get(self.next).map_or(self.size, |segment| segment.offset + self.done)
+    }
+
     /// The sha256 of the whole content (call once everything was read).
     pub(super) fn hex(&mut self) -> String {
         self.hash_zeros_to(self.size);

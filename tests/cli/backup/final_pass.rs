@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rusqlite::Connection;
-use upgraderd::testing::backup::{self, Destination, Reason, Source};
+use upgraderd::testing::backup::{self, Destination, Form, Reason, Source};
 
 use super::fidelity::{build, listing, node, owner, Node};
 
@@ -22,7 +22,7 @@ fn settle() {
 }
 
 fn first_pass(data: &Path, backups: &Path) -> backup::FirstPass {
-    backup::begin(&[Source::path(data)], backups, Reason::default(), &mut |_| {}).unwrap()
+    backup::begin(&[Source::path(data)], backups, Form::Archive, Reason::default(), &mut |_| {}).unwrap()
 }
 
 /// The names the final pass retired and the data members it stored.

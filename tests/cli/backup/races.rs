@@ -8,7 +8,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
-use upgraderd::testing::backup::{self, Destination, Pause, Reason};
+use upgraderd::testing::backup::{self, Destination, Form, Pause, Reason};
 
 const SECRET: &str = "host-secret-5f3a9c";
 
@@ -57,6 +57,7 @@ fn a_file_or_directory_swapped_for_a_link_to_a_host_file_after_the_scan_is_never
     let created = backup::create_paused(
         std::slice::from_ref(&data),
         &dir.path().join("backups"),
+        Form::Archive,
         Reason::default(),
         &mut |_| {},
         &mut |pause| {
@@ -99,6 +100,7 @@ fn a_database_directory_swapped_while_the_copy_holds_it_is_still_read_through_it
     let created = backup::create_paused(
         std::slice::from_ref(&data),
         &dir.path().join("backups"),
+        Form::Archive,
         Reason::default(),
         &mut |_| {},
         &mut |pause| {
@@ -201,6 +203,7 @@ fn a_file_that_disappears_between_the_scan_and_the_copy_is_skipped_and_listed() 
     let created = backup::create_paused(
         std::slice::from_ref(&data),
         &dir.path().join("backups"),
+        Form::Archive,
         Reason::default(),
         &mut |_| {},
         &mut |pause| {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
-use upgraderd::testing::backup::{self, Destination, Reason, Source};
+use upgraderd::testing::backup::{self, Destination, Form, Reason, Source};
 
 /// Runs `f` on its own thread and fails the test if it has not returned
 /// within a minute: opening a FIFO would block, and that must show as a failure.
@@ -43,6 +43,12 @@ fn mknod_char(path: &Path) {
 
 #[test]
 fn a_fifo_comes_back_as_a_fifo_and_sockets_and_devices_are_left_out_and_named_once() {
+    for form in [Form::Archive, Form::Snapshot] {
+        fifo_socket_and_device_in(form);
+    }
+}
+
+fn fifo_socket_and_device_in(form: Form) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     fs::create_dir_all(data.join("run")).unwrap();
@@ -67,7 +73,7 @@ fn a_fifo_comes_back_as_a_fifo_and_sockets_and_devices_are_left_out_and_named_on
     let backups = dir.path().join("backups");
     let (d, b) = (data.clone(), backups.clone());
     let created = within("backup create", move || {
-        let first = backup::begin(&[Source::path(&d)], &b, Reason::default(), &mut |_| {}).unwrap();
+        let first = backup::begin(&[Source::path(&d)], &b, form, Reason::default(), &mut |_| {}).unwrap();
         first.finish_after_final_pass(&mut |_| {}).unwrap()
     });
     let warnings = created.warnings.clone();

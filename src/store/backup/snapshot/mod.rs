@@ -1,0 +1,246 @@
+//! Snapshots: a backup as a directory in which each file's content is stored
+//! once, and shared with the snapshot before it when the file did not change.
+//!
+//! `upgrade-backup-<id>.snap/` holds `upgraderd-backup.json` and
+//! `manifest.json` (the same metadata and manifest as an archive's),
+//! `fingerprints.json` (the state each file was read in, for the next
+//! snapshot to know what is unchanged) and `objects/<ab>/<sha256>`, one
+//! read-only file per content. A file unchanged since the previous snapshot
+//! read it (same device, inode, size, times, mode, owner, link count) is not
+//! read again: its object is a hard link to the previous snapshot's. So a
+//! snapshot costs what changed, each holds all of its data by itself, and
+//! deleting one (prune) frees exactly what no other shares.
+//!
+//! New content is cloned (`FICLONE`, a reflink) where the filesystem can and
+//! the backup directory is on the data's filesystem, else copied with its
+//! holes kept. It is hashed from the stored object, so the manifest's sha256
+//! is what the snapshot holds even when the live file changed meanwhile.
+//!
+//! A snapshot is written as `<name>.partial`, synced and renamed. It is read
+//! back (verify, restore, export) as the tar stream an archive would hold
+//! ([`stream`]), through the same member rules and staging as an archive.
+
+mod objects;
+pub(super) mod stream;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::format::{
+    bytes_from_json, bytes_to_json, FinalPass, Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER,
+};
+use super::scan::Fingerprint;
+use super::sink::{Content, Sink};
+use crate::store::files;
+
+pub(super) const SNAPSHOT_SUFFIX: &str = ".snap";
+const FINGERPRINTS: &str = "fingerprints.json";
+const OBJECTS: &str = "objects";
+
+/// Writes a snapshot into its `.partial` directory.
+pub(super) struct SnapshotSink {
+    partial: PathBuf,
+    /// The snapshot whose objects unchanged files are shared with.
+    earlier: Option<PathBuf>,
+    temporaries: u64,
+}
+
+impl SnapshotSink {
+    /// Creates the `.partial` directory of a new snapshot.
+    pub(super) fn create(partial: &Path, earlier: Option<PathBuf>) -> Result<SnapshotSink> {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(partial)
+            .with_context(|| format!("cannot create {} (is the backup directory writable?)", partial.display()))?;
+        fs::DirBuilder::new().mode(0o700).create(partial.join(OBJECTS))?;
+        Ok(SnapshotSink { partial: partial.to_path_buf(), earlier, temporaries: 0 })
+    }
+
+    /// Writes the metadata, manifest and fingerprints, syncs everything to
+    /// disk and renames the snapshot into place.
+    pub(super) fn seal(
+        &mut self,
+        meta: &Meta,
+        manifest: &Manifest,
+        fingerprints: Vec<(Vec<u8>, Fingerprint)>,
+        final_path: &Path,
+    ) -> Result<()> {
+        let read = Fingerprints {
+            entries: fingerprints
+                .into_iter()
+                .map(|(path, fingerprint)| FingerprintWire::new(&path, fingerprint))
+                .collect(),
+        };
+        write_json(&self.partial.join(FINGERPRINTS), &read)?;
+        write_json(&self.partial.join(MANIFEST_MEMBER), manifest)?;
+        write_json(&self.partial.join(META_MEMBER), meta)?;
+        // One sync of the whole filesystem instead of one per object.
+        let dir = File::open(&self.partial)?;
+        rustix::fs::syncfs(&dir)?;
+        files::rename_durable(&self.partial, final_path)?;
+        Ok(())
+    }
+
+    /// Removes the partial snapshot.
+    pub(super) fn discard(&self) {
+        let _ = fs::remove_dir_all(&self.partial);
+    }
+}
+
+impl Sink for SnapshotSink {
+    fn put(&mut self, entry: &ManifestEntry, content: Option<File>, shown: &Path) -> Result<Option<Content>> {
+        if entry.kind != Kind::File {
+            return Ok(None); // The manifest entry is all a snapshot keeps of it.
+        }
+        let Some(file) = content else { bail!("{}: a file member without content", shown.display()) };
+        self.temporaries += 1;
+        let objects = self.partial.join(OBJECTS);
+        let stored = objects::store(&objects, self.temporaries, &file, entry.size)
+            .with_context(|| format!("cannot back up {}", shown.display()))?;
+        Ok(Some(stored))
+    }
+
+    fn share(&mut self, entry: &ManifestEntry) -> Result<bool> {
+        let (Some(earlier), Some(sha256)) = (&self.earlier, &entry.sha256) else { return Ok(false) };
+        Ok(objects::link(&earlier.join(OBJECTS), &self.partial.join(OBJECTS), sha256)?)
+    }
+
+    fn final_pass(&mut self, _: &FinalPass) -> Result<()> {
+        Ok(()) // The manifest holds only the final state; retired objects stay until the snapshot is pruned.
+    }
+}
+
+/// The files a snapshot read, by member: the state each was in, and its content's sha256.
+pub(super) type Shareable = HashMap<Vec<u8>, (Fingerprint, String)>;
+
+/// The newest snapshot in `dir` of the same data paths, and the state it
+/// read each file in: what a new snapshot may share with it.
+pub(super) fn earlier(dir: &Path, roots: &[Root]) -> Option<(PathBuf, Shareable)> {
+    let same_paths = |meta: &Meta| {
+        meta.roots.len() == roots.len()
+            && meta.roots.iter().zip(roots).all(|(a, b)| a.path == b.path && a.is_dir == b.is_dir)
+    };
+    let newest = super::catalog::newest_first(dir)
+        .ok()?
+        .into_iter()
+        .filter(|(_, kind, _)| *kind == "snapshot")
+        .map(|(_, _, path)| path)
+        .find(|path| read_meta(path).is_ok_and(|meta| same_paths(&meta)))?;
+    let read: Fingerprints = read_json(&newest.join(FINGERPRINTS)).ok()?;
+    let manifest: Manifest = read_json(&newest.join(MANIFEST_MEMBER)).ok()?;
+    let hashes: HashMap<&[u8], &str> = manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::File && !e.sqlite_snapshot)
+        .filter_map(|e| Some((e.path.as_slice(), e.sha256.as_deref()?)))
+        .collect();
+    let mut shareable = HashMap::new();
+    for wire in read.entries {
+        let Ok(path) = bytes_from_json(wire.path, wire.path_hex) else { continue };
+        if let Some(sha256) = hashes.get(path.as_slice()) {
+            shareable.insert(path, (wire.fingerprint, (*sha256).to_string()));
+        }
+    }
+    Some((newest, shareable))
+}
+
+/// Reads a snapshot's metadata.
+pub(super) fn read_meta(dir: &Path) -> Result<Meta> {
+    read_json(&dir.join(META_MEMBER)).with_context(|| format!("{} is not a complete upgraderd snapshot", dir.display()))
+}
+
+/// Reads a snapshot's manifest.
+pub(super) fn read_manifest(dir: &Path) -> Result<Manifest> {
+    read_json(&dir.join(MANIFEST_MEMBER))
+        .with_context(|| format!("snapshot {} has no readable manifest", dir.display()))
+}
+
+/// Where a snapshot keeps the content with this sha256.
+pub(super) fn object(dir: &Path, sha256: &str) -> PathBuf {
+    objects::path(&dir.join(OBJECTS), sha256)
+}
+
+/// The disk a snapshot holds alone (what deleting it frees) and what it
+/// shares with other snapshots, in allocated bytes.
+pub(super) fn usage(dir: &Path) -> (u64, u64) {
+    let (mut alone, mut shared) = (0, 0);
+    let mut visit = |meta: fs::Metadata| match meta.nlink() {
+        1 => alone += meta.blocks() * 512,
+        _ => shared += meta.blocks() * 512,
+    };
+    for entry in walk(dir) {
+        if let Ok(meta) = fs::symlink_metadata(&entry) {
+            if meta.is_file() {
+                visit(meta);
+            }
+        }
+    }
+    (alone, shared)
+}
+
+/// The disk the objects shared between snapshots take, each counted once.
+pub(super) fn shared_on_disk(dirs: &[&Path]) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for file in dirs.iter().flat_map(|dir| walk(dir)) {
+        if let Ok(meta) = fs::symlink_metadata(&file) {
+            if meta.is_file() && meta.nlink() > 1 && seen.insert((meta.dev(), meta.ino())) {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&next) else { continue };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(_) => found.push(entry.path()),
+                Err(_) => {}
+            }
+        }
+    }
+    found
+}
+
+#[derive(Serialize, Deserialize)]
+struct Fingerprints {
+    entries: Vec<FingerprintWire>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FingerprintWire {
+    path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    fingerprint: Fingerprint,
+}
+
+impl FingerprintWire {
+    fn new(path: &[u8], fingerprint: Fingerprint) -> FingerprintWire {
+        let (path, path_hex) = bytes_to_json(path);
+        FingerprintWire { path, path_hex, fingerprint }
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+    files::write_atomic(path, &bytes, 0o600)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not readable JSON", path.display()))
+}

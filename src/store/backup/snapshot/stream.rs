@@ -1,0 +1,79 @@
+//! A snapshot read back as the tar stream an archive of the same data holds:
+//! its metadata, a member for each manifest entry (a file's content from its
+//! object, holes kept as sparse members), the manifest. `verify` and
+//! `restore` read it through the same rules as an archive, and `backup
+//! export` compresses it into one: a `.tar.gz` any upgraderd (and `tar`)
+//! reads.
+
+use std::fs::File;
+use std::io::{self, BufWriter, PipeReader, PipeWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, Context, Result};
+
+use super::super::format::{show, Kind, Manifest, Meta, FORMAT, MANIFEST_MEMBER, META_MEMBER};
+use super::super::sink::{ArchiveSink, Sink};
+
+/// The tar stream of a snapshot, written by a thread as it is read.
+pub(in super::super) struct Stream {
+    pipe: PipeReader,
+    writer: Option<JoinHandle<Result<()>>>,
+}
+
+/// Opens the tar stream of the snapshot in `dir`.
+pub(in super::super) fn open(dir: &Path) -> Result<Stream> {
+    let mut meta = super::read_meta(dir)?;
+    let mut manifest = super::read_manifest(dir)?;
+    // What the stream holds is an archive: readers that know only archives take it.
+    meta.format = FORMAT;
+    manifest.format = FORMAT;
+    let (pipe, out) = io::pipe().context("cannot open a pipe to read the snapshot")?;
+    let dir = dir.to_path_buf();
+    let writer = std::thread::Builder::new()
+        .name("snapshot-stream".into())
+        .spawn(move || write(&dir, &meta, &manifest, out))
+        .context("cannot start the snapshot reader")?;
+    Ok(Stream { pipe, writer: Some(writer) })
+}
+
+fn write(dir: &Path, meta: &Meta, manifest: &Manifest, out: PipeWriter) -> Result<()> {
+    let mut sink = ArchiveSink::new(BufWriter::with_capacity(1 << 20, out));
+    sink.json(META_MEMBER, meta)?;
+    for entry in &manifest.entries {
+        let shown = PathBuf::from(show(&entry.path));
+        let content = match (entry.kind, &entry.sha256) {
+            (Kind::File, Some(sha256)) => Some(open_object(dir, sha256, &shown)?),
+            (Kind::File, None) => return Err(anyhow!("member `{}` has no sha256 in the manifest", shown.display())),
+            _ => None,
+        };
+        sink.put(entry, content, &shown)?;
+    }
+    sink.json(MANIFEST_MEMBER, manifest)?;
+    sink.builder.into_inner()?.flush()?;
+    Ok(())
+}
+
+fn open_object(dir: &Path, sha256: &str, member: &Path) -> Result<File> {
+    let path = super::object(dir, sha256);
+    File::open(&path).with_context(|| {
+        format!("the content of member `{}` ({}) is missing from the snapshot", member.display(), path.display())
+    })
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.pipe.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            // The end of the stream: the writer's own failure, if any, is what went wrong.
+            if let Some(writer) = self.writer.take() {
+                match writer.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(io::Error::other(format!("{e:#}"))),
+                    Err(_) => return Err(io::Error::other("the snapshot reader stopped unexpectedly")),
+                }
+            }
+        }
+        Ok(n)
+    }
+}
