@@ -219,11 +219,15 @@ pub(crate) struct Footprint {
 /// Walks the data once to say what backing it up into `dir` as `form` takes.
 pub(crate) fn footprint(sources: &[Source], dir: &std::path::Path, form: super::Form) -> Result<Footprint> {
     let plan = scan(sources)?;
+    let restore: Vec<(PathBuf, u64)> =
+        plan.roots.iter().map(|root| (root.path.clone(), root.restore_bytes.unwrap_or(0))).collect();
+    let all = restore.iter().map(|(_, bytes)| *bytes).fold(0u64, u64::saturating_add);
     let earlier = match form {
-        super::Form::Snapshot => super::snapshot::earlier(dir, &plan.roots).map(|(_, files)| files).unwrap_or_default(),
-        super::Form::Archive => Default::default(),
+        super::Form::Snapshot => super::snapshot::earlier(dir, &plan.roots).map(|(_, files)| files),
+        super::Form::Archive => None,
     };
-    let backup = plan
+    let Some(earlier) = earlier else { return Ok(Footprint { restore, backup: all }) };
+    let unshared = plan
         .items
         .iter()
         .filter(|item| {
@@ -231,7 +235,7 @@ pub(crate) fn footprint(sources: &[Source], dir: &std::path::Path, form: super::
         })
         .map(|item| item.allocated)
         .fold(0u64, u64::saturating_add);
-    let restore = plan.roots.into_iter().map(|root| (root.path, root.restore_bytes.unwrap_or(0))).collect();
+    let backup = unshared.min(all);
     Ok(Footprint { restore, backup })
 }
 
