@@ -2,8 +2,8 @@
 # The project's test command: formatting, lints, and every test, the
 # end-to-end ones against the local Docker engine included.
 #
-# Installs what the end-to-end tests need (Debian's docker-registry,
-# busybox-static, sqlite3) when it can, and fetches compose v2 for them
+# Installs what the tests need (Debian's docker-registry, busybox-static,
+# sqlite3, xfsprogs, btrfs-progs) when it can, and fetches compose v2 for them
 # (tests/support/compose-v2.sh). Without a Docker engine the e2e tests say so
 # and skip; with UPGRADERD_E2E_REQUIRED=1 (set by CI) a missing engine or a
 # missing compose v2 fails the run instead.
@@ -16,6 +16,9 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# Snapshots clone on XFS and btrfs: tests/cli/backup/snapshots.rs makes both in loop files.
+command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
+command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}"

@@ -48,7 +48,7 @@ pub mod testing {
     pub mod backup {
         pub use crate::store::backup::{
             begin, create, create_as, create_paused, export, list_ids, prune_keeping, read_meta, restore,
-            restore_paused, verify, Destination, FirstPass, Form, Pause, Reason, Source,
+            restore_paused, verify, Created, Destination, FirstPass, Form, Pause, Reason, Source,
         };
     }
 

@@ -4,6 +4,7 @@
 mod fidelity;
 mod final_pass;
 mod races;
+mod snapshots;
 mod special;
 
 use std::fs;

@@ -1,0 +1,319 @@
+//! Snapshots: what did not change is shared with the previous snapshot and
+//! never read again; what changed, however it hides, is copied; each
+//! snapshot verifies and restores by itself, also once the one it shared
+//! with is pruned; an export is a plain `.tar.gz`; races and a full disk end
+//! as they do for an archive. Filesystems with reflinks (XFS, btrfs in loop
+//! files) clone instead of copying and give back the same bytes.
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use upgraderd::testing::backup::{self, Destination, Form, Pause, Reason};
+
+use crate::common::tree;
+
+/// Files and a SQLite database, left alone long enough that their times can be trusted.
+fn data_in(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    fs::create_dir_all(data.join("photos/2024")).unwrap();
+    for i in 0..40u32 {
+        let bytes: Vec<u8> = (0..20_000u32).map(|n| (n.wrapping_mul(2654435761) ^ i) as u8).collect();
+        fs::write(data.join(format!("photos/2024/img{i:03}.jpg")), bytes).unwrap();
+    }
+    fs::write(data.join("config.yml"), "port: 3001\n").unwrap();
+    symlink("config.yml", data.join("current.yml")).unwrap();
+    fs::hard_link(data.join("photos/2024/img000.jpg"), data.join("cover.jpg")).unwrap();
+    let db = Connection::open(data.join("app.db")).unwrap();
+    db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);").unwrap();
+    drop(db);
+    settle();
+    data
+}
+
+/// Past the second within which a change is never trusted to show in a file's times.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+fn snapshot(data: &Path, backups: &Path) -> backup::Created {
+    backup::create_as(&[data.to_path_buf()], backups, Form::Snapshot, Reason::default(), &mut |_| {}).unwrap()
+}
+
+/// How the snapshot stored its one data path's files.
+fn stored(created: &backup::Created) -> serde_json::Value {
+    let meta = serde_json::to_value(&created.meta).unwrap();
+    meta["roots"][0]["stored"].clone()
+}
+
+fn restored(created: &backup::Created, into: &Path) -> std::collections::BTreeMap<String, String> {
+    backup::restore(&created.path, &Destination::Into(into.to_path_buf()), &mut |_| {}).unwrap();
+    let mut files = tree(into);
+    files.remove("app.db"); // Compared by its rows: a database snapshot is not byte for byte.
+    files
+}
+
+fn rows(db: &Path) -> i64 {
+    Connection::open(db).unwrap().query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn a_second_snapshot_reads_only_what_changed_and_restores_whole_after_the_first_is_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let backups = dir.path().join("backups");
+    let first = snapshot(&data, &backups);
+    assert_eq!(stored(&first)["shared"], 0, "nothing to share with yet: {}", stored(&first));
+
+    fs::write(data.join("photos/2024/img007.jpg"), b"edited").unwrap();
+    fs::write(data.join("photos/2024/new.jpg"), b"new photo").unwrap();
+    fs::remove_file(data.join("photos/2024/img008.jpg")).unwrap();
+    Connection::open(data.join("app.db")).unwrap().execute("INSERT INTO t VALUES (4)", []).unwrap();
+    settle();
+    let mut expected = tree(&data);
+    expected.remove("app.db");
+    let second = snapshot(&data, &backups);
+
+    let how = stored(&second);
+    // Of 39 photos left, one was edited; the config did not change; a photo
+    // is new; the database is always snapshotted anew.
+    assert_eq!(how["shared"], 39, "{how}");
+    assert_eq!(how["copied"].as_u64().unwrap() + how["cloned"].as_u64().unwrap(), 3, "{how}");
+    let shared_object = second.path.join("objects");
+    let linked = walk(&shared_object).into_iter().filter(|f| fs::metadata(f).unwrap().nlink() > 1).count();
+    assert!(linked >= 37, "unchanged contents are hard links to the first snapshot's: {linked}");
+
+    // The first goes; the second holds all of its data by itself.
+    let deleted = backup::prune_keeping(&backups, 1).unwrap();
+    assert_eq!(deleted, vec![first.path.clone()]);
+    backup::verify(&second.path).unwrap();
+    let into = dir.path().join("restored");
+    assert_eq!(restored(&second, &into), expected);
+    assert_eq!(rows(&into.join("app.db")), 4);
+    assert_eq!(
+        fs::metadata(into.join("cover.jpg")).unwrap().ino(),
+        fs::metadata(into.join("photos/2024/img000.jpg")).unwrap().ino()
+    );
+}
+
+#[test]
+fn a_file_changed_in_place_with_its_size_and_time_put_back_is_still_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let backups = dir.path().join("backups");
+    let victim = data.join("photos/2024/img003.jpg");
+    let before = fs::metadata(&victim).unwrap();
+    snapshot(&data, &backups);
+
+    // Same size, same modification time (as `touch -d` would put it back): only the change time tells.
+    let mut bytes = fs::read(&victim).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(&victim, &bytes).unwrap();
+    fs::File::options().write(true).open(&victim).unwrap().set_modified(before.modified().unwrap()).unwrap();
+    assert_eq!(fs::metadata(&victim).unwrap().len(), before.len());
+    assert_eq!(fs::metadata(&victim).unwrap().modified().unwrap(), before.modified().unwrap());
+    settle();
+    let second = snapshot(&data, &backups);
+    let into = dir.path().join("restored");
+    restored(&second, &into);
+    assert_eq!(fs::read(into.join("photos/2024/img003.jpg")).unwrap(), bytes, "the edit is in the snapshot");
+
+    // The same file replaced by another inode with the same size and times is copied too.
+    let tmp = data.join("photos/2024/img004.tmp");
+    let replaced = data.join("photos/2024/img004.jpg");
+    let old = fs::metadata(&replaced).unwrap();
+    let mut other = fs::read(&replaced).unwrap();
+    other.reverse();
+    fs::write(&tmp, &other).unwrap();
+    fs::File::options().write(true).open(&tmp).unwrap().set_modified(old.modified().unwrap()).unwrap();
+    fs::rename(&tmp, &replaced).unwrap();
+    settle();
+    let third = snapshot(&data, &backups);
+    let into = dir.path().join("restored-3");
+    restored(&third, &into);
+    assert_eq!(fs::read(into.join("photos/2024/img004.jpg")).unwrap(), other);
+}
+
+#[test]
+fn a_file_swapped_for_a_link_to_a_host_file_during_a_snapshot_is_stored_as_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let secret = dir.path().join("host-shadow");
+    fs::write(&secret, "HOST-SECRET").unwrap();
+    let backups = dir.path().join("backups");
+    let target = data.join("config.yml");
+    let created = backup::create_paused(
+        &[data.clone()],
+        &backups,
+        Form::Snapshot,
+        Reason::default(),
+        &mut |_| {},
+        &mut |pause| {
+            if let Pause::Copying(member) = pause {
+                if member.ends_with(b"/config.yml") {
+                    fs::remove_file(&target).unwrap();
+                    symlink(&secret, &target).unwrap();
+                }
+            }
+        },
+    )
+    .unwrap();
+    assert!(created.warnings.iter().any(|w| w.contains("replaced by a symlink")), "{:?}", created.warnings);
+    for object in walk(&created.path.join("objects")) {
+        assert_ne!(fs::read(&object).unwrap(), b"HOST-SECRET", "the host file was never read");
+    }
+    let into = dir.path().join("restored");
+    backup::restore(&created.path, &Destination::Into(into.clone()), &mut |_| {}).unwrap();
+    assert_eq!(fs::read_link(into.join("config.yml")).unwrap(), secret);
+}
+
+#[test]
+fn a_disk_that_fills_during_a_snapshot_leaves_nothing_and_says_so() {
+    if !crate::common::can_mount() {
+        eprintln!("SKIP: cannot mount here; a full disk during a snapshot not exercised");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let mut noise = vec![0u8; 3 << 20];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(data.join("noise.bin"), &noise).unwrap();
+    let full = crate::common::Mounted::tmpfs(&dir.path().join("small-disk"), "1m");
+    let err = backup::create_as(&[data.clone()], &full.0, Form::Snapshot, Reason::default(), &mut |_| {})
+        .map(|c| c.path)
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("is full"), "{err}");
+    let left: Vec<_> = fs::read_dir(&full.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn an_export_is_a_plain_tar_gz_that_tar_unpacks_and_upgraderd_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let backups = dir.path().join("backups");
+    snapshot(&data, &backups);
+    fs::write(data.join("config.yml"), "port: 4000\n").unwrap();
+    settle();
+    let second = snapshot(&data, &backups);
+    let out = dir.path().join("offsite.tar.gz");
+    let verified = backup::export(&second.path, &out).unwrap();
+    assert_eq!(verified.files, backup::verify(&second.path).unwrap().files, "every file of the snapshot");
+    assert!(backup::export(&second.path, &out).is_err(), "an existing file is never overwritten");
+
+    let unpacked = dir.path().join("unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    let status = Command::new("tar").arg("xzf").arg(&out).arg("-C").arg(&unpacked).status().unwrap();
+    assert!(status.success());
+    assert_eq!(fs::read_to_string(unpacked.join("data/0/config.yml")).unwrap(), "port: 4000\n");
+    assert_eq!(fs::read_link(unpacked.join("data/0/current.yml")).unwrap(), Path::new("config.yml"));
+
+    let mut expected = tree(&data);
+    expected.remove("app.db");
+    let into = dir.path().join("restored");
+    backup::restore(&out, &Destination::Into(into.clone()), &mut |_| {}).unwrap();
+    let mut got = tree(&into);
+    got.remove("app.db");
+    assert_eq!(got, expected);
+    assert_eq!(rows(&into.join("app.db")), 3);
+}
+
+#[test]
+fn a_damaged_object_fails_verify_and_restore_naming_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let created = snapshot(&data, &dir.path().join("backups"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(created.path.join("manifest.json")).unwrap()).unwrap();
+    let entry = manifest["entries"].as_array().unwrap().iter().find(|e| e["path"] == "data/0/config.yml").unwrap();
+    let sha = entry["sha256"].as_str().unwrap();
+    let object = created.path.join("objects").join(&sha[..2]).join(sha);
+    fs::write(&object, "port: 6666\n").unwrap();
+    let err = format!("{:#}", backup::verify(&created.path).unwrap_err());
+    assert!(err.contains("config.yml") && err.contains("does not match"), "{err}");
+    let into = dir.path().join("restored");
+    let err =
+        format!("{:#}", backup::restore(&created.path, &Destination::Into(into.clone()), &mut |_| {}).unwrap_err());
+    assert!(err.contains("config.yml"), "{err}");
+    assert!(!into.join("config.yml").exists(), "nothing restored from a damaged snapshot");
+}
+
+#[test]
+fn a_reflink_filesystem_clones_and_gives_back_the_same_bytes() {
+    for (fs_type, mkfs) in [("xfs", &["mkfs.xfs", "-q", "-m", "reflink=1"][..]), ("btrfs", &["mkfs.btrfs", "-q"][..])] {
+        let Some(disk) = LoopDisk::make(fs_type, mkfs) else { continue };
+        let data = data_in(&disk.mount);
+        let backups = disk.mount.join("backups");
+        let created = snapshot(&data, &backups);
+        let how = stored(&created);
+        assert!(how["cloned"].as_u64().unwrap() >= 40, "{fs_type}: the photos are cloned: {how}");
+        let mut expected = tree(&data);
+        expected.remove("app.db");
+        let into = disk.mount.join("restored");
+        assert_eq!(restored(&created, &into), expected, "{fs_type}");
+        assert_eq!(rows(&into.join("app.db")), 3, "{fs_type}");
+    }
+}
+
+/// A filesystem in a loop file, mounted for one test; `None` (and a line saying so) where it cannot be.
+struct LoopDisk {
+    mount: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopDisk {
+    fn make(fs_type: &str, mkfs: &[&str]) -> Option<LoopDisk> {
+        if !crate::common::can_mount() {
+            eprintln!("SKIP: cannot mount here; {fs_type} reflinks not exercised");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        fs::File::create(&image).unwrap().set_len(400 << 20).unwrap();
+        let made = Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "SKIP: {} is missing or failed (apt-get install xfsprogs btrfs-progs); {fs_type} not exercised",
+                mkfs[0]
+            );
+            return None;
+        }
+        let mount = dir.path().join("mnt");
+        fs::create_dir_all(&mount).unwrap();
+        let mounted = Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mount).status();
+        if !mounted.is_ok_and(|s| s.success()) {
+            eprintln!("SKIP: cannot loop-mount {fs_type} here");
+            return None;
+        }
+        Some(LoopDisk { mount, _dir: dir })
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
