@@ -146,7 +146,7 @@ fn a_file_swapped_for_a_link_to_a_host_file_during_a_snapshot_is_stored_as_the_l
     let backups = dir.path().join("backups");
     let target = data.join("config.yml");
     let created = backup::create_paused(
-        &[data.clone()],
+        std::slice::from_ref(&data),
         &backups,
         Form::Snapshot,
         Reason::default(),
@@ -188,7 +188,7 @@ fn a_disk_that_fills_during_a_snapshot_leaves_nothing_and_says_so() {
     }
     fs::write(data.join("noise.bin"), &noise).unwrap();
     let full = crate::common::Mounted::tmpfs(&dir.path().join("small-disk"), "1m");
-    let err = backup::create_as(&[data.clone()], &full.0, Form::Snapshot, Reason::default(), &mut |_| {})
+    let err = backup::create_as(std::slice::from_ref(&data), &full.0, Form::Snapshot, Reason::default(), &mut |_| {})
         .map(|c| c.path)
         .unwrap_err();
     let err = format!("{err:#}");
