@@ -63,11 +63,13 @@ fn snapshot(config: &Config) -> Result<Snapshot> {
     Ok(snapshot)
 }
 
-/// The archives in the backup directory: how many, their size, when the newest was taken.
+/// The backups in the backup directory: how many, the disk they take
+/// together (what snapshots share counted once), when the newest was taken.
 fn backups(dir: &Path) -> Result<Backups> {
     let listed = backup::list(dir)?;
     let newest_at_ms = listed.iter().filter_map(taken_at_ms).max();
-    Ok(Backups { count: listed.len() as u64, bytes: listed.iter().map(|b| b.bytes).sum(), newest_at_ms })
+    let alone: u64 = listed.iter().map(|b| b.bytes).sum();
+    Ok(Backups { count: listed.len() as u64, bytes: alone + backup::shared_on_disk(&listed), newest_at_ms })
 }
 
 /// When a backup was taken: its metadata's time, else the archive's mtime.

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use upgraderd::testing::backup::{self, Destination, Form, Pause, Reason};
+use upgraderd::testing::backup::{self, Destination, Form, Pause, Reason, Source};
 
 use crate::common::tree;
 
@@ -195,6 +195,37 @@ fn a_disk_that_fills_during_a_snapshot_leaves_nothing_and_says_so() {
     assert!(err.contains("is full"), "{err}");
     let left: Vec<_> = fs::read_dir(&full.0).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn the_final_pass_of_a_snapshot_stores_only_what_changed_and_keeps_only_the_end_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let backups = dir.path().join("backups");
+    let first =
+        backup::begin(&[Source::path(&data)], &backups, Form::Snapshot, Reason::default(), &mut |_| {}).unwrap();
+    // While the services stop: one photo rewritten, one removed.
+    fs::write(data.join("photos/2024/img010.jpg"), b"rewritten while stopping").unwrap();
+    fs::remove_file(data.join("photos/2024/img011.jpg")).unwrap();
+    let mut expected = tree(&data);
+    expected.remove("app.db");
+    let created = first.finish_after_final_pass(&mut |_| {}).unwrap();
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(created.path.join("manifest.json")).unwrap()).unwrap();
+    let named: std::collections::BTreeSet<String> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["sha256"].as_str().map(str::to_string))
+        .collect();
+    let held: std::collections::BTreeSet<String> = walk(&created.path.join("objects"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(held, named, "the first pass's copies of what changed are not kept");
+    let into = dir.path().join("restored");
+    assert_eq!(restored(&created, &into), expected, "the end state");
 }
 
 #[test]

@@ -77,6 +77,7 @@ impl SnapshotSink {
                 .map(|(path, fingerprint)| FingerprintWire::new(&path, fingerprint))
                 .collect(),
         };
+        self.drop_unreferenced(manifest)?;
         write_json(&self.partial.join(FINGERPRINTS), &read)?;
         write_json(&self.partial.join(MANIFEST_MEMBER), manifest)?;
         write_json(&self.partial.join(META_MEMBER), meta)?;
@@ -84,6 +85,20 @@ impl SnapshotSink {
         let dir = File::open(&self.partial)?;
         rustix::fs::syncfs(&dir)?;
         files::rename_durable(&self.partial, final_path)?;
+        Ok(())
+    }
+
+    /// Removes the objects no member of the final manifest names: the
+    /// content of files the final pass stored again, or that went away.
+    fn drop_unreferenced(&self, manifest: &Manifest) -> Result<()> {
+        let named: std::collections::HashSet<&str> =
+            manifest.entries.iter().filter_map(|e| e.sha256.as_deref()).collect();
+        for object in walk(&self.partial.join(OBJECTS)) {
+            let name = object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !named.contains(name.as_str()) {
+                fs::remove_file(&object).with_context(|| format!("cannot remove {}", object.display()))?;
+            }
+        }
         Ok(())
     }
 
