@@ -1412,8 +1412,7 @@ def snapshots_report(r):
             f"How it stored its files: `{json.dumps(x['stored'])}`. Targets ≤ 0.05×: first snapshot "
             f"**{verdict(fx['median'] <= 0.05 * tc['median'])}**, restore **{verdict(rx['median'] <= 0.05 * tx['median'])}**.",
             "A clone costs no copy, but the snapshot still reads every new file once to hash it (the manifest's",
-            "sha256 is the proof a restore checks); a restore reads every object back through the archive",
-            "stream and checks its sha256 before it swaps, so it is not a clone yet.",
+            "sha256 is what `verify` checks); the restore clones every object back, reading none of it.",
             "",
         ]
     return lines

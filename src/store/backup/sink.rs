@@ -166,7 +166,7 @@ fn member_path(member: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(member))
 }
 
-fn header_of(entry: &ManifestEntry, kind: tar::EntryType) -> tar::Header {
+pub(super) fn header_of(entry: &ManifestEntry, kind: tar::EntryType) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(entry.mode);

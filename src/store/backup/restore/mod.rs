@@ -1,6 +1,8 @@
-//! Restoring an archive: stage every member next to its target (on the same
+//! Restoring a backup: stage every member next to its target (on the same
 //! filesystem), check every hash against the manifest, then swap the staged
-//! data in, undoing the roots already swapped if one fails.
+//! data in, undoing the roots already swapped if one fails. An archive is
+//! staged as it is read; a snapshot from its manifest and objects
+//! ([`snapshot`]), cloned where the filesystem can.
 //!
 //! Everything below a target is reached through directory handles (see
 //! `fsat`): a member is created relative to its parent's handle with
@@ -12,7 +14,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,10 +22,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::FileType;
 
-use super::format::{show, FinalPass, HashingReader, Kind, ManifestEntry, Meta, Root, OWN_PREFIX};
+mod snapshot;
+mod write;
+
+use self::write::{is_root, set_owner, write_fifo, write_file, write_symlink};
+
+use super::format::{show, FinalPass, Kind, ManifestEntry, Meta, Root, OWN_PREFIX};
 use super::members::Member;
 use super::read::{check_against_manifest, read_archive, read_meta, Visit};
-use super::sparse;
 use super::{Destination, Pause, Progress, Restored};
 use crate::store::disk::{self, Room};
 use crate::store::files;
@@ -49,8 +55,10 @@ pub fn restore_paused(
     let rooms = check_space(&meta, &targets)?;
     let tag = files::unique_suffix();
     let mut stages: Vec<Stage> = Vec::new();
-    let staged = open_stages(&meta, &targets, &tag, &mut stages)
-        .and_then(|()| stage_archive(archive, &meta, &rooms, &mut stages, progress, pause));
+    let staged = open_stages(&meta, &targets, &tag, &mut stages).and_then(|()| match archive.is_dir() {
+        true => snapshot::stage_snapshot(archive, &meta, &rooms, &mut stages, progress, pause),
+        false => stage_archive(archive, &meta, &rooms, &mut stages, progress, pause),
+    });
     let outcome = staged.and_then(|stats| {
         pause(Pause::Swapping);
         swap_all(&stages)?;
@@ -297,6 +305,34 @@ impl Stage {
         }
     }
 
+    /// Creates a file member as a clone of `object`, then its owner, mode and
+    /// time; `false`, leaving nothing behind, where the filesystem cannot clone it.
+    fn clone_file(&mut self, member: &Member, header: &tar::Header, object: &File) -> Result<bool> {
+        let name = show(&member.name);
+        let (dir, leaf) = if member.relative.is_empty() {
+            (self.dir.as_fd(), self.staging_name.clone())
+        } else {
+            let Some(staging) = self.staging.as_ref() else {
+                bail!("member `{name}` comes before its directory data/{}", self.root.index);
+            };
+            let components = fsat::components(&member.relative);
+            let Some((leaf, parents)) = components.split_last() else { bail!("member `{name}` has no name") };
+            let parent = self.cursor.open(staging.as_fd(), parents).map_err(|e| parent_refused(&name, &e))?;
+            (parent, leaf.to_vec())
+        };
+        let file = fsat::create_file_at(dir, &leaf).with_context(|| format!("cannot create `{name}`"))?;
+        if rustix::fs::ioctl_ficlone(&file, object).is_err() {
+            drop(file);
+            fsat::remove_tree_at(dir, &leaf).with_context(|| format!("cannot remove the empty `{name}`"))?;
+            return Ok(false);
+        }
+        set_owner(&file, header)?;
+        fsat::set_mode(&file, header.mode()?)?;
+        fsat::set_mtime(&file, header.mtime()? as i64)?;
+        file.sync_all()?;
+        Ok(true)
+    }
+
     /// The member `data/<i>` itself: the staging directory, or the staged file or link.
     fn write_root(
         &mut self,
@@ -445,57 +481,6 @@ fn parent_refused(name: &str, err: &io::Error) -> anyhow::Error {
     }
 }
 
-/// Whether restored owners can be set (only root may give files away).
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn set_owner(fd: impl AsFd, header: &tar::Header) -> Result<()> {
-    if is_root() {
-        fsat::set_owner(fd, header.uid()? as u32, header.gid()? as u32)?;
-    }
-    Ok(())
-}
-
-/// Creates a symlink with its target verbatim (never followed), then its owner and time.
-fn write_symlink(target: &[u8], dir: BorrowedFd<'_>, name: &[u8], header: &tar::Header) -> Result<(String, u64)> {
-    fsat::symlink_at(target, dir, name)?;
-    if is_root() {
-        fsat::set_owner_at(dir, name, header.uid()? as u32, header.gid()? as u32)?;
-    }
-    fsat::set_mtime_at(dir, name, header.mtime()? as i64)?;
-    Ok((String::new(), 0))
-}
-
-/// Creates a FIFO, then its owner, mode and time, all without ever opening it.
-fn write_fifo(dir: BorrowedFd<'_>, name: &[u8], header: &tar::Header) -> Result<(String, u64)> {
-    fsat::mkfifo_at(dir, name)?;
-    if is_root() {
-        fsat::set_owner_at(dir, name, header.uid()? as u32, header.gid()? as u32)?;
-    }
-    fsat::set_mode_at(dir, name, header.mode()?)?;
-    fsat::set_mtime_at(dir, name, header.mtime()? as i64)?;
-    Ok((String::new(), 0))
-}
-
-/// Writes a regular file's content (a sparse member's holes as holes), then
-/// its owner, mode and time; returns its sha256 and size.
-fn write_file(mut file: File, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
-    let (sha256, size) = if header.entry_type() == tar::EntryType::GNUSparse {
-        sparse::write_sparse(&file, data)?
-    } else {
-        let mut hashing = HashingReader::new(data);
-        let size = io::copy(&mut hashing, &mut file)?;
-        (hashing.hex(), size)
-    };
-    set_owner(&file, header)?;
-    fsat::set_mode(&file, header.mode()?)?;
-    fsat::set_mtime(&file, header.mtime()? as i64)?;
-    file.sync_all()?;
-    Ok((sha256, size))
-}
-
 fn stage_archive(
     archive: &Path,
     meta: &Meta,
@@ -530,6 +515,16 @@ struct Stager<'s, 'p> {
     last_report: Instant,
 }
 
+impl Stager<'_, '_> {
+    /// Progress, at most twice a second.
+    fn report(&mut self) {
+        if self.last_report.elapsed() > Duration::from_millis(500) {
+            (self.progress)(Progress { done: self.bytes, total: self.meta.total_bytes });
+            self.last_report = Instant::now();
+        }
+    }
+}
+
 impl Visit for Stager<'_, '_> {
     fn member(&mut self, member: &Member, header: &tar::Header, data: &mut dyn Read) -> Result<(String, u64)> {
         (self.pause)(Pause::Staging(&member.name));
@@ -544,10 +539,7 @@ impl Visit for Stager<'_, '_> {
             self.files += 1;
             self.bytes += size;
         }
-        if self.last_report.elapsed() > Duration::from_millis(500) {
-            (self.progress)(Progress { done: self.bytes, total: self.meta.total_bytes });
-            self.last_report = Instant::now();
-        }
+        self.report();
         Ok((sha256, size))
     }
 

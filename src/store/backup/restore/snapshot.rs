@@ -1,0 +1,97 @@
+//! Staging a snapshot: each manifest entry passes the member rules an
+//! archive's members pass, and lands in the same staging area. A file is
+//! cloned from its object where the filesystem can (the backup directory on
+//! the data's XFS or btrfs): nothing is copied, and the object, read-only
+//! since it was stored and hashed, is checked by its size (`backup verify`
+//! reads and checks every byte). Elsewhere the object is copied and checked
+//! against its sha256 as it is written, as an archive's member is.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::super::format::{show, Kind, ManifestEntry, Meta};
+use super::super::members::Rules;
+use super::super::sink::header_of;
+use super::super::{snapshot, sparse};
+use super::{Pause, Progress, Room, Stage, Stager, Visit};
+
+pub(super) fn stage_snapshot(
+    dir: &Path,
+    meta: &Meta,
+    rooms: &[Room],
+    stages: &mut [Stage],
+    progress: &mut dyn FnMut(Progress),
+    pause: &mut dyn FnMut(Pause<'_>),
+) -> Result<(u64, u64)> {
+    let manifest = snapshot::read_manifest(dir)?;
+    let mut rules = Rules::new(dir, &meta.roots);
+    let mut stager = Stager { stages, meta, rooms, progress, pause, files: 0, bytes: 0, last_report: Instant::now() };
+    for entry in &manifest.entries {
+        let member = rules.check(&entry.path, entry_type(entry.kind), entry.target.as_deref())?;
+        if entry.kind != Kind::File {
+            let header = header_of(entry, entry_type(entry.kind));
+            stager.member(&member, &header, &mut io::empty())?;
+            continue;
+        }
+        let mut object = open_object(dir, entry)?;
+        let sparse = sparse::data_segments(&object, entry.size)?.is_some();
+        let mut header = header_of(entry, if sparse { tar::EntryType::GNUSparse } else { tar::EntryType::Regular });
+        header.set_size(entry.size);
+        (stager.pause)(Pause::Staging(&member.name));
+        if stager.stages[member.root].clone_file(&member, &header, &object)? {
+            stager.files += 1;
+            stager.bytes += entry.size;
+            stager.report();
+            continue;
+        }
+        let (sha256, size) = stager.member(&member, &header, &mut object)?;
+        if Some(sha256.as_str()) != entry.sha256.as_deref() || size != entry.size {
+            bail!(
+                "backup {}: member `{}` does not match its manifest (sha256 {sha256} vs {}); the snapshot is corrupt",
+                dir.display(),
+                show(&entry.path),
+                entry.sha256.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    let Stager { stages, files, bytes, progress, .. } = stager;
+    for stage in stages.iter_mut() {
+        let root_member = format!("data/{}", stage.root.index).into_bytes();
+        stage.root_entry = manifest.entries.iter().find(|e| e.path == root_member).cloned();
+        stage.fix_directories()?;
+    }
+    progress(Progress { done: meta.total_bytes, total: meta.total_bytes });
+    Ok((files, bytes))
+}
+
+/// A file's object, of the size the manifest records.
+fn open_object(dir: &Path, entry: &ManifestEntry) -> Result<File> {
+    let name = show(&entry.path);
+    let sha256 = entry.sha256.as_deref().ok_or_else(|| anyhow!("member `{name}` has no sha256 in the manifest"))?;
+    let path = snapshot::object(dir, sha256);
+    let object = File::open(&path)
+        .with_context(|| format!("backup {} is damaged: the content of member `{name}` is missing", dir.display()))?;
+    let size = object.metadata()?.len();
+    if size != entry.size {
+        bail!(
+            "backup {} is damaged: the content of member `{name}` is {size} bytes, the manifest says {}",
+            dir.display(),
+            entry.size
+        );
+    }
+    Ok(object)
+}
+
+fn entry_type(kind: Kind) -> tar::EntryType {
+    match kind {
+        Kind::File => tar::EntryType::Regular,
+        Kind::Dir => tar::EntryType::Directory,
+        Kind::Symlink => tar::EntryType::Symlink,
+        Kind::Hardlink => tar::EntryType::Link,
+        Kind::Fifo => tar::EntryType::Fifo,
+    }
+}
