@@ -234,7 +234,7 @@ fn put_back(
 /// A backup cut off mid-write is never used; remove it so it does not fill the disk.
 fn remove_partial_backups(config: &Config, journal: &mut Journal) {
     for path in backup::partial_archives(&config.backup_dir) {
-        match std::fs::remove_file(&path) {
+        match backup::remove_partial(&path) {
             Ok(()) => journal.log(&format!("Removed the unfinished backup {}", path.display())),
             Err(e) => journal.log(&format!("Could not remove the unfinished backup {}: {e}", path.display())),
         }

@@ -490,11 +490,17 @@ fn prune_keeps_the_newest_and_the_last_complete_upgrades_backup() {
     .unwrap();
     db.record_backup("u1", &all[0]).unwrap();
     fs::write(sb.backups().join("upgrade-backup-20200101_000000-dead00.tar.gz.partial"), "x").unwrap();
+    fs::create_dir_all(sb.backups().join("upgrade-backup-20200101_000000-dead01.snap.partial/objects/ab")).unwrap();
+    // What is not upgraderd's is never touched.
+    let notes = sb.backups().join("operator-notes.txt");
+    fs::write(&notes, "keep me").unwrap();
 
     sb.test().args(["backup", "prune", "--keep", "2"]).stdout_contains("deleted 1").run();
     let mut left: Vec<PathBuf> = fs::read_dir(sb.backups()).unwrap().map(|e| e.unwrap().path()).collect();
     left.sort();
-    assert_eq!(left, vec![all[0].clone(), all[2].clone(), all[3].clone()]);
+    let mut expected = vec![all[0].clone(), all[2].clone(), all[3].clone(), notes];
+    expected.sort();
+    assert_eq!(left, expected);
 }
 
 /// A large sparse file (a disk image, a preallocated store) holds a few blocks

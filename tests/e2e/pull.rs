@@ -39,7 +39,7 @@ fn happy_path_keeps_settings_and_migrates_data(compose: ComposeVersion) {
     let row = s.last_history();
     assert_eq!(row["status"], "complete");
     assert_eq!((row["fromVersion"].as_str(), row["toVersion"].as_str()), (Some("1.0.0"), Some("2.0.0")));
-    assert!(Path::new(row["backupPath"].as_str().unwrap()).is_file());
+    assert!(Path::new(row["backupPath"].as_str().unwrap()).exists());
     let status = s.status_file();
     assert_eq!((status["status"].as_str(), status["progress"].as_i64()), (Some("complete"), Some(100)));
     assert_eq!(status["upgradeId"], row["upgradeId"]);

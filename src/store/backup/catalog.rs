@@ -26,6 +26,14 @@ pub(crate) fn partial_archives(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Removes a backup left `.partial` by a killed writer: an archive's file or a snapshot's directory.
+pub(crate) fn remove_partial(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path)?.is_dir() {
+        true => fs::remove_dir_all(path),
+        false => fs::remove_file(path),
+    }
+}
+
 /// The backups in `dir`, newest first, with their metadata and the disk each takes.
 pub(crate) fn list(dir: &Path) -> Result<Vec<Listed>> {
     let mut found = Vec::new();

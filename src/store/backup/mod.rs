@@ -47,7 +47,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub(crate) use self::catalog::{find, list, partial_archives, prune};
+pub(crate) use self::catalog::{find, list, partial_archives, prune, remove_partial};
 pub use self::create::create_as;
 pub use self::create::{begin, create, create_paused, FirstPass};
 pub use self::export::export;
