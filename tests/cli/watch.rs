@@ -245,8 +245,13 @@ fn an_upgrader_killed_before_the_switch_is_recorded_failed_on_restart() {
     let d = Deployment::new().with("SLOW_PULL", "30");
     let before = d.data();
     kill_upgrade_at(&d, "downloading");
+    // What a snapshot cut off mid-write leaves: recovery removes it.
+    let cut_off = d.sb.path().join("state-dir/backups/upgrade-backup-20200101_000000-dead00.snap.partial");
+    std::fs::create_dir_all(cut_off.join("objects/ab")).unwrap();
+    std::fs::write(cut_off.join("objects/ab/incoming-1"), "half").unwrap();
     let w = Watcher::start(&d);
     w.wait_for_log("recovered upgrade");
+    assert!(!cut_off.exists(), "the unfinished snapshot is removed: {}", w.log());
     let row = d.last_history();
     assert_eq!(row["status"], "failed");
     assert!(row["errorMessage"].as_str().unwrap().contains("before the new version was started"));
