@@ -336,7 +336,12 @@ fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<Exit> {
         for path in &pruned.leftovers {
             ctx.ui.print(format!("removed leftover {}", path.display()));
         }
-        ctx.ui.print(format!("kept {} backups, deleted {}", pruned.kept.len(), pruned.deleted.len()));
+        ctx.ui.print(format!(
+            "kept {} backups, deleted {} (freed {})",
+            pruned.kept.len(),
+            pruned.deleted.len(),
+            human_bytes(pruned.freed_bytes)
+        ));
     }
     Ok(Exit::Success)
 }

@@ -14,6 +14,7 @@ use crate::engine::strategy::Strategy;
 use crate::engine::{Outcome, Terminal};
 use crate::states::Status;
 use crate::store::backup;
+use crate::units::human_bytes;
 
 /// Something an attempt ending before its switch could not put back.
 #[derive(Debug)]
@@ -96,8 +97,11 @@ impl Attempt<'_, '_> {
         let protected: Vec<&std::path::Path> = self.backup.iter().chain(&last_complete).map(PathBuf::as_path).collect();
         match backup::prune(&self.config.backup_dir, keep, &protected) {
             Ok(pruned) => {
-                for path in pruned.deleted {
+                for path in &pruned.deleted {
                     self.journal.log(&format!("Pruned old backup {}", path.display()));
+                }
+                if !pruned.deleted.is_empty() {
+                    self.journal.log(&format!("Pruning freed {}", human_bytes(pruned.freed_bytes)));
                 }
             }
             Err(e) => self.journal.log(&format!("Pruning backups failed: {e:#}")),

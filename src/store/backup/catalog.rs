@@ -126,6 +126,7 @@ pub(crate) fn prune(dir: &Path, keep: usize, protected: &[&Path]) -> Result<Prun
             pruned.kept.push(listed.path);
         } else {
             delete(&listed).with_context(|| format!("cannot delete {}", listed.path.display()))?;
+            pruned.freed_bytes += listed.bytes;
             pruned.deleted.push(listed.path);
         }
     }

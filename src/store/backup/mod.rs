@@ -225,6 +225,8 @@ pub(crate) struct Listed {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Pruned {
     pub deleted: Vec<PathBuf>,
+    /// The disk the deleted backups held alone: what deleting them freed.
+    pub freed_bytes: u64,
     pub kept: Vec<PathBuf>,
     pub leftovers: Vec<PathBuf>,
 }
