@@ -69,16 +69,29 @@ fn hash_clone(object: &File, size: u64) -> io::Result<(String, bool)> {
     let hex = match sparse::data_segments(object, size)? {
         Some(segments) => {
             let mut reader = sparse::SparseReader::new(copy, segments, size);
-            io::copy(&mut reader, &mut io::sink())?;
+            read_to_end(&mut reader)?;
             reader.hex()
         }
         None => {
             let mut reader = HashingReader::exact(&mut copy, size);
-            io::copy(&mut reader, &mut io::sink())?;
+            read_to_end(&mut reader)?;
             reader.hex()
         }
     };
     Ok((hex, cloned < size))
+}
+
+/// Reads everything in 1 MiB steps (`io::copy` to a sink reads 8 KiB at a time).
+fn read_to_end(reader: &mut dyn Read) -> io::Result<()> {
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Copies `size` bytes of `source` into `object`, reading only the data
