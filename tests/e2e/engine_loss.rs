@@ -124,13 +124,15 @@ impl OnPrivateEngine {
             file["status"].as_str().map(str::to_string)
         };
         common::wait(format!("the upgrade to reach {status}"))
-            .within(Duration::from_secs(120))
+            .within(Duration::from_secs(300))
             .every(Duration::from_millis(5))
             .showing(|| format!("status file: {:?}; history: {:?}\n{}", now(), self.last_status(), upgrader.so_far()))
             .until_true(|| now().as_deref() == Some(status) || upgrader.gone_before(status));
     }
 
-    /// Waits until the newest upgrade's log holds `count` lines matching `line`.
+    /// Waits until the newest upgrade's log holds `count` lines matching `line`
+    /// (a bound far above the seconds it takes: a loaded machine once took
+    /// over two minutes to get there, and a failed wait shows why).
     fn wait_log(&self, upgrader: &Upgrader, what: &str, count: usize, line: &dyn Fn(&str) -> bool) {
         let history = || {
             let state = self.sandbox.state().display().to_string();
@@ -147,7 +149,7 @@ impl OnPrivateEngine {
             format!("{:?} matching so far; {read}\n{}", matching(&run), upgrader.so_far())
         };
         common::wait(format!("the upgrade's log to show {what}"))
-            .within(Duration::from_secs(120))
+            .within(Duration::from_secs(300))
             .every(Duration::from_millis(20))
             .showing(seen)
             .until_true(|| matching(&history()).is_some_and(|n| n >= count) || upgrader.gone_before(what));
