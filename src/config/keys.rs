@@ -193,6 +193,12 @@ pub static KEYS: &[KeySpec] = &[
         None,
         "Prometheus metrics file for node_exporter's textfile collector, rewritten after every outcome and check",
     ),
+    key(
+        "UPGRADERD_METRICS_LISTEN",
+        None,
+        None,
+        "HOST:PORT on which `watch` serves GET /metrics for Prometheus (e.g. 127.0.0.1:9877; unset: off)",
+    ),
 ];
 
 /// Looks a key up by its `UPGRADERD_*` name.

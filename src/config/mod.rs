@@ -43,8 +43,8 @@ pub(crate) use values::parse_size;
 
 use app::App;
 use values::{
-    as_path, as_text, parse_backup_modes, parse_count, parse_github_repo, parse_pointer, parse_swarm_service,
-    parse_url, Parser,
+    as_path, as_text, parse_backup_modes, parse_count, parse_github_repo, parse_listen, parse_pointer,
+    parse_swarm_service, parse_url, Parser,
 };
 
 /// The default configuration file, read when present and no `-c` is given.
@@ -145,6 +145,8 @@ pub(crate) struct Config {
     pub stale_after: Duration,
     /// `UPGRADERD_METRICS_FILE`: the Prometheus textfile; `None`: not written.
     pub metrics_file: Option<PathBuf>,
+    /// Where `watch` serves `/metrics`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Reads the configuration file chosen by `-c`, `UPGRADERD_CONFIG` or the default location.
@@ -246,6 +248,7 @@ impl Config {
             post_upgrade_cmd: p.text("UPGRADERD_POST_UPGRADE_CMD"),
             stale_after: p.duration("UPGRADERD_STALE_AFTER", false)?,
             metrics_file: p.path("UPGRADERD_METRICS_FILE")?,
+            metrics_listen: p.parse_opt("UPGRADERD_METRICS_LISTEN", "127.0.0.1:9877", parse_listen)?,
             state_dir,
             backup_dir,
         })

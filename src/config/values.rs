@@ -174,6 +174,11 @@ pub(crate) fn parse_bool(text: &str) -> std::result::Result<bool, String> {
     }
 }
 
+/// `HOST:PORT` with a literal address (`127.0.0.1:9877`, `[::1]:9877`, `0.0.0.0:9877`): no name to resolve.
+pub(super) fn parse_listen(text: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    text.parse().map_err(|_| "expected an IP address and a port, like 127.0.0.1:9877 or [::1]:9877".into())
+}
+
 pub(super) fn parse_count(text: &str) -> std::result::Result<usize, String> {
     text.parse::<usize>().map_err(|_| "expected a whole number".into())
 }

@@ -13,7 +13,8 @@
 //! found outside the window is not queued, and a check also runs as the
 //! window opens. The app's triggers are never held back by the window.
 //! The Docker socket check of the MeshMonitor watchdog protocol is answered
-//! on a thread of its own (`socket_check`), handed its requests by this loop.
+//! on a thread of its own (`socket_check`), handed its requests by this loop;
+//! so is `GET /metrics` when `UPGRADERD_METRICS_LISTEN` is set (`metrics_http`).
 //!
 //! [`run`] is the whole daemon, ended by the [`Shutdown`] it is given (the
 //! integration tests run it as `upgraderd watch` and stop it with a signal;
@@ -32,12 +33,14 @@ use anyhow::{Context, Result};
 
 mod bookkeeping;
 mod intake;
+mod metrics_http;
 mod periodic;
 mod socket_check;
 #[cfg(test)]
 mod tests;
 mod worker;
 
+use self::metrics_http::MetricsEndpoint;
 use self::socket_check::SocketChecks;
 use crate::config::{self, Config, Env};
 use crate::engine::status::StatusFile;
@@ -92,6 +95,7 @@ pub(crate) fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Re
         .with_context(|| format!("cannot create the state directory {}", config.state_dir.display()))?;
     let waker = Waker::new().context("cannot create the daemon's wake-up pipe")?;
     shutdown.notify(waker.clone());
+    let metrics = MetricsEndpoint::start(config, ui)?;
     let mut daemon = Daemon {
         config: config.clone(),
         ui: ui.clone(),
@@ -111,6 +115,7 @@ pub(crate) fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Re
         intake_complete: false,
         incomplete_since: None,
         start_after: Instant::now(),
+        _metrics: metrics,
     };
     daemon.start()?;
     daemon.serve();
@@ -143,6 +148,8 @@ struct Daemon {
     incomplete_since: Option<Instant>,
     /// Queued upgrades wait until then (another upgrader held the lock).
     start_after: Instant,
+    /// `/metrics`, when served; stopped with the daemon.
+    _metrics: Option<MetricsEndpoint>,
 }
 
 /// The upgrade running on its own thread.

@@ -47,9 +47,13 @@ pub(crate) fn after_check(config: &Config, ui: &Ui, report: &Report) {
 }
 
 fn write_to(config: &Config, path: &Path) -> Result<()> {
-    let text = render(&snapshot(config)?);
-    files::write_atomic(path, text.as_bytes(), MODE)?;
+    files::write_atomic(path, render_now(config)?.as_bytes(), MODE)?;
     Ok(())
+}
+
+/// The metrics as they are now, in Prometheus's text format (for the file and for `/metrics`).
+pub(crate) fn render_now(config: &Config) -> Result<String> {
+    Ok(render(&snapshot(config)?))
 }
 
 /// Everything the metrics say, read afresh.

@@ -129,3 +129,61 @@ fn a_metrics_file_that_cannot_be_written_is_a_warning() {
         .run();
     assert_eq!(d.last_history()["status"], "complete");
 }
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One raw HTTP exchange, as a client that may misbehave would have it.
+fn exchange(port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn watch_serves_the_metrics_over_http_and_nothing_else() {
+    let mut d = Deployment::new();
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
+    let port = free_port();
+    d.sb.env("UPGRADERD_METRICS_LISTEN", format!("127.0.0.1:{port}"));
+    let w = crate::common::watcher::Watcher::start(&d);
+    w.wait_for_log(&format!("serving Prometheus metrics on http://127.0.0.1:{port}/metrics"));
+
+    let scraped = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap();
+    assert_eq!(scraped.header("Content-Type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = scraped.into_string().unwrap();
+    assert_eq!(sample(&text, r#"upgraderd_upgrades_total{status="complete",strategy="pull"}"#).as_deref(), Some("1"));
+    let saved = d.sb.path().join("scraped.prom");
+    fs::write(&saved, &text).unwrap();
+    promtool_check(&saved);
+
+    let head = exchange(port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"), "HEAD has no body: {head:?}");
+    assert!(exchange(port, b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"), "only /metrics");
+    assert!(exchange(port, b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"), "it changes nothing");
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    assert!(exchange(port, huge.as_bytes()).starts_with("HTTP/1.1 431"), "a request too large is refused");
+    // A client that connects and says nothing holds the endpoint for seconds, not for ever.
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let after = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap();
+    assert_eq!(after.status(), 200);
+    assert!(w.is_alive());
+    assert_eq!(w.stop(std::time::Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn a_metrics_address_that_is_not_one_or_is_taken_is_refused_by_name() {
+    let mut d = Deployment::new();
+    d.sb.env("UPGRADERD_METRICS_LISTEN", "localhost:9877");
+    d.sb.test().args(["watch"]).status(2).stderr_contains("UPGRADERD_METRICS_LISTEN").run();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    d.sb.env("UPGRADERD_METRICS_LISTEN", format!("127.0.0.1:{port}"));
+    d.sb.test().args(["watch"]).status(1).stderr_contains("is the port taken?").run();
+}
