@@ -5,9 +5,10 @@
 //! every few seconds should not repeat each time).
 //!
 //! One thread, one connection at a time, synchronous: a scrape is one small
-//! request. A request line that does not come within [`READ_TIMEOUT`], or
-//! is longer than [`MAX_REQUEST`], is answered 408 or 431 and closed, so a
-//! slow or hostile client holds the thread for seconds at most. Only `GET`
+//! request. A request not read whole within [`READ_TIMEOUT`] (however slowly
+//! its bytes trickle in), or longer than [`MAX_REQUEST`], is answered 408 or
+//! 431 and closed, so a slow or hostile client holds the thread for seconds
+//! at most. Only `GET`
 //! and `HEAD` of `/metrics` are answered; it changes nothing.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,7 +80,6 @@ fn serve(listener: &TcpListener, config: &Config, stop: &AtomicBool) {
 }
 
 fn answer(mut stream: TcpStream, config: &Config, cached: &mut Option<(Instant, String)>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let request = match read_request_line(&stream) {
         Ok(Some(line)) => line,
@@ -111,7 +111,8 @@ fn answer(mut stream: TcpStream, config: &Config, cached: &mut Option<(Instant, 
 
 /// The request line, once the headers after it are read too; `None` when they are too long.
 fn read_request_line(stream: &TcpStream) -> std::io::Result<Option<String>> {
-    let mut reader = BufReader::new(stream.take(MAX_REQUEST));
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let mut reader = BufReader::new(Deadline { stream, deadline }.take(MAX_REQUEST));
     let mut line = String::new();
     reader.read_line(&mut line)?;
     if !line.ends_with('\n') {
@@ -126,6 +127,24 @@ fn read_request_line(stream: &TcpStream) -> std::io::Result<Option<String>> {
         if header.trim().is_empty() {
             return Ok(Some(line.trim_end().to_string()));
         }
+    }
+}
+
+/// Reads that all end by one deadline: a client sending a byte now and then
+/// cannot stretch its request past it.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
     }
 }
 

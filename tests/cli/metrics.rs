@@ -169,10 +169,22 @@ fn watch_serves_the_metrics_over_http_and_nothing_else() {
     assert!(exchange(port, b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"), "it changes nothing");
     let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
     assert!(exchange(port, huge.as_bytes()).starts_with("HTTP/1.1 431"), "a request too large is refused");
-    // A client that connects and says nothing holds the endpoint for seconds, not for ever.
+    // A client that connects and says nothing, or trickles a byte at a time,
+    // holds the endpoint for seconds, not for ever.
     let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let trickler = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: yes".iter().cycle().take(40) {
+            if slow.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
     let after = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap();
     assert_eq!(after.status(), 200);
+    trickler.join().unwrap();
     assert!(w.is_alive());
     assert_eq!(w.stop(std::time::Duration::from_secs(20)), 0);
 }
