@@ -127,7 +127,7 @@ impl Sink for SnapshotSink {
     }
 
     fn final_pass(&mut self, _: &FinalPass) -> Result<()> {
-        Ok(()) // The manifest holds only the final state; retired objects stay until the snapshot is pruned.
+        Ok(()) // The manifest holds only the final state; objects it no longer names go when it is sealed.
     }
 }
 
