@@ -214,7 +214,7 @@ fn list(ctx: &Ctx) -> Result<Exit> {
 fn export(ctx: &Ctx, args: &ExportArgs) -> Result<Exit> {
     let path = resolve(ctx, &args.backup)?;
     ctx.ui.info(format!("exporting {} to {}", path.display(), args.output.display()));
-    let verified = backup::export(&path, &args.output)?;
+    let verified = backup::export(&path, &args.output, &mut progress_printer(ctx.ui, "exporting"))?;
     if ctx.ui.json() {
         ctx.ui.data(&verified);
     } else {

@@ -12,20 +12,23 @@ use anyhow::{bail, Context, Result};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use super::read::verify;
+use super::read::{read_meta, verify};
 use super::snapshot::stream;
-use super::Verified;
+use super::{Progress, Verified};
 use crate::store::files;
 
-/// Writes `backup` to `output` as one `.tar.gz` and verifies what was written.
-pub fn export(backup: &Path, output: &Path) -> Result<Verified> {
+/// Writes `backup` to `output` as one `.tar.gz` and verifies what was written,
+/// reporting the bytes written out of the data's.
+pub fn export(backup: &Path, output: &Path, progress: &mut dyn FnMut(Progress)) -> Result<Verified> {
     if fs::symlink_metadata(output).is_ok() {
         bail!("{} already exists; name a new file, or remove it first", output.display());
     }
     let mut partial = output.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    let written = write(backup, &partial).and_then(|()| Ok(files::rename_durable(&partial, output)?));
+    let total = read_meta(backup)?.total_bytes;
+    let mut counted = Counted { done: 0, total, progress, last: std::time::Instant::now() };
+    let written = write(backup, &partial, &mut counted).and_then(|()| Ok(files::rename_durable(&partial, output)?));
     if let Err(err) = written {
         let _ = fs::remove_file(&partial);
         return Err(err.context(format!(
@@ -37,7 +40,7 @@ pub fn export(backup: &Path, output: &Path) -> Result<Verified> {
     verify(output).with_context(|| format!("the exported {} does not verify; do not rely on it", output.display()))
 }
 
-fn write(backup: &Path, partial: &Path) -> Result<()> {
+fn write(backup: &Path, partial: &Path, counted: &mut Counted<'_>) -> Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -48,15 +51,43 @@ fn write(backup: &Path, partial: &Path) -> Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     if backup.is_dir() {
         let mut encoder = GzEncoder::new(&mut out, Compression::default());
-        io::copy(&mut stream::open(backup)?, &mut encoder)
+        copy(&mut stream::open(backup)?, &mut encoder, counted)
             .with_context(|| format!("cannot read snapshot {}", backup.display()))?;
         encoder.finish()?;
     } else {
         let mut archive = File::open(backup).with_context(|| format!("cannot open backup {}", backup.display()))?;
-        io::copy(&mut archive, &mut out)?;
+        copy(&mut archive, &mut out, counted)?;
     }
     out.flush()?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
+    Ok(())
+}
+
+/// Bytes written so far, reported twice a second at most.
+struct Counted<'a> {
+    done: u64,
+    total: u64,
+    progress: &'a mut dyn FnMut(Progress),
+    last: std::time::Instant,
+}
+
+fn copy(from: &mut dyn io::Read, to: &mut dyn Write, counted: &mut Counted<'_>) -> io::Result<()> {
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buffer[..n])?;
+        counted.done += n as u64;
+        if counted.last.elapsed() > std::time::Duration::from_millis(500) {
+            (counted.progress)(Progress { done: counted.done.min(counted.total), total: counted.total });
+            counted.last = std::time::Instant::now();
+        }
+    }
+    (counted.progress)(Progress { done: counted.total, total: counted.total });
     Ok(())
 }

@@ -238,9 +238,9 @@ fn an_export_is_a_plain_tar_gz_that_tar_unpacks_and_upgraderd_restores() {
     settle();
     let second = snapshot(&data, &backups);
     let out = dir.path().join("offsite.tar.gz");
-    let verified = backup::export(&second.path, &out).unwrap();
+    let verified = backup::export(&second.path, &out, &mut |_| {}).unwrap();
     assert_eq!(verified.files, backup::verify(&second.path).unwrap().files, "every file of the snapshot");
-    assert!(backup::export(&second.path, &out).is_err(), "an existing file is never overwritten");
+    assert!(backup::export(&second.path, &out, &mut |_| {}).is_err(), "an existing file is never overwritten");
 
     let unpacked = dir.path().join("unpacked");
     fs::create_dir_all(&unpacked).unwrap();
