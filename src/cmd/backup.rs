@@ -336,8 +336,14 @@ fn prune(ctx: &Ctx, args: &PruneArgs) -> Result<Exit> {
         for path in &pruned.leftovers {
             ctx.ui.print(format!("removed leftover {}", path.display()));
         }
+        for path in &pruned.unreadable {
+            ctx.ui.warn(format!(
+                "left alone, unreadable: {} (`upgraderd backup list` says why; delete it yourself once looked at)",
+                path.display()
+            ));
+        }
         ctx.ui.print(format!(
-            "kept {} backups, deleted {} (freed {})",
+            "kept {} backups, deleted {} (freed at least {})",
             pruned.kept.len(),
             pruned.deleted.len(),
             human_bytes(pruned.freed_bytes)

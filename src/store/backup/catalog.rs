@@ -62,7 +62,10 @@ pub(super) fn newest_first(dir: &Path) -> Result<Vec<(String, &'static str, Path
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some((id, kind)) = backup_id(&name) {
+        let Some((id, kind)) = backup_id(&name) else { continue };
+        // A snapshot is a directory and an archive a file; a name of the one on the other is not a backup.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir == (kind == "snapshot") {
             found.push((id.to_string(), kind, entry.path()));
         }
     }
@@ -115,14 +118,22 @@ fn delete(listed: &Listed) -> io::Result<()> {
     }
 }
 
-/// Keeps the newest `keep` archives and `protected`; deletes the other
-/// archives, and `.partial`/snapshot files left by an interrupted backup.
-/// The caller holds the upgrade lock, so no backup is being written.
+/// Keeps the newest `keep` readable backups and `protected`; deletes the
+/// other readable ones, and `.partial`/snapshot files left by an interrupted
+/// backup. One it cannot read is neither counted as kept nor deleted: it is
+/// left for the operator (`backup list` says what is wrong with it). The
+/// caller holds the upgrade lock, so no backup is being written.
 pub(crate) fn prune(dir: &Path, keep: usize, protected: &[&Path]) -> Result<Pruned> {
     let mut pruned = Pruned::default();
-    for (rank, listed) in list(dir)?.into_iter().enumerate() {
+    let mut readable = 0;
+    for listed in list(dir)? {
+        if listed.problem.is_some() {
+            pruned.unreadable.push(listed.path);
+            continue;
+        }
+        readable += 1;
         let is_protected = protected.contains(&listed.path.as_path());
-        if rank < keep || is_protected {
+        if readable <= keep || is_protected {
             pruned.kept.push(listed.path);
         } else {
             delete(&listed).with_context(|| format!("cannot delete {}", listed.path.display()))?;

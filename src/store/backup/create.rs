@@ -85,6 +85,7 @@ fn begin_paused(
     if sources.is_empty() {
         bail!("no data paths to back up");
     }
+    write_back(sources);
     let plan = scan(sources)?;
     pause(Pause::Scanned);
     files::ensure_private_dir(dir).with_context(|| {
@@ -271,6 +272,7 @@ impl FirstPass {
     }
 
     fn write_final_pass(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<()> {
+        write_back(&self.sources);
         let plan = scan(&self.sources)?;
         if let Some((was, now)) = self.meta.roots.iter().zip(&plan.roots).find(|(was, now)| was.is_dir != now.is_dir) {
             bail!(
@@ -400,6 +402,27 @@ fn seal_archive(
     file.sync_all()?;
     files::rename_durable(partial, final_path)?;
     Ok(())
+}
+
+/// Writes back the data's filesystems before a pass looks at them. A write
+/// through a shared memory map changes a file's times only when it dirties
+/// a page that was written back: without this, a page written through a
+/// map before the pass and again after it would change the file's content
+/// and not its times, and the next pass (or snapshot) would take it for
+/// unchanged. Writing back makes every page clean, so the next such write is
+/// seen. Best effort: a filesystem that cannot be synced is skipped (tmpfs
+/// never writes back; a map written there is not seen by its times).
+fn write_back(sources: &[Source]) {
+    let mut synced = HashSet::new();
+    for source in sources {
+        // Never blocks on a FIFO, never follows a link.
+        let opened = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(&source.path);
+        let Ok(handle) = opened else { continue };
+        let Ok(meta) = handle.metadata() else { continue };
+        if synced.insert(std::os::unix::fs::MetadataExt::dev(&meta)) {
+            let _ = rustix::fs::syncfs(&handle);
+        }
+    }
 }
 
 fn new_backup_id() -> String {

@@ -27,8 +27,16 @@ pub fn export(backup: &Path, output: &Path, progress: &mut dyn FnMut(Progress)) 
     partial.push(".partial");
     let partial = PathBuf::from(partial);
     let total = read_meta(backup)?.total_bytes;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&partial)
+        .with_context(|| format!("cannot create {} (remove it if an earlier export left it)", partial.display()))?;
+    // From here on the partial file is this export's own, to remove if it fails.
     let mut counted = Counted { done: 0, total, progress, last: std::time::Instant::now() };
-    let written = write(backup, &partial, &mut counted).and_then(|()| Ok(files::rename_durable(&partial, output)?));
+    let written = write(backup, file, &mut counted).and_then(|()| Ok(files::rename_durable(&partial, output)?));
     if let Err(err) = written {
         let _ = fs::remove_file(&partial);
         return Err(err.context(format!(
@@ -37,17 +45,17 @@ pub fn export(backup: &Path, output: &Path, progress: &mut dyn FnMut(Progress)) 
             output.display()
         )));
     }
-    verify(output).with_context(|| format!("the exported {} does not verify; do not rely on it", output.display()))
+    verify(output).map_err(|err| {
+        let _ = fs::remove_file(output);
+        err.context(format!(
+            "the export of {} did not verify once written, so it was removed: the backup is damaged \
+             (`upgraderd backup verify` names what)",
+            backup.display()
+        ))
+    })
 }
 
-fn write(backup: &Path, partial: &Path, counted: &mut Counted<'_>) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+fn write(backup: &Path, file: File, counted: &mut Counted<'_>) -> Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     if backup.is_dir() {
         let mut encoder = GzEncoder::new(&mut out, Compression::default());

@@ -225,8 +225,10 @@ pub(crate) struct Listed {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Pruned {
     pub deleted: Vec<PathBuf>,
-    /// The disk the deleted backups held alone: what deleting them freed.
+    /// The disk the deleted backups held alone: at least what deleting them freed.
     pub freed_bytes: u64,
     pub kept: Vec<PathBuf>,
+    /// Backups that could not be read: left alone, not counted as kept.
+    pub unreadable: Vec<PathBuf>,
     pub leftovers: Vec<PathBuf>,
 }

@@ -134,7 +134,7 @@ pub(super) fn check_against_manifest(path: &Path, seen: &[SeenMember], manifest:
         }
         if entry.kind == Kind::File && (entry.sha256 != *sha256 || entry.size != *size) {
             bail!(
-                "backup {}: member `{name}` does not match its manifest (sha256 {} vs {}); the archive is corrupt",
+                "backup {}: member `{name}` does not match its manifest (sha256 {} vs {}); the backup is corrupt",
                 path.display(),
                 sha256.as_deref().unwrap_or("-"),
                 entry.sha256.as_deref().unwrap_or("-")
@@ -143,7 +143,7 @@ pub(super) fn check_against_manifest(path: &Path, seen: &[SeenMember], manifest:
         // Format 1 manifests list no link targets; format 2 ones must match the archive.
         if entry.target.is_some() && entry.target != member.link {
             bail!(
-                "backup {}: link member `{name}` points at `{}` but the manifest says `{}`; the archive is corrupt",
+                "backup {}: link member `{name}` points at `{}` but the manifest says `{}`; the backup is corrupt",
                 path.display(),
                 show(member.link.as_deref().unwrap_or_default()),
                 show(entry.target.as_deref().unwrap_or_default())

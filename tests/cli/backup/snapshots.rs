@@ -6,7 +6,7 @@
 //! files) clone instead of copying and give back the same bytes.
 
 use std::fs;
-use std::os::unix::fs::{symlink, MetadataExt};
+use std::os::unix::fs::{symlink, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -347,4 +347,128 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+#[test]
+fn a_file_written_through_a_shared_map_is_read_again_though_its_times_lag() {
+    if !crate::common::can_mount() {
+        eprintln!("SKIP: cannot mount here; writes through a map with the backups on another filesystem not exercised");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    let db = data.join("store.mdb");
+    fs::write(&db, vec![0u8; 4096]).unwrap();
+    // The backups elsewhere: their sync does not write back the data's pages.
+    let backups = crate::common::Mounted::tmpfs(&dir.path().join("backups"), "16m");
+    let file = fs::OpenOptions::new().read(true).write(true).open(&db).unwrap();
+    // SAFETY: a shared map of 4096 bytes of a file of that size, unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let page = map.cast::<u8>();
+    // SAFETY: within the 4096 mapped bytes.
+    unsafe { std::ptr::write_bytes(page, b'A', 4096) };
+    settle();
+    snapshot(&data, &backups.0);
+    // The same page written again: its times change only if the page was written back in between.
+    unsafe { std::ptr::write_bytes(page, b'B', 4096) };
+    settle();
+    let second = snapshot(&data, &backups.0);
+    // SAFETY: the map made above.
+    unsafe { libc::munmap(map, 4096) };
+    let into = dir.path().join("restored");
+    backup::restore(&second.path, &Destination::Into(into.clone()), &mut |_| {}).unwrap();
+    let got = fs::read(into.join("store.mdb")).unwrap();
+    assert!(
+        got.len() == 4096 && got.iter().all(|b| *b == b'B'),
+        "the second write is in the snapshot: {:?}…",
+        &got[..8]
+    );
+}
+
+/// The manifest entry of `member` and the path of its object.
+fn object_of(snapshot: &Path, member: &str) -> PathBuf {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(snapshot.join("manifest.json")).unwrap()).unwrap();
+    let entry = manifest["entries"].as_array().unwrap().iter().find(|e| e["path"] == member).unwrap();
+    let sha = entry["sha256"].as_str().unwrap();
+    snapshot.join("objects").join(&sha[..2]).join(sha)
+}
+
+#[test]
+fn objects_grown_swapped_for_links_or_named_by_a_path_are_refused_and_never_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let backups = dir.path().join("backups");
+    let first = snapshot(&data, &backups);
+
+    // Grown: verify applies restore's rule (the size the manifest records).
+    let grown = object_of(&first.path, "data/0/photos/2024/img001.jpg");
+    fs::set_permissions(&grown, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    fs::OpenOptions::new().append(true).open(&grown).unwrap().write_all_at(b"extra", 20_000).unwrap();
+    let err = format!("{:#}", backup::verify(&first.path).unwrap_err());
+    assert!(err.contains("img001.jpg") && err.contains("bytes, the manifest says 20000"), "{err}");
+    // The next snapshot reads that file again instead of sharing the damaged object.
+    let second = snapshot(&data, &backups);
+    assert_eq!(
+        stored(&second)["copied"].as_u64().unwrap() + stored(&second)["cloned"].as_u64().unwrap(),
+        2,
+        "the photo and the database: {}",
+        stored(&second)
+    );
+    backup::verify(&second.path).unwrap();
+
+    // Swapped for a link to a file outside: never followed.
+    let outside = dir.path().join("outside");
+    fs::write(&outside, "not the photo").unwrap();
+    let linked = object_of(&second.path, "data/0/photos/2024/img002.jpg");
+    let copy = dir.path().join("copy.snap");
+    Command::new("cp").arg("-a").arg(&second.path).arg(&copy).status().unwrap();
+    let linked_copy = copy.join(linked.strip_prefix(&second.path).unwrap());
+    fs::remove_file(&linked_copy).unwrap();
+    symlink(&outside, &linked_copy).unwrap();
+    let err = format!("{:#}", backup::verify(&copy).unwrap_err());
+    assert!(err.contains("img002.jpg"), "{err}");
+
+    // Named by a path instead of a sha256: refused before anything is opened.
+    let manifest = copy.join("manifest.json");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let sha = linked.file_name().unwrap().to_string_lossy().into_owned();
+    fs::write(&manifest, text.replace(&sha, "../../outside")).unwrap();
+    let into = dir.path().join("restored");
+    let err = format!("{:#}", backup::restore(&copy, &Destination::Into(into.clone()), &mut |_| {}).unwrap_err());
+    assert!(err.contains("is not a sha256"), "{err}");
+    assert!(!into.join("photos").exists(), "nothing restored");
+}
+
+#[test]
+fn prune_leaves_an_unreadable_snapshot_alone_and_keeps_a_good_one_and_export_keeps_what_is_not_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let backups = dir.path().join("backups");
+    let good = snapshot(&data, &backups);
+    let broken = snapshot(&data, &backups);
+    fs::remove_file(broken.path.join("manifest.json")).unwrap();
+    // Named like a snapshot, but a file: not a backup at all.
+    fs::write(backups.join("upgrade-backup-20200101_000000-abcdef.snap"), "x").unwrap();
+    let deleted = backup::prune_keeping(&backups, 1).unwrap();
+    assert!(deleted.is_empty(), "the only readable snapshot is kept: {deleted:?}");
+    assert!(good.path.exists() && broken.path.exists());
+    assert_eq!(backup::list_ids(&backups).unwrap().len(), 2, "the file is not listed as a backup");
+
+    let out = dir.path().join("out.tar.gz");
+    let partial = dir.path().join("out.tar.gz.partial");
+    fs::write(&partial, "precious").unwrap();
+    assert!(backup::export(&good.path, &out, &mut |_| {}).is_err(), "it will not write over a file of that name");
+    assert_eq!(fs::read_to_string(&partial).unwrap(), "precious", "nor remove it");
 }

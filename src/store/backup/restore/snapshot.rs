@@ -6,14 +6,13 @@
 //! reads and checks every byte). Elsewhere the object is copied and checked
 //! against its sha256 as it is written, as an archive's member is.
 
-use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 
-use super::super::format::{show, Kind, ManifestEntry, Meta};
+use super::super::format::{show, Kind, Meta};
 use super::super::members::Rules;
 use super::super::sink::header_of;
 use super::super::{snapshot, sparse};
@@ -37,7 +36,7 @@ pub(super) fn stage_snapshot(
             stager.member(&member, &header, &mut io::empty())?;
             continue;
         }
-        let mut object = open_object(dir, entry)?;
+        let mut object = snapshot::open_object(dir, entry)?;
         let sparse = sparse::data_segments(&object, entry.size)?.is_some();
         let mut header = header_of(entry, if sparse { tar::EntryType::GNUSparse } else { tar::EntryType::Regular });
         header.set_size(entry.size);
@@ -66,24 +65,6 @@ pub(super) fn stage_snapshot(
     }
     progress(Progress { done: meta.total_bytes, total: meta.total_bytes });
     Ok((files, bytes))
-}
-
-/// A file's object, of the size the manifest records.
-fn open_object(dir: &Path, entry: &ManifestEntry) -> Result<File> {
-    let name = show(&entry.path);
-    let sha256 = entry.sha256.as_deref().ok_or_else(|| anyhow!("member `{name}` has no sha256 in the manifest"))?;
-    let path = snapshot::object(dir, sha256);
-    let object = File::open(&path)
-        .with_context(|| format!("backup {} is damaged: the content of member `{name}` is missing", dir.display()))?;
-    let size = object.metadata()?.len();
-    if size != entry.size {
-        bail!(
-            "backup {} is damaged: the content of member `{name}` is {size} bytes, the manifest says {}",
-            dir.display(),
-            entry.size
-        );
-    }
-    Ok(object)
 }
 
 fn entry_type(kind: Kind) -> tar::EntryType {

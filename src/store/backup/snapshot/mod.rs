@@ -26,7 +26,7 @@ pub(super) mod stream;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -123,7 +123,7 @@ impl Sink for SnapshotSink {
 
     fn share(&mut self, entry: &ManifestEntry) -> Result<bool> {
         let (Some(earlier), Some(sha256)) = (&self.earlier, &entry.sha256) else { return Ok(false) };
-        Ok(objects::link(&earlier.join(OBJECTS), &self.partial.join(OBJECTS), sha256)?)
+        Ok(objects::link(&earlier.join(OBJECTS), &self.partial.join(OBJECTS), sha256, entry.size)?)
     }
 
     fn final_pass(&mut self, _: &FinalPass) -> Result<()> {
@@ -165,9 +165,16 @@ pub(super) fn earlier(dir: &Path, roots: &[Root]) -> Option<(PathBuf, Shareable)
     Some((newest, shareable))
 }
 
-/// Reads a snapshot's metadata.
+/// Reads a snapshot's metadata, once its manifest is there too (a snapshot
+/// without one cannot be restored, and must not pass for a good one).
 pub(super) fn read_meta(dir: &Path) -> Result<Meta> {
-    read_json(&dir.join(META_MEMBER)).with_context(|| format!("{} is not a complete upgraderd snapshot", dir.display()))
+    let meta: Meta = read_json(&dir.join(META_MEMBER))
+        .with_context(|| format!("{} is not a complete upgraderd snapshot", dir.display()))?;
+    let manifest = dir.join(MANIFEST_MEMBER);
+    match fs::symlink_metadata(&manifest) {
+        Ok(m) if m.is_file() && m.len() > 0 => Ok(meta),
+        _ => bail!("snapshot {} is damaged: it has no {MANIFEST_MEMBER}", dir.display()),
+    }
 }
 
 /// Reads a snapshot's manifest.
@@ -176,9 +183,36 @@ pub(super) fn read_manifest(dir: &Path) -> Result<Manifest> {
         .with_context(|| format!("snapshot {} has no readable manifest", dir.display()))
 }
 
-/// Where a snapshot keeps the content with this sha256.
-pub(super) fn object(dir: &Path, sha256: &str) -> PathBuf {
-    objects::path(&dir.join(OBJECTS), sha256)
+/// Opens the object holding a file member's content: named by a sha256 (64
+/// hex digits, never a path of its own), a regular file (a link is never
+/// followed) of the size the manifest records. Anything else is a damaged
+/// or crafted snapshot, refused naming the member.
+pub(super) fn open_object(dir: &Path, entry: &ManifestEntry) -> Result<File> {
+    let member = super::format::show(&entry.path);
+    let damaged = |what: String| anyhow::anyhow!("backup {} is damaged: member `{member}`: {what}", dir.display());
+    let sha256 = entry.sha256.as_deref().ok_or_else(|| damaged("the manifest gives no sha256".into()))?;
+    if !objects::is_sha256(sha256) {
+        return Err(damaged(format!("`{sha256}` is not a sha256 (64 hex digits)")));
+    }
+    let path = objects::path(&dir.join(OBJECTS), sha256);
+    let object = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| damaged(format!("its content {} cannot be opened: {e}", path.display())))?;
+    let meta = object.metadata()?;
+    if !meta.is_file() {
+        return Err(damaged(format!("its content {} is not a regular file", path.display())));
+    }
+    if meta.len() != entry.size {
+        return Err(damaged(format!(
+            "its content {} is {} bytes, the manifest says {}",
+            path.display(),
+            meta.len(),
+            entry.size
+        )));
+    }
+    Ok(object)
 }
 
 /// The disk a snapshot holds alone (what deleting it frees) and what it

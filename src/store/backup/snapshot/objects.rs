@@ -10,8 +10,14 @@ use super::super::format::HashingReader;
 use super::super::sink::{Content, Stored};
 use super::super::sparse;
 
+/// Where the object of `sha256` is (checked with [`is_sha256`] first when it comes from a manifest).
 pub(super) fn path(objects: &Path, sha256: &str) -> PathBuf {
     objects.join(&sha256[..2.min(sha256.len())]).join(sha256)
+}
+
+/// Whether `text` is a sha256 as upgraderd writes it: 64 lowercase hex digits, so never a path.
+pub(super) fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Stores `size` bytes of `source` as an object: cloned where the
@@ -130,11 +136,21 @@ fn copy_keeping_holes(source: &File, object: &File, size: u64) -> io::Result<(St
 }
 
 /// Makes `sha256`'s object of the snapshot at `from` one of the snapshot at
-/// `to` too, as a hard link: `false` when `from` no longer holds it or the
-/// filesystem refuses another link (then the file is read and stored anew).
-pub(super) fn link(from: &Path, to: &Path, sha256: &str) -> io::Result<bool> {
+/// `to` too, as a hard link: `false` when `from` no longer holds it as a
+/// read-only regular file of `size` bytes, or the filesystem refuses another
+/// link (then the file is read and stored anew). A same-size change of the
+/// object's bytes is not seen here: `backup verify` reads and checks them.
+pub(super) fn link(from: &Path, to: &Path, sha256: &str, size: u64) -> io::Result<bool> {
+    if !is_sha256(sha256) {
+        return Ok(false);
+    }
     let source = path(from, sha256);
     let target = path(to, sha256);
+    let intact = fs::symlink_metadata(&source)
+        .is_ok_and(|m| m.is_file() && m.len() == size && m.permissions().mode() & 0o777 == 0o400);
+    if !intact {
+        return Ok(false);
+    }
     if let Some(parent) = target.parent() {
         match fs::DirBuilder::new().mode(0o700).create(parent) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),

@@ -5,12 +5,13 @@
 //! export` compresses it into one: a `.tar.gz` any upgraderd (and `tar`)
 //! reads.
 
-use std::fs::File;
 use std::io::{self, BufWriter, PipeReader, PipeWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
 use super::super::format::{show, Kind, Manifest, Meta, FORMAT, MANIFEST_MEMBER, META_MEMBER};
 use super::super::sink::{ArchiveSink, Sink};
@@ -38,27 +39,50 @@ pub(in super::super) fn open(dir: &Path) -> Result<Stream> {
 }
 
 fn write(dir: &Path, meta: &Meta, manifest: &Manifest, out: PipeWriter) -> Result<()> {
-    let mut sink = ArchiveSink::new(BufWriter::with_capacity(1 << 20, out));
-    sink.json(META_MEMBER, meta)?;
-    for entry in &manifest.entries {
-        let shown = PathBuf::from(show(&entry.path));
-        let content = match (entry.kind, &entry.sha256) {
-            (Kind::File, Some(sha256)) => Some(open_object(dir, sha256, &shown)?),
-            (Kind::File, None) => return Err(anyhow!("member `{}` has no sha256 in the manifest", shown.display())),
-            _ => None,
-        };
-        sink.put(entry, content, &shown)?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let gate = Gate { out, closed: closed.clone() };
+    let mut sink = ArchiveSink::new(BufWriter::with_capacity(1 << 20, gate));
+    let written = write_members(dir, meta, manifest, &mut sink);
+    if written.is_err() {
+        // Dropped, the tar writer would end the stream as a complete archive:
+        // the reader must instead meet its end early, and then this error.
+        closed.store(true, Ordering::SeqCst);
+        return written;
     }
-    sink.json(MANIFEST_MEMBER, manifest)?;
     sink.builder.into_inner()?.flush()?;
     Ok(())
 }
 
-fn open_object(dir: &Path, sha256: &str, member: &Path) -> Result<File> {
-    let path = super::object(dir, sha256);
-    File::open(&path).with_context(|| {
-        format!("the content of member `{}` ({}) is missing from the snapshot", member.display(), path.display())
-    })
+fn write_members(dir: &Path, meta: &Meta, manifest: &Manifest, sink: &mut ArchiveSink<BufWriter<Gate>>) -> Result<()> {
+    sink.json(META_MEMBER, meta)?;
+    for entry in &manifest.entries {
+        let shown = PathBuf::from(show(&entry.path));
+        let content = match entry.kind {
+            Kind::File => Some(super::open_object(dir, entry)?),
+            _ => None,
+        };
+        sink.put(entry, content, &shown)?;
+    }
+    sink.json(MANIFEST_MEMBER, manifest)
+}
+
+/// The pipe, closed to further writes once the stream has failed.
+struct Gate {
+    out: PipeWriter,
+    closed: Arc<AtomicBool>,
+}
+
+impl Write for Gate {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 impl Read for Stream {
