@@ -447,14 +447,7 @@ fn a_full_disk_leaves_no_partial_and_says_how_much_was_needed() {
     }
     let (mut sb, data) = sandbox_with_data();
     // Incompressible data, larger than the disk.
-    let mut noise = vec![0u8; 3 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for b in noise.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let noise = crate::common::incompressible(3 << 20);
     fs::write(data.join("noise.bin"), &noise).unwrap();
     let full = Mounted::tmpfs(&sb.path().join("small"), "1m");
     sb.env("UPGRADERD_BACKUP_DIR", full.0.display().to_string());
@@ -568,14 +561,7 @@ fn a_disk_that_fills_during_a_restore_is_reported_full_not_damaged() {
     let disk = Mounted::tmpfs(&dir.path().join("small-disk"), "4m");
     let data = disk.0.join("data");
     fs::create_dir_all(&data).unwrap();
-    let mut noise = vec![0u8; 1 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for b in noise.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let noise = crate::common::incompressible(1 << 20);
     fs::write(data.join("blob.bin"), &noise).unwrap();
     fs::write(data.join("notes"), "notes").unwrap();
     let created =

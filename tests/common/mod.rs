@@ -223,3 +223,16 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
     walk(root, root, &mut out);
     out
 }
+
+/// `len` bytes no compressor can shrink (a fixed xorshift sequence): data that fills a disk as it is.
+pub fn incompressible(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

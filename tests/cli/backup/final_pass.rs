@@ -220,14 +220,7 @@ fn a_disk_that_fills_during_the_final_pass_leaves_no_partial_archive() {
     let full = crate::common::Mounted::tmpfs(&dir.path().join("small-disk"), "1m");
     let pass = first_pass(&data, &full.0);
     // Incompressible data, larger than the disk, written while the first pass waits.
-    let mut noise = vec![0u8; 3 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for b in noise.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let noise = crate::common::incompressible(3 << 20);
     fs::write(data.join("noise.bin"), &noise).unwrap();
     let err = format!("{:#}", pass.finish_after_final_pass(&mut |_| {}).unwrap_err());
     assert!(err.contains("is full"), "{err}");

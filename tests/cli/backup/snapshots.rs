@@ -178,14 +178,7 @@ fn a_disk_that_fills_during_a_snapshot_leaves_nothing_and_says_so() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = data_in(dir.path());
-    let mut noise = vec![0u8; 3 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for b in noise.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let noise = crate::common::incompressible(3 << 20);
     fs::write(data.join("noise.bin"), &noise).unwrap();
     let full = crate::common::Mounted::tmpfs(&dir.path().join("small-disk"), "1m");
     let err = backup::create_as(std::slice::from_ref(&data), &full.0, Form::Snapshot, Reason::default(), &mut |_| {})

@@ -27,7 +27,7 @@ mod write;
 
 use self::write::{is_root, set_owner, write_fifo, write_file, write_symlink};
 
-use super::format::{show, FinalPass, Kind, ManifestEntry, Meta, Root, OWN_PREFIX};
+use super::format::{show, FinalPass, Kind, Manifest, ManifestEntry, Meta, Root, OWN_PREFIX};
 use super::members::Member;
 use super::read::{check_against_manifest, read_archive, read_meta, Visit};
 use super::{Destination, Pause, Progress, Restored};
@@ -492,14 +492,7 @@ fn stage_archive(
     let mut stager = Stager { stages, meta, rooms, progress, pause, files: 0, bytes: 0, last_report: Instant::now() };
     let (_, manifest, seen) = read_archive(archive, &mut stager)?;
     check_against_manifest(archive, &seen, &manifest)?;
-    let Stager { stages, files, bytes, progress, .. } = stager;
-    for stage in stages.iter_mut() {
-        let root_member = format!("data/{}", stage.root.index).into_bytes();
-        stage.root_entry = manifest.entries.iter().find(|e| e.path == root_member).cloned();
-        stage.fix_directories()?;
-    }
-    progress(Progress { done: meta.total_bytes, total: meta.total_bytes });
-    Ok((files, bytes))
+    stager.finish(&manifest)
 }
 
 /// Writes each member into its root's staging area as the archive is read.
@@ -516,6 +509,19 @@ struct Stager<'s, 'p> {
 }
 
 impl Stager<'_, '_> {
+    /// Everything is staged: each data path gets its own mode, owner and time
+    /// from the manifest, and every staged directory its final mode; returns
+    /// the files and bytes staged.
+    fn finish(self, manifest: &Manifest) -> Result<(u64, u64)> {
+        for stage in self.stages.iter_mut() {
+            let root_member = format!("data/{}", stage.root.index).into_bytes();
+            stage.root_entry = manifest.entries.iter().find(|e| e.path == root_member).cloned();
+            stage.fix_directories()?;
+        }
+        (self.progress)(Progress { done: self.meta.total_bytes, total: self.meta.total_bytes });
+        Ok((self.files, self.bytes))
+    }
+
     /// Progress, at most twice a second.
     fn report(&mut self) {
         if self.last_report.elapsed() > Duration::from_millis(500) {

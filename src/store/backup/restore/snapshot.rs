@@ -57,14 +57,7 @@ pub(super) fn stage_snapshot(
             );
         }
     }
-    let Stager { stages, files, bytes, progress, .. } = stager;
-    for stage in stages.iter_mut() {
-        let root_member = format!("data/{}", stage.root.index).into_bytes();
-        stage.root_entry = manifest.entries.iter().find(|e| e.path == root_member).cloned();
-        stage.fix_directories()?;
-    }
-    progress(Progress { done: meta.total_bytes, total: meta.total_bytes });
-    Ok((files, bytes))
+    stager.finish(&manifest)
 }
 
 fn entry_type(kind: Kind) -> tar::EntryType {
