@@ -362,6 +362,21 @@ fn a_failed_recreate_of_the_old_version_fails_the_rollback() {
 }
 
 #[test]
+fn a_previous_version_that_fails_its_gate_after_the_revert_fails_the_rollback_on_its_restored_data() {
+    // Both crash: the new one, then the previous one once it is back on its data.
+    let row = check(Case {
+        fail_on: "",
+        crash: "2.0.0 1.0.0",
+        terminal: "failed",
+        error_has: "rollback failed: the previous version is not healthy either",
+        running: "1.0.0",
+        data_intact: true,
+    });
+    let error = row["errorMessage"].as_str().unwrap_or_default();
+    assert!(error.contains("exited with code 1"), "the new version's failure comes first: {error}");
+}
+
+#[test]
 fn a_missing_target_is_refused_in_preflight_and_recorded() {
     let d = Deployment::new();
     d.sb.test()

@@ -207,6 +207,21 @@ fn a_build_that_fails_its_health_gate_is_rolled_back_with_its_data() {
 }
 
 #[test]
+fn a_previous_build_that_fails_its_gate_after_the_revert_fails_the_rollback_on_its_restored_data() {
+    let (d, row) = upgrade("", "2.0.0 1.0.0");
+    assert_eq!(row["status"], "failed");
+    assert_error(&row, "exited with code 1");
+    assert_error(&row, "rollback failed: the previous version is not healthy either");
+    assert_eq!(steps(&d), concat(&[&preflight(), &fetch(), &[up()], &roll_back()]));
+    assert_eq!(
+        (d.head().as_str(), d.running_image().as_str()),
+        (C1, "sha256:v-1.0.0"),
+        "the previous commit and image"
+    );
+    assert!(!d.data()["app.db"].contains("migrated by 2.0.0"), "on its restored data: {:?}", d.data());
+}
+
+#[test]
 fn a_checkout_that_cannot_move_back_fails_the_rollback_loudly() {
     let (d, row) = upgrade("reset:2", "2.0.0");
     assert_eq!(row["status"], "failed");

@@ -5,7 +5,7 @@
 //! form `sha256:v-<version>`), the service container's image in `running`
 //! and its state in `state`. A new version "migrates" the data when it starts.
 //! `FAIL_ON="up:2 tag:1"` makes the n-th call of a verb fail; `CRASH=2.0.0`
-//! makes that version exit at start; `SLOW_PULL=5` makes pulls take that long;
+//! (or a list, `"2.0.0 1.0.0"`) makes those versions exit at start; `SLOW_PULL=5` makes pulls take that long;
 //! `NO_LABEL=1` gives the images no version label;
 //! `FILL_DISK=DIR` fills DIR's filesystem when `up` runs.
 //! A health server on loopback answers with the running version.
@@ -74,7 +74,7 @@ compose_verb() {
       resolve registry.example/demo/app:latest > "$S/running"
       v=$(version_of registry.example/demo/app:latest)
       [ "$v" = 1.0.0 ] || echo "migrated by $v" >> "$S/data/app.db"
-      if [ "$v" = "$CRASH" ]; then echo exited > "$S/state"; echo 1 > "$S/exit_code"; else echo running > "$S/state"; fi ;;
+      case " $CRASH " in *" $v "*) echo exited > "$S/state"; echo 1 > "$S/exit_code" ;; *) echo running > "$S/state" ;; esac ;;
     *" stop "*)
       count stop
       echo exited > "$S/state"; echo 0 > "$S/exit_code"
