@@ -176,7 +176,7 @@ fn list(ctx: &Ctx) -> Result<Exit> {
             Some(meta) => vec![
                 b.id.clone(),
                 meta.created_at.clone(),
-                b.kind.to_string(),
+                b.kind.as_str().to_string(),
                 human_bytes(b.bytes),
                 human_bytes(b.shared_bytes),
                 meta.upgrade_id.clone().unwrap_or_else(|| "-".into()),
@@ -190,7 +190,7 @@ fn list(ctx: &Ctx) -> Result<Exit> {
             None => vec![
                 b.id.clone(),
                 "-".into(),
-                b.kind.to_string(),
+                b.kind.as_str().to_string(),
                 human_bytes(b.bytes),
                 human_bytes(b.shared_bytes),
                 "-".into(),

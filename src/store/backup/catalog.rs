@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use super::format::{ARCHIVE_PREFIX, ARCHIVE_SUFFIX, OWN_PREFIX};
 use super::read::read_meta;
 use super::snapshot::{self, SNAPSHOT_SUFFIX};
-use super::{Listed, Pruned};
+use super::{Form, Listed, Pruned};
 
 /// Archives left `.partial` by a writer that was killed.
 pub(crate) fn partial_archives(dir: &Path) -> Vec<PathBuf> {
@@ -26,7 +26,8 @@ pub(crate) fn partial_archives(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Removes a backup left `.partial` by a killed writer: an archive's file or a snapshot's directory.
+/// Removes a backup left `.partial` by a killed writer (or remover): an
+/// archive's file or a snapshot's directory.
 pub(crate) fn remove_partial(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path)?.is_dir() {
         true => fs::remove_dir_all(path),
@@ -34,13 +35,27 @@ pub(crate) fn remove_partial(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Deletes a backup. A snapshot is first renamed to a `.partial` name, so
+/// that one cut off half-way is a leftover the next prune or recovery
+/// removes, never a snapshot with some of its objects gone; the objects it
+/// shares stay with the snapshots that share them.
+fn delete(listed: &Listed) -> io::Result<()> {
+    if listed.kind == Form::Archive {
+        return fs::remove_file(&listed.path);
+    }
+    let mut aside = listed.path.as_os_str().to_owned();
+    aside.push(".partial");
+    fs::rename(&listed.path, &aside)?;
+    remove_partial(Path::new(&aside))
+}
+
 /// The backups in `dir`, newest first, with their metadata and the disk each takes.
 pub(crate) fn list(dir: &Path) -> Result<Vec<Listed>> {
     let mut found = Vec::new();
     for (id, kind, path) in newest_first(dir)? {
         let (bytes, shared_bytes) = match kind {
-            "snapshot" => snapshot::usage(&path),
-            _ => (fs::metadata(&path).map(|m| m.len()).unwrap_or(0), 0),
+            Form::Snapshot => snapshot::usage(&path),
+            Form::Archive => (fs::metadata(&path).map(|m| m.len()).unwrap_or(0), 0),
         };
         let (meta, problem) = match read_meta(&path) {
             Ok(meta) => (Some(meta), None),
@@ -52,7 +67,7 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<Listed>> {
 }
 
 /// The backups in `dir` by id, kind and path, newest first, read from their names alone.
-pub(super) fn newest_first(dir: &Path) -> Result<Vec<(String, &'static str, PathBuf)>> {
+pub(super) fn newest_first(dir: &Path) -> Result<Vec<(String, Form, PathBuf)>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -63,9 +78,7 @@ pub(super) fn newest_first(dir: &Path) -> Result<Vec<(String, &'static str, Path
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some((id, kind)) = backup_id(&name) else { continue };
-        // A snapshot is a directory and an archive a file; a name of the one on the other is not a backup.
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir == (kind == "snapshot") {
+        if is_of_its_kind(&entry.path(), kind) {
             found.push((id.to_string(), kind, entry.path()));
         }
     }
@@ -83,12 +96,20 @@ fn put_in_place(path: &Path) -> Option<std::time::SystemTime> {
 }
 
 /// A backup's id and kind from its name in the backup directory.
-fn backup_id(file_name: &str) -> Option<(&str, &'static str)> {
+fn backup_id(file_name: &str) -> Option<(&str, Form)> {
     let rest = file_name.strip_prefix(ARCHIVE_PREFIX)?;
     if let Some(id) = rest.strip_suffix(ARCHIVE_SUFFIX) {
-        return Some((id, "archive"));
+        return Some((id, Form::Archive));
     }
-    rest.strip_suffix(SNAPSHOT_SUFFIX).map(|id| (id, "snapshot"))
+    rest.strip_suffix(SNAPSHOT_SUFFIX).map(|id| (id, Form::Snapshot))
+}
+
+/// A snapshot is a directory and an archive a file: a name of the one on the other (or a link) is not a backup.
+fn is_of_its_kind(path: &Path, kind: Form) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| match kind {
+        Form::Snapshot => m.is_dir(),
+        Form::Archive => m.is_file(),
+    })
 }
 
 /// Finds a backup by path (an archive file or a snapshot directory) or by
@@ -101,21 +122,11 @@ pub(crate) fn find(dir: &Path, reference: &str) -> Option<PathBuf> {
     if reference.contains('/') {
         return None;
     }
-    let archive = dir.join(format!("{ARCHIVE_PREFIX}{reference}{ARCHIVE_SUFFIX}"));
-    let snapshot = dir.join(format!("{ARCHIVE_PREFIX}{reference}{SNAPSHOT_SUFFIX}"));
-    [archive, snapshot].into_iter().find(|candidate| {
-        let is_dir = candidate.extension().is_some_and(|e| e == "snap");
-        fs::symlink_metadata(candidate).is_ok_and(|m| if is_dir { m.is_dir() } else { m.is_file() })
-    })
-}
-
-/// Deletes a backup: an archive file, or a snapshot's directory (the objects
-/// it shares stay with the snapshots that share them).
-fn delete(listed: &Listed) -> io::Result<()> {
-    match listed.kind {
-        "snapshot" => fs::remove_dir_all(&listed.path),
-        _ => fs::remove_file(&listed.path),
-    }
+    [(ARCHIVE_SUFFIX, Form::Archive), (SNAPSHOT_SUFFIX, Form::Snapshot)]
+        .into_iter()
+        .map(|(suffix, kind)| (dir.join(format!("{ARCHIVE_PREFIX}{reference}{suffix}")), kind))
+        .find(|(candidate, kind)| is_of_its_kind(candidate, *kind))
+        .map(|(candidate, _)| candidate)
 }
 
 /// Keeps the newest `keep` readable backups and `protected`; deletes the
@@ -149,11 +160,7 @@ pub(crate) fn prune(dir: &Path, keep: usize, protected: &[&Path]) -> Result<Prun
             if !leftover {
                 continue;
             }
-            let removed = match entry.file_type().is_ok_and(|t| t.is_dir()) {
-                true => fs::remove_dir_all(entry.path()),
-                false => fs::remove_file(entry.path()),
-            };
-            if removed.is_ok() {
+            if remove_partial(&entry.path()).is_ok() {
                 pruned.leftovers.push(entry.path());
             }
         }
@@ -169,11 +176,11 @@ mod tests {
     fn archive_ids_come_from_file_names() {
         assert_eq!(
             backup_id("upgrade-backup-20250107_143022-abc123.tar.gz"),
-            Some(("20250107_143022-abc123", "archive"))
+            Some(("20250107_143022-abc123", Form::Archive))
         );
         assert_eq!(
             backup_id("upgrade-backup-20250107_143022-abc123.snap"),
-            Some(("20250107_143022-abc123", "snapshot"))
+            Some(("20250107_143022-abc123", Form::Snapshot))
         );
         assert_eq!(backup_id("upgrade-backup-x.tar.gz.partial"), None);
         assert_eq!(backup_id("upgrade-backup-x.snap.partial"), None);

@@ -302,9 +302,11 @@ impl FirstPass {
     fn seal(&mut self) -> Result<Created> {
         let total = self.uncompressed_bytes();
         self.positions.clear();
-        for (index, tally) in self.copier.tallies(&self.entries) {
-            if let Some(root) = self.meta.roots.get_mut(index).filter(|_| self.form == Form::Snapshot) {
-                root.stored = Some(tally);
+        if self.form == Form::Snapshot {
+            for (index, tally) in self.copier.tallies(&self.entries) {
+                if let Some(root) = self.meta.roots.get_mut(index) {
+                    root.stored = Some(tally);
+                }
             }
         }
         let format = self.meta.format;
@@ -341,12 +343,9 @@ impl FirstPass {
     }
 
     fn discard(&mut self) {
-        if let Some(Output::Snapshot(sink)) = self.out.take() {
-            sink.discard();
-        }
+        self.out = None;
         self.copier.remove_snapshots();
-        let _ = fs::remove_file(&self.partial);
-        let _ = fs::remove_dir_all(&self.partial);
+        let _ = super::catalog::remove_partial(&self.partial);
     }
 }
 

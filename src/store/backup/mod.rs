@@ -83,7 +83,7 @@ pub(crate) fn stored_lines(meta: &Meta) -> Vec<String> {
 /// The disk the objects that snapshots share take, each counted once.
 pub(crate) fn shared_on_disk(listed: &[Listed]) -> u64 {
     let dirs: Vec<&std::path::Path> =
-        listed.iter().filter(|b| b.kind == "snapshot").map(|b| b.path.as_path()).collect();
+        listed.iter().filter(|b| b.kind == Form::Snapshot).map(|b| b.path.as_path()).collect();
     snapshot::shared_on_disk(&dirs)
 }
 
@@ -98,8 +98,9 @@ pub fn prune_keeping(dir: &std::path::Path, keep: usize) -> anyhow::Result<Vec<P
     Ok(prune(dir, keep, &[])?.deleted)
 }
 
-/// What a new backup is written as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a backup is (and a new one is written as).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Form {
     /// A directory that stores each file's content once and shares what did
     /// not change with the snapshot before it (see `snapshot`).
@@ -208,8 +209,7 @@ pub struct Restored {
 pub(crate) struct Listed {
     pub id: String,
     pub path: PathBuf,
-    /// `snapshot` or `archive`.
-    pub kind: &'static str,
+    pub kind: Form,
     /// The disk it holds alone: what deleting it frees.
     pub bytes: u64,
     /// The disk it shares with other snapshots (0 for an archive).

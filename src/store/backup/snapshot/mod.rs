@@ -101,11 +101,6 @@ impl SnapshotSink {
         }
         Ok(())
     }
-
-    /// Removes the partial snapshot.
-    pub(super) fn discard(&self) {
-        let _ = fs::remove_dir_all(&self.partial);
-    }
 }
 
 impl Sink for SnapshotSink {
@@ -144,7 +139,7 @@ pub(super) fn earlier(dir: &Path, roots: &[Root]) -> Option<(PathBuf, Shareable)
     let newest = super::catalog::newest_first(dir)
         .ok()?
         .into_iter()
-        .filter(|(_, kind, _)| *kind == "snapshot")
+        .filter(|(_, kind, _)| *kind == super::Form::Snapshot)
         .map(|(_, _, path)| path)
         .find(|path| read_meta(path).is_ok_and(|meta| same_paths(&meta)))?;
     let read: Fingerprints = read_json(&newest.join(FINGERPRINTS)).ok()?;

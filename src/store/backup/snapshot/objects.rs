@@ -15,6 +15,15 @@ pub(super) fn path(objects: &Path, sha256: &str) -> PathBuf {
     objects.join(&sha256[..2.min(sha256.len())]).join(sha256)
 }
 
+/// Creates the directory an object goes in (`objects/<ab>/`), private, if it is not there yet.
+fn make_shard(object: &Path) -> io::Result<()> {
+    let Some(shard) = object.parent() else { return Ok(()) };
+    match fs::DirBuilder::new().mode(0o700).create(shard) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `text` is a sha256 as upgraderd writes it: 64 lowercase hex digits, so never a path.
 pub(super) fn is_sha256(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -51,12 +60,7 @@ pub(super) fn store(objects: &Path, n: u64, source: &File, size: u64) -> io::Res
     object.set_permissions(fs::Permissions::from_mode(0o400))?;
     drop(object);
     let target = path(objects, &sha256);
-    if let Some(parent) = target.parent() {
-        match fs::DirBuilder::new().mode(0o700).create(parent) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-    }
+    make_shard(&target)?;
     if target.exists() {
         fs::remove_file(&temporary)?; // The same content, already stored for another file.
     } else {
@@ -151,12 +155,7 @@ pub(super) fn link(from: &Path, to: &Path, sha256: &str, size: u64) -> io::Resul
     if !intact {
         return Ok(false);
     }
-    if let Some(parent) = target.parent() {
-        match fs::DirBuilder::new().mode(0o700).create(parent) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-    }
+    make_shard(&target)?;
     match fs::hard_link(&source, &target) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(true),
