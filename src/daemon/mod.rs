@@ -152,6 +152,15 @@ struct Daemon {
     _metrics: Option<MetricsEndpoint>,
 }
 
+/// When the loop must wake next: the earliest of `deadlines` and, unless an
+/// upgrade runs, `recovery`. Recovery waits for the running upgrade, whose end
+/// wakes the loop; its time, passed meanwhile, would make every wait return
+/// at once, and the loop spin for the rest of the upgrade.
+fn next_wake(upgrade_runs: bool, recovery: Instant, deadlines: &[Option<Instant>]) -> Option<Instant> {
+    let recovery = (!upgrade_runs).then_some(recovery);
+    deadlines.iter().copied().chain([recovery]).flatten().min()
+}
+
 /// The upgrade running on its own thread.
 struct Worker {
     upgrade_id: String,
@@ -238,14 +247,14 @@ impl Daemon {
                 self.notifier.watchdog();
                 next_watchdog = self.notifier.watchdog_every().map(|every| at.max(Instant::now()) + every);
             }
-            let mut deadlines = vec![next_watchdog, Some(next_recovery), next_check, next_socket_test_look];
+            let mut deadlines = vec![next_watchdog, next_check, next_socket_test_look];
             if !self.shutdown.is_requested() {
                 deadlines.push(self.intake_at);
                 if self.worker.is_none() && self.start_after > Instant::now() {
                     deadlines.push(Some(self.start_after));
                 }
             }
-            self.wait(deadlines.into_iter().flatten().min());
+            self.wait(next_wake(self.worker.is_some(), next_recovery, &deadlines));
         }
     }
 

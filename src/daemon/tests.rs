@@ -64,3 +64,15 @@ fn after_a_restart_a_request_whose_upgrade_had_ended_is_done_and_never_runs_agai
     assert_eq!(ended_before_restart(Some(&interrupted)), None);
     assert_eq!(ended_before_restart(None), None);
 }
+
+#[test]
+fn a_recovery_due_while_an_upgrade_runs_does_not_wake_the_loop() {
+    use std::time::{Duration, Instant};
+    let now = Instant::now();
+    let (passed, later) = (now - Duration::from_secs(5), now + Duration::from_secs(30));
+    // Idle, a recovery that is due wakes the loop at once.
+    assert_eq!(super::next_wake(false, passed, &[Some(later)]), Some(passed));
+    // With an upgrade running it waits for the upgrade (its end wakes the loop) or the next deadline.
+    assert_eq!(super::next_wake(true, passed, &[Some(later), None]), Some(later));
+    assert_eq!(super::next_wake(true, passed, &[None]), None);
+}
