@@ -302,11 +302,19 @@ pub(crate) struct Node {
     /// `Ready`, `Down`, `Unknown`, `Disconnected`.
     #[serde(default)]
     pub status: String,
+    /// `Leader`, `Reachable`, `Unreachable` for a manager; empty for a worker.
+    #[serde(default)]
+    pub manager_status: String,
 }
 
 impl Node {
     pub(crate) fn is_ready(&self) -> bool {
         self.status.eq_ignore_ascii_case("ready")
+    }
+
+    /// Whether it is a manager: only there can upgraderd change services.
+    pub(crate) fn is_manager(&self) -> bool {
+        !self.manager_status.is_empty()
     }
 }
 

@@ -14,11 +14,12 @@
 //!
 //! It owns what its engines and its LAN own; dropping [`Swarm2`] removes them
 //! all (a killed run's are removed by the next one, by run marker). The tests
-//! here: a stateless service on the worker only, upgraded and rolled back
-//! from the manager; the worker's dockerd stopped during the gate of a
-//! service spread over both nodes. (The refusal of a service with data on the
-//! worker, naming the node and the constraint to add, is unit-tested on
-//! Docker's JSON in `engine/data/placement.rs`.)
+//! here, each on a swarm of its own: a stateless service on the worker only,
+//! upgraded and rolled back from the manager; a service spread over both
+//! nodes whose worker is lost at the switch, during the gate, or during the
+//! rollback, or whose link is cut during the gate and healed; a service with
+//! data pinned to the manager, moved and restored with the worker lost; and
+//! the refusals of a backed-up service on the worker or free to go there.
 
 use std::fs;
 use std::process::{Child, Command, Stdio};
@@ -167,6 +168,13 @@ impl Swarm2 {
     #[track_caller]
     pub fn docker(&self, args: &[&str]) -> String {
         self.manager().docker(args)
+    }
+
+    /// Cuts the worker's link to the LAN (`heal: false`) or puts it back: its
+    /// dockerd and its containers run on, out of the manager's reach.
+    pub fn partition_worker(&self, heal: bool) {
+        self.lan.as_ref().unwrap().set_link(self.worker(), heal);
+        eprintln!("swarm: worker {WORKER} {}", if heal { "linked again" } else { "cut off" });
     }
 }
 
@@ -363,6 +371,21 @@ impl Stack {
             .until_true(|| self.health(hostname).is_some_and(|h| h["version"] == version));
     }
 
+    /// Items written through the app on the node `hostname`.
+    fn seed(&self, hostname: &str, items: &[&str]) {
+        let address = self.address(hostname);
+        for item in items {
+            ureq::post(&format!("http://{address}:{}/api/items?name={item}", self.port)).call().expect("seed data");
+        }
+    }
+
+    /// The SQLite data in the stack's volume on the manager, as text.
+    fn dump(&self) -> String {
+        let volume = format!("{}_webdata", self.name);
+        let dir = self.docker(&["volume", "inspect", "--format", "{{.Mountpoint}}", &volume]);
+        crate::scenario::sqlite_dump(std::path::Path::new(dir.trim()))
+    }
+
     fn last_history(&self) -> Value {
         let state = self.sandbox.state().display().to_string();
         self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"]).success().json()["history"][0]
@@ -382,6 +405,7 @@ impl Drop for Stack {
 }
 
 const ON_WORKERS: &str = "        constraints:\n          - node.role == worker\n";
+const ON_THE_MANAGER: &str = "        constraints:\n          - node.hostname == dk1\n";
 
 #[test]
 fn a_two_node_swarm_comes_up_and_goes_without_a_trace() {
@@ -483,4 +507,217 @@ fn the_worker_lost_during_the_gate_of_a_spread_service_ends_the_attempt_on_one_v
     assert_eq!(tasks.iter().map(|(node, _)| node.as_str()).collect::<Vec<_>>(), [MANAGER, WORKER], "{tasks:?}");
     assert_eq!(s.replicas(), "2");
     assert!(s.spec_image().starts_with(&format!("{}:1.0.0@sha256:", s.repo)), "{}", s.spec_image());
+}
+
+#[test]
+fn a_service_with_data_pinned_to_the_manager_is_moved_and_restored_with_the_worker_lost() {
+    let Some(mut swarm) = Swarm2::start("pin") else { return };
+    let shape = Shape { replicas: 1, constraints: ON_THE_MANAGER, keeps_data: true };
+    let s = Stack::deploy(&swarm, "pin", &["1.0.0", "2.0.0", "2.0.5"], &shape);
+    s.seed(MANAGER, &["alpha", "beta"]);
+    let before = s.dump();
+    assert!(before.starts_with("schema 1"), "{before}");
+
+    // The worker is lost during the gate of the good version: the service's one task is on the manager.
+    let began = Instant::now();
+    let upgrader = s.spawn_with(&["upgrade", "--to", "2.0.0"], MANAGER, &[("UPGRADERD_HEALTH_STABLE", "12s")]);
+    common::wait("the upgrade to reach its health gate")
+        .within(Duration::from_secs(90))
+        .every(Duration::from_millis(50))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until(|| s.try_status_file().filter(|st| st["status"] == "health_check"));
+    swarm.worker_mut().stop();
+    let output = upgrader.wait_with_output().unwrap();
+    let status = output.status;
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    eprintln!("pin: upgraded with the worker lost in {:?}", began.elapsed());
+    let history = s.last_history();
+    assert!(status.success(), "{history}");
+    assert_eq!(history["status"], "complete", "{history}");
+    assert!(history["backupPath"].is_string(), "the data was backed up: {history}");
+    s.wait_tasks("2.0.0", 1);
+    assert_eq!(s.replicas(), "1");
+    let migrated = s.dump();
+    assert!(migrated.starts_with("schema 2"), "2.0.0 migrated the data: {migrated}");
+
+    // With the worker still lost, a version that migrates and crashes is rolled back with its data.
+    let run = s.run(&["upgrade", "--to", "2.0.5"], MANAGER);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let history = s.last_history();
+    assert_eq!(history["status"], "rolled_back", "{history}\n{}", run.stderr);
+    assert_eq!(history["fromVersion"], "2.0.0", "{history}");
+    let tasks = s.wait_tasks("2.0.0", 1);
+    assert_eq!(tasks[0].0, MANAGER, "{tasks:?}");
+    assert_eq!(s.dump(), migrated, "the data came back for 2.0.0");
+    assert_eq!(s.replicas(), "1", "back at its previous replica count");
+    assert_eq!(swarm.node_status(WORKER), "Down");
+
+    // The worker back changes nothing: one task, on the version the record names.
+    swarm.worker_mut().start_again();
+    swarm.wait_node(WORKER, "ready");
+    let tasks = s.wait_tasks("2.0.0", 1);
+    assert_eq!(tasks[0].0, MANAGER, "{tasks:?}");
+    assert!(s.spec_image().starts_with(&format!("{}:2.0.0@sha256:", s.repo)), "{}", s.spec_image());
+    eprintln!("pin: done in {:?}", began.elapsed());
+}
+
+#[test]
+fn a_service_with_data_on_the_worker_or_free_to_go_there_is_refused_naming_the_node() {
+    let Some(swarm) = Swarm2::start("ref") else { return };
+    let on_worker = Stack::deploy(
+        &swarm,
+        "refw",
+        &["1.0.0", "2.0.0"],
+        &Shape { replicas: 1, constraints: ON_WORKERS, keeps_data: true },
+    );
+    let unpinned =
+        Stack::deploy(&swarm, "refu", &["1.0.0", "2.0.0"], &Shape { replicas: 1, constraints: "", keeps_data: true });
+    let run = on_worker.run(&["upgrade", "--to", "2.0.0"], WORKER);
+    assert_eq!(run.code, 1, "refused in preflight: {}", run.stderr);
+    let service = on_worker.service();
+    assert!(
+        run.stderr.contains(&format!("{service} keeps data in volumes and runs a task on node {WORKER} (id ")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&format!("[node.hostname == {MANAGER}]")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{WORKER} is a worker, where upgraderd cannot change services")),
+        "{}",
+        run.stderr
+    );
+
+    let here = unpinned.running_tasks()[0].0.clone();
+    let run = unpinned.run(&["upgrade", "--to", "2.0.0"], &here);
+    assert_eq!(run.code, 1, "refused in preflight: {}", run.stderr);
+    let service = unpinned.service();
+    if here == MANAGER {
+        assert!(
+            run.stderr.contains(&format!(
+                "{service} keeps data in volumes on this node, but nothing keeps its tasks here: on a swarm of 2 nodes"
+            )),
+            "{}",
+            run.stderr
+        );
+    } else {
+        assert!(run.stderr.contains(&format!("runs a task on node {WORKER}")), "{}", run.stderr);
+    }
+    assert!(run.stderr.contains(&format!("node.hostname == {MANAGER}")), "{}", run.stderr);
+    let row = unpinned.last_history();
+    assert!(row["errorMessage"].as_str().unwrap().contains("refused in preflight"), "{row}");
+    for s in [&on_worker, &unpinned] {
+        assert!(s.spec_image().starts_with(&format!("{}:1.0.0", s.repo)), "nothing moved: {}", s.spec_image());
+        assert_eq!(s.replicas(), "1");
+    }
+}
+
+#[test]
+fn a_partition_of_the_worker_during_the_gate_ends_on_one_version_once_it_heals() {
+    let Some(swarm) = Swarm2::start("cut") else { return };
+    let shape = Shape { replicas: 2, constraints: "", keeps_data: false };
+    let s = Stack::deploy(&swarm, "cut", &["1.0.0", "2.0.0"], &shape);
+    let began = Instant::now();
+    let upgrader =
+        s.spawn_with(&["upgrade", "--to", "2.0.0", "--no-backup"], MANAGER, &[("UPGRADERD_HEALTH_STABLE", "25s")]);
+    common::wait("the upgrade to reach its health gate")
+        .within(Duration::from_secs(60))
+        .every(Duration::from_millis(50))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until(|| s.try_status_file().filter(|st| st["status"] == "health_check"));
+    // Both tasks run 2.0.0 when the gate opens; the worker's keeps running through the partition.
+    swarm.partition_worker(false);
+    swarm.wait_node(WORKER, "down");
+    swarm.partition_worker(true);
+    let output = upgrader.wait_with_output().unwrap();
+    let status = output.status;
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    eprintln!("cut: upgraderd ended ({status}) after {:?}", began.elapsed());
+    let history = s.last_history();
+    let error = history["errorMessage"].as_str().unwrap_or_default();
+    assert_eq!(history["status"], "rolled_back", "{history}\n{}", s.task_table());
+    assert!(error.starts_with(&format!("node {WORKER} is down; its task cannot be judged")), "{error}");
+    // Healed: every task on the version the record names, the worker's 2.0.0 container gone.
+    swarm.wait_node(WORKER, "ready");
+    let mut tasks = s.wait_tasks("1.0.0", 2);
+    tasks.sort();
+    assert_eq!(tasks.iter().map(|(node, _)| node.as_str()).collect::<Vec<_>>(), [MANAGER, WORKER], "{tasks:?}");
+    assert_eq!(s.replicas(), "2");
+    common::wait("the worker's 2.0.0 container to go")
+        .within(Duration::from_secs(60))
+        .every(Duration::from_millis(250))
+        .showing(|| swarm.worker().docker(&["ps", "--format", "{{.Image}}"]))
+        .until_true(|| !swarm.worker().docker(&["ps", "--format", "{{.Image}}"]).contains(":2.0.0"));
+    eprintln!("cut: converged on 1.0.0 after {:?}", began.elapsed());
+}
+
+#[test]
+fn the_worker_lost_during_the_rollback_of_a_spread_service_ends_rolled_back() {
+    let Some(mut swarm) = Swarm2::start("rbl") else { return };
+    let shape = Shape { replicas: 2, constraints: "", keeps_data: false };
+    let s = Stack::deploy(&swarm, "rbl", &["1.0.0", "2.0.1"], &shape);
+    let began = Instant::now();
+    let upgrader = s.spawn_with(&["upgrade", "--to", "2.0.1", "--no-backup"], MANAGER, &[]);
+    common::wait("the upgrade to roll back")
+        .within(Duration::from_secs(90))
+        .every(Duration::from_millis(25))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until(|| s.try_status_file().filter(|st| st["status"] == "rolling_back"));
+    swarm.worker_mut().stop();
+    let output = upgrader.wait_with_output().unwrap();
+    let status = output.status;
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    eprintln!("rbl: upgraderd ended ({status}) after {:?}", began.elapsed());
+    let history = s.last_history();
+    assert_eq!(history["status"], "rolled_back", "{history}\n{}", s.task_table());
+    let error = history["errorMessage"].as_str().unwrap_or_default();
+    assert!(!error.contains("rollback failed"), "{error}");
+    // Swarm's pause at the crash (or the gate's look at the failed task) says what the task did.
+    assert!(error.contains("non-zero exit (1)"), "{error}");
+    assert!(!error.contains("failure_action: continue"), "{error}");
+    assert_eq!(s.replicas(), "2", "back at its previous replica count");
+    assert!(s.spec_image().starts_with(&format!("{}:1.0.0@sha256:", s.repo)), "{}", s.spec_image());
+    s.wait_answers(MANAGER, "1.0.0");
+
+    swarm.worker_mut().start_again();
+    swarm.wait_node(WORKER, "ready");
+    let mut tasks = s.wait_tasks("1.0.0", 2);
+    tasks.sort();
+    assert_eq!(tasks.iter().map(|(node, _)| node.as_str()).collect::<Vec<_>>(), [MANAGER, WORKER], "{tasks:?}");
+    eprintln!("rbl: converged on 1.0.0 after {:?}", began.elapsed());
+}
+
+#[test]
+fn the_worker_lost_at_the_switch_of_a_spread_service_ends_on_one_version() {
+    let Some(mut swarm) = Swarm2::start("sw") else { return };
+    let shape = Shape { replicas: 2, constraints: "", keeps_data: false };
+    let s = Stack::deploy(&swarm, "sw", &["1.0.0", "2.0.0"], &shape);
+    let began = Instant::now();
+    let upgrader = s.spawn_with(&["upgrade", "--to", "2.0.0", "--no-backup"], MANAGER, &[]);
+    common::wait("the upgrade to switch")
+        .within(Duration::from_secs(60))
+        .every(Duration::from_millis(20))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until(|| s.try_status_file().filter(|st| st["status"] == "restarting"));
+    swarm.worker_mut().stop();
+    let output = upgrader.wait_with_output().unwrap();
+    eprintln!("sw: upgraderd ended ({}) after {:?}", output.status, began.elapsed());
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let history = s.last_history();
+    let status = history["status"].as_str().unwrap_or_default().to_string();
+    let runs = match status.as_str() {
+        "complete" => "2.0.0",
+        "rolled_back" => "1.0.0",
+        other => panic!("ended {other}: {history}\n{}", s.task_table()),
+    };
+    let error = history["errorMessage"].as_str().unwrap_or_default();
+    assert!(!error.contains("rollback failed"), "{error}");
+    assert_eq!(s.replicas(), "2", "at its replica count");
+    s.wait_answers(MANAGER, runs);
+
+    swarm.worker_mut().start_again();
+    swarm.wait_node(WORKER, "ready");
+    let mut tasks = s.wait_tasks(runs, 2);
+    tasks.sort();
+    assert_eq!(tasks.iter().map(|(node, _)| node.as_str()).collect::<Vec<_>>(), [MANAGER, WORKER], "{tasks:?}");
+    eprintln!("sw: {status}, converged on {runs} after {:?}", began.elapsed());
 }

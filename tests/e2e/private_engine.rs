@@ -342,6 +342,14 @@ impl Lan {
         Some(Lan { full, net })
     }
 
+    /// Takes the link of `engine` (plugged into this LAN) down or up again
+    /// at its switch port: a partition, for the engine and its containers,
+    /// which keep running.
+    pub fn set_link(&self, engine: &PrivateEngine, up: bool) {
+        let port = port_name(engine.name());
+        must(&["ip", "-n", &self.full, "link", "set", &port, if up { "up" } else { "down" }]);
+    }
+
     /// The port at `10.214.N.<host>` (2..=254; the host is 1).
     pub fn port(&self, host: u8) -> LanPort {
         assert!((2..=254).contains(&host), "LAN host number {host}");
@@ -370,7 +378,7 @@ impl LanPort {
     /// The namespace `full` with loopback up and a veth (`eth0` inside) on the
     /// bridge; returns the namespace's address.
     fn plug(&self, full: &str) -> String {
-        let port = format!("ue{:08x}p", short_hash(full));
+        let port = port_name(full);
         must(&["ip", "netns", "add", full]);
         must(&["ip", "-n", full, "link", "set", "lo", "up"]);
         must(&["ip", "-n", &self.switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", full]);
@@ -380,6 +388,11 @@ impl LanPort {
         must(&["ip", "-n", full, "link", "set", "eth0", "up"]);
         self.address.clone()
     }
+}
+
+/// The name of the switch's end of the veth that plugs the namespace `full` into a [`Lan`].
+fn port_name(full: &str) -> String {
+    format!("ue{:08x}p", short_hash(full))
 }
 
 /// The end of dockerd's log, without its gRPC chatter.

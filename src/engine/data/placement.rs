@@ -96,16 +96,24 @@ pub(crate) fn data_problems(
     let elsewhere =
         tasks.iter().find(|t| t.desired_state == "running" && !t.node_id.is_empty() && t.node_id != node.id);
     if let Some(task) = elsewhere {
-        let there = match nodes.iter().find(|n| n.id == task.node_id && !n.hostname.is_empty()) {
+        let other = nodes.iter().find(|n| n.id == task.node_id && !n.hostname.is_empty());
+        let there = match other {
             Some(other) => format!("node {} (id {})", other.hostname, other.id),
             None => format!("node id {} (`docker node ls` names it)", task.node_id),
+        };
+        // Only a manager changes services: running upgraderd on a worker is no way out.
+        let or_there = match other {
+            Some(other) if !other.is_manager() => {
+                format!("; {} is a worker, where upgraderd cannot change services; {leave_out}", other.hostname)
+            }
+            _ => format!("; or run upgraderd on that node, {leave_out}"),
         };
         return vec![Problem::new(
             "swarm",
             format!(
                 "{name} keeps data in volumes and runs a task on {there}, not on this node ({}, id {}): upgraderd \
                  backs up and restores only volumes on the node it runs on. Pin the service to this node: add \
-                 {pin} to its stack file and deploy it again; or run upgraderd on that node, {leave_out}",
+                 {pin} to its stack file and deploy it again{or_there}",
                 node.hostname, node.id
             ),
         )];
@@ -194,6 +202,8 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("add `deploy: placement: constraints: [node.hostname == dk1]`"), "{message}");
+        assert!(message.contains("dk2 is a worker, where upgraderd cannot change services"), "{message}");
+        assert!(!message.contains("run upgraderd on that node"), "{message}");
     }
 
     #[test]

@@ -184,14 +184,9 @@ impl SwarmUpdate {
                     )));
                 }
                 "paused" | "rollback_started" | "rollback_paused" | "rollback_completed" => {
-                    // Swarm's words for a task that exited within the monitor period, even with exit 0.
-                    let hint = match state.message.contains("early termination") {
-                        true => {
-                            " (a service whose task is meant to exit needs `update_config: failure_action: continue`)"
-                        }
-                        false => "",
-                    };
-                    bail!("Swarm's update of {service} is {}: {}{hint}", state.state, state.message)
+                    let tasks = self.swarm.tasks(service).unwrap_or_default();
+                    let why = why_paused(&state.message, &tasks);
+                    bail!("Swarm's update of {service} is {}: {}{why}", state.state, state.message)
                 }
                 _ => {}
             }
@@ -354,6 +349,25 @@ pub(crate) fn up_slots_run(service: &Service, tasks: &[crate::ops::swarm::Task],
         .filter(|t| !down.iter().any(|(id, _)| *id == t.node_id))
         .count() as u64;
     running >= wanted
+}
+
+/// What the task Swarm's pause `message` names did ("update paused due to
+/// failure or early termination of task ID"), said after the message: its
+/// error when it failed; when it exited 0, that a service whose task is meant
+/// to exit needs `failure_action: continue`. Nothing when it cannot be told.
+fn why_paused(message: &str, tasks: &[crate::ops::swarm::Task]) -> String {
+    let named = message.rsplit(' ').next().unwrap_or_default();
+    match tasks.iter().find(|t| !named.is_empty() && t.id == named) {
+        Some(task) if task.failed() => {
+            format!(" (it failed: {})", task.status.err.as_deref().unwrap_or(task.status.state.as_str()))
+        }
+        Some(task) if task.status.state == "complete" => {
+            " (it exited 0 within the update's monitor period: a service whose task is meant to exit needs \
+             `update_config: failure_action: continue`)"
+                .to_string()
+        }
+        _ => String::new(),
+    }
 }
 
 /// `Ok` when nothing failed, else every failure in one error.

@@ -138,3 +138,16 @@ fn the_runbook_records_the_specs_pulls_updates_scales_to_zero_and_updates_back_t
         ]
     );
 }
+
+#[test]
+fn a_paused_update_says_whether_its_task_failed_or_exited_0() {
+    let message = "update paused due to failure or early termination of task t-n1";
+    let mut crashed = task("n1", "failed");
+    crashed.status.err = Some("task: non-zero exit (1)".into());
+    assert_eq!(why_paused(message, &[crashed]), " (it failed: task: non-zero exit (1))");
+    let done = task("n1", "complete");
+    assert!(why_paused(message, &[done]).contains("needs `update_config: failure_action: continue`"));
+    // A task Swarm has already dropped, or another message: nothing is guessed.
+    assert_eq!(why_paused(message, &[task("n2", "failed")]), "");
+    assert_eq!(why_paused("update paused", &[task("n1", "complete")]), "");
+}
