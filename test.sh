@@ -3,10 +3,11 @@
 # end-to-end ones against the local Docker engine included.
 #
 # Installs what the tests need (Debian's docker-registry, busybox-static,
-# sqlite3, xfsprogs, btrfs-progs) when it can, and fetches compose v2 for them
-# (tests/support/compose-v2.sh). Without a Docker engine the e2e tests say so
-# and skip; with UPGRADERD_E2E_REQUIRED=1 (set by CI) a missing engine or a
-# missing compose v2 fails the run instead.
+# sqlite3, xfsprogs, btrfs-progs, python3-venv) when it can, and fetches
+# compose v2 (tests/support/compose-v2.sh) and ansible-core
+# (tests/support/ansible.sh) for them. Without a Docker engine the e2e tests
+# say so and skip; with UPGRADERD_E2E_REQUIRED=1 (set by CI) a missing engine,
+# compose v2 or ansible-core fails the run instead.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,6 +20,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # Snapshots clone on XFS and btrfs: tests/cli/backup/snapshots.rs makes both in loop files.
 command -v mkfs.xfs >/dev/null 2>&1 || need+=(xfsprogs)
 command -v mkfs.btrfs >/dev/null 2>&1 || need+=(btrfs-progs)
+# The fleet tests run ansible-core from a private virtualenv (tests/support/ansible.sh).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}"
@@ -48,6 +51,14 @@ if command -v docker >/dev/null 2>&1; then
   else
     echo "warning: no compose v2 for the e2e tests; they run under compose v1 only" >&2
   fi
+fi
+
+# The fleet tests run the Ansible role of examples/ansible/ with ansible-core
+# from PyPI, in a virtualenv cached in target/.
+if ansible_playbook=$(tests/support/ansible.sh); then
+  export UPGRADERD_E2E_ANSIBLE="$ansible_playbook"
+else
+  echo "warning: no ansible-core for the fleet e2e tests; they skip" >&2
 fi
 
 cargo fmt --check

@@ -17,93 +17,21 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{self, Sandbox};
-use crate::compose::ComposeVersion;
-use crate::private_engine::PrivateEngine;
-use crate::world::{free_port, must, world};
+use crate::common;
+use crate::engine_app::EngineApp;
 
-/// The test app 1.0.0 on a private engine, its versions in the test registry.
-struct OnPrivateEngine {
-    engine: PrivateEngine,
-    sandbox: Sandbox,
-    dir: PathBuf,
-    project: String,
-    port: u16,
-}
+/// The test builds each deployment has: 2.0.1 crashes.
+const VERSIONS: &[&str] = &["1.0.0", "2.0.0", "2.0.1"];
 
-impl OnPrivateEngine {
-    fn start(name: &str) -> Option<OnPrivateEngine> {
-        let engine = PrivateEngine::start(name)?;
-        let world = world()?;
-        let project = engine.name().to_string();
-        let repo = format!("{}/{project}/app", world.registry);
-        for version in ["1.0.0", "2.0.0", "2.0.1"] {
-            let image = format!("{repo}:{version}");
-            must(&["docker", "tag", &format!("{}-build:{version}", world.prefix), &image]);
-            must(&["docker", "push", &image]);
-            must(&["docker", "rmi", &image]);
-        }
-        let sandbox = Sandbox::new();
-        let dir = sandbox.path().join("deploy");
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        std::fs::write(
-            dir.join("docker-compose.yml"),
-            format!(
-                "version: '3.7'\nservices:\n  app:\n    image: {repo}:1.0.0\n    restart: unless-stopped\n    ports:\n      - \"{port}:3001\"\n    \
-                 volumes:\n      - appdata:/data\nvolumes:\n  appdata:\n"
-            ),
-        )
-        .unwrap();
-        let deployment = OnPrivateEngine { engine, sandbox, dir, project, port };
-        deployment.compose(&["up", "-d"]);
-        deployment.wait_version("1.0.0");
-        Some(deployment)
-    }
-
-    fn compose(&self, args: &[&str]) {
-        let mut all = vec!["-p", self.project.as_str()];
-        all.extend_from_slice(args);
-        let out = ComposeVersion::V1
-            .command(None, &self.dir, &all)
-            .env("DOCKER_HOST", self.engine.docker_host())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "docker-compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn health(&self) -> Option<Value> {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
-        let url = format!("http://{}:{}/api/health", self.engine.address(), self.port);
-        agent.get(&url).call().ok()?.into_json().ok()
-    }
-
-    fn wait_version(&self, version: &str) {
-        common::wait(format!("{version} to answer on the private engine"))
-            .within(Duration::from_secs(90))
-            .every(Duration::from_millis(200))
-            .showing(|| format!("last answer: {:?}", self.health()))
-            .until_true(|| self.health().is_some_and(|h| h["version"] == version));
-    }
-
+/// What the engine-loss tests do with the app on a private engine.
+impl EngineApp {
     /// upgraderd for this deployment, on the private engine.
     fn upgraderd(&self, args: &[&str], extra: &[(&str, &str)]) -> Upgrader {
-        let state = self.sandbox.state().display().to_string();
+        let state = self.state_dir();
         let mut all = vec!["--state-dir", state.as_str()];
         all.extend_from_slice(args);
         let mut cmd = self.sandbox.command(&all);
-        cmd.env("DOCKER_HOST", self.engine.docker_host())
-            .env("UPGRADERD_COMPOSE_DIR", &self.dir)
-            .env("UPGRADERD_COMPOSE_PROJECT", &self.project)
-            .env("UPGRADERD_SERVICE", "app")
-            .env("UPGRADERD_HEALTH_URL", format!("http://{}:{}/api/health", self.engine.address(), self.port))
-            .env("UPGRADERD_HEALTH_TIMEOUT", "20s")
-            .env("UPGRADERD_HEALTH_STABLE", "1s")
-            .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
-            .env("UPGRADERD_MIN_FREE", "1MB")
-            .env("UPGRADERD_POLICY", "major")
-            .env("UPGRADERD_TRIGGER_DIR", self.sandbox.path())
-            .envs(extra.iter().copied());
+        cmd.envs(self.settings()).envs(extra.iter().copied());
         Upgrader::spawn(cmd, self.sandbox.path())
     }
 
@@ -153,12 +81,6 @@ impl OnPrivateEngine {
             .every(Duration::from_millis(20))
             .showing(seen)
             .until_true(|| matching(&history()).is_some_and(|n| n >= count) || upgrader.gone_before(what));
-    }
-
-    fn last_history(&self) -> Value {
-        let state = self.sandbox.state().display().to_string();
-        self.sandbox.run(&["--state-dir", &state, "--json", "history", "--limit", "1"]).success().json()["history"][0]
-            .clone()
     }
 
     /// The engine away for `away` at `status`, then back.
@@ -225,7 +147,7 @@ impl Drop for Upgrader {
 
 #[test]
 fn the_engine_restarting_during_the_gate_of_a_good_version_ends_complete() {
-    let Some(mut d) = OnPrivateEngine::start("gate") else { return };
+    let Some(mut d) = EngineApp::start("gate", VERSIONS) else { return };
     // Away longer than the whole gate may take: only a clock that stops while
     // the engine is away lets the good version pass.
     let gate = [("UPGRADERD_HEALTH_TIMEOUT", "8s"), ("UPGRADERD_HEALTH_STABLE", "2s")];
@@ -245,7 +167,7 @@ fn the_engine_restarting_during_the_gate_of_a_good_version_ends_complete() {
 
 /// A good version, the engine away for 3 s when the attempt reaches `status`: it ends complete.
 fn a_good_upgrade_waits_out_the_engine_at(name: &str, status: &str) {
-    let Some(mut d) = OnPrivateEngine::start(name) else { return };
+    let Some(mut d) = EngineApp::start(name, VERSIONS) else { return };
     let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.0"], &[]);
     d.engine_away_at(&upgrader, status, Duration::from_secs(3));
     let run = upgrader.finished();
@@ -268,7 +190,7 @@ fn the_engine_restarting_at_the_switch_ends_complete() {
 
 #[test]
 fn the_engine_restarting_during_the_rollback_of_a_crashing_version_ends_rolled_back() {
-    let Some(mut d) = OnPrivateEngine::start("rollback") else { return };
+    let Some(mut d) = EngineApp::start("rollback", VERSIONS) else { return };
     // 2.0.1 crashes at once; the rollback's gate of 1.0.0 lasts the stable period: the engine goes within it.
     let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.1"], &[("UPGRADERD_HEALTH_STABLE", "6s")]);
     d.engine_away_at(&upgrader, "rolling_back", Duration::from_secs(3));
@@ -283,7 +205,7 @@ fn the_engine_restarting_during_the_rollback_of_a_crashing_version_ends_rolled_b
 /// A crashing version, the engine away for 3 s at one step of its rollback
 /// (`count` log lines matching `line`): it ends rolled back, 1.0.0 answering.
 fn a_rollback_waits_out_the_engine_at(name: &str, step: &str, count: usize, line: &dyn Fn(&str) -> bool) {
-    let Some(mut d) = OnPrivateEngine::start(name) else { return };
+    let Some(mut d) = EngineApp::start(name, VERSIONS) else { return };
     let upgrader = d.upgraderd(&["upgrade", "--to", "2.0.1"], &[]);
     d.wait_log(&upgrader, step, count, line);
     d.engine.stop();
@@ -317,7 +239,7 @@ fn the_engine_restarting_as_the_rollback_recreates_the_previous_version_ends_rol
 
 #[test]
 fn an_engine_gone_past_the_limit_leaves_the_upgrade_interrupted_and_the_next_upgrader_puts_it_back() {
-    let Some(mut d) = OnPrivateEngine::start("gone") else { return };
+    let Some(mut d) = EngineApp::start("gone", VERSIONS) else { return };
     let upgrader = d.upgraderd(
         &["upgrade", "--to", "2.0.0"],
         &[("UPGRADERD_HEALTH_STABLE", "8s"), ("UPGRADERD_ENGINE_WAIT", "2s")],
