@@ -1323,7 +1323,7 @@ _upgraderd() {
             return 0
             ;;
         upgraderd__subcmd__watch)
-            opts="-c -v -q -h -V --app --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version"
+            opts="-c -v -q -h -V --alive --app --config --state-dir --json --verbose --quiet --container --data-dir --backup-dir --backup-keep --trigger-dir --docker --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

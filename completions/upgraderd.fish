@@ -57,6 +57,7 @@ complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -l backup-dir
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -l backup-keep -d 'How many backups to keep [UPGRADERD_BACKUP_KEEP]' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -l trigger-dir -d 'Directory shared with the app: trigger and status files [UPGRADERD_TRIGGER_DIR]' -r
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -l docker -d 'Path of the docker program [UPGRADERD_DOCKER]' -r
+complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -l alive -d 'Only say whether a `watch` of this state directory is alive: exit 0 when its heartbeat (written every 30 s) is under 90 s old, else 1. For a container\'s HEALTHCHECK'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -l json -d 'Print machine-readable JSON on stdout (JSON lines for progress)'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c upgraderd -n "__fish_upgraderd_using_subcommand watch" -s q -l quiet -d 'Only errors on stderr'

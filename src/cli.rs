@@ -97,7 +97,7 @@ impl SettingFlags {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: turn the app's triggers into upgrades, recover interrupted ones
-    Watch,
+    Watch(WatchArgs),
     /// Upgrade the service: back up, fetch, switch, health-check, roll back on failure
     Upgrade(UpgradeArgs),
     /// Put back the version before an upgrade (default: the last complete one) and its data
@@ -115,6 +115,15 @@ pub enum Command {
     Config,
     /// Print a shell completion script
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only say whether a `watch` of this state directory is alive: exit 0 when
+    /// its heartbeat (written every 30 s) is under 90 s old, else 1. For a
+    /// container's HEALTHCHECK
+    #[arg(long)]
+    pub alive: bool,
 }
 
 /// `--strategy`: checked where it is read, so the command gets a strategy, not a name.

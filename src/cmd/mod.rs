@@ -59,7 +59,7 @@ pub(crate) fn run(cli: &Cli, env: &Env, ui: &Ui) -> Result<Exit> {
         crate::config::load_reporting(selection, &cli.settings.given(), env, &mut |warning| ui.warn(warning))?;
     let ctx = Ctx { config, layers, ui };
     match &cli.command {
-        Command::Watch => watch::run(&ctx, env),
+        Command::Watch(args) => watch::run(&ctx, args, env),
         Command::Upgrade(args) => upgrade::run(&ctx, args),
         Command::Rollback(args) => rollback::run(&ctx, args),
         Command::Backup(command) => backup::run(&ctx, command),

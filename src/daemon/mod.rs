@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 mod bookkeeping;
+pub(crate) mod heartbeat;
 mod intake;
 mod metrics_http;
 mod periodic;
@@ -116,6 +117,7 @@ pub(crate) fn run(config: &Config, ui: &Ui, shutdown: Shutdown, env: &Env) -> Re
         incomplete_since: None,
         start_after: Instant::now(),
         _metrics: metrics,
+        beat_failed: false,
     };
     daemon.start()?;
     daemon.serve();
@@ -150,6 +152,8 @@ struct Daemon {
     start_after: Instant,
     /// `/metrics`, when served; stopped with the daemon.
     _metrics: Option<MetricsEndpoint>,
+    /// The last heartbeat could not be written (said once, until one can).
+    beat_failed: bool,
 }
 
 /// When the loop must wake next: the earliest of `deadlines` and, unless an
@@ -200,8 +204,13 @@ impl Daemon {
         let checks = !self.config.check_every.is_zero() && !self.config.version_check_disabled;
         let mut next_check = checks.then(|| Instant::now() + FIRST_CHECK_AFTER.min(self.config.check_every));
         let mut next_socket_test_look = None;
+        let mut next_beat = Instant::now();
         loop {
             self.reap_worker();
+            if next_beat <= Instant::now() {
+                self.beat();
+                next_beat = Instant::now() + heartbeat::EVERY;
+            }
             // inotify tells of a request as it comes; without it, look every second.
             next_socket_test_look = self.watch.is_none().then(|| {
                 let due = next_socket_test_look.unwrap_or_else(Instant::now);
@@ -247,7 +256,7 @@ impl Daemon {
                 self.notifier.watchdog();
                 next_watchdog = self.notifier.watchdog_every().map(|every| at.max(Instant::now()) + every);
             }
-            let mut deadlines = vec![next_watchdog, next_check, next_socket_test_look];
+            let mut deadlines = vec![next_watchdog, next_check, next_socket_test_look, Some(next_beat)];
             if !self.shutdown.is_requested() {
                 deadlines.push(self.intake_at);
                 if self.worker.is_none() && self.start_after > Instant::now() {
@@ -255,6 +264,18 @@ impl Daemon {
                 }
             }
             self.wait(next_wake(self.worker.is_some(), next_recovery, &deadlines));
+        }
+    }
+
+    /// Writes the heartbeat `watch --alive` reads; says once when it cannot.
+    fn beat(&mut self) {
+        match heartbeat::beat(&self.config.state_dir) {
+            Ok(()) => self.beat_failed = false,
+            Err(e) if !self.beat_failed => {
+                self.beat_failed = true;
+                self.ui.warn(format!("cannot write the heartbeat in {}: {e}", self.config.state_dir.display()));
+            }
+            Err(_) => {}
         }
     }
 

@@ -165,6 +165,8 @@ pub(crate) fn service_set(
     let containers = docker.project_containers(&project.name)?;
     let running: Vec<(String, String)> = containers
         .iter()
+        // upgraderd's own container (a sidecar in the project) never moves with the app.
+        .filter(|c| crate::engine::sidecar::own_container_id() != Some(c.id.as_str()))
         .filter_map(|c| Some((c.label("com.docker.compose.service")?.to_string(), c.config.image.clone())))
         .collect();
     let chosen = if config.services.is_empty() {

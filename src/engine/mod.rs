@@ -19,6 +19,7 @@ pub(crate) mod pipeline;
 pub(crate) mod preflight;
 pub(crate) mod recover;
 pub(crate) mod rollback;
+pub(crate) mod sidecar;
 pub(crate) mod status;
 pub(crate) mod stores;
 pub(crate) mod strategy;

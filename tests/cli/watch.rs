@@ -574,3 +574,17 @@ fn a_startup_recovery_the_lock_held_up_is_tried_again_soon_not_left_for_the_stal
     assert_eq!(d.running_version(), "1.0.0");
     assert_eq!(d.data(), before);
 }
+
+#[test]
+fn watch_alive_reads_the_daemons_heartbeat() {
+    let d = Deployment::new();
+    d.sb.test().args(["watch", "--alive"]).status(1).stderr_contains("not alive: no heartbeat of watch in").run();
+    let w = Watcher::start(&d);
+    d.sb.test().args(["watch", "--alive"]).stdout_contains("alive: watch (pid ").run();
+    assert_eq!(w.stop(Duration::from_secs(30)), 0);
+    // A heartbeat three beats old is a daemon gone or stuck.
+    let beat = d.sb.path().join("state-dir/watch.alive");
+    let old = std::process::Command::new("touch").arg("--date=-100 seconds").arg(&beat).status().unwrap();
+    assert!(old.success());
+    d.sb.test().args(["watch", "--alive"]).status(1).stderr_contains("s old (it beats every 30s)").run();
+}

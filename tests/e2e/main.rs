@@ -35,6 +35,7 @@ mod pull;
 mod rebuild;
 mod scenario;
 mod servers;
+mod sidecar;
 mod stack;
 mod stack_data;
 mod swarm;

@@ -494,7 +494,7 @@ fn set_up_network(full: &str) -> String {
 /// thread that enters the namespace (a socket stays in the namespace it was
 /// made in); the accepting and copying threads stay in the host's, so their
 /// connections reach the host's loopback.
-struct Forwarder {
+pub struct Forwarder {
     listener: TcpListener,
     stopping: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<TcpStream>>>,
@@ -502,7 +502,7 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    fn start(netns: &Path, port: u16, target: &str) -> io::Result<Forwarder> {
+    pub fn start(netns: &Path, port: u16, target: &str) -> io::Result<Forwarder> {
         let netns = netns.to_path_buf();
         let listener = std::thread::spawn(move || -> io::Result<TcpListener> {
             let ns = fs::File::open(&netns)?;
@@ -540,7 +540,7 @@ impl Forwarder {
     }
 
     /// Stops accepting and closes every connection: no socket of it keeps the namespace alive.
-    fn stop(self) {
+    pub fn stop(self) {
         self.stopping.store(true, Ordering::SeqCst);
         // shutdown(2) on a listening socket makes a blocked accept(2) fail at once.
         unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };

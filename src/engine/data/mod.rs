@@ -122,6 +122,10 @@ pub(crate) fn data_set(config: &Config, docker: &Docker, project: &Project) -> R
     let mut set = DataSet::default();
     for container in &containers {
         let Some(service) = project.service_of(container) else { continue };
+        if crate::engine::sidecar::own_container_id() == Some(container.id.as_str()) {
+            set.notes.push(format!("{service}: upgraderd runs in this container; it never stops or backs up itself"));
+            continue;
+        }
         let halt = match project.orchestrator {
             Orchestrator::Compose => Halt::Container(container.id.clone()),
             Orchestrator::Swarm => {

@@ -26,6 +26,7 @@ use crate::engine::gate::{finished_job, wait_healthy};
 use crate::engine::journal::Journal;
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::gate_spec;
+use crate::engine::sidecar::{self, Sidecar, Sight};
 use crate::engine::strategy::{self, Fetched, Strategy};
 use crate::engine::transaction::{Begin, Transaction};
 use crate::engine::{deployment_runner, recover, EngineGone, Outcome, Request, DRY_RUN_ID};
@@ -321,13 +322,29 @@ impl Attempt<'_, '_> {
 
     /// Finds the deployment, runs every check, and builds the strategy; the problems when any check fails.
     fn preflight(&mut self) -> Result<Preflight> {
+        if let Some(missing) = sidecar::missing_socket() {
+            return Ok(Preflight::Refused(vec![Problem::new("sidecar", missing)]));
+        }
         let deployment = match discover(self.config, &self.runner) {
             Ok(d) => d,
             Err(err) if crate::exit::is_usage(&err) => return Err(err),
             Err(err) => return Ok(Preflight::Refused(vec![Problem::from_error("deployment", &err)])),
         };
         let mut problems = Vec::new();
+        let sidecar = Sidecar::find(&deployment.docker);
+        if let Some(sidecar) = &sidecar {
+            self.journal.log(&format!(
+                "upgraderd runs in container {}: it never stops, moves or backs up itself",
+                sidecar.name()
+            ));
+            let rebuild = self.request.strategy == StrategyKind::Rebuild;
+            problems.extend(sidecar.problems(&deployment.project, rebuild));
+        }
         match deployment.docker.root_dir() {
+            Ok(root) if sidecar.as_ref().is_some_and(|s| s.sight(&root) != Sight::Same) => self.journal.log(&format!(
+                "Docker's root dir {} is not mounted in this container: its free space is not checked",
+                root.display()
+            )),
             Ok(root) => problems.extend(preflight::free_space(&root, self.config.min_free, "Docker's root dir")),
             Err(e) => problems.push(Problem::from_error("free-space", &e)),
         }
@@ -348,6 +365,10 @@ impl Attempt<'_, '_> {
             match data::data_set(self.config, &deployment.docker, &deployment.project) {
                 Ok(set) => {
                     problems.extend(preflight::backup_target(self.config, &set.sources()));
+                    if let Some(sidecar) = &sidecar {
+                        let paths: Vec<PathBuf> = set.sources().iter().map(|s| s.path.clone()).collect();
+                        problems.extend(sidecar.data_problems(&paths));
+                    }
                     self.data = set;
                 }
                 Err(err) if crate::exit::is_usage(&err) => return Err(err),
