@@ -93,6 +93,11 @@ pub(crate) fn restore_previous(
         }
     }
     if let Err(e) = strategy.revert(journal) {
+        // The previous version cannot be put back: the new one runs again rather than nothing
+        // (on the restored data, as it first ran on it at the switch).
+        if let Err(again) = strategy.start_again(journal) {
+            journal.log(&format!("Starting the new version again failed too: {again:#}"));
+        }
         let runs = what_runs(config, runner, strategy.project());
         return RollbackEnd::failed("Rollback failed", format!("{reason}\nrollback failed: {e:#}; now {runs}"));
     }

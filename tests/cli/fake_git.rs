@@ -229,9 +229,40 @@ fn a_checkout_that_cannot_move_back_fails_the_rollback_loudly() {
     assert_error(&row, "rollback failed: moving the checkout back");
     let mut expected = concat(&[&preflight(), &fetch(), &[up()], &roll_back()]);
     expected.truncate(expected.len() - 2);
-    assert_eq!(steps(&d), expected, "nothing is started from a checkout that did not move back");
+    // The previous version cannot come back from a checkout that did not move: the new one
+    // runs again (its containers started, none rebuilt), and the record says so.
+    expected.push("docker compose … start".into());
+    assert_eq!(steps(&d), expected);
     assert_eq!(d.head(), C2);
     assert_eq!(row["switched"], true);
+    assert_error(&row, "; now app runs ");
+}
+
+#[test]
+fn a_rebuild_rollback_whose_stop_fails_while_the_new_version_runs_restores_nothing() {
+    let d = Deployment::rebuild().with("FAIL_ON", "stop:1");
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).run();
+    let migrated = d.data();
+    let run = d.sb.test().args(["rollback"]).status(1).run();
+    run.stderr_has("stopping the new version failed").stderr_has("nothing was restored").stderr_has("now app runs ");
+    let steps = steps(&d);
+    assert_eq!(steps.last().map(String::as_str), Some("docker compose … start"), "{steps:#?}");
+    assert_eq!((d.head().as_str(), d.running_version().as_str()), (C2, "2.0.0"), "left as it is, still serving");
+    assert_eq!(d.data(), migrated, "nothing is restored under a running container");
+    assert_eq!(d.last_history()["status"], "failed");
+}
+
+#[test]
+fn a_damaged_backup_fails_the_rebuild_rollback_and_the_new_version_runs_again_on_its_data() {
+    let (d, row) = upgrade("backup", "2.0.0");
+    assert_eq!(row["status"], "failed");
+    assert_error(&row, "rollback failed: restoring data");
+    assert_error(&row, "the data was left as the new version wrote it; now app runs ");
+    assert!(d.data()["app.db"].contains("migrated by 2.0.0"), "not half-restored: {:?}", d.data());
+    let steps = steps(&d);
+    let stopped = steps.iter().rposition(|l| l.ends_with(" stop -t 10")).expect("the rollback stopped it");
+    assert_eq!(steps[stopped + 1..], ["docker compose … start".to_string()], "started again: {steps:#?}");
+    assert_eq!(d.head(), C2, "the checkout stays with the version that runs");
 }
 
 #[test]

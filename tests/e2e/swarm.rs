@@ -5,13 +5,18 @@
 //! it) and manual rollback, a version that migrates the data and crashes
 //! rolled back with its data, upgraderd killed during the gate and killed
 //! during the restore (the stack at 0 replicas) put right by the next
-//! `watch`, and a stack preflight must refuse.
+//! `watch`, and a stack preflight must refuse. And each step of a rollback
+//! made to fail against the real engine (its stop and its revert by a docker
+//! CLI that fails that one call, its restore by a backup damaged during the
+//! gate, the previous version's gate by a health proxy broken once the
+//! rollback begins): each ends `failed` with the services running, at their
+//! replica count, and the record saying what runs.
 //!
 //! The swarm is created for these tests when the engine is in none, and left
 //! again when the last of them ends; an engine already in a swarm stays in it.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -466,4 +471,168 @@ fn a_stack_file_named_to_upgraderd_moves_with_the_services_so_a_redeploy_changes
     assert_eq!(run.code, 0, "{}", run.stderr);
     s.wait_version("1.0.0");
     assert_eq!(fs::read_to_string(&file).unwrap(), original, "the stack file is back byte for byte");
+}
+
+/// `UPGRADERD_DOCKER` for `s`: the real docker CLI, but the `nth` call whose
+/// command line holds `matching` fails (a failure injected at one step of
+/// the rollback, against the real engine).
+fn failing_docker(s: &Stack, matching: &str, nth: u32) -> PathBuf {
+    let real = must(&["sh", "-c", "command -v docker"]).trim().to_string();
+    let count = s.sandbox.path().join("docker-calls");
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in *'{matching}'*)\n  n=$(( $(cat '{count}' 2>/dev/null || echo 0) + 1 )); echo $n > \
+         '{count}'\n  if [ $n -eq {nth} ]; then echo \"injected failure of call $n: $*\" >&2; exit 1; fi ;;\nesac\nexec \
+         '{real}' \"$@\"\n",
+        count = count.display()
+    );
+    let path = s.sandbox.path().join("docker-failing");
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Upgrades `s` to 2.0.3 (it migrates the data and answers 500: it runs, and
+/// fails its gate in 8 s) with `docker` as the docker CLI; returns the run.
+fn upgrade_to_a_failing_version(s: &Stack, docker: &Path) -> common::Run {
+    let mut cmd = s.upgraderd_command(&["upgrade", "--to", "2.0.3"]);
+    cmd.env("UPGRADERD_DOCKER", docker).env("UPGRADERD_HEALTH_TIMEOUT", "8s");
+    common::Run::from_output(cmd.output().unwrap())
+}
+
+/// The stack's `app` and `worker` each back at one replica, a task of each running `version`.
+#[track_caller]
+fn both_run(s: &Stack, version: &str) {
+    for service in ["app", "worker"] {
+        assert_eq!(s.replicas_of(service), "1", "{service} back at its replica count");
+        let image = s.spec_image_of(service);
+        assert!(image.starts_with(&format!("{}:{version}@sha256:", s.repo)), "{service}: {image}");
+        common::wait(format!("a task of {service} to run"))
+            .within(Duration::from_secs(60))
+            .until_true(|| !running_task(s, service).is_empty());
+    }
+}
+
+#[test]
+fn a_swarm_rollback_whose_stop_fails_part_way_scales_back_and_says_what_runs() {
+    let Some(s) = Stack::start("stopfail", &["1.0.0", "2.0.3"]) else { return };
+    // The backup's final pass scales app and worker to 0 (calls 1, 2); the rollback's stop is next.
+    let docker = failing_docker(&s, "--replicas 0 --", 3);
+    let run = upgrade_to_a_failing_version(&s, &docker);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let row = s.last_history();
+    assert_eq!(row["status"], "failed", "{row}");
+    let error = row["errorMessage"].as_str().unwrap_or_default();
+    assert!(error.contains("rollback failed: stopping the new version failed"), "{error}");
+    assert!(error.contains("injected failure of call 3"), "{error}");
+    let runs = format!("now {}_app runs {}:2.0.3 with 1 replicas, {0}_worker runs {1}:2.0.3 with 1", s.name, s.repo);
+    assert!(error.contains(&format!("nothing was restored; {runs}")), "{error}");
+    assert!(error.contains("is intact"), "{error}");
+    // What the failed stop halted (the worker) runs again with the app: nothing is left at 0.
+    both_run(&s, "2.0.3");
+    assert!(s.dump().starts_with("schema 2"), "nothing was restored under it");
+}
+
+#[test]
+fn a_swarm_rollback_whose_restore_fails_runs_the_new_version_again_on_its_data() {
+    let Some(s) = Stack::start("restorefail", &["1.0.0", "2.0.3"]) else { return };
+    let mut cmd = s.upgraderd_command(&["upgrade", "--to", "2.0.3"]);
+    cmd.env("UPGRADERD_HEALTH_TIMEOUT", "8s").stdout(Stdio::null()).stderr(Stdio::piped());
+    let upgrader = cmd.spawn().unwrap();
+    common::wait("the upgrade to reach its health gate")
+        .within(Duration::from_secs(120))
+        .every(Duration::from_millis(50))
+        .until_true(|| s.try_status_file().is_some_and(|st| st["status"] == "health_check"));
+    // The backup damaged while the gate runs: every object cut short.
+    let objects = fs::read_dir(s.sandbox.backups()).unwrap().flatten().map(|e| e.path().join("objects"));
+    let mut damaged = 0;
+    for shard in objects.filter(|p| p.is_dir()).flat_map(|p| fs::read_dir(p).unwrap().flatten()) {
+        for object in fs::read_dir(shard.path()).unwrap().flatten() {
+            fs::OpenOptions::new().write(true).open(object.path()).unwrap().set_len(1).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "no object in {}", s.sandbox.backups().display());
+    let output = upgrader.wait_with_output().unwrap();
+    let row = s.last_history();
+    assert_eq!(row["status"], "failed", "{row}\n{}", String::from_utf8_lossy(&output.stderr));
+    let error = row["errorMessage"].as_str().unwrap_or_default();
+    assert!(error.contains("rollback failed: restoring data from"), "{error}");
+    let runs = format!("now {}_app runs {}:2.0.3 with 1 replicas, {0}_worker runs {1}:2.0.3 with 1", s.name, s.repo);
+    assert!(error.contains(&format!("the data was left as the new version wrote it; {runs}")), "{error}");
+    both_run(&s, "2.0.3");
+    assert!(s.dump().starts_with("schema 2"), "the data as 2.0.3 wrote it, not half-restored");
+}
+
+#[test]
+fn a_swarm_rollback_whose_revert_fails_runs_the_new_version_again_and_says_so() {
+    let Some(s) = Stack::start("revertfail", &["1.0.0", "2.0.3"]) else { return };
+    let before = s.dump();
+    // The switch updates app and worker (calls 1, 2); the revert of app is the third.
+    let docker = failing_docker(&s, "--with-registry-auth --image", 3);
+    let run = upgrade_to_a_failing_version(&s, &docker);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let row = s.last_history();
+    assert_eq!(row["status"], "failed", "{row}");
+    let error = row["errorMessage"].as_str().unwrap_or_default();
+    assert!(error.contains("rollback failed: updating the Swarm services back"), "{error}");
+    assert!(error.contains("injected failure of call 3"), "{error}");
+    assert!(error.contains(&format!("; now {}_app runs {}:2.0.3 with 1 replicas", s.name, s.repo)), "{error}");
+    // The data was restored before the revert; the app, not reverted, runs 2.0.3 again on it
+    // (and migrates it again, as at the switch); the worker went back.
+    assert_eq!(s.replicas_of("app"), "1");
+    let image = s.spec_image_of("app");
+    assert!(image.starts_with(&format!("{}:2.0.3@sha256:", s.repo)), "{image}");
+    common::wait("a task of app to run")
+        .within(Duration::from_secs(60))
+        .until_true(|| !running_task(&s, "app").is_empty());
+    assert!(s.spec_image_of("worker").starts_with(&format!("{}:latest@sha256:", s.repo)), "the worker went back");
+    assert!(before.starts_with("schema 1"));
+}
+
+#[test]
+fn a_swarm_previous_version_that_fails_its_gate_after_the_revert_runs_on_its_restored_data() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use crate::common::http::{Reply, Server};
+
+    let Some(s) = Stack::start("prevgate", &["1.0.0", "2.0.3"]) else { return };
+    let before = s.dump();
+    // The health URL goes through a proxy the test breaks once the rollback begins:
+    // the previous version, back on its data, is then judged unhealthy too.
+    let broken = Arc::new(AtomicBool::new(false));
+    let (flag, port) = (broken.clone(), s.port);
+    let health = Server::start(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            return Reply::json(503, r#"{"status":"injected"}"#);
+        }
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+        match agent.get(&format!("http://127.0.0.1:{port}/api/health")).call() {
+            Ok(answer) => Reply::json(answer.status(), &answer.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, answer)) => Reply::json(code, &answer.into_string().unwrap_or_default()),
+            Err(_) => Reply::json(502, "{}"),
+        }
+    });
+    let mut cmd = s.upgraderd_command(&["upgrade", "--to", "2.0.3"]);
+    cmd.env("UPGRADERD_HEALTH_URL", health.url("/api/health"))
+        .env("UPGRADERD_HEALTH_TIMEOUT", "8s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let upgrader = cmd.spawn().unwrap();
+    common::wait("the rollback to begin")
+        .within(Duration::from_secs(120))
+        .every(Duration::from_millis(50))
+        .until_true(|| s.try_status_file().is_some_and(|st| st["status"] == "rolling_back"));
+    broken.store(true, Ordering::SeqCst);
+    let output = upgrader.wait_with_output().unwrap();
+    broken.store(false, Ordering::SeqCst);
+    let row = s.last_history();
+    assert_eq!(row["status"], "failed", "{row}\n{}", String::from_utf8_lossy(&output.stderr));
+    let error = row["errorMessage"].as_str().unwrap_or_default();
+    assert!(error.starts_with("not healthy after 8s"), "the new version's failure first: {error}");
+    assert!(error.contains("rollback failed: the previous version is not healthy either"), "{error}");
+    // Both services back on the previous image and their restored data, running.
+    both_run(&s, "latest");
+    assert_eq!(s.dump(), before, "on its restored data");
+    s.wait_version("1.0.0");
 }
