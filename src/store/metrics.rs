@@ -85,7 +85,11 @@ impl Snapshot {
                     strategy: record.strategy,
                     started_at_ms: record.started_at,
                     ended_at_ms,
-                    downtime_ms: downtime_ms(&db.events(&record.id).unwrap_or_default()),
+                    // As the gate measured it when it passed; else (rolled back, failed, or
+                    // recorded before schema 7) from the switch to the terminal state.
+                    downtime_ms: record
+                        .downtime_ms
+                        .unwrap_or_else(|| downtime_ms(&db.events(&record.id).unwrap_or_default())),
                 })
             }
             None => None,
@@ -163,7 +167,8 @@ pub(crate) fn render(s: &Snapshot) -> String {
             &mut out,
             "upgraderd_last_upgrade_downtime_seconds",
             "gauge",
-            "The last upgrade's time from the switch to its gate's verdict (or rollback's end); 0 before a switch.",
+            "The last upgrade's outage: from the switch to its gate's first healthy look (rolled back: to the \
+             rollback's end); 0 before a switch.",
         );
         sample(&mut out, "upgraderd_last_upgrade_downtime_seconds", &[], &seconds(last.downtime_ms));
     }

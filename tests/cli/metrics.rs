@@ -87,6 +87,11 @@ fn the_metrics_file_counts_a_rolled_back_and_a_good_upgrade() {
     let (duration, downtime) =
         (number("upgraderd_last_upgrade_duration_seconds"), number("upgraderd_last_upgrade_downtime_seconds"));
     assert!(duration > 0.0 && downtime > 0.0 && downtime <= duration, "duration {duration}, downtime {downtime}");
+    // The downtime is the gate's measure, recorded with the upgrade, not read off the journal.
+    let row = d.last_history();
+    let recorded = row["downtimeMs"].as_i64().unwrap_or_else(|| panic!("no downtimeMs: {row}"));
+    assert!((downtime - recorded as f64 / 1000.0).abs() < 0.001, "{downtime} s against {recorded} ms");
+    assert!(row["logs"].to_string().contains("s from the switch to the first healthy look"), "{row}");
     assert!(number("upgraderd_backup_size_bytes") > 0.0, "{text}");
     assert!(number("upgraderd_last_backup_timestamp_seconds") <= now + 1.0);
     assert!(text.contains(&format!("upgraderd_build_info{{version=\"{}\"}} 1\n", env!("CARGO_PKG_VERSION"))));

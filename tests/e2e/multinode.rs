@@ -520,7 +520,7 @@ fn a_service_with_data_pinned_to_the_manager_is_moved_and_restored_with_the_work
 
     // The worker is lost during the gate of the good version: the service's one task is on the manager.
     let began = Instant::now();
-    let upgrader = s.spawn_with(&["upgrade", "--to", "2.0.0"], MANAGER, &[("UPGRADERD_HEALTH_STABLE", "12s")]);
+    let upgrader = s.spawn_with(&["upgrade", "--to", "2.0.0"], MANAGER, &[("UPGRADERD_HEALTH_STABLE", "8s")]);
     common::wait("the upgrade to reach its health gate")
         .within(Duration::from_secs(90))
         .every(Duration::from_millis(50))

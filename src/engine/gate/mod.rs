@@ -50,7 +50,7 @@ pub(crate) enum Check {
 }
 
 /// Waits until every moved service is healthy (the primary also by HTTP); the error says which is not, and why.
-pub(crate) fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Result<Duration, String> {
+pub(crate) fn wait_healthy(docker: &Docker, project: &Project, spec: &GateSpec) -> Result<Passed, String> {
     let started = Instant::now();
     let mut gate = Gate::new(started, spec);
     // The gate's clock does not run while docker calls wait for an engine that is away.
@@ -101,6 +101,15 @@ pub(crate) fn all_of(checks: Vec<(&str, Check)>, name_them: bool) -> Check {
     waiting.map_or(Check::Healthy, Check::NotYet)
 }
 
+/// How a gate was passed, on the gate's clock (which stops while the engine is away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Passed {
+    /// From the gate's start to its verdict.
+    pub took: Duration,
+    /// From the gate's start to the first look of the healthy streak that passed it.
+    pub healthy_after: Duration,
+}
+
 /// The gate's memory between looks: since when it has been healthy, and the last reason it was not.
 #[derive(Debug)]
 pub(crate) struct Gate {
@@ -125,13 +134,14 @@ impl Gate {
     }
 
     /// The verdict after one look at `now`: `None` to look again.
-    pub(crate) fn after(&mut self, check: Check, now: Instant) -> Option<Result<Duration, String>> {
+    pub(crate) fn after(&mut self, check: Check, now: Instant) -> Option<Result<Passed, String>> {
         match check {
             Check::Fatal(reason) => return Some(Err(reason)),
             Check::Healthy => {
                 let since = *self.healthy_since.get_or_insert(now);
                 if now.duration_since(since) >= self.stable {
-                    return Some(Ok(now.duration_since(self.started)));
+                    let healthy_after = since.duration_since(self.started);
+                    return Some(Ok(Passed { took: now.duration_since(self.started), healthy_after }));
                 }
             }
             Check::NotYet(why) => {
@@ -349,7 +359,9 @@ mod tests {
         assert_eq!(gate.after(Check::NotYet("blip".into()), at(2)), None);
         assert_eq!(gate.after(Check::Healthy, at(3)), None);
         assert_eq!(gate.after(Check::Healthy, at(5)), None);
-        assert_eq!(gate.after(Check::Healthy, at(6)), Some(Ok(Duration::from_secs(6))));
+        // Passed at 6 s; healthy (for the downtime) since 3 s, the first look of the streak that passed.
+        let passed = Passed { took: Duration::from_secs(6), healthy_after: Duration::from_secs(3) };
+        assert_eq!(gate.after(Check::Healthy, at(6)), Some(Ok(passed)));
     }
 
     #[test]

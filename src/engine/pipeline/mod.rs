@@ -15,6 +15,7 @@ mod app_request;
 mod ending;
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Result;
 
@@ -291,16 +292,26 @@ impl Attempt<'_, '_> {
         self.stopped.clear();
         self.journal.db.record_held(&self.journal.upgrade_id, &[])?;
         self.journal.report(Status::Restarting, "Restarting services");
+        let switched = Instant::now();
         if let Err(err) = strategy.switch(fetched, self.journal) {
             return self.failed(strategy, Step::Switch, format!("{err:#}"));
         }
         self.journal.report(Status::HealthCheck, "Running health checks");
         let project = strategy.project();
         let docker = Docker::new(&self.config.docker, self.runner.clone());
+        let gate_began = Instant::now();
         match wait_healthy(&docker, project, &gate_spec(self.config, expect, strategy)) {
-            Ok(took) => {
+            Ok(passed) => {
                 self.log_finished_jobs(&docker, project);
-                self.journal.log(&format!("Healthy after {:.1}s", took.as_secs_f64()));
+                let downtime = gate_began.duration_since(switched) + passed.healthy_after;
+                self.journal.log(&format!(
+                    "Healthy after {:.1}s; down {:.1}s from the switch to the first healthy look",
+                    passed.took.as_secs_f64(),
+                    downtime.as_secs_f64()
+                ));
+                if let Err(e) = self.journal.db.record_downtime(&self.journal.upgrade_id, downtime) {
+                    self.journal.log(&format!("could not record the downtime: {e:#}"));
+                }
                 strategy.cleanup(self.journal, self.config.backup_keep);
                 self.end(Terminal::Complete, "Upgrade complete", None)
             }

@@ -61,13 +61,15 @@ pub struct UpgradeRecord {
     pub swarm_services: Option<String>,
     /// Pull: the release family as it ran before the upgrade (JSON, see `record_family`).
     pub family: Option<String>,
+    /// A complete upgrade's downtime as its health gate measured it (see `record_downtime`).
+    pub downtime_ms: Option<i64>,
 }
 
 const RECORD_COLUMNS: &str = "id, fromVersion, toVersion, deploymentMethod, status, progress, currentStep, logs, \
     backupPath, startedAt, completedAt, initiatedBy, errorMessage, rollbackAvailable, strategy, updatedAt, pid, \
     switched, container, service, composeProject, imageRef, previousImageId, previousDigest, rollbackTag, \
     newImageId, newDigest, previousCommit, targetCommit, rollbackImages, previousSubject, targetSubject, services, \
-    stoppedContainers, swarmServices, family";
+    stoppedContainers, swarmServices, family, downtimeMs";
 
 impl UpgradeRecord {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<UpgradeRecord> {
@@ -109,6 +111,7 @@ impl UpgradeRecord {
             held: json_list(row.get(33)?).iter().map(|token| Halt::from_token(token)).collect(),
             swarm_services: row.get(34)?,
             family: row.get(35)?,
+            downtime_ms: row.get(36)?,
         })
     }
 
@@ -449,6 +452,13 @@ impl Db {
     /// Written before the switch: from here on an interruption is rolled back, never abandoned.
     pub(crate) fn mark_switched(&self, upgrade_id: &str, to_version: &str) -> Result<()> {
         self.set_fields(upgrade_id, &[("toVersion", to_version.to_string().into()), ("switched", true.into())])
+    }
+
+    /// The downtime the health gate measured: from the switch to the first
+    /// look of the healthy streak that passed it.
+    pub(crate) fn record_downtime(&self, upgrade_id: &str, downtime: std::time::Duration) -> Result<()> {
+        let ms = i64::try_from(downtime.as_millis()).unwrap_or(i64::MAX);
+        self.set_fields(upgrade_id, &[("downtimeMs", ms.into())])
     }
 
     /// A log line that is not a transition.

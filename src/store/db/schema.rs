@@ -92,6 +92,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (upgradeId, path)
     );
     "#,
+    // 7: the downtime of a complete upgrade as its health gate measured it: from the switch
+    // to the first look of the healthy streak that passed the gate, in milliseconds.
+    r#"
+    ALTER TABLE upgrade_history ADD COLUMN downtimeMs INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.
