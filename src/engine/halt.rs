@@ -207,12 +207,9 @@ fn ready_tasks(tasks: &[swarm::Task], replicas: u64, down: &[String], healthy: &
         .iter()
         .filter(|t| t.status.state == "running" && !on_down_node(t) && t.container().is_none_or(healthy))
         .count() as u64;
-    let unplaceable = |t: &swarm::Task| {
-        t.status.state == "pending" && t.status.err.as_deref().is_some_and(|e| e.contains("no suitable node"))
-    };
     let waiting = match down.is_empty() {
         true => 0,
-        false => wanted.iter().filter(|t| t.is_live() && (on_down_node(t) || unplaceable(t))).count() as u64,
+        false => wanted.iter().filter(|t| t.is_live() && (on_down_node(t) || t.waits_for_a_node())).count() as u64,
     };
     (ready, replicas.saturating_sub(waiting))
 }

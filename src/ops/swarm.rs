@@ -272,6 +272,12 @@ impl Task {
         self.status.container_status.as_ref().map(|c| c.container_id.as_str()).filter(|id| !id.is_empty())
     }
 
+    /// Whether Swarm holds it unplaced for want of a node ("no suitable node"):
+    /// while a node is down, the task that node would take waits for it.
+    pub(crate) fn waits_for_a_node(&self) -> bool {
+        self.status.state == "pending" && self.status.err.as_deref().is_some_and(|e| e.contains("no suitable node"))
+    }
+
     pub(crate) fn failed(&self) -> bool {
         matches!(self.status.state.as_str(), "failed" | "rejected")
     }

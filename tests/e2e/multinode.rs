@@ -170,6 +170,12 @@ impl Swarm2 {
         self.manager().docker(args)
     }
 
+    /// Starts the stopped worker's dockerd again and waits until the manager sees it `Ready`.
+    pub fn worker_back(&mut self) {
+        self.worker_mut().start_again();
+        self.wait_node(WORKER, "ready");
+    }
+
     /// Cuts the worker's link to the LAN (`heal: false`) or puts it back: its
     /// dockerd and its containers run on, out of the manager's reach.
     pub fn partition_worker(&self, heal: bool) {
@@ -395,6 +401,31 @@ impl Stack {
     fn try_status_file(&self) -> Option<Value> {
         serde_json::from_slice(&fs::read(self.sandbox.path().join(".upgrade-status.json")).ok()?).ok()
     }
+
+    /// Waits until the status file says `status` (read every few milliseconds: a switch is quick).
+    fn wait_status(&self, status: &str) {
+        common::wait(format!("the upgrade to reach {status}"))
+            .within(Duration::from_secs(90))
+            .every(Duration::from_millis(20))
+            .showing(|| format!("{:?}", self.try_status_file()))
+            .until_true(|| self.try_status_file().is_some_and(|st| st["status"] == status));
+    }
+
+    /// Waits until every task runs `version`, one on each node: what a
+    /// returned worker must converge to.
+    fn wait_one_task_on_each_node(&self, version: &str) {
+        let mut tasks = self.wait_tasks(version, 2);
+        tasks.sort();
+        assert_eq!(tasks.iter().map(|(node, _)| node.as_str()).collect::<Vec<_>>(), [MANAGER, WORKER], "{tasks:?}");
+    }
+}
+
+/// Waits for a background upgraderd to end, prints its stderr, and returns how it exited.
+fn ended(upgrader: Child, test: &str, began: Instant) -> std::process::ExitStatus {
+    let output = upgrader.wait_with_output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    eprintln!("{test}: upgraderd ended ({}) after {:?}", output.status, began.elapsed());
+    output.status
 }
 
 impl Drop for Stack {
@@ -461,24 +492,12 @@ fn the_worker_lost_during_the_gate_of_a_spread_service_ends_the_attempt_on_one_v
 
     // A stable period long enough for the node to be seen Down (5–7 s) while the gate is open.
     let began = Instant::now();
-    let mut upgrader =
+    let upgrader =
         s.spawn_with(&["upgrade", "--to", "2.0.0", "--no-backup"], MANAGER, &[("UPGRADERD_HEALTH_STABLE", "25s")]);
-    common::wait("the upgrade to reach its health gate")
-        .within(Duration::from_secs(60))
-        .every(Duration::from_millis(50))
-        .showing(|| format!("{:?}", s.try_status_file()))
-        .until(|| s.try_status_file().filter(|st| st["status"] == "health_check"));
+    s.wait_status("health_check");
     eprintln!("loss: gate reached after {:?}; stopping the worker's dockerd", began.elapsed());
     swarm.worker_mut().stop();
-
-    // The attempt ends, whatever it ends with, and says so.
-    let ended = common::wait("the upgrade to end")
-        .within(Duration::from_secs(120))
-        .every(Duration::from_millis(250))
-        .until(|| upgrader.try_wait().unwrap());
-    let output = upgrader.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("loss: upgraderd ended ({ended}) {:?} after it began\n{stderr}", began.elapsed());
+    ended(upgrader, "loss", began);
     let history = s.last_history();
     // The gate failed on the lost node, and the previous version was judged healthy on the node that is up.
     assert_eq!(history["status"], "rolled_back", "{history}\n{}", s.task_table());
@@ -499,12 +518,9 @@ fn the_worker_lost_during_the_gate_of_a_spread_service_ends_the_attempt_on_one_v
     assert_eq!(swarm.node_status(WORKER), "Down", "the worker is still lost when the attempt ends");
 
     // Once the worker is back, every task runs the version the record names.
-    swarm.worker_mut().start_again();
-    swarm.wait_node(WORKER, "ready");
-    let mut tasks = s.wait_tasks("1.0.0", 2);
-    eprintln!("loss: converged on 1.0.0 after {:?}: {tasks:?}", began.elapsed());
-    tasks.sort();
-    assert_eq!(tasks.iter().map(|(node, _)| node.as_str()).collect::<Vec<_>>(), [MANAGER, WORKER], "{tasks:?}");
+    swarm.worker_back();
+    s.wait_one_task_on_each_node("1.0.0");
+    eprintln!("loss: converged on 1.0.0 after {:?}", began.elapsed());
     assert_eq!(s.replicas(), "2");
     assert!(s.spec_image().starts_with(&format!("{}:1.0.0@sha256:", s.repo)), "{}", s.spec_image());
 }
@@ -521,16 +537,9 @@ fn a_service_with_data_pinned_to_the_manager_is_moved_and_restored_with_the_work
     // The worker is lost during the gate of the good version: the service's one task is on the manager.
     let began = Instant::now();
     let upgrader = s.spawn_with(&["upgrade", "--to", "2.0.0"], MANAGER, &[("UPGRADERD_HEALTH_STABLE", "8s")]);
-    common::wait("the upgrade to reach its health gate")
-        .within(Duration::from_secs(90))
-        .every(Duration::from_millis(50))
-        .showing(|| format!("{:?}", s.try_status_file()))
-        .until(|| s.try_status_file().filter(|st| st["status"] == "health_check"));
+    s.wait_status("health_check");
     swarm.worker_mut().stop();
-    let output = upgrader.wait_with_output().unwrap();
-    let status = output.status;
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    eprintln!("pin: upgraded with the worker lost in {:?}", began.elapsed());
+    let status = ended(upgrader, "pin", began);
     let history = s.last_history();
     assert!(status.success(), "{history}");
     assert_eq!(history["status"], "complete", "{history}");
@@ -553,8 +562,7 @@ fn a_service_with_data_pinned_to_the_manager_is_moved_and_restored_with_the_work
     assert_eq!(swarm.node_status(WORKER), "Down");
 
     // The worker back changes nothing: one task, on the version the record names.
-    swarm.worker_mut().start_again();
-    swarm.wait_node(WORKER, "ready");
+    swarm.worker_back();
     let tasks = s.wait_tasks("2.0.0", 1);
     assert_eq!(tasks[0].0, MANAGER, "{tasks:?}");
     assert!(s.spec_image().starts_with(&format!("{}:2.0.0@sha256:", s.repo)), "{}", s.spec_image());
@@ -612,35 +620,33 @@ fn a_service_with_data_on_the_worker_or_free_to_go_there_is_refused_naming_the_n
 }
 
 #[test]
-fn a_partition_of_the_worker_during_the_gate_ends_on_one_version_once_it_heals() {
+fn a_partition_of_the_worker_during_the_gate_ends_rolled_back_and_on_one_version_once_it_heals() {
     let Some(swarm) = Swarm2::start("cut") else { return };
     let shape = Shape { replicas: 2, constraints: "", keeps_data: false };
     let s = Stack::deploy(&swarm, "cut", &["1.0.0", "2.0.0"], &shape);
     let began = Instant::now();
     let upgrader =
         s.spawn_with(&["upgrade", "--to", "2.0.0", "--no-backup"], MANAGER, &[("UPGRADERD_HEALTH_STABLE", "25s")]);
-    common::wait("the upgrade to reach its health gate")
-        .within(Duration::from_secs(60))
-        .every(Duration::from_millis(50))
-        .showing(|| format!("{:?}", s.try_status_file()))
-        .until(|| s.try_status_file().filter(|st| st["status"] == "health_check"));
+    s.wait_status("health_check");
     // Both tasks run 2.0.0 when the gate opens; the worker's keeps running through the partition.
+    // Healed once the gate has judged the lost node (a heal before its look, on a loaded
+    // machine, would leave the gate a node that came back, not one that was lost).
     swarm.partition_worker(false);
     swarm.wait_node(WORKER, "down");
+    common::wait("the gate to end")
+        .within(Duration::from_secs(90))
+        .every(Duration::from_millis(20))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until_true(|| s.try_status_file().is_some_and(|st| st["status"] != "health_check"));
     swarm.partition_worker(true);
-    let output = upgrader.wait_with_output().unwrap();
-    let status = output.status;
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    eprintln!("cut: upgraderd ended ({status}) after {:?}", began.elapsed());
+    ended(upgrader, "cut", began);
     let history = s.last_history();
     let error = history["errorMessage"].as_str().unwrap_or_default();
     assert_eq!(history["status"], "rolled_back", "{history}\n{}", s.task_table());
     assert!(error.starts_with(&format!("node {WORKER} is down; its task cannot be judged")), "{error}");
     // Healed: every task on the version the record names, the worker's 2.0.0 container gone.
     swarm.wait_node(WORKER, "ready");
-    let mut tasks = s.wait_tasks("1.0.0", 2);
-    tasks.sort();
-    assert_eq!(tasks.iter().map(|(node, _)| node.as_str()).collect::<Vec<_>>(), [MANAGER, WORKER], "{tasks:?}");
+    s.wait_one_task_on_each_node("1.0.0");
     assert_eq!(s.replicas(), "2");
     common::wait("the worker's 2.0.0 container to go")
         .within(Duration::from_secs(60))
@@ -657,16 +663,9 @@ fn the_worker_lost_during_the_rollback_of_a_spread_service_ends_rolled_back() {
     let s = Stack::deploy(&swarm, "rbl", &["1.0.0", "2.0.1"], &shape);
     let began = Instant::now();
     let upgrader = s.spawn_with(&["upgrade", "--to", "2.0.1", "--no-backup"], MANAGER, &[]);
-    common::wait("the upgrade to roll back")
-        .within(Duration::from_secs(90))
-        .every(Duration::from_millis(25))
-        .showing(|| format!("{:?}", s.try_status_file()))
-        .until(|| s.try_status_file().filter(|st| st["status"] == "rolling_back"));
+    s.wait_status("rolling_back");
     swarm.worker_mut().stop();
-    let output = upgrader.wait_with_output().unwrap();
-    let status = output.status;
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    eprintln!("rbl: upgraderd ended ({status}) after {:?}", began.elapsed());
+    ended(upgrader, "rbl", began);
     let history = s.last_history();
     assert_eq!(history["status"], "rolled_back", "{history}\n{}", s.task_table());
     let error = history["errorMessage"].as_str().unwrap_or_default();
@@ -678,11 +677,8 @@ fn the_worker_lost_during_the_rollback_of_a_spread_service_ends_rolled_back() {
     assert!(s.spec_image().starts_with(&format!("{}:1.0.0@sha256:", s.repo)), "{}", s.spec_image());
     s.wait_answers(MANAGER, "1.0.0");
 
-    swarm.worker_mut().start_again();
-    swarm.wait_node(WORKER, "ready");
-    let mut tasks = s.wait_tasks("1.0.0", 2);
-    tasks.sort();
-    assert_eq!(tasks.iter().map(|(node, _)| node.as_str()).collect::<Vec<_>>(), [MANAGER, WORKER], "{tasks:?}");
+    swarm.worker_back();
+    s.wait_one_task_on_each_node("1.0.0");
     eprintln!("rbl: converged on 1.0.0 after {:?}", began.elapsed());
 }
 
@@ -693,15 +689,9 @@ fn the_worker_lost_at_the_switch_of_a_spread_service_ends_on_one_version() {
     let s = Stack::deploy(&swarm, "sw", &["1.0.0", "2.0.0"], &shape);
     let began = Instant::now();
     let upgrader = s.spawn_with(&["upgrade", "--to", "2.0.0", "--no-backup"], MANAGER, &[]);
-    common::wait("the upgrade to switch")
-        .within(Duration::from_secs(60))
-        .every(Duration::from_millis(20))
-        .showing(|| format!("{:?}", s.try_status_file()))
-        .until(|| s.try_status_file().filter(|st| st["status"] == "restarting"));
+    s.wait_status("restarting");
     swarm.worker_mut().stop();
-    let output = upgrader.wait_with_output().unwrap();
-    eprintln!("sw: upgraderd ended ({}) after {:?}", output.status, began.elapsed());
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    ended(upgrader, "sw", began);
     let history = s.last_history();
     let status = history["status"].as_str().unwrap_or_default().to_string();
     let runs = match status.as_str() {
@@ -714,10 +704,7 @@ fn the_worker_lost_at_the_switch_of_a_spread_service_ends_on_one_version() {
     assert_eq!(s.replicas(), "2", "at its replica count");
     s.wait_answers(MANAGER, runs);
 
-    swarm.worker_mut().start_again();
-    swarm.wait_node(WORKER, "ready");
-    let mut tasks = s.wait_tasks(runs, 2);
-    tasks.sort();
-    assert_eq!(tasks.iter().map(|(node, _)| node.as_str()).collect::<Vec<_>>(), [MANAGER, WORKER], "{tasks:?}");
+    swarm.worker_back();
+    s.wait_one_task_on_each_node(runs);
     eprintln!("sw: {status}, converged on {runs} after {:?}", began.elapsed());
 }

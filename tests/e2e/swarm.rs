@@ -194,6 +194,15 @@ impl Stack {
         end
     }
 
+    /// Waits until the status file says `status`.
+    fn wait_status(&self, status: &str) {
+        common::wait(format!("the upgrade to reach {status}"))
+            .within(Duration::from_secs(120))
+            .every(Duration::from_millis(50))
+            .showing(|| format!("{:?}", self.try_status_file()))
+            .until_true(|| self.try_status_file().is_some_and(|st| st["status"] == status));
+    }
+
     fn try_status_file(&self) -> Option<Value> {
         serde_json::from_slice(&fs::read(self.sandbox.path().join(".upgrade-status.json")).ok()?).ok()
     }
@@ -491,12 +500,33 @@ fn failing_docker(s: &Stack, matching: &str, nth: u32) -> PathBuf {
     path
 }
 
-/// Upgrades `s` to 2.0.3 (it migrates the data and answers 500: it runs, and
-/// fails its gate in 8 s) with `docker` as the docker CLI; returns the run.
-fn upgrade_to_a_failing_version(s: &Stack, docker: &Path) -> common::Run {
+/// upgraderd upgrading `s` to 2.0.3, which migrates the data and answers
+/// 500: it runs, and fails its gate in 8 s.
+fn upgrade_to_a_failing_version(s: &Stack) -> Command {
     let mut cmd = s.upgraderd_command(&["upgrade", "--to", "2.0.3"]);
-    cmd.env("UPGRADERD_DOCKER", docker).env("UPGRADERD_HEALTH_TIMEOUT", "8s");
-    common::Run::from_output(cmd.output().unwrap())
+    cmd.env("UPGRADERD_HEALTH_TIMEOUT", "8s");
+    cmd
+}
+
+/// That upgrade with `docker` as the docker CLI, run to its end.
+fn upgrade_to_a_failing_version_with(s: &Stack, docker: &Path) -> common::Run {
+    let run =
+        common::Run::from_output(upgrade_to_a_failing_version(s).env("UPGRADERD_DOCKER", docker).output().unwrap());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    run
+}
+
+/// The newest record, `failed`, whose reason says that app and worker run
+/// 2.0.3 again after `why`; and both do, at their replica count.
+#[track_caller]
+fn failed_with_the_new_version_running(s: &Stack, why: &str) -> String {
+    let row = s.last_history();
+    assert_eq!(row["status"], "failed", "{row}");
+    let error = row["errorMessage"].as_str().unwrap_or_default().to_string();
+    let runs = format!("now {}_app runs {}:2.0.3 with 1 replicas, {0}_worker runs {1}:2.0.3 with 1", s.name, s.repo);
+    assert!(error.contains(&format!("{why}; {runs}")), "{error}");
+    both_run(s, "2.0.3");
+    error
 }
 
 /// The stack's `app` and `worker` each back at one replica, a task of each running `version`.
@@ -517,31 +547,20 @@ fn a_swarm_rollback_whose_stop_fails_part_way_scales_back_and_says_what_runs() {
     let Some(s) = Stack::start("stopfail", &["1.0.0", "2.0.3"]) else { return };
     // The backup's final pass scales app and worker to 0 (calls 1, 2); the rollback's stop is next.
     let docker = failing_docker(&s, "--replicas 0 --", 3);
-    let run = upgrade_to_a_failing_version(&s, &docker);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let row = s.last_history();
-    assert_eq!(row["status"], "failed", "{row}");
-    let error = row["errorMessage"].as_str().unwrap_or_default();
+    upgrade_to_a_failing_version_with(&s, &docker);
+    // What the failed stop halted (the worker) runs again with the app: nothing is left at 0.
+    let error = failed_with_the_new_version_running(&s, "nothing was restored");
     assert!(error.contains("rollback failed: stopping the new version failed"), "{error}");
     assert!(error.contains("injected failure of call 3"), "{error}");
-    let runs = format!("now {}_app runs {}:2.0.3 with 1 replicas, {0}_worker runs {1}:2.0.3 with 1", s.name, s.repo);
-    assert!(error.contains(&format!("nothing was restored; {runs}")), "{error}");
     assert!(error.contains("is intact"), "{error}");
-    // What the failed stop halted (the worker) runs again with the app: nothing is left at 0.
-    both_run(&s, "2.0.3");
     assert!(s.dump().starts_with("schema 2"), "nothing was restored under it");
 }
 
 #[test]
 fn a_swarm_rollback_whose_restore_fails_runs_the_new_version_again_on_its_data() {
     let Some(s) = Stack::start("restorefail", &["1.0.0", "2.0.3"]) else { return };
-    let mut cmd = s.upgraderd_command(&["upgrade", "--to", "2.0.3"]);
-    cmd.env("UPGRADERD_HEALTH_TIMEOUT", "8s").stdout(Stdio::null()).stderr(Stdio::piped());
-    let upgrader = cmd.spawn().unwrap();
-    common::wait("the upgrade to reach its health gate")
-        .within(Duration::from_secs(120))
-        .every(Duration::from_millis(50))
-        .until_true(|| s.try_status_file().is_some_and(|st| st["status"] == "health_check"));
+    let upgrader = upgrade_to_a_failing_version(&s).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    s.wait_status("health_check");
     // The backup damaged while the gate runs: every object cut short.
     let objects = fs::read_dir(s.sandbox.backups()).unwrap().flatten().map(|e| e.path().join("objects"));
     let mut damaged = 0;
@@ -553,13 +572,9 @@ fn a_swarm_rollback_whose_restore_fails_runs_the_new_version_again_on_its_data()
     }
     assert!(damaged > 0, "no object in {}", s.sandbox.backups().display());
     let output = upgrader.wait_with_output().unwrap();
-    let row = s.last_history();
-    assert_eq!(row["status"], "failed", "{row}\n{}", String::from_utf8_lossy(&output.stderr));
-    let error = row["errorMessage"].as_str().unwrap_or_default();
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let error = failed_with_the_new_version_running(&s, "the data was left as the new version wrote it");
     assert!(error.contains("rollback failed: restoring data from"), "{error}");
-    let runs = format!("now {}_app runs {}:2.0.3 with 1 replicas, {0}_worker runs {1}:2.0.3 with 1", s.name, s.repo);
-    assert!(error.contains(&format!("the data was left as the new version wrote it; {runs}")), "{error}");
-    both_run(&s, "2.0.3");
     assert!(s.dump().starts_with("schema 2"), "the data as 2.0.3 wrote it, not half-restored");
 }
 
@@ -569,8 +584,7 @@ fn a_swarm_rollback_whose_revert_fails_runs_the_new_version_again_and_says_so() 
     let before = s.dump();
     // The switch updates app and worker (calls 1, 2); the revert of app is the third.
     let docker = failing_docker(&s, "--with-registry-auth --image", 3);
-    let run = upgrade_to_a_failing_version(&s, &docker);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    upgrade_to_a_failing_version_with(&s, &docker);
     let row = s.last_history();
     assert_eq!(row["status"], "failed", "{row}");
     let error = row["errorMessage"].as_str().unwrap_or_default();
@@ -613,16 +627,10 @@ fn a_swarm_previous_version_that_fails_its_gate_after_the_revert_runs_on_its_res
             Err(_) => Reply::json(502, "{}"),
         }
     });
-    let mut cmd = s.upgraderd_command(&["upgrade", "--to", "2.0.3"]);
-    cmd.env("UPGRADERD_HEALTH_URL", health.url("/api/health"))
-        .env("UPGRADERD_HEALTH_TIMEOUT", "8s")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = upgrade_to_a_failing_version(&s);
+    cmd.env("UPGRADERD_HEALTH_URL", health.url("/api/health")).stdout(Stdio::null()).stderr(Stdio::piped());
     let upgrader = cmd.spawn().unwrap();
-    common::wait("the rollback to begin")
-        .within(Duration::from_secs(120))
-        .every(Duration::from_millis(50))
-        .until_true(|| s.try_status_file().is_some_and(|st| st["status"] == "rolling_back"));
+    s.wait_status("rolling_back");
     broken.store(true, Ordering::SeqCst);
     let output = upgrader.wait_with_output().unwrap();
     broken.store(false, Ordering::SeqCst);

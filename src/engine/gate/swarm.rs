@@ -38,7 +38,7 @@ pub(super) fn observe_swarm(
             http_verdict(&spec.url, &probe_http(&spec.url, Duration::from_secs(2)), spec.expect_version.as_ref())
         }
         (Check::Fatal(reason), _) => {
-            let failed = new_failure(&tasks, known).and_then(|t| t.container());
+            let failed = new_failure(&tasks, current.image(), known).and_then(|t| t.container());
             Check::Fatal(match failed {
                 Some(id) => with_logs(docker, id, reason),
                 None => reason,
@@ -98,7 +98,7 @@ pub(crate) fn tasks_verdict_on(
             return Check::NotYet(format!("Swarm is still updating {name}"));
         }
     }
-    if let Some(task) = new_failure(tasks, history) {
+    if let Some(task) = new_failure(tasks, service.image(), history) {
         return Check::Fatal(format!(
             "a task of {name} {}: {}",
             task.status.state,
@@ -153,22 +153,33 @@ pub(crate) fn stranded_tasks<'a>(tasks: &'a [Task], down: &'a [(String, String)]
         .collect()
 }
 
-/// How many slots the tasks still live on the nodes `down` hold: a stop-first
-/// update may leave two tasks of one slot there (the old one stopping, the
-/// new one assigned).
+/// How many slots wait for the nodes `down`: those of the tasks still live
+/// there (a stop-first update may leave two tasks of one slot there, the old
+/// one stopping, the new one assigned), and those whose only live task is one
+/// Swarm cannot place until a node is back (one task a node, the others
+/// taken). A slot whose old task still runs on a node that is up is not
+/// waiting for a node: its new task is placed once the old one has stopped.
 pub(crate) fn lost_slots(tasks: &[Task], down: &[(String, String)]) -> u64 {
-    let stranded = stranded_tasks(tasks, down);
-    let mut slots: Vec<u64> = stranded.iter().map(|(t, _)| t.slot).filter(|s| *s != 0).collect();
+    if down.is_empty() {
+        return 0;
+    }
+    let on_up_node = |t: &Task| !t.node_id.is_empty() && !down.iter().any(|(id, _)| *id == t.node_id);
+    let held_here = |slot: u64| tasks.iter().any(|t| t.slot == slot && t.is_live() && on_up_node(t));
+    let stranded = stranded_tasks(tasks, down).into_iter().map(|(t, _)| t);
+    let unplaced = tasks.iter().filter(|t| t.is_live() && t.waits_for_a_node() && (t.slot == 0 || !held_here(t.slot)));
+    let waiting: Vec<&Task> = stranded.chain(unplaced).collect();
+    let mut slots: Vec<u64> = waiting.iter().map(|t| t.slot).filter(|s| *s != 0).collect();
     slots.sort_unstable();
     slots.dedup();
-    slots.len() as u64 + stranded.iter().filter(|(t, _)| t.slot == 0).count() as u64
+    slots.len() as u64 + waiting.iter().filter(|t| t.slot == 0).count() as u64
 }
 
-/// A failed task that is a verdict on the version gated: one that was not
-/// there before the switch. An old task stopped by the update may end
-/// `failed` (killed, exit 137): that is history.
-fn new_failure<'a>(tasks: &'a [Task], history: &[String]) -> Option<&'a Task> {
-    tasks.iter().find(|t| t.failed() && !history.contains(&t.id))
+/// A failed task that is a verdict on the version gated: one on its image
+/// that was not there before the switch. An old task stopped by the update
+/// may end `failed` (killed, exit 137), and in a revert the version left
+/// behind may still fail while Swarm restarts it: that is history.
+fn new_failure<'a>(tasks: &'a [Task], image: &str, history: &[String]) -> Option<&'a Task> {
+    tasks.iter().find(|t| t.failed() && t.spec.container_spec.image == image && !history.contains(&t.id))
 }
 
 #[cfg(test)]
@@ -328,5 +339,35 @@ mod tests {
         assert_eq!(lost_slots(&[here.clone(), old_there.clone(), new_there.clone()], &down), 1);
         let tasks = [here, old_there, new_there];
         assert_eq!(tasks_verdict_on(&web, &tasks, &["t-old".into()], &no_health, &down), Check::Healthy);
+    }
+
+    #[test]
+    fn a_revert_waits_on_no_slot_swarm_cannot_place_and_no_failure_of_the_version_it_leaves() {
+        use crate::engine::strategy::swarm::tests::{task, web};
+        let mut web = web(r#"{}"#, "[]");
+        web.spec.mode.replicated = Some(crate::ops::swarm::Replicated { replicas: 2 });
+        let no_health = |_: &str| None;
+        let down = vec![("n2".to_string(), "dk2".to_string())];
+        let here = task("n1", "running");
+        // The other slot's task, moved off the lost node, has nowhere to go (one task a node).
+        let mut unplaced = task("", "running");
+        (unplaced.id, unplaced.slot, unplaced.status.state) = ("t-unplaced".into(), 2, "pending".into());
+        unplaced.status.err = Some("no suitable node (1 node not available for new tasks)".into());
+        // And the version the revert leaves failed again on this node after the revert began.
+        let mut crashed = task("n1", "failed");
+        (crashed.id, crashed.spec.container_spec.image) = ("t-crashed".into(), "reg/app:2@sha256:b".into());
+        crashed.status.err = Some("task: non-zero exit (1)".into());
+        // Its slot's old task still running here (a stop-first update): not waiting for a node.
+        let mut stopping = task("n1", "running");
+        (stopping.id, stopping.slot, stopping.spec.container_spec.image) =
+            ("t-stopping".into(), 2, "reg/app:2@sha256:b".into());
+        assert_eq!(lost_slots(&[here.clone(), unplaced.clone(), stopping], &down), 0);
+        let tasks = [here, unplaced, crashed.clone()];
+        assert_eq!(lost_slots(&tasks, &down), 1);
+        assert_eq!(tasks_verdict_on(&web, &tasks, &[], &no_health, &down), Check::Healthy);
+        // With every node up, the unplaced task is waited for; a failure on the image gated is a verdict.
+        assert!(matches!(tasks_verdict_on(&web, &tasks, &[], &no_health, &[]), Check::NotYet(_)));
+        (crashed.spec.container_spec.image, crashed.id) = (web.image().to_string(), "t-new".into());
+        assert!(matches!(tasks_verdict_on(&web, &[crashed], &[], &no_health, &down), Check::Fatal(_)));
     }
 }
