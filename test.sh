@@ -68,7 +68,7 @@ trap 'rm -f "$log"' EXIT
 set +e
 # The end-to-end tests spend their time waiting on Docker, not on the CPU:
 # run more of them at once than there are cores.
-export RUST_TEST_THREADS=${RUST_TEST_THREADS:-6}
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 cargo test --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e

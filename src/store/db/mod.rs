@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use self::history::UpgradeRecord;
 pub(crate) use self::history::{CommitsRecord, DeploymentRecord, Event};
@@ -123,20 +123,26 @@ impl Db {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let current = self.user_version()?;
+        if self.user_version()? == schema_version() {
+            return Ok(());
+        }
+        // Under the write lock, and the version read again under it: two processes opening a
+        // new or older database at once (an upgrader, and `history` polling it) would otherwise
+        // both migrate from the version each read first, and the second fail on the first's tables.
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| explain(&path, e))?;
+        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| explain(&path, e))?;
         if current > schema_version() {
-            return Err(newer_schema(&self.path, current));
+            return Err(newer_schema(&path, current));
         }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             let version = index as i64 + 1;
-            let tx = self.conn.transaction().map_err(|e| explain(&self.path, e))?;
             tx.execute_batch(sql)
                 .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {version}")))
-                .and_then(|_| tx.commit())
-                .map_err(|e| explain(&self.path, e))
+                .map_err(|e| explain(&path, e))
                 .with_context(|| format!("migrating the state database to schema {version}"))?;
         }
-        Ok(())
+        tx.commit().map_err(|e| explain(&path, e))
     }
 }
 
@@ -259,5 +265,27 @@ mod tests {
         Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 999").unwrap();
         let err = Db::open(&path).unwrap_err().to_string();
         assert!(err.contains("schema 999, newer than this upgraderd understands"), "{err}");
+    }
+
+    #[test]
+    fn a_new_database_opened_by_many_at_once_is_migrated_once() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.db");
+            let start = std::sync::Barrier::new(6);
+            std::thread::scope(|scope| {
+                let opened: Vec<_> = (0..6)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            Db::open(&path).map(|db| db.user_version().unwrap()).map_err(|e| format!("{e:#}"))
+                        })
+                    })
+                    .collect();
+                for opened in opened {
+                    assert_eq!(opened.join().unwrap(), Ok(schema_version()));
+                }
+            });
+        }
     }
 }
