@@ -56,12 +56,15 @@ fn container_view(ctx: &Ctx) -> Option<Vec<String>> {
     }
     let docker = Docker::new(&ctx.config.docker, Runner::new(false));
     let Some(me) = Sidecar::find(&docker) else {
-        return Some(vec![format!("runs in container {}, which the Docker engine does not know", &id[..12])]);
+        return Some(vec![format!(
+            "runs in container {}, which the Docker engine does not know",
+            sidecar::short_id(id)
+        )]);
     };
     let mut lines = vec![format!(
         "runs in container {} ({}): it sees these host paths, and nothing else of the host",
         me.name(),
-        &id[..12]
+        sidecar::short_id(id)
     )];
     for mount in &me.container.mounts {
         let access = if mount.rw { "rw" } else { "ro" };

@@ -37,6 +37,11 @@ pub(crate) fn own_container_id() -> Option<&'static str> {
     ID.get_or_init(|| std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|t| container_id_in(&t))).as_deref()
 }
 
+/// The id's first 12 characters, as `docker ps` shows it.
+pub(crate) fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// The container id in a mount table: Docker bind-mounts each container's
 /// `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` from
 /// `<data root>/containers/<id>/`.
@@ -160,7 +165,7 @@ pub(crate) fn missing_socket() -> Option<String> {
         format!(
             "upgraderd runs in a container ({}) without the Docker socket {}: mount it into the container \
              (`- /var/run/docker.sock:{}` under its `volumes:`)",
-            &id[..12],
+            short_id(id),
             socket.display(),
             socket.display()
         )
@@ -186,7 +191,7 @@ fn sight(mounts: &[Mount], host: &Path) -> Sight {
 
 /// The directory to mount for the data path `path`: the engine's volumes
 /// directory for a named volume (`…/volumes/NAME/_data`), else the path.
-pub(crate) fn mount_for_data(path: &Path) -> PathBuf {
+fn mount_for_data(path: &Path) -> PathBuf {
     let is_volume = path.ends_with("_data")
         && path.parent().and_then(Path::parent).is_some_and(|volumes| volumes.ends_with("volumes"));
     match is_volume {
@@ -201,7 +206,7 @@ fn docker_socket() -> Option<PathBuf> {
 }
 
 /// The Docker socket a unix `DOCKER_HOST` (or the default) names.
-pub(crate) fn socket_path(docker_host: Option<&str>) -> Option<PathBuf> {
+fn socket_path(docker_host: Option<&str>) -> Option<PathBuf> {
     match docker_host.filter(|h| !h.is_empty()) {
         None => Some(PathBuf::from("/var/run/docker.sock")),
         Some(host) => host.strip_prefix("unix://").map(PathBuf::from),
