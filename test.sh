@@ -3,7 +3,7 @@
 # end-to-end ones against the local Docker engine included.
 #
 # Installs what the tests need (Debian's docker-registry, busybox-static,
-# sqlite3, xfsprogs, btrfs-progs, python3-venv) when it can, and fetches
+# sqlite3, zstd, xfsprogs, btrfs-progs, python3-venv) when it can, and fetches
 # compose v2 (tests/support/compose-v2.sh) and ansible-core
 # (tests/support/ansible.sh) for them. Without a Docker engine the e2e tests
 # say so and skip; with UPGRADERD_E2E_REQUIRED=1 (set by CI) a missing engine,
@@ -15,6 +15,8 @@ need=()
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 [ -x /bin/busybox ] || command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+# `tar --zstd` unpacks a .tar.zst export (tests/cli/backup/snapshots.rs).
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # Snapshots clone on XFS and btrfs: tests/cli/backup/snapshots.rs makes both in loop files.

@@ -170,11 +170,11 @@ pub enum BackupCommand {
     Create,
     /// List the backups in the backup directory, with the disk each holds alone and shares
     List,
-    /// Check a backup: every member's sha256 against the manifest (and an archive's gzip CRC)
+    /// Check a backup: every member's sha256 against the manifest (and a compressed file's checksum)
     Verify(BackupRef),
     /// Restore a backup over the data paths it was taken from (or into --to DIR)
     Restore(RestoreArgs),
-    /// Write a backup as one .tar.gz file (for an off-host copy), checked once written
+    /// Write a backup as one .tar.gz or .tar.zst file (for an off-host copy), checked once written
     Export(ExportArgs),
     /// Delete old backups, keeping the newest N and the last complete upgrade's
     Prune(PruneArgs),
@@ -191,7 +191,7 @@ pub struct BackupRef {
 pub struct ExportArgs {
     #[command(flatten)]
     pub backup: BackupRef,
-    /// The .tar.gz file to write (it must not exist yet)
+    /// The file to write (it must not exist yet): a .tar.zst when its name ends in .zst or .tzst, else a .tar.gz
     #[arg(value_name = "OUTPUT")]
     pub output: PathBuf,
 }

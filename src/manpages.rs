@@ -309,10 +309,16 @@ fn examples_of(name: &str) -> &'static [(&'static str, &'static str)] {
             ("UPGRADERD_BACKUP_FORMAT=archive upgraderd backup create", "One self-contained .tar.gz instead."),
         ],
         "upgraderd-backup-list" => &[("upgraderd --json backup list", "The backups as JSON.")],
-        "upgraderd-backup-export" => &[(
-            "upgraderd backup export 20250107_143022-abc123 /mnt/offsite/app.tar.gz",
-            "Write the snapshot as one .tar.gz, then read it back and check every sha256.",
-        )],
+        "upgraderd-backup-export" => &[
+            (
+                "upgraderd backup export 20250107_143022-abc123 /mnt/offsite/app.tar.gz",
+                "Write the snapshot as one .tar.gz, then read it back and check every sha256.",
+            ),
+            (
+                "upgraderd backup export 20250107_143022-abc123 /mnt/offsite/app.tar.zst",
+                "The same with zstd: faster, and smaller.",
+            ),
+        ],
         "upgraderd-backup-verify" => &[(
             "upgraderd backup verify /var/lib/upgraderd/backups/upgrade-backup-20250107_143022-abc123.tar.gz",
             "Check every member against the manifest.",

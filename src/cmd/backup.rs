@@ -256,7 +256,7 @@ fn verify(ctx: &Ctx, reference: &BackupRef) -> Result<Exit> {
     } else {
         let checked = match path.is_dir() {
             true => "every file's content matches its sha256 in the manifest",
-            false => "gzip CRC and every sha256 match the manifest",
+            false => "the compression's checksum and every sha256 match the manifest",
         };
         ctx.ui.print(format!(
             "ok: {} members, {} files, {}; {checked}",

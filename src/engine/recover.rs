@@ -15,7 +15,7 @@ use crate::engine::announce::after_terminal;
 use crate::engine::journal::Journal;
 use crate::engine::rollback::{restore_previous, RollbackEnd};
 use crate::engine::transaction::Transaction;
-use crate::engine::{data, halt};
+use crate::engine::{data, halt, pin};
 use crate::engine::{deployment_runner, strategy, Outcome};
 use crate::ops::docker::Docker;
 use crate::ops::process::Runner;
@@ -187,14 +187,16 @@ fn mark_failed(
             );
         }
     }
+    // A pin written for the switch (journaled before it was written) goes back whatever the strategy.
+    let pins = pin::restore(journal, runner, &record.id);
     let undone = if undo_fetch {
-        strategy::resume(config, runner, record).and_then(|mut strategy| {
+        pins.and_then(|()| strategy::resume(config, runner, record)).and_then(|mut strategy| {
             let undone = strategy.undo_fetch(journal);
             strategy.discard(journal);
             undone
         })
     } else {
-        Ok(())
+        pins
     };
     match undone {
         Ok(()) => RollbackEnd::failed(

@@ -345,7 +345,11 @@ fn damaged_archives_name_what_is_wrong() {
 
     let plain = dir.join("plain.tar.gz");
     fs::write(&plain, "this is not gzip at all").unwrap();
-    sb.test().args(["backup", "verify", plain.to_str().unwrap()]).status(1).stderr_contains("not a gzip file").run();
+    sb.test()
+        .args(["backup", "verify", plain.to_str().unwrap()])
+        .status(1)
+        .stderr_contains("is neither a gzip nor a zstd file")
+        .run();
 
     let no_manifest = dir.join("nomanifest.tar.gz");
     hostile_archive(&no_manifest, &[("data/0", tar::EntryType::Directory, b"", None)], true);

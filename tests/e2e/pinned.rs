@@ -429,6 +429,56 @@ fn a_kill_after_the_edit_is_recovered_with_the_env_file_put_back() {
     assert!(leftovers.is_empty(), "no temp file left beside .env: {leftovers:?}");
 }
 
+/// The new version is written into `.env` (and proven by `compose config`)
+/// while the old one serves, before the backup: stopped during the backup,
+/// the upgrade puts the file back itself; killed there, the next `watch` does.
+/// Either way nothing else changed.
+#[test]
+fn a_stop_or_a_kill_during_the_backup_puts_the_written_pin_back() {
+    let Some(s) = start_immich("immich-early", ComposeVersion::V1, &["1.0.0", "2.0.0"]) else { return };
+    // Data the first pass takes a while over, so the test can catch the upgrade in it.
+    let mut bulk = fs::File::create(s.volume_dir().join("bulk.bin")).unwrap();
+    let mut random = fs::File::open("/dev/urandom").unwrap();
+    std::io::copy(&mut std::io::Read::take(&mut random, 384 << 20), &mut bulk).unwrap();
+    drop(bulk);
+    let before = s.dump();
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let mut upgrade = s
+            .upgraderd_command(&["upgrade", "--to", "v2.0.0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        common::wait("the upgrade to back up with .env already edited")
+            .within(Duration::from_secs(120))
+            .every(Duration::from_millis(5))
+            .showing(|| format!("{:?}\n{}", s.try_status_file(), s.file(".env")))
+            .until_true(|| {
+                s.try_status_file().is_some_and(|st| st["status"] == "backing_up") && s.file(".env").contains("v2.0.0")
+            });
+        unsafe { libc::kill(upgrade.id() as i32, signal) };
+        upgrade.wait().unwrap();
+        if signal == libc::SIGKILL {
+            let mut watch =
+                s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+            common::wait("recovery to end the upgrade failed")
+                .within(Duration::from_secs(60))
+                .every(Duration::from_millis(200))
+                .showing(|| format!("{}", s.last_history()))
+                .until_true(|| s.last_history()["status"] == "failed");
+            unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
+            watch.wait().unwrap();
+        }
+        let row = s.last_history();
+        assert_eq!(row["status"], "failed", "{row}");
+        assert!(row["errorMessage"].as_str().unwrap_or_default().contains("before"), "{row}");
+        assert_eq!(s.file(".env"), IMMICH_ENV, "the env file is back byte for byte after signal {signal}");
+        s.wait_version("1.0.0");
+        assert_eq!(s.runs("ml"), format!("{}:v1.0.0", s.more_repos[0]));
+        assert_eq!(s.dump(), before);
+    }
+}
+
 fn a_release_step_runs_with_the_new_image_before_it_serves_and_one_that_fails_rolls_back(compose: ComposeVersion) {
     let repos = [
         Repo { name: "mastodon", tag_prefix: "v", channel: "" },

@@ -254,6 +254,10 @@ impl Attempt<'_, '_> {
             let message = "Refused: the fetched version is beyond the operator's rules";
             return self.end_after_fetch(strategy.as_mut(), Terminal::Failed, message, Some(refusal));
         }
+        if let Err(err) = strategy.prepare_switch(self.journal) {
+            self.put_back_fetch(strategy.as_mut());
+            return self.failed(strategy.as_mut(), Step::Fetch, format!("{err:#}"));
+        }
         if self.backup_wanted {
             // After the fetch: the old version serves while the new one downloads, and the
             // backup holds every write it commits until it is stopped for the switch.
@@ -515,6 +519,7 @@ impl Attempt<'_, '_> {
             ));
         }
         let fetched = strategy.fetch(self.journal)?;
+        strategy.prepare_switch(self.journal)?;
         strategy.switch(fetched, self.journal)?;
         for line in self.runner.planned() {
             self.journal.ui.plan(line);

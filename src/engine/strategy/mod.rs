@@ -65,9 +65,17 @@ pub(crate) trait Strategy {
     fn preflight(&mut self, target: &Target, force: bool) -> Vec<Problem>;
     /// Downloads or builds the target and keeps the running version restorable.
     fn fetch(&mut self, journal: &mut Journal) -> Result<Fetched>;
-    /// Before the switch, puts back what `fetch` changed besides images (the
-    /// rebuild checkout), so an abandoned upgrade leaves the host as it was.
+    /// Before the switch, puts back what `fetch` and `prepare_switch` changed
+    /// besides images (the rebuild checkout, a moved tag, a written pin), so an
+    /// abandoned upgrade leaves the host as it was.
     fn undo_fetch(&mut self, _journal: &mut Journal) -> Result<()> {
+        Ok(())
+    }
+    /// What the switch needs that can be done while the previous version
+    /// still serves (a pinned version written into the project's files and
+    /// proven), so that the outage holds only the switch itself; put back by
+    /// `undo_fetch` when the attempt ends before the switch.
+    fn prepare_switch(&mut self, _journal: &mut Journal) -> Result<()> {
         Ok(())
     }
     /// Replaces the running version with the fetched one.

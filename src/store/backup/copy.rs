@@ -19,7 +19,7 @@ use rustix::fs::{Stat, CWD};
 
 use super::format::{Kind, ManifestEntry, Tally, OWN_PREFIX};
 use super::scan::{split_root_file, wal_of, Fingerprint, Item, Plan, Seen};
-use super::sink::{Sink, Stored};
+use super::sink::{Digest, Sink, Stored};
 use super::sqlite::snapshot_at;
 use crate::store::files;
 use crate::store::fsat::{self, Cursor, Entry};
@@ -161,6 +161,8 @@ pub(super) struct Copier {
     earlier: super::snapshot::Shareable,
     /// How each member's content was stored, the last time it was.
     stored: HashMap<Vec<u8>, (Stored, u64)>,
+    /// The members whose sha256 the sink gives later, by ticket.
+    hashing: HashMap<u64, Vec<u8>>,
 }
 
 /// A member as it was when the copy read it.
@@ -190,7 +192,13 @@ impl Copier {
             left_out: HashSet::new(),
             earlier: HashMap::new(),
             stored: HashMap::new(),
+            hashing: HashMap::new(),
         }
+    }
+
+    /// The member a digest given later ([`Digest::Later`]) is for.
+    pub(super) fn hashed(&mut self, ticket: u64) -> Option<Vec<u8>> {
+        self.hashing.remove(&ticket)
     }
 
     /// Files an earlier snapshot read, by member: one still in that state is shared, not read.
@@ -422,7 +430,12 @@ impl Copier {
             self.warn(format!("{} shrank while it was backed up; its copy is padded", shown.display()));
         }
         self.tally(member, content.stored, entry.size);
-        entry.sha256 = Some(content.sha256);
+        match content.digest {
+            Digest::Known(sha256) => entry.sha256 = Some(sha256),
+            Digest::Later(ticket) => {
+                self.hashing.insert(ticket, member.to_vec());
+            }
+        }
         Ok(entry)
     }
 

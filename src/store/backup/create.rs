@@ -265,8 +265,14 @@ impl FirstPass {
             }
             Ok(())
         })();
+        let named = result.and_then(|()| out.sink().digests());
         self.out = Some(out);
-        result?;
+        for (ticket, sha256) in named? {
+            let member = self.copier.hashed(ticket);
+            if let Some(&at) = member.and_then(|m| self.positions.get(&m)) {
+                self.entries[at].sha256 = Some(sha256);
+            }
+        }
         progress(Progress { done: total, total });
         Ok(())
     }

@@ -25,7 +25,7 @@
 //! - [`sqlite`]: consistent snapshots of live SQLite databases; [`sparse`]: files with holes;
 //! - [`create`](mod@create): scanning the data and writing a backup, through a [`sink`] (an archive's or a snapshot's);
 //! - [`snapshot`]: snapshots, their objects shared with the previous one, and their tar stream;
-//! - [`export`](mod@export): one `.tar.gz` from any backup;
+//! - [`export`](mod@export): one `.tar.gz` or `.tar.zst` from any backup;
 //! - [`restore`](mod@restore): staging an archive next to its targets and swapping it in;
 //! - [`catalog`]: the archives in the backup directory (list, find, prune, leftovers).
 

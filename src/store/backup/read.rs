@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -19,13 +19,29 @@ use super::snapshot;
 use super::Verified;
 
 /// Opens a backup for reading as a tar stream (a snapshot's generated from
-/// its objects), explaining a missing or unreadable file.
+/// its objects; an archive or an export gzip- or zstd-compressed, told by
+/// its first bytes), explaining a missing or unreadable file.
 fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>> {
     if path.is_dir() {
         return Ok(tar::Archive::new(Box::new(snapshot::stream::open(path)?)));
     }
     let file = File::open(path).with_context(|| format!("cannot open backup {}", path.display()))?;
-    Ok(tar::Archive::new(Box::new(GzDecoder::new(io::BufReader::with_capacity(1 << 20, file)))))
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    let start = reader.fill_buf().with_context(|| format!("cannot read backup {}", path.display()))?;
+    let stream: Box<dyn Read> = match start {
+        [] => bail!("{} is empty: not an upgraderd backup", path.display()),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
+            zstd::stream::read::Decoder::with_buffer(reader)
+                .with_context(|| format!("cannot read backup {}", path.display()))?,
+        ),
+        [0x1f, 0x8b, ..] => Box::new(GzDecoder::new(reader)),
+        other => bail!(
+            "{} is neither a gzip nor a zstd file (it begins with {}): not an upgraderd backup or export",
+            path.display(),
+            other.iter().take(4).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+        ),
+    };
+    Ok(tar::Archive::new(stream))
 }
 
 /// Reads a backup's metadata: an archive's first member, without reading the
@@ -93,7 +109,7 @@ fn describe_read_error(err: &io::Error) -> String {
     }
 }
 
-/// Reads the whole archive: the gzip CRC, every member against the rules
+/// Reads the whole archive: the compression checksum (gzip CRC, zstd frame checksum), every member against the rules
 /// restore applies, every member's sha256 against the manifest.
 pub fn verify(path: &Path) -> Result<Verified> {
     let (meta, manifest, seen) = read_archive(path, &mut HashOnly)?;

@@ -31,10 +31,18 @@ pub(super) enum Stored {
 
 /// A file's content as a sink stored it.
 pub(super) struct Content {
-    pub sha256: String,
+    pub digest: Digest,
     /// The file shrank while it was read: its copy is padded with zeros.
     pub short: bool,
     pub stored: Stored,
+}
+
+/// A stored content's sha256: known, or still being computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Digest {
+    Known(String),
+    /// Being computed apart; [`Sink::digests`] gives it under this ticket.
+    Later(u64),
 }
 
 /// What the copy writes into.
@@ -46,6 +54,12 @@ pub(super) trait Sink {
     /// without reading it; `false` when this sink cannot (then it is read).
     fn share(&mut self, _entry: &ManifestEntry) -> Result<bool> {
         Ok(false)
+    }
+
+    /// Waits for every digest `put` left for later ([`Digest::Later`]) and
+    /// gives them by ticket: a pass is only over once each content it stored is named.
+    fn digests(&mut self) -> Result<Vec<(u64, String)>> {
+        Ok(Vec::new())
     }
 
     /// The final pass begins: `pass` names the first pass's members it retires.
@@ -88,7 +102,7 @@ impl<W: Write> ArchiveSink<W> {
         self.builder
             .append_data(&mut header, member_path(&entry.path), &mut reader)
             .with_context(|| format!("cannot back up {}", shown.display()))?;
-        Ok(Content { sha256: reader.hex(), short: reader.short, stored: Stored::Copied })
+        Ok(Content { digest: Digest::Known(reader.hex()), short: reader.short, stored: Stored::Copied })
     }
 
     /// A file with holes: only its data segments are read and stored.
@@ -106,7 +120,7 @@ impl<W: Write> ArchiveSink<W> {
         self.builder
             .append_data(&mut header, member_path(&entry.path), extensions.as_slice().chain(&mut reader))
             .with_context(|| format!("cannot back up {}", shown.display()))?;
-        Ok(Content { sha256: reader.hex(), short: reader.short, stored: Stored::Copied })
+        Ok(Content { digest: Digest::Known(reader.hex()), short: reader.short, stored: Stored::Copied })
     }
 
     /// A member with no content: a directory, a FIFO, a link.

@@ -253,6 +253,52 @@ fn an_export_is_a_plain_tar_gz_that_tar_unpacks_and_upgraderd_restores() {
 }
 
 #[test]
+fn an_export_named_tar_zst_is_zstd_that_tar_unpacks_and_upgraderd_restores_from_either_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_in(dir.path());
+    let backups = dir.path().join("backups");
+    let snapshot = snapshot(&data, &backups);
+    let archive =
+        backup::create_as(std::slice::from_ref(&data), &backups, Form::Archive, Reason::default(), &mut |_| {})
+            .unwrap();
+    let mut expected = tree(&data);
+    expected.remove("app.db");
+    for (kind, backup) in [("snapshot", &snapshot.path), ("archive", &archive.path)] {
+        let out = dir.path().join(format!("{kind}.tar.zst"));
+        let verified = backup::export(backup, &out, &mut |_| {}).unwrap();
+        assert_eq!(verified.files, backup::verify(backup).unwrap().files, "{kind}: every file");
+        let start = fs::read(&out).unwrap();
+        assert_eq!(&start[..4], &[0x28, 0xb5, 0x2f, 0xfd], "{kind}: a zstd frame");
+
+        let unpacked = dir.path().join(format!("{kind}-unpacked"));
+        fs::create_dir_all(&unpacked).unwrap();
+        let status = Command::new("tar").arg("--zstd").arg("-xf").arg(&out).arg("-C").arg(&unpacked).status().unwrap();
+        assert!(status.success(), "{kind}: tar --zstd -xf");
+        assert_eq!(fs::read_to_string(unpacked.join("data/0/config.yml")).unwrap(), "port: 3001\n");
+
+        let into = dir.path().join(format!("{kind}-restored"));
+        backup::restore(&out, &Destination::Into(into.clone()), &mut |_| {}).unwrap();
+        let mut got = tree(&into);
+        got.remove("app.db");
+        assert_eq!(got, expected, "{kind}");
+        assert_eq!(rows(&into.join("app.db")), 3, "{kind}");
+    }
+
+    // A damaged zstd export fails verify naming the file; so does a file that is no backup at all.
+    let damaged = dir.path().join("damaged.tar.zst");
+    let mut bytes = fs::read(dir.path().join("snapshot.tar.zst")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&damaged, bytes).unwrap();
+    let err = format!("{:#}", backup::verify(&damaged).unwrap_err());
+    assert!(err.contains("damaged.tar.zst"), "{err}");
+    let junk = dir.path().join("junk.tar.zst");
+    fs::write(&junk, b"not a backup at all").unwrap();
+    let err = format!("{:#}", backup::verify(&junk).unwrap_err());
+    assert!(err.contains("junk.tar.zst"), "{err}");
+}
+
+#[test]
 fn a_damaged_object_fails_verify_and_restore_naming_the_member() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_in(dir.path());
@@ -277,14 +323,29 @@ fn a_reflink_filesystem_clones_and_gives_back_the_same_bytes() {
     for (fs_type, mkfs) in [("xfs", &["mkfs.xfs", "-q", "-m", "reflink=1"][..]), ("btrfs", &["mkfs.btrfs", "-q"][..])] {
         let Some(disk) = LoopDisk::make(fs_type, mkfs) else { continue };
         let data = data_in(&disk.mount);
+        // The same content under several names: hashed at once on several threads, stored once.
+        for copy in 0..6 {
+            fs::write(data.join(format!("photos/same-{copy}.jpg")), vec![7u8; 300_000]).unwrap();
+        }
+        settle();
         let backups = disk.mount.join("backups");
         let created = snapshot(&data, &backups);
         let how = stored(&created);
-        assert!(how["cloned"].as_u64().unwrap() >= 40, "{fs_type}: the photos are cloned: {how}");
+        assert!(how["cloned"].as_u64().unwrap() >= 46, "{fs_type}: the photos are cloned: {how}");
+        let verified = backup::verify(&created.path).unwrap();
+        assert!(verified.files >= 47, "{fs_type}: {} files verified", verified.files);
+        let objects = walk(&created.path.join("objects"));
+        assert!(objects.iter().all(|o| !o.to_string_lossy().contains("incoming-")), "{fs_type}: {objects:?}");
+        assert_eq!(objects.len(), 42 + 1, "{fs_type}: 40 photos, the config, one content of six, the database");
+
+        // A cloned content's sha256 came later, from a worker: the next snapshot still shares by it.
+        let second = snapshot(&data, &backups);
+        assert_eq!(stored(&second)["shared"], 47, "{fs_type}: {}", stored(&second));
+        backup::prune_keeping(&backups, 1).unwrap();
         let mut expected = tree(&data);
         expected.remove("app.db");
         let into = disk.mount.join("restored");
-        assert_eq!(restored(&created, &into), expected, "{fs_type}");
+        assert_eq!(restored(&second, &into), expected, "{fs_type}");
         assert_eq!(rows(&into.join("app.db")), 3, "{fs_type}");
     }
 }

@@ -292,8 +292,10 @@ impl Strategy for Pull {
     }
 
     /// Pulling a service's own channel (`latest`) moved it already: point it
-    /// back at the image the service runs, so no later `up` starts what was not switched to.
+    /// back at the image the service runs, so no later `up` starts what was
+    /// not switched to. A pin written for the switch is put back too.
     fn undo_fetch(&mut self, journal: &mut Journal) -> Result<()> {
+        pin::restore(journal, &self.docker.runner().clone(), &self.upgrade_id)?;
         for member in self.members.iter().filter(|m| m.retag) {
             if let Some(id) = &member.previous_image_id {
                 let back = self.docker.tag(id, &member.previous_ref);
@@ -305,6 +307,12 @@ impl Strategy for Pull {
         Ok(())
     }
 
+    /// The pins are written and proven by `compose config` (a compose start of
+    /// its own) while the previous version serves: compose reads them at the switch.
+    fn prepare_switch(&mut self, journal: &mut Journal) -> Result<()> {
+        self.write_pins(journal)
+    }
+
     fn switch(&mut self, _fetched: Fetched, journal: &mut Journal) -> Result<()> {
         let mut moved: Vec<&str> = Vec::new();
         for member in self.members.iter().filter(|m| m.retag && m.target_ref != m.previous_ref) {
@@ -313,7 +321,6 @@ impl Strategy for Pull {
                 journal.run(self.docker.runner(), &self.docker.tag(&member.target_ref, &member.previous_ref))?;
             }
         }
-        self.write_pins(journal)?;
         self.run_release_steps(journal)?;
         journal.run(self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
     }

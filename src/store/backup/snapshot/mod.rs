@@ -20,6 +20,7 @@
 //! back (verify, restore, export) as the tar stream an archive would hold
 //! ([`stream`]), through the same member rules and staging as an archive.
 
+mod hasher;
 mod objects;
 pub(super) mod stream;
 
@@ -36,7 +37,7 @@ use super::format::{
     bytes_from_json, bytes_to_json, FinalPass, Kind, Manifest, ManifestEntry, Meta, Root, MANIFEST_MEMBER, META_MEMBER,
 };
 use super::scan::Fingerprint;
-use super::sink::{Content, Sink};
+use super::sink::{Content, Digest, Sink, Stored};
 use crate::store::files;
 
 pub(super) const SNAPSHOT_SUFFIX: &str = ".snap";
@@ -49,6 +50,8 @@ pub(super) struct SnapshotSink {
     /// The snapshot whose objects unchanged files are shared with.
     earlier: Option<PathBuf>,
     temporaries: u64,
+    /// Hashes cloned contents apart; started with the first clone.
+    hasher: Option<hasher::Hasher>,
 }
 
 impl SnapshotSink {
@@ -59,7 +62,7 @@ impl SnapshotSink {
             .create(partial)
             .with_context(|| format!("cannot create {} (is the backup directory writable?)", partial.display()))?;
         fs::DirBuilder::new().mode(0o700).create(partial.join(OBJECTS))?;
-        Ok(SnapshotSink { partial: partial.to_path_buf(), earlier, temporaries: 0 })
+        Ok(SnapshotSink { partial: partial.to_path_buf(), earlier, temporaries: 0, hasher: None })
     }
 
     /// Writes the metadata, manifest and fingerprints, syncs everything to
@@ -111,9 +114,26 @@ impl Sink for SnapshotSink {
         let Some(file) = content else { bail!("{}: a file member without content", shown.display()) };
         self.temporaries += 1;
         let objects = self.partial.join(OBJECTS);
-        let stored = objects::store(&objects, self.temporaries, &file, entry.size)
+        let put = objects::store(&objects, self.temporaries, &file, entry.size)
             .with_context(|| format!("cannot back up {}", shown.display()))?;
-        Ok(Some(stored))
+        match put {
+            objects::Put::Stored(content) => Ok(Some(content)),
+            objects::Put::Cloned { incoming, short } => {
+                let ticket = self.temporaries;
+                self.hasher
+                    .get_or_insert_with(hasher::Hasher::start)
+                    .submit(ticket, incoming, shown.to_path_buf())
+                    .with_context(|| format!("cannot back up {}", shown.display()))?;
+                Ok(Some(Content { digest: Digest::Later(ticket), short, stored: Stored::Cloned }))
+            }
+        }
+    }
+
+    fn digests(&mut self) -> Result<Vec<(u64, String)>> {
+        match &mut self.hasher {
+            Some(hasher) => hasher.finish(),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn share(&mut self, entry: &ManifestEntry) -> Result<bool> {

@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::super::format::HashingReader;
-use super::super::sink::{Content, Stored};
+use super::super::sink::{Content, Digest, Stored};
 use super::super::sparse;
 
 /// Where the object of `sha256` is (checked with [`is_sha256`] first when it comes from a manifest).
@@ -29,10 +29,26 @@ pub(super) fn is_sha256(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A content stored under a temporary name, to be named by its sha256.
+pub(super) struct Incoming {
+    temporary: PathBuf,
+    object: File,
+    size: u64,
+}
+
+/// How [`store`] stored a content.
+pub(super) enum Put {
+    /// Copied, and hashed as it was read.
+    Stored(Content),
+    /// Cloned: not read yet. [`name`] hashes and names it.
+    Cloned { incoming: Incoming, short: bool },
+}
+
 /// Stores `size` bytes of `source` as an object: cloned where the
-/// filesystem can, else copied with its holes kept; hashed from what was
-/// stored. Content already held is stored once.
-pub(super) fn store(objects: &Path, n: u64, source: &File, size: u64) -> io::Result<Content> {
+/// filesystem can (read later, by [`name`], to hash it), else copied with
+/// its holes kept and hashed from what was written. Either way the sha256
+/// is that of the stored bytes, whatever the live file does meanwhile.
+pub(super) fn store(objects: &Path, n: u64, source: &File, size: u64) -> io::Result<Put> {
     let temporary = objects.join(format!("incoming-{n}"));
     let object = OpenOptions::new()
         .read(true)
@@ -41,42 +57,62 @@ pub(super) fn store(objects: &Path, n: u64, source: &File, size: u64) -> io::Res
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&temporary)?;
-    let stored = match rustix::fs::ioctl_ficlone(&object, source) {
-        Ok(()) => Stored::Cloned,
-        // Another filesystem, or one without reflinks: the bytes are copied.
-        Err(_) => Stored::Copied,
+    let incoming = Incoming { temporary: temporary.clone(), object, size };
+    // Another filesystem, or one without reflinks: the bytes are copied.
+    let cloned = rustix::fs::ioctl_ficlone(&incoming.object, source).is_ok();
+    let put = match cloned {
+        true => fit_clone(&incoming).map(|short| Put::Cloned { incoming, short }),
+        false => copy_keeping_holes(source, &incoming.object, size).and_then(|(sha256, short)| {
+            name_hashed(incoming, &sha256)?;
+            Ok(Put::Stored(Content { digest: Digest::Known(sha256), short, stored: Stored::Copied }))
+        }),
     };
-    let result = match stored {
-        Stored::Cloned => hash_clone(&object, size),
-        _ => copy_keeping_holes(source, &object, size),
-    };
-    let (sha256, short) = match result {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = fs::remove_file(&temporary);
-            return Err(e);
-        }
-    };
-    object.set_permissions(fs::Permissions::from_mode(0o400))?;
-    drop(object);
-    let target = path(objects, &sha256);
-    make_shard(&target)?;
-    if target.exists() {
-        fs::remove_file(&temporary)?; // The same content, already stored for another file.
-    } else {
-        fs::rename(&temporary, &target)?;
+    if put.is_err() {
+        let _ = fs::remove_file(&temporary);
     }
-    Ok(Content { sha256, short, stored })
+    put
 }
 
-/// Hashes a clone, made `size` bytes long if the file changed size since its status was read.
-fn hash_clone(object: &File, size: u64) -> io::Result<(String, bool)> {
-    let cloned = object.metadata()?.len();
-    if cloned != size {
-        object.set_len(size)?;
+/// Makes a clone `size` bytes long if the file changed size since its
+/// status was read; whether it came out short (then it is padded with zeros).
+fn fit_clone(incoming: &Incoming) -> io::Result<bool> {
+    let cloned = incoming.object.metadata()?.len();
+    if cloned != incoming.size {
+        incoming.object.set_len(incoming.size)?;
     }
+    Ok(cloned < incoming.size)
+}
+
+/// Hashes a stored content and names its object by the sha256: the object
+/// is made read-only and, when the same content is already held, dropped.
+pub(super) fn name(incoming: Incoming) -> io::Result<String> {
+    let temporary = incoming.temporary.clone();
+    let named =
+        hash(&incoming.object, incoming.size).and_then(|sha256| name_hashed(incoming, &sha256).map(|()| sha256));
+    if named.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    named
+}
+
+/// Names a hashed object: read-only, and dropped when the same content is already held.
+fn name_hashed(incoming: Incoming, sha256: &str) -> io::Result<()> {
+    incoming.object.set_permissions(fs::Permissions::from_mode(0o400))?;
+    drop(incoming.object);
+    let target = path(incoming.temporary.parent().unwrap_or(Path::new(".")), sha256);
+    make_shard(&target)?;
+    if target.exists() {
+        fs::remove_file(&incoming.temporary)?; // The same content, already stored for another file.
+    } else {
+        fs::rename(&incoming.temporary, &target)?;
+    }
+    Ok(())
+}
+
+/// The sha256 of a stored object's `size` bytes, reading only its data segments.
+fn hash(object: &File, size: u64) -> io::Result<String> {
     let mut copy = object.try_clone()?;
-    let hex = match sparse::data_segments(object, size)? {
+    Ok(match sparse::data_segments(object, size)? {
         Some(segments) => {
             let mut reader = sparse::SparseReader::new(copy, segments, size);
             read_to_end(&mut reader)?;
@@ -87,8 +123,7 @@ fn hash_clone(object: &File, size: u64) -> io::Result<(String, bool)> {
             read_to_end(&mut reader)?;
             reader.hex()
         }
-    };
-    Ok((hex, cloned < size))
+    })
 }
 
 /// Reads everything in 1 MiB steps (`io::copy` to a sink reads 8 KiB at a time).
