@@ -409,14 +409,7 @@ fn a_kill_after_the_edit_is_recovered_with_the_env_file_put_back() {
     upgrade.wait().unwrap();
     assert_eq!(s.file(".env"), IMMICH_ENV.replace("v1.0.0", "v2.0.2"), "killed with the new version written");
 
-    let mut watch = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    common::wait("recovery to end the upgrade rolled_back")
-        .within(Duration::from_secs(120))
-        .every(Duration::from_millis(200))
-        .showing(|| format!("{}", s.last_history()))
-        .until_true(|| s.last_history()["status"] == "rolled_back");
-    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
-    watch.wait().unwrap();
+    s.recover_with_watch(&["rolled_back"]);
     s.wait_version("1.0.0");
     assert_eq!(s.file(".env"), IMMICH_ENV, "the env file is back byte for byte");
     assert_eq!(s.runs("ml"), format!("{}:v1.0.0", s.more_repos[0]));
@@ -459,15 +452,7 @@ fn a_stop_or_a_kill_during_the_backup_puts_the_written_pin_back() {
         unsafe { libc::kill(upgrade.id() as i32, signal) };
         upgrade.wait().unwrap();
         if signal == libc::SIGKILL {
-            let mut watch =
-                s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-            common::wait("recovery to end the upgrade failed")
-                .within(Duration::from_secs(60))
-                .every(Duration::from_millis(200))
-                .showing(|| format!("{}", s.last_history()))
-                .until_true(|| s.last_history()["status"] == "failed");
-            unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
-            watch.wait().unwrap();
+            s.recover_with_watch(&["failed"]);
         }
         let row = s.last_history();
         assert_eq!(row["status"], "failed", "{row}");

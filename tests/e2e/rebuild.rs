@@ -283,14 +283,7 @@ fn a_rebuild_upgrader_killed_after_moving_the_checkout_gets_the_checkout_back(co
     upgrade.kill().unwrap();
     upgrade.wait().unwrap();
 
-    let mut daemon = s.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    common::wait("watch to put the killed upgrade right")
-        .within(Duration::from_secs(120))
-        .every(Duration::from_millis(200))
-        .showing(|| s.last_history().to_string())
-        .until_true(|| ["failed", "rolled_back"].contains(&s.last_history()["status"].as_str().unwrap_or_default()));
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    s.recover_with_watch(&["failed", "rolled_back"]);
     assert_eq!(
         s.head(),
         commits[0],

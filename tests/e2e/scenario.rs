@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -192,6 +192,22 @@ impl Scenario {
 
     pub fn last_history(&self) -> Value {
         self.read_only(&["--json", "history", "--limit", "1"])["history"][0].clone()
+    }
+
+    /// Runs `watch` until its recovery ends the last upgrade in one of `ends`; that end.
+    pub fn recover_with_watch(&self, ends: &[&str]) -> String {
+        let mut watch = self.upgraderd_command(&["watch"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let end = common::wait(format!("recovery to end the upgrade {}", ends.join(" or ")))
+            .within(Duration::from_secs(120))
+            .every(Duration::from_millis(200))
+            .showing(|| self.last_history().to_string())
+            .until(|| {
+                let status = self.last_history()["status"].as_str().map(str::to_string)?;
+                ends.contains(&status.as_str()).then_some(status)
+            });
+        unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
+        watch.wait().unwrap();
+        end
     }
 
     /// The last upgrade's journal (`status --json`): each step with when it began.
