@@ -307,13 +307,11 @@ impl Strategy for Pull {
         Ok(())
     }
 
-    /// The pins are written and proven by `compose config` (a compose start of
-    /// its own) while the previous version serves: compose reads them at the switch.
+    /// A channel's tag is moved to the new image, and the pins are written and
+    /// proven by `compose config` (a compose start of its own), while the
+    /// previous version serves: its containers run by image id, and compose
+    /// reads the tag and the files only at the switch.
     fn prepare_switch(&mut self, journal: &mut Journal) -> Result<()> {
-        self.write_pins(journal)
-    }
-
-    fn switch(&mut self, _fetched: Fetched, journal: &mut Journal) -> Result<()> {
         let mut moved: Vec<&str> = Vec::new();
         for member in self.members.iter().filter(|m| m.retag && m.target_ref != m.previous_ref) {
             if !moved.contains(&member.previous_ref.as_str()) {
@@ -321,6 +319,10 @@ impl Strategy for Pull {
                 journal.run(self.docker.runner(), &self.docker.tag(&member.target_ref, &member.previous_ref))?;
             }
         }
+        self.write_pins(journal)
+    }
+
+    fn switch(&mut self, _fetched: Fetched, journal: &mut Journal) -> Result<()> {
         self.run_release_steps(journal)?;
         journal.run(self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
     }
@@ -520,6 +522,7 @@ mod tests {
         );
         let fetched = strategy.fetch(&mut journal).unwrap();
         assert_eq!(fetched.target, "127.0.0.1:5000/app:2.0.0");
+        strategy.prepare_switch(&mut journal).unwrap();
         strategy.switch(fetched, &mut journal).unwrap();
         strategy.stop(&mut journal).unwrap();
         strategy.revert(&mut journal).unwrap();
@@ -550,6 +553,7 @@ mod tests {
             ],
         );
         let fetched = strategy.fetch(&mut journal).unwrap();
+        strategy.prepare_switch(&mut journal).unwrap();
         strategy.switch(fetched, &mut journal).unwrap();
         strategy.revert(&mut journal).unwrap();
         assert_eq!(
