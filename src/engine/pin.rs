@@ -344,6 +344,22 @@ pub(crate) fn apply(edits: &[EditedFile]) -> Result<()> {
     Ok(())
 }
 
+/// Checks, just before compose reads them, that the files still hold what
+/// upgraderd wrote into them while the old version served.
+pub(crate) fn still_written(edits: &[EditedFile]) -> Result<()> {
+    for edit in edits {
+        let now = edited::read(&edit.path).map_err(|e| anyhow::anyhow!("reading {}: {e}", edit.path.display()))?;
+        if now != edit.edited {
+            anyhow::bail!(
+                "{} was changed after upgraderd wrote the new version into it, while the backup ran; nothing was \
+                 started from it",
+                edit.path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Puts every edited file back as it was; a file already back is left alone.
 /// A file changed by someone else since upgraderd wrote it is not
 /// overwritten: the error names it and what to put back by hand.

@@ -172,41 +172,78 @@ fn mark_failed(
 ) -> RollbackEnd {
     remove_partial_backups(config, journal);
     let reason = format!("upgraderd stopped during {} before the new version was started", record.status);
-    if !start_again.is_empty() {
-        journal.log("Starting again the services the backup had stopped");
-        let docker = Docker::new(&config.docker, runner.clone());
-        let started = data::start_containers(&docker, start_again, &[], config.start_timeout, &mut |l| journal.log(l));
-        // Still stopped (the engine away, say): kept on record for the next recovery.
-        if started.is_ok() {
-            let _ = journal.db.record_held(&record.id, &[]);
-        }
-        if let Err(e) = started {
-            return RollbackEnd::failed(
-                "Interrupted before the switch; starting the stopped services again failed",
-                format!("{reason}; {e:#}; start them with {}", halt::start_commands(start_again)),
-            );
-        }
-    }
-    // A pin written for the switch (journaled before it was written) goes back whatever the strategy.
-    let pins = pin::restore(journal, runner, &record.id);
-    let undone = if undo_fetch {
-        pins.and_then(|()| strategy::resume(config, runner, record)).and_then(|mut strategy| {
-            let undone = strategy.undo_fetch(journal);
-            strategy.discard(journal);
-            undone
-        })
-    } else {
-        pins
-    };
-    match undone {
-        Ok(()) => RollbackEnd::failed(
+    // Each part is tried whatever the others do: a service that will not start must not
+    // leave the new version written into the project's files for the next `up` to start.
+    let started = start_held_again(config, runner, record, start_again, journal);
+    let undone = undo_before_switch(config, runner, record, undo_fetch, journal);
+    match (started, undone) {
+        (Ok(()), Ok(())) => RollbackEnd::failed(
             "Interrupted before the switch; nothing was changed",
             format!("{reason}; the running version and its data were not touched"),
         ),
-        Err(e) => RollbackEnd::failed(
+        (Err(e), undone) => RollbackEnd::failed(
+            "Interrupted before the switch; starting the stopped services again failed",
+            format!(
+                "{reason}; {e:#}; start them with {}{}",
+                halt::start_commands(start_again),
+                undone.err().map(|u| format!("; also, {u:#}")).unwrap_or_default()
+            ),
+        ),
+        (Ok(()), Err(e)) => RollbackEnd::failed(
             "Interrupted before the switch; undoing the download failed",
             format!("{reason}; the running version was not touched, but {e:#}"),
         ),
+    }
+}
+
+/// Starts again what the backup's final pass stopped; what still does not
+/// run stays on record for the next recovery.
+fn start_held_again(
+    config: &Config,
+    runner: &Runner,
+    record: &UpgradeRecord,
+    held: &[Halt],
+    journal: &mut Journal,
+) -> Result<()> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    journal.log("Starting again the services the backup had stopped");
+    let docker = Docker::new(&config.docker, runner.clone());
+    data::start_containers(&docker, held, &[], config.start_timeout, &mut |l| journal.log(l))?;
+    let _ = journal.db.record_held(&record.id, &[]);
+    Ok(())
+}
+
+/// Puts back what the attempt changed before its switch: the pins it wrote
+/// (journaled before they were written, whatever the strategy), and what its
+/// fetch did (a moved tag or checkout, its rollback tags), each tried even
+/// when the other fails.
+fn undo_before_switch(
+    config: &Config,
+    runner: &Runner,
+    record: &UpgradeRecord,
+    undo_fetch: bool,
+    journal: &mut Journal,
+) -> Result<()> {
+    let pins = pin::restore(journal, runner, &record.id);
+    let fetch = match undo_fetch {
+        true => strategy::resume(config, runner, record).and_then(|mut strategy| {
+            let undone = strategy.undo_fetch(journal);
+            strategy.discard(journal);
+            undone
+        }),
+        false => Ok(()),
+    };
+    joined([pins, fetch])
+}
+
+/// One error naming every failure of `results`, or `Ok` when none failed.
+fn joined<const N: usize>(results: [Result<()>; N]) -> Result<()> {
+    let failures: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|e| format!("{e:#}"))).collect();
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(failures.join("; "))),
     }
 }
 

@@ -277,6 +277,12 @@ fn a_failed_move_of_the_channel_tag_changes_nothing() {
         running: "1.0.0",
         data_intact: true,
     });
+    let d = Deployment::new().with("FAIL_ON", "tag:2");
+    d.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).stderr_contains("Preparing the switch failed").run();
+    let actions = d.actions();
+    assert!(!actions.iter().any(|a| a == "up" || a == "stop"), "nothing stopped or recreated: {actions:?}");
+    assert_eq!(actions.last().map(String::as_str), Some("tag sha256:v-1.0.0 app:latest"), "{actions:?}");
+    assert!(d.argv().iter().all(|l| !l.starts_with("stop ")), "the backup stopped nothing: {:?}", d.argv());
 }
 
 #[test]

@@ -429,13 +429,14 @@ fn a_kill_after_the_edit_is_recovered_with_the_env_file_put_back() {
 #[test]
 fn a_stop_or_a_kill_during_the_backup_puts_the_written_pin_back() {
     let Some(s) = start_immich("immich-early", ComposeVersion::V1, &["1.0.0", "2.0.0"]) else { return };
-    // Data the first pass takes a while over, so the test can catch the upgrade in it.
-    let mut bulk = fs::File::create(s.volume_dir().join("bulk.bin")).unwrap();
-    let mut random = fs::File::open("/dev/urandom").unwrap();
-    std::io::copy(&mut std::io::Read::take(&mut random, 384 << 20), &mut bulk).unwrap();
-    drop(bulk);
     let before = s.dump();
     for signal in [libc::SIGTERM, libc::SIGKILL] {
+        // New data each time (none shared with an earlier snapshot), which the
+        // first pass takes a while over, so the test can catch the upgrade in it.
+        let mut bulk = fs::File::create(s.volume_dir().join("bulk.bin")).unwrap();
+        let mut random = fs::File::open("/dev/urandom").unwrap();
+        std::io::copy(&mut std::io::Read::take(&mut random, 384 << 20), &mut bulk).unwrap();
+        drop(bulk);
         let mut upgrade = s
             .upgraderd_command(&["upgrade", "--to", "v2.0.0"])
             .stdout(Stdio::null())

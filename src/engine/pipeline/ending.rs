@@ -45,6 +45,7 @@ impl Attempt<'_, '_> {
             Next::Fail => {
                 let message = match step {
                     Step::Backup => "Backup failed; nothing was changed",
+                    Step::Prepare => "Preparing the switch failed; the running version was not touched",
                     _ => "Download failed; the running version was not touched",
                 };
                 self.end(Terminal::Failed, message, Some(reason))

@@ -47,6 +47,8 @@ pub(crate) enum Step {
     Preflight,
     Backup,
     Fetch,
+    /// What the switch needs, done while the old version serves (a moved tag, written pins).
+    Prepare,
     Switch,
     Gate,
 }
@@ -63,7 +65,7 @@ pub(crate) enum Next {
 /// A failed step before the switch changed nothing that runs; from the switch on, roll back.
 pub(crate) fn after_failure(step: Step) -> Next {
     match step {
-        Step::Preflight | Step::Backup | Step::Fetch => Next::Fail,
+        Step::Preflight | Step::Backup | Step::Fetch | Step::Prepare => Next::Fail,
         Step::Switch | Step::Gate => Next::RollBack,
     }
 }
@@ -72,7 +74,7 @@ pub(crate) fn after_failure(step: Step) -> Next {
 /// began, the gate or the rollback finishes first so the host is never left half-switched.
 pub(crate) fn after_stop_request(step: Step) -> Option<Next> {
     match step {
-        Step::Preflight | Step::Backup | Step::Fetch => Some(Next::Fail),
+        Step::Preflight | Step::Backup | Step::Fetch | Step::Prepare => Some(Next::Fail),
         Step::Switch | Step::Gate => None,
     }
 }
@@ -256,7 +258,13 @@ impl Attempt<'_, '_> {
         }
         if let Err(err) = strategy.prepare_switch(self.journal) {
             self.put_back_fetch(strategy.as_mut());
-            return self.failed(strategy.as_mut(), Step::Fetch, format!("{err:#}"));
+            return self.failed(strategy.as_mut(), Step::Prepare, format!("{err:#}"));
+        }
+        if self.stop_requested_at(Step::Prepare) {
+            return match self.put_back_fetch(strategy.as_mut()) {
+                true => self.abandon("the preparation of the switch"),
+                false => self.stopped_before_switch(),
+            };
         }
         if self.backup_wanted {
             // After the fetch: the old version serves while the new one downloads, and the
@@ -510,6 +518,13 @@ impl Attempt<'_, '_> {
         self.journal.ui.info(format!(
             "dry run: pre-flight checks passed; these commands would run ({DRY_RUN_ID} stands for the id the upgrade gets):"
         ));
+        // In the order they would run: the fetch and the switch's preparation, the backup, the switch.
+        let fetched = strategy.fetch(self.journal)?;
+        strategy.prepare_switch(self.journal)?;
+        let prepared = self.runner.planned().len();
+        for line in self.runner.planned() {
+            self.journal.ui.plan(line);
+        }
         if self.backup_wanted {
             self.journal.ui.plan(format!(
                 "# back up {} into {}: a first pass while serving, a final pass with the moved and stop-mode \
@@ -518,10 +533,8 @@ impl Attempt<'_, '_> {
                 self.config.backup_dir.display()
             ));
         }
-        let fetched = strategy.fetch(self.journal)?;
-        strategy.prepare_switch(self.journal)?;
         strategy.switch(fetched, self.journal)?;
-        for line in self.runner.planned() {
+        for line in self.runner.planned().into_iter().skip(prepared) {
             self.journal.ui.plan(line);
         }
         self.journal.ui.plan(format!(
@@ -542,6 +555,7 @@ mod tests {
         assert_eq!(after_failure(Step::Preflight), Next::Fail);
         assert_eq!(after_failure(Step::Backup), Next::Fail);
         assert_eq!(after_failure(Step::Fetch), Next::Fail);
+        assert_eq!(after_failure(Step::Prepare), Next::Fail);
         assert_eq!(after_failure(Step::Switch), Next::RollBack);
         assert_eq!(after_failure(Step::Gate), Next::RollBack);
     }
@@ -550,6 +564,7 @@ mod tests {
     fn a_stop_request_abandons_only_before_the_switch() {
         assert_eq!(after_stop_request(Step::Backup), Some(Next::Fail));
         assert_eq!(after_stop_request(Step::Fetch), Some(Next::Fail));
+        assert_eq!(after_stop_request(Step::Prepare), Some(Next::Fail));
         assert_eq!(after_stop_request(Step::Switch), None);
         assert_eq!(after_stop_request(Step::Gate), None);
     }

@@ -268,10 +268,10 @@ impl FirstPass {
         let named = result.and_then(|()| out.sink().digests());
         self.out = Some(out);
         for (ticket, sha256) in named? {
-            let member = self.copier.hashed(ticket);
-            if let Some(&at) = member.and_then(|m| self.positions.get(&m)) {
-                self.entries[at].sha256 = Some(sha256);
-            }
+            let at = self.copier.hashed(ticket).and_then(|member| self.positions.get(&member).copied());
+            // Without its sha256 an entry's object would be dropped as unreferenced when the backup is sealed.
+            let at = at.ok_or_else(|| anyhow!("a stored file's sha256 came back for no member of the backup"))?;
+            self.entries[at].sha256 = Some(sha256);
         }
         progress(Progress { done: total, total });
         Ok(())

@@ -1,9 +1,10 @@
 //! `backup export`: one compressed tar file from a backup, for a copy off
 //! the host: `.tar.zst` when the file's name ends in `.zst` or `.tzst`, else
 //! `.tar.gz`. A snapshot is written as the archive its stream is (readable by
-//! `tar` and by any upgraderd); an archive is copied as it is to a `.tar.gz`,
-//! and recompressed to a `.tar.zst`. Written as `.partial`, synced, renamed,
-//! then read back whole by `verify` before it is reported.
+//! `tar` and by any upgraderd); a file (an archive, an earlier export) is
+//! copied as it is when it is already compressed as asked, else recompressed.
+//! Written as `.partial`, synced, renamed, then read back whole by `verify`
+//! before it is reported.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -11,31 +12,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
-use flate2::Compression;
 
-use super::read::{read_meta, verify};
+use super::read::{decompress, open_compressed, read_meta, verify, Compression};
 use super::snapshot::stream;
 use super::{Progress, Verified};
 use crate::store::files;
-
-/// How an export is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compressor {
-    Gzip,
-    Zstd,
-}
-
-impl Compressor {
-    /// Told by the output's name: `.zst` or `.tzst` is zstd, anything else gzip.
-    fn for_output(output: &Path) -> Compressor {
-        match output.extension().and_then(|e| e.to_str()) {
-            Some("zst" | "tzst") => Compressor::Zstd,
-            _ => Compressor::Gzip,
-        }
-    }
-}
 
 /// Writes `backup` to `output` as one compressed tar file and verifies what was written,
 /// reporting the bytes written out of the data's.
@@ -56,9 +38,9 @@ pub fn export(backup: &Path, output: &Path, progress: &mut dyn FnMut(Progress)) 
         .with_context(|| format!("cannot create {} (remove it if an earlier export left it)", partial.display()))?;
     // From here on the partial file is this export's own, to remove if it fails.
     let mut counted = Counted { done: 0, total, progress, last: std::time::Instant::now() };
-    let compressor = Compressor::for_output(output);
+    let compression = Compression::for_output(output);
     let written =
-        write(backup, file, compressor, &mut counted).and_then(|()| Ok(files::rename_durable(&partial, output)?));
+        write(backup, file, compression, &mut counted).and_then(|()| Ok(files::rename_durable(&partial, output)?));
     if let Err(err) = written {
         let _ = fs::remove_file(&partial);
         return Err(err.context(format!(
@@ -77,19 +59,26 @@ pub fn export(backup: &Path, output: &Path, progress: &mut dyn FnMut(Progress)) 
     })
 }
 
-fn write(backup: &Path, file: File, compressor: Compressor, counted: &mut Counted<'_>) -> Result<()> {
+fn write(backup: &Path, file: File, compression: Compression, counted: &mut Counted<'_>) -> Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let open_backup = || File::open(backup).with_context(|| format!("cannot open backup {}", backup.display()));
-    if !backup.is_dir() && compressor == Compressor::Gzip {
-        copy(&mut open_backup()?, &mut out, counted)?;
+    let mut tar: Box<dyn io::Read> = if backup.is_dir() {
+        Box::new(stream::open(backup)?)
     } else {
-        let mut tar: Box<dyn io::Read> = match backup.is_dir() {
-            true => Box::new(stream::open(backup)?),
-            false => Box::new(GzDecoder::new(io::BufReader::with_capacity(1 << 20, open_backup()?))),
-        };
-        compress(&mut tar, &mut out, compressor, counted)
-            .with_context(|| format!("cannot read backup {}", backup.display()))?;
-    }
+        let (found, mut raw) = open_compressed(backup)?;
+        if found == compression {
+            // Already what was asked for: copied as it is.
+            copy(&mut raw, &mut out, counted).with_context(|| format!("cannot read backup {}", backup.display()))?;
+            return finish(out);
+        }
+        decompress(found, raw).with_context(|| format!("cannot read backup {}", backup.display()))?
+    };
+    compress(&mut tar, &mut out, compression, counted)
+        .with_context(|| format!("cannot read backup {}", backup.display()))?;
+    finish(out)
+}
+
+/// Flushes and syncs what was written.
+fn finish(mut out: BufWriter<File>) -> Result<()> {
     out.flush()?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
@@ -101,16 +90,16 @@ fn write(backup: &Path, file: File, compressor: Compressor, counted: &mut Counte
 fn compress(
     tar: &mut dyn io::Read,
     out: &mut dyn Write,
-    compressor: Compressor,
+    compression: Compression,
     counted: &mut Counted<'_>,
 ) -> Result<()> {
-    match compressor {
-        Compressor::Gzip => {
-            let mut encoder = GzEncoder::new(out, Compression::default());
+    match compression {
+        Compression::Gzip => {
+            let mut encoder = GzEncoder::new(out, flate2::Compression::default());
             copy(tar, &mut encoder, counted)?;
             encoder.finish()?;
         }
-        Compressor::Zstd => {
+        Compression::Zstd => {
             let mut encoder = zstd::stream::Encoder::new(out, zstd::DEFAULT_COMPRESSION_LEVEL)?;
             encoder.include_checksum(true)?;
             copy(tar, &mut encoder, counted)?;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -25,23 +25,65 @@ fn open_archive(path: &Path) -> Result<tar::Archive<Box<dyn Read>>> {
     if path.is_dir() {
         return Ok(tar::Archive::new(Box::new(snapshot::stream::open(path)?)));
     }
-    let file = File::open(path).with_context(|| format!("cannot open backup {}", path.display()))?;
-    let mut reader = io::BufReader::with_capacity(1 << 20, file);
-    let start = reader.fill_buf().with_context(|| format!("cannot read backup {}", path.display()))?;
-    let stream: Box<dyn Read> = match start {
+    let (compression, raw) = open_compressed(path)?;
+    let stream = decompress(compression, raw).with_context(|| format!("cannot read backup {}", path.display()))?;
+    Ok(tar::Archive::new(stream))
+}
+
+/// How a backup file (an archive or an export) is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Compression {
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// What an export named `output` is written in: `.zst` or `.tzst` (any
+    /// case) is zstd, anything else gzip.
+    pub(super) fn for_output(output: &Path) -> Compression {
+        let extension = output.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match extension.as_deref() {
+            Some("zst" | "tzst") => Compression::Zstd,
+            _ => Compression::Gzip,
+        }
+    }
+}
+
+/// Opens a backup file: its compression, told by its first bytes, and a
+/// reader of all of it from the start; a file that is neither gzip nor zstd
+/// is refused naming what it begins with.
+pub(super) fn open_compressed(path: &Path) -> Result<(Compression, Box<dyn Read>)> {
+    let mut file = File::open(path).with_context(|| format!("cannot open backup {}", path.display()))?;
+    let mut start = [0u8; 4];
+    let mut got = 0;
+    while got < start.len() {
+        match file.read(&mut start[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read backup {}", path.display())),
+        }
+    }
+    let compression = match &start[..got] {
         [] => bail!("{} is empty: not an upgraderd backup", path.display()),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
-            zstd::stream::read::Decoder::with_buffer(reader)
-                .with_context(|| format!("cannot read backup {}", path.display()))?,
-        ),
-        [0x1f, 0x8b, ..] => Box::new(GzDecoder::new(reader)),
+        [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
+        [0x1f, 0x8b, ..] => Compression::Gzip,
         other => bail!(
             "{} is neither a gzip nor a zstd file (it begins with {}): not an upgraderd backup or export",
             path.display(),
-            other.iter().take(4).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+            other.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
         ),
     };
-    Ok(tar::Archive::new(stream))
+    let whole = io::Cursor::new(start[..got].to_vec()).chain(io::BufReader::with_capacity(1 << 20, file));
+    Ok((compression, Box::new(whole)))
+}
+
+/// The tar stream inside a compressed backup file.
+pub(super) fn decompress(compression: Compression, raw: Box<dyn Read>) -> io::Result<Box<dyn Read>> {
+    Ok(match compression {
+        Compression::Gzip => Box::new(GzDecoder::new(raw)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
+    })
 }
 
 /// Reads a backup's metadata: an archive's first member, without reading the
@@ -264,7 +306,7 @@ pub(super) fn read_archive(path: &Path, visit: &mut dyn Visit) -> Result<(Meta, 
         bail!("backup {} has no {MANIFEST_MEMBER}: it is incomplete or not an upgraderd backup", path.display());
     };
     let mut decoder = archive.into_inner();
-    io::copy(&mut decoder, &mut io::sink()).map_err(|e| damaged(path, Some("(gzip trailer)"), e))?;
+    io::copy(&mut decoder, &mut io::sink()).map_err(|e| damaged(path, Some("(the compressed file's end)"), e))?;
     Ok((meta, manifest, seen))
 }
 

@@ -295,7 +295,8 @@ impl Strategy for Pull {
     /// back at the image the service runs, so no later `up` starts what was
     /// not switched to. A pin written for the switch is put back too.
     fn undo_fetch(&mut self, journal: &mut Journal) -> Result<()> {
-        pin::restore(journal, &self.docker.runner().clone(), &self.upgrade_id)?;
+        // The tags are pointed back even when a pin cannot be (an operator edited the file meanwhile).
+        let pins = pin::restore(journal, &self.docker.runner().clone(), &self.upgrade_id);
         for member in self.members.iter().filter(|m| m.retag) {
             if let Some(id) = &member.previous_image_id {
                 let back = self.docker.tag(id, &member.previous_ref);
@@ -304,7 +305,7 @@ impl Strategy for Pull {
                     .context("pointing the service's tag back at the running image")?;
             }
         }
-        Ok(())
+        pins
     }
 
     /// A channel's tag is moved to the new image, and the pins are written and
@@ -323,6 +324,9 @@ impl Strategy for Pull {
     }
 
     fn switch(&mut self, _fetched: Fetched, journal: &mut Journal) -> Result<()> {
+        if !self.docker.runner().dry_run() {
+            pin::still_written(&self.edits)?;
+        }
         self.run_release_steps(journal)?;
         journal.run(self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
     }

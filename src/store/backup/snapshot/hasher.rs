@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -33,7 +34,7 @@ pub(super) struct Hasher {
 }
 
 impl Hasher {
-    pub(super) fn start() -> Hasher {
+    pub(super) fn start() -> io::Result<Hasher> {
         let count =
             thread::available_parallelism().map_or(FEWEST_WORKERS, |n| n.get()).clamp(FEWEST_WORKERS, MOST_WORKERS);
         // A short queue: each waiting job holds an open file.
@@ -42,21 +43,24 @@ impl Hasher {
         let (report, done) = mpsc::channel();
         let abandoned = Arc::new(AtomicBool::new(false));
         let workers = (0..count)
-            .map(|_| {
+            .map(|n| {
                 let (queue, report, abandoned) = (Arc::clone(&queue), report.clone(), Arc::clone(&abandoned));
-                thread::spawn(move || loop {
+                thread::Builder::new().name(format!("upgraderd-hash-{n}")).spawn(move || loop {
                     let job = queue.lock().map_err(|_| ()).and_then(|q| q.recv().map_err(|_| ()));
                     let Ok((ticket, incoming)) = job else { return };
                     if abandoned.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if report.send((ticket, objects::name(incoming))).is_err() {
+                    // A panic must still report its ticket: `finish` waits for every one.
+                    let named = panic::catch_unwind(AssertUnwindSafe(|| objects::name(incoming)))
+                        .unwrap_or_else(|_| Err(io::Error::other("hashing the stored copy failed unexpectedly")));
+                    if report.send((ticket, named)).is_err() {
                         return;
                     }
                 })
             })
-            .collect();
-        Hasher { jobs: Some(jobs), done, workers, abandoned, outstanding: HashMap::new() }
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Hasher { jobs: Some(jobs), done, workers, abandoned, outstanding: HashMap::new() })
     }
 
     /// Hands a cloned object to the workers (waits while the queue is full);
@@ -104,5 +108,96 @@ impl Drop for Hasher {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use sha2::{Digest as _, Sha256};
+
+    use super::*;
+
+    /// Writes `content` as the temporary object `incoming-<ticket>`, ready to be named.
+    fn incoming(objects: &Path, ticket: u64, content: &[u8]) -> Incoming {
+        let temporary = objects.join(format!("incoming-{ticket}"));
+        fs::write(&temporary, content).unwrap();
+        Incoming::written(temporary, content.len() as u64).unwrap()
+    }
+
+    fn sha256(content: &[u8]) -> String {
+        Sha256::digest(content).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn content(ticket: u64) -> Vec<u8> {
+        // Every other ticket holds the same bytes: several workers name one content at once.
+        match ticket % 2 {
+            0 => vec![7u8; 100_000],
+            _ => format!("file {ticket}").repeat(1000).into_bytes(),
+        }
+    }
+
+    #[test]
+    fn every_ticket_comes_back_with_its_contents_sha256_and_each_content_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hasher = Hasher::start().unwrap();
+        for ticket in 0..40 {
+            hasher.submit(ticket, incoming(dir.path(), ticket, &content(ticket)), format!("f{ticket}").into()).unwrap();
+        }
+        let mut digests = hasher.finish().unwrap();
+        digests.sort();
+        assert_eq!(digests.len(), 40);
+        for (ticket, digest) in &digests {
+            assert_eq!(*digest, sha256(&content(*ticket)), "ticket {ticket}");
+        }
+        let mut stored: Vec<String> = Vec::new();
+        for shard in fs::read_dir(dir.path()).unwrap() {
+            let shard = shard.unwrap().path();
+            assert!(shard.is_dir(), "no temporary left: {}", shard.display());
+            for object in fs::read_dir(&shard).unwrap() {
+                let object = object.unwrap().path();
+                assert_eq!(fs::metadata(&object).unwrap().permissions().mode() & 0o777, 0o400);
+                stored.push(object.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        assert_eq!(stored.len(), 21, "twenty distinct contents and one shared by twenty tickets: {stored:?}");
+        assert!(hasher.finish().unwrap().is_empty(), "nothing is reported twice");
+    }
+
+    #[test]
+    fn a_failure_names_its_file_once_every_other_ticket_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hasher = Hasher::start().unwrap();
+        for ticket in 0..10 {
+            let job = incoming(dir.path(), ticket, &content(ticket));
+            if ticket == 3 {
+                // Readable through its handle, but there is nothing left to name.
+                fs::remove_file(dir.path().join("incoming-3")).unwrap();
+            }
+            hasher.submit(ticket, job, format!("/data/file-{ticket}").into()).unwrap();
+        }
+        let err = hasher.finish().unwrap_err();
+        assert!(format!("{err:#}").contains("cannot back up /data/file-3"), "{err:#}");
+        assert!(hasher.outstanding.is_empty(), "every ticket was collected");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.iter().all(|n| !n.to_string_lossy().starts_with("incoming-")), "{left:?}");
+    }
+
+    #[test]
+    fn dropped_with_work_queued_it_waits_for_its_workers_and_reads_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hasher = Hasher::start().unwrap();
+        for ticket in 0..30 {
+            hasher.submit(ticket, incoming(dir.path(), ticket, &content(ticket)), "f".into()).unwrap();
+        }
+        drop(hasher);
+        // The workers are gone: nothing renames into the directory once it is being removed.
+        let before: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let after: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(before, after);
     }
 }

@@ -120,8 +120,12 @@ impl Sink for SnapshotSink {
             objects::Put::Stored(content) => Ok(Some(content)),
             objects::Put::Cloned { incoming, short } => {
                 let ticket = self.temporaries;
+                let started = match self.hasher.take() {
+                    Some(hasher) => hasher,
+                    None => hasher::Hasher::start().context("cannot start the threads that hash the backup")?,
+                };
                 self.hasher
-                    .get_or_insert_with(hasher::Hasher::start)
+                    .insert(started)
                     .submit(ticket, incoming, shown.to_path_buf())
                     .with_context(|| format!("cannot back up {}", shown.display()))?;
                 Ok(Some(Content { digest: Digest::Later(ticket), short, stored: Stored::Cloned }))

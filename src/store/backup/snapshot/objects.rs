@@ -36,6 +36,15 @@ pub(super) struct Incoming {
     size: u64,
 }
 
+#[cfg(test)]
+impl Incoming {
+    /// A content already written under `temporary`, as a clone leaves it.
+    pub(super) fn written(temporary: PathBuf, size: u64) -> io::Result<Incoming> {
+        let object = OpenOptions::new().read(true).write(true).open(&temporary)?;
+        Ok(Incoming { temporary, object, size })
+    }
+}
+
 /// How [`store`] stored a content.
 pub(super) enum Put {
     /// Copied, and hashed as it was read.
