@@ -194,6 +194,8 @@ impl Daemon {
         crate::engine::metrics::write(&self.config, &self.ui);
         self.open_watch();
         self.take_socket_test_request();
+        // Alive before it says it is ready: a HEALTHCHECK or a supervisor may look at once.
+        self.beat();
         self.notifier.ready(&self.idle_status());
         Ok(())
     }
@@ -204,7 +206,7 @@ impl Daemon {
         let checks = !self.config.check_every.is_zero() && !self.config.version_check_disabled;
         let mut next_check = checks.then(|| Instant::now() + FIRST_CHECK_AFTER.min(self.config.check_every));
         let mut next_socket_test_look = None;
-        let mut next_beat = Instant::now();
+        let mut next_beat = Instant::now() + heartbeat::EVERY;
         loop {
             self.reap_worker();
             if next_beat <= Instant::now() {

@@ -580,10 +580,12 @@ fn watch_alive_reads_the_daemons_heartbeat() {
     let d = Deployment::new();
     d.sb.test().args(["watch", "--alive"]).status(1).stderr_contains("not alive: no heartbeat of watch in").run();
     let w = Watcher::start(&d);
+    // `watching` is said early in the daemon's start; its first beat comes once the start is done.
+    let beat = d.sb.path().join("state-dir/watch.alive");
+    wait_for("the first heartbeat", || beat.exists().then_some(()), &|| w.log());
     d.sb.test().args(["watch", "--alive"]).stdout_contains("alive: watch (pid ").run();
     assert_eq!(w.stop(Duration::from_secs(30)), 0);
     // A heartbeat three beats old is a daemon gone or stuck.
-    let beat = d.sb.path().join("state-dir/watch.alive");
     let old = std::process::Command::new("touch").arg("--date=-100 seconds").arg(&beat).status().unwrap();
     assert!(old.success());
     d.sb.test().args(["watch", "--alive"]).status(1).stderr_contains("s old (it beats every 30s)").run();
