@@ -16,6 +16,7 @@ use super::format::{
 };
 use super::members::{Member, Rules};
 use super::snapshot;
+use super::sparse::read_full;
 use super::Verified;
 
 /// Opens a backup for reading as a tar stream (a snapshot's generated from
@@ -55,15 +56,7 @@ impl Compression {
 pub(super) fn open_compressed(path: &Path) -> Result<(Compression, Box<dyn Read>)> {
     let mut file = File::open(path).with_context(|| format!("cannot open backup {}", path.display()))?;
     let mut start = [0u8; 4];
-    let mut got = 0;
-    while got < start.len() {
-        match file.read(&mut start[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read backup {}", path.display())),
-        }
-    }
+    let got = read_full(&mut file, &mut start).with_context(|| format!("cannot read backup {}", path.display()))?;
     let compression = match &start[..got] {
         [] => bail!("{} is empty: not an upgraderd backup", path.display()),
         [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,

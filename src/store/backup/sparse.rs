@@ -199,8 +199,9 @@ pub(super) fn write_sparse(file: &File, data: &mut dyn Read) -> io::Result<(Stri
     Ok((hex(&hasher.finalize()), offset))
 }
 
-/// Reads until `buffer` is full or the input ends, so blocks stay aligned.
-fn read_full(data: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buffer` is full or the input ends (one read may return less):
+/// sparse blocks stay aligned, and a file's first bytes are all there to be told apart.
+pub(super) fn read_full(data: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match data.read(&mut buffer[filled..]) {
