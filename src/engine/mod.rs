@@ -135,6 +135,16 @@ pub(crate) fn new_upgrade_id() -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
+/// One error naming every failure of `results`, or `Ok` when none failed:
+/// for undo steps that are each tried whatever the others do.
+pub(crate) fn joined<const N: usize>(results: [anyhow::Result<()>; N]) -> anyhow::Result<()> {
+    let failures: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|e| format!("{e:#}"))).collect();
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(failures.join("; "))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

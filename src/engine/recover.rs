@@ -235,16 +235,7 @@ fn undo_before_switch(
         }),
         false => Ok(()),
     };
-    joined([pins, fetch])
-}
-
-/// One error naming every failure of `results`, or `Ok` when none failed.
-fn joined<const N: usize>(results: [Result<()>; N]) -> Result<()> {
-    let failures: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|e| format!("{e:#}"))).collect();
-    match failures.is_empty() {
-        true => Ok(()),
-        false => Err(anyhow::anyhow!(failures.join("; "))),
-    }
+    super::joined([pins, fetch])
 }
 
 fn put_back(

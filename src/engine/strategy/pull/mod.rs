@@ -295,17 +295,10 @@ impl Strategy for Pull {
     /// back at the image the service runs, so no later `up` starts what was
     /// not switched to. A pin written for the switch is put back too.
     fn undo_fetch(&mut self, journal: &mut Journal) -> Result<()> {
-        // The tags are pointed back even when a pin cannot be (an operator edited the file meanwhile).
+        // Each is tried whatever the other does (a pin cannot go back once an operator edited its file).
         let pins = pin::restore(journal, &self.docker.runner().clone(), &self.upgrade_id);
-        for member in self.members.iter().filter(|m| m.retag) {
-            if let Some(id) = &member.previous_image_id {
-                let back = self.docker.tag(id, &member.previous_ref);
-                journal
-                    .run(self.docker.runner(), &back)
-                    .context("pointing the service's tag back at the running image")?;
-            }
-        }
-        pins
+        let tags = self.point_tags_back(journal);
+        crate::engine::joined([pins, tags])
     }
 
     /// A channel's tag is moved to the new image, and the pins are written and
@@ -424,6 +417,19 @@ impl Pull {
                 )
             })
             .collect()
+    }
+
+    /// Points each moved channel tag back at the image its service runs.
+    fn point_tags_back(&self, journal: &mut Journal) -> Result<()> {
+        for member in self.members.iter().filter(|m| m.retag) {
+            if let Some(id) = &member.previous_image_id {
+                let back = self.docker.tag(id, &member.previous_ref);
+                journal
+                    .run(self.docker.runner(), &back)
+                    .context("pointing the service's tag back at the running image")?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the new version into every pin, then proves with `compose
