@@ -272,20 +272,35 @@ class Deployment:
 
 
 class Prober(threading.Thread):
-    """Calls `probe` every `interval` seconds and records (time, answered)."""
+    """Starts `probe` every `interval` seconds, each on its own thread, and records (start, answered)
+    sorted by start. A probe that hangs until its timeout (a connection to a stopped container's
+    address gets no answer at all) does not delay the next: the outage is resolved to the interval."""
 
     def __init__(self, probe, interval):
         super().__init__(daemon=True)
         self.probe = probe
         self.interval = interval
         self.samples = []
+        self.lock = threading.Lock()
         self.stop = False
 
+    def record(self, started):
+        answered = self.probe()
+        with self.lock:
+            self.samples.append((started, answered))
+
     def run(self):
+        running = []
         while not self.stop:
             t = time.monotonic()
-            self.samples.append((t, self.probe()))
+            probe = threading.Thread(target=self.record, args=(t,), daemon=True)
+            probe.start()
+            running = [p for p in running if p.is_alive()] + [probe]
             time.sleep(max(0, self.interval - (time.monotonic() - t)))
+        for probe in running:
+            probe.join()
+        with self.lock:
+            self.samples.sort()
 
     def longest_outage(self):
         return longest_outage(self.samples)

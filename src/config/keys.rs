@@ -80,6 +80,12 @@ pub static KEYS: &[KeySpec] = &[
         Some("false"),
         "write the exact version over a channel tag (`IMMICH_VERSION=release` becomes the version installed) instead of moving the channel",
     ),
+    key(
+        "UPGRADERD_EARLY_COMPOSE",
+        None,
+        Some("true"),
+        "start compose's `up` while the backup's final pass runs, its requests held from the engine until the pass ends (a local engine socket only)",
+    ),
     key("UPGRADERD_DOCKER", None, Some("docker"), "docker program"),
     key("UPGRADERD_GIT", None, Some("git"), "git program"),
     key(

@@ -87,6 +87,8 @@ pub(crate) struct Config {
     pub image: Option<String>,
     /// Write the version over a channel tag (`release`) instead of moving the channel.
     pub pin_channels: bool,
+    /// `UPGRADERD_EARLY_COMPOSE`: start compose's `up` ahead of the switch, held at a gate before the engine.
+    pub early_compose: bool,
     pub compose_cmd: Option<Vec<String>>,
     pub docker: PathBuf,
     pub git: PathBuf,
@@ -191,6 +193,7 @@ impl Config {
                 .unwrap_or_default(),
             image: p.text("UPGRADERD_IMAGE"),
             pin_channels: p.bool("UPGRADERD_PIN_CHANNELS")?,
+            early_compose: p.bool("UPGRADERD_EARLY_COMPOSE")?,
             compose_cmd: p.text("UPGRADERD_COMPOSE_CMD").map(|t| t.split_whitespace().map(String::from).collect()),
             docker: p.required("UPGRADERD_DOCKER", as_path)?,
             git: p.required("UPGRADERD_GIT", as_path)?,

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use crate::engine::preflight::Problem;
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Container, Docker, Mount};
+use crate::ops::socket_gate::socket_path;
 
 /// The container this process runs in, as its engine describes it.
 #[derive(Debug, Clone)]
@@ -205,14 +206,6 @@ fn docker_socket() -> Option<PathBuf> {
     socket_path(std::env::var("DOCKER_HOST").ok().as_deref())
 }
 
-/// The Docker socket a unix `DOCKER_HOST` (or the default) names.
-fn socket_path(docker_host: Option<&str>) -> Option<PathBuf> {
-    match docker_host.filter(|h| !h.is_empty()) {
-        None => Some(PathBuf::from("/var/run/docker.sock")),
-        Some(host) => host.strip_prefix("unix://").map(PathBuf::from),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,11 +307,5 @@ mod tests {
             PathBuf::from("/var/lib/docker/volumes")
         );
         assert_eq!(mount_for_data(Path::new("/srv/shop/data")), PathBuf::from("/srv/shop/data"));
-        assert_eq!(socket_path(None), Some(PathBuf::from("/var/run/docker.sock")));
-        assert_eq!(
-            socket_path(Some("unix:///run/user/1000/docker.sock")),
-            Some(PathBuf::from("/run/user/1000/docker.sock"))
-        );
-        assert_eq!(socket_path(Some("tcp://10.0.0.2:2376")), None);
     }
 }

@@ -1,15 +1,21 @@
 //! Docker Compose: find the tool (`docker compose` v2 plugin, else
 //! `docker-compose`, v1 or standalone v2), discover a service's project from
 //! its container's labels, and build the `config`, `up` and `stop` commands
-//! with the project's own files, directory and env file.
+//! with the project's own files, directory and env file. An `up` can be
+//! started ahead, held at a [`SocketGate`] until the switch ([`HeldUp`]).
 
+use std::io;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
 use crate::ops::docker::Container;
-use crate::ops::process::{Cmd, Runner};
+use crate::ops::process::{Cmd, Failure, Output, ProcessError, Runner};
+use crate::ops::socket_gate::SocketGate;
 
 /// A compose CLI: its argv prefix and whether it speaks v2.
 #[derive(Debug, Clone)]
@@ -135,6 +141,16 @@ impl Compose {
         Compose { argv, v2, runner: runner.clone() }
     }
 
+    /// Whether the command names its engine itself (`docker --context X compose`,
+    /// `-H`): then `DOCKER_HOST` does not decide where it goes.
+    pub(crate) fn names_an_engine(&self) -> bool {
+        self.argv.iter().any(|word| {
+            ["-H", "--host", "-c", "--context"].contains(&word.as_str())
+                || word.starts_with("--host=")
+                || word.starts_with("--context=")
+        })
+    }
+
     /// `<compose> -p NAME --project-directory DIR -f FILE… [--env-file FILE]`.
     fn base(&self, project: &Project) -> Cmd {
         let mut cmd = Cmd::new(&self.argv[0]).args(&self.argv[1..]).arg("-p").arg(&project.name);
@@ -253,6 +269,92 @@ impl Compose {
             .timeout(Duration::from_secs(120))
             .streamed()
             .mutating()
+    }
+}
+
+/// A compose `up` started ahead of the switch with its engine connections
+/// held at a [`SocketGate`] until [`HeldUp::release`]. Dropped unreleased, it
+/// is stopped before any of its requests reaches the engine.
+pub(crate) struct HeldUp {
+    gate: SocketGate,
+    line: String,
+    started: Instant,
+    /// Ends the held compose (SIGTERM, then SIGKILL): it is interruptible by this flag alone.
+    stop: Arc<AtomicBool>,
+    run: Option<JoinHandle<Result<Output, ProcessError>>>,
+}
+
+/// How a released `up` ended, and whether it changed anything: whether a
+/// request beyond reads reached the engine.
+pub(crate) struct Released {
+    pub ran: Result<Output, ProcessError>,
+    pub reached_engine: bool,
+}
+
+impl Compose {
+    /// Starts [`Compose::up`] now, talking to the engine through `gate`, which holds it until released.
+    pub(crate) fn up_held(&self, project: &Project, gate: SocketGate) -> io::Result<HeldUp> {
+        let stop = Arc::new(AtomicBool::new(false));
+        // Not waited for when it misses the engine: the caller runs a plain `up` then.
+        let runner = self.runner.clone().without_engine_wait().with_stop_flag(stop.clone());
+        let cmd = self.up(project).env("DOCKER_HOST", gate.docker_host()).interruptible().grace(Duration::from_secs(2));
+        let line = cmd.display();
+        let run = std::thread::Builder::new().name("compose-held".into()).spawn(move || runner.run(&cmd))?;
+        Ok(HeldUp { gate, line, started: Instant::now(), stop, run: Some(run) })
+    }
+}
+
+impl HeldUp {
+    pub(crate) fn line(&self) -> &str {
+        &self.line
+    }
+
+    /// How long ago it was started.
+    pub(crate) fn held_for(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Waits, at most `limit`, until compose waits at the gate with its first
+    /// change (its start and its reads are done); false when it ended instead or the time ran out.
+    pub(crate) fn wait_at_gate(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.gate.knocked(Duration::from_millis(20)) {
+                return true;
+            }
+            if self.run.as_ref().is_none_or(|run| run.is_finished()) {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Opens the gate and waits for compose to end.
+    pub(crate) fn release(mut self) -> Released {
+        self.gate.open();
+        let ran = self.join();
+        Released { ran, reached_engine: self.gate.relayed() > 0 }
+    }
+
+    fn join(&mut self) -> Result<Output, ProcessError> {
+        let Some(run) = self.run.take() else {
+            let failure = Failure::Spawn(io::Error::other("it was released already"));
+            return Err(ProcessError { command: self.line.clone(), failure });
+        };
+        run.join().unwrap_or_else(|_| {
+            let failure = Failure::Spawn(io::Error::other("the thread that ran it panicked"));
+            Err(ProcessError { command: self.line.clone(), failure })
+        })
+    }
+}
+
+/// Unreleased: compose is stopped while the gate still holds it, then the gate resets what it held.
+impl Drop for HeldUp {
+    fn drop(&mut self) {
+        if self.run.is_some() {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = self.join();
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Thin wrappers over the outside world (child processes, docker, compose,
-//! git, HTTP, notifications, inotify, systemd, Swarm). No policy lives here: callers
-//! decide what a result means.
+//! git, HTTP, notifications, inotify, systemd, Swarm, a gate in front of the
+//! engine's socket). No policy lives here: callers decide what a result means.
 
 pub(crate) mod compose;
 pub(crate) mod compose_file;
@@ -11,6 +11,7 @@ pub(crate) mod hooks;
 pub(crate) mod inotify;
 pub(crate) mod notify;
 pub(crate) mod process;
+pub(crate) mod socket_gate;
 pub(crate) mod swarm;
 pub(crate) mod systemd;
 pub(crate) mod versions;

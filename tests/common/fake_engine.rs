@@ -156,6 +156,9 @@ impl Deployment {
             .env("UPGRADERD_HEALTH_TIMEOUT", "10s")
             .env("UPGRADERD_HEALTH_STABLE", "300ms")
             .env("UPGRADERD_HEALTH_VERSION_POINTER", "/version")
+            // The fake compose acts when it is run, not when its requests reach an engine: a compose
+            // started ahead behind the gate would switch before the backup. The e2e tests prove the gate.
+            .env("UPGRADERD_EARLY_COMPOSE", "false")
             // The app's triggers ask for 1.0.0 -> 2.0.0, a major step: allow it unless a test says otherwise.
             .env("UPGRADERD_POLICY", "major");
         Deployment { sb }

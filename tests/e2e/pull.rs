@@ -49,6 +49,14 @@ fn happy_path_keeps_settings_and_migrates_data(compose: ComposeVersion) {
         "upgraderd ran {}: {row}",
         compose.program()
     );
+    // That compose started with the backup, held at the gate until the switch; the gate is gone after it.
+    let logs: Vec<&str> = row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let held =
+        logs.iter().position(|l| l.starts_with(&recreate) && l.ends_with("held from the engine until the switch)"));
+    let stopped = logs.iter().position(|l| l.starts_with("Stopping app"));
+    let released = logs.iter().position(|l| l.starts_with("Released the compose started"));
+    assert!(held < stopped && stopped < released && held.is_some(), "{logs:#?}");
+    assert!(!s.sandbox.state().join("compose-gate.sock").exists());
 
     // Manual rollback puts 1.0.0 and its data back.
     let run = s.upgraderd(&["rollback"]);
@@ -170,6 +178,56 @@ fn a_second_upgrade_while_one_runs_exits_3() {
     let out = first.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     s.wait_version("1.0.0");
+}
+
+/// A compose that fails before any change reached the engine (here: one
+/// that refuses to talk through the gate) is run again the plain way; with
+/// `UPGRADERD_EARLY_COMPOSE=false` nothing is started ahead at all.
+#[test]
+fn a_compose_started_ahead_that_fails_before_any_change_is_run_again_and_the_gate_can_be_turned_off() {
+    let Some(s) = Scenario::start("gatefail", &["1.0.0", "2.0.0"], ComposeVersion::V1) else { return };
+    let wrapper = s.sandbox.path().join("compose-wrapper");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ncase \"$DOCKER_HOST\" in *compose-gate.sock) echo 'wrapper: no engine here' >&2; exit 1 ;; esac\n\
+         exec docker-compose \"$@\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before = s.dump();
+    let run = common::Run::from_output(
+        s.upgraderd_command(&["upgrade", "--to", "2.0.0"]).env("UPGRADERD_COMPOSE_CMD", &wrapper).output().unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    s.wait_version("2.0.0");
+    let row = s.last_history();
+    let logs: Vec<&str> = row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(
+        logs.iter().any(|l| l.starts_with("Compose started ahead did not reach the engine")
+            && l.contains("wrapper: no engine here")
+            && l.ends_with("running it again")),
+        "{logs:#?}"
+    );
+    assert!(after_migration(&s.dump(), &before));
+
+    let run = common::Run::from_output(
+        s.upgraderd_command(&["upgrade", "--to", "2.0.0", "--force"])
+            .env("UPGRADERD_EARLY_COMPOSE", "false")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    s.wait_version("2.0.0");
+    assert_eq!(s.last_history()["status"], "complete");
+    let row = s.last_history();
+    let logs: Vec<&str> = row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(!logs.iter().any(|l| l.contains("held from the engine") || l.starts_with("Released")), "{logs:#?}");
+    assert!(!s.sandbox.state().join("compose-gate.sock").exists());
+}
+
+/// The data after 1.0.0's was migrated by 2.0.0: its schema moved, its rows kept.
+fn after_migration(after: &str, before: &str) -> bool {
+    after.starts_with("schema 2") && before.starts_with("schema 1") && after.contains("ALPHA")
 }
 
 fn dry_run_prints_the_commands_and_changes_nothing(compose: ComposeVersion) {

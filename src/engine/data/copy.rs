@@ -21,6 +21,12 @@ pub(crate) trait Observer {
     /// What is stopped now (after each change), to be started again if upgraderd dies.
     fn stopped(&mut self, held: &[Halt]) -> Result<()>;
     fn progress(&mut self, progress: Progress);
+    /// As the first pass begins, when `keep_stopped` (an upgrade's moved
+    /// services) will be stopped: what the upgrade can start of its switch
+    /// while the app serves starts here.
+    fn first_pass_begins(&mut self) {}
+    /// Just before `keep_stopped` is stopped for the final pass.
+    fn final_stop_begins(&mut self) {}
 }
 
 /// Backs up `set` so that it holds every write committed until the services
@@ -42,6 +48,9 @@ pub(crate) fn back_up(
         observer.log(&format!("Data: {line}"));
     }
     run_hooks(docker, set, PRE_LABEL, |s| &s.pre, stopped, observer)?;
+    if !keep_stopped.is_empty() {
+        observer.first_pass_begins();
+    }
     let began = Instant::now();
     let first =
         backup::begin(&set.sources(), target.dir, target.form, target.reason.clone(), &mut |p| observer.progress(p))?;
@@ -55,6 +64,9 @@ pub(crate) fn back_up(
         set.stop_mode().filter(|s| !keep.contains(&s.service.as_str())).cloned().collect();
     // The kept ones (the app) last in the list: stopped first, before what they depend on.
     let to_stop: Vec<ServiceData> = stop_mode.iter().chain(keep_stopped).cloned().collect();
+    if !keep_stopped.is_empty() {
+        observer.final_stop_begins();
+    }
     let stopping = Instant::now();
     stop_containers(docker, &to_stop, stopped, observer)?;
     let final_began = Instant::now();

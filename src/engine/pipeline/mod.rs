@@ -270,7 +270,7 @@ impl Attempt<'_, '_> {
             // After the fetch: the old version serves while the new one downloads, and the
             // backup holds every write it commits until it is stopped for the switch.
             self.journal.step(Status::BackingUp, "Creating backup")?;
-            let backed_up = self.back_up(strategy.project());
+            let backed_up = self.back_up(strategy.as_mut());
             let interrupted = backed_up.is_ok() && self.stop_requested_at(Step::Backup);
             if backed_up.is_err() || interrupted {
                 let started = self.start_stopped();
@@ -429,7 +429,8 @@ impl Attempt<'_, '_> {
     /// Backs up the project's data so that it holds every write committed
     /// until the switch (see [`data::back_up`]). The moved services stay
     /// stopped: the switch starts their new version.
-    fn back_up(&mut self, project: &Project) -> Result<()> {
+    fn back_up(&mut self, strategy: &mut dyn Strategy) -> Result<()> {
+        let project = strategy.project().clone();
         let docker = Docker::new(&self.config.docker, self.runner.clone());
         let target = data::Target {
             dir: &self.config.backup_dir,
@@ -443,7 +444,8 @@ impl Attempt<'_, '_> {
             start_timeout: self.config.start_timeout,
         };
         let moved: Vec<ServiceData> = self.data.of_services(&project.services).cloned().collect();
-        let created = data::back_up(&docker, &self.data, &moved, &target, &mut self.stopped, &mut *self.journal)?;
+        let mut observer = Upgrading { journal: &mut *self.journal, strategy };
+        let created = data::back_up(&docker, &self.data, &moved, &target, &mut self.stopped, &mut observer)?;
         self.journal.db.record_backup(&self.journal.upgrade_id, &created.path)?;
         self.journal.log(&format!(
             "Backup created: {} ({})",
@@ -543,6 +545,35 @@ impl Attempt<'_, '_> {
             self.config.health_stable.as_secs()
         ));
         self.end(Terminal::Complete, "Dry run: nothing was changed", None)
+    }
+}
+
+/// The journal as an upgrade's backup observer: it also starts what the
+/// switch can start ahead, while the app serves.
+struct Upgrading<'s, 'j> {
+    journal: &'s mut Journal<'j>,
+    strategy: &'s mut dyn Strategy,
+}
+
+impl data::Observer for Upgrading<'_, '_> {
+    fn log(&mut self, line: &str) {
+        self.journal.log(line);
+    }
+
+    fn stopped(&mut self, held: &[crate::states::Halt]) -> Result<()> {
+        data::Observer::stopped(self.journal, held)
+    }
+
+    fn progress(&mut self, progress: backup::Progress) {
+        data::Observer::progress(self.journal, progress);
+    }
+
+    fn first_pass_begins(&mut self) {
+        self.strategy.start_switch_early(self.journal);
+    }
+
+    fn final_stop_begins(&mut self) {
+        self.strategy.ready_switch_early(self.journal);
     }
 }
 

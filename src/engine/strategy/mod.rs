@@ -78,6 +78,15 @@ pub(crate) trait Strategy {
     fn prepare_switch(&mut self, _journal: &mut Journal) -> Result<()> {
         Ok(())
     }
+    /// As the backup's first pass begins: starts what the switch can start
+    /// ahead (compose, whose own start would otherwise fall in the outage),
+    /// held back from the engine until `switch`. What fails here leaves the
+    /// switch to start it as before.
+    fn start_switch_early(&mut self, _journal: &mut Journal) {}
+    /// Just before the backup stops the moved services: makes what was
+    /// started ahead ready (started again when held too long, waited for
+    /// until its own start is done), so that the outage holds none of it.
+    fn ready_switch_early(&mut self, _journal: &mut Journal) {}
     /// Replaces the running version with the fetched one.
     fn switch(&mut self, fetched: Fetched, journal: &mut Journal) -> Result<()>;
     /// Stops the new version so its data can be restored.
@@ -272,6 +281,7 @@ pub(crate) fn for_upgrade(
                 pin_channels: config.pin_channels,
                 release_steps: &config.release_steps,
                 allow_prerelease: config.allow_prerelease,
+                early_compose: config.early_compose.then_some(config.state_dir.as_path()),
             },
             upgrade_id,
         )),

@@ -36,7 +36,7 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use engine::EngineWait;
+pub(crate) use engine::{is_unreachable, EngineWait};
 
 /// How much of a child's stderr is kept (the tail).
 pub(crate) const STDERR_TAIL_BYTES: usize = 64 * 1024;
@@ -381,6 +381,13 @@ impl Runner {
 
     pub(crate) fn with_engine_wait(mut self, wait: EngineWait) -> Runner {
         self.engine = Some(wait);
+        self
+    }
+
+    /// The same runner without its wait for the engine: for a command whose
+    /// failure to reach the engine its caller answers itself.
+    pub(crate) fn without_engine_wait(mut self) -> Runner {
+        self.engine = None;
         self
     }
 

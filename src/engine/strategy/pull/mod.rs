@@ -8,11 +8,14 @@
 //! byte for byte, the old images under their old references, and recreates.
 //!
 //! Here: the runbook (`impl Strategy for Pull`); `family` finds the moved
-//! services and what keeps them from moving, for preflight.
+//! services and what keeps them from moving, for preflight; `early` starts
+//! the switch's compose while the backup's final pass runs.
 
+mod early;
 mod family;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -25,7 +28,7 @@ use crate::engine::strategy::{
     confirm_stopped, drop_rollback_tag, prune_rollback_tags, resolve_tag, target_exists, Fetched, Kind, Strategy,
     ROLLBACK_TAG_PREFIX,
 };
-use crate::ops::compose::{Compose, Project};
+use crate::ops::compose::{Compose, HeldUp, Project};
 use crate::ops::docker::{Container, Docker, ImageRef};
 use crate::store::db::UpgradeRecord;
 use crate::store::edited::EditedFile;
@@ -73,6 +76,10 @@ pub(crate) struct Pull {
     release_steps: Vec<ReleaseStep>,
     /// `UPGRADERD_ALLOW_PRERELEASE`: whether `latest` of a pinned family may be a prerelease.
     allow_prerelease: bool,
+    /// `UPGRADERD_EARLY_COMPOSE`: where the gate before the engine listens (the state directory), when enabled.
+    gate_dir: Option<PathBuf>,
+    /// The switch's `up`, started with the backup's final pass and held until the switch.
+    held_up: Option<HeldUp>,
 }
 
 /// What a new pull upgrade is told by the configuration.
@@ -81,6 +88,8 @@ pub(crate) struct Settings<'a> {
     pub pin_channels: bool,
     pub release_steps: &'a [ReleaseStep],
     pub allow_prerelease: bool,
+    /// The state directory, when compose may be started ahead of the switch (`UPGRADERD_EARLY_COMPOSE`).
+    pub early_compose: Option<&'a Path>,
 }
 
 impl Pull {
@@ -105,6 +114,8 @@ impl Pull {
             pinned: Vec::new(),
             release_steps: settings.release_steps.to_vec(),
             allow_prerelease: settings.allow_prerelease,
+            gate_dir: settings.early_compose.map(Path::to_path_buf),
+            held_up: None,
         }
     }
 
@@ -128,6 +139,8 @@ impl Pull {
             pinned: Vec::new(),
             release_steps: Vec::new(),
             allow_prerelease: false,
+            gate_dir: None,
+            held_up: None,
         })
     }
 
@@ -295,6 +308,8 @@ impl Strategy for Pull {
     /// back at the image the service runs, so no later `up` starts what was
     /// not switched to. A pin written for the switch is put back too.
     fn undo_fetch(&mut self, journal: &mut Journal) -> Result<()> {
+        // A compose held for the switch ends first, before it could read the files put back.
+        self.held_up = None;
         // Each is tried whatever the other does (a pin cannot go back once an operator edited its file).
         let pins = pin::restore(journal, &self.docker.runner().clone(), &self.upgrade_id);
         let tags = self.point_tags_back(journal);
@@ -316,12 +331,26 @@ impl Strategy for Pull {
         self.write_pins(journal)
     }
 
+    fn start_switch_early(&mut self, journal: &mut Journal) {
+        self.hold_up_early(journal);
+    }
+
+    fn ready_switch_early(&mut self, journal: &mut Journal) {
+        self.hold_up_early(journal);
+        self.wait_for_held_up(journal);
+    }
+
     fn switch(&mut self, _fetched: Fetched, journal: &mut Journal) -> Result<()> {
+        // Taken first: an error below drops (ends) a held compose unreleased.
+        let held = self.held_up.take();
         if !self.docker.runner().dry_run() {
             pin::still_written(&self.edits)?;
         }
+        if let Some(held) = held {
+            return self.release_up(held, journal);
+        }
         self.run_release_steps(journal)?;
-        journal.run(self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
+        self.up(journal)
     }
 
     fn stop(&mut self, journal: &mut Journal) -> Result<()> {
@@ -372,6 +401,7 @@ impl Strategy for Pull {
     }
 
     fn discard(&mut self, journal: &mut Journal) {
+        self.held_up = None;
         for (_, tag) in self.rollback_tags() {
             drop_rollback_tag(&self.docker, &tag, journal);
         }
@@ -492,8 +522,13 @@ mod tests {
             orchestrator: Default::default(),
         };
         let compose = Compose::assume(vec!["docker".into(), "compose".into()], true, runner);
-        let settings =
-            Settings { configured_image: None, pin_channels: false, release_steps: &[], allow_prerelease: false };
+        let settings = Settings {
+            configured_image: None,
+            pin_channels: false,
+            release_steps: &[],
+            allow_prerelease: false,
+            early_compose: None,
+        };
         let mut pull = Pull::new(Docker::new("docker", runner.clone()), compose, project, &container, settings, "u1");
         pull.members = members;
         pull
