@@ -113,6 +113,10 @@ pub(crate) fn reconcile(config: &Config, ui: &Ui, stale_after: Option<Duration>)
 }
 
 fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outcome> {
+    // The gate a killed upgrader held compose at (compose died with it): its socket is all that is left.
+    if let Err(e) = crate::engine::strategy::pull::remove_leftover_gate(&config.state_dir) {
+        ui.warn(format!("could not remove the gate's socket left in {}: {e}", config.state_dir.display()));
+    }
     let db = Db::open(&config.db_path())?;
     // A request from the app interrupted before its switch runs again under its id: telling the
     // app `failed` in between would read as the end of its upgrade.

@@ -289,6 +289,8 @@ pub(crate) struct HeldUp {
 pub(crate) struct Released {
     pub ran: Result<Output, ProcessError>,
     pub reached_engine: bool,
+    /// It had ended before the gate opened: whatever it did, it did not do through the gate.
+    pub ended_before_release: bool,
 }
 
 impl Compose {
@@ -297,10 +299,22 @@ impl Compose {
         let stop = Arc::new(AtomicBool::new(false));
         // Not waited for when it misses the engine: the caller runs a plain `up` then.
         let runner = self.runner.clone().without_engine_wait().with_stop_flag(stop.clone());
-        let cmd = self.up(project).env("DOCKER_HOST", gate.docker_host()).interruptible().grace(Duration::from_secs(2));
+        // Ended quickly when dropped: nothing of it has reached the engine.
+        let cmd =
+            self.up(project).env("DOCKER_HOST", gate.docker_host()).interruptible().grace(Duration::from_millis(200));
         let line = cmd.display();
         let run = std::thread::Builder::new().name("compose-held".into()).spawn(move || runner.run(&cmd))?;
         Ok(HeldUp { gate, line, started: Instant::now(), stop, run: Some(run) })
+    }
+}
+
+impl Compose {
+    /// `ps` at `docker_host`, read-only: whether this compose goes where `DOCKER_HOST` says.
+    pub(crate) fn ps_at(&self, project: &Project, docker_host: &str) -> Result<()> {
+        let cmd =
+            self.base(project).args(["ps", "-q"]).env("DOCKER_HOST", docker_host).timeout(Duration::from_secs(60));
+        self.runner.clone().without_engine_wait().run(&cmd)?;
+        Ok(())
     }
 }
 
@@ -329,11 +343,15 @@ impl HeldUp {
         false
     }
 
-    /// Opens the gate and waits for compose to end.
+    /// Opens the gate and waits for compose to end; one that ended already
+    /// (it failed, or went around the gate) is not let through.
     pub(crate) fn release(mut self) -> Released {
-        self.gate.open();
+        let ended_before_release = self.run.as_ref().is_none_or(|run| run.is_finished());
+        if !ended_before_release {
+            self.gate.open();
+        }
         let ran = self.join();
-        Released { ran, reached_engine: self.gate.relayed() > 0 }
+        Released { ran, reached_engine: self.gate.relayed() > 0, ended_before_release }
     }
 
     fn join(&mut self) -> Result<Output, ProcessError> {

@@ -237,6 +237,20 @@ impl Docker {
         Ok(PathBuf::from(dir))
     }
 
+    /// The engine's id (`docker info`), asked at `docker_host` when given,
+    /// else where the CLI's own settings say: two answers that match are one engine.
+    pub(crate) fn engine_id(&self, docker_host: Option<&str>) -> Result<String> {
+        let mut cmd = self.cmd(["info", "--format", "{{.ID}}"]).timeout(Duration::from_secs(30));
+        if let Some(host) = docker_host {
+            cmd = cmd.env("DOCKER_HOST", host);
+        }
+        let id = self.runner.clone().without_engine_wait().run(&cmd)?.stdout_text().trim().to_string();
+        if id.is_empty() {
+            return Err(anyhow!("`docker info` did not report the engine's id"));
+        }
+        Ok(id)
+    }
+
     /// The engine's version (`docker version`); fails when the engine cannot be reached within `within`.
     pub(crate) fn server_version(&self, within: Duration) -> Result<String> {
         let cmd =

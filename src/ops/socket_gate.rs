@@ -18,7 +18,8 @@
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,11 +68,16 @@ fn current_context() -> Option<String> {
     (!context.is_empty() && context != "default").then(|| context.to_string())
 }
 
+/// The socket's name in the gate's directory.
+const SOCKET: &str = "engine.sock";
+
 /// A socket that relays reads to the engine at once and holds every other
 /// request until [`SocketGate::open`].
 pub(crate) struct SocketGate {
     path: PathBuf,
     state: Arc<Shared>,
+    /// The listener's other handle: shutting it down wakes the acceptor.
+    wake: UnixListener,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -80,6 +86,9 @@ struct Shared {
     engine: PathBuf,
     gate: Mutex<Gate>,
     changed: Condvar,
+    /// Connections taken from upgraderd's own user.
+    connections: AtomicUsize,
+    /// Held requests let through.
     relayed: AtomicUsize,
 }
 
@@ -101,33 +110,34 @@ struct Gate {
 const MAX_HEAD: usize = 64 * 1024;
 
 impl SocketGate {
-    /// Listens at `path` (a socket left there by an earlier run is replaced;
-    /// anything else there is an error), usable by its owner only.
-    pub(crate) fn hold(path: &Path, engine: &Path) -> io::Result<SocketGate> {
-        match fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path)?,
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket", path.display()),
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let listener = UnixListener::bind(path)?;
-        // Before anyone connects: the directory is upgraderd's private one, the socket the engine's equal.
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    /// Listens in `dir`, a directory of upgraderd's own (made owner-only, or
+    /// refused when it is anything else), before `engine`. A socket left
+    /// there by a killed run is replaced.
+    pub(crate) fn hold(dir: &Path, engine: &Path) -> io::Result<SocketGate> {
+        // Absolute: compose runs in the project's directory, not upgraderd's.
+        let dir = std::path::absolute(dir)?;
+        private_dir(&dir)?;
+        let path = dir.join(SOCKET);
+        remove_leftover(&dir)?;
+        let listener = UnixListener::bind(&path)?;
         let state = Arc::new(Shared {
             engine: engine.to_path_buf(),
             gate: Mutex::new(Gate { position: Position::Held, waiting: 0 }),
             changed: Condvar::new(),
+            connections: AtomicUsize::new(0),
             relayed: AtomicUsize::new(0),
         });
+        let wake = listener.try_clone()?;
         let shared = state.clone();
-        let acceptor =
-            std::thread::Builder::new().name("gate-accept".into()).spawn(move || accept(&listener, &shared))?;
-        Ok(SocketGate { path: path.to_path_buf(), state, acceptor: Some(acceptor) })
+        let acceptor = std::thread::Builder::new().name("gate-accept".into()).spawn(move || accept(&listener, &shared));
+        let acceptor = match acceptor {
+            Ok(acceptor) => acceptor,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        Ok(SocketGate { path, state, wake, acceptor: Some(acceptor) })
     }
 
     /// What a client's `DOCKER_HOST` says to come through the gate.
@@ -151,7 +161,12 @@ impl SocketGate {
         gate.waiting > 0
     }
 
-    /// How many requests the gate held and then let through.
+    /// How many connections a client made to the gate: none means it does not come through it.
+    pub(crate) fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many held requests the gate let through to the engine.
     pub(crate) fn relayed(&self) -> usize {
         self.state.relayed.load(Ordering::SeqCst)
     }
@@ -161,13 +176,50 @@ impl SocketGate {
 impl Drop for SocketGate {
     fn drop(&mut self) {
         self.state.set(Position::Closed);
+        // Wakes the acceptor from accept() (Linux ends it with EINVAL), whatever became of the socket file.
+        // SAFETY: shutdown(2) on a descriptor this value owns.
+        unsafe {
+            libc::shutdown(self.wake.as_raw_fd(), libc::SHUT_RDWR);
+        }
         if let Some(acceptor) = self.acceptor.take() {
-            // The acceptor sleeps in accept(): one connection of our own wakes it to see the gate closed.
-            let _ = UnixStream::connect(&self.path);
             let _ = acceptor.join();
         }
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// Removes the socket a killed run left in the gate's directory; anything else there is left, and refused.
+pub(crate) fn remove_leftover(dir: &Path) -> io::Result<()> {
+    let path = dir.join(SOCKET);
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(&path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket; remove it", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes `dir` a directory only its owner, upgraderd's user, can enter: the
+/// socket in it is the engine's equal from the moment it is bound.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid(2) cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a directory of upgraderd's own that only it can enter", dir.display()),
+        ));
+    }
+    Ok(())
 }
 
 impl Shared {
@@ -198,25 +250,57 @@ fn accept(listener: &UnixListener, shared: &Arc<Shared>) {
         if shared.position() == Position::Closed {
             return;
         }
-        let Ok(client) = client else { continue };
-        // An engine that cannot be reached closes the client's connection: it sees the engine gone, as it would.
-        let Ok(engine) = UnixStream::connect(&shared.engine) else { continue };
+        let client = match client {
+            Ok(client) => client,
+            Err(_) => {
+                // Out of descriptors, say: not a reason to spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if !same_user(&client) {
+            continue;
+        }
+        shared.connections.fetch_add(1, Ordering::SeqCst);
         let shared = shared.clone();
-        let _ = std::thread::Builder::new().name("gate-relay".into()).spawn(move || relay(client, engine, &shared));
+        let _ = std::thread::Builder::new().name("gate-relay".into()).spawn(move || relay(client, &shared));
     }
+}
+
+/// Whether the peer runs as upgraderd's own user and in its view of the
+/// processes (a process of another container sharing the directory is neither).
+fn same_user(client: &UnixStream) -> bool {
+    let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `cred`, which lives across the call.
+    let read = unsafe {
+        libc::getsockopt(
+            client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: geteuid(2) cannot fail.
+    read == 0 && cred.pid != 0 && cred.uid == unsafe { libc::geteuid() }
 }
 
 /// One connection: answers flow back as they come; requests go on while
 /// they only read, and from the first that does more, once the gate opens.
 /// Each way closes on the other side when its sender closes, so a
 /// half-closed connection (a hijacked stream) ends as it would directly.
-fn relay(client: UnixStream, engine: UnixStream, shared: &Shared) {
+fn relay(client: UnixStream, shared: &Shared) {
+    // Connected here, not in the acceptor: an engine slow to accept holds up this connection only.
+    let Ok(engine) = UnixStream::connect(&shared.engine) else { return };
     let (Ok(client_out), Ok(engine_in)) = (client.try_clone(), engine.try_clone()) else { return };
     let answers = std::thread::Builder::new().name("gate-relay".into()).spawn(move || {
         let (mut engine_in, mut client_out) = (engine_in, client_out);
         let _ = io::copy(&mut engine_in, &mut client_out);
         let _ = client_out.shutdown(Shutdown::Write);
     });
+    // Without the thread for answers, a request sent on would wait for one forever.
+    let Ok(answers) = answers else { return };
     let mut requests = BufReader::new(client);
     let mut engine_out = engine;
     if forward_requests(&mut requests, &mut engine_out, shared).is_ok() {
@@ -228,9 +312,17 @@ fn relay(client: UnixStream, engine: UnixStream, shared: &Shared) {
         let _ = requests.get_ref().shutdown(Shutdown::Both);
         let _ = engine_out.shutdown(Shutdown::Both);
     }
-    if let Ok(answers) = answers {
-        let _ = answers.join();
-    }
+    let _ = answers.join();
+}
+
+/// Whether the client closed its side (it gave up on its request while it was held).
+fn hung_up(client: &UnixStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv(2) into one byte that lives across the call; MSG_PEEK leaves the data where it is.
+    let read = unsafe {
+        libc::recv(client.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    read == 0
 }
 
 /// Sends reads on as they come; returns once a request that does more is
@@ -242,13 +334,18 @@ fn forward_requests(requests: &mut BufReader<UnixStream>, engine: &mut UnixStrea
         if head.is_empty() {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let only_reads = shared.position() == Position::Held && only_reads(&head);
-        if !only_reads && !shared.pass() {
+        let held = shared.position() == Position::Held;
+        let only_reads = held && only_reads(&head);
+        // A client that gave up while its request was held (a timeout, a crash) has it dropped, not sent.
+        if !only_reads && (!shared.pass() || (held && hung_up(requests.get_ref()))) {
             return Err(io::ErrorKind::ConnectionAborted.into());
+        }
+        if !only_reads {
+            // Counted before it is sent: once any of it may have reached the engine, something may have changed.
+            shared.relayed.fetch_add(1, Ordering::SeqCst);
         }
         engine.write_all(&head)?;
         if !only_reads {
-            shared.relayed.fetch_add(1, Ordering::SeqCst);
             return Ok(());
         }
     }
@@ -298,20 +395,31 @@ fn only_reads(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::mpsc;
 
+    const WAIT: Duration = Duration::from_secs(10);
+
     /// An "engine" that answers every request with `200` and a body naming
-    /// it, a thread for each connection, and reports each request line as it arrives.
+    /// it, a thread for each connection, and reports each request line as it
+    /// arrives and, when a connection ends, every byte it received on it.
     struct Engine {
         path: PathBuf,
         quit: Arc<std::sync::atomic::AtomicBool>,
         acceptor: Option<JoinHandle<()>>,
     }
 
+    struct Heard {
+        lines: mpsc::Receiver<String>,
+        raw: mpsc::Receiver<Vec<u8>>,
+    }
+
     impl Engine {
-        fn start(path: &Path) -> (Engine, mpsc::Receiver<String>) {
+        fn start(path: &Path) -> (Engine, Heard) {
             let listener = UnixListener::bind(path).unwrap();
-            let (seen, requests) = mpsc::channel();
+            let (line_tx, lines) = mpsc::channel();
+            let (raw_tx, raw) = mpsc::channel();
             let quit = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let stop = quit.clone();
             let acceptor = std::thread::spawn(move || {
@@ -319,11 +427,11 @@ mod tests {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    let seen = seen.clone();
-                    std::thread::spawn(move || serve(stream.unwrap(), &seen));
+                    let (line_tx, raw_tx) = (line_tx.clone(), raw_tx.clone());
+                    std::thread::spawn(move || serve(stream.unwrap(), &line_tx, &raw_tx));
                 }
             });
-            (Engine { path: path.to_path_buf(), quit, acceptor: Some(acceptor) }, requests)
+            (Engine { path: path.to_path_buf(), quit, acceptor: Some(acceptor) }, Heard { lines, raw })
         }
     }
 
@@ -335,34 +443,46 @@ mod tests {
         }
     }
 
-    fn serve(stream: UnixStream, seen: &mpsc::Sender<String>) {
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut writer = stream;
-        loop {
-            let Ok(head) = read_head(&mut reader) else { return };
+    /// Reads what it is sent through a tee, so that the raw bytes can be reported.
+    struct Tee {
+        stream: UnixStream,
+        seen: Vec<u8>,
+    }
+
+    impl Read for Tee {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.stream.read(buf)?;
+            self.seen.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+
+    fn serve(stream: UnixStream, lines: &mpsc::Sender<String>, raw: &mpsc::Sender<Vec<u8>>) {
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(Tee { stream, seen: Vec::new() });
+        while let Ok(head) = read_head(&mut reader) {
             let head = String::from_utf8_lossy(&head).to_string();
-            let Some(line) = head.lines().next().map(str::to_string) else { return };
+            let Some(line) = head.lines().next().map(str::to_string) else { break };
             let length = head
                 .lines()
                 .find_map(|l| l.strip_prefix("Content-Length: ").map(|n| n.parse::<usize>().unwrap()))
                 .unwrap_or(0);
             let mut body = vec![0; length];
             if reader.read_exact(&mut body).is_err() {
-                return;
+                break;
             }
-            let _ = seen.send(line.clone());
+            let _ = lines.send(line.clone());
             let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{line}", line.len());
             if writer.write_all(answer.as_bytes()).is_err() {
-                return;
+                break;
             }
         }
+        let _ = raw.send(std::mem::take(&mut reader.get_mut().seen));
     }
 
-    /// Sends a request and reads its answer's body, on a kept-alive connection.
-    fn ask(stream: &mut BufReader<UnixStream>, request: &str) -> io::Result<String> {
-        stream.get_mut().write_all(request.as_bytes())?;
-        let head = read_head(stream)?;
-        let head = String::from_utf8_lossy(&head).to_string();
+    /// Reads one answer's body, on a kept-alive connection.
+    fn answer(stream: &mut BufReader<UnixStream>) -> io::Result<String> {
+        let head = String::from_utf8_lossy(&read_head(stream)?).to_string();
         let length: usize = head
             .lines()
             .find_map(|l| l.strip_prefix("Content-Length: ").map(|n| n.parse().unwrap()))
@@ -372,8 +492,22 @@ mod tests {
         Ok(String::from_utf8(body).unwrap())
     }
 
+    /// Sends a request and reads its answer's body.
+    fn ask(stream: &mut BufReader<UnixStream>, request: &str) -> io::Result<String> {
+        stream.get_mut().write_all(request.as_bytes())?;
+        answer(stream)
+    }
+
     fn connect(path: &Path) -> BufReader<UnixStream> {
-        BufReader::new(UnixStream::connect(path).unwrap())
+        let stream = UnixStream::connect(path).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        BufReader::new(stream)
+    }
+
+    /// A gate in `dir/gate` before the engine at `dir/engine.sock`, and where its socket is.
+    fn gate_in(dir: &Path) -> (SocketGate, PathBuf) {
+        let gate = SocketGate::hold(&dir.join("gate"), &dir.join("engine.sock")).unwrap();
+        (gate, dir.join("gate").join(SOCKET))
     }
 
     const PING: &str = "GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n";
@@ -383,57 +517,120 @@ mod tests {
     #[test]
     fn reads_pass_at_once_and_changes_wait_until_the_gate_opens() {
         let dir = tempfile::tempdir().unwrap();
-        let engine_path = dir.path().join("engine.sock");
-        let (engine, seen) = Engine::start(&engine_path);
-        let gate = SocketGate::hold(&dir.path().join("gate.sock"), &engine_path).unwrap();
-        assert_eq!(gate.docker_host(), format!("unix://{}", dir.path().join("gate.sock").display()));
-        let mode = fs::metadata(dir.path().join("gate.sock")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let (_engine, heard) = Engine::start(&dir.path().join("engine.sock"));
+        let (gate, socket) = gate_in(dir.path());
+        assert_eq!(gate.docker_host(), format!("unix://{}", socket.display()));
+        let mode = fs::metadata(dir.path().join("gate")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the gate's directory is its owner's only");
 
         // A read, then a change, on one kept-alive connection.
-        let mut client = connect(&dir.path().join("gate.sock"));
+        let mut client = connect(&socket);
         assert_eq!(ask(&mut client, PING).unwrap(), "GET /_ping HTTP/1.1");
         assert!(!gate.knocked(Duration::from_millis(50)), "nothing waits yet");
         client.get_mut().write_all(STOP.as_bytes()).unwrap();
-        assert!(gate.knocked(Duration::from_secs(5)), "the held change is not seen");
+        assert!(gate.knocked(WAIT), "the held change is not seen");
         // A read on another connection still passes while the change waits.
-        let mut other = connect(&dir.path().join("gate.sock"));
+        let mut other = connect(&socket);
         assert_eq!(ask(&mut other, "HEAD /version HTTP/1.1\r\n\r\n").unwrap(), "HEAD /version HTTP/1.1");
-        assert_eq!(seen.recv().unwrap(), "GET /_ping HTTP/1.1");
-        assert_eq!(seen.recv().unwrap(), "HEAD /version HTTP/1.1");
-        assert!(seen.recv_timeout(Duration::from_millis(200)).is_err(), "a held change reached the engine");
-        assert_eq!(gate.relayed(), 0);
+        assert_eq!(heard.lines.recv_timeout(WAIT).unwrap(), "GET /_ping HTTP/1.1");
+        assert_eq!(heard.lines.recv_timeout(WAIT).unwrap(), "HEAD /version HTTP/1.1");
+        assert!(heard.lines.recv_timeout(Duration::from_millis(200)).is_err(), "a held change reached the engine");
+        assert_eq!((gate.relayed(), gate.connections()), (0, 2));
 
         gate.open();
-        assert_eq!(seen.recv_timeout(Duration::from_secs(5)).unwrap(), "POST /containers/app/stop HTTP/1.1");
-        let head = read_head(&mut client).unwrap();
-        assert!(head.starts_with(b"HTTP/1.1 200 OK"));
+        assert_eq!(heard.lines.recv_timeout(WAIT).unwrap(), "POST /containers/app/stop HTTP/1.1");
+        assert_eq!(answer(&mut client).unwrap(), "POST /containers/app/stop HTTP/1.1");
         // Once open, everything goes straight through, a body with it.
-        let mut later = connect(&dir.path().join("gate.sock"));
+        let mut later = connect(&socket);
         assert_eq!(ask(&mut later, CREATE).unwrap(), "POST /containers/create HTTP/1.1");
         assert_eq!(gate.relayed(), 2);
 
         drop(gate);
-        assert!(!dir.path().join("gate.sock").exists(), "the gate's socket outlived it");
-        drop(engine);
+        assert!(!socket.exists(), "the gate's socket outlived it");
+    }
+
+    #[test]
+    fn a_read_and_a_change_in_one_write_and_a_head_in_pieces_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, heard) = Engine::start(&dir.path().join("engine.sock"));
+        let (gate, socket) = gate_in(dir.path());
+        let mut client = connect(&socket);
+        client.get_mut().write_all(format!("{PING}{CREATE}").as_bytes()).unwrap();
+        assert_eq!(answer(&mut client).unwrap(), "GET /_ping HTTP/1.1");
+        assert!(gate.knocked(WAIT));
+        let mut pieces = connect(&socket);
+        for piece in ["GET /containers/js", "on HTTP/1.1\r\nHo", "st: docker\r", "\n\r\n"] {
+            pieces.get_mut().write_all(piece.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(answer(&mut pieces).unwrap(), "GET /containers/json HTTP/1.1");
+        assert_eq!(heard.lines.recv_timeout(WAIT).unwrap(), "GET /_ping HTTP/1.1");
+        assert_eq!(heard.lines.recv_timeout(WAIT).unwrap(), "GET /containers/json HTTP/1.1");
+        assert!(heard.lines.recv_timeout(Duration::from_millis(200)).is_err(), "the change went with the read");
+        gate.open();
+        assert_eq!(answer(&mut client).unwrap(), "POST /containers/create HTTP/1.1");
+    }
+
+    #[test]
+    fn a_head_too_long_to_judge_is_held_and_then_relayed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, heard) = Engine::start(&dir.path().join("engine.sock"));
+        let (gate, socket) = gate_in(dir.path());
+        let long = format!("GET /{} HTTP/1.1\r\nHost: docker\r\n\r\n", "a".repeat(MAX_HEAD));
+        let mut client = connect(&socket);
+        client.get_mut().write_all(long.as_bytes()).unwrap();
+        assert!(gate.knocked(WAIT), "a head past the limit is not held");
+        assert!(heard.lines.recv_timeout(Duration::from_millis(200)).is_err());
+        gate.open();
+        // The fake engine cuts its own reading at the same limit; what it received is the whole request.
+        assert!(answer(&mut client).unwrap().starts_with("GET /aaaa"));
+        drop(client);
+        let received = heard.raw.recv_timeout(WAIT).unwrap();
+        assert!(received.starts_with(long.as_bytes()), "{} bytes of {} relayed", received.len(), long.len());
     }
 
     #[test]
     fn a_gate_dropped_unopened_closes_what_it_held_and_the_engine_never_hears_of_it() {
         let dir = tempfile::tempdir().unwrap();
-        let engine_path = dir.path().join("engine.sock");
-        let (engine, seen) = Engine::start(&engine_path);
-        let gate = SocketGate::hold(&dir.path().join("gate.sock"), &engine_path).unwrap();
-        let mut client = connect(&dir.path().join("gate.sock"));
+        let (_engine, heard) = Engine::start(&dir.path().join("engine.sock"));
+        let (gate, socket) = gate_in(dir.path());
+        let mut client = connect(&socket);
         client.get_mut().write_all(CREATE.as_bytes()).unwrap();
-        assert!(gate.knocked(Duration::from_secs(5)));
+        assert!(gate.knocked(WAIT));
         drop(gate);
-        let mut answer = Vec::new();
-        let read = client.read_to_end(&mut answer);
-        assert!(read.is_err() || answer.is_empty(), "a dropped gate answered: {answer:?}");
-        assert!(UnixStream::connect(dir.path().join("gate.sock")).is_err(), "a dropped gate still takes connections");
-        assert!(seen.recv_timeout(Duration::from_millis(200)).is_err(), "the engine heard of a held change");
-        drop(engine);
+        let mut rest = Vec::new();
+        let read = client.read_to_end(&mut rest);
+        assert!(read.is_err() || rest.is_empty(), "a dropped gate answered: {rest:?}");
+        assert!(UnixStream::connect(&socket).is_err(), "a dropped gate still takes connections");
+        assert_eq!(heard.raw.recv_timeout(WAIT).unwrap(), b"", "the engine got bytes of a held change");
+    }
+
+    #[test]
+    fn a_held_request_whose_client_gave_up_is_not_sent_when_the_gate_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, heard) = Engine::start(&dir.path().join("engine.sock"));
+        let (gate, socket) = gate_in(dir.path());
+        let mut client = connect(&socket);
+        client.get_mut().write_all(STOP.as_bytes()).unwrap();
+        assert!(gate.knocked(WAIT));
+        drop(client);
+        std::thread::sleep(Duration::from_millis(100));
+        gate.open();
+        assert_eq!(heard.raw.recv_timeout(WAIT).unwrap(), b"", "a request nobody waits for any more was sent");
+        assert_eq!(gate.relayed(), 0);
+    }
+
+    #[test]
+    fn a_gate_whose_socket_file_went_away_still_drops_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gate, socket) = gate_in(dir.path());
+        fs::remove_file(&socket).unwrap();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(gate);
+            done_tx.send(()).unwrap();
+        });
+        assert!(done.recv_timeout(WAIT).is_ok(), "dropping the gate hung");
     }
 
     #[test]
@@ -456,25 +653,32 @@ mod tests {
     }
 
     #[test]
-    fn a_gate_replaces_a_stale_socket_and_refuses_to_replace_anything_else() {
+    fn a_leftover_socket_is_replaced_and_anything_else_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let stale = dir.path().join("gate.sock");
-        drop(UnixListener::bind(&stale).unwrap());
-        assert!(stale.exists());
-        let gate = SocketGate::hold(&stale, Path::new("/nonexistent/engine.sock")).unwrap();
-        drop(gate);
-        fs::write(&stale, b"an operator's file").unwrap();
-        let err = SocketGate::hold(&stale, Path::new("/nonexistent/engine.sock")).err().unwrap();
+        let gate_dir = dir.path().join("gate");
+        fs::DirBuilder::new().mode(0o700).create(&gate_dir).unwrap();
+        drop(UnixListener::bind(gate_dir.join(SOCKET)).unwrap());
+        drop(SocketGate::hold(&gate_dir, Path::new("/nonexistent/engine.sock")).unwrap());
+        assert!(!gate_dir.join(SOCKET).exists());
+        fs::write(gate_dir.join(SOCKET), b"an operator's file").unwrap();
+        let err = SocketGate::hold(&gate_dir, Path::new("/nonexistent/engine.sock")).err().unwrap();
         assert!(err.to_string().contains("exists and is not a socket"), "{err}");
-        assert_eq!(fs::read(&stale).unwrap(), b"an operator's file");
+        assert_eq!(fs::read(gate_dir.join(SOCKET)).unwrap(), b"an operator's file");
+        // A directory others may enter is not the gate's.
+        let open_dir = dir.path().join("open");
+        fs::DirBuilder::new().mode(0o755).create(&open_dir).unwrap();
+        fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = SocketGate::hold(&open_dir, Path::new("/nonexistent/engine.sock")).err().unwrap();
+        assert!(err.to_string().contains("only it can enter"), "{err}");
+        assert!(!open_dir.join(SOCKET).exists());
     }
 
     #[test]
     fn an_engine_that_cannot_be_reached_closes_the_clients_connection() {
         let dir = tempfile::tempdir().unwrap();
-        let gate = SocketGate::hold(&dir.path().join("gate.sock"), &dir.path().join("none.sock")).unwrap();
+        let (gate, socket) = gate_in(dir.path());
         gate.open();
-        let mut client = connect(&dir.path().join("gate.sock"));
+        let mut client = connect(&socket);
         assert!(ask(&mut client, PING).is_err());
         assert_eq!(gate.relayed(), 0);
     }

@@ -443,12 +443,16 @@ fn a_stop_or_a_kill_during_the_backup_puts_the_written_pin_back() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        common::wait("the upgrade to back up with .env already edited")
+        // Caught with the switch's compose started and held at the gate, which must never let it through.
+        common::wait("the upgrade to back up with .env already edited and compose held")
             .within(Duration::from_secs(120))
             .every(Duration::from_millis(5))
             .showing(|| format!("{:?}\n{}", s.try_status_file(), s.file(".env")))
             .until_true(|| {
-                s.try_status_file().is_some_and(|st| st["status"] == "backing_up") && s.file(".env").contains("v2.0.0")
+                s.try_status_file().is_some_and(|st| {
+                    st["status"] == "backing_up"
+                        && st["logs"].to_string().contains("held from the engine until the switch")
+                }) && s.file(".env").contains("v2.0.0")
             });
         unsafe { libc::kill(upgrade.id() as i32, signal) };
         upgrade.wait().unwrap();
@@ -462,6 +466,7 @@ fn a_stop_or_a_kill_during_the_backup_puts_the_written_pin_back() {
         s.wait_version("1.0.0");
         assert_eq!(s.runs("ml"), format!("{}:v1.0.0", s.more_repos[0]));
         assert_eq!(s.dump(), before);
+        assert!(!s.sandbox.state().join("compose-gate/engine.sock").exists(), "the gate outlived signal {signal}");
     }
 }
 

@@ -56,7 +56,9 @@ fn happy_path_keeps_settings_and_migrates_data(compose: ComposeVersion) {
     let stopped = logs.iter().position(|l| l.starts_with("Stopping app"));
     let released = logs.iter().position(|l| l.starts_with("Released the compose started"));
     assert!(held < stopped && stopped < released && held.is_some(), "{logs:#?}");
-    assert!(!s.sandbox.state().join("compose-gate.sock").exists());
+    let fallbacks = ["Compose starts at the switch", "did not reach the engine", "not at the gate", "started again"];
+    assert!(!logs.iter().any(|l| fallbacks.iter().any(|f| l.contains(f))), "{logs:#?}");
+    assert!(!s.sandbox.state().join("compose-gate/engine.sock").exists());
 
     // Manual rollback puts 1.0.0 and its data back.
     let run = s.upgraderd(&["rollback"]);
@@ -180,28 +182,43 @@ fn a_second_upgrade_while_one_runs_exits_3() {
     s.wait_version("1.0.0");
 }
 
-/// A compose that fails before any change reached the engine (here: one
-/// that refuses to talk through the gate) is run again the plain way; with
-/// `UPGRADERD_EARLY_COMPOSE=false` nothing is started ahead at all.
+/// What keeps the plain order, each ending `complete`: a compose that fails
+/// through the gate before any change reached the engine is run again the
+/// plain way; one that goes around the gate (it drops `DOCKER_HOST`) is
+/// found out by its `ps` before anything is started ahead; and
+/// `UPGRADERD_EARLY_COMPOSE=false` starts nothing ahead.
 #[test]
-fn a_compose_started_ahead_that_fails_before_any_change_is_run_again_and_the_gate_can_be_turned_off() {
+fn a_compose_that_fails_at_the_gate_or_goes_around_it_keeps_the_plain_order() {
     let Some(s) = Scenario::start("gatefail", &["1.0.0", "2.0.0"], ComposeVersion::V1) else { return };
     let wrapper = s.sandbox.path().join("compose-wrapper");
-    std::fs::write(
+    fs::write(
         &wrapper,
-        "#!/bin/sh\ncase \"$DOCKER_HOST\" in *compose-gate.sock) echo 'wrapper: no engine here' >&2; exit 1 ;; esac\n\
-         exec docker-compose \"$@\"\n",
+        "#!/bin/sh\ncase \"$WRAPPER_MODE:$DOCKER_HOST:$*\" in\n\
+         fail-up:*compose-gate*:*' up '*) echo 'wrapper: no engine here' >&2; exit 1 ;;\n\
+         around:*) unset DOCKER_HOST ;;\nesac\nexec docker-compose \"$@\"\n",
     )
     .unwrap();
     fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let before = s.dump();
-    let run = common::Run::from_output(
-        s.upgraderd_command(&["upgrade", "--to", "2.0.0"]).env("UPGRADERD_COMPOSE_CMD", &wrapper).output().unwrap(),
-    );
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    s.wait_version("2.0.0");
-    let row = s.last_history();
-    let logs: Vec<&str> = row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let upgrade = |mode: &str, early: &str, args: &[&str]| {
+        let run = common::Run::from_output(
+            s.upgraderd_command(args)
+                .env("UPGRADERD_COMPOSE_CMD", &wrapper)
+                .env("WRAPPER_MODE", mode)
+                .env("UPGRADERD_EARLY_COMPOSE", early)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        s.wait_version("2.0.0");
+        let row = s.last_history();
+        assert_eq!(row["status"], "complete", "{row}");
+        assert!(!s.sandbox.state().join("compose-gate/engine.sock").exists());
+        row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).map(str::to_string).collect::<Vec<_>>()
+    };
+
+    let logs = upgrade("fail-up", "true", &["upgrade", "--to", "2.0.0"]);
+    assert!(logs.iter().any(|l| l.ends_with("held from the engine until the switch)")), "{logs:#?}");
     assert!(
         logs.iter().any(|l| l.starts_with("Compose started ahead did not reach the engine")
             && l.contains("wrapper: no engine here")
@@ -210,19 +227,16 @@ fn a_compose_started_ahead_that_fails_before_any_change_is_run_again_and_the_gat
     );
     assert!(after_migration(&s.dump(), &before));
 
-    let run = common::Run::from_output(
-        s.upgraderd_command(&["upgrade", "--to", "2.0.0", "--force"])
-            .env("UPGRADERD_EARLY_COMPOSE", "false")
-            .output()
-            .unwrap(),
+    let logs = upgrade("around", "true", &["upgrade", "--to", "2.0.0", "--force"]);
+    assert!(
+        logs.iter().any(|l| l.starts_with("Compose starts at the switch")
+            && l.contains("does not talk to the engine DOCKER_HOST names")),
+        "{logs:#?}"
     );
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    s.wait_version("2.0.0");
-    assert_eq!(s.last_history()["status"], "complete");
-    let row = s.last_history();
-    let logs: Vec<&str> = row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(!logs.iter().any(|l| l.contains("held from the engine") || l.starts_with("Released")), "{logs:#?}");
-    assert!(!s.sandbox.state().join("compose-gate.sock").exists());
+    assert!(!logs.iter().any(|l| l.contains("held from the engine")), "{logs:#?}");
+
+    let logs = upgrade("", "false", &["upgrade", "--to", "2.0.0", "--force"]);
+    assert!(!logs.iter().any(|l| l.contains("held from the engine") || l.starts_with("Compose starts")), "{logs:#?}");
 }
 
 /// The data after 1.0.0's was migrated by 2.0.0: its schema moved, its rows kept.

@@ -85,7 +85,16 @@ impl EngineWait {
     /// Runs `cmd` (through `execute`), waiting out the engine's absences: the
     /// command is run again each time the engine is back.
     pub(crate) fn run(&self, cmd: &Cmd, execute: &dyn Fn(&Cmd) -> Result<Output, Failure>) -> Result<Output, Failure> {
-        let mut outcome = execute(cmd);
+        self.run_from(execute(cmd), cmd, execute)
+    }
+
+    /// As [`EngineWait::run`], for a first run of `cmd` that ended as `outcome` elsewhere.
+    pub(crate) fn run_from(
+        &self,
+        mut outcome: Result<Output, Failure>,
+        cmd: &Cmd,
+        execute: &dyn Fn(&Cmd) -> Result<Output, Failure>,
+    ) -> Result<Output, Failure> {
         for _ in 0..MAX_OUTAGES {
             let stderr = match &outcome {
                 Ok(output) if !output.ended.success() && is_unreachable(&output.stderr) => output.stderr.clone(),

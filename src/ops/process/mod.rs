@@ -36,7 +36,7 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use engine::{is_unreachable, EngineWait};
+pub(crate) use engine::EngineWait;
 
 /// How much of a child's stderr is kept (the tail).
 pub(crate) const STDERR_TAIL_BYTES: usize = 64 * 1024;
@@ -425,6 +425,24 @@ impl Runner {
             Ok(output)
         } else {
             Err(ProcessError { command: cmd.display(), failure: Failure::Ended(output) })
+        }
+    }
+
+    /// For `cmd` that ran elsewhere (started ahead) and ended as `first`:
+    /// what [`Runner::run`] makes of it, an engine that could not be reached
+    /// waited for and the command run again once it answers.
+    pub(crate) fn run_after(&self, cmd: &Cmd, first: Output) -> Result<Output, ProcessError> {
+        let sink = if cmd.stream { self.sink.clone() } else { None };
+        let stop = self.stop.clone().filter(|_| cmd.interruptible);
+        let execute = |cmd: &Cmd| child::execute(cmd, sink.clone(), stop.clone());
+        let outcome = match self.engine.as_ref().filter(|_| cmd.engine) {
+            Some(wait) => wait.run_from(Ok(first), cmd, &execute),
+            None => Ok(first),
+        };
+        match outcome {
+            Ok(output) if output.ended.success() => Ok(output),
+            Ok(output) => Err(ProcessError { command: cmd.display(), failure: Failure::Ended(output) }),
+            Err(failure) => Err(ProcessError { command: cmd.display(), failure }),
         }
     }
 

@@ -14,6 +14,8 @@
 mod early;
 mod family;
 
+pub(crate) use early::remove_leftover_gate;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -78,8 +80,10 @@ pub(crate) struct Pull {
     allow_prerelease: bool,
     /// `UPGRADERD_EARLY_COMPOSE`: where the gate before the engine listens (the state directory), when enabled.
     gate_dir: Option<PathBuf>,
-    /// The switch's `up`, started with the backup's final pass and held until the switch.
+    /// The switch's `up`, started with the backup's first pass and held until the switch.
     held_up: Option<HeldUp>,
+    /// Compose was found not to go through the gate (or the gate not to lead to upgraderd's engine).
+    gate_refused: bool,
 }
 
 /// What a new pull upgrade is told by the configuration.
@@ -116,6 +120,7 @@ impl Pull {
             allow_prerelease: settings.allow_prerelease,
             gate_dir: settings.early_compose.map(Path::to_path_buf),
             held_up: None,
+            gate_refused: false,
         }
     }
 
@@ -141,6 +146,7 @@ impl Pull {
             allow_prerelease: false,
             gate_dir: None,
             held_up: None,
+            gate_refused: false,
         })
     }
 
