@@ -1178,18 +1178,23 @@ def report(results, args, header=None):
                 f"{spread(pb)} | 1.00× |",
                 f"| pinned, upgraderd `upgrade --to 2.0.0` | {spread(pu)} | {pu['median'] / pb['median']:.2f}× |",
             ]
+        ratios = [u["median"] / b["median"]]
+        if r.get("pinned_baseline"):
+            ratios.append(pu["median"] / pb["median"])
+        worst = max(ratios)
         lines += [
             "",
-            f"Target ≤ 1.0×: **{'met' if u['median'] <= b['median'] else 'missed'} "
-            f"({u['median'] / b['median']:.2f}×).** Both recreate the container with compose; the baseline",
-            "takes no backup at all. upgraderd's pull, checks, first backup pass and, for a pin, the edit and its",
-            "proof (`compose config`) happen while the old version serves. To hold every write it then stops the",
-            "app itself (`docker stop`), copies what changed, and only then runs compose, whose own start (about",
-            "0.35 s for compose v1, a Python program) now falls inside the outage: the baseline's single",
-            "`up --force-recreate` starts before its stop. Letting compose do the stop (`up --no-start`, then",
-            "`docker start` after the final pass) was measured at 1.07× without any backup at all: compose then",
-            "removes the old container inside the outage. That is the price of a backup that holds every write",
-            "(section 7: zero lost against hundreds for a backup taken while serving).",
+            f"Target ≤ 1.0×: **{'met' if worst <= 1.0 else 'missed'} ({worst:.2f}× at worst).** Both recreate the",
+            "container with compose; the baseline takes no backup at all. upgraderd's pull, checks, first backup",
+            "pass and, for a pin, the edit and its proof happen while the old version serves, and so do compose's",
+            "own start and its reads: compose is started as the backup begins, behind a gate in front of the",
+            "engine's socket that lets its reads through and holds its first change, and the app is stopped only",
+            "once compose waits there. The outage then holds the stop, the final pass and the journal's records",
+            "of it (about 20 ms here: they are on disk before anything changes), compose's changes and the app's",
+            "start, as the baseline's holds its stop, changes and start. With the plain order",
+            "(`UPGRADERD_EARLY_COMPOSE=false`) compose's start (about 0.35 s for compose v1, a Python program)",
+            "falls inside the outage: 1.27× in the report before the gate. Each probe runs on its own thread, so",
+            "one that hangs on a stopped container's address does not hold the next 10 ms back.",
             "",
         ]
     if "recover" in results:
