@@ -84,7 +84,7 @@ pub static KEYS: &[KeySpec] = &[
         "UPGRADERD_EARLY_COMPOSE",
         None,
         Some("true"),
-        "start compose's `up` while the backup's final pass runs, its requests held from the engine until the pass ends (a local engine socket only)",
+        "start compose's `up` while the backup's final pass runs, its requests held from the engine until the pass ends (compose v1 and a local engine socket only)",
     ),
     key("UPGRADERD_DOCKER", None, Some("docker"), "docker program"),
     key("UPGRADERD_GIT", None, Some("git"), "git program"),

@@ -141,6 +141,11 @@ impl Compose {
         Compose { argv, v2, runner: runner.clone() }
     }
 
+    /// Whether it speaks compose v2 (a Go program) rather than v1 (Python).
+    pub(crate) fn speaks_v2(&self) -> bool {
+        self.v2
+    }
+
     /// Whether the command names its engine itself (`docker --context X compose`,
     /// `-H`): then `DOCKER_HOST` does not decide where it goes.
     pub(crate) fn names_an_engine(&self) -> bool {

@@ -49,8 +49,15 @@ fn happy_path_keeps_settings_and_migrates_data(compose: ComposeVersion) {
         "upgraderd ran {}: {row}",
         compose.program()
     );
-    // That compose started with the backup, held at the gate until the switch; the gate is gone after it.
     let logs: Vec<&str> = row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(!s.sandbox.state().join("compose-gate/engine.sock").exists());
+    if compose == ComposeVersion::V2 {
+        // v2 starts fast, and its plugin would outlive a killed upgrader cut off from the engine: not held.
+        assert!(logs.iter().any(|l| l.contains("compose v2 starts in tens of milliseconds")), "{logs:#?}");
+        assert!(!logs.iter().any(|l| l.contains("held from the engine")), "{logs:#?}");
+        return rollback_puts_back(&s, &before);
+    }
+    // That compose started with the backup, held at the gate until the switch; the gate is gone after it.
     let held =
         logs.iter().position(|l| l.starts_with(&recreate) && l.ends_with("held from the engine until the switch)"));
     let stopped = logs.iter().position(|l| l.starts_with("Stopping app"));
@@ -58,9 +65,11 @@ fn happy_path_keeps_settings_and_migrates_data(compose: ComposeVersion) {
     assert!(held < stopped && stopped < released && held.is_some(), "{logs:#?}");
     let fallbacks = ["Compose starts at the switch", "did not reach the engine", "not at the gate", "started again"];
     assert!(!logs.iter().any(|l| fallbacks.iter().any(|f| l.contains(f))), "{logs:#?}");
-    assert!(!s.sandbox.state().join("compose-gate/engine.sock").exists());
+    rollback_puts_back(&s, &before);
+}
 
-    // Manual rollback puts 1.0.0 and its data back.
+/// A manual rollback puts 1.0.0 and its data back.
+fn rollback_puts_back(s: &Scenario, before: &str) {
     let run = s.upgraderd(&["rollback"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     s.wait_version("1.0.0");

@@ -1,4 +1,4 @@
-//! Compose started ahead of the switch. Compose v1 is a Python program that
+//! Compose v1 started ahead of the switch. Compose v1 is a Python program that
 //! spends a third of a second starting before its first request; after the
 //! backup's final pass, with the app stopped, that third is outage. So
 //! compose's `up` is started as the backup begins, with its engine
@@ -76,6 +76,10 @@ impl Pull {
     /// A held `up` behind a new gate in `dir`, once the gate leads to the
     /// engine upgraderd's docker commands reach and compose is seen to come through it.
     fn start_held(&self, dir: &Path) -> Result<HeldUp> {
+        // v2 starts in tens of milliseconds: nothing to gain. And `docker compose` runs its plugin as a
+        // grandchild that outlives a killed upgrader, which through the gate would be cut off mid-recreate
+        // (a container left under compose's temporary name, that its next `up` trips over).
+        ensure!(!self.compose.speaks_v2(), "compose v2 starts in tens of milliseconds and is not held");
         ensure!(self.hold_limit() >= SHORTEST_HOLD, "COMPOSE_HTTP_TIMEOUT is too short to hold compose");
         ensure!(!self.compose.names_an_engine(), "the compose command names its engine itself (-H, --context)");
         let engine = local_engine().map_err(|why| anyhow!(why))?;
