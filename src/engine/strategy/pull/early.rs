@@ -23,6 +23,7 @@ use crate::config::EnvFile;
 use crate::engine::journal::Journal;
 use crate::engine::pin;
 use crate::ops::compose::HeldUp;
+use crate::ops::process::Ended;
 use crate::ops::socket_gate::{self, local_engine, SocketGate};
 
 /// The gate's directory, in the state directory.
@@ -76,9 +77,10 @@ impl Pull {
     /// A held `up` behind a new gate in `dir`, once the gate leads to the
     /// engine upgraderd's docker commands reach and compose is seen to come through it.
     fn start_held(&self, dir: &Path) -> Result<HeldUp> {
-        // v2 starts in tens of milliseconds: nothing to gain. And `docker compose` runs its plugin as a
-        // grandchild that outlives a killed upgrader, which through the gate would be cut off mid-recreate
-        // (a container left under compose's temporary name, that its next `up` trips over).
+        // v2 starts in tens of milliseconds: nothing to gain. And held, compose acts the instant the switch
+        // begins, so an upgrader killed at the switch cuts it off mid-recreate far more often; v2 does not
+        // converge from that in one `up` (it removes the container it left under its temporary name while
+        // it recreates under that same name, and fails), where v1 does.
         ensure!(!self.compose.speaks_v2(), "compose v2 starts in tens of milliseconds and is not held");
         ensure!(self.hold_limit() >= SHORTEST_HOLD, "COMPOSE_HTTP_TIMEOUT is too short to hold compose");
         ensure!(!self.compose.names_an_engine(), "the compose command names its engine itself (-H, --context)");
@@ -145,7 +147,14 @@ impl Pull {
                 self.up(journal)
             }
             Err(e) => match e.output().cloned() {
-                Some(output) => {
+                Some(mut output) => {
+                    if output.ended == Ended::Signal(libc::SIGPIPE) {
+                        // Its connection through the gate broke under it as it wrote: the engine closed the
+                        // one the gate relayed, as an engine going away does. Waited out as that, below.
+                        output
+                            .stderr
+                            .push_str("\nconnection aborted: the engine closed the connection the gate relayed");
+                    }
                     let up = self.compose.up(&self.project);
                     self.docker.runner().run_after(&up, output).map(drop).context("recreating the service")
                 }
