@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use crate::engine::preflight::Problem;
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Container, Docker, Mount};
-use crate::ops::socket_gate::socket_path;
+use crate::ops::socket_gate::docker_host_socket;
 
 /// The container this process runs in, as its engine describes it.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl Sidecar {
     /// when the sidecar is in that project.
     pub(crate) fn problems(&self, project: &Project, rebuild: bool) -> Vec<Problem> {
         let mut problems = Vec::new();
-        problems.extend(docker_socket().and_then(|socket| self.socket_problem(&socket)));
+        problems.extend(docker_host_socket().and_then(|socket| self.socket_problem(&socket)));
         if project.orchestrator == Orchestrator::Compose {
             let dir = &project.working_dir;
             problems.extend(self.problem("the compose project directory", dir, dir));
@@ -161,7 +161,7 @@ impl Sidecar {
 /// docker call, which would otherwise wait for an engine that never comes.
 pub(crate) fn missing_socket() -> Option<String> {
     let id = own_container_id()?;
-    let socket = docker_socket()?;
+    let socket = docker_host_socket()?;
     (!socket.exists()).then(|| {
         format!(
             "upgraderd runs in a container ({}) without the Docker socket {}: mount it into the container \
@@ -199,11 +199,6 @@ fn mount_for_data(path: &Path) -> PathBuf {
         true => path.parent().and_then(Path::parent).unwrap_or(path).to_path_buf(),
         false => path.to_path_buf(),
     }
-}
-
-/// The Docker socket the docker CLI talks to, from `DOCKER_HOST`; `None` for a TCP one.
-fn docker_socket() -> Option<PathBuf> {
-    socket_path(std::env::var("DOCKER_HOST").ok().as_deref())
 }
 
 #[cfg(test)]

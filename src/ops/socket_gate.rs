@@ -38,6 +38,11 @@ pub(crate) fn socket_path(docker_host: Option<&str>) -> Option<PathBuf> {
     }
 }
 
+/// The Docker socket the docker CLI talks to, from `DOCKER_HOST`; `None` for a TCP or SSH one.
+pub(crate) fn docker_host_socket() -> Option<PathBuf> {
+    socket_path(std::env::var("DOCKER_HOST").ok().as_deref())
+}
+
 /// The local socket of the engine the docker CLI talks to, or why that is
 /// not known: a TCP or SSH `DOCKER_HOST`, a docker context (which may name
 /// another engine), or no socket there.
@@ -48,8 +53,7 @@ pub(crate) fn local_engine() -> Result<PathBuf, String> {
     if let Some(context) = current_context() {
         return Err(format!("the docker configuration uses the context `{context}`"));
     }
-    let host = std::env::var("DOCKER_HOST").ok();
-    let socket = socket_path(host.as_deref()).ok_or("DOCKER_HOST is not a unix:// socket")?;
+    let socket = docker_host_socket().ok_or("DOCKER_HOST is not a unix:// socket")?;
     match fs::metadata(&socket) {
         Ok(meta) if meta.file_type().is_socket() => Ok(socket),
         _ => Err(format!("{} is not a socket", socket.display())),

@@ -420,30 +420,14 @@ impl Runner {
 
     /// Runs the command; anything but exit code 0 is an error.
     pub(crate) fn run(&self, cmd: &Cmd) -> Result<Output, ProcessError> {
-        let output = self.output(cmd)?;
-        if output.ended.success() {
-            Ok(output)
-        } else {
-            Err(ProcessError { command: cmd.display(), failure: Failure::Ended(output) })
-        }
+        Self::succeeded(cmd, self.output(cmd)?)
     }
 
     /// For `cmd` that ran elsewhere (started ahead) and ended as `first`:
     /// what [`Runner::run`] makes of it, an engine that could not be reached
     /// waited for and the command run again once it answers.
     pub(crate) fn run_after(&self, cmd: &Cmd, first: Output) -> Result<Output, ProcessError> {
-        let sink = if cmd.stream { self.sink.clone() } else { None };
-        let stop = self.stop.clone().filter(|_| cmd.interruptible);
-        let execute = |cmd: &Cmd| child::execute(cmd, sink.clone(), stop.clone());
-        let outcome = match self.engine.as_ref().filter(|_| cmd.engine) {
-            Some(wait) => wait.run_from(Ok(first), cmd, &execute),
-            None => Ok(first),
-        };
-        match outcome {
-            Ok(output) if output.ended.success() => Ok(output),
-            Ok(output) => Err(ProcessError { command: cmd.display(), failure: Failure::Ended(output) }),
-            Err(failure) => Err(ProcessError { command: cmd.display(), failure }),
-        }
+        Self::succeeded(cmd, self.execute(cmd, Some(first))?)
     }
 
     /// Runs the command and returns how it ended, whatever the exit code.
@@ -454,13 +438,29 @@ impl Runner {
             }
             return Ok(Output { stdout: Vec::new(), stderr: String::new(), ended: Ended::Code(0) });
         }
+        self.execute(cmd, None)
+    }
+
+    /// Runs `cmd` (or takes `first` as its first run), waiting out an
+    /// unreachable engine for an engine command and running it again.
+    fn execute(&self, cmd: &Cmd, first: Option<Output>) -> Result<Output, ProcessError> {
         let sink = if cmd.stream { self.sink.clone() } else { None };
         let stop = self.stop.clone().filter(|_| cmd.interruptible);
         let execute = |cmd: &Cmd| child::execute(cmd, sink.clone(), stop.clone());
-        let outcome = match self.engine.as_ref().filter(|_| cmd.engine) {
-            Some(wait) => wait.run(cmd, &execute),
-            None => execute(cmd),
+        let outcome = match (self.engine.as_ref().filter(|_| cmd.engine), first) {
+            (Some(wait), None) => wait.run(cmd, &execute),
+            (Some(wait), Some(first)) => wait.run_from(Ok(first), cmd, &execute),
+            (None, None) => execute(cmd),
+            (None, Some(first)) => Ok(first),
         };
         outcome.map_err(|failure| ProcessError { command: cmd.display(), failure })
+    }
+
+    /// Anything but exit code 0 is an error.
+    fn succeeded(cmd: &Cmd, output: Output) -> Result<Output, ProcessError> {
+        match output.ended.success() {
+            true => Ok(output),
+            false => Err(ProcessError { command: cmd.display(), failure: Failure::Ended(output) }),
+        }
     }
 }
