@@ -74,7 +74,8 @@ export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 cargo test --locked "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole run (cargo's last line is the empty doc-test run).
-sum() { grep -Eo "[0-9]+ $1" "$log" | awk '{n += $1} END {print n + 0}'; }
+# One closing line for the whole run (cargo's last line is the empty doc-test run),
+# summed from cargo's own result lines only: a test's output may say "N failed".
+sum() { grep -E '^test result: ' "$log" | grep -Eo "[0-9]+ $1" | awk '{n += $1} END {print n + 0}'; }
 echo "tests: $(sum passed) passed, $(sum failed) failed"
 exit "$status"

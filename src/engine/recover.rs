@@ -18,12 +18,16 @@ use crate::engine::transaction::Transaction;
 use crate::engine::{data, halt, pin};
 use crate::engine::{deployment_runner, strategy, Outcome};
 use crate::ops::docker::Docker;
+use crate::ops::process::left_running::{self, LeftRunning};
 use crate::ops::process::Runner;
 use crate::states::{Halt, RequestState, Status, Terminal};
 use crate::store::backup;
 use crate::store::db::{now_ms, unrecorded, Db, UpgradeRecord};
 use crate::store::lock::Lock;
 use crate::ui::Ui;
+
+/// How long what a killed upgrader left running gets to wind down before it is killed.
+const LEFT_RUNNING_PATIENCE: Duration = Duration::from_secs(10);
 
 /// What to do about one interrupted upgrade.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +129,9 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
     let mut transaction = Transaction::resume(config, ui, db, &record.id, &to_version, !runs_again);
     let journal = &mut transaction.journal;
     journal.set_versions(record.from_version.as_deref(), &to_version);
+    if let Some(upgrader) = record.pid.and_then(|pid| i32::try_from(pid).ok()) {
+        end_left_running(upgrader, journal);
+    }
     let plan = plan(record);
     let runner = deployment_runner(config, ui, false);
     let RollbackEnd { terminal, message, error } = match &plan {
@@ -164,6 +171,33 @@ fn recover_one(config: &Config, ui: &Ui, record: &UpgradeRecord) -> Result<Outco
         error,
         backup,
     })
+}
+
+/// Ends what the killed upgrader's commands left running before recovery runs
+/// compose itself: the compose plugin under a killed `docker compose` winds
+/// down on its own for a moment, still stopping and removing containers, and
+/// two composes on one project take each other's containers away.
+fn end_left_running(upgrader: i32, journal: &mut Journal) {
+    let left = left_running::find(upgrader);
+    if left.is_empty() {
+        return;
+    }
+    journal.log(&format!(
+        "Waiting up to {} s for what the interrupted upgrader left running to end: {}",
+        LEFT_RUNNING_PATIENCE.as_secs(),
+        described(&left)
+    ));
+    let ended = left_running::end(&left, LEFT_RUNNING_PATIENCE);
+    if ended.killed.is_empty() {
+        journal.log("It ended by itself");
+    } else {
+        journal.log(&format!("Killed what was still running: {}", described(&ended.killed)));
+    }
+}
+
+/// `pid 12 (docker-compose), pid 13 (sleep)`.
+fn described(processes: &[LeftRunning]) -> String {
+    processes.iter().map(|p| format!("pid {} ({})", p.pid, p.program)).collect::<Vec<_>>().join(", ")
 }
 
 fn mark_failed(

@@ -99,3 +99,107 @@ kill_tests! {
     kill_bad_at_restarting: "2.0.5", 3;
     kill_bad_at_health_check: "2.0.5", 4;
 }
+
+/// upgraderd SIGKILLed the moment the switch's compose creates the new
+/// container, in the middle of its recreate (under compose v2 the plugin
+/// winds down on its own after the CLI died): recovery run at once ends the
+/// upgrade `rolled_back`, with one app container, under its own name,
+/// serving the old version on its data.
+fn killed_in_the_middle_of_the_recreate(compose: ComposeVersion) {
+    let Some(s) = Scenario::start("midrecreate", &["1.0.0", "2.0.0"], compose) else { return };
+    let before = s.dump();
+    let project = format!("label=com.docker.compose.project={}", s.name);
+    let mut events = std::process::Command::new("docker")
+        .args(["events", "--format", "{{.Actor.Attributes.name}}", "--filter", "type=container"])
+        .args(["--filter", "event=create", "--filter", &project])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut created = std::io::BufReader::new(events.stdout.take().unwrap());
+    let mut upgrader = s
+        .upgraderd_command(&["upgrade", "--to", "2.0.0"])
+        .env("UPGRADERD_EARLY_COMPOSE", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut name = String::new();
+    std::io::BufRead::read_line(&mut created, &mut name).unwrap();
+    upgrader.kill().unwrap();
+    upgrader.wait().unwrap();
+    let _ = events.kill();
+    let _ = events.wait();
+    assert!(!name.is_empty(), "no container was created before the events stream ended");
+
+    let end = s.recover_with_watch(&["rolled_back", "failed"]);
+    assert_eq!(end, "rolled_back", "killed as {} was created: {}", name.trim(), s.last_history());
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before);
+    let names = crate::world::must(&["docker", "ps", "-a", "--format", "{{.Names}}", "--filter", &project]);
+    let expected = match compose {
+        ComposeVersion::V1 => format!("{}_app_1", s.name),
+        ComposeVersion::V2 => format!("{}-app-1", s.name),
+    };
+    assert_eq!(names.trim(), expected, "killed as {} was created", name.trim());
+    eprintln!("killed as {} was created; recovered: {}", name.trim(), s.last_history()["logs"]);
+}
+
+each_compose! { killed_in_the_middle_of_the_recreate; }
+
+/// What a killed upgrader's compose started itself outlives it (the compose
+/// plugin under `docker compose` winds down on its own): recovery ends it
+/// before it runs compose, so the two never act on the project at once. A
+/// compose wrapper stands in for the plugin, starting at the switch a process
+/// of its own that would act 10 minutes later.
+#[test]
+fn what_a_killed_upgraders_compose_left_running_is_ended_before_recovery_acts() {
+    let Some(s) = Scenario::start("leftrun", &["1.0.0", "2.0.0"], ComposeVersion::V1) else { return };
+    let before = s.dump();
+    let wrapper = s.sandbox.path().join("compose-wrapper");
+    let left_pid = s.sandbox.path().join("left.pid");
+    let acted = s.sandbox.path().join("left.acted");
+    fs::write(
+        &wrapper,
+        "#!/bin/sh\ncase \" $* \" in *' up '*)\n\
+         setsid sh -c 'sleep 600; touch \"$0\"' \"$ACTED\" </dev/null >/dev/null 2>&1 &\n\
+         echo $! > \"$LEFT_PID\"\nexec sleep 600 ;;\nesac\nexec docker-compose \"$@\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut upgrader = s
+        .upgraderd_command(&["upgrade", "--to", "2.0.0"])
+        .env("UPGRADERD_COMPOSE_CMD", &wrapper)
+        .env("UPGRADERD_EARLY_COMPOSE", "false")
+        .env("LEFT_PID", &left_pid)
+        .env("ACTED", &acted)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid: i32 = common::wait("the wrapper's up to start its process")
+        .within(Duration::from_secs(90))
+        .showing(|| format!("{:?}", s.try_status_file()))
+        .until(|| fs::read_to_string(&left_pid).ok()?.trim().parse().ok());
+    upgrader.kill().unwrap();
+    upgrader.wait().unwrap();
+    assert!(runs(pid), "the left process outlives the upgrader");
+
+    let end = s.recover_with_watch(&["rolled_back", "failed"]);
+    assert_eq!(end, "rolled_back", "{}", s.last_history());
+    assert!(!runs(pid), "recovery ended the left process");
+    assert!(!acted.exists());
+    let logs = s.last_history()["logs"].to_string();
+    assert!(logs.contains("Waiting up to 10 s for what the interrupted upgrader left running to end"), "{logs}");
+    assert!(logs.contains("Killed what was still running: pid "), "{logs}");
+    s.wait_version("1.0.0");
+    assert_eq!(s.dump(), before);
+}
+
+/// Whether `pid` runs: it exists and is not a zombie (this machine's pid 1 may reap nothing).
+fn runs(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')')?.1.trim_start().chars().next())
+        .is_some_and(|state| state != 'Z')
+}

@@ -220,8 +220,31 @@ impl PrivateEngine {
     pub fn start_again(&mut self) {
         assert!(self.dockerd.is_none(), "start_again: dockerd of {} still runs", self.full);
         let began = Instant::now();
+        self.clear_overlay_leftovers();
         self.spawn_dockerd();
         eprintln!("private engine {}: started again in {:?}", self.full, began.elapsed());
+    }
+
+    /// Removes what a stopped dockerd can leave of its overlay networks: the
+    /// sandbox namespaces bound under its exec root and `vx-*` links in its
+    /// namespace. A vxlan device left there keeps its id taken, and the next
+    /// dockerd fails every task on that network with "error creating vxlan
+    /// interface: file exists" (moby/libnetwork#1765) until a reboot.
+    fn clear_overlay_leftovers(&self) {
+        let sandboxes = self.run_dir.join("exec/netns");
+        for entry in fs::read_dir(&sandboxes).into_iter().flatten().flatten() {
+            let path = std::ffi::CString::new(entry.path().into_os_string().into_encoded_bytes()).unwrap();
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            let _ = fs::remove_file(entry.path());
+            eprintln!("private engine {}: left sandbox {:?} removed", self.full, entry.file_name());
+        }
+        let (_, links) = sh(&["ip", "-n", &self.full, "-o", "link", "show"]);
+        for name in links.lines().filter_map(|line| line.split(": ").nth(1)).map(|n| n.split('@').next().unwrap_or(n)) {
+            if name.starts_with("vx-") {
+                let _ = sh(&["ip", "-n", &self.full, "link", "del", name]);
+                eprintln!("private engine {}: left vxlan link {name} removed", self.full);
+            }
+        }
     }
 
     fn socket(&self) -> PathBuf {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::left_running::{this_upgrader, UPGRADER_VAR};
 use super::phase::{Machine, Signal};
 use super::reader::{spawn_reader, Event, Keep, Shared};
 use super::{Cmd, Failure, LineSink, Output, STDERR_TAIL_BYTES, STDOUT_MAX_BYTES};
@@ -67,6 +68,8 @@ fn spawn(cmd: &Cmd) -> Result<Child, Failure> {
     command
         .args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        // Passed on to what it starts: recovery finds what a killed upgrader left running.
+        .env(UPGRADER_VAR, this_upgrader())
         .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -75,7 +78,8 @@ fn spawn(cmd: &Cmd) -> Result<Child, Failure> {
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         command.pre_exec(|| {
-            // Dies with the thread that spawned it, which waits for it: never an orphan racing recovery.
+            // Dies with the thread that spawned it, which waits for it. What it starts
+            // itself does not: recovery finds that by `UPGRADER_VAR` (left_running).
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });

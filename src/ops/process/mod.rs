@@ -11,8 +11,11 @@
 //! asks [`Runner::dry_run`] where a dry run must skip more than one command:
 //! the lock, the database, the status file).
 //!
-//! Children die with upgraderd (`PR_SET_PDEATHSIG`), so a killed upgrader
-//! never leaves a `compose up` racing the recovery that follows it. A command
+//! Children die with upgraderd (`PR_SET_PDEATHSIG`); what they started
+//! themselves (the compose plugin under `docker compose`) carries the
+//! upgrader's name in its environment, and recovery ends it before it acts
+//! ([`left_running`]), so a killed upgrader never leaves a `compose up`
+//! racing the recovery that follows it. A command
 //! marked interruptible is stopped early when the runner's stop flag is set
 //! (a shutdown asked for before the switch).
 //!
@@ -31,6 +34,7 @@ use std::time::Duration;
 
 mod child;
 mod engine;
+pub(crate) mod left_running;
 mod phase;
 mod reader;
 #[cfg(test)]
