@@ -97,7 +97,8 @@ fn create(ctx: &Ctx) -> Result<Exit> {
             };
             let mut stopped = Vec::new();
             let mut report = Report { ui: ctx.ui, progress: progress_printer(ctx.ui, Status::BackingUp.as_str()) };
-            let created = data::back_up(&docker, &set, &[], &target, &mut stopped, &mut report);
+            // Nothing is kept stopped here: every stop has ended when it returns.
+            let created = data::back_up(&docker, &set, &[], &target, &mut stopped, &mut report).map(|b| b.created);
             if !stopped.is_empty() {
                 // Only after a failure: what it stopped runs again.
                 let started =

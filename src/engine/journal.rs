@@ -79,6 +79,15 @@ impl<'a> Journal<'a> {
         self.announce(status, message, None);
     }
 
+    /// Records the switch begun, `restarting` (see [`Db::switch_begins`]); an
+    /// upgrade whose switch cannot be recorded does not switch.
+    pub(crate) fn switch_begins(&mut self, to_version: &str) -> Result<()> {
+        const MESSAGE: &str = "Restarting services";
+        self.recorded(|db, id| db.switch_begins(id, to_version, MESSAGE))?;
+        self.announce(Status::Restarting, MESSAGE, None);
+        Ok(())
+    }
+
     /// Runs a database write; on failure gives the reserve back to the filesystem and tries once more.
     fn recorded(&mut self, write: impl Fn(&mut Db, &str) -> Result<()>) -> Result<()> {
         match write(&mut self.db, &self.upgrade_id) {

@@ -101,6 +101,9 @@ impl Healthcheck {
 pub(crate) struct ContainerState {
     pub status: String,
     pub running: bool,
+    /// The main process, in the engine's host's PID namespace (0 when it does not run).
+    #[serde(default)]
+    pub pid: i64,
     #[serde(default)]
     pub restarting: bool,
     #[serde(default)]

@@ -11,6 +11,7 @@ pub(crate) mod hooks;
 pub(crate) mod inotify;
 pub(crate) mod notify;
 pub(crate) mod process;
+pub(crate) mod process_exit;
 pub(crate) mod socket_gate;
 pub(crate) mod swarm;
 pub(crate) mod systemd;

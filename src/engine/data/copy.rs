@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
-use super::{data_set, start_containers, stop_containers, DataSet, ServiceData, POST_LABEL, PRE_LABEL};
+use super::{
+    data_set, start_containers, stop_containers, stop_containers_until_processes_end, DataSet, ServiceData, POST_LABEL,
+    PRE_LABEL,
+};
 use crate::config::Config;
-use crate::engine::halt::Halt;
+use crate::engine::halt::{Halt, PendingStop};
 use crate::ops::compose::Project;
 use crate::ops::docker::Docker;
 use crate::ops::swarm::SERVICE_LABEL;
@@ -43,7 +46,7 @@ pub(crate) fn back_up(
     target: &Target<'_>,
     stopped: &mut Vec<Halt>,
     observer: &mut dyn Observer,
-) -> Result<Created> {
+) -> Result<BackedUp> {
     for line in set.describe() {
         observer.log(&format!("Data: {line}"));
     }
@@ -68,10 +71,14 @@ pub(crate) fn back_up(
         observer.final_stop_begins();
     }
     let stopping = Instant::now();
-    stop_containers(docker, &to_stop, stopped, observer)?;
+    let mut pending = stop_containers_until_processes_end(docker, &to_stop, stopped, observer)?;
     let final_began = Instant::now();
     let created = first.finish_after_final_pass(&mut |p| observer.progress(p))?;
     let final_took = final_began.elapsed();
+    let begun = match pending.is_empty() {
+        true => "",
+        false => ", begun as the stopped processes ended",
+    };
     // The archive's warnings begin with the first pass's, logged above: each is logged once.
     for warning in created.warnings.iter().skip(logged) {
         observer.log(warning);
@@ -80,22 +87,41 @@ pub(crate) fn back_up(
         observer.log(&line);
     }
     let again: Vec<Halt> = stop_mode.iter().map(|s| s.halt.clone()).collect();
+    // What starts again must have stopped: its stop ends first.
+    let (ending, going_on): (Vec<PendingStop>, Vec<PendingStop>) =
+        pending.drain(..).partition(|stop| again.contains(stop.halt()));
+    ending.into_iter().try_for_each(PendingStop::finish)?;
     let started = start_containers(docker, &again, &stop_mode, target.start_timeout, &mut |line| observer.log(line));
     stopped.retain(|halt| !again.contains(halt) || started.is_err());
     observer.stopped(stopped)?;
     started?;
     let held: Vec<&str> = stop_mode.iter().map(|s| s.service.as_str()).collect();
     observer.log(&match held.is_empty() {
-        true => format!("Final pass: {:.1}s", final_took.as_secs_f64()),
+        true => format!("Final pass: {:.1}s{begun}", final_took.as_secs_f64()),
         false => format!(
-            "Final pass: {:.1}s; {} stopped for {:.1}s",
+            "Final pass: {:.1}s{begun}; {} stopped for {:.1}s",
             final_took.as_secs_f64(),
             held.join(", "),
             stopping.elapsed().as_secs_f64()
         ),
     });
     run_hooks(docker, set, POST_LABEL, |s| &s.post, stopped, observer)?;
-    Ok(created)
+    Ok(BackedUp { created, stopping: going_on })
+}
+
+/// A consistent backup made, and the stops of `keep_stopped` the engine may
+/// still be finishing: their processes ended before the final pass began.
+pub(crate) struct BackedUp {
+    pub created: Created,
+    pub stopping: Vec<PendingStop>,
+}
+
+impl BackedUp {
+    /// Waits for the engine to finish stopping what stays stopped; the first
+    /// failure (the stops after it end all the same, as they are dropped).
+    pub(crate) fn finish_stops(&mut self) -> Result<()> {
+        self.stopping.drain(..).try_for_each(PendingStop::finish)
+    }
 }
 
 /// Where a backup goes and how long a restarted service has to come back.

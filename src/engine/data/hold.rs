@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use super::{Observer, ServiceData};
-use crate::engine::halt::{self, Halt};
+use crate::engine::halt::{self, Halt, PendingStop};
 use crate::ops::docker::Docker;
 
 /// The order to start `services` in: each after the services it depends on
@@ -36,6 +36,33 @@ pub(crate) fn stop_containers(
     stopped: &mut Vec<Halt>,
     observer: &mut dyn Observer,
 ) -> Result<()> {
+    let stop = |docker: &Docker, halt: &Halt| halt::stop(docker, halt, STOP_GRACE).map(|()| halt::Stopping::Stopped);
+    stop_each(docker, services, stopped, observer, &stop).map(drop)
+}
+
+/// As [`stop_containers`], but a container whose processes can be watched
+/// ends its part when they have ended ([`halt::stop_until_processes_end`]):
+/// the stops the engine still finishes are returned, for the caller to
+/// finish (or drop) once it has worked on the still data. On a failure
+/// every stop begun has ended.
+pub(crate) fn stop_containers_until_processes_end(
+    docker: &Docker,
+    services: &[ServiceData],
+    stopped: &mut Vec<Halt>,
+    observer: &mut dyn Observer,
+) -> Result<Vec<PendingStop>> {
+    let stop = |docker: &Docker, halt: &Halt| halt::stop_until_processes_end(docker, halt, STOP_GRACE);
+    stop_each(docker, services, stopped, observer, &stop)
+}
+
+fn stop_each(
+    docker: &Docker,
+    services: &[ServiceData],
+    stopped: &mut Vec<Halt>,
+    observer: &mut dyn Observer,
+    stop: &dyn Fn(&Docker, &Halt) -> Result<halt::Stopping>,
+) -> Result<Vec<PendingStop>> {
+    let mut pending = Vec::new();
     for service in start_order(services).iter().rev() {
         if stopped.contains(&service.halt) {
             continue;
@@ -47,10 +74,14 @@ pub(crate) fn stop_containers(
         // running container, or a scale to the replicas it has, which changes nothing.
         stopped.push(service.halt.clone());
         observer.stopped(stopped)?;
-        halt::stop(docker, &service.halt, STOP_GRACE)
-            .map_err(|e| anyhow!("stopping {} failed: {e:#}", service.service))?;
+        match stop(docker, &service.halt) {
+            Ok(halt::Stopping::Stopped) => {}
+            Ok(halt::Stopping::ProcessesEnded(stop)) => pending.push(stop),
+            // The stops begun end (on drop) before the caller starts anything again.
+            Err(e) => return Err(anyhow!("stopping {} failed: {e:#}", service.service)),
+        }
     }
-    Ok(())
+    Ok(pending)
 }
 
 /// How long a stopped service has to shut down cleanly before it is killed.

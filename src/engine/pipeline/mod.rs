@@ -299,11 +299,9 @@ impl Attempt<'_, '_> {
         // Without a version from the fetch, `latest` cannot be checked against the health body.
         let expect = (!self.request.target.is_latest() || fetched.version.is_some()).then(|| to_version.clone());
         self.journal.set_versions(self.from_version.as_deref(), &to_version);
-        self.journal.db.mark_switched(&self.journal.upgrade_id, &to_version)?;
+        self.journal.switch_begins(&to_version)?;
         // The containers stopped for the final pass are the old version's, which the switch replaces.
         self.stopped.clear();
-        self.journal.db.record_held(&self.journal.upgrade_id, &[])?;
-        self.journal.report(Status::Restarting, "Restarting services");
         let switched = Instant::now();
         if let Err(err) = strategy.switch(fetched, self.journal) {
             return self.failed(strategy, Step::Switch, format!("{err:#}"));
@@ -445,15 +443,18 @@ impl Attempt<'_, '_> {
         };
         let moved: Vec<ServiceData> = self.data.of_services(&project.services).cloned().collect();
         let mut observer = Upgrading { journal: &mut *self.journal, strategy };
-        let created = data::back_up(&docker, &self.data, &moved, &target, &mut self.stopped, &mut observer)?;
+        let mut backed_up = data::back_up(&docker, &self.data, &moved, &target, &mut self.stopped, &mut observer)?;
+        let created = &backed_up.created;
         self.journal.db.record_backup(&self.journal.upgrade_id, &created.path)?;
         self.journal.log(&format!(
             "Backup created: {} ({})",
             created.path.display(),
             human_bytes(created.archive_bytes)
         ));
-        self.backup = Some(created.path);
-        Ok(())
+        self.backup = Some(created.path.clone());
+        // The final pass began as the moved services' processes ended, and the lines above were
+        // recorded while the engine tore their containers down: that stop ends before the switch.
+        backed_up.finish_stops()
     }
 
     /// Starts again what the backup stopped; whether all of it runs (what does

@@ -188,6 +188,19 @@ mod tests {
         assert!(!upgrader_lives("not-a-pid"));
     }
 
+    /// What `find(upgrader)` returns once it holds `pid`: a child shows its own
+    /// environment only once it has exec'd (until then, its parent's).
+    fn find_once_started(upgrader: i32, pid: i32) -> Vec<LeftRunning> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = find(upgrader);
+            if found.iter().any(|l| l.pid == pid) || Instant::now() > deadline {
+                return found;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A process naming a gone upgrader is found; one naming this upgrader or
     /// another upgrader is not; the found one is killed when it outlives the
     /// patience given.
@@ -200,8 +213,8 @@ mod tests {
         let mut gone = spawn(&format!("{me}:1"));
         let ours = spawn(this_upgrader());
         let elses = spawn("1:1");
-        let found = find(me);
         let gone_pid = gone.id() as i32;
+        let found = find_once_started(me, gone_pid);
         assert!(found.iter().any(|l| l.pid == gone_pid && l.program == "sleep"), "{found:?}");
         assert!(!found.iter().any(|l| l.pid == ours.id() as i32), "{found:?}");
         assert!(!found.iter().any(|l| l.pid == elses.id() as i32), "another upgrader's: {found:?}");
@@ -221,9 +234,10 @@ mod tests {
     #[test]
     fn a_process_that_ends_within_the_patience_is_not_killed() {
         let mut child =
-            Command::new("sleep").arg("0.2").env(UPGRADER_VAR, format!("{}:1", std::process::id())).spawn().unwrap();
+            Command::new("sleep").arg("1").env(UPGRADER_VAR, format!("{}:1", std::process::id())).spawn().unwrap();
         let pid = child.id() as i32;
-        let left: Vec<LeftRunning> = find(std::process::id() as i32).into_iter().filter(|l| l.pid == pid).collect();
+        let left: Vec<LeftRunning> =
+            find_once_started(std::process::id() as i32, pid).into_iter().filter(|l| l.pid == pid).collect();
         assert_eq!(left.len(), 1);
         // Reaped on a thread, as a parent would: a zombie has ended too, but this shows the real case.
         let reaper = thread::spawn(move || child.wait().unwrap());

@@ -290,20 +290,22 @@ impl Db {
 
     /// Journals a transition: the event and the row's status, in one transaction.
     pub fn transition(&mut self, upgrade_id: &str, status: Status, message: &str) -> Result<()> {
-        let now = now_ms();
-        let progress = status.progress();
+        let tx = self.conn.transaction().map_err(|e| explain(&self.path, e))?;
+        write_transition(&tx, upgrade_id, status, message).and_then(|_| tx.commit()).map_err(|e| explain(&self.path, e))
+    }
+
+    /// Marks the switch begun (from here on an interruption is rolled back,
+    /// never abandoned) with the version switched to, nothing held stopped
+    /// any more (the switch replaces what the final pass stopped), and the
+    /// `restarting` transition: one transaction, as the app waits out the
+    /// outage it falls in.
+    pub(crate) fn switch_begins(&mut self, upgrade_id: &str, to_version: &str, message: &str) -> Result<()> {
         let tx = self.conn.transaction().map_err(|e| explain(&self.path, e))?;
         tx.execute(
-            "INSERT INTO upgrade_events (upgradeId, at, status, progress, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![upgrade_id, now, status, progress, message],
+            "UPDATE upgrade_history SET toVersion = ?2, switched = 1, stoppedContainers = NULL WHERE id = ?1",
+            params![upgrade_id, to_version],
         )
-        .and_then(|_| {
-            tx.execute(
-                "UPDATE upgrade_history SET status = ?2, progress = ?3, currentStep = ?4, updatedAt = ?5, \
-                 logs = json_insert(logs, '$[#]', ?4) WHERE id = ?1",
-                params![upgrade_id, status, progress, message, now],
-            )
-        })
+        .and_then(|_| write_transition(&tx, upgrade_id, Status::Restarting, message))
         .and_then(|_| tx.commit())
         .map_err(|e| explain(&self.path, e))
     }
@@ -449,11 +451,6 @@ impl Db {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| explain(&self.path, e))
     }
 
-    /// Written before the switch: from here on an interruption is rolled back, never abandoned.
-    pub(crate) fn mark_switched(&self, upgrade_id: &str, to_version: &str) -> Result<()> {
-        self.set_fields(upgrade_id, &[("toVersion", to_version.to_string().into()), ("switched", true.into())])
-    }
-
     /// The downtime the health gate measured: from the switch to the first
     /// look of the healthy streak that passed it.
     pub(crate) fn record_downtime(&self, upgrade_id: &str, downtime: std::time::Duration) -> Result<()> {
@@ -533,4 +530,20 @@ impl Db {
             .optional()
             .map_err(|e| explain(&self.path, e))
     }
+}
+
+/// The statements of a transition: the event, and the row's status with the message in its logs.
+fn write_transition(conn: &rusqlite::Connection, upgrade_id: &str, status: Status, message: &str) -> rusqlite::Result<()> {
+    let now = now_ms();
+    let progress = status.progress();
+    conn.execute(
+        "INSERT INTO upgrade_events (upgradeId, at, status, progress, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![upgrade_id, now, status, progress, message],
+    )?;
+    conn.execute(
+        "UPDATE upgrade_history SET status = ?2, progress = ?3, currentStep = ?4, updatedAt = ?5, \
+         logs = json_insert(logs, '$[#]', ?4) WHERE id = ?1",
+        params![upgrade_id, status, progress, message, now],
+    )?;
+    Ok(())
 }
