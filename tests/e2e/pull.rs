@@ -51,6 +51,12 @@ fn happy_path_keeps_settings_and_migrates_data(compose: ComposeVersion) {
     );
     let logs: Vec<&str> = row["logs"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(!s.sandbox.state().join("compose-gate/engine.sock").exists());
+    // upgraderd runs on the engine's host: the final pass began as the app's processes ended, and
+    // the data it holds (the migration's input, checked above) had every write the app made.
+    assert!(
+        logs.iter().any(|l| l.starts_with("Final pass: ") && l.contains("begun as the stopped processes ended")),
+        "{logs:#?}"
+    );
     if compose == ComposeVersion::V2 {
         // v2 starts fast, and its plugin would outlive a killed upgrader cut off from the engine: not held.
         assert!(logs.iter().any(|l| l.contains("compose v2 starts in tens of milliseconds")), "{logs:#?}");

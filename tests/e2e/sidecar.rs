@@ -260,6 +260,8 @@ fn a_sidecar_from_the_overlay_upgrades_on_the_apps_trigger_and_rolls_a_failing_v
     let row = d.last_history();
     let logs = row["logs"].to_string();
     assert!(logs.contains(&format!("upgraderd runs in container {}", d.sidecar)), "{logs}");
+    // In a PID namespace of its own it cannot watch the app's processes end: it waits for the stop.
+    assert!(logs.contains("Final pass: ") && !logs.contains("begun as the stopped processes ended"), "{logs}");
     assert!(row["backupPath"].as_str().is_some_and(|p| p.starts_with("/var/lib/upgraderd/")), "{row}");
 
     // 2.0.5 migrates and crashes: its data goes back with 2.0.0.
