@@ -60,9 +60,10 @@ fn in_cgroup_of(pid: libc::pid_t, id: &str) -> bool {
 }
 
 fn names_container(cgroup: &str, id: &str) -> bool {
-    cgroup.lines().filter_map(|line| line.splitn(3, ':').nth(2)).any(|path| {
-        path.rsplit('/').next().is_some_and(|leaf| leaf == id || leaf == format!("docker-{id}.scope"))
-    })
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .any(|path| path.rsplit('/').next().is_some_and(|leaf| leaf == id || leaf == format!("docker-{id}.scope")))
 }
 
 /// Whether `pid` is pid 1 of a PID namespace below this one (`NSpid: <pid> 1`).

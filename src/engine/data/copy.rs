@@ -116,14 +116,6 @@ pub(crate) struct BackedUp {
     pub stopping: Vec<PendingStop>,
 }
 
-impl BackedUp {
-    /// Waits for the engine to finish stopping what stays stopped; the first
-    /// failure (the stops after it end all the same, as they are dropped).
-    pub(crate) fn finish_stops(&mut self) -> Result<()> {
-        self.stopping.drain(..).try_for_each(PendingStop::finish)
-    }
-}
-
 /// Where a backup goes and how long a restarted service has to come back.
 pub(crate) struct Target<'a> {
     pub dir: &'a Path,

@@ -31,9 +31,9 @@ mod copy;
 mod hold;
 pub(crate) mod placement;
 
-pub(crate) use self::copy::{back_up, restore_with_owners_stopped, services_in, Observer, Target};
-pub(crate) use self::hold::{start_containers, stop_containers, STOP_GRACE};
+pub(crate) use self::copy::{back_up, restore_with_owners_stopped, services_in, BackedUp, Observer, Target};
 use self::hold::stop_containers_until_processes_end;
+pub(crate) use self::hold::{start_containers, stop_containers, STOP_GRACE};
 
 /// The label choosing a service's backup mode, and its hooks' labels.
 pub(crate) const MODE_LABEL: &str = "upgraderd.backup";

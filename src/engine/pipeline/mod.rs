@@ -24,6 +24,7 @@ use crate::engine::announce::after_terminal;
 use crate::engine::data::{self, DataSet, ServiceData};
 use crate::engine::discover::{self, discover};
 use crate::engine::gate::{finished_job, wait_healthy};
+use crate::engine::halt::PendingStop;
 use crate::engine::journal::Journal;
 use crate::engine::preflight::{self, Problem};
 use crate::engine::rollback::gate_spec;
@@ -102,6 +103,7 @@ pub(crate) fn run(config: &Config, ui: &Ui, request: &Request) -> Result<Outcome
         backup_wanted: request.backup,
         data: DataSet::default(),
         stopped: Vec::new(),
+        stopping: Vec::new(),
         backup: None,
         from_version: None,
         leftovers: Vec::new(),
@@ -188,6 +190,9 @@ struct Attempt<'a, 'j> {
     data: DataSet,
     /// Containers stopped for the backup's final pass, until they run again or the switch replaces them.
     stopped: Vec<crate::states::Halt>,
+    /// Stops of `stopped` the engine may still be finishing (their processes ended
+    /// before the final pass): they end after the switch, or before anything starts again.
+    stopping: Vec<PendingStop>,
     backup: Option<PathBuf>,
     from_version: Option<String>,
     /// What could not be put back before the switch, named once at the attempt's end.
@@ -299,11 +304,21 @@ impl Attempt<'_, '_> {
         // Without a version from the fetch, `latest` cannot be checked against the health body.
         let expect = (!self.request.target.is_latest() || fetched.version.is_some()).then(|| to_version.clone());
         self.journal.set_versions(self.from_version.as_deref(), &to_version);
-        self.journal.switch_begins(&to_version)?;
+        if let Err(err) = self.journal.switch_begins(&to_version) {
+            // Not switched: as after a failed backup, what the final pass stopped runs again.
+            self.start_stopped();
+            self.put_back_fetch(strategy);
+            return self.failed(strategy, Step::Prepare, format!("recording the switch failed: {err:#}"));
+        }
         // The containers stopped for the final pass are the old version's, which the switch replaces.
         self.stopped.clear();
         let switched = Instant::now();
-        if let Err(err) = strategy.switch(fetched, self.journal) {
+        let switch = strategy.switch(fetched, self.journal);
+        if let Err(e) = self.finish_stops() {
+            // The old containers were replaced (or are put back below): the stop's end no longer matters.
+            self.journal.log(&format!("{e:#} (after the switch began; nothing to do)"));
+        }
+        if let Err(err) = switch {
             return self.failed(strategy, Step::Switch, format!("{err:#}"));
         }
         self.journal.report(Status::HealthCheck, "Running health checks");
@@ -443,23 +458,30 @@ impl Attempt<'_, '_> {
         };
         let moved: Vec<ServiceData> = self.data.of_services(&project.services).cloned().collect();
         let mut observer = Upgrading { journal: &mut *self.journal, strategy };
-        let mut backed_up = data::back_up(&docker, &self.data, &moved, &target, &mut self.stopped, &mut observer)?;
-        let created = &backed_up.created;
+        let data::BackedUp { created, stopping } =
+            data::back_up(&docker, &self.data, &moved, &target, &mut self.stopped, &mut observer)?;
+        // Kept first: an error below starts the stopped containers again, each once its stop has ended.
+        self.stopping = stopping;
         self.journal.db.record_backup(&self.journal.upgrade_id, &created.path)?;
         self.journal.log(&format!(
             "Backup created: {} ({})",
             created.path.display(),
             human_bytes(created.archive_bytes)
         ));
-        self.backup = Some(created.path.clone());
         // The final pass began as the moved services' processes ended, and the lines above were
-        // recorded while the engine tore their containers down: that stop ends before the switch.
-        backed_up.finish_stops()
+        // recorded while the engine tore their containers down; the switch's compose stops them
+        // too (it waits for the same teardown), so the gate need not wait for these stops.
+        self.backup = Some(created.path);
+        Ok(())
     }
 
     /// Starts again what the backup stopped; whether all of it runs (what does
     /// not is a leftover the attempt's end names).
     fn start_stopped(&mut self) -> bool {
+        // A container starts again only once its stop has ended.
+        if let Err(e) = self.finish_stops() {
+            self.journal.log(&format!("{e:#}"));
+        }
         if self.stopped.is_empty() {
             return true;
         }
@@ -480,6 +502,11 @@ impl Attempt<'_, '_> {
                 false
             }
         }
+    }
+
+    /// Waits for the stops the engine was still finishing; the first failure.
+    fn finish_stops(&mut self) -> Result<()> {
+        std::mem::take(&mut self.stopping).into_iter().try_for_each(PendingStop::finish)
     }
 
     /// Whether a stop request abandons the attempt at this step.

@@ -533,7 +533,12 @@ impl Db {
 }
 
 /// The statements of a transition: the event, and the row's status with the message in its logs.
-fn write_transition(conn: &rusqlite::Connection, upgrade_id: &str, status: Status, message: &str) -> rusqlite::Result<()> {
+fn write_transition(
+    conn: &rusqlite::Connection,
+    upgrade_id: &str,
+    status: Status,
+    message: &str,
+) -> rusqlite::Result<()> {
     let now = now_ms();
     let progress = status.progress();
     conn.execute(
