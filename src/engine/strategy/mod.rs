@@ -28,6 +28,26 @@ use crate::store::db::UpgradeRecord;
 use crate::version::Target;
 use crate::version::{flavour, without_flavour};
 
+/// What the engine answers a create whose container name is taken.
+const NAME_TAKEN: &str = "is already in use by container";
+
+/// Runs a compose `up`, and once more when it failed on a container name
+/// already taken: compose v2 creates the new container under a temporary
+/// name (`<old id>_<name>`) and renames it last, so a recreate cut off by a
+/// kill leaves that container behind, and the next `up` removes it while
+/// creating the same temporary name again. That `up` fails; the one after
+/// it finds one container and converges.
+pub(crate) fn run_up(journal: &mut Journal, runner: &Runner, up: &crate::ops::process::Cmd) -> Result<()> {
+    match journal.run(runner, up) {
+        Err(e) if format!("{e:#}").contains(NAME_TAKEN) => {
+            journal
+                .log("Compose met a container left by a recreate that was cut off (a name in use); running it again");
+            journal.run(runner, up)
+        }
+        other => other,
+    }
+}
+
 /// The tag that keeps an image an upgrade replaced: `REPOSITORY:upgraderd-rollback-<upgrade id>`.
 pub(crate) const ROLLBACK_TAG_PREFIX: &str = "upgraderd-rollback-";
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::journal::Journal;
 use crate::engine::preflight::Problem;
+use crate::engine::strategy::run_up;
 use crate::engine::strategy::{
     confirm_stopped, drop_rollback_tag, prune_rollback_tags, Fetched, Kind, Strategy, ROLLBACK_TAG_PREFIX,
 };
@@ -245,7 +246,8 @@ impl Strategy for Rebuild {
     }
 
     fn switch(&mut self, _fetched: Fetched, journal: &mut Journal) -> Result<()> {
-        journal.run(self.docker.runner(), &self.compose.up_all(&self.project)).context("starting the rebuilt services")
+        run_up(journal, self.docker.runner(), &self.compose.up_all(&self.project))
+            .context("starting the rebuilt services")
     }
 
     fn stop(&mut self, journal: &mut Journal) -> Result<()> {
@@ -265,8 +267,7 @@ impl Strategy for Rebuild {
         for image in self.kept.clone() {
             journal.run(self.docker.runner(), &self.docker.tag(&image.id, &image.name))?;
         }
-        journal
-            .run(self.docker.runner(), &self.compose.up_all(&self.project))
+        run_up(journal, self.docker.runner(), &self.compose.up_all(&self.project))
             .context("starting the previous version's images")
     }
 

@@ -22,6 +22,7 @@ use super::Pull;
 use crate::config::EnvFile;
 use crate::engine::journal::Journal;
 use crate::engine::pin;
+use crate::engine::strategy::run_up;
 use crate::ops::compose::HeldUp;
 use crate::ops::process::Ended;
 use crate::ops::socket_gate::{self, local_engine, SocketGate};
@@ -165,7 +166,7 @@ impl Pull {
 
     /// Recreates the moved services with what the files and tags now say.
     pub(super) fn up(&self, journal: &mut Journal) -> Result<()> {
-        journal.run(self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
+        run_up(journal, self.docker.runner(), &self.compose.up(&self.project)).context("recreating the service")
     }
 
     /// The hold limit under the `COMPOSE_HTTP_TIMEOUT` compose will see: upgraderd's own, else the project's env file's.

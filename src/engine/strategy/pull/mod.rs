@@ -26,6 +26,7 @@ use crate::config::steps::ReleaseStep;
 use crate::engine::journal::Journal;
 use crate::engine::pin::{self, Place};
 use crate::engine::preflight::Problem;
+use crate::engine::strategy::run_up;
 use crate::engine::strategy::{
     confirm_stopped, drop_rollback_tag, prune_rollback_tags, resolve_tag, target_exists, Fetched, Kind, Strategy,
     ROLLBACK_TAG_PREFIX,
@@ -380,8 +381,7 @@ impl Strategy for Pull {
                 journal.run(self.docker.runner(), &self.docker.tag(id, &member.previous_ref))?;
             }
         }
-        journal
-            .run(self.docker.runner(), &self.compose.up(&self.project))
+        run_up(journal, self.docker.runner(), &self.compose.up(&self.project))
             .context("recreating the service with the previous image")
     }
 
