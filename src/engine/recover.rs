@@ -187,11 +187,11 @@ fn end_left_running(upgrader: i32, journal: &mut Journal) {
         LEFT_RUNNING_PATIENCE.as_secs(),
         described(&left)
     ));
-    let ended = left_running::end(&left, LEFT_RUNNING_PATIENCE);
-    if ended.killed.is_empty() {
+    let killed = left_running::end(&left, LEFT_RUNNING_PATIENCE);
+    if killed.is_empty() {
         journal.log("It ended by itself");
     } else {
-        journal.log(&format!("Killed what was still running: {}", described(&ended.killed)));
+        journal.log(&format!("Killed what was still running: {}", described(&killed)));
     }
 }
 

@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
-use super::{
-    data_set, start_containers, stop_containers, stop_containers_until_processes_end, DataSet, ServiceData, POST_LABEL,
-    PRE_LABEL,
-};
+use super::hold::stop_containers_until_processes_end;
+use super::{data_set, start_containers, stop_containers, DataSet, ServiceData, POST_LABEL, PRE_LABEL};
 use crate::config::Config;
 use crate::engine::halt::{Halt, PendingStop};
 use crate::ops::compose::Project;

@@ -32,7 +32,6 @@ mod hold;
 pub(crate) mod placement;
 
 pub(crate) use self::copy::{back_up, restore_with_owners_stopped, services_in, BackedUp, Observer, Target};
-use self::hold::stop_containers_until_processes_end;
 pub(crate) use self::hold::{start_containers, stop_containers, STOP_GRACE};
 
 /// The label choosing a service's backup mode, and its hooks' labels.

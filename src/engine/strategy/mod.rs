@@ -22,7 +22,7 @@ use crate::engine::preflight::Problem;
 use crate::exit::usage;
 use crate::ops::compose::{Orchestrator, Project};
 use crate::ops::docker::{Docker, ImageRef};
-use crate::ops::process::Runner;
+use crate::ops::process::{Cmd, Runner};
 use crate::states::Strategy as Kind;
 use crate::store::db::UpgradeRecord;
 use crate::version::Target;
@@ -37,7 +37,7 @@ const NAME_TAKEN: &str = "is already in use by container";
 /// kill leaves that container behind, and the next `up` removes it while
 /// creating the same temporary name again. That `up` fails; the one after
 /// it finds one container and converges.
-pub(crate) fn run_up(journal: &mut Journal, runner: &Runner, up: &crate::ops::process::Cmd) -> Result<()> {
+pub(crate) fn run_up(journal: &mut Journal, runner: &Runner, up: &Cmd) -> Result<()> {
     match journal.run(runner, up) {
         Err(e) if format!("{e:#}").contains(NAME_TAKEN) => {
             journal

@@ -40,15 +40,6 @@ pub(crate) struct LeftRunning {
     start_time: u64,
 }
 
-/// How the processes left running ended.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Ended {
-    /// Those that ended on their own within the patience given.
-    pub by_themselves: Vec<LeftRunning>,
-    /// Those still running after it, killed.
-    pub killed: Vec<LeftRunning>,
-}
-
 /// Every process this user may see that the upgrader with pid `upgrader`
 /// (named in its environment) started and left running: that upgrader is
 /// gone. Only its own: another deployment's upgrader, killed too, is put right
@@ -65,13 +56,14 @@ pub(crate) fn find(upgrader: i32) -> Vec<LeftRunning> {
 }
 
 /// Waits up to `patience` for `left` to end, then kills those still running
-/// (SIGKILL: their upgrader is gone, and a wind-down that takes this long is stuck).
-pub(crate) fn end(left: &[LeftRunning], patience: Duration) -> Ended {
+/// (SIGKILL: their upgrader is gone, and a wind-down that takes this long is
+/// stuck); those it killed. The others ended by themselves.
+pub(crate) fn end(left: &[LeftRunning], patience: Duration) -> Vec<LeftRunning> {
     let deadline = Instant::now() + patience;
     while left.iter().any(LeftRunning::runs) && Instant::now() < deadline {
         thread::sleep(POLL);
     }
-    let (killed, by_themselves): (Vec<_>, Vec<_>) = left.iter().cloned().partition(LeftRunning::runs);
+    let killed: Vec<LeftRunning> = left.iter().filter(|process| process.runs()).cloned().collect();
     for process in &killed {
         process.kill();
     }
@@ -80,7 +72,7 @@ pub(crate) fn end(left: &[LeftRunning], patience: Duration) -> Ended {
     while killed.iter().any(LeftRunning::runs) && Instant::now() < deadline {
         thread::sleep(POLL);
     }
-    Ended { by_themselves, killed }
+    killed
 }
 
 impl LeftRunning {
@@ -221,9 +213,8 @@ mod tests {
         assert!(find(1).iter().any(|l| l.pid == elses.id() as i32));
 
         let mine: Vec<LeftRunning> = found.into_iter().filter(|l| l.pid == gone_pid).collect();
-        let ended = end(&mine, Duration::from_millis(100));
-        assert_eq!(ended.killed, mine);
-        assert!(ended.by_themselves.is_empty());
+        let killed = end(&mine, Duration::from_millis(100));
+        assert_eq!(killed, mine, "every one left was killed, none ended by itself");
         assert!(gone.wait().unwrap().code().is_none(), "killed by a signal");
         for mut child in [ours, elses] {
             child.kill().unwrap();
@@ -241,9 +232,8 @@ mod tests {
         assert_eq!(left.len(), 1);
         // Reaped on a thread, as a parent would: a zombie has ended too, but this shows the real case.
         let reaper = thread::spawn(move || child.wait().unwrap());
-        let ended = end(&left, Duration::from_secs(30));
-        assert_eq!(ended.by_themselves, left);
-        assert!(ended.killed.is_empty());
+        let killed = end(&left, Duration::from_secs(30));
+        assert!(killed.is_empty(), "it ended by itself: {killed:?}");
         assert!(reaper.join().unwrap().success());
     }
 }
