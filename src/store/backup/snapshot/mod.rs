@@ -20,6 +20,7 @@
 //! back (verify, restore, export) as the tar stream an archive would hold
 //! ([`stream`]), through the same member rules and staging as an archive.
 
+mod direct;
 mod hasher;
 mod objects;
 pub(super) mod stream;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::super::format::HashingReader;
 use super::super::sink::{Content, Digest, Stored};
 use super::super::sparse;
+use super::direct;
 
 /// Where the object of `sha256` is (checked with [`is_sha256`] first when it comes from a manifest).
 pub(super) fn path(objects: &Path, sha256: &str) -> PathBuf {
@@ -121,11 +122,15 @@ fn name_hashed(incoming: Incoming, sha256: &str) -> io::Result<()> {
 /// The sha256 of a stored object's `size` bytes, reading only its data segments.
 ///
 /// A clone shares the source's blocks but not its cached pages: hashing it
-/// reads it from the disk into the cache once more. Read ahead far, since it
-/// is read once from start to end, and its pages are dropped after: the
-/// snapshot is never read again, and a backup must not push the app's own
-/// data out of the cache (on a large data set the snapshot's pages would).
+/// through the cache would read it from the disk into the cache once more,
+/// so it is read past the cache where the filesystem allows. Else it is read
+/// ahead far, since it is read once from start to end, and its pages are
+/// dropped after: the snapshot is never read again, and a backup must not
+/// push the app's own data out of the cache (on a large data set it would).
 fn hash(object: &File, size: u64) -> io::Result<String> {
+    if let Some(hex) = direct::hash(object, size)? {
+        return Ok(hex);
+    }
     // Advice only: a filesystem that takes none reads the same bytes.
     let _ = rustix::fs::fadvise(object, 0, None, rustix::fs::Advice::Sequential);
     let hex = hash_segments(object, size)?;
