@@ -523,6 +523,37 @@ fn a_state_disk_that_fills_after_the_switch_still_rolls_back_and_records_it() {
     assert_eq!(row["status"], "rolled_back", "{row}\n{}", run.stderr);
 }
 
+/// The switch's records are one write, made after the final pass stopped the
+/// app. A state database that refuses it (here a trigger, where a full or
+/// damaged disk would) ends the upgrade before anything switched: what the
+/// final pass stopped runs again, the old version serves its data as it was.
+#[test]
+fn a_switch_that_cannot_be_recorded_starts_the_stopped_app_again_and_switches_nothing() {
+    let d = Deployment::new();
+    // An attempt refused in preflight makes the state database the trigger goes in.
+    d.sb.test().args(["upgrade", "--to", "2.1.0"]).status(1).stderr_contains("does not exist in the registry").run();
+    let db = rusqlite::Connection::open(d.sb.path().join("state-dir/upgraderd.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_the_switch BEFORE UPDATE OF switched ON upgrade_history WHEN NEW.switched = 1 \
+         BEGIN SELECT RAISE(ABORT, 'the write was refused'); END;",
+    )
+    .unwrap();
+    drop(db);
+    let (before, seen) = (d.data(), d.argv().len());
+    let run = d.sb.test().args(["upgrade", "--to", "2.0.0"]).status(1).run();
+    run.stderr_has("recording the switch failed").stderr_has("the write was refused");
+    let calls = d.argv()[seen..].to_vec();
+    assert!(!calls.iter().any(|c| c.contains(" up ")), "nothing switched: {calls:?}");
+    let stopped = calls.iter().position(|c| c.starts_with("stop -t ")).expect("the final pass stopped the app");
+    assert!(calls[stopped..].iter().any(|c| c == "start -- c0ffee"), "and started it again: {calls:?}");
+    assert_eq!(d.running_version(), "1.0.0");
+    assert_eq!(d.data(), before);
+    let row = d.last_history();
+    assert_eq!(row["status"], "failed", "{row}");
+    assert!(row["errorMessage"].as_str().unwrap_or_default().contains("recording the switch failed"), "{row}");
+    assert_eq!(d.status_file()["status"], "failed");
+}
+
 /// The operator's hook command lines are host configuration: a password in one
 /// reaches no file the app can read (the status file, the status word), nor
 /// history or the log, and the hooks still run. The pre-upgrade hook copies

@@ -345,7 +345,11 @@ fn a_reflink_filesystem_clones_and_gives_back_the_same_bytes() {
         assert!(verified.files >= 49, "{fs_type}: {} files verified", verified.files);
         let objects = walk(&created.path.join("objects"));
         assert!(objects.iter().all(|o| !o.to_string_lossy().contains("incoming-")), "{fs_type}: {objects:?}");
-        assert_eq!(objects.len(), 44 + 1, "{fs_type}: 40 photos, the config, one content of six, two more, the database");
+        assert_eq!(
+            objects.len(),
+            44 + 1,
+            "{fs_type}: 40 photos, the config, one content of six, two more, the database"
+        );
 
         // A cloned content's sha256 came later, from a worker: the next snapshot still shares by it.
         let second = snapshot(&data, &backups);
