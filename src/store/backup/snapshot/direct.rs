@@ -31,7 +31,7 @@ const CHUNK: usize = 1 << 20;
 pub(super) fn hash(object: &File, size: u64) -> io::Result<Option<String>> {
     let Some(_direct) = DirectReads::enter(object)? else { return Ok(None) };
     let segments = sparse::data_segments(object, size)?.unwrap_or_else(|| whole(size));
-    let mut buffer = AlignedBuffer::new(CHUNK);
+    let Some(mut buffer) = AlignedBuffer::new(CHUNK) else { return Ok(None) };
     match hash_segments(|buffer, at| read_block(object, buffer, at), buffer.as_mut(), &segments, size) {
         Ok(hex) => Ok(Some(hex)),
         Err(Refused) => Ok(None),
@@ -139,10 +139,11 @@ struct AlignedBuffer {
 }
 
 impl AlignedBuffer {
-    fn new(len: usize) -> AlignedBuffer {
+    /// `None` in the unlikely case the allocation cannot be aligned (`align_offset` may say so).
+    fn new(len: usize) -> Option<AlignedBuffer> {
         let bytes = vec![0u8; len + ALIGN];
         let start = bytes.as_ptr().align_offset(ALIGN);
-        AlignedBuffer { bytes, start, len }
+        (start < ALIGN).then_some(AlignedBuffer { bytes, start, len })
     }
 
     fn as_mut(&mut self) -> &mut [u8] {
@@ -153,7 +154,7 @@ impl AlignedBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     fn sha256(bytes: &[u8]) -> String {
         hex(&Sha256::digest(bytes))
@@ -188,22 +189,24 @@ mod tests {
     }
 
     #[test]
-    fn holes_hash_as_zeros_and_segments_may_start_off_the_alignment() {
+    fn only_the_segments_are_hashed_holes_as_zeros_and_segments_may_start_off_the_alignment() {
         let size = 5 * ALIGN + 300;
-        let mut content = vec![0u8; size];
         let segments = [
             Segment { offset: 512, len: 1000 },
             Segment { offset: 2 * ALIGN as u64 + 512, len: ALIGN as u64 },
             Segment { offset: 5 * ALIGN as u64, len: 300 },
         ];
+        // What the reads return outside the segments must not be hashed: it is a hole.
+        let mut file = vec![0xeeu8; size];
+        let mut content = vec![0u8; size];
         for s in &segments {
             for i in s.offset..s.offset + s.len {
-                content[i as usize] = (i % 200 + 1) as u8;
+                (file[i as usize], content[i as usize]) = ((i % 200 + 1) as u8, (i % 200 + 1) as u8);
             }
         }
         // Chunks smaller than a segment, and two segments in one chunk.
         for chunk in [ALIGN, 2 * ALIGN, CHUNK] {
-            assert_eq!(hash_as_direct(&content, &segments, chunk).unwrap(), sha256(&content), "chunk {chunk}");
+            assert_eq!(hash_as_direct(&file, &segments, chunk).unwrap(), sha256(&content), "chunk {chunk}");
         }
     }
 
@@ -236,19 +239,42 @@ mod tests {
     }
 
     #[test]
-    fn a_real_file_hashes_the_same_read_directly_and_keeps_its_flags() {
+    fn a_read_that_fails_is_left_to_the_buffered_read() {
+        let content = vec![5u8; 3 * ALIGN];
+        let read = |buffer: &mut [u8], at: u64| match at {
+            0 => Ok(file_read(&content, &mut buffer[..ALIGN], at)),
+            _ => Err(Refused),
+        };
+        let size = content.len() as u64;
+        assert_eq!(hash_segments(read, &mut vec![0u8; CHUNK], &whole(size), size), Err(Refused));
+    }
+
+    #[test]
+    fn a_real_file_with_holes_hashes_the_same_read_directly_and_keeps_its_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("object");
-        let mut file = File::create(&path).unwrap();
-        let content: Vec<u8> = (0..CHUNK + 5000).map(|i| (i % 241) as u8).collect();
-        file.write_all(&content).unwrap();
-        file.sync_all().unwrap();
-        let file = File::open(&path).unwrap();
-        let flags = rustix::fs::fcntl_getfl(&file).unwrap();
-        // tmpfs before Linux 6.6 takes no direct reads: then only the flags are checked.
-        if let Some(got) = hash(&file, content.len() as u64).unwrap() {
-            assert_eq!(got, sha256(&content));
+        let file = File::create(&path).unwrap();
+        let size = 3 * CHUNK + 5000;
+        let mut content = vec![0u8; size];
+        for (at, len) in [(1000, 5000), (CHUNK + 512, CHUNK), (3 * CHUNK, 5000)] {
+            let bytes: Vec<u8> = (at..at + len).map(|i| (i % 241 + 1) as u8).collect();
+            file.write_all_at(&bytes, at as u64).unwrap();
+            content[at..at + len].copy_from_slice(&bytes);
         }
-        assert_eq!(rustix::fs::fcntl_getfl(&file).unwrap(), flags);
+        file.set_len(size as u64).unwrap();
+        file.sync_all().unwrap();
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let flags = rustix::fs::fcntl_getfl(&file).unwrap();
+        let got = hash(&file, size as u64).unwrap();
+        assert_eq!(rustix::fs::fcntl_getfl(&file).unwrap(), flags, "the file's flags are put back");
+        match got {
+            Some(got) => assert_eq!(got, sha256(&content)),
+            // tmpfs took no direct reads before Linux 6.6; every disk filesystem does.
+            None => assert!(on_tmpfs(dir.path()), "direct reads refused on {}", dir.path().display()),
+        }
+    }
+
+    fn on_tmpfs(path: &std::path::Path) -> bool {
+        rustix::fs::statfs(path).is_ok_and(|s| s.f_type == libc::TMPFS_MAGIC)
     }
 }

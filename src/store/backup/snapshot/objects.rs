@@ -128,12 +128,15 @@ fn name_hashed(incoming: Incoming, sha256: &str) -> io::Result<()> {
 /// dropped after: the snapshot is never read again, and a backup must not
 /// push the app's own data out of the cache (on a large data set it would).
 fn hash(object: &File, size: u64) -> io::Result<String> {
-    if let Some(hex) = direct::hash(object, size)? {
-        return Ok(hex);
-    }
-    // Advice only: a filesystem that takes none reads the same bytes.
-    let _ = rustix::fs::fadvise(object, 0, None, rustix::fs::Advice::Sequential);
-    let hex = hash_segments(object, size)?;
+    let hex = match direct::hash(object, size)? {
+        Some(hex) => hex,
+        None => {
+            // Advice only: a filesystem that takes none reads the same bytes.
+            let _ = rustix::fs::fadvise(object, 0, None, rustix::fs::Advice::Sequential);
+            hash_segments(object, size)?
+        }
+    };
+    // Direct reads too may have gone through the cache: btrfs reads compressed extents so.
     let _ = rustix::fs::fadvise(object, 0, None, rustix::fs::Advice::DontNeed);
     Ok(hex)
 }
