@@ -142,12 +142,17 @@ impl SparseReader {
     }
 
     fn hash_zeros_to(&mut self, end: u64) {
-        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-        while self.hashed_to < end {
-            let n = (end - self.hashed_to).min(ZEROS.len() as u64) as usize;
-            self.hasher.update(&ZEROS[..n]);
-            self.hashed_to += n as u64;
-        }
+        hash_zeros(&mut self.hasher, &mut self.hashed_to, end);
+    }
+}
+
+/// Hashes zeros from `hashed_to` up to `end` (a hole), moving `hashed_to` there.
+pub(super) fn hash_zeros(hasher: &mut Sha256, hashed_to: &mut u64, end: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while *hashed_to < end {
+        let n = (end - *hashed_to).min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..n]);
+        *hashed_to += n as u64;
     }
 }
 

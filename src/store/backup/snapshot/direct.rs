@@ -17,18 +17,26 @@ use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
 use super::super::format::hex;
-use super::super::sparse::{self, Segment};
+use super::super::sparse::{self, hash_zeros, Segment};
 
 /// The alignment direct reads are made with: a multiple of 512- and 4096-byte device blocks.
 const ALIGN: usize = 4096;
 /// One read: large enough that the disk streams, small enough for a worker's buffer.
 const CHUNK: usize = 1 << 20;
+/// The largest file read directly. A direct read has no read-ahead: one file
+/// read and hashed in turn leaves the disk idle while it hashes, which the
+/// other workers' files make up for, but not in a data set of a few large
+/// files; those are read through the cache, far ahead.
+pub(super) const LARGEST: u64 = 64 << 20;
 
 /// The sha256 of the `size` bytes of `object`, holes as zeros, read past
-/// the page cache; `None` when the file cannot be read that way (then it is
-/// read through the cache: nothing of this attempt is kept). `object`'s
-/// status flags are as they were afterwards.
+/// the page cache; `None` when the file is larger than [`LARGEST`] or cannot
+/// be read that way (then it is read through the cache: nothing of this
+/// attempt is kept). `object`'s status flags are as they were afterwards.
 pub(super) fn hash(object: &File, size: u64) -> io::Result<Option<String>> {
+    if size > LARGEST {
+        return Ok(None);
+    }
     let Some(_direct) = DirectReads::enter(object)? else { return Ok(None) };
     let segments = sparse::data_segments(object, size)?.unwrap_or_else(|| whole(size));
     let Some(mut buffer) = AlignedBuffer::new(CHUNK) else { return Ok(None) };
@@ -96,15 +104,6 @@ fn hash_segments(
     }
     hash_zeros(&mut hasher, &mut hashed_to, size);
     Ok(hex(&hasher.finalize()))
-}
-
-fn hash_zeros(hasher: &mut Sha256, hashed_to: &mut u64, end: u64) {
-    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    while *hashed_to < end {
-        let n = (end - *hashed_to).min(ZEROS.len() as u64) as usize;
-        hasher.update(&ZEROS[..n]);
-        *hashed_to += n as u64;
-    }
 }
 
 /// `O_DIRECT` set on a file's open description, taken off again when dropped.

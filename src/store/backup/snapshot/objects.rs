@@ -119,26 +119,17 @@ fn name_hashed(incoming: Incoming, sha256: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Larger clones are read through the cache: see [`hash`].
-const DIRECT_UP_TO: u64 = 64 << 20;
-
 /// The sha256 of a stored object's `size` bytes, reading only its data segments.
 ///
 /// A clone shares the source's blocks but not its cached pages: hashing it
 /// through the cache would read it from the disk into the cache once more,
-/// so it is read past the cache where the filesystem allows. A direct read
-/// has no read-ahead, though: one file read and hashed in turn leaves the
-/// disk idle while it hashes, which the other workers' files make up for,
-/// but not in a data set of a few large files, and those are read through
-/// the cache, far ahead. Either way its pages are dropped after: the
-/// snapshot is never read again, and a backup must not push the app's own
-/// data out of the cache (on a large data set it would).
+/// so it is read past the cache where the filesystem allows it and the file
+/// is not too large for it ([`direct::LARGEST`]), else read ahead far. Either
+/// way its pages are dropped after: the snapshot is never read again, and a
+/// backup must not push the app's own data out of the cache (on a large
+/// data set it would).
 fn hash(object: &File, size: u64) -> io::Result<String> {
-    let direct = match size <= DIRECT_UP_TO {
-        true => direct::hash(object, size)?,
-        false => None,
-    };
-    let hex = match direct {
+    let hex = match direct::hash(object, size)? {
         Some(hex) => hex,
         None => {
             // Advice only: a filesystem that takes none reads the same bytes.
@@ -242,6 +233,7 @@ pub(super) fn link(from: &Path, to: &Path, sha256: &str, size: u64) -> io::Resul
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::format::hex;
     use super::*;
     use sha2::{Digest as _, Sha256};
 
@@ -250,15 +242,15 @@ mod tests {
     fn a_clone_over_the_direct_size_is_hashed_through_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let temporary = dir.path().join("incoming-1");
-        let size = DIRECT_UP_TO + 4097;
+        let size = direct::LARGEST + 4097;
         let file = File::create(&temporary).unwrap();
         let mut content = vec![0u8; size as usize];
-        for at in [10usize, (DIRECT_UP_TO / 2) as usize, size as usize - 100] {
+        for at in [10usize, (direct::LARGEST / 2) as usize, size as usize - 100] {
             file.write_all_at(b"upgraderd", at as u64).unwrap();
             content[at..at + 9].copy_from_slice(b"upgraderd");
         }
         file.set_len(size).unwrap();
-        let expected: String = Sha256::digest(&content).iter().map(|b| format!("{b:02x}")).collect();
+        let expected = hex(&Sha256::digest(&content));
         let sha256 = name(Incoming::written(temporary, size).unwrap()).unwrap();
         assert_eq!(sha256, expected);
         assert!(path(dir.path(), &sha256).is_file(), "named by its sha256");
