@@ -1457,9 +1457,9 @@ def snapshots_report(r):
         f"{100 * extra / r['bytes']:.2f}% of the data. How it stored its files: `{json.dumps(r['stored'])}`.",
         "",
         f"Targets: time ≤ 0.1× the first and ≤ 0.1× `tar czf`: **{verdict(second['median'] <= 0.1 * first['median'] and second['median'] <= 0.1 * tar['median'])}**; "
-        f"extra disk ≤ 2%: **{verdict(extra <= 0.02 * r['bytes'])}**. The database is snapshotted whole",
+        f"extra disk ≤ 2%: **{verdict(extra <= 0.02 * r['bytes'])}**. The database is snapshotted anew",
         "through SQLite's online backup API at every backup (a consistent copy, never raw bytes of a live",
-        "file): its size is a floor under every second snapshot.",
+        "file) and stored in 1 MiB pieces: only the pieces its new rows changed are new.",
         "",
     ]
     x = r.get("xfs") or {}

@@ -462,6 +462,10 @@ impl Copier {
             let (files, total) = match stored {
                 Stored::Copied => (&mut tally.copied, &mut tally.copied_bytes),
                 Stored::Cloned => (&mut tally.cloned, &mut tally.cloned_bytes),
+                Stored::Pieced { written } => {
+                    tally.pieced_new_bytes += written;
+                    (&mut tally.pieced, &mut tally.pieced_bytes)
+                }
                 Stored::Shared => (&mut tally.shared, &mut tally.shared_bytes),
             };
             *files += 1;

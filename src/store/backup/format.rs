@@ -28,8 +28,10 @@ pub(super) const OWN_PREFIX: &str = ".upgraderd-";
 pub(super) const FORMAT: u32 = 3;
 /// 4: a snapshot, a directory rather than an archive (see `snapshot`); its
 /// metadata and manifest are those of format 3, with how each data path's
-/// files were stored. Readers take formats 1 to 4.
-pub(super) const SNAPSHOT_FORMAT: u32 = 4;
+/// files were stored. 5: a snapshot whose large files may be stored in
+/// pieces (an object list in place of the object), which a reader of 4
+/// could not open. Readers take formats 1 to 5.
+pub(super) const SNAPSHOT_FORMAT: u32 = 5;
 
 /// One data path of a backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,14 +52,20 @@ pub struct Root {
 }
 
 /// How the files of one data path went into a snapshot: read and copied,
-/// cloned by the filesystem, or shared with an earlier snapshot unread.
+/// cloned by the filesystem, read and stored in pieces (large files the
+/// filesystem could not clone, and SQLite databases), or shared with an
+/// earlier snapshot unread.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Tally {
     pub copied: u64,
     pub copied_bytes: u64,
     pub cloned: u64,
     pub cloned_bytes: u64,
+    pub pieced: u64,
+    pub pieced_bytes: u64,
+    /// What of `pieced_bytes` was stored anew: the pieces no earlier snapshot held.
+    pub pieced_new_bytes: u64,
     pub shared: u64,
     pub shared_bytes: u64,
 }
@@ -68,11 +76,19 @@ impl Tally {
         let parts: Vec<String> = [
             ("copied", self.copied, self.copied_bytes),
             ("cloned", self.cloned, self.cloned_bytes),
+            ("pieced", self.pieced, self.pieced_bytes),
             ("shared", self.shared, self.shared_bytes),
         ]
         .into_iter()
         .filter(|(_, files, _)| *files > 0)
-        .map(|(how, files, bytes)| format!("{files} {how} ({})", crate::units::human_bytes(bytes)))
+        .map(|(how, files, bytes)| match how {
+            "pieced" => format!(
+                "{files} pieced ({}, {} of it new)",
+                crate::units::human_bytes(bytes),
+                crate::units::human_bytes(self.pieced_new_bytes)
+            ),
+            _ => format!("{files} {how} ({})", crate::units::human_bytes(bytes)),
+        })
         .collect();
         if parts.is_empty() {
             "no files".into()

@@ -25,6 +25,9 @@ pub(super) enum Stored {
     Copied,
     /// Cloned (a reflink): the filesystem shares the blocks until either side changes.
     Cloned,
+    /// Read and stored in pieces, of which `written` bytes were new (the
+    /// others shared with an earlier snapshot or another file).
+    Pieced { written: u64 },
     /// Unchanged since an earlier snapshot, which holds it: not read again.
     Shared,
 }
@@ -92,13 +95,26 @@ impl<W: Write> ArchiveSink<W> {
     }
 
     fn file(&mut self, entry: &ManifestEntry, file: File, shown: &Path) -> Result<Content> {
+        let segments = sparse::data_segments(&file, entry.size)?;
+        self.content(entry, file, segments, shown)
+    }
+
+    /// Appends a file member whose `entry.size` bytes `source` holds: only
+    /// its data `segments` when it has holes, else all of it.
+    pub(super) fn content<S: sparse::ReadAt + Read>(
+        &mut self,
+        entry: &ManifestEntry,
+        source: S,
+        segments: Option<Vec<sparse::Segment>>,
+        shown: &Path,
+    ) -> Result<Content> {
         let size = entry.size;
-        if let Some(segments) = sparse::data_segments(&file, size)? {
-            return self.sparse(entry, file, segments, shown);
+        if let Some(segments) = segments {
+            return self.sparse(entry, source, segments, shown);
         }
         let mut header = header_of(entry, tar::EntryType::Regular);
         header.set_size(size);
-        let mut reader = HashingReader::exact(file, size);
+        let mut reader = HashingReader::exact(source, size);
         self.builder
             .append_data(&mut header, member_path(&entry.path), &mut reader)
             .with_context(|| format!("cannot back up {}", shown.display()))?;
@@ -106,17 +122,17 @@ impl<W: Write> ArchiveSink<W> {
     }
 
     /// A file with holes: only its data segments are read and stored.
-    fn sparse(
+    fn sparse<S: sparse::ReadAt>(
         &mut self,
         entry: &ManifestEntry,
-        file: File,
+        source: S,
         segments: Vec<sparse::Segment>,
         shown: &Path,
     ) -> Result<Content> {
         let size = entry.size;
         let mut header = header_of(entry, tar::EntryType::GNUSparse);
         let extensions = sparse::describe(&mut header, &segments, size);
-        let mut reader = sparse::SparseReader::new(file, segments, size);
+        let mut reader = sparse::SparseReader::new(source, segments, size);
         self.builder
             .append_data(&mut header, member_path(&entry.path), extensions.as_slice().chain(&mut reader))
             .with_context(|| format!("cannot back up {}", shown.display()))?;

@@ -109,11 +109,23 @@ pub(super) fn describe(header: &mut tar::Header, segments: &[Segment], size: u64
     blocks
 }
 
+/// What a sparse content is read from: a file, or a snapshot's file stored in pieces.
+pub(super) trait ReadAt {
+    /// Reads into `buf` from `offset`; `Ok(0)` only at the end.
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+}
+
 /// Reads the data segments of a sparse file in order (what the archive
 /// stores), while hashing the whole content, holes as zeros (what the
 /// manifest records). A segment cut short by a shrinking file is padded with zeros.
-pub(super) struct SparseReader {
-    file: File,
+pub(super) struct SparseReader<F: ReadAt = File> {
+    file: F,
     segments: Vec<Segment>,
     size: u64,
     next: usize,
@@ -125,8 +137,8 @@ pub(super) struct SparseReader {
     pub short: bool,
 }
 
-impl SparseReader {
-    pub(super) fn new(file: File, segments: Vec<Segment>, size: u64) -> SparseReader {
+impl<F: ReadAt> SparseReader<F> {
+    pub(super) fn new(file: F, segments: Vec<Segment>, size: u64) -> SparseReader<F> {
         SparseReader { file, segments, size, next: 0, done: 0, hashed_to: 0, hasher: Sha256::new(), short: false }
     }
 
@@ -156,7 +168,7 @@ pub(super) fn hash_zeros(hasher: &mut Sha256, hashed_to: &mut u64, end: u64) {
     }
 }
 
-impl Read for SparseReader {
+impl<F: ReadAt> Read for SparseReader<F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(segment) = self.segments.get(self.next).copied() else { return Ok(0) };
         if self.done == 0 {

@@ -6,7 +6,7 @@
 //! files) clone instead of copying and give back the same bytes.
 
 use std::fs;
-use std::os::unix::fs::{symlink, FileExt, MetadataExt};
+use std::os::unix::fs::{symlink, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -296,6 +296,122 @@ fn an_export_named_tar_zst_is_zstd_that_tar_unpacks_and_upgraderd_restores_from_
     fs::write(&junk, b"not a backup at all").unwrap();
     let err = format!("{:#}", backup::verify(&junk).unwrap_err());
     assert!(err.contains("junk.tar.zst"), "{err}");
+}
+
+/// A large database and a large file with holes, next to the usual data.
+fn large_data_in(dir: &Path) -> PathBuf {
+    let data = data_in(dir);
+    let db = Connection::open(data.join("big.db")).unwrap();
+    db.execute_batch("CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000) INSERT INTO t SELECT randomblob(1000) FROM n;").unwrap();
+    drop(db);
+    let image = fs::File::create(data.join("disk.img")).unwrap();
+    for (at, len) in [(0u64, 3 << 20), (9 << 20, 100_000), ((20 << 20) - 10, 10)] {
+        let bytes: Vec<u8> = (0..len as u32).map(|n| (n.wrapping_mul(2654435761) >> 7) as u8 | 1).collect();
+        image.write_all_at(&bytes, at).unwrap();
+    }
+    image.set_len(20 << 20).unwrap();
+    settle();
+    data
+}
+
+/// The bytes of a snapshot's objects that no other snapshot shares.
+fn alone(snapshot: &Path) -> u64 {
+    walk(&snapshot.join("objects"))
+        .iter()
+        .map(|f| fs::metadata(f).unwrap())
+        .filter(|m| m.nlink() == 1)
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn a_large_database_and_a_large_file_are_stored_in_pieces_and_a_change_costs_the_pieces_it_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = large_data_in(dir.path());
+    let backups = dir.path().join("backups");
+    let first = snapshot(&data, &backups);
+    let how = stored(&first);
+    // The database always; the image unless the filesystem cloned it.
+    let clones = how["cloned"].as_u64().unwrap() > 0;
+    assert_eq!(how["pieced"], if clones { 1 } else { 2 }, "{how}");
+
+    // A write inside the image, and rows added to the database.
+    fs::OpenOptions::new().write(true).open(data.join("disk.img")).unwrap().write_all_at(b"changed", 5 << 20).unwrap();
+    Connection::open(data.join("big.db"))
+        .unwrap()
+        .execute_batch("INSERT INTO t SELECT randomblob(1000) FROM t LIMIT 10;")
+        .unwrap();
+    settle();
+    let second = snapshot(&data, &backups);
+    let how = stored(&second);
+    let size = fs::metadata(data.join("big.db")).unwrap().len();
+    assert!(size > 10 << 20, "a database of {size} bytes");
+    // The image's changed piece and the database's changed pages: a few MiB, not 32.
+    assert!(how["piecedNewBytes"].as_u64().unwrap() <= 6 << 20, "{how}");
+    if !clones {
+        assert!(alone(&second.path) <= 7 << 20, "the second snapshot holds {} bytes alone", alone(&second.path));
+    }
+
+    // The first goes; the second holds all of its pieces by itself, and gives the same bytes back.
+    backup::prune_keeping(&backups, 1).unwrap();
+    backup::verify(&second.path).unwrap();
+    let mut expected = tree(&data);
+    expected.remove("big.db");
+    expected.remove("app.db");
+    let into = dir.path().join("restored");
+    let mut got = restored(&second, &into);
+    got.remove("big.db");
+    assert_eq!(got, expected);
+    let count = |db: &Path| {
+        Connection::open(db).unwrap().query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap()
+    };
+    assert_eq!(count(&into.join("big.db")), 12010);
+    let image = fs::metadata(into.join("disk.img")).unwrap();
+    assert!(image.blocks() * 512 < image.len(), "the image's holes are holes again");
+
+    // Exported, it is a plain archive of the same bytes.
+    let out = dir.path().join("offsite.tar.gz");
+    backup::export(&second.path, &out, &mut |_| {}).unwrap();
+    let unpacked = dir.path().join("unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    assert!(Command::new("tar").arg("xzf").arg(&out).arg("-C").arg(&unpacked).status().unwrap().success());
+    assert!(fs::read(unpacked.join("data/0/disk.img")).unwrap() == fs::read(data.join("disk.img")).unwrap());
+}
+
+#[test]
+fn a_damaged_piece_fails_verify_and_restore_naming_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = large_data_in(dir.path());
+    let created = snapshot(&data, &dir.path().join("backups"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(created.path.join("manifest.json")).unwrap()).unwrap();
+    let entry = manifest["entries"].as_array().unwrap().iter().find(|e| e["path"] == "data/0/big.db").unwrap();
+    let sha = entry["sha256"].as_str().unwrap();
+    let list = created.path.join("objects").join(&sha[..2]).join(format!("{sha}.pieces"));
+    let pieces = fs::read_to_string(&list).unwrap();
+    let piece = pieces.lines().nth(5).unwrap();
+    let object = created.path.join("objects").join(&piece[..2]).join(piece);
+    let len = fs::metadata(&object).unwrap().len() as usize;
+
+    // The same length, other bytes: the whole content's sha256 tells.
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&object, vec![0x55u8; len]).unwrap();
+    let err = format!("{:#}", backup::verify(&created.path).unwrap_err());
+    assert!(err.contains("big.db") && err.contains("does not match"), "{err}");
+    let into = dir.path().join("restored");
+    let err =
+        format!("{:#}", backup::restore(&created.path, &Destination::Into(into.clone()), &mut |_| {}).unwrap_err());
+    assert!(err.contains("big.db"), "{err}");
+    assert!(!into.join("config.yml").exists(), "nothing restored from a damaged snapshot");
+
+    // Gone, or its list named by a path: refused, naming the member.
+    fs::remove_file(&object).unwrap();
+    let err = format!("{:#}", backup::verify(&created.path).unwrap_err());
+    assert!(err.contains("big.db") && err.contains(piece) && err.contains("cannot be opened"), "{err}");
+    fs::set_permissions(&list, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&list, pieces.replacen(piece, "../../../../etc/passwd", 1)).unwrap();
+    let err = format!("{:#}", backup::verify(&created.path).unwrap_err());
+    assert!(err.contains("big.db") && err.contains("neither a sha256"), "{err}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use super::super::format::{show, Kind, Meta};
+use super::super::format::{show, Kind, ManifestEntry, Meta};
 use super::super::members::Rules;
 use super::super::sink::header_of;
 use super::super::{snapshot, sparse};
@@ -36,18 +36,26 @@ pub(super) fn stage_snapshot(
             stager.member(&member, &header, &mut io::empty())?;
             continue;
         }
-        let mut object = snapshot::open_object(dir, entry)?;
-        let sparse = sparse::data_segments(&object, entry.size)?.is_some();
-        let mut header = header_of(entry, if sparse { tar::EntryType::GNUSparse } else { tar::EntryType::Regular });
-        header.set_size(entry.size);
+        let object = snapshot::open_object(dir, entry)?;
         (stager.pause)(Pause::Staging(&member.name));
-        if stager.stages[member.root].clone_file(&member, &header, &object)? {
-            stager.files += 1;
-            stager.bytes += entry.size;
-            stager.report();
-            continue;
-        }
-        let (sha256, size) = stager.member(&member, &header, &mut object)?;
+        let (sha256, size) = match object {
+            snapshot::Object::Whole(mut object) => {
+                let sparse = sparse::data_segments(&object, entry.size)?.is_some();
+                let header = file_header(entry, sparse);
+                if stager.stages[member.root].clone_file(&member, &header, &object)? {
+                    stager.files += 1;
+                    stager.bytes += entry.size;
+                    stager.report();
+                    continue;
+                }
+                stager.member(&member, &header, &mut object)?
+            }
+            // Pieces are copied: a clone of each would need a range of its own.
+            snapshot::Object::Pieced(mut pieced) => {
+                let header = file_header(entry, pieced.segments().is_some());
+                stager.member(&member, &header, &mut pieced)?
+            }
+        };
         if Some(sha256.as_str()) != entry.sha256.as_deref() || size != entry.size {
             bail!(
                 "backup {}: member `{}` does not match its manifest (sha256 {sha256} vs {}); the snapshot is corrupt",
@@ -58,6 +66,13 @@ pub(super) fn stage_snapshot(
         }
     }
     stager.finish(&manifest)
+}
+
+/// The header of a file member of `entry`'s size, sparse when its content has holes.
+fn file_header(entry: &ManifestEntry, sparse: bool) -> tar::Header {
+    let mut header = header_of(entry, if sparse { tar::EntryType::GNUSparse } else { tar::EntryType::Regular });
+    header.set_size(entry.size);
+    header
 }
 
 fn entry_type(kind: Kind) -> tar::EntryType {

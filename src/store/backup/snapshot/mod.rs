@@ -13,7 +13,8 @@
 //!
 //! New content is cloned (`FICLONE`, a reflink) where the filesystem can and
 //! the backup directory is on the data's filesystem, else copied with its
-//! holes kept. It is hashed from the stored object, so the manifest's sha256
+//! holes kept; a large file that is not cloned, and a SQLite database, is
+//! stored in pieces shared with the snapshot before ([`pieces`]). It is hashed from the stored object, so the manifest's sha256
 //! is what the snapshot holds even when the live file changed meanwhile.
 //!
 //! A snapshot is written as `<name>.partial`, synced and renamed. It is read
@@ -23,9 +24,10 @@
 mod direct;
 mod hasher;
 mod objects;
+mod pieces;
 pub(super) mod stream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -93,13 +95,25 @@ impl SnapshotSink {
     }
 
     /// Removes the objects no member of the final manifest names: the
-    /// content of files the final pass stored again, or that went away.
+    /// content of files the final pass stored again, or that went away
+    /// (and the pieces only their lists named).
     fn drop_unreferenced(&self, manifest: &Manifest) -> Result<()> {
-        let named: std::collections::HashSet<&str> =
-            manifest.entries.iter().filter_map(|e| e.sha256.as_deref()).collect();
-        for object in walk(&self.partial.join(OBJECTS)) {
+        let objects = self.partial.join(OBJECTS);
+        let named: HashSet<&str> = manifest.entries.iter().filter_map(|e| e.sha256.as_deref()).collect();
+        let mut kept: HashSet<String> = named.iter().map(|s| s.to_string()).collect();
+        for entry in manifest.entries.iter().filter(|e| e.kind == Kind::File && e.size >= pieces::PIECED_FROM) {
+            let Some(sha256) = entry.sha256.as_deref().filter(|s| objects::is_sha256(s)) else { continue };
+            if let Ok(Some(pieces)) = pieces::read_list(&objects, sha256, entry.size) {
+                kept.extend(pieces.stored().map(|(piece, _)| piece.to_string()));
+            }
+        }
+        for object in walk(&objects) {
             let name = object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if !named.contains(name.as_str()) {
+            let keep = match pieces::listed_content(&name) {
+                Some(content) => named.contains(content),
+                None => kept.contains(&name),
+            };
+            if !keep {
                 fs::remove_file(&object).with_context(|| format!("cannot remove {}", object.display()))?;
             }
         }
@@ -115,8 +129,10 @@ impl Sink for SnapshotSink {
         let Some(file) = content else { bail!("{}: a file member without content", shown.display()) };
         self.temporaries += 1;
         let objects = self.partial.join(OBJECTS);
-        let put = objects::store(&objects, self.temporaries, &file, entry.size)
-            .with_context(|| format!("cannot back up {}", shown.display()))?;
+        let earlier = self.earlier.as_ref().map(|dir| dir.join(OBJECTS));
+        let put =
+            objects::store(&objects, earlier.as_deref(), self.temporaries, &file, entry.size, entry.sqlite_snapshot)
+                .with_context(|| format!("cannot back up {}", shown.display()))?;
         match put {
             objects::Put::Stored(content) => Ok(Some(content)),
             objects::Put::Cloned { incoming, short } => {
@@ -203,23 +219,37 @@ pub(super) fn read_manifest(dir: &Path) -> Result<Manifest> {
         .with_context(|| format!("snapshot {} has no readable manifest", dir.display()))
 }
 
+/// A file member's content in a snapshot.
+pub(super) enum Object {
+    /// One object.
+    Whole(File),
+    /// Pieces, read back in order.
+    Pieced(pieces::Pieced),
+}
+
 /// Opens the object holding a file member's content: named by a sha256 (64
 /// hex digits, never a path of its own), a regular file (a link is never
-/// followed) of the size the manifest records. Anything else is a damaged
-/// or crafted snapshot, refused naming the member.
-pub(super) fn open_object(dir: &Path, entry: &ManifestEntry) -> Result<File> {
+/// followed) of the size the manifest records, or the list of its pieces
+/// ([`pieces`]). Anything else is a damaged or crafted snapshot, refused
+/// naming the member.
+pub(super) fn open_object(dir: &Path, entry: &ManifestEntry) -> Result<Object> {
     let member = super::format::show(&entry.path);
     let damaged = |what: String| anyhow::anyhow!("backup {} is damaged: member `{member}`: {what}", dir.display());
     let sha256 = entry.sha256.as_deref().ok_or_else(|| damaged("the manifest gives no sha256".into()))?;
     if !objects::is_sha256(sha256) {
         return Err(damaged(format!("`{sha256}` is not a sha256 (64 hex digits)")));
     }
-    let path = objects::path(&dir.join(OBJECTS), sha256);
-    let object = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| damaged(format!("its content {} cannot be opened: {e}", path.display())))?;
+    let objects_dir = dir.join(OBJECTS);
+    let path = objects::path(&objects_dir, sha256);
+    let object = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+        Ok(object) => object,
+        Err(e) => {
+            return match pieces::read_list(&objects_dir, sha256, entry.size).map_err(damaged)? {
+                Some(pieces) => Ok(Object::Pieced(pieces::Pieced::new(objects_dir, pieces))),
+                None => Err(damaged(format!("its content {} cannot be opened: {e}", path.display()))),
+            }
+        }
+    };
     let meta = object.metadata()?;
     if !meta.is_file() {
         return Err(damaged(format!("its content {} is not a regular file", path.display())));
@@ -232,7 +262,7 @@ pub(super) fn open_object(dir: &Path, entry: &ManifestEntry) -> Result<File> {
             entry.size
         )));
     }
-    Ok(object)
+    Ok(Object::Whole(object))
 }
 
 /// The disk a snapshot holds alone (what deleting it frees) and what it

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::super::format::HashingReader;
 use super::super::sink::{Content, Digest, Stored};
 use super::super::sparse;
-use super::direct;
+use super::{direct, pieces};
 
 /// Where the object of `sha256` is (checked with [`is_sha256`] first when it comes from a manifest).
 pub(super) fn path(objects: &Path, sha256: &str) -> PathBuf {
@@ -37,6 +37,30 @@ pub(super) struct Incoming {
     size: u64,
 }
 
+impl Incoming {
+    /// A new, empty temporary object, `incoming-<label>`.
+    pub(super) fn create(objects: &Path, label: &str) -> io::Result<Incoming> {
+        let temporary = objects.join(format!("incoming-{label}"));
+        let object = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temporary)?;
+        Ok(Incoming { temporary, object, size: 0 })
+    }
+
+    /// Writes all of `bytes` from the start; the temporary is removed if it cannot.
+    pub(super) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        let written = self.object.write_all_at(bytes, 0);
+        if written.is_err() {
+            let _ = fs::remove_file(&self.temporary);
+        }
+        written
+    }
+}
+
 #[cfg(test)]
 impl Incoming {
     /// A content already written under `temporary`, as a clone leaves it.
@@ -56,31 +80,48 @@ pub(super) enum Put {
 
 /// Stores `size` bytes of `source` as an object: cloned where the
 /// filesystem can (read later, by [`name`], to hash it), else copied with
-/// its holes kept and hashed from what was written. Either way the sha256
-/// is that of the stored bytes, whatever the live file does meanwhile.
-pub(super) fn store(objects: &Path, n: u64, source: &File, size: u64) -> io::Result<Put> {
-    let temporary = objects.join(format!("incoming-{n}"));
-    let object = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temporary)?;
-    let incoming = Incoming { temporary: temporary.clone(), object, size };
+/// its holes kept and hashed from what was written; a large file that is not
+/// cloned, and a SQLite database (`fresh`: a file just written, which a clone
+/// would only move), is stored in pieces shared with the snapshot before
+/// (`earlier`, its objects). Either way the sha256 is that of the stored
+/// bytes, whatever the live file does meanwhile.
+pub(super) fn store(
+    objects: &Path,
+    earlier: Option<&Path>,
+    n: u64,
+    source: &File,
+    size: u64,
+    fresh: bool,
+) -> io::Result<Put> {
+    let pieced = size >= pieces::PIECED_FROM;
+    if pieced && fresh {
+        return pieces::store(objects, earlier, n, source, size).map(Put::Stored);
+    }
+    let mut incoming = Incoming::create(objects, &n.to_string())?;
+    incoming.size = size;
     // Another filesystem, or one without reflinks: the bytes are copied.
-    let cloned = rustix::fs::ioctl_ficlone(&incoming.object, source).is_ok();
-    let put = match cloned {
-        true => fit_clone(&incoming).map(|short| Put::Cloned { incoming, short }),
-        false => copy_keeping_holes(source, &incoming.object, size).and_then(|(sha256, short)| {
-            name_hashed(incoming, &sha256)?;
-            Ok(Put::Stored(Content { digest: Digest::Known(sha256), short, stored: Stored::Copied }))
-        }),
-    };
-    if put.is_err() {
+    if rustix::fs::ioctl_ficlone(&incoming.object, source).is_ok() {
+        return match fit_clone(&incoming) {
+            Ok(short) => Ok(Put::Cloned { incoming, short }),
+            Err(e) => {
+                let _ = fs::remove_file(&incoming.temporary);
+                Err(e)
+            }
+        };
+    }
+    if pieced {
+        fs::remove_file(&incoming.temporary)?;
+        return pieces::store(objects, earlier, n, source, size).map(Put::Stored);
+    }
+    let temporary = incoming.temporary.clone();
+    let copied = copy_keeping_holes(source, &incoming.object, size).and_then(|(sha256, short)| {
+        name_hashed(incoming, &sha256)?;
+        Ok(Put::Stored(Content { digest: Digest::Known(sha256), short, stored: Stored::Copied }))
+    });
+    if copied.is_err() {
         let _ = fs::remove_file(&temporary);
     }
-    put
+    copied
 }
 
 /// Makes a clone `size` bytes long if the file changed size since its
@@ -106,15 +147,20 @@ pub(super) fn name(incoming: Incoming) -> io::Result<String> {
 }
 
 /// Names a hashed object: read-only, and dropped when the same content is already held.
-fn name_hashed(incoming: Incoming, sha256: &str) -> io::Result<()> {
+pub(super) fn name_hashed(incoming: Incoming, sha256: &str) -> io::Result<()> {
+    let target = path(incoming.temporary.parent().unwrap_or(Path::new(".")), sha256);
+    name_as(incoming, &target)
+}
+
+/// Makes a stored object read-only and renames it to `target`, or drops it when `target` is there already.
+pub(super) fn name_as(incoming: Incoming, target: &Path) -> io::Result<()> {
     incoming.object.set_permissions(fs::Permissions::from_mode(0o400))?;
     drop(incoming.object);
-    let target = path(incoming.temporary.parent().unwrap_or(Path::new(".")), sha256);
-    make_shard(&target)?;
+    make_shard(target)?;
     if target.exists() {
         fs::remove_file(&incoming.temporary)?; // The same content, already stored for another file.
     } else {
-        fs::rename(&incoming.temporary, &target)?;
+        fs::rename(&incoming.temporary, target)?;
     }
     Ok(())
 }
@@ -206,24 +252,35 @@ fn copy_keeping_holes(source: &File, object: &File, size: u64) -> io::Result<(St
     Ok((hex, short))
 }
 
-/// Makes `sha256`'s object of the snapshot at `from` one of the snapshot at
-/// `to` too, as a hard link: `false` when `from` no longer holds it as a
-/// read-only regular file of `size` bytes, or the filesystem refuses another
-/// link (then the file is read and stored anew). A same-size change of the
-/// object's bytes is not seen here: `backup verify` reads and checks them.
+/// Makes `sha256`'s content of the snapshot whose objects are at `from`
+/// one of the snapshot at `to` too, as hard links: its object, or its pieces
+/// and their list. `false` when `from` no longer holds it intact, or the
+/// filesystem refuses another link (then the file is read and stored anew).
+/// A same-size change of an object's bytes is not seen here: `backup verify`
+/// reads and checks them.
 pub(super) fn link(from: &Path, to: &Path, sha256: &str, size: u64) -> io::Result<bool> {
+    Ok(link_object(from, to, sha256, size)? || pieces::link(from, to, sha256, size)?)
+}
+
+/// Links `sha256`'s object of `from` into `to`: `false` when `from` does not
+/// hold it as a read-only regular file of `size` bytes.
+pub(super) fn link_object(from: &Path, to: &Path, sha256: &str, size: u64) -> io::Result<bool> {
     if !is_sha256(sha256) {
         return Ok(false);
     }
     let source = path(from, sha256);
-    let target = path(to, sha256);
     let intact = fs::symlink_metadata(&source)
         .is_ok_and(|m| m.is_file() && m.len() == size && m.permissions().mode() & 0o777 == 0o400);
     if !intact {
         return Ok(false);
     }
-    make_shard(&target)?;
-    match fs::hard_link(&source, &target) {
+    link_file(&source, &path(to, sha256))
+}
+
+/// Hard-links `source` as `target`: `false` when `source` went away or has all the links it can.
+pub(super) fn link_file(source: &Path, target: &Path) -> io::Result<bool> {
+    make_shard(target)?;
+    match fs::hard_link(source, target) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::EMLINK) => Ok(false),

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 
 use super::super::format::{show, Kind, Manifest, Meta, FORMAT, MANIFEST_MEMBER, META_MEMBER};
 use super::super::sink::{ArchiveSink, Sink};
+use super::Object;
 
 /// The tar stream of a snapshot, written by a thread as it is read.
 pub(in super::super) struct Stream {
@@ -57,11 +58,16 @@ fn write_members(dir: &Path, meta: &Meta, manifest: &Manifest, sink: &mut Archiv
     sink.json(META_MEMBER, meta)?;
     for entry in &manifest.entries {
         let shown = PathBuf::from(show(&entry.path));
-        let content = match entry.kind {
-            Kind::File => Some(super::open_object(dir, entry)?),
-            _ => None,
-        };
-        sink.put(entry, content, &shown)?;
+        match entry.kind {
+            Kind::File => match super::open_object(dir, entry)? {
+                Object::Whole(file) => sink.put(entry, Some(file), &shown).map(drop)?,
+                Object::Pieced(pieced) => {
+                    let segments = pieced.segments();
+                    sink.content(entry, pieced, segments, &shown).map(drop)?
+                }
+            },
+            _ => sink.put(entry, None, &shown).map(drop)?,
+        }
     }
     sink.json(MANIFEST_MEMBER, manifest)
 }
