@@ -30,7 +30,7 @@ pub(super) mod stream;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -103,7 +103,15 @@ impl SnapshotSink {
         let mut kept: HashSet<String> = named.iter().map(|s| s.to_string()).collect();
         for entry in manifest.entries.iter().filter(|e| e.kind == Kind::File && e.size >= pieces::PIECED_FROM) {
             let Some(sha256) = entry.sha256.as_deref().filter(|s| objects::is_sha256(s)) else { continue };
-            if let Ok(Some(pieces)) = pieces::read_list(&objects, sha256, entry.size) {
+            // A list this snapshot holds but cannot read would lose its pieces here: the snapshot fails instead.
+            let listed = pieces::read_list(&objects, sha256, entry.size).map_err(|e| {
+                anyhow::anyhow!(
+                    "snapshot {}: member `{}`: {e}",
+                    self.partial.display(),
+                    super::format::show(&entry.path)
+                )
+            })?;
+            if let Some(pieces) = listed {
                 kept.extend(pieces.stored().map(|(piece, _)| piece.to_string()));
             }
         }
@@ -241,7 +249,7 @@ pub(super) fn open_object(dir: &Path, entry: &ManifestEntry) -> Result<Object> {
     }
     let objects_dir = dir.join(OBJECTS);
     let path = objects::path(&objects_dir, sha256);
-    let object = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+    let object = match objects::open_regular(&path) {
         Ok(object) => object,
         Err(e) => {
             return match pieces::read_list(&objects_dir, sha256, entry.size).map_err(damaged)? {

@@ -259,7 +259,16 @@ fn copy_keeping_holes(source: &File, object: &File, size: u64) -> io::Result<(St
 /// A same-size change of an object's bytes is not seen here: `backup verify`
 /// reads and checks them.
 pub(super) fn link(from: &Path, to: &Path, sha256: &str, size: u64) -> io::Result<bool> {
+    if !is_sha256(sha256) {
+        return Ok(false);
+    }
     Ok(link_object(from, to, sha256, size)? || pieces::link(from, to, sha256, size)?)
+}
+
+/// Opens a stored file to read it: never through a link, and without
+/// waiting on a FIFO put in its place (refused once its type is checked).
+pub(super) fn open_regular(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
 }
 
 /// Links `sha256`'s object of `from` into `to`: `false` when `from` does not

@@ -11,9 +11,9 @@
 //! manifest's sha256 stays that of the whole content, which `verify` checks
 //! as for any file, whatever its pieces.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io::{self, BufRead, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -98,42 +98,65 @@ impl Pieces {
         text
     }
 
-    /// Reads a list as [`render`](Self::render) writes it, for a content of `size` bytes.
-    fn parse(text: &str, size: u64) -> Result<Pieces, String> {
-        let mut lines = text.lines();
-        if lines.next() != Some(HEADER) {
+    /// Reads a list as [`render`](Self::render) writes it, for a content of
+    /// `size` bytes. A line is read only up to the length of a sha256 and no
+    /// line past the count: a crafted list is never read whole into memory.
+    fn parse(list: impl BufRead, size: u64) -> Result<Pieces, String> {
+        let mut lines = Lines { list, line: String::new() };
+        if lines.next()? != Some(HEADER) {
             return Err(format!("it does not begin with `{HEADER}`"));
         }
-        let mut number = |name: &str| {
+        let mut number = |name: &str| -> Result<u64, String> {
             lines
-                .next()
+                .next()?
                 .and_then(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
                 .ok_or_else(|| format!("its `{name}` line is missing or not a number"))
         };
         let piece = number("piece")?;
         let listed_size = number("size")?;
-        if !piece.is_power_of_two() || !(4096..=1 << 30).contains(&piece) {
-            return Err(format!("its piece size {piece} is not a power of two from 4096 to 1 GiB"));
+        if !piece.is_power_of_two() || !(PIECE..=1 << 30).contains(&piece) {
+            return Err(format!("its piece size {piece} is not a power of two from {PIECE} to 1 GiB"));
         }
         if listed_size != size {
             return Err(format!("it lists {listed_size} bytes, the manifest says {size}"));
         }
+        let count = Pieces::count(size, piece);
         let mut pieces = Vec::new();
-        for line in lines {
+        while let Some(line) = lines.next()? {
+            if pieces.len() as u64 == count {
+                return Err(format!("it lists more than the {count} pieces {size} bytes make"));
+            }
             match line {
                 HOLE => pieces.push(None),
                 sha256 if objects::is_sha256(sha256) => pieces.push(Some(sha256.to_string())),
                 other => return Err(format!("`{other}` is neither a sha256 nor `{HOLE}`")),
             }
         }
-        if pieces.len() as u64 != Pieces::count(size, piece) {
-            return Err(format!(
-                "it lists {} pieces where {size} bytes make {}",
-                pieces.len(),
-                Pieces::count(size, piece)
-            ));
+        if pieces.len() as u64 != count {
+            return Err(format!("it lists {} pieces where {size} bytes make {count}", pieces.len()));
         }
         Ok(Pieces { piece, size, pieces })
+    }
+}
+
+/// The lines of a list, each read up to a little past the longest a list holds.
+struct Lines<R> {
+    list: R,
+    line: String,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn next(&mut self) -> Result<Option<&str>, String> {
+        const LONGEST: u64 = 80;
+        self.line.clear();
+        match (&mut self.list).take(LONGEST).read_line(&mut self.line) {
+            Ok(0) => Ok(None),
+            Ok(_) if !self.line.ends_with('\n') => {
+                Err(format!("a line is longer than {LONGEST} bytes or unterminated: `{}`", self.line.trim_end()))
+            }
+            Ok(_) => Ok(Some(self.line.trim_end_matches('\n'))),
+            Err(e) => Err(format!("it cannot be read: {e}")),
+        }
     }
 }
 
@@ -187,10 +210,12 @@ fn read_full_at(source: &File, buffer: &mut [u8], offset: u64) -> io::Result<usi
     Ok(filled)
 }
 
-/// Stores one piece unless it is held already; the bytes written.
+/// Stores one piece unless it is held already; its bytes when no earlier
+/// snapshot holds it (this one may have stored it already: for another
+/// file, or in the first pass of an upgrade whose final pass this is).
 fn put_piece(objects: &Path, earlier: Option<&Path>, label: &str, sha256: &str, bytes: &[u8]) -> io::Result<u64> {
-    if fs::symlink_metadata(objects::path(objects, sha256)).is_ok() {
-        return Ok(0);
+    if let Ok(held) = fs::symlink_metadata(objects::path(objects, sha256)) {
+        return Ok(if held.nlink() == 1 { bytes.len() as u64 } else { 0 });
     }
     if let Some(earlier) = earlier {
         if objects::link_object(earlier, objects, sha256, bytes.len() as u64)? {
@@ -218,19 +243,18 @@ fn put_list(objects: &Path, label: &str, sha256: &str, pieces: &Pieces) -> io::R
 /// `Ok(None)` when there is none, an error naming what is wrong with it.
 pub(super) fn read_list(objects: &Path, sha256: &str, size: u64) -> Result<Option<Pieces>, String> {
     let path = list_path(objects, sha256);
-    let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+    let file = match objects::open_regular(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("its list of pieces {} cannot be opened: {e}", path.display())),
     };
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    // Far beyond any list upgraderd writes (65 bytes a MiB): a crafted one is not read whole.
-    if !meta.is_file() || meta.len() > 64 << 20 {
-        return Err(format!("its list of pieces {} is not a regular file of a list's size", path.display()));
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => {}
+        _ => return Err(format!("its list of pieces {} is not a regular file", path.display())),
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(|e| format!("its list of pieces {} cannot be read: {e}", path.display()))?;
-    Pieces::parse(&text, size).map(Some).map_err(|e| format!("its list of pieces {} is damaged: {e}", path.display()))
+    Pieces::parse(io::BufReader::new(file), size)
+        .map(Some)
+        .map_err(|e| format!("its list of pieces {} is damaged: {e}", path.display()))
 }
 
 /// Makes `sha256`'s content, stored in pieces in the snapshot whose objects
@@ -276,11 +300,7 @@ impl Pieced {
         if self.open.as_ref().is_none_or(|(open, _)| *open != index) {
             let path = objects::path(&self.objects, sha256);
             let damaged = |what: String| io::Error::other(format!("its piece {} {what}", path.display()));
-            let file = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(|e| damaged(format!("cannot be opened: {e}")))?;
+            let file = objects::open_regular(&path).map_err(|e| damaged(format!("cannot be opened: {e}")))?;
             let meta = file.metadata()?;
             let len = self.pieces.range(index).1;
             if !meta.is_file() || meta.len() != len {
@@ -300,13 +320,13 @@ impl ReadAt for Pieced {
         let index = (offset / self.pieces.piece) as usize;
         let (start, len) = self.pieces.range(index);
         let want = buf.len().min((start + len - offset) as usize);
-        match self.pieces.pieces[index].clone() {
-            None => {
-                buf[..want].fill(0);
-                Ok(want)
-            }
-            Some(sha256) => self.piece(index, &sha256)?.read_at(&mut buf[..want], offset - start),
-        }
+        let Some(sha256) = self.pieces.pieces[index].take() else {
+            buf[..want].fill(0);
+            return Ok(want);
+        };
+        let read = self.piece(index, &sha256).and_then(|piece| piece.read_at(&mut buf[..want], offset - start));
+        self.pieces.pieces[index] = Some(sha256);
+        read
     }
 }
 
@@ -331,27 +351,34 @@ mod tests {
 
     #[test]
     fn a_list_reads_back_as_written_and_gives_its_segments() {
-        let pieces = listed(5 * 4096 + 7, 4096, &[1, 2, 5]);
-        assert_eq!(Pieces::parse(&pieces.render(), 5 * 4096 + 7).unwrap(), pieces);
+        let size = 5 * PIECE + 7;
+        let pieces = listed(size, PIECE, &[1, 2, 5]);
+        assert_eq!(Pieces::parse(pieces.render().as_bytes(), size).unwrap(), pieces);
         assert_eq!(
             pieces.segments().unwrap(),
-            vec![Segment { offset: 0, len: 4096 }, Segment { offset: 3 * 4096, len: 2 * 4096 }]
+            vec![Segment { offset: 0, len: PIECE }, Segment { offset: 3 * PIECE, len: 2 * PIECE }]
         );
-        assert_eq!(listed(3 * 4096, 4096, &[]).segments(), None, "no hole, no segments");
+        assert_eq!(listed(3 * PIECE, PIECE, &[]).segments(), None, "no hole, no segments");
     }
 
     #[test]
     fn a_damaged_list_is_refused_saying_what_is_wrong() {
-        let good = listed(3 * 4096, 4096, &[]).render();
+        let size = 3 * PIECE;
+        let good = listed(size, PIECE, &[]).render();
+        let first = format!("{:064x}", 0);
         for (text, said) in [
             (good.replace(HEADER, "upgraderd pieces 9"), "does not begin"),
-            (good.replace("piece 4096", "piece 4000"), "power of two"),
-            (good.replace("size 12288", "size 12289"), "manifest says"),
-            (good.replacen(&format!("{:064x}", 1), "../../etc/passwd", 1), "neither a sha256"),
-            (good.lines().take(5).collect::<Vec<_>>().join("\n"), "lists 2 pieces"),
+            (good.replace("piece 1048576", "piece 1000000"), "power of two"),
+            (good.replace("piece 1048576", "piece 4096"), "power of two"),
+            (good.replace("size 3145728", "size 3145729"), "manifest says"),
+            (good.replacen(&first, "../../etc/passwd", 1), "neither a sha256"),
+            (good.replacen(&first, &"a".repeat(10_000), 1), "longer than"),
+            (good.lines().take(5).collect::<Vec<_>>().join("\n") + "\n", "lists 2 pieces"),
+            (good.clone() + &format!("{first}\n").repeat(1000), "more than the 3 pieces"),
+            (good.trim_end().to_string(), "unterminated"),
         ] {
-            let err = Pieces::parse(&text, 3 * 4096).unwrap_err();
-            assert!(err.contains(said), "{err}");
+            let err = Pieces::parse(text.as_bytes(), size).unwrap_err();
+            assert!(err.contains(said), "{said}: {err}");
         }
     }
 
@@ -365,7 +392,7 @@ mod tests {
         fs::create_dir(&second).unwrap();
         let size = 5 * PIECE + 333;
         let source = dir.path().join("data");
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&source).unwrap();
+        let file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&source).unwrap();
         file.set_len(size).unwrap();
         let mut content = vec![0u8; size as usize];
         for (at, byte) in [(0, 1u8), (PIECE + 10, 2), (4 * PIECE + 5, 3), (size - 3, 4)] {
@@ -376,7 +403,8 @@ mod tests {
         let Digest::Known(sha256) = stored.digest else { panic!("a piece's digest is known at once") };
         assert_eq!(sha256, hex(&Sha256::digest(&content)));
         let holes = sparse::data_segments(&file, size).unwrap().is_some();
-        let expected_written = if holes { 3 * PIECE + 333 } else { 4 * PIECE + 333 }; // Zero pieces once.
+        // Without holes, two pieces of zeros: one object, new bytes of the file both.
+        let expected_written = if holes { 3 * PIECE + 333 } else { 5 * PIECE + 333 };
         assert_eq!(stored.stored, Stored::Pieced { written: expected_written });
 
         file.write_all_at(b"changed", 4 * PIECE + 100).unwrap();
