@@ -439,11 +439,7 @@ fn a_damaged_piece_fails_verify_and_restore_naming_the_member() {
     let dir = tempfile::tempdir().unwrap();
     let data = large_data_in(dir.path());
     let created = snapshot(&data, &dir.path().join("backups"));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(created.path.join("manifest.json")).unwrap()).unwrap();
-    let entry = manifest["entries"].as_array().unwrap().iter().find(|e| e["path"] == "data/0/big.db").unwrap();
-    let sha = entry["sha256"].as_str().unwrap();
-    let list = created.path.join("objects").join(&sha[..2]).join(format!("{sha}.pieces"));
+    let list = object_of(&created.path, "data/0/big.db").with_extension("pieces");
     let pieces = fs::read_to_string(&list).unwrap();
     let piece = pieces.lines().nth(5).unwrap();
     let object = created.path.join("objects").join(&piece[..2]).join(piece);
@@ -452,13 +448,7 @@ fn a_damaged_piece_fails_verify_and_restore_naming_the_member() {
     // The same length, other bytes: the whole content's sha256 tells.
     fs::set_permissions(&object, fs::Permissions::from_mode(0o600)).unwrap();
     fs::write(&object, vec![0x55u8; len]).unwrap();
-    let err = format!("{:#}", backup::verify(&created.path).unwrap_err());
-    assert!(err.contains("big.db") && err.contains("does not match"), "{err}");
-    let into = dir.path().join("restored");
-    let err =
-        format!("{:#}", backup::restore(&created.path, &Destination::Into(into.clone()), &mut |_| {}).unwrap_err());
-    assert!(err.contains("big.db"), "{err}");
-    assert!(!into.join("config.yml").exists(), "nothing restored from a damaged snapshot");
+    verify_and_restore_refuse(&created, "big.db", dir.path());
 
     // Gone, or its list named by a path: refused, naming the member.
     fs::remove_file(&object).unwrap();
@@ -479,18 +469,18 @@ fn a_damaged_object_fails_verify_and_restore_naming_the_member() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_in(dir.path());
     let created = snapshot(&data, &dir.path().join("backups"));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(created.path.join("manifest.json")).unwrap()).unwrap();
-    let entry = manifest["entries"].as_array().unwrap().iter().find(|e| e["path"] == "data/0/config.yml").unwrap();
-    let sha = entry["sha256"].as_str().unwrap();
-    let object = created.path.join("objects").join(&sha[..2]).join(sha);
-    fs::write(&object, "port: 6666\n").unwrap();
+    fs::write(object_of(&created.path, "data/0/config.yml"), "port: 6666\n").unwrap();
+    verify_and_restore_refuse(&created, "config.yml", dir.path());
+}
+
+/// `verify` and `restore` of a damaged snapshot both fail naming `file`, and the restore leaves nothing.
+fn verify_and_restore_refuse(created: &backup::Created, file: &str, dir: &Path) {
     let err = format!("{:#}", backup::verify(&created.path).unwrap_err());
-    assert!(err.contains("config.yml") && err.contains("does not match"), "{err}");
-    let into = dir.path().join("restored");
+    assert!(err.contains(file) && err.contains("does not match"), "{err}");
+    let into = dir.join("restored");
     let err =
         format!("{:#}", backup::restore(&created.path, &Destination::Into(into.clone()), &mut |_| {}).unwrap_err());
-    assert!(err.contains("config.yml"), "{err}");
+    assert!(err.contains(file), "{err}");
     assert!(!into.join("config.yml").exists(), "nothing restored from a damaged snapshot");
 }
 
