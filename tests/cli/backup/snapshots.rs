@@ -176,18 +176,21 @@ fn a_disk_that_fills_during_a_snapshot_leaves_nothing_and_says_so() {
         eprintln!("SKIP: cannot mount here; a full disk during a snapshot not exercised");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = data_in(dir.path());
-    let noise = crate::common::incompressible(3 << 20);
-    fs::write(data.join("noise.bin"), &noise).unwrap();
-    let full = crate::common::Mounted::tmpfs(&dir.path().join("small-disk"), "1m");
-    let err = backup::create_as(std::slice::from_ref(&data), &full.0, Form::Snapshot, Reason::default(), &mut |_| {})
-        .map(|c| c.path)
-        .unwrap_err();
-    let err = format!("{err:#}");
-    assert!(err.contains("is full"), "{err}");
-    let left: Vec<_> = fs::read_dir(&full.0).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    // A file copied whole, and one stored in pieces, of which several fit.
+    for (noise, disk) in [(3 << 20, "1m"), (12 << 20, "6m")] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data_in(dir.path());
+        fs::write(data.join("noise.bin"), crate::common::incompressible(noise)).unwrap();
+        let full = crate::common::Mounted::tmpfs(&dir.path().join("small-disk"), disk);
+        let err =
+            backup::create_as(std::slice::from_ref(&data), &full.0, Form::Snapshot, Reason::default(), &mut |_| {})
+                .map(|c| c.path)
+                .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("is full"), "{noise} bytes: {err}");
+        let left: Vec<_> = fs::read_dir(&full.0).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{noise} bytes: left behind: {left:?}");
+    }
 }
 
 #[test]
