@@ -73,21 +73,18 @@ pub struct Tally {
 impl Tally {
     /// In words, for the log and `backup list`: "12 copied (3.0 MiB), 4000 shared (9.9 GiB)".
     pub fn describe(&self) -> String {
+        let human = crate::units::human_bytes;
         let parts: Vec<String> = [
-            ("copied", self.copied, self.copied_bytes),
-            ("cloned", self.cloned, self.cloned_bytes),
-            ("pieced", self.pieced, self.pieced_bytes),
-            ("shared", self.shared, self.shared_bytes),
+            ("copied", self.copied, self.copied_bytes, None),
+            ("cloned", self.cloned, self.cloned_bytes, None),
+            ("pieced", self.pieced, self.pieced_bytes, Some(self.pieced_new_bytes)),
+            ("shared", self.shared, self.shared_bytes, None),
         ]
         .into_iter()
-        .filter(|(_, files, _)| *files > 0)
-        .map(|(how, files, bytes)| match how {
-            "pieced" => format!(
-                "{files} pieced ({}, {} of it new)",
-                crate::units::human_bytes(bytes),
-                crate::units::human_bytes(self.pieced_new_bytes)
-            ),
-            _ => format!("{files} {how} ({})", crate::units::human_bytes(bytes)),
+        .filter(|(_, files, _, _)| *files > 0)
+        .map(|(how, files, bytes, new)| match new {
+            Some(new) => format!("{files} {how} ({}, {} of it new)", human(bytes), human(new)),
+            None => format!("{files} {how} ({})", human(bytes)),
         })
         .collect();
         if parts.is_empty() {
@@ -415,6 +412,20 @@ pub(super) fn show(name: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_says_how_many_files_went_each_way_and_what_of_the_pieced_ones_was_new() {
+        let tally = Tally {
+            copied: 1,
+            copied_bytes: 2048,
+            pieced: 1,
+            pieced_bytes: 40 << 20,
+            pieced_new_bytes: 3 << 20,
+            ..Tally::default()
+        };
+        assert_eq!(tally.describe(), "1 copied (2.0 KiB), 1 pieced (40.0 MiB, 3.0 MiB of it new)");
+        assert_eq!(Tally::default().describe(), "no files");
+    }
 
     #[test]
     fn hashing_reader_pads_a_shrunk_source() {

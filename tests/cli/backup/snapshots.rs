@@ -139,35 +139,38 @@ fn a_file_changed_in_place_with_its_size_and_time_put_back_is_still_copied() {
 
 #[test]
 fn a_file_swapped_for_a_link_to_a_host_file_during_a_snapshot_is_stored_as_the_link() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = data_in(dir.path());
-    let secret = dir.path().join("host-shadow");
-    fs::write(&secret, "HOST-SECRET").unwrap();
-    let backups = dir.path().join("backups");
-    let target = data.join("config.yml");
-    let created = backup::create_paused(
-        std::slice::from_ref(&data),
-        &backups,
-        Form::Snapshot,
-        Reason::default(),
-        &mut |_| {},
-        &mut |pause| {
-            if let Pause::Copying(member) = pause {
-                if member.ends_with(b"/config.yml") {
-                    fs::remove_file(&target).unwrap();
-                    symlink(&secret, &target).unwrap();
+    // A file copied whole, and one stored in pieces.
+    for name in ["config.yml", "disk.img"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = large_data_in(dir.path());
+        let secret = dir.path().join("host-shadow");
+        fs::write(&secret, "HOST-SECRET").unwrap();
+        let backups = dir.path().join("backups");
+        let target = data.join(name);
+        let created = backup::create_paused(
+            std::slice::from_ref(&data),
+            &backups,
+            Form::Snapshot,
+            Reason::default(),
+            &mut |_| {},
+            &mut |pause| {
+                if let Pause::Copying(member) = pause {
+                    if member.ends_with(format!("/{name}").as_bytes()) {
+                        fs::remove_file(&target).unwrap();
+                        symlink(&secret, &target).unwrap();
+                    }
                 }
-            }
-        },
-    )
-    .unwrap();
-    assert!(created.warnings.iter().any(|w| w.contains("replaced by a symlink")), "{:?}", created.warnings);
-    for object in walk(&created.path.join("objects")) {
-        assert_ne!(fs::read(&object).unwrap(), b"HOST-SECRET", "the host file was never read");
+            },
+        )
+        .unwrap();
+        assert!(created.warnings.iter().any(|w| w.contains("replaced by a symlink")), "{name}: {:?}", created.warnings);
+        for object in walk(&created.path.join("objects")) {
+            assert_ne!(fs::read(&object).unwrap(), b"HOST-SECRET", "{name}: the host file was never read");
+        }
+        let into = dir.path().join("restored");
+        backup::restore(&created.path, &Destination::Into(into.clone()), &mut |_| {}).unwrap();
+        assert_eq!(fs::read_link(into.join(name)).unwrap(), secret, "{name}");
     }
-    let into = dir.path().join("restored");
-    backup::restore(&created.path, &Destination::Into(into.clone()), &mut |_| {}).unwrap();
-    assert_eq!(fs::read_link(into.join("config.yml")).unwrap(), secret);
 }
 
 #[test]

@@ -14,8 +14,9 @@
 //! New content is cloned (`FICLONE`, a reflink) where the filesystem can and
 //! the backup directory is on the data's filesystem, else copied with its
 //! holes kept; a large file that is not cloned, and a SQLite database, is
-//! stored in pieces shared with the snapshot before ([`pieces`]). It is hashed from the stored object, so the manifest's sha256
-//! is what the snapshot holds even when the live file changed meanwhile.
+//! stored in pieces shared with the snapshot before ([`pieces`]). It is
+//! hashed from what was stored, so the manifest's sha256 is what the
+//! snapshot holds even when the live file changed meanwhile.
 //!
 //! A snapshot is written as `<name>.partial`, synced and renamed. It is read
 //! back (verify, restore, export) as the tar stream an archive would hold
@@ -100,7 +101,7 @@ impl SnapshotSink {
     fn drop_unreferenced(&self, manifest: &Manifest) -> Result<()> {
         let objects = self.partial.join(OBJECTS);
         let named: HashSet<&str> = manifest.entries.iter().filter_map(|e| e.sha256.as_deref()).collect();
-        let mut kept: HashSet<String> = named.iter().map(|s| s.to_string()).collect();
+        let mut listed_pieces: HashSet<String> = HashSet::new();
         for entry in manifest.entries.iter().filter(|e| e.kind == Kind::File && e.size >= pieces::PIECED_FROM) {
             let Some(sha256) = entry.sha256.as_deref().filter(|s| objects::is_sha256(s)) else { continue };
             // A list this snapshot holds but cannot read would lose its pieces here: the snapshot fails instead.
@@ -112,14 +113,14 @@ impl SnapshotSink {
                 )
             })?;
             if let Some(pieces) = listed {
-                kept.extend(pieces.stored().map(|(piece, _)| piece.to_string()));
+                listed_pieces.extend(pieces.stored().map(|(piece, _)| piece.to_string()));
             }
         }
         for object in walk(&objects) {
             let name = object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let keep = match pieces::listed_content(&name) {
                 Some(content) => named.contains(content),
-                None => kept.contains(&name),
+                None => named.contains(name.as_str()) || listed_pieces.contains(&name),
             };
             if !keep {
                 fs::remove_file(&object).with_context(|| format!("cannot remove {}", object.display()))?;

@@ -38,8 +38,8 @@ pub(super) struct Incoming {
 }
 
 impl Incoming {
-    /// A new, empty temporary object, `incoming-<label>`.
-    pub(super) fn create(objects: &Path, label: &str) -> io::Result<Incoming> {
+    /// A new, empty temporary object, `incoming-<label>`, for `size` bytes.
+    pub(super) fn create(objects: &Path, label: &str, size: u64) -> io::Result<Incoming> {
         let temporary = objects.join(format!("incoming-{label}"));
         let object = OpenOptions::new()
             .read(true)
@@ -48,7 +48,7 @@ impl Incoming {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&temporary)?;
-        Ok(Incoming { temporary, object, size: 0 })
+        Ok(Incoming { temporary, object, size })
     }
 
     /// Writes all of `bytes` from the start; the temporary is removed if it cannot.
@@ -97,31 +97,25 @@ pub(super) fn store(
     if pieced && fresh {
         return pieces::store(objects, earlier, n, source, size).map(Put::Stored);
     }
-    let mut incoming = Incoming::create(objects, &n.to_string())?;
-    incoming.size = size;
+    let incoming = Incoming::create(objects, &n.to_string(), size)?;
+    let temporary = incoming.temporary.clone();
     // Another filesystem, or one without reflinks: the bytes are copied.
-    if rustix::fs::ioctl_ficlone(&incoming.object, source).is_ok() {
-        return match fit_clone(&incoming) {
-            Ok(short) => Ok(Put::Cloned { incoming, short }),
-            Err(e) => {
-                let _ = fs::remove_file(&incoming.temporary);
-                Err(e)
-            }
-        };
-    }
-    if pieced {
-        fs::remove_file(&incoming.temporary)?;
+    let cloned = rustix::fs::ioctl_ficlone(&incoming.object, source).is_ok();
+    if pieced && !cloned {
+        fs::remove_file(&temporary)?;
         return pieces::store(objects, earlier, n, source, size).map(Put::Stored);
     }
-    let temporary = incoming.temporary.clone();
-    let copied = copy_keeping_holes(source, &incoming.object, size).and_then(|(sha256, short)| {
-        name_hashed(incoming, &sha256)?;
-        Ok(Put::Stored(Content { digest: Digest::Known(sha256), short, stored: Stored::Copied }))
-    });
-    if copied.is_err() {
+    let put = match cloned {
+        true => fit_clone(&incoming).map(|short| Put::Cloned { incoming, short }),
+        false => copy_keeping_holes(source, &incoming.object, size).and_then(|(sha256, short)| {
+            name_hashed(incoming, &sha256)?;
+            Ok(Put::Stored(Content { digest: Digest::Known(sha256), short, stored: Stored::Copied }))
+        }),
+    };
+    if put.is_err() {
         let _ = fs::remove_file(&temporary);
     }
-    copied
+    put
 }
 
 /// Makes a clone `size` bytes long if the file changed size since its

@@ -222,7 +222,7 @@ fn put_piece(objects: &Path, earlier: Option<&Path>, label: &str, sha256: &str, 
             return Ok(0);
         }
     }
-    let incoming = objects::Incoming::create(objects, label)?;
+    let incoming = objects::Incoming::create(objects, label, bytes.len() as u64)?;
     incoming.write_all(bytes)?;
     objects::name_hashed(incoming, sha256)?;
     Ok(bytes.len() as u64)
@@ -234,8 +234,9 @@ fn put_list(objects: &Path, label: &str, sha256: &str, pieces: &Pieces) -> io::R
     if fs::symlink_metadata(&target).is_ok() {
         return Ok(());
     }
-    let incoming = objects::Incoming::create(objects, label)?;
-    incoming.write_all(pieces.render().as_bytes())?;
+    let list = pieces.render();
+    let incoming = objects::Incoming::create(objects, label, list.len() as u64)?;
+    incoming.write_all(list.as_bytes())?;
     objects::name_as(incoming, &target)
 }
 
@@ -295,8 +296,10 @@ impl Pieced {
         self.pieces.segments()
     }
 
-    /// Opens piece `index`: a regular file (a link is never followed) of its length.
-    fn piece(&mut self, index: usize, sha256: &str) -> io::Result<&File> {
+    /// Opens piece `index`, `None` for a hole: a regular file (a link is
+    /// never followed) of its length.
+    fn piece(&mut self, index: usize) -> io::Result<Option<&File>> {
+        let Some(sha256) = &self.pieces.pieces[index] else { return Ok(None) };
         if self.open.as_ref().is_none_or(|(open, _)| *open != index) {
             let path = objects::path(&self.objects, sha256);
             let damaged = |what: String| io::Error::other(format!("its piece {} {what}", path.display()));
@@ -308,7 +311,7 @@ impl Pieced {
             }
             self.open = Some((index, file));
         }
-        Ok(&self.open.as_ref().expect("opened above").1)
+        Ok(self.open.as_ref().map(|(_, file)| file))
     }
 }
 
@@ -320,13 +323,13 @@ impl ReadAt for Pieced {
         let index = (offset / self.pieces.piece) as usize;
         let (start, len) = self.pieces.range(index);
         let want = buf.len().min((start + len - offset) as usize);
-        let Some(sha256) = self.pieces.pieces[index].take() else {
-            buf[..want].fill(0);
-            return Ok(want);
-        };
-        let read = self.piece(index, &sha256).and_then(|piece| piece.read_at(&mut buf[..want], offset - start));
-        self.pieces.pieces[index] = Some(sha256);
-        read
+        match self.piece(index)? {
+            Some(piece) => piece.read_at(&mut buf[..want], offset - start),
+            None => {
+                buf[..want].fill(0);
+                Ok(want)
+            }
+        }
     }
 }
 
